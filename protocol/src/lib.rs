@@ -1,0 +1,22 @@
+//! Sluice's Kafka wire codec, free of I/O.
+//!
+//! The hot path is hand-written here: the record batch v2 header
+//! ([`record_batch`]), the length-prefixed frame ([`frame`]), the request
+//! header ([`header`]) and the fetch response encoder ([`fetch_response`]),
+//! which interleaves encoded bytes with file regions so the broker can send
+//! record bytes with `sendfile`. Control-plane messages (Metadata,
+//! CreateTopics, ...) use the `kafka-protocol` crate, re-exported as
+//! [`messages`]; see `docs/ARCHITECTURE.md` for why the line sits there.
+
+pub mod api_versions;
+pub mod error_code;
+pub mod fetch_response;
+pub mod frame;
+pub mod header;
+pub mod primitives;
+pub mod record_batch;
+pub mod types;
+
+pub use error_code::ErrorCode;
+pub use kafka_protocol as messages;
+pub use types::{LeaderEpoch, Offset};

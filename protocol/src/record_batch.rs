@@ -1,0 +1,600 @@
+//! Kafka record batch, magic v2: the unit Sluice validates, stores and
+//! serves. Batches go to disk exactly as they came off the wire; only
+//! `base_offset` and `partition_leader_epoch`, which the CRC does not cover,
+//! are rewritten in place when the partition assigns offsets.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base_offset              i64   rewritten by the broker
+//!      8     4  batch_length             i32   bytes after this field
+//!     12     4  partition_leader_epoch   i32   rewritten by the broker
+//!     16     1  magic                    i8    always 2
+//!     17     4  crc                      u32   CRC-32C of bytes 21..end
+//!     21     2  attributes               i16   bits 0-2 compression, 3 timestamp type,
+//!                                              4 transactional, 5 control
+//!     23     4  last_offset_delta        i32
+//!     27     8  base_timestamp           i64
+//!     35     8  max_timestamp            i64
+//!     43     8  producer_id              i64
+//!     51     2  producer_epoch           i16
+//!     53     4  base_sequence            i32
+//!     57     4  records_count            i32
+//!     61     -  records (compressed as a whole when bits 0-2 are set)
+//! ```
+//!
+//! A record inside (uncompressed form):
+//! ```text
+//! length varint | attributes i8 | timestamp_delta varlong | offset_delta varint |
+//! key_length varint | key | value_length varint | value |
+//! header_count varint | (key_length varint | key | value_length varint | value)*
+//! ```
+
+use crate::primitives::{put_varint, put_varlong, DecodeError, Reader};
+use crate::types::{LeaderEpoch, Offset};
+use thiserror::Error;
+
+pub const BASE_OFFSET_OFFSET: usize = 0;
+pub const BATCH_LENGTH_OFFSET: usize = BASE_OFFSET_OFFSET + 8;
+pub const LEADER_EPOCH_OFFSET: usize = BATCH_LENGTH_OFFSET + 4;
+pub const MAGIC_OFFSET: usize = LEADER_EPOCH_OFFSET + 4;
+pub const CRC_OFFSET: usize = MAGIC_OFFSET + 1;
+pub const ATTRIBUTES_OFFSET: usize = CRC_OFFSET + 4;
+pub const LAST_OFFSET_DELTA_OFFSET: usize = ATTRIBUTES_OFFSET + 2;
+pub const BASE_TIMESTAMP_OFFSET: usize = LAST_OFFSET_DELTA_OFFSET + 4;
+pub const MAX_TIMESTAMP_OFFSET: usize = BASE_TIMESTAMP_OFFSET + 8;
+pub const PRODUCER_ID_OFFSET: usize = MAX_TIMESTAMP_OFFSET + 8;
+pub const PRODUCER_EPOCH_OFFSET: usize = PRODUCER_ID_OFFSET + 8;
+pub const BASE_SEQUENCE_OFFSET: usize = PRODUCER_EPOCH_OFFSET + 2;
+pub const RECORDS_COUNT_OFFSET: usize = BASE_SEQUENCE_OFFSET + 4;
+/// Size of the fixed batch header; the records follow it.
+pub const BATCH_HEADER_SIZE: usize = RECORDS_COUNT_OFFSET + 4;
+/// Bytes before `batch_length` counts: base_offset and batch_length itself.
+pub const LOG_OVERHEAD: usize = BATCH_LENGTH_OFFSET + 4;
+/// The only record format Sluice accepts.
+pub const MAGIC_V2: i8 = 2;
+
+const _: () = assert!(BATCH_HEADER_SIZE == 61);
+const _: () = assert!(LOG_OVERHEAD == 12);
+
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+/// Compression codec from the attribute bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Compression {
+    pub fn from_attributes(attributes: i16) -> Option<Compression> {
+        match attributes & ATTR_COMPRESSION_MASK {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Why a batch was refused. Each maps to the Kafka error its partition gets.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// Framing or checksum is wrong: CORRUPT_MESSAGE.
+    #[error("corrupt batch at byte {position}: {reason}")]
+    Corrupt {
+        position: usize,
+        reason: &'static str,
+    },
+    /// Above `max.message.bytes`: MESSAGE_TOO_LARGE.
+    #[error("batch of {size} bytes is above max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    /// Well-formed but not acceptable: INVALID_RECORD.
+    #[error("invalid batch at byte {position}: {reason}")]
+    Invalid {
+        position: usize,
+        reason: &'static str,
+    },
+    /// Compression codec not allowed by the request version: UNSUPPORTED_COMPRESSION_TYPE.
+    #[error("compression {0:?} needs a newer produce version")]
+    UnsupportedCompression(Compression),
+}
+
+/// The fields of a batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: Offset,
+    pub batch_length: i32,
+    pub partition_leader_epoch: LeaderEpoch,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+impl BatchHeader {
+    /// Reads the header fields; `None` when fewer than 61 bytes are given.
+    pub fn parse(b: &[u8]) -> Option<BatchHeader> {
+        if b.len() < BATCH_HEADER_SIZE {
+            return None;
+        }
+        Some(BatchHeader {
+            base_offset: Offset(be_i64(b, BASE_OFFSET_OFFSET)),
+            batch_length: be_i32(b, BATCH_LENGTH_OFFSET),
+            partition_leader_epoch: LeaderEpoch(be_i32(b, LEADER_EPOCH_OFFSET)),
+            magic: b[MAGIC_OFFSET] as i8,
+            crc: be_i32(b, CRC_OFFSET) as u32,
+            attributes: be_i16(b, ATTRIBUTES_OFFSET),
+            last_offset_delta: be_i32(b, LAST_OFFSET_DELTA_OFFSET),
+            base_timestamp: be_i64(b, BASE_TIMESTAMP_OFFSET),
+            max_timestamp: be_i64(b, MAX_TIMESTAMP_OFFSET),
+            producer_id: be_i64(b, PRODUCER_ID_OFFSET),
+            producer_epoch: be_i16(b, PRODUCER_EPOCH_OFFSET),
+            base_sequence: be_i32(b, BASE_SEQUENCE_OFFSET),
+            records_count: be_i32(b, RECORDS_COUNT_OFFSET),
+        })
+    }
+
+    /// Total bytes of the batch including the 12-byte log overhead.
+    pub fn total_size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset.add(i64::from(self.last_offset_delta))
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset().add(1)
+    }
+
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_attributes(self.attributes)
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+
+    pub fn uses_log_append_time(&self) -> bool {
+        self.attributes & ATTR_TIMESTAMP_TYPE != 0
+    }
+}
+
+/// CRC-32C over attributes..end, as the batch header's `crc` covers.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Checks one whole batch (exactly `batch.len()` bytes) as a produce
+/// request or a recovery scan must: length, magic, CRC, counts.
+pub fn validate_batch(batch: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    let corrupt = |reason| BatchError::Corrupt { position, reason };
+    let header = BatchHeader::parse(batch).ok_or(corrupt("shorter than a batch header"))?;
+    if header.batch_length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
+        return Err(corrupt("batch_length below the header size"));
+    }
+    if header.total_size() != batch.len() {
+        return Err(corrupt("batch_length does not match the bytes given"));
+    }
+    if header.magic != MAGIC_V2 {
+        return Err(corrupt("magic is not 2"));
+    }
+    if compute_crc(batch) != header.crc {
+        return Err(corrupt("CRC-32C mismatch"));
+    }
+    let invalid = |reason| BatchError::Invalid { position, reason };
+    if header.compression().is_none() {
+        return Err(invalid("unknown compression codec"));
+    }
+    if header.records_count <= 0 {
+        return Err(invalid("batch has no records"));
+    }
+    if header.last_offset_delta != header.records_count - 1 {
+        return Err(invalid("records_count does not match last_offset_delta"));
+    }
+    Ok(header)
+}
+
+/// What a validated record set holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RecordSetSummary {
+    pub batches: u32,
+    /// Offsets the set takes: the sum of each batch's `last_offset_delta + 1`.
+    pub records: i64,
+    pub max_timestamp: i64,
+    /// `base_timestamp` of the first batch.
+    pub first_timestamp: i64,
+}
+
+/// Validates a produce request's record set: a sequence of whole batches,
+/// each at most `max_batch_bytes`. Nothing is accepted unless all is.
+pub fn validate_record_set(
+    set: &[u8],
+    max_batch_bytes: usize,
+) -> Result<RecordSetSummary, BatchError> {
+    let mut summary = RecordSetSummary {
+        max_timestamp: -1,
+        first_timestamp: -1,
+        ..RecordSetSummary::default()
+    };
+    if set.is_empty() {
+        return Err(BatchError::Invalid {
+            position: 0,
+            reason: "record set is empty",
+        });
+    }
+    let mut position = 0;
+    while position < set.len() {
+        let rest = &set[position..];
+        if rest.len() < LOG_OVERHEAD {
+            return Err(BatchError::Corrupt {
+                position,
+                reason: "trailing partial batch",
+            });
+        }
+        let batch_length = be_i32(rest, BATCH_LENGTH_OFFSET);
+        if batch_length < 0 {
+            return Err(BatchError::Corrupt {
+                position,
+                reason: "negative batch_length",
+            });
+        }
+        let size = LOG_OVERHEAD + batch_length as usize;
+        if size > max_batch_bytes {
+            return Err(BatchError::TooLarge {
+                size,
+                max: max_batch_bytes,
+            });
+        }
+        if size > rest.len() {
+            return Err(BatchError::Corrupt {
+                position,
+                reason: "batch_length runs past the record set",
+            });
+        }
+        let header = validate_batch(&rest[..size], position)?;
+        if header.is_control() {
+            return Err(BatchError::Invalid {
+                position,
+                reason: "clients may not produce control batches",
+            });
+        }
+        if summary.batches == 0 {
+            summary.first_timestamp = header.base_timestamp;
+        }
+        summary.batches += 1;
+        summary.records += i64::from(header.last_offset_delta) + 1;
+        summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
+        position += size;
+    }
+    Ok(summary)
+}
+
+/// Rewrites `base_offset` and `partition_leader_epoch` of every batch in a
+/// validated record set, starting at `base`. Returns the next offset. Both
+/// fields lie outside the CRC, so the batches stay valid.
+pub fn assign_offsets(set: &mut [u8], base: Offset, epoch: LeaderEpoch) -> Offset {
+    let mut next = base;
+    let mut position = 0;
+    while position + BATCH_HEADER_SIZE <= set.len() {
+        let b = &mut set[position..];
+        let batch_length = be_i32(b, BATCH_LENGTH_OFFSET);
+        let last_delta = be_i32(b, LAST_OFFSET_DELTA_OFFSET);
+        assert!(batch_length >= 0, "assign_offsets on an unvalidated set");
+        b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&next.0.to_be_bytes());
+        b[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.0.to_be_bytes());
+        next = next.add(i64::from(last_delta) + 1);
+        position += LOG_OVERHEAD + batch_length as usize;
+    }
+    assert_eq!(position, set.len(), "assign_offsets on an unvalidated set");
+    next
+}
+
+/// A record decoded from an uncompressed records section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+/// Bound on headers per record, so a corrupt count allocates nothing large.
+pub const RECORD_HEADERS_MAX: usize = 65_536;
+
+fn read_varbytes<'a>(
+    r: &mut Reader<'a>,
+    field: &'static str,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    let len = r.varint(field)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    Ok(Some(r.take(len as usize, field)?))
+}
+
+/// Decodes `count` records from an uncompressed records section.
+pub fn decode_records(section: &[u8], count: usize) -> Result<Vec<Record<'_>>, DecodeError> {
+    let mut r = Reader::new(section);
+    let mut out = Vec::with_capacity(count.min(section.len() / 7 + 1));
+    for _ in 0..count {
+        let len = r.varint("record length")?;
+        if len < 0 {
+            return Err(DecodeError::Invalid {
+                field: "record length",
+                value: i64::from(len),
+            });
+        }
+        let body = r.take(len as usize, "record")?;
+        let mut rr = Reader::new(body);
+        let _attributes = rr.i8("record attributes")?;
+        let timestamp_delta = rr.varlong("timestamp delta")?;
+        let offset_delta = rr.varint("offset delta")?;
+        let key = read_varbytes(&mut rr, "key")?;
+        let value = read_varbytes(&mut rr, "value")?;
+        let header_count = rr.varint("header count")?;
+        if header_count < 0 || header_count as usize > RECORD_HEADERS_MAX {
+            return Err(DecodeError::Invalid {
+                field: "header count",
+                value: i64::from(header_count),
+            });
+        }
+        let mut headers = Vec::with_capacity((header_count as usize).min(rr.remaining()));
+        for _ in 0..header_count {
+            let k = read_varbytes(&mut rr, "header key")?.unwrap_or_default();
+            let v = read_varbytes(&mut rr, "header value")?;
+            headers.push((k, v));
+        }
+        out.push(Record {
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds an uncompressed batch, or a compressed one from records the
+/// caller compressed. Used by tests, benches and the harness's client.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    records: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl BatchBuilder {
+    pub fn new(base_timestamp: i64) -> BatchBuilder {
+        BatchBuilder {
+            base_timestamp,
+            max_timestamp: base_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            ..BatchBuilder::default()
+        }
+    }
+
+    /// Sets the idempotent producer fields.
+    pub fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> BatchBuilder {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size so far: header plus records.
+    pub fn size_bytes(&self) -> usize {
+        BATCH_HEADER_SIZE + self.records.len()
+    }
+
+    /// Appends a record.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
+        let mut body =
+            Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
+        body.push(0);
+        put_varlong(&mut body, timestamp - self.base_timestamp);
+        put_varint(&mut body, self.count);
+        put_varbytes(&mut body, key);
+        put_varbytes(&mut body, value);
+        put_varint(&mut body, headers.len() as i32);
+        for (k, v) in headers {
+            put_varbytes(&mut body, Some(k));
+            put_varbytes(&mut body, *v);
+        }
+        put_varint(&mut self.records, body.len() as i32);
+        self.records.extend_from_slice(&body);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+    }
+
+    /// The uncompressed records section, for the caller to compress.
+    pub fn records(&self) -> &[u8] {
+        &self.records
+    }
+
+    /// Finishes an uncompressed batch.
+    pub fn finish(&self) -> Vec<u8> {
+        self.finish_with(Compression::None, &self.records)
+    }
+
+    /// Finishes a batch whose records section is `payload`, compressed with
+    /// `compression` by the caller.
+    pub fn finish_with(&self, compression: Compression, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(BATCH_HEADER_SIZE + payload.len());
+        let batch_length = (BATCH_HEADER_SIZE - LOG_OVERHEAD + payload.len()) as i32;
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&batch_length.to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(MAGIC_V2 as u8);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&(compression as i16).to_be_bytes());
+        b.extend_from_slice(&(self.count - 1).to_be_bytes());
+        b.extend_from_slice(&self.base_timestamp.to_be_bytes());
+        b.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        b.extend_from_slice(&self.producer_id.to_be_bytes());
+        b.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        b.extend_from_slice(&self.base_sequence.to_be_bytes());
+        b.extend_from_slice(&self.count.to_be_bytes());
+        b.extend_from_slice(payload);
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+}
+
+fn put_varbytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn batch(n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1_000);
+        for i in 0..n {
+            let v = format!("value-{i}");
+            b.push(
+                1_000 + i as i64,
+                Some(b"k"),
+                Some(v.as_bytes()),
+                &[(b"h", Some(b"x"))],
+            );
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn built_batch_validates_and_decodes() {
+        let b = batch(3);
+        let h = validate_batch(&b, 0).unwrap();
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.max_timestamp, 1_002);
+        let recs = decode_records(&b[BATCH_HEADER_SIZE..], 3).unwrap();
+        assert_eq!(recs[2].value, Some(&b"value-2"[..]));
+        assert_eq!(recs[1].headers, vec![(&b"h"[..], Some(&b"x"[..]))]);
+    }
+
+    #[test]
+    fn flipped_payload_bit_fails_crc() {
+        let mut b = batch(2);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(
+            validate_batch(&b, 0),
+            Err(BatchError::Corrupt {
+                reason: "CRC-32C mismatch",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn assign_offsets_keeps_crc_valid() {
+        let mut set = batch(2);
+        set.extend_from_slice(&batch(5));
+        let next = assign_offsets(&mut set, Offset(40), LeaderEpoch(3));
+        assert_eq!(next, Offset(47));
+        let summary = validate_record_set(&set, 1 << 20).unwrap();
+        assert_eq!(summary.records, 7);
+        let first = BatchHeader::parse(&set).unwrap();
+        let second = BatchHeader::parse(&set[first.total_size()..]).unwrap();
+        assert_eq!(second.base_offset, Offset(42));
+        assert_eq!(second.partition_leader_epoch, LeaderEpoch(3));
+    }
+
+    #[test]
+    fn oversized_and_partial_sets_are_refused() {
+        let b = batch(10);
+        assert!(matches!(
+            validate_record_set(&b, 20),
+            Err(BatchError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_record_set(&b[..b.len() - 1], 1 << 20),
+            Err(BatchError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            validate_record_set(&[], 1 << 20),
+            Err(BatchError::Invalid { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn validation_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = validate_record_set(&bytes, 1 << 20);
+            let _ = decode_records(&bytes, 4);
+        }
+
+        #[test]
+        fn any_single_bit_flip_after_the_crc_is_caught(pos in 21usize..200, bit in 0u8..8) {
+            let mut b = batch(4);
+            let pos = pos % b.len();
+            prop_assume!(pos >= ATTRIBUTES_OFFSET);
+            b[pos] ^= 1 << bit;
+            prop_assert!(validate_batch(&b, 0).is_err());
+        }
+    }
+}
