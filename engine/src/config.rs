@@ -1,0 +1,545 @@
+//! Broker and topic configuration, under Kafka's key names.
+//!
+//! Every key Sluice knows is declared once in [`KEYS`] with its type,
+//! default and, for topic-level keys, the broker-level key that sets its
+//! default (`flush.messages` ↔ `log.flush.interval.messages`). Values come
+//! from, in rising priority: defaults, the TOML file (dotted keys such as
+//! `log.segment.bytes = 1073741824` are Kafka's names), then `--override`.
+//! DescribeConfigs reports every key with its source, as Kafka does.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// What type a key's value has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Long,
+    Bool,
+    Text,
+    OneOf(&'static [&'static str]),
+}
+
+/// A known configuration key.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    /// Broker-level name (for topic keys: the broker default's name).
+    pub broker: Option<&'static str>,
+    /// Topic-level name, for keys a topic may override.
+    pub topic: Option<&'static str>,
+    pub kind: Kind,
+    pub default: &'static str,
+    /// Smallest allowed value for numbers.
+    pub min: i64,
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+const fn broker(name: &'static str, kind: Kind, default: &'static str, min: i64) -> Key {
+    Key {
+        broker: Some(name),
+        topic: None,
+        kind,
+        default,
+        min,
+    }
+}
+
+const fn topic(
+    name: &'static str,
+    broker_name: Option<&'static str>,
+    kind: Kind,
+    default: &'static str,
+    min: i64,
+) -> Key {
+    Key {
+        broker: broker_name,
+        topic: Some(name),
+        kind,
+        default,
+        min,
+    }
+}
+
+/// Every key Sluice knows, with Kafka's defaults.
+pub const KEYS: &[Key] = &[
+    broker("node.id", Kind::Int, "1", 0),
+    broker("listeners", Kind::Text, "PLAINTEXT://127.0.0.1:9092", 0),
+    broker("advertised.listeners", Kind::Text, "", 0),
+    broker("log.dirs", Kind::Text, "./data", 0),
+    broker("num.partitions", Kind::Int, "1", 1),
+    broker("default.replication.factor", Kind::Int, "1", 1),
+    broker("auto.create.topics.enable", Kind::Bool, "true", 0),
+    broker("delete.topic.enable", Kind::Bool, "true", 0),
+    broker("socket.request.max.bytes", Kind::Int, "104857600", 1),
+    broker(
+        "log.flush.offset.checkpoint.interval.ms",
+        Kind::Int,
+        "60000",
+        1,
+    ),
+    broker("log.flush.scheduler.interval.ms", Kind::Long, "1000", 1),
+    broker("cluster.id", Kind::Text, "", 0),
+    topic(
+        "cleanup.policy",
+        Some("log.cleanup.policy"),
+        Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
+        "delete",
+        0,
+    ),
+    topic(
+        "compression.type",
+        Some("compression.type"),
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        "producer",
+        0,
+    ),
+    topic(
+        "max.message.bytes",
+        Some("message.max.bytes"),
+        Kind::Int,
+        "1048588",
+        0,
+    ),
+    topic(
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        Kind::Int,
+        "1073741824",
+        14,
+    ),
+    topic(
+        "segment.ms",
+        Some("log.roll.ms"),
+        Kind::Long,
+        "604800000",
+        1,
+    ),
+    topic(
+        "segment.index.bytes",
+        Some("log.index.size.max.bytes"),
+        Kind::Int,
+        "10485760",
+        4,
+    ),
+    topic(
+        "index.interval.bytes",
+        Some("log.index.interval.bytes"),
+        Kind::Int,
+        "4096",
+        0,
+    ),
+    topic(
+        "flush.messages",
+        Some("log.flush.interval.messages"),
+        Kind::Long,
+        LONG_MAX,
+        1,
+    ),
+    topic(
+        "flush.ms",
+        Some("log.flush.interval.ms"),
+        Kind::Long,
+        LONG_MAX,
+        0,
+    ),
+    topic(
+        "retention.ms",
+        Some("log.retention.ms"),
+        Kind::Long,
+        "604800000",
+        -1,
+    ),
+    topic(
+        "retention.bytes",
+        Some("log.retention.bytes"),
+        Kind::Long,
+        "-1",
+        -1,
+    ),
+    topic(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        Kind::Int,
+        "1",
+        1,
+    ),
+    topic(
+        "message.timestamp.type",
+        Some("log.message.timestamp.type"),
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        "CreateTime",
+        0,
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+        Kind::Bool,
+        "false",
+        0,
+    ),
+    topic(
+        "file.delete.delay.ms",
+        Some("log.segment.delete.delay.ms"),
+        Kind::Long,
+        "60000",
+        0,
+    ),
+];
+
+/// A configuration value was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown config key '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for '{key}': expected {expected}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn find_broker_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.broker == Some(name))
+}
+
+/// Finds a topic-level key by its topic name.
+pub fn find_topic_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.topic == Some(name))
+}
+
+/// Checks `value` against `key`'s type; returns it normalized.
+pub fn check_value(name: &str, key: &Key, value: &str) -> Result<String, ConfigError> {
+    let bad = |expected: String| ConfigError::InvalidValue {
+        key: name.to_string(),
+        value: value.to_string(),
+        expected,
+    };
+    let number = |max: i64, what: &str| -> Result<String, ConfigError> {
+        let n: i64 = value.trim().parse().map_err(|_| bad(what.to_string()))?;
+        if n < key.min || n > max {
+            return Err(bad(format!("{what} from {} to {max}", key.min)));
+        }
+        Ok(n.to_string())
+    };
+    match key.kind {
+        Kind::Int => number(i64::from(i32::MAX), "an int"),
+        Kind::Long => number(i64::MAX, "a long"),
+        Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+            v @ ("true" | "false") => Ok(v.to_string()),
+            _ => Err(bad("true or false".into())),
+        },
+        Kind::Text => Ok(value.to_string()),
+        Kind::OneOf(allowed) => allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(value.trim()))
+            .map(|a| a.to_string())
+            .ok_or_else(|| bad(format!("one of {}", allowed.join(", ")))),
+    }
+}
+
+/// Where a value came from, as DescribeConfigs reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    StaticBroker,
+    Topic,
+}
+
+/// Effective settings of one topic, parsed for the data path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub max_message_bytes: usize,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub log_append_time: bool,
+    /// The values as strings, every topic key present.
+    pub values: BTreeMap<String, (String, Source)>,
+}
+
+impl TopicConfig {
+    fn long(values: &BTreeMap<String, (String, Source)>, k: &str) -> i64 {
+        values[k].0.parse().expect("values are checked when set")
+    }
+
+    fn from_values(values: BTreeMap<String, (String, Source)>) -> TopicConfig {
+        TopicConfig {
+            max_message_bytes: Self::long(&values, "max.message.bytes") as usize,
+            segment_bytes: Self::long(&values, "segment.bytes") as u64,
+            segment_ms: Self::long(&values, "segment.ms"),
+            index_interval_bytes: Self::long(&values, "index.interval.bytes") as u64,
+            flush_messages: Self::long(&values, "flush.messages"),
+            flush_ms: Self::long(&values, "flush.ms"),
+            retention_ms: Self::long(&values, "retention.ms"),
+            retention_bytes: Self::long(&values, "retention.bytes"),
+            log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
+            values,
+        }
+    }
+}
+
+/// The broker's configuration.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// host:port clients are told to connect to.
+    pub advertised: (String, u16),
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub node_id: i32,
+    /// Every broker key's value and source (topic keys under broker names).
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let mut c = BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: ("127.0.0.1".into(), 9092),
+            data_dir: PathBuf::from("./data"),
+            cores: online_cpus(),
+            node_id: 1,
+            values: BTreeMap::new(),
+        };
+        for k in KEYS {
+            if let Some(b) = k.broker {
+                c.values.insert(b, (k.default.to_string(), Source::Default));
+            }
+        }
+        c
+    }
+}
+
+/// Number of CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected: "PLAINTEXT://HOST:PORT".into(),
+    };
+    let first = value.split(',').next().unwrap_or("").trim();
+    let hostport = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+impl BrokerConfig {
+    /// Sets a key by its broker name or, for topic keys, its topic name.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let (key, broker_name): (&Key, &'static str) = match find_broker_key(name) {
+            Some(k) => (k, k.broker.expect("found by broker name")),
+            None => match find_topic_key(name) {
+                Some(k) => (
+                    k,
+                    k.broker
+                        .ok_or_else(|| ConfigError::UnknownKey(name.into()))?,
+                ),
+                None => return Err(ConfigError::UnknownKey(name.to_string())),
+            },
+        };
+        let value = check_value(name, key, value)?;
+        match broker_name {
+            "listeners" => {
+                let (host, port) = parse_listener(name, &value)?;
+                let addr = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        key: name.into(),
+                        value: value.clone(),
+                        expected: "a resolvable HOST:PORT".into(),
+                    })?;
+                self.listen = addr;
+                if self.values["advertised.listeners"].1 == Source::Default {
+                    self.advertised = (host, port);
+                }
+            }
+            "advertised.listeners" => self.advertised = parse_listener(name, &value)?,
+            "log.dirs" => {
+                let first = value.split(',').next().unwrap_or("").trim();
+                self.data_dir = PathBuf::from(first);
+            }
+            "node.id" => self.node_id = value.parse().expect("checked"),
+            _ => {}
+        }
+        self.values
+            .insert(broker_name, (value, Source::StaticBroker));
+        Ok(())
+    }
+
+    /// Sets `listeners` from a plain HOST:PORT.
+    pub fn set_listen(&mut self, hostport: &str) -> Result<(), ConfigError> {
+        self.set("listeners", &format!("PLAINTEXT://{hostport}"))
+    }
+
+    /// Loads a TOML file; nested tables become dotted Kafka keys.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let file_err = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        let mut flat = Vec::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        for (k, v) in flat {
+            self.set(&k, &v).map_err(|e| file_err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A broker key's value (by broker name).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|(v, _)| v.as_str())
+    }
+
+    fn get_long(&self, name: &str) -> i64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.get_long("num.partitions") as i32
+    }
+
+    pub fn auto_create_topics(&self) -> bool {
+        self.get("auto.create.topics.enable") == Some("true")
+    }
+
+    pub fn request_max_bytes(&self) -> usize {
+        self.get_long("socket.request.max.bytes") as usize
+    }
+
+    pub fn flush_scheduler_interval_ms(&self) -> u64 {
+        self.get_long("log.flush.scheduler.interval.ms") as u64
+    }
+
+    pub fn checkpoint_interval_ms(&self) -> u64 {
+        self.get_long("log.flush.offset.checkpoint.interval.ms") as u64
+    }
+
+    /// Every broker-level key with value and source, for DescribeConfigs.
+    pub fn broker_entries(&self) -> impl Iterator<Item = (&'static str, &str, Source)> + '_ {
+        self.values.iter().map(|(k, (v, s))| (*k, v.as_str(), *s))
+    }
+
+    /// A topic's effective config: broker defaults overlaid by `overrides`.
+    pub fn topic_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ConfigError> {
+        let mut values = BTreeMap::new();
+        for k in KEYS {
+            let Some(name) = k.topic else { continue };
+            let base = k
+                .broker
+                .and_then(|b| self.values.get(b))
+                .cloned()
+                .unwrap_or((k.default.to_string(), Source::Default));
+            values.insert(name.to_string(), base);
+        }
+        for (name, value) in overrides {
+            let key = find_topic_key(name).ok_or_else(|| ConfigError::UnknownKey(name.clone()))?;
+            values.insert(
+                name.clone(),
+                (check_value(name, key, value)?, Source::Topic),
+            );
+        }
+        Ok(TopicConfig::from_values(values))
+    }
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect();
+            out.push((prefix.to_string(), items.join(",")));
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_keys_set_broker_defaults() {
+        let mut c = BrokerConfig::default();
+        c.set("flush.messages", "1").unwrap();
+        assert_eq!(c.get("log.flush.interval.messages"), Some("1"));
+        let t = c.topic_config(&BTreeMap::new()).unwrap();
+        assert_eq!(t.flush_messages, 1);
+        assert_eq!(t.values["flush.messages"].1, Source::StaticBroker);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_allowed_values() {
+        let mut c = BrokerConfig::default();
+        let e = c.set("compression.type", "brotli").unwrap_err();
+        assert!(e.to_string().contains("compression.type"), "{e}");
+        assert!(e.to_string().contains("zstd"), "{e}");
+        assert_eq!(
+            c.set("nope", "1"),
+            Err(ConfigError::UnknownKey("nope".into()))
+        );
+        assert!(c.set("segment.bytes", "-5").is_err());
+    }
+
+    #[test]
+    fn listeners_and_advertised() {
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "PLAINTEXT://127.0.0.1:19092").unwrap();
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised, ("127.0.0.1".to_string(), 19092));
+        c.set("advertised.listeners", "PLAINTEXT://proxy.example:29092")
+            .unwrap();
+        assert_eq!(c.advertised, ("proxy.example".to_string(), 29092));
+    }
+
+    #[test]
+    fn toml_dotted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sluice.toml");
+        std::fs::write(&p, "log.segment.bytes = 1048576\nnum.partitions = 3\n").unwrap();
+        let mut c = BrokerConfig::default();
+        c.load_file(&p).unwrap();
+        assert_eq!(c.num_partitions(), 3);
+        assert_eq!(
+            c.topic_config(&BTreeMap::new()).unwrap().segment_bytes,
+            1 << 20
+        );
+    }
+}
