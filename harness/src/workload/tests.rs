@@ -1,0 +1,169 @@
+//! Workload loading end to end: text in, points or a located error out.
+
+use super::*;
+use std::path::Path;
+
+fn parse_str(text: &str) -> Result<WorkloadFile, WorkloadError> {
+    parse(Path::new("w.yaml"), text, None)
+}
+
+fn invalid(text: &str) -> (Option<usize>, String, String) {
+    match parse_str(text).unwrap_err() {
+        WorkloadError::Invalid {
+            line,
+            field,
+            message,
+            ..
+        } => (line, field, message),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// OMB's `1-topic-16-partitions-1kb.yaml`, as shipped.
+const OMB: &str = "name: 1 topic / 16 partitions / 1Kb
+
+topics: 1
+partitionsPerTopic: 16
+keyDistributor: \"NO_KEY\"
+messageSize: 1024
+payloadFile: \"Cargo.toml\"
+subscriptionsPerTopic: 1
+consumerPerSubscription: 1
+producersPerTopic: 1
+producerRate: 50000
+consumerBacklogSizeGB: 0
+testDurationMinutes: 15
+";
+
+#[test]
+fn omb_workload_runs_unmodified() {
+    let f = parse_str(OMB).unwrap();
+    assert_eq!(f.points.len(), 1);
+    let w = &f.points[0].workload;
+    assert_eq!(w.name, "1 topic / 16 partitions / 1Kb");
+    assert_eq!(w.partitions_per_topic, 16);
+    assert_eq!(w.producer_rate, 50_000.0);
+    assert_eq!(w.test_duration, Duration::from_secs(900));
+    assert_eq!(w.warmup_duration, WARMUP_DEFAULT);
+    assert_eq!(w.sizes, SizeDistributionSpec::Fixed { size: 1024 });
+    assert_eq!(w.keys, KeyDistributionSpec::None);
+}
+
+#[test]
+fn omb_driver_settings_in_the_same_file() {
+    let text = "name: d\nmessageSize: 100\nreplicationFactor: 1\ntopicConfig: |\n  min.insync.replicas=1\ncommonConfig: |\n  bootstrap.servers=localhost:9092\nproducerConfig: |\n  acks=all\n  linger.ms=1\n  batch.size=131072\nconsumerConfig: |\n  auto.offset.reset=earliest\n  enable.auto.commit=false\n  max.partition.fetch.bytes=10485760\n";
+    let w = &parse_str(text).unwrap().points[0].workload;
+    assert_eq!(w.producer.linger_ms, 1);
+    assert_eq!(w.producer.batch_size, 131_072);
+    assert_eq!(w.consumer.max_partition_fetch_bytes, 10_485_760);
+    assert_eq!(w.topic.min_insync_replicas(), Some(1));
+}
+
+#[test]
+fn extensions_and_sweep_expand() {
+    let text = "name: q\nmessageSize: 100\ntestDurationSeconds: 8\nwarmupDurationSeconds: 2\nproducerRate: 1000\nproducer:\n  compression.type: lz4\nkeyDistribution:\n  type: zipf\n  keys: 100\n  exponent: 1.1\nsweep:\n  linger.ms: [0, 5]\n  acks: [1, all]\n  batch.size: [16384, 1048576]\nrepeat: 2\n";
+    let f = parse_str(text).unwrap();
+    assert_eq!(f.points.len(), 8);
+    assert_eq!(f.repeat, 2);
+    let last = &f.points[7];
+    assert_eq!(last.label(), "linger.ms=5 acks=all batch.size=1048576");
+    assert_eq!(last.workload.producer.linger_ms, 5);
+    assert_eq!(last.workload.producer.acks, props::Acks::All);
+    assert_eq!(last.workload.producer.batch_size, 1_048_576);
+    assert_eq!(
+        last.workload.producer.compression,
+        sluice_protocol::record_batch::Compression::Lz4
+    );
+    assert_eq!(last.workload.test_duration, Duration::from_secs(8));
+    assert_eq!(last.workload.warmup_duration, Duration::from_secs(2));
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let (line, field, message) = invalid("name: x\nmessageSize: 10\npartitionsPerTopc: 3\n");
+    assert_eq!(line, Some(3));
+    assert!(
+        message.contains("unknown field `partitionsPerTopc`"),
+        "{message}"
+    );
+    let _ = field;
+    let err = parse_str("name: x\nmessageSize: 10\npartitionsPerTopc: 3\n").unwrap_err();
+    assert!(err.to_string().starts_with("w.yaml:3: field"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_line_and_field() {
+    let (line, field, _) = invalid("name: x\nmessageSize: 10\npartitionsPerTopic: many\n");
+    assert_eq!(line, Some(3));
+    assert_eq!(field, "partitionsPerTopic");
+}
+
+#[test]
+fn zero_partitions_are_refused() {
+    let (line, field, _) = invalid("name: x\nmessageSize: 10\npartitionsPerTopic: 0\n");
+    assert_eq!(line, Some(3));
+    assert_eq!(field, "partitionsPerTopic");
+}
+
+#[test]
+fn acks_0_with_idempotence_is_refused_at_its_line() {
+    let (line, field, message) =
+        invalid("name: x\nmessageSize: 10\nproducer:\n  enable.idempotence: true\n  acks: 0\n");
+    assert_eq!(field, "producer.acks");
+    assert_eq!(line, Some(5));
+    assert!(message.contains("idempotence"));
+}
+
+#[test]
+fn bad_sweep_value_points_at_the_sweep() {
+    let (line, field, _) =
+        invalid("name: x\nmessageSize: 10\nsweep:\n  linger.ms: [0, 5]\n  acks: [1, sometimes]\n");
+    assert_eq!(field, "producer.acks");
+    assert_eq!(line, Some(5));
+}
+
+#[test]
+fn unknown_producer_property_is_refused() {
+    let (line, field, _) = invalid("name: x\nmessageSize: 10\nproducer:\n  lingr.ms: 5\n");
+    assert_eq!(field, "producer.lingr.ms");
+    assert_eq!(line, Some(4));
+}
+
+#[test]
+fn replication_above_broker_count_is_refused() {
+    let f = parse_str("name: x\nmessageSize: 10\nsweep:\n  replication.factor: [1, 3]\n").unwrap();
+    assert_eq!(f.max_replication_factor(), 3);
+    let e = f.check_brokers(1, "the embedded cluster").unwrap_err();
+    assert!(e.to_string().contains("replication factor 3"), "{e}");
+    assert!(e.to_string().starts_with("w.yaml:4:"), "{e}");
+    f.check_brokers(3, "the cluster").unwrap();
+}
+
+#[test]
+fn missing_message_size_is_refused() {
+    let (_, field, _) = invalid("name: x\n");
+    assert_eq!(field, "messageSize");
+}
+
+#[test]
+fn syntax_errors_carry_a_line() {
+    let (line, _, _) = invalid("name: x\nmessageSize: [1\n");
+    assert!(line.is_some());
+}
+
+#[test]
+fn driver_file_settings_are_overridden_by_the_workload() {
+    let driver: Mapping =
+        serde_yaml::from_str("name: Kafka\nproducerConfig: |\n  acks=1\n  linger.ms=7\n").unwrap();
+    let d = (PathBuf::from("d.yaml"), String::new(), driver);
+    let f = parse(
+        Path::new("w.yaml"),
+        "name: x\nmessageSize: 10\nproducer:\n  linger.ms: 2\n",
+        Some(&d),
+    )
+    .unwrap();
+    let p = &f.points[0].workload.producer;
+    assert_eq!(p.acks, props::Acks::Leader);
+    assert_eq!(p.linger_ms, 2);
+    assert_eq!(f.name, "x");
+}
