@@ -1,5 +1,14 @@
 //! The Sluice broker: storage in Kafka's on-disk format, thread-per-core
 //! shards on glommio, and the Kafka request handlers.
+//!
+//! Reading order for the produce path: `server::connection` (frames) →
+//! `server::handlers::produce` (validation, forwarding) → `shard` (the
+//! owner shard) → `shard::partition` → `storage::log` → `storage::segment`.
 
+pub mod broker;
 pub mod config;
+pub mod embedded;
+pub mod metadata;
+pub mod server;
+pub mod shard;
 pub mod storage;

@@ -1,1 +1,109 @@
-fn main() {}
+//! `sluice`: the broker binary.
+//!
+//! ```text
+//! sluice [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--override key=value]...
+//! ```
+//! With no arguments it serves 127.0.0.1:9092 with data in `./data`.
+//! SIGTERM or SIGINT stops it cleanly.
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use sluice_engine::broker::Broker;
+use sluice_engine::config::{BrokerConfig, ConfigError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "A Kafka-compatible, thread-per-core broker")]
+struct Args {
+    /// TOML file with Kafka config keys (dotted keys or quoted names).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (sets `listeners`).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Data directory (sets `log.dirs`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Shards to run, one per core (default: all online CPUs).
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+    /// Any config key, as Kafka's start script takes it: --override flush.messages=1
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        config.load_file(path)?;
+    }
+    if let Some(listen) = &args.listen {
+        config.set_listen(listen)?;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.set("log.dirs", &dir.display().to_string())?;
+    }
+    if let Some(cores) = args.cores {
+        if cores == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "--cores".into(),
+                value: "0".into(),
+                expected: "a positive number of shards".into(),
+            });
+        }
+        config.cores = cores;
+    }
+    for o in &args.overrides {
+        let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::InvalidValue {
+            key: "--override".into(),
+            value: o.clone(),
+            expected: "KEY=VALUE".into(),
+        })?;
+        config.set(k.trim(), v.trim())?;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut broker = match Broker::start(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("sluice listening on {}", broker.listen_addr());
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "stopping");
+    }
+    broker.stop();
+    match broker.join() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: stopping: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

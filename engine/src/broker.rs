@@ -1,0 +1,342 @@
+//! Broker start-up and shutdown.
+//!
+//! Start: lock the data directory, read `meta.properties` (or write it),
+//! note whether the last stop was clean (and remove the marker), load the
+//! topics and checkpoints, then start one shard per core. Each shard opens
+//! (and after an unclean stop, recovers) the partitions it owns, binds the
+//! listener and reports ready; `start` returns once all have.
+//!
+//! Stop: each shard stops accepting, flushes its partitions and reports
+//! their offsets; the broker then writes the checkpoints and the
+//! clean-shutdown marker.
+
+use crate::config::BrokerConfig;
+use crate::metadata::{self, Snapshot};
+use crate::server;
+use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
+use crate::storage::checkpoint::{self, OffsetMap, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::storage::{sync_dir, StorageError};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("data directory {0} is in use by another broker")]
+    Locked(String),
+    #[error("shard {shard}: {reason}")]
+    Shard { shard: usize, reason: String },
+    #[error("starting executors: {0}")]
+    Executor(String),
+}
+
+/// What the shards need to know about how the broker started.
+#[derive(Debug, Default)]
+pub struct StartState {
+    /// The previous stop was clean: no recovery needed.
+    pub clean: bool,
+    pub recovery_points: OffsetMap,
+    pub log_starts: OffsetMap,
+}
+
+/// State shared by all shards. Read-mostly; the mutex is touched only at
+/// checkpoint time, never on the produce or fetch path.
+#[derive(Debug)]
+pub struct BrokerShared {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub start: StartState,
+    stop: AtomicBool,
+    /// Per-shard (recovery points, log starts), merged into the checkpoint files.
+    checkpoints: Mutex<Vec<(OffsetMap, OffsetMap)>>,
+    pub sendfile_bytes: AtomicU64,
+    pub copied_bytes: AtomicU64,
+    _lock: std::fs::File,
+}
+
+impl BrokerShared {
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn publish_checkpoints(&self, shard: usize, entries: (OffsetMap, OffsetMap)) {
+        let mut all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() <= shard {
+            all.resize_with(shard + 1, Default::default);
+        }
+        all[shard] = entries;
+    }
+
+    /// Writes the merged checkpoint files.
+    pub fn write_checkpoints(&self) -> Result<(), StorageError> {
+        let (mut recovery, mut starts) = (OffsetMap::new(), OffsetMap::new());
+        {
+            let all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+            for (r, s) in all.iter() {
+                recovery.extend(r.iter().map(|(k, v)| (k.clone(), *v)));
+                starts.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
+            }
+        }
+        checkpoint::write_offsets(&self.data_dir().join(RECOVERY_POINT_FILE), &recovery)?;
+        checkpoint::write_offsets(&self.data_dir().join(LOG_START_FILE), &starts)
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    shared: Arc<BrokerShared>,
+    handles: Option<glommio::PoolThreadHandles<()>>,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    std::fs::create_dir_all(dir).map_err(StorageError::io("create data dir", dir))?;
+    let path = dir.join(".lock");
+    let f = std::fs::File::create(&path).map_err(StorageError::io("create", &path))?;
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StartError::Locked(dir.display().to_string()));
+    }
+    Ok(f)
+}
+
+/// Reads `meta.properties`, writing it on first start. Returns the cluster id.
+fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
+    let path = config.data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+        return Err(StorageError::Corrupt { path, position: 0, reason: "no cluster.id".into() });
+    }
+    let id = match config.get("cluster.id") {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => checkpoint::base64_url(uuid::Uuid::new_v4().as_bytes()),
+    };
+    let text = format!("version=1\nnode.id={}\ncluster.id={id}\n", config.node_id);
+    crate::storage::write_atomically(&path, text.as_bytes())?;
+    Ok(id)
+}
+
+impl Broker {
+    /// Starts the broker; returns once every shard is listening.
+    pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let cluster_id = meta_properties(&config)?;
+        let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            std::fs::remove_file(&marker).map_err(StorageError::io("remove", &marker))?;
+            sync_dir(&config.data_dir)?;
+        }
+        let start = StartState {
+            clean,
+            recovery_points: checkpoint::read_offsets(&config.data_dir.join(RECOVERY_POINT_FILE))?,
+            log_starts: checkpoint::read_offsets(&config.data_dir.join(LOG_START_FILE))?,
+        };
+        let snapshot = Arc::new(metadata::load(&config.data_dir, &config)?);
+        tracing::info!(
+            data_dir = %config.data_dir.display(), clean, topics = snapshot.topics.len(), cores = config.cores,
+            "starting broker"
+        );
+        let cores = config.cores.max(1);
+        let shared = Arc::new(BrokerShared {
+            config,
+            cluster_id,
+            start,
+            stop: AtomicBool::new(false),
+            checkpoints: Mutex::new(Vec::new()),
+            sendfile_bytes: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
+            _lock: lock,
+        });
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
+        let mesh = MeshBuilder::<Job, _>::full(cores, MESH_CHANNEL_CAPACITY);
+        let placement = if cores <= crate::config::online_cpus() {
+            PoolPlacement::MaxSpread(cores, None)
+        } else {
+            PoolPlacement::Unbound(cores)
+        };
+        let run_shared = Arc::clone(&shared);
+        let handles = LocalExecutorPoolBuilder::new(placement)
+            .name("sluice-shard")
+            .on_all_shards(move || {
+                let (shared, mesh, snapshot, ready) =
+                    (Arc::clone(&run_shared), mesh.clone(), Arc::clone(&snapshot), ready_tx.clone());
+                async move { shard_main(shared, mesh, snapshot, ready).await }
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        let mut broker = Broker { shared, handles: Some(handles) };
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err((shard, reason))) => {
+                    broker.stop();
+                    let _ = broker.join();
+                    return Err(StartError::Shard { shard, reason });
+                }
+                Err(_) => {
+                    broker.stop();
+                    let _ = broker.join();
+                    return Err(StartError::Executor("a shard exited during start-up".into()));
+                }
+            }
+        }
+        tracing::info!(listen = %broker.listen_addr(), "broker ready");
+        Ok(broker)
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.config.listen
+    }
+
+    pub fn shared(&self) -> &Arc<BrokerShared> {
+        &self.shared
+    }
+
+    /// Asks every shard to stop; `join` waits for them.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the shards to finish, then writes checkpoints and the
+    /// clean-shutdown marker.
+    pub fn join(&mut self) -> Result<(), StorageError> {
+        let Some(handles) = self.handles.take() else { return Ok(()) };
+        let mut clean = true;
+        for r in handles.join_all() {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "shard ended with an error");
+                clean = false;
+            }
+        }
+        self.shared.write_checkpoints()?;
+        if clean {
+            let marker = self.shared.data_dir().join(CLEAN_SHUTDOWN_FILE);
+            std::fs::write(&marker, b"").map_err(StorageError::io("write", &marker))?;
+            sync_dir(self.shared.data_dir())?;
+        }
+        tracing::info!(
+            sendfile_bytes = self.shared.sendfile_bytes.load(Ordering::Relaxed),
+            copied_bytes = self.shared.copied_bytes.load(Ordering::Relaxed),
+            clean,
+            "broker stopped"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.handles.is_some() {
+            self.stop();
+            if let Err(e) = self.join() {
+                tracing::error!(error = %e, "stopping broker");
+            }
+        }
+    }
+}
+
+async fn shard_main(
+    shared: Arc<BrokerShared>,
+    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    snapshot: Arc<Snapshot>,
+    ready: mpsc::Sender<Result<usize, (usize, String)>>,
+) {
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err((usize::MAX, format!("joining the shard mesh: {e}"))));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, Arc::clone(&snapshot)));
+    for topic in snapshot.topics.values() {
+        shard.open_topic(topic, false);
+    }
+    let mut tasks = Vec::new();
+    for (_peer, rx) in receivers.streams() {
+        let shard = Rc::clone(&shard);
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(job) = rx.recv().await {
+                glommio::spawn_local(job(Rc::clone(&shard))).detach();
+            }
+        }));
+    }
+    let listener = match glommio::net::TcpListener::bind(shared.config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err((shard.id, format!("binding {}: {e}", shared.config.listen))));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(shard.id));
+    let accept = glommio::spawn_local(server::accept_loop(Rc::clone(&shard), listener));
+    maintenance(&shard).await;
+    drop(accept.cancel());
+    shutdown(&shard);
+    drop(tasks);
+}
+
+/// Periodic work until the broker stops: `flush.ms` flushes, retention,
+/// checkpoints.
+async fn maintenance(shard: &Rc<Shard>) {
+    let config = &shard.broker.config;
+    let tick = Duration::from_millis(config.flush_scheduler_interval_ms().clamp(10, 1000).min(100));
+    let checkpoint_every = Duration::from_millis(config.checkpoint_interval_ms());
+    let retention_every = Duration::from_secs(30);
+    let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms());
+    let (mut last_checkpoint, mut last_retention, mut last_flush) =
+        (std::time::Instant::now(), std::time::Instant::now(), std::time::Instant::now());
+    while !shard.broker.stopping() {
+        glommio::timer::sleep(tick).await;
+        if last_flush.elapsed() >= flush_every {
+            last_flush = std::time::Instant::now();
+            for p in shard.partitions() {
+                if let Err(e) = p.flush_if_due().await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "scheduled flush failed");
+                }
+            }
+        }
+        if last_retention.elapsed() >= retention_every {
+            last_retention = std::time::Instant::now();
+            for p in shard.partitions() {
+                if let Err(e) = p.enforce_retention() {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
+                }
+            }
+        }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = std::time::Instant::now();
+            shard.broker.publish_checkpoints(shard.id, shard.checkpoint_entries());
+            if shard.id == 0 {
+                if let Err(e) = shard.broker.write_checkpoints() {
+                    tracing::error!(error = %e, "writing checkpoints failed");
+                }
+            }
+        }
+    }
+}
+
+fn shutdown(shard: &Shard) {
+    for p in shard.partitions() {
+        if let Err(e) = p.flush_now() {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
+        }
+    }
+    shard.broker.publish_checkpoints(shard.id, shard.checkpoint_entries());
+    shard.broker.sendfile_bytes.fetch_add(shard.stats.sendfile_bytes.get(), Ordering::Relaxed);
+    shard.broker.copied_bytes.fetch_add(shard.stats.copied_bytes.get(), Ordering::Relaxed);
+}

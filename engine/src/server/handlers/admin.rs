@@ -1,0 +1,225 @@
+//! Topic administration and cluster description: CreateTopics,
+//! DeleteTopics, DescribeConfigs, DescribeCluster.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::config::{find_topic_key, Kind, Source, KEYS};
+use crate::shard::controller::{self, NewTopic};
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::ErrorCode;
+use std::collections::BTreeMap;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Config sources as DescribeConfigs numbers them.
+fn source_code(s: Source) -> i8 {
+    match s {
+        Source::Topic => 1,
+        Source::StaticBroker => 4,
+        Source::Default => 5,
+    }
+}
+
+/// Config types as DescribeConfigs v3+ numbers them.
+fn type_code(k: Kind) -> i8 {
+    match k {
+        Kind::Bool => 1,
+        Kind::Text | Kind::OneOf(_) => 2,
+        Kind::Int => 3,
+        Kind::Long => 4,
+    }
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: CreateTopicsRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let mut results = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let overrides: BTreeMap<String, String> =
+            t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let new = NewTopic {
+            name: name.clone(),
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            overrides,
+        };
+        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        let outcome = if !t.assignments.is_empty() {
+            Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported".to_string()))
+        } else if req.validate_only {
+            controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
+        } else {
+            controller::create_topic(ctx.shard, new).await
+        };
+        match outcome {
+            Ok(meta) => {
+                if v >= 5 {
+                    r.num_partitions = meta.partitions;
+                    r.replication_factor = 1;
+                    r.configs = Some(
+                        meta.config
+                            .values
+                            .iter()
+                            .map(|(k, (val, src))| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(s(k.clone()))
+                                    .with_value(Some(s(val.clone())))
+                                    .with_config_source(source_code(*src))
+                            })
+                            .collect(),
+                    );
+                }
+                if v >= 7 && !req.validate_only {
+                    r.topic_id = meta.id;
+                }
+            }
+            Err((code, message)) => {
+                tracing::info!(topic = %name, %message, "CreateTopics refused");
+                r.error_code = code.code();
+                if v >= 1 {
+                    r.error_message = Some(s(message));
+                }
+            }
+        }
+        results.push(r);
+    }
+    ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: DeleteTopicsRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let snapshot = ctx.shard.metadata();
+    let mut wanted: Vec<(Option<String>, uuid::Uuid)> =
+        req.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
+    wanted.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut results = Vec::new();
+    for (name, id) in wanted {
+        let name = name.or_else(|| snapshot.topic_by_id(id).map(|t| t.name.clone()));
+        let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(s(n))));
+        if v >= 6 {
+            r.topic_id = id;
+        }
+        let outcome = match name {
+            None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
+            Some(_) if ctx.shard.broker.config.get("delete.topic.enable") != Some("true") => {
+                Err((ErrorCode::PolicyViolation, "delete.topic.enable is false".to_string()))
+            }
+            Some(n) => controller::delete_topic(ctx.shard, n).await,
+        };
+        if let Err((code, message)) = outcome {
+            r.error_code = code.code();
+            if v >= 5 {
+                r.error_message = Some(s(message));
+            }
+        }
+        results.push(r);
+    }
+    ctx.respond(&DeleteTopicsResponse::default().with_responses(results))
+}
+
+pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: DescribeConfigsRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let config = &ctx.shard.broker.config;
+    let snapshot = ctx.shard.metadata();
+    let mut results = Vec::new();
+    for res in req.resources {
+        let keys: Option<Vec<String>> = res.configuration_keys.as_ref().map(|k| k.iter().map(|x| x.to_string()).collect());
+        let wanted = |k: &str| keys.as_ref().is_none_or(|ks| ks.iter().any(|x| x == k));
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let mut entries = Vec::new();
+        match res.resource_type {
+            RESOURCE_TOPIC => match snapshot.topic(res.resource_name.as_str()) {
+                Some(t) => {
+                    for (k, (val, src)) in &t.config.values {
+                        if !wanted(k) {
+                            continue;
+                        }
+                        let key = find_topic_key(k).expect("topic config keys are known");
+                        let mut e = entry(v, k, val, *src, key.kind);
+                        if req.include_synonyms && v >= 1 {
+                            e.synonyms = synonyms(config, k, val, *src);
+                        }
+                        entries.push(e);
+                    }
+                }
+                None => result.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+            },
+            RESOURCE_BROKER => {
+                let node = config.node_id.to_string();
+                if !res.resource_name.is_empty() && res.resource_name.as_str() != node {
+                    result.error_code = ErrorCode::InvalidRequest.code();
+                    result.error_message = Some(s(format!("this broker is node {node}")));
+                } else {
+                    for (k, val, src) in config.broker_entries() {
+                        if wanted(k) {
+                            let kind = KEYS.iter().find(|x| x.broker == Some(k)).map_or(Kind::Text, |x| x.kind);
+                            entries.push(entry(v, k, val, src, kind));
+                        }
+                    }
+                }
+            }
+            other => {
+                result.error_code = ErrorCode::InvalidRequest.code();
+                result.error_message = Some(s(format!("unsupported resource type {other}")));
+            }
+        }
+        results.push(result.with_configs(entries));
+    }
+    ctx.respond(&DescribeConfigsResponse::default().with_results(results))
+}
+
+fn entry(v: i16, name: &str, value: &str, src: Source, kind: Kind) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(s(name))
+        .with_value(Some(s(value)))
+        .with_config_source(source_code(src));
+    if v >= 3 {
+        e.config_type = type_code(kind);
+    }
+    e
+}
+
+fn synonyms(config: &crate::config::BrokerConfig, topic_key: &str, value: &str, src: Source) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if src == Source::Topic {
+        out.push(DescribeConfigsSynonym::default().with_name(s(topic_key)).with_value(Some(s(value))).with_source(1));
+    }
+    if let Some(b) = find_topic_key(topic_key).and_then(|k| k.broker) {
+        if let Some(bv) = config.get(b) {
+            let src = config.broker_entries().find(|(k, _, _)| *k == b).map_or(Source::Default, |e| e.2);
+            out.push(DescribeConfigsSynonym::default().with_name(s(b)).with_value(Some(s(bv))).with_source(source_code(src)));
+        }
+    }
+    out
+}
+
+pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let _req: DescribeClusterRequest = ctx.decode(body)?;
+    let config = &ctx.shard.broker.config;
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(config.node_id))
+        .with_host(s(config.advertised.0.clone()))
+        .with_port(i32::from(config.advertised.1));
+    let resp = DescribeClusterResponse::default()
+        .with_cluster_id(s(ctx.shard.broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(config.node_id))
+        .with_brokers(vec![broker]);
+    ctx.respond(&resp)
+}

@@ -1,0 +1,192 @@
+//! Fetch: read whole batches from each partition's owner shard as file
+//! regions, park until `min_bytes` are there or `max_wait_ms` passes, and
+//! answer with a hand-encoded response whose record bytes go out with
+//! `sendfile`.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session
+//! id 0, which tells clients to send full fetch requests.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::shard::partition::{error_code, Watermarks};
+use crate::shard::{Shard, ShardId};
+use crate::storage::segment::FileRegion;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use kafka_protocol::messages::FetchRequest;
+use sluice_protocol::fetch_response::{self, PartitionData, ResponseHead, TopicData};
+use sluice_protocol::{ErrorCode, Offset};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Longest a fetch may park, whatever the client asks.
+const MAX_WAIT_MS_MAX: u64 = 30_000;
+
+/// One partition asked for.
+#[derive(Debug, Clone)]
+struct Want {
+    topic: String,
+    partition: i32,
+    offset: Offset,
+    max_bytes: usize,
+    owner: Option<ShardId>,
+}
+
+/// One partition's answer.
+#[derive(Debug, Default)]
+struct Got {
+    error: Option<ErrorCode>,
+    marks: Watermarks,
+    regions: Vec<FileRegion>,
+    bytes: usize,
+}
+
+pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: FetchRequest = ctx.decode(body)?;
+    let shard = ctx.shard;
+    let snapshot = shard.metadata();
+    let mut wants = Vec::new();
+    for t in &req.topics {
+        let name = t.topic.0.to_string();
+        let meta = snapshot.topic(&name);
+        for p in &t.partitions {
+            let owner = meta.filter(|m| p.partition >= 0 && p.partition < m.partitions).map(|m| shard.owner(m, p.partition));
+            wants.push(Want {
+                topic: name.clone(),
+                partition: p.partition,
+                offset: Offset(p.fetch_offset),
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                owner,
+            });
+        }
+    }
+    let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut got = read_all(shard, &wants).await;
+    loop {
+        let total: usize = got.iter().map(|g| g.bytes).sum();
+        let errored = got.iter().any(|g| g.error.is_some());
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || errored || now >= deadline {
+            break;
+        }
+        wait_any(shard, &wants, deadline - now).await;
+        got = read_all(shard, &wants).await;
+    }
+    trim_to(&mut got, req.max_bytes.max(0) as usize);
+    let head = ResponseHead {
+        version: ctx.version(),
+        correlation_id: ctx.header.correlation_id,
+        throttle_time_ms: 0,
+        error_code: ErrorCode::None,
+        session_id: 0,
+    };
+    let (parts, _size) = fetch_response::encode(head, group(wants, got));
+    Ok(Reply::Parts(parts))
+}
+
+/// Keeps whole partitions until `max_bytes` is reached; the first
+/// partition with data is always kept, however large.
+fn trim_to(got: &mut [Got], max_bytes: usize) {
+    let mut total = 0usize;
+    for g in got.iter_mut() {
+        if g.bytes == 0 {
+            continue;
+        }
+        if total > 0 && total + g.bytes > max_bytes {
+            g.regions.clear();
+            g.bytes = 0;
+            continue;
+        }
+        total += g.bytes;
+    }
+}
+
+fn group(wants: Vec<Want>, got: Vec<Got>) -> Vec<TopicData<FileRegion>> {
+    let mut topics: Vec<TopicData<FileRegion>> = Vec::new();
+    for (w, g) in wants.into_iter().zip(got) {
+        let hw = g.marks.high_watermark.0;
+        let data = PartitionData {
+            partition_index: w.partition,
+            error_code: g.error.unwrap_or(ErrorCode::None),
+            high_watermark: if g.error.is_some() { -1 } else { hw },
+            last_stable_offset: if g.error.is_some() { -1 } else { hw },
+            log_start_offset: if g.error.is_some() { -1 } else { g.marks.log_start.0 },
+            records: g.regions,
+        };
+        match topics.last_mut() {
+            Some(t) if t.name == w.topic => t.partitions.push(data),
+            _ => topics.push(TopicData { name: w.topic, partitions: vec![data] }),
+        }
+    }
+    topics
+}
+
+fn by_owner(wants: &[Want]) -> BTreeMap<ShardId, Vec<(usize, Want)>> {
+    let mut m: BTreeMap<ShardId, Vec<(usize, Want)>> = BTreeMap::new();
+    for (i, w) in wants.iter().enumerate() {
+        if let Some(owner) = w.owner {
+            m.entry(owner).or_default().push((i, w.clone()));
+        }
+    }
+    m
+}
+
+async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
+    let mut got: Vec<Got> = wants
+        .iter()
+        .map(|w| Got {
+            error: w.owner.is_none().then_some(ErrorCode::UnknownTopicOrPartition),
+            ..Got::default()
+        })
+        .collect();
+    let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
+        shard.invoke_on(owner, move |s| async move {
+            list.into_iter().map(|(i, w)| (i, read_one(&s, &w))).collect::<Vec<_>>()
+        })
+    });
+    for result in futures::future::join_all(jobs).await {
+        match result {
+            Ok(list) => list.into_iter().for_each(|(i, g)| got[i] = g),
+            Err(e) => tracing::error!(error = %e, "fetch forwarding failed"),
+        }
+    }
+    got
+}
+
+fn read_one(shard: &Shard, w: &Want) -> Got {
+    let Some(p) = shard.partition(&w.topic, w.partition) else {
+        let code = match shard.offline_reason(&w.topic, w.partition) {
+            Some(_) => ErrorCode::KafkaStorageError,
+            None => ErrorCode::NotLeaderOrFollower,
+        };
+        return Got { error: Some(code), ..Got::default() };
+    };
+    let marks = p.watermarks();
+    match p.read(w.offset, w.max_bytes) {
+        Ok(r) => Got { error: None, marks, regions: r.regions, bytes: r.bytes },
+        Err(e) => Got { error: Some(error_code(&e)), marks, ..Got::default() },
+    }
+}
+
+/// Parks until any partition has data past its fetch offset, or `timeout`.
+async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
+    let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
+        shard.invoke_on(owner, move |s| async move {
+            list.into_iter()
+                .filter_map(|(_, w)| s.partition(&w.topic, w.partition).map(|p| p.watch(w.offset)))
+                .collect::<Vec<oneshot::Receiver<()>>>()
+        })
+    });
+    let receivers: Vec<oneshot::Receiver<()>> =
+        futures::future::join_all(jobs).await.into_iter().filter_map(Result::ok).flatten().collect();
+    let timer = glommio::timer::sleep(timeout);
+    if receivers.is_empty() {
+        timer.await;
+        return;
+    }
+    let any = futures::future::select_all(receivers);
+    futures::pin_mut!(timer);
+    let _ = futures::future::select(any, timer).await;
+}

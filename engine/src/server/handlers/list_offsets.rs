@@ -1,0 +1,55 @@
+//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after
+//! a timestamp, answered by each partition's owner shard.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::shard::partition::error_code;
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sluice_protocol::ErrorCode;
+
+pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: ListOffsetsRequest = ctx.decode(body)?;
+    let shard = ctx.shard;
+    let snapshot = shard.metadata();
+    let v = ctx.version();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let meta = snapshot.topic(&name).cloned();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let mut resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let owner = meta
+                .as_ref()
+                .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
+                .map(|m| shard.owner(m, p.partition_index));
+            let Some(owner) = owner else {
+                partitions.push(resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let (topic, index, ts) = (name.clone(), p.partition_index, p.timestamp);
+            let answer = shard
+                .invoke_on(owner, move |s| async move {
+                    match s.partition(&topic, index) {
+                        Some(part) => part.list_offset(ts).map_err(|e| error_code(&e)),
+                        None => Err(ErrorCode::NotLeaderOrFollower),
+                    }
+                })
+                .await
+                .unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
+            match answer {
+                Ok((offset, timestamp)) => {
+                    resp = resp.with_offset(offset.0).with_timestamp(timestamp);
+                    if v >= 4 {
+                        resp.leader_epoch = 0;
+                    }
+                }
+                Err(code) => resp = resp.with_error_code(code.code()),
+            }
+            partitions.push(resp);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    ctx.respond(&ListOffsetsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,110 @@
+//! Metadata: brokers (this one, at its advertised address) and topics with
+//! their partitions. Asking for an unknown topic creates it when
+//! `auto.create.topics.enable` is set and the client allows it.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::metadata::TopicMeta;
+use crate::shard::controller::{self, NewTopic};
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::ErrorCode;
+use std::collections::BTreeMap;
+
+pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: MetadataRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let shard = ctx.shard;
+    let config = &shard.broker.config;
+    // v0 has no way to ask for no topics: an empty list means all.
+    let all = req.topics.is_none() || (v == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
+    let allow_create = (v < 4 || req.allow_auto_topic_creation) && config.auto_create_topics();
+    let mut topics = Vec::new();
+    if all {
+        for t in shard.metadata().topics.values() {
+            topics.push(topic_response(ctx, t));
+        }
+    } else {
+        for wanted in req.topics.unwrap_or_default() {
+            let Some(name) = wanted.name.map(|n| n.0.to_string()) else {
+                topics.push(unknown(v, None, ErrorCode::UnknownTopicId));
+                continue;
+            };
+            topics.push(lookup_or_create(ctx, name, allow_create).await);
+        }
+    }
+    let (host, port) = &config.advertised;
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(config.node_id))
+        .with_host(StrBytes::from_string(host.clone()))
+        .with_port(i32::from(*port));
+    let mut resp = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_controller_id(BrokerId(config.node_id))
+        .with_topics(topics);
+    if v >= 2 {
+        resp.cluster_id = Some(StrBytes::from_string(shard.broker.cluster_id.clone()));
+    }
+    ctx.respond(&resp)
+}
+
+async fn lookup_or_create(ctx: &Ctx<'_>, name: String, allow_create: bool) -> MetadataResponseTopic {
+    let v = ctx.version();
+    if let Some(t) = ctx.shard.metadata().topic(&name) {
+        return topic_response(ctx, t);
+    }
+    if crate::metadata::validate_topic_name(&name).is_err() {
+        return unknown(v, Some(name), ErrorCode::InvalidTopicException);
+    }
+    if !allow_create {
+        return unknown(v, Some(name), ErrorCode::UnknownTopicOrPartition);
+    }
+    let new = NewTopic { name: name.clone(), partitions: -1, replication_factor: -1, overrides: BTreeMap::new() };
+    match controller::create_topic(ctx.shard, new).await {
+        Ok(t) => topic_response(ctx, &t),
+        // Lost a race with another creator: the topic exists now.
+        Err((ErrorCode::TopicAlreadyExists, _)) => match ctx.shard.metadata().topic(&name) {
+            Some(t) => topic_response(ctx, t),
+            None => unknown(v, Some(name), ErrorCode::LeaderNotAvailable),
+        },
+        Err((code, message)) => {
+            tracing::warn!(topic = %name, %message, "auto-creating topic failed");
+            unknown(v, Some(name), code)
+        }
+    }
+}
+
+fn unknown(v: i16, name: Option<String>, code: ErrorCode) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default().with_error_code(code.code());
+    t.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+    if v >= 10 {
+        t.topic_id = uuid::Uuid::nil();
+    }
+    t
+}
+
+fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta) -> MetadataResponseTopic {
+    let v = ctx.version();
+    let node = BrokerId(ctx.shard.broker.config.node_id);
+    let partitions = (0..t.partitions)
+        .map(|index| {
+            let mut p = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if v >= 7 {
+                p.leader_epoch = 0;
+            }
+            p
+        })
+        .collect();
+    let mut resp = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_partitions(partitions);
+    if v >= 10 {
+        resp.topic_id = t.id;
+    }
+    resp
+}

@@ -1,0 +1,114 @@
+//! Request handlers, one module per API. Each decodes its request, does
+//! the work (on this shard or the owner shards) and encodes the response.
+
+mod admin;
+mod api_versions;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use crate::shard::Shard;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_protocol::api_versions::is_supported;
+use sluice_protocol::fetch_response::Part;
+use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
+use std::rc::Rc;
+
+use crate::storage::segment::FileRegion;
+
+/// What to send back.
+#[derive(Debug)]
+pub enum Reply {
+    /// Nothing (Produce with acks=0).
+    None,
+    /// A whole encoded frame.
+    Frame(Vec<u8>),
+    /// Encoded bytes interleaved with file regions (Fetch).
+    Parts(Vec<Part<FileRegion>>),
+}
+
+/// A request that cannot be answered; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("API {0:?} is not implemented")]
+    NotImplemented(ApiKey),
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Decode { api: ApiKey, version: i16, reason: String },
+    #[error("encoding {api:?} v{version} response: {reason}")]
+    Encode { api: ApiKey, version: i16, reason: String },
+}
+
+/// The request being handled, for decoding and encoding.
+pub struct Ctx<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub api: ApiKey,
+    pub header: &'a RequestHeader,
+}
+
+impl Ctx<'_> {
+    pub fn version(&self) -> i16 {
+        self.header.api_version
+    }
+
+    /// Decodes the request body.
+    pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, HandlerError> {
+        T::decode(&mut body, self.version()).map_err(|e| HandlerError::Decode {
+            api: self.api,
+            version: self.version(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Frames a response: length, response header, body.
+    pub fn respond<T: Encodable>(&self, body: &T) -> Result<Reply, HandlerError> {
+        encode_frame(self.api, self.version(), self.header.correlation_id, body).map(Reply::Frame)
+    }
+}
+
+/// Encodes `[length][response header][body]`.
+pub fn encode_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Vec<u8>, HandlerError> {
+    let size = body
+        .compute_size(version)
+        .map_err(|e| HandlerError::Encode { api, version, reason: e.to_string() })?;
+    let mut head = Vec::with_capacity(9);
+    head.extend_from_slice(&[0; 4]);
+    put_response_header(&mut head, correlation_id, response_header_is_flexible(api, version));
+    let mut out = BytesMut::with_capacity(head.len() + size);
+    out.extend_from_slice(&head);
+    body.encode(&mut out, version)
+        .map_err(|e| HandlerError::Encode { api, version, reason: e.to_string() })?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.to_vec())
+}
+
+/// Dispatches one request.
+pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, body: Bytes) -> Result<Reply, HandlerError> {
+    let api = sluice_protocol::header::api_key(header.api_key).expect("header parsing checked the key");
+    let ctx = Ctx { shard, api, header };
+    if api == ApiKey::ApiVersions {
+        return api_versions::handle(&ctx, body);
+    }
+    if !is_supported(api, header.api_version) {
+        return Err(match sluice_protocol::api_versions::supported_range(api) {
+            Some(_) => HandlerError::UnsupportedVersion { api, version: header.api_version },
+            None => HandlerError::NotImplemented(api),
+        });
+    }
+    match api {
+        ApiKey::Produce => produce::handle(&ctx, body).await,
+        ApiKey::Fetch => fetch::handle(&ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&ctx, body).await,
+        ApiKey::Metadata => metadata::handle(&ctx, body).await,
+        ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
+        ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
+        ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
+        ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        other => Err(HandlerError::NotImplemented(other)),
+    }
+}

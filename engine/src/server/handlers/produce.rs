@@ -1,0 +1,185 @@
+//! Produce: validate every batch on this shard, then append each
+//! partition's record set on its owner shard (one job per owner shard),
+//! and answer in request order. A partition whose batches fail validation
+//! gets its error and nothing of it is appended; other partitions of the
+//! same request are unaffected.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::shard::partition::Partition;
+use crate::shard::{Shard, ShardId};
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::record_batch::{validate_record_set, BatchError, Compression, RecordSetSummary};
+use sluice_protocol::ErrorCode;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// One partition's outcome.
+#[derive(Debug, Clone)]
+struct Outcome {
+    error: ErrorCode,
+    message: Option<String>,
+    base_offset: i64,
+    log_start: i64,
+}
+
+impl Outcome {
+    fn error(error: ErrorCode, message: Option<String>) -> Outcome {
+        Outcome { error, message, base_offset: -1, log_start: -1 }
+    }
+}
+
+/// A partition's validated record set on its way to the owner.
+struct Append {
+    slot: usize,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    summary: RecordSetSummary,
+}
+
+fn batch_error(e: &BatchError) -> ErrorCode {
+    match e {
+        BatchError::Corrupt { .. } => ErrorCode::CorruptMessage,
+        BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        BatchError::Invalid { .. } => ErrorCode::InvalidRecord,
+        BatchError::UnsupportedCompression(_) => ErrorCode::UnsupportedCompressionType,
+    }
+}
+
+fn uses_zstd(records: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(h) = sluice_protocol::record_batch::BatchHeader::parse(&records[at..]) {
+        if h.compression() == Some(Compression::Zstd) {
+            return true;
+        }
+        at += h.total_size();
+        if at >= records.len() {
+            break;
+        }
+    }
+    false
+}
+
+pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: ProduceRequest = ctx.decode(body)?;
+    let shard = ctx.shard;
+    let snapshot = shard.metadata();
+    let mut slots: Vec<(String, i32, Option<Outcome>)> = Vec::new();
+    let mut per_shard: BTreeMap<ShardId, Vec<Append>> = BTreeMap::new();
+    let acks_valid = matches!(req.acks, -1 | 0 | 1);
+    for topic in &req.topic_data {
+        let name = topic.name.0.to_string();
+        let meta = snapshot.topic(&name);
+        for p in &topic.partition_data {
+            let slot = slots.len();
+            let outcome = match (acks_valid, meta) {
+                (false, _) => Some(Outcome::error(ErrorCode::InvalidRequiredAcks, None)),
+                (_, None) => Some(Outcome::error(ErrorCode::UnknownTopicOrPartition, None)),
+                (_, Some(m)) if p.index < 0 || p.index >= m.partitions => {
+                    Some(Outcome::error(ErrorCode::UnknownTopicOrPartition, None))
+                }
+                (_, Some(m)) => {
+                    let records = p.records.clone().unwrap_or_default();
+                    match validate(ctx.version(), &records, m.config.max_message_bytes) {
+                        Ok(summary) => {
+                            let owner = shard.owner(m, p.index);
+                            per_shard.entry(owner).or_default().push(Append {
+                                slot,
+                                topic: name.clone(),
+                                partition: p.index,
+                                records,
+                                summary,
+                            });
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %name, partition = p.index, error = %e, "rejected produce");
+                            Some(Outcome::error(batch_error(&e), Some(e.to_string())))
+                        }
+                    }
+                }
+            };
+            slots.push((name.clone(), p.index, outcome));
+        }
+    }
+    let forwarded = per_shard.into_iter().map(|(owner, appends)| append_on(shard, owner, appends));
+    for (slot, outcome) in futures::future::join_all(forwarded).await.into_iter().flatten() {
+        slots[slot].2 = Some(outcome);
+    }
+    if req.acks == 0 {
+        return Ok(Reply::None);
+    }
+    ctx.respond(&response(slots))
+}
+
+fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary, BatchError> {
+    let summary = validate_record_set(records, max)?;
+    if version < 7 && uses_zstd(records) {
+        return Err(BatchError::UnsupportedCompression(Compression::Zstd));
+    }
+    Ok(summary)
+}
+
+async fn append_on(shard: &Rc<Shard>, owner: ShardId, appends: Vec<Append>) -> Vec<(usize, Outcome)> {
+    let slots: Vec<usize> = appends.iter().map(|a| a.slot).collect();
+    let result = shard
+        .invoke_on(owner, move |s| async move {
+            let mut out = Vec::with_capacity(appends.len());
+            // Each append starts before the next is looked at, so batches
+            // for one partition keep their request order.
+            for a in appends {
+                out.push((a.slot, append_one(&s, a).await));
+            }
+            out
+        })
+        .await;
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "produce forwarding failed");
+        slots.into_iter().map(|s| (s, Outcome::error(ErrorCode::NotLeaderOrFollower, None))).collect()
+    })
+}
+
+async fn append_one(shard: &Rc<Shard>, a: Append) -> Outcome {
+    let Some(partition): Option<Rc<Partition>> = shard.partition(&a.topic, a.partition) else {
+        let code = match shard.offline_reason(&a.topic, a.partition) {
+            Some(_) => ErrorCode::KafkaStorageError,
+            None => ErrorCode::NotLeaderOrFollower,
+        };
+        return Outcome::error(code, None);
+    };
+    match partition.append(&a.records, &a.summary).await {
+        Ok((info, log_start)) => Outcome {
+            error: ErrorCode::None,
+            message: None,
+            base_offset: info.base_offset.0,
+            log_start: log_start.0,
+        },
+        Err(code) => Outcome::error(code, None),
+    }
+}
+
+fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
+    let mut topics: Vec<TopicProduceResponse> = Vec::new();
+    for (name, index, outcome) in slots {
+        let o = outcome.unwrap_or_else(|| Outcome::error(ErrorCode::UnknownServerError, None));
+        let p = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(o.error.code())
+            .with_base_offset(o.base_offset)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(o.log_start)
+            .with_error_message(o.message.map(StrBytes::from_string));
+        match topics.last_mut() {
+            Some(t) if t.name.0.as_str() == name => t.partition_responses.push(p),
+            _ => topics.push(
+                TopicProduceResponse::default()
+                    .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(name)))
+                    .with_partition_responses(vec![p]),
+            ),
+        }
+    }
+    ProduceResponse::default().with_responses(topics)
+}

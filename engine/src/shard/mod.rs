@@ -1,0 +1,203 @@
+//! Shards: one glommio executor per core, each owning a set of partitions.
+//!
+//! A shard holds the partitions [`crate::metadata::owner_shard`] assigns
+//! it, the current metadata snapshot, and the sending side of a bounded
+//! channel mesh to every other shard. Work for another shard's partitions
+//! travels as a [`Job`]: a `Send` closure that the owner runs on its own
+//! executor, returning its answer over a oneshot channel (Seastar's
+//! `invoke_on`). Bytes move as refcounted `Bytes`, never copied per hop.
+
+pub mod controller;
+pub mod partition;
+
+use crate::broker::BrokerShared;
+use crate::metadata::{owner_shard, Snapshot, TopicMeta};
+use crate::storage::checkpoint::OffsetMap;
+use crate::storage::log::PartitionLog;
+use crate::storage::partition_dir_name;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use glommio::channels::channel_mesh::Senders;
+use partition::Partition;
+use sluice_protocol::Offset;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Index of a shard, 0..count.
+pub type ShardId = usize;
+
+/// Work sent to another shard.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// Capacity of each channel in the mesh: bounded so a slow shard pushes
+/// back on the shards feeding it.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// The shard is stopping and can take no more work.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not accepting work")]
+pub struct ShardGone(pub ShardId);
+
+/// Partition key: topic name and partition index.
+pub type TopicPartition = (String, i32);
+
+/// Per-shard counters, published to the broker at shutdown.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sendfile_bytes: Cell<u64>,
+    pub copied_bytes: Cell<u64>,
+    pub connections: Cell<u64>,
+    pub cross_shard_jobs: Cell<u64>,
+}
+
+/// A partition that could not be opened, and why.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    pub reason: String,
+}
+
+/// One shard's state.
+pub struct Shard {
+    pub id: ShardId,
+    pub count: usize,
+    pub broker: Arc<BrokerShared>,
+    senders: Senders<Job>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    offline: RefCell<HashMap<TopicPartition, Offline>>,
+    metadata: RefCell<Arc<Snapshot>>,
+    /// Serializes topic changes (used on shard 0 only).
+    pub controller_lock: glommio::sync::Semaphore,
+    pub stats: Stats,
+}
+
+impl Shard {
+    pub fn new(broker: Arc<BrokerShared>, senders: Senders<Job>, metadata: Arc<Snapshot>) -> Shard {
+        Shard {
+            id: senders.peer_id(),
+            count: senders.nr_consumers().max(1),
+            broker,
+            senders,
+            partitions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashMap::new()),
+            metadata: RefCell::new(metadata),
+            controller_lock: glommio::sync::Semaphore::new(1),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.metadata.borrow())
+    }
+
+    /// The shard owning partition `index` of `topic`.
+    pub fn owner(&self, topic: &TopicMeta, index: i32) -> ShardId {
+        owner_shard(topic.id, index, self.count)
+    }
+
+    /// Runs `f` on shard `target` and returns its result.
+    pub async fn invoke_on<R, F, Fut>(self: &Rc<Self>, target: ShardId, f: F) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(Rc::clone(self)).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let _ = tx.send(f(shard).await);
+            })
+        });
+        self.stats.cross_shard_jobs.set(self.stats.cross_shard_jobs.get() + 1);
+        self.senders.send_to(target, job).await.map_err(|_| ShardGone(target))?;
+        rx.await.map_err(|_| ShardGone(target))
+    }
+
+    /// A partition this shard owns.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&(topic.to_string(), index)).cloned()
+    }
+
+    /// Why an owned partition is offline, if it is.
+    pub fn offline_reason(&self, topic: &str, index: i32) -> Option<String> {
+        self.offline.borrow().get(&(topic.to_string(), index)).map(|o| o.reason.clone())
+    }
+
+    /// All partitions of this shard.
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Opens (or creates) the partitions of `topic` this shard owns.
+    pub fn open_topic(&self, topic: &TopicMeta, create: bool) {
+        for index in 0..topic.partitions {
+            if owner_shard(topic.id, index, self.count) != self.id {
+                continue;
+            }
+            let key = (topic.name.clone(), index);
+            if self.partitions.borrow().contains_key(&key) {
+                continue;
+            }
+            match self.open_partition(topic, index, create) {
+                Ok(log) => {
+                    self.partitions.borrow_mut().insert(key.clone(), Rc::new(Partition::new(topic.name.clone(), index, log)));
+                    self.offline.borrow_mut().remove(&key);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = index, error = %e, "partition is offline");
+                    self.offline.borrow_mut().insert(key, Offline { reason: e.to_string() });
+                }
+            }
+        }
+    }
+
+    fn open_partition(&self, topic: &TopicMeta, index: i32, create: bool) -> crate::storage::Result<PartitionLog> {
+        let dir = self.broker.data_dir().join(partition_dir_name(&topic.name, index));
+        let config = Arc::clone(&topic.config);
+        if create || !dir.exists() {
+            return PartitionLog::create(&dir, config, topic.id);
+        }
+        let key = (topic.name.clone(), index);
+        let recovery_point = Offset(self.broker.start.recovery_points.get(&key).copied().unwrap_or(0));
+        let log_start = Offset(self.broker.start.log_starts.get(&key).copied().unwrap_or(0));
+        PartitionLog::open(&dir, config, self.broker.start.clean, recovery_point, log_start)
+    }
+
+    /// Installs a new snapshot; opens partitions of `created`, deletes
+    /// this shard's partitions of `deleted`.
+    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, created: Option<&TopicMeta>, deleted: Option<&str>) {
+        if let Some(topic) = created {
+            self.open_topic(topic, true);
+        }
+        if let Some(name) = deleted {
+            let doomed: Vec<TopicPartition> =
+                self.partitions.borrow().keys().filter(|(t, _)| t == name).cloned().collect();
+            for key in doomed {
+                if let Some(p) = self.partitions.borrow_mut().remove(&key) {
+                    if let Err(e) = p.delete() {
+                        tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
+                    }
+                }
+            }
+            self.offline.borrow_mut().retain(|(t, _), _| t != name);
+        }
+        *self.metadata.borrow_mut() = snapshot;
+    }
+
+    /// Recovery points and log start offsets of this shard's partitions.
+    pub fn checkpoint_entries(&self) -> (OffsetMap, OffsetMap) {
+        let mut recovery = OffsetMap::new();
+        let mut starts = OffsetMap::new();
+        for ((t, i), p) in self.partitions.borrow().iter() {
+            recovery.insert((t.clone(), *i), p.recovery_point().0);
+            starts.insert((t.clone(), *i), p.watermarks().log_start.0);
+        }
+        (recovery, starts)
+    }
+}

@@ -1,0 +1,185 @@
+//! A partition as its owner shard holds it: the log, the fetchers parked
+//! on it, and the flush state. Only the owner shard touches it, so plain
+//! `RefCell`s suffice; no borrow is held across an `.await`.
+
+use crate::storage::log::{AppendInfo, PartitionLog, ReadResult};
+use crate::storage::StorageError;
+use futures::channel::oneshot;
+use sluice_protocol::record_batch::RecordSetSummary;
+use sluice_protocol::{ErrorCode, Offset};
+use std::cell::{Cell, RefCell};
+
+/// Current wall-clock time in ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Offsets a fetch response reports with its data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    pub log_start: Offset,
+    pub high_watermark: Offset,
+}
+
+/// A partition owned by this shard.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: RefCell<PartitionLog>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    flushing: Cell<bool>,
+    flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+/// Maps a storage error to the error its partition reports.
+pub fn error_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::SegmentPositionOverflow { .. } => ErrorCode::MessageTooLarge,
+        StorageError::Io { .. } | StorageError::Corrupt { .. } => ErrorCode::KafkaStorageError,
+    }
+}
+
+impl Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog) -> Partition {
+        Partition {
+            topic,
+            index,
+            log: RefCell::new(log),
+            waiters: RefCell::new(Vec::new()),
+            flushing: Cell::new(false),
+            flush_waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        let log = self.log.borrow();
+        Watermarks { log_start: log.log_start(), high_watermark: log.high_watermark() }
+    }
+
+    /// Appends a validated record set, wakes parked fetchers, and flushes
+    /// first if the flush policy asks for it (`flush.messages=1` makes
+    /// every acknowledged batch durable).
+    pub async fn append(&self, set: &[u8], summary: &RecordSetSummary) -> Result<(AppendInfo, Offset), ErrorCode> {
+        let now = now_ms();
+        let (info, flush) = {
+            let mut log = self.log.borrow_mut();
+            let info = log.append(set, summary, now).map_err(|e| {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
+                error_code(&e)
+            })?;
+            (info, log.flush_due(now))
+        };
+        self.wake_fetchers();
+        if flush {
+            self.flush_upto(info.last_offset.add(1)).await.map_err(|e| error_code(&e))?;
+        }
+        Ok((info, self.log.borrow().log_start()))
+    }
+
+    fn wake_fetchers(&self) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Makes every offset below `target` durable. Concurrent callers share
+    /// one fdatasync where they can (group commit).
+    pub async fn flush_upto(&self, target: Offset) -> Result<(), StorageError> {
+        loop {
+            if self.log.borrow().recovery_point() >= target {
+                return Ok(());
+            }
+            if self.flushing.get() {
+                let (tx, rx) = oneshot::channel();
+                self.flush_waiters.borrow_mut().push(tx);
+                let _ = rx.await;
+                continue;
+            }
+            self.flushing.set(true);
+            let result = self.flush_once().await;
+            self.flushing.set(false);
+            for w in self.flush_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+            result?;
+        }
+    }
+
+    async fn flush_once(&self) -> Result<(), StorageError> {
+        let job = self.log.borrow_mut().prepare_flush(now_ms())?;
+        let dir = self.log.borrow().dir().to_path_buf();
+        let files = job.files;
+        let synced = glommio::executor()
+            .spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
+            .await;
+        synced.map_err(|source| StorageError::Io { op: "fdatasync", path: dir, source })?;
+        self.log.borrow_mut().complete_flush(job.upto);
+        Ok(())
+    }
+
+    /// Flushes now if `flush.ms` or a roll asks for it.
+    pub async fn flush_if_due(&self) -> Result<(), StorageError> {
+        let (due, end) = {
+            let log = self.log.borrow();
+            (log.flush_due(now_ms()), log.log_end())
+        };
+        if due {
+            self.flush_upto(end).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything synchronously (clean shutdown).
+    pub fn flush_now(&self) -> Result<(), StorageError> {
+        self.log.borrow_mut().flush_now(now_ms())
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` beyond the first.
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let log = self.log.borrow();
+        log.read(offset, max_bytes, log.high_watermark())
+    }
+
+    /// A receiver that fires once data at or past `offset` is readable.
+    pub fn watch(&self, offset: Offset) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.log.borrow().high_watermark() > offset {
+            let _ = tx.send(());
+        } else {
+            let mut waiters = self.waiters.borrow_mut();
+            waiters.retain(|w| !w.is_canceled());
+            waiters.push(tx);
+        }
+        rx
+    }
+
+    /// ListOffsets: -2 earliest, -1 latest, else by timestamp.
+    pub fn list_offset(&self, timestamp: i64) -> Result<(Offset, i64), StorageError> {
+        let log = self.log.borrow();
+        match timestamp {
+            -2 => Ok((log.log_start(), -1)),
+            -1 => Ok((log.high_watermark(), -1)),
+            ts => Ok(log.offset_for_timestamp(ts)?.unwrap_or((Offset(-1), -1))),
+        }
+    }
+
+    pub fn recovery_point(&self) -> Offset {
+        self.log.borrow().recovery_point()
+    }
+
+    pub fn enforce_retention(&self) -> Result<usize, StorageError> {
+        self.log.borrow_mut().enforce_retention(now_ms())
+    }
+
+    /// Deletes the partition's files. The caller has already made it
+    /// unreachable; a request still holding it writes to unlinked files.
+    pub fn delete(&self) -> Result<(), StorageError> {
+        self.wake_fetchers();
+        let dir = self.log.borrow().dir().to_path_buf();
+        std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
+    }
+}
