@@ -14,7 +14,9 @@ use crate::config::BrokerConfig;
 use crate::metadata::{self, Snapshot};
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
-use crate::storage::checkpoint::{self, OffsetMap, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
+use crate::storage::checkpoint::{
+    self, OffsetMap, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
+};
 use crate::storage::{sync_dir, StorageError};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
@@ -60,12 +62,20 @@ pub struct BrokerShared {
     checkpoints: Mutex<Vec<(OffsetMap, OffsetMap)>>,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
+    /// Next idempotent producer id. Seeded from the start time (ms × 2^16),
+    /// so ids stay unique across restarts without a stored counter.
+    next_producer_id: std::sync::atomic::AtomicI64,
     _lock: std::fs::File,
 }
 
 impl BrokerShared {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// A producer id never handed out before by this broker.
+    pub fn allocate_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {
@@ -119,7 +129,11 @@ fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
         if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
             return Ok(id.trim().to_string());
         }
-        return Err(StorageError::Corrupt { path, position: 0, reason: "no cluster.id".into() });
+        return Err(StorageError::Corrupt {
+            path,
+            position: 0,
+            reason: "no cluster.id".into(),
+        });
     }
     let id = match config.get("cluster.id") {
         Some(id) if !id.is_empty() => id.to_string(),
@@ -160,6 +174,9 @@ impl Broker {
             checkpoints: Mutex::new(Vec::new()),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
+            next_producer_id: std::sync::atomic::AtomicI64::new(
+                crate::shard::partition::now_ms() << 16,
+            ),
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
@@ -173,12 +190,19 @@ impl Broker {
         let handles = LocalExecutorPoolBuilder::new(placement)
             .name("sluice-shard")
             .on_all_shards(move || {
-                let (shared, mesh, snapshot, ready) =
-                    (Arc::clone(&run_shared), mesh.clone(), Arc::clone(&snapshot), ready_tx.clone());
+                let (shared, mesh, snapshot, ready) = (
+                    Arc::clone(&run_shared),
+                    mesh.clone(),
+                    Arc::clone(&snapshot),
+                    ready_tx.clone(),
+                );
                 async move { shard_main(shared, mesh, snapshot, ready).await }
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
-        let mut broker = Broker { shared, handles: Some(handles) };
+        let mut broker = Broker {
+            shared,
+            handles: Some(handles),
+        };
         for _ in 0..cores {
             match ready_rx.recv() {
                 Ok(Ok(_)) => {}
@@ -190,7 +214,9 @@ impl Broker {
                 Err(_) => {
                     broker.stop();
                     let _ = broker.join();
-                    return Err(StartError::Executor("a shard exited during start-up".into()));
+                    return Err(StartError::Executor(
+                        "a shard exited during start-up".into(),
+                    ));
                 }
             }
         }
@@ -214,7 +240,9 @@ impl Broker {
     /// Waits for the shards to finish, then writes checkpoints and the
     /// clean-shutdown marker.
     pub fn join(&mut self) -> Result<(), StorageError> {
-        let Some(handles) = self.handles.take() else { return Ok(()) };
+        let Some(handles) = self.handles.take() else {
+            return Ok(());
+        };
         let mut clean = true;
         for r in handles.join_all() {
             if let Err(e) = r {
@@ -262,7 +290,11 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, Arc::clone(&snapshot)));
+    let shard = Rc::new(Shard::new(
+        Arc::clone(&shared),
+        senders,
+        Arc::clone(&snapshot),
+    ));
     for topic in snapshot.topics.values() {
         shard.open_topic(topic, false);
     }
@@ -278,7 +310,10 @@ async fn shard_main(
     let listener = match glommio::net::TcpListener::bind(shared.config.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err((shard.id, format!("binding {}: {e}", shared.config.listen))));
+            let _ = ready.send(Err((
+                shard.id,
+                format!("binding {}: {e}", shared.config.listen),
+            )));
             return;
         }
     };
@@ -294,12 +329,20 @@ async fn shard_main(
 /// checkpoints.
 async fn maintenance(shard: &Rc<Shard>) {
     let config = &shard.broker.config;
-    let tick = Duration::from_millis(config.flush_scheduler_interval_ms().clamp(10, 1000).min(100));
+    let tick = Duration::from_millis(
+        config
+            .flush_scheduler_interval_ms()
+            .clamp(10, 1000)
+            .min(100),
+    );
     let checkpoint_every = Duration::from_millis(config.checkpoint_interval_ms());
     let retention_every = Duration::from_secs(30);
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms());
-    let (mut last_checkpoint, mut last_retention, mut last_flush) =
-        (std::time::Instant::now(), std::time::Instant::now(), std::time::Instant::now());
+    let (mut last_checkpoint, mut last_retention, mut last_flush) = (
+        std::time::Instant::now(),
+        std::time::Instant::now(),
+        std::time::Instant::now(),
+    );
     while !shard.broker.stopping() {
         glommio::timer::sleep(tick).await;
         if last_flush.elapsed() >= flush_every {
@@ -320,7 +363,9 @@ async fn maintenance(shard: &Rc<Shard>) {
         }
         if last_checkpoint.elapsed() >= checkpoint_every {
             last_checkpoint = std::time::Instant::now();
-            shard.broker.publish_checkpoints(shard.id, shard.checkpoint_entries());
+            shard
+                .broker
+                .publish_checkpoints(shard.id, shard.checkpoint_entries());
             if shard.id == 0 {
                 if let Err(e) = shard.broker.write_checkpoints() {
                     tracing::error!(error = %e, "writing checkpoints failed");
@@ -336,7 +381,15 @@ fn shutdown(shard: &Shard) {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
         }
     }
-    shard.broker.publish_checkpoints(shard.id, shard.checkpoint_entries());
-    shard.broker.sendfile_bytes.fetch_add(shard.stats.sendfile_bytes.get(), Ordering::Relaxed);
-    shard.broker.copied_bytes.fetch_add(shard.stats.copied_bytes.get(), Ordering::Relaxed);
+    shard
+        .broker
+        .publish_checkpoints(shard.id, shard.checkpoint_entries());
+    shard
+        .broker
+        .sendfile_bytes
+        .fetch_add(shard.stats.sendfile_bytes.get(), Ordering::Relaxed);
+    shard
+        .broker
+        .copied_bytes
+        .fetch_add(shard.stats.copied_bytes.get(), Ordering::Relaxed);
 }

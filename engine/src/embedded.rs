@@ -12,7 +12,9 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker and returns once it is listening.
     pub fn start(config: BrokerConfig) -> Result<EmbeddedBroker, StartError> {
-        Ok(EmbeddedBroker { broker: Broker::start(config)? })
+        Ok(EmbeddedBroker {
+            broker: Broker::start(config)?,
+        })
     }
 
     /// The address clients connect to.

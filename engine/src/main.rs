@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "A Kafka-compatible, thread-per-core broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible, thread-per-core broker"
+)]
 struct Args {
     /// TOML file with Kafka config keys (dotted keys or quoted names).
     #[arg(long)]
@@ -68,7 +72,8 @@ fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -92,9 +92,19 @@ pub fn load(data_dir: &Path, broker: &BrokerConfig) -> Result<Snapshot> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
-        Err(e) => return Err(StorageError::Io { op: "read", path, source: e }),
+        Err(e) => {
+            return Err(StorageError::Io {
+                op: "read",
+                path,
+                source: e,
+            })
+        }
     };
-    let corrupt = |reason: String| StorageError::Corrupt { path: path.clone(), position: 0, reason };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.clone(),
+        position: 0,
+        reason,
+    };
     let file: TopicsFile = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     let mut topics = BTreeMap::new();
     for (name, entry) in file.topics {
@@ -146,9 +156,14 @@ pub fn validate_topic_name(name: &str) -> std::result::Result<(), String> {
         return Err(format!("topic name cannot be '{name}'"));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!("topic name is longer than {TOPIC_NAME_LEN_MAX} characters"));
+        return Err(format!(
+            "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!("topic name '{name}' contains '{c}': only ASCII letters, digits, '.', '_' and '-' are allowed"));
     }
     Ok(())

@@ -28,6 +28,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::ApiVersions, 0, 3),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
+    range(ApiKey::InitProducerId, 0, 4),
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::DescribeCluster, 0, 0),
 ];

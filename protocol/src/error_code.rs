@@ -45,6 +45,7 @@ pub enum ErrorCode {
     PolicyViolation = 44,
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     UnknownProducerId = 59,
@@ -102,7 +103,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 56] = [
+const ALL: [ErrorCode; 57] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -143,6 +144,7 @@ const ALL: [ErrorCode; 56] = [
     ErrorCode::PolicyViolation,
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
+    ErrorCode::InvalidProducerEpoch,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::UnknownProducerId,

@@ -38,8 +38,13 @@ enum CloseReason {
 
 /// Serves one connection until the peer closes it or sends garbage.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-    if let Err(e) = stream.set_nodelay(true).and_then(|()| set_nonblocking(stream.as_raw_fd()).map_err(Into::into)) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    if let Err(e) = stream
+        .set_nodelay(true)
+        .and_then(|()| set_nonblocking(stream.as_raw_fd()).map_err(Into::into))
+    {
         tracing::warn!(%peer, error = %e, "socket setup failed");
         return;
     }

@@ -15,7 +15,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                shard.stats.connections.set(shard.stats.connections.get() + 1);
+                shard
+                    .stats
+                    .connections
+                    .set(shard.stats.connections.get() + 1);
                 glommio::spawn_local(connection::serve(Rc::clone(&shard), stream)).detach();
             }
             Err(e) => {

@@ -33,7 +33,11 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 }
 
 /// Sends all of `region` to `stream`.
-pub async fn send_region(stream: &mut TcpStream, region: &FileRegion, stats: &Stats) -> io::Result<()> {
+pub async fn send_region(
+    stream: &mut TcpStream,
+    region: &FileRegion,
+    stats: &Stats,
+) -> io::Result<()> {
     let socket = stream.as_raw_fd();
     let file = region.file.as_raw_fd();
     let mut offset = region.position as libc::off_t;
@@ -44,11 +48,16 @@ pub async fn send_region(stream: &mut TcpStream, region: &FileRegion, stats: &St
         // the kernel advances `offset`.
         let n = unsafe { libc::sendfile(socket, file, &mut offset, want) };
         if n > 0 {
-            stats.sendfile_bytes.set(stats.sendfile_bytes.get() + n as u64);
+            stats
+                .sendfile_bytes
+                .set(stats.sendfile_bytes.get() + n as u64);
             continue;
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than the region being sent"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment shorter than the region being sent",
+            ));
         }
         let e = io::Error::last_os_error();
         match e.kind() {
@@ -59,7 +68,9 @@ pub async fn send_region(stream: &mut TcpStream, region: &FileRegion, stats: &St
                 region.file.read_exact_at(&mut buf, offset as u64)?;
                 stream.write_all(&buf).await?;
                 offset += chunk as libc::off_t;
-                stats.copied_bytes.set(stats.copied_bytes.get() + chunk as u64);
+                stats
+                    .copied_bytes
+                    .set(stats.copied_bytes.get() + chunk as u64);
             }
             _ => return Err(e),
         }

@@ -30,19 +30,35 @@ pub struct NewTopic {
 pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
     metadata::validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
     if shard.metadata().topic(&t.name).is_some() {
-        return Err((ErrorCode::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+        return Err((
+            ErrorCode::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
     }
-    let partitions = if t.partitions == -1 { shard.broker.config.num_partitions() } else { t.partitions };
+    let partitions = if t.partitions == -1 {
+        shard.broker.config.num_partitions()
+    } else {
+        t.partitions
+    };
     if partitions <= 0 {
-        return Err((ErrorCode::InvalidPartitions, "Number of partitions must be larger than 0.".into()));
+        return Err((
+            ErrorCode::InvalidPartitions,
+            "Number of partitions must be larger than 0.".into(),
+        ));
     }
     if t.replication_factor == 0 || t.replication_factor < -1 {
-        return Err((ErrorCode::InvalidReplicationFactor, "Replication factor must be larger than 0.".into()));
+        return Err((
+            ErrorCode::InvalidReplicationFactor,
+            "Replication factor must be larger than 0.".into(),
+        ));
     }
     if t.replication_factor > 1 {
         return Err((
             ErrorCode::InvalidReplicationFactor,
-            format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor),
+            format!(
+                "Replication factor: {} larger than available brokers: 1.",
+                t.replication_factor
+            ),
         ));
     }
     let config = shard
@@ -63,13 +79,19 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
 pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMeta>, TopicError> {
     let gone = |e: super::ShardGone| (ErrorCode::UnknownServerError, e.to_string());
     shard
-        .invoke_on(CONTROLLER, move |c| async move { create_on_controller(&c, t).await })
+        .invoke_on(CONTROLLER, move |c| async move {
+            create_on_controller(&c, t).await
+        })
         .await
         .map_err(gone)?
 }
 
 async fn create_on_controller(c: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMeta>, TopicError> {
-    let _permit = c.controller_lock.acquire_permit(1).await.map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
+    let _permit = c
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
     let meta = Arc::new(validate(c, &t)?);
     let snapshot = Arc::new(c.metadata().with_topic(Arc::clone(&meta)));
     persist(c, &snapshot)?;
@@ -82,15 +104,24 @@ async fn create_on_controller(c: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMet
 pub async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), TopicError> {
     let gone = |e: super::ShardGone| (ErrorCode::UnknownServerError, e.to_string());
     shard
-        .invoke_on(CONTROLLER, move |c| async move { delete_on_controller(&c, name).await })
+        .invoke_on(CONTROLLER, move |c| async move {
+            delete_on_controller(&c, name).await
+        })
         .await
         .map_err(gone)?
 }
 
 async fn delete_on_controller(c: &Rc<Shard>, name: String) -> Result<(), TopicError> {
-    let _permit = c.controller_lock.acquire_permit(1).await.map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
+    let _permit = c
+        .controller_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
     if c.metadata().topic(&name).is_none() {
-        return Err((ErrorCode::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+        return Err((
+            ErrorCode::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ));
     }
     let snapshot = Arc::new(c.metadata().without_topic(&name));
     persist(c, &snapshot)?;
@@ -112,7 +143,8 @@ async fn broadcast(
     deleted: Option<String>,
 ) -> Result<(), TopicError> {
     for target in 0..c.count {
-        let (snapshot, created, deleted) = (Arc::clone(&snapshot), created.clone(), deleted.clone());
+        let (snapshot, created, deleted) =
+            (Arc::clone(&snapshot), created.clone(), deleted.clone());
         c.invoke_on(target, move |s| async move {
             s.apply_snapshot(snapshot, created.as_deref(), deleted.as_deref());
         })

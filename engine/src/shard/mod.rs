@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod partition;
+pub mod producer_state;
 
 use crate::broker::BrokerShared;
 use crate::metadata::{owner_shard, Snapshot, TopicMeta};
@@ -99,7 +100,11 @@ impl Shard {
     }
 
     /// Runs `f` on shard `target` and returns its result.
-    pub async fn invoke_on<R, F, Fut>(self: &Rc<Self>, target: ShardId, f: F) -> Result<R, ShardGone>
+    pub async fn invoke_on<R, F, Fut>(
+        self: &Rc<Self>,
+        target: ShardId,
+        f: F,
+    ) -> Result<R, ShardGone>
     where
         R: Send + 'static,
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -114,19 +119,30 @@ impl Shard {
                 let _ = tx.send(f(shard).await);
             })
         });
-        self.stats.cross_shard_jobs.set(self.stats.cross_shard_jobs.get() + 1);
-        self.senders.send_to(target, job).await.map_err(|_| ShardGone(target))?;
+        self.stats
+            .cross_shard_jobs
+            .set(self.stats.cross_shard_jobs.get() + 1);
+        self.senders
+            .send_to(target, job)
+            .await
+            .map_err(|_| ShardGone(target))?;
         rx.await.map_err(|_| ShardGone(target))
     }
 
     /// A partition this shard owns.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(&(topic.to_string(), index)).cloned()
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), index))
+            .cloned()
     }
 
     /// Why an owned partition is offline, if it is.
     pub fn offline_reason(&self, topic: &str, index: i32) -> Option<String> {
-        self.offline.borrow().get(&(topic.to_string(), index)).map(|o| o.reason.clone())
+        self.offline
+            .borrow()
+            .get(&(topic.to_string(), index))
+            .map(|o| o.reason.clone())
     }
 
     /// All partitions of this shard.
@@ -146,38 +162,77 @@ impl Shard {
             }
             match self.open_partition(topic, index, create) {
                 Ok(log) => {
-                    self.partitions.borrow_mut().insert(key.clone(), Rc::new(Partition::new(topic.name.clone(), index, log)));
+                    self.partitions.borrow_mut().insert(
+                        key.clone(),
+                        Rc::new(Partition::new(topic.name.clone(), index, log)),
+                    );
                     self.offline.borrow_mut().remove(&key);
                 }
                 Err(e) => {
                     tracing::error!(topic = %topic.name, partition = index, error = %e, "partition is offline");
-                    self.offline.borrow_mut().insert(key, Offline { reason: e.to_string() });
+                    self.offline.borrow_mut().insert(
+                        key,
+                        Offline {
+                            reason: e.to_string(),
+                        },
+                    );
                 }
             }
         }
     }
 
-    fn open_partition(&self, topic: &TopicMeta, index: i32, create: bool) -> crate::storage::Result<PartitionLog> {
-        let dir = self.broker.data_dir().join(partition_dir_name(&topic.name, index));
+    fn open_partition(
+        &self,
+        topic: &TopicMeta,
+        index: i32,
+        create: bool,
+    ) -> crate::storage::Result<PartitionLog> {
+        let dir = self
+            .broker
+            .data_dir()
+            .join(partition_dir_name(&topic.name, index));
         let config = Arc::clone(&topic.config);
         if create || !dir.exists() {
             return PartitionLog::create(&dir, config, topic.id);
         }
         let key = (topic.name.clone(), index);
-        let recovery_point = Offset(self.broker.start.recovery_points.get(&key).copied().unwrap_or(0));
+        let recovery_point = Offset(
+            self.broker
+                .start
+                .recovery_points
+                .get(&key)
+                .copied()
+                .unwrap_or(0),
+        );
         let log_start = Offset(self.broker.start.log_starts.get(&key).copied().unwrap_or(0));
-        PartitionLog::open(&dir, config, self.broker.start.clean, recovery_point, log_start)
+        PartitionLog::open(
+            &dir,
+            config,
+            self.broker.start.clean,
+            recovery_point,
+            log_start,
+        )
     }
 
     /// Installs a new snapshot; opens partitions of `created`, deletes
     /// this shard's partitions of `deleted`.
-    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, created: Option<&TopicMeta>, deleted: Option<&str>) {
+    pub fn apply_snapshot(
+        &self,
+        snapshot: Arc<Snapshot>,
+        created: Option<&TopicMeta>,
+        deleted: Option<&str>,
+    ) {
         if let Some(topic) = created {
             self.open_topic(topic, true);
         }
         if let Some(name) = deleted {
-            let doomed: Vec<TopicPartition> =
-                self.partitions.borrow().keys().filter(|(t, _)| t == name).cloned().collect();
+            let doomed: Vec<TopicPartition> = self
+                .partitions
+                .borrow()
+                .keys()
+                .filter(|(t, _)| t == name)
+                .cloned()
+                .collect();
             for key in doomed {
                 if let Some(p) = self.partitions.borrow_mut().remove(&key) {
                     if let Err(e) = p.delete() {

@@ -2,10 +2,11 @@
 //! on it, and the flush state. Only the owner shard touches it, so plain
 //! `RefCell`s suffice; no borrow is held across an `.await`.
 
+use super::producer_state::{Check, ProducerStates};
 use crate::storage::log::{AppendInfo, PartitionLog, ReadResult};
 use crate::storage::StorageError;
 use futures::channel::oneshot;
-use sluice_protocol::record_batch::RecordSetSummary;
+use sluice_protocol::record_batch::{BatchHeader, RecordSetSummary};
 use sluice_protocol::{ErrorCode, Offset};
 use std::cell::{Cell, RefCell};
 
@@ -29,6 +30,7 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: RefCell<PartitionLog>,
+    producers: RefCell<ProducerStates>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -49,6 +51,7 @@ impl Partition {
             topic,
             index,
             log: RefCell::new(log),
+            producers: RefCell::new(ProducerStates::default()),
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
@@ -57,14 +60,33 @@ impl Partition {
 
     pub fn watermarks(&self) -> Watermarks {
         let log = self.log.borrow();
-        Watermarks { log_start: log.log_start(), high_watermark: log.high_watermark() }
+        Watermarks {
+            log_start: log.log_start(),
+            high_watermark: log.high_watermark(),
+        }
     }
 
     /// Appends a validated record set, wakes parked fetchers, and flushes
     /// first if the flush policy asks for it (`flush.messages=1` makes
     /// every acknowledged batch durable).
-    pub async fn append(&self, set: &[u8], summary: &RecordSetSummary) -> Result<(AppendInfo, Offset), ErrorCode> {
+    pub async fn append(
+        &self,
+        set: &[u8],
+        summary: &RecordSetSummary,
+    ) -> Result<(AppendInfo, Offset), ErrorCode> {
         let now = now_ms();
+        let first = BatchHeader::parse(set).expect("record set was validated");
+        match self.producers.borrow().check(&first) {
+            Check::Append => {}
+            Check::Duplicate(base) => {
+                let info = AppendInfo {
+                    base_offset: base,
+                    last_offset: base.add(i64::from(first.last_offset_delta)),
+                };
+                return Ok((info, self.log.borrow().log_start()));
+            }
+            Check::Reject(code) => return Err(code),
+        }
         let (info, flush) = {
             let mut log = self.log.borrow_mut();
             let info = log.append(set, summary, now).map_err(|e| {
@@ -73,9 +95,12 @@ impl Partition {
             })?;
             (info, log.flush_due(now))
         };
+        self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
         if flush {
-            self.flush_upto(info.last_offset.add(1)).await.map_err(|e| error_code(&e))?;
+            self.flush_upto(info.last_offset.add(1))
+                .await
+                .map_err(|e| error_code(&e))?;
         }
         Ok((info, self.log.borrow().log_start()))
     }
@@ -116,7 +141,11 @@ impl Partition {
         let synced = glommio::executor()
             .spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
             .await;
-        synced.map_err(|source| StorageError::Io { op: "fdatasync", path: dir, source })?;
+        synced.map_err(|source| StorageError::Io {
+            op: "fdatasync",
+            path: dir,
+            source,
+        })?;
         self.log.borrow_mut().complete_flush(job.upto);
         Ok(())
     }

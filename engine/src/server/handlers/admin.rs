@@ -5,7 +5,9 @@ use super::{Ctx, HandlerError, Reply};
 use crate::config::{find_topic_key, Kind, Source, KEYS};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
@@ -48,8 +50,15 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     let mut results = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let overrides: BTreeMap<String, String> =
-            t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let overrides: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
         let new = NewTopic {
             name: name.clone(),
             partitions: t.num_partitions,
@@ -58,7 +67,10 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         };
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = if !t.assignments.is_empty() {
-            Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported".to_string()))
+            Err((
+                ErrorCode::InvalidReplicaAssignment,
+                "manual replica assignment is not supported".to_string(),
+            ))
         } else if req.validate_only {
             controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
         } else {
@@ -103,21 +115,30 @@ pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     let req: DeleteTopicsRequest = ctx.decode(body)?;
     let v = ctx.version();
     let snapshot = ctx.shard.metadata();
-    let mut wanted: Vec<(Option<String>, uuid::Uuid)> =
-        req.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
-    wanted.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut wanted: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    wanted.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
     let mut results = Vec::new();
     for (name, id) in wanted {
         let name = name.or_else(|| snapshot.topic_by_id(id).map(|t| t.name.clone()));
-        let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(s(n))));
+        let mut r =
+            DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(s(n))));
         if v >= 6 {
             r.topic_id = id;
         }
         let outcome = match name {
             None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
-            Some(_) if ctx.shard.broker.config.get("delete.topic.enable") != Some("true") => {
-                Err((ErrorCode::PolicyViolation, "delete.topic.enable is false".to_string()))
-            }
+            Some(_) if ctx.shard.broker.config.get("delete.topic.enable") != Some("true") => Err((
+                ErrorCode::PolicyViolation,
+                "delete.topic.enable is false".to_string(),
+            )),
             Some(n) => controller::delete_topic(ctx.shard, n).await,
         };
         if let Err((code, message)) = outcome {
@@ -138,7 +159,10 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
     let snapshot = ctx.shard.metadata();
     let mut results = Vec::new();
     for res in req.resources {
-        let keys: Option<Vec<String>> = res.configuration_keys.as_ref().map(|k| k.iter().map(|x| x.to_string()).collect());
+        let keys: Option<Vec<String>> = res
+            .configuration_keys
+            .as_ref()
+            .map(|k| k.iter().map(|x| x.to_string()).collect());
         let wanted = |k: &str| keys.as_ref().is_none_or(|ks| ks.iter().any(|x| x == k));
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
@@ -169,7 +193,10 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
                 } else {
                     for (k, val, src) in config.broker_entries() {
                         if wanted(k) {
-                            let kind = KEYS.iter().find(|x| x.broker == Some(k)).map_or(Kind::Text, |x| x.kind);
+                            let kind = KEYS
+                                .iter()
+                                .find(|x| x.broker == Some(k))
+                                .map_or(Kind::Text, |x| x.kind);
                             entries.push(entry(v, k, val, src, kind));
                         }
                     }
@@ -185,7 +212,13 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
     ctx.respond(&DescribeConfigsResponse::default().with_results(results))
 }
 
-fn entry(v: i16, name: &str, value: &str, src: Source, kind: Kind) -> DescribeConfigsResourceResult {
+fn entry(
+    v: i16,
+    name: &str,
+    value: &str,
+    src: Source,
+    kind: Kind,
+) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(s(name))
         .with_value(Some(s(value)))
@@ -196,15 +229,33 @@ fn entry(v: i16, name: &str, value: &str, src: Source, kind: Kind) -> DescribeCo
     e
 }
 
-fn synonyms(config: &crate::config::BrokerConfig, topic_key: &str, value: &str, src: Source) -> Vec<DescribeConfigsSynonym> {
+fn synonyms(
+    config: &crate::config::BrokerConfig,
+    topic_key: &str,
+    value: &str,
+    src: Source,
+) -> Vec<DescribeConfigsSynonym> {
     let mut out = Vec::new();
     if src == Source::Topic {
-        out.push(DescribeConfigsSynonym::default().with_name(s(topic_key)).with_value(Some(s(value))).with_source(1));
+        out.push(
+            DescribeConfigsSynonym::default()
+                .with_name(s(topic_key))
+                .with_value(Some(s(value)))
+                .with_source(1),
+        );
     }
     if let Some(b) = find_topic_key(topic_key).and_then(|k| k.broker) {
         if let Some(bv) = config.get(b) {
-            let src = config.broker_entries().find(|(k, _, _)| *k == b).map_or(Source::Default, |e| e.2);
-            out.push(DescribeConfigsSynonym::default().with_name(s(b)).with_value(Some(s(bv))).with_source(source_code(src)));
+            let src = config
+                .broker_entries()
+                .find(|(k, _, _)| *k == b)
+                .map_or(Source::Default, |e| e.2);
+            out.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(s(b))
+                    .with_value(Some(s(bv)))
+                    .with_source(source_code(src)),
+            );
         }
     }
     out
@@ -221,5 +272,27 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .with_cluster_id(s(ctx.shard.broker.cluster_id.clone()))
         .with_controller_id(BrokerId(config.node_id))
         .with_brokers(vec![broker]);
+    ctx.respond(&resp)
+}
+
+/// InitProducerId for idempotent producers. A producer asking again with
+/// its id and epoch (KIP-360) keeps the id and gets the next epoch.
+/// Transactions are not supported.
+pub fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: InitProducerIdRequest = ctx.decode(body)?;
+    let mut resp = InitProducerIdResponse::default();
+    if req.transactional_id.is_some() {
+        resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
+        resp.producer_id = ProducerId(-1);
+        resp.producer_epoch = -1;
+        return ctx.respond(&resp);
+    }
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch + 1;
+    } else {
+        resp.producer_id = ProducerId(ctx.shard.broker.allocate_producer_id());
+        resp.producer_epoch = 0;
+    }
     ctx.respond(&resp)
 }

@@ -12,7 +12,12 @@ use sluice_protocol::ErrorCode;
 fn ranges() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|r| ApiVersion::default().with_api_key(r.key as i16).with_min_version(r.min).with_max_version(r.max))
+        .map(|r| {
+            ApiVersion::default()
+                .with_api_key(r.key as i16)
+                .with_min_version(r.min)
+                .with_max_version(r.max)
+        })
         .collect()
 }
 
@@ -24,7 +29,8 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         let resp = ApiVersionsResponse::default()
             .with_error_code(ErrorCode::UnsupportedVersion.code())
             .with_api_keys(ranges());
-        return encode_frame(ApiKey::ApiVersions, 0, ctx.header.correlation_id, &resp).map(Reply::Frame);
+        return encode_frame(ApiKey::ApiVersions, 0, ctx.header.correlation_id, &resp)
+            .map(Reply::Frame);
     }
     let _request: ApiVersionsRequest = ctx.decode(body)?;
     let resp = ApiVersionsResponse::default().with_api_keys(ranges());

@@ -50,7 +50,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         let name = t.topic.0.to_string();
         let meta = snapshot.topic(&name);
         for p in &t.partitions {
-            let owner = meta.filter(|m| p.partition >= 0 && p.partition < m.partitions).map(|m| shard.owner(m, p.partition));
+            let owner = meta
+                .filter(|m| p.partition >= 0 && p.partition < m.partitions)
+                .map(|m| shard.owner(m, p.partition));
             wants.push(Want {
                 topic: name.clone(),
                 partition: p.partition,
@@ -112,12 +114,19 @@ fn group(wants: Vec<Want>, got: Vec<Got>) -> Vec<TopicData<FileRegion>> {
             error_code: g.error.unwrap_or(ErrorCode::None),
             high_watermark: if g.error.is_some() { -1 } else { hw },
             last_stable_offset: if g.error.is_some() { -1 } else { hw },
-            log_start_offset: if g.error.is_some() { -1 } else { g.marks.log_start.0 },
+            log_start_offset: if g.error.is_some() {
+                -1
+            } else {
+                g.marks.log_start.0
+            },
             records: g.regions,
         };
         match topics.last_mut() {
             Some(t) if t.name == w.topic => t.partitions.push(data),
-            _ => topics.push(TopicData { name: w.topic, partitions: vec![data] }),
+            _ => topics.push(TopicData {
+                name: w.topic,
+                partitions: vec![data],
+            }),
         }
     }
     topics
@@ -137,13 +146,18 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
     let mut got: Vec<Got> = wants
         .iter()
         .map(|w| Got {
-            error: w.owner.is_none().then_some(ErrorCode::UnknownTopicOrPartition),
+            error: w
+                .owner
+                .is_none()
+                .then_some(ErrorCode::UnknownTopicOrPartition),
             ..Got::default()
         })
         .collect();
     let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
         shard.invoke_on(owner, move |s| async move {
-            list.into_iter().map(|(i, w)| (i, read_one(&s, &w))).collect::<Vec<_>>()
+            list.into_iter()
+                .map(|(i, w)| (i, read_one(&s, &w)))
+                .collect::<Vec<_>>()
         })
     });
     for result in futures::future::join_all(jobs).await {
@@ -161,12 +175,24 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,
         };
-        return Got { error: Some(code), ..Got::default() };
+        return Got {
+            error: Some(code),
+            ..Got::default()
+        };
     };
     let marks = p.watermarks();
     match p.read(w.offset, w.max_bytes) {
-        Ok(r) => Got { error: None, marks, regions: r.regions, bytes: r.bytes },
-        Err(e) => Got { error: Some(error_code(&e)), marks, ..Got::default() },
+        Ok(r) => Got {
+            error: None,
+            marks,
+            regions: r.regions,
+            bytes: r.bytes,
+        },
+        Err(e) => Got {
+            error: Some(error_code(&e)),
+            marks,
+            ..Got::default()
+        },
     }
 }
 
@@ -175,12 +201,19 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
     let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
         shard.invoke_on(owner, move |s| async move {
             list.into_iter()
-                .filter_map(|(_, w)| s.partition(&w.topic, w.partition).map(|p| p.watch(w.offset)))
+                .filter_map(|(_, w)| {
+                    s.partition(&w.topic, w.partition)
+                        .map(|p| p.watch(w.offset))
+                })
                 .collect::<Vec<oneshot::Receiver<()>>>()
         })
     });
-    let receivers: Vec<oneshot::Receiver<()>> =
-        futures::future::join_all(jobs).await.into_iter().filter_map(Result::ok).flatten().collect();
+    let receivers: Vec<oneshot::Receiver<()>> = futures::future::join_all(jobs)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .flatten()
+        .collect();
     let timer = glommio::timer::sleep(timeout);
     if receivers.is_empty() {
         timer.await;

@@ -4,7 +4,9 @@
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::partition::error_code;
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_protocol::ErrorCode;
 
@@ -19,7 +21,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         let meta = snapshot.topic(&name).cloned();
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let mut resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let mut resp =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let owner = meta
                 .as_ref()
                 .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
@@ -49,7 +52,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             }
             partitions.push(resp);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ctx.respond(&ListOffsetsResponse::default().with_topics(topics))
 }

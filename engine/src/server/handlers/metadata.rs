@@ -6,7 +6,9 @@ use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
@@ -49,7 +51,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     ctx.respond(&resp)
 }
 
-async fn lookup_or_create(ctx: &Ctx<'_>, name: String, allow_create: bool) -> MetadataResponseTopic {
+async fn lookup_or_create(
+    ctx: &Ctx<'_>,
+    name: String,
+    allow_create: bool,
+) -> MetadataResponseTopic {
     let v = ctx.version();
     if let Some(t) = ctx.shard.metadata().topic(&name) {
         return topic_response(ctx, t);
@@ -60,7 +66,12 @@ async fn lookup_or_create(ctx: &Ctx<'_>, name: String, allow_create: bool) -> Me
     if !allow_create {
         return unknown(v, Some(name), ErrorCode::UnknownTopicOrPartition);
     }
-    let new = NewTopic { name: name.clone(), partitions: -1, replication_factor: -1, overrides: BTreeMap::new() };
+    let new = NewTopic {
+        name: name.clone(),
+        partitions: -1,
+        replication_factor: -1,
+        overrides: BTreeMap::new(),
+    };
     match controller::create_topic(ctx.shard, new).await {
         Ok(t) => topic_response(ctx, &t),
         // Lost a race with another creator: the topic exists now.

@@ -38,9 +38,17 @@ pub enum HandlerError {
     #[error("API {0:?} is not implemented")]
     NotImplemented(ApiKey),
     #[error("malformed {api:?} v{version} request: {reason}")]
-    Decode { api: ApiKey, version: i16, reason: String },
+    Decode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error("encoding {api:?} v{version} response: {reason}")]
-    Encode { api: ApiKey, version: i16, reason: String },
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// The request being handled, for decoding and encoding.
@@ -71,32 +79,57 @@ impl Ctx<'_> {
 }
 
 /// Encodes `[length][response header][body]`.
-pub fn encode_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Vec<u8>, HandlerError> {
+pub fn encode_frame<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Vec<u8>, HandlerError> {
     let size = body
         .compute_size(version)
-        .map_err(|e| HandlerError::Encode { api, version, reason: e.to_string() })?;
+        .map_err(|e| HandlerError::Encode {
+            api,
+            version,
+            reason: e.to_string(),
+        })?;
     let mut head = Vec::with_capacity(9);
     head.extend_from_slice(&[0; 4]);
-    put_response_header(&mut head, correlation_id, response_header_is_flexible(api, version));
+    put_response_header(
+        &mut head,
+        correlation_id,
+        response_header_is_flexible(api, version),
+    );
     let mut out = BytesMut::with_capacity(head.len() + size);
     out.extend_from_slice(&head);
     body.encode(&mut out, version)
-        .map_err(|e| HandlerError::Encode { api, version, reason: e.to_string() })?;
+        .map_err(|e| HandlerError::Encode {
+            api,
+            version,
+            reason: e.to_string(),
+        })?;
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out.to_vec())
 }
 
 /// Dispatches one request.
-pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, body: Bytes) -> Result<Reply, HandlerError> {
-    let api = sluice_protocol::header::api_key(header.api_key).expect("header parsing checked the key");
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, HandlerError> {
+    let api =
+        sluice_protocol::header::api_key(header.api_key).expect("header parsing checked the key");
     let ctx = Ctx { shard, api, header };
     if api == ApiKey::ApiVersions {
         return api_versions::handle(&ctx, body);
     }
     if !is_supported(api, header.api_version) {
         return Err(match sluice_protocol::api_versions::supported_range(api) {
-            Some(_) => HandlerError::UnsupportedVersion { api, version: header.api_version },
+            Some(_) => HandlerError::UnsupportedVersion {
+                api,
+                version: header.api_version,
+            },
             None => HandlerError::NotImplemented(api),
         });
     }
@@ -109,6 +142,7 @@ pub async fn handle(shard: &Rc<Shard>, header: &RequestHeader, body: Bytes) -> R
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        ApiKey::InitProducerId => admin::init_producer_id(&ctx, body),
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_protocol::record_batch::{validate_record_set, BatchError, Compression, RecordSetSummary};
+use sluice_protocol::record_batch::{
+    validate_record_set, BatchError, Compression, RecordSetSummary,
+};
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -27,7 +29,12 @@ struct Outcome {
 
 impl Outcome {
     fn error(error: ErrorCode, message: Option<String>) -> Outcome {
-        Outcome { error, message, base_offset: -1, log_start: -1 }
+        Outcome {
+            error,
+            message,
+            base_offset: -1,
+            log_start: -1,
+        }
     }
 }
 
@@ -105,8 +112,14 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             slots.push((name.clone(), p.index, outcome));
         }
     }
-    let forwarded = per_shard.into_iter().map(|(owner, appends)| append_on(shard, owner, appends));
-    for (slot, outcome) in futures::future::join_all(forwarded).await.into_iter().flatten() {
+    let forwarded = per_shard
+        .into_iter()
+        .map(|(owner, appends)| append_on(shard, owner, appends));
+    for (slot, outcome) in futures::future::join_all(forwarded)
+        .await
+        .into_iter()
+        .flatten()
+    {
         slots[slot].2 = Some(outcome);
     }
     if req.acks == 0 {
@@ -123,7 +136,11 @@ fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary
     Ok(summary)
 }
 
-async fn append_on(shard: &Rc<Shard>, owner: ShardId, appends: Vec<Append>) -> Vec<(usize, Outcome)> {
+async fn append_on(
+    shard: &Rc<Shard>,
+    owner: ShardId,
+    appends: Vec<Append>,
+) -> Vec<(usize, Outcome)> {
     let slots: Vec<usize> = appends.iter().map(|a| a.slot).collect();
     let result = shard
         .invoke_on(owner, move |s| async move {
@@ -138,7 +155,10 @@ async fn append_on(shard: &Rc<Shard>, owner: ShardId, appends: Vec<Append>) -> V
         .await;
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "produce forwarding failed");
-        slots.into_iter().map(|s| (s, Outcome::error(ErrorCode::NotLeaderOrFollower, None))).collect()
+        slots
+            .into_iter()
+            .map(|s| (s, Outcome::error(ErrorCode::NotLeaderOrFollower, None)))
+            .collect()
     })
 }
 
@@ -176,7 +196,9 @@ fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
             Some(t) if t.name.0.as_str() == name => t.partition_responses.push(p),
             _ => topics.push(
                 TopicProduceResponse::default()
-                    .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(name)))
+                    .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                        name,
+                    )))
                     .with_partition_responses(vec![p]),
             ),
         }
