@@ -10,4 +10,6 @@
 //! target/     the broker under test: --bootstrap or an embedded Sluice
 //! ```
 
+pub mod client;
+pub mod measure;
 pub mod workload;

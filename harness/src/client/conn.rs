@@ -1,0 +1,286 @@
+//! One TCP connection to a broker.
+//!
+//! Two ways to use it: blocking round trips for control requests (metadata,
+//! topic creation, offsets, fetch), and a non-blocking pipeline for the
+//! producer, which queues requests, flushes what the socket takes and reads
+//! whatever responses have arrived, so one thread can keep
+//! `max.in.flight.requests.per.connection` requests outstanding on several
+//! brokers without a thread per connection.
+
+use super::error::ClientError;
+use super::wire::{self, Versions};
+use bytes::{Buf, Bytes, BytesMut};
+use sluice_protocol::frame::{payload_len, FRAME_HEADER_SIZE, FRAME_SIZE_MAX_DEFAULT};
+use sluice_protocol::messages::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use sluice_protocol::messages::protocol::{Decodable, Encodable};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+/// Bytes read from the socket per `read` call.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct Connection {
+    addr: SocketAddr,
+    stream: TcpStream,
+    next_correlation: i32,
+    rbuf: BytesMut,
+    scratch: Box<[u8]>,
+    wbuf: BytesMut,
+    versions: Versions,
+    nonblocking: bool,
+}
+
+impl Connection {
+    /// Connects and learns the broker's API versions.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(ClientError::io("connecting to", addr))?;
+        stream
+            .set_nodelay(true)
+            .map_err(ClientError::io("setting TCP_NODELAY on", addr))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(ClientError::io("setting a read timeout on", addr))?;
+        let mut c = Connection {
+            addr,
+            stream,
+            next_correlation: 1,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            wbuf: BytesMut::new(),
+            versions: Versions::default(),
+            nonblocking: false,
+        };
+        c.versions = c.api_versions()?;
+        Ok(c)
+    }
+
+    fn api_versions(&mut self) -> Result<Versions, ClientError> {
+        // v3 is flexible; a broker that does not know it answers in v0 with
+        // UNSUPPORTED_VERSION, and v0 is then asked for.
+        for version in [3, 0] {
+            let req = ApiVersionsRequest::default()
+                .with_client_software_name(
+                    sluice_protocol::messages::protocol::StrBytes::from_static_str("sluice-bench"),
+                )
+                .with_client_software_version(
+                    sluice_protocol::messages::protocol::StrBytes::from_static_str(env!(
+                        "CARGO_PKG_VERSION"
+                    )),
+                );
+            let corr = self.send(ApiKey::ApiVersions, version, &req)?;
+            let payload = self.recv_payload()?;
+            let decoded =
+                wire::decode_response::<ApiVersionsResponse>(ApiKey::ApiVersions, version, payload);
+            match decoded {
+                Ok((got, resp)) if resp.error_code == 0 => {
+                    self.check_correlation(corr, got)?;
+                    return Ok(Versions::from_response(
+                        resp.api_keys
+                            .iter()
+                            .map(|k| (k.api_key, k.min_version, k.max_version)),
+                    ));
+                }
+                _ if version != 0 => continue,
+                Ok((_, resp)) => {
+                    return Err(ClientError::Broker {
+                        what: format!("ApiVersions to {}", self.addr),
+                        code: sluice_protocol::ErrorCode::from_code(resp.error_code),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on version 0")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    pub fn version(&self, api: ApiKey) -> Result<i16, ClientError> {
+        self.versions.pick(api)
+    }
+
+    fn check_correlation(&self, expected: i32, got: i32) -> Result<(), ClientError> {
+        if expected != got {
+            return Err(ClientError::Correlation {
+                addr: self.addr,
+                expected,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a request in the write buffer; returns its correlation id.
+    pub fn queue<R: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> Result<i32, ClientError> {
+        let corr = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        wire::encode_request(&mut self.wbuf, api, version, corr, body)?;
+        Ok(corr)
+    }
+
+    /// Encodes and writes a request, blocking until it is sent.
+    pub fn send<R: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> Result<i32, ClientError> {
+        debug_assert!(!self.nonblocking);
+        let corr = self.queue(api, version, body)?;
+        self.stream
+            .write_all(&self.wbuf)
+            .map_err(ClientError::io("writing a request to", self.addr))?;
+        self.wbuf.clear();
+        Ok(corr)
+    }
+
+    /// Blocks until one whole response payload is read.
+    pub fn recv_payload(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            if let Some(p) = self.take_frame()? {
+                return Ok(p);
+            }
+            if !self.fill()? && !self.nonblocking {
+                // A blocking read that returned nothing hit the read timeout.
+                return Err(ClientError::Timeout {
+                    what: "a response",
+                    ms: 60_000,
+                });
+            }
+        }
+    }
+
+    /// A blocking request/response round trip at the negotiated version.
+    pub fn roundtrip<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        body: &Req,
+    ) -> Result<Resp, ClientError> {
+        let version = self.version(api)?;
+        self.roundtrip_at(api, version, body)
+    }
+
+    pub fn roundtrip_at<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Result<Resp, ClientError> {
+        let corr = self.send(api, version, body)?;
+        let payload = self.recv_payload()?;
+        let (got, resp) = wire::decode_response(api, version, payload)?;
+        self.check_correlation(corr, got)?;
+        Ok(resp)
+    }
+
+    /// Reads once; `Ok(false)` when a non-blocking socket had nothing.
+    fn fill(&mut self) -> Result<bool, ClientError> {
+        // A scratch buffer, not a resized `rbuf`: resizing would zero 256 KiB
+        // on every read.
+        let r = self.stream.read(&mut self.scratch);
+        match r {
+            Ok(0) => Err(ClientError::Closed { addr: self.addr }),
+            Ok(n) => {
+                self.rbuf.extend_from_slice(&self.scratch[..n]);
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                Ok(false)
+            }
+            Err(e) => Err(ClientError::Io {
+                op: "reading a response from",
+                addr: self.addr,
+                source: e,
+            }),
+        }
+    }
+
+    /// Splits one whole frame off the read buffer, checking its length
+    /// against the 100 MiB frame limit before waiting for its bytes.
+    fn take_frame(&mut self) -> Result<Option<Bytes>, ClientError> {
+        if self.rbuf.len() < FRAME_HEADER_SIZE {
+            return Ok(None);
+        }
+        let prefix = [self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]];
+        let len =
+            payload_len(prefix, FRAME_SIZE_MAX_DEFAULT).map_err(|source| ClientError::Frame {
+                addr: self.addr,
+                source,
+            })?;
+        if self.rbuf.len() < FRAME_HEADER_SIZE + len {
+            self.rbuf.reserve(FRAME_HEADER_SIZE + len - self.rbuf.len());
+            return Ok(None);
+        }
+        self.rbuf.advance(FRAME_HEADER_SIZE);
+        Ok(Some(self.rbuf.split_to(len).freeze()))
+    }
+
+    // ---- non-blocking pipeline, for the producer ----
+
+    pub fn set_nonblocking(&mut self) -> Result<(), ClientError> {
+        self.stream
+            .set_nonblocking(true)
+            .map_err(ClientError::io("setting non-blocking mode on", self.addr))?;
+        self.nonblocking = true;
+        Ok(())
+    }
+
+    /// Writes what the socket takes of the queued requests.
+    pub fn flush_some(&mut self) -> Result<(), ClientError> {
+        while !self.wbuf.is_empty() {
+            match self.stream.write(&self.wbuf) {
+                Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ClientError::Io {
+                        op: "writing a request to",
+                        addr: self.addr,
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn wants_write(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Reads whatever has arrived and appends each whole response payload.
+    pub fn read_available(&mut self, out: &mut Vec<Bytes>) -> Result<(), ClientError> {
+        loop {
+            while let Some(p) = self.take_frame()? {
+                out.push(p);
+            }
+            if !self.fill()? {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}

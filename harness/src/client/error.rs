@@ -1,0 +1,73 @@
+//! Errors of the harness's Kafka client. Each says what was being done and to
+//! which broker; broker error codes keep Kafka's numeric meaning.
+
+use sluice_protocol::frame::FrameError;
+use sluice_protocol::messages::messages::ApiKey;
+use sluice_protocol::ErrorCode;
+use std::net::SocketAddr;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("{op} {addr}: {source}")]
+    Io {
+        op: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad frame from {addr}: {source}")]
+    Frame {
+        addr: SocketAddr,
+        #[source]
+        source: FrameError,
+    },
+    #[error("connection to {addr} was closed by the broker")]
+    Closed { addr: SocketAddr },
+    #[error("encoding {api:?} v{version}: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("decoding {api:?} v{version} response: {reason}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("response from {addr} has correlation id {got}, expected {expected}")]
+    Correlation {
+        addr: SocketAddr,
+        expected: i32,
+        got: i32,
+    },
+    #[error("{api:?}: the broker supports v{broker_min}..=v{broker_max}, the harness speaks v{ours_min}..=v{ours_max}")]
+    Unsupported {
+        api: ApiKey,
+        broker_min: i16,
+        broker_max: i16,
+        ours_min: i16,
+        ours_max: i16,
+    },
+    #[error("{what}: broker answered {code:?} ({})", code.code())]
+    Broker { what: String, code: ErrorCode },
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout { what: &'static str, ms: u64 },
+    #[error("cannot resolve broker address {host}:{port}")]
+    Resolve { host: String, port: i32 },
+    #[error("no broker in the metadata leads {topic}-{partition}")]
+    NoLeader { topic: String, partition: i32 },
+    #[error("corrupt record batch from {topic}-{partition}: {reason}")]
+    CorruptBatch {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+}
+
+impl ClientError {
+    pub fn io(op: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ClientError {
+        move |source| ClientError::Io { op, addr, source }
+    }
+}

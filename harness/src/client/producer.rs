@@ -1,0 +1,651 @@
+//! The harness producer: Kafka's producer semantics on one thread.
+//!
+//! `send` partitions a record (murmur2 for keys, sticky for null keys) and
+//! appends it to its partition's batch; `poll` reads responses, retries
+//! retriable failures after `retry.backoff.ms`, drains batches that are full
+//! or have lingered into Produce requests (one batch per partition per
+//! request, at most `max.in.flight.requests.per.connection` requests per
+//! broker) and writes what the sockets take. The owner thread waits on the
+//! sockets with `ppoll` until `next_deadline_ns`, so no thread sleeps past a
+//! response and no lock is taken per message.
+
+use super::accumulator::{ClosedBatch, PartitionQueue, RECORD_OVERHEAD_MAX};
+use super::admin::{self, topic_name, ClusterMetadata};
+use super::conn::Connection;
+use super::error::ClientError;
+use super::partitioner::{partition_for_key, Sticky};
+use crate::measure::clock::Clock;
+use crate::measure::recorder::Recorder;
+use crate::workload::dist::Rng;
+use crate::workload::props::{Acks, ProducerSettings};
+use bytes::Bytes;
+use sluice_protocol::messages::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use sluice_protocol::messages::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use sluice_protocol::ErrorCode;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bytes a Produce request adds around its batches, generously.
+const REQUEST_OVERHEAD: usize = 1_024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two metadata refreshes.
+const METADATA_BACKOFF_NS: u64 = 100_000_000;
+
+struct Topic {
+    name: String,
+    wire: TopicName,
+    leaders: Vec<i32>,
+    queues: Vec<PartitionQueue>,
+}
+
+struct InFlight {
+    correlation: i32,
+    version: i16,
+    sent_ns: u64,
+    batches: Vec<(usize, i32, ClosedBatch)>,
+}
+
+struct Broker {
+    conn: Connection,
+    produce_version: i16,
+    in_flight: VecDeque<InFlight>,
+    /// Rotates the partition a drain starts at, for fairness.
+    drain_start: usize,
+}
+
+/// Why `send` did not take a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendRefused {
+    /// `buffer.memory` is used up: poll, then try again.
+    BufferFull,
+}
+
+pub struct Producer {
+    clock: Clock,
+    s: ProducerSettings,
+    linger_ns: u64,
+    batch_limit: usize,
+    topics: Vec<Topic>,
+    addrs: BTreeMap<i32, SocketAddr>,
+    brokers: BTreeMap<i32, Broker>,
+    /// (topic, partition) pairs led by each broker.
+    led: BTreeMap<i32, Vec<(usize, i32)>>,
+    bootstrap: SocketAddr,
+    meta_conn: Option<Connection>,
+    needs_metadata: bool,
+    next_metadata_ns: u64,
+    sticky: Sticky,
+    rng: Rng,
+    buffered: usize,
+    scratch: Vec<u8>,
+    responses: Vec<Bytes>,
+    /// Connection and protocol errors seen, for the run's error list.
+    pub client_errors: Vec<String>,
+}
+
+impl Producer {
+    /// A producer for `topics`, whose leaders `md` knows.
+    pub fn new(
+        clock: Clock,
+        settings: ProducerSettings,
+        topics: &[String],
+        md: &ClusterMetadata,
+        bootstrap: SocketAddr,
+        seed: u64,
+    ) -> Result<Producer, ClientError> {
+        let mut rng = Rng::new(seed);
+        let mut ts = Vec::with_capacity(topics.len());
+        for t in topics {
+            let leaders = md
+                .topics
+                .get(t)
+                .cloned()
+                .ok_or_else(|| ClientError::NoLeader {
+                    topic: t.clone(),
+                    partition: 0,
+                })?;
+            ts.push(Topic {
+                name: t.clone(),
+                wire: topic_name(t),
+                queues: (0..leaders.len()).map(|_| PartitionQueue::new()).collect(),
+                leaders,
+            });
+        }
+        let counts: Vec<u32> = ts.iter().map(|t| t.leaders.len() as u32).collect();
+        let batch_limit = settings
+            .batch_size
+            .min(settings.max_request_size.saturating_sub(REQUEST_OVERHEAD))
+            .max(1);
+        let mut p = Producer {
+            clock,
+            linger_ns: settings.linger_ms * 1_000_000,
+            batch_limit,
+            s: settings,
+            topics: ts,
+            addrs: md.brokers.clone(),
+            brokers: BTreeMap::new(),
+            led: BTreeMap::new(),
+            bootstrap,
+            meta_conn: None,
+            needs_metadata: false,
+            next_metadata_ns: 0,
+            sticky: Sticky::new(&counts, &mut rng),
+            rng,
+            buffered: 0,
+            scratch: Vec::new(),
+            responses: Vec::new(),
+            client_errors: Vec::new(),
+        };
+        p.rebuild_led();
+        Ok(p)
+    }
+
+    fn rebuild_led(&mut self) {
+        self.led.clear();
+        for (ti, t) in self.topics.iter().enumerate() {
+            for (p, &l) in t.leaders.iter().enumerate() {
+                self.led.entry(l).or_default().push((ti, p as i32));
+            }
+        }
+    }
+
+    pub fn partitions(&self, topic: usize) -> u32 {
+        self.topics[topic].leaders.len() as u32
+    }
+
+    /// Bytes held in batches (open, ready and in flight).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Messages accepted but not yet acknowledged or failed.
+    pub fn pending(&self) -> bool {
+        self.buffered > 0
+    }
+
+    /// Appends one record. `start_ns` is its intended send time; the
+    /// record's create timestamp is that time too (ms since the epoch).
+    pub fn send(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: &[u8],
+        start_ns: u64,
+        now_ns: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), SendRefused> {
+        let record_bytes = value.len() + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
+        if self.buffered + record_bytes > self.s.buffer_memory {
+            return Err(SendRefused::BufferFull);
+        }
+        let mut partition = self.pick(topic, key);
+        if !self.topics[topic].queues[partition as usize].fits(record_bytes, self.batch_limit) {
+            self.close(topic, partition, rec);
+            if key.is_none() {
+                partition = self.sticky.partition(topic);
+            }
+        }
+        let timestamp_ms = self.clock.unix_us(start_ns) / 1_000;
+        let q = &mut self.topics[topic].queues[partition as usize];
+        let before = q.open_bytes();
+        let size = q.append(now_ns, timestamp_ms, key, value, start_ns);
+        self.buffered += q.open_bytes() - before;
+        rec.on_send(now_ns, start_ns);
+        if size >= self.batch_limit {
+            self.close(topic, partition, rec);
+        }
+        Ok(())
+    }
+
+    fn pick(&self, topic: usize, key: Option<&[u8]>) -> u32 {
+        match key {
+            Some(k) => partition_for_key(k, self.partitions(topic)),
+            None => self.sticky.partition(topic),
+        }
+    }
+
+    fn close(&mut self, topic: usize, partition: u32, rec: &mut Recorder) {
+        let q = &mut self.topics[topic].queues[partition as usize];
+        let open = q.open_bytes();
+        let starts_first = q.open.as_ref().and_then(|b| b.starts.first().copied());
+        let count = q.open.as_ref().map_or(0, |b| b.starts.len() as u64);
+        match q.close(self.s.compression, &mut self.scratch) {
+            Ok(added) => self.buffered = self.buffered - open + added,
+            Err(e) => {
+                self.buffered -= open;
+                rec.on_error(starts_first.unwrap_or(0), count);
+                self.client_errors.push(e.to_string());
+            }
+        }
+        self.sticky.on_batch_closed(topic, partition, &mut self.rng);
+    }
+
+    /// Closes every open batch: the end of a run, before the final flush.
+    pub fn close_all(&mut self, rec: &mut Recorder) {
+        for t in 0..self.topics.len() {
+            for p in 0..self.topics[t].queues.len() {
+                if self.topics[t].queues[p].open.is_some() {
+                    self.close(t, p as u32, rec);
+                }
+            }
+        }
+    }
+
+    /// Reads responses, handles timeouts and retries, sends what is ready.
+    pub fn poll(&mut self, rec: &mut Recorder) {
+        let now = self.clock.now_ns();
+        if self.needs_metadata && now >= self.next_metadata_ns {
+            self.refresh_metadata(now);
+        }
+        let ids: Vec<i32> = self.brokers.keys().copied().collect();
+        for id in &ids {
+            if let Err(e) = self.read_responses(*id, rec) {
+                self.fail_broker(*id, &e, rec);
+            }
+        }
+        let now = self.clock.now_ns();
+        self.expire(now, rec);
+        let leaders: Vec<i32> = self.led.keys().copied().collect();
+        for id in leaders {
+            if let Err(e) = self.drain_to(id, now, rec) {
+                self.fail_broker(id, &e, rec);
+            }
+        }
+    }
+
+    fn refresh_metadata(&mut self, now: u64) {
+        self.next_metadata_ns = now + METADATA_BACKOFF_NS;
+        let names: Vec<String> = self.topics.iter().map(|t| t.name.clone()).collect();
+        let result = (|| {
+            if self.meta_conn.is_none() {
+                self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
+            }
+            let conn = self.meta_conn.as_mut().expect("just connected");
+            admin::metadata(conn, Some(&names))
+        })();
+        match result {
+            Ok(md) => {
+                self.addrs = md.brokers.clone();
+                for t in &mut self.topics {
+                    if let Some(l) = md.topics.get(&t.name) {
+                        if l.len() == t.leaders.len() {
+                            t.leaders = l.clone();
+                        }
+                    }
+                }
+                self.rebuild_led();
+                self.needs_metadata = false;
+            }
+            Err(e) => {
+                self.meta_conn = None;
+                self.client_errors.push(format!("metadata refresh: {e}"));
+            }
+        }
+    }
+
+    /// Fails batches past `delivery.timeout.ms` and requests past
+    /// `request.timeout.ms` (whose connection is then dropped).
+    fn expire(&mut self, now: u64, rec: &mut Recorder) {
+        let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
+        for t in &mut self.topics {
+            for q in &mut t.queues {
+                while q
+                    .ready
+                    .front()
+                    .is_some_and(|b| now > b.created_ns + delivery_ns)
+                {
+                    let b = q.ready.pop_front().expect("front exists");
+                    self.buffered -= b.footprint();
+                    rec.on_error(b.starts[0], b.starts.len() as u64);
+                }
+            }
+        }
+        let request_ns = self.s.request_timeout_ms * 1_000_000;
+        let timed_out: Vec<i32> = self
+            .brokers
+            .iter()
+            .filter(|(_, b)| {
+                b.in_flight
+                    .front()
+                    .is_some_and(|f| now > f.sent_ns + request_ns)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in timed_out {
+            let e = ClientError::Timeout {
+                what: "a Produce response",
+                ms: self.s.request_timeout_ms,
+            };
+            self.fail_broker(id, &e, rec);
+        }
+    }
+
+    /// Drops a broker's connection; its in-flight batches are retried.
+    fn fail_broker(&mut self, id: i32, e: &ClientError, rec: &mut Recorder) {
+        self.client_errors.push(e.to_string());
+        self.needs_metadata = true;
+        if let Some(b) = self.brokers.remove(&id) {
+            let now = self.clock.now_ns();
+            for f in b.in_flight {
+                for (t, p, batch) in f.batches {
+                    self.retry_or_fail(t, p, batch, now, rec);
+                }
+            }
+        }
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        t: usize,
+        p: i32,
+        mut batch: ClosedBatch,
+        now: u64,
+        rec: &mut Recorder,
+    ) {
+        batch.attempts += 1;
+        let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
+        if batch.attempts > self.s.retries || now > batch.created_ns + delivery_ns {
+            self.buffered -= batch.footprint();
+            rec.on_error(batch.starts[0], batch.starts.len() as u64);
+            return;
+        }
+        batch.retry_at_ns = now + self.s.retry_backoff_ms * 1_000_000;
+        self.topics[t].queues[p as usize].ready.push_front(batch);
+    }
+
+    fn broker(&mut self, id: i32) -> Result<&mut Broker, ClientError> {
+        if !self.brokers.contains_key(&id) {
+            let addr = *self.addrs.get(&id).ok_or(ClientError::NoLeader {
+                topic: "(any)".into(),
+                partition: -1,
+            })?;
+            let mut conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
+            let produce_version = conn.version(ApiKey::Produce)?;
+            conn.set_nonblocking()?;
+            self.brokers.insert(
+                id,
+                Broker {
+                    conn,
+                    produce_version,
+                    in_flight: VecDeque::new(),
+                    drain_start: 0,
+                },
+            );
+        }
+        Ok(self.brokers.get_mut(&id).expect("inserted above"))
+    }
+
+    fn drain_to(&mut self, id: i32, now: u64, rec: &mut Recorder) -> Result<(), ClientError> {
+        loop {
+            if let Some(b) = self.brokers.get(&id) {
+                if b.in_flight.len() >= self.s.max_in_flight {
+                    break;
+                }
+            }
+            let batches = self.collect(id, now)?;
+            if batches.is_empty() {
+                break;
+            }
+            self.send_request(id, batches, now, rec)?;
+        }
+        if let Some(b) = self.brokers.get_mut(&id) {
+            b.conn.flush_some()?;
+        }
+        Ok(())
+    }
+
+    /// Up to one sendable batch per partition led by `id`, within
+    /// `max.request.size`.
+    fn collect(
+        &mut self,
+        id: i32,
+        now: u64,
+    ) -> Result<Vec<(usize, i32, ClosedBatch)>, ClientError> {
+        let Some(parts) = self.led.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let n = parts.len();
+        let start = self.brokers.get(&id).map_or(0, |b| b.drain_start) % n.max(1);
+        let mut out = Vec::new();
+        let mut size = REQUEST_OVERHEAD;
+        for i in 0..n {
+            let (t, p) = parts[(start + i) % n];
+            let q = &mut self.topics[t].queues[p as usize];
+            let open_before = q.open_bytes();
+            let drained = q
+                .drain(now, self.linger_ns, self.s.compression, &mut self.scratch)
+                .map_err(|e| ClientError::Encode {
+                    api: ApiKey::Produce,
+                    version: 0,
+                    reason: e.to_string(),
+                })?;
+            let Some(batch) = drained else { continue };
+            self.buffered = self.buffered - open_before + q.open_bytes() + batch.footprint();
+            if size + batch.wire.len() > self.s.max_request_size && !out.is_empty() {
+                q.ready.push_front(batch);
+                break;
+            }
+            size += batch.wire.len();
+            out.push((t, p, batch));
+        }
+        if !out.is_empty() {
+            let b = self.broker(id)?;
+            b.drain_start = b.drain_start.wrapping_add(1);
+        }
+        Ok(out)
+    }
+
+    fn send_request(
+        &mut self,
+        id: i32,
+        batches: Vec<(usize, i32, ClosedBatch)>,
+        now: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), ClientError> {
+        let mut topic_data: Vec<TopicProduceData> = Vec::new();
+        for (t, p, b) in &batches {
+            let name = &self.topics[*t].wire;
+            let pd = PartitionProduceData::default()
+                .with_index(*p)
+                .with_records(Some(b.wire.clone()));
+            match topic_data.iter_mut().find(|d| &d.name == name) {
+                Some(d) => d.partition_data.push(pd),
+                None => topic_data.push(
+                    TopicProduceData::default()
+                        .with_name(name.clone())
+                        .with_partition_data(vec![pd]),
+                ),
+            }
+        }
+        let req = ProduceRequest::default()
+            .with_acks(self.s.acks.wire())
+            .with_timeout_ms(self.s.request_timeout_ms.min(i32::MAX as u64) as i32)
+            .with_topic_data(topic_data);
+        let acks = self.s.acks;
+        let broker = self.broker(id)?;
+        let version = broker.produce_version;
+        let correlation = broker.conn.queue(ApiKey::Produce, version, &req)?;
+        if acks == Acks::None {
+            // No response comes for acks=0: a batch is done once it is
+            // handed to the socket.
+            broker.conn.flush_some()?;
+            for (_, _, b) in batches {
+                self.complete(&b, now, rec);
+            }
+            return Ok(());
+        }
+        broker.in_flight.push_back(InFlight {
+            correlation,
+            version,
+            sent_ns: now,
+            batches,
+        });
+        Ok(())
+    }
+
+    fn complete(&mut self, b: &ClosedBatch, now: u64, rec: &mut Recorder) {
+        self.buffered -= b.footprint();
+        let per_message = b.payload_bytes / b.starts.len().max(1) as u64;
+        for &s in &b.starts {
+            rec.on_done(now, s, per_message);
+        }
+    }
+
+    fn read_responses(&mut self, id: i32, rec: &mut Recorder) -> Result<(), ClientError> {
+        let mut payloads = std::mem::take(&mut self.responses);
+        payloads.clear();
+        let broker = self
+            .brokers
+            .get_mut(&id)
+            .expect("caller iterates existing brokers");
+        broker.conn.flush_some()?;
+        if broker.in_flight.is_empty() {
+            self.responses = payloads;
+            return Ok(());
+        }
+        broker.conn.read_available(&mut payloads)?;
+        let now = self.clock.now_ns();
+        for payload in payloads.drain(..) {
+            let broker = self.brokers.get_mut(&id).expect("still present");
+            let addr = broker.conn.addr();
+            let f = broker
+                .in_flight
+                .pop_front()
+                .ok_or(ClientError::Correlation {
+                    addr,
+                    expected: -1,
+                    got: super::wire::correlation_id(&payload).unwrap_or(-1),
+                })?;
+            let (got, resp): (i32, ProduceResponse) =
+                super::wire::decode_response(ApiKey::Produce, f.version, payload)?;
+            if got != f.correlation {
+                return Err(ClientError::Correlation {
+                    addr,
+                    expected: f.correlation,
+                    got,
+                });
+            }
+            self.handle(resp, f.batches, now, rec);
+        }
+        self.responses = payloads;
+        Ok(())
+    }
+
+    fn handle(
+        &mut self,
+        resp: ProduceResponse,
+        batches: Vec<(usize, i32, ClosedBatch)>,
+        now: u64,
+        rec: &mut Recorder,
+    ) {
+        for (t, p, b) in batches {
+            let name = &self.topics[t].wire;
+            let code = resp
+                .responses
+                .iter()
+                .filter(|r| &r.name == name)
+                .flat_map(|r| r.partition_responses.iter())
+                .find(|pr| pr.index == p)
+                .map_or(ErrorCode::UnknownServerError, |pr| {
+                    ErrorCode::from_code(pr.error_code)
+                });
+            match code {
+                ErrorCode::None => self.complete(&b, now, rec),
+                c if c.is_retriable() => {
+                    if matches!(
+                        c,
+                        ErrorCode::NotLeaderOrFollower
+                            | ErrorCode::UnknownTopicOrPartition
+                            | ErrorCode::LeaderNotAvailable
+                    ) {
+                        self.needs_metadata = true;
+                    }
+                    self.retry_or_fail(t, p, b, now, rec);
+                }
+                c => {
+                    self.client_errors.push(format!(
+                        "produce to {}-{p}: {c:?} ({})",
+                        self.topics[t].name,
+                        c.code()
+                    ));
+                    self.buffered -= b.footprint();
+                    rec.on_error(b.starts[0], b.starts.len() as u64);
+                }
+            }
+        }
+    }
+
+    /// When the producer next has work that no socket event will announce:
+    /// a batch whose linger or retry backoff ends, or a metadata refresh.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        let mut d: Option<u64> = None;
+        let mut take = |v: u64| d = Some(d.map_or(v, |x| x.min(v)));
+        for t in &self.topics {
+            for q in &t.queues {
+                if let Some(v) = q.deadline_ns(self.linger_ns) {
+                    take(v);
+                }
+            }
+        }
+        if self.needs_metadata {
+            take(self.next_metadata_ns);
+        }
+        for b in self.brokers.values() {
+            if let Some(f) = b.in_flight.front() {
+                take(f.sent_ns + self.s.request_timeout_ms * 1_000_000);
+            }
+        }
+        d
+    }
+
+    /// Poll descriptors for the sockets this producer waits on.
+    pub fn pollfds(&self, out: &mut Vec<libc::pollfd>) {
+        for b in self.brokers.values() {
+            let mut events = 0;
+            if !b.in_flight.is_empty() {
+                events |= libc::POLLIN;
+            }
+            if b.conn.wants_write() {
+                events |= libc::POLLOUT;
+            }
+            if events != 0 {
+                out.push(libc::pollfd {
+                    fd: b.conn.raw_fd(),
+                    events,
+                    revents: 0,
+                });
+            }
+        }
+    }
+
+    /// Whether every in-flight slot of every connection is taken.
+    pub fn in_flight(&self) -> usize {
+        self.brokers.values().map(|b| b.in_flight.len()).sum()
+    }
+}
+
+/// Waits until a socket in `fds` is ready or `until_ns` (run time) passes.
+pub fn wait(clock: &Clock, fds: &mut [libc::pollfd], until_ns: u64) {
+    let now = clock.now_ns();
+    if until_ns <= now {
+        return;
+    }
+    let wait_ns = (until_ns - now).min(100_000_000);
+    let ts = libc::timespec {
+        tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the
+    // duration of the call; the timespec lives on this stack frame.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        );
+    }
+}
