@@ -12,4 +12,5 @@
 
 pub mod client;
 pub mod measure;
+pub mod run;
 pub mod workload;

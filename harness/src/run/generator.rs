@@ -1,0 +1,179 @@
+//! A load-generator thread: open-loop sends at a fixed rate over the
+//! producers it owns.
+//!
+//! Message k of a generator is meant to be sent at `t0 + k / rate`. The
+//! generator sends every message whose time has come, then polls its
+//! producers and sleeps on their sockets until the next send time. When the
+//! broker stalls, the in-flight limit and then `buffer.memory` fill up and
+//! sends fall behind their intended times; latency is still counted from the
+//! intended time, so the stall shows up in the percentiles instead of being
+//! hidden by coordinated omission. How far sends fell behind is recorded as
+//! the publish delay. In max-rate mode (rate 0) each message's intended time
+//! is the moment it is sent.
+
+use super::payload::Payloads;
+use crate::client::producer::{wait, Producer};
+use crate::measure::clock::Clock;
+use crate::measure::recorder::{Recorder, INTERVAL_NS};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Messages sent before the generator polls its producers again, so a
+/// generator that has fallen behind still reads responses.
+const SEND_BURST: u64 = 4_096;
+/// How long the final flush may take before unacknowledged messages count
+/// as errors.
+const FLUSH_NS: u64 = 10_000_000_000;
+
+pub struct GeneratorPlan {
+    pub producers: Vec<(Producer, usize)>,
+    pub payloads: Payloads,
+    /// Messages per second for this generator; 0 is unpaced (max rate).
+    pub rate: f64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub core: Option<core_affinity::CoreId>,
+}
+
+/// Shared, written once a burst: progress and the backlog size.
+#[derive(Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub sent_messages: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+pub struct GeneratorResult {
+    pub recorder: Recorder,
+    pub errors: Vec<String>,
+    pub sent: u64,
+}
+
+pub fn run(
+    clock: Clock,
+    mut plan: GeneratorPlan,
+    mut rec: Recorder,
+    shared: Arc<Shared>,
+) -> GeneratorResult {
+    if let Some(core) = plan.core {
+        core_affinity::set_for_current(core);
+    }
+    let interval_ns = if plan.rate > 0.0 {
+        1e9 / plan.rate
+    } else {
+        0.0
+    };
+    let mut k: u64 = 0;
+    let mut fds = Vec::new();
+    let n = plan.producers.len();
+    let mut wait_until = plan.start_ns;
+    loop {
+        wait(&clock, &mut fds, wait_until);
+        let now = clock.now_ns();
+        if now >= plan.end_ns || shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (sent, bytes, blocked) = send_due(&clock, &mut plan, &mut rec, &mut k, interval_ns, n);
+        if sent > 0 {
+            shared.sent_messages.fetch_add(sent, Ordering::Relaxed);
+            shared.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        for (p, _) in &mut plan.producers {
+            p.poll(&mut rec);
+        }
+        let now = clock.now_ns();
+        rec.tick(now);
+        let next_send = if interval_ns == 0.0 {
+            now
+        } else {
+            plan.start_ns + (k as f64 * interval_ns) as u64
+        };
+        let mut until = (now / INTERVAL_NS + 1) * INTERVAL_NS;
+        until = until.min(plan.end_ns);
+        if !blocked {
+            until = until.min(next_send);
+        }
+        for (p, _) in &plan.producers {
+            if let Some(d) = p.next_deadline_ns() {
+                until = until.min(d.max(now + 1_000));
+            }
+        }
+        fds.clear();
+        for (p, _) in &plan.producers {
+            p.pollfds(&mut fds);
+        }
+        wait_until = until;
+    }
+    flush(&clock, &mut plan, &mut rec);
+    let mut errors = Vec::new();
+    for (p, _) in &mut plan.producers {
+        errors.append(&mut p.client_errors);
+    }
+    GeneratorResult {
+        recorder: rec,
+        errors,
+        sent: k,
+    }
+}
+
+/// Sends every message due by now (at most a burst). Returns messages and
+/// bytes sent, and whether `buffer.memory` stopped the burst.
+fn send_due(
+    clock: &Clock,
+    plan: &mut GeneratorPlan,
+    rec: &mut Recorder,
+    k: &mut u64,
+    interval_ns: f64,
+    n: usize,
+) -> (u64, u64, bool) {
+    let mut sent = 0;
+    let mut bytes = 0;
+    let now = clock.now_ns();
+    while sent < SEND_BURST {
+        let intended = if interval_ns == 0.0 {
+            clock.now_ns()
+        } else {
+            plan.start_ns + (*k as f64 * interval_ns) as u64
+        };
+        if intended > now {
+            break;
+        }
+        let (producer, topic) = &mut plan.producers[(*k % n as u64) as usize];
+        let (key, value) = plan.payloads.next(clock.unix_us(intended));
+        let len = value.len() as u64;
+        if producer
+            .send(*topic, key, value, intended, clock.now_ns(), rec)
+            .is_err()
+        {
+            return (sent, bytes, true);
+        }
+        *k += 1;
+        sent += 1;
+        bytes += len;
+    }
+    (sent, bytes, false)
+}
+
+/// Closes open batches and waits for outstanding acks, up to `FLUSH_NS`.
+fn flush(clock: &Clock, plan: &mut GeneratorPlan, rec: &mut Recorder) {
+    for (p, _) in &mut plan.producers {
+        p.close_all(rec);
+    }
+    let deadline = clock.now_ns() + FLUSH_NS;
+    let mut fds = Vec::new();
+    loop {
+        for (p, _) in &mut plan.producers {
+            p.poll(rec);
+        }
+        let now = clock.now_ns();
+        rec.tick(now);
+        if plan.producers.iter().all(|(p, _)| !p.pending()) || now > deadline {
+            break;
+        }
+        fds.clear();
+        for (p, _) in &plan.producers {
+            p.pollfds(&mut fds);
+        }
+        wait(clock, &mut fds, now + 10_000_000);
+    }
+}

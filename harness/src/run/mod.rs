@@ -1,0 +1,8 @@
+//! Running workloads: open-loop load generation, max-rate search, backlog
+//! mode, and the sweep loop with progress and Ctrl-C.
+
+pub mod consume;
+pub mod generator;
+pub mod payload;
+pub mod point;
+pub mod result;
