@@ -12,5 +12,7 @@
 
 pub mod client;
 pub mod measure;
+pub mod report;
 pub mod run;
+pub mod target;
 pub mod workload;

@@ -1,8 +1,13 @@
 //! `sluice-bench`: run, validate and compare benchmark workloads.
 
 use clap::{Parser, Subcommand};
+use sluice_harness::report::{compare, files};
+use sluice_harness::run::sweep::{run_workload, RunOptions};
+use sluice_harness::workload;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -17,29 +22,96 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse a workload, expand its sweep and print the points; run nothing.
-    Validate {
+    /// Run a workload (every sweep point) and write results and a report.
+    Run {
         workload: PathBuf,
+        /// A Kafka-compatible broker; without it an embedded Sluice broker runs.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Test duration in seconds for every point (overrides the workload).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Results folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
         /// An OpenMessaging Benchmark Kafka driver file.
         #[arg(long)]
         driver: Option<PathBuf>,
+        /// Load-generator threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Do not pin load generators to cores.
+        #[arg(long)]
+        no_pin: bool,
     },
+    /// Parse a workload, expand its sweep and print the points; run nothing.
+    Validate {
+        workload: PathBuf,
+        #[arg(long)]
+        driver: Option<PathBuf>,
+    },
+    /// Print two runs side by side with deltas.
+    Compare { run_a: PathBuf, run_b: PathBuf },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("--bootstrap {s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--bootstrap {s}: no address"))
+}
+
+fn real_main() -> Result<(), String> {
+    match Cli::parse().command {
         Command::Validate { workload, driver } => {
-            match sluice_harness::workload::load(&workload, driver.as_deref()) {
-                Ok(f) => {
-                    print!("{}", sluice_harness::workload::describe(&f));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
+            print!("{}", workload::describe(&f));
+            Ok(())
+        }
+        Command::Run {
+            workload,
+            bootstrap,
+            duration,
+            out,
+            driver,
+            threads,
+            no_pin,
+        } => {
+            let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
+            let duration = match duration {
+                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+                Some(d) => return Err(format!("--duration {d}: must be above 0")),
+                None => None,
+            };
+            let opts = RunOptions {
+                bootstrap: bootstrap.as_deref().map(resolve).transpose()?,
+                duration,
+                out,
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                pin: !no_pin,
+                progress: true,
+            };
+            let dir = run_workload(&f, &opts)?;
+            println!("results: {}", dir.display());
+            println!("report:  {}", dir.join("report.html").display());
+            Ok(())
+        }
+        Command::Compare { run_a, run_b } => {
+            let a = files::read_run_json(&run_a)?;
+            let b = files::read_run_json(&run_b)?;
+            print!("{}", compare::compare(&a, &b));
+            Ok(())
         }
     }
 }

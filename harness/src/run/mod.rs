@@ -6,3 +6,4 @@ pub mod generator;
 pub mod payload;
 pub mod point;
 pub mod result;
+pub mod sweep;

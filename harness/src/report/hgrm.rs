@@ -1,0 +1,84 @@
+//! HdrHistogram's percentile-distribution text format (`.hgrm`), as
+//! `outputPercentileDistribution` writes it with values in milliseconds, so
+//! HdrHistogram's own plotter and other tools read it.
+
+use crate::measure::hist::Hist;
+use std::fmt::Write;
+
+/// Ticks per half-distance to 100%, as the Java default (5).
+const TICKS: u32 = 5;
+
+pub fn percentile_distribution(h: &Hist) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(TICKS) {
+            total += v.count_since_last_iteration();
+            let ms = v.value_iterated_to() as f64 / 1_000.0;
+            let q = v.quantile_iterated_to();
+            if q < 1.0 {
+                let _ = writeln!(
+                    out,
+                    "{ms:12.3} {q:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                let _ = writeln!(out, "{ms:12.3} {q:2.12} {total:10}");
+            }
+        }
+    }
+    let mean = if h.is_empty() {
+        0.0
+    } else {
+        h.mean() / 1_000.0
+    };
+    let sd = if h.is_empty() {
+        0.0
+    } else {
+        h.stdev() / 1_000.0
+    };
+    let _ = writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {sd:12.3}]");
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / 1_000.0,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::hist::{new_hist, record_us};
+
+    #[test]
+    fn writes_the_standard_layout() {
+        let mut h = new_hist();
+        for v in 1..=1000 {
+            record_us(&mut h, v * 10);
+        }
+        let text = percentile_distribution(&h);
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        assert!(
+            text.contains("#[Max     =       10.000, Total count    =         1000]"),
+            "{text}"
+        );
+        let last = text
+            .lines()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap();
+        assert!(last.contains("1.000000000000"), "{last}");
+    }
+}
