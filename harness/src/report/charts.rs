@@ -111,8 +111,7 @@ where
         .x_labels(if pct { 6 } else { 10 })
         .x_label_formatter(&|x| {
             if pct {
-                let p = 100.0 * (1.0 - 10f64.powf(-x.round()));
-                format!("{p}%")
+                percentile_label(x.round() as u32)
             } else {
                 format!("{x:.0}")
             }
@@ -146,6 +145,16 @@ where
         .draw()
         .map_err(e)?;
     Ok(())
+}
+
+/// `0%`, `90%`, `99%`, `99.9%`, ... for `nines` nines.
+fn percentile_label(nines: u32) -> String {
+    match nines {
+        0 => "0%".into(),
+        1 => "90%".into(),
+        2 => "99%".into(),
+        n => format!("99.{}%", "9".repeat((n - 2) as usize)),
+    }
 }
 
 /// A latency distribution curve: (log10(1/(1-p)), ms).
