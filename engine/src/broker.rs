@@ -384,6 +384,15 @@ fn shutdown(shard: &Shard) {
     shard
         .broker
         .publish_checkpoints(shard.id, shard.checkpoint_entries());
+    tracing::info!(
+        shard = shard.id,
+        partitions = shard.partitions().len(),
+        connections = shard.stats.connections.get(),
+        cross_shard_jobs = shard.stats.cross_shard_jobs.get(),
+        sendfile_bytes = shard.stats.sendfile_bytes.get(),
+        copied_bytes = shard.stats.copied_bytes.get(),
+        "shard stopped"
+    );
     shard
         .broker
         .sendfile_bytes

@@ -24,7 +24,11 @@ fn kcat(args: &[&str], stdin: Option<&str>) -> String {
     }
     drop(input);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -36,18 +40,36 @@ fn kcat_lists_metadata_and_round_trips_every_codec() {
         let topic = format!("kcat-{codec}");
         let lines: Vec<String> = (0..500).map(|i| format!("{codec}-message-{i}")).collect();
         let input = lines.join("\n") + "\n";
-        kcat(&["-b", &b, "-P", "-t", &topic, "-z", codec, "-K", ":"], Some(&input.replace("message", "key:message")));
-        let out = kcat(&["-b", &b, "-C", "-t", &topic, "-e", "-q", "-f", "%k:%s\n"], None);
+        kcat(
+            &["-b", &b, "-P", "-t", &topic, "-z", codec, "-K", ":"],
+            Some(&input.replace("message", "key:message")),
+        );
+        let out = kcat(
+            &["-b", &b, "-C", "-t", &topic, "-e", "-q", "-f", "%k:%s\n"],
+            None,
+        );
         let mut got: Vec<&str> = out.lines().collect();
-        let mut want: Vec<String> = lines.iter().map(|l| l.replace("message", "key:message")).collect();
+        let mut want: Vec<String> = lines
+            .iter()
+            .map(|l| l.replace("message", "key:message"))
+            .collect();
         got.sort();
         want.sort();
         assert_eq!(got, want, "codec {codec}");
     }
     let listing = kcat(&["-b", &b, "-L"], None);
-    assert!(listing.contains(&format!("broker 1 at 127.0.0.1:{}", broker.port)), "{listing}");
-    assert!(listing.contains("topic \"kcat-zstd\" with 3 partitions"), "{listing}");
-    assert!(listing.contains("partition 2, leader 1, replicas: 1, isrs: 1"), "{listing}");
+    assert!(
+        listing.contains(&format!("broker 1 at 127.0.0.1:{}", broker.port)),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("topic \"kcat-zstd\" with 3 partitions"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("partition 2, leader 1, replicas: 1, isrs: 1"),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -56,7 +78,15 @@ fn kafka_python_round_trip() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/roundtrip.py");
     for codec in ["none", "gzip"] {
         let out = Command::new("timeout")
-            .args(["120", "python3", script, &broker.bootstrap(), &format!("py-{codec}"), "2000", codec])
+            .args([
+                "120",
+                "python3",
+                script,
+                &broker.bootstrap(),
+                &format!("py-{codec}"),
+                "2000",
+                codec,
+            ])
             .output()
             .expect("python3");
         assert!(

@@ -62,14 +62,23 @@ fn produce(broker: &Broker, topic: &str, codec: &str, base_ts: i64) -> HashMap<u
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(i))
             .payload(&v)
             .timestamp(base_ts + i as i64)
-            .headers(OwnedHeaders::new().insert(Header { key: "idx", value: Some(&idx) }));
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "idx",
+                value: Some(&idx),
+            }));
         if let Some(k) = &k {
             record = record.key(k);
         }
         let mut record = Some(record);
         while let Some(r) = record.take() {
             if let Err((e, r)) = producer.send(r) {
-                assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
+                assert!(
+                    matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "{e}"
+                );
                 std::thread::sleep(Duration::from_millis(5));
                 record = Some(r);
             }
@@ -77,7 +86,11 @@ fn produce(broker: &Broker, topic: &str, codec: &str, base_ts: i64) -> HashMap<u
     }
     producer.flush(DEADLINE).expect("flush");
     let d = ctx.0.lock().unwrap();
-    assert!(d.1.is_empty(), "delivery errors: {:?}", &d.1[..d.1.len().min(5)]);
+    assert!(
+        d.1.is_empty(),
+        "delivery errors: {:?}",
+        &d.1[..d.1.len().min(5)]
+    );
     assert_eq!(d.0.len(), MESSAGES);
     d.0.clone()
 }
@@ -109,17 +122,31 @@ fn consume_all(broker: &Broker, topic: &str, expected: usize) -> Consumed {
     let c = consumer(broker);
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut got = Consumed::new();
     let start = Instant::now();
     while got.len() < expected {
-        assert!(start.elapsed() < DEADLINE, "consumed {} of {expected}", got.len());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "consumed {} of {expected}",
+            got.len()
+        );
         if let Some(m) = c.poll(Duration::from_millis(500)) {
-            let m = m.expect("fetch error");
+            let m = match m {
+                Ok(m) => m,
+                Err(e) if common::is_transient(&e) => continue,
+                Err(e) => panic!("consume error {e}"),
+            };
             let previous = got.insert((m.partition(), m.offset()), record(&m));
-            assert!(previous.is_none(), "offset {} of partition {} returned twice", m.offset(), m.partition());
+            assert!(
+                previous.is_none(),
+                "offset {} of partition {} returned twice",
+                m.offset(),
+                m.partition()
+            );
         }
     }
     got
@@ -132,7 +159,9 @@ fn check_round_trip(codec: &str) {
     let delivered = produce(&broker, &topic, codec, base_ts);
     let got = consume_all(&broker, &topic, MESSAGES);
     for (i, (p, o)) in &delivered {
-        let (k, v, idx, ts) = got.get(&(*p, *o)).unwrap_or_else(|| panic!("message {i} at {p}/{o} missing"));
+        let (k, v, idx, ts) = got
+            .get(&(*p, *o))
+            .unwrap_or_else(|| panic!("message {i} at {p}/{o} missing"));
         assert_eq!(k, &key(*i), "key of {i}");
         assert_eq!(v, &value(*i, codec), "value of {i}");
         assert_eq!(idx, &i.to_string(), "header of {i}");
@@ -151,20 +180,35 @@ fn check_round_trip(codec: &str) {
         for (n, (o, _)) in list.iter().enumerate() {
             assert_eq!(*o, n as i64, "partition {p} offsets contiguous");
         }
-        assert!(list.windows(2).all(|w| w[0].1 < w[1].1), "partition {p} keeps send order");
-        let (low, high) = c.fetch_watermarks(&topic, p, Duration::from_secs(30)).unwrap();
-        assert_eq!((low, high), (0, list.len() as i64), "watermarks of partition {p}");
+        assert!(
+            list.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {p} keeps send order"
+        );
+        let (low, high) = c
+            .fetch_watermarks(&topic, p, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            (low, high),
+            (0, list.len() as i64),
+            "watermarks of partition {p}"
+        );
         // By timestamp: the first message of this partition at or after the
         // timestamp of its middle message.
         let (mid_offset, mid_index) = list[list.len() / 2];
         let mut q = TopicPartitionList::new();
-        q.add_partition_offset(&topic, p, Offset::Offset(base_ts + mid_index as i64)).unwrap();
+        q.add_partition_offset(&topic, p, Offset::Offset(base_ts + mid_index as i64))
+            .unwrap();
         let answer = c.offsets_for_times(q, Duration::from_secs(30)).unwrap();
         let found = answer.find_partition(&topic, p).unwrap().offset();
         match (codec, found) {
-            ("none", Offset::Offset(o)) => assert_eq!(o, mid_offset, "offset for timestamp, partition {p}"),
+            ("none", Offset::Offset(o)) => {
+                assert_eq!(o, mid_offset, "offset for timestamp, partition {p}")
+            }
             // Compressed batches are answered at batch granularity.
-            (_, Offset::Offset(o)) => assert!(o <= mid_offset && o > mid_offset - 10_000, "{o} vs {mid_offset}"),
+            (_, Offset::Offset(o)) => assert!(
+                o <= mid_offset && o > mid_offset - 10_000,
+                "{o} vs {mid_offset}"
+            ),
             (_, other) => panic!("offset for timestamp: {other:?}"),
         }
     }

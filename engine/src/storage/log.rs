@@ -148,12 +148,20 @@ impl PartitionLog {
         for (i, base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             let mut segment = Segment::open(dir, *base, last)?;
-            if clean || i < verify_from {
-                segment.load(interval)?;
-            } else {
+            let trusted = clean || i < verify_from;
+            let needs_recovery = !trusted
+                || match segment.load(interval) {
+                    Ok(()) => false,
+                    Err(e) if last => {
+                        tracing::warn!(error = %e, "active segment does not load cleanly; recovering it");
+                        true
+                    }
+                    Err(e) => return Err(e),
+                };
+            if needs_recovery {
                 let outcome = segment.recover(interval)?;
                 if let Some((position, reason)) = outcome.invalid_at {
-                    if !last {
+                    if !last || segment.valid_batch_follows(position)? {
                         return Err(StorageError::Corrupt {
                             path: segment.log_path().to_path_buf(),
                             position,

@@ -263,6 +263,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Whether a CRC-valid batch follows the (invalid) batch at `position`:
+    /// then the damage is in the middle of the data, not a torn tail, and
+    /// truncating would throw away good batches.
+    pub fn valid_batch_follows(&self, position: u64) -> Result<bool> {
+        let Some(h) = self.read_header(position)? else {
+            return Ok(false);
+        };
+        if h.batch_length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32
+            || h.total_size() > BATCH_SIZE_MAX
+        {
+            return Ok(false);
+        }
+        let next = position + h.total_size() as u64;
+        let Some(n) = self.read_header(next)? else {
+            return Ok(false);
+        };
+        if n.total_size() > BATCH_SIZE_MAX || next + n.total_size() as u64 > self.size {
+            return Ok(false);
+        }
+        let batch = self.read_batch(next, &n)?;
+        Ok(record_batch::validate_batch(&batch, 0).is_ok())
+    }
+
     /// Cuts the log at `position` (a batch boundary) and re-learns the rest.
     pub fn truncate_at(&mut self, position: u64, index_interval: u64) -> Result<()> {
         self.log

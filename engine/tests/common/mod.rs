@@ -10,9 +10,26 @@ use std::time::{Duration, Instant};
 /// How long a broker may take to become ready. Generous: CI machines are shared.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A free loopback port.
+/// A free loopback port below the kernel's ephemeral range (32768+), so
+/// that no client socket or other test is handed it while a broker under
+/// test is stopped and restarted on it. Each test process starts at its
+/// own place in the range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        12_000 + (std::process::id() % 400) as u16 * 50,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A `sluice` process on a loopback port with its own data directory.
@@ -36,7 +53,14 @@ impl Broker {
             args.push(o.to_string());
         }
         let log_path = tmp.path().join("broker.log");
-        let mut b = Broker { child: None, port: free_port(), data_dir, _tmp: Some(tmp), args, log_path };
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir,
+            _tmp: Some(tmp),
+            args,
+            log_path,
+        };
         b.spawn();
         b
     }
@@ -50,32 +74,46 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let readies_before = self.log().matches("broker ready").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
-            .env("SLUICE_LOG", "info")
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start sluice");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(readies_before);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for this process's "broker ready" line: a successful connect
+    /// alone could reach a socket of the process before it.
+    fn wait_ready(&mut self, readies_before: usize) {
         let start = Instant::now();
         loop {
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            if self.log().matches("broker ready").count() > readies_before {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sluice exited early ({status}); log:\n{}", self.log());
             }
-            assert!(start.elapsed() < READY_DEADLINE, "sluice not ready; log:\n{}", self.log());
+            assert!(
+                start.elapsed() < READY_DEADLINE,
+                "sluice not ready; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -90,7 +128,11 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let status = c.wait().unwrap();
-            assert!(status.success(), "sluice exited with {status}; log:\n{}", self.log());
+            assert!(
+                status.success(),
+                "sluice exited with {status}; log:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -138,7 +180,9 @@ pub struct Raw {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         Raw { stream }
     }
 
@@ -147,7 +191,14 @@ impl Raw {
     }
 
     /// Sends a request: header v1 (or v2 when `flexible`) and body.
-    pub fn send(&mut self, api_key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8]) {
+    pub fn send(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        correlation_id: i32,
+        flexible: bool,
+        body: &[u8],
+    ) {
         let mut payload = Vec::new();
         payload.extend_from_slice(&api_key.to_be_bytes());
         payload.extend_from_slice(&version.to_be_bytes());
@@ -179,4 +230,15 @@ impl Raw {
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+/// librdkafka reports connection churn (a bootstrap connection retired once
+/// the broker's id is known, a restart) as errors from `poll`; they are
+/// retried internally and are not data errors.
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::AllBrokersDown | C::BrokerTransportFailure)
+    )
 }
