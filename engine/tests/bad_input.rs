@@ -1,0 +1,263 @@
+//! Bad input from the network: each case gets a clear error or a closed
+//! connection, nothing bad is stored, and the broker keeps serving a
+//! second client afterwards.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{Broker, Raw};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_protocol::record_batch::BatchBuilder;
+
+/// Sends `req` as `key` v`version` and decodes the response.
+fn call<Req: Encodable, Resp: Decodable>(
+    raw: &mut Raw,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Option<Resp> {
+    let mut body = BytesMut::new();
+    req.encode(&mut body, version).unwrap();
+    let flexible = key.request_header_version(version) >= 2;
+    raw.send(key as i16, version, 42, flexible, &body);
+    let frame = raw.recv()?;
+    let mut buf = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    Some(Resp::decode(&mut buf, version).unwrap())
+}
+
+/// A second client still gets answers.
+fn assert_serving(broker: &Broker) {
+    let mut raw = Raw::connect(broker.addr());
+    let resp: ApiVersionsResponse = call(
+        &mut raw,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .expect("answer");
+    assert_eq!(resp.error_code, 0);
+    assert!(!resp.api_keys.is_empty());
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn create_topic(raw: &mut Raw, name: &str) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse = call(raw, ApiKey::CreateTopics, 7, &req).unwrap();
+    resp.topics[0].error_code
+}
+
+fn produce(raw: &mut Raw, name: &str, records: Vec<u8>) -> ProducePartitionOutcome {
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic(name))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])]);
+    let resp: ProduceResponse = call(raw, ApiKey::Produce, 9, &req).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    ProducePartitionOutcome {
+        error_code: p.error_code,
+        message: p.error_message.as_ref().map(|m| m.to_string()),
+    }
+}
+
+struct ProducePartitionOutcome {
+    error_code: i16,
+    message: Option<String>,
+}
+
+fn latest_offset(raw: &mut Raw, name: &str) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic(name))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let resp: ListOffsetsResponse = call(raw, ApiKey::ListOffsets, 7, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+fn batch(values: usize, size: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_000);
+    for _ in 0..values {
+        b.push(1_000, Some(b"k"), Some(&vec![b'v'; size]), &[]);
+    }
+    b.finish()
+}
+
+#[test]
+fn frame_length_above_the_limit_closes_the_connection() {
+    let broker = Broker::start(1, &["socket.request.max.bytes=1048576"]);
+    let mut raw = Raw::connect(broker.addr());
+    raw.send_bytes(&(200_000_000i32).to_be_bytes());
+    assert!(raw.closed_by_broker());
+    assert!(broker.log().contains("above the limit"), "{}", broker.log());
+    assert_serving(&broker);
+}
+
+#[test]
+fn negative_frame_length_closes_the_connection() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    raw.send_bytes(&(-5i32).to_be_bytes());
+    assert!(raw.closed_by_broker());
+    assert_serving(&broker);
+}
+
+#[test]
+fn truncated_frame_then_disconnect() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    raw.send_bytes(&100i32.to_be_bytes());
+    raw.send_bytes(&[0u8; 10]);
+    drop(raw);
+    assert_serving(&broker);
+}
+
+#[test]
+fn random_garbage() {
+    let broker = Broker::start(1, &[]);
+    // A fixed-seed xorshift stream, so a failure replays.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20 {
+        let garbage: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut raw = Raw::connect(broker.addr());
+        raw.send_bytes(&garbage);
+        drop(raw);
+    }
+    assert_serving(&broker);
+}
+
+#[test]
+fn unknown_api_key_closes_the_connection() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    raw.send(999, 0, 1, false, &[]);
+    assert!(raw.closed_by_broker());
+    assert!(
+        broker.log().contains("unknown API key 999"),
+        "{}",
+        broker.log()
+    );
+    assert_serving(&broker);
+}
+
+#[test]
+fn unsupported_versions() {
+    let broker = Broker::start(1, &[]);
+    // ApiVersions answers an unknown version with its ranges (KIP-511).
+    let mut raw = Raw::connect(broker.addr());
+    raw.send(18, 99, 7, true, &[]);
+    let frame = raw.recv().expect("an answer");
+    let mut buf = Bytes::from(frame);
+    let _ = ResponseHeader::decode(&mut buf, 0).unwrap();
+    let resp = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+    assert_eq!(resp.error_code, 35);
+    assert!(resp
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 0 && k.max_version >= 9));
+    // Any other API closes the connection on an unsupported version.
+    let mut raw = Raw::connect(broker.addr());
+    raw.send(1, 99, 8, false, &[]);
+    assert!(raw.closed_by_broker());
+    assert_serving(&broker);
+}
+
+#[test]
+fn batch_with_wrong_crc_is_refused_and_not_stored() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(create_topic(&mut raw, "crc"), 0);
+    let mut b = batch(3, 10);
+    let last = b.len() - 1;
+    b[last] ^= 0x40;
+    let outcome = produce(&mut raw, "crc", b);
+    assert_eq!(outcome.error_code, 2, "CORRUPT_MESSAGE");
+    assert!(outcome.message.unwrap().contains("CRC"));
+    assert_eq!(latest_offset(&mut raw, "crc"), 0, "nothing appended");
+    let ok = produce(&mut raw, "crc", batch(3, 10));
+    assert_eq!(ok.error_code, 0);
+    assert_eq!(latest_offset(&mut raw, "crc"), 3);
+    assert_serving(&broker);
+}
+
+#[test]
+fn batch_above_max_message_bytes_is_refused() {
+    let broker = Broker::start(1, &["max.message.bytes=1000"]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(create_topic(&mut raw, "big"), 0);
+    let outcome = produce(&mut raw, "big", batch(2, 1000));
+    assert_eq!(outcome.error_code, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(latest_offset(&mut raw, "big"), 0);
+    assert_serving(&broker);
+}
+
+#[test]
+fn produce_to_unknown_topic_with_auto_create_off() {
+    let broker = Broker::start(1, &["auto.create.topics.enable=false"]);
+    let mut raw = Raw::connect(broker.addr());
+    let outcome = produce(&mut raw, "nowhere", batch(1, 5));
+    assert_eq!(outcome.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let md: MetadataResponse = call(
+        &mut raw,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(topic("nowhere"))),
+        ])),
+    )
+    .unwrap();
+    assert_eq!(
+        md.topics[0].error_code, 3,
+        "metadata does not create it either"
+    );
+    assert!(!broker.data_dir.join("nowhere-0").exists());
+    assert_serving(&broker);
+}
+
+#[test]
+fn create_topics_with_invalid_names() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    for name in ["bad name", "..", "a/b", &"x".repeat(250)] {
+        assert_eq!(
+            create_topic(&mut raw, name),
+            17,
+            "INVALID_TOPIC_EXCEPTION for {name:?}"
+        );
+    }
+    assert_eq!(create_topic(&mut raw, "fine.name_1-2"), 0);
+    assert_eq!(
+        create_topic(&mut raw, "fine.name_1-2"),
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+    assert_serving(&broker);
+}
