@@ -18,9 +18,12 @@ const MESSAGES: usize = 100_000;
 const PARTITIONS: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(180);
 
-/// Collects (message index → partition, offset) from delivery reports.
+/// Message index → (partition, offset), and delivery errors.
+type DeliveryLog = (HashMap<usize, (i32, i64)>, Vec<String>);
+
+/// Collects delivery reports.
 #[derive(Clone, Default)]
-struct Deliveries(Arc<Mutex<(HashMap<usize, (i32, i64)>, Vec<String>)>>);
+struct Deliveries(Arc<Mutex<DeliveryLog>>);
 
 impl ClientContext for Deliveries {}
 
@@ -39,7 +42,7 @@ impl ProducerContext for Deliveries {
 }
 
 fn key(i: usize) -> Option<String> {
-    (i % 2 == 0).then(|| format!("key-{i}"))
+    i.is_multiple_of(2).then(|| format!("key-{i}"))
 }
 
 fn value(i: usize, codec: &str) -> String {

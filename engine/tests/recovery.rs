@@ -153,7 +153,7 @@ fn kill_9_loses_no_acknowledged_message() {
         if p.send(BaseRecord::<(), _>::to("crash").payload(&v)).is_ok() {
             i += 1;
         }
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

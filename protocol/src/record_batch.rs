@@ -168,11 +168,11 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> Offset {
-        self.base_offset.add(i64::from(self.last_offset_delta))
+        self.base_offset.plus(i64::from(self.last_offset_delta))
     }
 
     pub fn next_offset(&self) -> Offset {
-        self.last_offset().add(1)
+        self.last_offset().plus(1)
     }
 
     pub fn compression(&self) -> Option<Compression> {
@@ -315,7 +315,7 @@ pub fn assign_offsets(set: &mut [u8], base: Offset, epoch: LeaderEpoch) -> Offse
         assert!(batch_length >= 0, "assign_offsets on an unvalidated set");
         b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&next.0.to_be_bytes());
         b[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.0.to_be_bytes());
-        next = next.add(i64::from(last_delta) + 1);
+        next = next.plus(i64::from(last_delta) + 1);
         position += LOG_OVERHEAD + batch_length as usize;
     }
     assert_eq!(position, set.len(), "assign_offsets on an unvalidated set");

@@ -11,7 +11,7 @@ impl Offset {
     pub const ZERO: Offset = Offset(0);
 
     /// The offset `delta` records after this one.
-    pub fn add(self, delta: i64) -> Offset {
+    pub fn plus(self, delta: i64) -> Offset {
         debug_assert!(delta >= 0);
         Offset(self.0 + delta)
     }

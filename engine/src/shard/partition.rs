@@ -81,7 +81,7 @@ impl Partition {
             Check::Duplicate(base) => {
                 let info = AppendInfo {
                     base_offset: base,
-                    last_offset: base.add(i64::from(first.last_offset_delta)),
+                    last_offset: base.plus(i64::from(first.last_offset_delta)),
                 };
                 return Ok((info, self.log.borrow().log_start()));
             }
@@ -98,7 +98,7 @@ impl Partition {
         self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
         if flush {
-            self.flush_upto(info.last_offset.add(1))
+            self.flush_upto(info.last_offset.plus(1))
                 .await
                 .map_err(|e| error_code(&e))?;
         }

@@ -483,7 +483,7 @@ fn first_record_at_or_after(
         decode_records(&batch[BATCH_HEADER_SIZE..], h.records_count.max(0) as usize).ok()?;
     records.iter().find_map(|r| {
         let ts = h.base_timestamp + r.timestamp_delta;
-        (ts >= timestamp).then(|| (h.base_offset.add(i64::from(r.offset_delta)), ts))
+        (ts >= timestamp).then(|| (h.base_offset.plus(i64::from(r.offset_delta)), ts))
     })
 }
 

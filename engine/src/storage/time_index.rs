@@ -67,7 +67,7 @@ impl TimeIndex {
     /// `timestamp`: the offset of the last entry below it, else the base.
     pub fn lookup(&self, timestamp: i64) -> Result<Offset> {
         let e = self.file.floor(|e| decode(e).0 < timestamp)?;
-        Ok(e.map_or(self.base, |e| self.base.add(i64::from(decode(&e).1))))
+        Ok(e.map_or(self.base, |e| self.base.plus(i64::from(decode(&e).1))))
     }
 
     /// Largest timestamp indexed.

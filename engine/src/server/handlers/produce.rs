@@ -76,7 +76,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let snapshot = shard.metadata();
     let mut slots: Vec<(String, i32, Option<Outcome>)> = Vec::new();
     let mut per_shard: BTreeMap<ShardId, Vec<Append>> = BTreeMap::new();
-    let acks_valid = matches!(req.acks, -1 | 0 | 1);
+    let acks_valid = (-1..=1).contains(&req.acks);
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
         let meta = snapshot.topic(&name);
