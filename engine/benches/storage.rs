@@ -17,7 +17,9 @@ fn batch_of(bytes: usize) -> Vec<u8> {
 
 fn append(c: &mut Criterion) {
     let batch = batch_of(64 * 1024);
-    let records = sluice_protocol::record_batch::BatchHeader::parse(&batch).unwrap().records_count;
+    let records = sluice_protocol::record_batch::BatchHeader::parse(&batch)
+        .unwrap()
+        .records_count;
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Bytes(batch.len() as u64));
     group.bench_function("segment_64KiB_batch", |b| {
@@ -31,7 +33,9 @@ fn append(c: &mut Criterion) {
                 segment = Segment::create(dir.path(), Offset(base)).unwrap();
             }
             let next = segment.next_offset();
-            segment.append(&batch, next, LeaderEpoch(0), 4096, 0).unwrap();
+            segment
+                .append(&batch, next, LeaderEpoch(0), 4096, 0, None)
+                .unwrap();
         });
     });
     group.finish();
@@ -44,7 +48,9 @@ fn lookup(c: &mut Criterion) {
     let batch = batch_of(16 * 1024);
     let mut next = Offset(0);
     while segment.size() < 256 << 20 {
-        next = segment.append(&batch, next, LeaderEpoch(0), 4096, 0).unwrap();
+        next = segment
+            .append(&batch, next, LeaderEpoch(0), 4096, 0, None)
+            .unwrap();
     }
     let last = next.0;
     let mut group = c.benchmark_group("lookup");
@@ -53,15 +59,18 @@ fn lookup(c: &mut Criterion) {
             segment.seal().unwrap();
         }
         let mut x: u64 = 88172645463325252;
-        group.bench_function(BenchmarkId::new("offset_to_position_256MiB_segment", name), |b| {
-            b.iter(|| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let target = Offset((x % last as u64) as i64);
-                segment.find_batch(target).unwrap().unwrap()
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("offset_to_position_256MiB_segment", name),
+            |b| {
+                b.iter(|| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let target = Offset((x % last as u64) as i64);
+                    segment.find_batch(target).unwrap().unwrap()
+                })
+            },
+        );
     }
     group.finish();
 }

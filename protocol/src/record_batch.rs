@@ -313,13 +313,34 @@ pub fn assign_offsets(set: &mut [u8], base: Offset, epoch: LeaderEpoch) -> Offse
         let batch_length = be_i32(b, BATCH_LENGTH_OFFSET);
         let last_delta = be_i32(b, LAST_OFFSET_DELTA_OFFSET);
         assert!(batch_length >= 0, "assign_offsets on an unvalidated set");
-        b[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&next.0.to_be_bytes());
-        b[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.0.to_be_bytes());
+        set_base_offset(b, next);
+        set_leader_epoch(b, epoch);
         next = next.plus(i64::from(last_delta) + 1);
         position += LOG_OVERHEAD + batch_length as usize;
     }
     assert_eq!(position, set.len(), "assign_offsets on an unvalidated set");
     next
+}
+
+/// Writes `base_offset` into a batch header (outside the CRC).
+pub fn set_base_offset(header: &mut [u8], offset: Offset) {
+    header[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&offset.0.to_be_bytes());
+}
+
+/// Writes `partition_leader_epoch` into a batch header (outside the CRC).
+pub fn set_leader_epoch(header: &mut [u8], epoch: LeaderEpoch) {
+    header[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.0.to_be_bytes());
+}
+
+/// Marks a batch as LogAppendTime with `time` as its max timestamp, as a
+/// broker does for `message.timestamp.type=LogAppendTime` topics, and
+/// recomputes the CRC over the patched `header` and the untouched `records`.
+pub fn set_log_append_time(header: &mut [u8; BATCH_HEADER_SIZE], records: &[u8], time: i64) {
+    let attributes = be_i16(header, ATTRIBUTES_OFFSET) | ATTR_TIMESTAMP_TYPE;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&time.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_OFFSET..]), records);
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// A record decoded from an uncompressed records section.
@@ -579,6 +600,18 @@ mod tests {
             validate_record_set(&[], 1 << 20),
             Err(BatchError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn log_append_time_keeps_the_batch_valid() {
+        let b = batch(3);
+        let mut header: [u8; BATCH_HEADER_SIZE] = b[..BATCH_HEADER_SIZE].try_into().unwrap();
+        set_log_append_time(&mut header, &b[BATCH_HEADER_SIZE..], 99_000);
+        let mut patched = header.to_vec();
+        patched.extend_from_slice(&b[BATCH_HEADER_SIZE..]);
+        let h = validate_batch(&patched, 0).unwrap();
+        assert!(h.uses_log_append_time());
+        assert_eq!(h.max_timestamp, 99_000);
     }
 
     proptest! {

@@ -82,6 +82,7 @@ impl Partition {
                 let info = AppendInfo {
                     base_offset: base,
                     last_offset: base.plus(i64::from(first.last_offset_delta)),
+                    log_append_time_ms: -1,
                 };
                 return Ok((info, self.log.borrow().log_start()));
             }

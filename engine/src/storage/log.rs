@@ -23,6 +23,8 @@ use std::sync::Arc;
 pub struct AppendInfo {
     pub base_offset: Offset,
     pub last_offset: Offset,
+    /// The broker's time written into the batches, or -1 (CreateTime topics).
+    pub log_append_time_ms: i64,
 }
 
 /// Files to fdatasync and the offset that is durable once they are.
@@ -281,9 +283,10 @@ impl PartitionLog {
         let base = self.log_end();
         let interval = self.config.index_interval_bytes;
         let epoch = self.epoch;
+        let append_time = self.config.log_append_time.then_some(now_ms);
         let next = self
             .active_mut()
-            .append(set, base, epoch, interval, now_ms)?;
+            .append(set, base, epoch, interval, now_ms, append_time)?;
         assert_eq!(
             next.0 - base.0,
             summary.records,
@@ -296,6 +299,7 @@ impl PartitionLog {
         Ok(AppendInfo {
             base_offset: base,
             last_offset: Offset(next.0 - 1),
+            log_append_time_ms: append_time.unwrap_or(-1),
         })
     }
 

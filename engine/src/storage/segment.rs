@@ -297,8 +297,10 @@ impl Segment {
 
     /// Appends a validated record set, rewriting each batch's base offset
     /// (from `first`) and leader epoch on the way to the file: `pwritev`
-    /// sends a 16-byte patched header and the untouched rest of each batch,
-    /// so the payload is not copied in user space.
+    /// sends a patched copy of the 61-byte header and the untouched rest of
+    /// each batch, so the payload is not copied in user space. With
+    /// `log_append_time` (topics with `message.timestamp.type=LogAppendTime`)
+    /// the header also gets that timestamp type and time, and a new CRC.
     pub fn append(
         &mut self,
         set: &[u8],
@@ -306,28 +308,36 @@ impl Segment {
         epoch: LeaderEpoch,
         index_interval: u64,
         now_ms: i64,
+        log_append_time: Option<i64>,
     ) -> Result<Offset> {
         if self.size + set.len() as u64 > SEGMENT_SIZE_MAX {
             return Err(StorageError::SegmentPositionOverflow {
                 path: self.log_path.clone(),
             });
         }
-        let mut patches: Vec<[u8; 16]> = Vec::new();
+        let mut patches: Vec<[u8; BATCH_HEADER_SIZE]> = Vec::new();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut headers = Vec::new();
         let mut next = first;
         let mut at = 0usize;
         while at < set.len() {
-            let mut h = BatchHeader::parse(&set[at..]).expect("record set was validated");
-            let size = h.total_size();
-            h.base_offset = next;
-            h.partition_leader_epoch = epoch;
-            let mut patch = [0u8; 16];
-            patch[..8].copy_from_slice(&next.0.to_be_bytes());
-            patch[8..12].copy_from_slice(&set[at + 8..at + 12]);
-            patch[12..].copy_from_slice(&epoch.0.to_be_bytes());
+            let size = BatchHeader::parse(&set[at..])
+                .expect("record set was validated")
+                .total_size();
+            let mut patch = [0u8; BATCH_HEADER_SIZE];
+            patch.copy_from_slice(&set[at..at + BATCH_HEADER_SIZE]);
+            record_batch::set_base_offset(&mut patch, next);
+            record_batch::set_leader_epoch(&mut patch, epoch);
+            if let Some(time) = log_append_time {
+                record_batch::set_log_append_time(
+                    &mut patch,
+                    &set[at + BATCH_HEADER_SIZE..at + size],
+                    time,
+                );
+            }
+            let h = BatchHeader::parse(&patch).expect("whole header");
             patches.push(patch);
-            spans.push((at + 16, at + size));
+            spans.push((at + BATCH_HEADER_SIZE, at + size));
             headers.push((self.size + at as u64, h));
             next = h.next_offset();
             at += size;
@@ -336,12 +346,14 @@ impl Segment {
         for (patch, (from, to)) in patches.iter().zip(&spans) {
             iov.push(libc::iovec {
                 iov_base: patch.as_ptr() as *mut _,
-                iov_len: 16,
+                iov_len: BATCH_HEADER_SIZE,
             });
-            iov.push(libc::iovec {
-                iov_base: set[*from..].as_ptr() as *mut _,
-                iov_len: to - from,
-            });
+            if to > from {
+                iov.push(libc::iovec {
+                    iov_base: set[*from..].as_ptr() as *mut _,
+                    iov_len: to - from,
+                });
+            }
         }
         pwritev_all(&self.log, &mut iov, self.size)
             .map_err(StorageError::io("append", &self.log_path))?;
@@ -562,7 +574,7 @@ mod tests {
         let mut next = Offset(0);
         for i in 0..50 {
             next = s
-                .append(&batch(10, i * 100), next, LeaderEpoch(0), 1024, 0)
+                .append(&batch(10, i * 100), next, LeaderEpoch(0), 1024, 0, None)
                 .unwrap();
         }
         assert_eq!(next, Offset(500));
@@ -594,7 +606,7 @@ mod tests {
         let mut next = Offset(7);
         for _ in 0..30 {
             next = s
-                .append(&batch(3, 5), next, LeaderEpoch(0), 512, 0)
+                .append(&batch(3, 5), next, LeaderEpoch(0), 512, 0, None)
                 .unwrap();
         }
         s.flush().unwrap();

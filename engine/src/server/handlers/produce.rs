@@ -24,6 +24,7 @@ struct Outcome {
     error: ErrorCode,
     message: Option<String>,
     base_offset: i64,
+    log_append_time_ms: i64,
     log_start: i64,
 }
 
@@ -33,6 +34,7 @@ impl Outcome {
             error,
             message,
             base_offset: -1,
+            log_append_time_ms: -1,
             log_start: -1,
         }
     }
@@ -175,6 +177,7 @@ async fn append_one(shard: &Rc<Shard>, a: Append) -> Outcome {
             error: ErrorCode::None,
             message: None,
             base_offset: info.base_offset.0,
+            log_append_time_ms: info.log_append_time_ms,
             log_start: log_start.0,
         },
         Err(code) => Outcome::error(code, None),
@@ -189,7 +192,7 @@ fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
             .with_index(index)
             .with_error_code(o.error.code())
             .with_base_offset(o.base_offset)
-            .with_log_append_time_ms(-1)
+            .with_log_append_time_ms(o.log_append_time_ms)
             .with_log_start_offset(o.log_start)
             .with_error_message(o.message.map(StrBytes::from_string));
         match topics.last_mut() {

@@ -1,6 +1,7 @@
-//! Bad input from the network: each case gets a clear error or a closed
-//! connection, nothing bad is stored, and the broker keeps serving a
-//! second client afterwards.
+//! Hand-made requests on the wire. Bad input: each case gets a clear error
+//! or a closed connection, nothing bad is stored, and the broker keeps
+//! serving a second client afterwards. Admin APIs: topic configs, deletion,
+//! LogAppendTime topics.
 
 mod common;
 
@@ -50,12 +51,25 @@ fn topic(name: &str) -> TopicName {
 }
 
 fn create_topic(raw: &mut Raw, name: &str) -> i16 {
+    create_topic_with(raw, name, &[])
+}
+
+fn create_topic_with(raw: &mut Raw, name: &str, configs: &[(&str, &str)]) -> i16 {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![CreatableTopic::default()
             .with_name(topic(name))
             .with_num_partitions(1)
-            .with_replication_factor(1)]);
+            .with_replication_factor(1)
+            .with_configs(configs)]);
     let resp: CreateTopicsResponse = call(raw, ApiKey::CreateTopics, 7, &req).unwrap();
     resp.topics[0].error_code
 }
@@ -74,12 +88,14 @@ fn produce(raw: &mut Raw, name: &str, records: Vec<u8>) -> ProducePartitionOutco
     ProducePartitionOutcome {
         error_code: p.error_code,
         message: p.error_message.as_ref().map(|m| m.to_string()),
+        log_append_time_ms: p.log_append_time_ms,
     }
 }
 
 struct ProducePartitionOutcome {
     error_code: i16,
     message: Option<String>,
+    log_append_time_ms: i64,
 }
 
 fn latest_offset(raw: &mut Raw, name: &str) -> i64 {
@@ -260,4 +276,108 @@ fn create_topics_with_invalid_names() {
         "TOPIC_ALREADY_EXISTS"
     );
     assert_serving(&broker);
+}
+
+fn describe_topic(raw: &mut Raw, name: &str) -> Vec<(String, String, i8)> {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_configuration_keys(None)
+            .with_resource_name(StrBytes::from_string(name.to_string())),
+    ]);
+    let resp: DescribeConfigsResponse = call(raw, ApiKey::DescribeConfigs, 4, &req).unwrap();
+    assert_eq!(resp.results[0].error_code, 0);
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_source,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn describe_configs_lists_every_topic_key_with_its_source() {
+    let broker = Broker::start(1, &["flush.messages=5"]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        create_topic_with(&mut raw, "cfg", &[("retention.ms", "1234")]),
+        0
+    );
+    let configs = describe_topic(&mut raw, "cfg");
+    let get = |k: &str| {
+        configs
+            .iter()
+            .find(|c| c.0 == k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(
+        get("retention.ms"),
+        ("retention.ms".into(), "1234".into(), 1),
+        "topic override"
+    );
+    assert_eq!(
+        get("flush.messages"),
+        ("flush.messages".into(), "5".into(), 4),
+        "static broker config"
+    );
+    assert_eq!(
+        get("segment.bytes"),
+        ("segment.bytes".into(), "1073741824".into(), 5),
+        "default"
+    );
+    assert!(configs.len() >= 15);
+    assert_eq!(
+        create_topic_with(&mut raw, "badcfg", &[("retention.ms", "soon")]),
+        40,
+        "INVALID_CONFIG"
+    );
+}
+
+#[test]
+fn delete_topic_removes_it_and_its_files() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(create_topic(&mut raw, "doomed"), 0);
+    assert!(broker.data_dir.join("doomed-0").exists());
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topic_names(vec![topic("doomed")]);
+    let resp: DeleteTopicsResponse = call(&mut raw, ApiKey::DeleteTopics, 4, &req).unwrap();
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert!(!broker.data_dir.join("doomed-0").exists());
+    let resp: DeleteTopicsResponse = call(&mut raw, ApiKey::DeleteTopics, 4, &req).unwrap();
+    assert_eq!(resp.responses[0].error_code, 3, "already gone");
+    assert_eq!(
+        create_topic(&mut raw, "doomed"),
+        0,
+        "the name can be used again"
+    );
+}
+
+#[test]
+fn log_append_time_topics_stamp_batches_with_broker_time() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        create_topic_with(
+            &mut raw,
+            "lat",
+            &[("message.timestamp.type", "LogAppendTime")]
+        ),
+        0
+    );
+    let outcome = produce(&mut raw, "lat", batch(2, 10));
+    assert_eq!(outcome.error_code, 0);
+    assert!(
+        outcome.log_append_time_ms > 1_600_000_000_000,
+        "{}",
+        outcome.log_append_time_ms
+    );
+    assert_eq!(latest_offset(&mut raw, "lat"), 2);
 }

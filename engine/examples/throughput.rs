@@ -1,0 +1,79 @@
+//! End-to-end throughput with librdkafka: produce `--bytes` of 1 KiB
+//! messages (batch.size 1 MiB, linger.ms 5, acks=1, no compression), then
+//! consume them all, and print MB/s for each phase as JSON.
+//!
+//! cargo run --release -p sluice-engine --example throughput -- BOOTSTRAP TOPIC BYTES
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+const MESSAGE_BYTES: usize = 1024;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (bootstrap, topic) = (&args[1], &args[2]);
+    let total: u64 = args[3].parse().expect("BYTES");
+    let count = total / MESSAGE_BYTES as u64;
+    let payload = vec![0x61u8; MESSAGE_BYTES];
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("batch.size", "1048576")
+        .set("linger.ms", "5")
+        .set("acks", "1")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    for _ in 0..count {
+        let mut record = BaseRecord::<(), _>::to(topic).payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let produce_s = start.elapsed().as_secs_f64();
+    drop(producer);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "throughput")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut got = 0u64;
+    let mut bytes = 0u64;
+    while got < count {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got += 1;
+            bytes += m.payload().map_or(0, |p| p.len() as u64);
+        }
+    }
+    let consume_s = start.elapsed().as_secs_f64();
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "{{\"messages\": {count}, \"megabytes\": {mb:.1}, \"produce_mb_s\": {:.1}, \"consume_mb_s\": {:.1}}}",
+        mb / produce_s,
+        mb / consume_s
+    );
+}
