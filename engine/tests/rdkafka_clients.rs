@@ -137,12 +137,7 @@ fn consume_all(broker: &Broker, topic: &str, expected: usize) -> Consumed {
             "consumed {} of {expected}",
             got.len()
         );
-        if let Some(m) = c.poll(Duration::from_millis(500)) {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) if common::is_transient(&e) => continue,
-                Err(e) => panic!("consume error {e}"),
-            };
+        if let Some(m) = common::poll_message(&c, String::new) {
             let previous = got.insert((m.partition(), m.offset()), record(&m));
             assert!(
                 previous.is_none(),

@@ -99,15 +99,7 @@ fn consume_all(broker: &Broker, topic: &str, partitions: i32) -> BTreeMap<(i32, 
             "consumed {} of {total}",
             got.len()
         );
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) if common::is_transient(&e) => continue,
-                Err(e) => panic!(
-                    "consume error (a corrupt batch?) {e}; broker log:\n{}",
-                    broker.log()
-                ),
-            };
+        if let Some(m) = common::poll_message(&c, || format!("broker log:\n{}", broker.log())) {
             let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
             assert!(
                 got.insert((m.partition(), m.offset()), v).is_none(),

@@ -65,12 +65,7 @@ fn two_shards_share_partitions_and_connections() {
             "consumed {}",
             seen.len()
         );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) if common::is_transient(&e) => continue,
-                Err(e) => panic!("consume error {e}"),
-            };
+        if let Some(m) = common::poll_message(&consumer, String::new) {
             let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
             let i: i32 = v[1..].parse().unwrap();
             assert_eq!(

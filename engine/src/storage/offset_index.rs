@@ -76,6 +76,18 @@ impl OffsetIndex {
         Ok(e.map_or(0, |e| decode(&e).1))
     }
 
+    /// Position of the first indexed batch ending at or after `offset`.
+    pub fn lookup_ceiling(&self, offset: Offset) -> Result<Option<u32>> {
+        if offset.0 < self.base.0 {
+            return Ok(None);
+        }
+        let relative = (offset.0 - self.base.0).min(i64::from(u32::MAX)) as u32;
+        Ok(self
+            .file
+            .ceiling(|e| decode(e).0 >= relative)?
+            .map(|e| decode(&e).1))
+    }
+
     /// The last indexed position at or below `position`, or 0.
     pub fn lookup_position(&self, position: u32) -> Result<u32> {
         let e = self.file.floor(|e| decode(e).1 <= position)?;

@@ -390,6 +390,16 @@ impl Segment {
     /// Position and header of the first batch whose last offset is at or
     /// after `offset`; `None` when the segment ends before it.
     pub fn find_batch(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>> {
+        // When batches are larger than index.interval.bytes every batch is
+        // indexed, and the first one ending at or after `offset` holds it:
+        // one header read instead of a scan from the entry before.
+        if let Some(pos) = self.index.lookup_ceiling(offset)? {
+            if let Some(h) = self.read_header(u64::from(pos))? {
+                if h.base_offset <= offset && offset <= h.last_offset() {
+                    return Ok(Some((u64::from(pos), h)));
+                }
+            }
+        }
         let mut pos = u64::from(self.index.lookup(offset)?);
         while let Some(h) = self.read_header(pos)? {
             if h.last_offset() >= offset {

@@ -242,3 +242,16 @@ pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
         Some(C::AllBrokersDown | C::BrokerTransportFailure)
     )
 }
+
+/// The next message, skipping connection churn; any other error (a corrupt
+/// batch, say) fails the test with `context`.
+pub fn poll_message<'a>(
+    consumer: &'a rdkafka::consumer::BaseConsumer,
+    context: impl FnOnce() -> String,
+) -> Option<rdkafka::message::BorrowedMessage<'a>> {
+    match consumer.poll(Duration::from_millis(200))? {
+        Ok(m) => Some(m),
+        Err(e) if is_transient(&e) => None,
+        Err(e) => panic!("consume error {e}; {}", context()),
+    }
+}
