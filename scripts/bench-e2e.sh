@@ -18,6 +18,12 @@ iperf3 -s -p 19301 -1 >/dev/null 2>&1 & iperf=$!
 sleep 0.5
 iperf_mb_s=$(iperf3 -c 127.0.0.1 -p 19301 -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6,1))')
 
+# The disk's sustained write rate: past the kernel's dirty-page limits a
+# produce run is bounded by it, whatever the broker does.
+disk_mb_s=$(dd if=/dev/zero of="$work/dd" bs=1M count=1024 conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1)}')
+disk_unit=$(dd if=/dev/zero of="$work/dd" bs=1M count=1 conv=fdatasync 2>&1 | awk '/copied/ {print $NF}')
+rm -f "$work/dd"
+
 SLUICE_LOG=warn target/release/sluice --cores 1 --listen 127.0.0.1:$port --data-dir "$work/data" \
   --override num.partitions=1 --override message.max.bytes=2000000 & broker=$!
 sleep 1
@@ -26,11 +32,12 @@ result=$(target/release/examples/throughput 127.0.0.1:$port bench "$bytes")
 rss_end=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
 rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$broker/status)
 kill -TERM $broker; wait $broker || true
-python3 - "$result" "$iperf_mb_s" "$rss_start" "$rss_end" "$rss_peak" "$gib" <<'PY'
+python3 - "$result" "$iperf_mb_s" "$rss_start" "$rss_end" "$rss_peak" "$gib" "$disk_mb_s $disk_unit" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); iperf = float(sys.argv[2])
 print(json.dumps({
     "data_gib": int(sys.argv[6]),
+    "disk_sustained_write": sys.argv[7],
     "iperf3_loopback_mb_s": iperf,
     "produce_mb_s": r["produce_mb_s"], "produce_vs_iperf3": round(r["produce_mb_s"] / iperf, 3),
     "consume_mb_s": r["consume_mb_s"], "consume_vs_iperf3": round(r["consume_mb_s"] / iperf, 3),
