@@ -198,17 +198,11 @@ fn check_round_trip(codec: &str) {
             .unwrap();
         let answer = c.offsets_for_times(q, Duration::from_secs(30)).unwrap();
         let found = answer.find_partition(&topic, p).unwrap().offset();
-        match (codec, found) {
-            ("none", Offset::Offset(o)) => {
-                assert_eq!(o, mid_offset, "offset for timestamp, partition {p}")
-            }
-            // Compressed batches are answered at batch granularity.
-            (_, Offset::Offset(o)) => assert!(
-                o <= mid_offset && o > mid_offset - 10_000,
-                "{o} vs {mid_offset}"
-            ),
-            (_, other) => panic!("offset for timestamp: {other:?}"),
-        }
+        assert_eq!(
+            found,
+            Offset::Offset(mid_offset),
+            "offset for timestamp, partition {p}"
+        );
     }
     broker.stop();
 }

@@ -9,6 +9,7 @@
 //! [`messages`]; see `docs/ARCHITECTURE.md` for why the line sits there.
 
 pub mod api_versions;
+pub mod compression;
 pub mod error_code;
 pub mod fetch_response;
 pub mod frame;

@@ -419,8 +419,8 @@ impl PartitionLog {
     }
 
     /// Offset and timestamp of the first record with a timestamp at or
-    /// above `timestamp`. In a compressed batch the batch's first offset is
-    /// returned (finding the record would mean decompressing it).
+    /// above `timestamp`. A compressed batch is decompressed to find the
+    /// record (a cold path: ListOffsets by time, once per consumer seek).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>> {
         for segment in &self.segments {
             let Some((pos, h)) = segment.find_timestamp(timestamp)? else {
@@ -429,11 +429,9 @@ impl PartitionLog {
             if h.base_offset < self.log_start {
                 continue;
             }
-            if h.compression() == Some(Compression::None) {
-                let batch = segment.read_batch(pos, &h)?;
-                if let Some(found) = first_record_at_or_after(&batch, &h, timestamp) {
-                    return Ok(Some(found));
-                }
+            let batch = segment.read_batch(pos, &h)?;
+            if let Some(found) = first_record_at_or_after(&batch, &h, timestamp) {
+                return Ok(Some(found));
             }
             return Ok(Some((h.base_offset, h.max_timestamp)));
         }
@@ -483,8 +481,16 @@ fn first_record_at_or_after(
     h: &BatchHeader,
     timestamp: i64,
 ) -> Option<(Offset, i64)> {
-    let records =
-        decode_records(&batch[BATCH_HEADER_SIZE..], h.records_count.max(0) as usize).ok()?;
+    let section = &batch[BATCH_HEADER_SIZE..];
+    let decompressed;
+    let records = match h.compression()? {
+        Compression::None => section,
+        codec => {
+            decompressed = sluice_protocol::compression::decompress(codec, section).ok()?;
+            &decompressed[..]
+        }
+    };
+    let records = decode_records(records, h.records_count.max(0) as usize).ok()?;
     records.iter().find_map(|r| {
         let ts = h.base_timestamp + r.timestamp_delta;
         (ts >= timestamp).then(|| (h.base_offset.plus(i64::from(r.offset_delta)), ts))

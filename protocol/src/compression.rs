@@ -12,7 +12,7 @@
 //!   64 KiB blocks, as the Java client's `KafkaLZ4BlockOutputStream`.
 //! - zstd: one zstd frame.
 
-use sluice_protocol::record_batch::Compression;
+use crate::record_batch::Compression;
 use std::io::{Read, Write};
 use thiserror::Error;
 
