@@ -3,7 +3,7 @@
 
 pub mod accumulator;
 pub mod admin;
-pub mod compression;
+pub use sluice_protocol::compression;
 pub mod conn;
 pub mod consumer;
 pub mod error;
