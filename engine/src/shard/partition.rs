@@ -17,6 +17,10 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How much of a log's tail is read at start to rebuild producer state:
+/// enough for the last five batches of every producer that wrote recently.
+pub const PRODUCER_STATE_TAIL_BYTES: u64 = 16 << 20;
+
 /// Offsets a fetch response reports with its data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Watermarks {
@@ -46,12 +50,24 @@ pub fn error_code(e: &StorageError) -> ErrorCode {
 }
 
 impl Partition {
+    /// Wraps an opened log. Idempotent-producer state is rebuilt from the
+    /// batches in the last [`PRODUCER_STATE_TAIL_BYTES`] of the log, so a
+    /// producer retrying across a broker restart is still deduplicated.
     pub fn new(topic: String, index: i32, log: PartitionLog) -> Partition {
+        let mut producers = ProducerStates::default();
+        match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
+            Ok(headers) => headers
+                .iter()
+                .for_each(|h| producers.record(h, h.base_offset)),
+            Err(e) => {
+                tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state")
+            }
+        }
         Partition {
             topic,
             index,
             log: RefCell::new(log),
-            producers: RefCell::new(ProducerStates::default()),
+            producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
@@ -211,5 +227,42 @@ impl Partition {
         self.wake_fetchers();
         let dir = self.log.borrow().dir().to_path_buf();
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use sluice_protocol::record_batch::{validate_record_set, BatchBuilder};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// A producer whose batch was appended but whose acknowledgement was
+    /// lost in a broker restart retries it: before producer state was
+    /// rebuilt from the log at start, the retry was appended a second time.
+    #[test]
+    fn retried_batch_after_restart_is_not_appended_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let config = Arc::new(
+            BrokerConfig::default()
+                .topic_config(&BTreeMap::new())
+                .unwrap(),
+        );
+        let mut b = BatchBuilder::new(0).producer(42, 0, 0);
+        b.push(0, None, Some(b"once"), &[]);
+        let batch = b.finish();
+        let summary = validate_record_set(&batch, 1 << 20).unwrap();
+        let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
+        let p = Partition::new("t".into(), 0, log);
+        let (first, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
+        p.flush_now().unwrap();
+        drop(p);
+        let log = PartitionLog::open(&pdir, config, true, Offset(1), Offset(0)).unwrap();
+        let p = Partition::new("t".into(), 0, log);
+        let (retry, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert_eq!(p.watermarks().high_watermark, Offset(1));
     }
 }

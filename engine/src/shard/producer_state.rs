@@ -3,9 +3,10 @@
 //! batch is answered with its original offset instead of being appended
 //! twice, and a gap in sequence numbers is refused.
 //!
-//! The state lives in memory. After a restart a producer's first batch is
-//! accepted whatever its sequence, as Kafka does for a producer whose
-//! state has expired.
+//! The state lives in memory and is rebuilt at start from the batch headers
+//! in the tail of the log (`Partition::new`). A producer not seen there has
+//! its first batch accepted whatever its sequence, as Kafka does for a
+//! producer whose state has expired.
 
 use sluice_protocol::record_batch::BatchHeader;
 use sluice_protocol::{ErrorCode, Offset};

@@ -377,6 +377,12 @@ impl PartitionLog {
             .saturating_sub(1)
     }
 
+    /// Headers of the most recent batches (about the last `tail_bytes` of
+    /// the active segment), to rebuild idempotent-producer state at start.
+    pub fn recent_batches(&self, tail_bytes: u64) -> Result<Vec<BatchHeader>> {
+        self.active().tail_headers(tail_bytes)
+    }
+
     /// Whole batches from the one holding `offset` on, up to `max_bytes`
     /// (the first batch always, whatever its size), never past `upto`
     /// (the high watermark).

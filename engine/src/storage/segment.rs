@@ -365,6 +365,25 @@ impl Segment {
         Ok(next)
     }
 
+    /// Headers of the batches in the last `tail_bytes` or so of the segment,
+    /// in order, starting at an indexed batch boundary.
+    pub fn tail_headers(&self, tail_bytes: u64) -> Result<Vec<BatchHeader>> {
+        let from = self
+            .size
+            .saturating_sub(tail_bytes)
+            .min(u64::from(u32::MAX)) as u32;
+        let mut pos = u64::from(self.index.lookup_position(from)?);
+        let mut out = Vec::new();
+        while let Some(h) = self.read_header(pos)? {
+            pos += h.total_size() as u64;
+            if pos > self.size {
+                break;
+            }
+            out.push(h);
+        }
+        Ok(out)
+    }
+
     /// The header of the batch at `position`, if a whole header is there.
     pub fn read_header(&self, position: u64) -> Result<Option<BatchHeader>> {
         if position + BATCH_HEADER_SIZE as u64 > self.size {
