@@ -415,6 +415,9 @@ impl Producer {
             let (t, p) = parts[(start + i) % n];
             let q = &mut self.topics[t].queues[p as usize];
             let open_before = q.open_bytes();
+            // A ready batch is already counted at its closed size; only a
+            // batch closed here (the open one, after linger) changes the count.
+            let from_open = q.ready.is_empty();
             let drained = q
                 .drain(now, self.linger_ns, self.s.compression, &mut self.scratch)
                 .map_err(|e| ClientError::Encode {
@@ -423,7 +426,9 @@ impl Producer {
                     reason: e.to_string(),
                 })?;
             let Some(batch) = drained else { continue };
-            self.buffered = self.buffered - open_before + q.open_bytes() + batch.footprint();
+            if from_open {
+                self.buffered = self.buffered - open_before + batch.footprint();
+            }
             if size + batch.wire.len() > self.s.max_request_size && !out.is_empty() {
                 q.ready.push_front(batch);
                 break;

@@ -130,19 +130,24 @@ fn send_due(
     let mut bytes = 0;
     let now = clock.now_ns();
     while sent < SEND_BURST {
+        let at = clock.now_ns();
+        // Unpaced, every message is due the moment it is sent. (Comparing
+        // that moment with `now`, read before the loop, stopped every burst
+        // before its first message: max-rate mode sent nothing.)
         let intended = if interval_ns == 0.0 {
-            clock.now_ns()
+            at
         } else {
-            plan.start_ns + (*k as f64 * interval_ns) as u64
+            let t = plan.start_ns + (*k as f64 * interval_ns) as u64;
+            if t > now {
+                break;
+            }
+            t
         };
-        if intended > now {
-            break;
-        }
         let (producer, topic) = &mut plan.producers[(*k % n as u64) as usize];
         let (key, value) = plan.payloads.next(clock.unix_us(intended));
         let len = value.len() as u64;
         if producer
-            .send(*topic, key, value, intended, clock.now_ns(), rec)
+            .send(*topic, key, value, intended, at, rec)
             .is_err()
         {
             return (sent, bytes, true);

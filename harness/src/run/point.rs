@@ -221,8 +221,11 @@ fn spawn_consumers(
                 if parts.is_empty() {
                     continue;
                 }
-                let consumer =
+                let mut consumer =
                     Consumer::new(clock, w.consumer.clone(), &parts, &p.md, p.bootstrap)?;
+                // The max-rate search runs several loads on the same topics:
+                // each run reads only what it produces.
+                consumer.reset_offsets(admin::LATEST)?;
                 let rec = Recorder::new(warmup_end, measure_end);
                 let shared = shared.clone();
                 handles.push(std::thread::spawn(move || {

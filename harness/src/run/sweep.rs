@@ -187,6 +187,18 @@ fn measure_point(
         s.backlog_bytes = 0;
         let out = point::run_load(p, w, &s, interrupt, &mut |_| {}).map_err(|e| e.to_string())?;
         let max = out.produce.messages as f64 / out.window_s.max(1e-9);
+        if max <= 0.0 && !interrupt.load(Ordering::Relaxed) {
+            // Running on would measure an unpaced load again and report it
+            // as a paced one.
+            let why = out
+                .errors
+                .first()
+                .map_or(String::new(), |e| format!(": {e}"));
+            return Err(format!(
+                "the max-rate probe got no message acknowledged in {:.1} s{why}",
+                out.window_s
+            ));
+        }
         rate = max;
         for step in 0..SEARCH_STEPS {
             let candidate = max * (1.0 - 0.1 * f64::from(step));
