@@ -140,14 +140,21 @@ pub fn run_load(
                 test_end = now + spec.test.as_nanos() as u64;
             }
             if let Some((t0, msgs)) = drain {
-                if backlog_result.is_none() && cshared.consumed.load(Ordering::Relaxed) >= msgs {
+                // As in OMB, the backlog counts as drained once at most
+                // (1 - backlogDrainRatio) of it is left, in every subscription.
+                let subs = u64::from(w.subscriptions_per_topic.max(1));
+                let drained = drained_target(msgs, w.backlog_drain_ratio);
+                if backlog_result.is_none()
+                    && cshared.consumed.load(Ordering::Relaxed) >= drained * subs
+                {
                     let secs = (now - t0) as f64 / 1e9;
+                    let share = drained as f64 / msgs.max(1) as f64;
                     backlog_result = Some(BacklogResult {
                         backlog_bytes: spec.backlog_bytes,
                         backlog_messages: msgs,
                         drain_seconds: secs,
-                        drain_rate_msgs: msgs as f64 / secs.max(1e-9),
-                        drain_rate_mb: spec.backlog_bytes as f64 / 1e6 / secs.max(1e-9),
+                        drain_rate_msgs: drained as f64 / secs.max(1e-9),
+                        drain_rate_mb: spec.backlog_bytes as f64 * share / 1e6 / secs.max(1e-9),
                     });
                 }
                 if backlog_result.is_some() && now >= test_end {
@@ -199,6 +206,13 @@ pub fn run_load(
         backlog_result,
         interrupted,
     ))
+}
+
+/// Messages of a backlog of `msgs` (per subscription) that must be read for
+/// it to count as drained: all but `(1 - ratio)` of it.
+pub fn drained_target(msgs: u64, ratio: f64) -> u64 {
+    let left = ((1.0 - ratio.clamp(0.0, 1.0)) * msgs as f64) as u64;
+    msgs - left.min(msgs)
 }
 
 fn spawn_consumers(
@@ -391,5 +405,18 @@ fn empty_totals() -> Totals {
         errors: 0,
         latency: new_hist(),
         delay: new_hist(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drained_target;
+
+    #[test]
+    fn the_drain_ratio_leaves_part_of_the_backlog() {
+        assert_eq!(drained_target(1_000, 1.0), 1_000);
+        assert_eq!(drained_target(1_000, 0.99), 990);
+        assert_eq!(drained_target(1_000, 0.5), 500);
+        assert_eq!(drained_target(0, 0.5), 0);
     }
 }
