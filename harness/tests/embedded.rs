@@ -12,14 +12,7 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
     let text = "name: smoke\npartitionsPerTopic: 2\nmessageSize: 100\nproducerRate: 500\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  compression.type: lz4\nsweep:\n  acks: [1, all]\n";
     let f = parse(Path::new("smoke.yaml"), text, None).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        bootstrap: None,
-        duration: None,
-        out: out.path().to_path_buf(),
-        threads: 1,
-        pin: false,
-        progress: false,
-    };
+    let opts = RunOptions::quiet(out.path().to_path_buf(), None);
     let dir = run_workload(&f, &opts).unwrap();
     let run = read_run_json(&dir).unwrap();
     assert_eq!(run.points.len(), 2);

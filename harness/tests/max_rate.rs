@@ -32,14 +32,7 @@ fn the_max_rate_search_finds_a_rate_and_the_run_produces() {
     let text = "name: max-rate\npartitionsPerTopic: 4\nmessageSize: 100\nsubscriptionsPerTopic: 0\nproducerRate: 0\ntestDurationSeconds: 1\nwarmupDurationSeconds: 0\nproducer:\n  acks: 1\n  linger.ms: 1\n  batch.size: 16384\n";
     let f = parse(Path::new("max-rate.yaml"), text, None).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        bootstrap: Some(broker.addr),
-        duration: None,
-        out: out.path().to_path_buf(),
-        threads: 1,
-        pin: false,
-        progress: false,
-    };
+    let opts = RunOptions::quiet(out.path().to_path_buf(), Some(broker.addr));
     let dir = run_workload(&f, &opts).unwrap();
     let run = read_run_json(&dir).unwrap();
     assert_eq!(run.points.len(), 1);

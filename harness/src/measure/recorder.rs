@@ -34,8 +34,15 @@ pub struct Totals {
     pub delay: Hist,
 }
 
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals::new()
+    }
+}
+
 impl Totals {
-    fn new() -> Totals {
+    /// Nothing counted yet.
+    pub fn new() -> Totals {
         Totals {
             messages: 0,
             bytes: 0,

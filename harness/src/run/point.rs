@@ -12,7 +12,7 @@ use crate::client::consumer::Consumer;
 use crate::client::error::ClientError;
 use crate::client::producer::Producer;
 use crate::measure::clock::Clock;
-use crate::measure::hist::{decode, new_hist, Hist};
+use crate::measure::hist::{decode, Hist};
 use crate::measure::recorder::{IntervalSample, Recorder, Totals, INTERVAL_NS};
 use crate::workload::Workload;
 use std::collections::BTreeMap;
@@ -349,11 +349,11 @@ fn merge(
     backlog: Option<BacklogResult>,
     interrupted: bool,
 ) -> LoadOutcome {
-    let mut pt = empty_totals();
+    let mut pt = Totals::new();
     for r in &produce {
         pt.add(&r.totals);
     }
-    let mut ct = empty_totals();
+    let mut ct = Totals::new();
     for r in &consume {
         ct.add(&r.totals);
     }
@@ -395,16 +395,6 @@ fn merge(
         window_s,
         backlog,
         interrupted,
-    }
-}
-
-fn empty_totals() -> Totals {
-    Totals {
-        messages: 0,
-        bytes: 0,
-        errors: 0,
-        latency: new_hist(),
-        delay: new_hist(),
     }
 }
 

@@ -27,6 +27,21 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
+impl RunOptions {
+    /// One unpinned generator thread and no progress bar, writing under
+    /// `out`: the setting for tests and scripted runs.
+    pub fn quiet(out: PathBuf, bootstrap: Option<SocketAddr>) -> RunOptions {
+        RunOptions {
+            bootstrap,
+            duration: None,
+            out,
+            threads: 1,
+            pin: false,
+            progress: false,
+        }
+    }
+}
+
 /// Max-rate search: an unpaced probe, then open-loop checks stepping down
 /// 10% at a time until the rate is sustained (≥ 95% acknowledged, no errors).
 const SEARCH_STEPS: u32 = 4;
