@@ -5,8 +5,18 @@
 //! ```
 //! With no arguments it serves 127.0.0.1:9092 with data in `./data`.
 //! SIGTERM or SIGINT stops it cleanly.
+//!
+//! ```text
+//! sluice groups list|describe GROUP|delete GROUP [--bootstrap HOST:PORT]
+//! ```
+//! is a client instead: consumer groups, their offsets and lag, from a
+//! running cluster. Its modules (`admin_client`, `groups_cli`) belong to
+//! this binary, not to the broker library.
 
-use clap::Parser;
+mod admin_client;
+mod groups_cli;
+
+use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_engine::broker::Broker;
 use sluice_engine::config::{BrokerConfig, ConfigError};
@@ -17,7 +27,9 @@ use std::process::ExitCode;
 #[command(
     name = "sluice",
     version,
-    about = "A Kafka-compatible, thread-per-core broker"
+    about = "A Kafka-compatible, thread-per-core broker",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
 )]
 struct Args {
     /// TOML file with Kafka config keys (dotted keys or quoted names).
@@ -35,6 +47,17 @@ struct Args {
     /// Any config key, as Kafka's start script takes it: --override flush.messages=1
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Without a command, `sluice` runs the broker.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consumer groups of a running cluster: list, describe (offsets and
+    /// lag), delete.
+    #[command(subcommand)]
+    Groups(groups_cli::GroupsCommand),
 }
 
 fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
@@ -79,6 +102,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::Groups(command)) = &args.command {
+        return groups_cli::run(command);
+    }
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
