@@ -298,6 +298,10 @@ async fn shard_main(
     for topic in snapshot.topics.values() {
         shard.open_topic(topic, false);
     }
+    shard.load_groups();
+    let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
+        Rc::clone(&shard),
+    ));
     let mut tasks = Vec::new();
     for (_peer, rx) in receivers.streams() {
         let shard = Rc::clone(&shard);
@@ -321,6 +325,7 @@ async fn shard_main(
     let accept = glommio::spawn_local(server::accept_loop(Rc::clone(&shard), listener));
     maintenance(&shard).await;
     drop(accept.cancel());
+    drop(timers.cancel());
     shutdown(&shard);
     drop(tasks);
 }

@@ -82,6 +82,20 @@ pub const KEYS: &[Key] = &[
     ),
     broker("log.flush.scheduler.interval.ms", Kind::Long, "1000", 1),
     broker("cluster.id", Kind::Text, "", 0),
+    broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
+    broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 1),
+    broker("offsets.retention.minutes", Kind::Int, "10080", 1),
+    broker(
+        "offsets.retention.check.interval.ms",
+        Kind::Long,
+        "600000",
+        1,
+    ),
+    broker("offset.metadata.max.bytes", Kind::Int, "4096", 0),
+    broker("group.initial.rebalance.delay.ms", Kind::Int, "3000", 0),
+    broker("group.min.session.timeout.ms", Kind::Int, "6000", 0),
+    broker("group.max.session.timeout.ms", Kind::Int, "1800000", 0),
+    broker("group.max.size", Kind::Int, "2147483647", 1),
     topic(
         "cleanup.policy",
         Some("log.cleanup.policy"),
@@ -262,6 +276,8 @@ pub struct TopicConfig {
     pub flush_ms: i64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    /// `cleanup.policy` includes `delete`: retention removes old segments.
+    pub delete_retention: bool,
     pub log_append_time: bool,
     /// The values as strings, every topic key present.
     pub values: BTreeMap<String, (String, Source)>,
@@ -282,6 +298,7 @@ impl TopicConfig {
             flush_ms: Self::long(&values, "flush.ms"),
             retention_ms: Self::long(&values, "retention.ms"),
             retention_bytes: Self::long(&values, "retention.bytes"),
+            delete_retention: values["cleanup.policy"].0.contains("delete"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
             values,
         }
@@ -430,6 +447,21 @@ impl BrokerConfig {
 
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.get_long("log.flush.scheduler.interval.ms") as u64
+    }
+
+    /// Settings of the group coordinator.
+    pub fn group(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            offsets_partitions: self.get_long("offsets.topic.num.partitions") as i32,
+            offsets_segment_bytes: self.get_long("offsets.topic.segment.bytes"),
+            offsets_retention_ms: self.get_long("offsets.retention.minutes") * 60_000,
+            offsets_retention_check_ms: self.get_long("offsets.retention.check.interval.ms"),
+            offset_metadata_max_bytes: self.get_long("offset.metadata.max.bytes") as usize,
+            initial_rebalance_delay_ms: self.get_long("group.initial.rebalance.delay.ms"),
+            min_session_timeout_ms: self.get_long("group.min.session.timeout.ms"),
+            max_session_timeout_ms: self.get_long("group.max.session.timeout.ms"),
+            max_size: self.get_long("group.max.size") as usize,
+        }
     }
 
     pub fn checkpoint_interval_ms(&self) -> u64 {

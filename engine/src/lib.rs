@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod embedded;
+pub mod group;
 pub mod metadata;
 pub mod server;
 pub mod shard;

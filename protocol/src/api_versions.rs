@@ -2,8 +2,10 @@
 //!
 //! Only what is implemented is listed. The minimum versions are those of
 //! Kafka 4.0 (which dropped Produce < 3 and Fetch < 4, i.e. the pre-v2
-//! record formats); the maxima are the versions whose every field Sluice
-//! handles. Clients pick the highest version both sides know.
+//! record formats, and the ZooKeeper-era OffsetCommit < 2 and
+//! OffsetFetch < 1); the maxima are the versions whose every field
+//! Sluice handles, for the group APIs those of Kafka 3.0. Clients pick
+//! the highest version both sides know.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -25,11 +27,22 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 7),
     range(ApiKey::Metadata, 0, 12),
+    range(ApiKey::OffsetCommit, 2, 8),
+    range(ApiKey::OffsetFetch, 1, 8),
+    range(ApiKey::FindCoordinator, 0, 4),
+    range(ApiKey::JoinGroup, 0, 7),
+    range(ApiKey::Heartbeat, 0, 4),
+    range(ApiKey::LeaveGroup, 0, 4),
+    range(ApiKey::SyncGroup, 0, 5),
+    range(ApiKey::DescribeGroups, 0, 5),
+    range(ApiKey::ListGroups, 0, 4),
     range(ApiKey::ApiVersions, 0, 3),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
     range(ApiKey::InitProducerId, 0, 4),
     range(ApiKey::DescribeConfigs, 1, 4),
+    range(ApiKey::DeleteGroups, 0, 2),
+    range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 0),
 ];
 
@@ -63,6 +76,6 @@ mod tests {
     fn lookups() {
         assert!(is_supported(ApiKey::Fetch, 12));
         assert!(!is_supported(ApiKey::Fetch, 13));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
     }
 }

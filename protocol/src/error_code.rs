@@ -49,6 +49,7 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     UnknownProducerId = 59,
+    NonEmptyGroup = 68,
     GroupIdNotFound = 69,
     FetchSessionIdNotFound = 70,
     InvalidFetchSessionEpoch = 71,
@@ -59,6 +60,7 @@ pub enum ErrorCode {
     MemberIdRequired = 79,
     GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
+    GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
@@ -103,7 +105,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 57] = [
+const ALL: [ErrorCode; 59] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -148,6 +150,7 @@ const ALL: [ErrorCode; 57] = [
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::UnknownProducerId,
+    ErrorCode::NonEmptyGroup,
     ErrorCode::GroupIdNotFound,
     ErrorCode::FetchSessionIdNotFound,
     ErrorCode::InvalidFetchSessionEpoch,
@@ -158,6 +161,7 @@ const ALL: [ErrorCode; 57] = [
     ErrorCode::MemberIdRequired,
     ErrorCode::GroupMaxSizeReached,
     ErrorCode::FencedInstanceId,
+    ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,

@@ -38,9 +38,10 @@ enum CloseReason {
 
 /// Serves one connection until the peer closes it or sends garbage.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
+    // As Kafka reports a member's client host in DescribeGroups.
+    let client_host = peer_addr.map_or_else(String::new, |a| format!("/{}", a.ip()));
     if let Err(e) = stream
         .set_nodelay(true)
         .and_then(|()| set_nonblocking(stream.as_raw_fd()).map_err(Into::into))
@@ -49,14 +50,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         return;
     }
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
-    match run(&shard, &mut reader).await {
+    match run(&shard, &mut reader, &client_host).await {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
     }
 }
 
-async fn run(shard: &Rc<Shard>, reader: &mut BufReader<TcpStream>) -> Result<(), CloseReason> {
+async fn run(
+    shard: &Rc<Shard>,
+    reader: &mut BufReader<TcpStream>,
+    client_host: &str,
+) -> Result<(), CloseReason> {
     let max = shard.broker.config.request_max_bytes();
     loop {
         let mut prefix = [0u8; FRAME_HEADER_SIZE];
@@ -71,7 +76,7 @@ async fn run(shard: &Rc<Shard>, reader: &mut BufReader<TcpStream>) -> Result<(),
         let payload = payload.freeze();
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
-        let reply = handlers::handle(shard, &header, body).await?;
+        let reply = handlers::handle(shard, &header, body, client_host).await?;
         write_reply(shard, reader.get_mut(), reply).await?;
     }
 }

@@ -69,6 +69,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     offline: RefCell<HashMap<TopicPartition, Offline>>,
     metadata: RefCell<Arc<Snapshot>>,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::coordinator::Coordinator,
     /// Serializes topic changes (used on shard 0 only).
     pub controller_lock: glommio::sync::Semaphore,
     pub stats: Stats,
@@ -76,7 +78,14 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(broker: Arc<BrokerShared>, senders: Senders<Job>, metadata: Arc<Snapshot>) -> Shard {
+        let mut group_config = broker.config.group();
+        // An existing offsets topic keeps its partition count: groups must
+        // hash to the partitions that hold their records.
+        if let Some(t) = metadata.topic(crate::group::OFFSETS_TOPIC) {
+            group_config.offsets_partitions = t.partitions;
+        }
         Shard {
+            groups: crate::group::coordinator::Coordinator::new(group_config),
             id: senders.peer_id(),
             count: senders.nr_consumers().max(1),
             broker,
@@ -243,6 +252,18 @@ impl Shard {
             self.offline.borrow_mut().retain(|(t, _), _| t != name);
         }
         *self.metadata.borrow_mut() = snapshot;
+    }
+
+    /// Replays the `__consumer_offsets` partitions this shard owns.
+    pub fn load_groups(&self) {
+        let Some(topic) = self.metadata().topic(crate::group::OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        for index in 0..topic.partitions {
+            if self.owner(&topic, index) == self.id {
+                self.groups.load(self, index);
+            }
+        }
     }
 
     /// Recovery points and log start offsets of this shard's partitions.

@@ -190,6 +190,16 @@ impl Partition {
         log.read(offset, max_bytes, log.high_watermark())
     }
 
+    /// Calls `f` with every batch from `from` on (replaying an internal
+    /// topic at start).
+    pub fn for_each_batch(
+        &self,
+        from: Offset,
+        f: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<(), StorageError> {
+        self.log.borrow().for_each_batch(from, f)
+    }
+
     /// A receiver that fires once data at or past `offset` is readable.
     pub fn watch(&self, offset: Offset) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();

@@ -383,6 +383,30 @@ impl PartitionLog {
         self.active().tail_headers(tail_bytes)
     }
 
+    /// Calls `f` with every batch from the one holding `from` to the log
+    /// end, in order: how an internal topic (`__consumer_offsets`) is
+    /// replayed at start. Reads go through `pread`, one batch at a time.
+    pub fn for_each_batch(
+        &self,
+        from: Offset,
+        mut f: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<()> {
+        let from = from.max(self.log_start);
+        for segment in &self.segments[self.segment_index_for(from)..] {
+            let Some((mut pos, _)) = segment.find_batch(from)? else {
+                continue;
+            };
+            while let Some(h) = segment.read_header(pos)? {
+                let batch = segment.read_batch(pos, &h)?;
+                if h.last_offset() >= from {
+                    f(&h, &batch);
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Whole batches from the one holding `offset` on, up to `max_bytes`
     /// (the first batch always, whatever its size), never past `upto`
     /// (the high watermark).
@@ -445,9 +469,13 @@ impl PartitionLog {
     }
 
     /// Deletes whole segments past `retention.ms` / `retention.bytes`,
-    /// never the active one. Returns how many were deleted.
+    /// never the active one, when `cleanup.policy` includes `delete`.
+    /// Returns how many were deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
         let mut deleted = 0;
+        if !self.config.delete_retention {
+            return Ok(0);
+        }
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             let by_time = self.config.retention_ms >= 0

@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod group;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -56,6 +57,8 @@ pub struct Ctx<'a> {
     pub shard: &'a Rc<Shard>,
     pub api: ApiKey,
     pub header: &'a RequestHeader,
+    /// The client's address as `/IP`, as group descriptions show it.
+    pub client_host: &'a str,
 }
 
 impl Ctx<'_> {
@@ -117,10 +120,16 @@ pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     body: Bytes,
+    client_host: &str,
 ) -> Result<Reply, HandlerError> {
     let api =
         sluice_protocol::header::api_key(header.api_key).expect("header parsing checked the key");
-    let ctx = Ctx { shard, api, header };
+    let ctx = Ctx {
+        shard,
+        api,
+        header,
+        client_host,
+    };
     if api == ApiKey::ApiVersions {
         return api_versions::handle(&ctx, body);
     }
@@ -143,6 +152,17 @@ pub async fn handle(
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body),
+        ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
+        ApiKey::JoinGroup => group::join_group(&ctx, body).await,
+        ApiKey::SyncGroup => group::sync_group(&ctx, body).await,
+        ApiKey::Heartbeat => group::heartbeat(&ctx, body).await,
+        ApiKey::LeaveGroup => group::leave_group(&ctx, body).await,
+        ApiKey::OffsetCommit => group::offset_commit(&ctx, body).await,
+        ApiKey::OffsetFetch => group::offset_fetch(&ctx, body).await,
+        ApiKey::ListGroups => group::list_groups(&ctx, body).await,
+        ApiKey::DescribeGroups => group::describe_groups(&ctx, body).await,
+        ApiKey::DeleteGroups => group::delete_groups(&ctx, body).await,
+        ApiKey::OffsetDelete => group::offset_delete(&ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

@@ -1,0 +1,775 @@
+//! The group coordinator of one shard: the groups whose
+//! `__consumer_offsets` partition this shard owns.
+//!
+//! It wraps [`Group`] with what the state machine leaves out: parked
+//! JoinGroup/SyncGroup requests waiting on oneshot channels, appends to
+//! the offsets partition (local to this shard by construction), replay of
+//! that partition at start, and a timer task. A commit is answered once
+//! its record is appended under the offsets topic's flush policy; after
+//! a kill -9 the page cache still holds it, as it does for produced data.
+
+use super::records::{GroupValue, Key, OffsetValue};
+use super::state::{Committed, Completion, Group, GroupState, JoinRequest, JoinResult};
+use super::state::{SyncRequest, SyncResult, SyncStep, Ticket};
+use super::{GroupConfig, OFFSETS_TOPIC};
+use crate::shard::partition::now_ms;
+use crate::shard::Shard;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use sluice_protocol::record_batch::{
+    decode_records, validate_record_set, BatchBuilder, BatchHeader, Compression, BATCH_HEADER_SIZE,
+};
+use sluice_protocol::{ErrorCode, Offset};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How often group timers run: sessions are seconds long, so 10 ms adds
+/// nothing noticeable to a rebalance and costs microseconds per tick.
+pub const TICK: Duration = Duration::from_millis(10);
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResult>),
+    Sync(oneshot::Sender<SyncResult>),
+}
+
+/// A record to append: key and value (`None` for a tombstone).
+type Record = (Vec<u8>, Option<Vec<u8>>);
+
+/// One partition's offsets in an OffsetCommit.
+#[derive(Clone, Debug)]
+pub struct CommitPartition {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// An OffsetCommit, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct CommitRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub topics: Vec<(String, Vec<CommitPartition>)>,
+}
+
+/// A committed offset as OffsetFetch reports it (-1 when none).
+#[derive(Clone, Debug)]
+pub struct FetchedOffset {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// A group as DescribeGroups reports it.
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// Per-shard coordinator state.
+pub struct Coordinator {
+    pub config: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    waiters: RefCell<HashMap<Ticket, Waiter>>,
+    next_ticket: Cell<Ticket>,
+}
+
+fn bad_timeout(cfg: &GroupConfig, session_timeout_ms: i32) -> bool {
+    let t = i64::from(session_timeout_ms);
+    t < cfg.min_session_timeout_ms || t > cfg.max_session_timeout_ms
+}
+
+/// Maps a failed append to what a group request reports.
+fn store_error(e: ErrorCode) -> ErrorCode {
+    match e {
+        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+            ErrorCode::InvalidCommitOffsetSize
+        }
+        ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+        _ => ErrorCode::CoordinatorNotAvailable,
+    }
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Coordinator {
+        Coordinator {
+            config,
+            groups: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::new()),
+            next_ticket: Cell::new(0),
+        }
+    }
+
+    fn ticket(&self, waiter: Waiter) -> Ticket {
+        let t = self.next_ticket.get();
+        self.next_ticket.set(t + 1);
+        self.waiters.borrow_mut().insert(t, waiter);
+        t
+    }
+
+    /// Sends the group's finished answers and stores its record if a
+    /// transition asked for it.
+    fn deliver(&self, shard: &Rc<Shard>, group_id: &str) {
+        let (completions, store) = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(g) = groups.get_mut(group_id) else {
+                return;
+            };
+            let store = g.take_needs_store().then(|| g.stored_value(None));
+            (g.take_completions(), store)
+        };
+        let mut waiters = self.waiters.borrow_mut();
+        for c in completions {
+            match c {
+                Completion::Join(t, r) => {
+                    if let Some(Waiter::Join(tx)) = waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Completion::Sync(t, r) => {
+                    if let Some(Waiter::Sync(tx)) = waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        }
+        drop(waiters);
+        if let Some(value) = store {
+            let (shard, id) = (Rc::clone(shard), group_id.to_string());
+            glommio::spawn_local(async move {
+                let records = vec![group_record(&id, Some(&value))];
+                let partition = shard.groups.partition_of(&id);
+                if let Err(e) = append(&shard, partition, records).await {
+                    tracing::warn!(group = %id, error = ?e, "storing group metadata failed");
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn partition_of(&self, group_id: &str) -> i32 {
+        super::partition_for(group_id, self.config.offsets_partitions)
+    }
+
+    /// JoinGroup: resolves when the group answers.
+    pub async fn join(&self, shard: &Rc<Shard>, group_id: String, req: JoinRequest) -> JoinResult {
+        if group_id.is_empty() {
+            return JoinResult::error(ErrorCode::InvalidGroupId, &req.member_id);
+        }
+        if bad_timeout(&self.config, req.session_timeout_ms) {
+            return JoinResult::error(ErrorCode::InvalidSessionTimeout, &req.member_id);
+        }
+        {
+            let mut groups = self.groups.borrow_mut();
+            if !groups.contains_key(&group_id) {
+                if !req.member_id.is_empty() {
+                    return JoinResult::error(ErrorCode::UnknownMemberId, &req.member_id);
+                }
+                groups.insert(group_id.clone(), Group::new(&group_id, now_ms()));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let ticket = self.ticket(Waiter::Join(tx));
+        let member_id = req.member_id.clone();
+        if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+            g.join(req, ticket, now_ms(), &self.config);
+        }
+        self.deliver(shard, &group_id);
+        rx.await
+            .unwrap_or_else(|_| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id))
+    }
+
+    /// SyncGroup: followers wait for the leader; the leader's assignment
+    /// is stored before anyone gets it.
+    pub async fn sync(&self, shard: &Rc<Shard>, group_id: String, req: SyncRequest) -> SyncResult {
+        let (tx, rx) = oneshot::channel();
+        let ticket = self.ticket(Waiter::Sync(tx));
+        let now = now_ms();
+        let step = self
+            .groups
+            .borrow_mut()
+            .get_mut(&group_id)
+            .map(|g| (g.sync(req, ticket, now), g.generation()));
+        let Some((step, generation)) = step else {
+            self.waiters.borrow_mut().remove(&ticket);
+            return SyncResult::error(ErrorCode::UnknownMemberId);
+        };
+        self.deliver(shard, &group_id);
+        if let SyncStep::Store(value) = step {
+            let records = vec![group_record(&group_id, Some(&value))];
+            let stored = append(shard, self.partition_of(&group_id), records)
+                .await
+                .map(|_| ())
+                .map_err(store_error);
+            if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+                g.sync_stored(generation, stored, now_ms(), &self.config);
+            }
+            self.deliver(shard, &group_id);
+        }
+        rx.await
+            .unwrap_or_else(|_| SyncResult::error(ErrorCode::CoordinatorNotAvailable))
+    }
+
+    pub fn heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> ErrorCode {
+        let code = match self.groups.borrow_mut().get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            None => ErrorCode::UnknownMemberId,
+        };
+        self.deliver(shard, group_id);
+        code
+    }
+
+    /// LeaveGroup for each (member id, instance id); one code each.
+    pub fn leave(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<ErrorCode> {
+        let codes = match self.groups.borrow_mut().get_mut(group_id) {
+            Some(g) => members
+                .iter()
+                .map(|(m, i)| g.leave(m, i.as_deref(), now_ms(), &self.config))
+                .collect(),
+            None => vec![ErrorCode::UnknownMemberId; members.len()],
+        };
+        self.deliver(shard, group_id);
+        codes
+    }
+
+    /// OffsetCommit: validates membership and every partition, appends one
+    /// batch, then applies what was appended.
+    pub async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        req: CommitRequest,
+    ) -> Vec<(String, Vec<(i32, ErrorCode)>)> {
+        let all = |code: ErrorCode| {
+            req.topics
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+                .collect()
+        };
+        if group_id.is_empty() {
+            return all(ErrorCode::InvalidGroupId);
+        }
+        let now = now_ms();
+        let checked = {
+            let mut groups = self.groups.borrow_mut();
+            if !groups.contains_key(&group_id) {
+                if req.generation >= 0 {
+                    return all(ErrorCode::IllegalGeneration);
+                }
+                groups.insert(group_id.clone(), Group::new(&group_id, now));
+            }
+            let g = groups.get_mut(&group_id).expect("inserted");
+            g.check_commit(
+                &req.member_id,
+                req.instance_id.as_deref(),
+                req.generation,
+                now,
+            )
+        };
+        if let Err(code) = checked {
+            return all(code);
+        }
+        let metadata = shard.metadata();
+        let mut results = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partitions) in &req.topics {
+            let known = metadata.topic(topic).map_or(0, |t| t.partitions);
+            let mut codes = Vec::new();
+            for p in partitions {
+                let code = if p.partition < 0 || p.partition >= known {
+                    ErrorCode::UnknownTopicOrPartition
+                } else if p.metadata.len() > self.config.offset_metadata_max_bytes {
+                    ErrorCode::OffsetMetadataTooLarge
+                } else {
+                    accepted.push((topic.clone(), p.clone()));
+                    ErrorCode::None
+                };
+                codes.push((p.partition, code));
+            }
+            results.push((topic.clone(), codes));
+        }
+        if accepted.is_empty() {
+            return results;
+        }
+        let records = accepted
+            .iter()
+            .map(|(t, p)| offset_record(&group_id, t, p, now))
+            .collect();
+        match append(shard, self.partition_of(&group_id), records).await {
+            Ok(base) => {
+                if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+                    for (i, (t, p)) in accepted.iter().enumerate() {
+                        let value = offset_value(p, now);
+                        let log_offset = base + i as i64;
+                        g.apply_offset(t, p.partition, Committed { value, log_offset });
+                    }
+                }
+            }
+            Err(e) => {
+                let code = store_error(e);
+                for (_, codes) in &mut results {
+                    for (_, c) in codes.iter_mut().filter(|(_, c)| *c == ErrorCode::None) {
+                        *c = code;
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// OffsetFetch: the requested partitions, or every committed one.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<FetchedOffset>)> {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id);
+        let found = |t: &str, p: i32| {
+            let c = group.and_then(|g| g.offsets.get(&(t.to_string(), p)));
+            FetchedOffset {
+                partition: p,
+                offset: c.map_or(-1, |c| c.value.offset),
+                leader_epoch: c.map_or(-1, |c| c.value.leader_epoch),
+                metadata: c.map(|c| c.value.metadata.clone()).unwrap_or_default(),
+            }
+        };
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    let offsets = ps.iter().map(|&p| found(&t, p)).collect();
+                    (t, offsets)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (t, p) in group.map(|g| g.offsets.keys()).into_iter().flatten() {
+                    by_topic.entry(t.clone()).or_default().push(*p);
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(t, mut ps)| {
+                        ps.sort_unstable();
+                        let offsets = ps.iter().map(|&p| found(&t, p)).collect();
+                        (t, offsets)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// DescribeGroups for one group; a group this shard does not hold is
+    /// Dead, as Kafka reports it.
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.groups.borrow();
+        let Some(g) = groups.get(group_id) else {
+            return GroupDescription {
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            };
+        };
+        let stable = g.state() == GroupState::Stable;
+        let protocol = g.protocol().unwrap_or_default().to_string();
+        GroupDescription {
+            state: g.state(),
+            protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+            protocol: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// ListGroups: (group id, protocol type, state) of every group here.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        self.groups
+            .borrow()
+            .values()
+            .filter(|g| g.state() != GroupState::Dead)
+            .map(|g| {
+                let t = g.protocol_type().unwrap_or_default().to_string();
+                (g.id.clone(), t, g.state())
+            })
+            .collect()
+    }
+
+    /// DeleteGroups for one group: only an Empty group can go; its
+    /// offsets and metadata get tombstones.
+    pub async fn delete_group(&self, shard: &Rc<Shard>, group_id: String) -> ErrorCode {
+        let records = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(&group_id) else {
+                return ErrorCode::GroupIdNotFound;
+            };
+            match g.state() {
+                GroupState::Dead => return ErrorCode::GroupIdNotFound,
+                GroupState::Empty => {}
+                _ => return ErrorCode::NonEmptyGroup,
+            }
+            let mut records: Vec<Record> = g
+                .offsets
+                .keys()
+                .map(|(t, p)| offset_tombstone(&group_id, t, *p))
+                .collect();
+            records.push(group_record(&group_id, None));
+            records
+        };
+        if let Err(e) = append(shard, self.partition_of(&group_id), records).await {
+            return store_error(e);
+        }
+        if let Some(mut g) = self.groups.borrow_mut().remove(&group_id) {
+            g.kill(now_ms());
+        }
+        self.deliver(shard, &group_id);
+        ErrorCode::None
+    }
+
+    /// OffsetDelete: the top-level error, then one code per partition.
+    /// Offsets of topics an active consumer group subscribes to stay.
+    pub async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> (ErrorCode, Vec<(String, Vec<(i32, ErrorCode)>)>) {
+        let (subscribed, deletable) = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups
+                .get(&group_id)
+                .filter(|g| g.state() != GroupState::Dead)
+            else {
+                return (ErrorCode::GroupIdNotFound, Vec::new());
+            };
+            if g.has_members() && g.protocol_type() != Some("consumer") {
+                return (ErrorCode::NonEmptyGroup, Vec::new());
+            }
+            let subscribed = subscribed_topics(g);
+            let deletable: Vec<(String, i32)> = topics
+                .iter()
+                .filter(|(t, _)| !subscribed.contains(t))
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+                .filter(|k| g.offsets.contains_key(k))
+                .collect();
+            (subscribed, deletable)
+        };
+        let mut code_for_deleted = ErrorCode::None;
+        if !deletable.is_empty() {
+            let records = deletable
+                .iter()
+                .map(|(t, p)| offset_tombstone(&group_id, t, *p))
+                .collect();
+            match append(shard, self.partition_of(&group_id), records).await {
+                Ok(base) => {
+                    if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+                        for (i, (t, p)) in deletable.iter().enumerate() {
+                            g.remove_offset(t, *p, base + i as i64);
+                        }
+                    }
+                }
+                Err(e) => code_for_deleted = store_error(e),
+            }
+        }
+        let results = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let code = if subscribed.contains(&t) {
+                    ErrorCode::GroupSubscribedToTopic
+                } else {
+                    code_for_deleted
+                };
+                let codes = ps.into_iter().map(|p| (p, code)).collect();
+                (t, codes)
+            })
+            .collect();
+        (ErrorCode::None, results)
+    }
+
+    /// Replays one `__consumer_offsets` partition into groups, at start.
+    pub fn load(&self, shard: &Shard, partition: i32) {
+        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+            return;
+        };
+        let now = now_ms();
+        let mut groups = self.groups.borrow_mut();
+        let (mut records, mut bad) = (0u64, 0u64);
+        let result = p.for_each_batch(Offset(0), |h, batch| {
+            for_each_record(h, batch, |offset, key, value| {
+                records += 1;
+                if replay(&mut groups, offset, key, value, now).is_err() {
+                    bad += 1;
+                }
+            });
+        });
+        if let Err(e) = result {
+            tracing::error!(partition, error = %e, "replaying __consumer_offsets");
+        }
+        groups.retain(|_, g| !g.is_removable());
+        if records > 0 {
+            tracing::info!(
+                partition,
+                records,
+                undecodable = bad,
+                groups = groups.len(),
+                "loaded groups"
+            );
+        }
+    }
+
+    /// Runs group timers and offset expiry until the broker stops.
+    pub async fn run_timers(shard: Rc<Shard>) {
+        let c = &shard.groups;
+        let mut last_expiry = now_ms();
+        while !shard.broker.stopping() {
+            glommio::timer::sleep(TICK).await;
+            if c.groups.borrow().is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let ids: Vec<String> = c.groups.borrow().keys().cloned().collect();
+            for id in &ids {
+                if let Some(g) = c.groups.borrow_mut().get_mut(id) {
+                    g.tick(now, &c.config);
+                }
+                c.deliver(&shard, id);
+            }
+            if now - last_expiry >= c.config.offsets_retention_check_ms {
+                last_expiry = now;
+                c.expire_offsets(&shard, now).await;
+            }
+        }
+    }
+
+    /// Drops expired offsets (with tombstones) and groups left with
+    /// nothing.
+    async fn expire_offsets(&self, shard: &Rc<Shard>, now: i64) {
+        let expired: Vec<(String, Vec<(String, i32)>)> = self
+            .groups
+            .borrow()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.expired_offsets(now, self.config.offsets_retention_ms),
+                )
+            })
+            .filter(|(_, e)| !e.is_empty())
+            .collect();
+        for (group_id, keys) in expired {
+            let mut records: Vec<Record> = keys
+                .iter()
+                .map(|(t, p)| offset_tombstone(&group_id, t, *p))
+                .collect();
+            let remaining = self
+                .groups
+                .borrow()
+                .get(&group_id)
+                .map_or(0, |g| g.offsets.len());
+            if remaining == keys.len() {
+                records.push(group_record(&group_id, None));
+            }
+            match append(shard, self.partition_of(&group_id), records).await {
+                Ok(base) => {
+                    if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
+                        for (i, (t, p)) in keys.iter().enumerate() {
+                            g.remove_offset(t, *p, base + i as i64);
+                        }
+                    }
+                    tracing::info!(group = %group_id, offsets = keys.len(), "expired committed offsets");
+                }
+                Err(e) => tracing::warn!(group = %group_id, error = ?e, "expiring offsets failed"),
+            }
+        }
+        self.groups.borrow_mut().retain(|_, g| !g.is_removable());
+    }
+}
+
+/// Topics the members of a consumer group subscribe to, from their
+/// ConsumerProtocolSubscription metadata.
+fn subscribed_topics(g: &Group) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let protocol = g.protocol().unwrap_or_default();
+    let mut topics = Vec::new();
+    for m in g.members() {
+        let mut b = m.metadata(protocol);
+        if b.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+        bytes::Buf::advance(&mut b, 2);
+        if let Ok(s) = ConsumerProtocolSubscription::decode(&mut b, version) {
+            topics.extend(s.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+fn offset_value(p: &CommitPartition, now: i64) -> OffsetValue {
+    OffsetValue {
+        offset: p.offset,
+        leader_epoch: p.leader_epoch,
+        metadata: p.metadata.clone(),
+        commit_timestamp_ms: now,
+    }
+}
+
+fn offset_record(group: &str, topic: &str, p: &CommitPartition, now: i64) -> Record {
+    let key = Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition: p.partition,
+    };
+    (key.encode(), Some(offset_value(p, now).encode()))
+}
+
+fn offset_tombstone(group: &str, topic: &str, partition: i32) -> Record {
+    let key = Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    (key.encode(), None)
+}
+
+fn group_record(group: &str, value: Option<&GroupValue>) -> Record {
+    let key = Key::Group {
+        group: group.to_string(),
+    };
+    (key.encode(), value.map(GroupValue::encode))
+}
+
+/// Appends records as one batch to the group's offsets partition, which
+/// this shard owns. Returns the offset of the first record.
+async fn append(shard: &Rc<Shard>, partition: i32, records: Vec<Record>) -> Result<i64, ErrorCode> {
+    let p = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let now = now_ms();
+    let mut b = BatchBuilder::new(now);
+    for (k, v) in &records {
+        b.push(now, Some(k), v.as_deref(), &[]);
+    }
+    let batch = b.finish();
+    let summary = validate_record_set(&batch, usize::MAX).map_err(|_| ErrorCode::CorruptMessage)?;
+    let (info, _) = p.append(&batch, &summary).await?;
+    Ok(info.base_offset.0)
+}
+
+/// Calls `f(offset, key, value)` for each record of a stored batch.
+fn for_each_record(h: &BatchHeader, batch: &[u8], mut f: impl FnMut(i64, &[u8], Option<&[u8]>)) {
+    if h.is_control() || batch.len() < BATCH_HEADER_SIZE {
+        return;
+    }
+    let section = &batch[BATCH_HEADER_SIZE..];
+    let decompressed;
+    let records = match h.compression() {
+        Some(Compression::None) => section,
+        Some(codec) => match sluice_protocol::compression::decompress(codec, section) {
+            Ok(d) => {
+                decompressed = d;
+                &decompressed[..]
+            }
+            Err(_) => return,
+        },
+        None => return,
+    };
+    let Ok(records) = decode_records(records, h.records_count.max(0) as usize) else {
+        return;
+    };
+    for r in records {
+        if let Some(key) = r.key {
+            f(h.base_offset.0 + i64::from(r.offset_delta), key, r.value);
+        }
+    }
+}
+
+/// Applies one replayed record.
+fn replay(
+    groups: &mut HashMap<String, Group>,
+    log_offset: i64,
+    key: &[u8],
+    value: Option<&[u8]>,
+    now: i64,
+) -> Result<(), sluice_protocol::primitives::DecodeError> {
+    let key = Key::decode(key)?;
+    let id = key.group().to_string();
+    let g = groups
+        .entry(id.clone())
+        .or_insert_with(|| Group::new(&id, now));
+    match (key, value) {
+        (
+            Key::Offset {
+                topic, partition, ..
+            },
+            Some(v),
+        ) => {
+            let value = OffsetValue::decode(v)?;
+            g.apply_offset(&topic, partition, Committed { value, log_offset });
+        }
+        (
+            Key::Offset {
+                topic, partition, ..
+            },
+            None,
+        ) => g.remove_offset(&topic, partition, log_offset),
+        (Key::Group { .. }, Some(v)) => g.restore(&GroupValue::decode(v)?, now),
+        (Key::Group { .. }, None) => {
+            groups.remove(&id);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+//! DeleteGroups, OffsetDelete.
+//!
+//! Each decodes here, on the connection's shard, and runs on the shard
+//! that coordinates the group (see [`crate::group`]); the decoded request
+//! and the plain answer cross shards, the encoding stays here.
+
+use super::{Ctx, HandlerError, Reply};
+use crate::group::coordinator::{CommitPartition, CommitRequest};
+use crate::group::state::{JoinRequest, SyncRequest};
+use crate::group::{partition_for, OFFSETS_TOPIC};
+use crate::metadata::TopicMeta;
+use crate::shard::controller::{self, NewTopic};
+use crate::shard::Shard;
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::ErrorCode;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Authorized operations, when not asked for (Kafka's sentinel).
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+/// FindCoordinator key type of a consumer group.
+const KEY_TYPE_GROUP: i8 = 0;
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// The offsets topic, created on first use as Kafka does: compacted,
+/// with `offsets.topic.num.partitions` partitions.
+async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
+    if let Some(t) = shard.metadata().topic(OFFSETS_TOPIC) {
+        return Ok(Arc::clone(t));
+    }
+    let cfg = &shard.groups.config;
+    let overrides = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "segment.bytes".to_string(),
+            cfg.offsets_segment_bytes.to_string(),
+        ),
+    ]);
+    let new = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: cfg.offsets_partitions,
+        replication_factor: 1,
+        overrides,
+    };
+    match controller::create_topic(shard, new).await {
+        Ok(t) => Ok(t),
+        Err((ErrorCode::TopicAlreadyExists, _)) => shard
+            .metadata()
+            .topic(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable),
+        Err((code, message)) => {
+            tracing::error!(?code, %message, "creating {OFFSETS_TOPIC}");
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
+    }
+}
+
+/// Runs `f` on the shard coordinating `group_id`.
+async fn on_coordinator<R, F, Fut>(ctx: &Ctx<'_>, group_id: &str, f: F) -> Result<R, ErrorCode>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let topic = offsets_topic(ctx.shard).await?;
+    let owner = ctx
+        .shard
+        .owner(&topic, partition_for(group_id, topic.partitions));
+    ctx.shard
+        .invoke_on(owner, f)
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+}
+
+/// Runs `f` on every shard, collecting the answers.
+async fn on_every_shard<R, F, Fut>(ctx: &Ctx<'_>, f: F) -> Vec<R>
+where
+    R: Send + 'static,
+    F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let mut out = Vec::new();
+    for target in 0..ctx.shard.count {
+        if let Ok(r) = ctx.shard.invoke_on(target, f.clone()).await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: FindCoordinatorRequest = ctx.decode(body)?;
+    let keys: Vec<StrBytes> = if ctx.version() >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let (host, port) = ctx.shard.broker.config.advertised.clone();
+    let node = ctx.shard.broker.config.node_id;
+    let mut coordinators = Vec::new();
+    for key in keys {
+        let mut c = Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(kafka_protocol::messages::BrokerId(-1));
+        let code = if req.key_type != KEY_TYPE_GROUP {
+            c.error_message = Some(s("Sluice has no transaction coordinator"));
+            ErrorCode::CoordinatorNotAvailable
+        } else if key.is_empty() {
+            ErrorCode::InvalidRequest
+        } else {
+            match offsets_topic(ctx.shard).await {
+                Ok(_) => {
+                    c.node_id = kafka_protocol::messages::BrokerId(node);
+                    c.host = s(host.clone());
+                    c.port = i32::from(port);
+                    ErrorCode::None
+                }
+                Err(code) => code,
+            }
+        };
+        c.error_code = code.code();
+        coordinators.push(c);
+    }
+    let mut resp = FindCoordinatorResponse::default();
+    if ctx.version() >= 4 {
+        resp.coordinators = coordinators;
+    } else if let Some(c) = coordinators.pop() {
+        resp.error_code = c.error_code;
+        resp.error_message = c.error_message;
+        resp.node_id = c.node_id;
+        resp.host = c.host;
+        resp.port = c.port;
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn join_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: JoinGroupRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        client_id: ctx.header.client_id.clone().unwrap_or_default(),
+        client_host: ctx.client_host.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if ctx.version() >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: ctx.version() >= 4,
+    };
+    let member_id = join.member_id.clone();
+    let id = group_id.clone();
+    let result = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.join(&c, id, join).await
+    })
+    .await
+    .unwrap_or_else(|code| crate::group::state::JoinResult::error(code, &member_id));
+    let resp = JoinGroupResponse::default()
+        .with_error_code(result.error.code())
+        .with_generation_id(result.generation)
+        .with_protocol_type(result.protocol_type.map(s))
+        .with_protocol_name(if ctx.version() >= 7 {
+            result.protocol.map(s)
+        } else {
+            Some(s(result.protocol.unwrap_or_default()))
+        })
+        .with_leader(s(result.leader))
+        .with_member_id(s(result.member_id))
+        .with_members(
+            result
+                .members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(s(m.member_id))
+                        .with_group_instance_id(m.instance_id.map(s))
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        );
+    ctx.respond(&resp)
+}
+
+pub async fn sync_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: SyncGroupRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let sync = SyncRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: req.generation_id,
+        protocol_type: req.protocol_type.as_ref().map(|p| p.to_string()),
+        protocol: req.protocol_name.as_ref().map(|p| p.to_string()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let id = group_id.clone();
+    let result = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.sync(&c, id, sync).await
+    })
+    .await
+    .unwrap_or_else(crate::group::state::SyncResult::error);
+    let resp = SyncGroupResponse::default()
+        .with_error_code(result.error.code())
+        .with_protocol_type(result.protocol_type.map(s))
+        .with_protocol_name(result.protocol.map(s))
+        .with_assignment(result.assignment);
+    ctx.respond(&resp)
+}
+
+pub async fn heartbeat(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: HeartbeatRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let (id, member) = (group_id.clone(), req.member_id.to_string());
+    let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
+    let generation = req.generation_id;
+    let code = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups
+            .heartbeat(&c, &id, &member, instance.as_deref(), generation)
+    })
+    .await
+    .unwrap_or_else(|code| code);
+    ctx.respond(&HeartbeatResponse::default().with_error_code(code.code()))
+}
+
+pub async fn leave_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: LeaveGroupRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let members: Vec<(String, Option<String>)> = if ctx.version() >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                let instance = m.group_instance_id.as_ref().map(|i| i.to_string());
+                (m.member_id.to_string(), instance)
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let (id, asked) = (group_id.clone(), members.clone());
+    let codes = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.leave(&c, &id, &asked)
+    })
+    .await
+    .unwrap_or_else(|code| vec![code; members.len()]);
+    let mut resp = LeaveGroupResponse::default();
+    if ctx.version() >= 3 {
+        resp.members = members
+            .into_iter()
+            .zip(&codes)
+            .map(|((m, i), code)| {
+                MemberResponse::default()
+                    .with_member_id(s(m))
+                    .with_group_instance_id(i.map(s))
+                    .with_error_code(code.code())
+            })
+            .collect();
+    } else {
+        resp.error_code = codes.first().map_or(0, |c| c.code());
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: OffsetCommitRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let commit = CommitRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: req.generation_id_or_member_epoch,
+        topics: req
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| CommitPartition {
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                (t.name.to_string(), partitions)
+            })
+            .collect(),
+    };
+    let fallback = commit.clone();
+    let id = group_id.clone();
+    let results = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.commit(&c, id, commit).await
+    })
+    .await
+    .unwrap_or_else(|code| {
+        fallback
+            .topics
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+            .collect()
+    });
+    let topics = results
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// Committed offsets of one group: per topic, (partition, offset,
+/// leader epoch, metadata), or the error for the whole group.
+type Fetched = Result<Vec<(String, Vec<crate::group::coordinator::FetchedOffset>)>, ErrorCode>;
+
+async fn fetch_group(
+    ctx: &Ctx<'_>,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Fetched {
+    let id = group_id.clone();
+    on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.fetch_offsets(&id, topics)
+    })
+    .await
+}
+
+pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: OffsetFetchRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    if v >= 8 {
+        let mut groups = Vec::new();
+        for g in &req.groups {
+            let topics = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let fetched = fetch_group(ctx, g.group_id.to_string(), topics).await;
+            let (code, topics) = match fetched {
+                Ok(t) => (ErrorCode::None, t),
+                Err(code) => (code, Vec::new()),
+            };
+            let topics = topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p.partition)
+                                        .with_committed_offset(p.offset)
+                                        .with_committed_leader_epoch(p.leader_epoch)
+                                        .with_metadata(Some(s(p.metadata)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(code.code())
+                    .with_topics(topics),
+            );
+        }
+        return ctx.respond(&OffsetFetchResponse::default().with_groups(groups));
+    }
+    let topics = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (code, fetched) = match fetch_group(ctx, req.group_id.to_string(), topics).await {
+        Ok(t) => (ErrorCode::None, t),
+        Err(code) => (code, Vec::new()),
+    };
+    let topics = fetched
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p.partition)
+                                .with_committed_offset(p.offset)
+                                .with_committed_leader_epoch(p.leader_epoch)
+                                .with_metadata(Some(s(p.metadata)))
+                                .with_error_code(if v < 2 { code.code() } else { 0 })
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut resp = OffsetFetchResponse::default().with_topics(topics);
+    if v >= 2 {
+        resp.error_code = code.code();
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn list_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: ListGroupsRequest = ctx.decode(body)?;
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let lists = on_every_shard(ctx, |c: Rc<Shard>| async move { c.groups.list() }).await;
+    let groups = lists
+        .into_iter()
+        .flatten()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(s(id)))
+                .with_protocol_type(s(protocol_type))
+                .with_group_state(s(state.name()))
+        })
+        .collect();
+    ctx.respond(&ListGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: DescribeGroupsRequest = ctx.decode(body)?;
+    let mut groups = Vec::new();
+    for group_id in &req.groups {
+        let id = group_id.to_string();
+        let asked = id.clone();
+        let described =
+            on_coordinator(ctx, &id, move |c| async move { c.groups.describe(&asked) }).await;
+        let mut g = DescribedGroup::default()
+            .with_group_id(group_id.clone())
+            .with_authorized_operations(OPERATIONS_OMITTED);
+        match described {
+            Ok(d) => {
+                g.group_state = s(d.state.name());
+                g.protocol_type = s(d.protocol_type);
+                g.protocol_data = s(d.protocol);
+                g.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(s(m.member_id))
+                            .with_group_instance_id(m.instance_id.map(s))
+                            .with_client_id(s(m.client_id))
+                            .with_client_host(s(m.client_host))
+                            .with_member_metadata(m.metadata)
+                            .with_member_assignment(m.assignment)
+                    })
+                    .collect();
+            }
+            Err(code) => g.error_code = code.code(),
+        }
+        groups.push(g);
+    }
+    ctx.respond(&DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn delete_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: DeleteGroupsRequest = ctx.decode(body)?;
+    let mut results = Vec::new();
+    for group_id in &req.groups_names {
+        let id = group_id.to_string();
+        let asked = id.clone();
+        let code = on_coordinator(ctx, &id, move |c| async move {
+            c.groups.delete_group(&c, asked).await
+        })
+        .await
+        .unwrap_or_else(|code| code);
+        results.push(
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(group_id.clone())
+                .with_error_code(code.code()),
+        );
+    }
+    ctx.respond(&DeleteGroupsResponse::default().with_results(results))
+}
+
+pub async fn offset_delete(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: OffsetDeleteRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.to_string(), ps)
+        })
+        .collect();
+    let id = group_id.clone();
+    let (code, results) = on_coordinator(ctx, &group_id, move |c| async move {
+        c.groups.delete_offsets(&c, id, topics).await
+    })
+    .await
+    .unwrap_or_else(|code| (code, Vec::new()));
+    let topics = results
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, code)| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ctx.respond(
+        &OffsetDeleteResponse::default()
+            .with_error_code(code.code())
+            .with_topics(topics),
+    )
+}
