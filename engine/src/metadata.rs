@@ -146,6 +146,12 @@ pub fn save(data_dir: &Path, snapshot: &Snapshot) -> Result<()> {
     write_atomically(&data_dir.join(TOPICS_FILE), text.as_bytes())
 }
 
+/// Topics the broker writes itself; clients may read, not write or
+/// delete them.
+pub fn is_internal(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC
+}
+
 /// Kafka's topic name rules: 1 to 249 characters of `[a-zA-Z0-9._-]`,
 /// not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> std::result::Result<(), String> {

@@ -1098,3 +1098,7 @@ impl Group {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -135,6 +135,10 @@ pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         }
         let outcome = match name {
             None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
+            Some(n) if crate::metadata::is_internal(&n) => Err((
+                ErrorCode::InvalidTopicException,
+                format!("Topic {n} is internal and cannot be deleted"),
+            )),
             Some(_) if ctx.shard.broker.config.get("delete.topic.enable") != Some("true") => Err((
                 ErrorCode::PolicyViolation,
                 "delete.topic.enable is false".to_string(),

@@ -113,6 +113,7 @@ fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta) -> MetadataResponseTopic {
         .collect();
     let mut resp = MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_is_internal(crate::metadata::is_internal(&t.name))
         .with_partitions(partitions);
     if v >= 10 {
         resp.topic_id = t.id;

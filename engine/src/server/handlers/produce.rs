@@ -87,6 +87,10 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let outcome = match (acks_valid, meta) {
                 (false, _) => Some(Outcome::error(ErrorCode::InvalidRequiredAcks, None)),
                 (_, None) => Some(Outcome::error(ErrorCode::UnknownTopicOrPartition, None)),
+                (_, Some(m)) if crate::metadata::is_internal(&m.name) => Some(Outcome::error(
+                    ErrorCode::InvalidTopicException,
+                    Some(format!("Cannot append to internal topic {}", m.name)),
+                )),
                 (_, Some(m)) if p.index < 0 || p.index >= m.partitions => {
                     Some(Outcome::error(ErrorCode::UnknownTopicOrPartition, None))
                 }
