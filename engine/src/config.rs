@@ -83,7 +83,7 @@ pub const KEYS: &[Key] = &[
     broker("log.flush.scheduler.interval.ms", Kind::Long, "1000", 1),
     broker("cluster.id", Kind::Text, "", 0),
     broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
-    broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 1),
+    broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 14),
     broker("offsets.retention.minutes", Kind::Int, "10080", 1),
     broker(
         "offsets.retention.check.interval.ms",

@@ -89,7 +89,16 @@ pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
     waiters: RefCell<HashMap<Ticket, Waiter>>,
     next_ticket: Cell<Ticket>,
+    /// Appends under way per offsets partition: compaction waits for none,
+    /// so every record below its snapshot is already applied in memory.
+    in_flight: RefCell<HashMap<i32, usize>>,
 }
+
+/// How often offsets partitions are checked for a rolled segment.
+const COMPACTION_CHECK_MS: i64 = 5_000;
+
+/// Most records in one batch of a compaction snapshot.
+const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
 
 fn bad_timeout(cfg: &GroupConfig, session_timeout_ms: i32) -> bool {
     let t = i64::from(session_timeout_ms);
@@ -114,6 +123,7 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
+            in_flight: RefCell::new(HashMap::new()),
         }
     }
 
@@ -155,13 +165,100 @@ impl Coordinator {
             let (shard, id) = (Rc::clone(shard), group_id.to_string());
             glommio::spawn_local(async move {
                 let records = vec![group_record(&id, Some(&value))];
-                let partition = shard.groups.partition_of(&id);
-                if let Err(e) = append(&shard, partition, records).await {
-                    tracing::warn!(group = %id, error = ?e, "storing group metadata failed");
+                let c = &shard.groups;
+                match c.append(&shard, c.partition_of(&id), records).await {
+                    Ok(_) => c.set_stored(&id, value),
+                    Err(e) => {
+                        tracing::warn!(group = %id, error = ?e, "storing group metadata failed")
+                    }
                 }
             })
             .detach();
         }
+    }
+
+    fn set_stored(&self, group_id: &str, value: GroupValue) {
+        if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
+            g.last_stored = Some(value);
+        }
+    }
+
+    /// Appends records to an offsets partition, counted as in flight.
+    async fn append(
+        &self,
+        shard: &Rc<Shard>,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> Result<i64, ErrorCode> {
+        *self.in_flight.borrow_mut().entry(partition).or_default() += 1;
+        let result = append_set(shard, partition, records).await;
+        if let Some(n) = self.in_flight.borrow_mut().get_mut(&partition) {
+            *n -= 1;
+        }
+        result
+    }
+
+    /// Compacts an offsets partition once it has rolled a segment:
+    /// appends every live record (each group's last stored metadata and
+    /// committed offsets) in one record set, makes it durable, then
+    /// deletes the segments wholly below it. The coordinator holds the
+    /// live state in memory, so this replaces Kafka's log cleaner for the
+    /// one topic that needs it; a replay from the new log start yields the
+    /// same groups.
+    pub async fn compact(&self, shard: &Rc<Shard>, partition: i32) {
+        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+            return;
+        };
+        let busy = self
+            .in_flight
+            .borrow()
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+            > 0;
+        if busy || p.segment_count() < 2 {
+            return;
+        }
+        let records = self.live_records(partition);
+        let start = match records.is_empty() {
+            true => Ok(p.log_end().0),
+            false => append_set(shard, partition, records).await,
+        };
+        let result = match start {
+            Ok(start) => p
+                .flush_upto(p.log_end())
+                .await
+                .and_then(|()| p.delete_segments_before(Offset(start)))
+                .map_err(|e| e.to_string()),
+            Err(code) => Err(format!("{code:?}")),
+        };
+        match result {
+            Ok(deleted) => tracing::info!(partition, deleted, "compacted {OFFSETS_TOPIC}"),
+            Err(e) => tracing::warn!(partition, error = %e, "compacting {OFFSETS_TOPIC} failed"),
+        }
+    }
+
+    /// Every live record of the groups stored in `partition`.
+    fn live_records(&self, partition: i32) -> Vec<Record> {
+        let groups = self.groups.borrow();
+        let mut records = Vec::new();
+        for g in groups.values() {
+            if self.partition_of(&g.id) != partition || g.state() == GroupState::Dead {
+                continue;
+            }
+            if let Some(v) = &g.last_stored {
+                records.push(group_record(&g.id, Some(v)));
+            }
+            for ((topic, index), c) in &g.offsets {
+                let key = Key::Offset {
+                    group: g.id.clone(),
+                    topic: topic.clone(),
+                    partition: *index,
+                };
+                records.push((key.encode(), Some(c.value.encode())));
+            }
+        }
+        records
     }
 
     fn partition_of(&self, group_id: &str) -> i32 {
@@ -214,9 +311,10 @@ impl Coordinator {
         self.deliver(shard, &group_id);
         if let SyncStep::Store(value) = step {
             let records = vec![group_record(&group_id, Some(&value))];
-            let stored = append(shard, self.partition_of(&group_id), records)
+            let stored = self
+                .append(shard, self.partition_of(&group_id), records)
                 .await
-                .map(|_| ())
+                .map(|_| self.set_stored(&group_id, value))
                 .map_err(store_error);
             if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
                 g.sync_stored(generation, stored, now_ms(), &self.config);
@@ -324,7 +422,10 @@ impl Coordinator {
             .iter()
             .map(|(t, p)| offset_record(&group_id, t, p, now))
             .collect();
-        match append(shard, self.partition_of(&group_id), records).await {
+        match self
+            .append(shard, self.partition_of(&group_id), records)
+            .await
+        {
             Ok(base) => {
                 if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
                     for (i, (t, p)) in accepted.iter().enumerate() {
@@ -466,7 +567,10 @@ impl Coordinator {
             records.push(group_record(&group_id, None));
             records
         };
-        if let Err(e) = append(shard, self.partition_of(&group_id), records).await {
+        if let Err(e) = self
+            .append(shard, self.partition_of(&group_id), records)
+            .await
+        {
             return store_error(e);
         }
         if let Some(mut g) = self.groups.borrow_mut().remove(&group_id) {
@@ -510,7 +614,10 @@ impl Coordinator {
                 .iter()
                 .map(|(t, p)| offset_tombstone(&group_id, t, *p))
                 .collect();
-            match append(shard, self.partition_of(&group_id), records).await {
+            match self
+                .append(shard, self.partition_of(&group_id), records)
+                .await
+            {
                 Ok(base) => {
                     if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
                         for (i, (t, p)) in deletable.iter().enumerate() {
@@ -571,12 +678,21 @@ impl Coordinator {
     pub async fn run_timers(shard: Rc<Shard>) {
         let c = &shard.groups;
         let mut last_expiry = now_ms();
+        let mut last_compaction = now_ms();
         while !shard.broker.stopping() {
             glommio::timer::sleep(TICK).await;
+            let now = now_ms();
+            if now - last_compaction >= COMPACTION_CHECK_MS {
+                last_compaction = now;
+                for p in shard.partitions() {
+                    if p.topic == OFFSETS_TOPIC {
+                        c.compact(&shard, p.index).await;
+                    }
+                }
+            }
             if c.groups.borrow().is_empty() {
                 continue;
             }
-            let now = now_ms();
             let ids: Vec<String> = c.groups.borrow().keys().cloned().collect();
             for id in &ids {
                 if let Some(g) = c.groups.borrow_mut().get_mut(id) {
@@ -619,7 +735,10 @@ impl Coordinator {
             if remaining == keys.len() {
                 records.push(group_record(&group_id, None));
             }
-            match append(shard, self.partition_of(&group_id), records).await {
+            match self
+                .append(shard, self.partition_of(&group_id), records)
+                .await
+            {
                 Ok(base) => {
                     if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
                         for (i, (t, p)) in keys.iter().enumerate() {
@@ -692,20 +811,28 @@ fn group_record(group: &str, value: Option<&GroupValue>) -> Record {
     (key.encode(), value.map(GroupValue::encode))
 }
 
-/// Appends records as one batch to the group's offsets partition, which
-/// this shard owns. Returns the offset of the first record.
-async fn append(shard: &Rc<Shard>, partition: i32, records: Vec<Record>) -> Result<i64, ErrorCode> {
+/// Appends records to a group's offsets partition, which this shard
+/// owns, in batches of at most [`SNAPSHOT_BATCH_RECORDS`], all in one
+/// record set so nothing interleaves. Returns the first record's offset.
+async fn append_set(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: Vec<Record>,
+) -> Result<i64, ErrorCode> {
     let p = shard
         .partition(OFFSETS_TOPIC, partition)
         .ok_or(ErrorCode::NotCoordinator)?;
     let now = now_ms();
-    let mut b = BatchBuilder::new(now);
-    for (k, v) in &records {
-        b.push(now, Some(k), v.as_deref(), &[]);
+    let mut set = Vec::new();
+    for chunk in records.chunks(SNAPSHOT_BATCH_RECORDS) {
+        let mut b = BatchBuilder::new(now);
+        for (k, v) in chunk {
+            b.push(now, Some(k), v.as_deref(), &[]);
+        }
+        set.extend_from_slice(&b.finish());
     }
-    let batch = b.finish();
-    let summary = validate_record_set(&batch, usize::MAX).map_err(|_| ErrorCode::CorruptMessage)?;
-    let (info, _) = p.append(&batch, &summary).await?;
+    let summary = validate_record_set(&set, usize::MAX).map_err(|_| ErrorCode::CorruptMessage)?;
+    let (info, _) = p.append(&set, &summary).await?;
     Ok(info.base_offset.0)
 }
 

@@ -227,6 +227,19 @@ impl Partition {
         self.log.borrow().recovery_point()
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.log.borrow().segment_count()
+    }
+
+    pub fn log_end(&self) -> Offset {
+        self.log.borrow().log_end()
+    }
+
+    /// See [`PartitionLog::delete_segments_before`].
+    pub fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
+        self.log.borrow_mut().delete_segments_before(offset)
+    }
+
     pub fn enforce_retention(&self) -> Result<usize, StorageError> {
         self.log.borrow_mut().enforce_retention(now_ms())
     }

@@ -497,6 +497,27 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Deletes the segments that lie wholly below `offset` (never the
+    /// active one) and moves the log start past them. Used once what they
+    /// hold has been rewritten above `offset`.
+    pub fn delete_segments_before(&mut self, offset: Offset) -> Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[1].base() <= offset {
+            let segment = self.segments.remove(0);
+            self.log_start = self.log_start.max(self.segments[0].base());
+            self.recovery_point = self.recovery_point.max(self.log_start);
+            tracing::info!(path = %segment.log_path().display(), "deleting rewritten segment");
+            segment.delete()?;
+            deleted += 1;
+        }
+        self.check_invariants();
+        Ok(deleted)
+    }
+
     /// Removes the partition directory and everything in it.
     pub fn delete(self) -> Result<()> {
         let dir = self.dir.clone();
