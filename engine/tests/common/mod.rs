@@ -255,3 +255,23 @@ pub fn poll_message<'a>(
         Err(e) => panic!("consume error {e}; {}", context()),
     }
 }
+
+/// Creates `topic` with `partitions` partitions through the admin API
+/// (CreateTopics), failing the test on any error.
+pub fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &options))
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for r in results {
+        if let Err((name, code)) = r {
+            panic!("create topic {name}: {code}");
+        }
+    }
+}
