@@ -5,32 +5,14 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::{Broker, Raw};
+use bytes::Bytes;
+use common::{call, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_protocol::record_batch::BatchBuilder;
-
-/// Sends `req` as `key` v`version` and decodes the response.
-fn call<Req: Encodable, Resp: Decodable>(
-    raw: &mut Raw,
-    key: ApiKey,
-    version: i16,
-    req: &Req,
-) -> Option<Resp> {
-    let mut body = BytesMut::new();
-    req.encode(&mut body, version).unwrap();
-    let flexible = key.request_header_version(version) >= 2;
-    raw.send(key as i16, version, 42, flexible, &body);
-    let frame = raw.recv()?;
-    let mut buf = Bytes::from(frame);
-    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, 42);
-    Some(Resp::decode(&mut buf, version).unwrap())
-}
 
 /// A second client still gets answers.
 fn assert_serving(broker: &Broker) {

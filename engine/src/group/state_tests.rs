@@ -267,6 +267,57 @@ fn late_commit_never_overwrites_a_newer_one() {
     assert!(g.offsets.is_empty());
 }
 
+#[test]
+fn offsets_expire_only_from_groups_without_members() {
+    let c = cfg(0);
+    let value = |ts| OffsetValue {
+        offset: 1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: ts,
+    };
+    // A consumer group: its offsets expire once it has been Empty for the
+    // retention, all at once.
+    let mut g = Group::new("g", 0);
+    let a = new_member(&mut g, 1, 0, &c);
+    g.take_completions();
+    g.apply_offset(
+        "t",
+        0,
+        Committed {
+            value: value(0),
+            log_offset: 1,
+        },
+    );
+    assert!(g.expired_offsets(1_000_000, 10).is_empty(), "has a member");
+    g.leave(&a, None, 100, &c);
+    assert_eq!(g.state(), GroupState::Empty);
+    assert!(g.expired_offsets(105, 10).is_empty());
+    assert_eq!(g.expired_offsets(110, 10), vec![("t".to_string(), 0)]);
+    // A group that only stores offsets: each expires on its own clock.
+    let mut plain = Group::new("p", 0);
+    plain.apply_offset(
+        "t",
+        0,
+        Committed {
+            value: value(0),
+            log_offset: 1,
+        },
+    );
+    plain.apply_offset(
+        "t",
+        1,
+        Committed {
+            value: value(50),
+            log_offset: 2,
+        },
+    );
+    assert_eq!(plain.expired_offsets(20, 10), vec![("t".to_string(), 0)]);
+    plain.remove_offset("t", 0, 3);
+    plain.remove_offset("t", 1, 4);
+    assert!(plain.is_removable());
+}
+
 // ---------------------------------------------------------------------
 // Seeded simulation.
 

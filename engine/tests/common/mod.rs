@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `sluice` binary.
 #![allow(dead_code)]
 
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -274,4 +276,22 @@ pub fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
             panic!("create topic {name}: {code}");
         }
     }
+}
+
+/// Sends `req` as `key` v`version` and decodes the response.
+pub fn call<Req: Encodable, Resp: Decodable>(
+    raw: &mut Raw,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Option<Resp> {
+    let mut body = bytes::BytesMut::new();
+    req.encode(&mut body, version).unwrap();
+    let flexible = key.request_header_version(version) >= 2;
+    raw.send(key as i16, version, 42, flexible, &body);
+    let frame = raw.recv()?;
+    let mut buf = bytes::Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    Some(Resp::decode(&mut buf, version).unwrap())
 }
