@@ -45,6 +45,7 @@ pub struct Workload {
     pub subscriptions_per_topic: u32,
     pub producers_per_topic: u32,
     pub consumers_per_subscription: u32,
+    pub consumer_assignment: ConsumerAssignment,
     /// Messages per second over all producers; 0 means find the maximum.
     pub producer_rate: f64,
     pub keys: KeyDistributionSpec,
@@ -58,6 +59,18 @@ pub struct Workload {
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
     pub topic: TopicSettings,
+}
+
+/// How a subscription's consumers get their partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerAssignment {
+    /// Each subscription is a consumer group whose consumers subscribe to
+    /// the topic, as OMB's Kafka driver does.
+    Group,
+    /// Consumer c of n reads partitions p with p % n == c; for brokers
+    /// without consumer groups.
+    Manual,
 }
 
 /// Where message values come from.
@@ -310,6 +323,7 @@ pub fn resolve(raw: &RawWorkload, default_name: &str, dir: &Path) -> Result<Work
         subscriptions_per_topic: raw.subscriptionsPerTopic.unwrap_or(1),
         producers_per_topic: raw.producersPerTopic.unwrap_or(1),
         consumers_per_subscription: raw.consumerPerSubscription.unwrap_or(1),
+        consumer_assignment: resolve_assignment(raw)?,
         producer_rate: raw.producerRate.unwrap_or(0.0),
         keys: resolve_keys(raw)?,
         sizes: resolve_sizes(raw)?,
@@ -336,6 +350,17 @@ pub fn resolve(raw: &RawWorkload, default_name: &str, dir: &Path) -> Result<Work
     };
     check(&w, raw)?;
     Ok(w)
+}
+
+fn resolve_assignment(raw: &RawWorkload) -> Result<ConsumerAssignment, FieldError> {
+    match raw.consumerAssignment.as_deref().map(str::trim) {
+        None | Some("group") => Ok(ConsumerAssignment::Group),
+        Some("manual") => Ok(ConsumerAssignment::Manual),
+        Some(other) => Err(FieldError::new(
+            "consumerAssignment",
+            format!("`{other}` is not group or manual"),
+        )),
+    }
 }
 
 fn resolve_path(dir: &Path, f: &str) -> PathBuf {

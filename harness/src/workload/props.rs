@@ -250,7 +250,28 @@ pub struct ConsumerSettings {
     pub max_partition_fetch_bytes: i32,
     /// `earliest` reads the backlog; `latest` (Kafka's default) only new data.
     pub auto_offset_reset_earliest: bool,
+    /// Prefix of the run's group ids (`group.id`); the harness appends the
+    /// run and subscription so no run resumes another's offsets.
+    pub group_id: Option<String>,
+    pub enable_auto_commit: bool,
+    pub auto_commit_interval_ms: u64,
+    pub session_timeout_ms: i32,
+    pub heartbeat_interval_ms: i32,
+    /// Sent as JoinGroup's rebalance timeout, as the Java client does.
+    pub max_poll_interval_ms: i32,
     pub ignored: BTreeMap<String, String>,
+}
+
+impl ConsumerSettings {
+    /// Heartbeats go every `heartbeat.interval.ms`, but at least three per
+    /// session timeout so one lost heartbeat does not expire the member.
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        let ms = self
+            .heartbeat_interval_ms
+            .min(self.session_timeout_ms / 3)
+            .max(1);
+        std::time::Duration::from_millis(ms as u64)
+    }
 }
 
 impl Default for ConsumerSettings {
@@ -261,6 +282,12 @@ impl Default for ConsumerSettings {
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
             auto_offset_reset_earliest: true,
+            group_id: None,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
             ignored: BTreeMap::new(),
         }
     }
@@ -269,15 +296,9 @@ impl Default for ConsumerSettings {
 pub const CONSUMER_IGNORED: &[&str] = &[
     "bootstrap.servers",
     "client.id",
-    "group.id",
-    "enable.auto.commit",
-    "auto.commit.interval.ms",
     "key.deserializer",
     "value.deserializer",
     "max.poll.records",
-    "max.poll.interval.ms",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
     "isolation.level",
     "partition.assignment.strategy",
     "receive.buffer.bytes",
@@ -297,6 +318,12 @@ pub const CONSUMER_KNOWN: &[&str] = &[
     "fetch.max.bytes",
     "max.partition.fetch.bytes",
     "auto.offset.reset",
+    "group.id",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
 ];
 
 impl ConsumerSettings {
@@ -310,6 +337,18 @@ impl ConsumerSettings {
                 "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, v).map_err(e)?,
                 "max.partition.fetch.bytes" => {
                     self.max_partition_fetch_bytes = parse_num(key, v).map_err(e)?
+                }
+                "group.id" => self.group_id = Some(v.trim().to_string()),
+                "enable.auto.commit" => self.enable_auto_commit = parse_bool(key, v).map_err(e)?,
+                "auto.commit.interval.ms" => {
+                    self.auto_commit_interval_ms = parse_num(key, v).map_err(e)?
+                }
+                "session.timeout.ms" => self.session_timeout_ms = parse_num(key, v).map_err(e)?,
+                "heartbeat.interval.ms" => {
+                    self.heartbeat_interval_ms = parse_num(key, v).map_err(e)?
+                }
+                "max.poll.interval.ms" => {
+                    self.max_poll_interval_ms = parse_num(key, v).map_err(e)?
                 }
                 "auto.offset.reset" => match v.trim() {
                     "earliest" => self.auto_offset_reset_earliest = true,
@@ -340,6 +379,35 @@ impl ConsumerSettings {
                 format!("{block}.max.partition.fetch.bytes"),
                 "must be above 0",
             ));
+        }
+        self.check_group(block)
+    }
+
+    fn check_group(&self, block: &str) -> Result<(), FieldError> {
+        let f = |k: &str| format!("{block}.{k}");
+        for (k, v) in [
+            ("session.timeout.ms", self.session_timeout_ms),
+            ("heartbeat.interval.ms", self.heartbeat_interval_ms),
+            ("max.poll.interval.ms", self.max_poll_interval_ms),
+        ] {
+            if v <= 0 {
+                return Err(FieldError::new(f(k), "must be above 0"));
+            }
+        }
+        if self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err(FieldError::new(
+                f("heartbeat.interval.ms"),
+                "must be below session.timeout.ms (Kafka refuses this combination)",
+            ));
+        }
+        if self.auto_commit_interval_ms == 0 {
+            return Err(FieldError::new(
+                f("auto.commit.interval.ms"),
+                "must be above 0",
+            ));
+        }
+        if self.group_id.as_deref() == Some("") {
+            return Err(FieldError::new(f("group.id"), "must not be empty"));
         }
         Ok(())
     }

@@ -61,6 +61,9 @@ pub struct RawWorkload {
     pub topic: Option<Mapping>,
     pub keyDistribution: Option<KeyDistributionSpec>,
     pub messageSizeDistribution: Option<SizeDistributionSpec>,
+    /// `group` (default): each subscription is a consumer group; `manual`:
+    /// its consumers split the partitions statically.
+    pub consumerAssignment: Option<String>,
     /// Setting name to a list of values; expanded as a cartesian product.
     pub sweep: Option<Mapping>,
     /// Runs of each sweep point, to measure run-to-run spread.
@@ -104,6 +107,7 @@ pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "warmupDurationSeconds",
     "keyDistribution",
     "messageSizeDistribution",
+    "consumerAssignment",
 ];
 
 /// An OMB Kafka driver file, given with `--driver`.

@@ -167,3 +167,40 @@ fn driver_file_settings_are_overridden_by_the_workload() {
     assert_eq!(p.linger_ms, 2);
     assert_eq!(f.name, "x");
 }
+
+#[test]
+fn subscriptions_are_groups_unless_manual_is_asked_for() {
+    let base = "name: g\nmessageSize: 10\n";
+    let f = parse_str(base).unwrap();
+    assert_eq!(
+        f.points[0].workload.consumer_assignment,
+        ConsumerAssignment::Group
+    );
+    let f = parse_str(&format!("{base}consumerAssignment: manual\n")).unwrap();
+    assert_eq!(
+        f.points[0].workload.consumer_assignment,
+        ConsumerAssignment::Manual
+    );
+    let (line, field, _) = invalid(&format!("{base}consumerAssignment: static\n"));
+    assert_eq!((line, field.as_str()), (Some(3), "consumerAssignment"));
+}
+
+#[test]
+fn group_settings_are_read_and_checked() {
+    let f = parse_str(
+        "name: g\nmessageSize: 10\nconsumer:\n  group.id: bench\n  session.timeout.ms: 9000\n  enable.auto.commit: false\n",
+    )
+    .unwrap();
+    let c = &f.points[0].workload.consumer;
+    assert_eq!(c.group_id.as_deref(), Some("bench"));
+    assert!(!c.enable_auto_commit);
+    // Kafka's default interval (3 s) is at most a third of the session.
+    assert_eq!(
+        c.heartbeat_interval(),
+        std::time::Duration::from_millis(3_000)
+    );
+    let (_, field, _) = invalid(
+        "name: g\nmessageSize: 10\nconsumer:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 6000\n",
+    );
+    assert_eq!(field, "consumer.heartbeat.interval.ms");
+}
