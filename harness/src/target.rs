@@ -51,6 +51,12 @@ impl Target {
     }
 }
 
+/// The embedded broker's `group.initial.rebalance.delay.ms` (Kafka: 3000).
+/// A subscription's consumers start together, so a short delay still lets
+/// them land in one generation, rather than one rebalance per late joiner
+/// (each costing up to a heartbeat interval), without 3 s per load.
+const INITIAL_REBALANCE_DELAY_MS: u32 = 200;
+
 /// A loopback port that was free a moment ago (the embedded broker does not
 /// take port 0).
 fn free_port() -> std::io::Result<u16> {
@@ -71,10 +77,19 @@ pub fn start_embedded(cores: usize) -> Result<Target, String> {
         .map_err(|e| format!("embedded broker config: {e}"))?;
     cfg.data_dir = dir.path().to_path_buf();
     cfg.cores = cores.max(1);
+    cfg.set(
+        "group.initial.rebalance.delay.ms",
+        &INITIAL_REBALANCE_DELAY_MS.to_string(),
+    )
+    .map_err(|e| format!("embedded broker config: {e}"))?;
     let config = vec![
         ("listeners".to_string(), format!("PLAINTEXT://{listen}")),
         ("log.dirs".to_string(), dir.path().display().to_string()),
         ("cores".to_string(), cfg.cores.to_string()),
+        (
+            "group.initial.rebalance.delay.ms".to_string(),
+            INITIAL_REBALANCE_DELAY_MS.to_string(),
+        ),
     ];
     let broker =
         EmbeddedBroker::start(cfg).map_err(|e| format!("starting the embedded broker: {e}"))?;

@@ -49,7 +49,8 @@ impl ClusterMetadata {
     }
 }
 
-fn resolve(host: &str, port: i32) -> Result<SocketAddr, ClientError> {
+/// The IPv4 address of a broker's advertised host and port.
+pub fn resolve(host: &str, port: i32) -> Result<SocketAddr, ClientError> {
     let resolve_err = || ClientError::Resolve {
         host: host.to_string(),
         port,

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
+/// How long a blocking read waits for a response unless told otherwise.
+const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
 pub struct Connection {
     addr: SocketAddr,
@@ -30,6 +32,7 @@ pub struct Connection {
     wbuf: BytesMut,
     versions: Versions,
     nonblocking: bool,
+    read_timeout: Duration,
 }
 
 impl Connection {
@@ -41,7 +44,7 @@ impl Connection {
             .set_nodelay(true)
             .map_err(ClientError::io("setting TCP_NODELAY on", addr))?;
         stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
+            .set_read_timeout(Some(READ_TIMEOUT_DEFAULT))
             .map_err(ClientError::io("setting a read timeout on", addr))?;
         let mut c = Connection {
             addr,
@@ -52,6 +55,7 @@ impl Connection {
             wbuf: BytesMut::new(),
             versions: Versions::default(),
             nonblocking: false,
+            read_timeout: READ_TIMEOUT_DEFAULT,
         };
         c.versions = c.api_versions()?;
         Ok(c)
@@ -94,6 +98,16 @@ impl Connection {
             }
         }
         unreachable!("the loop returns on version 0")
+    }
+
+    /// Changes how long a blocking round trip waits for its response (a
+    /// JoinGroup may be held by the coordinator for a whole rebalance).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(ClientError::io("setting a read timeout on", self.addr))?;
+        self.read_timeout = timeout;
+        Ok(())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -158,7 +172,7 @@ impl Connection {
                 // A blocking read that returned nothing hit the read timeout.
                 return Err(ClientError::Timeout {
                     what: "a response",
-                    ms: 60_000,
+                    ms: self.read_timeout.as_millis() as u64,
                 });
             }
         }

@@ -1,4 +1,5 @@
-//! The harness consumer: a fetch loop over statically assigned partitions.
+//! The harness consumer: a fetch loop over assigned partitions, assigned
+//! statically or by a consumer group ([`super::group_consumer`]).
 //!
 //! Each fetch asks every assigned partition's leader for records past the
 //! consumer's position with `fetch.min.bytes`, `fetch.max.wait.ms`,
@@ -7,7 +8,6 @@
 //! latency is taken from the send time the producer wrote into the first 8
 //! bytes of its value (µs since the Unix epoch, big-endian), or from the
 //! record's create timestamp (ms) when the value is shorter than 8 bytes.
-//! Consumer groups come once the broker has them.
 
 use super::admin::{self, topic_name, ClusterMetadata, EARLIEST, LATEST};
 use super::compression::decompress;
@@ -44,6 +44,8 @@ pub struct Consumer {
     clock: Clock,
     s: ConsumerSettings,
     addrs: BTreeMap<i32, SocketAddr>,
+    /// Topic → leader per partition, from the last metadata.
+    leaders: BTreeMap<String, Vec<i32>>,
     conns: BTreeMap<i32, (Connection, i16)>,
     pub assigned: Vec<Assigned>,
     bootstrap: SocketAddr,
@@ -75,6 +77,7 @@ impl Consumer {
             clock,
             s: settings,
             addrs: md.brokers.clone(),
+            leaders: md.topics.clone(),
             conns: BTreeMap::new(),
             assigned,
             bootstrap,
@@ -104,8 +107,56 @@ impl Consumer {
 
     /// Moves every position to the partition's `EARLIEST`/`LATEST` offset.
     pub fn reset_offsets(&mut self, at: i64) -> Result<(), ClientError> {
+        self.reset_where(at, |_| true)
+    }
+
+    /// Replaces the assignment. Each partition starts at its `committed`
+    /// offset when there is one, else at `reset_at` (`EARLIEST`/`LATEST`).
+    pub fn reassign(
+        &mut self,
+        partitions: &[(String, i32)],
+        committed: &BTreeMap<(String, i32), i64>,
+        reset_at: i64,
+    ) -> Result<(), ClientError> {
+        let mut assigned = Vec::with_capacity(partitions.len());
+        for (t, p) in partitions {
+            let leader = self
+                .leaders
+                .get(t)
+                .and_then(|ls| ls.get(*p as usize))
+                .copied()
+                .filter(|&l| l >= 0)
+                .ok_or_else(|| ClientError::NoLeader {
+                    topic: t.clone(),
+                    partition: *p,
+                })?;
+            assigned.push(Assigned {
+                topic: t.clone(),
+                wire: topic_name(t),
+                partition: *p,
+                leader,
+                offset: committed.get(&(t.clone(), *p)).copied().unwrap_or(-1),
+            });
+        }
+        self.assigned = assigned;
+        self.reset_where(reset_at, |a| a.offset < 0)
+    }
+
+    /// Every assigned partition and the next offset to read from it.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        self.assigned
+            .iter()
+            .map(|a| (a.topic.clone(), a.partition, a.offset))
+            .collect()
+    }
+
+    fn reset_where(
+        &mut self,
+        at: i64,
+        pick: impl Fn(&Assigned) -> bool,
+    ) -> Result<(), ClientError> {
         let mut by_leader: BTreeMap<(i32, String), Vec<i32>> = BTreeMap::new();
-        for a in &self.assigned {
+        for a in self.assigned.iter().filter(|a| pick(a)) {
             by_leader
                 .entry((a.leader, a.topic.clone()))
                 .or_default()
@@ -115,7 +166,7 @@ impl Consumer {
             let (conn, _) = self.conn(leader)?;
             let offsets = admin::list_offsets(conn, &topic, &parts, at)?;
             for a in &mut self.assigned {
-                if a.topic == topic {
+                if a.topic == topic && pick(a) {
                     if let Some(o) = offsets.get(&a.partition) {
                         a.offset = *o;
                     }
@@ -159,6 +210,7 @@ impl Consumer {
         match md {
             Ok(md) => {
                 self.addrs = md.brokers.clone();
+                self.leaders.extend(md.topics.clone());
                 for a in &mut self.assigned {
                     if let Ok((l, _)) = md.leader(&a.topic, a.partition) {
                         a.leader = l;

@@ -52,6 +52,15 @@ pub enum ClientError {
     },
     #[error("{what}: broker answered {code:?} ({})", code.code())]
     Broker { what: String, code: ErrorCode },
+    #[error("consumer group `{group}`: {op} answered {} ({code})", code_name(*code))]
+    Group {
+        group: String,
+        op: &'static str,
+        /// The raw wire code, kept even when Sluice's enum does not know it.
+        code: i16,
+    },
+    #[error("consumer group `{group}`: {reason}")]
+    GroupProtocol { group: String, reason: String },
     #[error("timed out after {ms} ms waiting for {what}")]
     Timeout { what: &'static str, ms: u64 },
     #[error("cannot resolve broker address {host}:{port}")]
@@ -64,6 +73,17 @@ pub enum ClientError {
         partition: i32,
         reason: String,
     },
+}
+
+/// Kafka's name for a wire error code, or `unknown error code` for one
+/// Sluice's enum does not list (rather than calling it UnknownServerError).
+pub fn code_name(code: i16) -> String {
+    let e = ErrorCode::from_code(code);
+    if e.code() == code {
+        format!("{e:?}")
+    } else {
+        "an unknown error code".to_string()
+    }
 }
 
 impl ClientError {

@@ -25,6 +25,15 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 6),
+        // Consumer groups. JoinGroup v0 has no rebalance timeout; OffsetFetch
+        // v8+ batches groups, which one member never needs.
+        ApiKey::FindCoordinator => (0, 4),
+        ApiKey::JoinGroup => (1, 7),
+        ApiKey::SyncGroup => (0, 5),
+        ApiKey::Heartbeat => (0, 4),
+        ApiKey::LeaveGroup => (0, 4),
+        ApiKey::OffsetCommit => (2, 8),
+        ApiKey::OffsetFetch => (1, 7),
         _ => (0, -1),
     }
 }
