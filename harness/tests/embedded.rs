@@ -1,5 +1,6 @@
-//! End to end against the embedded Sluice broker: a two-point sweep runs,
-//! messages are produced and consumed, and every output file is written.
+//! End to end against the embedded Sluice broker: a two-point sweep runs
+//! (consumers in a group, then assigned by hand), messages are produced and
+//! consumed, and every output file is written.
 
 use sluice_harness::report::files::read_run_json;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 #[test]
 fn a_small_sweep_runs_against_the_embedded_broker() {
-    let text = "name: smoke\npartitionsPerTopic: 2\nmessageSize: 100\nproducerRate: 500\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  compression.type: lz4\nsweep:\n  acks: [1, all]\n";
+    let text = "name: smoke\npartitionsPerTopic: 2\nmessageSize: 100\nproducerRate: 500\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  compression.type: lz4\n  acks: all\nsweep:\n  consumerAssignment: [group, manual]\n";
     let f = parse(Path::new("smoke.yaml"), text, None).unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = RunOptions::quiet(out.path().to_path_buf(), None);
@@ -27,6 +28,9 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
         assert_eq!(p.errors, 0, "{}: {:?}", p.label, p.error_samples);
         assert!(p.publish_latency.p50_us < Duration::from_secs(1).as_micros() as u64);
     }
+    // Only the group point waits for a rebalance, and says how long it took.
+    assert!(run.points[0].consumer_group_settle_s.is_some());
+    assert!(run.points[1].consumer_group_settle_s.is_none());
     for f in [
         "run.json",
         "report.html",

@@ -2,7 +2,7 @@
 //! generator threads, wait out warm-up and test (or build and drain a
 //! backlog), stop, merge the per-thread recorders.
 
-use super::consume::{self, ConsumerShared};
+use super::consume::{self, AnyConsumer, ConsumerShared, MemberStatus};
 use super::generator::{self, GeneratorPlan, Shared};
 use super::payload::Payloads;
 use super::result::{BacklogResult, IntervalRow, PointHists};
@@ -10,11 +10,12 @@ use crate::client::admin::{self, ClusterMetadata};
 use crate::client::conn::Connection;
 use crate::client::consumer::Consumer;
 use crate::client::error::ClientError;
+use crate::client::group_consumer::GroupConsumer;
 use crate::client::producer::Producer;
 use crate::measure::clock::Clock;
 use crate::measure::hist::{decode, Hist};
 use crate::measure::recorder::{IntervalSample, Recorder, Totals, INTERVAL_NS};
-use crate::workload::Workload;
+use crate::workload::{ConsumerAssignment, Workload};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,11 @@ const START_DELAY_NS: u64 = 200_000_000;
 const TAIL_NS: u64 = 5_000_000_000;
 /// Upper bound on building a backlog.
 const BACKLOG_BUILD_MAX: Duration = Duration::from_secs(3_600);
+/// Upper bound on consumer groups settling before a load. A healthy group
+/// settles within the broker's initial rebalance delay (Kafka: 3 s) plus a
+/// heartbeat interval or two; two minutes covers a slow coordinator
+/// without hanging a run on a broken one.
+const GROUP_SETTLE_MAX: Duration = Duration::from_secs(120);
 
 /// Topics created for a point.
 pub struct Prepared {
@@ -82,6 +88,9 @@ pub struct LoadOutcome {
     pub window_s: f64,
     pub backlog: Option<BacklogResult>,
     pub interrupted: bool,
+    /// Seconds from starting the consumers until every group held all its
+    /// partitions (group assignment only); not part of the measured window.
+    pub group_settle_s: Option<f64>,
 }
 
 pub fn run_load(
@@ -92,23 +101,41 @@ pub fn run_load(
     on_tick: &mut dyn FnMut(f64),
 ) -> Result<LoadOutcome, ClientError> {
     let clock = Clock::start();
-    let start = START_DELAY_NS;
-    let warmup_end = start + spec.warmup.as_nanos() as u64;
     let backlog = spec.backlog_bytes > 0 && spec.consumers;
+    let cshared = Arc::new(ConsumerShared::default());
+    cshared.go.store(!backlog, Ordering::Relaxed);
+    let (consumers, groups) = if spec.consumers {
+        spawn_consumers(p, w, clock, &cshared)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    // Producers start only once every subscription's group holds all its
+    // partitions, so the rebalance is neither measured as latency nor
+    // costs messages read by nobody.
+    let group_settle_s = if groups.is_empty() {
+        None
+    } else {
+        match await_groups(&groups, w.partitions_per_topic, interrupt) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                cshared.stop.store(true, Ordering::Relaxed);
+                for c in consumers {
+                    let _ = c.join();
+                }
+                return Err(e);
+            }
+        }
+    };
+    let start = clock.now_ns() + START_DELAY_NS;
+    let warmup_end = start + spec.warmup.as_nanos() as u64;
     let end = if backlog {
         warmup_end + BACKLOG_BUILD_MAX.as_nanos() as u64
     } else {
         warmup_end + spec.test.as_nanos() as u64
     };
     let measure_end = if backlog { u64::MAX } else { end };
-
-    let cshared = Arc::new(ConsumerShared::default());
-    cshared.go.store(!backlog, Ordering::Relaxed);
-    let consumers = if spec.consumers {
-        spawn_consumers(p, w, clock, warmup_end, measure_end, &cshared)?
-    } else {
-        Vec::new()
-    };
+    // Set once, here, before any producer exists.
+    let _ = cshared.window.set((warmup_end, measure_end));
     let gshared = Arc::new(Shared::default());
     let generators = spawn_generators(
         p,
@@ -197,7 +224,7 @@ pub fn run_load(
     }
     let window_end = if backlog || interrupted { stop_ns } else { end };
     let window_s = (window_end.saturating_sub(warmup_end)) as f64 / 1e9;
-    Ok(merge(
+    let mut out = merge(
         produce_recs,
         consume_recs,
         errors,
@@ -205,7 +232,9 @@ pub fn run_load(
         start,
         backlog_result,
         interrupted,
-    ))
+    );
+    out.group_settle_s = group_settle_s;
+    Ok(out)
 }
 
 /// Messages of a backlog of `msgs` (per subscription) that must be read for
@@ -215,40 +244,191 @@ pub fn drained_target(msgs: u64, ratio: f64) -> u64 {
     msgs - left.min(msgs)
 }
 
+type ConsumerHandles = Vec<std::thread::JoinHandle<consume::ConsumerResult>>;
+
 fn spawn_consumers(
     p: &Prepared,
     w: &Workload,
     clock: Clock,
-    warmup_end: u64,
-    measure_end: u64,
     shared: &Arc<ConsumerShared>,
-) -> Result<Vec<std::thread::JoinHandle<consume::ConsumerResult>>, ClientError> {
+) -> Result<(ConsumerHandles, Vec<GroupWatch>), ClientError> {
     let mut handles = Vec::new();
-    let n = w.consumers_per_subscription;
+    let mut groups = Vec::new();
     for t in &p.topics {
-        for _sub in 0..w.subscriptions_per_topic {
-            for c in 0..n {
-                let parts: Vec<(String, i32)> = (0..w.partitions_per_topic)
-                    .filter(|pp| pp % n == c)
-                    .map(|pp| (t.clone(), pp as i32))
-                    .collect();
-                if parts.is_empty() {
-                    continue;
+        for sub in 0..w.subscriptions_per_topic {
+            let consumers = match w.consumer_assignment {
+                ConsumerAssignment::Manual => manual_consumers(p, w, clock, t)?,
+                ConsumerAssignment::Group => {
+                    let (consumers, watch) = group_consumers(p, w, clock, t, sub)?;
+                    groups.push(watch);
+                    consumers
                 }
-                let mut consumer =
-                    Consumer::new(clock, w.consumer.clone(), &parts, &p.md, p.bootstrap)?;
-                // The max-rate search runs several loads on the same topics:
-                // each run reads only what it produces.
-                consumer.reset_offsets(admin::LATEST)?;
-                let rec = Recorder::new(warmup_end, measure_end);
+            };
+            for c in consumers {
                 let shared = shared.clone();
-                handles.push(std::thread::spawn(move || {
-                    consume::run(clock, consumer, rec, shared)
-                }));
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("consumer-{}", handles.len()))
+                        .spawn(move || consume::run(clock, c, shared))
+                        .expect("spawning a consumer thread"),
+                );
             }
         }
     }
-    Ok(handles)
+    Ok((handles, groups))
+}
+
+/// Consumer c of n reads the partitions p with p % n == c.
+fn manual_consumers(
+    p: &Prepared,
+    w: &Workload,
+    clock: Clock,
+    topic: &str,
+) -> Result<Vec<AnyConsumer>, ClientError> {
+    let n = w.consumers_per_subscription;
+    let mut out = Vec::new();
+    for c in 0..n {
+        let parts: Vec<(String, i32)> = (0..w.partitions_per_topic)
+            .filter(|pp| pp % n == c)
+            .map(|pp| (topic.to_string(), pp as i32))
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let mut consumer = Consumer::new(clock, w.consumer.clone(), &parts, &p.md, p.bootstrap)?;
+        // The max-rate search runs several loads on the same topics:
+        // each run reads only what it produces.
+        consumer.reset_offsets(admin::LATEST)?;
+        out.push(AnyConsumer::Manual(Box::new(consumer)));
+    }
+    Ok(out)
+}
+
+/// One group per subscription, as OMB's Kafka driver makes them. The id
+/// carries the load's start time, so no load (a max-rate probe, a rerun)
+/// resumes another's committed offsets.
+fn group_consumers(
+    p: &Prepared,
+    w: &Workload,
+    clock: Clock,
+    topic: &str,
+    sub: u32,
+) -> Result<(Vec<AnyConsumer>, GroupWatch), ClientError> {
+    let prefix = w
+        .consumer
+        .group_id
+        .as_deref()
+        .map_or(String::new(), |g| format!("{g}-"));
+    let group = format!("{prefix}{topic}-sub{sub}-{:x}", clock.origin_unix_us());
+    let mut out = Vec::new();
+    let mut members = Vec::new();
+    for _ in 0..w.consumers_per_subscription {
+        // Partitions without a committed offset start at the log end, as
+        // manual consumers do: each load reads only what it produces.
+        let c = GroupConsumer::new(
+            clock,
+            w.consumer.clone(),
+            group.clone(),
+            vec![topic.to_string()],
+            &p.md,
+            p.bootstrap,
+            admin::LATEST,
+        )?;
+        let status = Arc::new(MemberStatus::default());
+        members.push(status.clone());
+        out.push(AnyConsumer::Group(Box::new(c), status));
+    }
+    Ok((
+        out,
+        GroupWatch {
+            group,
+            topic: topic.to_string(),
+            members,
+        },
+    ))
+}
+
+/// The consumers of one group, watched until they settle.
+struct GroupWatch {
+    group: String,
+    topic: String,
+    members: Vec<Arc<MemberStatus>>,
+}
+
+impl GroupWatch {
+    /// Whether every member holds an assignment of one generation and
+    /// together they hold each of the topic's `partitions` exactly once.
+    fn settled(&self, partitions: u32) -> bool {
+        let mut generation = None;
+        let mut held: Vec<i32> = Vec::new();
+        for m in &self.members {
+            let guard = m.held.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((g, parts)) = guard.as_ref() else {
+                return false;
+            };
+            if *generation.get_or_insert(*g) != *g {
+                return false;
+            }
+            held.extend(
+                parts
+                    .iter()
+                    .filter(|(t, _)| *t == self.topic)
+                    .map(|(_, p)| *p),
+            );
+        }
+        held.sort_unstable();
+        held == (0..partitions as i32).collect::<Vec<_>>()
+    }
+
+    fn describe(&self) -> String {
+        let states: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let held = m.held.lock().unwrap_or_else(|e| e.into_inner());
+                let err = m.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                let state = match held.as_ref() {
+                    Some((g, parts)) => format!("generation {g}, {} partition(s)", parts.len()),
+                    None => "not joined".to_string(),
+                };
+                match err.as_ref() {
+                    Some(e) => format!("{state}, last error: {e}"),
+                    None => state,
+                }
+            })
+            .collect();
+        states.join("; ")
+    }
+}
+
+/// Waits until every group has settled; returns how long that took.
+fn await_groups(
+    groups: &[GroupWatch],
+    partitions: u32,
+    interrupt: &AtomicBool,
+) -> Result<f64, ClientError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let pending = groups.iter().find(|g| !g.settled(partitions));
+        let Some(g) = pending else {
+            return Ok(t0.elapsed().as_secs_f64());
+        };
+        if interrupt.load(Ordering::Relaxed) {
+            return Ok(t0.elapsed().as_secs_f64());
+        }
+        if t0.elapsed() > GROUP_SETTLE_MAX {
+            return Err(ClientError::GroupProtocol {
+                group: g.group.clone(),
+                reason: format!(
+                    "its consumers did not hold all {partitions} partitions of {} within {} s: {}",
+                    g.topic,
+                    GROUP_SETTLE_MAX.as_secs(),
+                    g.describe()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn spawn_generators(
@@ -395,6 +575,7 @@ fn merge(
         window_s,
         backlog,
         interrupted,
+        group_settle_s: None,
     }
 }
 

@@ -46,6 +46,11 @@ pub struct PointResult {
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub backlog: Option<BacklogResult>,
+    /// Seconds from starting the consumers until every subscription's
+    /// consumer group held all its partitions; producers start after it.
+    /// `None` without subscriptions or with manual assignment.
+    #[serde(default)]
+    pub consumer_group_settle_s: Option<f64>,
     pub intervals: Vec<IntervalRow>,
     /// Cut short by Ctrl-C.
     pub interrupted: bool,

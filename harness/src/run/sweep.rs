@@ -270,6 +270,7 @@ fn summarize(
         errors: out.produce.errors + out.consume.errors,
         error_samples: samples,
         backlog: out.backlog,
+        consumer_group_settle_s: out.group_settle_s,
         intervals: out.intervals,
         interrupted: out.interrupted,
     }
