@@ -261,6 +261,15 @@ impl Coordinator {
         records
     }
 
+    /// Forgets offsets whose tombstones were appended from `base` on.
+    fn apply_tombstones(&self, group_id: &str, keys: &[(String, i32)], base: i64) {
+        if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
+            for (i, (t, p)) in keys.iter().enumerate() {
+                g.remove_offset(t, *p, base + i as i64);
+            }
+        }
+    }
+
     fn partition_of(&self, group_id: &str) -> i32 {
         super::partition_for(group_id, self.config.offsets_partitions)
     }
@@ -618,13 +627,7 @@ impl Coordinator {
                 .append(shard, self.partition_of(&group_id), records)
                 .await
             {
-                Ok(base) => {
-                    if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
-                        for (i, (t, p)) in deletable.iter().enumerate() {
-                            g.remove_offset(t, *p, base + i as i64);
-                        }
-                    }
-                }
+                Ok(base) => self.apply_tombstones(&group_id, &deletable, base),
                 Err(e) => code_for_deleted = store_error(e),
             }
         }
@@ -740,11 +743,7 @@ impl Coordinator {
                 .await
             {
                 Ok(base) => {
-                    if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
-                        for (i, (t, p)) in keys.iter().enumerate() {
-                            g.remove_offset(t, *p, base + i as i64);
-                        }
-                    }
+                    self.apply_tombstones(&group_id, &keys, base);
                     tracing::info!(group = %group_id, offsets = keys.len(), "expired committed offsets");
                 }
                 Err(e) => tracing::warn!(group = %group_id, error = ?e, "expiring offsets failed"),

@@ -158,6 +158,17 @@ pub struct Member {
 }
 
 impl Member {
+    /// Takes what a new JoinGroup says about the member, and restarts its
+    /// session.
+    fn refresh(&mut self, req: JoinRequest, now_ms: i64) {
+        self.protocols = req.protocols;
+        self.session_timeout_ms = req.session_timeout_ms;
+        self.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        self.client_id = req.client_id;
+        self.client_host = req.client_host;
+        self.heartbeat_deadline_ms = now_ms + i64::from(self.session_timeout_ms);
+    }
+
     /// The member's metadata for `protocol` (empty if it has none).
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
@@ -575,20 +586,13 @@ impl Group {
     }
 
     fn update_member(&mut self, req: JoinRequest, ticket: Ticket, now_ms: i64) {
-        let m = self
-            .members
-            .get_mut(&req.member_id)
-            .expect("caller checked");
-        m.protocols = req.protocols;
-        m.session_timeout_ms = req.session_timeout_ms;
-        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
-        m.client_id = req.client_id;
-        m.client_host = req.client_host;
-        m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+        let id = req.member_id.clone();
+        let m = self.members.get_mut(&id).expect("caller checked");
+        m.refresh(req, now_ms);
         // A second JoinGroup from the same member supersedes the first,
         // whose sender has given up on it.
         if let Some(old) = m.awaiting_join.replace(ticket) {
-            let r = JoinResult::error(ErrorCode::RebalanceInProgress, &req.member_id);
+            let r = JoinResult::error(ErrorCode::RebalanceInProgress, &id);
             self.reply_join(old, r);
         }
     }
@@ -620,12 +624,7 @@ impl Group {
             self.pending_sync.insert(new_id.clone());
         }
         m.id = new_id.clone();
-        m.protocols = req.protocols;
-        m.session_timeout_ms = req.session_timeout_ms;
-        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
-        m.client_id = req.client_id;
-        m.client_host = req.client_host;
-        m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+        m.refresh(req, now_ms);
         let instance = m.instance_id.clone().expect("static member");
         self.statics.insert(instance, new_id.clone());
         self.members.insert(new_id.clone(), m);

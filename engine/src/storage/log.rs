@@ -486,15 +486,22 @@ impl PartitionLog {
             if !(by_time || by_size) {
                 break;
             }
-            let segment = self.segments.remove(0);
-            self.log_start = self.log_start.max(self.segments[0].base());
-            self.recovery_point = self.recovery_point.max(self.log_start);
-            tracing::info!(path = %segment.log_path().display(), "deleting segment past retention");
-            segment.delete()?;
+            self.delete_oldest_segment("past retention")?;
             deleted += 1;
         }
         self.check_invariants();
         Ok(deleted)
+    }
+
+    /// Deletes the oldest segment (never the only one) and moves the log
+    /// start to the next.
+    fn delete_oldest_segment(&mut self, why: &'static str) -> Result<()> {
+        assert!(self.segments.len() > 1);
+        let segment = self.segments.remove(0);
+        self.log_start = self.log_start.max(self.segments[0].base());
+        self.recovery_point = self.recovery_point.max(self.log_start);
+        tracing::info!(path = %segment.log_path().display(), why, "deleting segment");
+        segment.delete()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -507,11 +514,7 @@ impl PartitionLog {
     pub fn delete_segments_before(&mut self, offset: Offset) -> Result<usize> {
         let mut deleted = 0;
         while self.segments.len() > 1 && self.segments[1].base() <= offset {
-            let segment = self.segments.remove(0);
-            self.log_start = self.log_start.max(self.segments[0].base());
-            self.recovery_point = self.recovery_point.max(self.log_start);
-            tracing::info!(path = %segment.log_path().display(), "deleting rewritten segment");
-            segment.delete()?;
+            self.delete_oldest_segment("rewritten above")?;
             deleted += 1;
         }
         self.check_invariants();
