@@ -559,8 +559,8 @@ impl Coordinator {
     /// offsets and metadata get tombstones.
     pub async fn delete_group(&self, shard: &Rc<Shard>, group_id: String) -> ErrorCode {
         let records = {
-            let groups = self.groups.borrow();
-            let Some(g) = groups.get(&group_id) else {
+            let mut groups = self.groups.borrow_mut();
+            let Some(g) = groups.get_mut(&group_id) else {
                 return ErrorCode::GroupIdNotFound;
             };
             match g.state() {
@@ -574,19 +574,27 @@ impl Coordinator {
                 .map(|(t, p)| offset_tombstone(&group_id, t, *p))
                 .collect();
             records.push(group_record(&group_id, None));
+            // Dead while its tombstones are written: a JoinGroup meanwhile
+            // is told to retry rather than join a group about to vanish.
+            g.kill(now_ms());
             records
         };
-        if let Err(e) = self
+        let appended = self
             .append(shard, self.partition_of(&group_id), records)
-            .await
-        {
-            return store_error(e);
+            .await;
+        let mut groups = self.groups.borrow_mut();
+        match appended {
+            Ok(_) => {
+                groups.remove(&group_id);
+                ErrorCode::None
+            }
+            Err(e) => {
+                if let Some(g) = groups.get_mut(&group_id) {
+                    g.revive(now_ms());
+                }
+                store_error(e)
+            }
         }
-        if let Some(mut g) = self.groups.borrow_mut().remove(&group_id) {
-            g.kill(now_ms());
-        }
-        self.deliver(shard, &group_id);
-        ErrorCode::None
     }
 
     /// OffsetDelete: the top-level error, then one code per partition.

@@ -353,6 +353,14 @@ impl Group {
         self.transition(GroupState::Dead, now_ms);
     }
 
+    /// Undoes [`Group::kill`] of an Empty group whose deletion could not
+    /// be stored: it is Empty again, with its offsets.
+    pub fn revive(&mut self, now_ms: i64) {
+        if self.state == GroupState::Dead {
+            self.transition(GroupState::Empty, now_ms);
+        }
+    }
+
     fn transition(&mut self, to: GroupState, now_ms: i64) {
         self.state = to;
         self.state_since_ms = now_ms;
