@@ -10,6 +10,7 @@ pub mod config;
 pub mod embedded;
 pub mod group;
 pub mod metadata;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod storage;
