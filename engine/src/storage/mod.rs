@@ -11,7 +11,7 @@
 //!     00000000000000000000.log            record batches exactly as produced
 //!     00000000000000000000.index          offset index (see offset_index.rs)
 //!     00000000000000000000.timeindex      time index (see time_index.rs)
-//!     leader-epoch-checkpoint
+//!     leader-epoch-checkpoint             leader epoch starts (see leader_epoch.rs)
 //!     partition.metadata                  topic id
 //! ```
 //!
@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod index_file;
+pub mod leader_epoch;
 pub mod log;
 pub mod offset_index;
 pub mod segment;
