@@ -6,10 +6,7 @@
 //!   <n>                     number of entries
 //!   <topic> <partition> <offset>      n lines
 //!
-//! leader-epoch-checkpoint:
-//!   0
-//!   <n>
-//!   <epoch> <start offset>            n lines
+//! leader-epoch-checkpoint: see leader_epoch.rs
 //!
 //! partition.metadata:
 //!   version: 0
@@ -91,15 +88,6 @@ pub fn read_offsets(path: &Path) -> Result<OffsetMap> {
         out.insert((t.to_string(), p), o);
     }
     Ok(out)
-}
-
-/// Writes a leader epoch checkpoint with the given (epoch, start offset) entries.
-pub fn write_leader_epochs(dir: &Path, entries: &[(i32, i64)]) -> Result<()> {
-    let mut text = format!("0\n{}\n", entries.len());
-    for (epoch, start) in entries {
-        text.push_str(&format!("{epoch} {start}\n"));
-    }
-    write_atomically(&dir.join(LEADER_EPOCH_FILE), text.as_bytes())
 }
 
 /// Writes `partition.metadata` with the topic id.

@@ -5,8 +5,14 @@
 //! release builds too. `recovery_point` is the offset below which every
 //! byte has been fdatasync'd; after an unclean stop, segments from the one
 //! holding it onwards are verified batch by batch.
+//!
+//! The partition has a current leader epoch, stamped into every appended
+//! batch's `partitionLeaderEpoch`; the leader-epoch cache
+//! (`leader_epoch.rs`) records where each epoch starts and follows the
+//! log through appends, truncation and deletion of old segments.
 
 use super::checkpoint;
+use super::leader_epoch::{EpochEnd, EpochHistory, LeaderEpochCache};
 use super::segment::{FileRegion, Segment};
 use super::{segment_stem, Result, StorageError};
 use crate::config::TopicConfig;
@@ -52,7 +58,10 @@ pub struct PartitionLog {
     recovery_point: Offset,
     unflushed_messages: i64,
     last_flush_ms: i64,
+    /// The current leader epoch, stamped on appended batches.
     epoch: LeaderEpoch,
+    /// Where each leader epoch starts in this log.
+    epochs: LeaderEpochCache,
     /// Sealed segments whose data is not yet fdatasync'd.
     unsynced_sealed: Vec<Arc<File>>,
 }
@@ -73,6 +82,92 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
     Ok(bases)
 }
 
+/// Opens the leader-epoch cache of a log made of `segments` (recovered,
+/// so they hold whole valid batches) starting at `log_start`, and
+/// reconciles it with the log. A missing or unreadable checkpoint, or one
+/// that does not know the epoch of the log's last batch, is rebuilt from
+/// the batch headers (one `pread` of 61 bytes per batch). Entries starting
+/// past the log end (an epoch recorded before a crash lost its records,
+/// or a truncation not yet written) are dropped, and the first entry is
+/// moved up to the log start. An entry starting exactly at the log end is
+/// kept: it is the current epoch, taken over before any record of it.
+/// The partition then leads in its newest epoch (0 for an empty cache),
+/// recorded at the log end if the cache is empty; the file is written
+/// only if any of this changed it.
+fn open_epochs(dir: &Path, segments: &[Segment], log_start: Offset) -> Result<LeaderEpochCache> {
+    let log_end = segments.last().expect("a log has a segment").next_offset();
+    let trusted = match LeaderEpochCache::read(dir) {
+        Ok(cache) => match last_batch(segments)? {
+            Some(h) if !knows_batch(cache.history(), &h, log_start) => {
+                tracing::warn!(
+                    path = %cache.path().display(), last_offset = h.last_offset().0,
+                    epoch = h.partition_leader_epoch.0,
+                    "leader epoch checkpoint does not know the last batch's epoch; rebuilding it"
+                );
+                None
+            }
+            _ => Some(cache),
+        },
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "rebuilding the leader epoch checkpoint from the log");
+            None
+        }
+    };
+    let mut cache = match trusted {
+        Some(cache) => cache,
+        None => LeaderEpochCache::create(dir, scan_epochs(segments, log_start)?)?,
+    };
+    let epoch = cache.latest_epoch().unwrap_or(LeaderEpoch(0));
+    cache.update(|h| {
+        h.truncate_from_end(log_end.plus(1))
+            | h.truncate_from_start(log_start)
+            | (h.entries().is_empty() && h.assign(epoch, log_end))
+    })?;
+    Ok(cache)
+}
+
+/// Whether `history` gives the batch `h` the epoch it was written in.
+fn knows_batch(history: &EpochHistory, h: &BatchHeader, log_start: Offset) -> bool {
+    if h.partition_leader_epoch.0 < 0 || h.last_offset() < log_start {
+        return true;
+    }
+    history.epoch_at(h.base_offset.max(log_start)) == Some(h.partition_leader_epoch)
+}
+
+/// The header of the log's last batch, if it has one.
+fn last_batch(segments: &[Segment]) -> Result<Option<BatchHeader>> {
+    for segment in segments.iter().rev() {
+        if let Some(h) = segment.tail_headers(0)?.pop() {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// The epoch history of the batches from `log_start` on, read from their
+/// headers. Batches without an epoch (-1, written by pre-0.11 clients
+/// through an old broker) are skipped, as Kafka does.
+fn scan_epochs(segments: &[Segment], log_start: Offset) -> Result<EpochHistory> {
+    let mut history = EpochHistory::new();
+    for segment in segments {
+        let mut pos = 0u64;
+        while let Some(h) = segment.read_header(pos)? {
+            if h.total_size() < BATCH_HEADER_SIZE {
+                return Err(StorageError::Corrupt {
+                    path: segment.log_path().to_path_buf(),
+                    position: pos,
+                    reason: format!("impossible batch_length {}", h.batch_length),
+                });
+            }
+            pos += h.total_size() as u64;
+            if h.partition_leader_epoch.0 >= 0 && h.last_offset() >= log_start {
+                history.assign(h.partition_leader_epoch, h.base_offset.max(log_start));
+            }
+        }
+    }
+    Ok(history)
+}
+
 impl PartitionLog {
     /// Creates an empty partition directory with its metadata files.
     pub fn create(
@@ -82,7 +177,11 @@ impl PartitionLog {
     ) -> Result<PartitionLog> {
         std::fs::create_dir_all(dir).map_err(StorageError::io("create partition dir", dir))?;
         checkpoint::write_partition_metadata(dir, topic_id)?;
-        checkpoint::write_leader_epochs(dir, &[(0, 0)])?;
+        // The partition leads in epoch 0 from offset 0, as a Kafka leader
+        // records its epoch at the log end when it takes over.
+        let mut history = EpochHistory::new();
+        history.assign(LeaderEpoch(0), Offset(0));
+        let epochs = LeaderEpochCache::create(dir, history)?;
         let segment = Segment::create(dir, Offset(0))?;
         super::sync_dir(dir)?;
         super::sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
@@ -92,6 +191,7 @@ impl PartitionLog {
             vec![segment],
             Offset(0),
             Offset(0),
+            epochs,
         ))
     }
 
@@ -101,8 +201,10 @@ impl PartitionLog {
         segments: Vec<Segment>,
         log_start: Offset,
         recovery_point: Offset,
+        epochs: LeaderEpochCache,
     ) -> PartitionLog {
         let log_end = segments.last().expect("a log has a segment").next_offset();
+        let epoch = epochs.latest_epoch().unwrap_or(LeaderEpoch(0));
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -112,7 +214,8 @@ impl PartitionLog {
             recovery_point: recovery_point.min(log_end),
             unflushed_messages: 0,
             last_flush_ms: 0,
-            epoch: LeaderEpoch(0),
+            epoch,
+            epochs,
             unsynced_sealed: Vec::new(),
         };
         log.check_invariants();
@@ -132,13 +235,10 @@ impl PartitionLog {
     ) -> Result<PartitionLog> {
         let bases = list_segment_bases(dir)?;
         if bases.is_empty() {
-            let segment = Segment::create(dir, log_start)?;
+            let segments = vec![Segment::create(dir, log_start)?];
+            let epochs = open_epochs(dir, &segments, log_start)?;
             return Ok(PartitionLog::from_segments(
-                dir,
-                config,
-                vec![segment],
-                log_start,
-                log_start,
+                dir, config, segments, log_start, log_start, epochs,
             ));
         }
         let interval = config.index_interval_bytes;
@@ -201,12 +301,14 @@ impl PartitionLog {
         } else {
             recovery_point.max(log_start)
         };
+        let epochs = open_epochs(dir, &segments, log_start)?;
         Ok(PartitionLog::from_segments(
             dir,
             config,
             segments,
             log_start,
             recovery_point,
+            epochs,
         ))
     }
 
@@ -247,6 +349,40 @@ impl PartitionLog {
         self.recovery_point
     }
 
+    /// The current leader epoch, stamped on every appended batch.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.epoch
+    }
+
+    /// Makes `epoch` the partition's leader epoch from now on: appends are
+    /// stamped with it, and the cache records it as starting at the log
+    /// end, as a Kafka leader does when it takes over, so that
+    /// OffsetForLeaderEpoch answers for it before its first record.
+    /// Epochs never go back; the caller fences older ones.
+    pub fn set_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<()> {
+        assert!(
+            epoch >= self.epoch,
+            "{}: leader epoch {} after {}",
+            self.dir.display(),
+            epoch.0,
+            self.epoch.0
+        );
+        self.epochs.assign(epoch, self.log_end())?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch: where `requested` ends in this log (see
+    /// [`EpochHistory::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> EpochEnd {
+        self.epochs.end_offset_for(requested, self.log_end())
+    }
+
+    /// The leader-epoch cache's entries.
+    pub fn epoch_history(&self) -> &EpochHistory {
+        self.epochs.history()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -283,6 +419,10 @@ impl PartitionLog {
         let base = self.log_end();
         let interval = self.config.index_interval_bytes;
         let epoch = self.epoch;
+        // Recorded before the records are written: after a crash the cache
+        // may name an epoch whose records were lost (dropped at open), but
+        // never lacks one the log holds. Free unless the epoch is new.
+        self.epochs.assign(epoch, base)?;
         let append_time = self.config.log_append_time.then_some(now_ms);
         let next = self
             .active_mut()
@@ -489,6 +629,7 @@ impl PartitionLog {
             self.delete_oldest_segment("past retention")?;
             deleted += 1;
         }
+        self.epochs.truncate_from_start(self.log_start)?;
         self.check_invariants();
         Ok(deleted)
     }
@@ -517,8 +658,67 @@ impl PartitionLog {
             self.delete_oldest_segment("rewritten above")?;
             deleted += 1;
         }
+        self.epochs.truncate_from_start(self.log_start)?;
         self.check_invariants();
         Ok(deleted)
+    }
+
+    /// Drops every record at or above `offset` (a follower cutting a tail
+    /// that diverges from its leader's log). Whole batches only, as in
+    /// Kafka: the batch holding `offset` goes too, so the new log end is
+    /// at or below `offset`; the returned value is the new log end.
+    /// Segments above are deleted, the one holding the cut is truncated
+    /// and its indexes rebuilt, and the leader-epoch cache forgets the
+    /// epochs starting at or past the new end (after the log is cut, so a
+    /// crash in between leaves the cache saying too much, which open
+    /// repairs). The high watermark and recovery point move down with it.
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset> {
+        if offset >= self.log_end() {
+            return Ok(self.log_end());
+        }
+        if offset < self.log_start {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: offset.0,
+                log_start: self.log_start.0,
+                log_end: self.log_end().0,
+            });
+        }
+        let keep = self.segment_index_for(offset);
+        while self.segments.len() > keep + 1 {
+            let segment = self.segments.pop().expect("more than one segment");
+            tracing::info!(path = %segment.log_path().display(), offset = offset.0, "deleting segment above a truncation");
+            segment.delete()?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let log_start = self.log_start;
+        let segment = self.active();
+        let cut = match segment.find_batch(offset)? {
+            Some((position, h)) if h.base_offset >= log_start => Some(position),
+            Some(_) => None,
+            None => Some(segment.size()),
+        };
+        match cut {
+            Some(position) => self.active_mut().truncate_at(position, interval)?,
+            // The batch holding `offset` also holds the log start (which is
+            // then inside a batch): nothing at or above the start survives.
+            None => self.restart_at(self.log_start)?,
+        }
+        let log_end = self.log_end();
+        tracing::info!(dir = %self.dir.display(), offset = offset.0, log_end = log_end.0, "truncated log");
+        self.high_watermark = self.high_watermark.min(log_end);
+        self.recovery_point = self.recovery_point.min(log_end);
+        self.epochs.truncate_from_end(log_end)?;
+        self.check_invariants();
+        Ok(log_end)
+    }
+
+    /// Replaces every segment with one empty segment starting at `start`.
+    fn restart_at(&mut self, start: Offset) -> Result<()> {
+        for segment in self.segments.drain(..) {
+            segment.delete()?;
+        }
+        self.segments.push(Segment::create(&self.dir, start)?);
+        super::sync_dir(&self.dir)
     }
 
     /// Removes the partition directory and everything in it.
@@ -630,5 +830,254 @@ mod tests {
         let err =
             PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+
+    fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {
+        log.epoch_history()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch.0, e.start_offset.0))
+            .collect()
+    }
+
+    fn checkpoint_text(pdir: &Path) -> String {
+        std::fs::read_to_string(pdir.join(checkpoint::LEADER_EPOCH_FILE)).unwrap()
+    }
+
+    /// A log of 3 batches of 5 in epoch 0, then 2 in epoch 2, 1 in epoch 5.
+    fn log_with_epochs(pdir: &Path, segment_bytes: &str) -> PartitionLog {
+        let mut log =
+            PartitionLog::create(pdir, config(segment_bytes), uuid::Uuid::new_v4()).unwrap();
+        for (epoch, batches) in [(0, 3), (2, 2), (5, 1)] {
+            log.set_leader_epoch(LeaderEpoch(epoch)).unwrap();
+            for _ in 0..batches {
+                append(&mut log, &batch(5, 0));
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn appends_stamp_the_leader_epoch_and_record_where_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "1000000");
+        assert_eq!(epochs(&log), vec![(0, 0), (2, 15), (5, 25)]);
+        assert_eq!(checkpoint_text(&pdir), "0\n3\n0 0\n2 15\n5 25\n");
+        let mut stamped = Vec::new();
+        log.for_each_batch(Offset(0), |h, _| {
+            stamped.push((h.base_offset.0, h.partition_leader_epoch.0))
+        })
+        .unwrap();
+        assert_eq!(
+            stamped,
+            vec![(0, 0), (5, 0), (10, 0), (15, 2), (20, 2), (25, 5)]
+        );
+        let end = |e| log.end_offset_for_epoch(LeaderEpoch(e));
+        assert_eq!(
+            end(5),
+            EpochEnd {
+                epoch: LeaderEpoch(5),
+                end_offset: Offset(30)
+            }
+        );
+        assert_eq!(
+            end(3),
+            EpochEnd {
+                epoch: LeaderEpoch(2),
+                end_offset: Offset(25)
+            }
+        );
+        assert_eq!(
+            end(0),
+            EpochEnd {
+                epoch: LeaderEpoch(0),
+                end_offset: Offset(15)
+            }
+        );
+        assert_eq!(end(6), EpochEnd::UNDEFINED);
+        // A new leader epoch is known at the log end before its first record.
+        log.set_leader_epoch(LeaderEpoch(7)).unwrap();
+        let end = |e| log.end_offset_for_epoch(LeaderEpoch(e));
+        assert_eq!(log.leader_epoch(), LeaderEpoch(7));
+        assert_eq!(
+            end(7),
+            EpochEnd {
+                epoch: LeaderEpoch(7),
+                end_offset: Offset(30)
+            }
+        );
+        assert_eq!(
+            end(5),
+            EpochEnd {
+                epoch: LeaderEpoch(5),
+                end_offset: Offset(30)
+            }
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_epochs_and_the_current_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "2000");
+        log.set_leader_epoch(LeaderEpoch(6)).unwrap();
+        log.flush_now(0).unwrap();
+        drop(log);
+        for clean in [true, false] {
+            let mut log =
+                PartitionLog::open(&pdir, config("2000"), clean, Offset(0), Offset(0)).unwrap();
+            assert_eq!(epochs(&log), vec![(0, 0), (2, 15), (5, 25), (6, 30)]);
+            assert_eq!(log.leader_epoch(), LeaderEpoch(6));
+            if !clean {
+                assert_eq!(append(&mut log, &batch(1, 0)).base_offset, Offset(30));
+                assert_eq!(epochs(&log), vec![(0, 0), (2, 15), (5, 25), (6, 30)]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_checkpoint_is_rebuilt_from_the_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let log = log_with_epochs(&pdir, "2000");
+        assert!(log.segment_count() > 2, "the scan crosses segments");
+        drop(log);
+        let file = pdir.join(checkpoint::LEADER_EPOCH_FILE);
+        for damage in ["", "0\n3\n0 0\n", "garbage", "0\n1\n0 0\n"] {
+            if damage.is_empty() {
+                std::fs::remove_file(&file).unwrap();
+            } else {
+                // The last one parses but does not know the last batch's epoch.
+                std::fs::write(&file, damage).unwrap();
+            }
+            let log =
+                PartitionLog::open(&pdir, config("2000"), true, Offset(0), Offset(0)).unwrap();
+            assert_eq!(
+                epochs(&log),
+                vec![(0, 0), (2, 15), (5, 25)],
+                "after {damage:?}"
+            );
+            assert_eq!(checkpoint_text(&pdir), "0\n3\n0 0\n2 15\n5 25\n");
+            assert_eq!(log.leader_epoch(), LeaderEpoch(5));
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_cut_at_recovery_takes_its_epoch_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let log = log_with_epochs(&pdir, "1000000");
+        let path = log.segments[0].log_path().to_path_buf();
+        drop(log);
+        // Tear the last batch (epoch 5's only one) in half.
+        let bytes = std::fs::read(&path).unwrap();
+        let last = batch(5, 0).len();
+        std::fs::write(&path, &bytes[..bytes.len() - last / 2]).unwrap();
+        let log =
+            PartitionLog::open(&pdir, config("1000000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.log_end(), Offset(25));
+        // Epoch 5 started at the new log end: it stays the current epoch.
+        assert_eq!(epochs(&log), vec![(0, 0), (2, 15), (5, 25)]);
+        drop(log);
+        // Cutting into epoch 2 drops epoch 5, which started past the end.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - last / 2]).unwrap();
+        let log =
+            PartitionLog::open(&pdir, config("1000000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.log_end(), Offset(20));
+        assert_eq!(epochs(&log), vec![(0, 0), (2, 15)]);
+        assert_eq!(log.leader_epoch(), LeaderEpoch(2));
+        assert_eq!(checkpoint_text(&pdir), "0\n2\n0 0\n2 15\n");
+    }
+
+    #[test]
+    fn deleting_old_segments_moves_the_first_epoch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "2000");
+        let second = log.segments[1].base();
+        assert!(second > Offset(0) && second < Offset(15));
+        log.delete_segments_before(second).unwrap();
+        assert_eq!(log.log_start(), second);
+        assert_eq!(epochs(&log), vec![(0, second.0), (2, 15), (5, 25)]);
+        let third = log.segments[1].base();
+        log.delete_segments_before(third).unwrap();
+        assert_eq!(epochs(&log)[0].1, third.0);
+        drop(log);
+        let log = PartitionLog::open(&pdir, config("2000"), true, Offset(0), Offset(0)).unwrap();
+        assert_eq!(epochs(&log)[0].1, third.0, "the move was written");
+    }
+
+    #[test]
+    fn a_log_start_checkpoint_inside_the_log_moves_the_first_epoch_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        drop(log_with_epochs(&pdir, "1000000"));
+        let log =
+            PartitionLog::open(&pdir, config("1000000"), true, Offset(0), Offset(17)).unwrap();
+        assert_eq!(epochs(&log), vec![(2, 17), (5, 25)]);
+    }
+
+    #[test]
+    fn truncate_to_cuts_segments_indexes_and_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "2000");
+        let segments = log.segment_count();
+        assert!(segments > 2);
+        assert_eq!(
+            log.truncate_to(Offset(40)).unwrap(),
+            Offset(30),
+            "past the end: nothing"
+        );
+        // Offset 22 is inside the batch 20..24: the whole batch goes.
+        assert_eq!(log.truncate_to(Offset(22)).unwrap(), Offset(20));
+        assert_eq!(log.log_end(), Offset(20));
+        assert_eq!(log.high_watermark(), Offset(20));
+        assert!(log.segment_count() < segments);
+        assert_eq!(epochs(&log), vec![(0, 0), (2, 15)]);
+        assert_eq!(checkpoint_text(&pdir), "0\n2\n0 0\n2 15\n");
+        // The current epoch is the partition's, not the cache's: appends
+        // after the cut start epoch 5 again where the log now ends.
+        assert_eq!(append(&mut log, &batch(5, 0)).base_offset, Offset(20));
+        assert_eq!(epochs(&log), vec![(0, 0), (2, 15), (5, 20)]);
+        let r = log.read(Offset(20), 1, log.high_watermark()).unwrap();
+        assert_eq!(r.bytes, batch(5, 0).len());
+        // Down to a segment boundary and then to the start.
+        let second = log.segments[1].base();
+        assert_eq!(log.truncate_to(second).unwrap(), second);
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.truncate_to(Offset(0)).unwrap(), Offset(0));
+        assert_eq!(log.segment_count(), 1);
+        assert!(epochs(&log).is_empty());
+        assert_eq!(append(&mut log, &batch(2, 0)).base_offset, Offset(0));
+        assert_eq!(epochs(&log), vec![(5, 0)]);
+        log.flush_now(0).unwrap();
+        drop(log);
+        for clean in [true, false] {
+            let log =
+                PartitionLog::open(&pdir, config("2000"), clean, Offset(0), Offset(0)).unwrap();
+            assert_eq!(log.log_end(), Offset(2));
+            assert_eq!(epochs(&log), vec![(5, 0)]);
+        }
+    }
+
+    #[test]
+    fn truncate_to_below_the_log_start_is_refused_and_inside_its_batch_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        drop(log_with_epochs(&pdir, "1000000"));
+        let mut log =
+            PartitionLog::open(&pdir, config("1000000"), true, Offset(0), Offset(17)).unwrap();
+        assert!(matches!(
+            log.truncate_to(Offset(16)),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        // The batch 15..19 holds both the log start and the cut.
+        assert_eq!(log.truncate_to(Offset(18)).unwrap(), Offset(17));
+        assert_eq!((log.log_start(), log.log_end()), (Offset(17), Offset(17)));
+        assert!(epochs(&log).is_empty());
+        assert_eq!(append(&mut log, &batch(1, 0)).base_offset, Offset(17));
     }
 }
