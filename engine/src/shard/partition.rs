@@ -3,11 +3,12 @@
 //! `RefCell`s suffice; no borrow is held across an `.await`.
 
 use super::producer_state::{Check, ProducerStates};
+use crate::storage::leader_epoch::EpochEnd;
 use crate::storage::log::{AppendInfo, PartitionLog, ReadResult};
 use crate::storage::StorageError;
 use futures::channel::oneshot;
 use sluice_protocol::record_batch::{BatchHeader, RecordSetSummary};
-use sluice_protocol::{ErrorCode, Offset};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
 
 /// Current wall-clock time in ms since the epoch.
@@ -225,6 +226,13 @@ impl Partition {
 
     pub fn recovery_point(&self) -> Offset {
         self.log.borrow().recovery_point()
+    }
+
+    /// The partition's current leader epoch and where `requested` ends in
+    /// its log (OffsetForLeaderEpoch), read together.
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> (LeaderEpoch, EpochEnd) {
+        let log = self.log.borrow();
+        (log.leader_epoch(), log.end_offset_for_epoch(requested))
     }
 
     pub fn segment_count(&self) -> usize {

@@ -7,6 +7,7 @@ mod fetch;
 mod group;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use crate::shard::Shard;
@@ -152,6 +153,7 @@ pub async fn handle(
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
         ApiKey::JoinGroup => group::join_group(&ctx, body).await,
         ApiKey::SyncGroup => group::sync_group(&ctx, body).await,
