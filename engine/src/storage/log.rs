@@ -629,7 +629,9 @@ impl PartitionLog {
             self.delete_oldest_segment("past retention")?;
             deleted += 1;
         }
-        self.epochs.truncate_from_start(self.log_start)?;
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start)?;
+        }
         self.check_invariants();
         Ok(deleted)
     }
@@ -658,7 +660,9 @@ impl PartitionLog {
             self.delete_oldest_segment("rewritten above")?;
             deleted += 1;
         }
-        self.epochs.truncate_from_start(self.log_start)?;
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start)?;
+        }
         self.check_invariants();
         Ok(deleted)
     }
@@ -1007,6 +1011,23 @@ mod tests {
         drop(log);
         let log = PartitionLog::open(&pdir, config("2000"), true, Offset(0), Offset(0)).unwrap();
         assert_eq!(epochs(&log)[0].1, third.0, "the move was written");
+    }
+
+    #[test]
+    fn retention_moves_the_first_epoch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "2000");
+        let mut c = BrokerConfig::default();
+        c.set("segment.bytes", "2000").unwrap();
+        c.set("retention.bytes", "3000").unwrap();
+        log.set_config(Arc::new(c.topic_config(&BTreeMap::new()).unwrap()));
+        assert!(log.enforce_retention(0).unwrap() > 0);
+        let start = log.log_start();
+        assert!(start >= Offset(15), "epoch 0 is gone: {start}");
+        assert_eq!(epochs(&log)[0], (2, start.0));
+        assert_eq!(epochs(&log)[1], (5, 25));
+        assert_eq!(log.enforce_retention(0).unwrap(), 0);
     }
 
     #[test]

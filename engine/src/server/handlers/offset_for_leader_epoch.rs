@@ -16,8 +16,8 @@
 //!   asked for and where it ends, or -1/-1 (UNDEFINED) with no error.
 //!
 //! `replica_id` (v3+: a follower's broker id, -1 for consumers) is read
-//! and not used yet: every partition is its own leader's, so the answer
-//! is the same for both.
+//! and not used yet: this broker leads every partition it holds, and a
+//! leader answers followers and consumers alike.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::{Shard, ShardId};
