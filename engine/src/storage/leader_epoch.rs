@@ -664,6 +664,78 @@ mod tests {
         assert_eq!(c.latest_epoch(), Some(e(0)));
     }
 
+    /// What the log does to its cache, as the partition drives it.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// `count` records in the current epoch raised by `bump`.
+        Append { bump: i32, count: i64 },
+        /// Truncate to a point chosen by `at` within the log.
+        TruncateTo { at: u8 },
+        /// Delete records below a point chosen by `at`, keeping one.
+        DeleteBefore { at: u8 },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3i32, 1..6i64).prop_map(|(bump, count)| Op::Append { bump, count }),
+            1 => any::<u8>().prop_map(|at| Op::TruncateTo { at }),
+            1 => any::<u8>().prop_map(|at| Op::DeleteBefore { at }),
+        ]
+    }
+
+    /// The entries a log holding `records` (the epoch of each offset from
+    /// `log_start`) must have: each epoch and its first offset.
+    fn expected(records: &[i32], log_start: i64) -> Vec<(i32, i64)> {
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        for (i, &epoch) in records.iter().enumerate() {
+            if out.last().map(|l| l.0) != Some(epoch) {
+                out.push((epoch, log_start + i as i64));
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Random appends, truncations and deletions against a model log
+        /// that remembers every record's epoch: after each step the cache
+        /// names exactly the epochs the log holds, where each starts, and
+        /// survives its file format.
+        #[test]
+        fn cache_follows_a_model_log(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut h = EpochHistory::new();
+            let mut records: Vec<i32> = Vec::new();
+            let (mut log_start, mut current) = (0i64, 0i32);
+            for op in ops {
+                let log_end = log_start + records.len() as i64;
+                match op {
+                    Op::Append { bump, count } => {
+                        current += bump;
+                        h.assign(e(current), o(log_end));
+                        records.extend(std::iter::repeat(current).take(count as usize));
+                    }
+                    Op::TruncateTo { at } => {
+                        let keep = usize::from(at) % (records.len() + 1);
+                        records.truncate(keep);
+                        h.truncate_from_end(o(log_start + keep as i64));
+                    }
+                    Op::DeleteBefore { at } => {
+                        if records.is_empty() {
+                            continue;
+                        }
+                        let drop = usize::from(at) % records.len();
+                        records.drain(..drop);
+                        log_start += drop as i64;
+                        h.truncate_from_start(o(log_start));
+                    }
+                }
+                proptest::prop_assert_eq!(pairs(&h), expected(&records, log_start));
+                let text = encode(&h);
+                proptest::prop_assert_eq!(&decode(&text, Path::new("x")).unwrap(), &h);
+            }
+        }
+    }
+
     #[test]
     fn missing_file_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
