@@ -712,7 +712,7 @@ mod tests {
                     Op::Append { bump, count } => {
                         current += bump;
                         h.assign(e(current), o(log_end));
-                        records.extend(std::iter::repeat(current).take(count as usize));
+                        records.extend(std::iter::repeat_n(current, count as usize));
                     }
                     Op::TruncateTo { at } => {
                         let keep = usize::from(at) % (records.len() + 1);
