@@ -734,6 +734,25 @@ mod tests {
                 proptest::prop_assert_eq!(&decode(&text, Path::new("x")).unwrap(), &h);
             }
         }
+
+        /// Any text, checkpoint-like or not, decodes or is corrupt; it
+        /// never panics, and what decodes obeys the ordering rules.
+        #[test]
+        fn decode_never_panics(
+            lines in proptest::collection::vec("(-?[0-9]{1,12}( -?[0-9]{1,20})?|[ -~]{0,12})", 0..8)
+        ) {
+            let text = lines.join("\n");
+            match decode(&text, Path::new("x")) {
+                Ok(h) => {
+                    let again = decode(&encode(&h), Path::new("x")).unwrap();
+                    proptest::prop_assert_eq!(again, h);
+                }
+                Err(e) => {
+                    let corrupt = matches!(e, StorageError::Corrupt { .. });
+                    proptest::prop_assert!(corrupt, "{}", e);
+                }
+            }
+        }
     }
 
     #[test]
