@@ -2,16 +2,18 @@
 //!
 //! Start: lock the data directory, read `meta.properties` (or write it),
 //! note whether the last stop was clean (and remove the marker), load the
-//! topics and checkpoints, then start one shard per core. Each shard opens
-//! (and after an unclean stop, recovers) the partitions it owns, binds the
-//! listener and reports ready; `start` returns once all have.
+//! checkpoints, then start one shard per core. Shard 0 joins the cluster
+//! (replaying the metadata log, registering with the controller); every
+//! shard then opens (and after an unclean stop, recovers) the partitions
+//! it owns, binds the listener and reports ready; `start` returns once
+//! all have.
 //!
 //! Stop: each shard stops accepting, flushes its partitions and reports
 //! their offsets; the broker then writes the checkpoints and the
 //! clean-shutdown marker.
 
 use crate::config::BrokerConfig;
-use crate::metadata::{self, Snapshot};
+use crate::metadata::Snapshot;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
@@ -160,9 +162,14 @@ impl Broker {
             recovery_points: checkpoint::read_offsets(&config.data_dir.join(RECOVERY_POINT_FILE))?,
             log_starts: checkpoint::read_offsets(&config.data_dir.join(LOG_START_FILE))?,
         };
-        let snapshot = Arc::new(metadata::load(&config.data_dir, &config)?);
+        let cluster_config =
+            crate::cluster::ClusterConfig::from_broker(&config).map_err(|e| StartError::Shard {
+                shard: 0,
+                reason: e.to_string(),
+            })?;
+        let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
-            data_dir = %config.data_dir.display(), clean, topics = snapshot.topics.len(), cores = config.cores,
+            data_dir = %config.data_dir.display(), clean, node = config.node_id, cores = config.cores,
             "starting broker"
         );
         let cores = config.cores.max(1);
@@ -190,13 +197,14 @@ impl Broker {
         let handles = LocalExecutorPoolBuilder::new(placement)
             .name("sluice-shard")
             .on_all_shards(move || {
-                let (shared, mesh, snapshot, ready) = (
+                let (shared, mesh, snapshot, ready, cluster) = (
                     Arc::clone(&run_shared),
                     mesh.clone(),
                     Arc::clone(&snapshot),
                     ready_tx.clone(),
+                    cluster_config.clone(),
                 );
-                async move { shard_main(shared, mesh, snapshot, ready).await }
+                async move { shard_main(shared, mesh, snapshot, cluster, ready).await }
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         let mut broker = Broker {
@@ -281,6 +289,7 @@ async fn shard_main(
     shared: Arc<BrokerShared>,
     mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
     snapshot: Arc<Snapshot>,
+    cluster: crate::cluster::ClusterConfig,
     ready: mpsc::Sender<Result<usize, (usize, String)>>,
 ) {
     let (senders, mut receivers) = match mesh.join().await {
@@ -290,18 +299,8 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(
-        Arc::clone(&shared),
-        senders,
-        Arc::clone(&snapshot),
-    ));
-    for topic in snapshot.topics.values() {
-        shard.open_topic(topic, false);
-    }
-    shard.load_groups();
-    let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
-        Rc::clone(&shard),
-    ));
+    let (first_tx, first_rx) = futures::channel::oneshot::channel();
+    let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, snapshot, first_tx));
     let mut tasks = Vec::new();
     for (_peer, rx) in receivers.streams() {
         let shard = Rc::clone(&shard);
@@ -311,6 +310,34 @@ async fn shard_main(
             }
         }));
     }
+    if shard.id == 0 {
+        let (node, cluster_tasks) = match crate::cluster::node::ClusterNode::open(&shard, cluster) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready.send(Err((shard.id, format!("joining the cluster: {e}"))));
+                return;
+            }
+        };
+        tasks.extend(cluster_tasks);
+        *shard.cluster.borrow_mut() = Some(Rc::clone(&node));
+        let (registered_tx, registered_rx) = futures::channel::oneshot::channel();
+        tasks.push(glommio::spawn_local(
+            node.run(Rc::clone(&shard), registered_tx),
+        ));
+        tracing::info!("waiting to register with the controller");
+        if !matches!(unless_stopped(&shared, registered_rx).await, Some(Ok(()))) {
+            let _ = ready.send(Err((shard.id, "stopped before registering".into())));
+            return;
+        }
+    }
+    if !matches!(unless_stopped(&shared, first_rx).await, Some(Ok(()))) {
+        let _ = ready.send(Err((shard.id, "stopped before the first metadata".into())));
+        return;
+    }
+    shard.load_groups();
+    let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
+        Rc::clone(&shard),
+    ));
     let listener = match glommio::net::TcpListener::bind(shared.config.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -327,7 +354,24 @@ async fn shard_main(
     drop(accept.cancel());
     drop(timers.cancel());
     shutdown(&shard);
-    drop(tasks);
+    for t in tasks {
+        drop(t.cancel());
+    }
+}
+
+/// Waits for `fut`, or gives up with `None` once the broker stops.
+async fn unless_stopped<F: std::future::Future + Unpin>(
+    shared: &BrokerShared,
+    mut fut: F,
+) -> Option<F::Output> {
+    loop {
+        let tick = Box::pin(glommio::timer::sleep(Duration::from_millis(100)));
+        match futures::future::select(&mut fut, tick).await {
+            futures::future::Either::Left((v, _)) => return Some(v),
+            futures::future::Either::Right(_) if shared.stopping() => return None,
+            futures::future::Either::Right(_) => {}
+        }
+    }
 }
 
 /// Periodic work until the broker stops: `flush.ms` flushes, retention,

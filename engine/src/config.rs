@@ -82,7 +82,12 @@ pub const KEYS: &[Key] = &[
     ),
     broker("log.flush.scheduler.interval.ms", Kind::Long, "1000", 1),
     broker("cluster.id", Kind::Text, "", 0),
+    broker("controller.quorum.voters", Kind::Text, "", 0),
+    broker("broker.session.timeout.ms", Kind::Int, "9000", 1),
+    broker("broker.heartbeat.interval.ms", Kind::Int, "2000", 1),
+    broker("replica.lag.time.max.ms", Kind::Long, "30000", 1),
     broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
+    broker("offsets.topic.replication.factor", Kind::Int, "1", 1),
     broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 14),
     broker("offsets.retention.minutes", Kind::Int, "10080", 1),
     broker(
@@ -188,6 +193,20 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     topic(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        Kind::Int,
+        "1",
+        1,
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+        Kind::Bool,
+        "false",
+        0,
+    ),
+    topic(
         "unclean.leader.election.enable",
         Some("unclean.leader.election.enable"),
         Kind::Bool,
@@ -279,6 +298,8 @@ pub struct TopicConfig {
     /// `cleanup.policy` includes `delete`: retention removes old segments.
     pub delete_retention: bool,
     pub log_append_time: bool,
+    /// `min.insync.replicas`: the smallest ISR that takes acks=all.
+    pub min_insync_replicas: usize,
     /// The values as strings, every topic key present.
     pub values: BTreeMap<String, (String, Source)>,
 }
@@ -300,6 +321,7 @@ impl TopicConfig {
             retention_bytes: Self::long(&values, "retention.bytes"),
             delete_retention: values["cleanup.policy"].0.contains("delete"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
+            min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
             values,
         }
     }
@@ -394,6 +416,9 @@ impl BrokerConfig {
                 self.data_dir = PathBuf::from(first);
             }
             "node.id" => self.node_id = value.parse().expect("checked"),
+            "controller.quorum.voters" => {
+                crate::cluster::parse_voters(&value)?;
+            }
             _ => {}
         }
         self.values
@@ -453,6 +478,7 @@ impl BrokerConfig {
     pub fn group(&self) -> crate::group::GroupConfig {
         crate::group::GroupConfig {
             offsets_partitions: self.get_long("offsets.topic.num.partitions") as i32,
+            offsets_replication_factor: self.get_long("offsets.topic.replication.factor") as i16,
             offsets_segment_bytes: self.get_long("offsets.topic.segment.bytes"),
             offsets_retention_ms: self.get_long("offsets.retention.minutes") * 60_000,
             offsets_retention_check_ms: self.get_long("offsets.retention.check.interval.ms"),

@@ -6,6 +6,7 @@
 //! owner shard) → `shard::partition` → `storage::log` → `storage::segment`.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod group;

@@ -10,10 +10,16 @@
 //! sluice groups list|describe GROUP|delete GROUP [--bootstrap HOST:PORT]
 //! ```
 //! is a client instead: consumer groups, their offsets and lag, from a
-//! running cluster. Its modules (`admin_client`, `groups_cli`) belong to
+//! running cluster.
+//!
+//! ```text
+//! sluice cluster [--brokers N] [--data-dir DIR] [--base-port PORT] ...
+//! ```
+//! runs N brokers on loopback as one cluster. Its modules (`admin_client`, `groups_cli`, `cluster_cli`) belong to
 //! this binary, not to the broker library.
 
 mod admin_client;
+mod cluster_cli;
 mod groups_cli;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +64,9 @@ enum Command {
     /// lag), delete.
     #[command(subcommand)]
     Groups(groups_cli::GroupsCommand),
+    /// Run several brokers on loopback as one cluster (development,
+    /// benchmarks).
+    Cluster(cluster_cli::ClusterArgs),
 }
 
 fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
@@ -102,8 +111,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if let Some(Command::Groups(command)) = &args.command {
-        return groups_cli::run(command);
+    match &args.command {
+        Some(Command::Groups(command)) => return groups_cli::run(command),
+        Some(Command::Cluster(cluster)) => return cluster_cli::run(cluster),
+        None => {}
     }
     let config = match build_config(&args) {
         Ok(c) => c,

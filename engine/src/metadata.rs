@@ -1,25 +1,14 @@
-//! Cluster metadata as each shard sees it: an immutable snapshot of topics,
-//! replaced whole when a topic is created or deleted. Shards read it without
-//! locks; only shard 0 (the controller) makes new ones.
-//!
-//! Persisted as `topics.toml` in the data directory:
-//! ```text
-//! [topics."orders"]
-//! id = "<topic id, base64 url-safe>"
-//! partitions = 6
-//! [topics."orders".config]
-//! "retention.ms" = "86400000"
-//! ```
+//! Cluster metadata as each shard sees it: an immutable snapshot of the
+//! brokers and topics, with every partition's replicas, leader and ISR,
+//! replaced whole when the metadata log changes. Shards read it without
+//! locks; [`crate::cluster::node`] builds new ones from the log.
 
+use crate::cluster::records::ClusterImage;
 use crate::config::{BrokerConfig, TopicConfig};
-use crate::storage::checkpoint::{base64_url, base64_url_decode};
-use crate::storage::{write_atomically, Result, StorageError};
-use serde::{Deserialize, Serialize};
+use crate::replication::controller::PartitionState;
+use crate::replication::NodeId;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
-
-pub const TOPICS_FILE: &str = "topics.toml";
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
@@ -34,19 +23,94 @@ pub struct TopicMeta {
     pub overrides: BTreeMap<String, String>,
     /// Effective config (broker defaults plus overrides).
     pub config: Arc<TopicConfig>,
+    /// Replication state by partition index.
+    pub replicas: Vec<PartitionState>,
 }
 
-/// Every topic, by name and id.
+impl TopicMeta {
+    /// The replication state of partition `index`.
+    pub fn partition(&self, index: i32) -> Option<&PartitionState> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.replicas.get(i))
+    }
+}
+
+/// A broker clients can reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub host: String,
+    pub port: u16,
+    /// Stopped heartbeating: not listed to clients.
+    pub fenced: bool,
+}
+
+/// Every broker and topic, by name and id.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     by_id: HashMap<uuid::Uuid, String>,
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// The active controller, -1 when unknown.
+    pub controller_id: i32,
+    /// This broker.
+    pub node_id: i32,
 }
 
 impl Snapshot {
     pub fn new(topics: BTreeMap<String, Arc<TopicMeta>>) -> Snapshot {
         let by_id = topics.values().map(|t| (t.id, t.name.clone())).collect();
-        Snapshot { topics, by_id }
+        Snapshot {
+            topics,
+            by_id,
+            ..Snapshot::default()
+        }
+    }
+
+    /// No brokers, no topics: before the metadata log is read.
+    pub fn empty(node_id: i32) -> Snapshot {
+        Snapshot {
+            node_id,
+            controller_id: -1,
+            ..Snapshot::default()
+        }
+    }
+
+    /// The snapshot of a metadata image. A topic whose stored config no
+    /// longer parses keeps the broker defaults (and says so).
+    pub fn from_image(image: &ClusterImage, broker: &BrokerConfig, controller_id: i32) -> Snapshot {
+        let mut topics = BTreeMap::new();
+        for t in image.topics.values() {
+            let config = broker.topic_config(&t.config).unwrap_or_else(|e| {
+                tracing::error!(topic = %t.name, error = %e, "topic config does not apply; using defaults");
+                broker.topic_config(&BTreeMap::new()).expect("defaults parse")
+            });
+            let meta = TopicMeta {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                overrides: t.config.clone(),
+                config: Arc::new(config),
+                replicas: t.partitions.clone(),
+            };
+            topics.insert(t.name.clone(), Arc::new(meta));
+        }
+        let mut s = Snapshot::new(topics);
+        s.brokers = image
+            .brokers
+            .iter()
+            .map(|(id, b)| {
+                let meta = BrokerMeta {
+                    host: b.host.clone(),
+                    port: b.port,
+                    fenced: b.fenced,
+                };
+                (*id, meta)
+            })
+            .collect();
+        s.controller_id = controller_id;
+        s.node_id = broker.node_id;
+        s
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
@@ -57,93 +121,27 @@ impl Snapshot {
         self.by_id.get(&id).and_then(|n| self.topics.get(n))
     }
 
-    /// A copy with `topic` added or replaced.
-    pub fn with_topic(&self, topic: Arc<TopicMeta>) -> Snapshot {
-        let mut topics = self.topics.clone();
-        topics.insert(topic.name.clone(), topic);
-        Snapshot::new(topics)
+    /// Brokers clients may use: registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = (i32, &BrokerMeta)> {
+        self.brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| (*id, b))
     }
 
-    /// A copy without `name`.
-    pub fn without_topic(&self, name: &str) -> Snapshot {
-        let mut topics = self.topics.clone();
-        topics.remove(name);
-        Snapshot::new(topics)
+    /// Whether this broker leads partition `index` of `topic`.
+    pub fn leads(&self, topic: &TopicMeta, index: i32) -> bool {
+        topic
+            .partition(index)
+            .is_some_and(|p| p.leader == Some(NodeId(self.node_id)))
     }
-}
 
-#[derive(Serialize, Deserialize, Default)]
-struct TopicsFile {
-    #[serde(default)]
-    topics: BTreeMap<String, TopicEntry>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicEntry {
-    id: String,
-    partitions: i32,
-    #[serde(default)]
-    config: BTreeMap<String, String>,
-}
-
-/// Loads `topics.toml`; a missing file means no topics.
-pub fn load(data_dir: &Path, broker: &BrokerConfig) -> Result<Snapshot> {
-    let path = data_dir.join(TOPICS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
-        Err(e) => {
-            return Err(StorageError::Io {
-                op: "read",
-                path,
-                source: e,
-            })
-        }
-    };
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: path.clone(),
-        position: 0,
-        reason,
-    };
-    let file: TopicsFile = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-    let mut topics = BTreeMap::new();
-    for (name, entry) in file.topics {
-        let id = base64_url_decode(&entry.id)
-            .and_then(|b| uuid::Uuid::from_slice(&b).ok())
-            .ok_or_else(|| corrupt(format!("topic {name}: bad id")))?;
-        let config = broker
-            .topic_config(&entry.config)
-            .map_err(|e| corrupt(format!("topic {name}: {e}")))?;
-        let meta = TopicMeta {
-            name: name.clone(),
-            id,
-            partitions: entry.partitions,
-            overrides: entry.config,
-            config: Arc::new(config),
-        };
-        topics.insert(name, Arc::new(meta));
+    /// Whether this broker holds a replica of partition `index` of `topic`.
+    pub fn hosts(&self, topic: &TopicMeta, index: i32) -> bool {
+        topic
+            .partition(index)
+            .is_some_and(|p| p.replicas.contains(&NodeId(self.node_id)))
     }
-    Ok(Snapshot::new(topics))
-}
-
-/// Writes the snapshot's topics to `topics.toml` atomically.
-pub fn save(data_dir: &Path, snapshot: &Snapshot) -> Result<()> {
-    let file = TopicsFile {
-        topics: snapshot
-            .topics
-            .values()
-            .map(|t| {
-                let entry = TopicEntry {
-                    id: base64_url(t.id.as_bytes()),
-                    partitions: t.partitions,
-                    config: t.overrides.clone(),
-                };
-                (t.name.clone(), entry)
-            })
-            .collect(),
-    };
-    let text = toml::to_string(&file).expect("topics serialize");
-    write_atomically(&data_dir.join(TOPICS_FILE), text.as_bytes())
 }
 
 /// Topics the broker writes itself; clients may read, not write or
@@ -202,27 +200,5 @@ mod tests {
         let owners: std::collections::HashSet<_> = (0..4).map(|p| owner_shard(id, p, 2)).collect();
         assert_eq!(owners.len(), 2);
         assert_eq!(owner_shard(id, 5, 1), 0);
-    }
-
-    #[test]
-    fn save_and_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = BrokerConfig::default();
-        let mut overrides = BTreeMap::new();
-        overrides.insert("retention.ms".to_string(), "1000".to_string());
-        let meta = TopicMeta {
-            name: "t".into(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 3,
-            config: Arc::new(broker.topic_config(&overrides).unwrap()),
-            overrides,
-        };
-        let snap = Snapshot::default().with_topic(Arc::new(meta));
-        save(dir.path(), &snap).unwrap();
-        let loaded = load(dir.path(), &broker).unwrap();
-        let t = loaded.topic("t").unwrap();
-        assert_eq!(t.partitions, 3);
-        assert_eq!(t.config.retention_ms, 1000);
-        assert!(loaded.topic_by_id(t.id).is_some());
     }
 }

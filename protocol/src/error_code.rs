@@ -41,6 +41,7 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 38,
     InvalidReplicaAssignment = 39,
     InvalidConfig = 40,
+    NotController = 41,
     InvalidRequest = 42,
     PolicyViolation = 44,
     OutOfOrderSequenceNumber = 45,
@@ -56,6 +57,7 @@ pub enum ErrorCode {
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
+    StaleBrokerEpoch = 77,
     OffsetNotAvailable = 78,
     MemberIdRequired = 79,
     GroupMaxSizeReached = 81,
@@ -64,6 +66,8 @@ pub enum ErrorCode {
     InvalidRecord = 87,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
+    IneligibleReplica = 107,
+    InvalidUpdateVersion = 108,
 }
 
 impl ErrorCode {
@@ -105,7 +109,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 59] = [
+const ALL: [ErrorCode; 63] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -142,6 +146,7 @@ const ALL: [ErrorCode; 59] = [
     ErrorCode::InvalidReplicationFactor,
     ErrorCode::InvalidReplicaAssignment,
     ErrorCode::InvalidConfig,
+    ErrorCode::NotController,
     ErrorCode::InvalidRequest,
     ErrorCode::PolicyViolation,
     ErrorCode::OutOfOrderSequenceNumber,
@@ -157,6 +162,7 @@ const ALL: [ErrorCode; 59] = [
     ErrorCode::FencedLeaderEpoch,
     ErrorCode::UnknownLeaderEpoch,
     ErrorCode::UnsupportedCompressionType,
+    ErrorCode::StaleBrokerEpoch,
     ErrorCode::OffsetNotAvailable,
     ErrorCode::MemberIdRequired,
     ErrorCode::GroupMaxSizeReached,
@@ -165,6 +171,8 @@ const ALL: [ErrorCode; 59] = [
     ErrorCode::InvalidRecord,
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,
+    ErrorCode::IneligibleReplica,
+    ErrorCode::InvalidUpdateVersion,
 ];
 
 #[cfg(test)]

@@ -656,7 +656,7 @@ impl Coordinator {
 
     /// Replays one `__consumer_offsets` partition into groups, at start.
     pub fn load(&self, shard: &Shard, partition: i32) {
-        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+        let Some(p) = shard.leader_partition(OFFSETS_TOPIC, partition) else {
             return;
         };
         let now = now_ms();
@@ -827,7 +827,7 @@ async fn append_set(
     records: Vec<Record>,
 ) -> Result<i64, ErrorCode> {
     let p = shard
-        .partition(OFFSETS_TOPIC, partition)
+        .leader_partition(OFFSETS_TOPIC, partition)
         .ok_or(ErrorCode::NotCoordinator)?;
     let now = now_ms();
     let mut set = Vec::new();

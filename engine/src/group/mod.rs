@@ -22,6 +22,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// The coordinator's settings, from the broker config.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
     pub offsets_partitions: i32,
     pub offsets_segment_bytes: i64,
     pub offsets_retention_ms: i64,

@@ -1,18 +1,18 @@
-//! Topic changes. Shard 0 is the controller: it serializes creations and
-//! deletions, persists `topics.toml` first (so a crash leaves intent on
-//! disk that the next start completes), then has every shard install the
-//! new snapshot and open or delete its partitions, and answers only when
-//! all shards have.
+//! Topic changes. Any shard validates what it can and hands the change to
+//! shard 0, which asks the active controller (see [`crate::cluster`]) and
+//! answers once the change is committed to the metadata log and every
+//! shard of this broker has installed the snapshot that holds it.
 
-use super::{Shard, ShardId};
-use crate::metadata::{self, Snapshot, TopicMeta};
+use super::Shard;
+use crate::cluster::rpc::Request;
+use crate::metadata::{self, TopicMeta};
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// The controller shard.
-pub const CONTROLLER: ShardId = 0;
+/// The shard that talks to the controller.
+pub const CONTROLLER: super::ShardId = 0;
 
 /// A refused topic change: the error code and a message for the client.
 pub type TopicError = (ErrorCode, String);
@@ -26,10 +26,13 @@ pub struct NewTopic {
     pub overrides: BTreeMap<String, String>,
 }
 
-/// Checks a topic creation without making it.
+/// Checks a topic creation without making it; the result carries the
+/// new topic's id and effective config (its replicas are placed by the
+/// controller).
 pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
     metadata::validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
-    if shard.metadata().topic(&t.name).is_some() {
+    let snapshot = shard.metadata();
+    if snapshot.topic(&t.name).is_some() {
         return Err((
             ErrorCode::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name),
@@ -52,13 +55,12 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
             "Replication factor must be larger than 0.".into(),
         ));
     }
-    if t.replication_factor > 1 {
+    let rf = replication_factor(shard, t);
+    let live = snapshot.live_brokers().count();
+    if usize::try_from(rf).unwrap_or(0) > live {
         return Err((
             ErrorCode::InvalidReplicationFactor,
-            format!(
-                "Replication factor: {} larger than available brokers: 1.",
-                t.replication_factor
-            ),
+            format!("Replication factor: {rf} larger than available brokers: {live}."),
         ));
     }
     let config = shard
@@ -72,84 +74,64 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
         partitions,
         overrides: t.overrides.clone(),
         config: Arc::new(config),
+        replicas: Vec::new(),
     })
 }
 
-/// Creates a topic; call on any shard, runs on the controller.
+fn replication_factor(shard: &Shard, t: &NewTopic) -> i16 {
+    if t.replication_factor == -1 {
+        shard
+            .broker
+            .config
+            .get("default.replication.factor")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    } else {
+        t.replication_factor
+    }
+}
+
+/// Creates a topic; call on any shard.
 pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMeta>, TopicError> {
-    let gone = |e: super::ShardGone| (ErrorCode::UnknownServerError, e.to_string());
-    shard
-        .invoke_on(CONTROLLER, move |c| async move {
-            create_on_controller(&c, t).await
-        })
-        .await
-        .map_err(gone)?
-}
-
-async fn create_on_controller(c: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMeta>, TopicError> {
-    let _permit = c
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
-    let meta = Arc::new(validate(c, &t)?);
-    let snapshot = Arc::new(c.metadata().with_topic(Arc::clone(&meta)));
-    persist(c, &snapshot)?;
+    let meta = validate(shard, &t)?;
+    let req = Request::CreateTopic {
+        name: meta.name.clone(),
+        id: meta.id.to_string(),
+        partitions: meta.partitions,
+        replication_factor: replication_factor(shard, &t),
+        config: meta.overrides.clone(),
+    };
+    change(shard, req).await?;
     tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
-    broadcast(c, snapshot, Some(Arc::clone(&meta)), None).await?;
-    Ok(meta)
+    shard.metadata().topic(&t.name).cloned().ok_or_else(|| {
+        (
+            ErrorCode::LeaderNotAvailable,
+            format!("Topic '{}' was deleted again.", t.name),
+        )
+    })
 }
 
-/// Deletes a topic; call on any shard, runs on the controller.
+/// Deletes a topic; call on any shard.
 pub async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), TopicError> {
-    let gone = |e: super::ShardGone| (ErrorCode::UnknownServerError, e.to_string());
-    shard
-        .invoke_on(CONTROLLER, move |c| async move {
-            delete_on_controller(&c, name).await
-        })
-        .await
-        .map_err(gone)?
-}
-
-async fn delete_on_controller(c: &Rc<Shard>, name: String) -> Result<(), TopicError> {
-    let _permit = c
-        .controller_lock
-        .acquire_permit(1)
-        .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
-    if c.metadata().topic(&name).is_none() {
+    if shard.metadata().topic(&name).is_none() {
         return Err((
             ErrorCode::UnknownTopicOrPartition,
             format!("Topic '{name}' does not exist."),
         ));
     }
-    let snapshot = Arc::new(c.metadata().without_topic(&name));
-    persist(c, &snapshot)?;
+    change(shard, Request::DeleteTopic { name: name.clone() }).await?;
     tracing::info!(topic = %name, "deleted topic");
-    broadcast(c, snapshot, None, Some(name)).await
+    Ok(())
 }
 
-fn persist(c: &Shard, snapshot: &Snapshot) -> Result<(), TopicError> {
-    metadata::save(c.broker.data_dir(), snapshot).map_err(|e| {
-        tracing::error!(error = %e, "persisting topics");
-        (ErrorCode::KafkaStorageError, e.to_string())
-    })
-}
-
-async fn broadcast(
-    c: &Rc<Shard>,
-    snapshot: Arc<Snapshot>,
-    created: Option<Arc<TopicMeta>>,
-    deleted: Option<String>,
-) -> Result<(), TopicError> {
-    for target in 0..c.count {
-        let (snapshot, created, deleted) =
-            (Arc::clone(&snapshot), created.clone(), deleted.clone());
-        c.invoke_on(target, move |s| async move {
-            s.apply_snapshot(snapshot, created.as_deref(), deleted.as_deref());
+/// Sends a change to the controller from shard 0; returns once every
+/// shard has it.
+pub async fn change(shard: &Rc<Shard>, req: Request) -> Result<u64, TopicError> {
+    shard
+        .invoke_on(CONTROLLER, move |c| async move {
+            let node = c.cluster();
+            node.change(req, &c).await
         })
         .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
-    }
-    Ok(())
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
 }

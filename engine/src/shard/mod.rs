@@ -71,13 +71,20 @@ pub struct Shard {
     metadata: RefCell<Arc<Snapshot>>,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::coordinator::Coordinator,
-    /// Serializes topic changes (used on shard 0 only).
-    pub controller_lock: glommio::sync::Semaphore,
+    /// This broker's part in the cluster (shard 0 only).
+    pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
+    /// Fired when the first snapshot from the metadata log is installed.
+    first_snapshot: RefCell<Option<oneshot::Sender<()>>>,
     pub stats: Stats,
 }
 
 impl Shard {
-    pub fn new(broker: Arc<BrokerShared>, senders: Senders<Job>, metadata: Arc<Snapshot>) -> Shard {
+    pub fn new(
+        broker: Arc<BrokerShared>,
+        senders: Senders<Job>,
+        metadata: Arc<Snapshot>,
+        first_snapshot: oneshot::Sender<()>,
+    ) -> Shard {
         let mut group_config = broker.config.group();
         // An existing offsets topic keeps its partition count: groups must
         // hash to the partitions that hold their records.
@@ -93,7 +100,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
             metadata: RefCell::new(metadata),
-            controller_lock: glommio::sync::Semaphore::new(1),
+            cluster: RefCell::new(None),
+            first_snapshot: RefCell::new(Some(first_snapshot)),
             stats: Stats::default(),
         }
     }
@@ -146,6 +154,15 @@ impl Shard {
             .cloned()
     }
 
+    /// A partition this shard owns and this broker leads: the one clients
+    /// produce to and fetch from.
+    pub fn leader_partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        let p = self.partition(topic, index)?;
+        let snapshot = self.metadata.borrow();
+        let meta = snapshot.topic(topic)?;
+        (meta.id == p.topic_id && snapshot.leads(meta, index)).then_some(p)
+    }
+
     /// Why an owned partition is offline, if it is.
     pub fn offline_reason(&self, topic: &str, index: i32) -> Option<String> {
         self.offline
@@ -159,21 +176,37 @@ impl Shard {
         self.partitions.borrow().values().cloned().collect()
     }
 
-    /// Opens (or creates) the partitions of `topic` this shard owns.
-    pub fn open_topic(&self, topic: &TopicMeta, create: bool) {
+    /// This broker's cluster node; call on shard 0 only.
+    pub fn cluster(&self) -> Rc<crate::cluster::node::ClusterNode> {
+        self.cluster
+            .borrow()
+            .clone()
+            .expect("the cluster node lives on shard 0")
+    }
+
+    /// Opens (or creates) the partitions of `topic` that this broker
+    /// holds a replica of and this shard owns.
+    pub fn open_topic(&self, topic: &TopicMeta) {
+        let node = crate::replication::NodeId(self.broker.config.node_id);
         for index in 0..topic.partitions {
             if owner_shard(topic.id, index, self.count) != self.id {
+                continue;
+            }
+            if !topic
+                .partition(index)
+                .is_some_and(|p| p.replicas.contains(&node))
+            {
                 continue;
             }
             let key = (topic.name.clone(), index);
             if self.partitions.borrow().contains_key(&key) {
                 continue;
             }
-            match self.open_partition(topic, index, create) {
+            match self.open_partition(topic, index) {
                 Ok(log) => {
                     self.partitions.borrow_mut().insert(
                         key.clone(),
-                        Rc::new(Partition::new(topic.name.clone(), index, log)),
+                        Rc::new(Partition::new(topic.name.clone(), index, topic.id, log)),
                     );
                     self.offline.borrow_mut().remove(&key);
                 }
@@ -194,14 +227,24 @@ impl Shard {
         &self,
         topic: &TopicMeta,
         index: i32,
-        create: bool,
     ) -> crate::storage::Result<PartitionLog> {
         let dir = self
             .broker
             .data_dir()
             .join(partition_dir_name(&topic.name, index));
         let config = Arc::clone(&topic.config);
-        if create || !dir.exists() {
+        if dir.exists() {
+            // Left from a topic of the same name deleted while this broker
+            // was down: not this topic's data.
+            let stale = crate::storage::checkpoint::read_partition_metadata(&dir)
+                .is_ok_and(|id| id != topic.id);
+            if stale {
+                tracing::warn!(dir = %dir.display(), "removing the log of a deleted topic");
+                std::fs::remove_dir_all(&dir)
+                    .map_err(crate::storage::StorageError::io("remove", &dir))?;
+            }
+        }
+        if !dir.exists() {
             return PartitionLog::create(&dir, config, topic.id);
         }
         let key = (topic.name.clone(), index);
@@ -223,35 +266,34 @@ impl Shard {
         )
     }
 
-    /// Installs a new snapshot; opens partitions of `created`, deletes
-    /// this shard's partitions of `deleted`.
-    pub fn apply_snapshot(
-        &self,
-        snapshot: Arc<Snapshot>,
-        created: Option<&TopicMeta>,
-        deleted: Option<&str>,
-    ) {
-        if let Some(topic) = created {
-            self.open_topic(topic, true);
-        }
-        if let Some(name) = deleted {
-            let doomed: Vec<TopicPartition> = self
-                .partitions
-                .borrow()
-                .keys()
-                .filter(|(t, _)| t == name)
-                .cloned()
-                .collect();
-            for key in doomed {
-                if let Some(p) = self.partitions.borrow_mut().remove(&key) {
-                    if let Err(e) = p.delete() {
-                        tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
-                    }
+    /// Installs a new snapshot: opens the partitions of new topics this
+    /// shard holds, deletes those of topics that are gone.
+    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>) {
+        let doomed: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((t, _), p)| snapshot.topic(t).is_none_or(|m| m.id != p.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            if let Some(p) = self.partitions.borrow_mut().remove(&key) {
+                tracing::info!(topic = %key.0, partition = key.1, "deleting partition");
+                if let Err(e) = p.delete() {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
                 }
             }
-            self.offline.borrow_mut().retain(|(t, _), _| t != name);
+        }
+        self.offline
+            .borrow_mut()
+            .retain(|(t, _), _| snapshot.topic(t).is_some());
+        for topic in snapshot.topics.values() {
+            self.open_topic(topic);
         }
         *self.metadata.borrow_mut() = snapshot;
+        if let Some(first) = self.first_snapshot.borrow_mut().take() {
+            let _ = first.send(());
+        }
     }
 
     /// Replays the `__consumer_offsets` partitions this shard owns.

@@ -34,6 +34,8 @@ pub struct Watermarks {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The topic's id: a topic re-created under the same name is another.
+    pub topic_id: uuid::Uuid,
     log: RefCell<PartitionLog>,
     producers: RefCell<ProducerStates>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -54,7 +56,7 @@ impl Partition {
     /// Wraps an opened log. Idempotent-producer state is rebuilt from the
     /// batches in the last [`PRODUCER_STATE_TAIL_BYTES`] of the log, so a
     /// producer retrying across a broker restart is still deduplicated.
-    pub fn new(topic: String, index: i32, log: PartitionLog) -> Partition {
+    pub fn new(topic: String, index: i32, topic_id: uuid::Uuid, log: PartitionLog) -> Partition {
         let mut producers = ProducerStates::default();
         match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
             Ok(headers) => headers
@@ -67,6 +69,7 @@ impl Partition {
         Partition {
             topic,
             index,
+            topic_id,
             log: RefCell::new(log),
             producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
@@ -286,12 +289,12 @@ mod tests {
         let batch = b.finish();
         let summary = validate_record_set(&batch, 1 << 20).unwrap();
         let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
-        let p = Partition::new("t".into(), 0, log);
+        let p = Partition::new("t".into(), 0, uuid::Uuid::nil(), log);
         let (first, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
         p.flush_now().unwrap();
         drop(p);
         let log = PartitionLog::open(&pdir, config, true, Offset(1), Offset(0)).unwrap();
-        let p = Partition::new("t".into(), 0, log);
+        let p = Partition::new("t".into(), 0, uuid::Uuid::nil(), log);
         let (retry, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
         assert_eq!(retry.base_offset, first.base_offset);
         assert_eq!(p.watermarks().high_watermark, Offset(1));

@@ -65,6 +65,7 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             replication_factor: t.replication_factor,
             overrides,
         };
+        let requested_rf = t.replication_factor.max(1);
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = if !t.assignments.is_empty() {
             Err((
@@ -80,7 +81,10 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             Ok(meta) => {
                 if v >= 5 {
                     r.num_partitions = meta.partitions;
-                    r.replication_factor = 1;
+                    r.replication_factor = meta
+                        .replicas
+                        .first()
+                        .map_or(requested_rf, |p| p.replicas.len() as i16);
                     r.configs = Some(
                         meta.config
                             .values

@@ -63,7 +63,7 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     let new = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: cfg.offsets_partitions,
-        replication_factor: 1,
+        replication_factor: cfg.offsets_replication_factor,
         overrides,
     };
     match controller::create_topic(shard, new).await {
@@ -88,9 +88,11 @@ where
     Fut: Future<Output = R> + 'static,
 {
     let topic = offsets_topic(ctx.shard).await?;
-    let owner = ctx
-        .shard
-        .owner(&topic, partition_for(group_id, topic.partitions));
+    let partition = partition_for(group_id, topic.partitions);
+    if !ctx.shard.metadata().leads(&topic, partition) {
+        return Err(ErrorCode::NotCoordinator);
+    }
+    let owner = ctx.shard.owner(&topic, partition);
     ctx.shard
         .invoke_on(owner, f)
         .await
@@ -120,8 +122,6 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
     } else {
         vec![req.key.clone()]
     };
-    let (host, port) = ctx.shard.broker.config.advertised.clone();
-    let node = ctx.shard.broker.config.node_id;
     let mut coordinators = Vec::new();
     for key in keys {
         let mut c = Coordinator::default()
@@ -134,11 +134,23 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
             ErrorCode::InvalidRequest
         } else {
             match offsets_topic(ctx.shard).await {
-                Ok(_) => {
-                    c.node_id = kafka_protocol::messages::BrokerId(node);
-                    c.host = s(host.clone());
-                    c.port = i32::from(port);
-                    ErrorCode::None
+                Ok(topic) => {
+                    // The coordinator is the leader of the group's partition.
+                    let snapshot = ctx.shard.metadata();
+                    let leader = topic
+                        .partition(partition_for(&key, topic.partitions))
+                        .and_then(|p| p.leader)
+                        .and_then(|n| snapshot.brokers.get(&n.0).map(|b| (n.0, b)))
+                        .filter(|(_, b)| !b.fenced);
+                    match leader {
+                        Some((id, b)) => {
+                            c.node_id = kafka_protocol::messages::BrokerId(id);
+                            c.host = s(b.host.clone());
+                            c.port = i32::from(b.port);
+                            ErrorCode::None
+                        }
+                        None => ErrorCode::CoordinatorNotAvailable,
+                    }
                 }
                 Err(code) => code,
             }

@@ -1,5 +1,6 @@
-//! Metadata: brokers (this one, at its advertised address) and topics with
-//! their partitions. Asking for an unknown topic creates it when
+//! Metadata: the cluster's live brokers at their advertised addresses,
+//! and topics with every partition's leader, leader epoch, replicas and
+//! in-sync replicas. Asking for an unknown topic creates it when
 //! `auto.create.topics.enable` is set and the client allows it.
 
 use super::{Ctx, HandlerError, Reply};
@@ -36,14 +37,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             topics.push(lookup_or_create(ctx, name, allow_create).await);
         }
     }
-    let (host, port) = &config.advertised;
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(config.node_id))
-        .with_host(StrBytes::from_string(host.clone()))
-        .with_port(i32::from(*port));
+    let snapshot = shard.metadata();
+    let brokers = snapshot
+        .live_brokers()
+        .map(|(id, b)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+        })
+        .collect();
     let mut resp = MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_controller_id(BrokerId(config.node_id))
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(snapshot.controller_id))
         .with_topics(topics);
     if v >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.broker.cluster_id.clone()));
@@ -97,16 +103,32 @@ fn unknown(v: i16, name: Option<String>, code: ErrorCode) -> MetadataResponseTop
 
 fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta) -> MetadataResponseTopic {
     let v = ctx.version();
-    let node = BrokerId(ctx.shard.broker.config.node_id);
-    let partitions = (0..t.partitions)
-        .map(|index| {
+    let snapshot = ctx.shard.metadata();
+    let ids = |nodes: &[crate::replication::NodeId]| nodes.iter().map(|n| BrokerId(n.0)).collect();
+    let partitions = t
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let offline = state
+                .replicas
+                .iter()
+                .filter(|n| snapshot.brokers.get(&n.0).is_none_or(|b| b.fenced))
+                .map(|n| BrokerId(n.0))
+                .collect();
             let mut p = MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(state.leader.map_or(-1, |n| n.0)))
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr));
+            if state.leader.is_none() {
+                p.error_code = ErrorCode::LeaderNotAvailable.code();
+            }
+            if v >= 5 {
+                p.offline_replicas = offline;
+            }
             if v >= 7 {
-                p.leader_epoch = 0;
+                p.leader_epoch = state.leader_epoch.0;
             }
             p
         })

@@ -169,7 +169,8 @@ async fn append_on(
 }
 
 async fn append_one(shard: &Rc<Shard>, a: Append) -> Outcome {
-    let Some(partition): Option<Rc<Partition>> = shard.partition(&a.topic, a.partition) else {
+    let Some(partition): Option<Rc<Partition>> = shard.leader_partition(&a.topic, a.partition)
+    else {
         let code = match shard.offline_reason(&a.topic, a.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,

@@ -1,0 +1,464 @@
+//! The active controller: the quorum leader's decisions about the
+//! cluster, each one a proposal to the metadata log.
+//!
+//! It registers brokers and watches their heartbeats. A broker silent for
+//! `broker.session.timeout.ms` is fenced: every partition it led gets a
+//! new leader from the ISR (or goes offline until one returns), and it
+//! leaves the other ISRs. A heartbeat from a fenced broker unfences it and
+//! elects it where a partition had no eligible leader. A broker that
+//! registers again with a new incarnation restarted: it is treated as
+//! gone and back, so it never resumes leading on a stale leader epoch.
+//! Topic creation places replicas over the live brokers, leaders spread
+//! round-robin. Changes are made one at a time, each on the image that
+//! the previous one produced.
+
+use super::quorum::{ProposeError, Quorum};
+use super::records::{ClusterImage, Record};
+use super::rpc::{Request, Response};
+use crate::replication::controller::{IsrProposal, PartitionState};
+use crate::replication::NodeId;
+use sluice_protocol::{ErrorCode, LeaderEpoch};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What the controller reads from the broker config.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `unclean.leader.election.enable`, the cluster default.
+    pub unclean_default: bool,
+}
+
+pub struct Controller {
+    pub quorum: Rc<Quorum>,
+    config: ControllerConfig,
+    /// Last heartbeat per broker, kept by the active controller only.
+    heartbeats: RefCell<HashMap<i32, Instant>>,
+    /// One change at a time.
+    lock: glommio::sync::Semaphore,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code: code.code(),
+        message: message.into(),
+    }
+}
+
+fn unclean(topic_config: &std::collections::BTreeMap<String, String>, default: bool) -> bool {
+    topic_config
+        .get("unclean.leader.election.enable")
+        .map_or(default, |v| v == "true")
+}
+
+impl Controller {
+    pub fn new(quorum: Rc<Quorum>, config: ControllerConfig) -> Controller {
+        Controller {
+            quorum,
+            config,
+            heartbeats: RefCell::new(HashMap::new()),
+            lock: glommio::sync::Semaphore::new(1),
+        }
+    }
+
+    fn not_controller(&self) -> Response {
+        Response::NotController {
+            leader: self.quorum.leader_id().map(|l| l as i32),
+        }
+    }
+
+    async fn commit(&self, records: Vec<Record>) -> Response {
+        if records.is_empty() {
+            return Response::Ok { index: 0 };
+        }
+        match self.quorum.propose(records).await {
+            Ok(index) => Response::Ok { index },
+            Err(ProposeError::NotLeader(_)) => self.not_controller(),
+            Err(ProposeError::Dropped) => error(
+                ErrorCode::NotController,
+                "the change was lost to a controller change; retry",
+            ),
+        }
+    }
+
+    /// Answers one request. Fetches are served by any voter; changes only
+    /// by the active controller.
+    pub async fn handle(&self, req: Request) -> Response {
+        if let Request::Fetch { after, wait_ms } = req {
+            self.quorum
+                .wait_applied_after(after, Duration::from_millis(wait_ms.min(5_000)))
+                .await;
+            const MAX: usize = 1024;
+            let entries = self.quorum.entries_after(after, MAX);
+            let upto = if entries.len() == MAX {
+                entries.last().map_or(after, |e| e.0)
+            } else {
+                self.quorum.image().applied.max(after)
+            };
+            return Response::Entries { entries, upto };
+        }
+        if !self.quorum.is_leader() {
+            return self.not_controller();
+        }
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return error(ErrorCode::UnknownServerError, "controller is stopping");
+        };
+        if !self.quorum.is_leader() {
+            return self.not_controller();
+        }
+        let image = self.quorum.image().clone();
+        match req {
+            Request::Register {
+                node,
+                host,
+                port,
+                incarnation,
+            } => {
+                self.heartbeats.borrow_mut().insert(node, Instant::now());
+                let records = register(&image, node, host, port, incarnation, &self.config);
+                if !records.is_empty() {
+                    tracing::info!(node, incarnation, "broker registered");
+                }
+                self.commit(records).await
+            }
+            Request::Heartbeat { node, incarnation } => {
+                let Some(b) = image.brokers.get(&node) else {
+                    return error(ErrorCode::StaleBrokerEpoch, "broker is not registered");
+                };
+                if b.incarnation != incarnation {
+                    return error(ErrorCode::StaleBrokerEpoch, "broker registered again since");
+                }
+                self.heartbeats.borrow_mut().insert(node, Instant::now());
+                if !b.fenced {
+                    return Response::Ok { index: 0 };
+                }
+                tracing::info!(node, "broker unfenced");
+                self.commit(broker_up(&image, node, &self.config)).await
+            }
+            Request::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                config,
+            } => {
+                if image.topics.contains_key(&name) {
+                    return error(
+                        ErrorCode::TopicAlreadyExists,
+                        format!("Topic '{name}' already exists."),
+                    );
+                }
+                let live = image.live_brokers();
+                let rf = replication_factor.max(1) as usize;
+                if rf > live.len() {
+                    return error(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "Replication factor: {rf} larger than available brokers: {}.",
+                            live.len()
+                        ),
+                    );
+                }
+                let Ok(topic_id) = id.parse::<uuid::Uuid>() else {
+                    return error(ErrorCode::InvalidRequest, "bad topic id");
+                };
+                let mut records = vec![Record::Topic {
+                    name: name.clone(),
+                    id: id.clone(),
+                    partitions,
+                    config,
+                }];
+                for (index, replicas) in place(topic_id, partitions, rf, &live)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let state = PartitionState::new(replicas);
+                    records.push(Record::partition(topic_id, index as i32, &state));
+                }
+                self.commit(records).await
+            }
+            Request::DeleteTopic { name } => match image.topics.get(&name) {
+                None => error(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ),
+                Some(t) => {
+                    self.commit(vec![Record::RemoveTopic {
+                        id: t.id.to_string(),
+                    }])
+                    .await
+                }
+            },
+            Request::AlterPartition {
+                node,
+                topic_id,
+                index,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
+                    return error(ErrorCode::UnknownTopicOrPartition, "no such topic");
+                };
+                let Some(state) = topic.partitions.get(index as usize) else {
+                    return error(ErrorCode::UnknownTopicOrPartition, "no such partition");
+                };
+                let proposal = IsrProposal {
+                    leader: NodeId(node),
+                    leader_epoch: LeaderEpoch(leader_epoch),
+                    partition_epoch,
+                    isr: isr.into_iter().map(NodeId).collect(),
+                };
+                use crate::replication::controller::AlterRefusal::*;
+                match state.alter(&proposal, &image.live_brokers()) {
+                    Ok(next) => {
+                        self.commit(vec![Record::partition(topic.id, index, &next)])
+                            .await
+                    }
+                    Err(FencedLeaderEpoch) => error(ErrorCode::FencedLeaderEpoch, "not the leader"),
+                    Err(StalePartitionEpoch) => {
+                        error(ErrorCode::InvalidUpdateVersion, "stale partition epoch")
+                    }
+                    Err(IneligibleReplica) => {
+                        error(ErrorCode::IneligibleReplica, "replica is not eligible")
+                    }
+                }
+            }
+            Request::Fetch { .. } => unreachable!("handled above"),
+        }
+    }
+
+    /// Fences brokers whose heartbeats stopped, while this voter leads.
+    pub async fn watch_sessions(self: Rc<Self>, stop: impl Fn() -> bool) {
+        let mut was_leader = false;
+        while !stop() {
+            glommio::timer::sleep(Duration::from_millis(250)).await;
+            let leader = self.quorum.is_leader();
+            if leader && !was_leader {
+                // A new controller gives every broker a full session.
+                self.heartbeats.borrow_mut().clear();
+            }
+            was_leader = leader;
+            if !leader {
+                continue;
+            }
+            let now = Instant::now();
+            let image = self.quorum.image().clone();
+            let expired: Vec<i32> = {
+                let mut beats = self.heartbeats.borrow_mut();
+                image
+                    .brokers
+                    .iter()
+                    .filter(|(_, b)| !b.fenced)
+                    .filter(|(id, _)| {
+                        let last = *beats.entry(**id).or_insert(now);
+                        now.duration_since(last) > self.config.session_timeout
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
+            for node in expired {
+                let Ok(_permit) = self.lock.acquire_permit(1).await else {
+                    return;
+                };
+                let image = self.quorum.image().clone();
+                if image.brokers.get(&node).is_none_or(|b| b.fenced) {
+                    continue;
+                }
+                tracing::warn!(node, "broker missed its session timeout; fencing it");
+                let _ = self.commit(broker_down(&image, node, &self.config)).await;
+            }
+        }
+    }
+}
+
+/// Partition changes for every partition, given a rule.
+fn partition_changes(
+    image: &ClusterImage,
+    config: &ControllerConfig,
+    change: impl Fn(&PartitionState, bool) -> Option<PartitionState>,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    for t in image.topics.values() {
+        let unclean = unclean(&t.config, config.unclean_default);
+        for (i, p) in t.partitions.iter().enumerate() {
+            if let Some(next) = change(p, unclean) {
+                records.push(Record::partition(t.id, i as i32, &next));
+            }
+        }
+    }
+    records
+}
+
+fn broker_down(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<Record> {
+    let live: Vec<NodeId> = image
+        .live_brokers()
+        .into_iter()
+        .filter(|n| n.0 != node)
+        .collect();
+    let mut records = vec![Record::FenceBroker { node, fenced: true }];
+    records.extend(partition_changes(image, config, |p, unclean| {
+        p.on_broker_down(NodeId(node), &live, unclean)
+    }));
+    records
+}
+
+fn broker_up(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<Record> {
+    let mut live = image.live_brokers();
+    live.push(NodeId(node));
+    let mut records = vec![Record::FenceBroker {
+        node,
+        fenced: false,
+    }];
+    records.extend(partition_changes(image, config, |p, unclean| {
+        p.on_broker_up(&live, unclean)
+    }));
+    records
+}
+
+/// Records for a (re)registration; none if nothing changed.
+fn register(
+    image: &ClusterImage,
+    node: i32,
+    host: String,
+    port: u16,
+    incarnation: u64,
+    config: &ControllerConfig,
+) -> Vec<Record> {
+    let known = image.brokers.get(&node);
+    if known.is_some_and(|b| {
+        b.incarnation == incarnation && b.host == host && b.port == port && !b.fenced
+    }) {
+        return Vec::new();
+    }
+    let record = Record::RegisterBroker {
+        node,
+        host,
+        port,
+        incarnation,
+    };
+    // A restart: first everything the old incarnation held moves on, as
+    // if it had been fenced; then it comes back.
+    let mut scratch = image.clone();
+    let mut records = Vec::new();
+    if known.is_some_and(|b| !b.fenced) {
+        let down = broker_down(&scratch, node, config);
+        scratch.apply(scratch.applied, &down);
+        records.extend(
+            down.into_iter()
+                .filter(|r| !matches!(r, Record::FenceBroker { .. })),
+        );
+    }
+    scratch.apply(scratch.applied, std::slice::from_ref(&record));
+    records.insert(0, record);
+    let mut live = scratch.live_brokers();
+    live.sort();
+    records.extend(partition_changes(&scratch, config, |p, unclean| {
+        p.on_broker_up(&live, unclean)
+    }));
+    records
+}
+
+/// Replica lists for a new topic: partition `p` starts at live broker
+/// `start + p`, so leaders spread round-robin; `start` comes from the
+/// topic id so that every topic's partition 0 does not share a leader.
+pub fn place(
+    topic_id: uuid::Uuid,
+    partitions: i32,
+    rf: usize,
+    live: &[NodeId],
+) -> Vec<Vec<NodeId>> {
+    let n = live.len();
+    let start = (topic_id.as_u128() % n.max(1) as u128) as usize;
+    (0..partitions.max(0) as usize)
+        .map(|p| (0..rf).map(|k| live[(start + p + k) % n]).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ControllerConfig {
+        ControllerConfig {
+            session_timeout: Duration::from_secs(9),
+            unclean_default: false,
+        }
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_never_repeats_a_broker() {
+        let live = [NodeId(1), NodeId(2), NodeId(3)];
+        let p = place(uuid::Uuid::new_v4(), 6, 3, &live);
+        let mut leaders = [0; 4];
+        for replicas in &p {
+            leaders[replicas[0].0 as usize] += 1;
+            let mut r = replicas.clone();
+            r.sort();
+            r.dedup();
+            assert_eq!(r.len(), 3);
+        }
+        assert_eq!(&leaders[1..], &[2, 2, 2]);
+    }
+
+    fn cluster(brokers: &[i32]) -> (ClusterImage, uuid::Uuid) {
+        let mut image = ClusterImage::default();
+        let id = uuid::Uuid::new_v4();
+        let mut records: Vec<Record> = brokers
+            .iter()
+            .map(|&node| Record::RegisterBroker {
+                node,
+                host: "h".into(),
+                port: 9000 + node as u16,
+                incarnation: 1,
+            })
+            .collect();
+        records.push(Record::Topic {
+            name: "t".into(),
+            id: id.to_string(),
+            partitions: 1,
+            config: Default::default(),
+        });
+        let replicas = brokers.iter().copied().map(NodeId).collect();
+        records.push(Record::partition(id, 0, &PartitionState::new(replicas)));
+        image.apply(1, &records);
+        (image, id)
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_from_the_isr_and_a_restart_bumps_the_epoch() {
+        let (mut image, _) = cluster(&[1, 2, 3]);
+        let down = broker_down(&image, 1, &config());
+        image.apply(2, &down);
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(p.leader, Some(NodeId(2)));
+        assert_eq!(p.isr, vec![NodeId(2), NodeId(3)]);
+        assert!(image.brokers[&1].fenced);
+        let up = broker_up(&image, 1, &config());
+        image.apply(3, &up);
+        assert!(!image.brokers[&1].fenced);
+        // Broker 2 restarts: it loses the lead to 3 and comes back as a
+        // follower outside the ISR.
+        let epoch = image.topics["t"].partitions[0].leader_epoch;
+        let again = register(&image, 2, "h".into(), 9002, 2, &config());
+        image.apply(4, &again);
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(p.leader, Some(NodeId(3)));
+        assert!(p.leader_epoch.0 > epoch.0);
+        assert_eq!(image.brokers[&2].incarnation, 2);
+        assert!(register(&image, 2, "h".into(), 9002, 2, &config()).is_empty());
+    }
+
+    #[test]
+    fn a_lone_replica_restarting_leads_again_on_a_new_epoch() {
+        let (mut image, _) = cluster(&[1]);
+        let again = register(&image, 1, "h".into(), 9001, 2, &config());
+        image.apply(2, &again);
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(p.leader, Some(NodeId(1)));
+        assert_eq!(p.leader_epoch, LeaderEpoch(2));
+    }
+}

@@ -1,0 +1,231 @@
+//! A cluster of `sluice` processes on loopback, for development, tests
+//! and benchmarks: broker `i` (1-based) listens on `ports[i-1]`, keeps its
+//! data in `<data_dir>/broker-<i>`, and the first `voters` brokers form
+//! the controller quorum on their `controller_ports`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to lay out a local cluster.
+#[derive(Clone, Debug)]
+pub struct LocalClusterSpec {
+    /// The `sluice` binary.
+    pub binary: PathBuf,
+    pub data_dir: PathBuf,
+    pub ports: Vec<u16>,
+    pub controller_ports: Vec<u16>,
+    /// How many brokers (the first ones) are controller voters.
+    pub voters: usize,
+    /// Shards per broker.
+    pub cores: usize,
+    /// Extra `key=value` settings for every broker.
+    pub overrides: Vec<String>,
+    /// Where broker output goes: inherited, or `<data_dir>/broker-<i>.log`.
+    pub log_to_files: bool,
+}
+
+/// Running brokers; killed on drop.
+pub struct LocalCluster {
+    pub spec: LocalClusterSpec,
+    children: Vec<Option<Child>>,
+}
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+impl LocalClusterSpec {
+    /// `brokers` brokers on free ports, three voters (or one for fewer
+    /// than three brokers).
+    pub fn new(binary: PathBuf, data_dir: PathBuf, brokers: usize) -> LocalClusterSpec {
+        LocalClusterSpec {
+            binary,
+            data_dir,
+            ports: (0..brokers).map(|_| free_port()).collect(),
+            controller_ports: (0..brokers).map(|_| free_port()).collect(),
+            voters: if brokers >= 3 { 3 } else { 1 },
+            cores: 1,
+            overrides: Vec::new(),
+            log_to_files: true,
+        }
+    }
+
+    pub fn brokers(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// `controller.quorum.voters` for this layout.
+    pub fn voters_setting(&self) -> String {
+        (0..self.voters)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, self.controller_ports[i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The command line of broker `node` (1-based).
+    pub fn command(&self, node: usize) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.ports[node - 1]))
+            .arg("--data-dir")
+            .arg(self.data_dir.join(format!("broker-{node}")))
+            .arg("--cores")
+            .arg(self.cores.to_string())
+            .arg("--override")
+            .arg(format!("node.id={node}"))
+            .arg("--override")
+            .arg(format!(
+                "controller.quorum.voters={}",
+                self.voters_setting()
+            ));
+        for o in &self.overrides {
+            c.arg("--override").arg(o);
+        }
+        c
+    }
+
+    /// `host:port,...` for clients.
+    pub fn bootstrap(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl LocalCluster {
+    /// Starts every broker; returns once all accept connections.
+    pub fn start(spec: LocalClusterSpec, deadline: Duration) -> std::io::Result<LocalCluster> {
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let mut cluster = LocalCluster {
+            children: (0..spec.brokers()).map(|_| None).collect(),
+            spec,
+        };
+        for node in 1..=cluster.spec.brokers() {
+            cluster.spawn(node)?;
+        }
+        for node in 1..=cluster.spec.brokers() {
+            cluster.wait_listening(node, deadline)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, node: usize) -> std::io::Result<()> {
+        let mut cmd = self.spec.command(node);
+        cmd.stdin(Stdio::null());
+        if self.spec.log_to_files {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.spec.data_dir.join(format!("broker-{node}.log")))?;
+            cmd.stdout(log.try_clone()?).stderr(log);
+        }
+        self.children[node - 1] = Some(cmd.spawn()?);
+        Ok(())
+    }
+
+    /// Waits until broker `node` accepts connections.
+    pub fn wait_listening(&mut self, node: usize, deadline: Duration) -> std::io::Result<()> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.ports[node - 1]));
+        let until = Instant::now() + deadline;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.children[node - 1].as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    return Err(std::io::Error::other(format!(
+                        "broker {node} exited with {status} before listening"
+                    )));
+                }
+            }
+            if Instant::now() >= until {
+                return Err(std::io::Error::other(format!(
+                    "broker {node} did not listen on {addr} within {deadline:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.spec.bootstrap()
+    }
+
+    /// The process id of broker `node`, if it runs.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.children[node - 1].as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` to broker `node`.
+    pub fn signal(&self, node: usize, signal: i32) {
+        if let Some(pid) = self.pid(node) {
+            // SAFETY: kill(2) on a child this struct spawned.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// kill -9 broker `node` and reap it.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut c) = self.children[node - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM broker `node` and wait for it to stop.
+    pub fn stop(&mut self, node: usize) -> Option<std::process::ExitStatus> {
+        let mut c = self.children[node - 1].take()?;
+        // SAFETY: kill(2) on our child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().ok()
+    }
+
+    /// Starts broker `node` again and waits for it to listen.
+    pub fn restart(&mut self, node: usize, deadline: Duration) -> std::io::Result<()> {
+        if self.children[node - 1].is_some() {
+            self.kill(node);
+        }
+        self.spawn(node)?;
+        self.wait_listening(node, deadline)
+    }
+
+    /// Stops every broker with SIGTERM.
+    pub fn stop_all(&mut self) {
+        for node in 1..=self.spec.brokers() {
+            self.stop(node);
+        }
+    }
+
+    /// A broker that has exited since the last call, if any.
+    pub fn exited(&mut self) -> Option<(usize, std::process::ExitStatus)> {
+        for (i, slot) in self.children.iter_mut().enumerate() {
+            if let Some(c) = slot.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    *slot = None;
+                    return Some((i + 1, status));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in 1..=self.spec.brokers() {
+            self.kill(node);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The cluster: brokers, the controller quorum and the metadata log.
+//!
+//! Cluster metadata (brokers, topics with ids, partition replicas,
+//! leaders, leader epochs and ISRs) is a log replicated by Raft among
+//! the voters named in `controller.quorum.voters` (raft-rs's core, driven
+//! by [`quorum`]). The quorum leader is the *active controller*
+//! ([`controller`]): it alone decides changes, each a proposal to the
+//! log. Every broker, voter or not, replays the committed log into the
+//! read-only snapshot its shards use ([`node`]).
+//!
+//! With `controller.quorum.voters` empty (the default) a broker is a
+//! cluster of one: its own single voter, no controller listener, and the
+//! same log and code path as a large cluster.
+
+pub mod controller;
+pub mod local;
+pub mod node;
+pub mod quorum;
+pub mod raft_store;
+pub mod records;
+pub mod rpc;
+
+use crate::config::{BrokerConfig, ConfigError};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// What the cluster code reads from the broker config.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: i32,
+    /// The voters and their controller listeners, in id order.
+    pub voters: Vec<(u64, SocketAddr)>,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `unclean.leader.election.enable`.
+    pub unclean_default: bool,
+}
+
+impl ClusterConfig {
+    pub fn from_broker(config: &BrokerConfig) -> Result<ClusterConfig, ConfigError> {
+        let text = config.get("controller.quorum.voters").unwrap_or("");
+        let mut voters = parse_voters(text)?;
+        if voters.is_empty() {
+            // A cluster of one; the address is never bound.
+            voters.push((config.node_id as u64, SocketAddr::from(([127, 0, 0, 1], 0))));
+        }
+        let ms = |k: &str| {
+            Duration::from_millis(config.get(k).and_then(|v| v.parse().ok()).unwrap_or(0))
+        };
+        Ok(ClusterConfig {
+            node_id: config.node_id,
+            voters,
+            session_timeout: ms("broker.session.timeout.ms"),
+            heartbeat_interval: ms("broker.heartbeat.interval.ms"),
+            unclean_default: config.get("unclean.leader.election.enable") == Some("true"),
+        })
+    }
+
+    /// The controller listener of voter `id`.
+    pub fn voter_addr(&self, id: i32) -> Option<SocketAddr> {
+        self.voters
+            .iter()
+            .find(|(v, _)| *v == id as u64)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// Parses Kafka's `id@host:port,...` voter list.
+pub fn parse_voters(text: &str) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+    let bad = |why: &str| ConfigError::InvalidValue {
+        key: "controller.quorum.voters".into(),
+        value: text.into(),
+        expected: format!("a list like 1@127.0.0.1:9093,2@127.0.0.1:9095 ({why})"),
+    };
+    let mut voters = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('@').ok_or_else(|| bad("missing '@'"))?;
+        let id: u64 = id.parse().map_err(|_| bad("the id is not a number"))?;
+        let addr = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| bad("the address does not resolve"))?;
+        if voters.iter().any(|(v, _)| *v == id) {
+            return Err(bad("an id appears twice"));
+        }
+        voters.push((id, addr));
+    }
+    voters.sort();
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_and_errors_name_the_key() {
+        let v = parse_voters("2@127.0.0.1:9095, 1@127.0.0.1:9093").unwrap();
+        assert_eq!(v[0].0, 1);
+        assert_eq!(v[1].1.port(), 9095);
+        assert!(parse_voters("").unwrap().is_empty());
+        let e = parse_voters("1@127.0.0.1:9093,1@127.0.0.1:9094").unwrap_err();
+        assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+        assert!(parse_voters("x@127.0.0.1:1").is_err());
+        assert!(parse_voters("1-127.0.0.1:1").is_err());
+    }
+}

@@ -1,0 +1,385 @@
+//! A broker's part in the cluster, run on shard 0.
+//!
+//! Every broker registers with the active controller and heartbeats to
+//! it, and replays the metadata log into its image: it fetches committed
+//! entries (long polling) from a voter, applies them, and when anything
+//! changed installs a new [`Snapshot`] on every shard, in order, so a
+//! change is visible on all shards before anyone is told it is done. A
+//! voter also runs its [`Quorum`] and [`Controller`] and serves the
+//! controller listener; it reads the log from itself.
+
+use super::controller::{Controller, ControllerConfig};
+use super::quorum::Quorum;
+use super::records::ClusterImage;
+use super::rpc::{self, Client, Request, Response};
+use super::ClusterConfig;
+use crate::metadata::Snapshot;
+use crate::shard::Shard;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use glommio::net::{TcpListener, TcpStream};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use sluice_protocol::ErrorCode;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A refused change: the error code and a message for the client.
+pub type ChangeError = (ErrorCode, String);
+
+/// How long a broker keeps retrying a change while no controller answers.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct ClusterNode {
+    pub config: ClusterConfig,
+    /// This run of the broker, told apart from earlier ones.
+    pub incarnation: u64,
+    pub controller: Option<Rc<Controller>>,
+    /// The image this broker's shards see.
+    image: RefCell<ClusterImage>,
+    /// Highest index whose snapshot every shard has installed.
+    published: Cell<u64>,
+    publish_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
+    /// Voter to ask first: the last active controller heard of.
+    leader_hint: Cell<Option<u64>>,
+    next_voter: Cell<usize>,
+}
+
+impl ClusterNode {
+    /// Opens the quorum if this broker is a voter. The returned future
+    /// runs the voter's side (Raft, listener, session watch) and must be
+    /// spawned on shard 0; `start` then runs the broker's side.
+    pub fn open(
+        shard: &Rc<Shard>,
+        config: ClusterConfig,
+    ) -> crate::storage::Result<(Rc<ClusterNode>, Vec<glommio::Task<()>>)> {
+        let incarnation = u64::try_from(crate::shard::partition::now_ms()).unwrap_or(0) << 16
+            | u64::from(std::process::id() as u16);
+        let mut tasks = Vec::new();
+        let controller = match config.voter_addr(config.node_id) {
+            None => None,
+            Some(addr) => {
+                let mut outboxes = HashMap::new();
+                for (id, peer) in &config.voters {
+                    if *id == config.node_id as u64 {
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::unbounded();
+                    outboxes.insert(*id, tx);
+                    tasks.push(glommio::spawn_local(send_to_peer(*peer, rx)));
+                }
+                let ids = config.voters.iter().map(|(id, _)| *id).collect();
+                let (quorum, inbox) = Quorum::open(
+                    config.node_id as u64,
+                    ids,
+                    shard.broker.data_dir(),
+                    outboxes,
+                )?;
+                let broker = Arc::clone(&shard.broker);
+                tasks.push(glommio::spawn_local(
+                    Rc::clone(&quorum).run(inbox, move || broker.stopping()),
+                ));
+                let controller = Rc::new(Controller::new(
+                    quorum,
+                    ControllerConfig {
+                        session_timeout: config.session_timeout,
+                        unclean_default: config.unclean_default,
+                    },
+                ));
+                let broker = Arc::clone(&shard.broker);
+                tasks.push(glommio::spawn_local(
+                    Rc::clone(&controller).watch_sessions(move || broker.stopping()),
+                ));
+                if config.voters.len() > 1 {
+                    let listener =
+                        TcpListener::bind(addr).map_err(|e| crate::storage::StorageError::Io {
+                            op: "bind controller listener",
+                            path: addr.to_string().into(),
+                            source: e.into(),
+                        })?;
+                    tasks.push(glommio::spawn_local(serve(
+                        Rc::clone(&controller),
+                        listener,
+                    )));
+                }
+                Some(controller)
+            }
+        };
+        let node = Rc::new(ClusterNode {
+            config,
+            incarnation,
+            controller,
+            image: RefCell::new(ClusterImage::default()),
+            published: Cell::new(0),
+            publish_waiters: RefCell::new(Vec::new()),
+            leader_hint: Cell::new(None),
+            next_voter: Cell::new(0),
+        });
+        Ok((node, tasks))
+    }
+
+    /// Registers, then keeps the shards' metadata current and the
+    /// controller's heartbeats coming, until the broker stops. Resolves
+    /// `ready` once this broker's registration is visible on every shard.
+    pub async fn run(self: Rc<Self>, shard: Rc<Shard>, ready: oneshot::Sender<()>) {
+        let follower = glommio::spawn_local(Rc::clone(&self).follow_log(Rc::clone(&shard)));
+        let mut ready = Some(ready);
+        let interval = self.config.heartbeat_interval;
+        while !shard.broker.stopping() {
+            let register = Request::Register {
+                node: self.config.node_id,
+                host: shard.broker.config.advertised.0.clone(),
+                port: shard.broker.config.advertised.1,
+                incarnation: self.incarnation,
+            };
+            let index = match self.change(register, &shard).await {
+                Ok(index) => index,
+                Err((code, message)) => {
+                    tracing::warn!(?code, %message, "registering with the controller failed; retrying");
+                    glommio::timer::sleep(interval).await;
+                    continue;
+                }
+            };
+            self.wait_published(index).await;
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+            // Heartbeat until the controller forgets this incarnation.
+            while !shard.broker.stopping() {
+                glommio::timer::sleep(interval).await;
+                let beat = Request::Heartbeat {
+                    node: self.config.node_id,
+                    incarnation: self.incarnation,
+                };
+                match self.call_once(&beat).await {
+                    Some(Response::Error { code, message })
+                        if code == ErrorCode::StaleBrokerEpoch.code() =>
+                    {
+                        tracing::warn!(%message, "controller no longer knows this broker; registering again");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(follower.cancel());
+    }
+
+    /// Replays committed metadata into the shards' snapshots.
+    async fn follow_log(self: Rc<Self>, shard: Rc<Shard>) {
+        while !shard.broker.stopping() {
+            let after = self.image.borrow().applied;
+            let req = Request::Fetch {
+                after,
+                wait_ms: 500,
+            };
+            let (entries, upto) = match self.fetch(&req).await {
+                Some(Response::Entries { entries, upto }) => (entries, upto),
+                _ => {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if upto <= after {
+                continue;
+            }
+            let changed = !entries.is_empty();
+            {
+                let mut image = self.image.borrow_mut();
+                for (index, records) in &entries {
+                    image.apply(*index, records);
+                }
+                image.applied = upto;
+            }
+            if changed {
+                let snapshot = Arc::new(Snapshot::from_image(
+                    &self.image.borrow(),
+                    &shard.broker.config,
+                    self.leader_hint.get().map_or(-1, |l| l as i32),
+                ));
+                for target in 0..shard.count {
+                    let snapshot = Arc::clone(&snapshot);
+                    let _ = shard
+                        .invoke_on(target, move |s| async move { s.apply_snapshot(snapshot) })
+                        .await;
+                }
+            }
+            self.published.set(upto);
+            let mut waiters = self.publish_waiters.borrow_mut();
+            for (index, w) in std::mem::take(&mut *waiters) {
+                if index <= upto {
+                    let _ = w.send(());
+                } else {
+                    waiters.push((index, w));
+                }
+            }
+        }
+    }
+
+    /// Waits until every shard has the snapshot of `index`.
+    pub async fn wait_published(&self, index: u64) {
+        if self.published.get() >= index {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.publish_waiters.borrow_mut().push((index, tx));
+        let _ = rx.await;
+    }
+
+    /// Asks for a change and waits until every shard sees it.
+    pub async fn change(&self, req: Request, shard: &Shard) -> Result<u64, ChangeError> {
+        let deadline = Instant::now() + CHANGE_DEADLINE;
+        loop {
+            match self.call_once(&req).await {
+                Some(Response::Ok { index }) => {
+                    self.wait_published(index).await;
+                    return Ok(index);
+                }
+                Some(Response::Error { code, message }) => {
+                    let code = ErrorCode::from_code(code);
+                    if code != ErrorCode::NotController {
+                        return Err((code, message));
+                    }
+                }
+                Some(Response::NotController { .. }) | None | Some(Response::Entries { .. }) => {}
+            }
+            if Instant::now() >= deadline || shard.broker.stopping() {
+                return Err((
+                    ErrorCode::RequestTimedOut,
+                    "no active controller answered".into(),
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads the log: from this voter's own quorum, else from a voter.
+    async fn fetch(&self, req: &Request) -> Option<Response> {
+        if let Some(c) = &self.controller {
+            return Some(c.handle(req.clone()).await);
+        }
+        self.call_once(req).await
+    }
+
+    /// One attempt at a request to the controller this broker believes
+    /// active (or the next voter); notes any leader hint. `None` when the
+    /// voter could not be reached.
+    async fn call_once(&self, req: &Request) -> Option<Response> {
+        let voters = &self.config.voters;
+        let target = match self.leader_hint.get() {
+            Some(id) => id,
+            None => {
+                let i = self.next_voter.get();
+                self.next_voter.set(i + 1);
+                voters[i % voters.len()].0
+            }
+        };
+        let resp = match &self.controller {
+            Some(c) if target == self.config.node_id as u64 => Some(c.handle(req.clone()).await),
+            _ => {
+                let addr = self.config.voter_addr(target as i32)?;
+                Client::new(addr).call(req).await.ok()
+            }
+        };
+        match &resp {
+            Some(Response::NotController { leader }) => {
+                self.leader_hint
+                    .set(leader.map(|l| l as u64).filter(|l| *l != target));
+            }
+            None => self.leader_hint.set(None),
+            _ => self.leader_hint.set(Some(target)),
+        }
+        resp
+    }
+}
+
+/// Sends Raft messages to one peer voter over a connection it reopens
+/// as needed; messages that cannot be sent are dropped (Raft resends).
+async fn send_to_peer(addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<Message>) {
+    let mut stream: Option<TcpStream> = None;
+    let mut retry_at = Instant::now();
+    while let Some(msg) = rx.next().await {
+        if stream.is_none() {
+            if Instant::now() < retry_at {
+                continue;
+            }
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    stream = Some(s);
+                }
+                Err(_) => {
+                    retry_at = Instant::now() + Duration::from_millis(200);
+                    continue;
+                }
+            }
+        }
+        let body = msg.write_to_bytes().expect("raft message encodes");
+        let s = stream.as_mut().expect("connected");
+        if rpc::write_frame(s, rpc::KIND_RAFT, &body).await.is_err() {
+            stream = None;
+        }
+    }
+}
+
+/// The controller listener: Raft messages from voters, requests from
+/// brokers.
+async fn serve(controller: Rc<Controller>, listener: TcpListener) {
+    loop {
+        let Ok(stream) = listener.accept().await else {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        glommio::spawn_local(connection(Rc::clone(&controller), stream)).detach();
+    }
+}
+
+async fn connection(controller: Rc<Controller>, mut stream: TcpStream) {
+    loop {
+        let (kind, body) = match rpc::read_frame(&mut stream).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "controller connection closed");
+                return;
+            }
+        };
+        match kind {
+            rpc::KIND_RAFT => match Message::parse_from_bytes(&body) {
+                Ok(m) => controller.quorum.deliver(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable raft message; closing the connection");
+                    return;
+                }
+            },
+            rpc::KIND_REQUEST => {
+                let resp = match serde_json::from_slice::<Request>(&body) {
+                    Ok(req) => controller.handle(req).await,
+                    Err(e) => Response::Error {
+                        code: ErrorCode::InvalidRequest.code(),
+                        message: format!("undecodable controller request: {e}"),
+                    },
+                };
+                let out = serde_json::to_vec(&resp).expect("response serializes");
+                if rpc::write_frame(&mut stream, rpc::KIND_RESPONSE, &out)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            other => {
+                tracing::warn!(
+                    kind = other,
+                    "unknown controller frame; closing the connection"
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! One voter of the controller quorum: raft-rs's `RawNode` driven on a
+//! glommio task.
+//!
+//! raft-rs does no I/O of its own. This driver ticks it every
+//! [`TICK`], steps in the messages other voters send, and handles each
+//! `Ready` the way raft-rs asks: send messages, persist new entries and
+//! the hard state (fdatasync, through [`RaftStore`]), then apply what is
+//! committed. Applying a committed entry decodes its records into the
+//! [`ClusterImage`], keeps them for brokers that fetch the log, and
+//! answers the proposal that made it, if it was made here.
+//!
+//! Voters are fixed by `controller.quorum.voters`; membership changes are
+//! not supported.
+
+use super::raft_store::RaftStore;
+use super::records::{self, ClusterImage, Record};
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use raft::eraftpb::{Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The Raft clock: elections after 10 ticks without a leader (1 s,
+/// randomized up to 2 s), heartbeats every 3.
+pub const TICK: Duration = Duration::from_millis(100);
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 3;
+
+/// Why a proposal was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this voter is not the active controller")]
+    NotLeader(Option<u64>),
+    #[error("the proposal was lost to a leader change")]
+    Dropped,
+}
+
+/// What a voter's driver acts on.
+pub enum Input {
+    Message(Message),
+    Wake,
+}
+
+type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
+
+pub struct Quorum {
+    pub id: u64,
+    raw: RefCell<RawNode<MemStorage>>,
+    store: RefCell<RaftStore>,
+    inbox: mpsc::UnboundedSender<Input>,
+    /// Messages for other voters, by voter id.
+    outboxes: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// Proposals made here, by log index: (term, who waits).
+    pending: RefCell<BTreeMap<u64, (u64, Waiter)>>,
+    /// Every committed entry's records, for brokers replaying the log.
+    committed: RefCell<Vec<(u64, Vec<Record>)>>,
+    image: RefCell<ClusterImage>,
+    /// Woken whenever entries are applied.
+    appliers: RefCell<Vec<oneshot::Sender<()>>>,
+    leader: Cell<bool>,
+}
+
+fn slog_discard() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl Quorum {
+    /// Opens the log in `data_dir` and makes the voter `id` of `voters`.
+    /// `outboxes` carry messages to the other voters; the returned
+    /// receiver feeds [`Quorum::run`].
+    pub fn open(
+        id: u64,
+        voters: Vec<u64>,
+        data_dir: &Path,
+        outboxes: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    ) -> crate::storage::Result<(Rc<Quorum>, mpsc::UnboundedReceiver<Input>)> {
+        let (store, storage) = RaftStore::open(data_dir, voters.clone())?;
+        let config = raft::Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&config, storage, &slog_discard()).map_err(|e| {
+            crate::storage::StorageError::Corrupt {
+                path: data_dir.join(super::raft_store::DIR),
+                position: 0,
+                reason: format!("raft: {e}"),
+            }
+        })?;
+        let (tx, rx) = mpsc::unbounded();
+        let q = Rc::new(Quorum {
+            id,
+            raw: RefCell::new(raw),
+            store: RefCell::new(store),
+            inbox: tx,
+            outboxes,
+            pending: RefCell::new(BTreeMap::new()),
+            committed: RefCell::new(Vec::new()),
+            image: RefCell::new(ClusterImage::default()),
+            appliers: RefCell::new(Vec::new()),
+            leader: Cell::new(false),
+        });
+        // A lone voter need not wait out an election timeout.
+        if voters == [id] {
+            let _ = q.raw.borrow_mut().campaign();
+        }
+        Ok((q, rx))
+    }
+
+    /// Hands a message from another voter to the driver.
+    pub fn deliver(&self, msg: Message) {
+        let _ = self.inbox.unbounded_send(Input::Message(msg));
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.get()
+    }
+
+    /// The leader this voter knows of, if any.
+    pub fn leader_id(&self) -> Option<u64> {
+        let id = self.raw.borrow().raft.leader_id;
+        (id != raft::INVALID_ID).then_some(id)
+    }
+
+    /// The image as of the last applied entry.
+    pub fn image(&self) -> std::cell::Ref<'_, ClusterImage> {
+        self.image.borrow()
+    }
+
+    /// Index of the last committed entry.
+    pub fn committed_index(&self) -> u64 {
+        self.raw.borrow().raft.raft_log.committed
+    }
+
+    /// Proposes one entry of records; resolves with its index once it is
+    /// committed and applied here.
+    pub async fn propose(&self, records: Vec<Record>) -> Result<u64, ProposeError> {
+        let rx = {
+            let mut raw = self.raw.borrow_mut();
+            if raw.raft.state != StateRole::Leader {
+                let leader = raw.raft.leader_id;
+                return Err(ProposeError::NotLeader(
+                    (leader != raft::INVALID_ID).then_some(leader),
+                ));
+            }
+            let before = raw.raft.raft_log.last_index();
+            if raw.propose(vec![], records::encode(&records)).is_err() {
+                return Err(ProposeError::Dropped);
+            }
+            let index = raw.raft.raft_log.last_index();
+            if index == before {
+                return Err(ProposeError::Dropped);
+            }
+            let (tx, rx) = oneshot::channel();
+            self.pending.borrow_mut().insert(index, (raw.raft.term, tx));
+            rx
+        };
+        let _ = self.inbox.unbounded_send(Input::Wake);
+        rx.await.unwrap_or(Err(ProposeError::Dropped))
+    }
+
+    /// Committed entries after `after`, at most `max`.
+    pub fn entries_after(&self, after: u64, max: usize) -> Vec<(u64, Vec<Record>)> {
+        let committed = self.committed.borrow();
+        let start = committed.partition_point(|(i, _)| *i <= after);
+        committed[start..].iter().take(max).cloned().collect()
+    }
+
+    /// Waits until an entry after `after` is applied, or `wait` passes.
+    pub async fn wait_applied_after(&self, after: u64, wait: Duration) {
+        if self.image.borrow().applied > after {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.appliers.borrow_mut().push(tx);
+        let _ = glommio::timer::timeout(wait, async {
+            let _ = rx.await;
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Drives the node until `stop` says so.
+    pub async fn run(
+        self: Rc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<Input>,
+        stop: impl Fn() -> bool,
+    ) {
+        let mut next_tick = Instant::now() + TICK;
+        self.on_ready();
+        while !stop() {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let input = glommio::timer::timeout(wait, async { Ok(inbox.next().await) }).await;
+            match input {
+                Ok(Some(Input::Message(m))) => {
+                    if let Err(e) = self.raw.borrow_mut().step(m) {
+                        tracing::debug!(error = %e, "raft message refused");
+                    }
+                }
+                Ok(Some(Input::Wake)) => {}
+                Ok(None) => return,
+                Err(_) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.raw.borrow_mut().tick();
+                next_tick += TICK;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + TICK;
+                }
+            }
+            self.on_ready();
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            if let Some(out) = self.outboxes.get(&m.to) {
+                let _ = out.unbounded_send(m);
+            }
+        }
+    }
+
+    fn on_ready(&self) {
+        let mut raw = self.raw.borrow_mut();
+        if raw.has_ready() {
+            let mut ready = raw.ready();
+            self.send(ready.take_messages());
+            self.apply(ready.take_committed_entries());
+            if !ready.entries().is_empty() {
+                if let Err(e) = self.store.borrow_mut().append(ready.entries()) {
+                    // Raft must not count entries it cannot keep.
+                    tracing::error!(error = %e, "persisting the metadata log failed; stopping");
+                    std::process::abort();
+                }
+                let store = raw.raft.raft_log.store.clone();
+                store
+                    .wl()
+                    .append(ready.entries())
+                    .expect("entries follow the log");
+            }
+            if let Some(hs) = ready.hs() {
+                self.persist_hardstate(hs);
+                raw.raft.raft_log.store.wl().set_hardstate(hs.clone());
+            }
+            self.send(ready.take_persisted_messages());
+            let mut light = raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                let store = raw.raft.raft_log.store.clone();
+                let mut hs = store.rl().hard_state().clone();
+                hs.commit = commit;
+                self.persist_hardstate(&hs);
+                store.wl().set_hardstate(hs);
+            }
+            self.send(light.take_messages());
+            self.apply(light.take_committed_entries());
+            raw.advance_apply();
+        }
+        let leader = raw.raft.state == StateRole::Leader;
+        if leader != self.leader.get() {
+            tracing::info!(
+                node = self.id,
+                term = raw.raft.term,
+                leader,
+                "controller role changed"
+            );
+            self.leader.set(leader);
+        }
+        if !leader {
+            for (_, (_, w)) in std::mem::take(&mut *self.pending.borrow_mut()) {
+                let leader = raw.raft.leader_id;
+                let _ = w.send(Err(ProposeError::NotLeader(
+                    (leader != raft::INVALID_ID).then_some(leader),
+                )));
+            }
+        }
+    }
+
+    fn persist_hardstate(&self, hs: &raft::eraftpb::HardState) {
+        if let Err(e) = self.store.borrow().set_hardstate(hs) {
+            tracing::error!(error = %e, "persisting the raft hard state failed; stopping");
+            std::process::abort();
+        }
+    }
+
+    fn apply(&self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        for e in entries {
+            let records = if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                match records::decode(&e.data) {
+                    Ok(r) => r,
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "undecodable metadata entry skipped");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            self.image.borrow_mut().apply(e.index, &records);
+            if !records.is_empty() {
+                self.committed.borrow_mut().push((e.index, records));
+            }
+            let mut pending = self.pending.borrow_mut();
+            while let Some(entry) = pending.first_entry() {
+                if *entry.key() > e.index {
+                    break;
+                }
+                let (index, (term, w)) = entry.remove_entry();
+                let result = if index == e.index && term == e.term {
+                    Ok(index)
+                } else {
+                    Err(ProposeError::Dropped)
+                };
+                let _ = w.send(result);
+            }
+        }
+        for w in std::mem::take(&mut *self.appliers.borrow_mut()) {
+            let _ = w.send(());
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The controller's wire: one TCP listener per voter carries Raft
+//! messages between voters and requests from brokers to the controller.
+//!
+//! A frame is a 4-byte big-endian length, a kind byte and a body. Raft
+//! messages are raft-rs's protobuf encoding and get no answer; requests
+//! and responses are JSON and alternate on a connection, one request at a
+//! time, so a caller that wants two at once opens two connections.
+
+use super::records::Record;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const KIND_RAFT: u8 = 0;
+pub const KIND_REQUEST: u8 = 1;
+pub const KIND_RESPONSE: u8 = 2;
+
+/// Largest frame accepted: a metadata fetch of many records.
+pub const FRAME_MAX: usize = 64 << 20;
+
+/// What a broker asks of the controller.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Request {
+    Register {
+        node: i32,
+        host: String,
+        port: u16,
+        incarnation: u64,
+    },
+    Heartbeat {
+        node: i32,
+        incarnation: u64,
+    },
+    CreateTopic {
+        name: String,
+        id: String,
+        partitions: i32,
+        replication_factor: i16,
+        config: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// A leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        node: i32,
+        topic_id: String,
+        index: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Committed entries after `after`, waiting up to `wait_ms` for one.
+    Fetch {
+        after: u64,
+        wait_ms: u64,
+    },
+}
+
+/// The controller's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Response {
+    /// Done; the change is in the log at `index` (0: nothing to change).
+    Ok { index: u64 },
+    /// Refused with a Kafka error code.
+    Error { code: i16, message: String },
+    /// Ask the active controller instead (if known).
+    NotController { leader: Option<i32> },
+    /// Committed entries, (index, records), and the index they bring
+    /// the caller to (entries without records are not sent).
+    Entries {
+        entries: Vec<(u64, Vec<Record>)>,
+        upto: u64,
+    },
+}
+
+/// Writes one frame.
+pub async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(5 + body.len());
+    buf.extend_from_slice(&(body.len() as u32 + 1).to_be_bytes());
+    buf.push(kind);
+    buf.extend_from_slice(body);
+    stream.write_all(&buf).await
+}
+
+/// Reads one frame: its kind and body. `None` at a clean end of stream.
+pub async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > FRAME_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("controller frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    let kind = body.remove(0);
+    Ok(Some((kind, body)))
+}
+
+/// One connection to a voter for requests, reopened after errors.
+pub struct Client {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+}
+
+/// How long a request may take before the connection is given up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, stream: None }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a request and reads its answer.
+    pub async fn call(&mut self, req: &Request) -> std::io::Result<Response> {
+        let body = serde_json::to_vec(req).expect("request serializes");
+        let result =
+            glommio::timer::timeout(CALL_TIMEOUT, async { Ok(self.exchange(&body).await?) })
+                .await
+                .map_err(std::io::Error::from);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, body: &[u8]) -> std::io::Result<Response> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr).await?;
+            s.set_nodelay(true)?;
+            self.stream = Some(s);
+        }
+        let s = self.stream.as_mut().expect("connected");
+        write_frame(s, KIND_REQUEST, body).await?;
+        match read_frame(s).await? {
+            Some((KIND_RESPONSE, b)) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "controller closed the connection or answered out of turn",
+            )),
+        }
+    }
+}
