@@ -193,13 +193,6 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     topic(
-        "min.insync.replicas",
-        Some("min.insync.replicas"),
-        Kind::Int,
-        "1",
-        1,
-    ),
-    topic(
         "unclean.leader.election.enable",
         Some("unclean.leader.election.enable"),
         Kind::Bool,
