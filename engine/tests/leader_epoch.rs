@@ -1,8 +1,9 @@
 //! Leader epochs on the wire and on disk: OffsetForLeaderEpoch answers
-//! from the leader-epoch cache, the `leader-epoch-checkpoint` file
-//! survives clean stops and kill -9, and a deleted checkpoint is rebuilt
-//! from the batch headers, epochs other than 0 included; librdkafka
-//! consumers validate their positions with it.
+//! from the leader-epoch cache; the `leader-epoch-checkpoint` file follows
+//! the leader epochs Metadata announces (a lone broker leads in a new one
+//! after every restart), survives clean stops and kill -9, and is rebuilt
+//! from the batch headers when deleted or unreadable; librdkafka consumers
+//! validate their positions with it.
 
 mod common;
 
@@ -158,23 +159,34 @@ fn offset_for_leader_epoch_answers_from_the_cache() {
     }
 }
 
-/// Rewrites the partitionLeaderEpoch of every batch at or above `from`
-/// in the partition's segments. The field lies outside the CRC, so the
-/// batches stay valid: this is the log a leader change would have left.
-fn stamp_epoch(dir: &Path, from: i64, epoch: i32) {
-    for path in common::segment_files(dir) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mut at = 0;
-        while at + 61 <= bytes.len() {
-            let base = i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
-            let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
-            if base >= from {
-                bytes[at + 12..at + 16].copy_from_slice(&epoch.to_be_bytes());
-            }
-            at += 12 + len as usize;
-        }
-        std::fs::write(&path, bytes).unwrap();
+/// The leader epoch Metadata gives partition 0 of `name`.
+fn leader_epoch(raw: &mut Raw, name: &str) -> i32 {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(topic(name))),
+    ]));
+    let resp: MetadataResponse = call(raw, ApiKey::Metadata, 12, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+    resp.topics[0].partitions[0].leader_epoch
+}
+
+/// The checkpoint text for `entries`.
+fn checkpoint_of(entries: &[(i32, i64)]) -> String {
+    let mut text = format!("0\n{}\n", entries.len());
+    for (epoch, start) in entries {
+        text.push_str(&format!("{epoch} {start}\n"));
     }
+    text
+}
+
+/// Restarts the broker; returns a connection and the partition's new
+/// leader epoch, which must be above `before`: a lone replica coming back
+/// leads in a new epoch.
+fn restart(broker: &mut Broker, before: i32) -> (Raw, i32) {
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let epoch = leader_epoch(&mut raw, "durable");
+    assert!(epoch > before, "epoch {epoch} after {before}");
+    (raw, epoch)
 }
 
 #[test]
@@ -183,78 +195,84 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
     let mut raw = Raw::connect(broker.addr());
     create(&mut raw, "durable", 1);
     let dir = broker.partition_dir("durable", 0);
-    assert_eq!(checkpoint(&dir), "0\n1\n0 0\n", "written at creation");
+    let e0 = leader_epoch(&mut raw, "durable");
+    assert_eq!(checkpoint(&dir), checkpoint_of(&[(e0, 0)]), "at creation");
     produce(&mut raw, "durable", 0, 20, 5);
     assert!(common::segment_files(&dir).len() > 2);
-    broker.stop();
-    assert_eq!(checkpoint(&dir), "0\n1\n0 0\n");
-    broker.restart();
-    let mut raw = Raw::connect(broker.addr());
-    assert_eq!(
-        ask(&mut raw, 4, &[("durable", 0, 0, 0)]),
-        vec![(0, 0, 0, 100)]
-    );
 
+    // A clean stop: the new leader epoch starts at the log end.
+    broker.stop();
+    let (mut raw, e1) = restart(&mut broker, e0);
+    assert_eq!(checkpoint(&dir), checkpoint_of(&[(e0, 0), (e1, 100)]));
+    assert_eq!(
+        ask(
+            &mut raw,
+            4,
+            &[("durable", 0, e1, e1), ("durable", 0, e1, e0)]
+        ),
+        vec![(0, 0, e1, 100), (0, 0, e0, 100)]
+    );
     produce(&mut raw, "durable", 0, 2, 5);
+
+    // kill -9 keeps the file; the epoch after it starts at 110.
     broker.kill9();
-    assert_eq!(checkpoint(&dir), "0\n1\n0 0\n");
-    broker.restart();
-    let mut raw = Raw::connect(broker.addr());
+    let (mut raw, e2) = restart(&mut broker, e1);
     assert_eq!(
-        ask(&mut raw, 4, &[("durable", 0, 0, 0)]),
-        vec![(0, 0, 0, 110)]
+        checkpoint(&dir),
+        checkpoint_of(&[(e0, 0), (e1, 100), (e2, 110)])
+    );
+    assert_eq!(
+        ask(&mut raw, 4, &[("durable", 0, e2, e1)]),
+        vec![(0, 0, e1, 110)]
     );
 
-    // Deleted after a kill -9: rebuilt from the batch headers.
+    // Deleted after a kill -9: rebuilt from the batch headers, which know
+    // the epochs that wrote records (e0 and e1); the new epoch is added.
     broker.kill9();
     std::fs::remove_file(dir.join("leader-epoch-checkpoint")).unwrap();
-    broker.restart();
-    assert_eq!(checkpoint(&dir), "0\n1\n0 0\n");
-    let mut raw = Raw::connect(broker.addr());
+    let (mut raw, e3) = restart(&mut broker, e2);
     assert_eq!(
-        ask(&mut raw, 4, &[("durable", 0, 0, 0)]),
-        vec![(0, 0, 0, 110)]
+        checkpoint(&dir),
+        checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110)])
     );
-
-    // A log holding two epochs, as a leader change leaves it (records from
-    // offset 60 written in epoch 3), with its checkpoint lost.
-    broker.stop();
-    stamp_epoch(&dir, 60, 3);
-    std::fs::remove_file(dir.join("leader-epoch-checkpoint")).unwrap();
-    broker.restart();
-    assert_eq!(checkpoint(&dir), "0\n2\n0 0\n3 60\n");
-    let mut raw = Raw::connect(broker.addr());
     assert_eq!(
         ask(
             &mut raw,
             4,
             &[
-                ("durable", 0, 3, 0),
-                ("durable", 0, 3, 2),
-                ("durable", 0, 3, 3),
-                ("durable", 0, -1, 4),
-                ("durable", 0, 0, 0),
-                ("durable", 0, 4, 3),
+                ("durable", 0, e3, e0),
+                ("durable", 0, e3, e1),
+                ("durable", 0, e3, e2),
+                ("durable", 0, e3, e3),
+                ("durable", 0, -1, e3 + 1),
+                ("durable", 0, e3 - 1, e3),
+                ("durable", 0, e3 + 1, e3),
             ]
         ),
         vec![
-            (0, 0, 0, 60),
-            (0, 0, 0, 60),
-            (0, 0, 3, 110),
+            (0, 0, e0, 100),
+            (0, 0, e1, 110),
+            (0, 0, e1, 110),
+            (0, 0, e3, 110),
             (0, 0, -1, -1),
             (0, FENCED_LEADER_EPOCH, -1, -1),
             (0, UNKNOWN_LEADER_EPOCH, -1, -1),
         ]
     );
-    // The partition carries on in epoch 3; a kill -9 keeps it.
+
+    // Appends are stamped with the partition's epoch, so a rebuild after
+    // them finds it in the batches; an unreadable file is rebuilt too.
     produce(&mut raw, "durable", 0, 1, 5);
-    broker.kill9();
-    broker.restart();
-    assert_eq!(checkpoint(&dir), "0\n2\n0 0\n3 60\n");
-    let mut raw = Raw::connect(broker.addr());
+    broker.stop();
+    std::fs::write(dir.join("leader-epoch-checkpoint"), "not a checkpoint").unwrap();
+    let (mut raw, e4) = restart(&mut broker, e3);
     assert_eq!(
-        ask(&mut raw, 4, &[("durable", 0, 3, 3)]),
-        vec![(0, 0, 3, 115)]
+        checkpoint(&dir),
+        checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110), (e4, 115)])
+    );
+    assert_eq!(
+        ask(&mut raw, 4, &[("durable", 0, e4, e3)]),
+        vec![(0, 0, e3, 115)]
     );
 }
 
@@ -264,7 +282,9 @@ struct Logs(Arc<Mutex<Vec<String>>>);
 
 impl ClientContext for Logs {
     fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.0.lock().unwrap().push(format!("{fac} {message}"));
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(format!("{fac} {message}"));
+        }
     }
 }
 
@@ -297,11 +317,10 @@ fn seek_with_epoch(consumer: &BaseConsumer<Logs>, topic: &str, offset: i64, epoc
 fn next_offset(consumer: &BaseConsumer<Logs>, logs: &Logs) -> i64 {
     let start = Instant::now();
     loop {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no message; librdkafka said:\n{}",
-            logs.0.lock().unwrap().join("\n")
-        );
+        if start.elapsed() > DEADLINE {
+            let said = logs.0.lock().map(|l| l.join("\n")).unwrap_or_default();
+            panic!("no message; librdkafka said:\n{said}");
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => return m.offset(),
             Some(Err(e)) if common::is_transient(&e) => {}
@@ -313,7 +332,7 @@ fn next_offset(consumer: &BaseConsumer<Logs>, logs: &Logs) -> i64 {
 
 #[test]
 fn librdkafka_validates_positions_with_offset_for_leader_epoch() {
-    let broker = Broker::start(1, &[]);
+    let mut broker = Broker::start(1, &[]);
     let mut raw = Raw::connect(broker.addr());
     create(&mut raw, "validated", 1);
     produce(&mut raw, "validated", 0, 2, 10);
@@ -324,6 +343,7 @@ fn librdkafka_validates_positions_with_offset_for_leader_epoch() {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("debug", "fetch")
+        .set("topic.metadata.refresh.interval.ms", "200")
         .set_log_level(RDKafkaLogLevel::Debug)
         .create_with_context(logs.clone())
         .unwrap();
@@ -353,4 +373,26 @@ fn librdkafka_validates_positions_with_offset_for_leader_epoch() {
     produce(&mut raw, "validated", 0, 1, 10);
     assert_eq!(next_offset(&consumer, &logs), 20);
     assert!(logs.contains("epoch validation of offset 25"));
+
+    // The broker restarts and leads in a new epoch. The consumer learns it
+    // from Metadata and validates its position (30, written in epoch 0)
+    // again, naming the new epoch as the current one: that needs the
+    // partition to have taken the new epoch on, or the answer would be
+    // UNKNOWN_LEADER_EPOCH, retried forever.
+    for offset in 21..30 {
+        assert_eq!(next_offset(&consumer, &logs), offset);
+    }
+    broker.stop();
+    broker.restart();
+    let start = Instant::now();
+    while !logs.contains("validation succeeded: broker end offset 30") {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no validation after the restart"
+        );
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let mut raw = Raw::connect(broker.addr());
+    produce(&mut raw, "validated", 0, 1, 10);
+    assert_eq!(next_offset(&consumer, &logs), 30);
 }

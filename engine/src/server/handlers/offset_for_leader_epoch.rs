@@ -15,9 +15,10 @@
 //! - otherwise the cache's answer: the largest epoch at or below the one
 //!   asked for and where it ends, or -1/-1 (UNDEFINED) with no error.
 //!
-//! `replica_id` (v3+: a follower's broker id, -1 for consumers) is read
-//! and not used yet: this broker leads every partition it holds, and a
-//! leader answers followers and consumers alike.
+//! Only a partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere),
+//! as in Kafka. `replica_id` (v3+: a follower's broker id, -1 for
+//! consumers) is read and not used: a leader answers followers and
+//! consumers alike.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::{Shard, ShardId};
@@ -135,7 +136,7 @@ async fn ask_owner(
 /// One partition's answer, on its owner shard.
 fn answer_one(shard: &Rc<Shard>, q: &Query) -> EpochEndOffset {
     let answer = EpochEndOffset::default().with_partition(q.partition);
-    let Some(partition) = shard.partition(&q.topic, q.partition) else {
+    let Some(partition) = shard.leader_partition(&q.topic, q.partition) else {
         let code = match shard.offline_reason(&q.topic, q.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,
