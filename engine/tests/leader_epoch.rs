@@ -169,6 +169,24 @@ fn leader_epoch(raw: &mut Raw, name: &str) -> i32 {
     resp.topics[0].partitions[0].leader_epoch
 }
 
+/// ListOffsets v7 for partition 0 of `name` at `timestamp` (-2 earliest,
+/// -1 latest): (offset, leader epoch).
+fn list_offset(raw: &mut Raw, name: &str, timestamp: i64) -> (i64, i32) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic(name))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(timestamp),
+            ])]);
+    let resp: ListOffsetsResponse = call(raw, ApiKey::ListOffsets, 7, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.leader_epoch)
+}
+
 /// The checkpoint text for `entries`.
 fn checkpoint_of(entries: &[(i32, i64)]) -> String {
     let mut text = format!("0\n{}\n", entries.len());
@@ -225,6 +243,12 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
         ask(&mut raw, 4, &[("durable", 0, e2, e1)]),
         vec![(0, 0, e1, 110)]
     );
+    // ListOffsets names the epoch a consumer validates its position with:
+    // the current one at the end, the record's own elsewhere.
+    assert_eq!(list_offset(&mut raw, "durable", -1), (110, e2));
+    assert_eq!(list_offset(&mut raw, "durable", -2), (0, e0));
+    assert_eq!(list_offset(&mut raw, "durable", 1_000), (0, e0));
+    assert_eq!(list_offset(&mut raw, "durable", 5_000), (-1, -1));
 
     // Deleted after a kill -9: rebuilt from the batch headers, which know
     // the epochs that wrote records (e0 and e1); the new epoch is added.

@@ -217,13 +217,26 @@ impl Partition {
         rx
     }
 
-    /// ListOffsets: -2 earliest, -1 latest, else by timestamp.
-    pub fn list_offset(&self, timestamp: i64) -> Result<(Offset, i64), StorageError> {
+    /// ListOffsets: -2 earliest, -1 latest, else by timestamp. With the
+    /// offset and timestamp comes the leader epoch Kafka reports: the
+    /// epoch of the record found (of the first one for earliest), the
+    /// current epoch for latest, -1 when none. A consumer keeps it with
+    /// its position and later validates the position with
+    /// OffsetForLeaderEpoch, so a wrong epoch reads as a truncation.
+    pub fn list_offset(&self, timestamp: i64) -> Result<(Offset, i64, LeaderEpoch), StorageError> {
         let log = self.log.borrow();
+        let epoch_at = |offset: Offset| {
+            log.epoch_history()
+                .epoch_at(offset)
+                .unwrap_or(LeaderEpoch(-1))
+        };
         match timestamp {
-            -2 => Ok((log.log_start(), -1)),
-            -1 => Ok((log.high_watermark(), -1)),
-            ts => Ok(log.offset_for_timestamp(ts)?.unwrap_or((Offset(-1), -1))),
+            -2 => Ok((log.log_start(), -1, epoch_at(log.log_start()))),
+            -1 => Ok((log.high_watermark(), -1, log.leader_epoch())),
+            ts => Ok(match log.offset_for_timestamp(ts)? {
+                Some((offset, ts)) => (offset, ts, epoch_at(offset)),
+                None => (Offset(-1), -1, LeaderEpoch(-1)),
+            }),
         }
     }
 

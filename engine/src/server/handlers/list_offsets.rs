@@ -42,10 +42,10 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 .await
                 .unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
             match answer {
-                Ok((offset, timestamp)) => {
+                Ok((offset, timestamp, epoch)) => {
                     resp = resp.with_offset(offset.0).with_timestamp(timestamp);
                     if v >= 4 {
-                        resp.leader_epoch = 0;
+                        resp.leader_epoch = epoch.0;
                     }
                 }
                 Err(code) => resp = resp.with_error_code(code.code()),
