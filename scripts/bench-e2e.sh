@@ -8,6 +8,7 @@ gib=${1:-2}
 bytes=$((gib * 1024 * 1024 * 1024))
 command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 1; }
 cargo build --release -q -p sluice-engine --bin sluice --example throughput
+bin=${CARGO_TARGET_DIR:-target}/release
 
 work=$(mktemp -d)
 port=19300
@@ -24,11 +25,11 @@ disk_mb_s=$(dd if=/dev/zero of="$work/dd" bs=1M count=1024 conv=fdatasync 2>&1 |
 disk_unit=$(dd if=/dev/zero of="$work/dd" bs=1M count=1 conv=fdatasync 2>&1 | awk '/copied/ {print $NF}')
 rm -f "$work/dd"
 
-SLUICE_LOG=warn target/release/sluice --cores 1 --listen 127.0.0.1:$port --data-dir "$work/data" \
+SLUICE_LOG=warn "$bin/sluice" --cores 1 --listen 127.0.0.1:$port --data-dir "$work/data" \
   --override num.partitions=1 --override message.max.bytes=2000000 & broker=$!
 sleep 1
 rss_start=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
-result=$(target/release/examples/throughput 127.0.0.1:$port bench "$bytes")
+result=$("$bin/examples/throughput" 127.0.0.1:$port bench "$bytes")
 rss_end=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
 rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$broker/status)
 kill -TERM $broker; wait $broker || true
