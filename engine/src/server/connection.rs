@@ -6,22 +6,18 @@
 //! limits, an unknown API key, an unsupported version, a body that does not
 //! decode) is logged and closes this connection only.
 
+use super::frame_reader::{FrameReadError, FrameReader};
 use super::handlers::{self, HandlerError, Reply};
 use super::sendfile::{send_region, set_nonblocking};
 use crate::shard::Shard;
-use bytes::BytesMut;
-use futures::io::BufReader;
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 use sluice_protocol::fetch_response::Part;
-use sluice_protocol::frame::{self, FRAME_HEADER_SIZE};
+use sluice_protocol::frame;
 use sluice_protocol::header::{parse_request_header, HeaderError};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
-
-/// Read buffer per connection: small requests arrive several per read.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +32,17 @@ enum CloseReason {
     Handler(#[from] HandlerError),
 }
 
+impl From<FrameReadError> for CloseReason {
+    fn from(e: FrameReadError) -> CloseReason {
+        match e {
+            FrameReadError::Io(e) => CloseReason::Io(e),
+            FrameReadError::Frame(e) => CloseReason::Frame(e),
+        }
+    }
+}
+
 /// Serves one connection until the peer closes it or sends garbage.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     // As Kafka reports a member's client host in DescribeGroups.
@@ -49,8 +54,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         tracing::warn!(%peer, error = %e, "socket setup failed");
         return;
     }
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
-    match run(&shard, &mut reader, &client_host).await {
+    match run(&shard, &mut stream, &client_host).await {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
@@ -59,40 +63,37 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn run(
     shard: &Rc<Shard>,
-    reader: &mut BufReader<TcpStream>,
+    stream: &mut TcpStream,
     client_host: &str,
 ) -> Result<(), CloseReason> {
-    let max = shard.broker.config.request_max_bytes();
-    loop {
-        let mut prefix = [0u8; FRAME_HEADER_SIZE];
-        match reader.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        let len = frame::payload_len(prefix, max)?;
-        let mut payload = BytesMut::zeroed(len);
-        reader.read_exact(&mut payload).await?;
-        let payload = payload.freeze();
+    let mut reader = FrameReader::new(shard.broker.config.request_max_bytes());
+    while let Some(payload) = reader.next(stream).await? {
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
         let reply = handlers::handle(shard, &header, body, client_host).await?;
-        write_reply(shard, reader.get_mut(), reply).await?;
+        write_reply(shard, stream, reply).await?;
     }
+    Ok(())
 }
 
 async fn write_reply(shard: &Shard, stream: &mut TcpStream, reply: Reply) -> io::Result<()> {
     match reply {
         Reply::None => Ok(()),
         Reply::Frame(bytes) => stream.write_all(&bytes).await,
-        Reply::Parts(parts) => {
-            for part in parts {
-                match part {
-                    Part::Bytes(b) => stream.write_all(&b).await?,
-                    Part::Region(r) => send_region(stream, &r, &shard.stats).await?,
-                }
-            }
-            Ok(())
+        Reply::Parts(parts) => write_parts(shard, stream, parts).await,
+    }
+}
+
+async fn write_parts(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    parts: Vec<Part<crate::storage::segment::FileRegion>>,
+) -> io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Bytes(b) => stream.write_all(&b).await?,
+            Part::Region(r) => send_region(stream, &r, &shard.stats).await?,
         }
     }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! connection it accepts for the connection's whole life.
 
 pub mod connection;
+pub mod frame_reader;
 pub mod handlers;
 pub mod sendfile;
 
