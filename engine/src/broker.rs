@@ -62,6 +62,8 @@ pub struct BrokerShared {
     stop: AtomicBool,
     /// Per-shard (recovery points, log starts), merged into the checkpoint files.
     checkpoints: Mutex<Vec<(OffsetMap, OffsetMap)>>,
+    /// The active controller as this broker last knew it; -1 unknown.
+    pub controller_id: std::sync::atomic::AtomicI32,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
     /// Next idempotent producer id. Seeded from the start time (ms × 2^16),
@@ -179,6 +181,7 @@ impl Broker {
             start,
             stop: AtomicBool::new(false),
             checkpoints: Mutex::new(Vec::new()),
+            controller_id: std::sync::atomic::AtomicI32::new(-1),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             next_producer_id: std::sync::atomic::AtomicI64::new(
@@ -301,6 +304,7 @@ async fn shard_main(
     };
     let (first_tx, first_rx) = futures::channel::oneshot::channel();
     let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, snapshot, first_tx));
+    *shard.this.borrow_mut() = Rc::downgrade(&shard);
     let mut tasks = Vec::new();
     for (_peer, rx) in receivers.streams() {
         let shard = Rc::clone(&shard);
@@ -334,7 +338,6 @@ async fn shard_main(
         let _ = ready.send(Err((shard.id, "stopped before the first metadata".into())));
         return;
     }
-    shard.load_groups();
     let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
         Rc::clone(&shard),
     ));
@@ -356,6 +359,38 @@ async fn shard_main(
     shutdown(&shard);
     for t in tasks {
         drop(t.cancel());
+    }
+}
+
+/// Lets every partition shrink its ISR of lagging followers, and sends
+/// the ISR changes partitions propose to the controller.
+fn replication_tick(shard: &Rc<Shard>) {
+    let now = crate::shard::partition::now_ms();
+    for p in shard.partitions() {
+        p.replication_tick(now);
+        for proposal in p.take_proposals() {
+            let (shard, p) = (Rc::clone(shard), Rc::clone(&p));
+            glommio::spawn_local(async move {
+                let epoch = proposal.partition_epoch;
+                let Some(topic_id) = shard.metadata().topic(&p.topic).map(|t| t.id) else {
+                    return;
+                };
+                let req = crate::cluster::rpc::Request::AlterPartition {
+                    node: proposal.leader.0,
+                    topic_id: topic_id.to_string(),
+                    index: p.index,
+                    leader_epoch: proposal.leader_epoch.0,
+                    partition_epoch: epoch,
+                    isr: proposal.isr.iter().map(|n| n.0).collect(),
+                };
+                tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "proposing an ISR change");
+                if let Err((code, message)) = crate::shard::controller::change(&shard, req).await {
+                    tracing::info!(topic = %p.topic, partition = p.index, ?code, %message, "ISR change refused");
+                    p.proposal_refused(epoch);
+                }
+            })
+            .detach();
+        }
     }
 }
 
@@ -391,6 +426,7 @@ async fn maintenance(shard: &Rc<Shard>) {
     );
     while !shard.broker.stopping() {
         glommio::timer::sleep(tick).await;
+        replication_tick(shard);
         if last_flush.elapsed() >= flush_every {
             last_flush = std::time::Instant::now();
             for p in shard.partitions() {

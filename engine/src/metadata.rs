@@ -51,8 +51,6 @@ pub struct Snapshot {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     by_id: HashMap<uuid::Uuid, String>,
     pub brokers: BTreeMap<i32, BrokerMeta>,
-    /// The active controller, -1 when unknown.
-    pub controller_id: i32,
     /// This broker.
     pub node_id: i32,
 }
@@ -71,14 +69,13 @@ impl Snapshot {
     pub fn empty(node_id: i32) -> Snapshot {
         Snapshot {
             node_id,
-            controller_id: -1,
             ..Snapshot::default()
         }
     }
 
     /// The snapshot of a metadata image. A topic whose stored config no
     /// longer parses keeps the broker defaults (and says so).
-    pub fn from_image(image: &ClusterImage, broker: &BrokerConfig, controller_id: i32) -> Snapshot {
+    pub fn from_image(image: &ClusterImage, broker: &BrokerConfig) -> Snapshot {
         let mut topics = BTreeMap::new();
         for t in image.topics.values() {
             let config = broker.topic_config(&t.config).unwrap_or_else(|e| {
@@ -108,7 +105,6 @@ impl Snapshot {
                 (*id, meta)
             })
             .collect();
-        s.controller_id = controller_id;
         s.node_id = broker.node_id;
         s
     }

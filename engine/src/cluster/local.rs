@@ -223,9 +223,23 @@ impl LocalCluster {
 }
 
 impl Drop for LocalCluster {
+    /// Kills every broker. When a test is failing, the tail of each
+    /// broker's log goes to stderr first, so the failure can be read.
     fn drop(&mut self) {
         for node in 1..=self.spec.brokers() {
             self.kill(node);
+        }
+        if std::thread::panicking() && self.spec.log_to_files {
+            for node in 1..=self.spec.brokers() {
+                let path = self.spec.data_dir.join(format!("broker-{node}.log"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!("--- {} (last {} lines)", path.display(), tail.len());
+                for l in tail {
+                    eprintln!("{l}");
+                }
+            }
         }
     }
 }

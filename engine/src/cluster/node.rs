@@ -94,7 +94,9 @@ impl ClusterNode {
                 tasks.push(glommio::spawn_local(
                     Rc::clone(&controller).watch_sessions(move || broker.stopping()),
                 ));
-                if config.voters.len() > 1 {
+                // A cluster of one (no voters configured) has nobody to
+                // serve; port 0 marks it.
+                if addr.port() != 0 {
                     let listener =
                         TcpListener::bind(addr).map_err(|e| crate::storage::StorageError::Io {
                             op: "bind controller listener",
@@ -172,6 +174,14 @@ impl ClusterNode {
     /// Replays committed metadata into the shards' snapshots.
     async fn follow_log(self: Rc<Self>, shard: Rc<Shard>) {
         while !shard.broker.stopping() {
+            let controller = match &self.controller {
+                Some(c) => c.quorum.leader_id(),
+                None => self.leader_hint.get(),
+            };
+            shard.broker.controller_id.store(
+                controller.map_or(-1, |c| c as i32),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let after = self.image.borrow().applied;
             let req = Request::Fetch {
                 after,
@@ -199,7 +209,6 @@ impl ClusterNode {
                 let snapshot = Arc::new(Snapshot::from_image(
                     &self.image.borrow(),
                     &shard.broker.config,
-                    self.leader_hint.get().map_or(-1, |l| l as i32),
                 ));
                 for target in 0..shard.count {
                     let snapshot = Arc::clone(&snapshot);
@@ -291,6 +300,8 @@ impl ClusterNode {
                     .set(leader.map(|l| l as u64).filter(|l| *l != target));
             }
             None => self.leader_hint.set(None),
+            // Any voter serves the log: only a change names the leader.
+            Some(_) if matches!(req, Request::Fetch { .. }) => {}
             _ => self.leader_hint.set(Some(target)),
         }
         resp

@@ -25,10 +25,12 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// The Raft clock: elections after 10 ticks without a leader (1 s,
-/// randomized up to 2 s), heartbeats every 3.
+/// The Raft clock: elections after 20 ticks without a leader (2 s,
+/// randomized up to 4 s), heartbeats every 3. Generous, so that a voter
+/// starved of CPU for a moment on a busy machine does not start an
+/// election.
 pub const TICK: Duration = Duration::from_millis(100);
-const ELECTION_TICKS: usize = 10;
+const ELECTION_TICKS: usize = 20;
 const HEARTBEAT_TICKS: usize = 3;
 
 /// Why a proposal was not committed.

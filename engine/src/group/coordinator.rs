@@ -654,7 +654,21 @@ impl Coordinator {
         (ErrorCode::None, results)
     }
 
-    /// Replays one `__consumer_offsets` partition into groups, at start.
+    /// Takes up or gives up the groups of offsets partition `partition`
+    /// as this broker starts or stops leading it. A new leader replays
+    /// the partition; a former one forgets its groups, whose members find
+    /// the new coordinator through FindCoordinator.
+    pub fn set_leading(&self, shard: &Shard, partition: i32, leading: bool) {
+        let partitions = self.config.offsets_partitions;
+        self.groups
+            .borrow_mut()
+            .retain(|id, _| super::partition_for(id, partitions) != partition);
+        if leading {
+            self.load(shard, partition);
+        }
+    }
+
+    /// Replays one `__consumer_offsets` partition into groups.
     pub fn load(&self, shard: &Shard, partition: i32) {
         let Some(p) = shard.leader_partition(OFFSETS_TOPIC, partition) else {
             return;

@@ -56,6 +56,42 @@ impl ReplicaLog {
         ReplicaLog::default()
     }
 
+    /// The model of a log as it is on disk: its start, leader-epoch cache
+    /// entries (oldest first), end and high watermark.
+    pub fn from_parts(
+        log_start: Offset,
+        epochs: &[(LeaderEpoch, Offset)],
+        log_end: Offset,
+        high_watermark: Offset,
+    ) -> ReplicaLog {
+        let mut epochs: Vec<EpochEntry> = epochs
+            .iter()
+            .filter(|(_, start)| *start <= log_end)
+            .map(|&(epoch, start_offset)| EpochEntry {
+                epoch,
+                start_offset,
+            })
+            .collect();
+        // Records below the first entry (a cache rebuilt or cut at the
+        // start) belong to the oldest epoch known.
+        match epochs.first_mut() {
+            Some(first) if first.start_offset > log_start => first.start_offset = log_start,
+            None if log_end > log_start => epochs.push(EpochEntry {
+                epoch: LeaderEpoch(0),
+                start_offset: log_start,
+            }),
+            _ => {}
+        }
+        let log = ReplicaLog {
+            log_start,
+            epochs,
+            log_end,
+            high_watermark: high_watermark.max(log_start).min(log_end),
+        };
+        log.check();
+        log
+    }
+
     pub fn log_start(&self) -> Offset {
         self.log_start
     }
@@ -95,12 +131,12 @@ impl ReplicaLog {
     /// offset, are dropped first, so an epoch with no records is replaced.
     pub fn assign_epoch(&mut self, epoch: LeaderEpoch, start_offset: Offset) {
         assert!(start_offset <= self.log_end, "epoch start above log end");
-        let last = self.epochs.last().copied();
-        if last
-            == Some(EpochEntry {
-                epoch,
-                start_offset,
-            })
+        // The newest epoch again, at or after its start: nothing new
+        // (Kafka ignores it too).
+        if self
+            .epochs
+            .last()
+            .is_some_and(|last| last.epoch == epoch && last.start_offset <= start_offset)
         {
             return;
         }

@@ -310,14 +310,8 @@ impl PartitionReplica {
         count: u32,
         ticket: Ticket,
     ) -> Result<Appended, ErrorCode> {
-        let epoch = self.leader_epoch();
-        let Role::Leader(l) = &self.role else {
-            return Err(ErrorCode::NotLeaderOrFollower);
-        };
-        let epoch = epoch.expect("a leader has applied a state");
-        if acks == Acks::All && l.isr.len() < self.config.min_insync_replicas {
-            return Err(ErrorCode::NotEnoughReplicas);
-        }
+        self.check_produce(acks)?;
+        let epoch = self.leader_epoch().expect("a leader has applied a state");
         if count == 0 {
             return Err(ErrorCode::InvalidRequest);
         }
@@ -338,6 +332,55 @@ impl PartitionReplica {
             epoch,
             parked,
         })
+    }
+
+    /// Whether a produce with `acks` may append now: this replica leads,
+    /// and for acks=all the committed ISR has `min.insync.replicas`.
+    pub fn check_produce(&self, acks: Acks) -> Result<(), ErrorCode> {
+        let Role::Leader(l) = &self.role else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        if acks == Acks::All && l.isr.len() < self.config.min_insync_replicas {
+            return Err(ErrorCode::NotEnoughReplicas);
+        }
+        Ok(())
+    }
+
+    /// True while this replica follows a leader.
+    pub fn is_follower(&self) -> bool {
+        matches!(self.role, Role::Follower { .. })
+    }
+
+    /// The leader this replica follows.
+    pub fn following(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Follower { leader, .. } => Some(leader),
+            _ => None,
+        }
+    }
+
+    /// Whether [`PartitionReplica::handle_fetch_response`] would take an
+    /// answer to a Fetch sent in `leader_epoch` from `fetch_offset`.
+    pub fn accepts_fetch(&self, leader_epoch: LeaderEpoch, fetch_offset: Offset) -> bool {
+        matches!(
+            self.role,
+            Role::Follower {
+                phase: FollowerPhase::Fetching,
+                ..
+            }
+        ) && self.leader_epoch() == Some(leader_epoch)
+            && fetch_offset == self.log.log_end()
+    }
+
+    /// Cuts the model's log where the real log's cut fell (inside a batch,
+    /// below the point asked for).
+    pub fn truncate_log(&mut self, offset: Offset) {
+        self.log.truncate_to(offset);
+    }
+
+    /// Replaces `min.insync.replicas` (a topic config change).
+    pub fn set_min_insync_replicas(&mut self, n: usize) {
+        self.config.min_insync_replicas = n.max(1);
     }
 
     /// What a consumer may read from `from`: committed records only.

@@ -8,6 +8,7 @@
 //! `invoke_on`). Bytes move as refcounted `Bytes`, never copied per hop.
 
 pub mod controller;
+pub mod follower;
 pub mod partition;
 pub mod producer_state;
 
@@ -75,6 +76,8 @@ pub struct Shard {
     pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
     /// Fired when the first snapshot from the metadata log is installed.
     first_snapshot: RefCell<Option<oneshot::Sender<()>>>,
+    /// This shard, for tasks it starts itself (set once it is in an `Rc`).
+    pub this: RefCell<std::rc::Weak<Shard>>,
     pub stats: Stats,
 }
 
@@ -102,6 +105,7 @@ impl Shard {
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(None),
             first_snapshot: RefCell::new(Some(first_snapshot)),
+            this: RefCell::new(std::rc::Weak::new()),
             stats: Stats::default(),
         }
     }
@@ -206,7 +210,14 @@ impl Shard {
                 Ok(log) => {
                     self.partitions.borrow_mut().insert(
                         key.clone(),
-                        Rc::new(Partition::new(topic.name.clone(), index, topic.id, log)),
+                        Rc::new(Partition::new(
+                            topic.name.clone(),
+                            index,
+                            topic.id,
+                            log,
+                            node,
+                            self.replication_config(topic),
+                        )),
                     );
                     self.offline.borrow_mut().remove(&key);
                 }
@@ -291,7 +302,16 @@ impl Shard {
             self.open_topic(topic);
         }
         self.follow_leader_epochs(&snapshot);
-        *self.metadata.borrow_mut() = snapshot;
+        let led_before = self.led_offsets_partitions(&self.metadata());
+        *self.metadata.borrow_mut() = Arc::clone(&snapshot);
+        self.apply_partition_states(&snapshot);
+        let led_after = self.led_offsets_partitions(&snapshot);
+        for p in led_after.difference(&led_before) {
+            self.groups.set_leading(self, *p, true);
+        }
+        for p in led_before.difference(&led_after) {
+            self.groups.set_leading(self, *p, false);
+        }
         if let Some(first) = self.first_snapshot.borrow_mut().take() {
             let _ = first.send(());
         }
@@ -322,16 +342,53 @@ impl Shard {
         }
     }
 
-    /// Replays the `__consumer_offsets` partitions this shard owns.
-    pub fn load_groups(&self) {
-        let Some(topic) = self.metadata().topic(crate::group::OFFSETS_TOPIC).cloned() else {
-            return;
-        };
-        for index in 0..topic.partitions {
-            if self.owner(&topic, index) == self.id {
-                self.groups.load(self, index);
+    /// Replication settings of `topic`'s partitions.
+    fn replication_config(&self, topic: &TopicMeta) -> crate::replication::ReplicationConfig {
+        crate::replication::ReplicationConfig {
+            replica_lag_time_max_ms: self
+                .broker
+                .config
+                .get("replica.lag.time.max.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30_000),
+            min_insync_replicas: topic.config.min_insync_replicas,
+            ..Default::default()
+        }
+    }
+
+    /// Gives every partition of this shard its state from `snapshot`, and
+    /// starts a fetcher for each one that now follows a leader.
+    fn apply_partition_states(self: &Shard, snapshot: &Snapshot) {
+        let now = partition::now_ms();
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in partitions {
+            let Some(meta) = snapshot.topic(&p.topic).filter(|m| m.id == p.topic_id) else {
+                continue;
+            };
+            let Some(state) = meta.partition(p.index) else {
+                continue;
+            };
+            p.set_min_insync_replicas(meta.config.min_insync_replicas);
+            p.apply_state(state.clone(), now);
+            if p.following().is_some() && !p.fetching.get() {
+                p.fetching.set(true);
+                if let Some(shard) = self.this.borrow().upgrade() {
+                    glommio::spawn_local(follower::follow(shard, p)).detach();
+                }
             }
         }
+    }
+
+    /// The `__consumer_offsets` partitions this shard owns and this
+    /// broker leads in `snapshot`.
+    fn led_offsets_partitions(&self, snapshot: &Snapshot) -> std::collections::BTreeSet<i32> {
+        let Some(topic) = snapshot.topic(crate::group::OFFSETS_TOPIC) else {
+            return Default::default();
+        };
+        (0..topic.partitions)
+            .filter(|i| self.owner(topic, *i) == self.id && snapshot.leads(topic, *i))
+            .filter(|i| self.partition(&topic.name, *i).is_some())
+            .collect()
     }
 
     /// Recovery points and log start offsets of this shard's partitions.

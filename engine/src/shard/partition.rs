@@ -2,7 +2,11 @@
 //! on it, and the flush state. Only the owner shard touches it, so plain
 //! `RefCell`s suffice; no borrow is held across an `.await`.
 
+mod replica;
+
 use super::producer_state::{Check, ProducerStates};
+use crate::replication::state::{Acks, PartitionReplica, Ticket};
+use crate::replication::{NodeId, ReplicationConfig};
 use crate::storage::leader_epoch::EpochEnd;
 use crate::storage::log::{AppendInfo, PartitionLog, ReadResult};
 use crate::storage::StorageError;
@@ -10,6 +14,7 @@ use futures::channel::oneshot;
 use sluice_protocol::record_batch::{BatchHeader, RecordSetSummary};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 /// Current wall-clock time in ms since the epoch.
 pub fn now_ms() -> i64 {
@@ -41,6 +46,30 @@ pub struct Partition {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The replication state machine, kept in step with the log (see
+    /// `replica.rs`).
+    replica: RefCell<PartitionReplica>,
+    /// Parked acks=all produces, answered as the high watermark passes.
+    tickets: RefCell<HashMap<Ticket, oneshot::Sender<Result<Offset, ErrorCode>>>>,
+    next_ticket: Cell<Ticket>,
+    /// A follower fetcher task is running for this partition.
+    pub(crate) fetching: Cell<bool>,
+    /// ISR changes for the controller.
+    proposals: RefCell<Vec<crate::replication::controller::IsrProposal>>,
+}
+
+/// Where a parked acks=all produce is answered.
+pub type Acked = oneshot::Receiver<Result<Offset, ErrorCode>>;
+
+/// Waits up to `timeout` for a parked acks=all produce's answer.
+pub async fn acked(rx: Acked, timeout: std::time::Duration) -> Result<(), ErrorCode> {
+    match glommio::timer::timeout(timeout, async { Ok(rx.await) }).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(code))) => Err(code),
+        // The partition went away with the answer.
+        Ok(Err(_)) => Err(ErrorCode::NotLeaderOrFollower),
+        Err(_) => Err(ErrorCode::RequestTimedOut),
+    }
 }
 
 /// Maps a storage error to the error its partition reports.
@@ -56,7 +85,14 @@ impl Partition {
     /// Wraps an opened log. Idempotent-producer state is rebuilt from the
     /// batches in the last [`PRODUCER_STATE_TAIL_BYTES`] of the log, so a
     /// producer retrying across a broker restart is still deduplicated.
-    pub fn new(topic: String, index: i32, topic_id: uuid::Uuid, log: PartitionLog) -> Partition {
+    pub fn new(
+        topic: String,
+        index: i32,
+        topic_id: uuid::Uuid,
+        log: PartitionLog,
+        node: NodeId,
+        config: ReplicationConfig,
+    ) -> Partition {
         let mut producers = ProducerStates::default();
         match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
             Ok(headers) => headers
@@ -66,10 +102,16 @@ impl Partition {
                 tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state")
             }
         }
+        let model = replica::model_of(&log);
         Partition {
             topic,
             index,
             topic_id,
+            replica: RefCell::new(PartitionReplica::new(node, config, model)),
+            tickets: RefCell::new(HashMap::new()),
+            next_ticket: Cell::new(0),
+            fetching: Cell::new(false),
+            proposals: RefCell::new(Vec::new()),
             log: RefCell::new(log),
             producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
@@ -94,6 +136,19 @@ impl Partition {
         set: &[u8],
         summary: &RecordSetSummary,
     ) -> Result<(AppendInfo, Offset), ErrorCode> {
+        let (info, start, _) = self.append_with(set, summary, Acks::Leader).await?;
+        Ok((info, start))
+    }
+
+    /// Appends as [`Partition::append`] does; for acks=all also returns
+    /// where the answer comes once the high watermark passes the records
+    /// (they are then on every in-sync replica): see [`acked`].
+    pub async fn append_with(
+        &self,
+        set: &[u8],
+        summary: &RecordSetSummary,
+        acks: Acks,
+    ) -> Result<(AppendInfo, Offset, Option<Acked>), ErrorCode> {
         let now = now_ms();
         let first = BatchHeader::parse(set).expect("record set was validated");
         match self.producers.borrow().check(&first) {
@@ -104,10 +159,14 @@ impl Partition {
                     last_offset: base.plus(i64::from(first.last_offset_delta)),
                     log_append_time_ms: -1,
                 };
-                return Ok((info, self.log.borrow().log_start()));
+                return Ok((info, self.log.borrow().log_start(), None));
             }
             Check::Reject(code) => return Err(code),
         }
+        // Leadership and min.insync.replicas are checked, the log
+        // appended and the replication model told, in one step: no other
+        // task runs in between.
+        self.replica.borrow().check_produce(acks)?;
         let (info, flush) = {
             let mut log = self.log.borrow_mut();
             let info = log.append(set, summary, now).map_err(|e| {
@@ -116,6 +175,7 @@ impl Partition {
             })?;
             (info, log.flush_due(now))
         };
+        let acked = self.record_produce(acks, summary.records);
         self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
         if flush {
@@ -123,10 +183,10 @@ impl Partition {
                 .await
                 .map_err(|e| error_code(&e))?;
         }
-        Ok((info, self.log.borrow().log_start()))
+        Ok((info, self.log.borrow().log_start(), acked))
     }
 
-    fn wake_fetchers(&self) {
+    pub(crate) fn wake_fetchers(&self) {
         for w in self.waiters.borrow_mut().drain(..) {
             let _ = w.send(());
         }
@@ -194,6 +254,16 @@ impl Partition {
         log.read(offset, max_bytes, log.high_watermark())
     }
 
+    /// Whole batches from `offset` up to the log end, for a follower.
+    pub fn read_for_replica(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StorageError> {
+        let log = self.log.borrow();
+        log.read(offset, max_bytes, log.log_end())
+    }
+
     /// Calls `f` with every batch from `from` on (replaying an internal
     /// topic at start).
     pub fn for_each_batch(
@@ -204,10 +274,19 @@ impl Partition {
         self.log.borrow().for_each_batch(from, f)
     }
 
-    /// A receiver that fires once data at or past `offset` is readable.
-    pub fn watch(&self, offset: Offset) -> oneshot::Receiver<()> {
+    /// A receiver that fires once data at or past `offset` is readable:
+    /// below the high watermark for consumers, the log end for a
+    /// follower (`replica`).
+    pub fn watch(&self, offset: Offset, replica: bool) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        if self.log.borrow().high_watermark() > offset {
+        let log = self.log.borrow();
+        let readable = if replica {
+            log.log_end()
+        } else {
+            log.high_watermark()
+        };
+        drop(log);
+        if readable > offset {
             let _ = tx.send(());
         } else {
             let mut waiters = self.waiters.borrow_mut();
@@ -298,6 +377,22 @@ mod tests {
     /// A producer whose batch was appended but whose acknowledgement was
     /// lost in a broker restart retries it: before producer state was
     /// rebuilt from the log at start, the retry was appended a second time.
+    /// A partition this broker (node 1) leads alone.
+    fn leader_of(log: PartitionLog) -> Partition {
+        let node = NodeId(1);
+        let p = Partition::new(
+            "t".into(),
+            0,
+            uuid::Uuid::nil(),
+            log,
+            node,
+            ReplicationConfig::default(),
+        );
+        let state = crate::replication::controller::PartitionState::new(vec![node]);
+        p.apply_state(state, 0);
+        p
+    }
+
     #[test]
     fn retried_batch_after_restart_is_not_appended_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -312,12 +407,12 @@ mod tests {
         let batch = b.finish();
         let summary = validate_record_set(&batch, 1 << 20).unwrap();
         let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
-        let p = Partition::new("t".into(), 0, uuid::Uuid::nil(), log);
+        let p = leader_of(log);
         let (first, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
         p.flush_now().unwrap();
         drop(p);
         let log = PartitionLog::open(&pdir, config, true, Offset(1), Offset(0)).unwrap();
-        let p = Partition::new("t".into(), 0, uuid::Uuid::nil(), log);
+        let p = leader_of(log);
         let (retry, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
         assert_eq!(retry.base_offset, first.base_offset);
         assert_eq!(p.watermarks().high_watermark, Offset(1));

@@ -61,6 +61,11 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 impl ProducerStates {
+    /// Forgets every producer (the log was cut below what they wrote).
+    pub fn clear(&mut self) {
+        self.producers.clear();
+    }
+
     /// Checks the first batch of a record set.
     pub fn check(&self, h: &BatchHeader) -> Check {
         if h.producer_id < 0 || h.base_sequence < 0 {

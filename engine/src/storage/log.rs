@@ -443,6 +443,69 @@ impl PartitionLog {
         })
     }
 
+    /// Appends batches a leader already numbered (a follower copying its
+    /// leader): validated record set, first batch at the log end. Offsets,
+    /// leader epochs and timestamps are kept as they came; the epochs go
+    /// into the leader-epoch cache. The high watermark does not move (the
+    /// caller sets it from the leader's). Returns the new log end.
+    pub fn append_replicated(&mut self, set: &[u8], now_ms: i64) -> Result<Offset> {
+        let interval = self.config.index_interval_bytes;
+        let mut pos = 0;
+        while pos < set.len() {
+            let h = BatchHeader::parse(&set[pos..]).expect("record set was validated");
+            // A run of batches under one epoch goes in one write: their
+            // offsets follow each other, so numbering them again from the
+            // run's base changes nothing.
+            let mut end = pos;
+            let mut records = 0i64;
+            while end < set.len() {
+                let next = BatchHeader::parse(&set[end..]).expect("record set was validated");
+                if next.partition_leader_epoch != h.partition_leader_epoch {
+                    break;
+                }
+                records += i64::from(next.last_offset_delta) + 1;
+                end += next.total_size();
+            }
+            let base = self.log_end();
+            if h.base_offset != base {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: h.base_offset.0,
+                    log_start: self.log_start.0,
+                    log_end: base.0,
+                });
+            }
+            let run = &set[pos..end];
+            self.maybe_roll(run.len() as u64, now_ms)?;
+            let epoch = h.partition_leader_epoch;
+            self.epochs.assign(epoch, base)?;
+            let next = self
+                .active_mut()
+                .append(run, base, epoch, interval, now_ms, None)?;
+            debug_assert_eq!(next.0 - base.0, records);
+            self.unflushed_messages += records;
+            pos = end;
+        }
+        self.check_invariants();
+        Ok(self.log_end())
+    }
+
+    /// Sets the high watermark (a replicated partition's, from the ISR),
+    /// kept within `[log_start, log_end]`.
+    pub fn set_high_watermark(&mut self, high_watermark: Offset) {
+        self.high_watermark = high_watermark.max(self.log_start).min(self.log_end());
+        self.check_invariants();
+    }
+
+    /// The leader-epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(LeaderEpoch, Offset)> {
+        self.epochs
+            .history()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<()> {
         let active = self.active();
         if active.size() == 0 {
@@ -549,7 +612,7 @@ impl PartitionLog {
 
     /// Whole batches from the one holding `offset` on, up to `max_bytes`
     /// (the first batch always, whatever its size), never past `upto`
-    /// (the high watermark).
+    /// (the high watermark for consumers, the log end for followers).
     pub fn read(&self, offset: Offset, max_bytes: usize, upto: Offset) -> Result<ReadResult> {
         if offset < self.log_start || offset > self.log_end() {
             return Err(StorageError::OffsetOutOfRange {
@@ -558,7 +621,7 @@ impl PartitionLog {
                 log_end: self.log_end().0,
             });
         }
-        let upto = upto.min(self.high_watermark);
+        let upto = upto.min(self.log_end());
         if offset >= upto {
             return Ok(ReadResult::default());
         }

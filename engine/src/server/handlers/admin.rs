@@ -271,15 +271,25 @@ fn synonyms(
 
 pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let _req: DescribeClusterRequest = ctx.decode(body)?;
-    let config = &ctx.shard.broker.config;
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(config.node_id))
-        .with_host(s(config.advertised.0.clone()))
-        .with_port(i32::from(config.advertised.1));
+    let snapshot = ctx.shard.metadata();
+    let brokers = snapshot
+        .live_brokers()
+        .map(|(id, b)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(s(b.host.clone()))
+                .with_port(i32::from(b.port))
+        })
+        .collect();
+    let controller = ctx
+        .shard
+        .broker
+        .controller_id
+        .load(std::sync::atomic::Ordering::Relaxed);
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(s(ctx.shard.broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(config.node_id))
-        .with_brokers(vec![broker]);
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(brokers);
     ctx.respond(&resp)
 }
 

@@ -7,14 +7,15 @@
 //! id 0, which tells clients to send full fetch requests.
 
 use super::{Ctx, HandlerError, Reply};
-use crate::shard::partition::{error_code, Watermarks};
+use crate::replication::NodeId;
+use crate::shard::partition::{error_code, now_ms, Watermarks};
 use crate::shard::{Shard, ShardId};
 use crate::storage::segment::FileRegion;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use kafka_protocol::messages::FetchRequest;
 use sluice_protocol::fetch_response::{self, PartitionData, ResponseHead, TopicData};
-use sluice_protocol::{ErrorCode, Offset};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ struct Want {
     offset: Offset,
     max_bytes: usize,
     owner: Option<ShardId>,
+    /// A follower's fetch: its broker id and the leader epoch it follows.
+    replica: Option<(NodeId, LeaderEpoch)>,
 }
 
 /// One partition's answer.
@@ -45,6 +48,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: FetchRequest = ctx.decode(body)?;
     let shard = ctx.shard;
     let snapshot = shard.metadata();
+    let replica_id = req.replica_id.0;
     let mut wants = Vec::new();
     for t in &req.topics {
         let name = t.topic.0.to_string();
@@ -59,6 +63,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 offset: Offset(p.fetch_offset),
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 owner,
+                replica: (replica_id >= 0)
+                    .then_some((NodeId(replica_id), LeaderEpoch(p.current_leader_epoch))),
             });
         }
     }
@@ -180,8 +186,26 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
             ..Got::default()
         };
     };
-    let marks = p.watermarks();
-    match p.read(w.offset, w.max_bytes) {
+    let mut marks = p.watermarks();
+    // A follower learns the log up to its end; the leader learns the
+    // follower's progress from the offset it asks for.
+    let read = match w.replica {
+        Some((replica, epoch)) => match p.replica_fetch(replica, epoch, w.offset, now_ms()) {
+            Ok(hw) => {
+                marks.high_watermark = hw;
+                p.read_for_replica(w.offset, w.max_bytes)
+            }
+            Err(code) => {
+                return Got {
+                    error: Some(code),
+                    marks,
+                    ..Got::default()
+                }
+            }
+        },
+        None => p.read(w.offset, w.max_bytes),
+    };
+    match read {
         Ok(r) => Got {
             error: None,
             marks,
@@ -203,7 +227,7 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
             list.into_iter()
                 .filter_map(|(_, w)| {
                     s.leader_partition(&w.topic, w.partition)
-                        .map(|p| p.watch(w.offset))
+                        .map(|p| p.watch(w.offset, w.replica.is_some()))
                 })
                 .collect::<Vec<oneshot::Receiver<()>>>()
         })

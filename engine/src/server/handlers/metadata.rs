@@ -49,7 +49,12 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         .collect();
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
-        .with_controller_id(BrokerId(snapshot.controller_id))
+        .with_controller_id(BrokerId(
+            shard
+                .broker
+                .controller_id
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ))
         .with_topics(topics);
     if v >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.broker.cluster_id.clone()));

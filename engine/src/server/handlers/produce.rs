@@ -5,7 +5,8 @@
 //! same request are unaffected.
 
 use super::{Ctx, HandlerError, Reply};
-use crate::shard::partition::Partition;
+use crate::replication::state::Acks;
+use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -17,6 +18,7 @@ use sluice_protocol::record_batch::{
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// One partition's outcome.
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ struct Append {
     partition: i32,
     records: Bytes,
     summary: RecordSetSummary,
+    acks: Acks,
+    /// How long an acks=all produce may wait for the in-sync replicas.
+    timeout: Duration,
 }
 
 fn batch_error(e: &BatchError) -> ErrorCode {
@@ -105,6 +110,12 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                                 partition: p.index,
                                 records,
                                 summary,
+                                acks: if req.acks == -1 {
+                                    Acks::All
+                                } else {
+                                    Acks::Leader
+                                },
+                                timeout: Duration::from_millis(req.timeout_ms.max(0) as u64),
                             });
                             None
                         }
@@ -151,10 +162,25 @@ async fn append_on(
     let result = shard
         .invoke_on(owner, move |s| async move {
             let mut out = Vec::with_capacity(appends.len());
+            let mut parked = Vec::new();
             // Each append starts before the next is looked at, so batches
-            // for one partition keep their request order.
+            // for one partition keep their request order; acks=all answers
+            // are awaited together afterwards.
             for a in appends {
-                out.push((a.slot, append_one(&s, a).await));
+                let (slot, timeout) = (a.slot, a.timeout);
+                let (outcome, acked) = append_one(&s, a).await;
+                if let Some(rx) = acked {
+                    parked.push((out.len(), rx, timeout));
+                }
+                out.push((slot, outcome));
+            }
+            let waits = parked
+                .into_iter()
+                .map(|(i, rx, timeout)| async move { (i, acked(rx, timeout).await) });
+            for (i, result) in futures::future::join_all(waits).await {
+                if let Err(code) = result {
+                    out[i].1 = Outcome::error(code, None);
+                }
             }
             out
         })
@@ -168,24 +194,27 @@ async fn append_on(
     })
 }
 
-async fn append_one(shard: &Rc<Shard>, a: Append) -> Outcome {
+async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
     let Some(partition): Option<Rc<Partition>> = shard.leader_partition(&a.topic, a.partition)
     else {
         let code = match shard.offline_reason(&a.topic, a.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,
         };
-        return Outcome::error(code, None);
+        return (Outcome::error(code, None), None);
     };
-    match partition.append(&a.records, &a.summary).await {
-        Ok((info, log_start)) => Outcome {
-            error: ErrorCode::None,
-            message: None,
-            base_offset: info.base_offset.0,
-            log_append_time_ms: info.log_append_time_ms,
-            log_start: log_start.0,
-        },
-        Err(code) => Outcome::error(code, None),
+    match partition.append_with(&a.records, &a.summary, a.acks).await {
+        Ok((info, log_start, acked)) => {
+            let outcome = Outcome {
+                error: ErrorCode::None,
+                message: None,
+                base_offset: info.base_offset.0,
+                log_append_time_ms: info.log_append_time_ms,
+                log_start: log_start.0,
+            };
+            (outcome, acked)
+        }
+        Err(code) => (Outcome::error(code, None), None),
     }
 }
 

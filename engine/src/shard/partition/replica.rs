@@ -1,0 +1,260 @@
+//! The partition's replication: the pure [`PartitionReplica`] (leader
+//! epochs, follower progress, high watermark, ISR proposals, follower
+//! truncation) kept in step with the real log.
+//!
+//! The model counts offsets; the log holds the bytes. They move together
+//! in synchronous steps, with no `.await` between a log change and the
+//! model's: a leader's append with `produce`, a follower's append with
+//! `handle_fetch_response`, a follower's truncation with
+//! `handle_epoch_response`. After every step the log takes the model's
+//! high watermark, parked acks=all produces whose records it passed are
+//! answered, and ISR proposals queue for the controller.
+
+use super::Partition;
+use crate::replication::controller::{IsrProposal, PartitionState};
+use crate::replication::log::{ReplicaLog, Run};
+use crate::replication::state::{
+    Acks, EpochResponse, Event, FetchData, FetchRequest, FetchResponse, FollowerRequest,
+};
+use crate::replication::NodeId;
+use crate::storage::log::PartitionLog;
+use crate::storage::StorageError;
+use futures::channel::oneshot;
+use sluice_protocol::record_batch::{validate_record_set, BatchHeader};
+use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
+
+/// The model of a log as it is on disk.
+pub(super) fn model_of(log: &PartitionLog) -> ReplicaLog {
+    ReplicaLog::from_parts(
+        log.log_start(),
+        &log.epoch_entries(),
+        log.log_end(),
+        log.high_watermark(),
+    )
+}
+
+impl Partition {
+    /// Applies the controller's newest state for this partition: become
+    /// leader (stamping appends with the new epoch) or follower, or take
+    /// an ISR change. Older states are ignored.
+    pub fn apply_state(&self, state: PartitionState, now_ms: i64) {
+        let me = self.replica.borrow().node();
+        let epoch = state.leader_epoch;
+        if state.leader == Some(me) && self.log.borrow().leader_epoch() < epoch {
+            if let Err(e) = self.log.borrow_mut().set_leader_epoch(epoch) {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "recording the leader epoch failed");
+            }
+        }
+        self.replica.borrow_mut().apply_state(state, now_ms);
+        self.after_step();
+    }
+
+    /// Sets `min.insync.replicas` (from the topic config).
+    pub fn set_min_insync_replicas(&self, n: usize) {
+        self.replica.borrow_mut().set_min_insync_replicas(n);
+    }
+
+    /// The leader this partition follows, if it is a follower.
+    pub fn following(&self) -> Option<NodeId> {
+        self.replica.borrow().following()
+    }
+
+    /// The request a follower sends its leader next.
+    pub fn follower_request(&self) -> Option<FollowerRequest> {
+        self.replica.borrow().next_request()
+    }
+
+    /// Tells the model about a leader's append of `records` offsets;
+    /// returns where the acks=all answer will come, if it is parked.
+    pub(super) fn record_produce(&self, acks: Acks, records: i64) -> Option<super::Acked> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let count = u32::try_from(records).expect("a record set fits u32 offsets");
+        let appended = self
+            .replica
+            .borrow_mut()
+            .produce(acks, count, ticket)
+            .expect("checked before appending");
+        let rx = appended.parked.then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.tickets.borrow_mut().insert(ticket, tx);
+            rx
+        });
+        self.after_step();
+        rx
+    }
+
+    /// A follower's Fetch reached this leader: learns its log end, and
+    /// returns the high watermark to send it.
+    pub fn replica_fetch(
+        &self,
+        replica: NodeId,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        now_ms: i64,
+    ) -> Result<Offset, ErrorCode> {
+        let resp = self.replica.borrow_mut().handle_fetch(
+            FetchRequest {
+                replica,
+                leader_epoch,
+                fetch_offset,
+            },
+            now_ms,
+        );
+        self.after_step();
+        resp.result.map(|d| d.high_watermark)
+    }
+
+    /// The leader's OffsetForLeaderEpoch answer reached this follower:
+    /// cuts a divergent tail off the log.
+    pub fn on_epoch_response(&self, resp: EpochResponse) -> Result<(), StorageError> {
+        self.replica.borrow_mut().handle_epoch_response(resp);
+        let target = self.replica.borrow().log().log_end();
+        if target < self.log.borrow().log_end() {
+            let end = self.log.borrow_mut().truncate_to(target)?;
+            if end < target {
+                // The cut fell inside a batch: the model follows the log.
+                self.replica.borrow_mut().truncate_log(end);
+            }
+            self.producers.borrow_mut().clear();
+        }
+        self.after_step();
+        Ok(())
+    }
+
+    /// Whether a fetch answer for this request would be taken.
+    pub fn takes_fetch(&self, leader_epoch: LeaderEpoch, fetch_offset: Offset) -> bool {
+        self.replica
+            .borrow()
+            .accepts_fetch(leader_epoch, fetch_offset)
+    }
+
+    /// The leader's Fetch answer reached this follower: appends the
+    /// batches as they are and takes the leader's high watermark.
+    pub async fn on_fetch_response(
+        &self,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        records: &[u8],
+        high_watermark: Offset,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        if !self.takes_fetch(leader_epoch, fetch_offset) {
+            return Ok(());
+        }
+        // A fetch may end in a partial batch; only whole ones are kept.
+        let whole = whole_batches(records);
+        let mut runs = Vec::new();
+        if !whole.is_empty() {
+            if let Err(e) = validate_record_set(whole, usize::MAX) {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "leader sent a corrupt batch; refetching");
+                return Ok(());
+            }
+            runs = runs_of(whole);
+            self.log.borrow_mut().append_replicated(whole, now_ms)?;
+            // A follower that becomes leader deduplicates retries too.
+            let mut producers = self.producers.borrow_mut();
+            let mut pos = 0;
+            while let Some(h) = BatchHeader::parse(&whole[pos..]) {
+                producers.record(&h, h.base_offset);
+                pos += h.total_size();
+                if pos >= whole.len() {
+                    break;
+                }
+            }
+        }
+        self.replica
+            .borrow_mut()
+            .handle_fetch_response(FetchResponse {
+                leader_epoch,
+                fetch_offset,
+                result: Ok(FetchData {
+                    runs,
+                    high_watermark,
+                }),
+            });
+        self.after_step();
+        let flush = self.log.borrow().flush_due(now_ms);
+        if flush {
+            let end = self.log.borrow().log_end();
+            self.flush_upto(end).await?;
+        }
+        Ok(())
+    }
+
+    /// Shrinks the ISR of lagging followers and resends lost proposals;
+    /// call periodically.
+    pub fn replication_tick(&self, now_ms: i64) {
+        self.replica.borrow_mut().tick(now_ms);
+        self.after_step();
+    }
+
+    /// ISR proposals for the controller, oldest first.
+    pub fn take_proposals(&self) -> Vec<IsrProposal> {
+        std::mem::take(&mut *self.proposals.borrow_mut())
+    }
+
+    /// The controller refused the proposal built on `partition_epoch`.
+    pub fn proposal_refused(&self, partition_epoch: i32) {
+        self.replica.borrow_mut().proposal_refused(partition_epoch);
+    }
+
+    /// The log takes the model's high watermark; events are acted on.
+    fn after_step(&self) {
+        let hw = self.replica.borrow().log().high_watermark();
+        let moved = {
+            let mut log = self.log.borrow_mut();
+            let old = log.high_watermark();
+            log.set_high_watermark(hw);
+            log.high_watermark() != old
+        };
+        for e in self.replica.borrow_mut().take_events() {
+            match e {
+                Event::Produced { ticket, result } => {
+                    if let Some(tx) = self.tickets.borrow_mut().remove(&ticket) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Event::ProposeIsr(p) => self.proposals.borrow_mut().push(p),
+            }
+        }
+        if moved {
+            self.wake_fetchers();
+        }
+    }
+}
+
+/// The prefix of `records` made of whole batches.
+fn whole_batches(records: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    while let Some(h) = BatchHeader::parse(&records[pos..]) {
+        let size = h.total_size();
+        if size == 0 || pos + size > records.len() {
+            break;
+        }
+        pos += size;
+    }
+    &records[..pos]
+}
+
+/// The runs of offsets under one epoch in a validated record set.
+fn runs_of(set: &[u8]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut pos = 0;
+    while let Some(h) = BatchHeader::parse(&set[pos..]) {
+        let count = h.last_offset_delta as u32 + 1;
+        match runs.last_mut() {
+            Some(r) if r.epoch == h.partition_leader_epoch => r.count += count,
+            _ => runs.push(Run {
+                epoch: h.partition_leader_epoch,
+                base_offset: h.base_offset,
+                count,
+            }),
+        }
+        pos += h.total_size();
+        if pos >= set.len() {
+            break;
+        }
+    }
+    runs
+}
