@@ -21,8 +21,7 @@ iperf_mb_s=$(iperf3 -c 127.0.0.1 -p 19301 -t 5 -J | python3 -c 'import json,sys;
 
 # The disk's sustained write rate: past the kernel's dirty-page limits a
 # produce run is bounded by it, whatever the broker does.
-disk_mb_s=$(dd if=/dev/zero of="$work/dd" bs=1M count=1024 conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1)}')
-disk_unit=$(dd if=/dev/zero of="$work/dd" bs=1M count=1 conv=fdatasync 2>&1 | awk '/copied/ {print $NF}')
+disk_rate=$(dd if=/dev/zero of="$work/dd" bs=1M count=1024 conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
 rm -f "$work/dd"
 
 SLUICE_LOG=warn "$bin/sluice" --cores 1 --listen 127.0.0.1:$port --data-dir "$work/data" \
@@ -33,7 +32,7 @@ result=$("$bin/examples/throughput" 127.0.0.1:$port bench "$bytes")
 rss_end=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
 rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$broker/status)
 kill -TERM $broker; wait $broker || true
-python3 - "$result" "$iperf_mb_s" "$rss_start" "$rss_end" "$rss_peak" "$gib" "$disk_mb_s $disk_unit" <<'PY'
+python3 - "$result" "$iperf_mb_s" "$rss_start" "$rss_end" "$rss_peak" "$gib" "$disk_rate" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); iperf = float(sys.argv[2])
 print(json.dumps({
