@@ -649,3 +649,74 @@ fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
     c.signal(paused, libc::SIGCONT);
     wait_full_isr(&c, probe, "lagging");
 }
+
+#[test]
+fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Broker 1 alone is the controller, so the others can be stopped
+    // without losing the quorum.
+    let mut layout = spec(dir.path(), &[]);
+    layout.voters = 1;
+    let mut c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    // A topic led by a broker other than the controller.
+    let (topic, leader) = (0..20)
+        .find_map(|i| {
+            let t = format!("div-{i}");
+            create(&c.bootstrap(), &t, 1, 3).unwrap();
+            wait_full_isr(&c, 1, &t);
+            let l = leader_of(&c, &t);
+            (l != 1).then_some((t, l))
+        })
+        .expect("some topic is led by broker 2 or 3");
+    let follower = if leader == 2 { 3 } else { 2 };
+    for i in 0..10 {
+        let v = format!("committed-{i}");
+        assert_eq!(raw_produce(&c, leader, &topic, -1, v.as_bytes()), 0);
+    }
+    // Cut the leader off: its followers stop, it appends alone, it dies.
+    c.signal(1, libc::SIGSTOP);
+    c.signal(follower, libc::SIGSTOP);
+    // Let the followers' pending long polls (500 ms) run out: their empty
+    // answers wait in socket buffers, and no fetch is left at the leader
+    // to carry what it appends next.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..5 {
+        let v = format!("alone-{i}");
+        assert_eq!(raw_produce(&c, leader, &topic, 1, v.as_bytes()), 0);
+    }
+    c.kill(leader);
+    c.signal(1, libc::SIGCONT);
+    c.signal(follower, libc::SIGCONT);
+    let m = wait_for(&c, 1, "a new leader", |m| {
+        let l = partitions(m, &topic)[&0].0;
+        l > 0 && l != leader as i32
+    });
+    let new_leader = partitions(&m, &topic)[&0].0 as usize;
+    for i in 0..3 {
+        let v = format!("after-{i}");
+        assert_eq!(raw_produce(&c, new_leader, &topic, -1, v.as_bytes()), 0);
+    }
+    // It comes back as a follower, cuts its divergent tail, and catches up.
+    c.restart(leader, READY_DEADLINE).unwrap();
+    wait_full_isr(&c, 1, &topic);
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let returned = log_bytes(&c, leader, &topic, 0);
+        let current = log_bytes(&c, new_leader, &topic, 0);
+        if returned == current {
+            let text = String::from_utf8_lossy(&returned);
+            assert!(!text.contains("alone-"), "the unreplicated tail survived");
+            assert!(text.contains("committed-9") && text.contains("after-2"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs differ: returned {} bytes, leader {} bytes",
+            returned.len(),
+            current.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,6 +1,7 @@
 //! End to end against the embedded Sluice broker: a two-point sweep runs
 //! (consumers in a group, then assigned by hand), messages are produced and
-//! consumed, and every output file is written.
+//! consumed, and every output file is written; a replicated workload runs
+//! on an embedded cluster of three brokers.
 
 use sluice_harness::report::files::read_run_json;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
@@ -39,13 +40,21 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
-    // An embedded run refuses replication it cannot provide.
+    // Replication runs on an embedded cluster of three brokers.
     let rf3 = parse(
         Path::new("rf.yaml"),
-        "name: rf\nmessageSize: 10\ntopic:\n  replication.factor: 3\n",
+        "name: rf\nmessageSize: 100\nproducerRate: 300\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  acks: all\ntopic:\n  replication.factor: 3\n  min.insync.replicas: 2\n",
         None,
     )
     .unwrap();
-    let e = run_workload(&rf3, &opts).unwrap_err();
-    assert!(e.contains("replication factor 3"), "{e}");
+    let dir = run_workload(&rf3, &opts).unwrap();
+    let run = read_run_json(&dir).unwrap();
+    assert!(
+        run.environment.target.contains("cluster of 3 brokers"),
+        "{}",
+        run.environment.target
+    );
+    let p = &run.points[0];
+    assert!(p.publish_latency.count > 300, "{:?}", p.publish_latency);
+    assert_eq!(p.errors, 0, "{:?}", p.error_samples);
 }

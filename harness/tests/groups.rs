@@ -106,7 +106,7 @@ fn produce(bootstrap: SocketAddr, topic: &str, md: &admin::ClusterMetadata) {
 
 #[test]
 fn two_consumers_of_a_group_split_partitions_and_read_each_message_once() {
-    let target = start_embedded(1).unwrap();
+    let target = start_embedded(1, 1).unwrap();
     let bootstrap = target.bootstrap();
     let topic = "groups-split".to_string();
     let mut conn = Connection::connect(bootstrap, Duration::from_secs(10)).unwrap();

@@ -57,13 +57,12 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
     }
     let target = match o.bootstrap {
         Some(a) => Target::Remote(a),
-        None => {
-            if f.max_replication_factor() > 1 {
-                f.check_brokers(1, "the embedded cluster (replication is not implemented yet, so it runs one broker)")
-                    .map_err(|e| e.to_string())?;
-            }
-            target::start_embedded(1)?
-        }
+        // One broker, or a cluster big enough for every point (three at
+        // least, as clusters are).
+        None => match f.max_replication_factor() as usize {
+            0 | 1 => target::start_embedded(1, 1)?,
+            rf => target::start_embedded(rf.max(3), 1)?,
+        },
     };
     let result = run_on(f, o, &target, &interrupt);
     target.stop();
