@@ -114,18 +114,7 @@ fn partitions(m: &MetadataResponse, topic: &str) -> BTreeMap<i32, (i32, i32, Vec
 }
 
 fn create(bootstrap: &str, topic: &str, partitions: i32, rf: i32) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&new], &options))
-        .map_err(|e| e.to_string())?;
-    for r in results {
-        r.map_err(|(name, code)| format!("{name}: {code}"))?;
-    }
-    Ok(())
+    create_with(bootstrap, topic, partitions, rf, &[])
 }
 
 fn produce(bootstrap: &str, topic: &str, from: usize, count: usize) {
@@ -153,8 +142,8 @@ fn produce(bootstrap: &str, topic: &str, from: usize, count: usize) {
         .expect("all delivered");
 }
 
-/// Every value in every partition of `topic`, read from the leaders.
-fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> BTreeSet<String> {
+/// A consumer assigned every partition of `topic` from its start.
+fn from_the_start(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "unused")
@@ -167,6 +156,12 @@ fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> 
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// Every value in every partition of `topic`, read from the leaders.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> BTreeSet<String> {
+    let consumer = from_the_start(bootstrap, topic, partitions);
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + READY_DEADLINE;
     while seen.len() < expect {
@@ -517,18 +512,7 @@ fn consume_all_ordered(
     partitions: i32,
     acked: &[(i32, String)],
 ) -> BTreeMap<i32, Vec<String>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = from_the_start(bootstrap, topic, partitions);
     let mut wanted: BTreeMap<i32, BTreeSet<&str>> = BTreeMap::new();
     for (p, v) in acked {
         wanted.entry(*p).or_default().insert(v.as_str());
