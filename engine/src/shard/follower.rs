@@ -1,9 +1,11 @@
-//! A follower's fetcher: one task per partition this broker follows, on
-//! the shard that owns it. It asks the partition's model what to send
-//! (OffsetForLeaderEpoch to find a divergent tail, then Fetch from its
-//! log end), sends it to the leader over the Kafka protocol with this
-//! broker's id as `replica_id`, and hands the answer back. It ends when
-//! the partition stops following (it leads, goes offline or is deleted).
+//! A follower's fetcher: one task per leader broker on each shard, for
+//! every partition of that shard that follows it, as Kafka's replica
+//! fetcher does. Each round it asks every partition's model what to send:
+//! those that must first find a divergent tail go together in one
+//! OffsetForLeaderEpoch, the others in one Fetch from their log ends,
+//! both over the Kafka protocol with this broker's id as `replica_id`;
+//! the answers go back partition by partition. It ends when no partition
+//! of its shard follows that leader any more.
 
 use super::partition::{now_ms, Partition};
 use super::Shard;
@@ -40,7 +42,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One Kafka connection to a leader.
 struct Conn {
-    leader: NodeId,
     stream: TcpStream,
     correlation_id: i32,
 }
@@ -89,22 +90,24 @@ impl Conn {
     }
 }
 
-/// Follows the leader of `p` until it no longer follows one.
-pub async fn follow(shard: Rc<Shard>, p: Rc<Partition>) {
+/// Starts the fetcher for `leader` on this shard unless one runs.
+pub fn ensure_fetcher(shard: &Rc<Shard>, leader: NodeId) {
+    if shard.fetchers.borrow_mut().insert(leader.0) {
+        glommio::spawn_local(follow(Rc::clone(shard), leader)).detach();
+    }
+}
+
+/// Fetches for every partition of this shard that follows `leader`.
+async fn follow(shard: Rc<Shard>, leader: NodeId) {
     let me = shard.broker.config.node_id;
     let mut conn: Option<Conn> = None;
-    tracing::info!(topic = %p.topic, partition = p.index, leader = ?p.following(), "following");
-    loop {
-        if shard.broker.stopping() || !is_current(&shard, &p) {
+    tracing::info!(leader = leader.0, "replica fetcher started");
+    while !shard.broker.stopping() {
+        let (epochs, fetches) = requests(&shard, leader);
+        if epochs.is_empty() && fetches.is_empty() {
             break;
         }
-        let Some(req) = p.follower_request() else {
-            break;
-        };
-        let leader = match req {
-            FollowerRequest::Epoch { leader, .. } | FollowerRequest::Fetch { leader, .. } => leader,
-        };
-        if conn.as_ref().is_none_or(|c| c.leader != leader) {
+        if conn.is_none() {
             conn = connect(&shard, leader).await;
             if conn.is_none() {
                 glommio::timer::sleep(BACKOFF).await;
@@ -112,62 +115,102 @@ pub async fn follow(shard: Rc<Shard>, p: Rc<Partition>) {
             }
         }
         let c = conn.as_mut().expect("connected");
-        let outcome = match req {
-            FollowerRequest::Epoch { request, .. } => {
-                let body = epoch_request(me, &p, request.leader_epoch, request.requested_epoch);
-                match c
-                    .call::<_, OffsetForLeaderEpochResponse>(
-                        ApiKey::OffsetForLeaderEpoch,
-                        EPOCH_VERSION,
-                        &body,
-                    )
-                    .await
-                {
-                    Ok(resp) => {
-                        let answer =
-                            epoch_answer(&resp, request.leader_epoch, request.requested_epoch);
-                        let retry = answer.result.is_err();
-                        if let Err(e) = p.on_epoch_response(answer) {
-                            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "truncating to the leader failed");
-                        }
-                        Ok(retry)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            FollowerRequest::Fetch { request, .. } => {
-                let body = fetch_request(me, &p, request.leader_epoch, request.fetch_offset);
-                match c
-                    .call::<_, FetchResponse>(ApiKey::Fetch, FETCH_VERSION, &body)
-                    .await
-                {
-                    Ok(resp) => {
-                        handle_fetch(&p, &resp, request.leader_epoch, request.fetch_offset).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+        let outcome = if !epochs.is_empty() {
+            truncate(me, c, &epochs).await
+        } else {
+            fetch(me, c, &fetches).await
         };
         match outcome {
             Ok(false) => {}
-            // The leader refused: wait for the metadata to say more.
+            // The leader refused something: wait for the metadata to say more.
             Ok(true) => glommio::timer::sleep(BACKOFF).await,
             Err(e) => {
-                tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "fetch from leader failed");
+                tracing::debug!(leader = leader.0, error = %e, "fetch from leader failed");
                 conn = None;
                 glommio::timer::sleep(BACKOFF).await;
             }
         }
     }
-    p.fetching.set(false);
-    tracing::info!(topic = %p.topic, partition = p.index, "stopped following");
+    shard.fetchers.borrow_mut().remove(&leader.0);
+    tracing::info!(leader = leader.0, "replica fetcher stopped");
 }
 
-/// Whether `p` is still the partition this shard holds under its name.
-fn is_current(shard: &Shard, p: &Rc<Partition>) -> bool {
-    shard
-        .partition(&p.topic, p.index)
-        .is_some_and(|q| Rc::ptr_eq(&q, p))
+/// A partition's next OffsetForLeaderEpoch: (partition, current epoch, asked epoch).
+type EpochAsk = (Rc<Partition>, LeaderEpoch, LeaderEpoch);
+/// A partition's next Fetch: (partition, current epoch, fetch offset).
+type FetchAsk = (Rc<Partition>, LeaderEpoch, Offset);
+
+/// What every partition of this shard following `leader` sends next.
+fn requests(shard: &Shard, leader: NodeId) -> (Vec<EpochAsk>, Vec<FetchAsk>) {
+    let (mut epochs, mut fetches) = (Vec::new(), Vec::new());
+    let mut partitions = shard.partitions();
+    partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+    for p in partitions {
+        match p.follower_request() {
+            Some(FollowerRequest::Epoch { leader: l, request }) if l == leader => {
+                epochs.push((p, request.leader_epoch, request.requested_epoch));
+            }
+            Some(FollowerRequest::Fetch { leader: l, request }) if l == leader => {
+                fetches.push((p, request.leader_epoch, request.fetch_offset));
+            }
+            _ => {}
+        }
+    }
+    (epochs, fetches)
+}
+
+/// Asks where each partition's newest epoch ends and truncates there;
+/// `Ok(true)` when the leader refused any.
+async fn truncate(me: i32, c: &mut Conn, asks: &[EpochAsk]) -> std::io::Result<bool> {
+    let body = epoch_request(me, asks);
+    let resp: OffsetForLeaderEpochResponse = c
+        .call(ApiKey::OffsetForLeaderEpoch, EPOCH_VERSION, &body)
+        .await?;
+    let mut refused = false;
+    for (p, current, requested) in asks {
+        let answer = epoch_answer(&resp, p, *current, *requested);
+        refused |= answer.result.is_err();
+        if let Err(e) = p.on_epoch_response(answer) {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "truncating to the leader failed");
+        }
+    }
+    Ok(refused)
+}
+
+/// One Fetch for every partition; appends what came. `Ok(true)` when the
+/// leader refused any.
+async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool> {
+    let body = fetch_request(me, asks);
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &body).await?;
+    let mut refused = false;
+    for (p, epoch, offset) in asks {
+        let part = resp
+            .responses
+            .iter()
+            .filter(|t| t.topic.0.as_str() == p.topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|r| r.partition_index == p.index);
+        let Some(part) = part else {
+            refused = true;
+            continue;
+        };
+        if part.error_code != 0 {
+            tracing::debug!(topic = %p.topic, partition = p.index, code = part.error_code, "leader refused a fetch");
+            refused = true;
+            continue;
+        }
+        let records = part.records.clone().unwrap_or_default();
+        p.on_fetch_response(
+            *epoch,
+            *offset,
+            &records,
+            Offset(part.high_watermark),
+            now_ms(),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+    }
+    Ok(refused)
 }
 
 async fn connect(shard: &Shard, leader: NodeId) -> Option<Conn> {
@@ -177,7 +220,6 @@ async fn connect(shard: &Shard, leader: NodeId) -> Option<Conn> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
     Some(Conn {
-        leader,
         stream,
         correlation_id: 0,
     })
@@ -187,29 +229,39 @@ fn topic_name(p: &Partition) -> TopicName {
     TopicName(StrBytes::from_string(p.topic.clone()))
 }
 
-fn epoch_request(
-    me: i32,
-    p: &Partition,
-    current: LeaderEpoch,
-    requested: LeaderEpoch,
-) -> OffsetForLeaderEpochRequest {
-    let part = OffsetForLeaderPartition::default()
-        .with_partition(p.index)
-        .with_current_leader_epoch(current.0)
-        .with_leader_epoch(requested.0);
+fn epoch_request(me: i32, asks: &[EpochAsk]) -> OffsetForLeaderEpochRequest {
+    let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+    for (p, current, requested) in asks {
+        let part = OffsetForLeaderPartition::default()
+            .with_partition(p.index)
+            .with_current_leader_epoch(current.0)
+            .with_leader_epoch(requested.0);
+        match topics.last_mut() {
+            Some(t) if t.topic.0.as_str() == p.topic => t.partitions.push(part),
+            _ => topics.push(
+                OffsetForLeaderTopic::default()
+                    .with_topic(topic_name(p))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
     OffsetForLeaderEpochRequest::default()
         .with_replica_id(BrokerId(me))
-        .with_topics(vec![OffsetForLeaderTopic::default()
-            .with_topic(topic_name(p))
-            .with_partitions(vec![part])])
+        .with_topics(topics)
 }
 
 fn epoch_answer(
     resp: &OffsetForLeaderEpochResponse,
+    p: &Partition,
     current: LeaderEpoch,
     requested: LeaderEpoch,
 ) -> EpochResponse {
-    let part = resp.topics.first().and_then(|t| t.partitions.first());
+    let part = resp
+        .topics
+        .iter()
+        .filter(|t| t.topic.0.as_str() == p.topic)
+        .flat_map(|t| t.partitions.iter())
+        .find(|r| r.partition == p.index);
     let result = match part {
         None => Err(ErrorCode::UnknownServerError),
         Some(r) if r.error_code != 0 => Err(ErrorCode::from_code(r.error_code)),
@@ -223,47 +275,28 @@ fn epoch_answer(
     }
 }
 
-fn fetch_request(me: i32, p: &Partition, epoch: LeaderEpoch, offset: Offset) -> FetchRequest {
-    let part = FetchPartition::default()
-        .with_partition(p.index)
-        .with_current_leader_epoch(epoch.0)
-        .with_fetch_offset(offset.0)
-        .with_log_start_offset(-1)
-        .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES);
+fn fetch_request(me: i32, asks: &[FetchAsk]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (p, epoch, offset) in asks {
+        let part = FetchPartition::default()
+            .with_partition(p.index)
+            .with_current_leader_epoch(epoch.0)
+            .with_fetch_offset(offset.0)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES);
+        match topics.last_mut() {
+            Some(t) if t.topic.0.as_str() == p.topic => t.partitions.push(part),
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(topic_name(p))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
     FetchRequest::default()
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(FETCH_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_MAX_BYTES)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(p))
-            .with_partitions(vec![part])])
-}
-
-/// Appends what the leader sent; `Ok(true)` when it refused.
-async fn handle_fetch(
-    p: &Partition,
-    resp: &FetchResponse,
-    epoch: LeaderEpoch,
-    offset: Offset,
-) -> std::io::Result<bool> {
-    let part = resp.responses.first().and_then(|t| t.partitions.first());
-    let Some(part) = part else {
-        return Ok(true);
-    };
-    if part.error_code != 0 {
-        tracing::debug!(topic = %p.topic, partition = p.index, code = part.error_code, "leader refused a fetch");
-        return Ok(true);
-    }
-    let records = part.records.clone().unwrap_or_default();
-    p.on_fetch_response(
-        epoch,
-        offset,
-        &records,
-        Offset(part.high_watermark),
-        now_ms(),
-    )
-    .await
-    .map_err(std::io::Error::other)?;
-    Ok(false)
+        .with_topics(topics)
 }

@@ -76,6 +76,8 @@ pub struct Shard {
     pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
     /// Fired when the first snapshot from the metadata log is installed.
     first_snapshot: RefCell<Option<oneshot::Sender<()>>>,
+    /// Leaders this shard runs a replica fetcher for.
+    pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// This shard, for tasks it starts itself (set once it is in an `Rc`).
     pub this: RefCell<std::rc::Weak<Shard>>,
     pub stats: Stats,
@@ -105,6 +107,7 @@ impl Shard {
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(None),
             first_snapshot: RefCell::new(Some(first_snapshot)),
+            fetchers: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
             stats: Stats::default(),
         }
@@ -357,7 +360,7 @@ impl Shard {
     }
 
     /// Gives every partition of this shard its state from `snapshot`, and
-    /// starts a fetcher for each one that now follows a leader.
+    /// makes sure a fetcher runs for every leader one now follows.
     fn apply_partition_states(self: &Shard, snapshot: &Snapshot) {
         let now = partition::now_ms();
         let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
@@ -370,10 +373,9 @@ impl Shard {
             };
             p.set_min_insync_replicas(meta.config.min_insync_replicas);
             p.apply_state(state.clone(), now);
-            if p.following().is_some() && !p.fetching.get() {
-                p.fetching.set(true);
+            if let Some(leader) = p.following() {
                 if let Some(shard) = self.this.borrow().upgrade() {
-                    glommio::spawn_local(follower::follow(shard, p)).detach();
+                    follower::ensure_fetcher(&shard, leader);
                 }
             }
         }

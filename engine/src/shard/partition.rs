@@ -52,8 +52,6 @@ pub struct Partition {
     /// Parked acks=all produces, answered as the high watermark passes.
     tickets: RefCell<HashMap<Ticket, oneshot::Sender<Result<Offset, ErrorCode>>>>,
     next_ticket: Cell<Ticket>,
-    /// A follower fetcher task is running for this partition.
-    pub(crate) fetching: Cell<bool>,
     /// ISR changes for the controller.
     proposals: RefCell<Vec<crate::replication::controller::IsrProposal>>,
 }
@@ -110,7 +108,6 @@ impl Partition {
             replica: RefCell::new(PartitionReplica::new(node, config, model)),
             tickets: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
-            fetching: Cell::new(false),
             proposals: RefCell::new(Vec::new()),
             log: RefCell::new(log),
             producers: RefCell::new(producers),
