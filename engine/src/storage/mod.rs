@@ -6,7 +6,7 @@
 //!   recovery-point-offset-checkpoint      flushed offset per partition
 //!   log-start-offset-checkpoint           first offset per partition
 //!   .kafka_cleanshutdown                  present only after a clean stop
-//!   topics.toml                           topic ids, partition counts, config overrides
+//!   __cluster_metadata-0/                 the metadata log (see cluster/raft_store.rs)
 //!   <topic>-<partition>/
 //!     00000000000000000000.log            record batches exactly as produced
 //!     00000000000000000000.index          offset index (see offset_index.rs)
