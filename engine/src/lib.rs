@@ -14,4 +14,6 @@ pub mod metadata;
 pub mod replication;
 pub mod server;
 pub mod shard;
+#[cfg(test)]
+mod sim_rng;
 pub mod storage;

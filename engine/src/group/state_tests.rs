@@ -322,21 +322,7 @@ fn offsets_expire_only_from_groups_without_members() {
 // ---------------------------------------------------------------------
 // Seeded simulation.
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::sim_rng::Rng;
 
 const PARTITIONS: u8 = 12;
 
@@ -372,7 +358,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Rng::new(seed);
         let c = cfg(rng.below(3) as i64 * 500);
         let clients = (0..4)
             .map(|i| Client {

@@ -272,25 +272,7 @@ fn consumers_read_only_below_the_high_watermark() {
 // ---------------------------------------------------------------------
 // Seeded simulation.
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
+use crate::sim_rng::Rng;
 
 const NODES: [NodeId; 3] = [A, B, C];
 
@@ -404,7 +386,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Rng::new(seed);
         let config = ReplicationConfig {
             replica_lag_time_max_ms: 2_000 + rng.below(3) as i64 * 2_000,
             min_insync_replicas: 1 + rng.below(2) as usize,
