@@ -304,7 +304,6 @@ impl Shard {
         for topic in snapshot.topics.values() {
             self.open_topic(topic);
         }
-        self.follow_leader_epochs(&snapshot);
         let led_before = self.led_offsets_partitions(&self.metadata());
         *self.metadata.borrow_mut() = Arc::clone(&snapshot);
         self.apply_partition_states(&snapshot);
@@ -317,31 +316,6 @@ impl Shard {
         }
         if let Some(first) = self.first_snapshot.borrow_mut().take() {
             let _ = first.send(());
-        }
-    }
-
-    /// Makes every partition this broker leads in `snapshot` lead in the
-    /// snapshot's leader epoch: appends are stamped with it and its
-    /// leader-epoch cache records where it starts, so OffsetForLeaderEpoch
-    /// answers clients that learned the epoch from Metadata. An epoch
-    /// below the partition's own is left alone (an older snapshot).
-    fn follow_leader_epochs(&self, snapshot: &Snapshot) {
-        for ((topic, index), p) in self.partitions.borrow().iter() {
-            let Some(meta) = snapshot.topic(topic).filter(|m| m.id == p.topic_id) else {
-                continue;
-            };
-            let Some(state) = meta
-                .partition(*index)
-                .filter(|_| snapshot.leads(meta, *index))
-            else {
-                continue;
-            };
-            if state.leader_epoch <= p.leader_epoch() {
-                continue;
-            }
-            if let Err(e) = p.set_leader_epoch(state.leader_epoch) {
-                tracing::error!(%topic, partition = index, epoch = state.leader_epoch.0, error = %e, "recording the leader epoch failed");
-            }
         }
     }
 

@@ -327,16 +327,6 @@ impl Partition {
         (log.leader_epoch(), log.end_offset_for_epoch(requested))
     }
 
-    /// The leader epoch appends are stamped with.
-    pub fn leader_epoch(&self) -> LeaderEpoch {
-        self.log.borrow().leader_epoch()
-    }
-
-    /// Leads in `epoch` from now on (see [`PartitionLog::set_leader_epoch`]).
-    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) -> Result<(), StorageError> {
-        self.log.borrow_mut().set_leader_epoch(epoch)
-    }
-
     pub fn segment_count(&self) -> usize {
         self.log.borrow().segment_count()
     }

@@ -144,18 +144,28 @@ impl Partition {
         }
         // A fetch may end in a partial batch; only whole ones are kept.
         let whole = whole_batches(records);
-        let mut runs = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         if !whole.is_empty() {
             if let Err(e) = validate_record_set(whole, usize::MAX) {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %e, "leader sent a corrupt batch; refetching");
                 return Ok(());
             }
-            runs = runs_of(whole);
             self.log.borrow_mut().append_replicated(whole, now_ms)?;
-            // A follower that becomes leader deduplicates retries too.
+            // One pass over the headers: the model's runs of offsets per
+            // epoch, and producer state, so that a follower that becomes
+            // leader deduplicates retries too.
             let mut producers = self.producers.borrow_mut();
             let mut pos = 0;
             while let Some(h) = BatchHeader::parse(&whole[pos..]) {
+                let count = h.last_offset_delta as u32 + 1;
+                match runs.last_mut() {
+                    Some(r) if r.epoch == h.partition_leader_epoch => r.count += count,
+                    _ => runs.push(Run {
+                        epoch: h.partition_leader_epoch,
+                        base_offset: h.base_offset,
+                        count,
+                    }),
+                }
                 producers.record(&h, h.base_offset);
                 pos += h.total_size();
                 if pos >= whole.len() {
@@ -235,26 +245,4 @@ fn whole_batches(records: &[u8]) -> &[u8] {
         pos += size;
     }
     &records[..pos]
-}
-
-/// The runs of offsets under one epoch in a validated record set.
-fn runs_of(set: &[u8]) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::new();
-    let mut pos = 0;
-    while let Some(h) = BatchHeader::parse(&set[pos..]) {
-        let count = h.last_offset_delta as u32 + 1;
-        match runs.last_mut() {
-            Some(r) if r.epoch == h.partition_leader_epoch => r.count += count,
-            _ => runs.push(Run {
-                epoch: h.partition_leader_epoch,
-                base_offset: h.base_offset,
-                count,
-            }),
-        }
-        pos += h.total_size();
-        if pos >= set.len() {
-            break;
-        }
-    }
-    runs
 }
