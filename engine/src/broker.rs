@@ -21,7 +21,7 @@ use crate::storage::checkpoint::{
 };
 use crate::storage::{sync_dir, StorageError};
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -127,6 +127,34 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
 }
 
 /// Reads `meta.properties`, writing it on first start. Returns the cluster id.
+/// Where the shards run: shard `i` pinned to `cpus[i % len]` when CPUs are
+/// given, else one shard per CPU spread over the machine, or unpinned when
+/// there are more shards than CPUs.
+fn placement(cores: usize, cpus: Option<&[usize]>) -> Result<PoolPlacement, StartError> {
+    let Some(cpus) = cpus.filter(|c| !c.is_empty()) else {
+        return Ok(if cores <= crate::config::online_cpus() {
+            PoolPlacement::MaxSpread(cores, None)
+        } else {
+            PoolPlacement::Unbound(cores)
+        });
+    };
+    let online = CpuSet::online().map_err(|e| StartError::Executor(e.to_string()))?;
+    let sets = (0..cores)
+        .map(|i| {
+            let cpu = cpus[i % cpus.len()];
+            let set = online.clone().filter(|l| l.cpu == cpu);
+            if set.is_empty() {
+                Err(StartError::Executor(format!(
+                    "--cpus: CPU {cpu} is not online"
+                )))
+            } else {
+                Ok(set)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PoolPlacement::Custom(sets))
+}
+
 fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
     let path = config.data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -191,11 +219,7 @@ impl Broker {
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
         let mesh = MeshBuilder::<Job, _>::full(cores, MESH_CHANNEL_CAPACITY);
-        let placement = if cores <= crate::config::online_cpus() {
-            PoolPlacement::MaxSpread(cores, None)
-        } else {
-            PoolPlacement::Unbound(cores)
-        };
+        let placement = placement(cores, shared.config.cpus.as_deref())?;
         let run_shared = Arc::clone(&shared);
         let handles = LocalExecutorPoolBuilder::new(placement)
             .name("sluice-shard")

@@ -328,6 +328,9 @@ pub struct BrokerConfig {
     pub advertised: (String, u16),
     pub data_dir: PathBuf,
     pub cores: usize,
+    /// CPUs the shards are pinned to, shard `i` on `cpus[i % len]`; `None`
+    /// spreads them over every online CPU (see [`Placement`]).
+    pub cpus: Option<Vec<usize>>,
     pub node_id: i32,
     /// Every broker key's value and source (topic keys under broker names).
     values: BTreeMap<&'static str, (String, Source)>,
@@ -340,6 +343,7 @@ impl Default for BrokerConfig {
             advertised: ("127.0.0.1".into(), 9092),
             data_dir: PathBuf::from("./data"),
             cores: online_cpus(),
+            cpus: None,
             node_id: 1,
             values: BTreeMap::new(),
         };
@@ -355,6 +359,38 @@ impl Default for BrokerConfig {
 /// Number of CPUs this process may run on.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses a CPU list as `taskset -c` takes it: `0,2-3`.
+pub fn parse_cpu_list(key: &str, value: &str) -> Result<Vec<usize>, ConfigError> {
+    let bad = || ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected: "CPU numbers and ranges, e.g. 0,2-3".into(),
+    };
+    let mut cpus = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let first: usize = first.trim().parse().map_err(|_| bad())?;
+        let last: usize = last.trim().parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    Ok(cpus)
+}
+
+/// The CPUs for broker `index` (0-based) of several on one machine, each
+/// with `cores` shards: consecutive CPUs, the next broker starting where
+/// the last ended, wrapping around, so brokers share a CPU only once every
+/// CPU has one. Without this every broker would pin its first shard to
+/// the same CPU.
+pub fn cpus_for_broker(index: usize, cores: usize) -> Vec<usize> {
+    let online = online_cpus().max(1);
+    (0..cores.max(1))
+        .map(|j| (index * cores.max(1) + j) % online)
+        .collect()
 }
 
 fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
@@ -554,6 +590,19 @@ mod tests {
         let t = c.topic_config(&BTreeMap::new()).unwrap();
         assert_eq!(t.flush_messages, 1);
         assert_eq!(t.values["flush.messages"].1, Source::StaticBroker);
+    }
+
+    #[test]
+    fn cpu_lists_and_brokers_sharing_a_machine() {
+        assert_eq!(parse_cpu_list("--cpus", "0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        for bad in ["", "a", "3-1", "1,,2"] {
+            let e = parse_cpu_list("--cpus", bad).unwrap_err().to_string();
+            assert!(e.contains("--cpus"), "{e}");
+        }
+        let online = online_cpus();
+        assert_eq!(cpus_for_broker(0, 1), vec![0]);
+        assert_eq!(cpus_for_broker(1, 1), vec![1 % online]);
+        assert_eq!(cpus_for_broker(1, 2), vec![2 % online, 3 % online]);
     }
 
     #[test]

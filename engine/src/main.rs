@@ -1,7 +1,8 @@
 //! `sluice`: the broker binary.
 //!
 //! ```text
-//! sluice [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--override key=value]...
+//! sluice [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--cpus LIST]
+//!        [--override key=value]...
 //! ```
 //! With no arguments it serves 127.0.0.1:9092 with data in `./data`.
 //! SIGTERM or SIGINT stops it cleanly.
@@ -50,6 +51,10 @@ struct Args {
     /// Shards to run, one per core (default: all online CPUs).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
+    /// CPUs to pin the shards to, shard i on the i-th (default: spread over
+    /// all online CPUs). As `taskset -c` takes them: 0,2-3
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
     /// Any config key, as Kafka's start script takes it: --override flush.messages=1
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -89,6 +94,9 @@ fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
             });
         }
         config.cores = cores;
+    }
+    if let Some(cpus) = &args.cpus {
+        config.cpus = Some(sluice_engine::config::parse_cpu_list("--cpus", cpus)?);
     }
     for o in &args.overrides {
         let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::InvalidValue {

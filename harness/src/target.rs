@@ -112,6 +112,7 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
             dir.path().join(format!("broker-{}", i + 1))
         };
         cfg.cores = cores.max(1);
+        cfg.cpus = Some(sluice_engine::config::cpus_for_broker(i, cfg.cores));
         cfg.set("node.id", &(i + 1).to_string()).map_err(bad)?;
         for (k, v) in &settings {
             cfg.set(k, v).map_err(bad)?;

@@ -77,6 +77,14 @@ impl LocalClusterSpec {
             .arg(self.data_dir.join(format!("broker-{node}")))
             .arg("--cores")
             .arg(self.cores.to_string())
+            .arg("--cpus")
+            .arg(
+                crate::config::cpus_for_broker(node - 1, self.cores)
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .arg("--override")
             .arg(format!("node.id={node}"))
             .arg("--override")

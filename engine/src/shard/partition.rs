@@ -175,12 +175,29 @@ impl Partition {
         let acked = self.record_produce(acks, summary.records);
         self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
+        self.start_writeback();
         if flush {
             self.flush_upto(info.last_offset.plus(1))
                 .await
                 .map_err(|e| error_code(&e))?;
         }
         Ok((info, self.log.borrow().log_start(), acked))
+    }
+
+    /// Starts writing out the appended pages once a chunk has gathered
+    /// (see [`WRITEBACK_CHUNK`](crate::storage::log::WRITEBACK_CHUNK)), on
+    /// the blocking pool; nothing waits for it.
+    pub(crate) fn start_writeback(&self) {
+        let Some(job) = self.log.borrow_mut().writeback_due() else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            let started = glommio::executor().spawn_blocking(move || job.start()).await;
+            if let Err(e) = started {
+                tracing::debug!(error = %e, "starting writeback failed");
+            }
+        })
+        .detach();
     }
 
     pub(crate) fn wake_fetchers(&self) {

@@ -40,6 +40,47 @@ pub struct FlushJob {
     pub upto: Offset,
 }
 
+/// Dirty bytes of the active segment past which their writeback is
+/// started (`sync_file_range`). Left alone, the kernel writes a segment
+/// out when its pages are 30 s old or a tenth of memory is dirty, gigabytes
+/// at once; ext4 (data=ordered) then holds every append that needs a
+/// journal handle until those blocks are on disk, stalling the shard for
+/// hundreds of milliseconds. Started a chunk at a time, writeback runs
+/// steadily beside the appends instead. Nothing waits for it: durability
+/// still comes from the flush policy.
+pub const WRITEBACK_CHUNK: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// A range of a segment file whose writeback should start.
+#[derive(Debug)]
+pub struct Writeback {
+    pub file: Arc<File>,
+    pub from: u64,
+    pub len: u64,
+}
+
+impl Writeback {
+    /// Starts writing the range out; returns once the kernel has queued it
+    /// (this may block on a busy device, so it runs off the executor).
+    pub fn start(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor this Arc keeps open.
+        let r = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.from as libc::off64_t,
+                self.len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
 /// What a fetch read found.
 #[derive(Debug, Default)]
 pub struct ReadResult {
@@ -64,6 +105,9 @@ pub struct PartitionLog {
     epochs: LeaderEpochCache,
     /// Sealed segments whose data is not yet fdatasync'd.
     unsynced_sealed: Vec<Arc<File>>,
+    /// The active segment (by base offset) and how much of it has been
+    /// handed to writeback.
+    writeback: (Offset, u64),
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
@@ -217,6 +261,7 @@ impl PartitionLog {
             epoch,
             epochs,
             unsynced_sealed: Vec::new(),
+            writeback: (Offset(-1), 0),
         };
         log.check_invariants();
         log
@@ -555,6 +600,27 @@ impl PartitionLog {
         })
     }
 
+    /// The whole pages of the active segment not yet handed to writeback,
+    /// once they reach [`WRITEBACK_CHUNK`]. The page being appended to is
+    /// left out, so an append never waits for a page under writeback.
+    pub fn writeback_due(&mut self) -> Option<Writeback> {
+        let (base, size) = (self.active().base(), self.active().size());
+        if self.writeback.0 != base {
+            self.writeback = (base, 0);
+        }
+        let from = self.writeback.1.min(size);
+        let upto = size / PAGE * PAGE;
+        if upto < from + WRITEBACK_CHUNK {
+            return None;
+        }
+        self.writeback.1 = upto;
+        Some(Writeback {
+            file: Arc::clone(self.active().log_file()),
+            from,
+            len: upto - from,
+        })
+    }
+
     /// Records that a flush job's files were synced.
     pub fn complete_flush(&mut self, upto: Offset) {
         if upto > self.recovery_point {
@@ -879,6 +945,32 @@ mod tests {
             PartitionLog::open(&pdir, config("20000"), false, Offset(0), Offset(0)).unwrap()
         };
         assert_eq!(log2.log_end(), Offset(500));
+    }
+
+    #[test]
+    fn writeback_starts_per_chunk_of_whole_pages_and_restarts_on_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("2500000"), uuid::Uuid::new_v4()).unwrap();
+        let mut jobs = Vec::new();
+        for i in 0..4000 {
+            append(&mut log, &batch(5, i));
+            if let Some(job) = log.writeback_due() {
+                job.start().unwrap();
+                jobs.push((log.active().base(), job.from, job.len));
+            }
+        }
+        assert!(log.segments.len() > 1, "rolled");
+        assert!(jobs.len() >= 3, "{jobs:?}");
+        for (i, (base, from, len)) in jobs.iter().enumerate() {
+            assert!(*len >= WRITEBACK_CHUNK && (from + len) % PAGE == 0, "{jobs:?}");
+            match jobs.get(i + 1) {
+                // Ranges of one segment follow each other; a new segment starts at 0.
+                Some((b, next, _)) if b == base => assert_eq!(*next, from + len),
+                Some((_, next, _)) => assert_eq!(*next, 0),
+                None => {}
+            }
+        }
     }
 
     #[test]

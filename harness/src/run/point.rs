@@ -458,8 +458,11 @@ fn spawn_generators(
             i += 1;
         }
     }
+    // From the last CPU down: embedded brokers take CPUs from the first up.
     let cores = if spec.pin {
-        core_affinity::get_core_ids().unwrap_or_default()
+        let mut ids = core_affinity::get_core_ids().unwrap_or_default();
+        ids.reverse();
+        ids
     } else {
         Vec::new()
     };

@@ -151,6 +151,7 @@ impl Partition {
                 return Ok(());
             }
             self.log.borrow_mut().append_replicated(whole, now_ms)?;
+            self.start_writeback();
             // One pass over the headers: the model's runs of offsets per
             // epoch, and producer state, so that a follower that becomes
             // leader deduplicates retries too.
