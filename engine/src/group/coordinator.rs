@@ -34,6 +34,22 @@ enum Waiter {
     Sync(oneshot::Sender<SyncResult>),
 }
 
+/// Removes and returns the parked requests of the groups `moved` picks.
+fn take_waiters(
+    waiters: &mut HashMap<Ticket, (String, Waiter)>,
+    moved: impl Fn(&str) -> bool,
+) -> Vec<Waiter> {
+    let tickets: Vec<Ticket> = waiters
+        .iter()
+        .filter(|(_, (id, _))| moved(id))
+        .map(|(t, _)| *t)
+        .collect();
+    tickets
+        .into_iter()
+        .filter_map(|t| waiters.remove(&t).map(|(_, w)| w))
+        .collect()
+}
+
 /// A record to append: key and value (`None` for a tombstone).
 type Record = (Vec<u8>, Option<Vec<u8>>);
 
@@ -87,7 +103,8 @@ pub struct MemberDescription {
 pub struct Coordinator {
     pub config: GroupConfig,
     groups: RefCell<HashMap<String, Group>>,
-    waiters: RefCell<HashMap<Ticket, Waiter>>,
+    /// Parked JoinGroup and SyncGroup requests, with their group's id.
+    waiters: RefCell<HashMap<Ticket, (String, Waiter)>>,
     next_ticket: Cell<Ticket>,
     /// Appends under way per offsets partition: compaction waits for none,
     /// so every record below its snapshot is already applied in memory.
@@ -127,10 +144,12 @@ impl Coordinator {
         }
     }
 
-    fn ticket(&self, waiter: Waiter) -> Ticket {
+    fn ticket(&self, group_id: &str, waiter: Waiter) -> Ticket {
         let t = self.next_ticket.get();
         self.next_ticket.set(t + 1);
-        self.waiters.borrow_mut().insert(t, waiter);
+        self.waiters
+            .borrow_mut()
+            .insert(t, (group_id.to_string(), waiter));
         t
     }
 
@@ -149,12 +168,12 @@ impl Coordinator {
         for c in completions {
             match c {
                 Completion::Join(t, r) => {
-                    if let Some(Waiter::Join(tx)) = waiters.remove(&t) {
+                    if let Some((_, Waiter::Join(tx))) = waiters.remove(&t) {
                         let _ = tx.send(r);
                     }
                 }
                 Completion::Sync(t, r) => {
-                    if let Some(Waiter::Sync(tx)) = waiters.remove(&t) {
+                    if let Some((_, Waiter::Sync(tx))) = waiters.remove(&t) {
                         let _ = tx.send(r);
                     }
                 }
@@ -292,7 +311,7 @@ impl Coordinator {
             }
         }
         let (tx, rx) = oneshot::channel();
-        let ticket = self.ticket(Waiter::Join(tx));
+        let ticket = self.ticket(&group_id, Waiter::Join(tx));
         let member_id = req.member_id.clone();
         if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
             g.join(req, ticket, now_ms(), &self.config);
@@ -306,7 +325,7 @@ impl Coordinator {
     /// is stored before anyone gets it.
     pub async fn sync(&self, shard: &Rc<Shard>, group_id: String, req: SyncRequest) -> SyncResult {
         let (tx, rx) = oneshot::channel();
-        let ticket = self.ticket(Waiter::Sync(tx));
+        let ticket = self.ticket(&group_id, Waiter::Sync(tx));
         let now = now_ms();
         let step = self
             .groups
@@ -660,9 +679,21 @@ impl Coordinator {
     /// the new coordinator through FindCoordinator.
     pub fn set_leading(&self, shard: &Shard, partition: i32, leading: bool) {
         let partitions = self.config.offsets_partitions;
-        self.groups
-            .borrow_mut()
-            .retain(|id, _| super::partition_for(id, partitions) != partition);
+        let moved = |id: &str| super::partition_for(id, partitions) == partition;
+        self.groups.borrow_mut().retain(|id, _| !moved(id));
+        // Parked joins and syncs of those groups are told to look for the
+        // coordinator again rather than waiting out their timeouts.
+        let parked = take_waiters(&mut self.waiters.borrow_mut(), moved);
+        for w in parked {
+            match w {
+                Waiter::Join(tx) => {
+                    let _ = tx.send(JoinResult::error(ErrorCode::NotCoordinator, ""));
+                }
+                Waiter::Sync(tx) => {
+                    let _ = tx.send(SyncResult::error(ErrorCode::NotCoordinator));
+                }
+            }
+        }
         if leading {
             self.load(shard, partition);
         }
@@ -920,4 +951,32 @@ fn replay(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_partitions_parked_requests_are_taken_and_no_others() {
+        let mut waiters = HashMap::new();
+        let (join_tx, mut join_rx) = oneshot::channel();
+        let (sync_tx, _sync_rx) = oneshot::channel();
+        let (other_tx, mut other_rx) = oneshot::channel::<JoinResult>();
+        waiters.insert(1, ("moved".to_string(), Waiter::Join(join_tx)));
+        waiters.insert(2, ("moved".to_string(), Waiter::Sync(sync_tx)));
+        waiters.insert(3, ("stays".to_string(), Waiter::Join(other_tx)));
+        let taken = take_waiters(&mut waiters, |id| id == "moved");
+        assert_eq!(taken.len(), 2);
+        assert_eq!(waiters.len(), 1);
+        assert!(waiters.contains_key(&3));
+        for w in taken {
+            if let Waiter::Join(tx) = w {
+                let _ = tx.send(JoinResult::error(ErrorCode::NotCoordinator, ""));
+            }
+        }
+        let answer = join_rx.try_recv().unwrap().expect("answered");
+        assert_eq!(answer.error, ErrorCode::NotCoordinator);
+        assert!(other_rx.try_recv().unwrap().is_none(), "another group's join still waits");
+    }
 }
