@@ -977,6 +977,9 @@ mod tests {
         }
         let answer = join_rx.try_recv().unwrap().expect("answered");
         assert_eq!(answer.error, ErrorCode::NotCoordinator);
-        assert!(other_rx.try_recv().unwrap().is_none(), "another group's join still waits");
+        assert!(
+            other_rx.try_recv().unwrap().is_none(),
+            "another group's join still waits"
+        );
     }
 }

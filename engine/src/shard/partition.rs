@@ -192,7 +192,9 @@ impl Partition {
             return;
         };
         glommio::spawn_local(async move {
-            let started = glommio::executor().spawn_blocking(move || job.start()).await;
+            let started = glommio::executor()
+                .spawn_blocking(move || job.start())
+                .await;
             if let Err(e) = started {
                 tracing::debug!(error = %e, "starting writeback failed");
             }

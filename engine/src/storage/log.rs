@@ -963,7 +963,10 @@ mod tests {
         assert!(log.segments.len() > 1, "rolled");
         assert!(jobs.len() >= 3, "{jobs:?}");
         for (i, (base, from, len)) in jobs.iter().enumerate() {
-            assert!(*len >= WRITEBACK_CHUNK && (from + len) % PAGE == 0, "{jobs:?}");
+            assert!(
+                *len >= WRITEBACK_CHUNK && (from + len) % PAGE == 0,
+                "{jobs:?}"
+            );
             match jobs.get(i + 1) {
                 // Ranges of one segment follow each other; a new segment starts at 0.
                 Some((b, next, _)) if b == base => assert_eq!(*next, from + len),

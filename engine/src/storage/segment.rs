@@ -699,13 +699,21 @@ mod tests {
                 .unwrap();
         }
         let meta = s.log_file().metadata().unwrap();
-        assert_eq!(meta.len(), s.size(), "allocation ahead leaves the size alone");
+        assert_eq!(
+            meta.len(),
+            s.size(),
+            "allocation ahead leaves the size alone"
+        );
         if s.allocated == u64::MAX {
             // This file system does not allocate ahead: appends work anyway.
             return;
         }
         assert!(s.allocated >= ALLOCATE_AHEAD_MIN && s.allocated > s.size());
-        assert!(meta.blocks() * 512 >= ALLOCATE_AHEAD_MIN, "{} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 >= ALLOCATE_AHEAD_MIN,
+            "{} blocks",
+            meta.blocks()
+        );
         s.seal().unwrap();
         let meta = s.log_file().metadata().unwrap();
         assert_eq!(meta.len(), s.size());
