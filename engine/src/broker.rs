@@ -17,7 +17,7 @@ use crate::metadata::Snapshot;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
-    self, OffsetMap, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
+    self, OffsetMap, CLEAN_SHUTDOWN_FILE, HIGH_WATERMARK_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::storage::{sync_dir, StorageError};
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -50,6 +50,15 @@ pub struct StartState {
     pub clean: bool,
     pub recovery_points: OffsetMap,
     pub log_starts: OffsetMap,
+    pub high_watermarks: OffsetMap,
+}
+
+/// A shard's offsets for the broker's checkpoint files.
+#[derive(Debug, Default)]
+pub struct CheckpointEntries {
+    pub recovery_points: OffsetMap,
+    pub log_starts: OffsetMap,
+    pub high_watermarks: OffsetMap,
 }
 
 /// State shared by all shards. Read-mostly; the mutex is touched only at
@@ -60,8 +69,8 @@ pub struct BrokerShared {
     pub cluster_id: String,
     pub start: StartState,
     stop: AtomicBool,
-    /// Per-shard (recovery points, log starts), merged into the checkpoint files.
-    checkpoints: Mutex<Vec<(OffsetMap, OffsetMap)>>,
+    /// Per-shard offsets, merged into the checkpoint files.
+    checkpoints: Mutex<Vec<CheckpointEntries>>,
     /// The active controller as this broker last knew it; -1 unknown.
     pub controller_id: std::sync::atomic::AtomicI32,
     pub sendfile_bytes: AtomicU64,
@@ -86,7 +95,7 @@ impl BrokerShared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn publish_checkpoints(&self, shard: usize, entries: (OffsetMap, OffsetMap)) {
+    fn publish_checkpoints(&self, shard: usize, entries: CheckpointEntries) {
         let mut all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         if all.len() <= shard {
             all.resize_with(shard + 1, Default::default);
@@ -96,16 +105,21 @@ impl BrokerShared {
 
     /// Writes the merged checkpoint files.
     pub fn write_checkpoints(&self) -> Result<(), StorageError> {
-        let (mut recovery, mut starts) = (OffsetMap::new(), OffsetMap::new());
+        let mut merged = CheckpointEntries::default();
         {
             let all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-            for (r, s) in all.iter() {
-                recovery.extend(r.iter().map(|(k, v)| (k.clone(), *v)));
-                starts.extend(s.iter().map(|(k, v)| (k.clone(), *v)));
+            for e in all.iter() {
+                let copy =
+                    |m: &OffsetMap| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>();
+                merged.recovery_points.extend(copy(&e.recovery_points));
+                merged.log_starts.extend(copy(&e.log_starts));
+                merged.high_watermarks.extend(copy(&e.high_watermarks));
             }
         }
-        checkpoint::write_offsets(&self.data_dir().join(RECOVERY_POINT_FILE), &recovery)?;
-        checkpoint::write_offsets(&self.data_dir().join(LOG_START_FILE), &starts)
+        let dir = self.data_dir();
+        checkpoint::write_offsets(&dir.join(RECOVERY_POINT_FILE), &merged.recovery_points)?;
+        checkpoint::write_offsets(&dir.join(LOG_START_FILE), &merged.log_starts)?;
+        checkpoint::write_offsets(&dir.join(HIGH_WATERMARK_FILE), &merged.high_watermarks)
     }
 }
 
@@ -191,6 +205,7 @@ impl Broker {
             clean,
             recovery_points: checkpoint::read_offsets(&config.data_dir.join(RECOVERY_POINT_FILE))?,
             log_starts: checkpoint::read_offsets(&config.data_dir.join(LOG_START_FILE))?,
+            high_watermarks: checkpoint::read_offsets(&config.data_dir.join(HIGH_WATERMARK_FILE))?,
         };
         let cluster_config =
             crate::cluster::ClusterConfig::from_broker(&config).map_err(|e| StartError::Shard {

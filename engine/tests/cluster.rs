@@ -703,4 +703,17 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Its high watermark (10 committed, then 3) is checkpointed for the
+    // next start, which begins there rather than at its log end.
+    c.stop(leader);
+    let checkpoint = dir
+        .path()
+        .join(format!("broker-{leader}"))
+        .join("replication-offset-checkpoint");
+    let text = std::fs::read_to_string(&checkpoint).expect("replication-offset-checkpoint");
+    assert!(
+        text.lines().any(|l| l == format!("{topic} 0 13")),
+        "{}:\n{text}",
+        checkpoint.display()
+    );
 }

@@ -14,7 +14,6 @@ pub mod producer_state;
 
 use crate::broker::BrokerShared;
 use crate::metadata::{owner_shard, Snapshot, TopicMeta};
-use crate::storage::checkpoint::OffsetMap;
 use crate::storage::log::PartitionLog;
 use crate::storage::partition_dir_name;
 use futures::channel::oneshot;
@@ -271,13 +270,31 @@ impl Shard {
                 .unwrap_or(0),
         );
         let log_start = Offset(self.broker.start.log_starts.get(&key).copied().unwrap_or(0));
-        PartitionLog::open(
+        let mut log = PartitionLog::open(
             &dir,
             config,
             self.broker.start.clean,
             recovery_point,
             log_start,
-        )
+        )?;
+        // A replicated partition's log may end in records the other
+        // replicas never got: its high watermark restarts where it was
+        // checkpointed (the log start if it never was), and moves on once
+        // the in-sync replicas are heard from. With one replica everything
+        // appended is committed.
+        let replicated = topic.partition(index).is_some_and(|p| p.replicas.len() > 1);
+        if replicated {
+            let start = log.log_start().0;
+            let hw = self
+                .broker
+                .start
+                .high_watermarks
+                .get(&key)
+                .copied()
+                .unwrap_or(start);
+            log.set_high_watermark(Offset(hw));
+        }
+        Ok(log)
     }
 
     /// Installs a new snapshot: opens the partitions of new topics this
@@ -368,13 +385,16 @@ impl Shard {
     }
 
     /// Recovery points and log start offsets of this shard's partitions.
-    pub fn checkpoint_entries(&self) -> (OffsetMap, OffsetMap) {
-        let mut recovery = OffsetMap::new();
-        let mut starts = OffsetMap::new();
+    pub fn checkpoint_entries(&self) -> crate::broker::CheckpointEntries {
+        let mut out = crate::broker::CheckpointEntries::default();
         for ((t, i), p) in self.partitions.borrow().iter() {
-            recovery.insert((t.clone(), *i), p.recovery_point().0);
-            starts.insert((t.clone(), *i), p.watermarks().log_start.0);
+            let key = (t.clone(), *i);
+            let marks = p.watermarks();
+            out.recovery_points
+                .insert(key.clone(), p.recovery_point().0);
+            out.log_starts.insert(key.clone(), marks.log_start.0);
+            out.high_watermarks.insert(key, marks.high_watermark.0);
         }
-        (recovery, starts)
+        out
     }
 }

@@ -21,6 +21,7 @@ use std::path::Path;
 
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+pub const HIGH_WATERMARK_FILE: &str = "replication-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";

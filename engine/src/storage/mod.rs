@@ -5,6 +5,7 @@
 //!   meta.properties                       node id, cluster id
 //!   recovery-point-offset-checkpoint      flushed offset per partition
 //!   log-start-offset-checkpoint           first offset per partition
+//!   replication-offset-checkpoint         high watermark per partition
 //!   .kafka_cleanshutdown                  present only after a clean stop
 //!   __cluster_metadata-0/                 the metadata log (see cluster/raft_store.rs)
 //!   <topic>-<partition>/
