@@ -109,11 +109,9 @@ impl BrokerShared {
         {
             let all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
             for e in all.iter() {
-                let copy =
-                    |m: &OffsetMap| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>();
-                merged.recovery_points.extend(copy(&e.recovery_points));
-                merged.log_starts.extend(copy(&e.log_starts));
-                merged.high_watermarks.extend(copy(&e.high_watermarks));
+                merged.recovery_points.extend(e.recovery_points.clone());
+                merged.log_starts.extend(e.log_starts.clone());
+                merged.high_watermarks.extend(e.high_watermarks.clone());
             }
         }
         let dir = self.data_dir();

@@ -333,6 +333,20 @@ fn create_with(
 
 /// Waits until every partition of `topic` has all three replicas in sync,
 /// as broker `node` sees it.
+/// A topic of replication factor 3 and `min.insync.replicas=2`, every
+/// replica in sync.
+fn create_guarded(c: &LocalCluster, topic: &str, partitions: i32) {
+    create_with(
+        &c.bootstrap(),
+        topic,
+        partitions,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .unwrap();
+    wait_full_isr(c, 1, topic);
+}
+
 fn wait_full_isr(c: &LocalCluster, node: usize, topic: &str) -> MetadataResponse {
     wait_for(c, node, "every replica in sync", |m| {
         m.topics
@@ -412,15 +426,7 @@ fn acks_all_loses_nothing_while_every_leader_is_killed_in_turn() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cluster(dir.path());
     wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
-    create_with(
-        &c.bootstrap(),
-        "orders",
-        3,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .unwrap();
-    wait_full_isr(&c, 1, "orders");
+    create_guarded(&c, "orders", 3);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bootstrap = c.bootstrap();
@@ -561,15 +567,7 @@ fn acks_all_needs_min_insync_replicas_and_recovers_when_replicas_return() {
     layout.voters = 1;
     let mut c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
     wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
-    create_with(
-        &c.bootstrap(),
-        "guarded",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .unwrap();
-    wait_full_isr(&c, 1, "guarded");
+    create_guarded(&c, "guarded", 1);
     assert_eq!(
         raw_produce(&c, leader_of(&c, "guarded"), "guarded", -1, b"before"),
         0

@@ -655,16 +655,22 @@ mod tests {
         b.finish()
     }
 
-    #[test]
-    fn append_find_and_recover() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(0)).unwrap();
+    /// Appends `count` batches of ten records to a new segment at 0.
+    fn filled(dir: &Path, count: i64) -> (Segment, Offset) {
+        let mut s = Segment::create(dir, Offset(0)).unwrap();
         let mut next = Offset(0);
-        for i in 0..50 {
+        for i in 0..count {
             next = s
                 .append(&batch(10, i * 100), next, LeaderEpoch(0), 1024, 0, None)
                 .unwrap();
         }
+        (s, next)
+    }
+
+    #[test]
+    fn append_find_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, next) = filled(dir.path(), 50);
         assert_eq!(next, Offset(500));
         let (pos, h) = s.find_batch(Offset(255)).unwrap().unwrap();
         assert_eq!(h.base_offset, Offset(250));
@@ -691,13 +697,7 @@ mod tests {
     fn blocks_are_allocated_ahead_and_given_back_at_seal() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segment::create(dir.path(), Offset(0)).unwrap();
-        let mut next = Offset(0);
-        for i in 0..20 {
-            next = s
-                .append(&batch(10, i * 100), next, LeaderEpoch(0), 1024, 0, None)
-                .unwrap();
-        }
+        let (mut s, _) = filled(dir.path(), 20);
         let meta = s.log_file().metadata().unwrap();
         assert_eq!(
             meta.len(),
