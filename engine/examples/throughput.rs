@@ -63,6 +63,12 @@ fn main() {
         consumer.set(key, value);
     }
     let consumer: BaseConsumer = consumer.create().expect("consumer");
+    // Without the partition's leader in its metadata cache, an assignment
+    // waits for librdkafka's 500 ms offset-query retry before fetching:
+    // client start-up, not the broker's throughput.
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
