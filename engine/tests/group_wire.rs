@@ -158,3 +158,33 @@ fn bad_group_requests_get_kafka_error_codes() {
     assert_eq!(fetch.topics[0].partitions[0].committed_offset, 5);
     assert!(!broker.log().contains("panicked"));
 }
+
+/// A configured `offsets.topic.replication.factor` above the live brokers
+/// keeps groups waiting, as Kafka does: FindCoordinator answers
+/// COORDINATOR_NOT_AVAILABLE (clients retry) and the broker keeps serving.
+/// Left at its default (3), a single broker still coordinates groups: the
+/// default is lowered to the live brokers.
+#[test]
+fn an_offsets_topic_larger_than_the_cluster_waits_for_brokers() {
+    let find = |raw: &mut Raw| -> ErrorCode {
+        let resp: FindCoordinatorResponse = call(
+            raw,
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default()
+                .with_key_type(0)
+                .with_coordinator_keys(vec![s("g")]),
+        )
+        .expect("answer");
+        code(resp.coordinators[0].error_code)
+    };
+    let strict = Broker::start(1, &["offsets.topic.replication.factor=3"]);
+    let mut raw = Raw::connect(strict.addr());
+    assert_eq!(find(&mut raw), ErrorCode::CoordinatorNotAvailable);
+    assert_eq!(find(&mut raw), ErrorCode::CoordinatorNotAvailable);
+    create_topic(&strict, "still-serving", 1);
+
+    let default = Broker::start(1, &[]);
+    let mut raw = Raw::connect(default.addr());
+    assert_eq!(find(&mut raw), ErrorCode::None);
+}

@@ -47,7 +47,11 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 /// The offsets topic, created on first use as Kafka does: compacted,
-/// with `offsets.topic.num.partitions` partitions.
+/// with `offsets.topic.num.partitions` partitions and
+/// `offsets.topic.replication.factor` replicas. A configured factor above
+/// the live brokers fails (COORDINATOR_NOT_AVAILABLE, so clients retry)
+/// until enough have registered, as in Kafka; the default is lowered to
+/// the live brokers instead.
 async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     if let Some(t) = shard.metadata().topic(OFFSETS_TOPIC) {
         return Ok(Arc::clone(t));
@@ -63,7 +67,7 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     let new = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: cfg.offsets_partitions,
-        replication_factor: cfg.offsets_replication_factor,
+        replication_factor: offsets_replication_factor(shard),
         overrides,
     };
     match controller::create_topic(shard, new).await {
@@ -73,11 +77,26 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
             .topic(OFFSETS_TOPIC)
             .cloned()
             .ok_or(ErrorCode::CoordinatorNotAvailable),
+        Err((ErrorCode::InvalidReplicationFactor, message)) => {
+            tracing::warn!(%message, "{OFFSETS_TOPIC} waits for more brokers");
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
         Err((code, message)) => {
             tracing::error!(?code, %message, "creating {OFFSETS_TOPIC}");
             Err(ErrorCode::CoordinatorNotAvailable)
         }
     }
+}
+
+fn offsets_replication_factor(shard: &Shard) -> i16 {
+    let cfg = &shard.groups.config;
+    if cfg.offsets_replication_factor_set {
+        return cfg.offsets_replication_factor;
+    }
+    let live = shard.metadata().live_brokers().count();
+    cfg.offsets_replication_factor
+        .min(i16::try_from(live).unwrap_or(i16::MAX))
+        .max(1)
 }
 
 /// Runs `f` on the shard coordinating `group_id`.
