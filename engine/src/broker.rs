@@ -75,20 +75,12 @@ pub struct BrokerShared {
     pub controller_id: std::sync::atomic::AtomicI32,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
-    /// Next idempotent producer id. Seeded from the start time (ms × 2^16),
-    /// so ids stay unique across restarts without a stored counter.
-    next_producer_id: std::sync::atomic::AtomicI64,
     _lock: std::fs::File,
 }
 
 impl BrokerShared {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
-    }
-
-    /// A producer id never handed out before by this broker.
-    pub fn allocate_producer_id(&self) -> i64 {
-        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {
@@ -225,9 +217,6 @@ impl Broker {
             controller_id: std::sync::atomic::AtomicI32::new(-1),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
-            next_producer_id: std::sync::atomic::AtomicI64::new(
-                crate::shard::partition::now_ms() << 16,
-            ),
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();

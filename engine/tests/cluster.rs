@@ -8,7 +8,10 @@
 mod common;
 
 use common::{call, free_port, Raw, READY_DEADLINE};
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -211,6 +214,42 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     produce(&c.bootstrap(), "spread", 0, 3000);
     let seen = consume_all(&c.bootstrap(), "spread", 6, 3000);
     assert_eq!(seen.len(), 3000);
+
+    // The offsets topic, made by the first group request, has Kafka's
+    // default replication factor of 3.
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("group.id", "rf-check")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("spread", 0);
+    group
+        .committed_offsets(tpl, Duration::from_secs(60))
+        .expect("committed offsets");
+    let offsets = partitions(
+        &metadata(&c, 2, Some(&["__consumer_offsets"])),
+        "__consumer_offsets",
+    );
+    assert_eq!(offsets.len(), 50);
+    assert!(offsets.values().all(|p| p.2.len() == 3), "{offsets:?}");
+
+    // Each broker hands out producer ids from its own block.
+    let mut ids = BTreeSet::new();
+    for port in &c.spec.ports {
+        for _ in 0..2 {
+            let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], *port)));
+            let req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            let resp: InitProducerIdResponse =
+                call(&mut raw, ApiKey::InitProducerId, 4, &req).expect("InitProducerId answer");
+            assert_eq!(resp.error_code, 0);
+            assert!(ids.insert(resp.producer_id.0), "{ids:?}");
+        }
+    }
 
     // kcat against any one broker lists them all, with leaders and replicas.
     let out = std::process::Command::new("kcat")

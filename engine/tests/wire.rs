@@ -363,3 +363,41 @@ fn log_append_time_topics_stamp_batches_with_broker_time() {
     );
     assert_eq!(latest_offset(&mut raw, "lat"), 2);
 }
+
+/// A new idempotent producer's id (InitProducerId v4).
+fn producer_id(broker: &Broker) -> i64 {
+    let mut raw = Raw::connect(broker.addr());
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp: InitProducerIdResponse =
+        call(&mut raw, ApiKey::InitProducerId, 4, &req).expect("InitProducerId answer");
+    assert_eq!(resp.error_code, 0);
+    assert_eq!(resp.producer_epoch, 0);
+    resp.producer_id.0
+}
+
+/// Producer ids come in blocks recorded in the metadata log, so none is
+/// handed out twice: not within a run, not after a clean restart, not
+/// after kill -9.
+#[test]
+fn producer_ids_are_never_handed_out_twice() {
+    let mut broker = Broker::start(2, &[]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        assert!(seen.insert(producer_id(&broker)));
+    }
+    broker.stop();
+    broker.restart();
+    for _ in 0..5 {
+        assert!(seen.insert(producer_id(&broker)));
+    }
+    broker.kill9();
+    broker.restart();
+    for _ in 0..5 {
+        assert!(seen.insert(producer_id(&broker)), "{seen:?}");
+    }
+    assert!(seen.iter().all(|id| *id >= 0));
+}

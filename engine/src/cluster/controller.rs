@@ -13,6 +13,9 @@
 //! the previous one produced.
 
 use super::quorum::{ProposeError, Quorum};
+
+/// Producer ids given to a broker at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 use super::records::{ClusterImage, Record};
 use super::rpc::{Request, Response};
 use crate::replication::controller::{IsrProposal, PartitionState};
@@ -226,6 +229,19 @@ impl Controller {
                         error(ErrorCode::IneligibleReplica, "replica is not eligible")
                     }
                 }
+            }
+            Request::AllocateProducerIds { node, incarnation } => {
+                match image.brokers.get(&node) {
+                    Some(b) if b.incarnation == incarnation => {}
+                    _ => return error(ErrorCode::StaleBrokerEpoch, "broker is not registered"),
+                }
+                let start = image.next_producer_id;
+                self.commit(vec![Record::ProducerIds {
+                    node,
+                    start,
+                    end: start + PRODUCER_ID_BLOCK,
+                }])
+                .await
             }
             Request::Fetch { .. } => unreachable!("handled above"),
         }

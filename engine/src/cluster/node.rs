@@ -47,6 +47,10 @@ pub struct ClusterNode {
     /// Voter to ask first: the last active controller heard of.
     leader_hint: Cell<Option<u64>>,
     next_voter: Cell<usize>,
+    /// Producer ids this run may still hand out, from the controller.
+    producer_ids: RefCell<std::ops::Range<i64>>,
+    /// One block request at a time.
+    producer_ids_lock: glommio::sync::Semaphore,
 }
 
 impl ClusterNode {
@@ -120,6 +124,8 @@ impl ClusterNode {
             publish_waiters: RefCell::new(Vec::new()),
             leader_hint: Cell::new(None),
             next_voter: Cell::new(0),
+            producer_ids: RefCell::new(0..0),
+            producer_ids_lock: glommio::sync::Semaphore::new(1),
         });
         Ok((node, tasks))
     }
@@ -263,6 +269,39 @@ impl ClusterNode {
                 ));
             }
             glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A producer id no one else in the cluster has had, from this run's
+    /// block; an empty block is replaced by a new one from the controller.
+    pub async fn producer_id(&self, shard: &Shard) -> Result<i64, ChangeError> {
+        loop {
+            if let Some(id) = self.producer_ids.borrow_mut().next() {
+                return Ok(id);
+            }
+            let _one = self
+                .producer_ids_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| (ErrorCode::UnknownServerError, "broker is stopping".into()))?;
+            if !self.producer_ids.borrow().is_empty() {
+                continue;
+            }
+            let node = self.config.node_id;
+            let req = Request::AllocateProducerIds {
+                node,
+                incarnation: self.incarnation,
+            };
+            self.change(req, shard).await?;
+            let block = self.image.borrow().producer_ids.get(&node).cloned();
+            let block = block.ok_or_else(|| {
+                (
+                    ErrorCode::UnknownServerError,
+                    "producer id block not in the metadata log".into(),
+                )
+            })?;
+            tracing::debug!(start = block.start, end = block.end, "producer id block");
+            *self.producer_ids.borrow_mut() = block;
         }
     }
 

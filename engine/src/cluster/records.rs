@@ -52,6 +52,14 @@ pub enum Record {
     RemoveTopic {
         id: String,
     },
+    /// Producer ids `start..end` go to broker `node` to hand out
+    /// (Kafka's ProducerIdsRecord): no id is given twice in the cluster,
+    /// across restarts too.
+    ProducerIds {
+        node: i32,
+        start: i64,
+        end: i64,
+    },
 }
 
 impl Record {
@@ -105,6 +113,10 @@ pub struct ClusterImage {
     pub applied: u64,
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicImage>,
+    /// The first producer id not yet given to a broker.
+    pub next_producer_id: i64,
+    /// Each broker's latest block of producer ids.
+    pub producer_ids: BTreeMap<i32, std::ops::Range<i64>>,
 }
 
 impl ClusterImage {
@@ -206,6 +218,10 @@ impl ClusterImage {
                     self.topics.retain(|_, t| t.id != id);
                 }
             }
+            Record::ProducerIds { node, start, end } => {
+                self.next_producer_id = self.next_producer_id.max(*end);
+                self.producer_ids.insert(*node, *start..*end);
+            }
         }
     }
 }
@@ -250,5 +266,11 @@ mod tests {
         assert!(image.live_brokers().is_empty());
         image.apply(5, &[Record::RemoveTopic { id: id.to_string() }]);
         assert!(image.topics.is_empty());
+        let block = |node, start, end| Record::ProducerIds { node, start, end };
+        image.apply(6, &[block(1, 0, 1000), block(2, 1000, 2000)]);
+        image.apply(7, &[block(1, 2000, 3000)]);
+        assert_eq!(image.next_producer_id, 3000);
+        assert_eq!(image.producer_ids[&1], 2000..3000);
+        assert_eq!(image.producer_ids[&2], 1000..2000);
     }
 }

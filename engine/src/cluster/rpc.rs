@@ -54,6 +54,12 @@ pub enum Request {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// A block of producer ids for broker `node` (Kafka's
+    /// AllocateProducerIds).
+    AllocateProducerIds {
+        node: i32,
+        incarnation: u64,
+    },
     /// Committed entries after `after`, waiting up to `wait_ms` for one.
     Fetch {
         after: u64,

@@ -124,6 +124,17 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), TopicEr
     Ok(())
 }
 
+/// A producer id unique in the cluster; call on any shard.
+pub async fn producer_id(shard: &Rc<Shard>) -> Result<i64, TopicError> {
+    shard
+        .invoke_on(CONTROLLER, |c| async move {
+            let node = c.cluster();
+            node.producer_id(&c).await
+        })
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
+}
+
 /// Sends a change to the controller from shard 0; returns once every
 /// shard has it.
 pub async fn change(shard: &Rc<Shard>, req: Request) -> Result<u64, TopicError> {

@@ -296,7 +296,7 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
 /// InitProducerId for idempotent producers. A producer asking again with
 /// its id and epoch (KIP-360) keeps the id and gets the next epoch.
 /// Transactions are not supported.
-pub fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: InitProducerIdRequest = ctx.decode(body)?;
     let mut resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
@@ -309,8 +309,18 @@ pub fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         resp.producer_id = req.producer_id;
         resp.producer_epoch = req.producer_epoch + 1;
     } else {
-        resp.producer_id = ProducerId(ctx.shard.broker.allocate_producer_id());
-        resp.producer_epoch = 0;
+        match controller::producer_id(ctx.shard).await {
+            Ok(id) => {
+                resp.producer_id = ProducerId(id);
+                resp.producer_epoch = 0;
+            }
+            Err((code, message)) => {
+                tracing::warn!(?code, %message, "no producer id");
+                resp.error_code = code.code();
+                resp.producer_id = ProducerId(-1);
+                resp.producer_epoch = -1;
+            }
+        }
     }
     ctx.respond(&resp)
 }

@@ -152,7 +152,7 @@ pub async fn handle(
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
-        ApiKey::InitProducerId => admin::init_producer_id(&ctx, body),
+        ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
         ApiKey::JoinGroup => group::join_group(&ctx, body).await,
