@@ -47,6 +47,9 @@ pub struct ClusterNode {
     /// Voter to ask first: the last active controller heard of.
     leader_hint: Cell<Option<u64>>,
     next_voter: Cell<usize>,
+    /// Open connections to voters, idle between calls (one call at a time
+    /// each, so concurrent calls take several).
+    idle: RefCell<HashMap<u64, Vec<Client>>>,
     /// Producer ids this run may still hand out, from the controller.
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// One block request at a time.
@@ -124,6 +127,7 @@ impl ClusterNode {
             publish_waiters: RefCell::new(Vec::new()),
             leader_hint: Cell::new(None),
             next_voter: Cell::new(0),
+            idle: RefCell::new(HashMap::new()),
             producer_ids: RefCell::new(0..0),
             producer_ids_lock: glommio::sync::Semaphore::new(1),
         });
@@ -328,10 +332,7 @@ impl ClusterNode {
         };
         let resp = match &self.controller {
             Some(c) if target == self.config.node_id as u64 => Some(c.handle(req.clone()).await),
-            _ => {
-                let addr = self.config.voter_addr(target as i32)?;
-                Client::new(addr).call(req).await.ok()
-            }
+            _ => self.call_voter(target, req).await,
         };
         match &resp {
             Some(Response::NotController { leader }) => {
@@ -346,6 +347,35 @@ impl ClusterNode {
         resp
     }
 }
+
+impl ClusterNode {
+    /// A request to a remote voter over an idle connection if there is
+    /// one. A kept connection the voter has since closed (it restarted)
+    /// fails at once, so that failure is retried on a new connection.
+    async fn call_voter(&self, voter: u64, req: &Request) -> Option<Response> {
+        let addr = self.config.voter_addr(voter as i32)?;
+        let kept = self.idle.borrow_mut().get_mut(&voter).and_then(Vec::pop);
+        let reused = kept.is_some();
+        let mut client = kept.unwrap_or_else(|| Client::new(addr));
+        let mut result = client.call(req).await;
+        let stale = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::TimedOut);
+        if stale && reused {
+            client = Client::new(addr);
+            result = client.call(req).await;
+        }
+        let resp = result.ok()?;
+        let mut idle = self.idle.borrow_mut();
+        let pool = idle.entry(voter).or_default();
+        if pool.len() < IDLE_PER_VOTER {
+            pool.push(client);
+        }
+        Some(resp)
+    }
+}
+
+/// Idle connections kept per voter: a broker has at most a heartbeat, a
+/// metadata long poll and a change or two in flight.
+const IDLE_PER_VOTER: usize = 4;
 
 /// Sends Raft messages to one peer voter over a connection it reopens
 /// as needed; messages that cannot be sent are dropped (Raft resends).
