@@ -87,7 +87,7 @@ pub const KEYS: &[Key] = &[
     broker("broker.heartbeat.interval.ms", Kind::Int, "2000", 1),
     broker("replica.lag.time.max.ms", Kind::Long, "30000", 1),
     broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
-    broker("offsets.topic.replication.factor", Kind::Int, "3", 1),
+    broker("offsets.topic.replication.factor", Kind::Int, "1", 1),
     broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 14),
     broker("offsets.retention.minutes", Kind::Int, "10080", 1),
     broker(
@@ -483,14 +483,6 @@ impl BrokerConfig {
         self.values.get(name).map(|(v, _)| v.as_str())
     }
 
-    /// Whether a broker key was given (file, flag or override) rather
-    /// than left at its default.
-    pub fn is_set(&self, name: &str) -> bool {
-        self.values
-            .get(name)
-            .is_some_and(|(_, s)| *s != Source::Default)
-    }
-
     fn get_long(&self, name: &str) -> i64 {
         self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
@@ -516,7 +508,6 @@ impl BrokerConfig {
         crate::group::GroupConfig {
             offsets_partitions: self.get_long("offsets.topic.num.partitions") as i32,
             offsets_replication_factor: self.get_long("offsets.topic.replication.factor") as i16,
-            offsets_replication_factor_set: self.is_set("offsets.topic.replication.factor"),
             offsets_segment_bytes: self.get_long("offsets.topic.segment.bytes"),
             offsets_retention_ms: self.get_long("offsets.retention.minutes") * 60_000,
             offsets_retention_check_ms: self.get_long("offsets.retention.check.interval.ms"),

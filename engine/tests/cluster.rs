@@ -182,7 +182,7 @@ fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> 
 fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster(dir.path());
+    let c = cluster_with(dir.path(), &["offsets.topic.replication.factor=3"]);
     for node in 1..=3 {
         wait_for(&c, node, "three brokers", |m| {
             broker_ids(m) == BTreeSet::from([1, 2, 3])
@@ -215,8 +215,8 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     let seen = consume_all(&c.bootstrap(), "spread", 6, 3000);
     assert_eq!(seen.len(), 3000);
 
-    // The offsets topic, made by the first group request, has Kafka's
-    // default replication factor of 3.
+    // The offsets topic, made by the first group request, has the
+    // configured replication factor.
     let group: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap())
         .set("group.id", "rf-check")

@@ -159,11 +159,9 @@ fn bad_group_requests_get_kafka_error_codes() {
     assert!(!broker.log().contains("panicked"));
 }
 
-/// A configured `offsets.topic.replication.factor` above the live brokers
-/// keeps groups waiting, as Kafka does: FindCoordinator answers
+/// An `offsets.topic.replication.factor` above the live brokers keeps
+/// groups waiting, as Kafka does: FindCoordinator answers
 /// COORDINATOR_NOT_AVAILABLE (clients retry) and the broker keeps serving.
-/// Left at its default (3), a single broker still coordinates groups: the
-/// default is lowered to the live brokers.
 #[test]
 fn an_offsets_topic_larger_than_the_cluster_waits_for_brokers() {
     let find = |raw: &mut Raw| -> ErrorCode {

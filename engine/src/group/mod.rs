@@ -24,9 +24,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub struct GroupConfig {
     /// `offsets.topic.replication.factor`.
     pub offsets_replication_factor: i16,
-    /// Whether it was configured; Kafka's default (3) is lowered to the
-    /// live brokers, so a single broker still has groups.
-    pub offsets_replication_factor_set: bool,
     pub offsets_partitions: i32,
     pub offsets_segment_bytes: i64,
     pub offsets_retention_ms: i64,

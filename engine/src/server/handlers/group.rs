@@ -48,10 +48,9 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 /// The offsets topic, created on first use as Kafka does: compacted,
 /// with `offsets.topic.num.partitions` partitions and
-/// `offsets.topic.replication.factor` replicas. A configured factor above
-/// the live brokers fails (COORDINATOR_NOT_AVAILABLE, so clients retry)
-/// until enough have registered, as in Kafka; the default is lowered to
-/// the live brokers instead.
+/// `offsets.topic.replication.factor` replicas. A factor above the live
+/// brokers fails (COORDINATOR_NOT_AVAILABLE, so clients retry) until
+/// enough have registered, as in Kafka.
 async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     if let Some(t) = shard.metadata().topic(OFFSETS_TOPIC) {
         return Ok(Arc::clone(t));
@@ -67,7 +66,7 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     let new = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: cfg.offsets_partitions,
-        replication_factor: offsets_replication_factor(shard),
+        replication_factor: cfg.offsets_replication_factor,
         overrides,
     };
     match controller::create_topic(shard, new).await {
@@ -86,17 +85,6 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
             Err(ErrorCode::CoordinatorNotAvailable)
         }
     }
-}
-
-fn offsets_replication_factor(shard: &Shard) -> i16 {
-    let cfg = &shard.groups.config;
-    if cfg.offsets_replication_factor_set {
-        return cfg.offsets_replication_factor;
-    }
-    let live = shard.metadata().live_brokers().count();
-    cfg.offsets_replication_factor
-        .min(i16::try_from(live).unwrap_or(i16::MAX))
-        .max(1)
 }
 
 /// Runs `f` on the shard coordinating `group_id`.
