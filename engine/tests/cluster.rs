@@ -7,11 +7,8 @@
 
 mod common;
 
-use common::{call, free_port, Raw, READY_DEADLINE};
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
-    ProducerId, TopicName,
-};
+use common::{call, free_port, new_producer_id, Raw, READY_DEADLINE};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -238,16 +235,8 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     let mut ids = BTreeSet::new();
     for port in &c.spec.ports {
         for _ in 0..2 {
-            let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], *port)));
-            let req = InitProducerIdRequest::default()
-                .with_transactional_id(None)
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
-            let resp: InitProducerIdResponse =
-                call(&mut raw, ApiKey::InitProducerId, 4, &req).expect("InitProducerId answer");
-            assert_eq!(resp.error_code, 0);
-            assert!(ids.insert(resp.producer_id.0), "{ids:?}");
+            let id = new_producer_id(SocketAddr::from(([127, 0, 0, 1], *port)));
+            assert!(ids.insert(id), "{ids:?}");
         }
     }
 

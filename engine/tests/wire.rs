@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{call, Broker, Raw};
+use common::{call, new_producer_id, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -364,21 +364,6 @@ fn log_append_time_topics_stamp_batches_with_broker_time() {
     assert_eq!(latest_offset(&mut raw, "lat"), 2);
 }
 
-/// A new idempotent producer's id (InitProducerId v4).
-fn producer_id(broker: &Broker) -> i64 {
-    let mut raw = Raw::connect(broker.addr());
-    let req = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let resp: InitProducerIdResponse =
-        call(&mut raw, ApiKey::InitProducerId, 4, &req).expect("InitProducerId answer");
-    assert_eq!(resp.error_code, 0);
-    assert_eq!(resp.producer_epoch, 0);
-    resp.producer_id.0
-}
-
 /// Producer ids come in blocks recorded in the metadata log, so none is
 /// handed out twice: not within a run, not after a clean restart, not
 /// after kill -9.
@@ -387,17 +372,17 @@ fn producer_ids_are_never_handed_out_twice() {
     let mut broker = Broker::start(2, &[]);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..5 {
-        assert!(seen.insert(producer_id(&broker)));
+        assert!(seen.insert(new_producer_id(broker.addr())));
     }
     broker.stop();
     broker.restart();
     for _ in 0..5 {
-        assert!(seen.insert(producer_id(&broker)));
+        assert!(seen.insert(new_producer_id(broker.addr())));
     }
     broker.kill9();
     broker.restart();
     for _ in 0..5 {
-        assert!(seen.insert(producer_id(&broker)), "{seen:?}");
+        assert!(seen.insert(new_producer_id(broker.addr())), "{seen:?}");
     }
     assert!(seen.iter().all(|id| *id >= 0));
 }

@@ -295,3 +295,20 @@ pub fn call<Req: Encodable, Resp: Decodable>(
     assert_eq!(header.correlation_id, 42);
     Some(Resp::decode(&mut buf, version).unwrap())
 }
+
+/// A new idempotent producer's id from the broker at `addr` (InitProducerId
+/// v4, no transactional id), checking the answer has no error.
+pub fn new_producer_id(addr: SocketAddr) -> i64 {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let mut raw = Raw::connect(addr);
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp: InitProducerIdResponse =
+        call(&mut raw, ApiKey::InitProducerId, 4, &req).expect("InitProducerId answer");
+    assert_eq!(resp.error_code, 0);
+    assert_eq!(resp.producer_epoch, 0);
+    resp.producer_id.0
+}
