@@ -130,7 +130,6 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
     Ok(f)
 }
 
-/// Reads `meta.properties`, writing it on first start. Returns the cluster id.
 /// Where the shards run: shard `i` pinned to `cpus[i % len]` when CPUs are
 /// given, else one shard per CPU spread over the machine, or unpinned when
 /// there are more shards than CPUs.
@@ -159,6 +158,7 @@ fn placement(cores: usize, cpus: Option<&[usize]>) -> Result<PoolPlacement, Star
     Ok(PoolPlacement::Custom(sets))
 }
 
+/// Reads `meta.properties`, writing it on first start. Returns the cluster id.
 fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
     let path = config.data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {

@@ -329,7 +329,7 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub cores: usize,
     /// CPUs the shards are pinned to, shard `i` on `cpus[i % len]`; `None`
-    /// spreads them over every online CPU (see [`Placement`]).
+    /// spreads them over every online CPU.
     pub cpus: Option<Vec<usize>>,
     pub node_id: i32,
     /// Every broker key's value and source (topic keys under broker names).

@@ -13,9 +13,6 @@
 //! the previous one produced.
 
 use super::quorum::{ProposeError, Quorum};
-
-/// Producer ids given to a broker at a time (Kafka's block size).
-pub const PRODUCER_ID_BLOCK: i64 = 1000;
 use super::records::{ClusterImage, Record};
 use super::rpc::{Request, Response};
 use crate::replication::controller::{IsrProposal, PartitionState};
@@ -25,6 +22,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// Producer ids given to a broker at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// What the controller reads from the broker config.
 #[derive(Clone, Debug)]

@@ -346,9 +346,7 @@ impl ClusterNode {
         }
         resp
     }
-}
 
-impl ClusterNode {
     /// A request to a remote voter over an idle connection if there is
     /// one. A kept connection the voter has since closed (it restarted)
     /// fails at once, so that failure is retried on a new connection.

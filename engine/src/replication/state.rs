@@ -286,6 +286,9 @@ impl PartitionReplica {
             epoch_start: leo,
             waiting: Vec::new(),
         });
+        // As Kafka's makeLeader: an ISR of this replica alone commits its
+        // whole log now; otherwise the HW waits for the followers.
+        self.advance_high_watermark();
     }
 
     fn become_follower(&mut self, leader: NodeId) {

@@ -277,23 +277,12 @@ impl Shard {
             recovery_point,
             log_start,
         )?;
-        // A replicated partition's log may end in records the other
-        // replicas never got: its high watermark restarts where it was
-        // checkpointed (the log start if it never was), and moves on once
-        // the in-sync replicas are heard from. With one replica everything
-        // appended is committed.
-        let replicated = topic.partition(index).is_some_and(|p| p.replicas.len() > 1);
-        if replicated {
-            let start = log.log_start().0;
-            let hw = self
-                .broker
-                .start
-                .high_watermarks
-                .get(&key)
-                .copied()
-                .unwrap_or(start);
-            log.set_high_watermark(Offset(hw));
-        }
+        // The log may end in records the other replicas never got: the
+        // high watermark restarts where it was checkpointed (the log start
+        // if it never was). As leader it moves on once the in-sync replicas
+        // are heard from, at once when the ISR is this replica alone.
+        let hw = self.broker.start.high_watermarks.get(&key).copied();
+        log.set_high_watermark(Offset(hw.unwrap_or(log.log_start().0)));
         Ok(log)
     }
 
@@ -384,7 +373,8 @@ impl Shard {
             .collect()
     }
 
-    /// Recovery points and log start offsets of this shard's partitions.
+    /// Recovery points, log start offsets and high watermarks of this
+    /// shard's partitions.
     pub fn checkpoint_entries(&self) -> crate::broker::CheckpointEntries {
         let mut out = crate::broker::CheckpointEntries::default();
         for ((t, i), p) in self.partitions.borrow().iter() {

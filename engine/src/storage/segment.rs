@@ -380,9 +380,9 @@ impl Segment {
         Ok(next)
     }
 
-    /// Allocates the file's blocks ahead of
-    /// the appends (`FALLOC_FL_KEEP_SIZE`: the size, and so recovery and
-    /// reads, are unaffected). An append then writes into blocks that
+    /// Allocates the file's blocks ahead of the appends
+    /// (`FALLOC_FL_KEEP_SIZE`: the size, and so recovery and reads, are
+    /// unaffected). An append then writes into blocks that
     /// exist instead of reserving them page by page through ext4's delayed
     /// allocation, the largest cost of a buffered append. A file system
     /// that refuses is not asked again for this segment.
