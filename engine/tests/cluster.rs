@@ -359,8 +359,6 @@ fn create_with(
     Ok(())
 }
 
-/// Waits until every partition of `topic` has all three replicas in sync,
-/// as broker `node` sees it.
 /// A topic of replication factor 3 and `min.insync.replicas=2`, every
 /// replica in sync.
 fn create_guarded(c: &LocalCluster, topic: &str, partitions: i32) {
@@ -375,6 +373,8 @@ fn create_guarded(c: &LocalCluster, topic: &str, partitions: i32) {
     wait_full_isr(c, 1, topic);
 }
 
+/// Waits until every partition of `topic` has all three replicas in sync,
+/// as broker `node` sees it.
 fn wait_full_isr(c: &LocalCluster, node: usize, topic: &str) -> MetadataResponse {
     wait_for(c, node, "every replica in sync", |m| {
         m.topics
