@@ -343,6 +343,18 @@ pub fn set_log_append_time(header: &mut [u8; BATCH_HEADER_SIZE], records: &[u8],
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Stamps a whole batch with an idempotent producer's id, epoch and base
+/// sequence and recomputes its CRC (all three lie inside it), as a producer
+/// does when it must resend batches under a new producer id.
+pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&id.to_be_bytes());
+    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2].copy_from_slice(&epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// A record decoded from an uncompressed records section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record<'a> {
@@ -612,6 +624,22 @@ mod tests {
         let h = validate_batch(&patched, 0).unwrap();
         assert!(h.uses_log_append_time());
         assert_eq!(h.max_timestamp, 99_000);
+    }
+
+    #[test]
+    fn a_producer_stamp_keeps_the_batch_valid() {
+        let mut b = batch(3);
+        set_producer(&mut b, 4_000, 2, 17);
+        let h = validate_batch(&b, 0).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (4_000, 2, 17)
+        );
+        let built = BatchBuilder::new(1_000).producer(4_000, 2, 17);
+        assert_eq!(
+            BatchHeader::parse(&built.finish()).unwrap().producer_id,
+            4_000
+        );
     }
 
     proptest! {

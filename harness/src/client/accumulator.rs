@@ -5,10 +5,14 @@
 //!
 //! Each message's start time (its intended send time) travels with its batch
 //! so the ack can be turned into one latency per message.
+//!
+//! For an idempotent producer a batch takes its partition's next sequence
+//! numbers when it closes, and keeps them through retries, which go back
+//! into the queue in sequence order.
 
 use super::compression::{compress, CodecError};
 use bytes::Bytes;
-use sluice_protocol::record_batch::{BatchBuilder, Compression, BATCH_HEADER_SIZE};
+use sluice_protocol::record_batch::{set_producer, BatchBuilder, Compression, BATCH_HEADER_SIZE};
 use std::collections::VecDeque;
 
 /// Bytes a record adds beyond key and value at most: length, attributes,
@@ -27,6 +31,8 @@ pub struct OpenBatch {
 #[derive(Clone, Debug)]
 pub struct ClosedBatch {
     pub wire: Bytes,
+    /// The first record's sequence number; -1 when not idempotent.
+    pub base_sequence: i32,
     pub starts: Vec<u64>,
     pub payload_bytes: u64,
     pub created_ns: u64,
@@ -39,12 +45,61 @@ impl ClosedBatch {
     pub fn footprint(&self) -> usize {
         self.wire.len() + self.starts.len() * 8
     }
+
+    /// The sequence number after this batch's last record.
+    pub fn next_sequence(&self) -> i32 {
+        add_sequence(self.base_sequence, self.starts.len() as i32)
+    }
+}
+
+/// An idempotent producer's identity in one partition: who writes, and the
+/// sequence numbers handed out and acknowledged there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sequencer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The sequence the next closed batch starts at.
+    pub next: i32,
+    /// The sequence the broker expects next: every batch before it is
+    /// acknowledged.
+    pub acked: i32,
+}
+
+impl Sequencer {
+    pub fn new(producer_id: i64, epoch: i16) -> Sequencer {
+        Sequencer {
+            producer_id,
+            epoch,
+            next: 0,
+            acked: 0,
+        }
+    }
+
+    /// How far `seq` lies past the acknowledged sequence.
+    fn distance(&self, seq: i32) -> u32 {
+        if seq >= self.acked {
+            (seq - self.acked) as u32
+        } else {
+            (i32::MAX - self.acked) as u32 + seq as u32 + 1
+        }
+    }
+}
+
+/// `seq + n`, wrapping from `i32::MAX` to 0 as Kafka's sequence numbers do.
+pub fn add_sequence(seq: i32, n: i32) -> i32 {
+    if seq > i32::MAX - n {
+        n - (i32::MAX - seq) - 1
+    } else {
+        seq + n
+    }
 }
 
 /// One partition's batches.
 pub struct PartitionQueue {
     pub open: Option<OpenBatch>,
     pub ready: VecDeque<ClosedBatch>,
+    /// Set when the producer is idempotent.
+    pub sequencer: Option<Sequencer>,
 }
 
 impl PartitionQueue {
@@ -52,6 +107,7 @@ impl PartitionQueue {
         PartitionQueue {
             open: None,
             ready: VecDeque::new(),
+            sequencer: None,
         }
     }
 
@@ -91,12 +147,21 @@ impl PartitionQueue {
         codec: Compression,
         scratch: &mut Vec<u8>,
     ) -> Result<usize, CodecError> {
-        let Some(b) = self.open.take() else {
+        let Some(mut b) = self.open.take() else {
             return Ok(0);
         };
+        let mut base_sequence = -1;
+        if let Some(s) = &self.sequencer {
+            base_sequence = s.next;
+            b.builder = b.builder.producer(s.producer_id, s.epoch, s.next);
+        }
         let batch = finish(&b.builder, codec, scratch)?;
+        if let Some(s) = &mut self.sequencer {
+            s.next = add_sequence(s.next, b.starts.len() as i32);
+        }
         let closed = ClosedBatch {
             wire: Bytes::from(batch),
+            base_sequence,
             starts: b.starts,
             payload_bytes: b.payload_bytes,
             created_ns: b.created_ns,
@@ -106,6 +171,55 @@ impl PartitionQueue {
         let delta = closed.footprint();
         self.ready.push_back(closed);
         Ok(delta)
+    }
+
+    /// Puts a batch to retry back: in sequence order for an idempotent
+    /// producer, so the broker sees no gap; else first in line.
+    pub fn requeue(&mut self, batch: ClosedBatch) {
+        let Some(s) = &self.sequencer else {
+            self.ready.push_front(batch);
+            return;
+        };
+        let d = s.distance(batch.base_sequence);
+        let at = self
+            .ready
+            .iter()
+            .position(|b| s.distance(b.base_sequence) > d)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, batch);
+    }
+
+    /// Records an acknowledged batch: the broker appends a producer's
+    /// batches in sequence order, so everything before it is in too.
+    pub fn acknowledged(&mut self, batch: &ClosedBatch) {
+        if let Some(s) = &mut self.sequencer {
+            let end = batch.next_sequence();
+            if s.distance(end) <= s.distance(s.next) {
+                s.acked = end;
+            }
+        }
+    }
+
+    /// Whether a batch refused as out of order waits on an earlier batch
+    /// that is still unacknowledged, so that it can be retried after it.
+    pub fn behind_a_gap(&self, batch: &ClosedBatch) -> bool {
+        self.sequencer
+            .as_ref()
+            .is_some_and(|s| batch.base_sequence != s.acked)
+    }
+
+    /// Starts the partition over under a new producer id: sequences from 0,
+    /// ready batches stamped again in order (their CRC recomputed).
+    pub fn restart_sequences(&mut self, producer_id: i64, epoch: i16) {
+        let mut s = Sequencer::new(producer_id, epoch);
+        for b in &mut self.ready {
+            let mut wire = b.wire.to_vec();
+            set_producer(&mut wire, producer_id, epoch, s.next);
+            b.wire = Bytes::from(wire);
+            b.base_sequence = s.next;
+            s.next = b.next_sequence();
+        }
+        self.sequencer = Some(s);
     }
 
     /// Bytes the open batch holds (for buffer accounting before it closes).
@@ -214,6 +328,79 @@ mod tests {
         let recs = decode_records(&section, 100).unwrap();
         assert_eq!(recs[99].value, Some(&b"value-99"[..]));
         assert_eq!(BatchHeader::parse(&b.wire).unwrap().records_count, 100);
+    }
+
+    fn closed(q: &mut PartitionQueue, records: usize) -> ClosedBatch {
+        for _ in 0..records {
+            q.append(0, 1, None, b"v", 0);
+        }
+        q.close(Compression::None, &mut Vec::new()).unwrap();
+        q.ready.pop_back().unwrap()
+    }
+
+    #[test]
+    fn idempotent_batches_take_sequences_and_retry_in_order() {
+        let mut q = PartitionQueue::new();
+        q.sequencer = Some(Sequencer::new(42, 3));
+        let (a, b, c) = (closed(&mut q, 2), closed(&mut q, 3), closed(&mut q, 1));
+        assert_eq!(
+            (a.base_sequence, b.base_sequence, c.base_sequence),
+            (0, 2, 5)
+        );
+        let h = validate_batch(&b.wire, 0).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 3, 2)
+        );
+        // c waits to be sent; a and b come back from a failed connection in
+        // any order and go before it, a first.
+        q.ready.push_back(c);
+        q.requeue(b.clone());
+        q.requeue(a.clone());
+        let order: Vec<i32> = q.ready.iter().map(|x| x.base_sequence).collect();
+        assert_eq!(order, vec![0, 2, 5]);
+        // b refused as out of order while a is unacknowledged: retry it.
+        assert!(q.behind_a_gap(&b));
+        assert!(!q.behind_a_gap(&a));
+        q.acknowledged(&a);
+        assert!(!q.behind_a_gap(&b));
+        // A stale answer does not move the acknowledged sequence back.
+        q.acknowledged(&b);
+        q.acknowledged(&a);
+        assert_eq!(q.sequencer.unwrap().acked, 5);
+    }
+
+    #[test]
+    fn a_new_producer_id_numbers_waiting_batches_from_zero() {
+        let mut q = PartitionQueue::new();
+        q.sequencer = Some(Sequencer::new(42, 0));
+        let _lost = closed(&mut q, 4);
+        for n in [2, 3] {
+            let b = closed(&mut q, n);
+            q.ready.push_back(b);
+        }
+        q.restart_sequences(77, 0);
+        let stamps: Vec<(i64, i32)> = q
+            .ready
+            .iter()
+            .map(|b| {
+                let h = validate_batch(&b.wire, 0).unwrap();
+                assert_eq!(h.base_sequence, b.base_sequence);
+                (h.producer_id, h.base_sequence)
+            })
+            .collect();
+        assert_eq!(stamps, vec![(77, 0), (77, 2)]);
+        assert_eq!(closed(&mut q, 1).base_sequence, 5);
+    }
+
+    #[test]
+    fn sequences_wrap_to_zero() {
+        assert_eq!(add_sequence(i32::MAX, 1), 0);
+        assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(add_sequence(7, 3), 10);
+        let mut s = Sequencer::new(1, 0);
+        s.acked = i32::MAX - 1;
+        assert!(s.distance(1) > s.distance(i32::MAX));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use sluice_protocol::messages::messages::list_offsets_request::{
 use sluice_protocol::messages::messages::metadata_request::MetadataRequestTopic;
 use sluice_protocol::messages::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use sluice_protocol::messages::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
@@ -61,6 +61,35 @@ pub fn resolve(host: &str, port: i32) -> Result<SocketAddr, ClientError> {
         .map_err(|_| resolve_err())?
         .find(|a| a.is_ipv4())
         .ok_or_else(resolve_err)
+}
+
+/// A producer id and epoch for an idempotent producer (InitProducerId
+/// without a transactional id). Retriable refusals are retried until
+/// `timeout`.
+pub fn init_producer_id(
+    conn: &mut Connection,
+    timeout: Duration,
+) -> Result<(i64, i16), ClientError> {
+    let deadline = Instant::now() + timeout;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1);
+    loop {
+        let resp: InitProducerIdResponse = conn.roundtrip(ApiKey::InitProducerId, &req)?;
+        let code = ErrorCode::from_code(resp.error_code);
+        match code {
+            ErrorCode::None => return Ok((resp.producer_id.0, resp.producer_epoch)),
+            c if c.is_retriable() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            c => {
+                return Err(ClientError::Broker {
+                    what: "InitProducerId".into(),
+                    code: c,
+                })
+            }
+        }
+    }
 }
 
 /// Metadata for `topics` (all topics when `None`).

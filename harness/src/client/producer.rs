@@ -8,8 +8,17 @@
 //! broker) and writes what the sockets take. The owner thread waits on the
 //! sockets with `ppoll` until `next_deadline_ns`, so no thread sleeps past a
 //! response and no lock is taken per message.
+//!
+//! With `enable.idempotence` the producer takes a producer id with
+//! InitProducerId and numbers each partition's records, so a batch resent
+//! after a lost response is answered from the broker's record of it rather
+//! than appended twice. A batch refused as out of order behind an earlier
+//! unacknowledged batch is retried after it. A batch that fails for good
+//! leaves a gap the broker would refuse every later batch for: then, once
+//! nothing is in flight, the producer takes a new producer id and numbers
+//! its waiting batches again from 0 (as the Java client bumps its epoch).
 
-use super::accumulator::{ClosedBatch, PartitionQueue, RECORD_OVERHEAD_MAX};
+use super::accumulator::{ClosedBatch, PartitionQueue, Sequencer, RECORD_OVERHEAD_MAX};
 use super::admin::{self, topic_name, ClusterMetadata};
 use super::conn::Connection;
 use super::error::ClientError;
@@ -77,6 +86,9 @@ pub struct Producer {
     meta_conn: Option<Connection>,
     needs_metadata: bool,
     next_metadata_ns: u64,
+    /// An idempotent producer's sequence has a gap: take a new producer id
+    /// once nothing is in flight, and send nothing until then.
+    needs_producer_id: bool,
     sticky: Sticky,
     rng: Rng,
     buffered: usize,
@@ -87,7 +99,8 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer for `topics`, whose leaders `md` knows.
+    /// A producer for `topics`, whose leaders `md` knows. An idempotent one
+    /// first takes its producer id from `bootstrap`.
     pub fn new(
         clock: Clock,
         settings: ProducerSettings,
@@ -114,6 +127,13 @@ impl Producer {
                 leaders,
             });
         }
+        if settings.enable_idempotence {
+            let mut conn = Connection::connect(bootstrap, CONNECT_TIMEOUT)?;
+            let (id, epoch) = admin::init_producer_id(&mut conn, CONNECT_TIMEOUT)?;
+            for q in ts.iter_mut().flat_map(|t| t.queues.iter_mut()) {
+                q.sequencer = Some(Sequencer::new(id, epoch));
+            }
+        }
         let counts: Vec<u32> = ts.iter().map(|t| t.leaders.len() as u32).collect();
         let batch_limit = settings
             .batch_size
@@ -132,6 +152,7 @@ impl Producer {
             meta_conn: None,
             needs_metadata: false,
             next_metadata_ns: 0,
+            needs_producer_id: false,
             sticky: Sticky::new(&counts, &mut rng),
             rng,
             buffered: 0,
@@ -248,6 +269,9 @@ impl Producer {
         }
         let now = self.clock.now_ns();
         self.expire(now, rec);
+        if self.needs_producer_id && self.in_flight() == 0 && now >= self.next_metadata_ns {
+            self.renew_producer_id(now);
+        }
         let leaders: Vec<i32> = self.led.keys().copied().collect();
         for id in leaders {
             if let Err(e) = self.drain_to(id, now, rec) {
@@ -286,10 +310,46 @@ impl Producer {
         }
     }
 
+    /// Takes a new producer id and numbers every waiting batch again; on
+    /// failure it is tried again after the metadata backoff.
+    fn renew_producer_id(&mut self, now: u64) {
+        self.next_metadata_ns = now + METADATA_BACKOFF_NS;
+        let result = (|| {
+            if self.meta_conn.is_none() {
+                self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
+            }
+            let conn = self.meta_conn.as_mut().expect("just connected");
+            admin::init_producer_id(conn, CONNECT_TIMEOUT)
+        })();
+        match result {
+            Ok((id, epoch)) => {
+                for q in self.topics.iter_mut().flat_map(|t| t.queues.iter_mut()) {
+                    q.restart_sequences(id, epoch);
+                }
+                self.needs_producer_id = false;
+            }
+            Err(e) => {
+                self.meta_conn = None;
+                self.client_errors.push(format!("new producer id: {e}"));
+            }
+        }
+    }
+
+    /// Fails a batch for good. An idempotent producer's later batches in
+    /// that partition would meet a sequence gap: it needs a new producer id.
+    fn fail(&mut self, b: &ClosedBatch, rec: &mut Recorder) {
+        self.buffered -= b.footprint();
+        rec.on_error(b.starts[0], b.starts.len() as u64);
+        if b.base_sequence >= 0 {
+            self.needs_producer_id = true;
+        }
+    }
+
     /// Fails batches past `delivery.timeout.ms` and requests past
     /// `request.timeout.ms` (whose connection is then dropped).
     fn expire(&mut self, now: u64, rec: &mut Recorder) {
         let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
+        let mut expired = Vec::new();
         for t in &mut self.topics {
             for q in &mut t.queues {
                 while q
@@ -297,11 +357,12 @@ impl Producer {
                     .front()
                     .is_some_and(|b| now > b.created_ns + delivery_ns)
                 {
-                    let b = q.ready.pop_front().expect("front exists");
-                    self.buffered -= b.footprint();
-                    rec.on_error(b.starts[0], b.starts.len() as u64);
+                    expired.push(q.ready.pop_front().expect("front exists"));
                 }
             }
+        }
+        for b in &expired {
+            self.fail(b, rec);
         }
         let request_ns = self.s.request_timeout_ms * 1_000_000;
         let timed_out: Vec<i32> = self
@@ -348,12 +409,11 @@ impl Producer {
         batch.attempts += 1;
         let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
         if batch.attempts > self.s.retries || now > batch.created_ns + delivery_ns {
-            self.buffered -= batch.footprint();
-            rec.on_error(batch.starts[0], batch.starts.len() as u64);
+            self.fail(&batch, rec);
             return;
         }
         batch.retry_at_ns = now + self.s.retry_backoff_ms * 1_000_000;
-        self.topics[t].queues[p as usize].ready.push_front(batch);
+        self.topics[t].queues[p as usize].requeue(batch);
     }
 
     fn broker(&mut self, id: i32) -> Result<&mut Broker, ClientError> {
@@ -379,7 +439,7 @@ impl Producer {
     }
 
     fn drain_to(&mut self, id: i32, now: u64, rec: &mut Recorder) -> Result<(), ClientError> {
-        loop {
+        while !self.needs_producer_id {
             if let Some(b) = self.brokers.get(&id) {
                 if b.in_flight.len() >= self.s.max_in_flight {
                     break;
@@ -557,8 +617,23 @@ impl Producer {
                 .map_or(ErrorCode::UnknownServerError, |pr| {
                     ErrorCode::from_code(pr.error_code)
                 });
+            let q = &mut self.topics[t].queues[p as usize];
             match code {
-                ErrorCode::None => self.complete(&b, now, rec),
+                // A duplicate was appended before: its first answer was lost.
+                ErrorCode::None | ErrorCode::DuplicateSequenceNumber => {
+                    q.acknowledged(&b);
+                    self.complete(&b, now, rec);
+                }
+                ErrorCode::OutOfOrderSequenceNumber if q.behind_a_gap(&b) => {
+                    self.retry_or_fail(t, p, b, now, rec);
+                }
+                // The broker no longer knows this producer (or its epoch).
+                ErrorCode::UnknownProducerId | ErrorCode::InvalidProducerEpoch
+                    if b.base_sequence >= 0 =>
+                {
+                    self.needs_producer_id = true;
+                    self.retry_or_fail(t, p, b, now, rec);
+                }
                 c if c.is_retriable() => {
                     if matches!(
                         c,
@@ -576,8 +651,7 @@ impl Producer {
                         self.topics[t].name,
                         c.code()
                     ));
-                    self.buffered -= b.footprint();
-                    rec.on_error(b.starts[0], b.starts.len() as u64);
+                    self.fail(&b, rec);
                 }
             }
         }
@@ -595,7 +669,7 @@ impl Producer {
                 }
             }
         }
-        if self.needs_metadata {
+        if self.needs_metadata || (self.needs_producer_id && self.in_flight() == 0) {
             take(self.next_metadata_ns);
         }
         for b in self.brokers.values() {

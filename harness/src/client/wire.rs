@@ -25,6 +25,8 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 6),
+        // The idempotent producer's id (no transactions).
+        ApiKey::InitProducerId => (0, 4),
         // Consumer groups. JoinGroup v0 has no rebalance timeout; OffsetFetch
         // v8+ batches groups, which one member never needs.
         ApiKey::FindCoordinator => (0, 4),

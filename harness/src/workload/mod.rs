@@ -415,6 +415,7 @@ fn resolve_clients(
         &props_string("topicConfig", raw.topicConfig.as_ref())?,
     )?;
     topic.apply("topic", &block_props("topic", raw.topic.as_ref())?)?;
+    producer.settle();
     producer.check("producer")?;
     topic.check("topic")?;
     Ok((producer, consumer, topic))

@@ -1,8 +1,8 @@
 //! Kafka client and topic settings, read from Kafka property names.
 //!
-//! Defaults follow the Apache Kafka 3.x Java client, except
-//! `enable.idempotence`, which defaults to `false` here because the harness
-//! client does not implement the idempotent producer yet (see HARNESS.md).
+//! Defaults follow the Apache Kafka 3.x Java client, `enable.idempotence`
+//! included: on unless set, and then off by itself when `acks`, `retries` or
+//! `max.in.flight.requests.per.connection` rule it out.
 
 use super::error::FieldError;
 use sluice_protocol::record_batch::Compression;
@@ -44,6 +44,9 @@ pub struct ProducerSettings {
     pub buffer_memory: usize,
     pub max_request_size: usize,
     pub enable_idempotence: bool,
+    /// Whether `enable.idempotence` was given, rather than defaulted.
+    #[serde(skip)]
+    pub idempotence_set: bool,
     /// Properties accepted and recorded but without effect on this client.
     pub ignored: BTreeMap<String, String>,
 }
@@ -76,7 +79,8 @@ impl Default for ProducerSettings {
             delivery_timeout_ms: 120_000,
             buffer_memory: 33_554_432,
             max_request_size: 1_048_576,
-            enable_idempotence: false,
+            enable_idempotence: true,
+            idempotence_set: false,
             ignored: BTreeMap::new(),
         }
     }
@@ -174,7 +178,10 @@ impl ProducerSettings {
             "delivery.timeout.ms" => self.delivery_timeout_ms = parse_num(key, v)?,
             "buffer.memory" => self.buffer_memory = parse_num(key, v)?,
             "max.request.size" => self.max_request_size = parse_num(key, v)?,
-            "enable.idempotence" => self.enable_idempotence = parse_bool(key, v)?,
+            "enable.idempotence" => {
+                self.enable_idempotence = parse_bool(key, v)?;
+                self.idempotence_set = true;
+            }
             _ if is_security_or_ignored(key, PRODUCER_IGNORED) => {
                 self.ignored.insert(key.to_string(), v.to_string());
             }
@@ -188,6 +195,16 @@ impl ProducerSettings {
         Ok(())
     }
 
+    /// Settles what depends on other settings once all are applied: an
+    /// `enable.idempotence` left to its default is off where acks, retries
+    /// or requests in flight rule it out, as in the Java client.
+    pub fn settle(&mut self) {
+        if !self.idempotence_set {
+            self.enable_idempotence =
+                self.acks == Acks::All && self.retries > 0 && self.max_in_flight <= 5;
+        }
+    }
+
     /// Impossible or unsupported combinations.
     pub fn check(&self, block: &str) -> Result<(), FieldError> {
         let f = |k: &str| format!("{block}.{k}");
@@ -195,6 +212,12 @@ impl ProducerSettings {
             return Err(FieldError::new(
                 f("acks"),
                 "enable.idempotence=true requires acks=all (Kafka refuses this combination)",
+            ));
+        }
+        if self.enable_idempotence && self.retries == 0 {
+            return Err(FieldError::new(
+                f("retries"),
+                "enable.idempotence=true needs retries above 0",
             ));
         }
         if self.enable_idempotence && self.max_in_flight > 5 {
@@ -575,6 +598,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.check("producer").unwrap_err().field, "producer.acks");
+    }
+
+    #[test]
+    fn idempotence_defaults_on_unless_other_settings_rule_it_out() {
+        let settled = |p: &[(&str, &str)]| {
+            let mut s = ProducerSettings::default();
+            s.apply("producer", &props(p)).unwrap();
+            s.settle();
+            s.check("producer").map(|()| s.enable_idempotence)
+        };
+        assert_eq!(settled(&[]), Ok(true));
+        assert_eq!(settled(&[("acks", "1")]), Ok(false));
+        assert_eq!(settled(&[("retries", "0")]), Ok(false));
+        assert_eq!(
+            settled(&[("max.in.flight.requests.per.connection", "6")]),
+            Ok(false)
+        );
+        assert_eq!(
+            settled(&[("acks", "all"), ("enable.idempotence", "false")]),
+            Ok(false)
+        );
+        let refused = settled(&[("retries", "0"), ("enable.idempotence", "true")]);
+        assert_eq!(refused.unwrap_err().field, "producer.retries");
     }
 
     #[test]

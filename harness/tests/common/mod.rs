@@ -1,7 +1,8 @@
 //! A fake Kafka broker for measurement tests: answers ApiVersions, Metadata,
-//! CreateTopics, DeleteTopics and Produce on 127.0.0.1, holding every Produce
-//! response back by a known delay (and longer during an injected stall), so
-//! what the harness reports can be checked against what the server did.
+//! CreateTopics, DeleteTopics, InitProducerId and Produce on 127.0.0.1,
+//! holding every Produce response back by a known delay (and longer during
+//! an injected stall), so what the harness reports can be checked against
+//! what the server did.
 
 #![allow(dead_code)]
 
@@ -129,15 +130,22 @@ fn serve(
         let now = Instant::now();
         let frame = match api {
             ApiKey::ApiVersions => {
-                let keys = [(0, 3, 9), (3, 1, 12), (19, 2, 7), (20, 1, 6), (18, 0, 3)]
-                    .iter()
-                    .map(|&(k, lo, hi)| {
-                        ApiVersion::default()
-                            .with_api_key(k)
-                            .with_min_version(lo)
-                            .with_max_version(hi)
-                    })
-                    .collect();
+                let keys = [
+                    (0, 3, 9),
+                    (3, 1, 12),
+                    (19, 2, 7),
+                    (20, 1, 6),
+                    (18, 0, 3),
+                    (22, 0, 4),
+                ]
+                .iter()
+                .map(|&(k, lo, hi)| {
+                    ApiVersion::default()
+                        .with_api_key(k)
+                        .with_min_version(lo)
+                        .with_max_version(hi)
+                })
+                .collect();
                 respond(
                     api,
                     version,
@@ -195,6 +203,12 @@ fn serve(
                 )
             }
             ApiKey::DeleteTopics => respond(api, version, corr, &DeleteTopicsResponse::default()),
+            ApiKey::InitProducerId => respond(
+                api,
+                version,
+                corr,
+                &InitProducerIdResponse::default().with_producer_id(ProducerId(1)),
+            ),
             ApiKey::Produce => {
                 let req = ProduceRequest::decode(&mut payload, version).unwrap();
                 let mut responses = Vec::new();
