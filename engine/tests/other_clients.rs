@@ -1,6 +1,6 @@
-//! kcat and kafka-python against a real `sluice` process. Both tools are
-//! installed by `.ci/run`; a missing tool fails the test rather than
-//! skipping it.
+//! kcat, kafka-python and KafkaJS against a real `sluice` process. All
+//! three are installed by `.ci/run`; a missing tool fails the test rather
+//! than skipping it.
 
 mod common;
 
@@ -97,4 +97,30 @@ fn kafka_python_round_trip() {
             broker.log()
         );
     }
+}
+
+#[test]
+fn kafkajs_round_trip() {
+    let broker = Broker::start(2, &[]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    let out = Command::new("timeout")
+        .args([
+            "150",
+            "node",
+            "roundtrip.js",
+            &broker.bootstrap(),
+            "kafkajs",
+            "3000",
+        ])
+        .current_dir(dir)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .output()
+        .expect("node is installed, and kafkajs with `npm ci` in engine/tests/node");
+    assert!(
+        out.status.success(),
+        "KafkaJS round trip failed:\n{}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
 }
