@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{call, free_port, new_producer_id, Raw, READY_DEADLINE};
+use common::{call, free_port, kafkajs_round_trip, new_producer_id, Raw, READY_DEADLINE};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -258,6 +258,12 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     }
     assert!(text.contains("(controller)"), "{text}");
     assert_eq!(text.matches("isrs: ").count(), 6, "{text}");
+
+    // KafkaJS, bootstrapped from one broker, finds the others: a topic of
+    // replication factor 3, an idempotent producer, a consumer group whose
+    // coordinator may be any broker.
+    let one = format!("127.0.0.1:{}", c.spec.ports[1]);
+    kafkajs_round_trip(&one, "kafkajs-rf3", 3000, 3, "on a cluster of three");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Broker;
+use common::{kafkajs_round_trip, Broker};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -100,27 +100,7 @@ fn kafka_python_round_trip() {
 }
 
 #[test]
-fn kafkajs_round_trip() {
+fn kafkajs_produces_and_consumes_in_a_group() {
     let broker = Broker::start(2, &[]);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let out = Command::new("timeout")
-        .args([
-            "150",
-            "node",
-            "roundtrip.js",
-            &broker.bootstrap(),
-            "kafkajs",
-            "3000",
-        ])
-        .current_dir(dir)
-        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
-        .output()
-        .expect("node is installed, and kafkajs with `npm ci` in engine/tests/node");
-    assert!(
-        out.status.success(),
-        "KafkaJS round trip failed:\n{}\n{}\nbroker log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        broker.log()
-    );
+    kafkajs_round_trip(&broker.bootstrap(), "kafkajs", 3000, 1, &broker.log());
 }

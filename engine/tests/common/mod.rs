@@ -312,3 +312,23 @@ pub fn new_producer_id(addr: SocketAddr) -> i64 {
     assert_eq!(resp.producer_epoch, 0);
     resp.producer_id.0
 }
+
+/// Runs `engine/tests/node/roundtrip.js` (KafkaJS) against `bootstrap`:
+/// COUNT messages through a new topic of replication factor `rf`. Panics
+/// with the script's output, and `context`, when it fails.
+pub fn kafkajs_round_trip(bootstrap: &str, topic: &str, count: usize, rf: usize, context: &str) {
+    let out = std::process::Command::new("timeout")
+        .args(["150", "node", "roundtrip.js", bootstrap, topic])
+        .arg(count.to_string())
+        .arg(rf.to_string())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node"))
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .output()
+        .expect("node is installed, and kafkajs with `npm ci` in engine/tests/node");
+    assert!(
+        out.status.success(),
+        "KafkaJS round trip failed:\n{}\n{}\n{context}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,11 +6,12 @@
 // group's committed offsets end at the log end. Exits non-zero on any
 // mismatch.
 //
-// usage: node roundtrip.js HOST:PORT TOPIC COUNT
+// usage: node roundtrip.js HOST:PORT TOPIC COUNT [REPLICATION_FACTOR]
 
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
-const [bootstrap, topic, countArg] = process.argv.slice(2);
+const [bootstrap, topic, countArg, rfArg] = process.argv.slice(2);
+const replicationFactor = Number(rfArg || 1);
 const count = Number(countArg);
 const PARTITIONS = 3;
 const CHUNK = 100;
@@ -113,7 +114,7 @@ async function main() {
   const admin = kafka.admin();
   await admin.connect();
   const created = await admin.createTopics({
-    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: 1 }],
+    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor }],
     waitForLeaders: true,
   });
   if (!created) fail(`topic ${topic} already existed`);
