@@ -386,3 +386,111 @@ fn producer_ids_are_never_handed_out_twice() {
     }
     assert!(seen.iter().all(|id| *id >= 0));
 }
+
+/// A Fetch v12 of `parts` (topic, fetch offset) in session `id` at `epoch`,
+/// dropping `forget`; answers with the top-level error and, per topic, the
+/// partitions that came back with their record bytes.
+fn session_fetch(
+    raw: &mut Raw,
+    (id, epoch): (i32, i32),
+    parts: &[(&str, i64)],
+    forget: &[&str],
+) -> (i16, i32, Vec<(String, usize)>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(id)
+        .with_session_epoch(epoch)
+        .with_topics(
+            parts
+                .iter()
+                .map(|(t, offset)| {
+                    FetchTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(vec![FetchPartition::default()
+                            .with_fetch_offset(*offset)
+                            .with_partition_max_bytes(1 << 20)])
+                })
+                .collect(),
+        )
+        .with_forgotten_topics_data(
+            forget
+                .iter()
+                .map(|t| {
+                    ForgottenTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(vec![0])
+                })
+                .collect(),
+        );
+    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("Fetch answer");
+    let parts = resp
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                assert_eq!(p.error_code, 0);
+                (
+                    t.topic.0.to_string(),
+                    p.records.as_ref().map_or(0, |r| r.len()),
+                )
+            })
+        })
+        .collect();
+    (resp.error_code, resp.session_id, parts)
+}
+
+#[test]
+fn an_incremental_fetch_session_answers_only_what_changed() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    for t in ["sa", "sb"] {
+        assert_eq!(create_topic(&mut raw, t), 0);
+    }
+    assert_eq!(produce(&mut raw, "sa", batch(3, 10)).error_code, 0);
+
+    // A full fetch opens the session and answers every partition.
+    let (code, id, parts) = session_fetch(&mut raw, (0, 0), &[("sa", 0), ("sb", 0)], &[]);
+    assert_eq!(code, 0);
+    assert!(id > 0, "a session id");
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].1 > 0 && parts[1] == ("sb".into(), 0), "{parts:?}");
+
+    // sa moves to its end: nothing has changed since the last answer.
+    let (code, same, parts) = session_fetch(&mut raw, (id, 1), &[("sa", 3)], &[]);
+    assert_eq!((code, same), (0, id));
+    assert!(parts.is_empty(), "{parts:?}");
+
+    // Only sb gets records, and only sb comes back.
+    assert_eq!(produce(&mut raw, "sb", batch(2, 10)).error_code, 0);
+    let (_, _, parts) = session_fetch(&mut raw, (id, 2), &[], &[]);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].0, "sb");
+    assert!(parts[0].1 > 0);
+
+    // An epoch is good once; another connection does not have the session.
+    let (code, _, _) = session_fetch(&mut raw, (id, 2), &[], &[]);
+    assert_eq!(code, 71, "INVALID_FETCH_SESSION_EPOCH");
+    let mut other = Raw::connect(broker.addr());
+    let (code, _, _) = session_fetch(&mut other, (id, 3), &[], &[]);
+    assert_eq!(code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+
+    // A forgotten partition is not answered, whatever arrives there.
+    assert_eq!(produce(&mut raw, "sb", batch(1, 10)).error_code, 0);
+    let (code, _, parts) = session_fetch(&mut raw, (id, 3), &[], &["sb"]);
+    assert_eq!(code, 0);
+    assert!(parts.is_empty(), "{parts:?}");
+    let (_, _, parts) = session_fetch(&mut raw, (id, 4), &[("sb", 0)], &[]);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].0, "sb");
+
+    // The final epoch closes it: a sessionless full fetch.
+    let (code, none, parts) = session_fetch(&mut raw, (id, -1), &[("sa", 0)], &[]);
+    assert_eq!((code, none, parts.len()), (0, 0, 1));
+    let (code, _, _) = session_fetch(&mut raw, (id, 5), &[], &[]);
+    assert_eq!(code, 70);
+    assert_serving(&broker);
+}

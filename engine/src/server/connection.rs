@@ -54,7 +54,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::warn!(%peer, error = %e, "socket setup failed");
         return;
     }
-    match run(&shard, &mut stream, &client_host).await {
+    let client = handlers::Client::new(client_host);
+    match run(&shard, &mut stream, &client).await {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
@@ -64,13 +65,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
 async fn run(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
-    client_host: &str,
+    client: &handlers::Client,
 ) -> Result<(), CloseReason> {
     let mut reader = FrameReader::new(shard.broker.config.request_max_bytes());
     while let Some(payload) = reader.next(stream).await? {
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
-        let reply = handlers::handle(shard, &header, body, client_host).await?;
+        let reply = handlers::handle(shard, &header, body, client).await?;
         write_reply(shard, stream, reply).await?;
     }
     Ok(())

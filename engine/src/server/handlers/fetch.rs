@@ -3,9 +3,10 @@
 //! answer with a hand-encoded response whose record bytes go out with
 //! `sendfile`.
 //!
-//! Fetch sessions (KIP-227) are not kept: every response carries session
-//! id 0, which tells clients to send full fetch requests.
+//! From v7 a client may open an incremental fetch session (KIP-227,
+//! `fetch_session`): the answer then carries only partitions with news.
 
+use super::fetch_session::{self, Kind, Session};
 use super::{Ctx, HandlerError, Reply};
 use crate::replication::NodeId;
 use crate::shard::partition::{error_code, now_ms, Watermarks};
@@ -22,6 +23,18 @@ use std::time::{Duration, Instant};
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT_MS_MAX: u64 = 30_000;
+/// The first Fetch version with sessions.
+const SESSION_VERSION_MIN: i16 = 7;
+
+/// What a request (or a fetch session) holds of one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    offset: Offset,
+    max_bytes: usize,
+    leader_epoch: LeaderEpoch,
+}
+
+pub type FetchSession = Session<Position>;
 
 /// One partition asked for.
 #[derive(Debug, Clone)]
@@ -47,27 +60,48 @@ struct Got {
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: FetchRequest = ctx.decode(body)?;
     let shard = ctx.shard;
-    let snapshot = shard.metadata();
-    let replica_id = req.replica_id.0;
-    let mut wants = Vec::new();
+    let mut asks = Vec::new();
     for t in &req.topics {
-        let name = t.topic.0.to_string();
-        let meta = snapshot.topic(&name);
         for p in &t.partitions {
-            let owner = meta
-                .filter(|m| p.partition >= 0 && p.partition < m.partitions)
-                .map(|m| shard.owner(m, p.partition));
-            wants.push(Want {
-                topic: name.clone(),
-                partition: p.partition,
+            let position = Position {
                 offset: Offset(p.fetch_offset),
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                owner,
-                replica: (replica_id >= 0)
-                    .then_some((NodeId(replica_id), LeaderEpoch(p.current_leader_epoch))),
-            });
+                leader_epoch: LeaderEpoch(p.current_leader_epoch),
+            };
+            asks.push(((t.topic.0.to_string(), p.partition), position));
         }
     }
+    let forgotten: Vec<(String, i32)> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+        .collect();
+    // The session is taken out of the connection while the fetch runs and
+    // put back when it is answered.
+    let mut session = ctx.client.fetch_session.take();
+    let plan = if ctx.version() >= SESSION_VERSION_MIN {
+        fetch_session::plan(
+            &mut session,
+            shard.id,
+            (req.session_id, req.session_epoch),
+            asks,
+            &forgotten,
+        )
+    } else {
+        Ok(fetch_session::Plan {
+            kind: Kind::Sessionless,
+            asks,
+        })
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(code) => {
+            ctx.client.fetch_session.set(session);
+            let head = head(ctx, code, 0);
+            return Ok(Reply::Parts(fetch_response::encode(head, Vec::new()).0));
+        }
+    };
+    let wants = wants(shard, req.replica_id.0, plan.asks);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -83,15 +117,81 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         got = read_all(shard, &wants).await;
     }
     trim_to(&mut got, req.max_bytes.max(0) as usize);
-    let head = ResponseHead {
+    let (session_id, answer) = match (&plan.kind, session.as_mut()) {
+        (Kind::Full { id }, Some(s)) => {
+            remember(s, &wants, &got);
+            (*id, wants.into_iter().zip(got).collect())
+        }
+        (Kind::Incremental { id }, Some(s)) => (*id, news(s, wants, got)),
+        _ => (0, wants.into_iter().zip(got).collect()),
+    };
+    ctx.client.fetch_session.set(session);
+    let head = head(ctx, ErrorCode::None, session_id);
+    let (parts, _size) = fetch_response::encode(head, group(answer));
+    Ok(Reply::Parts(parts))
+}
+
+fn head(ctx: &Ctx<'_>, error_code: ErrorCode, session_id: i32) -> ResponseHead {
+    ResponseHead {
         version: ctx.version(),
         correlation_id: ctx.header.correlation_id,
         throttle_time_ms: 0,
-        error_code: ErrorCode::None,
-        session_id: 0,
-    };
-    let (parts, _size) = fetch_response::encode(head, group(wants, got));
-    Ok(Reply::Parts(parts))
+        error_code,
+        session_id,
+    }
+}
+
+/// The partitions to read, each with its owner shard (none for a
+/// partition this broker does not know).
+fn wants(shard: &Shard, replica_id: i32, asks: Vec<fetch_session::Ask<Position>>) -> Vec<Want> {
+    let snapshot = shard.metadata();
+    asks.into_iter()
+        .map(|((topic, partition), pos)| {
+            let owner = snapshot
+                .topic(&topic)
+                .filter(|m| partition >= 0 && partition < m.partitions)
+                .map(|m| shard.owner(m, partition));
+            Want {
+                topic,
+                partition,
+                offset: pos.offset,
+                max_bytes: pos.max_bytes,
+                owner,
+                replica: (replica_id >= 0).then_some((NodeId(replica_id), pos.leader_epoch)),
+            }
+        })
+        .collect()
+}
+
+/// What a partition's answer says, as a session compares it.
+fn says(w: &Want, g: &Got) -> ((String, i32), bool, bool, i64, i64) {
+    (
+        (w.topic.clone(), w.partition),
+        g.bytes > 0,
+        g.error.is_some(),
+        g.marks.high_watermark.0,
+        g.marks.log_start.0,
+    )
+}
+
+/// Notes in the session what a full answer tells the client.
+fn remember(s: &mut FetchSession, wants: &[Want], got: &[Got]) {
+    for (w, g) in wants.iter().zip(got) {
+        let (key, records, error, hw, start) = says(w, g);
+        s.must_send(&key, records, error, hw, start);
+    }
+}
+
+/// The partitions of an incremental answer: those with news.
+fn news(s: &mut FetchSession, wants: Vec<Want>, got: Vec<Got>) -> Vec<(Want, Got)> {
+    wants
+        .into_iter()
+        .zip(got)
+        .filter(|(w, g)| {
+            let (key, records, error, hw, start) = says(w, g);
+            s.must_send(&key, records, error, hw, start)
+        })
+        .collect()
 }
 
 /// Keeps whole partitions until `max_bytes` is reached; the first
@@ -111,9 +211,9 @@ fn trim_to(got: &mut [Got], max_bytes: usize) {
     }
 }
 
-fn group(wants: Vec<Want>, got: Vec<Got>) -> Vec<TopicData<FileRegion>> {
+fn group(answer: Vec<(Want, Got)>) -> Vec<TopicData<FileRegion>> {
     let mut topics: Vec<TopicData<FileRegion>> = Vec::new();
-    for (w, g) in wants.into_iter().zip(got) {
+    for (w, g) in answer {
         let hw = g.marks.high_watermark.0;
         let data = PartitionData {
             partition_index: w.partition,

@@ -185,7 +185,7 @@ pub async fn join_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
         client_id: ctx.header.client_id.clone().unwrap_or_default(),
-        client_host: ctx.client_host.to_string(),
+        client_host: ctx.client.host.clone(),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if ctx.version() >= 1 {
             req.rebalance_timeout_ms

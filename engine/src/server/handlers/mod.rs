@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod fetch_session;
 mod group;
 mod list_offsets;
 mod metadata;
@@ -17,6 +18,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_protocol::api_versions::is_supported;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
+use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::storage::segment::FileRegion;
@@ -53,13 +55,31 @@ pub enum HandlerError {
     },
 }
 
+/// What a connection keeps between its requests.
+#[derive(Default)]
+pub struct Client {
+    /// The client's address as `/IP`, as group descriptions show it.
+    pub host: String,
+    /// Its incremental fetch session, if it opened one; taken out while a
+    /// Fetch is served.
+    pub fetch_session: Cell<Option<fetch::FetchSession>>,
+}
+
+impl Client {
+    pub fn new(host: String) -> Client {
+        Client {
+            host,
+            fetch_session: Cell::new(None),
+        }
+    }
+}
+
 /// The request being handled, for decoding and encoding.
 pub struct Ctx<'a> {
     pub shard: &'a Rc<Shard>,
     pub api: ApiKey,
     pub header: &'a RequestHeader,
-    /// The client's address as `/IP`, as group descriptions show it.
-    pub client_host: &'a str,
+    pub client: &'a Client,
 }
 
 impl Ctx<'_> {
@@ -121,7 +141,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
     body: Bytes,
-    client_host: &str,
+    client: &Client,
 ) -> Result<Reply, HandlerError> {
     let api =
         sluice_protocol::header::api_key(header.api_key).expect("header parsing checked the key");
@@ -129,7 +149,7 @@ pub async fn handle(
         shard,
         api,
         header,
-        client_host,
+        client,
     };
     if api == ApiKey::ApiVersions {
         return api_versions::handle(&ctx, body);
