@@ -219,19 +219,15 @@ async fn truncate(me: i32, c: &mut Conn, asks: &[EpochAsk]) -> std::io::Result<b
 /// One Fetch for every partition; appends what came. `Ok(true)` when the
 /// leader refused any.
 async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool> {
-    let (body, forgotten) = match &c.session {
+    let body = match &c.session {
         Some(s) => {
             let (send, forget) = s.changes(asks);
-            let body = fetch_request(me, send.into_iter(), &forget)
+            fetch_request(me, send.into_iter(), &forget)
                 .with_session_id(s.id)
-                .with_session_epoch(s.epoch);
-            (body, forget)
+                .with_session_epoch(s.epoch)
         }
         // Epoch 0 asks the leader to open a session.
-        None => (
-            fetch_request(me, asks.iter(), &[]).with_session_epoch(0),
-            Vec::new(),
-        ),
+        None => fetch_request(me, asks.iter(), &[]).with_session_epoch(0),
     };
     let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_VERSION, &body).await?;
     if resp.error_code != 0 {
@@ -242,12 +238,7 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
     }
     let incremental = c.session.is_some();
     match &mut c.session {
-        Some(s) => {
-            s.epoch = if s.epoch == i32::MAX { 1 } else { s.epoch + 1 };
-            for key in &forgotten {
-                s.sent.remove(key);
-            }
-        }
+        Some(s) => s.epoch = if s.epoch == i32::MAX { 1 } else { s.epoch + 1 },
         None if resp.session_id != 0 => {
             c.session = Some(Session {
                 id: resp.session_id,
@@ -257,10 +248,12 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
         }
         None => {}
     }
+    // The leader's session now holds exactly these positions.
     if let Some(s) = &mut c.session {
-        for (p, epoch, offset) in asks {
-            s.sent.insert((p.topic.clone(), p.index), (*epoch, *offset));
-        }
+        s.sent = asks
+            .iter()
+            .map(|(p, epoch, offset)| ((p.topic.clone(), p.index), (*epoch, *offset)))
+            .collect();
     }
     let mut refused = false;
     for (p, epoch, offset) in asks {

@@ -280,16 +280,21 @@ impl Producer {
         }
     }
 
+    /// The control connection to the bootstrap broker, opened on first use
+    /// (and again after a failure dropped it).
+    fn bootstrap_conn(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.meta_conn.is_none() {
+            self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
+        }
+        Ok(self.meta_conn.as_mut().expect("just connected"))
+    }
+
     fn refresh_metadata(&mut self, now: u64) {
         self.next_metadata_ns = now + METADATA_BACKOFF_NS;
         let names: Vec<String> = self.topics.iter().map(|t| t.name.clone()).collect();
-        let result = (|| {
-            if self.meta_conn.is_none() {
-                self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
-            }
-            let conn = self.meta_conn.as_mut().expect("just connected");
-            admin::metadata(conn, Some(&names))
-        })();
+        let result = self
+            .bootstrap_conn()
+            .and_then(|conn| admin::metadata(conn, Some(&names)));
         match result {
             Ok(md) => {
                 self.addrs = md.brokers.clone();
@@ -314,13 +319,9 @@ impl Producer {
     /// failure it is tried again after the metadata backoff.
     fn renew_producer_id(&mut self, now: u64) {
         self.next_metadata_ns = now + METADATA_BACKOFF_NS;
-        let result = (|| {
-            if self.meta_conn.is_none() {
-                self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
-            }
-            let conn = self.meta_conn.as_mut().expect("just connected");
-            admin::init_producer_id(conn, CONNECT_TIMEOUT)
-        })();
+        let result = self
+            .bootstrap_conn()
+            .and_then(|conn| admin::init_producer_id(conn, CONNECT_TIMEOUT));
         match result {
             Ok((id, epoch)) => {
                 for q in self.topics.iter_mut().flat_map(|t| t.queues.iter_mut()) {

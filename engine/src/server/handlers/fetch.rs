@@ -118,11 +118,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     }
     trim_to(&mut got, req.max_bytes.max(0) as usize);
     let (session_id, answer) = match (&plan.kind, session.as_mut()) {
-        (Kind::Full { id }, Some(s)) => {
-            remember(s, &wants, &got);
-            (*id, wants.into_iter().zip(got).collect())
-        }
-        (Kind::Incremental { id }, Some(s)) => (*id, news(s, wants, got)),
+        (Kind::Full { id }, Some(s)) => (*id, answer(s, wants, got, true)),
+        (Kind::Incremental { id }, Some(s)) => (*id, answer(s, wants, got, false)),
         _ => (0, wants.into_iter().zip(got).collect()),
     };
     ctx.client.fetch_session.set(session);
@@ -163,33 +160,20 @@ fn wants(shard: &Shard, replica_id: i32, asks: Vec<fetch_session::Ask<Position>>
         .collect()
 }
 
-/// What a partition's answer says, as a session compares it.
-fn says(w: &Want, g: &Got) -> ((String, i32), bool, bool, i64, i64) {
-    (
-        (w.topic.clone(), w.partition),
-        g.bytes > 0,
-        g.error.is_some(),
-        g.marks.high_watermark.0,
-        g.marks.log_start.0,
-    )
-}
-
-/// Notes in the session what a full answer tells the client.
-fn remember(s: &mut FetchSession, wants: &[Want], got: &[Got]) {
-    for (w, g) in wants.iter().zip(got) {
-        let (key, records, error, hw, start) = says(w, g);
-        s.must_send(&key, records, error, hw, start);
-    }
-}
-
-/// The partitions of an incremental answer: those with news.
-fn news(s: &mut FetchSession, wants: Vec<Want>, got: Vec<Got>) -> Vec<(Want, Got)> {
+/// The partitions a session's answer carries: every one when `full`, else
+/// those with news. The session notes what each tells the client.
+fn answer(s: &mut FetchSession, wants: Vec<Want>, got: Vec<Got>, full: bool) -> Vec<(Want, Got)> {
     wants
         .into_iter()
         .zip(got)
         .filter(|(w, g)| {
-            let (key, records, error, hw, start) = says(w, g);
-            s.must_send(&key, records, error, hw, start)
+            let news = s.must_send(
+                &(w.topic.clone(), w.partition),
+                g.bytes > 0 || g.error.is_some(),
+                g.marks.high_watermark.0,
+                g.marks.log_start.0,
+            );
+            full || news
         })
         .collect()
 }

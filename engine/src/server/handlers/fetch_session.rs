@@ -170,13 +170,14 @@ impl<P> Session<P> {
     }
 
     /// Whether an incremental response must carry this partition, given
-    /// what it would say; remembers what is sent. Full responses call it
-    /// too, so the session starts from what the client was told.
+    /// what it would say: `always` for records or an error, else only a
+    /// high watermark or log start the client was not told. Remembers what
+    /// is sent; full responses call it too, so the session starts from what
+    /// the client was told.
     pub fn must_send(
         &mut self,
         key: &(String, i32),
-        has_records: bool,
-        error: bool,
+        always: bool,
         high_watermark: i64,
         log_start: i64,
     ) -> bool {
@@ -184,10 +185,8 @@ impl<P> Session<P> {
             return true;
         };
         let e = &mut self.entries[i];
-        let news = has_records
-            || error
-            || e.sent_high_watermark != high_watermark
-            || e.sent_log_start != log_start;
+        let news =
+            always || e.sent_high_watermark != high_watermark || e.sent_log_start != log_start;
         if news {
             e.sent_high_watermark = high_watermark;
             e.sent_log_start = log_start;
@@ -282,13 +281,13 @@ mod tests {
         plan(&mut slot, 0, (0, 0), vec![ask("a", 0, 0)], &[]).unwrap();
         let s = slot.as_mut().unwrap();
         let key = ("a".to_string(), 0);
-        assert!(s.must_send(&key, false, false, 100, 0), "first answer");
-        assert!(!s.must_send(&key, false, false, 100, 0), "nothing new");
-        assert!(s.must_send(&key, true, false, 100, 0), "records");
-        assert!(s.must_send(&key, false, false, 101, 0), "high watermark");
-        assert!(s.must_send(&key, false, false, 101, 7), "log start");
-        assert!(s.must_send(&key, false, true, 101, 7), "an error");
-        assert!(s.must_send(&("b".into(), 0), false, false, 0, 0), "unknown");
+        assert!(s.must_send(&key, false, 100, 0), "first answer");
+        assert!(!s.must_send(&key, false, 100, 0), "nothing new");
+        assert!(s.must_send(&key, true, 100, 0), "records or an error");
+        assert!(s.must_send(&key, false, 101, 0), "high watermark");
+        assert!(s.must_send(&key, false, 101, 7), "log start");
+        assert!(!s.must_send(&key, false, 101, 7), "told already");
+        assert!(s.must_send(&("b".into(), 0), false, 0, 0), "unknown");
     }
 
     #[test]

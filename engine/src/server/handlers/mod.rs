@@ -56,7 +56,6 @@ pub enum HandlerError {
 }
 
 /// What a connection keeps between its requests.
-#[derive(Default)]
 pub struct Client {
     /// The client's address as `/IP`, as group descriptions show it.
     pub host: String,
