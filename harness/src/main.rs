@@ -55,6 +55,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The embedded brokers log through `tracing`: their warnings (a
+    // replica leaving the ISR, a failed append) belong next to the figures
+    // they may explain. `SLUICE_LOG=info` shows more, as for `sluice`.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
