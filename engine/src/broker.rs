@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub struct BrokerShared {
     pub controller_id: std::sync::atomic::AtomicI32,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
+    /// Shards done stopping (see `quiesce`).
+    quiesced: AtomicUsize,
     _lock: std::fs::File,
 }
 
@@ -217,6 +219,7 @@ impl Broker {
             controller_id: std::sync::atomic::AtomicI32::new(-1),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
+            quiesced: AtomicUsize::new(0),
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
@@ -382,10 +385,32 @@ async fn shard_main(
     maintenance(&shard).await;
     drop(accept.cancel());
     drop(timers.cancel());
+    server::close_connections(&shard, CLOSE_CONNECTIONS_MAX).await;
     shutdown(&shard);
     for t in tasks {
         drop(t.cancel());
     }
+    quiesce(&shared).await;
+}
+
+/// How long a stopping shard waits for its connections' tasks to end.
+const CLOSE_CONNECTIONS_MAX: Duration = Duration::from_secs(2);
+/// How long a stopping shard waits for the other shards to stop.
+const QUIESCE_MAX: Duration = Duration::from_secs(5);
+
+/// Waits until every shard has closed its connections and stopped taking
+/// jobs, then a moment for wakes already in flight between shards. A task
+/// on one shard may be woken from another (a cross-shard job's answer); an
+/// executor torn down while another shard is still waking one of its tasks
+/// would have that wake write to freed memory.
+async fn quiesce(shared: &BrokerShared) {
+    shared.quiesced.fetch_add(1, Ordering::SeqCst);
+    let cores = shared.config.cores.max(1);
+    let deadline = std::time::Instant::now() + QUIESCE_MAX;
+    while shared.quiesced.load(Ordering::SeqCst) < cores && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    glommio::timer::sleep(Duration::from_millis(10)).await;
 }
 
 /// Lets every partition shrink its ISR of lagging followers, and sends

@@ -16,11 +16,18 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                shard
-                    .stats
-                    .connections
-                    .set(shard.stats.connections.get() + 1);
-                glommio::spawn_local(connection::serve(Rc::clone(&shard), stream)).detach();
+                let id = shard.stats.connections.get();
+                shard.stats.connections.set(id + 1);
+                let open = Open {
+                    shard: Rc::clone(&shard),
+                    id,
+                };
+                let task = glommio::spawn_local(async move {
+                    connection::serve(Rc::clone(&open.shard), stream).await;
+                    drop(open);
+                })
+                .detach();
+                shard.open_connections.borrow_mut().insert(id, task);
             }
             Err(e) => {
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
@@ -28,4 +35,41 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// A connection's entry in [`Shard::open_connections`], removed when its
+/// task ends or is cancelled.
+struct Open {
+    shard: Rc<Shard>,
+    id: u64,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.shard.open_connections.try_borrow_mut() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// Closes every connection of this shard and waits (up to `max`) until
+/// their tasks are gone, with whatever they were waiting for.
+pub async fn close_connections(shard: &Shard, max: std::time::Duration) {
+    let open = std::mem::take(&mut *shard.open_connections.borrow_mut());
+    let count = open.len();
+    for task in open.values() {
+        task.cancel();
+    }
+    let deadline = std::time::Instant::now() + max;
+    for task in open.into_values() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if glommio::timer::timeout(left, async { Ok(task.await) })
+            .await
+            .is_err()
+        {
+            tracing::warn!(shard = shard.id, "a connection outlived shutdown");
+            break;
+        }
+    }
+    tracing::debug!(shard = shard.id, count, "connections closed");
 }

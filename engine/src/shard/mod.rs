@@ -79,6 +79,8 @@ pub struct Shard {
     pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// This shard, for tasks it starts itself (set once it is in an `Rc`).
     pub this: RefCell<std::rc::Weak<Shard>>,
+    /// The client connections being served, closed at shutdown.
+    pub open_connections: RefCell<HashMap<u64, glommio::task::JoinHandle<()>>>,
     pub stats: Stats,
 }
 
@@ -108,6 +110,7 @@ impl Shard {
             first_snapshot: RefCell::new(Some(first_snapshot)),
             fetchers: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
+            open_connections: RefCell::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
