@@ -392,24 +392,33 @@ fn wait_full_isr(c: &LocalCluster, node: usize, topic: &str) -> MetadataResponse
     })
 }
 
-/// One produce of `value` to partition 0 of `topic` with `acks`; the
-/// partition's error code.
-fn raw_produce(c: &LocalCluster, node: usize, topic: &str, acks: i16, value: &[u8]) -> i16 {
+/// A Produce of one record, `value`, to partition 0 of `topic` with `acks`.
+fn produce_request(
+    topic: &str,
+    acks: i16,
+    value: &[u8],
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
     let mut b = sluice_protocol::record_batch::BatchBuilder::new(1_000);
     b.push(1_000, None, Some(value), &[]);
-    let req = ProduceRequest::default()
+    kafka_protocol::messages::ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(bytes::Bytes::from(b.finish())))])]);
+                .with_records(Some(bytes::Bytes::from(b.finish())))])])
+}
+
+/// One produce of `value` to partition 0 of `topic` with `acks`; the
+/// partition's error code.
+fn raw_produce(c: &LocalCluster, node: usize, topic: &str, acks: i16, value: &[u8]) -> i16 {
     let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
     let mut raw = Raw::connect(addr);
-    let resp: ProduceResponse = call(&mut raw, ApiKey::Produce, 9, &req).expect("produce answer");
+    let req = produce_request(topic, acks, value);
+    let resp: kafka_protocol::messages::ProduceResponse =
+        call(&mut raw, ApiKey::Produce, 9, &req).expect("produce answer");
     resp.responses[0].partition_responses[0].error_code
 }
 
@@ -748,4 +757,66 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
         "{}:\n{text}",
         checkpoint.display()
     );
+}
+
+/// Produce requests pipelined on one connection: while the first acks=all
+/// request waits for a paused follower, the second is read and appended;
+/// both are answered, in request order, once the follower is back.
+#[test]
+fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_order() {
+    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The paused follower stays in the ISR (and registered) for the test.
+    let c = cluster_with(
+        dir.path(),
+        &[
+            "broker.session.timeout.ms=120000",
+            "replica.lag.time.max.ms=120000",
+        ],
+    );
+    let m = wait_for(&c, 1, "three brokers", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+    let controller = m.controller_id.0;
+    create(&c.bootstrap(), "pipelined", 1, 3).unwrap();
+    let m = wait_full_isr(&c, 1, "pipelined");
+    let leader = partitions(&m, "pipelined")[&0].0 as usize;
+    let paused = (1..=3)
+        .find(|n| *n != leader && *n as i32 != controller)
+        .expect("three brokers");
+    c.signal(paused, libc::SIGSTOP);
+    let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], c.spec.ports[leader - 1])));
+    for (correlation_id, value) in [(1, "first"), (2, "second")] {
+        let mut req = produce_request("pipelined", -1, value.as_bytes());
+        req.timeout_ms = 120_000;
+        let mut body = bytes::BytesMut::new();
+        req.encode(&mut body, 9).unwrap();
+        raw.send(ApiKey::Produce as i16, 9, correlation_id, true, &body);
+    }
+    // The first cannot be answered while a replica in the ISR is paused,
+    // yet the second reaches the leader's log.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while !String::from_utf8_lossy(&log_bytes(&c, leader, "pipelined", 0)).contains("second") {
+        assert!(
+            Instant::now() < deadline,
+            "the second request was not appended while the first waited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.signal(paused, libc::SIGCONT);
+    for (correlation_id, offset) in [(1, 0), (2, 1)] {
+        let frame = raw.recv().expect("produce answer");
+        let mut buf = bytes::Bytes::from(frame);
+        let header =
+            ResponseHeader::decode(&mut buf, ApiKey::Produce.response_header_version(9)).unwrap();
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "answers in request order"
+        );
+        let resp = ProduceResponse::decode(&mut buf, 9).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, offset));
+    }
 }

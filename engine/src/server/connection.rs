@@ -1,22 +1,31 @@
-//! One client connection: read a frame, handle it, write the response,
-//! repeat. Like Kafka, a connection's requests are handled one at a time
-//! and answered in order; concurrency comes from many connections.
+//! One client connection: a reader that reads and handles requests one at
+//! a time, and a writer that sends their answers in request order.
+//!
+//! Most answers are ready when their handler returns. An acks=all Produce
+//! returns once its batches are appended, with its answer still waiting for
+//! the in-sync replicas ([`Reply::Later`]); the reader goes on with the next
+//! request meanwhile. Kafka mutes a connection until each answer is out, so
+//! a client's pipelined acks=all requests there each wait a replication
+//! round trip behind the one before; here they replicate together. The
+//! order of appends, and of answers, is the order of requests either way.
 //!
 //! Anything that makes the byte stream unreadable (a length outside the
 //! limits, an unknown API key, an unsupported version, a body that does not
 //! decode) is logged and closes this connection only.
 
 use super::frame_reader::{FrameReadError, FrameReader};
-use super::handlers::{self, HandlerError, Reply};
+use super::handlers::{self, HandlerError, Later, Reply};
 use super::sendfile::{send_region, set_nonblocking};
 use crate::shard::Shard;
+use futures::future::{self, Either};
 use futures::AsyncWriteExt;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::frame;
 use sluice_protocol::header::{parse_request_header, HeaderError};
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 
 /// Why a connection was closed.
@@ -62,27 +71,78 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     }
 }
 
+/// Requests of one connection in progress at once: handled, with answers
+/// not yet written.
+const PIPELINE_DEPTH: usize = 16;
+
 async fn run(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     client: &handlers::Client,
+) -> Result<(), CloseReason> {
+    let mut out = writer_half(stream)?;
+    let (tx, rx) = local_channel::new_bounded(PIPELINE_DEPTH);
+    let read = read_requests(shard, stream, client, tx);
+    let write = write_replies(shard, &mut out, rx);
+    futures::pin_mut!(read, write);
+    match future::select(read, write).await {
+        // The reader is done (the peer closed, or sent something that ends
+        // the connection): answers already owed still go out first.
+        Either::Left((read, write)) => {
+            let written = write.await;
+            read.and(written)
+        }
+        Either::Right((written, _)) => {
+            // The writer failed: the socket is gone; so is the reader.
+            written
+        }
+    }
+}
+
+/// A second handle on the socket (a duplicated descriptor), for the writer.
+fn writer_half(stream: &TcpStream) -> io::Result<TcpStream> {
+    // SAFETY: dup of a descriptor this connection owns; the copy is closed
+    // by the stream that takes it.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+async fn read_requests(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    client: &handlers::Client,
+    replies: LocalSender<Reply>,
 ) -> Result<(), CloseReason> {
     let mut reader = FrameReader::new(shard.broker.config.request_max_bytes());
     while let Some(payload) = reader.next(stream).await? {
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
         let reply = handlers::handle(shard, &header, body, client).await?;
-        write_reply(shard, stream, reply).await?;
+        if replies.send(reply).await.is_err() {
+            break;
+        }
     }
     Ok(())
 }
 
-async fn write_reply(shard: &Shard, stream: &mut TcpStream, reply: Reply) -> io::Result<()> {
-    match reply {
-        Reply::None => Ok(()),
-        Reply::Frame(bytes) => stream.write_all(&bytes).await,
-        Reply::Parts(parts) => write_parts(shard, stream, parts).await,
+async fn write_replies(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    replies: LocalReceiver<Reply>,
+) -> Result<(), CloseReason> {
+    while let Some(reply) = replies.recv().await {
+        match reply {
+            Reply::None => {}
+            Reply::Frame(bytes) => stream.write_all(&bytes).await?,
+            Reply::Parts(parts) => write_parts(shard, stream, parts).await?,
+            Reply::Later(Later(rest)) => stream.write_all(&rest.await?).await?,
+        }
     }
+    Ok(())
 }
 
 async fn write_parts(

@@ -13,6 +13,7 @@ mod produce;
 
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
+use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_protocol::api_versions::is_supported;
@@ -32,6 +33,20 @@ pub enum Reply {
     Frame(Vec<u8>),
     /// Encoded bytes interleaved with file regions (Fetch).
     Parts(Vec<Part<FileRegion>>),
+    /// An answer still being worked out (acks=all Produce waiting for the
+    /// in-sync replicas); later requests are read and handled meanwhile,
+    /// and their answers wait behind this one.
+    Later(Later),
+}
+
+/// The rest of a request's handling, awaited by the connection's writer:
+/// it yields the encoded answer.
+pub struct Later(pub LocalBoxFuture<'static, Result<Vec<u8>, HandlerError>>);
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Later(..)")
+    }
 }
 
 /// A request that cannot be answered; the connection is closed.

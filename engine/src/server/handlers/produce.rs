@@ -1,10 +1,12 @@
 //! Produce: validate every batch on this shard, then append each
 //! partition's record set on its owner shard (one job per owner shard),
-//! and answer in request order. A partition whose batches fail validation
+//! and answer in request order. An acks=all answer is deferred
+//! ([`Reply::Later`]): once every append is done the connection reads its
+//! next request while the in-sync replicas catch up. A partition whose batches fail validation
 //! gets its error and nothing of it is appended; other partitions of the
 //! same request are unaffected.
 
-use super::{Ctx, HandlerError, Reply};
+use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
 use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
@@ -132,17 +134,37 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let forwarded = per_shard
         .into_iter()
         .map(|(owner, appends)| append_on(shard, owner, appends));
-    for (slot, outcome) in futures::future::join_all(forwarded)
+    let mut parked = Vec::new();
+    for (slot, outcome, wait) in futures::future::join_all(forwarded)
         .await
         .into_iter()
         .flatten()
     {
         slots[slot].2 = Some(outcome);
+        if let Some(wait) = wait {
+            parked.push((slot, wait));
+        }
     }
     if req.acks == 0 {
         return Ok(Reply::None);
     }
-    ctx.respond(&response(slots))
+    if parked.is_empty() {
+        return ctx.respond(&response(slots));
+    }
+    // Appended: the connection may go on to its next request while the
+    // in-sync replicas catch up; this answer still goes out in its turn.
+    let (api, version, correlation_id) = (ctx.api, ctx.version(), ctx.header.correlation_id);
+    Ok(Reply::Later(Later(Box::pin(async move {
+        let waits = parked
+            .into_iter()
+            .map(|(slot, (rx, timeout))| async move { (slot, acked(rx, timeout).await) });
+        for (slot, result) in futures::future::join_all(waits).await {
+            if let Err(code) = result {
+                slots[slot].2 = Some(Outcome::error(code, None));
+            }
+        }
+        encode_frame(api, version, correlation_id, &response(slots))
+    }))))
 }
 
 fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary, BatchError> {
@@ -153,34 +175,23 @@ fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary
     Ok(summary)
 }
 
+/// Appends on `owner`, in request order. Each acks=all partition comes
+/// back with the receiver of its answer and how long it may wait.
 async fn append_on(
     shard: &Rc<Shard>,
     owner: ShardId,
     appends: Vec<Append>,
-) -> Vec<(usize, Outcome)> {
+) -> Vec<(usize, Outcome, Option<(Acked, Duration)>)> {
     let slots: Vec<usize> = appends.iter().map(|a| a.slot).collect();
     let result = shard
         .invoke_on(owner, move |s| async move {
             let mut out = Vec::with_capacity(appends.len());
-            let mut parked = Vec::new();
             // Each append starts before the next is looked at, so batches
-            // for one partition keep their request order; acks=all answers
-            // are awaited together afterwards.
+            // for one partition keep their request order.
             for a in appends {
                 let (slot, timeout) = (a.slot, a.timeout);
                 let (outcome, acked) = append_one(&s, a).await;
-                if let Some(rx) = acked {
-                    parked.push((out.len(), rx, timeout));
-                }
-                out.push((slot, outcome));
-            }
-            let waits = parked
-                .into_iter()
-                .map(|(i, rx, timeout)| async move { (i, acked(rx, timeout).await) });
-            for (i, result) in futures::future::join_all(waits).await {
-                if let Err(code) = result {
-                    out[i].1 = Outcome::error(code, None);
-                }
+                out.push((slot, outcome, acked.map(|rx| (rx, timeout))));
             }
             out
         })
@@ -189,7 +200,13 @@ async fn append_on(
         tracing::error!(error = %e, "produce forwarding failed");
         slots
             .into_iter()
-            .map(|s| (s, Outcome::error(ErrorCode::NotLeaderOrFollower, None)))
+            .map(|s| {
+                (
+                    s,
+                    Outcome::error(ErrorCode::NotLeaderOrFollower, None),
+                    None,
+                )
+            })
             .collect()
     })
 }
