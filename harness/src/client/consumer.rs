@@ -1,9 +1,16 @@
 //! The harness consumer: a fetch loop over assigned partitions, assigned
 //! statically or by a consumer group ([`super::group_consumer`]).
 //!
-//! Each fetch asks every assigned partition's leader for records past the
-//! consumer's position with `fetch.min.bytes`, `fetch.max.wait.ms`,
-//! `fetch.max.bytes` and `max.partition.fetch.bytes`. Returned batches are
+//! As the Java client does, it keeps one Fetch in flight to every leader
+//! of an assigned partition, all at once, so a leader holding its fetch for
+//! `fetch.max.wait.ms` delays no other leader's records. Each asks for
+//! records past the consumer's positions with `fetch.min.bytes`,
+//! `fetch.max.wait.ms`, `fetch.max.bytes` and `max.partition.fetch.bytes`,
+//! in an incremental fetch session (KIP-227) from Fetch v7: after the
+//! first, full fetch, a request names only the partitions whose position
+//! changed (and those no longer wanted), and the broker answers only those
+//! with news. A session the broker no longer knows is reopened with the
+//! next fetch. Returned batches are
 //! CRC-checked, decompressed and decoded, and each record's end-to-end
 //! latency is taken from the send time the producer wrote into the first 8
 //! bytes of its value (µs since the Unix epoch, big-endian), or from the
@@ -16,7 +23,9 @@ use super::error::ClientError;
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
 use crate::workload::props::ConsumerSettings;
-use sluice_protocol::messages::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::messages::fetch_request::{
+    FetchPartition, FetchTopic, ForgottenTopic,
+};
 use sluice_protocol::messages::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName,
 };
@@ -29,6 +38,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one fetch round waits for an answer before returning to its
+/// caller (who may owe the group a heartbeat); fetches stay in flight.
+const ROUND_WAIT: Duration = Duration::from_millis(100);
+/// Fetch sessions (KIP-227) exist from this Fetch version.
+const SESSION_VERSION_MIN: i16 = 7;
+
+/// Fetch offsets by (topic, partition).
+type Positions = BTreeMap<(String, i32), i64>;
+
+/// The fetch pipeline to one leader: a non-blocking connection with at
+/// most one Fetch in flight, and the fetch session open on it.
+struct Fetcher {
+    conn: Connection,
+    version: i16,
+    /// The Fetch in flight: its correlation id, and the positions the
+    /// broker's session holds once it is answered.
+    in_flight: Option<(i32, Positions)>,
+    session: Option<Session>,
+}
+
+/// A fetch session: its id, the epoch of the next Fetch, and each
+/// partition's offset as the broker last heard it.
+struct Session {
+    id: i32,
+    epoch: i32,
+    sent: Positions,
+}
 
 /// One assigned partition and the consumer's position in it.
 #[derive(Clone, Debug)]
@@ -46,7 +82,9 @@ pub struct Consumer {
     addrs: BTreeMap<i32, SocketAddr>,
     /// Topic → leader per partition, from the last metadata.
     leaders: BTreeMap<String, Vec<i32>>,
+    /// Blocking connections for offset lookups, by broker.
     conns: BTreeMap<i32, (Connection, i16)>,
+    fetchers: BTreeMap<i32, Fetcher>,
     pub assigned: Vec<Assigned>,
     bootstrap: SocketAddr,
     pub client_errors: Vec<String>,
@@ -79,6 +117,7 @@ impl Consumer {
             addrs: md.brokers.clone(),
             leaders: md.topics.clone(),
             conns: BTreeMap::new(),
+            fetchers: BTreeMap::new(),
             assigned,
             bootstrap,
             client_errors: Vec::new(),
@@ -142,6 +181,14 @@ impl Consumer {
         self.reset_where(reset_at, |a| a.offset < 0)
     }
 
+    /// Leaders this consumer holds an incremental fetch session with.
+    pub fn fetch_sessions(&self) -> usize {
+        self.fetchers
+            .values()
+            .filter(|f| f.session.is_some())
+            .count()
+    }
+
     /// Every assigned partition and the next offset to read from it.
     pub fn positions(&self) -> Vec<(String, i32, i64)> {
         self.assigned
@@ -176,27 +223,170 @@ impl Consumer {
         Ok(())
     }
 
-    /// One fetch round over every leader. Returns records consumed.
+    /// One fetch round: a Fetch is sent to every leader that has none in
+    /// flight, then whatever answers arrive within [`ROUND_WAIT`] are
+    /// taken. Returns records consumed.
     pub fn fetch_once(&mut self, rec: &mut Recorder) -> Result<u64, ClientError> {
-        let leaders: Vec<i32> = {
-            let mut l: Vec<i32> = self.assigned.iter().map(|a| a.leader).collect();
-            l.sort_unstable();
-            l.dedup();
-            l
-        };
-        let mut total = 0;
+        let mut leaders: Vec<i32> = self.assigned.iter().map(|a| a.leader).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
         for leader in leaders {
-            match self.fetch_from(leader, rec) {
+            if let Err(e) = self.start_fetch(leader) {
+                self.fetch_failed(leader, e);
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = self
+            .fetchers
+            .values()
+            .filter(|f| f.in_flight.is_some())
+            .map(|f| libc::pollfd {
+                fd: f.conn.raw_fd(),
+                events: libc::POLLIN
+                    | if f.conn.wants_write() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    },
+                revents: 0,
+            })
+            .collect();
+        let until = self.clock.now_ns() + ROUND_WAIT.as_nanos() as u64;
+        if fds.is_empty() {
+            // Nothing assigned, or every leader failed: wait, do not spin.
+            std::thread::sleep(ROUND_WAIT);
+            return Ok(0);
+        }
+        super::producer::wait(&self.clock, &mut fds, until);
+        let waiting: Vec<i32> = self
+            .fetchers
+            .iter()
+            .filter(|(_, f)| f.in_flight.is_some())
+            .map(|(l, _)| *l)
+            .collect();
+        let mut total = 0;
+        for leader in waiting {
+            match self.collect(leader, rec) {
                 Ok(n) => total += n,
-                Err(e) => {
-                    self.conns.remove(&leader);
-                    self.client_errors.push(e.to_string());
-                    self.refresh_metadata();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                Err(e) => self.fetch_failed(leader, e),
             }
         }
         Ok(total)
+    }
+
+    /// Sends `leader` its next Fetch unless one is in flight.
+    fn start_fetch(&mut self, leader: i32) -> Result<(), ClientError> {
+        if self
+            .fetchers
+            .get(&leader)
+            .is_some_and(|f| f.in_flight.is_some())
+        {
+            return Ok(());
+        }
+        if !self.fetchers.contains_key(&leader) {
+            let addr = *self.addrs.get(&leader).ok_or(ClientError::NoLeader {
+                topic: "(any)".into(),
+                partition: -1,
+            })?;
+            let mut conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
+            let version = conn.version(ApiKey::Fetch)?;
+            conn.set_nonblocking()?;
+            self.fetchers.insert(
+                leader,
+                Fetcher {
+                    conn,
+                    version,
+                    in_flight: None,
+                    session: None,
+                },
+            );
+        }
+        let want: Positions = self
+            .assigned
+            .iter()
+            .filter(|a| a.leader == leader)
+            .map(|a| ((a.topic.clone(), a.partition), a.offset))
+            .collect();
+        let f = self.fetchers.get_mut(&leader).expect("inserted above");
+        let req = fetch_request(
+            &self.s,
+            &want,
+            f.session.as_ref(),
+            f.version >= SESSION_VERSION_MIN,
+        );
+        let corr = f.conn.queue(ApiKey::Fetch, f.version, &req)?;
+        f.conn.flush_some()?;
+        f.in_flight = Some((corr, want));
+        Ok(())
+    }
+
+    /// Takes `leader`'s answer if it has arrived. Returns records consumed.
+    fn collect(&mut self, leader: i32, rec: &mut Recorder) -> Result<u64, ClientError> {
+        let f = self.fetchers.get_mut(&leader).expect("in flight");
+        f.conn.flush_some()?;
+        let mut frames = Vec::new();
+        f.conn.read_available(&mut frames)?;
+        if frames.len() > 1 {
+            return Err(ClientError::Decode {
+                api: ApiKey::Fetch,
+                version: f.version,
+                reason: format!(
+                    "{} answered more than the one Fetch in flight",
+                    f.conn.addr()
+                ),
+            });
+        }
+        let Some(payload) = frames.pop() else {
+            return Ok(0);
+        };
+        let (expected, sent) = f.in_flight.take().expect("in flight");
+        let (got, resp): (i32, FetchResponse) =
+            super::wire::decode_response(ApiKey::Fetch, f.version, payload)?;
+        if got != expected {
+            return Err(ClientError::Correlation {
+                addr: f.conn.addr(),
+                expected,
+                got,
+            });
+        }
+        let now = self.clock.now_ns();
+        match ErrorCode::from_code(resp.error_code) {
+            ErrorCode::None => {}
+            // The broker let the session go: the next Fetch opens another.
+            ErrorCode::FetchSessionIdNotFound | ErrorCode::InvalidFetchSessionEpoch => {
+                f.session = None;
+                return Ok(0);
+            }
+            code => {
+                return Err(ClientError::Broker {
+                    what: "Fetch".into(),
+                    code,
+                })
+            }
+        }
+        match &mut f.session {
+            Some(s) => {
+                s.epoch = if s.epoch == i32::MAX { 1 } else { s.epoch + 1 };
+                s.sent = sent;
+            }
+            None if resp.session_id != 0 => {
+                f.session = Some(Session {
+                    id: resp.session_id,
+                    epoch: 1,
+                    sent,
+                });
+            }
+            None => {}
+        }
+        self.take_records(&resp, now, rec)
+    }
+
+    /// A leader's fetch failed: its connection and session are dropped,
+    /// the error kept, and the metadata asked again.
+    fn fetch_failed(&mut self, leader: i32, e: ClientError) {
+        self.fetchers.remove(&leader);
+        self.client_errors.push(e.to_string());
+        self.refresh_metadata();
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     fn refresh_metadata(&mut self) {
@@ -221,44 +411,13 @@ impl Consumer {
         }
     }
 
-    fn request_for(&self, leader: i32) -> FetchRequest {
-        let mut topics: Vec<FetchTopic> = Vec::new();
-        for a in self.assigned.iter().filter(|a| a.leader == leader) {
-            let fp = FetchPartition::default()
-                .with_partition(a.partition)
-                .with_fetch_offset(a.offset)
-                .with_partition_max_bytes(self.s.max_partition_fetch_bytes);
-            match topics.iter_mut().find(|t| t.topic == a.wire) {
-                Some(t) => t.partitions.push(fp),
-                None => topics.push(
-                    FetchTopic::default()
-                        .with_topic(a.wire.clone())
-                        .with_partitions(vec![fp]),
-                ),
-            }
-        }
-        FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(self.s.fetch_max_wait_ms)
-            .with_min_bytes(self.s.fetch_min_bytes)
-            .with_max_bytes(self.s.fetch_max_bytes)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(topics)
-    }
-
-    fn fetch_from(&mut self, leader: i32, rec: &mut Recorder) -> Result<u64, ClientError> {
-        let req = self.request_for(leader);
-        let (conn, version) = self.conn(leader)?;
-        let version = *version;
-        let resp: FetchResponse = conn.roundtrip_at(ApiKey::Fetch, version, &req)?;
-        let now = self.clock.now_ns();
-        if resp.error_code != 0 {
-            return Err(ClientError::Broker {
-                what: "Fetch".into(),
-                code: ErrorCode::from_code(resp.error_code),
-            });
-        }
+    /// Consumes the records of a Fetch answer. Returns records consumed.
+    fn take_records(
+        &mut self,
+        resp: &FetchResponse,
+        now: u64,
+        rec: &mut Recorder,
+    ) -> Result<u64, ClientError> {
         let mut n = 0;
         let mut reset = false;
         for t in &resp.responses {
@@ -301,6 +460,74 @@ impl Consumer {
         }
         Ok(n)
     }
+}
+
+/// The next Fetch for `want`: in `session`, only the partitions whose
+/// offset the broker has not heard, and those to forget; else every
+/// partition, asking for a new session when `sessions` (Fetch v7+).
+fn fetch_request(
+    s: &ConsumerSettings,
+    want: &Positions,
+    session: Option<&Session>,
+    sessions: bool,
+) -> FetchRequest {
+    let send: Positions = match session {
+        Some(session) => want
+            .iter()
+            .filter(|(k, o)| session.sent.get(*k) != Some(*o))
+            .map(|(k, o)| (k.clone(), *o))
+            .collect(),
+        None => want.clone(),
+    };
+    let forget: Vec<&(String, i32)> = session.map_or_else(Vec::new, |session| {
+        session
+            .sent
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .collect()
+    });
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((topic, partition), offset) in &send {
+        let fp = FetchPartition::default()
+            .with_partition(*partition)
+            .with_fetch_offset(*offset)
+            .with_partition_max_bytes(s.max_partition_fetch_bytes);
+        let wire = topic_name(topic);
+        match topics.iter_mut().find(|t| t.topic == wire) {
+            Some(t) => t.partitions.push(fp),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(wire)
+                    .with_partitions(vec![fp]),
+            ),
+        }
+    }
+    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+    for (topic, partition) in forget {
+        let wire = topic_name(topic);
+        match forgotten.iter_mut().find(|t| t.topic == wire) {
+            Some(t) => t.partitions.push(*partition),
+            None => forgotten.push(
+                ForgottenTopic::default()
+                    .with_topic(wire)
+                    .with_partitions(vec![*partition]),
+            ),
+        }
+    }
+    let (id, epoch) = match session {
+        Some(session) => (session.id, session.epoch),
+        None if sessions => (0, 0),
+        None => (0, -1),
+    };
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(s.fetch_max_wait_ms)
+        .with_min_bytes(s.fetch_min_bytes)
+        .with_max_bytes(s.fetch_max_bytes)
+        .with_session_id(id)
+        .with_session_epoch(epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten)
 }
 
 /// Records every record at or past `from` in a fetched record set; returns
@@ -366,6 +593,52 @@ pub fn consume_records(
 mod tests {
     use super::*;
     use crate::client::accumulator::PartitionQueue;
+
+    #[test]
+    fn fetches_name_only_what_the_session_has_not_heard() {
+        let s = ConsumerSettings::default();
+        let want: Positions = [(("t".to_string(), 0), 5), (("t".to_string(), 1), 7)]
+            .into_iter()
+            .collect();
+        let names = |r: &FetchRequest| -> Vec<(i32, i64)> {
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.fetch_offset)))
+                .collect()
+        };
+        // Before Fetch v7: every partition, no session.
+        let r = fetch_request(&s, &want, None, false);
+        assert_eq!((r.session_id, r.session_epoch), (0, -1));
+        assert_eq!(names(&r), vec![(0, 5), (1, 7)]);
+        // v7+: every partition, asking for a session.
+        let r = fetch_request(&s, &want, None, true);
+        assert_eq!((r.session_id, r.session_epoch), (0, 0));
+        assert_eq!(names(&r), vec![(0, 5), (1, 7)]);
+        // In a session: partition 0 moved, 1 did not, 2 is no longer wanted.
+        let session = Session {
+            id: 9,
+            epoch: 3,
+            sent: [
+                (("t".to_string(), 0), 2),
+                (("t".to_string(), 1), 7),
+                (("t".to_string(), 2), 4),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let r = fetch_request(&s, &want, Some(&session), true);
+        assert_eq!((r.session_id, r.session_epoch), (9, 3));
+        assert_eq!(names(&r), vec![(0, 5)]);
+        assert_eq!(r.forgotten_topics_data.len(), 1);
+        assert_eq!(r.forgotten_topics_data[0].partitions, vec![2]);
+        // Nothing changed: an empty incremental fetch.
+        let session = Session {
+            sent: want.clone(),
+            ..session
+        };
+        let r = fetch_request(&s, &want, Some(&session), true);
+        assert!(r.topics.is_empty() && r.forgotten_topics_data.is_empty());
+    }
 
     #[test]
     fn consumes_from_the_position_and_keeps_partial_batches() {
