@@ -52,6 +52,21 @@ enum Command {
     },
     /// Print two runs side by side with deltas.
     Compare { run_a: PathBuf, run_b: PathBuf },
+    /// One broker of `run`'s embedded cluster, in its own process; it
+    /// stops when its standard input closes.
+    #[command(hide = true)]
+    Broker {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        cores: usize,
+        #[arg(long)]
+        cpus: Option<String>,
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +133,19 @@ fn real_main() -> Result<(), String> {
             println!("report:  {}", dir.join("report.html").display());
             Ok(())
         }
+        Command::Broker {
+            listen,
+            data_dir,
+            cores,
+            cpus,
+            overrides,
+        } => sluice_harness::target::serve_broker(&sluice_harness::target::BrokerArgs {
+            listen,
+            data_dir,
+            cores,
+            cpus,
+            overrides,
+        }),
         Command::Compare { run_a, run_b } => {
             let a = files::read_run_json(&run_a)?;
             let b = files::read_run_json(&run_b)?;

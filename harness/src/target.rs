@@ -2,19 +2,96 @@
 //! embedded Sluice cluster (one broker, or three when a point replicates)
 //! on free loopback ports with a temporary data directory, stopped after
 //! the run.
+//!
+//! Each embedded broker runs in a process of its own (`sluice-bench broker`,
+//! a hidden subcommand), as deployed brokers do. In one process, every
+//! executor that goes to sleep issues a process-wide memory barrier
+//! (`membarrier`, glommio's cross-executor wake protocol) that interrupts
+//! every CPU running any of the process's threads: the other brokers and
+//! the load generator itself. Where no `sluice-bench` executable is known
+//! (the library used from elsewhere) the brokers run in-process.
 
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long an embedded broker may take to listen.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a stopping broker process may take before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+static BROKER_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// The `sluice-bench` executable that runs embedded brokers (`broker`
+/// subcommand); by default this process's own executable when it is
+/// `sluice-bench`. Tests of the library point it at the built binary.
+pub fn set_broker_program(path: &Path) {
+    let _ = BROKER_PROGRAM.set(path.to_path_buf());
+}
+
+fn broker_program() -> Option<PathBuf> {
+    if let Some(p) = BROKER_PROGRAM.get() {
+        return Some(p.clone());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let name = exe.file_name()?.to_str()?;
+    name.starts_with("sluice-bench").then_some(exe)
+}
 
 pub enum Target {
     Remote(SocketAddr),
     Embedded {
-        brokers: Vec<EmbeddedBroker>,
+        brokers: Vec<Node>,
         /// Kept so the data directory lives as long as the broker.
         _dir: tempfile::TempDir,
         config: Vec<(String, String)>,
     },
+}
+
+/// One embedded broker.
+pub enum Node {
+    Process { child: Child, addr: SocketAddr },
+    InProcess(EmbeddedBroker),
+}
+
+impl Node {
+    fn bootstrap(&self) -> SocketAddr {
+        match self {
+            Node::Process { addr, .. } => *addr,
+            Node::InProcess(b) => b.bootstrap(),
+        }
+    }
+
+    /// Stops the broker cleanly: a process when its standard input closes.
+    fn stop(self) {
+        match self {
+            Node::InProcess(b) => b.stop(),
+            Node::Process { mut child, addr } => {
+                drop(child.stdin.take());
+                let deadline = Instant::now() + STOP_DEADLINE;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => return,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        _ => {
+                            eprintln!("embedded broker at {addr} did not stop; killing it");
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Target {
@@ -50,11 +127,17 @@ impl Target {
         }
     }
 
+    /// Stops the embedded brokers, then removes their data (as dropping does).
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Target {
+    /// The brokers stop before their data directory goes.
+    fn drop(&mut self) {
         if let Target::Embedded { brokers, .. } = self {
-            for b in brokers {
-                b.stop();
-            }
+            stop_all(std::mem::take(brokers));
         }
     }
 }
@@ -113,11 +196,12 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
         };
         cfg.cores = cores.max(1);
         cfg.cpus = Some(sluice_engine::config::cpus_for_broker(i, cfg.cores));
-        cfg.set("node.id", &(i + 1).to_string()).map_err(bad)?;
-        for (k, v) in &settings {
+        let mut own = vec![("node.id".to_string(), (i + 1).to_string())];
+        own.extend(settings.iter().cloned());
+        for (k, v) in &own {
             cfg.set(k, v).map_err(bad)?;
         }
-        configs.push(cfg);
+        configs.push((cfg, own));
     }
     let mut config = vec![
         (
@@ -133,28 +217,173 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
         ("brokers".to_string(), brokers.to_string()),
     ];
     config.extend(settings);
-    let starts: Vec<_> = configs
-        .into_iter()
-        .map(|cfg| std::thread::spawn(move || EmbeddedBroker::start(cfg)))
-        .collect();
-    let mut running = Vec::new();
-    let mut failed = None;
-    for s in starts {
-        match s.join() {
-            Ok(Ok(b)) => running.push(b),
-            Ok(Err(e)) => failed = Some(format!("starting the embedded broker: {e}")),
-            Err(_) => failed = Some("starting the embedded broker panicked".to_string()),
-        }
-    }
-    if let Some(e) = failed {
-        for b in running {
-            b.stop();
-        }
-        return Err(e);
-    }
+    let running = match broker_program() {
+        Some(program) => start_processes(&program, configs)?,
+        None => start_in_process(configs)?,
+    };
     Ok(Target::Embedded {
         brokers: running,
         _dir: dir,
         config,
     })
+}
+
+/// The command-line form of an embedded broker's config.
+pub struct BrokerArgs {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub cpus: Option<String>,
+    pub overrides: Vec<String>,
+}
+
+impl BrokerArgs {
+    fn of(cfg: &BrokerConfig, settings: &[(String, String)]) -> BrokerArgs {
+        BrokerArgs {
+            listen: cfg.listen.to_string(),
+            data_dir: cfg.data_dir.clone(),
+            cores: cfg.cores,
+            cpus: cfg.cpus.as_ref().map(|c| {
+                c.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            overrides: settings.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+
+    fn config(&self) -> Result<BrokerConfig, String> {
+        let bad = |e: sluice_engine::config::ConfigError| format!("embedded broker config: {e}");
+        let mut cfg = BrokerConfig::default();
+        cfg.set_listen(&self.listen).map_err(bad)?;
+        cfg.data_dir = self.data_dir.clone();
+        cfg.cores = self.cores.max(1);
+        if let Some(cpus) = &self.cpus {
+            cfg.cpus = Some(sluice_engine::config::parse_cpu_list("--cpus", cpus).map_err(bad)?);
+        }
+        for o in &self.overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--override {o}: expected KEY=VALUE"))?;
+            cfg.set(k, v).map_err(bad)?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs one embedded broker until standard input closes (the harness that
+/// started it stopped, or died).
+pub fn serve_broker(args: &BrokerArgs) -> Result<(), String> {
+    let broker = EmbeddedBroker::start(args.config()?)
+        .map_err(|e| format!("starting the embedded broker: {e}"))?;
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    broker.stop();
+    Ok(())
+}
+
+/// Starts each broker as `program broker ...`; returns once all listen.
+fn start_processes(
+    program: &Path,
+    configs: Vec<(BrokerConfig, Vec<(String, String)>)>,
+) -> Result<Vec<Node>, String> {
+    let mut running = Vec::new();
+    for (cfg, settings) in &configs {
+        let a = BrokerArgs::of(cfg, settings);
+        let mut c = Command::new(program);
+        c.arg("broker")
+            .arg("--listen")
+            .arg(&a.listen)
+            .arg("--data-dir")
+            .arg(&a.data_dir)
+            .arg("--cores")
+            .arg(a.cores.to_string());
+        if let Some(cpus) = &a.cpus {
+            c.arg("--cpus").arg(cpus);
+        }
+        for o in &a.overrides {
+            c.arg("--override").arg(o);
+        }
+        // A process group of its own: Ctrl-C at the terminal stops the
+        // harness's point, not the broker under it.
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        match c.spawn() {
+            Ok(child) => running.push(Node::Process {
+                child,
+                addr: cfg.listen,
+            }),
+            Err(e) => {
+                stop_all(running);
+                return Err(format!(
+                    "starting an embedded broker ({}): {e}",
+                    program.display()
+                ));
+            }
+        }
+    }
+    // The brokers start together: each waits for the controller quorum.
+    let deadline = Instant::now() + START_DEADLINE;
+    for i in 0..running.len() {
+        if let Err(e) = wait_listening(&mut running[i], deadline) {
+            stop_all(running);
+            return Err(e);
+        }
+    }
+    Ok(running)
+}
+
+fn wait_listening(node: &mut Node, deadline: Instant) -> Result<(), String> {
+    let Node::Process { child, addr } = node else {
+        return Ok(());
+    };
+    loop {
+        if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the embedded broker at {addr} exited with {status}"
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the embedded broker at {addr} did not listen within {} s",
+                START_DEADLINE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_all(nodes: Vec<Node>) {
+    for n in nodes {
+        n.stop();
+    }
+}
+
+fn start_in_process(
+    configs: Vec<(BrokerConfig, Vec<(String, String)>)>,
+) -> Result<Vec<Node>, String> {
+    let starts: Vec<_> = configs
+        .into_iter()
+        .map(|(cfg, _)| std::thread::spawn(move || EmbeddedBroker::start(cfg)))
+        .collect();
+    let mut running = Vec::new();
+    let mut failed = None;
+    for s in starts {
+        match s.join() {
+            Ok(Ok(b)) => running.push(Node::InProcess(b)),
+            Ok(Err(e)) => failed = Some(format!("starting the embedded broker: {e}")),
+            Err(_) => failed = Some("starting the embedded broker panicked".to_string()),
+        }
+    }
+    if let Some(e) = failed {
+        stop_all(running);
+        return Err(e);
+    }
+    Ok(running)
 }

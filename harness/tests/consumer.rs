@@ -16,6 +16,7 @@ use sluice_protocol::messages::messages::produce_request::{
 use sluice_protocol::messages::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use sluice_protocol::record_batch::BatchBuilder;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 3;
@@ -67,6 +68,8 @@ fn consume_until(c: &mut Consumer, rec: &mut Recorder, total: u64, context: &str
 
 #[test]
 fn one_consumer_fetches_from_every_leader_at_once_in_fetch_sessions() {
+    // Brokers in processes of their own, as `sluice-bench run` starts them.
+    sluice_harness::target::set_broker_program(Path::new(env!("CARGO_BIN_EXE_sluice-bench")));
     let target = start_embedded(3, 1).unwrap();
     let bootstrap = target.bootstrap();
     let topic = "spread".to_string();

@@ -12,6 +12,8 @@ use std::time::Duration;
 #[test]
 fn a_small_sweep_runs_against_the_embedded_broker() {
     let text = "name: smoke\npartitionsPerTopic: 2\nmessageSize: 100\nproducerRate: 500\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  compression.type: lz4\n  acks: all\nsweep:\n  consumerAssignment: [group, manual]\n";
+    // Brokers in processes of their own, as `sluice-bench run` starts them.
+    sluice_harness::target::set_broker_program(Path::new(env!("CARGO_BIN_EXE_sluice-bench")));
     let f = parse(Path::new("smoke.yaml"), text, None).unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = RunOptions::quiet(out.path().to_path_buf(), None);
