@@ -184,24 +184,31 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
     if !voters.is_empty() {
         settings.push(("controller.quorum.voters".to_string(), voters));
     }
-    let mut configs = Vec::new();
+    let mut brokers_args = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        let mut cfg = BrokerConfig::default();
-        let bad = |e: sluice_engine::config::ConfigError| format!("embedded broker config: {e}");
-        cfg.set_listen(&format!("127.0.0.1:{port}")).map_err(bad)?;
-        cfg.data_dir = if brokers == 1 {
-            dir.path().to_path_buf()
-        } else {
-            dir.path().join(format!("broker-{}", i + 1))
+        let cores = cores.max(1);
+        let mut overrides = vec![format!("node.id={}", i + 1)];
+        overrides.extend(settings.iter().map(|(k, v)| format!("{k}={v}")));
+        let args = BrokerArgs {
+            listen: format!("127.0.0.1:{port}"),
+            data_dir: if brokers == 1 {
+                dir.path().to_path_buf()
+            } else {
+                dir.path().join(format!("broker-{}", i + 1))
+            },
+            cores,
+            cpus: Some(
+                sluice_engine::config::cpus_for_broker(i, cores)
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            overrides,
         };
-        cfg.cores = cores.max(1);
-        cfg.cpus = Some(sluice_engine::config::cpus_for_broker(i, cfg.cores));
-        let mut own = vec![("node.id".to_string(), (i + 1).to_string())];
-        own.extend(settings.iter().cloned());
-        for (k, v) in &own {
-            cfg.set(k, v).map_err(bad)?;
-        }
-        configs.push((cfg, own));
+        // Checked here, so a bad setting is reported before anything starts.
+        args.config()?;
+        brokers_args.push(args);
     }
     let mut config = vec![
         (
@@ -218,8 +225,8 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
     ];
     config.extend(settings);
     let running = match broker_program() {
-        Some(program) => start_processes(&program, configs)?,
-        None => start_in_process(configs)?,
+        Some(program) => start_processes(&program, &brokers_args)?,
+        None => start_in_process(&brokers_args)?,
     };
     Ok(Target::Embedded {
         brokers: running,
@@ -238,21 +245,6 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn of(cfg: &BrokerConfig, settings: &[(String, String)]) -> BrokerArgs {
-        BrokerArgs {
-            listen: cfg.listen.to_string(),
-            data_dir: cfg.data_dir.clone(),
-            cores: cfg.cores,
-            cpus: cfg.cpus.as_ref().map(|c| {
-                c.iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }),
-            overrides: settings.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        }
-    }
-
     fn config(&self) -> Result<BrokerConfig, String> {
         let bad = |e: sluice_engine::config::ConfigError| format!("embedded broker config: {e}");
         let mut cfg = BrokerConfig::default();
@@ -284,13 +276,13 @@ pub fn serve_broker(args: &BrokerArgs) -> Result<(), String> {
 }
 
 /// Starts each broker as `program broker ...`; returns once all listen.
-fn start_processes(
-    program: &Path,
-    configs: Vec<(BrokerConfig, Vec<(String, String)>)>,
-) -> Result<Vec<Node>, String> {
+fn start_processes(program: &Path, brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
+    let addrs = brokers
+        .iter()
+        .map(|a| a.config().map(|c| c.listen))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut running = Vec::new();
-    for (cfg, settings) in &configs {
-        let a = BrokerArgs::of(cfg, settings);
+    for (a, addr) in brokers.iter().zip(addrs) {
         let mut c = Command::new(program);
         c.arg("broker")
             .arg("--listen")
@@ -312,10 +304,7 @@ fn start_processes(
             .stderr(Stdio::inherit())
             .process_group(0);
         match c.spawn() {
-            Ok(child) => running.push(Node::Process {
-                child,
-                addr: cfg.listen,
-            }),
+            Ok(child) => running.push(Node::Process { child, addr }),
             Err(e) => {
                 stop_all(running);
                 return Err(format!(
@@ -365,12 +354,14 @@ fn stop_all(nodes: Vec<Node>) {
     }
 }
 
-fn start_in_process(
-    configs: Vec<(BrokerConfig, Vec<(String, String)>)>,
-) -> Result<Vec<Node>, String> {
+fn start_in_process(brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
+    let configs = brokers
+        .iter()
+        .map(BrokerArgs::config)
+        .collect::<Result<Vec<_>, _>>()?;
     let starts: Vec<_> = configs
         .into_iter()
-        .map(|(cfg, _)| std::thread::spawn(move || EmbeddedBroker::start(cfg)))
+        .map(|cfg| std::thread::spawn(move || EmbeddedBroker::start(cfg)))
         .collect();
     let mut running = Vec::new();
     let mut failed = None;

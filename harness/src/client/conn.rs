@@ -61,6 +61,19 @@ impl Connection {
         Ok(c)
     }
 
+    /// Connects to broker `id` at its address in `addrs` (from Metadata).
+    pub fn to_broker(
+        addrs: &std::collections::BTreeMap<i32, SocketAddr>,
+        id: i32,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let addr = *addrs.get(&id).ok_or(ClientError::NoLeader {
+            topic: "(any)".into(),
+            partition: -1,
+        })?;
+        Connection::connect(addr, timeout)
+    }
+
     fn api_versions(&mut self) -> Result<Versions, ClientError> {
         // v3 is flexible; a broker that does not know it answers in v0 with
         // UNSUPPORTED_VERSION, and v0 is then asked for.

@@ -83,7 +83,7 @@ pub struct Consumer {
     /// Topic → leader per partition, from the last metadata.
     leaders: BTreeMap<String, Vec<i32>>,
     /// Blocking connections for offset lookups, by broker.
-    conns: BTreeMap<i32, (Connection, i16)>,
+    conns: BTreeMap<i32, Connection>,
     fetchers: BTreeMap<i32, Fetcher>,
     pub assigned: Vec<Assigned>,
     bootstrap: SocketAddr,
@@ -131,15 +131,10 @@ impl Consumer {
         Ok(c)
     }
 
-    fn conn(&mut self, leader: i32) -> Result<&mut (Connection, i16), ClientError> {
+    fn conn(&mut self, leader: i32) -> Result<&mut Connection, ClientError> {
         if !self.conns.contains_key(&leader) {
-            let addr = *self.addrs.get(&leader).ok_or(ClientError::NoLeader {
-                topic: "(any)".into(),
-                partition: -1,
-            })?;
-            let conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
-            let v = conn.version(ApiKey::Fetch)?;
-            self.conns.insert(leader, (conn, v));
+            let conn = Connection::to_broker(&self.addrs, leader, CONNECT_TIMEOUT)?;
+            self.conns.insert(leader, conn);
         }
         Ok(self.conns.get_mut(&leader).expect("inserted above"))
     }
@@ -210,7 +205,7 @@ impl Consumer {
                 .push(a.partition);
         }
         for ((leader, topic), parts) in by_leader {
-            let (conn, _) = self.conn(leader)?;
+            let conn = self.conn(leader)?;
             let offsets = admin::list_offsets(conn, &topic, &parts, at)?;
             for a in &mut self.assigned {
                 if a.topic == topic && pick(a) {
@@ -283,11 +278,7 @@ impl Consumer {
             return Ok(());
         }
         if !self.fetchers.contains_key(&leader) {
-            let addr = *self.addrs.get(&leader).ok_or(ClientError::NoLeader {
-                topic: "(any)".into(),
-                partition: -1,
-            })?;
-            let mut conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
+            let mut conn = Connection::to_broker(&self.addrs, leader, CONNECT_TIMEOUT)?;
             let version = conn.version(ApiKey::Fetch)?;
             conn.set_nonblocking()?;
             self.fetchers.insert(

@@ -419,11 +419,7 @@ impl Producer {
 
     fn broker(&mut self, id: i32) -> Result<&mut Broker, ClientError> {
         if !self.brokers.contains_key(&id) {
-            let addr = *self.addrs.get(&id).ok_or(ClientError::NoLeader {
-                topic: "(any)".into(),
-                partition: -1,
-            })?;
-            let mut conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
+            let mut conn = Connection::to_broker(&self.addrs, id, CONNECT_TIMEOUT)?;
             let produce_version = conn.version(ApiKey::Produce)?;
             conn.set_nonblocking()?;
             self.brokers.insert(
