@@ -85,6 +85,12 @@ pub const KEYS: &[Key] = &[
     broker("controller.quorum.voters", Kind::Text, "", 0),
     broker("broker.session.timeout.ms", Kind::Int, "9000", 1),
     broker("broker.heartbeat.interval.ms", Kind::Int, "2000", 1),
+    broker(
+        "metadata.log.max.record.bytes.between.snapshots",
+        Kind::Long,
+        "20971520",
+        1,
+    ),
     broker("replica.lag.time.max.ms", Kind::Long, "30000", 1),
     broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
     broker("offsets.topic.replication.factor", Kind::Int, "1", 1),

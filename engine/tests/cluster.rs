@@ -341,6 +341,84 @@ fn a_dead_broker_is_fenced_its_partitions_move_and_a_new_controller_takes_over()
     assert_eq!(seen.len(), 300);
 }
 
+/// Names of the topics in a Metadata answer.
+fn topic_names(m: &MetadataResponse) -> BTreeSet<String> {
+    m.topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect()
+}
+
+#[test]
+fn metadata_snapshots_bring_back_a_voter_that_missed_them_and_rebuild_on_restart() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot after every entry: the log keeps almost nothing.
+    let mut c = cluster_with(
+        dir.path(),
+        &["metadata.log.max.record.bytes.between.snapshots=1"],
+    );
+    let m = wait_for(&c, 1, "three brokers and a controller", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+    create(&c.bootstrap(), "before", 2, 3).unwrap();
+    // A voter other than the controller dies; the others go on, and
+    // their snapshots pass everything it has.
+    let away = if m.controller_id.0 == 3 { 2 } else { 3 };
+    c.kill(away);
+    let alive: Vec<String> = (1..=3)
+        .filter(|n| *n != away)
+        .map(|n| format!("127.0.0.1:{}", c.spec.ports[n - 1]))
+        .collect();
+    let mut expected: BTreeSet<String> = ["before".to_string()].into();
+    for i in 0..4 {
+        let topic = format!("while-away-{i}");
+        create(&alive.join(","), &topic, 1, 2).unwrap();
+        expected.insert(topic);
+    }
+    let meta_dir = |node: usize| {
+        dir.path()
+            .join(format!("broker-{node}"))
+            .join("__cluster_metadata-0")
+    };
+    let present =
+        |m: &MetadataResponse| expected.is_subset(&topic_names(m)) && broker_ids(m).len() == 3;
+    for node in (1..=3).filter(|n| *n != away) {
+        assert!(
+            meta_dir(node).join("snapshot").exists(),
+            "broker {node} wrote no metadata snapshot"
+        );
+    }
+    // Back, it is sent the leader's snapshot in place of the entries.
+    c.restart(away, READY_DEADLINE).unwrap();
+    let seen = wait_for(&c, away, "every topic after rejoining", present);
+    assert!(meta_dir(away).join("snapshot").exists());
+    let log = std::fs::read_to_string(dir.path().join(format!("broker-{away}.log"))).unwrap();
+    assert!(
+        log.contains("metadata snapshot installed"),
+        "broker {away} caught up without the leader's snapshot"
+    );
+    let reference = partitions(&seen, "before");
+    // Everyone stops and starts again: snapshot and entries after it
+    // rebuild the same metadata on every broker.
+    c.stop_all();
+    let spec = c.spec.clone();
+    drop(c);
+    let c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts again");
+    for node in 1..=3 {
+        let m = wait_for(&c, node, "every topic after a restart", present);
+        let now = partitions(&m, "before");
+        for (index, (_, _, replicas, _)) in &reference {
+            assert_eq!(&now[index].2, replicas, "broker {node}, partition {index}");
+        }
+    }
+    // And it still takes changes.
+    create(&c.bootstrap(), "after-restart", 1, 3).unwrap();
+    wait_for(&c, away, "the topic made after the restart", |m| {
+        topic_names(m).contains("after-restart")
+    });
+}
+
 fn create_with(
     bootstrap: &str,
     topic: &str,

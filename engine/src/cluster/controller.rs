@@ -94,6 +94,14 @@ impl Controller {
             self.quorum
                 .wait_applied_after(after, Duration::from_millis(wait_ms.min(5_000)))
                 .await;
+            if after < self.quorum.log_start() {
+                // What it lacks is only in a snapshot now: the image.
+                let image = self.quorum.image();
+                return Response::Image {
+                    index: image.applied,
+                    records: image.to_records(),
+                };
+            }
             const MAX: usize = 1024;
             let entries = self.quorum.entries_after(after, MAX);
             let upto = if entries.len() == MAX {

@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// `unclean.leader.election.enable`.
     pub unclean_default: bool,
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub snapshot_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -55,6 +57,10 @@ impl ClusterConfig {
             session_timeout: ms("broker.session.timeout.ms"),
             heartbeat_interval: ms("broker.heartbeat.interval.ms"),
             unclean_default: config.get("unclean.leader.election.enable") == Some("true"),
+            snapshot_bytes: config
+                .get("metadata.log.max.record.bytes.between.snapshots")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20 << 20),
         })
     }
 

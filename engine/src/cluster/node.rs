@@ -84,6 +84,7 @@ impl ClusterNode {
                     config.node_id as u64,
                     ids,
                     shard.broker.data_dir(),
+                    config.snapshot_bytes,
                     outboxes,
                 )?;
                 let broker = Arc::clone(&shard.broker);
@@ -199,6 +200,10 @@ impl ClusterNode {
             };
             let (entries, upto) = match self.fetch(&req).await {
                 Some(Response::Entries { entries, upto }) => (entries, upto),
+                Some(Response::Image { index, records }) => {
+                    *self.image.borrow_mut() = ClusterImage::default();
+                    (vec![(index, records)], index)
+                }
                 _ => {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -264,7 +269,9 @@ impl ClusterNode {
                         return Err((code, message));
                     }
                 }
-                Some(Response::NotController { .. }) | None | Some(Response::Entries { .. }) => {}
+                Some(Response::NotController { .. })
+                | None
+                | Some(Response::Entries { .. } | Response::Image { .. }) => {}
             }
             if Instant::now() >= deadline || shard.broker.stopping() {
                 return Err((

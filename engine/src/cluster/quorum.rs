@@ -9,16 +9,21 @@
 //! [`ClusterImage`], keeps them for brokers that fetch the log, and
 //! answers the proposal that made it, if it was made here.
 //!
+//! Once the entries applied since the last snapshot hold
+//! `metadata.log.max.record.bytes.between.snapshots` of records, the
+//! image is written as a snapshot (the records that rebuild it) and the
+//! entries it covers are dropped, here and on disk. A voter that fell
+//! behind the snapshot gets it from the leader in place of the entries.
+//!
 //! Voters are fixed by `controller.quorum.voters`; membership changes are
 //! not supported.
 
-use super::raft_store::RaftStore;
+use super::raft_store::{LogStorage, RaftStore};
 use super::records::{self, ClusterImage, Record};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
-use raft::eraftpb::{Entry, EntryType, Message};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -52,15 +57,23 @@ type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
 
 pub struct Quorum {
     pub id: u64,
-    raw: RefCell<RawNode<MemStorage>>,
+    raw: RefCell<RawNode<LogStorage>>,
     store: RefCell<RaftStore>,
     inbox: mpsc::UnboundedSender<Input>,
     /// Messages for other voters, by voter id.
     outboxes: HashMap<u64, mpsc::UnboundedSender<Message>>,
     /// Proposals made here, by log index: (term, who waits).
     pending: RefCell<BTreeMap<u64, (u64, Waiter)>>,
-    /// Every committed entry's records, for brokers replaying the log.
+    /// Every committed entry's records since the last snapshot, for
+    /// brokers replaying the log.
     committed: RefCell<Vec<(u64, Vec<Record>)>>,
+    /// Index of the last snapshot: a broker that has applied less is
+    /// sent the image instead of entries.
+    log_start: Cell<u64>,
+    /// Record bytes applied since the last snapshot, and how many make
+    /// the next one.
+    since_snapshot: Cell<u64>,
+    snapshot_bytes: u64,
     image: RefCell<ClusterImage>,
     /// Woken whenever entries are applied.
     appliers: RefCell<Vec<oneshot::Sender<()>>>,
@@ -72,16 +85,27 @@ fn slog_discard() -> slog::Logger {
 }
 
 impl Quorum {
-    /// Opens the log in `data_dir` and makes the voter `id` of `voters`.
+    /// Opens the log in `data_dir` and makes the voter `id` of `voters`,
+    /// snapshotting every `snapshot_bytes` of applied records.
     /// `outboxes` carry messages to the other voters; the returned
     /// receiver feeds [`Quorum::run`].
     pub fn open(
         id: u64,
         voters: Vec<u64>,
         data_dir: &Path,
+        snapshot_bytes: u64,
         outboxes: HashMap<u64, mpsc::UnboundedSender<Message>>,
     ) -> crate::storage::Result<(Rc<Quorum>, mpsc::UnboundedReceiver<Input>)> {
         let (store, storage) = RaftStore::open(data_dir, voters.clone())?;
+        let snapshot = storage
+            .snapshot(0, id)
+            .expect("the last snapshot is at hand");
+        let image =
+            image_of(&snapshot).map_err(|reason| crate::storage::StorageError::Corrupt {
+                path: data_dir.join(super::raft_store::DIR),
+                position: 0,
+                reason,
+            })?;
         let config = raft::Config {
             id,
             election_tick: ELECTION_TICKS,
@@ -108,7 +132,10 @@ impl Quorum {
             outboxes,
             pending: RefCell::new(BTreeMap::new()),
             committed: RefCell::new(Vec::new()),
-            image: RefCell::new(ClusterImage::default()),
+            log_start: Cell::new(image.applied),
+            since_snapshot: Cell::new(0),
+            snapshot_bytes: snapshot_bytes.max(1),
+            image: RefCell::new(image),
             appliers: RefCell::new(Vec::new()),
             leader: Cell::new(false),
         });
@@ -171,7 +198,13 @@ impl Quorum {
         rx.await.unwrap_or(Err(ProposeError::Dropped))
     }
 
-    /// Committed entries after `after`, at most `max`.
+    /// Index of the last snapshot: entries up to it are gone.
+    pub fn log_start(&self) -> u64 {
+        self.log_start.get()
+    }
+
+    /// Committed entries after `after`, at most `max`; only those after
+    /// [`Quorum::log_start`] are still here.
     pub fn entries_after(&self, after: u64, max: usize) -> Vec<(u64, Vec<Record>)> {
         let committed = self.committed.borrow();
         let start = committed.partition_point(|(i, _)| *i <= after);
@@ -224,19 +257,29 @@ impl Quorum {
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    /// Hands messages to the voters they are for; returns who was sent
+    /// a snapshot.
+    fn send(&self, msgs: Vec<Message>) -> Vec<u64> {
+        let mut snapshots = Vec::new();
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots.push(m.to);
+            }
             if let Some(out) = self.outboxes.get(&m.to) {
                 let _ = out.unbounded_send(m);
             }
         }
+        snapshots
     }
 
     fn on_ready(&self) {
         let mut raw = self.raw.borrow_mut();
         if raw.has_ready() {
             let mut ready = raw.ready();
-            self.send(ready.take_messages());
+            let mut snapshots = self.send(ready.take_messages());
+            if !ready.snapshot().is_empty() {
+                self.install_snapshot(&mut raw, ready.snapshot().clone());
+            }
             self.apply(ready.take_committed_entries());
             if !ready.entries().is_empty() {
                 if let Err(e) = self.store.borrow_mut().append(ready.entries()) {
@@ -244,28 +287,29 @@ impl Quorum {
                     tracing::error!(error = %e, "persisting the metadata log failed; stopping");
                     std::process::abort();
                 }
-                let store = raw.raft.raft_log.store.clone();
-                store
-                    .wl()
-                    .append(ready.entries())
-                    .expect("entries follow the log");
+                raw.mut_store().append(ready.entries());
             }
             if let Some(hs) = ready.hs() {
                 self.persist_hardstate(hs);
-                raw.raft.raft_log.store.wl().set_hardstate(hs.clone());
+                raw.mut_store().set_hard_state(hs.clone());
             }
-            self.send(ready.take_persisted_messages());
+            snapshots.extend(self.send(ready.take_persisted_messages()));
             let mut light = raw.advance(ready);
             if let Some(commit) = light.commit_index() {
-                let store = raw.raft.raft_log.store.clone();
-                let mut hs = store.rl().hard_state().clone();
+                let mut hs = raw.store().hard_state().clone();
                 hs.commit = commit;
                 self.persist_hardstate(&hs);
-                store.wl().set_hardstate(hs);
+                raw.mut_store().set_hard_state(hs);
             }
-            self.send(light.take_messages());
+            snapshots.extend(self.send(light.take_messages()));
             self.apply(light.take_committed_entries());
             raw.advance_apply();
+            self.maybe_snapshot(&mut raw);
+            // Sent is as good as delivered: should it be lost, the voter
+            // refuses the next append and the leader sends it again.
+            for to in snapshots {
+                raw.report_snapshot(to, SnapshotStatus::Finish);
+            }
         }
         let leader = raw.raft.state == StateRole::Leader;
         if leader != self.leader.get() {
@@ -285,6 +329,82 @@ impl Quorum {
                 )));
             }
         }
+    }
+
+    /// Snapshots the image once enough has been applied since the last
+    /// snapshot, dropping the entries it covers.
+    fn maybe_snapshot(&self, raw: &mut RawNode<LogStorage>) {
+        if self.since_snapshot.get() < self.snapshot_bytes {
+            return;
+        }
+        let image = self.image.borrow();
+        let index = image.applied;
+        let store = raw.mut_store();
+        let Ok(term) = store.term(index) else {
+            return;
+        };
+        if index <= store.snapshot_index() {
+            return;
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(store.initial_state().expect("in memory").conf_state);
+        snapshot.data = records::encode(&image.to_records()).into();
+        store.install(snapshot.clone());
+        // A snapshot that is not written leaves the full log on disk,
+        // which reads back to the same image.
+        if let Err(e) = self
+            .store
+            .borrow_mut()
+            .save_snapshot(&snapshot, store.entries_after_snapshot())
+        {
+            tracing::warn!(error = %e, index, "writing a metadata snapshot failed");
+        }
+        self.since_snapshot.set(0);
+        self.forget_through(index);
+        tracing::debug!(node = self.id, index, "metadata snapshot taken");
+    }
+
+    /// Takes the snapshot the leader sent in place of entries this voter
+    /// was missing: it replaces the log and the image.
+    fn install_snapshot(&self, raw: &mut RawNode<LogStorage>, snapshot: Snapshot) {
+        let image = match image_of(&snapshot) {
+            Ok(image) => image,
+            Err(reason) => {
+                tracing::error!(%reason, "undecodable metadata snapshot from the leader; stopping");
+                std::process::abort();
+            }
+        };
+        let store = raw.mut_store();
+        store.install(snapshot.clone());
+        if let Err(e) = self
+            .store
+            .borrow_mut()
+            .save_snapshot(&snapshot, store.entries_after_snapshot())
+        {
+            // Raft counts it as kept.
+            tracing::error!(error = %e, "persisting a metadata snapshot failed; stopping");
+            std::process::abort();
+        }
+        tracing::info!(
+            node = self.id,
+            index = image.applied,
+            "metadata snapshot installed"
+        );
+        *self.image.borrow_mut() = image;
+        self.since_snapshot.set(0);
+        self.forget_through(snapshot.get_metadata().index);
+        for w in std::mem::take(&mut *self.appliers.borrow_mut()) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Drops the kept records of entries a snapshot now covers.
+    fn forget_through(&self, index: u64) {
+        self.committed.borrow_mut().retain(|(i, _)| *i > index);
+        self.log_start.set(index);
     }
 
     fn persist_hardstate(&self, hs: &raft::eraftpb::HardState) {
@@ -311,6 +431,8 @@ impl Quorum {
                 Vec::new()
             };
             self.image.borrow_mut().apply(e.index, &records);
+            self.since_snapshot
+                .set(self.since_snapshot.get() + e.data.len() as u64);
             if !records.is_empty() {
                 self.committed.borrow_mut().push((e.index, records));
             }
@@ -332,4 +454,14 @@ impl Quorum {
             let _ = w.send(());
         }
     }
+}
+
+/// The image a snapshot holds (empty for none).
+fn image_of(snapshot: &Snapshot) -> Result<ClusterImage, String> {
+    let mut image = ClusterImage::default();
+    let index = snapshot.get_metadata().index;
+    if index > 0 {
+        image.apply(index, &records::decode(&snapshot.data)?);
+    }
+    Ok(image)
 }

@@ -83,6 +83,9 @@ pub enum Response {
         entries: Vec<(u64, Vec<Record>)>,
         upto: u64,
     },
+    /// The whole image as of `index`, as records that build it from
+    /// nothing: the answer to a fetch from before the last snapshot.
+    Image { index: u64, records: Vec<Record> },
 }
 
 /// Writes one frame.
