@@ -419,6 +419,44 @@ fn metadata_snapshots_bring_back_a_voter_that_missed_them_and_rebuild_on_restart
     });
 }
 
+#[test]
+fn a_broker_that_is_not_a_voter_replays_from_the_controllers_snapshot() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = spec(
+        dir.path(),
+        &["metadata.log.max.record.bytes.between.snapshots=1"],
+    );
+    layout.voters = 1;
+    let mut c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
+    wait_for(&c, 3, "three brokers", |m| broker_ids(m).len() == 3);
+    c.kill(3);
+    let alive = format!(
+        "127.0.0.1:{},127.0.0.1:{}",
+        c.spec.ports[0], c.spec.ports[1]
+    );
+    for i in 0..3 {
+        create(&alive, &format!("while-away-{i}"), 1, 2).unwrap();
+    }
+    // Back, broker 3 asks for entries the voter has folded into its
+    // snapshot, and is sent the voter's image over the controller
+    // listener instead.
+    c.restart(3, READY_DEADLINE).unwrap();
+    let m = wait_for(&c, 3, "every topic", |m| {
+        (0..3).all(|i| topic_names(m).contains(&format!("while-away-{i}")))
+            && broker_ids(m).len() == 3
+    });
+    assert_eq!(
+        partitions(&m, "while-away-0"),
+        partitions(&metadata(&c, 1, Some(&["while-away-0"])), "while-away-0")
+    );
+    let log = std::fs::read_to_string(dir.path().join("broker-3.log")).unwrap();
+    assert!(
+        log.contains("metadata image received"),
+        "broker 3 replayed without the image"
+    );
+}
+
 fn create_with(
     bootstrap: &str,
     topic: &str,

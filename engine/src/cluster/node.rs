@@ -201,6 +201,7 @@ impl ClusterNode {
             let (entries, upto) = match self.fetch(&req).await {
                 Some(Response::Entries { entries, upto }) => (entries, upto),
                 Some(Response::Image { index, records }) => {
+                    tracing::info!(index, "metadata image received in place of entries");
                     *self.image.borrow_mut() = ClusterImage::default();
                     (vec![(index, records)], index)
                 }
