@@ -457,6 +457,102 @@ fn a_broker_that_is_not_a_voter_replays_from_the_controllers_snapshot() {
     );
 }
 
+/// CreatePartitions through librdkafka's admin client: the outcome for
+/// each request, Ok or the error code's name.
+fn grow(bootstrap: &str, new: rdkafka::admin::NewPartitions<'_>, validate_only: bool) -> String {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .validate_only(validate_only);
+    let results = futures::executor::block_on(admin.create_partitions([&new], &options))
+        .expect("CreatePartitions answered");
+    match &results[0] {
+        Ok(_) => "Ok".into(),
+        Err((_, code)) => format!("{code:?}"),
+    }
+}
+
+#[test]
+fn create_partitions_grows_a_topic_and_clients_use_the_new_partitions() {
+    use rdkafka::admin::NewPartitions;
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    let b = c.bootstrap();
+    create(&b, "grow", 2, 2).unwrap();
+    produce(&b, "grow", 0, 100);
+
+    assert_eq!(grow(&b, NewPartitions::new("grow", 4), false), "Ok");
+    // Placed by the controller with the topic's replication factor,
+    // leaders spread: partition p starts at the broker after p - 1's.
+    let m = wait_for(&c, 3, "four partitions", |m| {
+        partitions(m, "grow").len() == 4
+    });
+    let placed = partitions(&m, "grow");
+    for (index, (leader, _, replicas, isr)) in &placed {
+        assert_eq!(replicas.len(), 2, "partition {index}");
+        assert_eq!(*leader, replicas[0], "partition {index}");
+        assert_eq!(isr, replicas, "partition {index}");
+    }
+    assert_ne!(placed[&2].0, placed[&3].0, "new leaders are spread");
+
+    // Replicas named by the caller.
+    let assigned: &[&[i32]] = &[&[3, 1]];
+    assert_eq!(
+        grow(&b, NewPartitions::new("grow", 5).assign(assigned), false),
+        "Ok"
+    );
+    let m = wait_for(&c, 1, "five partitions", |m| {
+        partitions(m, "grow").len() == 5
+    });
+    assert_eq!(partitions(&m, "grow")[&4].2, vec![3, 1]);
+
+    // Refusals change nothing.
+    assert_eq!(
+        grow(&b, NewPartitions::new("grow", 3), false),
+        "InvalidPartitions"
+    );
+    assert_eq!(
+        grow(&b, NewPartitions::new("grow", 5), false),
+        "InvalidPartitions"
+    );
+    assert_eq!(
+        grow(&b, NewPartitions::new("nowhere", 3), false),
+        "UnknownTopicOrPartition"
+    );
+    let wrong_rf: &[&[i32]] = &[&[1]];
+    assert_eq!(
+        grow(&b, NewPartitions::new("grow", 6).assign(wrong_rf), false),
+        "InvalidReplicaAssignment"
+    );
+    let unknown: &[&[i32]] = &[&[1, 9]];
+    assert_eq!(
+        grow(&b, NewPartitions::new("grow", 6).assign(unknown), false),
+        "InvalidReplicaAssignment"
+    );
+    assert_eq!(
+        grow(&b, NewPartitions::new("__consumer_offsets", 60), false),
+        "InvalidRequest"
+    );
+    assert_eq!(grow(&b, NewPartitions::new("grow", 8), true), "Ok");
+    assert_eq!(partitions(&metadata(&c, 2, None), "grow").len(), 5);
+
+    // A new producer spreads keys over all five; every record reads back.
+    produce(&b, "grow", 100, 400);
+    let consumer = from_the_start(&b, "grow", 5);
+    for p in 2..5 {
+        let (_, high) = consumer
+            .fetch_watermarks("grow", p, Duration::from_secs(30))
+            .expect("watermarks");
+        assert!(high > 0, "partition {p} got no records");
+    }
+    assert_eq!(consume_all(&b, "grow", 5, 500).len(), 500);
+}
+
 fn create_with(
     bootstrap: &str,
     topic: &str,

@@ -73,6 +73,23 @@ fn kcat_lists_metadata_and_round_trips_every_codec() {
 }
 
 #[test]
+fn kafka_python_admin_grows_a_topic() {
+    let broker = Broker::start(2, &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/admin.py");
+    let out = Command::new("timeout")
+        .args(["120", "python3", script, &broker.bootstrap(), "py-grow"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "kafka-python admin failed:\n{}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+}
+
+#[test]
 fn kafka_python_round_trip() {
     let broker = Broker::start(2, &["num.partitions=3"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/roundtrip.py");

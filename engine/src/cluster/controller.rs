@@ -13,7 +13,7 @@
 //! the previous one produced.
 
 use super::quorum::{ProposeError, Quorum};
-use super::records::{ClusterImage, Record};
+use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{Request, Response};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
@@ -190,6 +190,35 @@ impl Controller {
                     records.push(Record::partition(topic_id, index as i32, &state));
                 }
                 self.commit(records).await
+            }
+            Request::CreatePartitions {
+                name,
+                count,
+                assignments,
+                validate_only,
+            } => {
+                let Some(topic) = image.topics.get(&name) else {
+                    return error(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    );
+                };
+                match new_partitions(topic, count, assignments.as_deref(), &image) {
+                    Err((code, message)) => error(code, message),
+                    Ok(_) if validate_only => Response::Ok { index: 0 },
+                    Ok(placed) => {
+                        let from = topic.partitions.len();
+                        let records = placed
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, replicas)| {
+                                let state = PartitionState::new(replicas);
+                                Record::partition(topic.id, (from + i) as i32, &state)
+                            })
+                            .collect();
+                        self.commit(records).await
+                    }
+                }
             }
             Request::DeleteTopic { name } => match image.topics.get(&name) {
                 None => error(
@@ -389,6 +418,69 @@ fn register(
 /// Replica lists for a new topic: partition `p` starts at live broker
 /// `start + p`, so leaders spread round-robin; `start` comes from the
 /// topic id so that every topic's partition 0 does not share a leader.
+/// The replicas of the partitions that grow `topic` to `count`: as
+/// `assignments` has them (one list per new partition), else placed over
+/// the live brokers as CreateTopics places them, with the topic's
+/// replication factor.
+fn new_partitions(
+    topic: &TopicImage,
+    count: i32,
+    assignments: Option<&[Vec<i32>]>,
+    image: &ClusterImage,
+) -> Result<Vec<Vec<NodeId>>, (ErrorCode, String)> {
+    let current = topic.partitions.len();
+    let Some(added) = usize::try_from(count).ok().filter(|c| *c > current) else {
+        let message = if count as usize == current {
+            format!("Topic already has {current} partitions.")
+        } else {
+            format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )
+        };
+        return Err((ErrorCode::InvalidPartitions, message));
+    };
+    let added = added - current;
+    let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let bad = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
+    let Some(assignments) = assignments else {
+        let live = image.live_brokers();
+        if rf > live.len() {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "Replication factor: {rf} larger than available brokers: {}.",
+                    live.len()
+                ),
+            ));
+        }
+        let placed = place(topic.id, count, rf, &live);
+        return Ok(placed[current..].to_vec());
+    };
+    if assignments.len() != added {
+        return bad(format!(
+            "Increasing the number of partitions by {added} but {} assignments provided.",
+            assignments.len()
+        ));
+    }
+    let mut placed = Vec::new();
+    for (i, brokers) in assignments.iter().enumerate() {
+        let mut distinct = brokers.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if brokers.len() != rf || distinct.len() != rf {
+            return bad(format!(
+                "Partition {}: {rf} distinct replicas wanted, {brokers:?} given.",
+                current + i
+            ));
+        }
+        if let Some(unknown) = brokers.iter().find(|b| !image.brokers.contains_key(b)) {
+            return bad(format!("Unknown broker {unknown} in the assignment."));
+        }
+        placed.push(brokers.iter().copied().map(NodeId).collect());
+    }
+    Ok(placed)
+}
+
 pub fn place(
     topic_id: uuid::Uuid,
     partitions: i32,

@@ -250,9 +250,15 @@ impl ClusterImage {
                     isr: nodes(isr),
                     replicas: nodes(replicas),
                 };
-                if let Some(slot) = topic.partitions.get_mut(*index as usize) {
-                    *slot = state;
+                let Ok(index) = usize::try_from(*index) else {
+                    return;
+                };
+                // One past the end adds a partition (CreatePartitions).
+                if index >= topic.partitions.len() {
+                    let placeholder = PartitionState::new(vec![NodeId(-1)]);
+                    topic.partitions.resize(index + 1, placeholder);
                 }
+                topic.partitions[index] = state;
             }
             Record::RemoveTopic { id } => {
                 if let Ok(id) = id.parse::<uuid::Uuid>() {

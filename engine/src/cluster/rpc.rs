@@ -45,6 +45,15 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// Grows a topic to `count` partitions (Kafka's CreatePartitions),
+    /// placed by the controller unless `assignments` names the replicas
+    /// of each new one.
+    CreatePartitions {
+        name: String,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    },
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         node: i32,

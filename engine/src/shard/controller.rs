@@ -111,6 +111,35 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMet
     })
 }
 
+/// Grows a topic to `count` partitions (placed by the controller, or as
+/// `assignments` says for each new one); call on any shard.
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    name: String,
+    count: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    if crate::metadata::is_internal(&name) {
+        // Every group's offsets partition is its id's hash modulo the count.
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!("The partition count of {name} cannot change."),
+        ));
+    }
+    let req = Request::CreatePartitions {
+        name: name.clone(),
+        count,
+        assignments,
+        validate_only,
+    };
+    change(shard, req).await?;
+    if !validate_only {
+        tracing::info!(topic = %name, partitions = count, "added partitions");
+    }
+    Ok(())
+}
+
 /// Deletes a topic; call on any shard.
 pub async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), TopicError> {
     if shard.metadata().topic(&name).is_none() {

@@ -1,10 +1,11 @@
 //! Topic administration and cluster description: CreateTopics,
-//! DeleteTopics, DescribeConfigs, DescribeCluster.
+//! CreatePartitions, DeleteTopics, DescribeConfigs, DescribeCluster.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::config::{find_topic_key, Kind, Source, KEYS};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -113,6 +114,35 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         results.push(r);
     }
     ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: CreatePartitionsRequest = ctx.decode(body)?;
+    let mut results = Vec::new();
+    for t in req.topics {
+        let assignments = t.assignments.map(|a| {
+            a.into_iter()
+                .map(|p| p.broker_ids.into_iter().map(|b| b.0).collect())
+                .collect()
+        });
+        let name = t.name.0.to_string();
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+        let outcome = controller::create_partitions(
+            ctx.shard,
+            name.clone(),
+            t.count,
+            assignments,
+            req.validate_only,
+        )
+        .await;
+        if let Err((code, message)) = outcome {
+            tracing::info!(topic = %name, %message, "CreatePartitions refused");
+            r.error_code = code.code();
+            r.error_message = Some(s(message));
+        }
+        results.push(r);
+    }
+    ctx.respond(&CreatePartitionsResponse::default().with_results(results))
 }
 
 pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -184,6 +184,7 @@ pub async fn handle(
         ApiKey::Metadata => metadata::handle(&ctx, body).await,
         ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
+        ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,

@@ -1,0 +1,37 @@
+"""kafka-python's admin client against a Sluice broker: create a topic,
+grow it with CreatePartitions, write to and read from a new partition, and
+see a shrink refused. Exits non-zero on any mismatch."""
+
+import sys
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import InvalidPartitionsError
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+admin.create_partitions({topic: NewPartitions(total_count=4)})
+try:
+    admin.create_partitions({topic: NewPartitions(total_count=3)})
+    raise AssertionError("shrinking to 3 partitions was accepted")
+except InvalidPartitionsError:
+    pass
+described = admin.describe_topics([topic])[0]
+assert len(described["partitions"]) == 4, described
+admin.close()
+
+producer = KafkaProducer(bootstrap_servers=bootstrap)
+md = producer.send(topic, value=b"in the new partition", partition=3).get(timeout=60)
+assert (md.partition, md.offset) == (3, 0), md
+producer.close()
+
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=10000)
+assert consumer.partitions_for_topic(topic) == {0, 1, 2, 3}
+tp = TopicPartition(topic, 3)
+consumer.assign([tp])
+consumer.seek_to_beginning(tp)
+values = [m.value for m in consumer]
+assert values == [b"in the new partition"], values
+print("kafka-python admin: topic grown to 4 partitions")
