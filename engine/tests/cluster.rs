@@ -553,6 +553,57 @@ fn create_partitions_grows_a_topic_and_clients_use_the_new_partitions() {
     assert_eq!(consume_all(&b, "grow", 5, 500).len(), 500);
 }
 
+#[test]
+fn a_topic_config_change_reaches_every_broker() {
+    use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "tuned", 1, 3).unwrap();
+    let leader = leader_of(&c, "tuned");
+    assert_eq!(raw_produce(&c, leader, "tuned", 1, &[b'x'; 2000]), 0);
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let change =
+        AlterConfig::new(ResourceSpecifier::Topic("tuned")).set("max.message.bytes", "1000");
+    let results = futures::executor::block_on(admin.alter_configs([&change], &options))
+        .expect("AlterConfigs answered");
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+
+    // Every broker describes the new value as the topic's own.
+    for node in 1..=3 {
+        let one: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                format!("127.0.0.1:{}", c.spec.ports[node - 1]),
+            )
+            .create()
+            .expect("admin client");
+        let described = futures::executor::block_on(
+            one.describe_configs([&ResourceSpecifier::Topic("tuned")], &options),
+        )
+        .expect("DescribeConfigs answered");
+        let resource = described[0].as_ref().expect("topic described");
+        let entry = resource
+            .get("max.message.bytes")
+            .expect("max.message.bytes");
+        assert_eq!(entry.value.as_deref(), Some("1000"), "broker {node}");
+        assert_eq!(entry.source, ConfigSource::DynamicTopic, "broker {node}");
+    }
+    // The leader holds produce to it at once.
+    assert_eq!(
+        raw_produce(&c, leader, "tuned", 1, &[b'x'; 2000]),
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(raw_produce(&c, leader, "tuned", 1, &[b'x'; 100]), 0);
+}
+
 fn create_with(
     bootstrap: &str,
     topic: &str,

@@ -321,6 +321,127 @@ fn describe_configs_lists_every_topic_key_with_its_source() {
     );
 }
 
+/// IncrementalAlterConfigs of one resource: (error code, message).
+fn alter_incrementally(
+    raw: &mut Raw,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> (i16, Option<String>) {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let configs = ops
+        .iter()
+        .map(|(k, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(*op)
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs),
+    ]);
+    let resp: IncrementalAlterConfigsResponse =
+        call(raw, ApiKey::IncrementalAlterConfigs, 1, &req).expect("answer");
+    let r = &resp.responses[0];
+    (
+        r.error_code,
+        r.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+#[test]
+fn topic_configs_change_and_take_effect_at_once() {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let (set, delete, append) = (0, 1, 2);
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        create_topic_with(&mut raw, "live", &[("retention.ms", "60000")]),
+        0
+    );
+    assert_eq!(produce(&mut raw, "live", batch(2, 2000)).error_code, 0);
+
+    // Set, delete and append in one request.
+    let ops = [
+        ("max.message.bytes", set, Some("1000")),
+        ("retention.ms", delete, None),
+        ("cleanup.policy", append, Some("compact")),
+    ];
+    assert_eq!(
+        alter_incrementally(&mut raw, TOPIC, "live", &ops),
+        (0, None)
+    );
+    let configs = describe_topic(&mut raw, "live");
+    let get = |k: &str| configs.iter().find(|c| c.0 == k).cloned().unwrap();
+    assert_eq!(
+        get("max.message.bytes"),
+        ("max.message.bytes".into(), "1000".into(), 1)
+    );
+    assert_eq!(get("retention.ms").2, 5, "back to the default");
+    assert_eq!(get("cleanup.policy").1, "delete,compact");
+    // The partitions use the new limit at once.
+    assert_eq!(
+        produce(&mut raw, "live", batch(2, 2000)).error_code,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(latest_offset(&mut raw, "live"), 2);
+
+    // Refusals name the problem and change nothing.
+    let (code, message) = alter_incrementally(
+        &mut raw,
+        TOPIC,
+        "live",
+        &[("segment.bytes", set, Some("huge"))],
+    );
+    assert_eq!(code, 40, "INVALID_CONFIG");
+    assert!(message.unwrap().contains("segment.bytes"));
+    let (code, _) = alter_incrementally(&mut raw, TOPIC, "live", &[("no.such", set, Some("1"))]);
+    assert_eq!(code, 40);
+    let (code, _) = alter_incrementally(
+        &mut raw,
+        TOPIC,
+        "nowhere",
+        &[("retention.ms", set, Some("1"))],
+    );
+    assert_eq!(code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let (code, message) = alter_incrementally(
+        &mut raw,
+        BROKER,
+        "1",
+        &[("log.retention.ms", set, Some("1"))],
+    );
+    assert_eq!(code, 42, "INVALID_REQUEST");
+    assert!(message.unwrap().contains("static"));
+    assert_eq!(get("max.message.bytes").1, "1000");
+
+    // AlterConfigs replaces every override with the ones it names.
+    let req = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(StrBytes::from_static_str("live"))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("5000")))]),
+    ]);
+    let resp: AlterConfigsResponse = call(&mut raw, ApiKey::AlterConfigs, 2, &req).unwrap();
+    assert_eq!(resp.responses[0].error_code, 0);
+    let configs = describe_topic(&mut raw, "live");
+    let get = |k: &str| configs.iter().find(|c| c.0 == k).cloned().unwrap();
+    assert_eq!(
+        get("retention.ms"),
+        ("retention.ms".into(), "5000".into(), 1)
+    );
+    assert_eq!(get("max.message.bytes").2, 5, "no longer overridden");
+    assert_eq!(produce(&mut raw, "live", batch(2, 2000)).error_code, 0);
+    assert_serving(&broker);
+}
+
 #[test]
 fn delete_topic_removes_it_and_its_files() {
     let broker = Broker::start(2, &[]);

@@ -14,12 +14,13 @@
 
 use super::quorum::{ProposeError, Quorum};
 use super::records::{ClusterImage, Record, TopicImage};
-use super::rpc::{Request, Response};
+use super::rpc::{ConfigOp, OpKind, Request, Response};
+use crate::config::{check_value, find_topic_key};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
 use sluice_protocol::{ErrorCode, LeaderEpoch};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// `unclean.leader.election.enable`, the cluster default.
     pub unclean_default: bool,
+    /// Every topic key's value where a topic does not override it (the
+    /// base APPEND and SUBTRACT start from).
+    pub topic_defaults: BTreeMap<String, String>,
 }
 
 pub struct Controller {
@@ -217,6 +221,33 @@ impl Controller {
                             })
                             .collect();
                         self.commit(records).await
+                    }
+                }
+            }
+            Request::AlterTopicConfig {
+                name,
+                ops,
+                replace,
+                validate_only,
+            } => {
+                let Some(topic) = image.topics.get(&name) else {
+                    return error(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    );
+                };
+                match altered_config(&topic.config, &self.config.topic_defaults, &ops, replace) {
+                    Err((code, message)) => error(code, message),
+                    Ok(config) if validate_only || config == topic.config => {
+                        Response::Ok { index: 0 }
+                    }
+                    Ok(config) => {
+                        tracing::info!(topic = %name, ?config, "topic config changed");
+                        self.commit(vec![Record::TopicConfig {
+                            id: topic.id.to_string(),
+                            config,
+                        }])
+                        .await
                     }
                 }
             }
@@ -418,6 +449,75 @@ fn register(
 /// Replica lists for a new topic: partition `p` starts at live broker
 /// `start + p`, so leaders spread round-robin; `start` comes from the
 /// topic id so that every topic's partition 0 does not share a leader.
+/// Topic keys whose values are lists, which APPEND and SUBTRACT change.
+const LIST_KEYS: &[&str] = &["cleanup.policy"];
+
+/// A topic's overrides after `ops`, applied in order to the current ones
+/// (or to none, when `replace`). Every name must be a topic key and every
+/// value it ends with valid for that key.
+pub fn altered_config(
+    current: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+    ops: &[ConfigOp],
+    replace: bool,
+) -> Result<BTreeMap<String, String>, (ErrorCode, String)> {
+    let invalid = |m: String| (ErrorCode::InvalidConfig, m);
+    let mut config = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for op in ops {
+        let name = op.name.as_str();
+        let key = find_topic_key(name)
+            .ok_or_else(|| invalid(format!("Unknown topic config name: {name}")))?;
+        let value = || {
+            op.value.clone().ok_or_else(|| {
+                (
+                    ErrorCode::InvalidRequest,
+                    format!("{name}: the operation needs a value"),
+                )
+            })
+        };
+        let new = match op.op {
+            OpKind::Delete => None,
+            OpKind::Set => Some(value()?),
+            OpKind::Append | OpKind::Subtract => {
+                if !LIST_KEYS.contains(&name) {
+                    return Err(invalid(format!(
+                        "{name} is not a list: APPEND and SUBTRACT do not apply to it"
+                    )));
+                }
+                let now = config.get(name).or(defaults.get(name)).cloned();
+                let mut items: Vec<String> = now
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .map(|i| i.trim().to_string())
+                    .filter(|i| !i.is_empty())
+                    .collect();
+                for item in value()?.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    if op.op == OpKind::Subtract {
+                        items.retain(|i| i != item);
+                    } else if !items.iter().any(|i| i == item) {
+                        items.push(item.to_string());
+                    }
+                }
+                Some(items.join(","))
+            }
+        };
+        match new {
+            None => {
+                config.remove(name);
+            }
+            Some(v) => {
+                let v = check_value(name, key, &v).map_err(|e| invalid(e.to_string()))?;
+                config.insert(name.to_string(), v);
+            }
+        }
+    }
+    Ok(config)
+}
+
 /// The replicas of the partitions that grow `topic` to `count`: as
 /// `assignments` has them (one list per new partition), else placed over
 /// the live brokers as CreateTopics places them, with the topic's
@@ -502,6 +602,7 @@ mod tests {
         ControllerConfig {
             session_timeout: Duration::from_secs(9),
             unclean_default: false,
+            topic_defaults: BTreeMap::new(),
         }
     }
 
@@ -576,5 +677,82 @@ mod tests {
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, Some(NodeId(1)));
         assert_eq!(p.leader_epoch, LeaderEpoch(2));
+    }
+
+    #[test]
+    fn config_changes_apply_in_order_and_are_checked() {
+        let op = |name: &str, op, value: Option<&str>| ConfigOp {
+            name: name.into(),
+            op,
+            value: value.map(String::from),
+        };
+        let current: BTreeMap<String, String> =
+            [("retention.ms".to_string(), "1000".to_string())].into();
+        let defaults: BTreeMap<String, String> =
+            [("cleanup.policy".to_string(), "delete".to_string())].into();
+        let next = altered_config(
+            &current,
+            &defaults,
+            &[
+                op("segment.bytes", OpKind::Set, Some("1048576")),
+                op("retention.ms", OpKind::Delete, None),
+                op("cleanup.policy", OpKind::Append, Some("compact")),
+                op("unclean.leader.election.enable", OpKind::Set, Some("TRUE")),
+            ],
+            false,
+        )
+        .unwrap();
+        let expect: BTreeMap<String, String> = [
+            ("segment.bytes", "1048576"),
+            ("cleanup.policy", "delete,compact"),
+            ("unclean.leader.election.enable", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(next, expect);
+        let back = altered_config(
+            &next,
+            &defaults,
+            &[op("cleanup.policy", OpKind::Subtract, Some("delete"))],
+            false,
+        )
+        .unwrap();
+        assert_eq!(back["cleanup.policy"], "compact");
+        // AlterConfigs replaces every override.
+        let replaced = altered_config(
+            &next,
+            &defaults,
+            &[op("flush.messages", OpKind::Set, Some("1"))],
+            true,
+        )
+        .unwrap();
+        assert_eq!(replaced.len(), 1);
+        let refused = |ops: &[ConfigOp]| {
+            altered_config(&current, &defaults, ops, false)
+                .unwrap_err()
+                .0
+        };
+        assert_eq!(
+            refused(&[op("no.such.key", OpKind::Set, Some("1"))]),
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            refused(&[op("segment.bytes", OpKind::Set, Some("big"))]),
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            refused(&[op("segment.bytes", OpKind::Append, Some("1"))]),
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            refused(&[op("segment.bytes", OpKind::Set, None)]),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            refused(&[op("cleanup.policy", OpKind::Subtract, Some("delete"))]),
+            ErrorCode::InvalidConfig,
+            "an empty cleanup.policy is not a policy"
+        );
     }
 }

@@ -96,6 +96,12 @@ impl ClusterNode {
                     ControllerConfig {
                         session_timeout: config.session_timeout,
                         unclean_default: config.unclean_default,
+                        topic_defaults: shard
+                            .broker
+                            .config
+                            .topic_config(&Default::default())
+                            .map(|c| c.values.into_iter().map(|(k, (v, _))| (k, v)).collect())
+                            .unwrap_or_default(),
                     },
                 ));
                 let broker = Arc::clone(&shard.broker);

@@ -52,6 +52,11 @@ pub enum Record {
     RemoveTopic {
         id: String,
     },
+    /// A topic's config overrides, all of them (AlterConfigs).
+    TopicConfig {
+        id: String,
+        config: BTreeMap<String, String>,
+    },
     /// Producer ids `start..end` go to broker `node` to hand out
     /// (Kafka's ProducerIdsRecord): no id is given twice in the cluster,
     /// across restarts too.
@@ -259,6 +264,15 @@ impl ClusterImage {
                     topic.partitions.resize(index + 1, placeholder);
                 }
                 topic.partitions[index] = state;
+            }
+            Record::TopicConfig { id, config } => {
+                if let Some(t) = id
+                    .parse::<uuid::Uuid>()
+                    .ok()
+                    .and_then(|id| self.topics.values_mut().find(|t| t.id == id))
+                {
+                    t.config = config.clone();
+                }
             }
             Record::RemoveTopic { id } => {
                 if let Ok(id) = id.parse::<uuid::Uuid>() {

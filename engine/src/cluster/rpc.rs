@@ -45,6 +45,15 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// Changes a topic's config overrides: `ops` in order, starting from
+    /// none when `replace` (AlterConfigs) or from the current ones
+    /// (IncrementalAlterConfigs).
+    AlterTopicConfig {
+        name: String,
+        ops: Vec<ConfigOp>,
+        replace: bool,
+        validate_only: bool,
+    },
     /// Grows a topic to `count` partitions (Kafka's CreatePartitions),
     /// placed by the controller unless `assignments` names the replicas
     /// of each new one.
@@ -74,6 +83,24 @@ pub enum Request {
         after: u64,
         wait_ms: u64,
     },
+}
+
+/// One config change, as IncrementalAlterConfigs has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigOp {
+    pub name: String,
+    pub op: OpKind,
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    Set,
+    Delete,
+    /// Adds to a list value (`cleanup.policy`).
+    Append,
+    /// Removes from a list value.
+    Subtract,
 }
 
 /// The controller's answer.

@@ -4,7 +4,7 @@
 //! shard of this broker has installed the snapshot that holds it.
 
 use super::Shard;
-use crate::cluster::rpc::Request;
+use crate::cluster::rpc::{ConfigOp, Request};
 use crate::metadata::{self, TopicMeta};
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
@@ -138,6 +138,24 @@ pub async fn create_partitions(
         tracing::info!(topic = %name, partitions = count, "added partitions");
     }
     Ok(())
+}
+
+/// Changes a topic's config overrides (see [`Request::AlterTopicConfig`]);
+/// call on any shard.
+pub async fn alter_topic_config(
+    shard: &Rc<Shard>,
+    name: String,
+    ops: Vec<ConfigOp>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let req = Request::AlterTopicConfig {
+        name,
+        ops,
+        replace,
+        validate_only,
+    };
+    change(shard, req).await.map(|_| ())
 }
 
 /// Deletes a topic; call on any shard.

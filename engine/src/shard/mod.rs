@@ -355,6 +355,7 @@ impl Shard {
                 continue;
             };
             p.set_min_insync_replicas(meta.config.min_insync_replicas);
+            p.set_topic_config(&meta.config);
             p.apply_state(state.clone(), now);
             if let Some(leader) = p.following() {
                 if let Some(shard) = self.this.borrow().upgrade() {

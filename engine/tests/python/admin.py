@@ -1,11 +1,12 @@
 """kafka-python's admin client against a Sluice broker: create a topic,
-grow it with CreatePartitions, write to and read from a new partition, and
-see a shrink refused. Exits non-zero on any mismatch."""
+grow it with CreatePartitions, write to and read from a new partition, see
+a shrink refused, and change the topic's configs. Exits non-zero on any
+mismatch."""
 
 import sys
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import InvalidPartitionsError
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
@@ -20,6 +21,14 @@ except InvalidPartitionsError:
     pass
 described = admin.describe_topics([topic])[0]
 assert len(described["partitions"]) == 4, described
+
+changes = {"retention.ms": "7200000", "cleanup.policy": ("APPEND", "compact")}
+admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=changes)])
+result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+entries = result["topic"][topic]
+assert entries["retention.ms"]["value"] == "7200000", entries["retention.ms"]
+assert entries["retention.ms"]["config_type"] == "LONG", entries["retention.ms"]
+assert entries["cleanup.policy"]["value"] == "delete,compact", entries["cleanup.policy"]
 admin.close()
 
 producer = KafkaProducer(bootstrap_servers=bootstrap)

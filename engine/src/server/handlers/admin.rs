@@ -1,7 +1,9 @@
 //! Topic administration and cluster description: CreateTopics,
-//! CreatePartitions, DeleteTopics, DescribeConfigs, DescribeCluster.
+//! CreatePartitions, DeleteTopics, DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs, DescribeCluster.
 
 use super::{Ctx, HandlerError, Reply};
+use crate::cluster::rpc::{ConfigOp, OpKind};
 use crate::config::{find_topic_key, Kind, Source, KEYS};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use std::collections::BTreeMap;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// Config sources as DescribeConfigs numbers them.
 fn source_code(s: Source) -> i8 {
@@ -37,7 +40,7 @@ fn type_code(k: Kind) -> i8 {
         Kind::Bool => 1,
         Kind::Text | Kind::OneOf(_) => 2,
         Kind::Int => 3,
-        Kind::Long => 4,
+        Kind::Long => 5,
     }
 }
 
@@ -135,11 +138,14 @@ pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
             req.validate_only,
         )
         .await;
-        if let Err((code, message)) = outcome {
-            tracing::info!(topic = %name, %message, "CreatePartitions refused");
-            r.error_code = code.code();
-            r.error_message = Some(s(message));
-        }
+        r.error_message = match outcome {
+            Ok(()) => None,
+            Err((code, message)) => {
+                tracing::info!(topic = %name, %message, "CreatePartitions refused");
+                r.error_code = code.code();
+                Some(s(message))
+            }
+        };
         results.push(r);
     }
     ctx.respond(&CreatePartitionsResponse::default().with_results(results))
@@ -248,6 +254,140 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         results.push(result.with_configs(entries));
     }
     ctx.respond(&DescribeConfigsResponse::default().with_results(results))
+}
+
+/// AlterConfigs (`replace`: the given configs become the topic's only
+/// overrides) and IncrementalAlterConfigs for one resource. Topics only:
+/// broker configs are static.
+async fn alter(
+    ctx: &Ctx<'_>,
+    resource_type: i8,
+    name: &str,
+    ops: Vec<ConfigOp>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), controller::TopicError> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let outcome = controller::alter_topic_config(
+                ctx.shard,
+                name.to_string(),
+                ops,
+                replace,
+                validate_only,
+            )
+            .await;
+            if let Err((_, message)) = &outcome {
+                tracing::info!(topic = %name, %message, "config change refused");
+            }
+            outcome
+        }
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => Err((
+            ErrorCode::InvalidRequest,
+            "Broker configs are static: set them in the config file or with --override and restart the broker."
+                .into(),
+        )),
+        other => Err((
+            ErrorCode::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
+pub async fn alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: AlterConfigsRequest = ctx.decode(body)?;
+    let mut responses = Vec::new();
+    for res in req.resources {
+        // A null value leaves the key at its default, like no entry.
+        let ops = res
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value.as_ref().map(|v| ConfigOp {
+                    name: c.name.to_string(),
+                    op: OpKind::Set,
+                    value: Some(v.to_string()),
+                })
+            })
+            .collect();
+        let outcome = alter(
+            ctx,
+            res.resource_type,
+            res.resource_name.as_str(),
+            ops,
+            true,
+            req.validate_only,
+        )
+        .await;
+        let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        r.error_message = match outcome {
+            Ok(()) => None,
+            Err((code, message)) => {
+                r.error_code = code.code();
+                Some(s(message))
+            }
+        };
+        responses.push(r);
+    }
+    ctx.respond(&AlterConfigsResponse::default().with_responses(responses))
+}
+
+pub async fn incremental_alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: IncrementalAlterConfigsRequest = ctx.decode(body)?;
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let ops: Result<Vec<ConfigOp>, controller::TopicError> = res
+            .configs
+            .iter()
+            .map(|c| {
+                let op = match c.config_operation {
+                    0 => OpKind::Set,
+                    1 => OpKind::Delete,
+                    2 => OpKind::Append,
+                    3 => OpKind::Subtract,
+                    other => {
+                        return Err((
+                            ErrorCode::InvalidRequest,
+                            format!("unknown config operation {other}"),
+                        ))
+                    }
+                };
+                Ok(ConfigOp {
+                    name: c.name.to_string(),
+                    op,
+                    value: c.value.as_ref().map(|v| v.to_string()),
+                })
+            })
+            .collect();
+        let outcome = match ops {
+            Ok(ops) => {
+                alter(
+                    ctx,
+                    res.resource_type,
+                    res.resource_name.as_str(),
+                    ops,
+                    false,
+                    req.validate_only,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        r.error_message = match outcome {
+            Ok(()) => None,
+            Err((code, message)) => {
+                r.error_code = code.code();
+                Some(s(message))
+            }
+        };
+        responses.push(r);
+    }
+    ctx.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
 fn entry(

@@ -186,6 +186,8 @@ pub async fn handle(
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
         ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
+        ApiKey::AlterConfigs => admin::alter_configs(&ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,

@@ -54,6 +54,15 @@ impl Partition {
         self.replica.borrow_mut().set_min_insync_replicas(n);
     }
 
+    /// The topic's config changed (AlterConfigs): segment, flush and
+    /// retention settings apply from the next append or cleanup.
+    pub fn set_topic_config(&self, config: &std::sync::Arc<crate::config::TopicConfig>) {
+        let mut log = self.log.borrow_mut();
+        if !std::sync::Arc::ptr_eq(log.config(), config) && log.config().values != config.values {
+            log.set_config(std::sync::Arc::clone(config));
+        }
+    }
+
     /// The leader this partition follows, if it is a follower.
     pub fn following(&self) -> Option<NodeId> {
         self.replica.borrow().following()
