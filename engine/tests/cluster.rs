@@ -604,6 +604,133 @@ fn a_topic_config_change_reaches_every_broker() {
     assert_eq!(raw_produce(&c, leader, "tuned", 1, &[b'x'; 100]), 0);
 }
 
+/// ElectLeaders v2 on broker `node`: (topic, partition) → error code.
+fn elect(
+    c: &LocalCluster,
+    node: usize,
+    election_type: i8,
+    partitions: Option<&[(&str, i32)]>,
+) -> BTreeMap<(String, i32), i16> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
+    let mut raw = Raw::connect(addr);
+    let wanted = partitions.map(|ps| {
+        ps.iter()
+            .map(|(t, p)| {
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_partitions(vec![*p])
+            })
+            .collect()
+    });
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_topic_partitions(wanted)
+        .with_timeout_ms(30_000);
+    let resp: ElectLeadersResponse =
+        call(&mut raw, ApiKey::ElectLeaders, 2, &req).expect("ElectLeaders answer");
+    assert_eq!(resp.error_code, 0);
+    resp.replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(move |p| ((t.topic.0.to_string(), p.partition_id), p.error_code))
+        })
+        .collect()
+}
+
+/// Kills the broker that leads partition 0 of `topic`, waits for its
+/// partitions to move, restarts it and waits until it is back in every
+/// ISR. Returns it.
+fn bounce_leader(c: &mut LocalCluster, topic: &str, count: usize) -> usize {
+    let victim = leader_of(c, topic);
+    c.kill(victim);
+    let other = if victim == 1 { 2 } else { 1 };
+    wait_for(c, other, "leadership moved off the dead broker", |m| {
+        partitions_led_by(m, topic, victim) == 0
+    });
+    c.restart(victim, READY_DEADLINE).unwrap();
+    wait_for(c, other, "the broker back in every ISR", |m| {
+        let ps = partitions(m, topic);
+        ps.len() == count && ps.values().all(|(_, _, _, isr)| isr.len() == 3)
+    });
+    victim
+}
+
+fn partitions_led_by(m: &MetadataResponse, topic: &str, node: usize) -> usize {
+    partitions(m, topic)
+        .values()
+        .filter(|p| p.0 == node as i32)
+        .count()
+}
+
+#[test]
+fn elect_leaders_moves_leadership_back_to_preferred_replicas() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster_with(dir.path(), &["auto.leader.rebalance.enable=false"]);
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "pref", 3, 3).unwrap();
+    let victim = bounce_leader(&mut c, "pref", 3);
+    let before = partitions(&metadata(&c, 1, Some(&["pref"])), "pref");
+    assert_eq!(
+        partitions_led_by(&metadata(&c, 1, Some(&["pref"])), "pref", victim),
+        0
+    );
+
+    // An unclean election is for offline partitions only.
+    let unclean = elect(&c, 1, 1, Some(&[("pref", 0)]));
+    assert_eq!(unclean[&("pref".to_string(), 0)], 84, "ELECTION_NOT_NEEDED");
+
+    let mut wanted: Vec<(&str, i32)> = (0..3).map(|p| ("pref", p)).collect();
+    wanted.push(("pref", 7));
+    let results = elect(&c, 2, 0, Some(&wanted));
+    assert_eq!(
+        results[&("pref".to_string(), 7)],
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let after = wait_for(&c, 3, "preferred leaders", |m| {
+        partitions(m, "pref")
+            .values()
+            .all(|(leader, _, replicas, _)| *leader == replicas[0])
+    });
+    let after = partitions(&after, "pref");
+    for (p, (leader, epoch, replicas, _)) in &before {
+        let code = results[&("pref".to_string(), *p)];
+        if *leader == replicas[0] {
+            assert_eq!(code, 84, "partition {p}: ELECTION_NOT_NEEDED");
+            assert_eq!(after[p].1, *epoch, "partition {p} untouched");
+        } else {
+            assert_eq!(code, 0, "partition {p} elected");
+            assert!(after[p].1 > *epoch, "partition {p}: a new leader epoch");
+        }
+    }
+    // Every partition led by its preferred replica: nothing to elect.
+    assert!(elect(&c, 1, 0, None).is_empty());
+    // Clients follow the new leaders.
+    produce(&c.bootstrap(), "pref", 0, 300);
+    assert_eq!(consume_all(&c.bootstrap(), "pref", 3, 300).len(), 300);
+}
+
+#[test]
+fn the_controller_moves_leadership_back_on_its_own() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster_with(dir.path(), &["leader.imbalance.check.interval.seconds=1"]);
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "auto", 3, 3).unwrap();
+    let victim = bounce_leader(&mut c, "auto", 3);
+    let m = wait_for(&c, victim, "preferred leaders again", |m| {
+        partitions(m, "auto")
+            .values()
+            .all(|(leader, _, replicas, _)| *leader == replicas[0])
+    });
+    assert!(partitions_led_by(&m, "auto", victim) > 0);
+}
+
 fn create_with(
     bootstrap: &str,
     topic: &str,

@@ -60,8 +60,11 @@ pub enum ErrorCode {
     StaleBrokerEpoch = 77,
     OffsetNotAvailable = 78,
     MemberIdRequired = 79,
+    PreferredLeaderNotAvailable = 80,
     GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     UnknownTopicId = 100,
@@ -109,7 +112,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 63] = [
+const ALL: [ErrorCode; 66] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -165,8 +168,11 @@ const ALL: [ErrorCode; 63] = [
     ErrorCode::StaleBrokerEpoch,
     ErrorCode::OffsetNotAvailable,
     ErrorCode::MemberIdRequired,
+    ErrorCode::PreferredLeaderNotAvailable,
     ErrorCode::GroupMaxSizeReached,
     ErrorCode::FencedInstanceId,
+    ErrorCode::EligibleLeadersNotAvailable,
+    ErrorCode::ElectionNotNeeded,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
     ErrorCode::UnknownTopicId,

@@ -37,6 +37,12 @@ pub struct ControllerConfig {
     /// Every topic key's value where a topic does not override it (the
     /// base APPEND and SUBTRACT start from).
     pub topic_defaults: BTreeMap<String, String>,
+    /// How often leadership moves back to preferred replicas (`None`:
+    /// never on its own).
+    pub rebalance_interval: Option<Duration>,
+    /// The share of a broker's preferred partitions (in percent) that may
+    /// be led elsewhere before they are moved back.
+    pub imbalance_percentage: u64,
 }
 
 pub struct Controller {
@@ -251,6 +257,40 @@ impl Controller {
                     }
                 }
             }
+            Request::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                // Partitions no longer eligible since the broker looked
+                // are left as they are; it reports them from its snapshot.
+                let live = image.live_brokers();
+                let mut records = Vec::new();
+                for (name, index) in partitions {
+                    let Some(t) = image.topics.get(&name) else {
+                        continue;
+                    };
+                    let Some(p) = t.partitions.get(index.max(0) as usize) else {
+                        continue;
+                    };
+                    let elected = if unclean {
+                        p.elect_unclean(&live)
+                    } else {
+                        p.elect_preferred(&live)
+                    };
+                    if let Ok(next) = elected {
+                        records.push(Record::partition(t.id, index, &next));
+                    }
+                }
+                if records.is_empty() {
+                    return Response::Ok { index: 0 };
+                }
+                tracing::info!(
+                    partitions = records.len(),
+                    unclean,
+                    "leader election asked for"
+                );
+                self.commit(records).await
+            }
             Request::DeleteTopic { name } => match image.topics.get(&name) {
                 None => error(
                     ErrorCode::UnknownTopicOrPartition,
@@ -318,6 +358,7 @@ impl Controller {
     /// Fences brokers whose heartbeats stopped, while this voter leads.
     pub async fn watch_sessions(self: Rc<Self>, stop: impl Fn() -> bool) {
         let mut was_leader = false;
+        let mut next_rebalance = self.config.rebalance_interval.map(|i| Instant::now() + i);
         while !stop() {
             glommio::timer::sleep(Duration::from_millis(250)).await;
             let leader = self.quorum.is_leader();
@@ -354,6 +395,22 @@ impl Controller {
                 }
                 tracing::warn!(node, "broker missed its session timeout; fencing it");
                 let _ = self.commit(broker_down(&image, node, &self.config)).await;
+            }
+            if let (Some(at), Some(interval)) = (next_rebalance, self.config.rebalance_interval) {
+                if now >= at {
+                    next_rebalance = Some(now + interval);
+                    let Ok(_permit) = self.lock.acquire_permit(1).await else {
+                        return;
+                    };
+                    let records = rebalance(&self.quorum.image(), self.config.imbalance_percentage);
+                    if !records.is_empty() {
+                        tracing::info!(
+                            partitions = records.len(),
+                            "moving leadership back to preferred replicas"
+                        );
+                        let _ = self.commit(records).await;
+                    }
+                }
             }
         }
     }
@@ -449,6 +506,41 @@ fn register(
 /// Replica lists for a new topic: partition `p` starts at live broker
 /// `start + p`, so leaders spread round-robin; `start` comes from the
 /// topic id so that every topic's partition 0 does not share a leader.
+/// Preferred-leader elections for every broker that leads too few of the
+/// partitions it is the first replica of: more than `percentage` of them
+/// led elsewhere (Kafka's `leader.imbalance.per.broker.percentage`).
+/// Only partitions whose preferred replica is live and in sync move.
+fn rebalance(image: &ClusterImage, percentage: u64) -> Vec<Record> {
+    let live = image.live_brokers();
+    let mut preferred: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+    for t in image.topics.values() {
+        for p in &t.partitions {
+            let entry = preferred.entry(p.replicas[0]).or_default();
+            entry.0 += 1;
+            if p.leader != Some(p.replicas[0]) {
+                entry.1 += 1;
+            }
+        }
+    }
+    let imbalanced = |n: &NodeId| {
+        preferred
+            .get(n)
+            .is_some_and(|(total, elsewhere)| elsewhere * 100 > percentage * total)
+    };
+    let mut records = Vec::new();
+    for t in image.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if !imbalanced(&p.replicas[0]) {
+                continue;
+            }
+            if let Ok(next) = p.elect_preferred(&live) {
+                records.push(Record::partition(t.id, i as i32, &next));
+            }
+        }
+    }
+    records
+}
+
 /// Topic keys whose values are lists, which APPEND and SUBTRACT change.
 const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
@@ -603,6 +695,8 @@ mod tests {
             session_timeout: Duration::from_secs(9),
             unclean_default: false,
             topic_defaults: BTreeMap::new(),
+            rebalance_interval: None,
+            imbalance_percentage: 10,
         }
     }
 
@@ -754,5 +848,29 @@ mod tests {
             ErrorCode::InvalidConfig,
             "an empty cleanup.policy is not a policy"
         );
+    }
+
+    #[test]
+    fn rebalancing_moves_leaders_back_only_past_the_imbalance_share() {
+        let (mut image, _) = cluster(&[1, 2, 3]);
+        let topic = image.topics.values().next().unwrap().name.clone();
+        let t = image.topics.get_mut(&topic).unwrap();
+        // Broker 1 is preferred for some partitions; lead one elsewhere.
+        let first: Vec<usize> = (0..t.partitions.len())
+            .filter(|i| t.partitions[*i].replicas[0] == NodeId(1))
+            .collect();
+        assert!(!first.is_empty());
+        let moved = first[0];
+        let p = &mut t.partitions[moved];
+        p.leader = Some(p.replicas[1]);
+        let records = rebalance(&image, 10);
+        assert_eq!(records.len(), 1);
+        let mut after = image.clone();
+        after.apply(image.applied + 1, &records);
+        let p = &after.topics[&topic].partitions[moved];
+        assert_eq!(p.leader, Some(NodeId(1)));
+        assert!(rebalance(&after, 10).is_empty(), "balanced now");
+        // Within the allowed share nothing moves.
+        assert!(rebalance(&image, 100).is_empty());
     }
 }

@@ -38,6 +38,12 @@ pub struct ClusterConfig {
     pub unclean_default: bool,
     /// `metadata.log.max.record.bytes.between.snapshots`.
     pub snapshot_bytes: u64,
+    /// How often the controller moves leadership back to preferred
+    /// replicas (`leader.imbalance.check.interval.seconds`), unless
+    /// `auto.leader.rebalance.enable` is off.
+    pub rebalance_interval: Option<Duration>,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub imbalance_percentage: u64,
 }
 
 impl ClusterConfig {
@@ -57,6 +63,12 @@ impl ClusterConfig {
             session_timeout: ms("broker.session.timeout.ms"),
             heartbeat_interval: ms("broker.heartbeat.interval.ms"),
             unclean_default: config.get("unclean.leader.election.enable") == Some("true"),
+            rebalance_interval: (config.get("auto.leader.rebalance.enable") != Some("false"))
+                .then(|| ms("leader.imbalance.check.interval.seconds") * 1000),
+            imbalance_percentage: config
+                .get("leader.imbalance.per.broker.percentage")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10),
             snapshot_bytes: config
                 .get("metadata.log.max.record.bytes.between.snapshots")
                 .and_then(|v| v.parse().ok())

@@ -102,6 +102,8 @@ impl ClusterNode {
                             .topic_config(&Default::default())
                             .map(|c| c.values.into_iter().map(|(k, (v, _))| (k, v)).collect())
                             .unwrap_or_default(),
+                        rebalance_interval: config.rebalance_interval,
+                        imbalance_percentage: config.imbalance_percentage,
                     },
                 ));
                 let broker = Arc::clone(&shard.broker);

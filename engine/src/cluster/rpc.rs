@@ -45,6 +45,12 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// Leader elections for `partitions` (topic, index): the preferred
+    /// replica, or with `unclean` any live replica of an offline one.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    },
     /// Changes a topic's config overrides: `ops` in order, starting from
     /// none when `replace` (AlterConfigs) or from the current ones
     /// (IncrementalAlterConfigs).

@@ -36,6 +36,15 @@ pub struct IsrProposal {
     pub isr: Vec<NodeId>,
 }
 
+/// Why a requested leader election was not held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionRefusal {
+    /// The partition already has the leader the election would give it.
+    NotNeeded,
+    /// No replica the election may choose is live (and in sync).
+    NotAvailable,
+}
+
 /// Why the controller refused an ISR proposal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlterRefusal {
@@ -114,6 +123,34 @@ impl PartitionState {
             return None;
         }
         self.elect(live, unclean)
+    }
+
+    /// A preferred-leader election: the first replica leads again, if it
+    /// is live and in sync. Bumps both epochs.
+    pub fn elect_preferred(&self, live: &[NodeId]) -> Result<PartitionState, ElectionRefusal> {
+        let preferred = self.replicas[0];
+        if self.leader == Some(preferred) {
+            return Err(ElectionRefusal::NotNeeded);
+        }
+        if !live.contains(&preferred) || !self.isr.contains(&preferred) {
+            return Err(ElectionRefusal::NotAvailable);
+        }
+        Ok(PartitionState {
+            leader: Some(preferred),
+            leader_epoch: LeaderEpoch(self.leader_epoch.0 + 1),
+            partition_epoch: self.partition_epoch + 1,
+            isr: self.isr.clone(),
+            replicas: self.replicas.clone(),
+        })
+    }
+
+    /// An unclean election, asked for by an operator: an offline
+    /// partition gets any live replica as leader.
+    pub fn elect_unclean(&self, live: &[NodeId]) -> Result<PartitionState, ElectionRefusal> {
+        if self.leader.is_some() {
+            return Err(ElectionRefusal::NotNeeded);
+        }
+        self.elect(live, true).ok_or(ElectionRefusal::NotAvailable)
     }
 
     /// Checks and applies a leader's ISR proposal.
@@ -206,5 +243,41 @@ mod tests {
         );
         let ok = shrunk.alter(&p, &[A, B, C]).expect("accepted");
         assert_eq!(ok.isr, vec![A, C]);
+    }
+
+    #[test]
+    fn a_preferred_election_needs_the_first_replica_live_and_in_sync() {
+        let mut p = PartitionState::new(vec![A, B]);
+        assert_eq!(p.elect_preferred(&[A, B]), Err(ElectionRefusal::NotNeeded));
+        p = p.on_broker_down(A, &[B], false).unwrap();
+        assert_eq!(p.leader, Some(B));
+        // A is back but not yet in sync.
+        p.isr = vec![B];
+        assert_eq!(
+            p.elect_preferred(&[A, B]),
+            Err(ElectionRefusal::NotAvailable)
+        );
+        p.isr = vec![A, B];
+        assert_eq!(p.elect_preferred(&[B]), Err(ElectionRefusal::NotAvailable));
+        let next = p.elect_preferred(&[A, B]).unwrap();
+        assert_eq!(next.leader, Some(A));
+        assert_eq!(next.leader_epoch.0, p.leader_epoch.0 + 1);
+        assert_eq!(next.partition_epoch, p.partition_epoch + 1);
+        assert_eq!(next.isr, vec![A, B]);
+    }
+
+    #[test]
+    fn an_unclean_election_is_only_for_an_offline_partition() {
+        let p = PartitionState::new(vec![A, B]);
+        assert_eq!(p.elect_unclean(&[A, B]), Err(ElectionRefusal::NotNeeded));
+        let mut offline = p.on_broker_down(A, &[], false).unwrap();
+        offline.isr = vec![A];
+        assert_eq!(offline.leader, None);
+        assert_eq!(
+            offline.elect_unclean(&[]),
+            Err(ElectionRefusal::NotAvailable)
+        );
+        let next = offline.elect_unclean(&[B]).unwrap();
+        assert_eq!((next.leader, next.isr), (Some(B), vec![B]));
     }
 }

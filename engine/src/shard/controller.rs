@@ -6,6 +6,7 @@
 use super::Shard;
 use crate::cluster::rpc::{ConfigOp, Request};
 use crate::metadata::{self, TopicMeta};
+use crate::replication::NodeId;
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -156,6 +157,101 @@ pub async fn alter_topic_config(
         validate_only,
     };
     change(shard, req).await.map(|_| ())
+}
+
+/// One partition's election outcome: (topic, partition, outcome).
+pub type Election = (String, i32, Result<(), TopicError>);
+
+/// Leader elections (ElectLeaders) for `wanted` partitions, or for every
+/// partition when `None` (then only those that needed one are reported):
+/// the preferred replica, or with `unclean` any live replica of an
+/// offline partition. Call on any shard.
+pub async fn elect_leaders(
+    shard: &Rc<Shard>,
+    unclean: bool,
+    wanted: Option<Vec<(String, i32)>>,
+) -> Vec<Election> {
+    use crate::replication::controller::ElectionRefusal;
+    let snapshot = shard.metadata();
+    let every = wanted.is_none();
+    let wanted = wanted.unwrap_or_else(|| {
+        snapshot
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|i| (t.name.clone(), i)))
+            .collect()
+    });
+    let live: Vec<NodeId> = snapshot.live_brokers().map(|(id, _)| NodeId(id)).collect();
+    let not_available = || -> TopicError {
+        if unclean {
+            (
+                ErrorCode::EligibleLeadersNotAvailable,
+                "No live replica can lead the partition.".into(),
+            )
+        } else {
+            (
+                ErrorCode::PreferredLeaderNotAvailable,
+                "The preferred replica is not live and in sync.".into(),
+            )
+        }
+    };
+    let mut results = Vec::new();
+    let mut ask = Vec::new();
+    for (name, index) in wanted {
+        let Some(state) = snapshot.topic(&name).and_then(|t| t.partition(index)) else {
+            let unknown = (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("No partition {index} of topic '{name}'."),
+            );
+            results.push((name, index, Err(unknown)));
+            continue;
+        };
+        let elected = if unclean {
+            state.elect_unclean(&live)
+        } else {
+            state.elect_preferred(&live)
+        };
+        match elected {
+            Ok(_) => ask.push((name, index)),
+            Err(ElectionRefusal::NotNeeded) if every => {}
+            Err(ElectionRefusal::NotNeeded) => {
+                let not_needed = (
+                    ErrorCode::ElectionNotNeeded,
+                    "Leader election not needed for topic partition.".into(),
+                );
+                results.push((name, index, Err(not_needed)));
+            }
+            Err(ElectionRefusal::NotAvailable) => results.push((name, index, Err(not_available()))),
+        }
+    }
+    if ask.is_empty() {
+        return results;
+    }
+    let req = Request::ElectLeaders {
+        unclean,
+        partitions: ask.clone(),
+    };
+    if let Err(e) = change(shard, req).await {
+        results.extend(ask.into_iter().map(|(n, i)| (n, i, Err(e.clone()))));
+        return results;
+    }
+    // What the controller committed is now on every shard.
+    let snapshot = shard.metadata();
+    for (name, index) in ask {
+        let led = snapshot
+            .topic(&name)
+            .and_then(|t| t.partition(index))
+            .is_some_and(|p| {
+                if unclean {
+                    p.leader.is_some()
+                } else {
+                    p.leader == p.replicas.first().copied()
+                }
+            });
+        let outcome = if led { Ok(()) } else { Err(not_available()) };
+        results.push((name, index, outcome));
+    }
+    results
 }
 
 /// Deletes a topic; call on any shard.

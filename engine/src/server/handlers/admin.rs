@@ -1,6 +1,6 @@
 //! Topic administration and cluster description: CreateTopics,
 //! CreatePartitions, DeleteTopics, DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs, DescribeCluster.
+//! IncrementalAlterConfigs, ElectLeaders, DescribeCluster.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::{ConfigOp, OpKind};
@@ -149,6 +149,48 @@ pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         results.push(r);
     }
     ctx.respond(&CreatePartitionsResponse::default().with_results(results))
+}
+
+pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+    let req: ElectLeadersRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    // v0 knows only preferred elections: 0 preferred, 1 unclean.
+    let election = if v >= 1 { req.election_type } else { 0 };
+    if !(0..=1).contains(&election) {
+        return ctx.respond(
+            &ElectLeadersResponse::default().with_error_code(ErrorCode::InvalidRequest.code()),
+        );
+    }
+    let wanted = req.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .flat_map(|tp| {
+                let name = tp.topic.0.to_string();
+                tp.partitions.into_iter().map(move |p| (name.clone(), p))
+            })
+            .collect()
+    });
+    let outcomes = controller::elect_leaders(ctx.shard, election == 1, wanted).await;
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for (topic, partition, outcome) in outcomes {
+        let mut r = PartitionResult::default().with_partition_id(partition);
+        r.error_message = match outcome {
+            Ok(()) => None,
+            Err((code, message)) => {
+                r.error_code = code.code();
+                Some(s(message))
+            }
+        };
+        match results.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+            Some(t) => t.partition_result.push(r),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partition_result(vec![r]),
+            ),
+        }
+    }
+    ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
 }
 
 pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
