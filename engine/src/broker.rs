@@ -89,7 +89,7 @@ impl BrokerShared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn publish_checkpoints(&self, shard: usize, entries: CheckpointEntries) {
+    pub fn publish_checkpoints(&self, shard: usize, entries: CheckpointEntries) {
         let mut all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         if all.len() <= shard {
             all.resize_with(shard + 1, Default::default);

@@ -1066,6 +1066,90 @@ fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
 }
 
 #[test]
+fn a_follower_behind_the_leaders_log_start_starts_again_there() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster_with(
+        dir.path(),
+        &[
+            "broker.session.timeout.ms=120000",
+            "replica.lag.time.max.ms=2000",
+        ],
+    );
+    let m = wait_for(&c, 1, "three brokers", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+    let controller = m.controller_id.0;
+    create(&c.bootstrap(), "trimmed", 1, 3).unwrap();
+    let m = wait_full_isr(&c, 1, "trimmed");
+    let leader = partitions(&m, "trimmed")[&0].0 as usize;
+    let paused = (1..=3)
+        .find(|n| *n != leader && *n as i32 != controller)
+        .expect("three brokers");
+    c.signal(paused, libc::SIGSTOP);
+    for i in 0..20 {
+        assert_eq!(
+            raw_produce(&c, leader, "trimmed", 1, format!("m{i}").as_bytes()),
+            0
+        );
+    }
+    wait_for(&c, leader, "the paused follower out of the ISR", |m| {
+        !partitions(m, "trimmed")[&0].3.contains(&(paused as i32))
+    });
+    // Everything committed goes, through librdkafka's DeleteRecords.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::End)
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
+        .expect("DeleteRecords answered");
+    let low = result.find_partition("trimmed", 0).expect("partition 0");
+    assert!(low.error().is_ok(), "{:?}", low.error());
+    assert_eq!(low.offset(), rdkafka::Offset::Offset(20), "low watermark");
+    for i in 20..25 {
+        assert_eq!(
+            raw_produce(&c, leader, "trimmed", 1, format!("m{i}").as_bytes()),
+            0
+        );
+    }
+    // The follower's next fetch is below the leader's log start: it
+    // empties its log, starts at 20 and is back in sync.
+    c.signal(paused, libc::SIGCONT);
+    wait_full_isr(&c, leader, "trimmed");
+    let segments = common::segment_files(
+        &dir.path()
+            .join(format!("broker-{paused}"))
+            .join("trimmed-0"),
+    );
+    let names: Vec<String> = segments
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["00000000000000000020.log"]);
+    let seen = consume_all(&c.bootstrap(), "trimmed", 1, 5);
+    assert_eq!(seen, (20..25).map(|i| format!("m{i}")).collect());
+    // Every replica starts at 20: the other follower followed the
+    // leader's log start in its fetches. Each broker writes its log starts
+    // when it stops.
+    c.stop_all();
+    for node in 1..=3 {
+        let path = dir
+            .path()
+            .join(format!("broker-{node}"))
+            .join("log-start-offset-checkpoint");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().any(|l| l == "trimmed 0 20"),
+            "broker {node}: {text}"
+        );
+    }
+}
+
+#[test]
 fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -81,13 +81,18 @@ struct ProducePartitionOutcome {
 }
 
 fn latest_offset(raw: &mut Raw, name: &str) -> i64 {
+    list_offset(raw, name, -1)
+}
+
+/// ListOffsets for partition 0: -1 latest, -2 earliest.
+fn list_offset(raw: &mut Raw, name: &str, timestamp: i64) -> i64 {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic(name))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
-                .with_timestamp(-1)])]);
+                .with_timestamp(timestamp)])]);
     let resp: ListOffsetsResponse = call(raw, ApiKey::ListOffsets, 7, &req).unwrap();
     let p = &resp.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
@@ -439,6 +444,76 @@ fn topic_configs_change_and_take_effect_at_once() {
     );
     assert_eq!(get("max.message.bytes").2, 5, "no longer overridden");
     assert_eq!(produce(&mut raw, "live", batch(2, 2000)).error_code, 0);
+    assert_serving(&broker);
+}
+
+/// DeleteRecords of one partition: (error code, low watermark).
+fn delete_records(raw: &mut Raw, name: &str, partition: i32, offset: i64) -> (i16, i64) {
+    use delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    let req = DeleteRecordsRequest::default()
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic(name))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(offset)])])
+        .with_timeout_ms(30_000);
+    let resp: DeleteRecordsResponse = call(raw, ApiKey::DeleteRecords, 2, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
+#[test]
+fn delete_records_moves_the_log_start_and_drops_whole_segments() {
+    let mut broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    // Every two-record batch rolls a segment of its own.
+    assert_eq!(
+        create_topic_with(&mut raw, "trim", &[("segment.bytes", "1000")]),
+        0
+    );
+    for _ in 0..3 {
+        assert_eq!(produce(&mut raw, "trim", batch(2, 600)).error_code, 0);
+    }
+    let dir = broker.partition_dir("trim", 0);
+    assert_eq!(common::segment_files(&dir).len(), 3);
+
+    assert_eq!(delete_records(&mut raw, "trim", 0, 3), (0, 3));
+    assert_eq!(list_offset(&mut raw, "trim", -2), 3, "earliest");
+    // The segment of offsets 0 and 1 is gone; offset 3 shares one with 2.
+    assert_eq!(common::segment_files(&dir).len(), 2);
+    // Refused: past the high watermark, unknown partitions, internal topics.
+    assert_eq!(
+        delete_records(&mut raw, "trim", 0, 7).0,
+        1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+    assert_eq!(
+        delete_records(&mut raw, "trim", 5, 1).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        delete_records(&mut raw, "trim", 0, 1),
+        (0, 3),
+        "already deleted"
+    );
+    // -1: everything below the high watermark.
+    assert_eq!(delete_records(&mut raw, "trim", 0, -1), (0, 6));
+    assert_eq!(list_offset(&mut raw, "trim", -2), 6);
+    assert_eq!(latest_offset(&mut raw, "trim"), 6);
+
+    // kill -9 and a restart keep the log start; new records follow on.
+    drop(raw);
+    broker.kill9();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        list_offset(&mut raw, "trim", -2),
+        6,
+        "earliest after a restart"
+    );
+    assert_eq!(produce(&mut raw, "trim", batch(1, 10)).error_code, 0);
+    assert_eq!(latest_offset(&mut raw, "trim"), 7);
     assert_serving(&broker);
 }
 

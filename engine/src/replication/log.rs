@@ -248,6 +248,26 @@ impl ReplicaLog {
     }
 
     /// The ordering every update must keep.
+    /// Records below `offset` are gone (retention, DeleteRecords, or a
+    /// follower following its leader's log start): the log starts there.
+    /// Epoch entries wholly below it go; the one covering it starts there.
+    pub fn advance_start(&mut self, offset: Offset) {
+        if offset <= self.log_start {
+            return;
+        }
+        assert!(
+            offset <= self.high_watermark,
+            "log start past the high watermark"
+        );
+        let covering = self.epochs.partition_point(|e| e.start_offset <= offset);
+        self.epochs.drain(..covering.saturating_sub(1));
+        if let Some(first) = self.epochs.first_mut() {
+            first.start_offset = first.start_offset.max(offset);
+        }
+        self.log_start = offset;
+        self.check();
+    }
+
     fn check(&self) {
         assert!(self.log_start <= self.high_watermark, "hw below log start");
         assert!(self.high_watermark <= self.log_end, "hw above log end");
@@ -298,6 +318,32 @@ mod tests {
         assert_eq!(log.epoch_at(Offset(14)), Some(e(1)));
         assert_eq!(log.epoch_at(Offset(15)), Some(e(3)));
         assert_eq!(log.epoch_at(Offset(22)), None);
+    }
+
+    #[test]
+    fn a_log_start_moves_up_to_the_high_watermark_and_trims_epochs() {
+        let mut log = log_of(&[(1, 10), (3, 5), (4, 5)]);
+        log.set_high_watermark(Offset(18));
+        log.advance_start(Offset(12));
+        assert_eq!(log.log_start(), Offset(12));
+        let starts: Vec<_> = log
+            .epochs()
+            .iter()
+            .map(|x| (x.epoch, x.start_offset))
+            .collect();
+        assert_eq!(starts, [(e(3), Offset(12)), (e(4), Offset(15))]);
+        assert_eq!(log.epoch_at(Offset(11)), None);
+        assert_eq!(log.epoch_at(Offset(12)), Some(e(3)));
+        log.advance_start(Offset(5));
+        assert_eq!(log.log_start(), Offset(12), "never backwards");
+        log.advance_start(Offset(18));
+        assert_eq!(
+            log.epochs()[0],
+            EpochEntry {
+                epoch: e(4),
+                start_offset: Offset(18)
+            }
+        );
     }
 
     #[test]

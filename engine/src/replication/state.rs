@@ -381,6 +381,17 @@ impl PartitionReplica {
         self.log.truncate_to(offset);
     }
 
+    /// Moves the model's log start where the real log's moved.
+    pub fn advance_log_start(&mut self, offset: Offset) {
+        self.log.advance_start(offset);
+    }
+
+    /// Replaces the model's log with the real log's, after the follower
+    /// emptied it to start at its leader's log start.
+    pub fn reset_log(&mut self, log: ReplicaLog) {
+        self.log = log;
+    }
+
     /// Replaces `min.insync.replicas` (a topic config change).
     pub fn set_min_insync_replicas(&mut self, n: usize) {
         self.config.min_insync_replicas = n.max(1);

@@ -268,6 +268,14 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
             refused |= !incremental;
             continue;
         };
+        if part.error_code == ErrorCode::OffsetOutOfRange.code() && part.log_start_offset > offset.0
+        {
+            // The leader deleted everything from here on (retention or
+            // DeleteRecords): start again where its log starts.
+            p.restart_at(Offset(part.log_start_offset))
+                .map_err(std::io::Error::other)?;
+            continue;
+        }
         if part.error_code != 0 {
             tracing::debug!(topic = %p.topic, partition = p.index, code = part.error_code, "leader refused a fetch");
             refused = true;
@@ -279,6 +287,7 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
             *offset,
             &records,
             Offset(part.high_watermark),
+            Offset(part.log_start_offset),
             now_ms(),
         )
         .await

@@ -360,7 +360,12 @@ impl Partition {
     }
 
     pub fn enforce_retention(&self) -> Result<usize, StorageError> {
-        self.log.borrow_mut().enforce_retention(now_ms())
+        let deleted = self.log.borrow_mut().enforce_retention(now_ms())?;
+        if deleted > 0 {
+            let start = self.log.borrow().log_start();
+            self.replica.borrow_mut().advance_log_start(start);
+        }
+        Ok(deleted)
     }
 
     /// Deletes the partition's files. The caller has already made it

@@ -747,6 +747,10 @@ impl PartitionLog {
         }
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
+            // Only what is committed: replicas may still need the rest.
+            if self.segments[1].base() > self.high_watermark {
+                break;
+            }
             let by_time = self.config.retention_ms >= 0
                 && oldest.max_timestamp() >= 0
                 && now_ms - oldest.max_timestamp() > self.config.retention_ms;
@@ -843,6 +847,39 @@ impl PartitionLog {
         self.epochs.truncate_from_end(log_end)?;
         self.check_invariants();
         Ok(log_end)
+    }
+
+    /// Deletes the records below `offset` (DeleteRecords, or a follower
+    /// following its leader's log start), never past the high watermark:
+    /// the log starts there, and the segments wholly below it go. Returns
+    /// the log start.
+    pub fn advance_log_start(&mut self, offset: Offset) -> Result<Offset> {
+        let offset = offset.min(self.high_watermark);
+        if offset <= self.log_start {
+            return Ok(self.log_start);
+        }
+        self.log_start = offset;
+        self.recovery_point = self.recovery_point.max(offset);
+        while self.segments.len() > 1 && self.segments[1].base() <= offset {
+            self.delete_oldest_segment("below the log start")?;
+        }
+        self.epochs.truncate_from_start(self.log_start)?;
+        self.check_invariants();
+        Ok(self.log_start)
+    }
+
+    /// Empties the log to start again at `start`: a follower whose
+    /// leader's log now starts past everything it has.
+    pub fn truncate_fully_and_start_at(&mut self, start: Offset) -> Result<()> {
+        tracing::info!(dir = %self.dir.display(), start = start.0, "emptying the log to start at the leader's log start");
+        self.restart_at(start)?;
+        self.log_start = start;
+        self.recovery_point = start;
+        self.high_watermark = start;
+        self.epochs.truncate_from_end(start)?;
+        self.epochs.truncate_from_start(start)?;
+        self.check_invariants();
+        Ok(())
     }
 
     /// Replaces every segment with one empty segment starting at `start`.

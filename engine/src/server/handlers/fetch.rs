@@ -204,10 +204,11 @@ fn group(answer: Vec<(Want, Got)>) -> Vec<TopicData<FileRegion>> {
             error_code: g.error.unwrap_or(ErrorCode::None),
             high_watermark: if g.error.is_some() { -1 } else { hw },
             last_stable_offset: if g.error.is_some() { -1 } else { hw },
-            log_start_offset: if g.error.is_some() {
-                -1
-            } else {
-                g.marks.log_start.0
+            // Also with OFFSET_OUT_OF_RANGE, so that a follower behind the
+            // log start knows where to start again.
+            log_start_offset: match g.error {
+                None | Some(ErrorCode::OffsetOutOfRange) => g.marks.log_start.0,
+                Some(_) => -1,
             },
             records: g.regions,
         };

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_versions;
+mod delete_records;
 mod fetch;
 mod fetch_session;
 mod group;
@@ -181,6 +182,7 @@ pub async fn handle(
         ApiKey::Produce => produce::handle(&ctx, body).await,
         ApiKey::Fetch => fetch::handle(&ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&ctx, body).await,
+        ApiKey::DeleteRecords => delete_records::handle(&ctx, body).await,
         ApiKey::Metadata => metadata::handle(&ctx, body).await,
         ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,

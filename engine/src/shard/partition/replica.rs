@@ -139,13 +139,16 @@ impl Partition {
     }
 
     /// The leader's Fetch answer reached this follower: appends the
-    /// batches as they are and takes the leader's high watermark.
+    /// batches as they are, takes the leader's high watermark, and
+    /// follows its log start (records deleted there are deleted here
+    /// once committed here too).
     pub async fn on_fetch_response(
         &self,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
         records: &[u8],
         high_watermark: Offset,
+        leader_log_start: Offset,
         now_ms: i64,
     ) -> Result<(), StorageError> {
         if !self.takes_fetch(leader_epoch, fetch_offset) {
@@ -194,12 +197,60 @@ impl Partition {
                 }),
             });
         self.after_step();
+        if leader_log_start > self.log.borrow().log_start() {
+            self.advance_log_start(leader_log_start)?;
+        }
         let flush = self.log.borrow().flush_due(now_ms);
         if flush {
             let end = self.log.borrow().log_end();
             self.flush_upto(end).await?;
         }
         Ok(())
+    }
+
+    /// Deletes the records below `offset`, up to the high watermark, in
+    /// the log and the model alike; returns the log start.
+    fn advance_log_start(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let start = self.log.borrow_mut().advance_log_start(offset)?;
+        self.replica.borrow_mut().advance_log_start(start);
+        Ok(start)
+    }
+
+    /// The leader's log starts past everything this follower has (its
+    /// retention or DeleteRecords went further): empties the log to start
+    /// at `leader_log_start`, as Kafka's followers do.
+    pub fn restart_at(&self, leader_log_start: Offset) -> Result<(), StorageError> {
+        if leader_log_start <= self.log.borrow().log_end() || self.following().is_none() {
+            return Ok(());
+        }
+        self.log
+            .borrow_mut()
+            .truncate_fully_and_start_at(leader_log_start)?;
+        let model = model_of(&self.log.borrow());
+        self.replica.borrow_mut().reset_log(model);
+        self.producers.borrow_mut().clear();
+        self.after_step();
+        Ok(())
+    }
+
+    /// DeleteRecords on the leader: the log starts at `offset` (-1: the
+    /// high watermark). Refused past the high watermark. Returns the new
+    /// log start (Kafka's low watermark); followers follow it with their
+    /// next fetch.
+    pub fn delete_records(&self, offset: i64) -> Result<Offset, ErrorCode> {
+        if self.following().is_some() {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        let hw = self.log.borrow().high_watermark();
+        let target = if offset == -1 { hw } else { Offset(offset) };
+        if target.0 < 0 || target > hw {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let start = self
+            .advance_log_start(target)
+            .map_err(|e| super::error_code(&e))?;
+        tracing::info!(topic = %self.topic, partition = self.index, log_start = start.0, "records deleted");
+        Ok(start)
     }
 
     /// Shrinks the ISR of lagging followers and resends lost proposals;
