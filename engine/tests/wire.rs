@@ -518,6 +518,57 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments() {
 }
 
 #[test]
+fn describe_log_dirs_lists_every_replica_with_its_size() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic("sized"))
+            .with_num_partitions(4)
+            .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(produce(&mut raw, "sized", batch(3, 500)).error_code, 0);
+    let describe = |raw: &mut Raw, topics: Option<Vec<(&str, Vec<i32>)>>| {
+        let topics = topics.map(|ts| {
+            ts.into_iter()
+                .map(|(t, ps)| {
+                    describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(ps)
+                })
+                .collect()
+        });
+        let req = DescribeLogDirsRequest::default().with_topics(topics);
+        let resp: DescribeLogDirsResponse = call(raw, ApiKey::DescribeLogDirs, 4, &req).unwrap();
+        assert_eq!(resp.results.len(), 1, "one log dir");
+        resp.results.into_iter().next().unwrap()
+    };
+    let all = describe(&mut raw, None);
+    assert_eq!(all.error_code, 0);
+    assert!(all.total_bytes > 0 && all.usable_bytes > 0);
+    let sized = all
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "sized")
+        .expect("the topic is listed");
+    // Partitions on both shards, each with its size.
+    let sizes: Vec<(i32, i64)> = sized
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert!(sizes[0].1 > 1500, "{sizes:?}");
+    assert!(sizes[1..].iter().all(|p| p.1 == 0), "{sizes:?}");
+    let one = describe(&mut raw, Some(vec![("sized", vec![1])]));
+    assert_eq!(one.topics.len(), 1);
+    assert_eq!(one.topics[0].partitions.len(), 1);
+    assert_eq!(one.topics[0].partitions[0].partition_index, 1);
+}
+
+#[test]
 fn delete_topic_removes_it_and_its_files() {
     let broker = Broker::start(2, &[]);
     let mut raw = Raw::connect(broker.addr());

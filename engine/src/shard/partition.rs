@@ -125,6 +125,14 @@ impl Partition {
         }
     }
 
+    /// Bytes in the partition's segments, and how far its log end lags
+    /// its high watermark (DescribeLogDirs).
+    pub fn log_size_and_lag(&self) -> (u64, i64) {
+        let log = self.log.borrow();
+        let lag = (log.high_watermark().0 - log.log_end().0).max(0);
+        (log.size_bytes(), lag)
+    }
+
     /// Appends a validated record set, wakes parked fetchers, and flushes
     /// first if the flush policy asks for it (`flush.messages=1` makes
     /// every acknowledged batch durable).

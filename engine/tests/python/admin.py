@@ -1,7 +1,7 @@
 """kafka-python's admin client against a Sluice broker: create a topic,
 grow it with CreatePartitions, write to and read from a new partition, see
-a shrink refused, and change the topic's configs. Exits non-zero on any
-mismatch."""
+a shrink refused, change the topic's configs, and see its replicas' sizes
+in DescribeLogDirs. Exits non-zero on any mismatch."""
 
 import sys
 
@@ -43,4 +43,12 @@ consumer.assign([tp])
 consumer.seek_to_beginning(tp)
 values = [m.value for m in consumer]
 assert values == [b"in the new partition"], values
+
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+[described] = admin.describe_log_dirs()
+[log_dir] = described["log_dirs"]
+[listed] = [t for t in log_dir["topics"] if t["name"] == topic]
+sizes = {p["partition_index"]: p["partition_size"] for p in listed["partitions"]}
+assert sorted(sizes) == [0, 1, 2, 3] and sizes[3] > 0, sizes
+admin.close()
 print("kafka-python admin: topic grown to 4 partitions")

@@ -1,6 +1,7 @@
 //! Topic administration and cluster description: CreateTopics,
 //! CreatePartitions, DeleteTopics, DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs, ElectLeaders, DescribeCluster.
+//! IncrementalAlterConfigs, ElectLeaders, DescribeLogDirs,
+//! DescribeCluster.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::{ConfigOp, OpKind};
@@ -191,6 +192,80 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         }
     }
     ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
+}
+
+pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let req: DescribeLogDirsRequest = ctx.decode(body)?;
+    let wanted: Option<std::collections::BTreeSet<(String, i32)>> = req.topics.map(|ts| {
+        ts.iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
+            .collect()
+    });
+    // Every replica this broker holds, from the shard that owns it.
+    let mut held: Vec<(String, i32, u64, i64)> = Vec::new();
+    for target in 0..ctx.shard.count {
+        let on_shard = ctx
+            .shard
+            .invoke_on(target, |s| async move {
+                s.partitions()
+                    .iter()
+                    .map(|p| {
+                        let (size, lag) = p.log_size_and_lag();
+                        (p.topic.clone(), p.index, size, lag)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+        held.extend(on_shard);
+    }
+    held.sort();
+    let mut topics: Vec<DescribeLogDirsTopic> = Vec::new();
+    for (topic, index, size, lag) in held {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.contains(&(topic.clone(), index)))
+        {
+            continue;
+        }
+        let p = DescribeLogDirsPartition::default()
+            .with_partition_index(index)
+            .with_partition_size(size as i64)
+            .with_offset_lag(lag);
+        match topics.last_mut() {
+            Some(t) if t.name.0.as_str() == topic => t.partitions.push(p),
+            _ => topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let dir = ctx.shard.broker.data_dir();
+    let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (total, usable) = disk_space(&path).unwrap_or((-1, -1));
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(s(path.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable);
+    ctx.respond(&DescribeLogDirsResponse::default().with_results(vec![result]))
+}
+
+/// Total and available bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct it is given; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let block = st.f_frsize as i64;
+    Some((st.f_blocks as i64 * block, st.f_bavail as i64 * block))
 }
 
 pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
