@@ -1026,6 +1026,25 @@ fn acks_all_needs_min_insync_replicas_and_recovers_when_replicas_return() {
     assert_eq!(raw_produce(&c, leader, "guarded", -1, b"after"), 0);
 }
 
+/// Creates `topic` (one partition, three replicas), waits until every
+/// replica is in sync, and pauses (SIGSTOP) a follower that is not the
+/// active controller, which must stay up to commit ISR changes. Returns
+/// (leader, paused follower).
+fn pause_a_follower(c: &LocalCluster, topic: &str) -> (usize, usize) {
+    let m = wait_for(c, 1, "three brokers", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+    let controller = m.controller_id.0;
+    create(&c.bootstrap(), topic, 1, 3).unwrap();
+    let m = wait_full_isr(c, 1, topic);
+    let leader = partitions(&m, topic)[&0].0 as usize;
+    let paused = (1..=3)
+        .find(|n| *n != leader && *n as i32 != controller)
+        .expect("three brokers");
+    c.signal(paused, libc::SIGSTOP);
+    (leader, paused)
+}
+
 #[test]
 fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
     let _one = serial();
@@ -1038,20 +1057,7 @@ fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
             "replica.lag.time.max.ms=2000",
         ],
     );
-    let m = wait_for(&c, 1, "three brokers", |m| {
-        broker_ids(m).len() == 3 && m.controller_id.0 > 0
-    });
-    let controller = m.controller_id.0;
-    create(&c.bootstrap(), "lagging", 1, 3).unwrap();
-    let m = wait_full_isr(&c, 1, "lagging");
-    let leader = partitions(&m, "lagging")[&0].0;
-    // Pause a follower that is not the active controller (which must
-    // commit the ISR change).
-    let paused = (1..=3)
-        .find(|n| *n != leader && *n != controller)
-        .expect("three brokers") as usize;
-    c.signal(paused, libc::SIGSTOP);
-    let probe = leader as usize;
+    let (probe, paused) = pause_a_follower(&c, "lagging");
     for i in 0..20 {
         assert_eq!(
             raw_produce(&c, probe, "lagging", 1, format!("m{i}").as_bytes()),
@@ -1076,48 +1082,50 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
             "replica.lag.time.max.ms=2000",
         ],
     );
-    let m = wait_for(&c, 1, "three brokers", |m| {
-        broker_ids(m).len() == 3 && m.controller_id.0 > 0
-    });
-    let controller = m.controller_id.0;
-    create(&c.bootstrap(), "trimmed", 1, 3).unwrap();
-    let m = wait_full_isr(&c, 1, "trimmed");
-    let leader = partitions(&m, "trimmed")[&0].0 as usize;
-    let paused = (1..=3)
-        .find(|n| *n != leader && *n as i32 != controller)
-        .expect("three brokers");
-    c.signal(paused, libc::SIGSTOP);
-    for i in 0..20 {
-        assert_eq!(
-            raw_produce(&c, leader, "trimmed", 1, format!("m{i}").as_bytes()),
-            0
-        );
-    }
+    let (leader, paused) = pause_a_follower(&c, "trimmed");
+    let produce_range = |range: std::ops::Range<i32>| {
+        for i in range {
+            let value = format!("m{i}");
+            assert_eq!(raw_produce(&c, leader, "trimmed", 1, value.as_bytes()), 0);
+        }
+    };
+    produce_range(0..20);
     wait_for(&c, leader, "the paused follower out of the ISR", |m| {
         !partitions(m, "trimmed")[&0].3.contains(&(paused as i32))
     });
-    // Everything committed goes, through librdkafka's DeleteRecords.
+    // The paused follower may hold an answer to a fetch it sent before
+    // the pause, with some of the first 20 records: the log start goes
+    // past all of them.
+    produce_range(20..25);
+    let probe = from_the_start(&c.bootstrap(), "trimmed", 1);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while probe
+        .fetch_watermarks("trimmed", 0, Duration::from_secs(10))
+        .map_or(true, |(_, high)| high < 25)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the high watermark never reached 25"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Records below 25 go, through librdkafka's DeleteRecords.
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap())
         .create()
         .expect("admin client");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::End)
+    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(25))
         .unwrap();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
         .expect("DeleteRecords answered");
     let low = result.find_partition("trimmed", 0).expect("partition 0");
     assert!(low.error().is_ok(), "{:?}", low.error());
-    assert_eq!(low.offset(), rdkafka::Offset::Offset(20), "low watermark");
-    for i in 20..25 {
-        assert_eq!(
-            raw_produce(&c, leader, "trimmed", 1, format!("m{i}").as_bytes()),
-            0
-        );
-    }
+    assert_eq!(low.offset(), rdkafka::Offset::Offset(25), "low watermark");
+    produce_range(25..30);
     // The follower's next fetch is below the leader's log start: it
-    // empties its log, starts at 20 and is back in sync.
+    // empties its log, starts at 25 and is back in sync.
     c.signal(paused, libc::SIGCONT);
     wait_full_isr(&c, leader, "trimmed");
     let segments = common::segment_files(
@@ -1129,10 +1137,10 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["00000000000000000020.log"]);
+    assert_eq!(names, ["00000000000000000025.log"]);
     let seen = consume_all(&c.bootstrap(), "trimmed", 1, 5);
-    assert_eq!(seen, (20..25).map(|i| format!("m{i}")).collect());
-    // Every replica starts at 20: the other follower followed the
+    assert_eq!(seen, (25..30).map(|i| format!("m{i}")).collect());
+    // Every replica starts at 25: the other follower followed the
     // leader's log start in its fetches. Each broker writes its log starts
     // when it stops.
     c.stop_all();
@@ -1143,7 +1151,7 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
             .join("log-start-offset-checkpoint");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            text.lines().any(|l| l == "trimmed 0 20"),
+            text.lines().any(|l| l == "trimmed 0 25"),
             "broker {node}: {text}"
         );
     }
@@ -1250,17 +1258,7 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
             "replica.lag.time.max.ms=120000",
         ],
     );
-    let m = wait_for(&c, 1, "three brokers", |m| {
-        broker_ids(m).len() == 3 && m.controller_id.0 > 0
-    });
-    let controller = m.controller_id.0;
-    create(&c.bootstrap(), "pipelined", 1, 3).unwrap();
-    let m = wait_full_isr(&c, 1, "pipelined");
-    let leader = partitions(&m, "pipelined")[&0].0 as usize;
-    let paused = (1..=3)
-        .find(|n| *n != leader && *n as i32 != controller)
-        .expect("three brokers");
-    c.signal(paused, libc::SIGSTOP);
+    let (leader, paused) = pause_a_follower(&c, "pipelined");
     let mut raw = Raw::connect(SocketAddr::from(([127, 0, 0, 1], c.spec.ports[leader - 1])));
     for (correlation_id, value) in [(1, "first"), (2, "second")] {
         let mut req = produce_request("pipelined", -1, value.as_bytes());

@@ -61,6 +61,13 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     }
 }
 
+fn no_such_topic(name: &str) -> Response {
+    error(
+        ErrorCode::UnknownTopicOrPartition,
+        format!("Topic '{name}' does not exist."),
+    )
+}
+
 fn unclean(topic_config: &std::collections::BTreeMap<String, String>, default: bool) -> bool {
     topic_config
         .get("unclean.leader.election.enable")
@@ -208,10 +215,7 @@ impl Controller {
                 validate_only,
             } => {
                 let Some(topic) = image.topics.get(&name) else {
-                    return error(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("Topic '{name}' does not exist."),
-                    );
+                    return no_such_topic(&name);
                 };
                 match new_partitions(topic, count, assignments.as_deref(), &image) {
                     Err((code, message)) => error(code, message),
@@ -237,10 +241,7 @@ impl Controller {
                 validate_only,
             } => {
                 let Some(topic) = image.topics.get(&name) else {
-                    return error(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("Topic '{name}' does not exist."),
-                    );
+                    return no_such_topic(&name);
                 };
                 match altered_config(&topic.config, &self.config.topic_defaults, &ops, replace) {
                     Err((code, message)) => error(code, message),
@@ -292,10 +293,7 @@ impl Controller {
                 self.commit(records).await
             }
             Request::DeleteTopic { name } => match image.topics.get(&name) {
-                None => error(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("Topic '{name}' does not exist."),
-                ),
+                None => no_such_topic(&name),
                 Some(t) => {
                     self.commit(vec![Record::RemoveTopic {
                         id: t.id.to_string(),

@@ -125,6 +125,14 @@ impl Shard {
         owner_shard(topic.id, index, self.count)
     }
 
+    /// The shard owning partition `index` of `topic`, if the topic exists
+    /// and has that partition.
+    pub fn owner_of(&self, topic: Option<&Arc<TopicMeta>>, index: i32) -> Option<ShardId> {
+        topic
+            .filter(|m| index >= 0 && index < m.partitions)
+            .map(|m| self.owner(m, index))
+    }
+
     /// Runs `f` on shard `target` and returns its result.
     pub async fn invoke_on<R, F, Fut>(
         self: &Rc<Self>,

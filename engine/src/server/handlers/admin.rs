@@ -49,6 +49,15 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// An outcome as a result's error code and message (none on success, as
+/// Kafka sends).
+fn error_fields(outcome: Result<(), controller::TopicError>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code.code(), Some(s(message))),
+    }
+}
+
 pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: CreateTopicsRequest = ctx.decode(body)?;
     let v = ctx.version();
@@ -139,14 +148,10 @@ pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
             req.validate_only,
         )
         .await;
-        r.error_message = match outcome {
-            Ok(()) => None,
-            Err((code, message)) => {
-                tracing::info!(topic = %name, %message, "CreatePartitions refused");
-                r.error_code = code.code();
-                Some(s(message))
-            }
-        };
+        if let Err((_, message)) = &outcome {
+            tracing::info!(topic = %name, %message, "CreatePartitions refused");
+        }
+        (r.error_code, r.error_message) = error_fields(outcome);
         results.push(r);
     }
     ctx.respond(&CreatePartitionsResponse::default().with_results(results))
@@ -175,13 +180,7 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, outcome) in outcomes {
         let mut r = PartitionResult::default().with_partition_id(partition);
-        r.error_message = match outcome {
-            Ok(()) => None,
-            Err((code, message)) => {
-                r.error_code = code.code();
-                Some(s(message))
-            }
-        };
+        (r.error_code, r.error_message) = error_fields(outcome);
         match results.iter_mut().find(|t| t.topic.0.as_str() == topic) {
             Some(t) => t.partition_result.push(r),
             None => results.push(
@@ -439,13 +438,7 @@ pub async fn alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
-        r.error_message = match outcome {
-            Ok(()) => None,
-            Err((code, message)) => {
-                r.error_code = code.code();
-                Some(s(message))
-            }
-        };
+        (r.error_code, r.error_message) = error_fields(outcome);
         responses.push(r);
     }
     ctx.respond(&AlterConfigsResponse::default().with_responses(responses))
@@ -495,13 +488,7 @@ pub async fn incremental_alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Rep
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
-        r.error_message = match outcome {
-            Ok(()) => None,
-            Err((code, message)) => {
-                r.error_code = code.code();
-                Some(s(message))
-            }
-        };
+        (r.error_code, r.error_message) = error_fields(outcome);
         responses.push(r);
     }
     ctx.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))

@@ -24,11 +24,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let mut r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            let owner = meta
-                .as_ref()
-                .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
-                .map(|m| shard.owner(m, p.partition_index));
-            let answer = match owner {
+            let answer = match shard.owner_of(meta.as_ref(), p.partition_index) {
                 None => Err(ErrorCode::UnknownTopicOrPartition),
                 Some(_) if crate::metadata::is_internal(&name) => {
                     Err(ErrorCode::InvalidTopicException)

@@ -23,11 +23,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         for p in t.partitions {
             let mut resp =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let owner = meta
-                .as_ref()
-                .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
-                .map(|m| shard.owner(m, p.partition_index));
-            let Some(owner) = owner else {
+            let Some(owner) = shard.owner_of(meta.as_ref(), p.partition_index) else {
                 partitions.push(resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code()));
                 continue;
             };
