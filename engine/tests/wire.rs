@@ -288,6 +288,31 @@ fn describe_topic(raw: &mut Raw, name: &str) -> Vec<(String, String, i8)> {
 }
 
 #[test]
+fn absurd_partition_counts_are_refused() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic("huge"))
+            .with_num_partitions(i32::MAX)
+            .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 37, "INVALID_PARTITIONS");
+    assert_eq!(create_topic(&mut raw, "small"), 0);
+    let req = CreatePartitionsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic("small"))
+                .with_count(i32::MAX),
+        ]);
+    let resp: CreatePartitionsResponse = call(&mut raw, ApiKey::CreatePartitions, 3, &req).unwrap();
+    assert_eq!(resp.results[0].error_code, 37, "INVALID_PARTITIONS");
+    assert_serving(&broker);
+}
+
+#[test]
 fn describe_configs_lists_every_topic_key_with_its_source() {
     let broker = Broker::start(1, &["flush.messages=5"]);
     let mut raw = Raw::connect(broker.addr());

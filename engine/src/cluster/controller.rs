@@ -179,6 +179,12 @@ impl Controller {
                         format!("Topic '{name}' already exists."),
                     );
                 }
+                if !(1..=crate::shard::controller::MAX_TOPIC_PARTITIONS).contains(&partitions) {
+                    return error(
+                        ErrorCode::InvalidPartitions,
+                        format!("{partitions} partitions: not a count a topic may have."),
+                    );
+                }
                 let live = image.live_brokers();
                 let rf = replication_factor.max(1) as usize;
                 if rf > live.len() {
@@ -619,6 +625,12 @@ fn new_partitions(
     image: &ClusterImage,
 ) -> Result<Vec<Vec<NodeId>>, (ErrorCode, String)> {
     let current = topic.partitions.len();
+    if count > crate::shard::controller::MAX_TOPIC_PARTITIONS {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!("{count} partitions are more than a topic may have."),
+        ));
+    }
     let Some(added) = usize::try_from(count).ok().filter(|c| *c > current) else {
         let message = if count as usize == current {
             format!("Topic already has {current} partitions.")

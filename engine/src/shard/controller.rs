@@ -50,6 +50,7 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
             "Number of partitions must be larger than 0.".into(),
         ));
     }
+    check_partition_count(partitions)?;
     if t.replication_factor == 0 || t.replication_factor < -1 {
         return Err((
             ErrorCode::InvalidReplicationFactor,
@@ -121,6 +122,7 @@ pub async fn create_partitions(
     assignments: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
+    check_partition_count(count)?;
     if crate::metadata::is_internal(&name) {
         // Every group's offsets partition is its id's hash modulo the count.
         return Err((
@@ -157,6 +159,22 @@ pub async fn alter_topic_config(
         validate_only,
     };
     change(shard, req).await.map(|_| ())
+}
+
+/// Most partitions a topic may have: a request for more (say
+/// `i32::MAX`) would have every broker create that many directories.
+pub const MAX_TOPIC_PARTITIONS: i32 = 100_000;
+
+fn check_partition_count(count: i32) -> Result<(), TopicError> {
+    if count > MAX_TOPIC_PARTITIONS {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!(
+                "A topic has at most {MAX_TOPIC_PARTITIONS} partitions; {count} were asked for."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One partition's election outcome: (topic, partition, outcome).
