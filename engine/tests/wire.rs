@@ -449,6 +449,31 @@ fn topic_configs_change_and_take_effect_at_once() {
     assert_eq!(code, 42, "INVALID_REQUEST");
     assert!(message.unwrap().contains("static"));
     assert_eq!(get("max.message.bytes").1, "1000");
+    // Committed offsets stay compacted.
+    let mut probe = Raw::connect(broker.addr());
+    let find: FindCoordinatorResponse = call(
+        &mut probe,
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+    )
+    .unwrap();
+    assert_eq!(find.error_code, 0, "the offsets topic exists");
+    let (code, message) = alter_incrementally(
+        &mut raw,
+        TOPIC,
+        "__consumer_offsets",
+        &[("cleanup.policy", set, Some("delete"))],
+    );
+    assert_eq!(code, 40, "INVALID_CONFIG");
+    assert!(message.unwrap().contains("compact"));
+    let ok = alter_incrementally(
+        &mut raw,
+        TOPIC,
+        "__consumer_offsets",
+        &[("segment.bytes", set, Some("10485760"))],
+    );
+    assert_eq!(ok, (0, None));
 
     // AlterConfigs replaces every override with the ones it names.
     let req = AlterConfigsRequest::default().with_resources(vec![

@@ -251,6 +251,18 @@ impl Controller {
                 };
                 match altered_config(&topic.config, &self.config.topic_defaults, &ops, replace) {
                     Err((code, message)) => error(code, message),
+                    // Committed offsets live in it: retention must not
+                    // delete them.
+                    Ok(config)
+                        if crate::metadata::is_internal(&name)
+                            && config.get("cleanup.policy").map(String::as_str)
+                                != Some("compact") =>
+                    {
+                        error(
+                            ErrorCode::InvalidConfig,
+                            format!("The cleanup.policy of {name} stays compact."),
+                        )
+                    }
                     Ok(config) if validate_only || config == topic.config => {
                         Response::Ok { index: 0 }
                     }
