@@ -18,6 +18,7 @@ use super::rpc::{ConfigOp, OpKind, Request, Response};
 use crate::config::{check_value, find_topic_key};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
+use crate::shard::controller::check_partition_count;
 use sluice_protocol::{ErrorCode, LeaderEpoch};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -179,11 +180,8 @@ impl Controller {
                         format!("Topic '{name}' already exists."),
                     );
                 }
-                if !(1..=crate::shard::controller::MAX_TOPIC_PARTITIONS).contains(&partitions) {
-                    return error(
-                        ErrorCode::InvalidPartitions,
-                        format!("{partitions} partitions: not a count a topic may have."),
-                    );
+                if let Err((code, message)) = check_partition_count(partitions) {
+                    return error(code, message);
                 }
                 let live = image.live_brokers();
                 let rf = replication_factor.max(1) as usize;
@@ -519,9 +517,6 @@ fn register(
     records
 }
 
-/// Replica lists for a new topic: partition `p` starts at live broker
-/// `start + p`, so leaders spread round-robin; `start` comes from the
-/// topic id so that every topic's partition 0 does not share a leader.
 /// Preferred-leader elections for every broker that leads too few of the
 /// partitions it is the first replica of: more than `percentage` of them
 /// led elsewhere (Kafka's `leader.imbalance.per.broker.percentage`).
@@ -637,12 +632,7 @@ fn new_partitions(
     image: &ClusterImage,
 ) -> Result<Vec<Vec<NodeId>>, (ErrorCode, String)> {
     let current = topic.partitions.len();
-    if count > crate::shard::controller::MAX_TOPIC_PARTITIONS {
-        return Err((
-            ErrorCode::InvalidPartitions,
-            format!("{count} partitions are more than a topic may have."),
-        ));
-    }
+    check_partition_count(count)?;
     let Some(added) = usize::try_from(count).ok().filter(|c| *c > current) else {
         let message = if count as usize == current {
             format!("Topic already has {current} partitions.")
@@ -695,6 +685,9 @@ fn new_partitions(
     Ok(placed)
 }
 
+/// Replica lists for a new topic: partition `p` starts at live broker
+/// `start + p`, so leaders spread round-robin; `start` comes from the
+/// topic id so that every topic's partition 0 does not share a leader.
 pub fn place(
     topic_id: uuid::Uuid,
     partitions: i32,

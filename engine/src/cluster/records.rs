@@ -82,6 +82,11 @@ impl Record {
     }
 }
 
+/// A partition whose Partition record has not been applied yet.
+fn unplaced() -> PartitionState {
+    PartitionState::new(vec![NodeId(-1)])
+}
+
 /// Encodes one Raft entry's records.
 pub fn encode(records: &[Record]) -> Vec<u8> {
     serde_json::to_vec(records).expect("records serialize")
@@ -220,14 +225,13 @@ impl ClusterImage {
                     tracing::error!(topic = %name, %id, "metadata record with a bad topic id");
                     return;
                 };
-                let placeholder = PartitionState::new(vec![NodeId(-1)]);
                 self.topics.insert(
                     name.clone(),
                     TopicImage {
                         name: name.clone(),
                         id,
                         config: config.clone(),
-                        partitions: vec![placeholder; (*partitions).max(0) as usize],
+                        partitions: vec![unplaced(); (*partitions).max(0) as usize],
                     },
                 );
             }
@@ -260,8 +264,7 @@ impl ClusterImage {
                 };
                 // One past the end adds a partition (CreatePartitions).
                 if index >= topic.partitions.len() {
-                    let placeholder = PartitionState::new(vec![NodeId(-1)]);
-                    topic.partitions.resize(index + 1, placeholder);
+                    topic.partitions.resize(index + 1, unplaced());
                 }
                 topic.partitions[index] = state;
             }

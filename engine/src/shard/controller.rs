@@ -44,12 +44,6 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
     } else {
         t.partitions
     };
-    if partitions <= 0 {
-        return Err((
-            ErrorCode::InvalidPartitions,
-            "Number of partitions must be larger than 0.".into(),
-        ));
-    }
     check_partition_count(partitions)?;
     if t.replication_factor == 0 || t.replication_factor < -1 {
         return Err((
@@ -122,7 +116,6 @@ pub async fn create_partitions(
     assignments: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
-    check_partition_count(count)?;
     if crate::metadata::is_internal(&name) {
         // Every group's offsets partition is its id's hash modulo the count.
         return Err((
@@ -165,7 +158,14 @@ pub async fn alter_topic_config(
 /// `i32::MAX`) would have every broker create that many directories.
 pub const MAX_TOPIC_PARTITIONS: i32 = 100_000;
 
-fn check_partition_count(count: i32) -> Result<(), TopicError> {
+/// Refuses a partition count below 1 or above [`MAX_TOPIC_PARTITIONS`].
+pub fn check_partition_count(count: i32) -> Result<(), TopicError> {
+    if count <= 0 {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            "Number of partitions must be larger than 0.".into(),
+        ));
+    }
     if count > MAX_TOPIC_PARTITIONS {
         return Err((
             ErrorCode::InvalidPartitions,

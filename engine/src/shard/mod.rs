@@ -362,7 +362,6 @@ impl Shard {
             let Some(state) = meta.partition(p.index) else {
                 continue;
             };
-            p.set_min_insync_replicas(meta.config.min_insync_replicas);
             p.set_topic_config(&meta.config);
             p.apply_state(state.clone(), now);
             if let Some(leader) = p.following() {

@@ -50,17 +50,16 @@ impl Partition {
     }
 
     /// Sets `min.insync.replicas` (from the topic config).
-    pub fn set_min_insync_replicas(&self, n: usize) {
-        self.replica.borrow_mut().set_min_insync_replicas(n);
-    }
-
-    /// The topic's config changed (AlterConfigs): segment, flush and
-    /// retention settings apply from the next append or cleanup.
+    /// The topic's config as of the latest metadata (AlterConfigs may
+    /// have changed it): `min.insync.replicas` applies at once; segment,
+    /// flush and retention settings from the next append or cleanup.
     pub fn set_topic_config(&self, config: &std::sync::Arc<crate::config::TopicConfig>) {
-        let mut log = self.log.borrow_mut();
-        if !std::sync::Arc::ptr_eq(log.config(), config) && log.config().values != config.values {
-            log.set_config(std::sync::Arc::clone(config));
-        }
+        self.replica
+            .borrow_mut()
+            .set_min_insync_replicas(config.min_insync_replicas);
+        self.log
+            .borrow_mut()
+            .set_config(std::sync::Arc::clone(config));
     }
 
     /// The leader this partition follows, if it is a follower.
