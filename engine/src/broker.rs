@@ -437,7 +437,7 @@ fn replication_tick(shard: &Rc<Shard>) {
                 tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "proposing an ISR change");
                 if let Err((code, message)) = crate::shard::controller::change(&shard, req).await {
                     tracing::info!(topic = %p.topic, partition = p.index, ?code, %message, "ISR change refused");
-                    p.proposal_refused(epoch);
+                    p.proposal_refused(epoch, code == sluice_protocol::ErrorCode::IneligibleReplica);
                 }
             })
             .detach();

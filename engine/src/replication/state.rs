@@ -541,12 +541,19 @@ impl PartitionReplica {
         self.events.push(Event::ProposeIsr(proposal));
     }
 
-    /// The controller refused the proposal built on `partition_epoch`;
-    /// the next state it sends says why. Frees the leader to propose
-    /// again.
-    pub fn proposal_refused(&mut self, partition_epoch: i32) {
+    /// The proposal built on `partition_epoch` was not confirmed. Only
+    /// `ineligible` (INELIGIBLE_REPLICA, decided on the very partition
+    /// epoch the leader has, so the controller's ISR is the leader's)
+    /// frees it to propose again at once. After any other answer (a stale
+    /// partition epoch, a deposed leader, a lost or timed-out request) the
+    /// proposal may have been committed: an expansion resent after the
+    /// first was accepted is refused as stale. The HW then keeps waiting
+    /// for the proposed ISR too, until the controller's next state says
+    /// what the ISR is; the proposal is resent meanwhile.
+    pub fn proposal_refused(&mut self, partition_epoch: i32, ineligible: bool) {
         if let Role::Leader(l) = &mut self.role {
-            if l.pending.as_ref().map(|p| p.partition_epoch) == Some(partition_epoch) {
+            if ineligible && l.pending.as_ref().map(|p| p.partition_epoch) == Some(partition_epoch)
+            {
                 l.pending = None;
             }
         }

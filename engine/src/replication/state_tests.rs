@@ -6,6 +6,7 @@
 //! records.
 
 use super::*;
+use crate::replication::controller::AlterRefusal;
 use crate::replication::log::EpochEntry;
 use std::collections::BTreeMap;
 
@@ -149,6 +150,36 @@ fn a_caught_up_follower_is_proposed_back_into_the_isr() {
 }
 
 #[test]
+fn an_expansion_refused_as_stale_may_have_been_committed_so_the_hw_waits_for_it() {
+    let (state, mut n) = cluster(1);
+    let shrunk = state.on_broker_down(C, &[A, B], false).expect("changed");
+    n[0].apply_state(shrunk.clone(), 0);
+    n[0].produce(Acks::Leader, 4, 0).expect("appended");
+    for f in [1, 1, 2, 2] {
+        round(&mut n, f, 0, 0);
+    }
+    let events = n[0].take_events();
+    let [Event::ProposeIsr(p)] = &events[..] else {
+        panic!("expected a proposal, got {events:?}");
+    };
+    // The controller commits it, but its answer is lost; the resent
+    // proposal is refused as built on an old partition epoch.
+    let grown = shrunk.alter(p, &[A, B, C]).expect("accepted");
+    n[0].proposal_refused(p.partition_epoch, false);
+    // The controller may now elect C: acks=all must wait for C too.
+    n[0].produce(Acks::All, 3, 1).expect("appended");
+    round(&mut n, 1, 0, 1);
+    round(&mut n, 1, 0, 1);
+    assert_eq!(n[0].log().high_watermark(), Offset(4));
+    assert!(produced(&n[0].take_events()).is_empty());
+    n[0].apply_state(grown, 2);
+    round(&mut n, 2, 0, 2);
+    round(&mut n, 2, 0, 2);
+    assert_eq!(n[0].log().high_watermark(), Offset(7));
+    assert_eq!(produced(&n[0].take_events()), vec![(1, Ok(Offset(6)))]);
+}
+
+#[test]
 fn a_new_leader_truncates_the_old_leaders_uncommitted_tail() {
     let (state, mut n) = cluster(1);
     n[0].produce(Acks::All, 3, 0).expect("appended");
@@ -281,7 +312,9 @@ const NODES: [NodeId; 3] = [A, B, C];
 enum Msg {
     State(NodeId, PartitionState),
     Propose(IsrProposal),
-    Refused(NodeId, i32),
+    /// A refused proposal's leader, partition epoch, and whether it was
+    /// refused as ineligible.
+    Refused(NodeId, i32, bool),
     Epoch(NodeId, NodeId, EpochRequest),
     EpochAnswer(NodeId, EpochResponse),
     Fetch(NodeId, NodeId, FetchRequest),
@@ -292,7 +325,7 @@ impl Msg {
     /// The broker it goes to; `None` for the controller.
     fn to(&self) -> Option<NodeId> {
         match self {
-            Msg::State(n, _) | Msg::Refused(n, _) => Some(*n),
+            Msg::State(n, _) | Msg::Refused(n, _, _) => Some(*n),
             Msg::Epoch(_, n, _) | Msg::Fetch(_, n, _) => Some(*n),
             Msg::EpochAnswer(n, _) | Msg::FetchAnswer(n, _) => Some(*n),
             Msg::Propose(_) => None,
@@ -548,10 +581,13 @@ impl Sim {
                 let live = self.live();
                 match self.controller.alter(&p, &live) {
                     Ok(next) => self.commit(Some(next)),
-                    Err(_) => self.send(Msg::Refused(p.leader, p.partition_epoch)),
+                    Err(e) => {
+                        let ineligible = e == AlterRefusal::IneligibleReplica;
+                        self.send(Msg::Refused(p.leader, p.partition_epoch, ineligible))
+                    }
                 }
             }
-            Msg::Refused(n, pe) => self.replica(n).proposal_refused(pe),
+            Msg::Refused(n, pe, ineligible) => self.replica(n).proposal_refused(pe, ineligible),
             Msg::Epoch(from, to, req) => {
                 let resp = self.replica(to).handle_epoch_request(req);
                 self.send(Msg::EpochAnswer(from, resp));

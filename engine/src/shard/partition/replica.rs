@@ -264,9 +264,13 @@ impl Partition {
         std::mem::take(&mut *self.proposals.borrow_mut())
     }
 
-    /// The controller refused the proposal built on `partition_epoch`.
-    pub fn proposal_refused(&self, partition_epoch: i32) {
-        self.replica.borrow_mut().proposal_refused(partition_epoch);
+    /// The proposal built on `partition_epoch` was not confirmed, with
+    /// INELIGIBLE_REPLICA when `ineligible` (see
+    /// [`PartitionReplica::proposal_refused`]).
+    pub fn proposal_refused(&self, partition_epoch: i32, ineligible: bool) {
+        self.replica
+            .borrow_mut()
+            .proposal_refused(partition_epoch, ineligible);
     }
 
     /// The log takes the model's high watermark; events are acted on.
