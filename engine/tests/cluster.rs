@@ -862,39 +862,7 @@ fn acks_all_loses_nothing_while_every_leader_is_killed_in_turn() {
     create_guarded(&c, "orders", 3);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bootstrap = c.bootstrap();
-    let producer_stop = std::sync::Arc::clone(&stop);
-    let producer = std::thread::spawn(move || {
-        let p: rdkafka::producer::BaseProducer<Acked> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("max.in.flight.requests.per.connection", "1")
-            .set("message.timeout.ms", "120000")
-            .set("retry.backoff.ms", "50")
-            .create_with_context(Acked(std::sync::Mutex::new(Vec::new())))
-            .expect("producer");
-        let mut seq = [0u64; 3];
-        while !producer_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for part in 0..3 {
-                let v = format!("{part}-{:08}", seq[part as usize]);
-                if p.send(
-                    BaseRecord::<(), _>::to("orders")
-                        .partition(part)
-                        .payload(&v),
-                )
-                .is_ok()
-                {
-                    seq[part as usize] += 1;
-                }
-            }
-            p.poll(Duration::from_millis(5));
-        }
-        p.flush(Duration::from_secs(120))
-            .expect("every message answered");
-        let acked = std::mem::take(&mut *p.context().0.lock().unwrap());
-        acked
-    });
+    let producer = acks_all_producer(c.bootstrap(), "orders", 3, &stop);
 
     for index in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
@@ -925,21 +893,292 @@ fn acks_all_loses_nothing_while_every_leader_is_killed_in_turn() {
         assert!(seen[part].contains(v), "acknowledged {v} on {part} is lost");
     }
     // Every replica holds the same log, byte for byte.
-    let deadline = Instant::now() + READY_DEADLINE;
     for index in 0..3 {
-        loop {
-            let logs: Vec<Vec<u8>> = (1..=3).map(|n| log_bytes(&c, n, "orders", index)).collect();
-            if logs.iter().all(|l| *l == logs[0]) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "partition {index}: replicas differ: {:?} bytes",
-                logs.iter().map(Vec::len).collect::<Vec<_>>()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_logs_agree(&c, &[1, 2, 3], "orders", index);
     }
+}
+
+/// An acks=all producer writing "<partition>-<seq>" values round-robin
+/// to `partitions` partitions of `topic` until `stop`; the thread
+/// returns what was acknowledged.
+fn acks_all_producer(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(i32, String)>> {
+    let stop = std::sync::Arc::clone(stop);
+    std::thread::spawn(move || {
+        let p: rdkafka::producer::BaseProducer<Acked> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("message.timeout.ms", "120000")
+            .set("retry.backoff.ms", "50")
+            .create_with_context(Acked(std::sync::Mutex::new(Vec::new())))
+            .expect("producer");
+        let mut seq = vec![0u64; partitions as usize];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for part in 0..partitions {
+                let v = format!("{part}-{:08}", seq[part as usize]);
+                if p.send(BaseRecord::<(), _>::to(topic).partition(part).payload(&v))
+                    .is_ok()
+                {
+                    seq[part as usize] += 1;
+                }
+            }
+            p.poll(Duration::from_millis(5));
+        }
+        p.flush(Duration::from_secs(120))
+            .expect("every message answered");
+        let acked = std::mem::take(&mut *p.context().0.lock().unwrap());
+        acked
+    })
+}
+
+/// Waits until partition `index` of `topic` has the same log, byte for
+/// byte, on every broker in `nodes`.
+fn wait_logs_agree(c: &LocalCluster, nodes: &[usize], topic: &str, index: i32) {
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let logs: Vec<Vec<u8>> = nodes
+            .iter()
+            .map(|n| log_bytes(c, *n, topic, index))
+            .collect();
+        if logs.iter().all(|l| *l == logs[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition {index}: replicas differ: {:?} bytes",
+            logs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// AlterPartitionReassignments v1 on broker `node`: each (topic,
+/// partition, target or `None` to cancel) → error code.
+fn reassign(
+    c: &LocalCluster,
+    node: usize,
+    moves: &[(&str, i32, Option<&[i32]>)],
+    allow_rf_change: bool,
+) -> BTreeMap<(String, i32), i16> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
+    let mut raw = Raw::connect(addr);
+    let topics = moves
+        .iter()
+        .map(|(t, p, target)| {
+            ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                .with_partitions(vec![ReassignablePartition::default()
+                    .with_partition_index(*p)
+                    .with_replicas(
+                        target.map(|r| r.iter().copied().map(BrokerId).collect()),
+                    )])
+        })
+        .collect();
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(allow_rf_change)
+        .with_topics(topics);
+    let resp: AlterPartitionReassignmentsResponse =
+        call(&mut raw, ApiKey::AlterPartitionReassignments, 1, &req).expect("answer");
+    assert_eq!(resp.error_code, 0);
+    resp.responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| ((t.name.0.to_string(), p.partition_index), p.error_code))
+        })
+        .collect()
+}
+
+/// A running reassignment: (replicas, adding, removing).
+type Moving = (Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// ListPartitionReassignments on broker `node`, of every partition.
+fn reassignments(c: &LocalCluster, node: usize) -> BTreeMap<(String, i32), Moving> {
+    use kafka_protocol::messages::{
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
+    let mut raw = Raw::connect(addr);
+    let req = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000);
+    let resp: ListPartitionReassignmentsResponse =
+        call(&mut raw, ApiKey::ListPartitionReassignments, 0, &req).expect("answer");
+    assert_eq!(resp.error_code, 0);
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    resp.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let moving = (
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                );
+                ((t.name.0.to_string(), p.partition_index), moving)
+            })
+        })
+        .collect()
+}
+
+/// Partition `index` of `topic`'s directory on broker `node`.
+fn replica_dir(c: &LocalCluster, node: usize, topic: &str, index: i32) -> std::path::PathBuf {
+    c.spec
+        .data_dir
+        .join(format!("broker-{node}"))
+        .join(format!("{topic}-{index}"))
+}
+
+/// Waits until broker `node` has deleted its replica of `topic`-`index`.
+fn wait_replica_gone(c: &LocalCluster, node: usize, topic: &str, index: i32) {
+    let dir = replica_dir(c, node, topic, index);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "moved", 2, 2).unwrap();
+    let m = wait_full_isr(&c, 1, "moved");
+    let (leader, _, replicas, _) = partitions(&m, "moved")[&0].clone();
+    let spare = (1..=3).find(|n| !replicas.contains(n)).unwrap();
+    let kept = replicas[1];
+    assert_eq!(leader, replicas[0]);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = acks_all_producer(c.bootstrap(), "moved", 2, &stop);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The leader's replica goes to the spare broker; the kept one leads.
+    let target = format!("{kept},{spare}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/reassign.py");
+    let out = std::process::Command::new("timeout")
+        .args(["180", "python3", script, &c.bootstrap(), "moved", &target])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "kafka-python reassignment failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    assert!(
+        acked.iter().filter(|(p, _)| *p == 0).count() > 50,
+        "too few acknowledged"
+    );
+
+    let m = wait_for(&c, leader as usize, "the new replicas in sync", |m| {
+        let (l, _, r, isr) = &partitions(m, "moved")[&0];
+        *l == kept && *r == vec![kept, spare] && isr.len() == 2
+    });
+    assert!(partitions(&m, "moved")[&0].1 > 0, "a new leader epoch");
+    wait_replica_gone(&c, leader as usize, "moved", 0);
+    let seen = consume_all_ordered(&c.bootstrap(), "moved", 2, &acked);
+    for (part, v) in &acked {
+        assert!(seen[part].contains(v), "acknowledged {v} on {part} is lost");
+    }
+    wait_logs_agree(&c, &[kept as usize, spare as usize], "moved", 0);
+    assert!(reassignments(&c, spare as usize).is_empty());
+}
+
+#[test]
+fn reassignments_are_listed_cancelled_refused_and_strays_removed_after_a_restart() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "away", 1, 2).unwrap();
+    let m = wait_full_isr(&c, 1, "away");
+    let replicas = partitions(&m, "away")[&0].2.clone();
+    let (x, y) = (replicas[0], replicas[1]);
+    let z = (1..=3).find(|n| !replicas.contains(n)).unwrap();
+    produce(&c.bootstrap(), "away", 0, 300);
+    let p = |node: i32| node as usize;
+
+    let key = ("away".to_string(), 0);
+    let refused =
+        |moves: &[(&str, i32, Option<&[i32]>)], allow: bool| reassign(&c, p(x), moves, allow);
+    assert_eq!(refused(&[("away", 0, Some(&[x, x]))], true)[&key], 39);
+    assert_eq!(refused(&[("away", 0, Some(&[x, 97]))], true)[&key], 39);
+    assert_eq!(refused(&[("away", 0, Some(&[]))], true)[&key], 39);
+    assert_eq!(refused(&[("away", 0, None)], true)[&key], 85);
+    assert_eq!(refused(&[("away", 0, Some(&[z]))], false)[&key], 38);
+    assert_eq!(
+        refused(&[("away", 5, Some(&[x]))], true)[&("away".to_string(), 5)],
+        3
+    );
+
+    // With z down the move cannot finish: it is listed, then cancelled.
+    c.kill(p(z));
+    let moving = (vec![x, z, y], vec![z], vec![y]);
+    assert_eq!(
+        reassign(&c, p(y), &[("away", 0, Some(&[x, z]))], false)[&key],
+        0
+    );
+    assert_eq!(reassignments(&c, p(y))[&key], moving);
+    wait_for(&c, p(x), "the move in the metadata", |m| {
+        partitions(m, "away")[&0].2 == moving.0
+    });
+    assert_eq!(reassign(&c, p(x), &[("away", 0, None)], true)[&key], 0);
+    assert!(reassignments(&c, p(x)).is_empty());
+    wait_for(&c, p(y), "the original replicas", |m| {
+        partitions(m, "away")[&0].2 == vec![x, y]
+    });
+
+    // Again, and this time z comes back, catches up and the move ends:
+    // y, live, deletes its replica at once.
+    assert_eq!(
+        reassign(&c, p(y), &[("away", 0, Some(&[x, z]))], false)[&key],
+        0
+    );
+    c.restart(p(z), READY_DEADLINE).unwrap();
+    wait_for(&c, p(z), "the move done", |m| {
+        let (_, _, r, isr) = &partitions(m, "away")[&0];
+        *r == vec![x, z] && isr.len() == 2
+    });
+    wait_replica_gone(&c, p(y), "away", 0);
+    wait_logs_agree(&c, &[p(x), p(z)], "away", 0);
+
+    // z's replica moves to y while z is down: z finds it a stray when it
+    // restarts and deletes it.
+    c.kill(p(z));
+    assert_eq!(
+        reassign(&c, p(x), &[("away", 0, Some(&[x, y]))], false)[&key],
+        0
+    );
+    wait_for(&c, p(x), "the move back done", |m| {
+        let (_, _, r, isr) = &partitions(m, "away")[&0];
+        *r == vec![x, y] && isr.len() == 2
+    });
+    assert!(replica_dir(&c, p(z), "away", 0).exists());
+    c.restart(p(z), READY_DEADLINE).unwrap();
+    wait_replica_gone(&c, p(z), "away", 0);
+    assert_eq!(consume_all(&c.bootstrap(), "away", 1, 300).len(), 300);
 }
 
 /// Reads each partition from the start until every acknowledged value

@@ -49,6 +49,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::ElectLeaders, 0, 2),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
+    range(ApiKey::AlterPartitionReassignments, 0, 1),
+    range(ApiKey::ListPartitionReassignments, 0, 0),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 0),
 ];

@@ -65,6 +65,7 @@ pub enum ErrorCode {
     FencedInstanceId = 82,
     EligibleLeadersNotAvailable = 83,
     ElectionNotNeeded = 84,
+    NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     UnknownTopicId = 100,
@@ -112,7 +113,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 66] = [
+const ALL: [ErrorCode; 67] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -173,6 +174,7 @@ const ALL: [ErrorCode; 66] = [
     ErrorCode::FencedInstanceId,
     ErrorCode::EligibleLeadersNotAvailable,
     ErrorCode::ElectionNotNeeded,
+    ErrorCode::NoReassignmentInProgress,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
     ErrorCode::UnknownTopicId,

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 /// Producer ids given to a broker at a time (Kafka's block size).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// Most entries one metadata fetch returns: a broker behind by more
+/// replays the log in steps.
+pub const FETCH_MAX_ENTRIES: usize = 1024;
+
 /// What the controller reads from the broker config.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -120,9 +124,8 @@ impl Controller {
                     records: image.to_records(),
                 };
             }
-            const MAX: usize = 1024;
-            let entries = self.quorum.entries_after(after, MAX);
-            let upto = if entries.len() == MAX {
+            let entries = self.quorum.entries_after(after, FETCH_MAX_ENTRIES);
+            let upto = if entries.len() == FETCH_MAX_ENTRIES {
                 entries.last().map_or(after, |e| e.0)
             } else {
                 self.quorum.image().applied.max(after)
@@ -308,6 +311,32 @@ impl Controller {
                 );
                 self.commit(records).await
             }
+            Request::Reassign { partitions } => {
+                // Partitions that changed so that the move no longer
+                // applies are left as they are; the broker reports them
+                // from its snapshot.
+                let live = image.live_brokers();
+                let registered = |b: i32| image.brokers.contains_key(&b);
+                let mut records = Vec::new();
+                for (name, index, target) in partitions {
+                    let Some(t) = image.topics.get(&name) else {
+                        continue;
+                    };
+                    let Some(p) = t.partitions.get(index.max(0) as usize) else {
+                        continue;
+                    };
+                    match reassignment(p, target.as_deref(), registered, &live) {
+                        Ok(next) if next != *p => {
+                            records.push(Record::partition(t.id, index, &next));
+                        }
+                        _ => {}
+                    }
+                }
+                if !records.is_empty() {
+                    tracing::info!(partitions = records.len(), "partition reassignment");
+                }
+                self.commit(records).await
+            }
             Request::DeleteTopic { name } => match image.topics.get(&name) {
                 None => no_such_topic(&name),
                 Some(t) => {
@@ -338,8 +367,11 @@ impl Controller {
                     isr: isr.into_iter().map(NodeId).collect(),
                 };
                 use crate::replication::controller::AlterRefusal::*;
-                match state.alter(&proposal, &image.live_brokers()) {
+                let live = image.live_brokers();
+                match state.alter(&proposal, &live) {
                     Ok(next) => {
+                        // The ISR change may complete a reassignment.
+                        let next = next.complete_reassignment(&live).unwrap_or(next);
                         self.commit(vec![Record::partition(topic.id, index, &next)])
                             .await
                     }
@@ -644,7 +676,7 @@ fn new_partitions(
         return Err((ErrorCode::InvalidPartitions, message));
     };
     let added = added - current;
-    let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let rf = topic.partitions.first().map_or(1, |p| p.target().len());
     let bad = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
     let Some(assignments) = assignments else {
         let live = image.live_brokers();
@@ -683,6 +715,47 @@ fn new_partitions(
         placed.push(brokers.iter().copied().map(NodeId).collect());
     }
     Ok(placed)
+}
+
+/// The state that starts moving `p` to `target` (see
+/// [`PartitionState::reassign`]), or with no target cancels its running
+/// reassignment; `registered` tells the brokers the cluster knows. Both
+/// the broker that takes the request and the controller check with it.
+pub fn reassignment(
+    p: &PartitionState,
+    target: Option<&[i32]>,
+    registered: impl Fn(i32) -> bool,
+    live: &[NodeId],
+) -> Result<PartitionState, (ErrorCode, String)> {
+    use crate::replication::controller::ReassignRefusal;
+    let bad = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
+    let next = match target {
+        None => p.cancel_reassignment(live),
+        Some([]) => return bad("The replica list is empty.".into()),
+        Some(target) => {
+            let mut distinct = target.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() != target.len() {
+                return bad(format!("The replica list {target:?} names a broker twice."));
+            }
+            if let Some(b) = target.iter().find(|b| !registered(**b)) {
+                return bad(format!("Broker {b} in the replica list is not registered."));
+            }
+            let target: Vec<NodeId> = target.iter().copied().map(NodeId).collect();
+            p.reassign(&target, live)
+        }
+    };
+    next.map_err(|refusal| match refusal {
+        ReassignRefusal::NoReassignment => (
+            ErrorCode::NoReassignmentInProgress,
+            "No reassignment of this partition is in progress.".into(),
+        ),
+        ReassignRefusal::NoInSyncReplica => (
+            ErrorCode::InvalidReplicaAssignment,
+            "No in-sync replica would be left in the assignment.".into(),
+        ),
+    })
 }
 
 /// Replica lists for a new topic: partition `p` starts at live broker

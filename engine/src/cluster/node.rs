@@ -206,12 +206,17 @@ impl ClusterNode {
                 after,
                 wait_ms: 500,
             };
-            let (entries, upto) = match self.fetch(&req).await {
-                Some(Response::Entries { entries, upto }) => (entries, upto),
+            // Settled: the image is as of the voter's last applied entry,
+            // not a step of a longer replay.
+            let (entries, upto, settled) = match self.fetch(&req).await {
+                Some(Response::Entries { entries, upto }) => {
+                    let settled = entries.len() < super::controller::FETCH_MAX_ENTRIES;
+                    (entries, upto, settled)
+                }
                 Some(Response::Image { index, records }) => {
                     tracing::info!(index, "metadata image received in place of entries");
                     *self.image.borrow_mut() = ClusterImage::default();
-                    (vec![(index, records)], index)
+                    (vec![(index, records)], index, true)
                 }
                 _ => {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -237,7 +242,9 @@ impl ClusterNode {
                 for target in 0..shard.count {
                     let snapshot = Arc::clone(&snapshot);
                     let _ = shard
-                        .invoke_on(target, move |s| async move { s.apply_snapshot(snapshot) })
+                        .invoke_on(target, move |s| async move {
+                            s.apply_snapshot(snapshot, settled)
+                        })
                         .await;
                 }
             }

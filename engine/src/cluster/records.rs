@@ -48,6 +48,11 @@ pub enum Record {
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// A running reassignment's added and removed replicas.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing: Vec<i32>,
     },
     RemoveTopic {
         id: String,
@@ -78,6 +83,8 @@ impl Record {
             leader: s.leader.map_or(-1, |n| n.0),
             leader_epoch: s.leader_epoch.0,
             partition_epoch: s.partition_epoch,
+            adding: ids(&s.adding),
+            removing: ids(&s.removing),
         }
     }
 }
@@ -243,6 +250,8 @@ impl ClusterImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding,
+                removing,
             } => {
                 let Some(topic) = topic_id
                     .parse::<uuid::Uuid>()
@@ -258,6 +267,8 @@ impl ClusterImage {
                     partition_epoch: *partition_epoch,
                     isr: nodes(isr),
                     replicas: nodes(replicas),
+                    adding: nodes(adding),
+                    removing: nodes(removing),
                 };
                 let Ok(index) = usize::try_from(*index) else {
                     return;

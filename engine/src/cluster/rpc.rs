@@ -69,6 +69,12 @@ pub enum Request {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     },
+    /// Moves each partition (topic, index) to the target replicas, or
+    /// with none cancels its running reassignment
+    /// (AlterPartitionReassignments).
+    Reassign {
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         node: i32,

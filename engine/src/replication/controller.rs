@@ -22,8 +22,14 @@ pub struct PartitionState {
     pub partition_epoch: i32,
     /// Committed in-sync replicas, in `replicas` order.
     pub isr: Vec<NodeId>,
-    /// Every assigned replica, in preference order.
+    /// Every assigned replica, in preference order. While a reassignment
+    /// runs: its target replicas, then those it removes.
     pub replicas: Vec<NodeId>,
+    /// Replicas a running reassignment adds (KIP-455).
+    pub adding: Vec<NodeId>,
+    /// Replicas a running reassignment removes once every added one is
+    /// in sync.
+    pub removing: Vec<NodeId>,
 }
 
 /// A leader's request to change the ISR (Kafka's AlterPartition).
@@ -43,6 +49,15 @@ pub enum ElectionRefusal {
     NotNeeded,
     /// No replica the election may choose is live (and in sync).
     NotAvailable,
+}
+
+/// Why a reassignment cannot start or be cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReassignRefusal {
+    /// A cancellation, with no reassignment running.
+    NoReassignment,
+    /// No replica that is in sync would be left in the assignment.
+    NoInSyncReplica,
 }
 
 /// Why the controller refused an ISR proposal.
@@ -67,6 +82,8 @@ impl PartitionState {
             partition_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -96,7 +113,7 @@ impl PartitionState {
             leader_epoch: LeaderEpoch(self.leader_epoch.0 + 1),
             partition_epoch: self.partition_epoch + 1,
             isr,
-            replicas: self.replicas.clone(),
+            ..self.clone()
         })
     }
 
@@ -139,8 +156,7 @@ impl PartitionState {
             leader: Some(preferred),
             leader_epoch: LeaderEpoch(self.leader_epoch.0 + 1),
             partition_epoch: self.partition_epoch + 1,
-            isr: self.isr.clone(),
-            replicas: self.replicas.clone(),
+            ..self.clone()
         })
     }
 
@@ -178,6 +194,114 @@ impl PartitionState {
             .collect();
         next.partition_epoch += 1;
         Ok(next)
+    }
+
+    /// Whether a reassignment is running.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas from before the running reassignment (all of them
+    /// when none runs).
+    pub fn original(&self) -> Vec<NodeId> {
+        let adding = |n: &&NodeId| self.adding.contains(n);
+        self.replicas
+            .iter()
+            .filter(|n| !adding(n))
+            .copied()
+            .collect()
+    }
+
+    /// The replicas the running reassignment ends with (all of them when
+    /// none runs).
+    pub fn target(&self) -> Vec<NodeId> {
+        let removing = |n: &&NodeId| self.removing.contains(n);
+        self.replicas
+            .iter()
+            .filter(|n| !removing(n))
+            .copied()
+            .collect()
+    }
+
+    /// Starts moving the partition to `target` (distinct brokers, checked
+    /// by the caller), as Kafka's KIP-455: the replicas become `target`
+    /// followed by the original ones it leaves out. New replicas follow
+    /// the leader, and once all of them are in the ISR the ones left out
+    /// are removed ([`Self::complete_reassignment`]), at once when none
+    /// is added. A running reassignment is replaced; the replicas it was
+    /// adding that `target` leaves out go at once. A target equal to the
+    /// original replicas cancels it.
+    pub fn reassign(
+        &self,
+        target: &[NodeId],
+        live: &[NodeId],
+    ) -> Result<PartitionState, ReassignRefusal> {
+        if !self.reassigning() && target == self.replicas {
+            return Ok(self.clone());
+        }
+        let original = self.original();
+        let mut next = self.clone();
+        next.adding = target
+            .iter()
+            .filter(|n| !original.contains(n))
+            .copied()
+            .collect();
+        next.removing = original
+            .iter()
+            .filter(|n| !target.contains(n))
+            .copied()
+            .collect();
+        next.replicas = target.iter().chain(&next.removing).copied().collect();
+        next.isr = next
+            .replicas
+            .iter()
+            .filter(|n| self.isr.contains(n))
+            .copied()
+            .collect();
+        if next.isr.is_empty() {
+            return Err(ReassignRefusal::NoInSyncReplica);
+        }
+        next.partition_epoch += 1;
+        if let Some(done) = next.complete_reassignment(live) {
+            return Ok(done);
+        }
+        if next.leader.is_some_and(|l| !next.replicas.contains(&l)) {
+            // It led as an added replica of the replaced reassignment.
+            return Ok(next.elect(live, false).unwrap_or_else(|| next.offline()));
+        }
+        Ok(next)
+    }
+
+    /// Stops the running reassignment: back to the original replicas.
+    pub fn cancel_reassignment(&self, live: &[NodeId]) -> Result<PartitionState, ReassignRefusal> {
+        if !self.reassigning() {
+            return Err(ReassignRefusal::NoReassignment);
+        }
+        self.reassign(&self.original(), live)
+    }
+
+    /// Ends a running reassignment once every added replica is in the
+    /// ISR: the removed replicas leave the assignment and the ISR, and if
+    /// the leader was one of them the new ISR elects another. `None`
+    /// while it must wait (or no in-sync replica would be left).
+    pub fn complete_reassignment(&self, live: &[NodeId]) -> Option<PartitionState> {
+        if !self.reassigning() || !self.adding.iter().all(|n| self.isr.contains(n)) {
+            return None;
+        }
+        let removed = |n: &NodeId| self.removing.contains(n);
+        let mut next = self.clone();
+        next.replicas.retain(|n| !removed(n));
+        next.isr.retain(|n| !removed(n));
+        if next.isr.is_empty() {
+            return None;
+        }
+        next.adding.clear();
+        next.removing.clear();
+        next.partition_epoch += 1;
+        if next.leader.is_some_and(|l| removed(&l)) {
+            return Some(next.elect(live, false).unwrap_or_else(|| next.offline()));
+        }
+        Some(next)
     }
 
     fn offline(&self) -> PartitionState {
@@ -264,6 +388,122 @@ mod tests {
         assert_eq!(next.leader_epoch.0, p.leader_epoch.0 + 1);
         assert_eq!(next.partition_epoch, p.partition_epoch + 1);
         assert_eq!(next.isr, vec![A, B]);
+    }
+
+    const D: NodeId = NodeId(3);
+
+    /// The leader's proposal adding `node` to the ISR.
+    fn isr_with(p: &PartitionState, node: NodeId, live: &[NodeId]) -> PartitionState {
+        let mut isr = p.isr.clone();
+        isr.push(node);
+        let proposal = IsrProposal {
+            leader: p.leader.unwrap(),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr,
+        };
+        p.alter(&proposal, live).unwrap()
+    }
+
+    #[test]
+    fn a_reassignment_adds_first_and_removes_once_the_new_replicas_are_in_sync() {
+        let live = [A, B, C, D];
+        let p = PartitionState::new(vec![A, B, C]);
+        let moving = p.reassign(&[B, C, D], &live).unwrap();
+        assert_eq!(moving.replicas, vec![B, C, D, A]);
+        assert_eq!(
+            (moving.adding.clone(), moving.removing.clone()),
+            (vec![D], vec![A])
+        );
+        assert_eq!(
+            (moving.original(), moving.target()),
+            (vec![B, C, A], vec![B, C, D])
+        );
+        assert_eq!(moving.isr, vec![B, C, A]);
+        assert_eq!(
+            (moving.leader, moving.leader_epoch),
+            (Some(A), p.leader_epoch)
+        );
+        assert_eq!(
+            moving.complete_reassignment(&live),
+            None,
+            "D is not in sync"
+        );
+
+        // D catches up; the leader, A, is removed and the new ISR elects B.
+        let synced = isr_with(&moving, D, &live);
+        let done = synced.complete_reassignment(&live).unwrap();
+        assert_eq!(done.replicas, vec![B, C, D]);
+        assert_eq!(done.isr, vec![B, C, D]);
+        assert!(!done.reassigning());
+        assert_eq!(done.leader, Some(B));
+        assert!(done.leader_epoch > p.leader_epoch);
+        assert!(done.partition_epoch > synced.partition_epoch);
+    }
+
+    #[test]
+    fn removing_replicas_alone_completes_at_once_and_keeps_the_leader() {
+        let live = [A, B, C];
+        let p = PartitionState::new(vec![A, B, C]);
+        let done = p.reassign(&[A, B], &live).unwrap();
+        assert_eq!(
+            (done.replicas.clone(), done.isr.clone()),
+            (vec![A, B], vec![A, B])
+        );
+        assert!(!done.reassigning());
+        assert_eq!((done.leader, done.leader_epoch), (Some(A), p.leader_epoch));
+        // Keeping only a replica out of sync waits for it.
+        let mut lagging = p.clone();
+        lagging.isr = vec![A, B];
+        let waiting = lagging.reassign(&[C], &live).unwrap();
+        assert_eq!(
+            (waiting.replicas.clone(), waiting.removing.clone()),
+            (vec![C, A, B], vec![A, B])
+        );
+        assert_eq!(waiting.complete_reassignment(&live), None);
+        let done = isr_with(&waiting, C, &live)
+            .complete_reassignment(&live)
+            .unwrap();
+        assert_eq!(
+            (done.replicas, done.isr, done.leader),
+            (vec![C], vec![C], Some(C))
+        );
+    }
+
+    #[test]
+    fn a_reassignment_is_cancelled_or_replaced() {
+        let live = [A, B, C, D];
+        let p = PartitionState::new(vec![A, B]);
+        assert_eq!(
+            p.cancel_reassignment(&live),
+            Err(ReassignRefusal::NoReassignment)
+        );
+        assert_eq!(p.reassign(&[A, B], &live), Ok(p.clone()), "nothing to do");
+        let reordered = p.reassign(&[B, A], &live).unwrap();
+        assert_eq!(
+            (reordered.replicas.clone(), reordered.reassigning()),
+            (vec![B, A], false)
+        );
+
+        // C is in sync, but the controller has not completed the move yet.
+        let moving = isr_with(&p.reassign(&[A, C], &live).unwrap(), C, &live);
+        assert_eq!(moving.isr, vec![A, C, B]);
+        let back = moving.cancel_reassignment(&live).unwrap();
+        assert_eq!(
+            (back.replicas.clone(), back.isr.clone()),
+            (vec![A, B], vec![A, B])
+        );
+        assert!(!back.reassigning());
+
+        // A new target replaces the running one: C, which it was adding,
+        // goes at once.
+        let replaced = moving.reassign(&[A, D], &live).unwrap();
+        assert_eq!(replaced.replicas, vec![A, D, B]);
+        assert_eq!(
+            (replaced.adding.clone(), replaced.removing.clone()),
+            (vec![D], vec![B])
+        );
+        assert_eq!(replaced.isr, vec![A, B]);
     }
 
     #[test]

@@ -130,6 +130,20 @@ struct Progress {
     last_fetch_leader_end: Offset,
 }
 
+impl Progress {
+    /// A follower's LEO is unknown until it fetches in this epoch; an
+    /// ISR member is presumed caught up now, as Kafka does, so it has
+    /// replica.lag.time.max.ms to show up.
+    fn presumed(now_ms: i64, leader_end: Offset) -> Progress {
+        Progress {
+            log_end: None,
+            last_caught_up_ms: now_ms,
+            last_fetch_ms: now_ms,
+            last_fetch_leader_end: leader_end,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct LeaderState {
     isr: Vec<NodeId>,
@@ -238,6 +252,14 @@ impl PartitionReplica {
             (Role::Leader(l), Some(n)) if same_epoch && n == self.node => {
                 l.isr = next.isr;
                 l.pending = None;
+                // A reassignment adds and removes followers in the epoch.
+                let leo = self.log.log_end();
+                l.followers.retain(|f, _| next.replicas.contains(f));
+                for f in next.replicas.iter().filter(|f| **f != self.node) {
+                    l.followers
+                        .entry(*f)
+                        .or_insert_with(|| Progress::presumed(now_ms, leo));
+                }
                 self.advance_high_watermark();
             }
             (Role::Follower { leader, .. }, Some(n)) if same_epoch && *leader == n => {}
@@ -245,6 +267,12 @@ impl PartitionReplica {
             (_, Some(n)) => self.become_follower(n),
             (_, None) => self.step_down(Role::Offline),
         }
+    }
+
+    /// The replica is being deleted (its topic went, or a reassignment
+    /// moved it away): parked produces get NOT_LEADER_OR_FOLLOWER.
+    pub fn retire(&mut self) {
+        self.step_down(Role::Offline);
     }
 
     /// Answers every parked produce and leaves the leader role.
@@ -263,15 +291,7 @@ impl PartitionReplica {
         self.step_down(Role::Offline);
         let leo = self.log.log_end();
         self.log.assign_epoch(state.leader_epoch, leo);
-        // A follower's LEO is unknown until it fetches in this epoch; an
-        // ISR member is presumed caught up now, as Kafka does, so it has
-        // replica.lag.time.max.ms to show up.
-        let progress = Progress {
-            log_end: None,
-            last_caught_up_ms: now_ms,
-            last_fetch_ms: now_ms,
-            last_fetch_leader_end: leo,
-        };
+        let progress = Progress::presumed(now_ms, leo);
         let followers = state
             .replicas
             .iter()

@@ -150,6 +150,64 @@ fn a_caught_up_follower_is_proposed_back_into_the_isr() {
 }
 
 #[test]
+fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
+    let live = [A, B, C];
+    let state = PartitionState::new(vec![A, B]);
+    let mut n: Vec<_> = [A, B, C]
+        .into_iter()
+        .map(|node| PartitionReplica::new(node, cfg(1), ReplicaLog::new()))
+        .collect();
+    n[0].apply_state(state.clone(), 0);
+    n[1].apply_state(state.clone(), 0);
+    n[0].produce(Acks::All, 4, 1).expect("appended");
+    round(&mut n, 1, 0, 0);
+    round(&mut n, 1, 0, 0);
+    assert_eq!(produced(&n[0].take_events()), vec![(1, Ok(Offset(3)))]);
+
+    // Move B's replica to C. C is not in the ISR: acks=all still waits
+    // for B alone.
+    let moving = state.reassign(&[A, C], &live).unwrap();
+    for r in &mut n {
+        r.apply_state(moving.clone(), 1);
+    }
+    n[0].produce(Acks::All, 2, 2).expect("appended");
+    round(&mut n, 1, 0, 1);
+    round(&mut n, 1, 0, 1);
+    assert_eq!(produced(&n[0].take_events()), vec![(2, Ok(Offset(5)))]);
+    // C copies the log and is proposed into the ISR, which completes the move.
+    round(&mut n, 2, 0, 1);
+    round(&mut n, 2, 0, 1);
+    let events = n[0].take_events();
+    let [Event::ProposeIsr(p)] = &events[..] else {
+        panic!("expected a proposal, got {events:?}");
+    };
+    assert_eq!(p.isr, vec![A, B, C]);
+    let synced = moving.alter(p, &live).expect("accepted");
+    let done = synced.complete_reassignment(&live).expect("complete");
+    assert_eq!(
+        (done.replicas.clone(), done.leader_epoch),
+        (vec![A, C], state.leader_epoch)
+    );
+    for r in &mut n {
+        r.apply_state(done.clone(), 2);
+    }
+    // B is no longer a replica; acks=all waits for C, not B.
+    let b = FetchRequest {
+        replica: B,
+        leader_epoch: done.leader_epoch,
+        fetch_offset: Offset(6),
+    };
+    assert_eq!(
+        n[0].handle_fetch(b, 2).result,
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    n[0].produce(Acks::All, 1, 3).expect("appended");
+    round(&mut n, 2, 0, 3);
+    round(&mut n, 2, 0, 3);
+    assert_eq!(produced(&n[0].take_events()), vec![(3, Ok(Offset(6)))]);
+}
+
+#[test]
 fn an_expansion_refused_as_stale_may_have_been_committed_so_the_hw_waits_for_it() {
     let (state, mut n) = cluster(1);
     let shrunk = state.on_broker_down(C, &[A, B], false).expect("changed");
@@ -224,6 +282,8 @@ fn kip_279_two_rounds_when_the_leader_never_saw_the_followers_epoch() {
         partition_epoch: 9,
         isr: vec![B],
         replicas: vec![A, B],
+        adding: vec![],
+        removing: vec![],
     };
     let mut n = vec![
         PartitionReplica::new(A, cfg(1), a),
@@ -576,11 +636,15 @@ impl Sim {
     fn receive(&mut self, msg: Msg) {
         let now = self.now;
         match msg {
+            Msg::State(n, s) if !s.replicas.contains(&n) => self.remove_replica(n, s),
             Msg::State(n, s) => self.replica(n).apply_state(s, now),
             Msg::Propose(p) => {
                 let live = self.live();
                 match self.controller.alter(&p, &live) {
-                    Ok(next) => self.commit(Some(next)),
+                    Ok(next) => {
+                        let next = next.complete_reassignment(&live).unwrap_or(next);
+                        self.commit(Some(next))
+                    }
                     Err(e) => {
                         let ineligible = e == AlterRefusal::IneligibleReplica;
                         self.send(Msg::Refused(p.leader, p.partition_epoch, ineligible))
@@ -639,6 +703,10 @@ impl Sim {
         if !self.chaos {
             return;
         }
+        if self.rng.one_in(4) {
+            self.reassign();
+            return;
+        }
         let n = NODES[self.rng.below(3) as usize];
         let down = self.brokers.iter().filter(|b| !b.alive).count();
         let b = self.broker(n);
@@ -649,6 +717,47 @@ impl Sim {
             (false, _, _) if self.rng.one_in(2) => self.restart(n),
             _ => {}
         }
+    }
+
+    /// An operator moves the partition to some of the brokers, in some
+    /// order, or cancels the running move.
+    fn reassign(&mut self) {
+        let live = self.live();
+        let next = if self.controller.reassigning() && self.rng.one_in(3) {
+            self.controller.cancel_reassignment(&live)
+        } else {
+            let mut target: Vec<NodeId> = NODES
+                .iter()
+                .copied()
+                .filter(|_| self.rng.one_in(2))
+                .collect();
+            if target.is_empty() {
+                target.push(NODES[self.rng.below(3) as usize]);
+            }
+            if self.rng.one_in(2) {
+                target.reverse();
+            }
+            self.controller.reassign(&target, &live)
+        };
+        if let Some(next) = next.ok().filter(|n| *n != self.controller) {
+            self.commit(Some(next));
+        }
+    }
+
+    /// `n` learns that it no longer holds a replica and deletes it. The
+    /// fresh replica in its place takes that state, so that older ones
+    /// arriving late are ignored, as a broker's ordered metadata would.
+    fn remove_replica(&mut self, n: NodeId, state: PartitionState) {
+        let version = |s: &PartitionState| (s.leader_epoch, s.partition_epoch);
+        if let Some(cur) = &self.broker(n).replica.state {
+            if version(cur) >= version(&state) {
+                return;
+            }
+        }
+        *self.replica(n) = PartitionReplica::new(n, self.config, ReplicaLog::new());
+        self.leader_hw[n.0 as usize] = None;
+        let now = self.now;
+        self.replica(n).apply_state(state, now);
     }
 
     /// The process dies: its log survives, messages to it are lost.
@@ -779,7 +888,14 @@ impl Sim {
                 self.unfence(n);
             }
         }
-        for _ in 0..20_000 {
+        if self.controller.reassigning() || self.controller.replicas.len() < NODES.len() {
+            let live = self.live();
+            let back = self.controller.reassign(&NODES, &live);
+            self.commit(Some(back.expect("a replica is in sync")));
+        }
+        // A replica a reassignment added copies the whole log, as little
+        // as one record per fetch.
+        for _ in 0..100_000 {
             match self.rng.below(10) {
                 0..=3 => self.follower_sends(),
                 4..=7 => self.deliver(),

@@ -272,6 +272,85 @@ pub async fn elect_leaders(
     results
 }
 
+/// One partition's move: (topic, partition, target replicas, or `None`
+/// to cancel a running one).
+pub type Move = (String, i32, Option<Vec<i32>>);
+
+/// Starts partition reassignments (AlterPartitionReassignments); with
+/// `allow_rf_change` false a target must keep the replica count. Answers
+/// once the moves have started, not finished. Call on any shard.
+pub async fn reassign_partitions(
+    shard: &Rc<Shard>,
+    moves: Vec<Move>,
+    allow_rf_change: bool,
+) -> Vec<(String, i32, Result<(), TopicError>)> {
+    let snapshot = shard.metadata();
+    let live: Vec<NodeId> = snapshot.live_brokers().map(|(id, _)| NodeId(id)).collect();
+    let registered = |b: i32| snapshot.brokers.contains_key(&b);
+    let mut results = Vec::new();
+    let mut ask = Vec::new();
+    for (name, index, target) in moves {
+        let Some(state) = snapshot.topic(&name).and_then(|t| t.partition(index)) else {
+            let unknown = (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("No partition {index} of topic '{name}'."),
+            );
+            results.push((name, index, Err(unknown)));
+            continue;
+        };
+        let original = state.original().len();
+        if let Some(t) = target
+            .as_ref()
+            .filter(|t| !allow_rf_change && t.len() != original)
+        {
+            let refused = (
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "The replica list has {} replicas, the partition {original}, and the request does not allow a change.",
+                    t.len()
+                ),
+            );
+            results.push((name, index, Err(refused)));
+            continue;
+        }
+        match crate::cluster::controller::reassignment(state, target.as_deref(), registered, &live)
+        {
+            Ok(_) => ask.push((name, index, target)),
+            Err(e) => results.push((name, index, Err(e))),
+        }
+    }
+    if ask.is_empty() {
+        return results;
+    }
+    let req = Request::Reassign {
+        partitions: ask.clone(),
+    };
+    if let Err(e) = change(shard, req).await {
+        results.extend(ask.into_iter().map(|(n, i, _)| (n, i, Err(e.clone()))));
+        return results;
+    }
+    // What the controller committed is now on every shard.
+    let snapshot = shard.metadata();
+    for (name, index, target) in ask {
+        let state = snapshot.topic(&name).and_then(|t| t.partition(index));
+        let started = state.is_some_and(|p| match &target {
+            Some(t) => p.target().iter().map(|n| n.0).eq(t.iter().copied()),
+            None => !p.reassigning(),
+        });
+        let outcome = if started {
+            tracing::info!(topic = %name, partition = index, ?target, "reassignment started");
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::InvalidReplicaAssignment,
+                "The partition changed while the reassignment was being made; ask again.".into(),
+            ))
+        };
+        results.push((name, index, outcome));
+    }
+    results
+}
+
 /// Deletes a topic; call on any shard.
 pub async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), TopicError> {
     if shard.metadata().topic(&name).is_none() {

@@ -75,6 +75,8 @@ pub struct Shard {
     pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
     /// Fired when the first snapshot from the metadata log is installed.
     first_snapshot: RefCell<Option<oneshot::Sender<()>>>,
+    /// Whether logs of replicas moved away were looked for since start.
+    strays_removed: Cell<bool>,
     /// Leaders this shard runs a replica fetcher for.
     pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// This shard, for tasks it starts itself (set once it is in an `Rc`).
@@ -108,6 +110,7 @@ impl Shard {
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(None),
             first_snapshot: RefCell::new(Some(first_snapshot)),
+            strays_removed: Cell::new(false),
             fetchers: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
             open_connections: RefCell::new(HashMap::new()),
@@ -297,19 +300,35 @@ impl Shard {
         Ok(log)
     }
 
-    /// Installs a new snapshot: opens the partitions of new topics this
-    /// shard holds, deletes those of topics that are gone.
-    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>) {
+    /// Installs a new snapshot: opens the partitions this shard now holds
+    /// a replica of, deletes those of topics that are gone. A `settled`
+    /// snapshot (not a step of a longer metadata replay, where a replica
+    /// moved away may come back later in the log) also deletes replicas
+    /// that a reassignment moved to other brokers, and the first one
+    /// removes such logs left from before a restart.
+    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, settled: bool) {
+        let node = crate::replication::NodeId(self.broker.config.node_id);
+        let held = |t: &str, index: i32, p: &Partition| {
+            snapshot.topic(t).is_some_and(|m| {
+                m.id == p.topic_id
+                    && (!settled
+                        || m.partition(index)
+                            .is_some_and(|s| s.replicas.contains(&node)))
+            })
+        };
+        if settled && !self.strays_removed.replace(true) {
+            self.remove_strays(&snapshot);
+        }
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|((t, _), p)| snapshot.topic(t).is_none_or(|m| m.id != p.topic_id))
+            .filter(|((t, i), p)| !held(t, *i, p))
             .map(|(k, _)| k.clone())
             .collect();
         for key in doomed {
             if let Some(p) = self.partitions.borrow_mut().remove(&key) {
-                tracing::info!(topic = %key.0, partition = key.1, "deleting partition");
+                tracing::info!(topic = %key.0, partition = key.1, "deleting replica");
                 if let Err(e) = p.delete() {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
                 }
@@ -333,6 +352,40 @@ impl Shard {
         }
         if let Some(first) = self.first_snapshot.borrow_mut().take() {
             let _ = first.send(());
+        }
+    }
+
+    /// Deletes the logs of partitions this shard owns that hold this
+    /// topic's data but are no longer assigned to this broker: moved away
+    /// while it was down.
+    fn remove_strays(&self, snapshot: &Snapshot) {
+        let node = crate::replication::NodeId(self.broker.config.node_id);
+        for topic in snapshot.topics.values() {
+            for index in 0..topic.partitions {
+                let assigned = topic
+                    .partition(index)
+                    .is_some_and(|s| s.replicas.contains(&node));
+                let open = self
+                    .partitions
+                    .borrow()
+                    .contains_key(&(topic.name.clone(), index));
+                if assigned || open || owner_shard(topic.id, index, self.count) != self.id {
+                    continue;
+                }
+                let dir = self
+                    .broker
+                    .data_dir()
+                    .join(partition_dir_name(&topic.name, index));
+                let ours = crate::storage::checkpoint::read_partition_metadata(&dir)
+                    .is_ok_and(|id| id == topic.id);
+                if !ours {
+                    continue;
+                }
+                tracing::info!(dir = %dir.display(), "removing a replica moved to other brokers");
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::error!(dir = %dir.display(), error = %e, "removing a stray replica");
+                }
+            }
         }
     }
 

@@ -377,8 +377,11 @@ impl Partition {
     }
 
     /// Deletes the partition's files. The caller has already made it
-    /// unreachable; a request still holding it writes to unlinked files.
+    /// unreachable; a request still holding it writes to unlinked files,
+    /// and produces parked for acks=all are answered NOT_LEADER_OR_FOLLOWER.
     pub fn delete(&self) -> Result<(), StorageError> {
+        self.replica.borrow_mut().retire();
+        self.after_step();
         self.wake_fetchers();
         let dir = self.log.borrow().dir().to_path_buf();
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))

@@ -1,7 +1,7 @@
 //! Topic administration and cluster description: CreateTopics,
 //! CreatePartitions, DeleteTopics, DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs, ElectLeaders, DescribeLogDirs,
-//! DescribeCluster.
+//! IncrementalAlterConfigs, ElectLeaders, AlterPartitionReassignments,
+//! ListPartitionReassignments, DescribeLogDirs, DescribeCluster.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::{ConfigOp, OpKind};
@@ -191,6 +191,95 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         }
     }
     ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
+}
+
+pub async fn alter_partition_reassignments(
+    ctx: &Ctx<'_>,
+    body: Bytes,
+) -> Result<Reply, HandlerError> {
+    use alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    let req: AlterPartitionReassignmentsRequest = ctx.decode(body)?;
+    // v0 has no say: a move may change the replica count.
+    let allow_rf_change = ctx.version() == 0 || req.allow_replication_factor_change;
+    let moves = req
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions.into_iter().map(move |p| {
+                let target = p.replicas.map(|r| r.into_iter().map(|b| b.0).collect());
+                (name.clone(), p.partition_index, target)
+            })
+        })
+        .collect();
+    let outcomes = controller::reassign_partitions(ctx.shard, moves, allow_rf_change).await;
+    let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
+    for (topic, partition, outcome) in outcomes {
+        if let Err((_, message)) = &outcome {
+            tracing::info!(%topic, partition, %message, "reassignment refused");
+        }
+        let mut r = ReassignablePartitionResponse::default().with_partition_index(partition);
+        (r.error_code, r.error_message) = error_fields(outcome);
+        match responses.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(r),
+            None => responses.push(
+                ReassignableTopicResponse::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(vec![r]),
+            ),
+        }
+    }
+    ctx.respond(
+        &AlterPartitionReassignmentsResponse::default()
+            .with_allow_replication_factor_change(allow_rf_change)
+            .with_responses(responses),
+    )
+}
+
+/// The running reassignments: of every partition, or of those named.
+pub fn list_partition_reassignments(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    let req: ListPartitionReassignmentsRequest = ctx.decode(body)?;
+    let snapshot = ctx.shard.metadata();
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match req.topics {
+        None => snapshot.topics.keys().map(|n| (n.clone(), None)).collect(),
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), Some(t.partition_indexes)))
+            .collect(),
+    };
+    let ids = |v: &[crate::replication::NodeId]| v.iter().map(|n| BrokerId(n.0)).collect();
+    let mut topics = Vec::new();
+    for (name, indexes) in wanted {
+        let Some(topic) = snapshot.topic(&name) else {
+            continue;
+        };
+        let indexes = indexes.unwrap_or_else(|| (0..topic.partitions).collect());
+        let partitions: Vec<OngoingPartitionReassignment> = indexes
+            .into_iter()
+            .filter_map(|i| topic.partition(i).map(|p| (i, p)))
+            .filter(|(_, p)| p.reassigning())
+            .map(|(i, p)| {
+                OngoingPartitionReassignment::default()
+                    .with_partition_index(i)
+                    .with_replicas(ids(&p.replicas))
+                    .with_adding_replicas(ids(&p.adding))
+                    .with_removing_replicas(ids(&p.removing))
+            })
+            .collect();
+        if !partitions.is_empty() {
+            topics.push(
+                OngoingTopicReassignment::default()
+                    .with_name(TopicName(s(name)))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    ctx.respond(&ListPartitionReassignmentsResponse::default().with_topics(topics))
 }
 
 pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -188,6 +188,10 @@ pub async fn handle(
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
         ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::ElectLeaders => admin::elect_leaders(&ctx, body).await,
+        ApiKey::AlterPartitionReassignments => {
+            admin::alter_partition_reassignments(&ctx, body).await
+        }
+        ApiKey::ListPartitionReassignments => admin::list_partition_reassignments(&ctx, body),
         ApiKey::DescribeLogDirs => admin::describe_log_dirs(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
         ApiKey::AlterConfigs => admin::alter_configs(&ctx, body).await,

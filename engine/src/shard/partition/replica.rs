@@ -274,7 +274,7 @@ impl Partition {
     }
 
     /// The log takes the model's high watermark; events are acted on.
-    fn after_step(&self) {
+    pub(super) fn after_step(&self) {
         let hw = self.replica.borrow().log().high_watermark();
         let moved = {
             let mut log = self.log.borrow_mut();
