@@ -1397,6 +1397,69 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
 }
 
 #[test]
+fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create(&c.bootstrap(), "purged", 1, 3).unwrap();
+    wait_full_isr(&c, 1, "purged");
+    produce(&c.bootstrap(), "purged", 0, 100);
+    let probe = from_the_start(&c.bootstrap(), "purged", 1);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while probe
+        .fetch_watermarks("purged", 0, Duration::from_secs(10))
+        .map_or(true, |(_, high)| high < 100)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the high watermark never reached 100"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("purged", 0, rdkafka::Offset::Offset(60))
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
+        .expect("DeleteRecords answered");
+    let low = result.find_partition("purged", 0).expect("partition 0");
+    assert_eq!(
+        low.offset(),
+        rdkafka::Offset::Offset(60),
+        "{:?}",
+        low.error()
+    );
+    // The answer came once every in-sync replica starts at 60: whichever
+    // is elected next does not bring the deleted records back.
+    let leader = leader_of(&c, "purged");
+    c.kill(leader);
+    let other = if leader == 1 { 2 } else { 1 };
+    wait_for(&c, other, "a new leader", |m| {
+        let l = partitions(m, "purged")[&0].0;
+        l > 0 && l != leader as i32
+    });
+    let deadline = Instant::now() + READY_DEADLINE;
+    let low = loop {
+        if let Ok((low, _)) = probe.fetch_watermarks("purged", 0, Duration::from_secs(10)) {
+            break low;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no watermarks from the new leader"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(low, 60);
+    let seen = consume_all(&c.bootstrap(), "purged", 1, 40);
+    assert_eq!(seen, (60..100).map(|i| format!("v{i}")).collect());
+}
+
+#[test]
 fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();

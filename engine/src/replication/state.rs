@@ -72,6 +72,8 @@ pub struct FetchRequest {
     pub leader_epoch: LeaderEpoch,
     /// The next offset it wants: its log end offset.
     pub fetch_offset: Offset,
+    /// Where its log starts, for the leader's low watermark.
+    pub log_start: Offset,
 }
 
 /// The leader's answer to a [`FetchRequest`].
@@ -124,6 +126,8 @@ pub enum FollowerRequest {
 struct Progress {
     /// The follower's LEO from its last Fetch in this epoch.
     log_end: Option<Offset>,
+    /// Where its log started at that Fetch.
+    log_start: Option<Offset>,
     last_caught_up_ms: i64,
     last_fetch_ms: i64,
     /// The leader's LEO when that Fetch arrived.
@@ -137,6 +141,7 @@ impl Progress {
     fn presumed(now_ms: i64, leader_end: Offset) -> Progress {
         Progress {
             log_end: None,
+            log_start: None,
             last_caught_up_ms: now_ms,
             last_fetch_ms: now_ms,
             last_fetch_leader_end: leader_end,
@@ -485,6 +490,7 @@ impl PartitionReplica {
             return Err(ErrorCode::NotLeaderOrFollower);
         };
         record_fetch(p, req.fetch_offset, leo, now_ms);
+        p.log_start = Some(req.log_start);
         self.maybe_expand_isr(req.replica, now_ms);
         self.advance_high_watermark();
         let runs = self
@@ -494,6 +500,23 @@ impl PartitionReplica {
             runs,
             high_watermark: self.log.high_watermark(),
         })
+    }
+
+    /// The lowest log start of this leader and its in-sync followers
+    /// (Kafka's low watermark): records below it are deleted on every
+    /// replica that could lead next. A follower not heard from in this
+    /// epoch counts from 0. `None` unless leading.
+    pub fn low_watermark(&self) -> Option<Offset> {
+        let Role::Leader(l) = &self.role else {
+            return None;
+        };
+        let followers = l.isr.iter().filter(|n| **n != self.node).map(|n| {
+            l.followers
+                .get(n)
+                .and_then(|p| p.log_start)
+                .unwrap_or(Offset(0))
+        });
+        Some(followers.fold(self.log.log_start(), Offset::min))
     }
 
     /// Kafka's rule: a follower joins once its LEO reaches both the HW
@@ -644,6 +667,7 @@ impl PartitionReplica {
                     replica: self.node,
                     leader_epoch,
                     fetch_offset: self.log.log_end(),
+                    log_start: self.log.log_start(),
                 },
             },
         })

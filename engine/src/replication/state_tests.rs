@@ -196,6 +196,7 @@ fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
         replica: B,
         leader_epoch: done.leader_epoch,
         fetch_offset: Offset(6),
+        log_start: Offset(0),
     };
     assert_eq!(
         n[0].handle_fetch(b, 2).result,
@@ -235,6 +236,29 @@ fn an_expansion_refused_as_stale_may_have_been_committed_so_the_hw_waits_for_it(
     round(&mut n, 2, 0, 2);
     assert_eq!(n[0].log().high_watermark(), Offset(7));
     assert_eq!(produced(&n[0].take_events()), vec![(1, Ok(Offset(6)))]);
+}
+
+#[test]
+fn the_low_watermark_waits_for_every_in_sync_followers_log_start() {
+    let (state, mut n) = cluster(1);
+    n[0].produce(Acks::Leader, 10, 0).expect("appended");
+    // Two fetches copy the records, a third brings the HW.
+    for f in [1, 2, 1, 2, 1, 2] {
+        round(&mut n, f, 0, 0);
+    }
+    n[0].advance_log_start(Offset(6));
+    assert_eq!(n[0].low_watermark(), Some(Offset(0)));
+    n[1].advance_log_start(Offset(6));
+    round(&mut n, 1, 0, 1);
+    assert_eq!(n[0].low_watermark(), Some(Offset(0)), "C still starts at 0");
+    n[2].advance_log_start(Offset(4));
+    round(&mut n, 2, 0, 1);
+    assert_eq!(n[0].low_watermark(), Some(Offset(4)));
+    // Out of the ISR, C no longer holds it back.
+    let shrunk = state.on_broker_down(C, &[A, B], false).expect("changed");
+    n[0].apply_state(shrunk, 2);
+    assert_eq!(n[0].low_watermark(), Some(Offset(6)));
+    assert_eq!(n[1].low_watermark(), None, "a follower has none");
 }
 
 #[test]
@@ -315,6 +339,7 @@ fn requests_from_another_epoch_are_fenced() {
         replica: B,
         leader_epoch: LeaderEpoch(-1),
         fetch_offset: Offset(0),
+        log_start: Offset(0),
     };
     let r = n[0].handle_fetch(stale, 0);
     assert_eq!(r.result, Err(ErrorCode::FencedLeaderEpoch));

@@ -55,11 +55,12 @@ struct Conn {
 }
 
 /// The fetch session open on a connection: its id, the epoch of the next
-/// Fetch, and each partition's (leader epoch, offset) as last sent.
+/// Fetch, and each partition's (leader epoch, offset, log start) as last
+/// sent.
 struct Session {
     id: i32,
     epoch: i32,
-    sent: HashMap<(String, i32), (LeaderEpoch, Offset)>,
+    sent: HashMap<(String, i32), (LeaderEpoch, Offset, Offset)>,
 }
 
 impl Session {
@@ -67,9 +68,7 @@ impl Session {
     fn changes<'a>(&self, asks: &'a [FetchAsk]) -> (Vec<&'a FetchAsk>, Vec<(String, i32)>) {
         let send = asks
             .iter()
-            .filter(|(p, epoch, offset)| {
-                self.sent.get(&(p.topic.clone(), p.index)) != Some(&(*epoch, *offset))
-            })
+            .filter(|a| self.sent.get(&a.key()) != Some(&a.position()))
             .collect();
         let forget = self
             .sent
@@ -77,7 +76,7 @@ impl Session {
             .filter(|k| {
                 !asks
                     .iter()
-                    .any(|(p, _, _)| p.topic == k.0 && p.index == k.1)
+                    .any(|a| a.partition.topic == k.0 && a.partition.index == k.1)
             })
             .cloned()
             .collect();
@@ -176,8 +175,25 @@ async fn follow(shard: Rc<Shard>, leader: NodeId) {
 
 /// A partition's next OffsetForLeaderEpoch: (partition, current epoch, asked epoch).
 type EpochAsk = (Rc<Partition>, LeaderEpoch, LeaderEpoch);
-/// A partition's next Fetch: (partition, current epoch, fetch offset).
-type FetchAsk = (Rc<Partition>, LeaderEpoch, Offset);
+/// A partition's next Fetch.
+struct FetchAsk {
+    partition: Rc<Partition>,
+    /// The leader epoch it follows.
+    epoch: LeaderEpoch,
+    offset: Offset,
+    /// Its log start, which the leader's low watermark waits for.
+    log_start: Offset,
+}
+
+impl FetchAsk {
+    fn key(&self) -> (String, i32) {
+        (self.partition.topic.clone(), self.partition.index)
+    }
+
+    fn position(&self) -> (LeaderEpoch, Offset, Offset) {
+        (self.epoch, self.offset, self.log_start)
+    }
+}
 
 /// What every partition of this shard following `leader` sends next.
 fn requests(shard: &Shard, leader: NodeId) -> (Vec<EpochAsk>, Vec<FetchAsk>) {
@@ -190,7 +206,12 @@ fn requests(shard: &Shard, leader: NodeId) -> (Vec<EpochAsk>, Vec<FetchAsk>) {
                 epochs.push((p, request.leader_epoch, request.requested_epoch));
             }
             Some(FollowerRequest::Fetch { leader: l, request }) if l == leader => {
-                fetches.push((p, request.leader_epoch, request.fetch_offset));
+                fetches.push(FetchAsk {
+                    partition: p,
+                    epoch: request.leader_epoch,
+                    offset: request.fetch_offset,
+                    log_start: request.log_start,
+                });
             }
             _ => {}
         }
@@ -250,13 +271,16 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
     }
     // The leader's session now holds exactly these positions.
     if let Some(s) = &mut c.session {
-        s.sent = asks
-            .iter()
-            .map(|(p, epoch, offset)| ((p.topic.clone(), p.index), (*epoch, *offset)))
-            .collect();
+        s.sent = asks.iter().map(|a| (a.key(), a.position())).collect();
     }
     let mut refused = false;
-    for (p, epoch, offset) in asks {
+    for FetchAsk {
+        partition: p,
+        epoch,
+        offset,
+        ..
+    } in asks
+    {
         let part = resp
             .responses
             .iter()
@@ -366,12 +390,13 @@ fn fetch_request<'a>(
     forget: &[(String, i32)],
 ) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for (p, epoch, offset) in asks {
+    for a in asks {
+        let p = &a.partition;
         let part = FetchPartition::default()
             .with_partition(p.index)
-            .with_current_leader_epoch(epoch.0)
-            .with_fetch_offset(offset.0)
-            .with_log_start_offset(-1)
+            .with_current_leader_epoch(a.epoch.0)
+            .with_fetch_offset(a.offset.0)
+            .with_log_start_offset(a.log_start.0)
             .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES);
         match topics.last_mut() {
             Some(t) if t.topic.0.as_str() == p.topic => t.partitions.push(part),

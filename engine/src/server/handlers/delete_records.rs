@@ -1,37 +1,39 @@
 //! DeleteRecords: each partition's leader moves its log start up to the
 //! offset asked for (at most its high watermark), answered by the
-//! partition's owner shard. Followers follow the leader's log start with
-//! their next fetch.
+//! partition's owner shard once every in-sync replica's log starts there
+//! too (Kafka's low watermark): followers follow the leader's log start
+//! with their next fetch and report theirs with the one after. The
+//! partitions of a request wait together, up to its timeout.
 
 use super::{Ctx, HandlerError, Reply};
+use crate::shard::partition::Partition;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, Offset};
+use std::time::{Duration, Instant};
 
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: DeleteRecordsRequest = ctx.decode(body)?;
     let shard = ctx.shard;
     let snapshot = shard.metadata();
-    let mut topics = Vec::new();
-    for t in req.topics {
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut waits = Vec::new();
+    for t in &req.topics {
         let name = t.name.0.to_string();
         let meta = snapshot.topic(&name).cloned();
-        let mut partitions = Vec::new();
-        for p in t.partitions {
-            let mut r = DeleteRecordsPartitionResult::default()
-                .with_partition_index(p.partition_index)
-                .with_low_watermark(-1);
-            let answer = match shard.owner_of(meta.as_ref(), p.partition_index) {
-                None => Err(ErrorCode::UnknownTopicOrPartition),
-                Some(_) if crate::metadata::is_internal(&name) => {
-                    Err(ErrorCode::InvalidTopicException)
-                }
-                Some(owner) => {
-                    let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
-                    shard
+        for p in &t.partitions {
+            let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
+            let owner = shard.owner_of(meta.as_ref(), index);
+            waits.push(async move {
+                match owner {
+                    None => Err(ErrorCode::UnknownTopicOrPartition),
+                    Some(_) if crate::metadata::is_internal(&topic) => {
+                        Err(ErrorCode::InvalidTopicException)
+                    }
+                    Some(owner) => shard
                         .invoke_on(owner, move |s| async move {
                             let part = s
                                 .leader_partition(&topic, index)
@@ -44,14 +46,24 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                             if let Err(e) = s.broker.write_checkpoints() {
                                 tracing::warn!(error = %e, "writing checkpoints after DeleteRecords");
                             }
-                            Ok(start)
+                            low_watermark_reaches(&part, start, timeout).await
                         })
                         .await
-                        .unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
+                        .unwrap_or(Err(ErrorCode::NotLeaderOrFollower)),
                 }
-            };
-            match answer {
-                Ok(start) => r.low_watermark = start.0,
+            });
+        }
+    }
+    let mut answers = futures::future::join_all(waits).await.into_iter();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let mut r = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            match answers.next().expect("one answer per partition") {
+                Ok(low) => r.low_watermark = low.0,
                 Err(code) => r.error_code = code.code(),
             }
             partitions.push(r);
@@ -63,4 +75,24 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         );
     }
     ctx.respond(&DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// Waits until the low watermark reaches `start`, so that no replica
+/// that could be elected still holds the deleted records; returns it.
+/// REQUEST_TIMED_OUT after `timeout`, NOT_LEADER_OR_FOLLOWER when the
+/// partition stops being led here.
+async fn low_watermark_reaches(
+    part: &Partition,
+    start: Offset,
+    timeout: Duration,
+) -> Result<Offset, ErrorCode> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match part.low_watermark() {
+            None => return Err(ErrorCode::NotLeaderOrFollower),
+            Some(low) if low >= start => return Ok(low),
+            Some(_) if Instant::now() >= deadline => return Err(ErrorCode::RequestTimedOut),
+            Some(_) => glommio::timer::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }

@@ -8,6 +8,7 @@
 
 use super::fetch_session::{self, Kind, Session};
 use super::{Ctx, HandlerError, Reply};
+use crate::replication::state::FetchRequest as ReplicaFetch;
 use crate::replication::NodeId;
 use crate::shard::partition::{error_code, now_ms, Watermarks};
 use crate::shard::{Shard, ShardId};
@@ -32,6 +33,8 @@ pub struct Position {
     offset: Offset,
     max_bytes: usize,
     leader_epoch: LeaderEpoch,
+    /// A follower's log start (-1 from consumers).
+    log_start: Offset,
 }
 
 pub type FetchSession = Session<Position>;
@@ -44,8 +47,8 @@ struct Want {
     offset: Offset,
     max_bytes: usize,
     owner: Option<ShardId>,
-    /// A follower's fetch: its broker id and the leader epoch it follows.
-    replica: Option<(NodeId, LeaderEpoch)>,
+    /// A follower's fetch: what replication reads of it.
+    replica: Option<ReplicaFetch>,
 }
 
 /// One partition's answer.
@@ -67,6 +70,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 offset: Offset(p.fetch_offset),
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                log_start: Offset(p.log_start_offset),
             };
             asks.push(((t.topic.0.to_string(), p.partition), position));
         }
@@ -154,7 +158,12 @@ fn wants(shard: &Shard, replica_id: i32, asks: Vec<fetch_session::Ask<Position>>
                 offset: pos.offset,
                 max_bytes: pos.max_bytes,
                 owner,
-                replica: (replica_id >= 0).then_some((NodeId(replica_id), pos.leader_epoch)),
+                replica: (replica_id >= 0).then_some(ReplicaFetch {
+                    replica: NodeId(replica_id),
+                    leader_epoch: pos.leader_epoch,
+                    fetch_offset: pos.offset,
+                    log_start: pos.log_start,
+                }),
             }
         })
         .collect()
@@ -275,7 +284,7 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
     // A follower learns the log up to its end; the leader learns the
     // follower's progress from the offset it asks for.
     let read = match w.replica {
-        Some((replica, epoch)) => match p.replica_fetch(replica, epoch, w.offset, now_ms()) {
+        Some(request) => match p.replica_fetch(request, now_ms()) {
             Ok(hw) => {
                 marks.high_watermark = hw;
                 p.read_for_replica(w.offset, w.max_bytes)

@@ -92,25 +92,18 @@ impl Partition {
         rx
     }
 
-    /// A follower's Fetch reached this leader: learns its log end, and
-    /// returns the high watermark to send it.
-    pub fn replica_fetch(
-        &self,
-        replica: NodeId,
-        leader_epoch: LeaderEpoch,
-        fetch_offset: Offset,
-        now_ms: i64,
-    ) -> Result<Offset, ErrorCode> {
-        let resp = self.replica.borrow_mut().handle_fetch(
-            FetchRequest {
-                replica,
-                leader_epoch,
-                fetch_offset,
-            },
-            now_ms,
-        );
+    /// A follower's Fetch reached this leader: learns its log end and log
+    /// start, and returns the high watermark to send it.
+    pub fn replica_fetch(&self, request: FetchRequest, now_ms: i64) -> Result<Offset, ErrorCode> {
+        let resp = self.replica.borrow_mut().handle_fetch(request, now_ms);
         self.after_step();
         resp.result.map(|d| d.high_watermark)
+    }
+
+    /// The lowest log start over this leader and its in-sync followers;
+    /// `None` unless leading.
+    pub fn low_watermark(&self) -> Option<Offset> {
+        self.replica.borrow().low_watermark()
     }
 
     /// The leader's OffsetForLeaderEpoch answer reached this follower:
