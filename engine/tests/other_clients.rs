@@ -1,6 +1,6 @@
-//! kcat, kafka-python and KafkaJS against a real `sluice` process. All
-//! three are installed by `.ci/run`; a missing tool fails the test rather
-//! than skipping it.
+//! kcat, kafka-python, KafkaJS and sarama (Go) against a real `sluice`
+//! process. All four are installed by `.ci/run`; a missing tool fails the
+//! test rather than skipping it.
 
 mod common;
 
@@ -120,4 +120,42 @@ fn kafka_python_round_trip() {
 fn kafkajs_produces_and_consumes_in_a_group() {
     let broker = Broker::start(2, &[]);
     kafkajs_round_trip(&broker.bootstrap(), "kafkajs", 3000, 1, &broker.log());
+}
+
+#[test]
+fn sarama_produces_reads_and_consumes_in_a_group() {
+    // Debian's Go and sarama (golang-go, golang-github-shopify-sarama-dev),
+    // built the GOPATH way from the packaged sources.
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/sarama");
+    let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sarama");
+    let bin = out_dir.join("sarama");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", out_dir.join("cache"))
+        .output()
+        .expect("go is installed (apt-get install golang-go)");
+    assert!(
+        build.status.success(),
+        "building the sarama test failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let broker = Broker::start(2, &[]);
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg(&bin)
+        .args([&broker.bootstrap(), "sarama", "500"])
+        .output()
+        .expect("the sarama test runs");
+    assert!(
+        out.status.success(),
+        "sarama failed:\n{}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
 }
