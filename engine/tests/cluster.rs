@@ -1336,32 +1336,9 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
     // the pause, with some of the first 20 records: the log start goes
     // past all of them.
     produce_range(20..25);
-    let probe = from_the_start(&c.bootstrap(), "trimmed", 1);
-    let deadline = Instant::now() + READY_DEADLINE;
-    while probe
-        .fetch_watermarks("trimmed", 0, Duration::from_secs(10))
-        .map_or(true, |(_, high)| high < 25)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the high watermark never reached 25"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_high_watermark(&c, "trimmed", 25);
     // Records below 25 go, through librdkafka's DeleteRecords.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .create()
-        .expect("admin client");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("trimmed", 0, rdkafka::Offset::Offset(25))
-        .unwrap();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
-        .expect("DeleteRecords answered");
-    let low = result.find_partition("trimmed", 0).expect("partition 0");
-    assert!(low.error().is_ok(), "{:?}", low.error());
-    assert_eq!(low.offset(), rdkafka::Offset::Offset(25), "low watermark");
+    assert_eq!(delete_records(&c, "trimmed", 25), 25, "low watermark");
     produce_range(25..30);
     // The follower's next fetch is below the leader's log start: it
     // empties its log, starts at 25 and is back in sync.
@@ -1396,6 +1373,43 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
     }
 }
 
+/// Waits until partition 0 of `topic` has a high watermark of `offset`.
+fn wait_high_watermark(c: &LocalCluster, topic: &str, offset: i64) {
+    let probe = from_the_start(&c.bootstrap(), topic, 1);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while probe
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map_or(true, |(_, high)| high < offset)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the high watermark never reached {offset}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes the records of partition 0 of `topic` below `offset` with
+/// librdkafka's DeleteRecords; returns the low watermark it answers.
+fn delete_records(c: &LocalCluster, topic: &str, offset: i64) -> i64 {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
+        .expect("DeleteRecords answered");
+    let low = result.find_partition(topic, 0).expect("partition 0");
+    assert!(low.error().is_ok(), "{:?}", low.error());
+    match low.offset() {
+        rdkafka::Offset::Offset(o) => o,
+        other => panic!("low watermark {other:?}"),
+    }
+}
+
 #[test]
 fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
     let _one = serial();
@@ -1405,35 +1419,8 @@ fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
     create(&c.bootstrap(), "purged", 1, 3).unwrap();
     wait_full_isr(&c, 1, "purged");
     produce(&c.bootstrap(), "purged", 0, 100);
-    let probe = from_the_start(&c.bootstrap(), "purged", 1);
-    let deadline = Instant::now() + READY_DEADLINE;
-    while probe
-        .fetch_watermarks("purged", 0, Duration::from_secs(10))
-        .map_or(true, |(_, high)| high < 100)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the high watermark never reached 100"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .create()
-        .expect("admin client");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("purged", 0, rdkafka::Offset::Offset(60))
-        .unwrap();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
-        .expect("DeleteRecords answered");
-    let low = result.find_partition("purged", 0).expect("partition 0");
-    assert_eq!(
-        low.offset(),
-        rdkafka::Offset::Offset(60),
-        "{:?}",
-        low.error()
-    );
+    wait_high_watermark(&c, "purged", 100);
+    assert_eq!(delete_records(&c, "purged", 60), 60, "low watermark");
     // The answer came once every in-sync replica starts at 60: whichever
     // is elected next does not bring the deleted records back.
     let leader = leader_of(&c, "purged");
@@ -1443,6 +1430,7 @@ fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
         let l = partitions(m, "purged")[&0].0;
         l > 0 && l != leader as i32
     });
+    let probe = from_the_start(&c.bootstrap(), "purged", 1);
     let deadline = Instant::now() + READY_DEADLINE;
     let low = loop {
         if let Ok((low, _)) = probe.fetch_watermarks("purged", 0, Duration::from_secs(10)) {

@@ -217,11 +217,7 @@ pub async fn elect_leaders(
     let mut ask = Vec::new();
     for (name, index) in wanted {
         let Some(state) = snapshot.topic(&name).and_then(|t| t.partition(index)) else {
-            let unknown = (
-                ErrorCode::UnknownTopicOrPartition,
-                format!("No partition {index} of topic '{name}'."),
-            );
-            results.push((name, index, Err(unknown)));
+            results.push((name.clone(), index, Err(no_such_partition(&name, index))));
             continue;
         };
         let elected = if unclean {
@@ -291,11 +287,7 @@ pub async fn reassign_partitions(
     let mut ask = Vec::new();
     for (name, index, target) in moves {
         let Some(state) = snapshot.topic(&name).and_then(|t| t.partition(index)) else {
-            let unknown = (
-                ErrorCode::UnknownTopicOrPartition,
-                format!("No partition {index} of topic '{name}'."),
-            );
-            results.push((name, index, Err(unknown)));
+            results.push((name.clone(), index, Err(no_such_partition(&name, index))));
             continue;
         };
         let original = state.original().len();
@@ -349,6 +341,13 @@ pub async fn reassign_partitions(
         results.push((name, index, outcome));
     }
     results
+}
+
+fn no_such_partition(name: &str, index: i32) -> TopicError {
+    (
+        ErrorCode::UnknownTopicOrPartition,
+        format!("No partition {index} of topic '{name}'."),
+    )
 }
 
 /// Deletes a topic; call on any shard.
