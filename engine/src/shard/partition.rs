@@ -23,9 +23,24 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// How much of a log's tail is read at start to rebuild producer state:
-/// enough for the last five batches of every producer that wrote recently.
+/// How much of a log's tail is read to rebuild producer state (at start
+/// and after a truncation): enough for the last five batches of every
+/// producer that wrote recently.
 pub const PRODUCER_STATE_TAIL_BYTES: u64 = 16 << 20;
+
+/// Idempotent-producer state from the batch headers in the log's tail.
+fn producers_of(log: &PartitionLog, topic: &str, index: i32) -> ProducerStates {
+    let mut producers = ProducerStates::default();
+    match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
+        Ok(headers) => headers
+            .iter()
+            .for_each(|h| producers.record(h, h.base_offset)),
+        Err(e) => {
+            tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state")
+        }
+    }
+    producers
+}
 
 /// Offsets a fetch response reports with its data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,6 +95,13 @@ pub fn error_code(e: &StorageError) -> ErrorCode {
 }
 
 impl Partition {
+    /// Producer state again from the log, after a truncation cut batches
+    /// it remembered: what the cut left is still deduplicated.
+    fn rebuild_producers(&self) {
+        let rebuilt = producers_of(&self.log.borrow(), &self.topic, self.index);
+        *self.producers.borrow_mut() = rebuilt;
+    }
+
     /// Wraps an opened log. Idempotent-producer state is rebuilt from the
     /// batches in the last [`PRODUCER_STATE_TAIL_BYTES`] of the log, so a
     /// producer retrying across a broker restart is still deduplicated.
@@ -91,15 +113,7 @@ impl Partition {
         node: NodeId,
         config: ReplicationConfig,
     ) -> Partition {
-        let mut producers = ProducerStates::default();
-        match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
-            Ok(headers) => headers
-                .iter()
-                .for_each(|h| producers.record(h, h.base_offset)),
-            Err(e) => {
-                tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state")
-            }
-        }
+        let producers = producers_of(&log, &topic, index);
         let model = replica::model_of(&log);
         Partition {
             topic,
@@ -438,5 +452,68 @@ mod tests {
         let (retry, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
         assert_eq!(retry.base_offset, first.base_offset);
         assert_eq!(p.watermarks().high_watermark, Offset(1));
+    }
+
+    /// A follower that cuts a divergent tail keeps deduplicating what the
+    /// cut left: before, it forgot every producer, and leading later it
+    /// appended a retry of a batch it already held.
+    #[test]
+    fn a_truncation_keeps_the_producer_state_of_what_is_left() {
+        use crate::replication::controller::PartitionState;
+        use crate::replication::state::EpochResponse;
+        use sluice_protocol::LeaderEpoch;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(
+            BrokerConfig::default()
+                .topic_config(&BTreeMap::new())
+                .unwrap(),
+        );
+        let batch = |seq: i32| {
+            let mut b = BatchBuilder::new(0).producer(42, 0, seq);
+            b.push(0, None, Some(b"x"), &[]);
+            let batch = b.finish();
+            let summary = validate_record_set(&batch, 1 << 20).unwrap();
+            (batch, summary)
+        };
+        let log =
+            PartitionLog::create(&dir.path().join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
+        let p = leader_of(log);
+        let (first, first_summary) = batch(0);
+        let (second, second_summary) = batch(1);
+        futures::executor::block_on(p.append(&first, &first_summary)).unwrap();
+        futures::executor::block_on(p.append(&second, &second_summary)).unwrap();
+
+        // Broker 2 leads epoch 1 and never had the second batch.
+        let (me, other) = (NodeId(1), NodeId(2));
+        let follow = PartitionState {
+            leader: Some(other),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 1,
+            isr: vec![other],
+            replicas: vec![me, other],
+            adding: vec![],
+            removing: vec![],
+        };
+        p.apply_state(follow.clone(), 1);
+        p.on_epoch_response(EpochResponse {
+            leader_epoch: LeaderEpoch(1),
+            requested_epoch: LeaderEpoch(0),
+            result: Ok(Some((LeaderEpoch(0), Offset(1)))),
+        })
+        .unwrap();
+        assert_eq!(p.log.borrow().log_end(), Offset(1));
+
+        // Leading again, a retry of the first batch gets its offset back.
+        let lead = PartitionState {
+            leader: Some(me),
+            leader_epoch: LeaderEpoch(2),
+            partition_epoch: 2,
+            isr: vec![me],
+            ..follow
+        };
+        p.apply_state(lead, 2);
+        let (retry, _) = futures::executor::block_on(p.append(&first, &first_summary)).unwrap();
+        assert_eq!(retry.base_offset, Offset(0));
+        assert_eq!(p.log.borrow().log_end(), Offset(1));
     }
 }

@@ -3,8 +3,9 @@
 //! batch is answered with its original offset instead of being appended
 //! twice, and a gap in sequence numbers is refused.
 //!
-//! The state lives in memory and is rebuilt at start from the batch headers
-//! in the tail of the log (`Partition::new`). A producer not seen there has
+//! The state lives in memory and is rebuilt from the batch headers in the
+//! tail of the log at start (`Partition::new`) and after a follower cuts a
+//! divergent tail. A producer not seen there has
 //! its first batch accepted whatever its sequence, as Kafka does for a
 //! producer whose state has expired.
 

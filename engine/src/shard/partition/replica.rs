@@ -117,7 +117,7 @@ impl Partition {
                 // The cut fell inside a batch: the model follows the log.
                 self.replica.borrow_mut().truncate_log(end);
             }
-            self.producers.borrow_mut().clear();
+            self.rebuild_producers();
         }
         self.after_step();
         Ok(())
@@ -220,7 +220,7 @@ impl Partition {
             .truncate_fully_and_start_at(leader_log_start)?;
         let model = model_of(&self.log.borrow());
         self.replica.borrow_mut().reset_log(model);
-        self.producers.borrow_mut().clear();
+        self.rebuild_producers();
         self.after_step();
         Ok(())
     }
