@@ -226,17 +226,23 @@ impl PartitionState {
     /// Starts moving the partition to `target` (distinct brokers, checked
     /// by the caller), as Kafka's KIP-455: the replicas become `target`
     /// followed by the original ones it leaves out. New replicas follow
-    /// the leader, and once all of them are in the ISR the ones left out
-    /// are removed ([`Self::complete_reassignment`]), at once when none
-    /// is added. A running reassignment is replaced; the replicas it was
-    /// adding that `target` leaves out go at once. A target equal to the
-    /// original replicas cancels it.
+    /// the leader, and once every target replica is in the ISR the ones
+    /// left out are removed ([`Self::complete_reassignment`]), at once
+    /// when they already are. A running reassignment is replaced; the
+    /// replicas it was adding that `target` leaves out go at once. A
+    /// target equal to the original replicas cancels it; one equal to the
+    /// running target changes nothing.
     pub fn reassign(
         &self,
         target: &[NodeId],
         live: &[NodeId],
     ) -> Result<PartitionState, ReassignRefusal> {
-        if !self.reassigning() && target == self.replicas {
+        let current = if self.reassigning() {
+            self.target()
+        } else {
+            self.replicas.clone()
+        };
+        if target == current {
             return Ok(self.clone());
         }
         let original = self.original();
@@ -262,14 +268,15 @@ impl PartitionState {
             return Err(ReassignRefusal::NoInSyncReplica);
         }
         next.partition_epoch += 1;
-        if let Some(done) = next.complete_reassignment(live) {
-            return Ok(done);
-        }
-        if next.leader.is_some_and(|l| !next.replicas.contains(&l)) {
+        let next = match next.finish_reassignment(live) {
+            Some(done) => done,
             // It led as an added replica of the replaced reassignment.
-            return Ok(next.elect(live, false).unwrap_or_else(|| next.offline()));
-        }
-        Ok(next)
+            None if next.leader.is_some_and(|l| !next.replicas.contains(&l)) => {
+                next.elect(live, false).unwrap_or_else(|| next.offline())
+            }
+            None => next,
+        };
+        Ok(next.fencing_dropped(self))
     }
 
     /// Stops the running reassignment: back to the original replicas.
@@ -280,21 +287,25 @@ impl PartitionState {
         self.reassign(&self.original(), live)
     }
 
-    /// Ends a running reassignment once every added replica is in the
-    /// ISR: the removed replicas leave the assignment and the ISR, and if
-    /// the leader was one of them the new ISR elects another. `None`
-    /// while it must wait (or no in-sync replica would be left).
+    /// Ends a running reassignment once every target replica is in the
+    /// ISR (as Kafka does, so the move never leaves fewer in-sync copies
+    /// than it found): the removed replicas leave the assignment and the
+    /// ISR, and if the leader was one of them the new ISR elects another.
+    /// `None` while it must wait.
     pub fn complete_reassignment(&self, live: &[NodeId]) -> Option<PartitionState> {
-        if !self.reassigning() || !self.adding.iter().all(|n| self.isr.contains(n)) {
+        self.finish_reassignment(live)
+            .map(|next| next.fencing_dropped(self))
+    }
+
+    fn finish_reassignment(&self, live: &[NodeId]) -> Option<PartitionState> {
+        let target = self.target();
+        if !self.reassigning() || !target.iter().all(|n| self.isr.contains(n)) {
             return None;
         }
         let removed = |n: &NodeId| self.removing.contains(n);
         let mut next = self.clone();
-        next.replicas.retain(|n| !removed(n));
+        next.replicas = target;
         next.isr.retain(|n| !removed(n));
-        if next.isr.is_empty() {
-            return None;
-        }
         next.adding.clear();
         next.removing.clear();
         next.partition_epoch += 1;
@@ -302,6 +313,19 @@ impl PartitionState {
             return Some(next.elect(live, false).unwrap_or_else(|| next.offline()));
         }
         Some(next)
+    }
+
+    /// A state that drops replicas `before` had bumps the leader epoch,
+    /// unless an election already did, as Kafka does: a dropped replica
+    /// whose metadata lags is fenced, so it can neither fetch nor count
+    /// as in sync on the old epoch, and its data never runs ahead of a
+    /// removal it has not yet seen.
+    fn fencing_dropped(mut self, before: &PartitionState) -> PartitionState {
+        let dropped = before.replicas.iter().any(|r| !self.replicas.contains(r));
+        if dropped && self.leader_epoch == before.leader_epoch {
+            self.leader_epoch = LeaderEpoch(self.leader_epoch.0 + 1);
+        }
+        self
     }
 
     fn offline(&self) -> PartitionState {
@@ -442,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_replicas_alone_completes_at_once_and_keeps_the_leader() {
+    fn removing_in_sync_replicas_completes_at_once_and_fences_the_removed() {
         let live = [A, B, C];
         let p = PartitionState::new(vec![A, B, C]);
         let done = p.reassign(&[A, B], &live).unwrap();
@@ -451,7 +475,9 @@ mod tests {
             (vec![A, B], vec![A, B])
         );
         assert!(!done.reassigning());
-        assert_eq!((done.leader, done.leader_epoch), (Some(A), p.leader_epoch));
+        // A leads on, in a new epoch that C's fetches no longer match.
+        assert_eq!(done.leader, Some(A));
+        assert_eq!(done.leader_epoch.0, p.leader_epoch.0 + 1);
         // Keeping only a replica out of sync waits for it.
         let mut lagging = p.clone();
         lagging.isr = vec![A, B];

@@ -293,7 +293,13 @@ impl PartitionReplica {
     }
 
     fn become_leader(&mut self, state: PartitionState, now_ms: i64) {
-        self.step_down(Role::Offline);
+        // Leading on in a new epoch (one that fenced dropped replicas),
+        // parked produces stay parked: their records are in this log and
+        // commit once the new epoch's ISR has them.
+        let waiting = match std::mem::replace(&mut self.role, Role::Offline) {
+            Role::Leader(l) => l.waiting,
+            _ => Vec::new(),
+        };
         let leo = self.log.log_end();
         self.log.assign_epoch(state.leader_epoch, leo);
         let progress = Progress::presumed(now_ms, leo);
@@ -309,7 +315,7 @@ impl PartitionReplica {
             pending_sent_ms: now_ms,
             followers,
             epoch_start: leo,
-            waiting: Vec::new(),
+            waiting,
         });
         // As Kafka's makeLeader: an ISR of this replica alone commits its
         // whole log now; otherwise the HW waits for the followers.
@@ -502,15 +508,18 @@ impl PartitionReplica {
         })
     }
 
-    /// The lowest log start of this leader and its in-sync followers
-    /// (Kafka's low watermark): records below it are deleted on every
-    /// replica that could lead next. A follower not heard from in this
-    /// epoch counts from 0. `None` unless leading.
+    /// The lowest log start of this leader and its in-sync followers,
+    /// those of a pending ISR expansion included (Kafka's low watermark):
+    /// records below it are deleted on every replica that could lead
+    /// next. A follower not heard from in this epoch counts from 0.
+    /// `None` unless leading.
     pub fn low_watermark(&self) -> Option<Offset> {
         let Role::Leader(l) = &self.role else {
             return None;
         };
-        let followers = l.isr.iter().filter(|n| **n != self.node).map(|n| {
+        let proposed = l.pending.iter().flat_map(|p| p.isr.iter());
+        let in_sync = l.isr.iter().chain(proposed).filter(|n| **n != self.node);
+        let followers = in_sync.map(|n| {
             l.followers
                 .get(n)
                 .and_then(|p| p.log_start)
@@ -648,10 +657,15 @@ impl PartitionReplica {
     // Follower.
 
     /// The request a follower sends its leader next, if it follows one.
+    /// A replica no longer assigned (a reassignment moved it, and its
+    /// broker has not deleted it yet) sends nothing.
     pub fn next_request(&self) -> Option<FollowerRequest> {
         let Role::Follower { leader, phase } = self.role else {
             return None;
         };
+        if !self.state.as_ref()?.replicas.contains(&self.node) {
+            return None;
+        }
         let leader_epoch = self.leader_epoch().expect("a follower has applied a state");
         Some(match (phase, self.log.latest_epoch()) {
             (FollowerPhase::Truncating, Some(requested_epoch)) => FollowerRequest::Epoch {

@@ -150,7 +150,7 @@ fn a_caught_up_follower_is_proposed_back_into_the_isr() {
 }
 
 #[test]
-fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
+fn a_reassignment_changes_whom_the_leader_waits_for() {
     let live = [A, B, C];
     let state = PartitionState::new(vec![A, B]);
     let mut n: Vec<_> = [A, B, C]
@@ -165,8 +165,9 @@ fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
     assert_eq!(produced(&n[0].take_events()), vec![(1, Ok(Offset(3)))]);
 
     // Move B's replica to C. C is not in the ISR: acks=all still waits
-    // for B alone.
+    // for B alone, and the leader keeps its epoch.
     let moving = state.reassign(&[A, C], &live).unwrap();
+    assert_eq!(moving.leader_epoch, state.leader_epoch);
     for r in &mut n {
         r.apply_state(moving.clone(), 1);
     }
@@ -174,7 +175,8 @@ fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
     round(&mut n, 1, 0, 1);
     round(&mut n, 1, 0, 1);
     assert_eq!(produced(&n[0].take_events()), vec![(2, Ok(Offset(5)))]);
-    // C copies the log and is proposed into the ISR, which completes the move.
+    // C copies the log and is proposed into the ISR, which completes the
+    // move: B leaves, fenced by a new leader epoch.
     round(&mut n, 2, 0, 1);
     round(&mut n, 2, 0, 1);
     let events = n[0].take_events();
@@ -184,27 +186,28 @@ fn a_reassignment_changes_whom_the_leader_waits_for_within_its_epoch() {
     assert_eq!(p.isr, vec![A, B, C]);
     let synced = moving.alter(p, &live).expect("accepted");
     let done = synced.complete_reassignment(&live).expect("complete");
-    assert_eq!(
-        (done.replicas.clone(), done.leader_epoch),
-        (vec![A, C], state.leader_epoch)
-    );
+    assert_eq!(done.replicas, vec![A, C]);
+    assert_eq!(done.leader_epoch.0, state.leader_epoch.0 + 1);
+    // A produce parked when the epoch changes stays parked: A leads on.
+    n[0].produce(Acks::All, 1, 3).expect("appended");
     for r in &mut n {
         r.apply_state(done.clone(), 2);
     }
-    // B is no longer a replica; acks=all waits for C, not B.
-    let b = FetchRequest {
-        replica: B,
-        leader_epoch: done.leader_epoch,
-        fetch_offset: Offset(6),
-        log_start: Offset(0),
-    };
-    assert_eq!(
-        n[0].handle_fetch(b, 2).result,
-        Err(ErrorCode::NotLeaderOrFollower)
-    );
-    n[0].produce(Acks::All, 1, 3).expect("appended");
-    round(&mut n, 2, 0, 3);
-    round(&mut n, 2, 0, 3);
+    assert!(produced(&n[0].take_events()).is_empty());
+    // B, even one that missed the change, is refused.
+    for epoch in [state.leader_epoch, done.leader_epoch] {
+        let b = FetchRequest {
+            replica: B,
+            leader_epoch: epoch,
+            fetch_offset: Offset(6),
+            log_start: Offset(0),
+        };
+        assert!(n[0].handle_fetch(b, 2).result.is_err());
+    }
+    // acks=all waits for C, not B.
+    for _ in 0..3 {
+        round(&mut n, 2, 0, 3);
+    }
     assert_eq!(produced(&n[0].take_events()), vec![(3, Ok(Offset(6)))]);
 }
 
