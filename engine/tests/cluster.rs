@@ -1132,6 +1132,12 @@ fn reassignments_are_listed_cancelled_refused_and_strays_removed_after_a_restart
         refused(&[("away", 5, Some(&[x]))], true)[&("away".to_string(), 5)],
         3
     );
+    // A partition named twice: the second is refused, and the first
+    // (refused here for its own reason) starts nothing.
+    let twice: &[(&str, i32, Option<&[i32]>)] =
+        &[("away", 0, Some(&[x, x])), ("away", 0, Some(&[x, z]))];
+    assert_eq!(refused(twice, true)[&key], 42, "INVALID_REQUEST");
+    assert!(reassignments(&c, p(x)).is_empty());
 
     // With z down the move cannot finish: it is listed, then cancelled.
     c.kill(p(z));

@@ -30,7 +30,7 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Most entries one metadata fetch returns: a broker behind by more
 /// replays the log in steps.
-pub const FETCH_MAX_ENTRIES: usize = 1024;
+const FETCH_MAX_ENTRIES: usize = 1024;
 
 /// What the controller reads from the broker config.
 #[derive(Clone, Debug)]
@@ -289,7 +289,10 @@ impl Controller {
                     let Some(t) = image.topics.get(&name) else {
                         continue;
                     };
-                    let Some(p) = t.partitions.get(index.max(0) as usize) else {
+                    let Some(p) = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                    else {
                         continue;
                     };
                     let elected = if unclean {
@@ -322,7 +325,10 @@ impl Controller {
                     let Some(t) = image.topics.get(&name) else {
                         continue;
                     };
-                    let Some(p) = t.partitions.get(index.max(0) as usize) else {
+                    let Some(p) = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                    else {
                         continue;
                     };
                     match reassignment(p, target.as_deref(), registered, &live) {

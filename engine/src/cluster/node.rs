@@ -43,6 +43,10 @@ pub struct ClusterNode {
     image: RefCell<ClusterImage>,
     /// Highest index whose snapshot every shard has installed.
     published: Cell<u64>,
+    /// Whether the shards have the metadata up to this broker's latest
+    /// registration: from then on the image is no older than anything
+    /// its logs hold, and reassignments may delete replicas.
+    current: Cell<bool>,
     publish_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
     /// Voter to ask first: the last active controller heard of.
     leader_hint: Cell<Option<u64>>,
@@ -133,6 +137,7 @@ impl ClusterNode {
             controller,
             image: RefCell::new(ClusterImage::default()),
             published: Cell::new(0),
+            current: Cell::new(false),
             publish_waiters: RefCell::new(Vec::new()),
             leader_hint: Cell::new(None),
             next_voter: Cell::new(0),
@@ -166,6 +171,13 @@ impl ClusterNode {
                 }
             };
             self.wait_published(index).await;
+            if !self.current.replace(true) {
+                for target in 0..shard.count {
+                    let _ = shard
+                        .invoke_on(target, |s| async move { s.metadata_current() })
+                        .await;
+                }
+            }
             if let Some(r) = ready.take() {
                 let _ = r.send(());
             }
@@ -206,17 +218,12 @@ impl ClusterNode {
                 after,
                 wait_ms: 500,
             };
-            // Settled: the image is as of the voter's last applied entry,
-            // not a step of a longer replay.
-            let (entries, upto, settled) = match self.fetch(&req).await {
-                Some(Response::Entries { entries, upto }) => {
-                    let settled = entries.len() < super::controller::FETCH_MAX_ENTRIES;
-                    (entries, upto, settled)
-                }
+            let (entries, upto) = match self.fetch(&req).await {
+                Some(Response::Entries { entries, upto }) => (entries, upto),
                 Some(Response::Image { index, records }) => {
                     tracing::info!(index, "metadata image received in place of entries");
                     *self.image.borrow_mut() = ClusterImage::default();
-                    (vec![(index, records)], index, true)
+                    (vec![(index, records)], index)
                 }
                 _ => {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -241,9 +248,10 @@ impl ClusterNode {
                 ));
                 for target in 0..shard.count {
                     let snapshot = Arc::clone(&snapshot);
+                    let current = self.current.get();
                     let _ = shard
                         .invoke_on(target, move |s| async move {
-                            s.apply_snapshot(snapshot, settled)
+                            s.apply_snapshot(snapshot, current)
                         })
                         .await;
                 }

@@ -284,8 +284,17 @@ pub async fn reassign_partitions(
     let live: Vec<NodeId> = snapshot.live_brokers().map(|(id, _)| NodeId(id)).collect();
     let registered = |b: i32| snapshot.brokers.contains_key(&b);
     let mut results = Vec::new();
-    let mut ask = Vec::new();
+    let mut ask: Vec<Move> = Vec::new();
+    let mut named = std::collections::HashSet::new();
     for (name, index, target) in moves {
+        if !named.insert((name.clone(), index)) {
+            let twice = (
+                ErrorCode::InvalidRequest,
+                format!("Partition {index} of topic '{name}' is named twice."),
+            );
+            results.push((name, index, Err(twice)));
+            continue;
+        }
         let Some(state) = snapshot.topic(&name).and_then(|t| t.partition(index)) else {
             results.push((name.clone(), index, Err(no_such_partition(&name, index))));
             continue;

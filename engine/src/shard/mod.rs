@@ -301,39 +301,11 @@ impl Shard {
     }
 
     /// Installs a new snapshot: opens the partitions this shard now holds
-    /// a replica of, deletes those of topics that are gone. A `settled`
-    /// snapshot (not a step of a longer metadata replay, where a replica
-    /// moved away may come back later in the log) also deletes replicas
-    /// that a reassignment moved to other brokers, and the first one
-    /// removes such logs left from before a restart.
-    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, settled: bool) {
-        let node = crate::replication::NodeId(self.broker.config.node_id);
-        let held = |t: &str, index: i32, p: &Partition| {
-            snapshot.topic(t).is_some_and(|m| {
-                m.id == p.topic_id
-                    && (!settled
-                        || m.partition(index)
-                            .is_some_and(|s| s.replicas.contains(&node)))
-            })
-        };
-        if settled && !self.strays_removed.replace(true) {
-            self.remove_strays(&snapshot);
-        }
-        let doomed: Vec<TopicPartition> = self
-            .partitions
-            .borrow()
-            .iter()
-            .filter(|((t, i), p)| !held(t, *i, p))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in doomed {
-            if let Some(p) = self.partitions.borrow_mut().remove(&key) {
-                tracing::info!(topic = %key.0, partition = key.1, "deleting replica");
-                if let Err(e) = p.delete() {
-                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
-                }
-            }
-        }
+    /// a replica of, deletes those of topics that are gone, and once the
+    /// metadata is `current` (see [`Shard::metadata_current`]) those that
+    /// reassignments moved to other brokers.
+    pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, current: bool) {
+        self.delete_replicas(&snapshot, current);
         self.offline
             .borrow_mut()
             .retain(|(t, _), _| snapshot.topic(t).is_some());
@@ -352,6 +324,48 @@ impl Shard {
         }
         if let Some(first) = self.first_snapshot.borrow_mut().take() {
             let _ = first.send(());
+        }
+    }
+
+    /// The metadata has reached this broker's registration, so it is no
+    /// older than anything the logs hold: replicas that reassignments
+    /// moved away, while it ran or while it was down, are deleted. Before,
+    /// an image replayed from an old snapshot or a lagging voter could
+    /// show a replica as moved away that a later entry gives back.
+    pub fn metadata_current(&self) {
+        self.delete_replicas(&self.metadata(), true);
+    }
+
+    /// Deletes the replicas of topics that are gone and, with `moved`,
+    /// those no longer assigned to this broker and the logs such moves
+    /// left while it was down.
+    fn delete_replicas(&self, snapshot: &Snapshot, moved: bool) {
+        let node = crate::replication::NodeId(self.broker.config.node_id);
+        let held = |t: &str, index: i32, p: &Partition| {
+            snapshot.topic(t).is_some_and(|m| {
+                m.id == p.topic_id
+                    && (!moved
+                        || m.partition(index)
+                            .is_some_and(|s| s.replicas.contains(&node)))
+            })
+        };
+        if moved && !self.strays_removed.replace(true) {
+            self.remove_strays(snapshot);
+        }
+        let doomed: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((t, i), p)| !held(t, *i, p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            if let Some(p) = self.partitions.borrow_mut().remove(&key) {
+                tracing::info!(topic = %key.0, partition = key.1, "deleting replica");
+                if let Err(e) = p.delete() {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "deleting partition");
+                }
+            }
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Partition {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Woken after the next step of the replication model (DeleteRecords
+    /// waiting for the low watermark).
+    step_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The replication state machine, kept in step with the log (see
     /// `replica.rs`).
     replica: RefCell<PartitionReplica>,
@@ -128,6 +131,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
+            step_waiters: RefCell::new(Vec::new()),
         }
     }
 

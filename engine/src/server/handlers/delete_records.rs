@@ -8,6 +8,7 @@
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::partition::Partition;
 use bytes::Bytes;
+use futures::future::Either;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -91,8 +92,14 @@ async fn low_watermark_reaches(
         match part.low_watermark() {
             None => return Err(ErrorCode::NotLeaderOrFollower),
             Some(low) if low >= start => return Ok(low),
-            Some(_) if Instant::now() >= deadline => return Err(ErrorCode::RequestTimedOut),
-            Some(_) => glommio::timer::sleep(Duration::from_millis(5)).await,
+            Some(_) => {}
+        }
+        // Followers report their log starts in their fetches, each a step.
+        let step = part.next_step();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timer = Box::pin(glommio::timer::sleep(left));
+        if let Either::Right(_) = futures::future::select(step, timer).await {
+            return Err(ErrorCode::RequestTimedOut);
         }
     }
 }

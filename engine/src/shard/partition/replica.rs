@@ -288,6 +288,17 @@ impl Partition {
         if moved {
             self.wake_fetchers();
         }
+        for w in self.step_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Resolves after the model's next step (a fetch, an append, a new
+    /// state), or when the partition is deleted.
+    pub fn next_step(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.step_waiters.borrow_mut().push(tx);
+        rx
     }
 }
 
