@@ -94,9 +94,15 @@ impl PartitionState {
     pub fn elect(&self, live: &[NodeId], unclean: bool) -> Option<PartitionState> {
         let in_isr = |n: &&NodeId| self.isr.contains(n) && live.contains(n);
         let clean = self.replicas.iter().find(in_isr).copied();
+        // Unclean: a live replica that held the log before a running
+        // reassignment first, an added one (maybe still empty) last.
+        let mut added_last = self
+            .original()
+            .into_iter()
+            .chain(self.adding.iter().copied());
         let leader = match clean {
             Some(n) => n,
-            None if unclean => *self.replicas.iter().find(|n| live.contains(n))?,
+            None if unclean => added_last.find(|n| live.contains(n))?,
             None => return None,
         };
         let isr = if clean.is_some() {
@@ -530,6 +536,17 @@ mod tests {
             (vec![D], vec![B])
         );
         assert_eq!(replaced.isr, vec![A, B]);
+    }
+
+    #[test]
+    fn an_unclean_election_during_a_move_prefers_an_original_replica() {
+        let p = PartitionState::new(vec![A, B]);
+        let mut moving = p.reassign(&[C, B], &[A, B, C]).unwrap();
+        assert_eq!(moving.replicas, vec![C, B, A]);
+        // A, the only in-sync replica, is gone; C was just added.
+        moving.isr = vec![A];
+        let next = moving.on_broker_down(A, &[B, C], true).unwrap();
+        assert_eq!((next.leader, next.isr), (Some(B), vec![B]));
     }
 
     #[test]
