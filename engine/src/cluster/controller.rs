@@ -286,13 +286,7 @@ impl Controller {
                 let live = image.live_brokers();
                 let mut records = Vec::new();
                 for (name, index) in partitions {
-                    let Some(t) = image.topics.get(&name) else {
-                        continue;
-                    };
-                    let Some(p) = usize::try_from(index)
-                        .ok()
-                        .and_then(|i| t.partitions.get(i))
-                    else {
+                    let Some((t, p)) = image.partition(&name, index) else {
                         continue;
                     };
                     let elected = if unclean {
@@ -322,13 +316,7 @@ impl Controller {
                 let registered = |b: i32| image.brokers.contains_key(&b);
                 let mut records = Vec::new();
                 for (name, index, target) in partitions {
-                    let Some(t) = image.topics.get(&name) else {
-                        continue;
-                    };
-                    let Some(p) = usize::try_from(index)
-                        .ok()
-                        .and_then(|i| t.partitions.get(i))
-                    else {
+                    let Some((t, p)) = image.partition(&name, index) else {
                         continue;
                     };
                     match reassignment(p, target.as_deref(), registered, &live) {

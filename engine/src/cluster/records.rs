@@ -146,6 +146,13 @@ impl ClusterImage {
             .collect()
     }
 
+    /// Topic `name` and its partition `index`, if both exist.
+    pub fn partition(&self, name: &str, index: i32) -> Option<(&TopicImage, &PartitionState)> {
+        let t = self.topics.get(name)?;
+        let p = t.partitions.get(usize::try_from(index).ok()?)?;
+        Some((t, p))
+    }
+
     pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicImage> {
         self.topics.values().find(|t| t.id == id)
     }
