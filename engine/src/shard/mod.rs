@@ -75,8 +75,6 @@ pub struct Shard {
     pub cluster: RefCell<Option<Rc<crate::cluster::node::ClusterNode>>>,
     /// Fired when the first snapshot from the metadata log is installed.
     first_snapshot: RefCell<Option<oneshot::Sender<()>>>,
-    /// Whether logs of replicas moved away were looked for since start.
-    strays_removed: Cell<bool>,
     /// Leaders this shard runs a replica fetcher for.
     pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// This shard, for tasks it starts itself (set once it is in an `Rc`).
@@ -110,7 +108,6 @@ impl Shard {
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(None),
             first_snapshot: RefCell::new(Some(first_snapshot)),
-            strays_removed: Cell::new(false),
             fetchers: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
             open_connections: RefCell::new(HashMap::new()),
@@ -333,12 +330,13 @@ impl Shard {
     /// an image replayed from an old snapshot or a lagging voter could
     /// show a replica as moved away that a later entry gives back.
     pub fn metadata_current(&self) {
-        self.delete_replicas(&self.metadata(), true);
+        let snapshot = self.metadata();
+        self.remove_strays(&snapshot);
+        self.delete_replicas(&snapshot, true);
     }
 
     /// Deletes the replicas of topics that are gone and, with `moved`,
-    /// those no longer assigned to this broker and the logs such moves
-    /// left while it was down.
+    /// those no longer assigned to this broker.
     fn delete_replicas(&self, snapshot: &Snapshot, moved: bool) {
         let node = crate::replication::NodeId(self.broker.config.node_id);
         let held = |t: &str, index: i32, p: &Partition| {
@@ -349,9 +347,6 @@ impl Shard {
                             .is_some_and(|s| s.replicas.contains(&node)))
             })
         };
-        if moved && !self.strays_removed.replace(true) {
-            self.remove_strays(snapshot);
-        }
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()

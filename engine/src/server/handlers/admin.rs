@@ -58,6 +58,18 @@ fn error_fields(outcome: Result<(), controller::TopicError>) -> (i16, Option<Str
     }
 }
 
+/// Per-partition outcomes grouped by topic, topics in first-seen order.
+fn by_topic<R>(outcomes: Vec<(String, i32, R)>) -> Vec<(String, Vec<(i32, R)>)> {
+    let mut topics: Vec<(String, Vec<(i32, R)>)> = Vec::new();
+    for (topic, partition, outcome) in outcomes {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, ps)) => ps.push((partition, outcome)),
+            None => topics.push((topic, vec![(partition, outcome)])),
+        }
+    }
+    topics
+}
+
 pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: CreateTopicsRequest = ctx.decode(body)?;
     let v = ctx.version();
@@ -177,19 +189,19 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             .collect()
     });
     let outcomes = controller::elect_leaders(ctx.shard, election == 1, wanted).await;
-    let mut results: Vec<ReplicaElectionResult> = Vec::new();
-    for (topic, partition, outcome) in outcomes {
-        let mut r = PartitionResult::default().with_partition_id(partition);
-        (r.error_code, r.error_message) = error_fields(outcome);
-        match results.iter_mut().find(|t| t.topic.0.as_str() == topic) {
-            Some(t) => t.partition_result.push(r),
-            None => results.push(
-                ReplicaElectionResult::default()
-                    .with_topic(TopicName(s(topic)))
-                    .with_partition_result(vec![r]),
-            ),
-        }
-    }
+    let results = by_topic(outcomes)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions.into_iter().map(|(partition, outcome)| {
+                let mut r = PartitionResult::default().with_partition_id(partition);
+                (r.error_code, r.error_message) = error_fields(outcome);
+                r
+            });
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partition_result(partitions.collect())
+        })
+        .collect();
     ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
 }
 
@@ -215,22 +227,23 @@ pub async fn alter_partition_reassignments(
         })
         .collect();
     let outcomes = controller::reassign_partitions(ctx.shard, moves, allow_rf_change).await;
-    let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
-    for (topic, partition, outcome) in outcomes {
-        if let Err((_, message)) = &outcome {
-            tracing::info!(%topic, partition, %message, "reassignment refused");
-        }
-        let mut r = ReassignablePartitionResponse::default().with_partition_index(partition);
-        (r.error_code, r.error_message) = error_fields(outcome);
-        match responses.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(r),
-            None => responses.push(
-                ReassignableTopicResponse::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partitions(vec![r]),
-            ),
-        }
-    }
+    let responses = by_topic(outcomes)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions.into_iter().map(|(partition, outcome)| {
+                if let Err((_, message)) = &outcome {
+                    tracing::info!(%topic, partition, %message, "reassignment refused");
+                }
+                let mut r =
+                    ReassignablePartitionResponse::default().with_partition_index(partition);
+                (r.error_code, r.error_message) = error_fields(outcome);
+                r
+            });
+            ReassignableTopicResponse::default()
+                .with_partitions(partitions.collect())
+                .with_name(TopicName(s(topic)))
+        })
+        .collect();
     ctx.respond(
         &AlterPartitionReassignmentsResponse::default()
             .with_allow_replication_factor_change(allow_rf_change)
