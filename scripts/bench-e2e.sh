@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput of one broker shard (--cores 1) with librdkafka,
 # next to iperf3 over loopback measured in the same round, plus the broker's
-# resident memory. Shared machines are noisy, so it runs several rounds, each
+# resident memory and the cores the client and the broker used in each
+# phase. Shared machines are noisy, so it runs several rounds, each
 # an iperf3 measurement then a fresh broker, and reports every round's ratios
 # and their medians.
 # Usage: scripts/bench-e2e.sh [GIB] [ROUNDS]   (defaults 2 and 3)
@@ -34,7 +35,7 @@ for round in $(seq "$rounds"); do
     --override num.partitions=1 --override message.max.bytes=2000000 & broker=$!
   sleep 1
   rss_start=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
-  result=$("$bin/examples/throughput" 127.0.0.1:$port bench "$bytes")
+  result=$(BROKER_PID=$broker "$bin/examples/throughput" 127.0.0.1:$port bench "$bytes")
   rss_end=$(awk '/VmRSS/ {print $2}' /proc/$broker/status)
   rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$broker/status)
   kill -TERM $broker; wait $broker || true
@@ -54,6 +55,8 @@ for line in open(sys.argv[1]):
         "iperf3_loopback_mb_s": iperf,
         "produce_mb_s": r["produce_mb_s"], "produce_vs_iperf3": round(r["produce_mb_s"] / iperf, 3),
         "consume_mb_s": r["consume_mb_s"], "consume_vs_iperf3": round(r["consume_mb_s"] / iperf, 3),
+        # Cores (CPU seconds per second) used by the client and the broker.
+        "produce_cores": r["produce_cores"], "consume_cores": r["consume_cores"],
         "broker_rss_kib": {"start": int(rss_start), "end": int(rss_end), "peak": int(rss_peak)},
     })
 median = lambda k: round(statistics.median(r[k] for r in rounds), 3)

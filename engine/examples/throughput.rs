@@ -5,6 +5,9 @@
 //! cargo run --release -p sluice-engine --example throughput -- BOOTSTRAP TOPIC BYTES [KEY=VALUE...]
 //!
 //! Any KEY=VALUE after BYTES is set on the consumer (librdkafka's names).
+//! With `BROKER_PID` set, each phase also reports the cores (CPU seconds
+//! per second) the broker process and this client used: on a small machine
+//! the two share the CPUs, and the split shows which side bounds the run.
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,6 +36,8 @@ fn main() {
         .create()
         .expect("producer");
     warm_group_coordinator(bootstrap, topic);
+    let broker = std::env::var("BROKER_PID").ok();
+    let produce_cpu = CpuClock::start(broker.as_deref());
     let start = Instant::now();
     for _ in 0..count {
         let mut record = BaseRecord::<(), _>::to(topic).payload(&payload[..]);
@@ -48,6 +53,7 @@ fn main() {
     }
     producer.flush(Duration::from_secs(600)).expect("flush");
     let produce_s = start.elapsed().as_secs_f64();
+    let produce_cores = produce_cpu.cores(produce_s);
     drop(producer);
 
     let mut consumer = ClientConfig::new();
@@ -73,6 +79,7 @@ fn main() {
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
+    let consume_cpu = CpuClock::start(broker.as_deref());
     let start = Instant::now();
     let mut got = 0u64;
     let mut bytes = 0u64;
@@ -83,12 +90,61 @@ fn main() {
         }
     }
     let consume_s = start.elapsed().as_secs_f64();
+    let consume_cores = consume_cpu.cores(consume_s);
     let mb = bytes as f64 / 1e6;
     println!(
-        "{{\"messages\": {count}, \"megabytes\": {mb:.1}, \"produce_mb_s\": {:.1}, \"consume_mb_s\": {:.1}}}",
+        "{{\"messages\": {count}, \"megabytes\": {mb:.1}, \"produce_mb_s\": {:.1}, \"consume_mb_s\": {:.1}, \"produce_cores\": {produce_cores}, \"consume_cores\": {consume_cores}}}",
         mb / produce_s,
         mb / consume_s
     );
+}
+
+/// CPU seconds used by this process and, when known, the broker's, from
+/// the start of a phase.
+struct CpuClock {
+    broker: Option<String>,
+    client: f64,
+    broker_start: Option<f64>,
+}
+
+impl CpuClock {
+    fn start(broker: Option<&str>) -> CpuClock {
+        CpuClock {
+            broker: broker.map(str::to_owned),
+            client: cpu_seconds("self").unwrap_or(0.0),
+            broker_start: broker.and_then(cpu_seconds),
+        }
+    }
+
+    /// `{"client": C, "broker": B}` in cores over `wall_s` seconds
+    /// (`null` where unknown).
+    fn cores(&self, wall_s: f64) -> String {
+        let per_s = |used: Option<f64>| match used {
+            Some(s) => format!("{:.2}", s / wall_s),
+            None => "null".to_owned(),
+        };
+        let client = cpu_seconds("self").map(|now| now - self.client);
+        let broker = match (&self.broker, self.broker_start) {
+            (Some(pid), Some(start)) => cpu_seconds(pid).map(|now| now - start),
+            _ => None,
+        };
+        format!(
+            "{{\"client\": {}, \"broker\": {}}}",
+            per_s(client),
+            per_s(broker)
+        )
+    }
+}
+
+/// User plus system CPU seconds of process `pid` ("self" for this one).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
 }
 
 /// The first FindCoordinator on a fresh broker creates `__consumer_offsets`
