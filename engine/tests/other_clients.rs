@@ -1,6 +1,6 @@
-//! kcat, kafka-python, KafkaJS and sarama (Go) against a real `sluice`
-//! process. All four are installed by `.ci/run`; a missing tool fails the
-//! test rather than skipping it.
+//! kcat, kafka-python, aiokafka, KafkaJS and sarama (Go) against a real
+//! `sluice` process. All five are installed by `.ci/run`; a missing tool
+//! fails the test rather than skipping it.
 
 mod common;
 
@@ -114,6 +114,33 @@ fn kafka_python_round_trip() {
             broker.log()
         );
     }
+}
+
+#[test]
+fn aiokafka_creates_a_topic_produces_every_codec_and_consumes_in_a_group() {
+    let broker = Broker::start(2, &[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/aiokafka_client.py"
+    );
+    let out = Command::new("timeout")
+        .args([
+            "180",
+            "python3",
+            script,
+            &broker.bootstrap(),
+            "aiokafka",
+            "2000",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "aiokafka failed:\n{}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
 }
 
 #[test]
