@@ -5,6 +5,7 @@
 //! `server::handlers::produce` (validation, forwarding) → `shard` (the
 //! owner shard) → `shard::partition` → `storage::log` → `storage::segment`.
 
+pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -30,6 +30,10 @@ use sluice_engine::config::{BrokerConfig, ConfigError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Huge allocations only reserve address space (see `sluice_engine::alloc`).
+#[global_allocator]
+static ALLOCATOR: sluice_engine::alloc::Allocator = sluice_engine::alloc::Allocator;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sluice",

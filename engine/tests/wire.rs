@@ -158,6 +158,34 @@ fn random_garbage() {
 }
 
 #[test]
+fn array_lengths_beyond_the_frame_close_the_connection() {
+    let broker = Broker::start(1, &[]);
+    // Two billion elements (four with a compact array) in a frame of a few
+    // bytes: sized before any element is read, the array would take over a
+    // hundred gigabytes.
+    let huge = i32::MAX.to_be_bytes();
+    let huge_compact = [0xff, 0xff, 0xff, 0xff, 0x0f];
+    let mut fetch_v4 = Vec::new();
+    for field in [-1i32, 500, 1, 1 << 20] {
+        fetch_v4.extend_from_slice(&field.to_be_bytes());
+    }
+    fetch_v4.push(0);
+    fetch_v4.extend_from_slice(&huge);
+    let cases: [(&str, i16, i16, bool, &[u8]); 4] = [
+        ("Metadata v1, array", 3, 1, false, &huge),
+        ("Metadata v12, compact array", 3, 12, true, &huge_compact),
+        ("CreateTopics v2, array", 19, 2, false, &huge),
+        ("Fetch v4, array", 1, 4, false, &fetch_v4),
+    ];
+    for (name, api, version, flexible, body) in cases {
+        let mut raw = Raw::connect(broker.addr());
+        raw.send(api, version, 1, flexible, body);
+        assert!(raw.closed_by_broker(), "{name}");
+        assert_serving(&broker);
+    }
+}
+
+#[test]
 fn unknown_api_key_closes_the_connection() {
     let broker = Broker::start(1, &[]);
     let mut raw = Raw::connect(broker.addr());

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Huge allocations only reserve address space (see `sluice_engine::alloc`).
+#[global_allocator]
+static ALLOCATOR: sluice_engine::alloc::Allocator = sluice_engine::alloc::Allocator;
+
 #[derive(Parser)]
 #[command(
     name = "sluice-bench",
