@@ -76,16 +76,10 @@ fn kcat_lists_metadata_and_round_trips_every_codec() {
 fn kafka_python_admin_grows_a_topic() {
     let broker = Broker::start(2, &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/admin.py");
-    let out = Command::new("timeout")
-        .args(["120", "python3", script, &broker.bootstrap(), "py-grow"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "kafka-python admin failed:\n{}\n{}\nbroker log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        broker.log()
+    run_client(
+        "kafka-python admin",
+        &broker,
+        &["120", "python3", script, &broker.bootstrap(), "py-grow"],
     );
 }
 
@@ -94,24 +88,19 @@ fn kafka_python_round_trip() {
     let broker = Broker::start(2, &["num.partitions=3"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/roundtrip.py");
     for codec in ["none", "gzip"] {
-        let out = Command::new("timeout")
-            .args([
+        let topic = format!("py-{codec}");
+        run_client(
+            &format!("kafka-python ({codec})"),
+            &broker,
+            &[
                 "120",
                 "python3",
                 script,
                 &broker.bootstrap(),
-                &format!("py-{codec}"),
+                &topic,
                 "2000",
                 codec,
-            ])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "kafka-python ({codec}) failed:\n{}\n{}\nbroker log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            broker.log()
+            ],
         );
     }
 }
@@ -123,23 +112,17 @@ fn aiokafka_creates_a_topic_produces_every_codec_and_consumes_in_a_group() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/aiokafka_client.py"
     );
-    let out = Command::new("timeout")
-        .args([
+    run_client(
+        "aiokafka",
+        &broker,
+        &[
             "180",
             "python3",
             script,
             &broker.bootstrap(),
             "aiokafka",
             "2000",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "aiokafka failed:\n{}\n{}\nbroker log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        broker.log()
+        ],
     );
 }
 
@@ -172,15 +155,25 @@ fn sarama_produces_reads_and_consumes_in_a_group() {
         String::from_utf8_lossy(&build.stderr)
     );
     let broker = Broker::start(2, &[]);
+    let bin = bin.to_str().expect("a UTF-8 path");
+    run_client(
+        "sarama",
+        &broker,
+        &["180", bin, &broker.bootstrap(), "sarama", "500"],
+    );
+}
+
+/// Runs `timeout ARGS...` (a time limit, then the client and its
+/// arguments); fails the test with its output and the broker's log unless
+/// it succeeds.
+fn run_client(what: &str, broker: &Broker, args: &[&str]) {
     let out = Command::new("timeout")
-        .arg("180")
-        .arg(&bin)
-        .args([&broker.bootstrap(), "sarama", "500"])
+        .args(args)
         .output()
-        .expect("the sarama test runs");
+        .unwrap_or_else(|e| panic!("{what} could not start: {e}"));
     assert!(
         out.status.success(),
-        "sarama failed:\n{}\n{}\nbroker log:\n{}",
+        "{what} failed:\n{}\n{}\nbroker log:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         broker.log()
