@@ -64,9 +64,23 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc::realloc's contract makes this layout valid.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if !reserved(&layout) && !reserved(&new_layout) {
+        match (reserved(&layout), reserved(&new_layout)) {
             // SAFETY: the caller's contract, passed on.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            (false, false) => return unsafe { System.realloc(ptr, layout, new_size) },
+            (true, true) => {
+                // Moved by the kernel: pages never written stay unbacked.
+                // SAFETY: `ptr` is a mapping of `layout.size()` bytes made
+                // by `reserve`; on failure it stays as it was.
+                let p = unsafe {
+                    libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE)
+                };
+                return if p == libc::MAP_FAILED {
+                    std::ptr::null_mut()
+                } else {
+                    p.cast()
+                };
+            }
+            _ => {}
         }
         // SAFETY: a fresh block of `new_layout`, the old one copied in and
         // released with the layout it was made with.
@@ -118,6 +132,20 @@ mod tests {
             let q = Allocator.realloc(p, layout, 4096);
             assert_eq!((*q, *q.add(1)), (7, 0));
             Allocator.dealloc(q, Layout::from_size_align(4096, 8).unwrap());
+        }
+    }
+
+    #[test]
+    fn reserved_blocks_grow_in_place_of_a_copy() {
+        let layout = Layout::from_size_align(RESERVE_FROM, 8).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            let p = Allocator.alloc(layout);
+            *p.add(12) = 3;
+            let q = Allocator.realloc(p, layout, 64 << 30);
+            assert!(!q.is_null());
+            assert_eq!((*q.add(12), *q.add((64 << 30) - 1)), (3, 0));
+            Allocator.dealloc(q, Layout::from_size_align(64 << 30, 8).unwrap());
         }
     }
 
