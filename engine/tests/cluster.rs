@@ -263,7 +263,9 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     // replication factor 3, an idempotent producer, a consumer group whose
     // coordinator may be any broker.
     let one = format!("127.0.0.1:{}", c.spec.ports[1]);
-    kafkajs_round_trip(&one, "kafkajs-rf3", 3000, 3, "on a cluster of three");
+    kafkajs_round_trip(&one, "kafkajs-rf3", 3000, 3, || {
+        "on a cluster of three".into()
+    });
 }
 
 #[test]
@@ -1074,15 +1076,10 @@ fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
     // The leader's replica goes to the spare broker; the kept one leads.
     let target = format!("{kept},{spare}");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/reassign.py");
-    let out = std::process::Command::new("timeout")
-        .args(["180", "python3", script, &c.bootstrap(), "moved", &target])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "kafka-python reassignment failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::run_client(
+        "kafka-python reassignment",
+        &["180", "python3", script, &c.bootstrap(), "moved", &target],
+        String::new,
     );
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

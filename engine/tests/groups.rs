@@ -881,18 +881,20 @@ fn kafka_python_consumers_share_a_topic_and_commit() {
     let (topic, group) = ("py-group-topic", "py-group");
     common::create_topic(&broker, topic, PY_PARTITIONS);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/groups.py");
-    let out = Command::new("timeout")
-        .args(["150", "python3", script, &broker.bootstrap(), topic, group])
-        .arg(COUNT.to_string())
-        .arg(PY_PARTITIONS.to_string())
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kafka-python group failed:\n{stdout}\n{}\nbroker log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        broker.log()
+    let (count, partitions) = (COUNT.to_string(), PY_PARTITIONS.to_string());
+    let stdout = common::run_client(
+        "kafka-python group",
+        &[
+            "150",
+            "python3",
+            script,
+            &broker.bootstrap(),
+            topic,
+            group,
+            &count,
+            &partitions,
+        ],
+        || format!("broker log:\n{}", broker.log()),
     );
     // librdkafka reads back what kafka-python committed: every partition
     // at its log end.

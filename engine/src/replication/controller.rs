@@ -210,21 +210,19 @@ impl PartitionState {
     /// The replicas from before the running reassignment (all of them
     /// when none runs).
     pub fn original(&self) -> Vec<NodeId> {
-        let adding = |n: &&NodeId| self.adding.contains(n);
-        self.replicas
-            .iter()
-            .filter(|n| !adding(n))
-            .copied()
-            .collect()
+        self.replicas_except(&self.adding)
     }
 
     /// The replicas the running reassignment ends with (all of them when
     /// none runs).
     pub fn target(&self) -> Vec<NodeId> {
-        let removing = |n: &&NodeId| self.removing.contains(n);
+        self.replicas_except(&self.removing)
+    }
+
+    fn replicas_except(&self, left_out: &[NodeId]) -> Vec<NodeId> {
         self.replicas
             .iter()
-            .filter(|n| !removing(n))
+            .filter(|n| !left_out.contains(n))
             .copied()
             .collect()
     }

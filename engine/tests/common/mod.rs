@@ -313,22 +313,43 @@ pub fn new_producer_id(addr: SocketAddr) -> i64 {
     resp.producer_id.0
 }
 
-/// Runs `engine/tests/node/roundtrip.js` (KafkaJS) against `bootstrap`:
-/// COUNT messages through a new topic of replication factor `rf`. Panics
-/// with the script's output, and `context`, when it fails.
-pub fn kafkajs_round_trip(bootstrap: &str, topic: &str, count: usize, rf: usize, context: &str) {
+/// Runs `timeout ARGS...` (a time limit, then a client program and its
+/// arguments) and returns its standard output; fails the test with its
+/// output and `context()` (a broker's log, say, read once it failed)
+/// unless it succeeds.
+pub fn run_client(what: &str, args: &[&str], context: impl FnOnce() -> String) -> String {
     let out = std::process::Command::new("timeout")
-        .args(["150", "node", "roundtrip.js", bootstrap, topic])
-        .arg(count.to_string())
-        .arg(rf.to_string())
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node"))
+        .args(args)
         .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
         .output()
-        .expect("node is installed, and kafkajs with `npm ci` in engine/tests/node");
-    assert!(
-        out.status.success(),
-        "KafkaJS round trip failed:\n{}\n{}\n{context}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        .unwrap_or_else(|e| panic!("{what} could not start: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "{what} failed:\n{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            context()
+        );
+    }
+    stdout
+}
+
+/// Runs `engine/tests/node/roundtrip.js` (KafkaJS; node, and kafkajs from
+/// `npm ci` in engine/tests/node) against `bootstrap`: COUNT messages
+/// through a new topic of replication factor `rf`. Fails with the script's
+/// output and `context()` when it fails.
+pub fn kafkajs_round_trip(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    rf: usize,
+    context: impl FnOnce() -> String,
+) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/roundtrip.js");
+    let (count, rf) = (count.to_string(), rf.to_string());
+    run_client(
+        "KafkaJS round trip",
+        &["150", "node", script, bootstrap, topic, &count, &rf],
+        context,
     );
 }
