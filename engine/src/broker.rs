@@ -73,6 +73,13 @@ pub struct BrokerShared {
     checkpoints: Mutex<Vec<CheckpointEntries>>,
     /// The active controller as this broker last knew it; -1 unknown.
     pub controller_id: std::sync::atomic::AtomicI32,
+    /// Until when (on [`crate::cluster::monotonic_ms`]'s clock) this
+    /// broker may act as a partition leader: a session past the last
+    /// heartbeat the controller answered. A broker that was frozen past
+    /// it leads nothing until a heartbeat is answered and the metadata
+    /// then current has reached its shards, so it learns first whether it
+    /// was fenced and its partitions moved.
+    lease_until_ms: std::sync::atomic::AtomicI64,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
     /// Shards done stopping (see `quiesce`).
@@ -87,6 +94,17 @@ impl BrokerShared {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether this broker may act as a partition leader now (see
+    /// `lease_until_ms`).
+    pub fn leased(&self) -> bool {
+        crate::cluster::monotonic_ms() < self.lease_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Extends the lease to `until_ms`; it never moves back.
+    pub fn renew_lease(&self, until_ms: i64) {
+        self.lease_until_ms.fetch_max(until_ms, Ordering::Relaxed);
     }
 
     pub fn publish_checkpoints(&self, shard: usize, entries: CheckpointEntries) {
@@ -217,6 +235,7 @@ impl Broker {
             stop: AtomicBool::new(false),
             checkpoints: Mutex::new(Vec::new()),
             controller_id: std::sync::atomic::AtomicI32::new(-1),
+            lease_until_ms: std::sync::atomic::AtomicI64::new(0),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             quiesced: AtomicUsize::new(0),

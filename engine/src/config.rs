@@ -214,13 +214,6 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     topic(
-        "unclean.leader.election.enable",
-        Some("unclean.leader.election.enable"),
-        Kind::Bool,
-        "false",
-        0,
-    ),
-    topic(
         "file.delete.delay.ms",
         Some("log.segment.delete.delay.ms"),
         Kind::Long,
@@ -307,6 +300,8 @@ pub struct TopicConfig {
     pub log_append_time: bool,
     /// `min.insync.replicas`: the smallest ISR that takes acks=all.
     pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election: bool,
     /// The values as strings, every topic key present.
     pub values: BTreeMap<String, (String, Source)>,
 }
@@ -329,6 +324,7 @@ impl TopicConfig {
             delete_retention: values["cleanup.policy"].0.contains("delete"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
             min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
+            unclean_leader_election: values["unclean.leader.election.enable"].0 == "true",
             values,
         }
     }

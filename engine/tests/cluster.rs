@@ -1585,3 +1585,110 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
         assert_eq!((p.error_code, p.base_offset), (0, offset));
     }
 }
+
+/// Lines of broker `node`'s log from byte `from` on.
+fn log_since(c: &LocalCluster, node: usize, from: usize) -> String {
+    let path = c.spec.data_dir.join(format!("broker-{node}.log"));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.get(from..).unwrap_or_default().to_string()
+}
+
+/// Brokers the active controller fenced in `text` (log lines).
+fn fenced_in(text: &str) -> BTreeSet<usize> {
+    text.lines()
+        .filter(|l| l.contains("fencing it"))
+        .filter_map(|l| l.rsplit("node=").next()?.trim().parse().ok())
+        .collect()
+}
+
+/// Which broker to freeze in a round.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    Controller,
+    /// A partition leader that is not the active controller.
+    Leader,
+    /// A broker that is neither, or, when every broker leads, one that
+    /// is not the controller and leads as little as another.
+    Follower,
+}
+
+fn pick(c: &LocalCluster, topic: &str, victim: Victim) -> usize {
+    let m = wait_full_isr(c, 1, topic);
+    let controller = m.controller_id.0 as usize;
+    let leaders: Vec<usize> = partitions(&m, topic)
+        .values()
+        .map(|p| p.0 as usize)
+        .collect();
+    let led = |n: usize| leaders.iter().filter(|l| **l == n).count();
+    let others = (1..=3).filter(|n| *n != controller);
+    match victim {
+        Victim::Controller => controller,
+        Victim::Leader => others.max_by_key(|n| led(*n)).expect("two others"),
+        Victim::Follower => others.min_by_key(|n| led(*n)).expect("two others"),
+    }
+}
+
+/// Regression test for a loss of acknowledged acks=all records: a
+/// frozen (SIGSTOP) active controller kept the live brokers' heartbeats
+/// waiting on it for longer than a session, so the controller that took
+/// over fenced every broker, itself included; the frozen broker, thawed,
+/// could then be elected with a log behind what had been acknowledged.
+/// Now heartbeats give up on a silent voter within a third of a session,
+/// a new controller acts only on a current image, a broker frozen past
+/// its lease leads nothing until the controller has answered it, and no
+/// replica cuts records below its high watermark.
+///
+/// Under an acks=all producer, the active controller is frozen for
+/// longer than a session five times, with five timings, then a leader
+/// that is not the controller, then a follower. Only the frozen broker
+/// is ever fenced, and every acknowledged record is read back, in order.
+#[test]
+fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create_guarded(&c, "frozen", 3);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = acks_all_producer(c.bootstrap(), "frozen", 3, &stop);
+
+    // The session is 4 s; each freeze outlasts it.
+    let rounds = [
+        (Victim::Controller, 4_500),
+        (Victim::Controller, 5_300),
+        (Victim::Controller, 6_100),
+        (Victim::Controller, 7_700),
+        (Victim::Controller, 9_500),
+        (Victim::Leader, 6_000),
+        (Victim::Follower, 6_000),
+    ];
+    for (victim, freeze_ms) in rounds {
+        let frozen = pick(&c, "frozen", victim);
+        let marks: Vec<usize> = (1..=3).map(|n| log_since(&c, n, 0).len()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        c.signal(frozen, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(freeze_ms));
+        c.signal(frozen, libc::SIGCONT);
+        wait_full_isr(&c, 1 + frozen % 3, "frozen");
+        let mut fenced = BTreeSet::new();
+        for n in 1..=3 {
+            fenced.extend(fenced_in(&log_since(&c, n, marks[n - 1])));
+        }
+        assert!(
+            fenced.iter().all(|n| *n == frozen),
+            "{victim:?} {frozen} frozen for {freeze_ms} ms, yet brokers {fenced:?} were fenced"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
+    wait_full_isr(&c, 1, "frozen");
+    let seen = consume_all_ordered(&c.bootstrap(), "frozen", 3, &acked);
+    for (part, v) in &acked {
+        assert!(seen[part].contains(v), "acknowledged {v} on {part} is lost");
+    }
+    for index in 0..3 {
+        wait_logs_agree(&c, &[1, 2, 3], "frozen", index);
+    }
+}

@@ -12,16 +12,18 @@
 //! round-robin. Changes are made one at a time, each on the image that
 //! the previous one produced.
 
+use super::monotonic_ms;
 use super::quorum::{ProposeError, Quorum};
 use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{ConfigOp, OpKind, Request, Response};
+use super::sessions::Sessions;
 use crate::config::{check_value, find_topic_key};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
 use crate::shard::controller::check_partition_count;
 use sluice_protocol::{ErrorCode, LeaderEpoch};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -53,8 +55,8 @@ pub struct ControllerConfig {
 pub struct Controller {
     pub quorum: Rc<Quorum>,
     config: ControllerConfig,
-    /// Last heartbeat per broker, kept by the active controller only.
-    heartbeats: RefCell<HashMap<i32, Instant>>,
+    /// Broker sessions, kept while this voter is the active controller.
+    sessions: RefCell<Sessions>,
     /// One change at a time.
     lock: glommio::sync::Semaphore,
 }
@@ -83,9 +85,11 @@ impl Controller {
     pub fn new(quorum: Rc<Quorum>, config: ControllerConfig) -> Controller {
         Controller {
             quorum,
-            config,
-            heartbeats: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(Sessions::new(
+                i64::try_from(config.session_timeout.as_millis()).unwrap_or(i64::MAX),
+            )),
             lock: glommio::sync::Semaphore::new(1),
+            config,
         }
     }
 
@@ -132,13 +136,16 @@ impl Controller {
             };
             return Response::Entries { entries, upto };
         }
-        if !self.quorum.is_leader() {
+        if let Request::Heartbeat { node, incarnation } = req {
+            return self.heartbeat(node, incarnation).await;
+        }
+        if !self.wait_current().await {
             return self.not_controller();
         }
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return error(ErrorCode::UnknownServerError, "controller is stopping");
         };
-        if !self.quorum.is_leader() {
+        if !self.quorum.is_current() {
             return self.not_controller();
         }
         let image = self.quorum.image().clone();
@@ -149,26 +156,12 @@ impl Controller {
                 port,
                 incarnation,
             } => {
-                self.heartbeats.borrow_mut().insert(node, Instant::now());
+                self.sessions.borrow_mut().heartbeat(node, monotonic_ms());
                 let records = register(&image, node, host, port, incarnation, &self.config);
                 if !records.is_empty() {
                     tracing::info!(node, incarnation, "broker registered");
                 }
                 self.commit(records).await
-            }
-            Request::Heartbeat { node, incarnation } => {
-                let Some(b) = image.brokers.get(&node) else {
-                    return error(ErrorCode::StaleBrokerEpoch, "broker is not registered");
-                };
-                if b.incarnation != incarnation {
-                    return error(ErrorCode::StaleBrokerEpoch, "broker registered again since");
-                }
-                self.heartbeats.borrow_mut().insert(node, Instant::now());
-                if !b.fenced {
-                    return Response::Ok { index: 0 };
-                }
-                tracing::info!(node, "broker unfenced");
-                self.commit(broker_up(&image, node, &self.config)).await
             }
             Request::CreateTopic {
                 name,
@@ -348,34 +341,15 @@ impl Controller {
                 partition_epoch,
                 isr,
             } => {
-                let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
-                    return error(ErrorCode::UnknownTopicOrPartition, "no such topic");
-                };
-                let Some(state) = topic.partitions.get(index as usize) else {
-                    return error(ErrorCode::UnknownTopicOrPartition, "no such partition");
-                };
                 let proposal = IsrProposal {
                     leader: NodeId(node),
                     leader_epoch: LeaderEpoch(leader_epoch),
                     partition_epoch,
                     isr: isr.into_iter().map(NodeId).collect(),
                 };
-                use crate::replication::controller::AlterRefusal::*;
-                let live = image.live_brokers();
-                match state.alter(&proposal, &live) {
-                    Ok(next) => {
-                        // The ISR change may complete a reassignment.
-                        let next = next.complete_reassignment(&live).unwrap_or(next);
-                        self.commit(vec![Record::partition(topic.id, index, &next)])
-                            .await
-                    }
-                    Err(FencedLeaderEpoch) => error(ErrorCode::FencedLeaderEpoch, "not the leader"),
-                    Err(StalePartitionEpoch) => {
-                        error(ErrorCode::InvalidUpdateVersion, "stale partition epoch")
-                    }
-                    Err(IneligibleReplica) => {
-                        error(ErrorCode::IneligibleReplica, "replica is not eligible")
-                    }
+                match alter_partition(&image, &topic_id, index, &proposal) {
+                    Ok(records) => self.commit(records).await,
+                    Err((code, message)) => error(code, message),
                 }
             }
             Request::AllocateProducerIds { node, incarnation } => {
@@ -391,8 +365,73 @@ impl Controller {
                 }])
                 .await
             }
-            Request::Fetch { .. } => unreachable!("handled above"),
+            Request::Fetch { .. } | Request::Heartbeat { .. } => {
+                unreachable!("handled above")
+            }
         }
+    }
+
+    /// A broker's heartbeat: noted at once, without waiting for a change
+    /// in progress (a heartbeat stuck behind one must not cost a broker
+    /// its session). The answer names the index of this controller's
+    /// image, which the broker waits to have before renewing its lease.
+    async fn heartbeat(&self, node: i32, incarnation: u64) -> Response {
+        if !self.quorum.is_current() {
+            return self.not_controller();
+        }
+        let fenced = {
+            let image = self.quorum.image();
+            let Some(b) = image.brokers.get(&node) else {
+                return error(ErrorCode::StaleBrokerEpoch, "broker is not registered");
+            };
+            if b.incarnation != incarnation {
+                return error(ErrorCode::StaleBrokerEpoch, "broker registered again since");
+            }
+            self.sessions.borrow_mut().heartbeat(node, monotonic_ms());
+            if !b.fenced {
+                return Response::Ok {
+                    index: image.applied,
+                };
+            }
+            b.fenced
+        };
+        debug_assert!(fenced);
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return error(ErrorCode::UnknownServerError, "controller is stopping");
+        };
+        if !self.quorum.is_current() {
+            return self.not_controller();
+        }
+        let image = self.quorum.image().clone();
+        match image.brokers.get(&node) {
+            Some(b) if b.incarnation == incarnation && b.fenced => {
+                tracing::info!(node, "broker unfenced");
+                self.commit(broker_up(&image, node, &self.config)).await
+            }
+            Some(b) if b.incarnation == incarnation => Response::Ok {
+                index: image.applied,
+            },
+            _ => error(ErrorCode::StaleBrokerEpoch, "broker registered again since"),
+        }
+    }
+
+    /// Waits (a few seconds at most) until this voter leads with an image
+    /// holding every entry committed before its term: a controller that
+    /// decided on an older image could undo what its predecessor
+    /// committed (an ISR shrink, a fence) with a record built on the state
+    /// before it.
+    async fn wait_current(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.quorum.is_leader() && Instant::now() < deadline {
+            if self.quorum.is_current() {
+                return true;
+            }
+            let applied = self.quorum.image().applied;
+            self.quorum
+                .wait_applied_after(applied, Duration::from_millis(100))
+                .await;
+        }
+        false
     }
 
     /// Fences brokers whose heartbeats stopped, while this voter leads.
@@ -401,30 +440,24 @@ impl Controller {
         let mut next_rebalance = self.config.rebalance_interval.map(|i| Instant::now() + i);
         while !stop() {
             glommio::timer::sleep(Duration::from_millis(250)).await;
-            let leader = self.quorum.is_leader();
+            // Sessions run from the moment this controller can act.
+            let leader = self.quorum.is_current();
             if leader && !was_leader {
                 // A new controller gives every broker a full session.
-                self.heartbeats.borrow_mut().clear();
+                self.sessions.borrow_mut().start(monotonic_ms());
+            }
+            if !leader && was_leader {
+                self.sessions.borrow_mut().stop();
             }
             was_leader = leader;
             if !leader {
                 continue;
             }
             let now = Instant::now();
-            let image = self.quorum.image().clone();
-            let expired: Vec<i32> = {
-                let mut beats = self.heartbeats.borrow_mut();
-                image
-                    .brokers
-                    .iter()
-                    .filter(|(_, b)| !b.fenced)
-                    .filter(|(id, _)| {
-                        let last = *beats.entry(**id).or_insert(now);
-                        now.duration_since(last) > self.config.session_timeout
-                    })
-                    .map(|(id, _)| *id)
-                    .collect()
-            };
+            let expired = self
+                .sessions
+                .borrow()
+                .expired(&self.quorum.image(), monotonic_ms());
             for node in expired {
                 let Ok(_permit) = self.lock.acquire_permit(1).await else {
                     return;
@@ -456,6 +489,36 @@ impl Controller {
     }
 }
 
+/// The records of a leader's ISR change, or why it is refused.
+pub(crate) fn alter_partition(
+    image: &ClusterImage,
+    topic_id: &str,
+    index: i32,
+    proposal: &IsrProposal,
+) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
+    use crate::replication::controller::AlterRefusal::*;
+    let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
+        return Err((ErrorCode::UnknownTopicOrPartition, "no such topic"));
+    };
+    let Some(state) = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+    else {
+        return Err((ErrorCode::UnknownTopicOrPartition, "no such partition"));
+    };
+    let live = image.live_brokers();
+    match state.alter(proposal, &live) {
+        Ok(next) => {
+            // The ISR change may complete a reassignment.
+            let next = next.complete_reassignment(&live).unwrap_or(next);
+            Ok(vec![Record::partition(topic.id, index, &next)])
+        }
+        Err(FencedLeaderEpoch) => Err((ErrorCode::FencedLeaderEpoch, "not the leader")),
+        Err(StalePartitionEpoch) => Err((ErrorCode::InvalidUpdateVersion, "stale partition epoch")),
+        Err(IneligibleReplica) => Err((ErrorCode::IneligibleReplica, "replica is not eligible")),
+    }
+}
+
 /// Partition changes for every partition, given a rule.
 fn partition_changes(
     image: &ClusterImage,
@@ -474,7 +537,11 @@ fn partition_changes(
     records
 }
 
-fn broker_down(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<Record> {
+pub(crate) fn broker_down(
+    image: &ClusterImage,
+    node: i32,
+    config: &ControllerConfig,
+) -> Vec<Record> {
     let live: Vec<NodeId> = image
         .live_brokers()
         .into_iter()
@@ -487,7 +554,7 @@ fn broker_down(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Ve
     records
 }
 
-fn broker_up(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<Record> {
+pub(crate) fn broker_up(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<Record> {
     let mut live = image.live_brokers();
     live.push(NodeId(node));
     let mut records = vec![Record::FenceBroker {
@@ -501,7 +568,7 @@ fn broker_up(image: &ClusterImage, node: i32, config: &ControllerConfig) -> Vec<
 }
 
 /// Records for a (re)registration; none if nothing changed.
-fn register(
+pub(crate) fn register(
     image: &ClusterImage,
     node: i32,
     host: String,
@@ -547,7 +614,7 @@ fn register(
 /// partitions it is the first replica of: more than `percentage` of them
 /// led elsewhere (Kafka's `leader.imbalance.per.broker.percentage`).
 /// Only partitions whose preferred replica is live and in sync move.
-fn rebalance(image: &ClusterImage, percentage: u64) -> Vec<Record> {
+pub(crate) fn rebalance(image: &ClusterImage, percentage: u64) -> Vec<Record> {
     let live = image.live_brokers();
     let mut preferred: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     for t in image.topics.values() {

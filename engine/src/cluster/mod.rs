@@ -18,11 +18,24 @@ pub mod node;
 pub mod quorum;
 pub mod raft_store;
 pub mod records;
+pub mod route;
 pub mod rpc;
+pub mod sessions;
+#[cfg(test)]
+mod sim_tests;
 
 use crate::config::{BrokerConfig, ConfigError};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
+
+/// Milliseconds on a monotonic clock since this process first asked: the
+/// clock of broker sessions and leases (a frozen process's clock runs on,
+/// so it sees on waking how long it was away).
+pub fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
 
 /// What the cluster code reads from the broker config.
 #[derive(Clone, Debug)]

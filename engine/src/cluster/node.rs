@@ -11,8 +11,9 @@
 use super::controller::{Controller, ControllerConfig};
 use super::quorum::Quorum;
 use super::records::ClusterImage;
+use super::route::{Outcome, Route};
 use super::rpc::{self, Client, Request, Response};
-use super::ClusterConfig;
+use super::{monotonic_ms, ClusterConfig};
 use crate::metadata::Snapshot;
 use crate::shard::Shard;
 use futures::channel::{mpsc, oneshot};
@@ -34,6 +35,18 @@ pub type ChangeError = (ErrorCode, String);
 /// How long a broker keeps retrying a change while no controller answers.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How soon a heartbeat that went unanswered is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a broker waits for a heartbeat's answer: a third of a
+/// session (3 s of Kafka's 9 s), so that a controller that froze with
+/// connections open costs a broker at most a third of its session before
+/// it asks another voter, never the whole of it. Never below the
+/// heartbeat interval, nor above a change's [`rpc::CALL_TIMEOUT`].
+pub fn heartbeat_timeout(session: Duration, interval: Duration) -> Duration {
+    (session / 3).max(interval).min(rpc::CALL_TIMEOUT)
+}
+
 pub struct ClusterNode {
     pub config: ClusterConfig,
     /// This run of the broker, told apart from earlier ones.
@@ -48,9 +61,8 @@ pub struct ClusterNode {
     /// its logs hold, and reassignments may delete replicas.
     current: Cell<bool>,
     publish_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
-    /// Voter to ask first: the last active controller heard of.
-    leader_hint: Cell<Option<u64>>,
-    next_voter: Cell<usize>,
+    /// Which voter to ask.
+    route: RefCell<Route>,
     /// Open connections to voters, idle between calls (one call at a time
     /// each, so concurrent calls take several).
     idle: RefCell<HashMap<u64, Vec<Client>>>,
@@ -131,6 +143,7 @@ impl ClusterNode {
                 Some(controller)
             }
         };
+        let route = Route::new(config.voters.iter().map(|(id, _)| *id).collect());
         let node = Rc::new(ClusterNode {
             config,
             incarnation,
@@ -139,8 +152,7 @@ impl ClusterNode {
             published: Cell::new(0),
             current: Cell::new(false),
             publish_waiters: RefCell::new(Vec::new()),
-            leader_hint: Cell::new(None),
-            next_voter: Cell::new(0),
+            route: RefCell::new(route),
             idle: RefCell::new(HashMap::new()),
             producer_ids: RefCell::new(0..0),
             producer_ids_lock: glommio::sync::Semaphore::new(1),
@@ -162,6 +174,7 @@ impl ClusterNode {
                 port: shard.broker.config.advertised.1,
                 incarnation: self.incarnation,
             };
+            let sent_ms = monotonic_ms();
             let index = match self.change(register, &shard).await {
                 Ok(index) => index,
                 Err((code, message)) => {
@@ -171,6 +184,7 @@ impl ClusterNode {
                 }
             };
             self.wait_published(index).await;
+            self.renew_lease(&shard, sent_ms);
             if !self.current.replace(true) {
                 for target in 0..shard.count {
                     let _ = shard
@@ -182,18 +196,39 @@ impl ClusterNode {
                 let _ = r.send(());
             }
             // Heartbeat until the controller forgets this incarnation.
+            // After a beat that went unanswered the next goes at once (to
+            // another voter), so that a frozen controller costs one
+            // heartbeat timeout, well within a session.
+            let limit = heartbeat_timeout(self.config.session_timeout, interval);
+            let mut pause = interval;
             while !shard.broker.stopping() {
-                glommio::timer::sleep(interval).await;
+                glommio::timer::sleep(pause).await;
                 let beat = Request::Heartbeat {
                     node: self.config.node_id,
                     incarnation: self.incarnation,
                 };
-                match self.call_once(&beat).await {
+                let sent_ms = monotonic_ms();
+                pause = RETRY_PAUSE;
+                match self.call_once(&beat, limit).await {
                     Some(Response::Error { code, message })
                         if code == ErrorCode::StaleBrokerEpoch.code() =>
                     {
                         tracing::warn!(%message, "controller no longer knows this broker; registering again");
                         break;
+                    }
+                    Some(Response::Ok { index }) => {
+                        // The answer names the controller's metadata: the
+                        // lease is renewed once this broker has it too,
+                        // so a fence it slept through is seen first.
+                        let published = glommio::timer::timeout(limit, async {
+                            self.wait_published(index).await;
+                            Ok(())
+                        })
+                        .await;
+                        if published.is_ok() {
+                            self.renew_lease(&shard, sent_ms);
+                            pause = interval;
+                        }
                     }
                     _ => {}
                 }
@@ -202,12 +237,20 @@ impl ClusterNode {
         drop(follower.cancel());
     }
 
+    /// The controller heard this broker at `sent_ms` or later, and will
+    /// not fence it before a session has passed from then: until then it
+    /// may act as the leader the metadata names.
+    fn renew_lease(&self, shard: &Shard, sent_ms: i64) {
+        let session = i64::try_from(self.config.session_timeout.as_millis()).unwrap_or(i64::MAX);
+        shard.broker.renew_lease(sent_ms.saturating_add(session));
+    }
+
     /// Replays committed metadata into the shards' snapshots.
     async fn follow_log(self: Rc<Self>, shard: Rc<Shard>) {
         while !shard.broker.stopping() {
             let controller = match &self.controller {
                 Some(c) => c.quorum.leader_id(),
-                None => self.leader_hint.get(),
+                None => self.route.borrow().hint(),
             };
             shard.broker.controller_id.store(
                 controller.map_or(-1, |c| c as i32),
@@ -282,7 +325,7 @@ impl ClusterNode {
     pub async fn change(&self, req: Request, shard: &Shard) -> Result<u64, ChangeError> {
         let deadline = Instant::now() + CHANGE_DEADLINE;
         loop {
-            match self.call_once(&req).await {
+            match self.call_once(&req, rpc::CALL_TIMEOUT).await {
                 Some(Response::Ok { index }) => {
                     self.wait_published(index).await;
                     return Ok(index);
@@ -345,52 +388,49 @@ impl ClusterNode {
         if let Some(c) = &self.controller {
             return Some(c.handle(req.clone()).await);
         }
-        self.call_once(req).await
+        self.call_once(req, rpc::CALL_TIMEOUT).await
     }
 
     /// One attempt at a request to the controller this broker believes
     /// active (or the next voter); notes any leader hint. `None` when the
     /// voter could not be reached.
-    async fn call_once(&self, req: &Request) -> Option<Response> {
-        let voters = &self.config.voters;
-        let target = match self.leader_hint.get() {
-            Some(id) => id,
-            None => {
-                let i = self.next_voter.get();
-                self.next_voter.set(i + 1);
-                voters[i % voters.len()].0
-            }
-        };
+    async fn call_once(&self, req: &Request, limit: Duration) -> Option<Response> {
+        let own = self.controller.as_ref().and_then(|c| c.quorum.leader_id());
+        let target = self.route.borrow_mut().target(own);
         let resp = match &self.controller {
-            Some(c) if target == self.config.node_id as u64 => Some(c.handle(req.clone()).await),
-            _ => self.call_voter(target, req).await,
-        };
-        match &resp {
-            Some(Response::NotController { leader }) => {
-                self.leader_hint
-                    .set(leader.map(|l| l as u64).filter(|l| *l != target));
+            Some(c) if target == self.config.node_id as u64 => {
+                glommio::timer::timeout(limit, async { Ok(c.handle(req.clone()).await) })
+                    .await
+                    .ok()
             }
-            None => self.leader_hint.set(None),
-            // Any voter serves the log: only a change names the leader.
-            Some(_) if matches!(req, Request::Fetch { .. }) => {}
-            _ => self.leader_hint.set(Some(target)),
-        }
+            _ => self.call_voter(target, req, limit).await,
+        };
+        let outcome = match &resp {
+            Some(Response::NotController { leader }) => {
+                Outcome::NotController(leader.map(|l| l as u64))
+            }
+            None => Outcome::Unreachable,
+            Some(_) => Outcome::Answered,
+        };
+        // Any voter serves the log: only a change names the leader.
+        let change = !matches!(req, Request::Fetch { .. });
+        self.route.borrow_mut().learn(target, outcome, change);
         resp
     }
 
     /// A request to a remote voter over an idle connection if there is
     /// one. A kept connection the voter has since closed (it restarted)
     /// fails at once, so that failure is retried on a new connection.
-    async fn call_voter(&self, voter: u64, req: &Request) -> Option<Response> {
+    async fn call_voter(&self, voter: u64, req: &Request, limit: Duration) -> Option<Response> {
         let addr = self.config.voter_addr(voter as i32)?;
         let kept = self.idle.borrow_mut().get_mut(&voter).and_then(Vec::pop);
         let reused = kept.is_some();
         let mut client = kept.unwrap_or_else(|| Client::new(addr));
-        let mut result = client.call(req).await;
+        let mut result = client.call(req, limit).await;
         let stale = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::TimedOut);
         if stale && reused {
             client = Client::new(addr);
-            result = client.call(req).await;
+            result = client.call(req, limit).await;
         }
         let resp = result.ok()?;
         let mut idle = self.idle.borrow_mut();

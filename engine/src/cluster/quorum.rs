@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(100);
 const ELECTION_TICKS: usize = 20;
 const HEARTBEAT_TICKS: usize = 3;
+/// The shortest election timeout.
+const ELECTION_TIMEOUT: Duration =
+    Duration::from_millis(TICK.as_millis() as u64 * ELECTION_TICKS as u64);
 
 /// Why a proposal was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +81,12 @@ pub struct Quorum {
     /// Woken whenever entries are applied.
     appliers: RefCell<Vec<oneshot::Sender<()>>>,
     leader: Cell<bool>,
+    /// Index of the first entry of this voter's term as leader: its image
+    /// is current once it has applied that far.
+    term_start: Cell<u64>,
+    /// When the driver last ran: a voter that did not run for an election
+    /// timeout (frozen, starved) cannot vouch that it still leads.
+    driven: Cell<Instant>,
 }
 
 fn slog_discard() -> slog::Logger {
@@ -138,6 +147,8 @@ impl Quorum {
             image: RefCell::new(image),
             appliers: RefCell::new(Vec::new()),
             leader: Cell::new(false),
+            term_start: Cell::new(u64::MAX),
+            driven: Cell::new(Instant::now()),
         });
         // A lone voter need not wait out an election timeout.
         if voters == [id] {
@@ -151,8 +162,20 @@ impl Quorum {
         let _ = self.inbox.unbounded_send(Input::Message(msg));
     }
 
+    /// Whether this voter leads, as far as it can tell: raft-rs says so,
+    /// and its driver has run within an election timeout. A leader that
+    /// was frozen longer may have been replaced; it hears of the new term
+    /// only when it processes what waited, and steps down at its next
+    /// turn (see [`Quorum::run`]).
     pub fn is_leader(&self) -> bool {
-        self.leader.get()
+        self.leader.get() && self.driven.get().elapsed() < ELECTION_TIMEOUT
+    }
+
+    /// Whether this voter leads with an image that holds everything
+    /// committed before its term (raft-rs commits the term's first entry
+    /// only after all earlier ones): only then may it decide anything.
+    pub fn is_current(&self) -> bool {
+        self.is_leader() && self.image.borrow().applied >= self.term_start.get()
     }
 
     /// The leader this voter knows of, if any.
@@ -234,6 +257,22 @@ impl Quorum {
         let mut next_tick = Instant::now() + TICK;
         self.on_ready();
         while !stop() {
+            let away = self.driven.replace(Instant::now()).elapsed();
+            if away >= ELECTION_TIMEOUT && self.leader.get() {
+                // Frozen past an election timeout: another voter may lead
+                // in a newer term. Step down rather than act on an old
+                // view; pre-vote elects this voter again if nobody else.
+                tracing::warn!(
+                    node = self.id,
+                    away_ms = away.as_millis() as u64,
+                    "controller was not running for an election timeout; stepping down"
+                );
+                let term = self.raw.borrow().raft.term;
+                self.raw
+                    .borrow_mut()
+                    .raft
+                    .become_follower(term, raft::INVALID_ID);
+            }
             let wait = next_tick.saturating_duration_since(Instant::now());
             let input = glommio::timer::timeout(wait, async { Ok(inbox.next().await) }).await;
             match input {
@@ -312,6 +351,10 @@ impl Quorum {
             }
         }
         let leader = raw.raft.state == StateRole::Leader;
+        if leader && !self.leader.get() {
+            // The term's first entry, appended when it won the election.
+            self.term_start.set(raw.raft.raft_log.last_index());
+        }
         if leader != self.leader.get() {
             tracing::info!(
                 node = self.id,

@@ -172,8 +172,9 @@ pub struct Client {
     stream: Option<TcpStream>,
 }
 
-/// How long a request may take before the connection is given up.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take before the connection is given up
+/// (heartbeats have a shorter limit: see `node::heartbeat_timeout`).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
@@ -184,13 +185,12 @@ impl Client {
         self.addr
     }
 
-    /// Sends a request and reads its answer.
-    pub async fn call(&mut self, req: &Request) -> std::io::Result<Response> {
+    /// Sends a request and reads its answer, giving up after `limit`.
+    pub async fn call(&mut self, req: &Request, limit: Duration) -> std::io::Result<Response> {
         let body = serde_json::to_vec(req).expect("request serializes");
-        let result =
-            glommio::timer::timeout(CALL_TIMEOUT, async { Ok(self.exchange(&body).await?) })
-                .await
-                .map_err(std::io::Error::from);
+        let result = glommio::timer::timeout(limit, async { Ok(self.exchange(&body).await?) })
+            .await
+            .map_err(std::io::Error::from);
         if result.is_err() {
             self.stream = None;
         }

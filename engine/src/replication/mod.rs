@@ -72,12 +72,16 @@ pub struct ReplicationConfig {
     pub min_insync_replicas: usize,
     /// Most records one Fetch response carries to a follower.
     pub fetch_records_max: u32,
+    /// `unclean.leader.election.enable`: a replica outside the ISR may be
+    /// elected, so a follower may have to cut committed records.
+    pub unclean_leader_election: bool,
 }
 
 impl Default for ReplicationConfig {
     /// Kafka's defaults: 30 s lag, min.insync.replicas 1.
     fn default() -> ReplicationConfig {
         ReplicationConfig {
+            unclean_leader_election: false,
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
             fetch_records_max: 1_000,

@@ -52,6 +52,12 @@ pub enum Event {
     },
     /// Send this ISR change to the controller.
     ProposeIsr(IsrProposal),
+    /// A follower was told to cut its log below its high watermark, which
+    /// only an unclean election may ask for, and kept it.
+    RefusedTruncation {
+        offset: Offset,
+        high_watermark: Offset,
+    },
 }
 
 /// Where a produce's records went.
@@ -423,6 +429,11 @@ impl PartitionReplica {
         self.log = log;
     }
 
+    /// Replaces `unclean.leader.election.enable` (a topic config change).
+    pub fn set_unclean_leader_election(&mut self, unclean: bool) {
+        self.config.unclean_leader_election = unclean;
+    }
+
     /// Replaces `min.insync.replicas` (a topic config change).
     pub fn set_min_insync_replicas(&mut self, n: usize) {
         self.config.min_insync_replicas = n.max(1);
@@ -701,6 +712,17 @@ impl PartitionReplica {
         // Errors: the leader moved on; the next state says where.
         let Ok(answer) = resp.result else { return };
         let (offset, complete) = self.truncation_point(answer);
+        if offset < self.log.high_watermark() && !self.config.unclean_leader_election {
+            // Records below the HW were acknowledged, and a clean leader
+            // has them all: a leader that lacks them was elected against
+            // the rules. Keep them, and ask again (the next state may
+            // name another leader).
+            self.events.push(Event::RefusedTruncation {
+                offset,
+                high_watermark: self.log.high_watermark(),
+            });
+            return;
+        }
         self.log.truncate_to(offset);
         let done = complete || self.log.latest_epoch().is_none();
         if let Role::Follower { phase, .. } = &mut self.role {

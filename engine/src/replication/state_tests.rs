@@ -19,6 +19,7 @@ fn cfg(min_isr: usize) -> ReplicationConfig {
         replica_lag_time_max_ms: 10_000,
         min_insync_replicas: min_isr,
         fetch_records_max: 50,
+        unclean_leader_election: false,
     }
 }
 
@@ -512,6 +513,7 @@ impl Sim {
             replica_lag_time_max_ms: 2_000 + rng.below(3) as i64 * 2_000,
             min_insync_replicas: 1 + rng.below(2) as usize,
             fetch_records_max: 1 + rng.below(20) as u32,
+            unclean_leader_election: false,
         };
         let controller = PartitionState::new(NODES.to_vec());
         let brokers = NODES
@@ -841,6 +843,9 @@ impl Sim {
                 match e {
                     Event::ProposeIsr(p) if alive => self.send(Msg::Propose(p)),
                     Event::ProposeIsr(_) => {}
+                    Event::RefusedTruncation { .. } => {
+                        panic!("replica {i} was asked to cut committed records: {e:?}")
+                    }
                     Event::Produced { ticket, result } => {
                         let batch = self.parked.remove(&ticket).expect("a parked ticket");
                         if let Ok(last) = result {

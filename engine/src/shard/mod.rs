@@ -172,8 +172,12 @@ impl Shard {
     }
 
     /// A partition this shard owns and this broker leads: the one clients
-    /// produce to and fetch from.
+    /// produce to and fetch from. None while the broker's lease with the
+    /// controller has run out (it may have been fenced meanwhile).
     pub fn leader_partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        if !self.broker.leased() {
+            return None;
+        }
         let p = self.partition(topic, index)?;
         let snapshot = self.metadata.borrow();
         let meta = snapshot.topic(topic)?;
@@ -408,6 +412,7 @@ impl Shard {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(30_000),
             min_insync_replicas: topic.config.min_insync_replicas,
+            unclean_leader_election: topic.config.unclean_leader_election,
             ..Default::default()
         }
     }

@@ -57,6 +57,9 @@ impl Partition {
         self.replica
             .borrow_mut()
             .set_min_insync_replicas(config.min_insync_replicas);
+        self.replica
+            .borrow_mut()
+            .set_unclean_leader_election(config.unclean_leader_election);
         self.log
             .borrow_mut()
             .set_config(std::sync::Arc::clone(config));
@@ -283,6 +286,17 @@ impl Partition {
                     }
                 }
                 Event::ProposeIsr(p) => self.proposals.borrow_mut().push(p),
+                Event::RefusedTruncation {
+                    offset,
+                    high_watermark,
+                } => tracing::error!(
+                    topic = %self.topic,
+                    partition = self.index,
+                    truncate_to = offset.0,
+                    high_watermark = high_watermark.0,
+                    "the leader's log lacks records below this replica's high watermark; \
+                     not truncating them (unclean.leader.election.enable is off)"
+                ),
             }
         }
         if moved {
