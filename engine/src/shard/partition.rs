@@ -487,7 +487,10 @@ mod tests {
         futures::executor::block_on(p.append(&first, &first_summary)).unwrap();
         futures::executor::block_on(p.append(&second, &second_summary)).unwrap();
 
-        // Broker 2 leads epoch 1 and never had the second batch.
+        // Broker 2 leads epoch 1 and never had the second batch, which
+        // this replica committed alone: an unclean election, the one case
+        // where a follower cuts below its high watermark.
+        p.replica.borrow_mut().set_unclean_leader_election(true);
         let (me, other) = (NodeId(1), NodeId(2));
         let follow = PartitionState {
             leader: Some(other),
