@@ -1698,6 +1698,14 @@ fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
         for n in 1..=3 {
             fenced.extend(fenced_in(&log_since(&c, n, marks[n - 1])));
         }
+        if !fenced.iter().all(|n| *n == frozen) {
+            for n in 1..=3 {
+                eprintln!(
+                    "--- broker {n} in this round:\n{}",
+                    log_since(&c, n, marks[n - 1])
+                );
+            }
+        }
         assert!(
             fenced.iter().all(|n| *n == frozen),
             "{victim:?} {frozen} frozen for {freeze_ms} ms, yet brokers {fenced:?} were fenced"

@@ -466,8 +466,12 @@ impl Controller {
                 if image.brokers.get(&node).is_none_or(|b| b.fenced) {
                     continue;
                 }
-                tracing::warn!(node, "broker missed its session timeout; fencing it");
-                let _ = self.commit(broker_down(&image, node, &self.config)).await;
+                // Logged once committed: a controller deposed meanwhile
+                // fences nobody.
+                let down = broker_down(&image, node, &self.config);
+                if let Response::Ok { .. } = self.commit(down).await {
+                    tracing::warn!(node, "broker missed its session timeout; fencing it");
+                }
             }
             if let (Some(at), Some(interval)) = (next_rebalance, self.config.rebalance_interval) {
                 if now >= at {

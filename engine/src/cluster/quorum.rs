@@ -272,6 +272,8 @@ impl Quorum {
                     .borrow_mut()
                     .raft
                     .become_follower(term, raft::INVALID_ID);
+                // At once, before any other task asks whether it leads.
+                self.on_ready();
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             let input = glommio::timer::timeout(wait, async { Ok(inbox.next().await) }).await;
