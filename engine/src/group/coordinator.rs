@@ -872,7 +872,7 @@ async fn append_set(
     records: Vec<Record>,
 ) -> Result<i64, ErrorCode> {
     let p = shard
-        .leader_partition(OFFSETS_TOPIC, partition)
+        .serving_partition(OFFSETS_TOPIC, partition)
         .ok_or(ErrorCode::NotCoordinator)?;
     let now = now_ms();
     let mut set = Vec::new();

@@ -171,17 +171,24 @@ impl Shard {
             .cloned()
     }
 
-    /// A partition this shard owns and this broker leads: the one clients
-    /// produce to and fetch from. None while the broker's lease with the
-    /// controller has run out (it may have been fenced meanwhile).
+    /// A partition this shard owns and the metadata says this broker
+    /// leads.
     pub fn leader_partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
-        if !self.broker.leased() {
-            return None;
-        }
         let p = self.partition(topic, index)?;
         let snapshot = self.metadata.borrow();
         let meta = snapshot.topic(topic)?;
         (meta.id == p.topic_id && snapshot.leads(meta, index)).then_some(p)
+    }
+
+    /// A partition this broker leads and may serve as leader now: the one
+    /// clients and followers produce to and fetch from. None while the
+    /// broker's lease with the controller has run out, since it may have
+    /// been fenced meanwhile (see `BrokerShared::leased`).
+    pub fn serving_partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        if !self.broker.leased() {
+            return None;
+        }
+        self.leader_partition(topic, index)
     }
 
     /// Why an owned partition is offline, if it is.

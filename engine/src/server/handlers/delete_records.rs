@@ -37,7 +37,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     Some(owner) => shard
                         .invoke_on(owner, move |s| async move {
                             let part = s
-                                .leader_partition(&topic, index)
+                                .serving_partition(&topic, index)
                                 .ok_or(ErrorCode::NotLeaderOrFollower)?;
                             let start = part.delete_records(offset)?;
                             // The new log start is on disk before the

@@ -270,7 +270,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
 }
 
 fn read_one(shard: &Shard, w: &Want) -> Got {
-    let Some(p) = shard.leader_partition(&w.topic, w.partition) else {
+    let Some(p) = shard.serving_partition(&w.topic, w.partition) else {
         let code = match shard.offline_reason(&w.topic, w.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,
@@ -320,7 +320,7 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
         shard.invoke_on(owner, move |s| async move {
             list.into_iter()
                 .filter_map(|(_, w)| {
-                    s.leader_partition(&w.topic, w.partition)
+                    s.serving_partition(&w.topic, w.partition)
                         .map(|p| p.watch(w.offset, w.replica.is_some()))
                 })
                 .collect::<Vec<oneshot::Receiver<()>>>()

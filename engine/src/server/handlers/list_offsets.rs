@@ -30,7 +30,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let (topic, index, ts) = (name.clone(), p.partition_index, p.timestamp);
             let answer = shard
                 .invoke_on(owner, move |s| async move {
-                    match s.leader_partition(&topic, index) {
+                    match s.serving_partition(&topic, index) {
                         Some(part) => part.list_offset(ts).map_err(|e| error_code(&e)),
                         None => Err(ErrorCode::NotLeaderOrFollower),
                     }

@@ -136,7 +136,7 @@ async fn ask_owner(
 /// One partition's answer, on its owner shard.
 fn answer_one(shard: &Rc<Shard>, q: &Query) -> EpochEndOffset {
     let answer = EpochEndOffset::default().with_partition(q.partition);
-    let Some(partition) = shard.leader_partition(&q.topic, q.partition) else {
+    let Some(partition) = shard.serving_partition(&q.topic, q.partition) else {
         let code = match shard.offline_reason(&q.topic, q.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,

@@ -212,7 +212,7 @@ async fn append_on(
 }
 
 async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
-    let Some(partition): Option<Rc<Partition>> = shard.leader_partition(&a.topic, a.partition)
+    let Some(partition): Option<Rc<Partition>> = shard.serving_partition(&a.topic, a.partition)
     else {
         let code = match shard.offline_reason(&a.topic, a.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
