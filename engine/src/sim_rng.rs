@@ -24,3 +24,12 @@ impl Rng {
         self.below(n) == 0
     }
 }
+
+/// A number from the environment variable `name` (a seed count, a first
+/// seed), else `default`: how the seeded simulations are run longer.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -379,7 +379,7 @@ impl Controller {
         if !self.quorum.is_current() {
             return self.not_controller();
         }
-        let fenced = {
+        {
             let image = self.quorum.image();
             let Some(b) = image.brokers.get(&node) else {
                 return error(ErrorCode::StaleBrokerEpoch, "broker is not registered");
@@ -393,9 +393,8 @@ impl Controller {
                     index: image.applied,
                 };
             }
-            b.fenced
-        };
-        debug_assert!(fenced);
+        }
+        // Fenced: unfencing is a change, one at a time.
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return error(ErrorCode::UnknownServerError, "controller is stopping");
         };
@@ -871,15 +870,7 @@ mod tests {
     fn cluster(brokers: &[i32]) -> (ClusterImage, uuid::Uuid) {
         let mut image = ClusterImage::default();
         let id = uuid::Uuid::new_v4();
-        let mut records: Vec<Record> = brokers
-            .iter()
-            .map(|&node| Record::RegisterBroker {
-                node,
-                host: "h".into(),
-                port: 9000 + node as u16,
-                incarnation: 1,
-            })
-            .collect();
+        let mut records = crate::cluster::records::registrations(brokers);
         records.push(Record::Topic {
             name: "t".into(),
             id: id.to_string(),
@@ -907,19 +898,19 @@ mod tests {
         // Broker 2 restarts: it loses the lead to 3 and comes back as a
         // follower outside the ISR.
         let epoch = image.topics["t"].partitions[0].leader_epoch;
-        let again = register(&image, 2, "h".into(), 9002, 2, &config());
+        let again = register(&image, 2, "127.0.0.1".into(), 9002, 2, &config());
         image.apply(4, &again);
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, Some(NodeId(3)));
         assert!(p.leader_epoch.0 > epoch.0);
         assert_eq!(image.brokers[&2].incarnation, 2);
-        assert!(register(&image, 2, "h".into(), 9002, 2, &config()).is_empty());
+        assert!(register(&image, 2, "127.0.0.1".into(), 9002, 2, &config()).is_empty());
     }
 
     #[test]
     fn a_lone_replica_restarting_leads_again_on_a_new_epoch() {
         let (mut image, _) = cluster(&[1]);
-        let again = register(&image, 1, "h".into(), 9001, 2, &config());
+        let again = register(&image, 1, "127.0.0.1".into(), 9001, 2, &config());
         image.apply(2, &again);
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, Some(NodeId(1)));

@@ -308,6 +308,21 @@ impl ClusterImage {
     }
 }
 
+/// For tests: the registrations of `nodes` (first incarnation, port
+/// 9000 + id), as the controller commits them.
+#[cfg(test)]
+pub fn registrations(nodes: &[i32]) -> Vec<Record> {
+    nodes
+        .iter()
+        .map(|&node| Record::RegisterBroker {
+            node,
+            host: "127.0.0.1".into(),
+            port: 9000 + node as u16,
+            incarnation: 1,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

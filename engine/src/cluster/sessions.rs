@@ -74,7 +74,7 @@ impl Sessions {
             .iter()
             .filter(|(_, b)| !b.fenced)
             .filter(|(id, _)| {
-                let last = self.last_ms.get(id).copied().unwrap_or(since).max(since);
+                let last = self.last_ms.get(id).copied().unwrap_or(since);
                 now_ms - last > self.timeout_ms
             })
             .map(|(id, _)| *id)
@@ -85,20 +85,11 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::records::Record;
+    use crate::cluster::records::registrations;
 
     fn image(nodes: &[i32]) -> ClusterImage {
         let mut image = ClusterImage::default();
-        let records: Vec<Record> = nodes
-            .iter()
-            .map(|&node| Record::RegisterBroker {
-                node,
-                host: "h".into(),
-                port: 1,
-                incarnation: 1,
-            })
-            .collect();
-        image.apply(1, &records);
+        image.apply(1, &registrations(nodes));
         image
     }
 

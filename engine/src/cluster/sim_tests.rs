@@ -22,14 +22,16 @@
 //!
 //! After every step: every record acknowledged to an acks=all producer
 //! is in the log of every replica the controller could elect (its
-//! committed ISR), where it was written. At the end, with every node
+//! committed ISR), where it was written; no broker that ran for a whole
+//! session is fenced; and no fenced broker serves a produce or a fetch as
+//! leader. At the end, with every node
 //! running, each partition has a leader again and every acknowledged
 //! record is still there.
 
 use super::controller::{
     alter_partition, broker_down, broker_up, place, rebalance, ControllerConfig,
 };
-use super::records::{ClusterImage, Record};
+use super::records::{registrations, ClusterImage, Record};
 use super::route::{Outcome, Route};
 use super::sessions::Sessions;
 use crate::replication::controller::{IsrProposal, PartitionState};
@@ -39,7 +41,7 @@ use crate::replication::state::{
     PartitionReplica, Ticket,
 };
 use crate::replication::{NodeId, ReplicationConfig};
-use crate::sim_rng::Rng;
+use crate::sim_rng::{env_or, Rng};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -181,15 +183,7 @@ impl Sim {
             imbalance_percentage: 0,
         };
         let topic = uuid::Uuid::from_u128(u128::from(rng.next()));
-        let mut records: Vec<Record> = NODES
-            .iter()
-            .map(|&node| Record::RegisterBroker {
-                node,
-                host: "127.0.0.1".into(),
-                port: 9000 + node as u16,
-                incarnation: 1,
-            })
-            .collect();
+        let mut records = registrations(&NODES);
         records.push(Record::Topic {
             name: "t".into(),
             id: topic.to_string(),
@@ -613,7 +607,16 @@ impl Sim {
     /// Whether broker `b` may act as a partition leader now.
     fn leased(&mut self, b: i32) -> bool {
         let now = self.now;
-        !lease_enforced() || now < self.node(b).lease_until_ms
+        now < self.node(b).lease_until_ms
+    }
+
+    /// A broker the controller has fenced serves nothing as leader: by
+    /// the time it is fenced its lease has run out.
+    fn check_not_fenced(&self, b: i32, what: &str) {
+        assert!(
+            !self.truth.brokers[&b].fenced,
+            "broker {b}, fenced, serves a {what} as leader"
+        );
     }
 
     /// Proposals and acks from broker `b`'s replicas.
@@ -657,6 +660,7 @@ impl Sim {
         let ticket = self.next_ticket;
         match self.node(b).replicas[p].produce(Acks::All, count, ticket) {
             Ok(a) => {
+                self.check_not_fenced(b, "produce");
                 assert!(a.parked);
                 self.parked
                     .insert((b, ticket), (p, a.epoch, a.base_offset, a.last_offset));
@@ -785,7 +789,11 @@ impl Sim {
             }
             Msg::Fetch(from, p, req) => {
                 let resp = if self.leased(to) {
-                    self.node(to).replicas[p].handle_fetch(req, now)
+                    let resp = self.node(to).replicas[p].handle_fetch(req, now);
+                    if resp.result.is_ok() {
+                        self.check_not_fenced(to, "fetch");
+                    }
+                    resp
                 } else {
                     FetchResponse {
                         leader_epoch: req.leader_epoch,
@@ -1005,25 +1013,10 @@ fn heartbeat_timeout_ms() -> i64 {
     super::node::heartbeat_timeout(session, interval).as_millis() as i64
 }
 
-/// Whether brokers keep to their leader lease.
-fn lease_enforced() -> bool {
-    true
-}
-
-fn sim_seeds() -> u64 {
-    std::env::var("CLUSTER_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300)
-}
-
 #[test]
 fn seeded_cluster_simulation_never_loses_an_acknowledged_record() {
-    let first = std::env::var("CLUSTER_SIM_FIRST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    for seed in first..first + sim_seeds() {
+    let first = env_or("CLUSTER_SIM_FIRST_SEED", 0);
+    for seed in first..first + env_or("CLUSTER_SIM_SEEDS", 300) {
         let run = std::panic::catch_unwind(|| {
             let mut sim = Sim::new(seed);
             for _ in 0..8_000 {

@@ -294,6 +294,44 @@ fn a_new_leader_truncates_the_old_leaders_uncommitted_tail() {
     assert_eq!(n[0].log().epochs(), n[1].log().epochs());
 }
 
+/// A leader elected against the rules (an unclean election, or a bug)
+/// lacks records the old ISR committed. Followers keep them unless
+/// unclean election is allowed; before, they cut them.
+#[test]
+fn a_follower_never_cuts_below_its_high_watermark_unless_unclean_is_allowed() {
+    for unclean in [false, true] {
+        let (state, mut n) = cluster(1);
+        // A and B commit 3 records; C never fetches them.
+        let mut s = state
+            .on_broker_down(C, &[A, B], false)
+            .expect("C leaves the ISR");
+        n[0].apply_state(s.clone(), 0);
+        n[0].produce(Acks::All, 3, 0).expect("appended");
+        round(&mut n, 1, 0, 0);
+        round(&mut n, 1, 0, 0);
+        assert_eq!(n[1].log().high_watermark(), Offset(3));
+        // C is made leader anyway, and B follows it.
+        s.leader = Some(C);
+        s.leader_epoch = LeaderEpoch(s.leader_epoch.0 + 1);
+        s.isr = vec![C];
+        n[1].set_unclean_leader_election(unclean);
+        n[1].apply_state(s.clone(), 1);
+        n[2].apply_state(s, 1);
+        round(&mut n, 1, 2, 1);
+        let refused = n[1]
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::RefusedTruncation { .. }));
+        if unclean {
+            assert_eq!(n[1].log().log_end(), Offset(0), "unclean: B follows C");
+            assert!(!refused);
+        } else {
+            assert_eq!(n[1].log().log_end(), Offset(3), "B keeps what it committed");
+            assert!(refused);
+        }
+    }
+}
+
 #[test]
 fn kip_279_two_rounds_when_the_leader_never_saw_the_followers_epoch() {
     // A wrote epochs 0 and 2 (2 uncommitted); B led epoch 1 and now
@@ -974,16 +1012,9 @@ impl Sim {
     }
 }
 
-fn sim_seeds() -> u64 {
-    std::env::var("REPLICATION_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000)
-}
-
 #[test]
 fn seeded_simulation_never_loses_committed_records_and_converges() {
-    for seed in 0..sim_seeds() {
+    for seed in 0..crate::sim_rng::env_or("REPLICATION_SIM_SEEDS", 2_000) {
         let run = std::panic::catch_unwind(|| {
             let mut sim = Sim::new(seed);
             for _ in 0..400 {
