@@ -20,7 +20,7 @@ fn per_message(c: &mut Criterion) {
         .clone();
     let mut payloads = Payloads::new(&w, 1).unwrap();
     let mut queues: Vec<PartitionQueue> = (0..16).map(|_| PartitionQueue::new()).collect();
-    let mut rec = Recorder::new(0, u64::MAX);
+    let mut rec = Recorder::new(0, 0, u64::MAX);
     let mut scratch = Vec::new();
     let mut t: u64 = 1_000_000;
     let mut g = c.benchmark_group("per_message");

@@ -47,6 +47,10 @@ enum Command {
         /// Do not pin load generators to cores.
         #[arg(long)]
         no_pin: bool,
+        /// Broker processes on this host whose CPU and memory each point
+        /// reports (an external broker; embedded ones are found on their own).
+        #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+        broker_pid: Vec<u32>,
     },
     /// Parse a workload, expand its sweep and print the points; run nothing.
     Validate {
@@ -116,6 +120,7 @@ fn real_main() -> Result<(), String> {
             driver,
             threads,
             no_pin,
+            broker_pid,
         } => {
             let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
             let duration = match duration {
@@ -123,6 +128,12 @@ fn real_main() -> Result<(), String> {
                 Some(d) => return Err(format!("--duration {d}: must be above 0")),
                 None => None,
             };
+            if let Some(pid) = broker_pid
+                .iter()
+                .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            {
+                return Err(format!("--broker-pid {pid}: no such process on this host"));
+            }
             let opts = RunOptions {
                 bootstrap: bootstrap.as_deref().map(resolve).transpose()?,
                 duration,
@@ -131,6 +142,7 @@ fn real_main() -> Result<(), String> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 pin: !no_pin,
                 progress: true,
+                broker_pids: broker_pid,
             };
             let dir = run_workload(&f, &opts)?;
             println!("results: {}", dir.display());

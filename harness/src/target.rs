@@ -11,6 +11,7 @@
 //! the load generator itself. Where no `sluice-bench` executable is known
 //! (the library used from elsewhere) the brokers run in-process.
 
+use crate::measure::cpu::Watched;
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
 use std::io::Read;
@@ -125,6 +126,27 @@ impl Target {
             Target::Remote(_) => Vec::new(),
             Target::Embedded { config, .. } => config.clone(),
         }
+    }
+
+    /// The broker processes on this host to account CPU for, and whether
+    /// the brokers run inside this process instead.
+    pub fn watched(&self) -> (Vec<Watched>, bool) {
+        let Target::Embedded { brokers, .. } = self else {
+            return (Vec::new(), false);
+        };
+        let mut out = Vec::new();
+        let mut in_process = false;
+        for (i, b) in brokers.iter().enumerate() {
+            match b {
+                Node::Process { child, .. } => out.push(Watched {
+                    name: format!("broker {}", i + 1),
+                    pid: child.id(),
+                    broker: true,
+                }),
+                Node::InProcess(_) => in_process = true,
+            }
+        }
+        (out, in_process)
     }
 
     /// Stops the embedded brokers, then removes their data (as dropping does).

@@ -94,7 +94,7 @@ fn one_consumer_fetches_from_every_leader_at_once_in_fetch_sessions() {
     };
     let partitions: Vec<(String, i32)> = (0..PARTITIONS).map(|p| (topic.clone(), p)).collect();
     let mut c = Consumer::new(clock, settings, &partitions, &md, bootstrap).unwrap();
-    let mut rec = Recorder::new(0, u64::MAX);
+    let mut rec = Recorder::new(0, 0, u64::MAX);
     let all = PER_PARTITION * PARTITIONS as u64;
     consume_until(&mut c, &mut rec, all, "the backlog");
     // The first fetches opened a session with every leader.

@@ -30,6 +30,21 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
         assert!(p.end_to_end.count > 500, "{}: {:?}", p.label, p.end_to_end);
         assert_eq!(p.errors, 0, "{}: {:?}", p.label, p.error_samples);
         assert!(p.publish_latency.p50_us < Duration::from_secs(1).as_micros() as u64);
+        // The cost of each process: the harness and the broker's own.
+        let cpu = p.cpu.as_ref().expect("every point accounts CPU");
+        let names: Vec<&str> = cpu.processes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["sluice-bench", "broker 1"], "{cpu:?}");
+        assert!(
+            cpu.processes
+                .iter()
+                .all(|c| c.peak_rss_mib.is_some_and(|m| m > 1.0)),
+            "{cpu:?}"
+        );
+        assert!(
+            cpu.client_cpu_s_per_gb.is_some() && cpu.broker_cpu_s_per_gb.is_some(),
+            "{cpu:?}"
+        );
+        assert_eq!(p.unsent + p.unconsumed, 0, "{}: {p:?}", p.label);
     }
     // Only the group point waits for a rebalance, and says how long it took.
     assert!(run.points[0].consumer_group_settle_s.is_some());
@@ -57,6 +72,15 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
         run.environment.target
     );
     let p = &run.points[0];
+    let brokers = p
+        .cpu
+        .as_ref()
+        .unwrap()
+        .processes
+        .iter()
+        .filter(|c| c.broker)
+        .count();
+    assert_eq!(brokers, 3);
     assert!(p.publish_latency.count > 300, "{:?}", p.publish_latency);
     assert_eq!(p.errors, 0, "{:?}", p.error_samples);
 }

@@ -40,7 +40,7 @@ struct Finished {
 type Held = Arc<Mutex<Option<(i32, Assignment)>>>;
 
 fn consume(mut c: GroupConsumer, held: Held, shared: Arc<Shared>) -> Finished {
-    let mut rec = Recorder::new(0, u64::MAX);
+    let mut rec = Recorder::new(0, 0, u64::MAX);
     let mut errors = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let before = rec.totals.messages;
@@ -86,7 +86,7 @@ fn produce(bootstrap: SocketAddr, topic: &str, md: &admin::ClusterMetadata) {
     let clock = Clock::start();
     let settings = ProducerSettings::default();
     let mut p = Producer::new(clock, settings, &[topic.to_string()], md, bootstrap, 7).unwrap();
-    let mut rec = Recorder::new(0, u64::MAX);
+    let mut rec = Recorder::new(0, 0, u64::MAX);
     for i in 0..MESSAGES {
         let now = clock.now_ns();
         let mut value = clock.unix_us(now).to_be_bytes().to_vec();

@@ -97,7 +97,7 @@ fn run(idempotent: bool) -> Outcome {
     let clock = Clock::start();
     let mut producer =
         Producer::new(clock, settings, &[TOPIC.to_string()], &md, proxy_addr, 7).unwrap();
-    let mut rec = Recorder::new(0, u64::MAX);
+    let mut rec = Recorder::new(0, 0, u64::MAX);
     let deadline = Instant::now() + DEADLINE;
     let mut i = 0;
     while i < RECORDS {

@@ -30,6 +30,8 @@ fn spec(rate: f64, warmup_ms: u64, test_ms: u64) -> LoadSpec {
         threads: 1,
         pin: false,
         seed: 1,
+        watched: Vec::new(),
+        in_process_broker: false,
     }
 }
 

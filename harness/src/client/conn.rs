@@ -30,6 +30,8 @@ pub struct Connection {
     rbuf: BytesMut,
     scratch: Box<[u8]>,
     wbuf: BytesMut,
+    /// Bytes written by `flush_some`, ever.
+    written: u64,
     versions: Versions,
     nonblocking: bool,
     read_timeout: Duration,
@@ -53,6 +55,7 @@ impl Connection {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
             wbuf: BytesMut::new(),
+            written: 0,
             versions: Versions::default(),
             nonblocking: false,
             read_timeout: READ_TIMEOUT_DEFAULT,
@@ -271,7 +274,10 @@ impl Connection {
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
-                Ok(n) => self.wbuf.advance(n),
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.written += n as u64;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -293,6 +299,11 @@ impl Connection {
     /// Bytes queued but not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.wbuf.len()
+    }
+
+    /// Bytes the socket has taken from the write buffer, ever.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Reads whatever has arrived and appends each whole response payload.

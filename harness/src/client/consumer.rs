@@ -339,7 +339,6 @@ impl Consumer {
                 got,
             });
         }
-        let now = self.clock.now_ns();
         match ErrorCode::from_code(resp.error_code) {
             ErrorCode::None => {}
             // The broker let the session go: the next Fetch opens another.
@@ -368,7 +367,7 @@ impl Consumer {
             }
             None => {}
         }
-        self.take_records(&resp, now, rec)
+        self.take_records(&resp, rec)
     }
 
     /// A leader's fetch failed: its connection and session are dropped,
@@ -406,7 +405,6 @@ impl Consumer {
     fn take_records(
         &mut self,
         resp: &FetchResponse,
-        now: u64,
         rec: &mut Recorder,
     ) -> Result<u64, ClientError> {
         let mut n = 0;
@@ -436,12 +434,14 @@ impl Consumer {
                 }
                 let Some(records) = &p.records else { continue };
                 let a = &mut self.assigned[i];
-                let (count, next) = consume_records(records, a.offset, &self.clock, now, rec)
-                    .map_err(|reason| ClientError::CorruptBatch {
-                        topic: a.topic.clone(),
-                        partition: a.partition,
-                        reason,
-                    })?;
+                let clock = self.clock;
+                let (count, next) =
+                    consume_records(records, a.offset, &clock, &mut || clock.now_ns(), rec)
+                        .map_err(|reason| ClientError::CorruptBatch {
+                            topic: a.topic.clone(),
+                            partition: a.partition,
+                            reason,
+                        })?;
                 a.offset = next;
                 n += count;
             }
@@ -528,7 +528,7 @@ pub fn consume_records(
     set: &[u8],
     from: i64,
     clock: &Clock,
-    now_ns: u64,
+    now: &mut dyn FnMut() -> u64,
     rec: &mut Recorder,
 ) -> Result<(u64, i64), String> {
     let mut pos = 0;
@@ -562,6 +562,8 @@ pub fn consume_records(
         };
         let records =
             decode_records(&section, h.records_count as usize).map_err(|e| e.to_string())?;
+        // Consumed once decoded: what an application sees.
+        let now_ns = now();
         for r in &records {
             let offset = h.base_offset.0 + i64::from(r.offset_delta);
             if offset < from {
@@ -570,7 +572,10 @@ pub fn consume_records(
             let value = r.value.unwrap_or_default();
             let start_ns = match value.get(..8) {
                 Some(b) => clock.ns_of_unix_us(i64::from_be_bytes(b.try_into().expect("8 bytes"))),
-                None => clock.ns_of_unix_us((h.base_timestamp + r.timestamp_delta) * 1_000),
+                None => {
+                    rec.totals.timestamp_starts += 1;
+                    clock.ns_of_unix_us((h.base_timestamp + r.timestamp_delta) * 1_000)
+                }
             };
             rec.on_done(now_ns, start_ns, value.len() as u64);
             count += 1;
@@ -646,14 +651,14 @@ mod tests {
         let mut set = q.ready.pop_front().unwrap().wire.to_vec();
         let first_len = set.len();
         set.extend_from_slice(&set.clone()[..20]); // a partial second batch
-        let mut rec = Recorder::new(0, u64::MAX);
-        let (n, next) = consume_records(&set, 1, &clock, 3_000_000, &mut rec).unwrap();
+        let mut rec = Recorder::new(0, 0, u64::MAX);
+        let (n, next) = consume_records(&set, 1, &clock, &mut || 3_000_000, &mut rec).unwrap();
         assert_eq!((n, next), (3, 4));
         // Sent at 1 ms, consumed at 3 ms: 2 ms end to end.
         let p50 = rec.totals.latency.value_at_quantile(0.5);
         assert!((1_990..=2_010).contains(&p50), "{p50}");
         assert!(
-            consume_records(&set[..first_len], 4, &clock, 0, &mut rec)
+            consume_records(&set[..first_len], 4, &clock, &mut || 0, &mut rec)
                 .unwrap()
                 .0
                 == 0

@@ -50,17 +50,23 @@ struct Topic {
     queues: Vec<PartitionQueue>,
 }
 
+/// The batches of one request: (topic, partition, batch).
+type RequestBatches = Vec<(usize, i32, ClosedBatch)>;
+
 struct InFlight {
     correlation: i32,
     version: i16,
     sent_ns: u64,
-    batches: Vec<(usize, i32, ClosedBatch)>,
+    batches: RequestBatches,
 }
 
 struct Broker {
     conn: Connection,
     produce_version: i16,
     in_flight: VecDeque<InFlight>,
+    /// acks=0 requests not yet wholly written to the socket: the byte
+    /// count (`Connection::written`) that completes each, and its batches.
+    unwritten: VecDeque<(u64, RequestBatches)>,
     /// Rotates the partition a drain starts at, for fairness.
     drain_start: usize,
 }
@@ -237,7 +243,7 @@ impl Producer {
             Ok(added) => self.buffered = self.buffered - open + added,
             Err(e) => {
                 self.buffered -= open;
-                rec.on_error(starts_first.unwrap_or(0), count);
+                rec.on_error(starts_first.unwrap_or(0), count, "encoding a batch");
                 self.client_errors.push(e.to_string());
             }
         }
@@ -252,6 +258,30 @@ impl Producer {
                     self.close(t, p as u32, rec);
                 }
             }
+        }
+    }
+
+    /// Gives up on every message not yet acknowledged, each counted as an
+    /// error with `cause`: the end of a run's flush. The connections close,
+    /// so no late answer can count a message twice.
+    pub fn abandon(&mut self, cause: &str, rec: &mut Recorder) {
+        self.close_all(rec);
+        let mut left = Vec::new();
+        for t in &mut self.topics {
+            for q in &mut t.queues {
+                left.extend(q.ready.drain(..));
+            }
+        }
+        for (_, broker) in std::mem::take(&mut self.brokers) {
+            for f in broker.in_flight {
+                left.extend(f.batches.into_iter().map(|(_, _, b)| b));
+            }
+            for (_, batches) in broker.unwritten {
+                left.extend(batches.into_iter().map(|(_, _, b)| b));
+            }
+        }
+        for b in &left {
+            self.fail(b, cause, rec);
         }
     }
 
@@ -338,9 +368,9 @@ impl Producer {
 
     /// Fails a batch for good. An idempotent producer's later batches in
     /// that partition would meet a sequence gap: it needs a new producer id.
-    fn fail(&mut self, b: &ClosedBatch, rec: &mut Recorder) {
+    fn fail(&mut self, b: &ClosedBatch, cause: &str, rec: &mut Recorder) {
         self.buffered -= b.footprint();
-        rec.on_error(b.starts[0], b.starts.len() as u64);
+        rec.on_error(b.starts[0], b.starts.len() as u64, cause);
         if b.base_sequence >= 0 {
             self.needs_producer_id = true;
         }
@@ -363,7 +393,7 @@ impl Producer {
             }
         }
         for b in &expired {
-            self.fail(b, rec);
+            self.fail(b, "delivery.timeout.ms passed before sending", rec);
         }
         let request_ns = self.s.request_timeout_ms * 1_000_000;
         let timed_out: Vec<i32> = self
@@ -391,9 +421,10 @@ impl Producer {
         self.needs_metadata = true;
         if let Some(b) = self.brokers.remove(&id) {
             let now = self.clock.now_ns();
-            for f in b.in_flight {
-                for (t, p, batch) in f.batches {
-                    self.retry_or_fail(t, p, batch, now, rec);
+            let unwritten = b.unwritten.into_iter().map(|(_, batches)| batches);
+            for batches in b.in_flight.into_iter().map(|f| f.batches).chain(unwritten) {
+                for (t, p, batch) in batches {
+                    self.retry_or_fail(t, p, batch, now, &cause_of(e), rec);
                 }
             }
         }
@@ -405,12 +436,13 @@ impl Producer {
         p: i32,
         mut batch: ClosedBatch,
         now: u64,
+        cause: &str,
         rec: &mut Recorder,
     ) {
         batch.attempts += 1;
         let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
         if batch.attempts > self.s.retries || now > batch.created_ns + delivery_ns {
-            self.fail(&batch, rec);
+            self.fail(&batch, cause, rec);
             return;
         }
         batch.retry_at_ns = now + self.s.retry_backoff_ms * 1_000_000;
@@ -428,6 +460,7 @@ impl Producer {
                     conn,
                     produce_version,
                     in_flight: VecDeque::new(),
+                    unwritten: VecDeque::new(),
                     drain_start: 0,
                 },
             );
@@ -531,12 +564,12 @@ impl Producer {
         let version = broker.produce_version;
         let correlation = broker.conn.queue(ApiKey::Produce, version, &req)?;
         if acks == Acks::None {
-            // No response comes for acks=0: a batch is done once it is
-            // handed to the socket.
+            // No response comes for acks=0: a batch is done once its whole
+            // request has been written to the socket.
+            let end = broker.conn.written() + broker.conn.queued_bytes() as u64;
+            broker.unwritten.push_back((end, batches));
             broker.conn.flush_some()?;
-            for (_, _, b) in batches {
-                self.complete(&b, now, rec);
-            }
+            self.complete_written(id, rec);
             return Ok(());
         }
         broker.in_flight.push_back(InFlight {
@@ -556,6 +589,27 @@ impl Producer {
         }
     }
 
+    /// Completes the acks=0 requests to `id` the socket has wholly taken.
+    fn complete_written(&mut self, id: i32, rec: &mut Recorder) {
+        let now = self.clock.now_ns();
+        let Some(broker) = self.brokers.get_mut(&id) else {
+            return;
+        };
+        let written = broker.conn.written();
+        let mut done = Vec::new();
+        while broker
+            .unwritten
+            .front()
+            .is_some_and(|(end, _)| *end <= written)
+        {
+            let (_, batches) = broker.unwritten.pop_front().expect("front exists");
+            done.extend(batches);
+        }
+        for (_, _, b) in done {
+            self.complete(&b, now, rec);
+        }
+    }
+
     fn read_responses(&mut self, id: i32, rec: &mut Recorder) -> Result<(), ClientError> {
         let mut payloads = std::mem::take(&mut self.responses);
         payloads.clear();
@@ -564,6 +618,8 @@ impl Producer {
             .get_mut(&id)
             .expect("caller iterates existing brokers");
         broker.conn.flush_some()?;
+        self.complete_written(id, rec);
+        let broker = self.brokers.get_mut(&id).expect("still present");
         if broker.in_flight.is_empty() {
             self.responses = payloads;
             return Ok(());
@@ -622,14 +678,14 @@ impl Producer {
                     self.complete(&b, now, rec);
                 }
                 ErrorCode::OutOfOrderSequenceNumber if q.behind_a_gap(&b) => {
-                    self.retry_or_fail(t, p, b, now, rec);
+                    self.retry_or_fail(t, p, b, now, &cause_of_code(code), rec);
                 }
                 // The broker no longer knows this producer (or its epoch).
                 ErrorCode::UnknownProducerId | ErrorCode::InvalidProducerEpoch
                     if b.base_sequence >= 0 =>
                 {
                     self.needs_producer_id = true;
-                    self.retry_or_fail(t, p, b, now, rec);
+                    self.retry_or_fail(t, p, b, now, &cause_of_code(code), rec);
                 }
                 c if c.is_retriable() => {
                     if matches!(
@@ -640,7 +696,7 @@ impl Producer {
                     ) {
                         self.needs_metadata = true;
                     }
-                    self.retry_or_fail(t, p, b, now, rec);
+                    self.retry_or_fail(t, p, b, now, &cause_of_code(c), rec);
                 }
                 c => {
                     self.client_errors.push(format!(
@@ -648,7 +704,7 @@ impl Producer {
                         self.topics[t].name,
                         c.code()
                     ));
-                    self.fail(&b, rec);
+                    self.fail(&b, &cause_of_code(c), rec);
                 }
             }
         }
@@ -723,5 +779,24 @@ pub fn wait(clock: &Clock, fds: &mut [libc::pollfd], until_ns: u64) {
             &ts,
             std::ptr::null(),
         );
+    }
+}
+
+/// A failed message's cause as reports group it: the broker's error code.
+fn cause_of_code(c: ErrorCode) -> String {
+    format!("broker error {c:?} ({})", c.code())
+}
+
+/// A failed request's cause, without the addresses that would split one
+/// cause into many.
+fn cause_of(e: &ClientError) -> String {
+    match e {
+        ClientError::Timeout { what, .. } => format!("no answer in time ({what})"),
+        ClientError::Closed { .. } => "connection closed by the broker".into(),
+        ClientError::Io { op, .. } => format!("connection error {op} the broker"),
+        other => {
+            let text = other.to_string();
+            text.split(':').next().unwrap_or("client error").to_string()
+        }
     }
 }

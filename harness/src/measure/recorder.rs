@@ -3,14 +3,15 @@
 //! thread closes its interval (counts plus a compact histogram) into a local
 //! list, and the whole recorder is handed back when the thread ends.
 
-use super::hist::{encode, new_hist, record_us, Hist};
+use super::hist::{encode, new_hist, record_us, Hist, HIGHEST_US};
+use std::collections::BTreeMap;
 
 pub const INTERVAL_NS: u64 = 1_000_000_000;
 
 /// One closed second of one thread.
 #[derive(Clone, Debug, Default)]
 pub struct IntervalSample {
-    /// Seconds since the run's origin at the interval's start.
+    /// Seconds since the load's start at the interval's start.
     pub index: u64,
     pub messages: u64,
     pub bytes: u64,
@@ -19,14 +20,31 @@ pub struct IntervalSample {
     pub latency: Vec<u8>,
     /// Same for publish delay (producers only; empty otherwise).
     pub delay: Vec<u8>,
+    /// The most a generator was behind its schedule in this second, µs,
+    /// whether or not it could send (producers only).
+    pub lag_max_us: u64,
 }
 
 /// Totals after warm-up.
 #[derive(Clone, Debug)]
 pub struct Totals {
+    /// Messages that started in the measured window and completed.
     pub messages: u64,
     pub bytes: u64,
+    /// Messages that started in the measured window and failed.
     pub errors: u64,
+    /// Failed messages per cause, the window's and the rest alike.
+    pub errors_by_cause: BTreeMap<String, u64>,
+    /// Messages that completed inside the measured window, whenever they
+    /// started: the achieved rate's numerator.
+    pub done_in_window: u64,
+    pub done_bytes_in_window: u64,
+    /// Messages of the window's schedule never sent (producers) or never
+    /// consumed (consumers); each is in `latency` as a lower bound.
+    pub missing: u64,
+    /// Consumed messages whose end-to-end latency started at the record's
+    /// timestamp (values under 8 bytes carry no send time).
+    pub timestamp_starts: u64,
     /// Publish latency (intended send → ack) or end-to-end latency (create
     /// timestamp → consumed), µs.
     pub latency: Hist,
@@ -47,6 +65,11 @@ impl Totals {
             messages: 0,
             bytes: 0,
             errors: 0,
+            errors_by_cause: BTreeMap::new(),
+            done_in_window: 0,
+            done_bytes_in_window: 0,
+            missing: 0,
+            timestamp_starts: 0,
             latency: new_hist(),
             delay: new_hist(),
         }
@@ -56,6 +79,13 @@ impl Totals {
         self.messages += o.messages;
         self.bytes += o.bytes;
         self.errors += o.errors;
+        for (cause, n) in &o.errors_by_cause {
+            *self.errors_by_cause.entry(cause.clone()).or_default() += n;
+        }
+        self.done_in_window += o.done_in_window;
+        self.done_bytes_in_window += o.done_bytes_in_window;
+        self.missing += o.missing;
+        self.timestamp_starts += o.timestamp_starts;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&o.latency);
         let _ = self.delay.add(&o.delay);
@@ -65,6 +95,8 @@ impl Totals {
 /// A thread's recorder.
 #[derive(Debug)]
 pub struct Recorder {
+    /// The load's start: interval `i` covers [origin + i s, origin + i+1 s).
+    origin_ns: u64,
     /// Samples whose start time (intended send, create timestamp) is before
     /// this are warm-up and left out of `totals`.
     warmup_end_ns: u64,
@@ -72,25 +104,24 @@ pub struct Recorder {
     measure_end_ns: u64,
     pub totals: Totals,
     interval: Totals,
+    interval_lag_max_us: u64,
     interval_index: u64,
     pub intervals: Vec<IntervalSample>,
 }
 
 impl Recorder {
-    pub fn new(warmup_end_ns: u64, measure_end_ns: u64) -> Recorder {
+    /// A recorder whose intervals start at `origin_ns`, the load's start.
+    pub fn new(origin_ns: u64, warmup_end_ns: u64, measure_end_ns: u64) -> Recorder {
         Recorder {
+            origin_ns,
             warmup_end_ns,
             measure_end_ns,
             totals: Totals::new(),
             interval: Totals::new(),
+            interval_lag_max_us: 0,
             interval_index: 0,
             intervals: Vec::new(),
         }
-    }
-
-    pub fn set_window(&mut self, warmup_end_ns: u64, measure_end_ns: u64) {
-        self.warmup_end_ns = warmup_end_ns;
-        self.measure_end_ns = measure_end_ns;
     }
 
     #[inline]
@@ -98,34 +129,57 @@ impl Recorder {
         start_ns >= self.warmup_end_ns && start_ns < self.measure_end_ns
     }
 
+    fn close_interval(&mut self) {
+        let i = &mut self.interval;
+        self.intervals.push(IntervalSample {
+            index: self.interval_index,
+            messages: i.messages,
+            bytes: i.bytes,
+            errors: i.errors,
+            latency: if i.latency.is_empty() {
+                Vec::new()
+            } else {
+                encode(&i.latency)
+            },
+            delay: if i.delay.is_empty() {
+                Vec::new()
+            } else {
+                encode(&i.delay)
+            },
+            lag_max_us: self.interval_lag_max_us,
+        });
+        self.interval_lag_max_us = 0;
+        i.messages = 0;
+        i.bytes = 0;
+        i.errors = 0;
+        i.latency.reset();
+        i.delay.reset();
+        self.interval_index += 1;
+    }
+
     /// Closes intervals up to `now_ns`. Call at least once a second.
     pub fn tick(&mut self, now_ns: u64) {
-        let index = now_ns / INTERVAL_NS;
+        let index = now_ns.saturating_sub(self.origin_ns) / INTERVAL_NS;
         while self.interval_index < index {
-            let i = &mut self.interval;
-            self.intervals.push(IntervalSample {
-                index: self.interval_index,
-                messages: i.messages,
-                bytes: i.bytes,
-                errors: i.errors,
-                latency: if i.latency.is_empty() {
-                    Vec::new()
-                } else {
-                    encode(&i.latency)
-                },
-                delay: if i.delay.is_empty() {
-                    Vec::new()
-                } else {
-                    encode(&i.delay)
-                },
-            });
-            i.messages = 0;
-            i.bytes = 0;
-            i.errors = 0;
-            i.latency.reset();
-            i.delay.reset();
-            self.interval_index += 1;
+            self.close_interval();
         }
+    }
+
+    /// The thread is done: closes every interval up to `now_ns` and the
+    /// partial one it falls in, so no sample is left out of the intervals.
+    pub fn finish(&mut self, now_ns: u64) {
+        self.tick(now_ns);
+        let i = &self.interval;
+        if i.messages > 0 || i.errors > 0 || !i.delay.is_empty() || self.interval_lag_max_us > 0 {
+            self.close_interval();
+        }
+    }
+
+    /// The generator is `lag_ns` behind its schedule (the oldest message
+    /// it owes was meant that long ago).
+    #[inline]
+    pub fn on_lag(&mut self, lag_ns: u64) {
+        self.interval_lag_max_us = self.interval_lag_max_us.max(lag_ns / 1_000);
     }
 
     /// A message handed to the client at `now_ns`, meant for `intended_ns`.
@@ -151,14 +205,39 @@ impl Recorder {
             self.totals.bytes += bytes;
             record_us(&mut self.totals.latency, us);
         }
+        if now_ns >= self.warmup_end_ns && now_ns < self.measure_end_ns {
+            self.totals.done_in_window += 1;
+            self.totals.done_bytes_in_window += bytes;
+        }
     }
 
-    /// `n` messages that failed (started at `start_ns`).
-    pub fn on_error(&mut self, start_ns: u64, n: u64) {
+    /// `n` messages that failed (started at `start_ns`), and why.
+    pub fn on_error(&mut self, start_ns: u64, n: u64, cause: &str) {
         self.interval.errors += n;
         if self.measured(start_ns) {
             self.totals.errors += n;
         }
+        match self.totals.errors_by_cause.get_mut(cause) {
+            Some(count) => *count += n,
+            None => {
+                self.totals.errors_by_cause.insert(cause.to_string(), n);
+            }
+        }
+    }
+
+    /// `n` messages of the measured window that never completed: neither
+    /// sent nor failed by the end (a producer's schedule), or never read (a
+    /// consumer's tail). Each counts as missing and enters the latency
+    /// histogram at `lower_bound_ns`, the least it would have taken.
+    pub fn on_missing(&mut self, n: u64, lower_bound_ns: u64) {
+        self.totals.missing += n;
+        let us = (lower_bound_ns / 1_000).clamp(1, HIGHEST_US);
+        let _ = self.totals.latency.record_n(us, n);
+    }
+
+    /// Whether a message started at `start_ns` belongs to the window.
+    pub fn in_window(&self, start_ns: u64) -> bool {
+        self.measured(start_ns)
     }
 }
 
@@ -168,7 +247,7 @@ mod tests {
 
     #[test]
     fn warmup_is_excluded_and_intervals_close() {
-        let mut r = Recorder::new(1_000_000_000, u64::MAX);
+        let mut r = Recorder::new(0, 1_000_000_000, u64::MAX);
         r.on_done(500_000_000, 400_000_000, 10); // warm-up
         r.tick(1_200_000_000);
         r.on_done(1_300_000_000, 1_100_000_000, 10);

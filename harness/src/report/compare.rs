@@ -5,6 +5,7 @@
 //! point there is no spread to judge by and the mark is `?`.
 
 use super::files::RunJson;
+use crate::measure::cpu::CpuUse;
 use crate::run::result::PointResult;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,7 +53,50 @@ const METRICS: &[Metric] = &[
         get: |p| p.errors as f64,
         higher_better: false,
     },
+    Metric {
+        name: "error rate %",
+        get: |p| p.error_rate * 100.0,
+        higher_better: false,
+    },
+    Metric {
+        name: "client CPU s/GB",
+        get: |p| cpu_figure(p, |c| c.client_cpu_s_per_gb),
+        higher_better: false,
+    },
+    Metric {
+        name: "broker CPU s/GB",
+        get: |p| cpu_figure(p, |c| c.broker_cpu_s_per_gb),
+        higher_better: false,
+    },
+    Metric {
+        name: "client CPU s/M msgs",
+        get: |p| cpu_figure(p, |c| c.client_cpu_s_per_million_msgs),
+        higher_better: false,
+    },
+    Metric {
+        name: "broker CPU s/M msgs",
+        get: |p| cpu_figure(p, |c| c.broker_cpu_s_per_million_msgs),
+        higher_better: false,
+    },
+    Metric {
+        name: "broker peak RSS MiB",
+        get: |p| {
+            p.cpu.as_ref().map_or(f64::NAN, |c| {
+                c.processes
+                    .iter()
+                    .filter(|p| p.broker)
+                    .filter_map(|p| p.peak_rss_mib)
+                    .fold(f64::NAN, f64::max)
+            })
+        },
+        higher_better: false,
+    },
 ];
+
+/// A CPU figure of a point; NaN (shown as n/a) when it was not measured.
+fn cpu_figure(p: &PointResult, get: fn(&CpuUse) -> Option<f64>) -> f64 {
+    p.cpu.as_ref().and_then(get).unwrap_or(f64::NAN)
+}
 
 fn group(run: &RunJson) -> BTreeMap<String, Vec<&PointResult>> {
     let mut m: BTreeMap<String, Vec<&PointResult>> = BTreeMap::new();
@@ -117,12 +161,15 @@ pub fn compare(a: &RunJson, b: &RunJson) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<18} {:>14} {:>14} {:>10}",
+            "  {:<20} {:>14} {:>14} {:>10}",
             "metric", "A", "B", "delta"
         );
         for m in METRICS {
             let (am, asp) = stats(pa, m.get);
             let (bm, bsp) = stats(pb, m.get);
+            if am.is_nan() && bm.is_nan() {
+                continue;
+            }
             let pct = if am.abs() > f64::EPSILON {
                 (bm - am) / am * 100.0
             } else {
@@ -142,7 +189,7 @@ pub fn compare(a: &RunJson, b: &RunJson) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<18} {:>14.3} {:>14.3} {:>+9.1}% {mark}{better}",
+                "  {:<20} {:>14.3} {:>14.3} {:>+9.1}% {mark}{better}",
                 m.name, am, bm, pct
             );
         }

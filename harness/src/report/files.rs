@@ -11,6 +11,7 @@
 
 use super::env::Environment;
 use super::hgrm::percentile_distribution;
+use crate::measure::hist::{Hist, HIGHEST_US, SIGNIFICANT_DIGITS};
 use crate::run::result::{PointHists, PointResult};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -100,27 +101,45 @@ pub fn write_point(dir: &Path, p: &PointResult, h: &PointHists) -> std::io::Resu
         dir.join(format!("{stem}.e2e.hgrm")),
         percentile_distribution(&h.e2e),
     )?;
+    std::fs::write(dir.join(format!("{stem}.hlog")), interval_log(p, h)?)
+}
+
+/// The interval log of a point, as HdrHistogram's `HistogramLogProcessor`
+/// reads it: `StartTime` is the load's first intended send, each interval
+/// starts that many seconds after it, and values are in nanoseconds (the
+/// processor's default unit; the harness records µs).
+pub fn interval_log(p: &PointResult, h: &PointHists) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut ser = V2DeflateSerializer::new();
-    {
-        let mut w = IntervalLogWriterBuilder::new()
-            .add_comment(&format!(
-                "sluice-bench point {} `{}`, values in µs",
-                p.index, p.label
-            ))
-            .with_start_time(SystemTime::now())
-            .begin_log_with(&mut buf, &mut ser)?;
-        for (sec, publish, e2e) in &h.intervals {
-            let start = Duration::from_secs(*sec);
-            for (tag, hist) in [("publish", publish), ("e2e", e2e)] {
-                if let Some(hist) = hist {
-                    w.write_histogram(hist, start, Duration::from_secs(1), Tag::new(tag))
-                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                }
+    let start = UNIX_EPOCH + Duration::from_micros(h.start_unix_us.max(0) as u64);
+    let mut w = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "sluice-bench point {} `{}`, values in ns, second 0 at StartTime",
+            p.index, p.label
+        ))
+        .with_start_time(start)
+        .begin_log_with(&mut buf, &mut ser)?;
+    for (sec, publish, e2e) in &h.intervals {
+        let offset = Duration::from_secs(*sec);
+        for (tag, hist) in [("publish", publish), ("e2e", e2e)] {
+            if let Some(hist) = hist {
+                w.write_histogram(&in_ns(hist), offset, Duration::from_secs(1), Tag::new(tag))
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
             }
         }
     }
-    std::fs::write(dir.join(format!("{stem}.hlog")), buf)
+    drop(w);
+    Ok(buf)
+}
+
+/// A µs histogram's values in ns, at the same precision.
+fn in_ns(h: &Hist) -> Hist {
+    let mut out = Hist::new_with_bounds(1_000, HIGHEST_US * 1_000, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid");
+    for v in h.iter_recorded() {
+        let _ = out.record_n(v.value_iterated_to() * 1_000, v.count_at_value());
+    }
+    out
 }
 
 pub fn write_run_json(dir: &Path, run: &RunJson) -> std::io::Result<()> {

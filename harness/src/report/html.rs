@@ -43,7 +43,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
         }
     );
     h.push_str("<h2>Points</h2><table><tr><th>#</th><th>settings</th><th>run</th><th>target msg/s</th><th>publish msg/s</th><th>MB/s</th><th>consume msg/s</th>\
-<th>publish p50 ms</th><th>p99</th><th>p99.9</th><th>max</th><th>e2e p50 ms</th><th>e2e p99</th><th>delay p99 ms</th><th>errors</th></tr>");
+<th>publish p50 ms</th><th>p99</th><th>p99.9</th><th>max</th><th>e2e p50 ms</th><th>e2e p99</th><th>delay p99 ms</th><th>failed</th><th>error rate</th><th>unsent</th><th>unconsumed</th><th>sustained</th></tr>");
     for p in &run.points {
         let target = match (p.target_rate, p.max_rate_found) {
             (_, Some(r)) => format!("max → {r:.0}"),
@@ -51,7 +51,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}%</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             p.index,
             esc(&p.label),
             p.repeat + 1,
@@ -66,11 +66,107 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
             ms(p.end_to_end.p50_us),
             ms(p.end_to_end.p99_us),
             ms(p.publish_delay.p99_us),
-            p.errors
+            p.errors,
+            p.error_rate * 100.0,
+            p.unsent,
+            p.unconsumed,
+            match &p.sustain {
+                None => "n/a",
+                Some(s) if s.sustained => "yes",
+                Some(_) => "<b>no</b>",
+            }
         );
     }
     h.push_str("</table>");
-    h.push_str("<p>Publish latency runs from each message's intended send time to its acknowledgement (open loop, so stalls are not hidden); publish delay is how late the send itself was; end-to-end runs from the create timestamp to consumption. Files: run.json, per point .hgrm and .hlog.</p>");
+    for p in &run.points {
+        let mut notes = Vec::new();
+        if let Some(s) = p.sustain.as_ref().filter(|s| !s.sustained) {
+            notes.push(format!(
+                "<b>not sustained</b>: {}",
+                esc(&s.why_not.join("; "))
+            ));
+        }
+        if !p.errors_by_cause.is_empty() {
+            let causes: Vec<String> = p
+                .errors_by_cause
+                .iter()
+                .map(|(c, n)| format!("{n} {}", esc(c)))
+                .collect();
+            notes.push(format!("failed messages by cause: {}", causes.join("; ")));
+        }
+        if !p.max_rate_search.is_empty() {
+            let probes: Vec<String> = p
+                .max_rate_search
+                .iter()
+                .map(|pr| match pr.rate {
+                    0.0 => format!("unpaced: {:.0} msg/s", pr.achieved),
+                    r if pr.sustained => format!("{r:.0} sustained"),
+                    r => format!("{r:.0} not sustained"),
+                })
+                .collect();
+            notes.push(format!("max-rate search: {}", probes.join(", ")));
+        }
+        if !notes.is_empty() {
+            let _ = write!(
+                h,
+                "<p>Point {} run {}: {}</p>",
+                p.index,
+                p.repeat + 1,
+                notes.join(". ")
+            );
+        }
+    }
+    h.push_str("<h2>Cost</h2><table><tr><th>#</th><th>run</th><th>process</th><th>CPU s warm-up</th><th>CPU s measured (user + sys)</th><th>CPU s drain</th><th>peak RSS MiB</th><th>client CPU s/GB</th><th>broker CPU s/GB</th><th>client CPU s/M msgs</th><th>broker CPU s/M msgs</th></tr>");
+    let fig = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    for p in &run.points {
+        let Some(cpu) = &p.cpu else { continue };
+        for (i, proc_) in cpu.processes.iter().enumerate() {
+            let per_point = if i == 0 {
+                format!(
+                    "<td rowspan={n}>{}</td><td rowspan={n}>{}</td><td rowspan={n}>{}</td><td rowspan={n}>{}</td>",
+                    fig(cpu.client_cpu_s_per_gb),
+                    fig(cpu.broker_cpu_s_per_gb),
+                    fig(cpu.client_cpu_s_per_million_msgs),
+                    fig(cpu.broker_cpu_s_per_million_msgs),
+                    n = cpu.processes.len()
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=l>{}</td><td>{:.2}</td><td>{:.2} + {:.2}</td><td>{:.2}</td><td>{}</td>{per_point}</tr>",
+                p.index,
+                p.repeat + 1,
+                esc(&proc_.name),
+                proc_.warmup.total(),
+                proc_.measure.user_s,
+                proc_.measure.system_s,
+                proc_.drain.total(),
+                proc_.peak_rss_mib.map_or("n/a".to_string(), |m| format!("{m:.0}")),
+            );
+        }
+    }
+    h.push_str("</table><p>CPU seconds from /proc for the harness and each broker process on this host; per GB and per million messages published in the measured window. With the broker inside the harness process, the client is its load-generator and consumer threads and the broker the rest.</p>");
+    let e2e_start = run
+        .points
+        .first()
+        .map_or("the intended send time in the value", |p| {
+            p.end_to_end_start.as_str()
+        });
+    let _ = write!(
+        h,
+        "<p>Publish latency runs from each message's intended send time to its acknowledgement \
+(open loop, so stalls are not hidden); messages of the window never sent enter it at the time \
+from their intended send to the end of the run, a lower bound. Publish delay is how late the \
+send itself was. End-to-end latency runs from {} to the moment the consumer has decoded the \
+record; acknowledged messages never consumed enter it at the drain's length, a lower bound. \
+Rates count acknowledgements and consumption inside the measured window. Latency histograms \
+hold successful messages only: failed ones are counted beside them. A point is sustained when \
+over its window the producers' lag, publish p99 and the consumers' backlog did not grow and \
+nothing went unsent or failed. Files: run.json, per point .hgrm and .hlog (ns).</p>",
+        esc(e2e_start)
+    );
     h.push_str("<h2>Charts</h2>");
     if let Some(n) = chart_note {
         let _ = write!(h, "<p>{}</p>", esc(n));

@@ -20,9 +20,9 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// consumed.
 #[derive(Default)]
 pub struct ConsumerShared {
-    /// (warm-up end, measure end) in clock ns, set once every group has
-    /// settled and the producers' start time is known.
-    pub window: OnceLock<(u64, u64)>,
+    /// (load start, warm-up end, measure end) in clock ns, set once every
+    /// group has settled and the producers' start time is known.
+    pub window: OnceLock<(u64, u64, u64)>,
     pub go: AtomicBool,
     pub stop: AtomicBool,
     pub consumed: AtomicU64,
@@ -117,19 +117,19 @@ impl AnyConsumer {
 
 pub fn run(clock: Clock, mut c: AnyConsumer, shared: Arc<ConsumerShared>) -> ConsumerResult {
     // Until the timeline is set nothing is produced: only membership.
-    let (warmup_end, measure_end) = loop {
+    let (start, warmup_end, measure_end) = loop {
         if let Some(w) = shared.window.get() {
             break *w;
         }
         if shared.stop.load(Ordering::Relaxed) {
-            break (0, u64::MAX);
+            break (0, 0, u64::MAX);
         }
         if let Err(e) = c.keep_membership() {
             c.note(e);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let mut rec = Recorder::new(warmup_end, measure_end);
+    let mut rec = Recorder::new(start, warmup_end, measure_end);
     while !shared.go.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
         if let Err(e) = c.keep_membership() {
             c.note(e);
@@ -147,6 +147,7 @@ pub fn run(clock: Clock, mut c: AnyConsumer, shared: Arc<ConsumerShared>) -> Con
         rec.tick(clock.now_ns());
     }
     c.close();
+    rec.finish(clock.now_ns());
     ConsumerResult {
         recorder: rec,
         errors: std::mem::take(c.errors()),

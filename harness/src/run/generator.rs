@@ -24,6 +24,9 @@ const SEND_BURST: u64 = 4_096;
 /// How long the final flush may take before unacknowledged messages count
 /// as errors.
 const FLUSH_NS: u64 = 10_000_000_000;
+/// How long past the end a generator that fell behind keeps sending the
+/// messages meant for before the end.
+const CATCH_UP_NS: u64 = 5_000_000_000;
 
 pub struct GeneratorPlan {
     pub producers: Vec<(Producer, usize)>,
@@ -47,6 +50,10 @@ pub struct GeneratorResult {
     pub recorder: Recorder,
     pub errors: Vec<String>,
     pub sent: u64,
+    /// Messages whose intended time came before the generator stopped but
+    /// that were never sent (a paced load the client or broker could not
+    /// keep up with).
+    pub unsent: u64,
 }
 
 pub fn run(
@@ -67,11 +74,22 @@ pub fn run(
     let mut fds = Vec::new();
     let n = plan.producers.len();
     let mut wait_until = plan.start_ns;
-    loop {
+    let stopped_ns = loop {
         wait(&clock, &mut fds, wait_until);
         let now = clock.now_ns();
-        if now >= plan.end_ns || shared.stop.load(Ordering::Relaxed) {
-            break;
+        let owed = plan.start_ns + (k as f64 * interval_ns) as u64;
+        // Owed: meant for before the end (`send_due`'s bound) and due.
+        let behind = interval_ns > 0.0 && owed < plan.end_ns && owed <= now;
+        if behind {
+            rec.on_lag(now - owed);
+        }
+        // Past the end, messages meant for before it are still sent, for
+        // up to `CATCH_UP_NS`: a stall just before the end makes them late,
+        // not unsendable. Only what is left after that counts as unsent.
+        if shared.stop.load(Ordering::Relaxed)
+            || (now >= plan.end_ns && (!behind || now >= plan.end_ns + CATCH_UP_NS))
+        {
+            break now;
         }
         let (sent, bytes, blocked) = send_due(&clock, &mut plan, &mut rec, &mut k, interval_ns, n);
         if sent > 0 {
@@ -89,7 +107,9 @@ pub fn run(
             plan.start_ns + (k as f64 * interval_ns) as u64
         };
         let mut until = (now / INTERVAL_NS + 1) * INTERVAL_NS;
-        until = until.min(plan.end_ns);
+        if now < plan.end_ns {
+            until = until.min(plan.end_ns);
+        }
         if !blocked {
             until = until.min(next_send);
         }
@@ -103,16 +123,56 @@ pub fn run(
             p.pollfds(&mut fds);
         }
         wait_until = until;
-    }
+    };
+    let unsent = count_unsent(
+        &plan,
+        &mut rec,
+        k,
+        interval_ns,
+        stopped_ns.min(plan.end_ns),
+        stopped_ns,
+    );
     flush(&clock, &mut plan, &mut rec);
     let mut errors = Vec::new();
     for (p, _) in &mut plan.producers {
         errors.append(&mut p.client_errors);
     }
+    rec.finish(clock.now_ns());
     GeneratorResult {
         recorder: rec,
         errors,
         sent: k,
+        unsent,
+    }
+}
+
+/// Messages `k`.. of a paced schedule whose intended time came before
+/// `due_before` were never sent by `stopped_ns`. Those of the measured
+/// window enter its latency as lower bounds (stop − intended): the slowest
+/// messages of a run that fell behind must not vanish from its percentiles.
+fn count_unsent(
+    plan: &GeneratorPlan,
+    rec: &mut Recorder,
+    k: u64,
+    interval_ns: f64,
+    due_before: u64,
+    stopped_ns: u64,
+) -> u64 {
+    if interval_ns == 0.0 {
+        return 0;
+    }
+    let mut unsent = 0;
+    let mut j = k;
+    loop {
+        let intended = plan.start_ns + (j as f64 * interval_ns) as u64;
+        if intended >= due_before {
+            return unsent;
+        }
+        if rec.in_window(intended) {
+            rec.on_missing(1, stopped_ns - intended);
+        }
+        unsent += 1;
+        j += 1;
     }
 }
 
@@ -138,7 +198,7 @@ fn send_due(
             at
         } else {
             let t = plan.start_ns + (*k as f64 * interval_ns) as u64;
-            if t > now {
+            if t > now || t >= plan.end_ns {
                 break;
             }
             t
@@ -172,7 +232,13 @@ fn flush(clock: &Clock, plan: &mut GeneratorPlan, rec: &mut Recorder) {
         }
         let now = clock.now_ns();
         rec.tick(now);
-        if plan.producers.iter().all(|(p, _)| !p.pending()) || now > deadline {
+        if plan.producers.iter().all(|(p, _)| !p.pending()) {
+            break;
+        }
+        if now > deadline {
+            for (p, _) in &mut plan.producers {
+                p.abandon("unacknowledged at the end-of-run flush deadline", rec);
+            }
             break;
         }
         fds.clear();

@@ -6,4 +6,5 @@ pub mod generator;
 pub mod payload;
 pub mod point;
 pub mod result;
+pub mod sustain;
 pub mod sweep;

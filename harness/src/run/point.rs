@@ -5,7 +5,7 @@
 use super::consume::{self, AnyConsumer, ConsumerShared, MemberStatus};
 use super::generator::{self, GeneratorPlan, Shared};
 use super::payload::Payloads;
-use super::result::{BacklogResult, IntervalRow, PointHists};
+use super::result::{BacklogResult, IntervalRow, Phase, PointHists};
 use crate::client::admin::{self, ClusterMetadata};
 use crate::client::conn::Connection;
 use crate::client::consumer::Consumer;
@@ -13,8 +13,9 @@ use crate::client::error::ClientError;
 use crate::client::group_consumer::GroupConsumer;
 use crate::client::producer::Producer;
 use crate::measure::clock::Clock;
+use crate::measure::cpu::{self, CpuUse, Watched};
 use crate::measure::hist::{decode, Hist};
-use crate::measure::recorder::{IntervalSample, Recorder, Totals, INTERVAL_NS};
+use crate::measure::recorder::{Recorder, Totals, INTERVAL_NS};
 use crate::workload::{ConsumerAssignment, Workload};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,8 +26,9 @@ use std::time::Duration;
 /// Time between the clock's origin and the first intended send, for threads
 /// to start.
 const START_DELAY_NS: u64 = 200_000_000;
-/// How long consumers get after producers stop to read the tail.
-const TAIL_NS: u64 = 5_000_000_000;
+/// How long consumers get after producers stop to read what was
+/// acknowledged; what is still unread then counts as never consumed.
+const DRAIN_NS: u64 = 10_000_000_000;
 /// Upper bound on building a backlog.
 const BACKLOG_BUILD_MAX: Duration = Duration::from_secs(3_600);
 /// Upper bound on consumer groups settling before a load. A healthy group
@@ -77,11 +79,22 @@ pub struct LoadSpec {
     pub threads: usize,
     pub pin: bool,
     pub seed: u64,
+    /// Processes whose CPU the load's accounting reads (the harness first).
+    pub watched: Vec<Watched>,
+    /// The broker runs inside the harness process.
+    pub in_process_broker: bool,
 }
 
 pub struct LoadOutcome {
     pub produce: Totals,
     pub consume: Totals,
+    /// Acknowledged messages (all phases) times subscriptions, less those
+    /// consumed by the end of the drain.
+    pub unconsumed: u64,
+    /// Messages handed to the client over the whole load.
+    pub sent: u64,
+    /// Seconds of warm-up before the measured window.
+    pub warmup_s: f64,
     pub hists: PointHists,
     pub intervals: Vec<IntervalRow>,
     pub errors: Vec<String>,
@@ -91,6 +104,7 @@ pub struct LoadOutcome {
     /// Seconds from starting the consumers until every group held all its
     /// partitions (group assignment only); not part of the measured window.
     pub group_settle_s: Option<f64>,
+    pub cpu: CpuUse,
 }
 
 pub fn run_load(
@@ -135,8 +149,10 @@ pub fn run_load(
     };
     let measure_end = if backlog { u64::MAX } else { end };
     // Set once, here, before any producer exists.
-    let _ = cshared.window.set((warmup_end, measure_end));
+    let _ = cshared.window.set((start, warmup_end, measure_end));
     let gshared = Arc::new(Shared::default());
+    let cpu_start = cpu::snapshot(&spec.watched);
+    let mut cpu_warm = None;
     let generators = spawn_generators(
         p,
         w,
@@ -154,6 +170,9 @@ pub fn run_load(
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let now = clock.now_ns();
+        if cpu_warm.is_none() && now >= warmup_end {
+            cpu_warm = Some(cpu::snapshot(&spec.watched));
+        }
         on_tick((now.saturating_sub(start)) as f64 / 1e9);
         if interrupt.load(Ordering::Relaxed) {
             interrupted = true;
@@ -193,28 +212,42 @@ pub fn run_load(
         }
     }
     let stop_ns = clock.now_ns();
-    gshared.stop.store(true, Ordering::Relaxed);
+    let cpu_end = cpu::snapshot(&spec.watched);
+    let cpu_warm = cpu_warm.unwrap_or_else(|| cpu_end.clone());
+    // A paced load's generators stop at its end on their own, after sending
+    // what they owe; a backlog or an interrupted load stops them now.
+    if backlog || interrupted {
+        gshared.stop.store(true, Ordering::Relaxed);
+    }
     let mut produce_recs = Vec::new();
     let mut errors = Vec::new();
-    let mut sent_total = 0;
+    let mut sent = 0;
     for g in generators {
         if let Ok(mut r) = g.join() {
-            sent_total += r.sent;
+            sent += r.sent;
             errors.append(&mut r.errors);
             produce_recs.push(r.recorder);
         }
     }
-    // Let consumers read the tail, then stop them.
-    let tail_end = clock.now_ns() + TAIL_NS;
+    let producers_done = clock.now_ns();
+    // Every acknowledged message is due to every subscription: the
+    // consumers read until they have it all, or the drain bound passes.
+    let acked: u64 = produce_recs
+        .iter()
+        .flat_map(|r| r.intervals.iter())
+        .map(|i| i.messages)
+        .sum();
+    let due = acked * u64::from(w.subscriptions_per_topic);
+    let drain_end = producers_done + DRAIN_NS;
     while spec.consumers
         && !interrupt.load(Ordering::Relaxed)
-        && cshared.consumed.load(Ordering::Relaxed)
-            < sent_total * u64::from(w.subscriptions_per_topic.max(1))
-        && clock.now_ns() < tail_end
+        && cshared.consumed.load(Ordering::Relaxed) < due
+        && clock.now_ns() < drain_end
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     cshared.stop.store(true, Ordering::Relaxed);
+    let consumers_stopped = clock.now_ns();
     let mut consume_recs = Vec::new();
     for c in consumers {
         if let Ok(mut r) = c.join() {
@@ -224,15 +257,50 @@ pub fn run_load(
     }
     let window_end = if backlog || interrupted { stop_ns } else { end };
     let window_s = (window_end.saturating_sub(warmup_end)) as f64 / 1e9;
+    let timeline = Timeline {
+        start,
+        warmup_end,
+        measure_end,
+        subscriptions: if spec.consumers {
+            u64::from(w.subscriptions_per_topic)
+        } else {
+            0
+        },
+    };
     let mut out = merge(
         produce_recs,
         consume_recs,
         errors,
         window_s.max(0.0),
-        start,
+        &timeline,
         backlog_result,
         interrupted,
     );
+    if spec.consumers {
+        let consumed = cshared.consumed.load(Ordering::Relaxed);
+        out.unconsumed = due.saturating_sub(consumed);
+        // Each was acknowledged by the time the producers were done and
+        // still unread when the consumers stopped: its end-to-end latency
+        // was at least the drain's length.
+        let bound_us = (consumers_stopped - producers_done) / 1_000;
+        out.consume.missing += out.unconsumed;
+        let _ = out.consume.latency.record_n(
+            bound_us.clamp(1, crate::measure::hist::HIGHEST_US),
+            out.unconsumed,
+        );
+        out.hists.e2e = out.consume.latency.clone();
+    }
+    let cpu_drained = cpu::snapshot(&spec.watched);
+    out.cpu = cpu::account(
+        &spec.watched,
+        [&cpu_start, &cpu_warm, &cpu_end, &cpu_drained],
+        out.produce.done_bytes_in_window,
+        out.produce.done_in_window,
+        spec.in_process_broker,
+    );
+    out.warmup_s = (warmup_end - start) as f64 / 1e9;
+    out.sent = sent;
+    out.hists.start_unix_us = clock.unix_us(start);
     out.group_settle_s = group_settle_s;
     Ok(out)
 }
@@ -484,7 +552,7 @@ fn spawn_generators(
             end_ns: end,
             core: cores.get(g % cores.len().max(1)).copied(),
         };
-        let rec = Recorder::new(warmup_end, measure_end);
+        let rec = Recorder::new(start, warmup_end, measure_end);
         let shared = shared.clone();
         handles.push(
             std::thread::Builder::new()
@@ -496,24 +564,29 @@ fn spawn_generators(
     Ok(handles)
 }
 
-fn merge_intervals(recs: &[Recorder]) -> BTreeMap<u64, (u64, u64, Option<Hist>)> {
-    let mut out: BTreeMap<u64, (u64, u64, Option<Hist>)> = BTreeMap::new();
+/// Per second of the load: (messages, errors, latency, delay, most lag).
+type Merged = BTreeMap<u64, (u64, u64, Option<Hist>, Option<Hist>, u64)>;
+
+fn merge_intervals(recs: &[Recorder]) -> Merged {
+    let mut out: Merged = BTreeMap::new();
     for r in recs {
         for s in &r.intervals {
-            let e = out.entry(s.index).or_insert((0, 0, None));
+            let e = out.entry(s.index).or_insert((0, 0, None, None, 0));
             e.0 += s.messages;
             e.1 += s.errors;
-            add_encoded(&mut e.2, s);
+            add_encoded(&mut e.2, &s.latency);
+            add_encoded(&mut e.3, &s.delay);
+            e.4 = e.4.max(s.lag_max_us);
         }
     }
     out
 }
 
-fn add_encoded(slot: &mut Option<Hist>, s: &IntervalSample) {
-    if s.latency.is_empty() {
+fn add_encoded(slot: &mut Option<Hist>, encoded: &[u8]) {
+    if encoded.is_empty() {
         return;
     }
-    if let Some(h) = decode(&s.latency) {
+    if let Some(h) = decode(encoded) {
         match slot {
             Some(acc) => {
                 let _ = acc.add(&h);
@@ -523,12 +596,35 @@ fn add_encoded(slot: &mut Option<Hist>, s: &IntervalSample) {
     }
 }
 
+/// Where a load's phases fall, in clock ns, and how many subscriptions
+/// read it.
+struct Timeline {
+    start: u64,
+    warmup_end: u64,
+    measure_end: u64,
+    subscriptions: u64,
+}
+
+impl Timeline {
+    /// The phase of the second that starts `second` s into the load.
+    fn phase(&self, second: u64) -> Phase {
+        let at = self.start + second * INTERVAL_NS;
+        if at < self.warmup_end {
+            Phase::Warmup
+        } else if at < self.measure_end {
+            Phase::Measure
+        } else {
+            Phase::Drain
+        }
+    }
+}
+
 fn merge(
     produce: Vec<Recorder>,
     consume: Vec<Recorder>,
     errors: Vec<String>,
     window_s: f64,
-    start_ns: u64,
+    timeline: &Timeline,
     backlog: Option<BacklogResult>,
     interrupted: bool,
 ) -> LoadOutcome {
@@ -542,27 +638,30 @@ fn merge(
     }
     let pi = merge_intervals(&produce);
     let ci = merge_intervals(&consume);
-    let first = start_ns / INTERVAL_NS;
-    let last = pi.keys().chain(ci.keys()).copied().max().unwrap_or(first);
+    let last = pi.keys().chain(ci.keys()).copied().max().unwrap_or(0);
     let mut rows = Vec::new();
     let mut hist_rows = Vec::new();
-    for s in first..=last {
+    let (mut acked, mut consumed) = (0u64, 0u64);
+    for s in 0..=last {
         let p = pi.get(&s);
         let c = ci.get(&s);
-        let p99 = |h: Option<&Hist>| h.map_or(0, |h| h.value_at_quantile(0.99));
+        let q = |h: Option<&Hist>, q: f64| h.map_or(0, |h| h.value_at_quantile(q));
+        acked += p.map_or(0, |v| v.0);
+        consumed += c.map_or(0, |v| v.0);
+        let backlog_msgs = (timeline.subscriptions > 0)
+            .then(|| (acked * timeline.subscriptions).saturating_sub(consumed));
         rows.push(IntervalRow {
-            second: s - first,
+            second: s,
+            phase: timeline.phase(s),
             publish_msgs: p.map_or(0, |v| v.0),
-            publish_p99_us: p99(p.and_then(|v| v.2.as_ref())),
+            publish_p99_us: q(p.and_then(|v| v.2.as_ref()), 0.99),
+            producer_lag_max_us: q(p.and_then(|v| v.3.as_ref()), 1.0).max(p.map_or(0, |v| v.4)),
             consume_msgs: c.map_or(0, |v| v.0),
-            e2e_p99_us: p99(c.and_then(|v| v.2.as_ref())),
+            e2e_p99_us: q(c.and_then(|v| v.2.as_ref()), 0.99),
+            backlog_msgs,
             errors: p.map_or(0, |v| v.1) + c.map_or(0, |v| v.1),
         });
-        hist_rows.push((
-            s - first,
-            p.and_then(|v| v.2.clone()),
-            c.and_then(|v| v.2.clone()),
-        ));
+        hist_rows.push((s, p.and_then(|v| v.2.clone()), c.and_then(|v| v.2.clone())));
     }
     LoadOutcome {
         hists: PointHists {
@@ -570,15 +669,20 @@ fn merge(
             delay: pt.delay.clone(),
             e2e: ct.latency.clone(),
             intervals: hist_rows,
+            start_unix_us: 0,
         },
         produce: pt,
         consume: ct,
+        unconsumed: 0,
+        sent: 0,
+        warmup_s: 0.0,
         intervals: rows,
         errors,
         window_s,
         backlog,
         interrupted,
         group_settle_s: None,
+        cpu: CpuUse::default(),
     }
 }
 

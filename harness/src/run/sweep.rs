@@ -3,9 +3,11 @@
 //! what was measured is still written.
 
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
-use super::result::{PointHists, PointResult};
+use super::result::{PointHists, PointResult, Probe};
+use super::sustain::judge;
 use crate::client::admin;
 use crate::client::conn::Connection;
+use crate::measure::cpu::Watched;
 use crate::measure::hist::Percentiles;
 use crate::report::{charts, env::Environment, files, html};
 use crate::target::{self, Target};
@@ -25,6 +27,9 @@ pub struct RunOptions {
     pub threads: usize,
     pub pin: bool,
     pub progress: bool,
+    /// Broker processes on this host whose CPU each run accounts for
+    /// (`--broker-pid`); embedded brokers are found on their own.
+    pub broker_pids: Vec<u32>,
 }
 
 impl RunOptions {
@@ -38,14 +43,19 @@ impl RunOptions {
             threads: 1,
             pin: false,
             progress: false,
+            broker_pids: Vec::new(),
         }
     }
 }
 
-/// Max-rate search: an unpaced probe, then open-loop checks stepping down
-/// 10% at a time until the rate is sustained (≥ 95% acknowledged, no errors).
-const SEARCH_STEPS: u32 = 4;
-const SUSTAINED: f64 = 0.95;
+/// Max-rate search: an unpaced probe gives an upper bound; paced probes,
+/// consumers running as in the workload, then bracket the highest rate
+/// the system sustains (`sustain.rs`) and bisect until the bracket is
+/// within `SEARCH_PRECISION` of its top, in at most `SEARCH_PROBES`.
+const SEARCH_PROBES: usize = 12;
+const SEARCH_PRECISION: f64 = 0.05;
+/// Each paced probe's warm-up, before its check window.
+const PROBE_WARMUP: Duration = Duration::from_secs(1);
 
 pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String> {
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -135,14 +145,19 @@ fn run_on(
             .map_err(|e| format!("point `{}`: {e}", p.label()))?;
         let base = done_s;
         let mut tick = |s: f64| bar.set_position((base + s).min(total_s) as u64);
-        let measured = measure_point(&prepared, &w, o, interrupt, &mut tick);
+        let measured = measure_point(&prepared, &w, o, t, interrupt, &mut tick);
         point::cleanup(&prepared);
-        let (out, max_rate) = measured.map_err(|e| format!("point `{}`: {e}", p.label()))?;
+        let measured = measured.map_err(|e| format!("point `{}`: {e}", p.label()))?;
         done_s += (w.test_duration + w.warmup_duration).as_secs_f64();
-        let r = summarize(p, *repeat, &w, out.0, max_rate);
-        files::write_point(&dir, &r, &out.1).map_err(|e| format!("writing point files: {e}"))?;
+        let point_hists = measured.hists.clone();
+        let r = summarize(p, *repeat, &w, measured);
+        files::write_point(&dir, &r, &point_hists)
+            .map_err(|e| format!("writing point files: {e}"))?;
+        if o.progress {
+            bar.suspend(|| println!("{}", terminal_line(&r)));
+        }
         results.push(r);
-        hists.push(out.1);
+        hists.push(point_hists);
     }
     bar.finish_and_clear();
     let run = files::RunJson {
@@ -174,15 +189,37 @@ fn progress_bar(show: bool, total_s: f64) -> ProgressBar {
     bar
 }
 
-type Measured = ((LoadOutcome, PointHists), Option<f64>);
+/// A point's measured load, its histograms, and in max-rate mode the rate
+/// found and every probe of the search.
+struct Measured {
+    out: LoadOutcome,
+    hists: PointHists,
+    max_rate: Option<f64>,
+    probes: Vec<Probe>,
+}
 
 fn measure_point(
     p: &Prepared,
     w: &Workload,
     o: &RunOptions,
+    target: &Target,
     interrupt: &AtomicBool,
     tick: &mut dyn FnMut(f64),
 ) -> Result<Measured, String> {
+    let (mut watched, in_process_broker) = target.watched();
+    watched.extend(o.broker_pids.iter().map(|&pid| Watched {
+        name: format!("broker pid {pid}"),
+        pid,
+        broker: true,
+    }));
+    watched.insert(
+        0,
+        Watched {
+            name: "sluice-bench".into(),
+            pid: std::process::id(),
+            broker: false,
+        },
+    );
     let spec = |rate: f64, warmup: Duration, test: Duration| LoadSpec {
         rate,
         warmup,
@@ -192,40 +229,55 @@ fn measure_point(
         threads: o.threads,
         pin: o.pin,
         seed: 0x5EED,
+        watched: watched.clone(),
+        in_process_broker,
     };
     let mut rate = w.producer_rate;
     let mut found = None;
+    let mut probes = Vec::new();
     if rate == 0.0 {
-        let probe = (w.test_duration / 4).clamp(Duration::from_secs(2), Duration::from_secs(10));
-        let mut s = spec(0.0, Duration::ZERO, probe);
-        s.backlog_bytes = 0;
-        let out = point::run_load(p, w, &s, interrupt, &mut |_| {}).map_err(|e| e.to_string())?;
-        let max = out.produce.messages as f64 / out.window_s.max(1e-9);
-        if max <= 0.0 && !interrupt.load(Ordering::Relaxed) {
-            // Running on would measure an unpaced load again and report it
-            // as a paced one.
-            let why = out
-                .errors
-                .first()
-                .map_or(String::new(), |e| format!(": {e}"));
-            return Err(format!(
-                "the max-rate probe got no message acknowledged in {:.1} s{why}",
-                out.window_s
-            ));
-        }
-        rate = max;
-        for step in 0..SEARCH_STEPS {
-            let candidate = max * (1.0 - 0.1 * f64::from(step));
-            let mut s = spec(candidate, Duration::ZERO, probe);
+        let window = (w.test_duration / 4).clamp(Duration::from_secs(3), Duration::from_secs(10));
+        let probe = |rate: f64| -> Result<Probe, String> {
+            let mut s = spec(rate, PROBE_WARMUP, window);
             s.backlog_bytes = 0;
             let out =
                 point::run_load(p, w, &s, interrupt, &mut |_| {}).map_err(|e| e.to_string())?;
-            rate = candidate;
-            let achieved = out.produce.messages as f64 / out.window_s.max(1e-9);
-            if achieved >= SUSTAINED * candidate && out.produce.errors == 0 {
-                break;
-            }
+            let achieved = out.produce.done_in_window as f64 / out.window_s.max(1e-9);
+            let rates = (rate > 0.0).then_some((rate, achieved));
+            let verdict = judge(
+                &out.intervals,
+                out.produce.missing,
+                out.produce.errors,
+                rates,
+            );
+            Ok(Probe {
+                rate,
+                achieved,
+                sustained: rate > 0.0 && verdict.sustained,
+                why_not: verdict.why_not,
+            })
+        };
+        let unpaced = probe(0.0)?;
+        let max = unpaced.achieved;
+        probes.push(unpaced);
+        if max <= 0.0 && !interrupt.load(Ordering::Relaxed) {
+            // Running on would measure an unpaced load again and report it
+            // as a paced one.
+            return Err(format!(
+                "the max-rate probe got no message acknowledged in {:.1} s",
+                window.as_secs_f64()
+            ));
         }
+        rate = search(
+            max,
+            |r| {
+                let pr = probe(r)?;
+                let sustained = pr.sustained;
+                probes.push(pr);
+                Ok(sustained)
+            },
+            || interrupt.load(Ordering::Relaxed),
+        )?;
         found = Some(rate);
     }
     let out = point::run_load(
@@ -237,41 +289,107 @@ fn measure_point(
     )
     .map_err(|e| e.to_string())?;
     let hists = out.hists.clone();
-    Ok(((out, hists), found))
+    Ok(Measured {
+        out,
+        hists,
+        max_rate: found,
+        probes,
+    })
 }
 
-fn summarize(
-    p: &Point,
-    repeat: u32,
-    w: &Workload,
-    out: LoadOutcome,
-    max_rate: Option<f64>,
-) -> PointResult {
+/// The highest rate `sustains` accepts, below the unpaced bound `max`:
+/// halving until one is sustained, then bisecting. With none sustained
+/// after `SEARCH_PROBES`, the lowest tried (the measured run then says it
+/// was not sustained).
+fn search(
+    max: f64,
+    mut sustains: impl FnMut(f64) -> Result<bool, String>,
+    interrupted: impl Fn() -> bool,
+) -> Result<f64, String> {
+    let (mut lo, mut hi) = (None::<f64>, None::<f64>);
+    let mut candidate = max;
+    for _ in 0..SEARCH_PROBES {
+        if interrupted() {
+            break;
+        }
+        if sustains(candidate)? {
+            lo = Some(candidate);
+        } else {
+            hi = Some(candidate);
+        }
+        candidate = match (lo, hi) {
+            // Sustained at the unpaced bound: nothing above to look for.
+            (Some(l), None) => return Ok(l),
+            (None, Some(h)) => h / 2.0,
+            (Some(l), Some(h)) if (h - l) / h <= SEARCH_PRECISION => return Ok(l),
+            (Some(l), Some(h)) => (l + h) / 2.0,
+            (None, None) => unreachable!("every probe sets a bound"),
+        };
+    }
+    Ok(lo.unwrap_or(candidate * 2.0))
+}
+
+fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
+    let out = m.out;
     let win = out.window_s.max(1e-9);
     let mut samples = out.errors.clone();
     samples.dedup();
     samples.truncate(20);
+    let errors = out.produce.errors + out.consume.errors;
+    let attempted = out.produce.messages + out.produce.errors + out.produce.missing;
+    let asked = m.max_rate.unwrap_or(w.producer_rate);
+    let rates = Some((asked, out.produce.done_in_window as f64 / win));
+    let sustain =
+        (out.backlog.is_none()).then(|| judge(&out.intervals, out.produce.missing, errors, rates));
+    let mut by_cause = out.produce.errors_by_cause.clone();
+    for (cause, n) in &out.consume.errors_by_cause {
+        *by_cause.entry(cause.clone()).or_default() += n;
+    }
     PointResult {
         index: p.index,
         repeat,
         label: p.label(),
         settings: p.settings.clone(),
         target_rate: w.producer_rate,
-        max_rate_found: max_rate,
+        max_rate_found: m.max_rate,
+        max_rate_search: m.probes,
+        warmup_s: out.warmup_s,
         window_s: out.window_s,
-        publish_rate_msgs: out.produce.messages as f64 / win,
-        publish_rate_mb: out.produce.bytes as f64 / 1e6 / win,
-        consume_rate_msgs: out.consume.messages as f64 / win,
-        consume_rate_mb: out.consume.bytes as f64 / 1e6 / win,
+        publish_rate_msgs: out.produce.done_in_window as f64 / win,
+        publish_rate_mb: out.produce.done_bytes_in_window as f64 / 1e6 / win,
+        consume_rate_msgs: out.consume.done_in_window as f64 / win,
+        consume_rate_mb: out.consume.done_bytes_in_window as f64 / 1e6 / win,
         publish_latency: Percentiles::of(&out.produce.latency),
         publish_delay: Percentiles::of(&out.produce.delay),
         end_to_end: Percentiles::of(&out.consume.latency),
-        errors: out.produce.errors + out.consume.errors,
+        end_to_end_start: e2e_start(out.consume.timestamp_starts, out.consume.messages),
+        sent: out.sent,
+        unsent: out.produce.missing,
+        unconsumed: out.unconsumed,
+        errors,
+        error_rate: out.produce.errors as f64 / attempted.max(1) as f64,
+        errors_by_cause: by_cause,
         error_samples: samples,
+        sustain,
         backlog: out.backlog,
         consumer_group_settle_s: out.group_settle_s,
         intervals: out.intervals,
         interrupted: out.interrupted,
+        cpu: Some(out.cpu),
+    }
+}
+
+/// Where end-to-end latency starts for a point: the intended send time the
+/// producer wrote into the first 8 bytes of each value, or, for values
+/// shorter than that, the record's timestamp.
+fn e2e_start(from_timestamp: u64, consumed: u64) -> String {
+    let value = "the intended send time in the value's first 8 bytes (µs)";
+    match from_timestamp {
+        0 => value.to_string(),
+        n => format!(
+            "{value}; for {n} of {consumed} messages (values under 8 bytes) the record timestamp: \
+             ms resolution (up to 1 ms high), and the broker's clock under LogAppendTime"
+        ),
     }
 }
 
@@ -285,4 +403,43 @@ fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Resul
     };
     let page = html::render(run, &svgs, note.as_deref());
     std::fs::write(dir.join("report.html"), page).map_err(|e| format!("writing report.html: {e}"))
+}
+
+/// One point's figures for the terminal: rates, latency, failures and
+/// whether the load was sustained.
+pub fn terminal_line(r: &PointResult) -> String {
+    let mut line = format!(
+        "point {} `{}`: publish {:.0} msg/s ({:.1} MB/s), p50 {:.2} ms p99 {:.2} ms; consume {:.0} msg/s",
+        r.index,
+        r.label,
+        r.publish_rate_msgs,
+        r.publish_rate_mb,
+        r.publish_latency.p50_us as f64 / 1e3,
+        r.publish_latency.p99_us as f64 / 1e3,
+        r.consume_rate_msgs,
+    );
+    if let Some(found) = r.max_rate_found {
+        line.push_str(&format!("; max rate found {found:.0} msg/s"));
+    }
+    if r.errors > 0 || r.unsent > 0 || r.unconsumed > 0 {
+        line.push_str(&format!(
+            "; failed {} ({:.3}%), unsent {}, unconsumed {}",
+            r.errors,
+            r.error_rate * 100.0,
+            r.unsent,
+            r.unconsumed
+        ));
+    }
+    if let Some(cpu) = &r.cpu {
+        let per_gb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+        line.push_str(&format!(
+            "; CPU s/GB client {} broker {}",
+            per_gb(cpu.client_cpu_s_per_gb),
+            per_gb(cpu.broker_cpu_s_per_gb)
+        ));
+    }
+    if let Some(s) = r.sustain.as_ref().filter(|s| !s.sustained) {
+        line.push_str(&format!("\n  UNSUSTAINED: {}", s.why_not.join("; ")));
+    }
+    line
 }
