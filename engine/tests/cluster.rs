@@ -840,7 +840,33 @@ fn log_bytes(c: &LocalCluster, node: usize, topic: &str, index: i32) -> Vec<u8> 
 }
 
 /// Delivery reports of an acks=all producer: the payloads acknowledged.
-struct Acked(std::sync::Mutex<Vec<(i32, String)>>);
+struct Acked(std::sync::Arc<std::sync::Mutex<Vec<(i32, String)>>>);
+
+/// Messages a producer thread has had acknowledged so far: (partition,
+/// value), shared with the test while the thread runs.
+type Progress = std::sync::Arc<std::sync::Mutex<Vec<(i32, String)>>>;
+
+/// Waits until `progress` holds at least `count` acknowledgements for
+/// `partition`.
+fn wait_acked(progress: &Progress, partition: i32, count: usize, what: &str) {
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let n = progress
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .count();
+        if n >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {count} acknowledged on partition {partition} {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 impl rdkafka::ClientContext for Acked {}
 
@@ -909,7 +935,14 @@ fn acks_all_producer(
     partitions: i32,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<(i32, String)>> {
-    producer_thread(bootstrap, topic, partitions, stop, &[])
+    producer_thread(
+        bootstrap,
+        topic,
+        partitions,
+        stop,
+        &[],
+        &Progress::default(),
+    )
 }
 
 /// [`acks_all_producer`] with extra client settings.
@@ -919,8 +952,10 @@ fn producer_thread(
     partitions: i32,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     extra: &[(&str, &str)],
+    progress: &Progress,
 ) -> std::thread::JoinHandle<Vec<(i32, String)>> {
     let stop = std::sync::Arc::clone(stop);
+    let progress = std::sync::Arc::clone(progress);
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &bootstrap)
@@ -934,7 +969,7 @@ fn producer_thread(
     }
     std::thread::spawn(move || {
         let p: rdkafka::producer::BaseProducer<Acked> = config
-            .create_with_context(Acked(std::sync::Mutex::new(Vec::new())))
+            .create_with_context(Acked(progress))
             .expect("producer");
         let mut seq = vec![0u64; partitions as usize];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1087,8 +1122,11 @@ fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
     assert_eq!(leader, replicas[0]);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = acks_all_producer(c.bootstrap(), "moved", 2, &stop);
-    std::thread::sleep(Duration::from_millis(1500));
+    let progress = Progress::default();
+    let producer = producer_thread(c.bootstrap(), "moved", 2, &stop, &[], &progress);
+    // The move starts under load: once 50 messages of the moved partition
+    // are acknowledged.
+    wait_acked(&progress, 0, 50, "before the move");
     // The leader's replica goes to the spare broker; the kept one leads.
     let target = format!("{kept},{spare}");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/reassign.py");
@@ -1097,13 +1135,16 @@ fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
         &["180", "python3", script, &c.bootstrap(), "moved", &target],
         String::new,
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // And goes on after it: 50 more are acknowledged.
+    let moved_at = progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .count();
+    wait_acked(&progress, 0, moved_at + 50, "after the move");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = producer.join().unwrap();
-    assert!(
-        acked.iter().filter(|(p, _)| *p == 0).count() > 50,
-        "too few acknowledged"
-    );
 
     let m = wait_for(&c, leader as usize, "the new replicas in sync", |m| {
         let (l, _, r, isr) = &partitions(m, "moved")[&0];
@@ -1674,7 +1715,14 @@ fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
         ("enable.idempotence", "true"),
         ("max.in.flight.requests.per.connection", "5"),
     ];
-    let producer = producer_thread(c.bootstrap(), "frozen", 3, &stop, &idempotent);
+    let producer = producer_thread(
+        c.bootstrap(),
+        "frozen",
+        3,
+        &stop,
+        &idempotent,
+        &Progress::default(),
+    );
 
     // Each freeze outlasts the session.
     let rounds = [
