@@ -159,20 +159,62 @@ fn from_the_start(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer
     consumer
 }
 
-/// Every value in every partition of `topic`, read from the leaders.
-fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> BTreeSet<String> {
+/// Every value in every partition of `topic`, read from the leaders,
+/// sorted, a value read twice kept twice: at least `expect` records, then
+/// on to each partition's high watermark, so that a record beyond the
+/// expected ones is read too. Compared with [`values`], a duplicate cannot
+/// hide a loss.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> Vec<String> {
+    use rdkafka::Message;
     let consumer = from_the_start(bootstrap, topic, partitions);
-    let mut seen = BTreeSet::new();
+    let mut seen = Vec::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ends: Option<BTreeMap<i32, i64>> = None;
     let deadline = Instant::now() + READY_DEADLINE;
-    while seen.len() < expect {
-        assert!(Instant::now() < deadline, "read {} of {expect}", seen.len());
+    loop {
+        if seen.len() >= expect {
+            let ends = ends.get_or_insert_with(|| high_watermarks(&consumer, topic, partitions));
+            if ends
+                .iter()
+                .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end)
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expect}, to {next:?} of {ends:?}",
+            seen.len()
+        );
         if let Some(m) = common::poll_message(&consumer, || topic.to_string()) {
-            use rdkafka::Message;
-            let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-            seen.insert(v);
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            next.insert(m.partition(), m.offset() + 1);
         }
     }
+    seen.sort();
     seen
+}
+
+/// Each partition's high watermark, asked of its leader.
+fn high_watermarks(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    (0..partitions)
+        .map(|p| loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok((_, high)) => break (p, high),
+                Err(e) => assert!(Instant::now() < deadline, "watermarks of {topic}-{p}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        })
+        .collect()
+}
+
+/// The values `produce` (or a producer of `prefix{i}` values) sent for
+/// `range`, sorted as [`consume_all`] returns them.
+fn values(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut v: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -210,7 +252,7 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     assert_eq!(leaders, BTreeSet::from([1, 2, 3]));
     produce(&c.bootstrap(), "spread", 0, 3000);
     let seen = consume_all(&c.bootstrap(), "spread", 6, 3000);
-    assert_eq!(seen.len(), 3000);
+    assert_eq!(seen, values("v", 0..3000));
 
     // The offsets topic, made by the first group request, has the
     // configured replication factor.
@@ -340,7 +382,7 @@ fn a_dead_broker_is_fenced_its_partitions_move_and_a_new_controller_takes_over()
         }
     }
     let seen = consume_all(&c.bootstrap(), "single", 3, 300);
-    assert_eq!(seen.len(), 300);
+    assert_eq!(seen, values("v", 0..300));
 }
 
 /// Names of the topics in a Metadata answer.
@@ -552,7 +594,7 @@ fn create_partitions_grows_a_topic_and_clients_use_the_new_partitions() {
             .expect("watermarks");
         assert!(high > 0, "partition {p} got no records");
     }
-    assert_eq!(consume_all(&b, "grow", 5, 500).len(), 500);
+    assert_eq!(consume_all(&b, "grow", 5, 500), values("v", 0..500));
 }
 
 #[test]
@@ -714,7 +756,10 @@ fn elect_leaders_moves_leadership_back_to_preferred_replicas() {
     assert!(elect(&c, 1, 0, None).is_empty());
     // Clients follow the new leaders.
     produce(&c.bootstrap(), "pref", 0, 300);
-    assert_eq!(consume_all(&c.bootstrap(), "pref", 3, 300).len(), 300);
+    assert_eq!(
+        consume_all(&c.bootstrap(), "pref", 3, 300),
+        values("v", 0..300)
+    );
 }
 
 #[test]
@@ -1238,7 +1283,10 @@ fn reassignments_are_listed_cancelled_refused_and_strays_removed_after_a_restart
     assert!(replica_dir(&c, p(z), "away", 0).exists());
     c.restart(p(z), READY_DEADLINE).unwrap();
     wait_replica_gone(&c, p(z), "away", 0);
-    assert_eq!(consume_all(&c.bootstrap(), "away", 1, 300).len(), 300);
+    assert_eq!(
+        consume_all(&c.bootstrap(), "away", 1, 300),
+        values("v", 0..300)
+    );
 }
 
 /// Reads each partition from the start until every acknowledged value
@@ -1368,6 +1416,35 @@ fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
     });
     c.signal(paused, libc::SIGCONT);
     wait_full_isr(&c, probe, "lagging");
+    // Back in the ISR means caught up: the returned follower's log is the
+    // leader's, byte for byte, with all 20 records.
+    wait_logs_agree(&c, &[1, 2, 3], "lagging", 0);
+    let log = log_bytes(&c, paused, "lagging", 0);
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        log_values(&log),
+        expected,
+        "the returned follower's records"
+    );
+}
+
+/// The values of the records in `log` (uncompressed batches, as
+/// `raw_produce` writes them), in log order.
+fn log_values(log: &[u8]) -> Vec<String> {
+    use sluice_protocol::record_batch::{decode_records, BatchHeader, BATCH_HEADER_SIZE};
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < log.len() {
+        let h = BatchHeader::parse(&log[at..]).expect("a whole batch header");
+        let end = at + h.total_size();
+        let records = decode_records(&log[at + BATCH_HEADER_SIZE..end], h.records_count as usize)
+            .expect("uncompressed records");
+        for r in records {
+            values.push(String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned());
+        }
+        at = end;
+    }
+    values
 }
 
 #[test]
@@ -1415,7 +1492,7 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
         .collect();
     assert_eq!(names, ["00000000000000000025.log"]);
     let seen = consume_all(&c.bootstrap(), "trimmed", 1, 5);
-    assert_eq!(seen, (25..30).map(|i| format!("m{i}")).collect());
+    assert_eq!(seen, values("m", 25..30));
     // Every replica starts at 25: the other follower followed the
     // leader's log start in its fetches. Each broker writes its log starts
     // when it stops.
@@ -1504,7 +1581,7 @@ fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
     };
     assert_eq!(low, 60);
     let seen = consume_all(&c.bootstrap(), "purged", 1, 40);
-    assert_eq!(seen, (60..100).map(|i| format!("v{i}")).collect());
+    assert_eq!(seen, values("v", 60..100));
 }
 
 #[test]
