@@ -4,11 +4,13 @@
 //! answer or a closed connection (only the APIs that wait by design may
 //! still be waiting after a generous deadline: with this seed, two Fetch v5
 //! frames whose `max_wait_ms` was blown up), no shard may panic or exit,
-//! and afterwards every shard must still serve: the broker runs two
-//! shards behind one `SO_REUSEPORT` port, so a shard that died would not
-//! show in a fresh client's answer (the kernel sends new connections to the
-//! live one); a produce to each partition (one per shard) and each shard's
-//! "shard stopped" line at a clean stop show it.
+//! and afterwards every shard must still serve. The broker runs two shards
+//! behind one `SO_REUSEPORT` port: a dead shard's socket either leaves the
+//! connections the kernel gives it unanswered or, once closed, lets the
+//! kernel send every new connection to the live shard, where one fresh
+//! client's answer would not show it. So 32 fresh connections must be
+//! answered, a produce to each partition (one per shard) appended, and a
+//! clean stop must log "shard stopped" for each shard.
 
 mod common;
 
