@@ -159,20 +159,62 @@ fn from_the_start(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer
     consumer
 }
 
-/// Every value in every partition of `topic`, read from the leaders.
-fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> BTreeSet<String> {
+/// Every value in every partition of `topic`, read from the leaders,
+/// sorted, a value read twice kept twice: at least `expect` records, then
+/// on to each partition's high watermark, so that a record beyond the
+/// expected ones is read too. Compared with [`values`], a duplicate cannot
+/// hide a loss.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expect: usize) -> Vec<String> {
+    use rdkafka::Message;
     let consumer = from_the_start(bootstrap, topic, partitions);
-    let mut seen = BTreeSet::new();
+    let mut seen = Vec::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ends: Option<BTreeMap<i32, i64>> = None;
     let deadline = Instant::now() + READY_DEADLINE;
-    while seen.len() < expect {
-        assert!(Instant::now() < deadline, "read {} of {expect}", seen.len());
+    loop {
+        if seen.len() >= expect {
+            let ends = ends.get_or_insert_with(|| high_watermarks(&consumer, topic, partitions));
+            if ends
+                .iter()
+                .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end)
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expect}, to {next:?} of {ends:?}",
+            seen.len()
+        );
         if let Some(m) = common::poll_message(&consumer, || topic.to_string()) {
-            use rdkafka::Message;
-            let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-            seen.insert(v);
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            next.insert(m.partition(), m.offset() + 1);
         }
     }
+    seen.sort();
     seen
+}
+
+/// Each partition's high watermark, asked of its leader.
+fn high_watermarks(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    (0..partitions)
+        .map(|p| loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok((_, high)) => break (p, high),
+                Err(e) => assert!(Instant::now() < deadline, "watermarks of {topic}-{p}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        })
+        .collect()
+}
+
+/// The values `produce` (or a producer of `prefix{i}` values) sent for
+/// `range`, sorted as [`consume_all`] returns them.
+fn values(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut v: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -210,7 +252,7 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     assert_eq!(leaders, BTreeSet::from([1, 2, 3]));
     produce(&c.bootstrap(), "spread", 0, 3000);
     let seen = consume_all(&c.bootstrap(), "spread", 6, 3000);
-    assert_eq!(seen.len(), 3000);
+    assert_eq!(seen, values("v", 0..3000));
 
     // The offsets topic, made by the first group request, has the
     // configured replication factor.
@@ -340,7 +382,7 @@ fn a_dead_broker_is_fenced_its_partitions_move_and_a_new_controller_takes_over()
         }
     }
     let seen = consume_all(&c.bootstrap(), "single", 3, 300);
-    assert_eq!(seen.len(), 300);
+    assert_eq!(seen, values("v", 0..300));
 }
 
 /// Names of the topics in a Metadata answer.
@@ -552,7 +594,7 @@ fn create_partitions_grows_a_topic_and_clients_use_the_new_partitions() {
             .expect("watermarks");
         assert!(high > 0, "partition {p} got no records");
     }
-    assert_eq!(consume_all(&b, "grow", 5, 500).len(), 500);
+    assert_eq!(consume_all(&b, "grow", 5, 500), values("v", 0..500));
 }
 
 #[test]
@@ -714,7 +756,10 @@ fn elect_leaders_moves_leadership_back_to_preferred_replicas() {
     assert!(elect(&c, 1, 0, None).is_empty());
     // Clients follow the new leaders.
     produce(&c.bootstrap(), "pref", 0, 300);
-    assert_eq!(consume_all(&c.bootstrap(), "pref", 3, 300).len(), 300);
+    assert_eq!(
+        consume_all(&c.bootstrap(), "pref", 3, 300),
+        values("v", 0..300)
+    );
 }
 
 #[test]
@@ -840,7 +885,33 @@ fn log_bytes(c: &LocalCluster, node: usize, topic: &str, index: i32) -> Vec<u8> 
 }
 
 /// Delivery reports of an acks=all producer: the payloads acknowledged.
-struct Acked(std::sync::Mutex<Vec<(i32, String)>>);
+struct Acked(std::sync::Arc<std::sync::Mutex<Vec<(i32, String)>>>);
+
+/// Messages a producer thread has had acknowledged so far: (partition,
+/// value), shared with the test while the thread runs.
+type Progress = std::sync::Arc<std::sync::Mutex<Vec<(i32, String)>>>;
+
+/// Waits until `progress` holds at least `count` acknowledgements for
+/// `partition`.
+fn wait_acked(progress: &Progress, partition: i32, count: usize, what: &str) {
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let n = progress
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .count();
+        if n >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {count} acknowledged on partition {partition} {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 impl rdkafka::ClientContext for Acked {}
 
@@ -909,7 +980,14 @@ fn acks_all_producer(
     partitions: i32,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<(i32, String)>> {
-    producer_thread(bootstrap, topic, partitions, stop, &[])
+    producer_thread(
+        bootstrap,
+        topic,
+        partitions,
+        stop,
+        &[],
+        &Progress::default(),
+    )
 }
 
 /// [`acks_all_producer`] with extra client settings.
@@ -919,8 +997,10 @@ fn producer_thread(
     partitions: i32,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     extra: &[(&str, &str)],
+    progress: &Progress,
 ) -> std::thread::JoinHandle<Vec<(i32, String)>> {
     let stop = std::sync::Arc::clone(stop);
+    let progress = std::sync::Arc::clone(progress);
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &bootstrap)
@@ -934,7 +1014,7 @@ fn producer_thread(
     }
     std::thread::spawn(move || {
         let p: rdkafka::producer::BaseProducer<Acked> = config
-            .create_with_context(Acked(std::sync::Mutex::new(Vec::new())))
+            .create_with_context(Acked(progress))
             .expect("producer");
         let mut seq = vec![0u64; partitions as usize];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1087,8 +1167,11 @@ fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
     assert_eq!(leader, replicas[0]);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = acks_all_producer(c.bootstrap(), "moved", 2, &stop);
-    std::thread::sleep(Duration::from_millis(1500));
+    let progress = Progress::default();
+    let producer = producer_thread(c.bootstrap(), "moved", 2, &stop, &[], &progress);
+    // The move starts under load: once 50 messages of the moved partition
+    // are acknowledged.
+    wait_acked(&progress, 0, 50, "before the move");
     // The leader's replica goes to the spare broker; the kept one leads.
     let target = format!("{kept},{spare}");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/reassign.py");
@@ -1097,13 +1180,16 @@ fn a_reassignment_moves_a_partition_while_an_acks_all_producer_writes() {
         &["180", "python3", script, &c.bootstrap(), "moved", &target],
         String::new,
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // And goes on after it: 50 more are acknowledged.
+    let moved_at = progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .count();
+    wait_acked(&progress, 0, moved_at + 50, "after the move");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = producer.join().unwrap();
-    assert!(
-        acked.iter().filter(|(p, _)| *p == 0).count() > 50,
-        "too few acknowledged"
-    );
 
     let m = wait_for(&c, leader as usize, "the new replicas in sync", |m| {
         let (l, _, r, isr) = &partitions(m, "moved")[&0];
@@ -1197,7 +1283,10 @@ fn reassignments_are_listed_cancelled_refused_and_strays_removed_after_a_restart
     assert!(replica_dir(&c, p(z), "away", 0).exists());
     c.restart(p(z), READY_DEADLINE).unwrap();
     wait_replica_gone(&c, p(z), "away", 0);
-    assert_eq!(consume_all(&c.bootstrap(), "away", 1, 300).len(), 300);
+    assert_eq!(
+        consume_all(&c.bootstrap(), "away", 1, 300),
+        values("v", 0..300)
+    );
 }
 
 /// Reads each partition from the start until every acknowledged value
@@ -1327,6 +1416,35 @@ fn a_paused_follower_leaves_the_isr_and_returns_after_catching_up() {
     });
     c.signal(paused, libc::SIGCONT);
     wait_full_isr(&c, probe, "lagging");
+    // Back in the ISR means caught up: the returned follower's log is the
+    // leader's, byte for byte, with all 20 records.
+    wait_logs_agree(&c, &[1, 2, 3], "lagging", 0);
+    let log = log_bytes(&c, paused, "lagging", 0);
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        log_values(&log),
+        expected,
+        "the returned follower's records"
+    );
+}
+
+/// The values of the records in `log` (uncompressed batches, as
+/// `raw_produce` writes them), in log order.
+fn log_values(log: &[u8]) -> Vec<String> {
+    use sluice_protocol::record_batch::{decode_records, BatchHeader, BATCH_HEADER_SIZE};
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < log.len() {
+        let h = BatchHeader::parse(&log[at..]).expect("a whole batch header");
+        let end = at + h.total_size();
+        let records = decode_records(&log[at + BATCH_HEADER_SIZE..end], h.records_count as usize)
+            .expect("uncompressed records");
+        for r in records {
+            values.push(String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned());
+        }
+        at = end;
+    }
+    values
 }
 
 #[test]
@@ -1374,7 +1492,7 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
         .collect();
     assert_eq!(names, ["00000000000000000025.log"]);
     let seen = consume_all(&c.bootstrap(), "trimmed", 1, 5);
-    assert_eq!(seen, (25..30).map(|i| format!("m{i}")).collect());
+    assert_eq!(seen, values("m", 25..30));
     // Every replica starts at 25: the other follower followed the
     // leader's log start in its fetches. Each broker writes its log starts
     // when it stops.
@@ -1463,7 +1581,7 @@ fn records_deleted_stay_deleted_when_the_leader_dies_right_after() {
     };
     assert_eq!(low, 60);
     let seen = consume_all(&c.bootstrap(), "purged", 1, 40);
-    assert_eq!(seen, (60..100).map(|i| format!("v{i}")).collect());
+    assert_eq!(seen, values("v", 60..100));
 }
 
 #[test]
@@ -1674,7 +1792,14 @@ fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
         ("enable.idempotence", "true"),
         ("max.in.flight.requests.per.connection", "5"),
     ];
-    let producer = producer_thread(c.bootstrap(), "frozen", 3, &stop, &idempotent);
+    let producer = producer_thread(
+        c.bootstrap(),
+        "frozen",
+        3,
+        &stop,
+        &idempotent,
+        &Progress::default(),
+    );
 
     // Each freeze outlasts the session.
     let rounds = [

@@ -318,6 +318,16 @@ impl Logs {
     fn contains(&self, needle: &str) -> bool {
         self.0.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+
+    /// Whether a line containing `then` follows the first line containing
+    /// `first`.
+    fn contains_after(&self, first: &str, then: &str) -> bool {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .position(|l| l.contains(first))
+            .is_some_and(|at| lines[at + 1..].iter().any(|l| l.contains(then)))
+    }
 }
 
 /// Seeks partition 0 of `topic` to `offset`, naming the leader epoch of
@@ -389,9 +399,20 @@ fn librdkafka_validates_positions_with_offset_for_leader_epoch() {
     // A position past where epoch 0 ends: librdkafka takes 20..25 as
     // truncated and moves to 20, rather than fetching out of range and
     // falling back to auto.offset.reset (which would start again at 0).
+    // Records 20.. are produced only once librdkafka has moved its
+    // position to 20 (its fetch state turns active at 20 after it asked
+    // about 25; a fetch at 20 already in flight at the seek does not
+    // count): produced earlier, they would make 25 a valid position.
     seek_with_epoch(&consumer, "validated", 25, 0);
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
+    while !logs.contains_after(
+        "epoch validation of offset 25",
+        "in state active at offset 20",
+    ) {
+        if start.elapsed() > DEADLINE {
+            let said = logs.0.lock().map(|l| l.join("\n")).unwrap_or_default();
+            panic!("librdkafka did not move from 25 to 20; it said:\n{said}");
+        }
         let _ = consumer.poll(Duration::from_millis(100));
     }
     produce(&mut raw, "validated", 0, 1, 10);

@@ -1,7 +1,16 @@
 //! Mutated requests: a well-formed request of every supported API and
 //! version, with a byte changed, a length blown up, a tail cut off or bytes
-//! inserted, reaches every decoder past the header. Whatever each one gets
-//! (an error, a closed connection), the broker must keep serving.
+//! inserted, reaches every decoder past the header. Every frame must get an
+//! answer or a closed connection (only the APIs that wait by design may
+//! still be waiting after a generous deadline: with this seed, two Fetch v5
+//! frames whose `max_wait_ms` was blown up), no shard may panic or exit,
+//! and afterwards every shard must still serve. The broker runs two shards
+//! behind one `SO_REUSEPORT` port: a dead shard's socket either leaves the
+//! connections the kernel gives it unanswered or, once closed, lets the
+//! kernel send every new connection to the live shard, where one fresh
+//! client's answer would not show it. So 32 fresh connections must be
+//! answered, a produce to each partition (one per shard) appended, and a
+//! clean stop must log "shard stopped" for each shard.
 
 mod common;
 
@@ -19,11 +28,19 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_protocol::api_versions::SUPPORTED;
 use sluice_protocol::record_batch::BatchBuilder;
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
 
 const TOPIC: &str = "mutations";
 const MUTATIONS_PER_REQUEST: usize = 40;
-/// Frames sent between two checks that the broker still answers.
-const CHECK_EVERY: usize = 100;
+/// Shards, and partitions of the test topic: partitions are spread
+/// round-robin over shards, so each shard owns one.
+const SHARDS: usize = 2;
+/// How long the frames of one API version (sent at once, on a connection
+/// each) have to be answered or closed. Generous: answers take
+/// milliseconds, a JoinGroup the 3 s initial rebalance delay.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
 
 fn topic() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
@@ -184,49 +201,191 @@ fn mutate(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
     b
 }
 
-fn assert_serving(broker: &Broker, last: &[(ApiKey, i16, Vec<u8>)]) {
+/// APIs whose answer may wait by design on a field a mutation can blow up
+/// (a fetch's `max_wait_ms`, a join's rebalance timeout, a sync waiting
+/// for its group's leader): such a frame may still be unanswered at the
+/// deadline. Every other API must answer or close; a produce too, since
+/// acks=all on a one-replica partition waits for nothing.
+fn may_wait(key: ApiKey) -> bool {
+    matches!(key, ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup)
+}
+
+/// What became of one mutated frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A whole response frame with the request's correlation id.
+    Answered,
+    /// End of stream or a reset.
+    Closed,
+    /// Neither, by the deadline.
+    Waiting,
+}
+
+/// Reads what the broker did with the one request sent on `raw`
+/// (correlation id 1), waiting until `deadline` at most.
+fn outcome(raw: &mut Raw, deadline: Instant) -> Result<Outcome, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    raw.stream
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .unwrap();
+    let mut len = [0u8; 4];
+    match raw.stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted => Ok(Outcome::Closed),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => Ok(Outcome::Waiting),
+                _ => Err(format!("reading a response length: {e}")),
+            }
+        }
+    }
+    let len = i32::from_be_bytes(len);
+    if !(4..=64 << 20).contains(&len) {
+        return Err(format!("response length {len}"));
+    }
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut frame = vec![0u8; len as usize];
+    raw.stream
+        .read_exact(&mut frame)
+        .map_err(|e| format!("reading a {len}-byte response: {e}"))?;
+    let correlation_id = i32::from_be_bytes(frame[..4].try_into().unwrap());
+    if correlation_id != 1 {
+        return Err(format!("correlation id {correlation_id}, sent 1"));
+    }
+    Ok(Outcome::Answered)
+}
+
+/// Fails the test if the broker's log shows a panic or a shard that ended.
+fn assert_no_shard_died(broker: &Broker, context: &dyn Fn() -> String) {
+    let log = broker.log();
+    for sign in ["panicked", "shard stopped", "shard ended"] {
+        assert!(
+            !log.contains(sign),
+            "the broker's log says \"{sign}\" after {}\nbroker log:\n{log}",
+            context()
+        );
+    }
+}
+
+/// Creates the test topic with a partition per shard.
+fn create_topic(broker: &Broker) {
     let mut raw = Raw::connect(broker.addr());
-    let resp: Option<ApiVersionsResponse> = call(
-        &mut raw,
-        ApiKey::ApiVersions,
-        3,
-        &ApiVersionsRequest::default(),
-    );
-    assert!(
-        resp.is_some_and(|r| r.error_code == 0),
-        "the broker stopped answering after one of these (api, version, body):\n{:?}\nbroker log:\n{}",
-        last,
-        broker.log()
-    );
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic())
+            .with_num_partitions(SHARDS as i32)
+            .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse =
+        call(&mut raw, ApiKey::CreateTopics, 7, &req).expect("CreateTopics answer");
+    assert_eq!(resp.topics[0].error_code, 0);
+}
+
+/// Every shard still serves: fresh clients get answers, and a produce to
+/// each partition (each shard owns one; a request for a dead shard's
+/// partition would never be answered) is appended.
+fn assert_every_shard_serves(broker: &Broker) {
+    let mut conns: Vec<Raw> = (0..32).map(|_| Raw::connect(broker.addr())).collect();
+    for (i, raw) in conns.iter_mut().enumerate() {
+        let resp: Option<ApiVersionsResponse> =
+            call(raw, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert!(
+            resp.is_some_and(|r| r.error_code == 0),
+            "fresh connection {i} got no ApiVersions answer; broker log:\n{}",
+            broker.log()
+        );
+    }
+    for partition in 0..SHARDS as i32 {
+        let mut batch = BatchBuilder::new(1_000);
+        batch.push(1_000, None, Some(b"after the mutations"), &[]);
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(Bytes::from(batch.finish())))])]);
+        let mut raw = Raw::connect(broker.addr());
+        let resp: ProduceResponse = call(&mut raw, ApiKey::Produce, 9, &req).unwrap_or_else(|| {
+            panic!(
+                "no answer to a produce to partition {partition}; broker log:\n{}",
+                broker.log()
+            )
+        });
+        let code = resp.responses[0].partition_responses[0].error_code;
+        assert_eq!(code, 0, "produce to partition {partition}");
+    }
 }
 
 #[test]
 fn mutated_requests_of_every_supported_api_and_version_leave_the_broker_serving() {
-    let broker = Broker::start(2, &["num.partitions=2"]);
+    let mut broker = Broker::start(SHARDS, &[]);
+    create_topic(&broker);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut window: Vec<(ApiKey, i16, Vec<u8>)> = Vec::new();
-    let mut sent = 0usize;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut versions = 0usize;
     for range in SUPPORTED {
         let encode = sample(range.key);
         for version in range.min..=range.max {
+            versions += 1;
             let mut body = BytesMut::new();
             encode(&mut body, version)
                 .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", range.key));
             let flexible = range.key.request_header_version(version) >= 2;
+            // All of one version's frames at once, a connection each, so
+            // that frames that wait share one deadline.
+            let mut sent = Vec::new();
             for _ in 0..MUTATIONS_PER_REQUEST {
                 let mutated = mutate(&mut rng, &body);
                 let mut raw = Raw::connect(broker.addr());
                 raw.send(range.key as i16, version, 1, flexible, &mutated);
-                drop(raw);
-                window.push((range.key, version, mutated));
-                sent += 1;
-                if sent.is_multiple_of(CHECK_EVERY) {
-                    assert_serving(&broker, &window);
-                    window.clear();
-                }
+                sent.push((raw, mutated));
             }
+            let deadline = Instant::now() + ANSWER_DEADLINE;
+            for (mut raw, mutated) in sent {
+                let what = || {
+                    format!(
+                        "{:?} v{version} with body {mutated:?}; broker log:\n{}",
+                        range.key,
+                        broker.log()
+                    )
+                };
+                let got = outcome(&mut raw, deadline).unwrap_or_else(|e| panic!("{e}: {}", what()));
+                assert!(
+                    got != Outcome::Waiting || may_wait(range.key),
+                    "no answer and no close within {ANSWER_DEADLINE:?}: {}",
+                    what()
+                );
+                *counts
+                    .entry(match got {
+                        Outcome::Answered => "answered",
+                        Outcome::Closed => "closed",
+                        Outcome::Waiting => "waiting",
+                    })
+                    .or_default() += 1;
+            }
+            assert_no_shard_died(&broker, &|| format!("{:?} v{version}", range.key));
         }
     }
-    assert_serving(&broker, &window);
-    assert!(sent > 5_000, "only {sent} frames sent");
+    let frames: usize = counts.values().sum();
+    println!("{frames} mutated frames over {versions} API versions: {counts:?}");
+    assert_eq!(frames, versions * MUTATIONS_PER_REQUEST);
+    assert_every_shard_serves(&broker);
+    assert_no_shard_died(&broker, &|| "the final checks".to_string());
+    broker.stop();
+    let log = broker.log();
+    for shard in 0..SHARDS {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("shard stopped") && l.contains(&format!("shard={shard} "))),
+            "shard {shard} did not stop cleanly; broker log:\n{log}"
+        );
+    }
+    assert!(!log.contains("panicked"), "broker log:\n{log}");
+    assert!(!log.contains("shard ended"), "broker log:\n{log}");
 }

@@ -1,10 +1,15 @@
 //! Restart and crash recovery with real processes: a clean stop loses
 //! nothing; kill -9 under `flush.messages=1` loses no acknowledged message
-//! and never serves a corrupt batch; a torn tail is cut off on restart.
+//! and never serves a corrupt batch; a torn tail is cut off on restart; a
+//! corrupt batch inside a log takes only its partition offline.
 
 mod common;
 
-use common::{segment_files, Broker};
+use common::{call, segment_files, Broker, Raw};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{DeliveryResult, Message};
@@ -209,13 +214,44 @@ fn torn_tail_is_truncated_after_a_crash() {
     );
 }
 
+/// The end of the last whole batch of a segment file, walking the batch
+/// headers from the start: where a torn tail begins.
+fn whole_batches_end(segment: &std::path::Path) -> u64 {
+    use sluice_protocol::record_batch::BatchHeader;
+    let bytes = std::fs::read(segment).unwrap();
+    let mut at = 0usize;
+    while let Some(h) = BatchHeader::parse(&bytes[at..]) {
+        let end = at + h.total_size();
+        if h.batch_length <= 0 || end > bytes.len() {
+            break;
+        }
+        at = end;
+    }
+    at as u64
+}
+
 #[test]
 fn torn_tail_is_truncated_after_a_clean_stop() {
     let mut broker = Broker::start(1, &["num.partitions=1"]);
     let acked = produce_n(&broker, "torn2", 500);
     broker.stop();
-    append_garbage(&broker, "torn2");
+    let active = segment_files(&broker.partition_dir("torn2", 0))
+        .pop()
+        .unwrap();
+    let good_size = append_garbage(&broker, "torn2");
+    assert_eq!(
+        whole_batches_end(&active),
+        good_size,
+        "the batches before the garbage"
+    );
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), good_size + 777);
     broker.restart();
+    assert_eq!(
+        std::fs::metadata(&active).unwrap().len(),
+        good_size,
+        "the segment is cut at the end of its last whole batch; broker log:\n{}",
+        broker.log()
+    );
     assert_eq!(consume_all(&broker, "torn2", 1), acked);
     let more = produce_n(&broker, "torn2", 5);
     assert_eq!(more.keys().next().unwrap().1, 500);
@@ -242,4 +278,72 @@ fn corrupt_batch_inside_the_log_takes_only_its_partition_offline() {
         "{log}"
     );
     assert_eq!(consume_all(&broker, "healthy", 1), healthy);
+    // Clients get KAFKA_STORAGE_ERROR for the damaged partition, and the
+    // healthy one still takes and serves records.
+    let mut raw = Raw::connect(broker.addr());
+    let (code, _) = fetch_partition_0(&mut raw, "damaged");
+    assert_eq!(
+        code, KAFKA_STORAGE_ERROR,
+        "fetch from the damaged partition"
+    );
+    assert_eq!(
+        produce_one(&mut raw, "damaged"),
+        KAFKA_STORAGE_ERROR,
+        "produce to it"
+    );
+    let (code, records) = fetch_partition_0(&mut raw, "healthy");
+    assert_eq!(code, 0, "fetch from the healthy partition");
+    assert!(records > 0, "the healthy partition's records are served");
+    assert_eq!(
+        produce_one(&mut raw, "healthy"),
+        0,
+        "produce to the healthy partition"
+    );
+}
+
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// A sessionless Fetch v12 of partition 0 of `name` from offset 0: the
+/// partition's error code and how many record bytes came back.
+fn fetch_partition_0(raw: &mut Raw, name: &str) -> (i16, usize) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(name))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("Fetch answer");
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    (p.error_code, p.records.as_ref().map_or(0, |r| r.len()))
+}
+
+/// Produces one record to partition 0 of `name` (v9, acks=1): the
+/// partition's error code.
+fn produce_one(raw: &mut Raw, name: &str) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut batch = sluice_protocol::record_batch::BatchBuilder::new(1_000);
+    batch.push(1_000, None, Some(b"after the restart"), &[]);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(name))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(batch.finish())))])]);
+    let resp: ProduceResponse = call(raw, ApiKey::Produce, 9, &req).expect("Produce answer");
+    resp.responses[0].partition_responses[0].error_code
 }

@@ -679,14 +679,64 @@ fn log_append_time_topics_stamp_batches_with_broker_time() {
         ),
         0
     );
+    let before_ms = wall_clock_ms();
+    // The producer's timestamps are 1,000 ms after the epoch: far from
+    // any broker time.
     let outcome = produce(&mut raw, "lat", batch(2, 10));
+    let after_ms = wall_clock_ms();
     assert_eq!(outcome.error_code, 0);
+    let stamped = outcome.log_append_time_ms;
     assert!(
-        outcome.log_append_time_ms > 1_600_000_000_000,
-        "{}",
-        outcome.log_append_time_ms
+        (before_ms..=after_ms).contains(&stamped),
+        "log_append_time_ms {stamped} outside [{before_ms}, {after_ms}]"
     );
     assert_eq!(latest_offset(&mut raw, "lat"), 2);
+    // The stored batch says so too, as a consumer reads it.
+    let records = fetch_partition_0(&mut raw, "lat", 0);
+    let header = sluice_protocol::record_batch::BatchHeader::parse(&records).expect("a batch");
+    assert_eq!(header.total_size(), records.len(), "one batch");
+    assert!(
+        header.uses_log_append_time(),
+        "timestamp type is LogAppendTime: attributes {:#06x}",
+        header.attributes
+    );
+    assert_eq!(
+        header.max_timestamp, stamped,
+        "max timestamp is the broker's time"
+    );
+    sluice_protocol::record_batch::validate_batch(&records, 0)
+        .unwrap_or_else(|e| panic!("the stamped batch's CRC: {e}"));
+}
+
+fn wall_clock_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    since_epoch.as_millis() as i64
+}
+
+/// The record bytes a sessionless Fetch v12 returns for partition 0 of
+/// `name` from `offset`, checking the partition's error code.
+fn fetch_partition_0(raw: &mut Raw, name: &str, offset: i64) -> Bytes {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic(name))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("Fetch answer");
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "fetch {name}-0");
+    p.records.clone().expect("records")
 }
 
 /// Producer ids come in blocks recorded in the metadata log, so none is

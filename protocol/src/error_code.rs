@@ -68,10 +68,10 @@ pub enum ErrorCode {
     NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
+    InvalidUpdateVersion = 95,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
     IneligibleReplica = 107,
-    InvalidUpdateVersion = 108,
 }
 
 impl ErrorCode {
@@ -177,10 +177,10 @@ const ALL: [ErrorCode; 67] = [
     ErrorCode::NoReassignmentInProgress,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
+    ErrorCode::InvalidUpdateVersion,
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,
     ErrorCode::IneligibleReplica,
-    ErrorCode::InvalidUpdateVersion,
 ];
 
 #[cfg(test)]
@@ -193,5 +193,65 @@ mod tests {
             assert_eq!(ErrorCode::from_code(e.code()), e);
         }
         assert_eq!(ErrorCode::from_code(9999), ErrorCode::UnknownServerError);
+    }
+
+    /// The variants as written in this file's `enum ErrorCode`, read from
+    /// the source so that the check below does not rest on `ALL`.
+    fn declared_variants() -> Vec<(String, i16)> {
+        let source = include_str!("error_code.rs");
+        let start = source.find("pub enum ErrorCode {").expect("the enum");
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
+        body.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| {
+                let (name, code) = l.trim_end_matches(',').split_once(" = ").expect(l);
+                (name.to_string(), code.parse().expect(l))
+            })
+            .collect()
+    }
+
+    /// `ALL` lists every variant of the enum once, so `from_code` knows
+    /// every code we can send.
+    #[test]
+    fn all_lists_every_variant_once() {
+        let declared = declared_variants();
+        let listed: Vec<(String, i16)> = ALL.iter().map(|e| (format!("{e:?}"), e.code())).collect();
+        let mut declared_sorted = declared.clone();
+        declared_sorted.sort();
+        let mut listed_sorted = listed.clone();
+        listed_sorted.sort();
+        assert_eq!(listed_sorted, declared_sorted, "ALL against the enum");
+        let mut codes: Vec<i16> = declared.iter().map(|(_, c)| *c).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), declared.len(), "two variants share a code");
+    }
+
+    /// Each code is Kafka's number for the error of that name, as the
+    /// `kafka-protocol` crate (generated from Kafka's error table) has it:
+    /// a variant with a wrong number maps to a differently named Kafka
+    /// error, or to none. It found `InvalidUpdateVersion` sent as 108,
+    /// which is Kafka's NEW_LEADER_ELECTED, instead of 95, so a stale
+    /// AlterPartition was refused with the wrong error.
+    #[test]
+    fn codes_are_kafkas_numbers() {
+        use kafka_protocol::error::ResponseError;
+        for e in ALL {
+            let ours = format!("{e:?}");
+            match ResponseError::try_from_code(e.code()) {
+                None => assert_eq!(e, ErrorCode::None, "only NONE is code 0"),
+                Some(ResponseError::Unknown(code)) => {
+                    panic!("{ours} = {code} is not a Kafka error code")
+                }
+                Some(kafka) => assert_eq!(
+                    format!("{kafka:?}"),
+                    ours,
+                    "code {} is Kafka's {kafka:?}, not {ours}",
+                    e.code()
+                ),
+            }
+        }
     }
 }

@@ -227,10 +227,42 @@ impl Raw {
         Some(buf)
     }
 
-    /// Whether the broker closed the connection (read returns EOF or reset).
+    /// Whether the broker closed the connection: only end of stream or a
+    /// reset counts. A read that times out (the 30 s read timeout set by
+    /// [`Raw::connect`]) means the broker kept the connection open without
+    /// answering, which is not a close; bytes from the broker are not one
+    /// either.
     pub fn closed_by_broker(&mut self) -> bool {
+        use std::io::ErrorKind;
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+        let read = loop {
+            match self.stream.read(&mut b) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                read => break read,
+            }
+        };
+        match read {
+            Ok(0) => true,
+            Ok(_) => {
+                eprintln!("the broker answered instead of closing");
+                false
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                true
+            }
+            Err(e) => {
+                eprintln!(
+                    "the connection was not closed by the broker: {e} ({:?})",
+                    e.kind()
+                );
+                false
+            }
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 // Sarama, the Go client, against a Sluice broker: create a topic with the
 // cluster admin, produce keyed messages with headers (acks=all) once per
-// codec, read every partition back and check each message and its order,
-// then consume the whole topic in a consumer group, commit, and read the
-// committed offsets back. Exits non-zero on any mismatch.
+// codec, read every partition back and check each message and its order
+// and that nothing follows them, then consume the whole topic in a consumer
+// group (every value sent read, nothing else, none twice within a
+// session), commit, and read the committed offsets back. Exits non-zero on
+// any mismatch.
 //
 // This is Debian's sarama 1.22 (2019). Two of its calls use versions that
 // Kafka 4.0 dropped and Sluice does not serve either: ClusterAdmin's
@@ -82,7 +84,12 @@ func produce(bootstrap, topic string, n int) map[int32][]string {
 }
 
 func readPartitions(bootstrap, topic string, sent map[int32][]string) {
-	c, err := sarama.NewConsumer([]string{bootstrap}, config())
+	client, err := sarama.NewClient([]string{bootstrap}, config())
+	if err != nil {
+		fail("client: %v", err)
+	}
+	defer client.Close()
+	c, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		fail("consumer: %v", err)
 	}
@@ -112,31 +119,67 @@ func readPartitions(bootstrap, topic string, sent map[int32][]string) {
 			}
 		}
 		pc.Close()
+		// Nothing after the acknowledged messages: the partition ends
+		// right after the last one.
+		end, err := client.GetOffset(topic, partition, sarama.OffsetNewest)
+		if err != nil {
+			fail("partition %d end offset: %v", partition, err)
+		}
+		if end != int64(len(want)) {
+			fail("partition %d ends at %d, %d messages were sent to it", partition, end, len(want))
+		}
 	}
 }
 
-// groupHandler marks every message it is given and counts them.
+// groupHandler marks every message it is given and counts each value,
+// so that a value read twice cannot stand in for one never read.
 type groupHandler struct {
-	mu   sync.Mutex
-	seen map[string]bool
-	want int
-	done chan struct{}
-	once sync.Once
+	mu       sync.Mutex
+	sent     map[string]bool
+	times    map[string]int
+	sessions int
+	done     chan struct{}
+	once     sync.Once
 }
 
-func (h *groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *groupHandler) Setup(sarama.ConsumerGroupSession) error {
+	h.mu.Lock()
+	h.sessions++
+	h.mu.Unlock()
+	return nil
+}
 func (h *groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	for m := range claim.Messages() {
 		s.MarkMessage(m, "")
+		value := string(m.Value)
 		h.mu.Lock()
-		h.seen[string(m.Value)] = true
-		if len(h.seen) == h.want {
+		if !h.sent[value] {
+			fail("the group read %q at %d/%d, which was never sent", value, m.Partition, m.Offset)
+		}
+		h.times[value]++
+		if len(h.times) == len(h.sent) {
 			h.once.Do(func() { close(h.done) })
 		}
 		h.mu.Unlock()
 	}
 	return nil
+}
+
+// check fails on a value read more than once within a single group
+// session: only a new session (a rebalance) may read from the last commit
+// again.
+func (h *groupHandler) check() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sessions > 1 {
+		return
+	}
+	for value, n := range h.times {
+		if n > 1 {
+			fail("%q read %d times in one group session", value, n)
+		}
+	}
 }
 
 func consumeInGroup(bootstrap, topic string, sent map[int32][]string) {
@@ -152,7 +195,15 @@ func consumeInGroup(bootstrap, topic string, sent map[int32][]string) {
 	if err != nil {
 		fail("consumer group: %v", err)
 	}
-	h := &groupHandler{seen: map[string]bool{}, want: total, done: make(chan struct{})}
+	h := &groupHandler{sent: map[string]bool{}, times: map[string]int{}, done: make(chan struct{})}
+	for _, values := range sent {
+		for _, value := range values {
+			h.sent[value] = true
+		}
+	}
+	if len(h.sent) != total {
+		fail("%d distinct values among %d sent", len(h.sent), total)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for ctx.Err() == nil {
@@ -165,13 +216,15 @@ func consumeInGroup(bootstrap, topic string, sent map[int32][]string) {
 	select {
 	case <-h.done:
 	case <-time.After(90 * time.Second):
-		fail("the group consumed %d of %d messages", len(h.seen), total)
+		h.mu.Lock()
+		fail("the group consumed %d of %d messages", len(h.times), total)
 	}
 	cancel()
 	// Closing commits what was marked and leaves the group.
 	if err := group.Close(); err != nil {
 		fail("group close: %v", err)
 	}
+	h.check()
 
 	admin, err := sarama.NewClusterAdmin([]string{bootstrap}, config())
 	if err != nil {
