@@ -91,6 +91,11 @@ impl<const N: usize> IndexFile<N> {
         Ok(())
     }
 
+    /// Whether entries can still be pushed (the active segment's index).
+    pub fn is_open(&self) -> bool {
+        self.in_memory
+    }
+
     pub fn len(&self) -> usize {
         if self.in_memory {
             self.memory.len()

@@ -270,7 +270,9 @@ impl PartitionLog {
     /// Opens an existing partition. After an unclean stop (`clean` false)
     /// every segment from the one holding `recovery_point` is verified; a
     /// torn or corrupt tail of the last segment is cut off, corruption in an
-    /// earlier segment is an error and the partition stays offline.
+    /// earlier segment is an error and the partition stays offline, and a
+    /// segment that ends short of the next one's base (its unsynced tail
+    /// lost with the power) ends the log: the segments after it go.
     pub fn open(
         dir: &Path,
         config: Arc<TopicConfig>,
@@ -323,6 +325,26 @@ impl PartitionLog {
                 }
             }
             if let Some(prev) = segments.last() {
+                if !clean && segment.base() > prev.next_offset() {
+                    // The previous segment lost its tail (written but not
+                    // synced when the power went), while a later segment's
+                    // file survived: from the gap on the log is not
+                    // contiguous. Everything from this segment on goes; the
+                    // previous one becomes the active segment again.
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        gap_from = prev.next_offset().0,
+                        gap_to = segment.base().0,
+                        segments = bases.len() - i,
+                        "a segment lost its tail before a later one: dropping the later segments"
+                    );
+                    drop(segment);
+                    drop(segments);
+                    for b in &bases[i..] {
+                        super::segment::delete_files(dir, *b)?;
+                    }
+                    return PartitionLog::open(dir, config, clean, recovery_point, log_start);
+                }
                 if segment.base() < prev.next_offset() {
                     return Err(StorageError::Corrupt {
                         path: segment.log_path().to_path_buf(),
@@ -1029,6 +1051,62 @@ mod tests {
         let err =
             PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_segment_that_lost_its_tail_before_a_later_one_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..60 {
+            append(&mut log, &batch(5, i));
+        }
+        assert!(log.segments.len() >= 3);
+        // The power went before the second segment's last half was synced;
+        // the later segments' files survived.
+        let second = log.segments[1].log_path().to_path_buf();
+        let (second_base, third_base) = (log.segments[1].base(), log.segments[2].base());
+        drop(log);
+        let bytes = std::fs::read(&second).unwrap();
+        let whole = BatchHeader::parse(&bytes).unwrap().total_size();
+        let kept = whole * (bytes.len() / whole / 2);
+        std::fs::write(&second, &bytes[..kept]).unwrap();
+        // A clean stop cannot leave this; an unclean one is recovered.
+        let log = PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.segments.len(), 2);
+        let end = log.log_end();
+        assert!(end > second_base && end < third_base, "{end:?}");
+        assert_eq!(list_segment_bases(&pdir).unwrap().len(), 2);
+        // And it takes appends on from there.
+        drop(log);
+        let mut log =
+            PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap();
+        let next = log.log_end();
+        append(&mut log, &batch(5, 0));
+        assert_eq!(log.log_end(), Offset(next.0 + 5));
+    }
+
+    #[test]
+    fn sealed_segments_whose_indexes_were_lost_are_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..60 {
+            append(&mut log, &batch(5, i));
+        }
+        let end = log.log_end();
+        let first = log.segments[0].log_path().to_path_buf();
+        log.flush_now(0).unwrap();
+        drop(log);
+        // The index files of a synced segment did not reach the disk.
+        for ext in ["index", "timeindex"] {
+            std::fs::write(first.with_extension(ext), b"").unwrap();
+        }
+        for clean in [true, false] {
+            let log = PartitionLog::open(&pdir, config("5000"), clean, end, Offset(0)).unwrap();
+            assert_eq!(log.log_end(), end);
+            assert!(!log.segments[0].time_index_is_empty());
+        }
     }
 
     fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {

@@ -207,7 +207,7 @@ impl Segment {
     pub fn load(&mut self, index_interval: u64) -> Result<()> {
         if self.index.sanity_check(self.size).is_err() {
             tracing::warn!(path = %self.log_path.display(), "offset index failed its sanity check; rebuilding");
-            return self.recover(index_interval).map(|_| ());
+            return self.rebuild(index_interval);
         }
         let from = u64::from(self.index.lookup(Offset(i64::MAX))?);
         let mut next = self.base;
@@ -225,9 +225,31 @@ impl Segment {
                 reason,
             });
         }
+        // A sealed segment's time index ends with its largest timestamp.
+        // Without it the index was not all written before the machine
+        // went down (index files are derived and may lag the log): both
+        // are rebuilt from the log.
+        let indexed = self.time_index.last_timestamp()?.unwrap_or(-1);
+        if !self.time_index.is_open() && max_ts > indexed {
+            tracing::warn!(path = %self.log_path.display(), "time index lacks the segment's last entry; rebuilding the indexes");
+            return self.rebuild(index_interval);
+        }
         self.next_offset = next;
         self.max_timestamp = max_ts;
         Ok(())
+    }
+
+    /// Rebuilds the indexes from a log that must be whole: an invalid batch
+    /// is an error.
+    fn rebuild(&mut self, index_interval: u64) -> Result<()> {
+        match self.recover(index_interval)?.invalid_at {
+            None => Ok(()),
+            Some((position, reason)) => Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position,
+                reason,
+            }),
+        }
     }
 
     /// Verifies every batch (length, magic, CRC, rising offsets), rebuilds
@@ -560,21 +582,12 @@ impl Segment {
 
     /// Deletes the segment's files.
     pub fn delete(self) -> Result<()> {
-        let (log, index, time) = paths(self.log_path.parent().unwrap_or(Path::new(".")), self.base);
-        for p in [log, index, time] {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(StorageError::Io {
-                        op: "delete segment",
-                        path: p,
-                        source: e,
-                    })
-                }
-            }
-        }
-        Ok(())
+        delete_files(self.log_path.parent().unwrap_or(Path::new(".")), self.base)
+    }
+
+    #[cfg(test)]
+    pub fn time_index_is_empty(&self) -> bool {
+        self.time_index.is_empty()
     }
 
     pub fn base(&self) -> Offset {
@@ -604,6 +617,25 @@ impl Segment {
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
+}
+
+/// Deletes the files of the segment at `base` in `dir`, whichever exist.
+pub fn delete_files(dir: &Path, base: Offset) -> Result<()> {
+    let (log, index, time) = paths(dir, base);
+    for p in [log, index, time] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StorageError::Io {
+                    op: "delete segment",
+                    path: p,
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `pwritev` until every byte of `iov` is written.

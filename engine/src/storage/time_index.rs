@@ -44,6 +44,11 @@ impl TimeIndex {
         self.file.len()
     }
 
+    /// Whether entries can still be added (the active segment's index).
+    pub fn is_open(&self) -> bool {
+        self.file.is_open()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.file.is_empty()
     }

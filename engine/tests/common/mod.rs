@@ -47,8 +47,14 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `--cores cores` and the given `--override`s.
     pub fn start(cores: usize, overrides: &[&str]) -> Broker {
+        Broker::start_at(None, cores, overrides)
+    }
+
+    /// The same with the data directory at `data_dir` (a temporary one when
+    /// `None`).
+    pub fn start_at(data_dir: Option<PathBuf>, cores: usize, overrides: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let mut args = vec!["--cores".to_string(), cores.to_string()];
         for o in overrides {
             args.push("--override".into());
