@@ -122,6 +122,11 @@ producer:\n  acks: 1\n  linger.ms: 1\n";
         acked,
         "consumed + unconsumed = acked"
     );
+    assert_eq!(p.unconsumed_by_subscription.len(), 1, "{p:?}");
+    assert_eq!(
+        p.unconsumed_by_subscription.values().sum::<u64>(),
+        p.unconsumed
+    );
     // Never consumed: at least the drain's 10 s each.
     assert!(p.end_to_end.max_us >= 9_000_000, "{:?}", p.end_to_end);
     let s = p.sustain.as_ref().unwrap();

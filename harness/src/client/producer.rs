@@ -48,6 +48,8 @@ struct Topic {
     wire: TopicName,
     leaders: Vec<i32>,
     queues: Vec<PartitionQueue>,
+    /// Messages acknowledged (or, for acks=0, written) so far.
+    acknowledged: u64,
 }
 
 /// The batches of one request: (topic, partition, batch).
@@ -130,6 +132,7 @@ impl Producer {
                 name: t.clone(),
                 wire: topic_name(t),
                 queues: (0..leaders.len()).map(|_| PartitionQueue::new()).collect(),
+                acknowledged: 0,
                 leaders,
             });
         }
@@ -581,8 +584,16 @@ impl Producer {
         Ok(())
     }
 
-    fn complete(&mut self, b: &ClosedBatch, now: u64, rec: &mut Recorder) {
+    /// Messages acknowledged so far, per topic name.
+    pub fn acknowledged(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.acknowledged))
+    }
+
+    fn complete(&mut self, t: usize, b: &ClosedBatch, now: u64, rec: &mut Recorder) {
         self.buffered -= b.footprint();
+        self.topics[t].acknowledged += b.starts.len() as u64;
         let per_message = b.payload_bytes / b.starts.len().max(1) as u64;
         for &s in &b.starts {
             rec.on_done(now, s, per_message);
@@ -605,8 +616,8 @@ impl Producer {
             let (_, batches) = broker.unwritten.pop_front().expect("front exists");
             done.extend(batches);
         }
-        for (_, _, b) in done {
-            self.complete(&b, now, rec);
+        for (t, _, b) in done {
+            self.complete(t, &b, now, rec);
         }
     }
 
@@ -675,7 +686,7 @@ impl Producer {
                 // A duplicate was appended before: its first answer was lost.
                 ErrorCode::None | ErrorCode::DuplicateSequenceNumber => {
                     q.acknowledged(&b);
-                    self.complete(&b, now, rec);
+                    self.complete(t, &b, now, rec);
                 }
                 ErrorCode::OutOfOrderSequenceNumber if q.behind_a_gap(&b) => {
                     self.retry_or_fail(t, p, b, now, &cause_of_code(code), rec);

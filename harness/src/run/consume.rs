@@ -115,7 +115,14 @@ impl AnyConsumer {
     }
 }
 
-pub fn run(clock: Clock, mut c: AnyConsumer, shared: Arc<ConsumerShared>) -> ConsumerResult {
+/// Runs one consumer; `mine` counts what it consumes (its subscription's
+/// share), `shared.consumed` what all consumers did.
+pub fn run(
+    clock: Clock,
+    mut c: AnyConsumer,
+    shared: Arc<ConsumerShared>,
+    mine: Arc<AtomicU64>,
+) -> ConsumerResult {
     // Until the timeline is set nothing is produced: only membership.
     let (start, warmup_end, measure_end) = loop {
         if let Some(w) = shared.window.get() {
@@ -141,6 +148,7 @@ pub fn run(clock: Clock, mut c: AnyConsumer, shared: Arc<ConsumerShared>) -> Con
         match c.fetch_once(&mut rec) {
             Ok(n) => {
                 shared.consumed.fetch_add(n, Ordering::Relaxed);
+                mine.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => c.note(e),
         }

@@ -54,6 +54,8 @@ pub struct GeneratorResult {
     /// that were never sent (a paced load the client or broker could not
     /// keep up with).
     pub unsent: u64,
+    /// Messages acknowledged, per topic.
+    pub acknowledged: Vec<(String, u64)>,
 }
 
 pub fn run(
@@ -134,8 +136,10 @@ pub fn run(
     );
     flush(&clock, &mut plan, &mut rec);
     let mut errors = Vec::new();
+    let mut acknowledged = Vec::new();
     for (p, _) in &mut plan.producers {
         errors.append(&mut p.client_errors);
+        acknowledged.extend(p.acknowledged().map(|(t, n)| (t.to_string(), n)));
     }
     rec.finish(clock.now_ns());
     GeneratorResult {
@@ -143,6 +147,7 @@ pub fn run(
         errors,
         sent: k,
         unsent,
+        acknowledged,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::measure::recorder::{Recorder, Totals, INTERVAL_NS};
 use crate::workload::{ConsumerAssignment, Workload};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct LoadOutcome {
     /// Acknowledged messages (all phases) times subscriptions, less those
     /// consumed by the end of the drain.
     pub unconsumed: u64,
+    /// The same per subscription (`topic/index`).
+    pub unconsumed_by_subscription: BTreeMap<String, u64>,
     /// Messages handed to the client over the whole load.
     pub sent: u64,
     /// Seconds of warm-up before the measured window.
@@ -118,10 +120,14 @@ pub fn run_load(
     let backlog = spec.backlog_bytes > 0 && spec.consumers;
     let cshared = Arc::new(ConsumerShared::default());
     cshared.go.store(!backlog, Ordering::Relaxed);
-    let (consumers, groups) = if spec.consumers {
+    let Consumers {
+        handles: consumers,
+        groups,
+        counters,
+    } = if spec.consumers {
         spawn_consumers(p, w, clock, &cshared)?
     } else {
-        (Vec::new(), Vec::new())
+        Consumers::default()
     };
     // Producers start only once every subscription's group holds all its
     // partitions, so the rebalance is neither measured as latency nor
@@ -222,30 +228,42 @@ pub fn run_load(
     let mut produce_recs = Vec::new();
     let mut errors = Vec::new();
     let mut sent = 0;
+    let mut acked_by_topic: BTreeMap<String, u64> = BTreeMap::new();
     for g in generators {
         if let Ok(mut r) = g.join() {
             sent += r.sent;
+            for (t, n) in r.acknowledged.drain(..) {
+                *acked_by_topic.entry(t).or_default() += n;
+            }
             errors.append(&mut r.errors);
             produce_recs.push(r.recorder);
         }
     }
     let producers_done = clock.now_ns();
-    // Every acknowledged message is due to every subscription: the
-    // consumers read until they have it all, or the drain bound passes.
-    let acked: u64 = produce_recs
-        .iter()
-        .flat_map(|r| r.intervals.iter())
-        .map(|i| i.messages)
-        .sum();
-    let due = acked * u64::from(w.subscriptions_per_topic);
+    // Every acknowledged message is due to every subscription of its
+    // topic: the consumers read until they have it all, or the drain bound
+    // passes.
+    let behind = || -> BTreeMap<String, u64> {
+        counters
+            .iter()
+            .map(|(t, sub, n)| {
+                let owed = acked_by_topic.get(t).copied().unwrap_or(0);
+                (
+                    format!("{t}/{sub}"),
+                    owed.saturating_sub(n.load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
+    };
     let drain_end = producers_done + DRAIN_NS;
     while spec.consumers
         && !interrupt.load(Ordering::Relaxed)
-        && cshared.consumed.load(Ordering::Relaxed) < due
+        && behind().values().any(|n| *n > 0)
         && clock.now_ns() < drain_end
     {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let unconsumed_by_subscription = behind();
     cshared.stop.store(true, Ordering::Relaxed);
     let consumers_stopped = clock.now_ns();
     let mut consume_recs = Vec::new();
@@ -277,8 +295,8 @@ pub fn run_load(
         interrupted,
     );
     if spec.consumers {
-        let consumed = cshared.consumed.load(Ordering::Relaxed);
-        out.unconsumed = due.saturating_sub(consumed);
+        out.unconsumed = unconsumed_by_subscription.values().sum();
+        out.unconsumed_by_subscription = unconsumed_by_subscription;
         // Each was acknowledged by the time the producers were done and
         // still unread when the consumers stopped: its end-to-end latency
         // was at least the drain's length.
@@ -312,16 +330,24 @@ pub fn drained_target(msgs: u64, ratio: f64) -> u64 {
     msgs - left.min(msgs)
 }
 
-type ConsumerHandles = Vec<std::thread::JoinHandle<consume::ConsumerResult>>;
+/// A load's consumer threads, the groups to watch settle, and what each
+/// subscription (topic, index) has consumed.
+#[derive(Default)]
+struct Consumers {
+    handles: Vec<std::thread::JoinHandle<consume::ConsumerResult>>,
+    groups: Vec<GroupWatch>,
+    counters: Vec<(String, u32, Arc<AtomicU64>)>,
+}
 
 fn spawn_consumers(
     p: &Prepared,
     w: &Workload,
     clock: Clock,
     shared: &Arc<ConsumerShared>,
-) -> Result<(ConsumerHandles, Vec<GroupWatch>), ClientError> {
+) -> Result<Consumers, ClientError> {
     let mut handles = Vec::new();
     let mut groups = Vec::new();
+    let mut counters = Vec::new();
     for t in &p.topics {
         for sub in 0..w.subscriptions_per_topic {
             let consumers = match w.consumer_assignment {
@@ -332,18 +358,24 @@ fn spawn_consumers(
                     consumers
                 }
             };
+            let counter = Arc::new(AtomicU64::new(0));
+            counters.push((t.clone(), sub, counter.clone()));
             for c in consumers {
-                let shared = shared.clone();
+                let (shared, mine) = (shared.clone(), counter.clone());
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("consumer-{}", handles.len()))
-                        .spawn(move || consume::run(clock, c, shared))
+                        .spawn(move || consume::run(clock, c, shared, mine))
                         .expect("spawning a consumer thread"),
                 );
             }
         }
     }
-    Ok((handles, groups))
+    Ok(Consumers {
+        handles,
+        groups,
+        counters,
+    })
 }
 
 /// Consumer c of n reads the partitions p with p % n == c.
@@ -674,6 +706,7 @@ fn merge(
         produce: pt,
         consume: ct,
         unconsumed: 0,
+        unconsumed_by_subscription: BTreeMap::new(),
         sent: 0,
         warmup_s: 0.0,
         intervals: rows,

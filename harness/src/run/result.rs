@@ -110,6 +110,9 @@ pub struct PointResult {
     /// Acknowledged messages (times subscriptions) never consumed.
     #[serde(default)]
     pub unconsumed: u64,
+    /// The same per subscription (`topic/index`).
+    #[serde(default)]
+    pub unconsumed_by_subscription: BTreeMap<String, u64>,
     /// Failed messages: of the window for `errors`, of the whole load per
     /// cause.
     pub errors: u64,

@@ -366,6 +366,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
         sent: out.sent,
         unsent: out.produce.missing,
         unconsumed: out.unconsumed,
+        unconsumed_by_subscription: out.unconsumed_by_subscription,
         errors,
         error_rate: out.produce.errors as f64 / attempted.max(1) as f64,
         errors_by_cause: by_cause,
