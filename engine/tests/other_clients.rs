@@ -1,6 +1,6 @@
-//! kcat, kafka-python, aiokafka, KafkaJS and sarama (Go) against a real
-//! `sluice` process. All five are installed by `.ci/run`; a missing tool
-//! fails the test rather than skipping it.
+//! kcat, kafka-python, aiokafka, KafkaJS, sarama (Go) and Apache Kafka's
+//! Java client against a real `sluice` process. All six are installed by
+//! `.ci/run`; a missing tool fails the test rather than skipping it.
 
 mod common;
 
@@ -163,4 +163,39 @@ fn sarama_produces_reads_and_consumes_in_a_group() {
         &["180", bin, &broker.bootstrap(), "sarama", "500"],
         || format!("broker log:\n{}", broker.log()),
     );
+}
+
+#[test]
+fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
+    // Apache Kafka's own client, built with Maven (`.ci/run` fetches it).
+    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
+    let build = Command::new("mvn")
+        .args(["-q", "-B", "-f", pom, "package"])
+        .output()
+        .expect("maven is installed (apt-get install maven)");
+    assert!(
+        build.status.success(),
+        "building the Java client check failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
+    let classpath = format!("{target}/classes:{target}/lib/*");
+    let broker = Broker::start(2, &[]);
+    let out = run_client(
+        "the Java client",
+        &[
+            "300",
+            "java",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &classpath,
+            "sluice.ClientsCheck",
+            &broker.bootstrap(),
+            "java-clients",
+            "2000",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("java client: ok"), "{out}");
 }
