@@ -1,6 +1,7 @@
-//! kcat, kafka-python, aiokafka, KafkaJS, sarama (Go) and Apache Kafka's
-//! Java client against a real `sluice` process. All six are installed by
-//! `.ci/run`; a missing tool fails the test rather than skipping it.
+//! kcat, kafka-python, aiokafka, KafkaJS, sarama and franz-go (Go) and
+//! Apache Kafka's Java client against a real `sluice` process. All seven
+//! are installed by `.ci/run`; a missing tool fails the test rather than
+//! skipping it.
 
 mod common;
 
@@ -198,4 +199,34 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("java client: ok"), "{out}");
+}
+
+#[test]
+fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
+    // franz-go from the Go module proxy, pinned by tests/go/franz/go.sum
+    // (`.ci/run` downloads the modules).
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/franz");
+    let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("franz");
+    let bin = out_dir.join("franz");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(src)
+        .env("GOFLAGS", "-mod=readonly")
+        .output()
+        .expect("go is installed (apt-get install golang-go)");
+    assert!(
+        build.status.success(),
+        "building the franz-go test failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let broker = Broker::start(2, &[]);
+    let bin = bin.to_str().expect("a UTF-8 path");
+    let out = run_client(
+        "franz-go",
+        &["200", bin, &broker.bootstrap(), "franz", "2000"],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("franz-go: ok"), "{out}");
 }
