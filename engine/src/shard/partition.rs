@@ -338,7 +338,8 @@ impl Partition {
         rx
     }
 
-    /// ListOffsets: -2 earliest, -1 latest, else by timestamp. With the
+    /// ListOffsets: -2 earliest, -1 latest, -3 the record with the largest
+    /// timestamp, else by timestamp. With the
     /// offset and timestamp comes the leader epoch Kafka reports: the
     /// epoch of the record found (of the first one for earliest), the
     /// current epoch for latest, -1 when none. A consumer keeps it with
@@ -354,6 +355,10 @@ impl Partition {
         match timestamp {
             -2 => Ok((log.log_start(), -1, epoch_at(log.log_start()))),
             -1 => Ok((log.high_watermark(), -1, log.leader_epoch())),
+            -3 => Ok(match log.max_timestamp_offset()? {
+                Some((offset, ts)) => (offset, ts, epoch_at(offset)),
+                None => (Offset(-1), -1, LeaderEpoch(-1)),
+            }),
             ts => Ok(match log.offset_for_timestamp(ts)? {
                 Some((offset, ts)) => (offset, ts, epoch_at(offset)),
                 None => (Offset(-1), -1, LeaderEpoch(-1)),

@@ -759,6 +759,34 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// Offset and timestamp of the record with the largest timestamp (the
+    /// first such record on a tie): ListOffsets' -3. Each segment knows
+    /// its largest timestamp; the batch holding it is read to find the
+    /// record.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(Offset, i64)>> {
+        let mut best: Option<&Segment> = None;
+        for s in &self.segments {
+            if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp()) {
+                best = Some(s);
+            }
+        }
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        let ts = segment.max_timestamp();
+        let Some((pos, h)) = segment.find_timestamp(ts)? else {
+            return Ok(None);
+        };
+        let batch = segment.read_batch(pos, &h)?;
+        let found = first_record_at_or_after(&batch, &h, ts).unwrap_or((h.base_offset, ts));
+        // Records below the log start are gone: the search for one at or
+        // after its timestamp starts there.
+        if found.0 < self.log_start {
+            return self.offset_for_timestamp(ts);
+        }
+        Ok(Some(found))
+    }
+
     /// Deletes whole segments past `retention.ms` / `retention.bytes`,
     /// never the active one, when `cleanup.policy` includes `delete`.
     /// Returns how many were deleted.
@@ -995,6 +1023,7 @@ mod tests {
             log.offset_for_timestamp(503).unwrap(),
             Some((Offset(253), 503))
         );
+
         log.flush_now(0).unwrap();
         drop(log);
         let log = PartitionLog::open(&pdir, config("20000"), true, Offset(0), Offset(0)).unwrap();
@@ -1051,6 +1080,30 @@ mod tests {
         let err =
             PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_largest_timestamp_is_found_in_whichever_segment_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        assert_eq!(log.max_timestamp_offset().unwrap(), None);
+        for i in 0..40 {
+            append(&mut log, &batch(5, i * 10));
+        }
+        // The last batch's last record: 390 + 4.
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(199), 394)));
+        // A batch stamped up to 2000 in the middle of the active segment,
+        // then lower ones after it: its last record keeps the maximum.
+        append(&mut log, &batch(3, 1998));
+        append(&mut log, &batch(3, 5));
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(202), 2000)));
+        // Several segments later, still found there.
+        for _ in 0..20 {
+            append(&mut log, &batch(5, 7));
+        }
+        assert!(log.segments.len() > 3);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(202), 2000)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after
-//! a timestamp, answered by each partition's owner shard.
+//! ListOffsets: earliest (-2), latest (-1), the largest timestamp (-3) or
+//! the first offset at or after a timestamp, answered by each partition's
+//! owner shard.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::partition::error_code;
