@@ -1669,8 +1669,9 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
 }
 
 /// Produce requests pipelined on one connection: while the first acks=all
-/// request waits for a paused follower, the second is read and appended;
-/// both are answered, in request order, once the follower is back.
+/// request waits for a paused follower, the second is read and appended,
+/// and no answer comes; both are answered, in request order, once the
+/// follower is back.
 #[test]
 fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_order() {
     use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
@@ -1704,7 +1705,14 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // No answer while the follower is stopped: it cannot have fetched
+    // either record, so the high watermark is still 0. Watched for a
+    // second, long after the second append, so an answer sent without
+    // waiting would be in the socket; the window cannot produce a false
+    // failure, since nothing may legitimately arrive in it.
+    assert_no_answer_yet(&raw, Duration::from_secs(1));
     c.signal(paused, libc::SIGCONT);
+    raw.stream.set_read_timeout(Some(READY_DEADLINE)).unwrap();
     for (correlation_id, offset) in [(1, 0), (2, 1)] {
         let frame = raw.recv().expect("produce answer");
         let mut buf = bytes::Bytes::from(frame);
@@ -1717,6 +1725,23 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
         let resp = ProduceResponse::decode(&mut buf, 9).unwrap();
         let p = &resp.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, offset));
+    }
+}
+
+/// Fails if any byte of an answer arrives on `raw` within `window`.
+fn assert_no_answer_yet(raw: &Raw, window: Duration) {
+    raw.stream.set_read_timeout(Some(window)).unwrap();
+    let mut byte = [0u8; 1];
+    match raw.stream.peek(&mut byte) {
+        Ok(0) => panic!("the leader closed the connection instead of waiting"),
+        Ok(_) => panic!("an acks=all answer arrived while an in-sync follower was stopped"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "reading the connection: {e}"
+        ),
     }
 }
 
