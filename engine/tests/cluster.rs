@@ -1345,6 +1345,7 @@ fn acks_all_needs_min_insync_replicas_and_recovers_when_replicas_return() {
     // three brokers stopping (with three voters, so would the quorum not).
     let mut layout = spec(dir.path(), &[]);
     layout.voters = 1;
+    layout.log_filter = Some("info,replica_fetch=debug".into());
     let mut c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
     wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
     create_guarded(&c, "guarded", 1);
@@ -1592,6 +1593,7 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
     // without losing the quorum.
     let mut layout = spec(dir.path(), &[]);
     layout.voters = 1;
+    layout.log_filter = Some("info,replica_fetch=debug".into());
     let mut c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
     wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
     // A topic led by a broker other than the controller.
@@ -1612,15 +1614,27 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
     // Cut the leader off: its followers stop, it appends alone, it dies.
     c.signal(1, libc::SIGSTOP);
     c.signal(follower, libc::SIGSTOP);
-    // Let the followers' pending long polls (500 ms) run out: their empty
-    // answers wait in socket buffers, and no fetch is left at the leader
-    // to carry what it appends next.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until the followers' pending long polls (500 ms) have run out:
+    // their empty answers wait in socket buffers, and no fetch is left at
+    // the leader to carry what it appends next.
+    let paused = [1, follower];
+    let fetches = wait_no_replica_fetch_parked(&c, leader, &paused);
     for i in 0..5 {
         let v = format!("alone-{i}");
         assert_eq!(raw_produce(&c, leader, &topic, 1, v.as_bytes()), 0);
     }
     c.kill(leader);
+    // The dead leader's log is complete: no fetch from a stopped follower
+    // was received or answered after the wait, so none carried the records
+    // appended alone. (Only a fetch the leader had read from its socket but
+    // not yet logged when the wait looked could have; this says so rather
+    // than let the test pass on a broken premise.)
+    assert_eq!(
+        replica_fetches(&c, leader, &paused),
+        fetches,
+        "fetches from the stopped followers (received, answered) at the \
+         wait and after the leader died"
+    );
     c.signal(1, libc::SIGCONT);
     c.signal(follower, libc::SIGCONT);
     let m = wait_for(&c, 1, "a new leader", |m| {
@@ -1668,9 +1682,96 @@ fn a_cut_off_leader_drops_what_it_appended_alone_when_it_returns_as_follower() {
     );
 }
 
+/// Per replica in `replicas`: (fetches received, fetches answered) in
+/// broker `node`'s log, from its `replica_fetch` debug lines.
+fn replica_fetches(c: &LocalCluster, node: usize, replicas: &[usize]) -> Vec<(usize, usize)> {
+    let log = log_since(c, node, 0);
+    let count = |what: &str, r: usize| {
+        let field = format!("replica={r}");
+        log.lines()
+            .filter(|l| l.contains(what) && l.split_whitespace().any(|w| w == field))
+            .count()
+    };
+    replicas
+        .iter()
+        .map(|r| {
+            (
+                count("replica fetch received", *r),
+                count("replica fetch answered", *r),
+            )
+        })
+        .collect()
+}
+
+/// Whether every thread of broker `node` is stopped (SIGSTOP delivered).
+fn stopped(c: &LocalCluster, node: usize) -> bool {
+    let pid = c.pid(node).expect("a running broker");
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
+/// Bytes that arrived on loopback sockets with local port `port` and that
+/// their owner has not read yet (`rx_queue` in /proc/net/tcp).
+fn unread_bytes_at(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let rx_queue = fields.get(4)?.split_once(':')?.1;
+            (u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| u64::from_str_radix(rx_queue, 16).ok())?
+        })
+        .sum()
+}
+
+/// Waits until each of `replicas` (already sent SIGSTOP) is stopped, the
+/// `leader` has read every byte sent to its listener, and it has answered
+/// every fetch it received from them, so none is parked there; returns
+/// the counts at that point.
+fn wait_no_replica_fetch_parked(
+    c: &LocalCluster,
+    leader: usize,
+    replicas: &[usize],
+) -> Vec<(usize, usize)> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    let port = c.spec.ports[leader - 1];
+    loop {
+        if replicas.iter().all(|r| stopped(c, *r)) && unread_bytes_at(port) == 0 {
+            let fetches = replica_fetches(c, leader, replicas);
+            if fetches
+                .iter()
+                .all(|(received, answered)| received == answered)
+            {
+                assert!(
+                    fetches.iter().all(|(received, _)| *received > 0),
+                    "no replica fetch lines in the leader's log: {fetches:?}"
+                );
+                return fetches;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fetches from {replicas:?} still parked at {leader}: {:?}",
+            replica_fetches(c, leader, replicas)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Produce requests pipelined on one connection: while the first acks=all
-/// request waits for a paused follower, the second is read and appended;
-/// both are answered, in request order, once the follower is back.
+/// request waits for a paused follower, the second is read and appended,
+/// and no answer comes; both are answered, in request order, once the
+/// follower is back.
 #[test]
 fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_order() {
     use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
@@ -1704,7 +1805,14 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // No answer while the follower is stopped: it cannot have fetched
+    // either record, so the high watermark is still 0. Watched for a
+    // second, long after the second append, so an answer sent without
+    // waiting would be in the socket; the window cannot produce a false
+    // failure, since nothing may legitimately arrive in it.
+    assert_no_answer_yet(&raw, Duration::from_secs(1));
     c.signal(paused, libc::SIGCONT);
+    raw.stream.set_read_timeout(Some(READY_DEADLINE)).unwrap();
     for (correlation_id, offset) in [(1, 0), (2, 1)] {
         let frame = raw.recv().expect("produce answer");
         let mut buf = bytes::Bytes::from(frame);
@@ -1717,6 +1825,23 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
         let resp = ProduceResponse::decode(&mut buf, 9).unwrap();
         let p = &resp.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, offset));
+    }
+}
+
+/// Fails if any byte of an answer arrives on `raw` within `window`.
+fn assert_no_answer_yet(raw: &Raw, window: Duration) {
+    raw.stream.set_read_timeout(Some(window)).unwrap();
+    let mut byte = [0u8; 1];
+    match raw.stream.peek(&mut byte) {
+        Ok(0) => panic!("the leader closed the connection instead of waiting"),
+        Ok(_) => panic!("an acks=all answer arrived while an in-sync follower was stopped"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "reading the connection: {e}"
+        ),
     }
 }
 

@@ -80,7 +80,11 @@ impl ErrorCode {
         self as i16
     }
 
-    /// Whether a client may retry the request unchanged.
+    /// Whether a client may retry the request unchanged: exactly the
+    /// codes whose exception in Kafka's `Errors.java` is a
+    /// `RetriableException` (directly or through `InvalidMetadataException`).
+    /// Several of them only say "refresh first" (metadata, the fetch
+    /// session, the controller), which a retry loop does by asking again.
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
@@ -95,11 +99,18 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::NotEnoughReplicas
                 | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::NotController
                 | ErrorCode::KafkaStorageError
+                | ErrorCode::FetchSessionIdNotFound
+                | ErrorCode::InvalidFetchSessionEpoch
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
                 | ErrorCode::OffsetNotAvailable
+                | ErrorCode::PreferredLeaderNotAvailable
+                | ErrorCode::EligibleLeadersNotAvailable
+                | ErrorCode::ElectionNotNeeded
                 | ErrorCode::UnknownTopicId
+                | ErrorCode::InconsistentTopicId
         )
     }
 
@@ -253,5 +264,28 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// Every code is retriable exactly when Kafka says so (the
+    /// `kafka-protocol` crate's table, generated from `Errors.java`). A
+    /// code we call final that Kafka retries makes our clients give up
+    /// where Kafka's would ask again; it found FETCH_SESSION_ID_NOT_FOUND,
+    /// INVALID_FETCH_SESSION_EPOCH, NOT_CONTROLLER,
+    /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE,
+    /// ELECTION_NOT_NEEDED and INCONSISTENT_TOPIC_ID marked final.
+    #[test]
+    fn retriable_codes_are_kafkas() {
+        use kafka_protocol::error::ResponseError;
+        let mut wrong = Vec::new();
+        for e in ALL {
+            let kafka = match ResponseError::try_from_code(e.code()) {
+                None => false,
+                Some(k) => k.is_retriable(),
+            };
+            if e.is_retriable() != kafka {
+                wrong.push(format!("{e:?}: ours {}, Kafka's {kafka}", e.is_retriable()));
+            }
+        }
+        assert!(wrong.is_empty(), "retriable flags differ: {wrong:#?}");
     }
 }

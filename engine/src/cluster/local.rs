@@ -24,6 +24,8 @@ pub struct LocalClusterSpec {
     pub overrides: Vec<String>,
     /// Where broker output goes: inherited, or `<data_dir>/broker-<i>.log`.
     pub log_to_files: bool,
+    /// `SLUICE_LOG` for the brokers (a tracing filter); inherited if None.
+    pub log_filter: Option<String>,
 }
 
 /// Running brokers; killed on drop.
@@ -53,6 +55,7 @@ impl LocalClusterSpec {
             cores: 1,
             overrides: Vec::new(),
             log_to_files: true,
+            log_filter: None,
         }
     }
 
@@ -94,6 +97,9 @@ impl LocalClusterSpec {
             ));
         for o in &self.overrides {
             c.arg("--override").arg(o);
+        }
+        if let Some(filter) = &self.log_filter {
+            c.env("SLUICE_LOG", filter);
         }
         c
     }

@@ -450,6 +450,12 @@ impl Sim {
                     _ => self.reset(i),
                 }
             }
+            // A client that dies with a request parked: the request
+            // stays the group's to answer (to a closed connection) once
+            // the member is fenced, expelled or its rebalance completes.
+            Phase::Joining(_) | Phase::Syncing(..) if chaos => {
+                self.clients[i].phase = Phase::Crashed;
+            }
             _ => {}
         }
     }
@@ -576,8 +582,36 @@ impl Sim {
         assert!(parked <= self.outstanding.len());
     }
 
+    /// Every request a client sent was answered, and the group holds no
+    /// parked request: with all clients settled as members, a ticket
+    /// still outstanding is a request that would hang until its client
+    /// gave up.
+    fn check_all_answered(&self) {
+        let mut unanswered: Vec<(Ticket, usize)> =
+            self.outstanding.iter().map(|(t, i)| (*t, *i)).collect();
+        unanswered.sort_unstable();
+        assert!(
+            unanswered.is_empty(),
+            "tickets never answered (ticket, client): {unanswered:?}; clients {:?}",
+            self.clients
+        );
+        let parked: Vec<&String> = self
+            .g
+            .members
+            .iter()
+            .filter(|(_, m)| m.awaiting_join.is_some() || m.awaiting_sync.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            parked.is_empty(),
+            "members with parked requests: {parked:?}"
+        );
+    }
+
     /// With no more chaos, every live client ends as a member of one
-    /// Stable generation owning all partitions between them.
+    /// Stable generation owning all partitions between them, and the
+    /// group holds no one else: a client that died with a request parked
+    /// leaves a member behind until its session runs out.
     fn settle(&mut self) {
         for _ in 0..4_000 {
             self.step(false);
@@ -586,7 +620,8 @@ impl Sim {
             let all_members = self.clients.iter().all(|c| {
                 matches!(&c.phase, Phase::Member { generation, .. } if *generation == self.g.generation())
             });
-            if all_members && self.g.state() == GroupState::Stable {
+            let only_clients = self.g.members.len() == self.clients.len();
+            if all_members && only_clients && self.g.state() == GroupState::Stable {
                 let owned: usize = self
                     .clients
                     .iter()
@@ -621,6 +656,7 @@ fn seeded_simulation_keeps_ownership_exclusive_and_settles() {
                 sim.step(true);
             }
             sim.settle();
+            sim.check_all_answered();
         });
         if run.is_err() {
             panic!("group simulation failed with seed {seed}");

@@ -1,15 +1,22 @@
 """kafka-python consumer group against a Sluice broker: two KafkaConsumers
 with the same group_id share a topic (each in its own thread, as an
-application would run them), consume every message, commit synchronously
-after each batch, and a third consumer of the group reads the committed
-offsets back. Each message is read once, except Kafka's at-least-once
-redelivery: a rebalance nobody planned (a member late to heartbeat on a
-loaded machine) fails the commit of the batch in hand, and its new owner
-reads that batch again from the last commit. So an offset may be read
-again only after a rebalance that came after its first read, and no more
-offsets than MAX_POLL_RECORDS per failed commit. Exits non-zero on any
-mismatch; prints one `committed PARTITION OFFSET` line per partition for
-the caller to check.
+application would run them), consume half the messages, committing
+synchronously after each batch; then one closes (a planned hand-over after
+a commit of all it read), the other takes its partitions and consumes the
+second half; a third consumer of the group reads the committed offsets
+back.
+
+Every read keeps Kafka's rule for a partition changing hands: it is the
+offset after the partition's last read (its owner reads on) or, after a
+rebalance that came after that last read, exactly the partition's last
+committed offset (0 if none): a new owner, or the old one after an eager
+rebalance, starts at the commit. A gap, a restart anywhere else or a
+restart with no rebalance between fails. Nothing is read twice unless a
+rebalance nobody planned (a member late to heartbeat on a loaded machine)
+came between a batch's read and its commit; then exactly what was read
+but uncommitted is read again, and the count of repeated reads must equal
+it. Exits non-zero on any mismatch; prints one `committed PARTITION
+OFFSET` line per partition for the caller to check.
 
 usage: groups.py BOOTSTRAP TOPIC GROUP COUNT PARTITIONS
 """
@@ -20,6 +27,7 @@ import time
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
 
 bootstrap, topic, group = sys.argv[1], sys.argv[2], sys.argv[3]
 count, partitions = int(sys.argv[4]), int(sys.argv[5])
@@ -28,14 +36,16 @@ MAX_POLL_RECORDS = 500
 
 lock = threading.Lock()
 seen = {}  # (partition, offset) -> consumer name
-read_at = {}  # (partition, offset) -> rebalances completed when it was read
+next_read = {}  # partition -> (offset after its last read, rebalances then)
+committed = {}  # partition -> last offset committed for it
 rebalances = 0  # assignments any member received
 failed_commits = 0
-redelivered = []
-duplicates = []
+redelivered = []  # reads of an offset read before
+uncommitted_at_restarts = 0  # read but uncommitted when partitions restarted
+violations = []  # reads against the rule in the module doc
 assignments = {}  # consumer name -> set of partitions
 failures = []
-stop = threading.Event()
+stop = {"py-1": threading.Event(), "py-2": threading.Event()}
 
 
 def consumer_config(name):
@@ -64,14 +74,25 @@ class CountRebalances(ConsumerRebalanceListener):
 
 def record(name, key):
     """Notes that `name` read `key` (partition, offset); `lock` is held."""
-    if key in seen:
-        what = (key, seen[key], name)
-        if read_at[key] < rebalances:
-            redelivered.append(what)
+    global uncommitted_at_restarts
+    p, offset = key
+    commit = committed.get(p, 0)
+    last = next_read.get(p)
+    if last is None:
+        if offset != commit:
+            violations.append((name, key, "first read, commit %d" % commit))
+    elif offset != last[0]:
+        if offset == commit and rebalances > last[1]:
+            uncommitted_at_restarts += last[0] - commit
         else:
-            duplicates.append(what)
+            violations.append(
+                (name, key, "next %d at rebalance %d, commit %d, rebalances %d"
+                 % (last[0], last[1], commit, rebalances))
+            )
+    if key in seen:
+        redelivered.append((key, seen[key], name))
     seen[key] = name
-    read_at[key] = rebalances
+    next_read[p] = (offset + 1, rebalances)
 
 
 def run_consumer(name):
@@ -79,7 +100,7 @@ def run_consumer(name):
         global failed_commits
         consumer = KafkaConsumer(**consumer_config(name))
         consumer.subscribe(topics=[topic], listener=CountRebalances())
-        while not stop.is_set():
+        while not stop[name].is_set():
             batches = consumer.poll(timeout_ms=200)
             with lock:
                 assignments[name] = {tp.partition for tp in consumer.assignment()}
@@ -87,14 +108,23 @@ def run_consumer(name):
                     for r in records:
                         record(name, (r.partition, r.offset))
             if batches:
+                offsets = {
+                    tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                    for tp, records in batches.items()
+                }
                 try:
-                    consumer.commit()
+                    consumer.commit(offsets)
+                    with lock:
+                        for tp, o in offsets.items():
+                            committed[tp.partition] = o.offset
                 except CommitFailedError:
                     # The group rebalanced under this batch: its new owner
                     # reads it again from the last commit.
                     with lock:
                         failed_commits += 1
         consumer.close(autocommit=False)
+        with lock:
+            del assignments[name]
     except Exception as e:  # surfaced by the main thread
         failures.append("%s: %r" % (name, e))
 
@@ -126,50 +156,85 @@ def balanced():
     )
 
 
-threads = [threading.Thread(target=run_consumer, args=("py-%d" % n,)) for n in (1, 2)]
-for t in threads:
+def produce(first, n):
+    """Sends messages `first`..`first + n`, message i to partition
+    i % partitions; returns (partition, offset) -> i."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    futures = [
+        (i, producer.send(topic, value=b"m%d" % i, partition=i % partitions))
+        for i in range(first, first + n)
+    ]
+    producer.flush(timeout=60)
+    sent = {}
+    for i, f in futures:
+        md = f.get(timeout=60)
+        sent[(md.partition, md.offset)] = i
+    producer.close()
+    return sent
+
+
+def all_committed(sent):
+    """Every partition committed up to the end of `sent`."""
+    end = {}
+    for (p, o) in sent:
+        end[p] = max(end.get(p, 0), o + 1)
+    return all(committed.get(p) == e for p, e in end.items())
+
+
+threads = {
+    name: threading.Thread(target=run_consumer, args=(name,)) for name in ("py-1", "py-2")
+}
+for t in threads.values():
     t.start()
 try:
     # Produce only once the group is settled, so that no rebalance can
     # hand a partition over between a fetch and its commit.
     wait_for("two members with half the partitions each", balanced)
+    half = count // 2
+    placed = produce(0, half)
+    wait_for("the first half consumed and committed", lambda: all_committed(placed))
+    with lock:
+        first_half = dict(seen)
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    futures = [
-        producer.send(topic, value=b"m%d" % i, partition=i % partitions)
-        for i in range(count)
-    ]
-    producer.flush(timeout=60)
-    placed = {}
-    for i, f in enumerate(futures):
-        md = f.get(timeout=60)
-        placed[(md.partition, md.offset)] = i
-    producer.close()
-
-    wait_for("every message consumed", lambda: len(seen) >= count)
+    # py-2 leaves the group: py-1 takes its partitions from py-2's commits.
+    stop["py-2"].set()
+    threads["py-2"].join(timeout=60)
+    wait_for(
+        "py-1 alone with every partition",
+        lambda: assignments.get("py-1") == set(range(partitions)),
+    )
+    second = produce(half, count - half)
+    placed.update(second)
+    wait_for("the second half consumed and committed", lambda: all_committed(placed))
 finally:
-    stop.set()
-    for t in threads:
+    for name in threads:
+        stop[name].set()
+    for t in threads.values():
         t.join(timeout=60)
 
 assert not failures, failures
-assert not duplicates, "consumed twice with no rebalance between: %s" % duplicates[:10]
+assert not violations, "reads against the hand-over rule: %s" % violations[:10]
 if redelivered:
     print(
         "redelivered after %d failed commits: %d offsets, e.g. %s"
         % (failed_commits, len(redelivered), redelivered[:3])
     )
-assert len(redelivered) <= failed_commits * MAX_POLL_RECORDS, (
-    "%d offsets redelivered, more than %d failed commits allow"
-    % (len(redelivered), failed_commits)
+assert len(redelivered) == uncommitted_at_restarts, (
+    "%d reads repeated, but %d offsets were uncommitted when their "
+    "partitions restarted" % (len(redelivered), uncommitted_at_restarts)
+)
+assert uncommitted_at_restarts <= failed_commits * MAX_POLL_RECORDS, (
+    "%d offsets uncommitted at restarts, more than %d failed commits allow"
+    % (uncommitted_at_restarts, failed_commits)
 )
 assert set(seen) == set(placed), "consumed %d of %d" % (len(seen), count)
 by_consumer = {}
-for (p, _), name in seen.items():
+for (p, _), name in first_half.items():
     by_consumer.setdefault(name, set()).add(p)
-assert len(by_consumer) == 2, "one consumer did all the work: %s" % by_consumer
+assert len(by_consumer) == 2, "one consumer did the first half: %s" % by_consumer
 if not redelivered:
     assert by_consumer["py-1"].isdisjoint(by_consumer["py-2"]), by_consumer
+    assert all(seen[k] == "py-1" for k in second), "py-1 read the second half"
 
 end = {}
 for (p, o) in placed:

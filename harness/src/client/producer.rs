@@ -699,11 +699,14 @@ impl Producer {
                     self.retry_or_fail(t, p, b, now, &cause_of_code(code), rec);
                 }
                 c if c.is_retriable() => {
+                    // Retrying these without fresh metadata asks the same
+                    // wrong broker (or names a recreated topic's old id).
                     if matches!(
                         c,
                         ErrorCode::NotLeaderOrFollower
                             | ErrorCode::UnknownTopicOrPartition
                             | ErrorCode::LeaderNotAvailable
+                            | ErrorCode::InconsistentTopicId
                     ) {
                         self.needs_metadata = true;
                     }

@@ -60,6 +60,14 @@ struct Got {
     bytes: usize,
 }
 
+/// Log target of the debug lines that follow each follower's fetch:
+/// "replica fetch received" once its session checks pass (a refused one
+/// is answered at once) and "replica fetch answered" when it stops
+/// waiting, before the answer is written. Tests enable it with
+/// `SLUICE_LOG=info,replica_fetch=debug` to know when no follower's fetch
+/// is parked at a leader.
+const REPLICA_FETCH_TARGET: &str = "replica_fetch";
+
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: FetchRequest = ctx.decode(body)?;
     let shard = ctx.shard;
@@ -105,7 +113,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             return Ok(Reply::Parts(fetch_response::encode(head, Vec::new()).0));
         }
     };
-    let wants = wants(shard, req.replica_id.0, plan.asks);
+    let replica = req.replica_id.0;
+    if replica >= 0 {
+        tracing::debug!(target: REPLICA_FETCH_TARGET, replica, "replica fetch received");
+    }
+    let wants = wants(shard, replica, plan.asks);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -121,6 +133,10 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         got = read_all(shard, &wants).await;
     }
     trim_to(&mut got, req.max_bytes.max(0) as usize);
+    if replica >= 0 {
+        let bytes: usize = got.iter().map(|g| g.bytes).sum();
+        tracing::debug!(target: REPLICA_FETCH_TARGET, replica, bytes, "replica fetch answered");
+    }
     let (session_id, answer) = match (&plan.kind, session.as_mut()) {
         (Kind::Full { id }, Some(s)) => (*id, answer(s, wants, got, true)),
         (Kind::Incremental { id }, Some(s)) => (*id, answer(s, wants, got, false)),

@@ -132,14 +132,43 @@ func readPartitions(bootstrap, topic string, sent map[int32][]string) {
 }
 
 // groupHandler marks every message it is given and counts each value,
-// so that a value read twice cannot stand in for one never read.
+// so that a value read twice cannot stand in for one never read, and
+// checks the order of every partition's reads.
 type groupHandler struct {
 	mu       sync.Mutex
 	sent     map[string]bool
 	times    map[string]int
 	sessions int
+	reads    map[int32]partitionRead
 	done     chan struct{}
 	once     sync.Once
+}
+
+// partitionRead is where a partition's reading stands.
+type partitionRead struct {
+	next    int64 // the offset after the last one read
+	session int   // the group session that read it
+}
+
+// order checks a read of partition p at offset: the group's first read of
+// a partition is at 0 (a new group reads from the oldest), every later one
+// is the offset after the last, except that a new session (a rebalance)
+// restarts from the last commit, which is at or before that offset.
+// Sarama 1.22 commits in the background, so the exact restart offset is
+// unknown; a gap, or a re-read within one session, is always wrong. Called
+// with mu held.
+func (h *groupHandler) order(p int32, offset int64) {
+	r, seen := h.reads[p]
+	switch {
+	case !seen && offset != 0:
+		fail("the group's first read of partition %d is at %d, not 0", p, offset)
+	case !seen, offset == r.next:
+	case offset < r.next && h.sessions > r.session:
+	default:
+		fail("partition %d: read %d in session %d after %d in session %d: a gap, or a re-read with no rebalance between",
+			p, offset, h.sessions, r.next-1, r.session)
+	}
+	h.reads[p] = partitionRead{next: offset + 1, session: h.sessions}
 }
 
 func (h *groupHandler) Setup(sarama.ConsumerGroupSession) error {
@@ -158,6 +187,7 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 			fail("the group read %q at %d/%d, which was never sent", value, m.Partition, m.Offset)
 		}
 		h.times[value]++
+		h.order(m.Partition, m.Offset)
 		if len(h.times) == len(h.sent) {
 			h.once.Do(func() { close(h.done) })
 		}
@@ -195,7 +225,12 @@ func consumeInGroup(bootstrap, topic string, sent map[int32][]string) {
 	if err != nil {
 		fail("consumer group: %v", err)
 	}
-	h := &groupHandler{sent: map[string]bool{}, times: map[string]int{}, done: make(chan struct{})}
+	h := &groupHandler{
+		sent:  map[string]bool{},
+		times: map[string]int{},
+		reads: map[int32]partitionRead{},
+		done:  make(chan struct{}),
+	}
 	for _, values := range sent {
 		for _, value := range values {
 			h.sent[value] = true
