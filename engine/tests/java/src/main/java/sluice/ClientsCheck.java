@@ -16,6 +16,8 @@ import java.util.stream.Collectors;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -119,6 +121,8 @@ public final class ClientsCheck {
     c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
     c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
     Map<Integer, TreeMap<Long, String>> read = new HashMap<>();
+    // Per partition, the largest timestamp read and the first offset with it.
+    Map<Integer, long[]> maxTimestamp = new HashMap<>();
     try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c)) {
       consumer.subscribe(List.of(topic));
       long until = System.nanoTime() + DEADLINE.toNanos();
@@ -132,6 +136,11 @@ public final class ClientsCheck {
           check(codec != null && n != null, "record " + r.partition() + "/" + r.offset() + " lost its headers");
           String text = text(r.key()) + "|" + text(r.value()) + "|" + text(codec.value()) + "|" + text(n.value());
           String prev = read.computeIfAbsent(r.partition(), k -> new TreeMap<>()).put(r.offset(), text);
+          long[] max = maxTimestamp.computeIfAbsent(r.partition(), k -> new long[] {-1, -1});
+          if (r.timestamp() > max[0]) {
+            max[0] = r.timestamp();
+            max[1] = r.offset();
+          }
           check(prev == null, "record " + r.partition() + "/" + r.offset() + " read twice");
           count++;
         }
@@ -167,8 +176,19 @@ public final class ClientsCheck {
           admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
       long committed = offsets.values().stream().mapToLong(OffsetAndMetadata::offset).sum();
       check(committed == total, "group offsets add up to " + committed + ", not " + total);
+      Map<TopicPartition, OffsetSpec> specs = new HashMap<>();
+      for (int p = 0; p < 3; p++) {
+        specs.put(new TopicPartition(topic, p), OffsetSpec.maxTimestamp());
+      }
+      for (Map.Entry<TopicPartition, ListOffsetsResult.ListOffsetsResultInfo> e :
+          admin.listOffsets(specs).all().get().entrySet()) {
+        long[] max = maxTimestamp.get(e.getKey().partition());
+        check(
+            max != null && e.getValue().offset() == max[1] && e.getValue().timestamp() == max[0],
+            e.getKey() + ": max-timestamp offset " + e.getValue() + ", read " + java.util.Arrays.toString(max));
+      }
       admin.deleteTopics(List.of(topic)).all().get();
-      System.out.println("admin: described the group and its offsets, deleted " + topic);
+      System.out.println("admin: described the group and its offsets, found each partition's largest timestamp, deleted " + topic);
     }
     System.out.println("java client: ok");
   }
