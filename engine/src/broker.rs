@@ -66,7 +66,10 @@ pub struct CheckpointEntries {
 #[derive(Debug)]
 pub struct BrokerShared {
     pub config: BrokerConfig,
-    pub cluster_id: String,
+    /// The cluster this data directory belongs to (`meta.properties`, or
+    /// `cluster.id` in the config); none for a new one, which takes the
+    /// cluster's id when it first registers.
+    pub data_cluster_id: Option<String>,
     pub start: StartState,
     stop: AtomicBool,
     /// Per-shard offsets, merged into the checkpoint files.
@@ -178,12 +181,13 @@ fn placement(cores: usize, cpus: Option<&[usize]>) -> Result<PoolPlacement, Star
     Ok(PoolPlacement::Custom(sets))
 }
 
-/// Reads `meta.properties`, writing it on first start. Returns the cluster id.
-fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
+/// The cluster id of `meta.properties`, else `cluster.id` from the config,
+/// else none (a new data directory).
+fn meta_properties(config: &BrokerConfig) -> Result<Option<String>, StorageError> {
     let path = config.data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
+            return Ok(Some(id.trim().to_string()));
         }
         return Err(StorageError::Corrupt {
             path,
@@ -191,20 +195,27 @@ fn meta_properties(config: &BrokerConfig) -> Result<String, StorageError> {
             reason: "no cluster.id".into(),
         });
     }
-    let id = match config.get("cluster.id") {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => checkpoint::base64_url(uuid::Uuid::new_v4().as_bytes()),
-    };
-    let text = format!("version=1\nnode.id={}\ncluster.id={id}\n", config.node_id);
-    crate::storage::write_atomically(&path, text.as_bytes())?;
-    Ok(id)
+    Ok(config
+        .get("cluster.id")
+        .filter(|id| !id.is_empty())
+        .map(str::to_string))
+}
+
+/// Writes `meta.properties` for a data directory that joined `cluster_id`.
+pub fn write_meta_properties(config: &BrokerConfig, cluster_id: &str) -> Result<(), StorageError> {
+    let path = config.data_dir.join("meta.properties");
+    let text = format!(
+        "version=1\nnode.id={}\ncluster.id={cluster_id}\n",
+        config.node_id
+    );
+    crate::storage::write_atomically(&path, text.as_bytes())
 }
 
 impl Broker {
     /// Starts the broker; returns once every shard is listening.
     pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
         let lock = lock_data_dir(&config.data_dir)?;
-        let cluster_id = meta_properties(&config)?;
+        let data_cluster_id = meta_properties(&config)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         if clean {
@@ -230,7 +241,7 @@ impl Broker {
         let cores = config.cores.max(1);
         let shared = Arc::new(BrokerShared {
             config,
-            cluster_id,
+            data_cluster_id,
             start,
             stop: AtomicBool::new(false),
             checkpoints: Mutex::new(Vec::new()),
@@ -377,9 +388,16 @@ async fn shard_main(
             node.run(Rc::clone(&shard), registered_tx),
         ));
         tracing::info!("waiting to register with the controller");
-        if !matches!(unless_stopped(&shared, registered_rx).await, Some(Ok(()))) {
-            let _ = ready.send(Err((shard.id, "stopped before registering".into())));
-            return;
+        match unless_stopped(&shared, registered_rx).await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(refused))) => {
+                let _ = ready.send(Err((shard.id, refused)));
+                return;
+            }
+            _ => {
+                let _ = ready.send(Err((shard.id, "stopped before registering".into())));
+                return;
+            }
         }
     }
     if !matches!(unless_stopped(&shared, first_rx).await, Some(Ok(()))) {

@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub brokers: BTreeMap<i32, BrokerMeta>,
     /// This broker.
     pub node_id: i32,
+    /// The cluster's id (empty until the metadata log names it).
+    pub cluster_id: String,
 }
 
 impl Snapshot {
@@ -106,6 +108,7 @@ impl Snapshot {
             })
             .collect();
         s.node_id = broker.node_id;
+        s.cluster_id = image.cluster_id.clone().unwrap_or_default();
         s
     }
 

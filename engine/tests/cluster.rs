@@ -311,6 +311,55 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
 }
 
 #[test]
+fn every_broker_reports_the_quorums_cluster_id_and_another_clusters_data_is_refused() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path());
+    for node in 1..=3 {
+        wait_for(&c, node, "three brokers", |m| {
+            broker_ids(m) == BTreeSet::from([1, 2, 3])
+        });
+    }
+    let ids: Vec<String> = (1..=3)
+        .map(|n| {
+            metadata(&c, n, Some(&[]))
+                .cluster_id
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        !ids[0].is_empty() && ids.iter().all(|i| *i == ids[0]),
+        "one cluster, one id: {ids:?}"
+    );
+    for n in 1..=3 {
+        let meta = dir.path().join(format!("broker-{n}/meta.properties"));
+        let text = std::fs::read_to_string(&meta).unwrap();
+        assert!(text.contains(&format!("cluster.id={}", ids[0])), "{text}");
+    }
+    // Broker 3's data directory now says it belongs to another cluster:
+    // the controller refuses it and it does not start.
+    c.stop(3);
+    let meta = dir.path().join("broker-3/meta.properties");
+    let ours = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, "version=1\nnode.id=3\ncluster.id=another-cluster\n").unwrap();
+    let refused = c
+        .restart(3, READY_DEADLINE)
+        .expect_err("another cluster's data is refused");
+    let log = std::fs::read_to_string(dir.path().join("broker-3.log")).unwrap();
+    assert!(
+        log.contains("INCONSISTENT_CLUSTER_ID") && log.contains("another-cluster"),
+        "{refused}: {log}"
+    );
+    // Nothing was harmed: with its own id back it rejoins.
+    std::fs::write(&meta, ours).unwrap();
+    c.restart(3, READY_DEADLINE).expect("broker 3 rejoins");
+    wait_for(&c, 1, "broker 3 back", |m| {
+        broker_ids(m) == BTreeSet::from([1, 2, 3])
+    });
+}
+
+#[test]
 fn a_dead_broker_is_fenced_its_partitions_move_and_a_new_controller_takes_over() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();

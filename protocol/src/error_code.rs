@@ -71,6 +71,7 @@ pub enum ErrorCode {
     InvalidUpdateVersion = 95,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
+    InconsistentClusterId = 104,
     IneligibleReplica = 107,
 }
 
@@ -124,7 +125,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 67] = [
+const ALL: [ErrorCode; 68] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -191,6 +192,7 @@ const ALL: [ErrorCode; 67] = [
     ErrorCode::InvalidUpdateVersion,
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,
+    ErrorCode::InconsistentClusterId,
     ErrorCode::IneligibleReplica,
 ];
 

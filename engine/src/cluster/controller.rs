@@ -155,9 +155,36 @@ impl Controller {
                 host,
                 port,
                 incarnation,
+                cluster_id,
             } => {
+                let mut records = Vec::new();
+                match (&image.cluster_id, cluster_id) {
+                    (Some(ours), Some(theirs)) if *ours != theirs => {
+                        return error(
+                            ErrorCode::InconsistentClusterId,
+                            format!(
+                                "broker {node}'s data belongs to cluster {theirs}; this cluster is {ours}"
+                            ),
+                        );
+                    }
+                    (Some(_), _) => {}
+                    // The first controller names the cluster: after the
+                    // first broker whose data already has an id, or anew.
+                    (None, theirs) => records.push(Record::ClusterId {
+                        id: theirs.unwrap_or_else(|| {
+                            crate::storage::checkpoint::base64_url(uuid::Uuid::new_v4().as_bytes())
+                        }),
+                    }),
+                }
                 self.sessions.borrow_mut().heartbeat(node, monotonic_ms());
-                let records = register(&image, node, host, port, incarnation, &self.config);
+                records.extend(register(
+                    &image,
+                    node,
+                    host,
+                    port,
+                    incarnation,
+                    &self.config,
+                ));
                 if !records.is_empty() {
                     tracing::info!(node, incarnation, "broker registered");
                 }

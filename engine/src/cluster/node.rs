@@ -163,7 +163,7 @@ impl ClusterNode {
     /// Registers, then keeps the shards' metadata current and the
     /// controller's heartbeats coming, until the broker stops. Resolves
     /// `ready` once this broker's registration is visible on every shard.
-    pub async fn run(self: Rc<Self>, shard: Rc<Shard>, ready: oneshot::Sender<()>) {
+    pub async fn run(self: Rc<Self>, shard: Rc<Shard>, ready: oneshot::Sender<Result<(), String>>) {
         let follower = glommio::spawn_local(Rc::clone(&self).follow_log(Rc::clone(&shard)));
         let mut ready = Some(ready);
         let interval = self.config.heartbeat_interval;
@@ -173,10 +173,20 @@ impl ClusterNode {
                 host: shard.broker.config.advertised.0.clone(),
                 port: shard.broker.config.advertised.1,
                 incarnation: self.incarnation,
+                cluster_id: shard.broker.data_cluster_id.clone(),
             };
             let sent_ms = monotonic_ms();
             let index = match self.change(register, &shard).await {
                 Ok(index) => index,
+                Err((ErrorCode::InconsistentClusterId, message)) => {
+                    // Another cluster's data: serving it here would mix
+                    // two clusters' logs. The broker does not start.
+                    tracing::error!(%message, "the controller refused this broker: INCONSISTENT_CLUSTER_ID");
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(format!("INCONSISTENT_CLUSTER_ID: {message}")));
+                    }
+                    return;
+                }
                 Err((code, message)) => {
                     tracing::warn!(?code, %message, "registering with the controller failed; retrying");
                     glommio::timer::sleep(interval).await;
@@ -184,6 +194,13 @@ impl ClusterNode {
                 }
             };
             self.wait_published(index).await;
+            if shard.broker.data_cluster_id.is_none() {
+                // A new data directory joined: it belongs to this cluster now.
+                let id = shard.metadata().cluster_id.clone();
+                if let Err(e) = crate::broker::write_meta_properties(&shard.broker.config, &id) {
+                    tracing::error!(error = %e, "writing meta.properties failed");
+                }
+            }
             self.renew_lease(&shard, sent_ms);
             if !self.current.replace(true) {
                 for target in 0..shard.count {
@@ -193,7 +210,7 @@ impl ClusterNode {
                 }
             }
             if let Some(r) = ready.take() {
-                let _ = r.send(());
+                let _ = r.send(Ok(()));
             }
             // Heartbeat until the controller forgets this incarnation.
             // After a beat that went unanswered the next goes at once (to

@@ -62,6 +62,12 @@ pub enum Record {
         id: String,
         config: BTreeMap<String, String>,
     },
+    /// The cluster's id, once, by the first controller (KRaft's cluster id
+    /// belongs to the metadata quorum): every broker reports it, and a
+    /// broker whose data belongs to another cluster is refused.
+    ClusterId {
+        id: String,
+    },
     /// Producer ids `start..end` go to broker `node` to hand out
     /// (Kafka's ProducerIdsRecord): no id is given twice in the cluster,
     /// across restarts too.
@@ -134,6 +140,8 @@ pub struct ClusterImage {
     pub next_producer_id: i64,
     /// Each broker's latest block of producer ids.
     pub producer_ids: BTreeMap<i32, std::ops::Range<i64>>,
+    /// The cluster's id, from its first controller.
+    pub cluster_id: Option<String>,
 }
 
 impl ClusterImage {
@@ -161,6 +169,9 @@ impl ClusterImage {
     /// snapshot holds (as Kafka's snapshots are records too).
     pub fn to_records(&self) -> Vec<Record> {
         let mut records = Vec::new();
+        if let Some(id) = &self.cluster_id {
+            records.push(Record::ClusterId { id: id.clone() });
+        }
         for (node, b) in &self.brokers {
             records.push(Record::RegisterBroker {
                 node: *node,
@@ -224,6 +235,13 @@ impl ClusterImage {
                     },
                 );
             }
+            Record::ClusterId { id } => match &self.cluster_id {
+                None => self.cluster_id = Some(id.clone()),
+                Some(current) if current != id => {
+                    tracing::error!(%current, other = %id, "a second cluster id in the metadata log; keeping the first");
+                }
+                Some(_) => {}
+            },
             Record::FenceBroker { node, fenced } => {
                 if let Some(b) = self.brokers.get_mut(node) {
                     b.fenced = *fenced;

@@ -30,6 +30,11 @@ pub enum Request {
         host: String,
         port: u16,
         incarnation: u64,
+        /// The cluster the broker's data belongs to (`meta.properties`);
+        /// none for a new data directory, which joins whatever cluster
+        /// this is.
+        #[serde(default)]
+        cluster_id: Option<String>,
     },
     Heartbeat {
         node: i32,

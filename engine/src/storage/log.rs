@@ -766,7 +766,8 @@ impl PartitionLog {
     pub fn max_timestamp_offset(&self) -> Result<Option<(Offset, i64)>> {
         let mut best: Option<&Segment> = None;
         for s in &self.segments {
-            if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp()) {
+            if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp())
+            {
                 best = Some(s);
             }
         }
@@ -1092,18 +1093,27 @@ mod tests {
             append(&mut log, &batch(5, i * 10));
         }
         // The last batch's last record: 390 + 4.
-        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(199), 394)));
+        assert_eq!(
+            log.max_timestamp_offset().unwrap(),
+            Some((Offset(199), 394))
+        );
         // A batch stamped up to 2000 in the middle of the active segment,
         // then lower ones after it: its last record keeps the maximum.
         append(&mut log, &batch(3, 1998));
         append(&mut log, &batch(3, 5));
-        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(202), 2000)));
+        assert_eq!(
+            log.max_timestamp_offset().unwrap(),
+            Some((Offset(202), 2000))
+        );
         // Several segments later, still found there.
         for _ in 0..20 {
             append(&mut log, &batch(5, 7));
         }
         assert!(log.segments.len() > 3);
-        assert_eq!(log.max_timestamp_offset().unwrap(), Some((Offset(202), 2000)));
+        assert_eq!(
+            log.max_timestamp_offset().unwrap(),
+            Some((Offset(202), 2000))
+        );
     }
 
     #[test]

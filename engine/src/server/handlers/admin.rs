@@ -663,7 +663,7 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .controller_id
         .load(std::sync::atomic::Ordering::Relaxed);
     let resp = DescribeClusterResponse::default()
-        .with_cluster_id(s(ctx.shard.broker.cluster_id.clone()))
+        .with_cluster_id(s(ctx.shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers);
     ctx.respond(&resp)

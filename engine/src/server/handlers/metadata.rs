@@ -57,7 +57,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         ))
         .with_topics(topics);
     if v >= 2 {
-        resp.cluster_id = Some(StrBytes::from_string(shard.broker.cluster_id.clone()));
+        resp.cluster_id = Some(StrBytes::from_string(shard.metadata().cluster_id.clone()));
     }
     ctx.respond(&resp)
 }
