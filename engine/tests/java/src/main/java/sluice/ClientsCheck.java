@@ -14,6 +14,14 @@ import java.util.TreeMap;
 import java.util.concurrent.Future;
 import java.util.stream.Collectors;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
@@ -187,10 +195,171 @@ public final class ClientsCheck {
             max != null && e.getValue().offset() == max[1] && e.getValue().timestamp() == max[0],
             e.getKey() + ": max-timestamp offset " + e.getValue() + ", read " + java.util.Arrays.toString(max));
       }
+      System.out.println("admin: described the group and its offsets, found each partition's largest timestamp");
+    }
+
+    moreProducingAndConsuming(common, topic, written);
+
+    try (Admin admin = Admin.create(common)) {
+      // Configs: a topic override round-trips through describeConfigs.
+      ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+      admin
+          .incrementalAlterConfigs(
+              Map.of(
+                  res,
+                  List.of(
+                      new AlterConfigOp(
+                          new ConfigEntry("retention.ms", "86400000"), AlterConfigOp.OpType.SET))))
+          .all()
+          .get();
+      Config cfg = admin.describeConfigs(List.of(res)).all().get().get(res);
+      check("86400000".equals(cfg.get("retention.ms").value()), "retention.ms is " + cfg.get("retention.ms"));
+      // Delete records below offset 10 of partition 0: the log start moves.
+      TopicPartition p0 = new TopicPartition(topic, 0);
+      long low =
+          admin.deleteRecords(Map.of(p0, RecordsToDelete.beforeOffset(10))).lowWatermarks().get(p0).get().lowWatermark();
+      ListOffsetsResult.ListOffsetsResultInfo earliest =
+          admin.listOffsets(Map.of(p0, OffsetSpec.earliest())).all().get().get(p0);
+      check(low == 10 && earliest.offset() == 10, "log start after deleteRecords: " + low + ", " + earliest);
+      // Log dirs: every partition of the topic has a replica on the broker.
+      Map<Integer, Map<String, LogDirDescription>> dirs =
+          admin.describeLogDirs(admin.describeCluster().nodes().get().stream().map(n -> n.id()).collect(Collectors.toList()))
+              .allDescriptions()
+              .get();
+      long replicas =
+          dirs.values().stream()
+              .flatMap(m -> m.values().stream())
+              .flatMap(d -> d.replicaInfos().keySet().stream())
+              .filter(tp -> tp.topic().equals(topic))
+              .count();
+      check(replicas == 3, "describeLogDirs shows " + replicas + " replicas of " + topic);
       admin.deleteTopics(List.of(topic)).all().get();
-      System.out.println("admin: described the group and its offsets, found each partition's largest timestamp, deleted " + topic);
+      System.out.println("admin: configs, deleteRecords and log dirs; deleted " + topic);
     }
     System.out.println("java client: ok");
+  }
+
+  /**
+   * acks=0 and acks=1 producers; an assigned consumer that seeks by
+   * timestamp and pauses and resumes a partition; two cooperative-sticky
+   * members whose rebalance listener sees partitions revoked and assigned
+   * incrementally.
+   */
+  private static void moreProducingAndConsuming(
+      Properties common, String topic, Map<Integer, TreeMap<Long, String>> written) throws Exception {
+    for (String acks : new String[] {"0", "1"}) {
+      Properties p = new Properties();
+      p.putAll(common);
+      p.put(ProducerConfig.ACKS_CONFIG, acks);
+      p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+      p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+      p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+      try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+        for (int i = 0; i < 100; i++) {
+          producer.send(new ProducerRecord<>(topic, 1, null, bytes("acks" + acks + "-" + i))).get();
+        }
+      }
+    }
+    // All 200 land at the end of partition 1.
+    Properties c = new Properties();
+    c.putAll(common);
+    c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+    c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+    c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+    TopicPartition p1 = new TopicPartition(topic, 1);
+    TopicPartition p2 = new TopicPartition(topic, 2);
+    long p1Before = written.getOrDefault(1, new TreeMap<>()).size();
+    try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c)) {
+      consumer.assign(List.of(p1, p2));
+      consumer.seek(p1, p1Before);
+      consumer.seekToBeginning(List.of(p2));
+      consumer.pause(List.of(p2));
+      List<String> tail = new ArrayList<>();
+      long until = System.nanoTime() + DEADLINE.toNanos();
+      while (tail.size() < 200) {
+        check(System.nanoTime() < until, "read " + tail.size() + " of the 200 acks=0/1 records");
+        for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+          check(r.partition() == 1, "a paused partition was read: " + r.partition());
+          tail.add(text(r.value()));
+        }
+      }
+      // Each producer's records in its order. (Across the two there is no
+      // order: the acks=0 producer's last requests may still be on their
+      // way through the broker when the acks=1 one connects.)
+      for (String acks : new String[] {"acks0-", "acks1-"}) {
+        List<String> mine = tail.stream().filter(v -> v.startsWith(acks)).collect(Collectors.toList());
+        for (int i = 0; i < 100; i++) {
+          check(i < mine.size() && mine.get(i).equals(acks + i), acks + " records read: " + mine);
+        }
+      }
+      // Resumed, partition 2 reads from its start.
+      consumer.resume(List.of(p2));
+      ConsumerRecord<byte[], byte[]> first = null;
+      until = System.nanoTime() + DEADLINE.toNanos();
+      while (first == null) {
+        check(System.nanoTime() < until, "partition 2 gave nothing after resume");
+        for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+          if (r.partition() == 2 && first == null) {
+            first = r;
+          }
+        }
+      }
+      check(first.offset() == 0, "partition 2 resumed at " + first.offset());
+      // Seek by timestamp: the first record at or after a record's own
+      // timestamp is that record or an earlier one with the same time.
+      Map<TopicPartition, OffsetAndTimestamp> found =
+          consumer.offsetsForTimes(Map.of(p2, first.timestamp()));
+      check(found.get(p2) != null && found.get(p2).offset() == 0, "offsetsForTimes: " + found);
+    }
+    System.out.println("producer acks=0 and acks=1, assign, seek, pause/resume and offsetsForTimes: ok");
+
+    // Cooperative-sticky: the second member takes partitions without the
+    // first giving up the ones it keeps.
+    c.put(ConsumerConfig.GROUP_ID_CONFIG, topic + "-coop");
+    c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    c.put(
+        ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG,
+        "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
+    Listener l1 = new Listener();
+    Listener l2 = new Listener();
+    try (KafkaConsumer<byte[], byte[]> a = new KafkaConsumer<>(c);
+        KafkaConsumer<byte[], byte[]> b = new KafkaConsumer<>(c)) {
+      a.subscribe(List.of(topic), l1);
+      long until = System.nanoTime() + DEADLINE.toNanos();
+      while (a.assignment().size() < 3) {
+        check(System.nanoTime() < until, "first member holds " + a.assignment());
+        a.poll(Duration.ofMillis(100));
+      }
+      b.subscribe(List.of(topic), l2);
+      until = System.nanoTime() + DEADLINE.toNanos();
+      while (a.assignment().size() + b.assignment().size() != 3 || b.assignment().isEmpty()) {
+        check(System.nanoTime() < until, "members hold " + a.assignment() + " and " + b.assignment());
+        a.poll(Duration.ofMillis(100));
+        b.poll(Duration.ofMillis(100));
+      }
+      Set<TopicPartition> both = new HashSet<>(a.assignment());
+      both.retainAll(b.assignment());
+      check(both.isEmpty(), "both members hold " + both);
+      // Incremental: the first member only ever lost what the second took.
+      check(l1.revoked.stream().allMatch(b.assignment()::contains), "revoked " + l1.revoked + ", taken " + b.assignment());
+    }
+    System.out.println("cooperative-sticky: the second member took partitions incrementally");
+  }
+
+  /** Records what a rebalance listener is told. */
+  private static final class Listener implements ConsumerRebalanceListener {
+    final List<TopicPartition> revoked = new ArrayList<>();
+    final List<TopicPartition> assigned = new ArrayList<>();
+
+    @Override
+    public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
+      revoked.addAll(partitions);
+    }
+
+    @Override
+    public void onPartitionsAssigned(Collection<TopicPartition> partitions) {
+      assigned.addAll(partitions);
+    }
   }
 
   private static TopicDescription describe(Admin admin, String topic) throws Exception {
