@@ -119,9 +119,15 @@ start() {
   touch "$dir/.kafka-sh"
   fetch >/dev/null
   # A cluster id is 16 random bytes in unpadded base64url, as StorageTool's
-  # random-uuid prints it.
+  # random-uuid prints it; like Kafka's Uuid.randomUuid, never one starting
+  # with '-', which the tool would take for an option.
   local cluster_id i node pids=() bootstrap=""
-  cluster_id=$(python3 -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')
+  cluster_id=$(python3 -c 'import base64,os
+while True:
+    u = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    if not u.startswith("-"):
+        break
+print(u)')
   echo "kafka $KAFKA_VERSION, $("$JAVA" -version 2>&1 | head -1), heap $heap, $brokers node(s), cluster id $cluster_id"
   for i in $(seq "$brokers"); do
     node=$dir/node-$i
