@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --perf-records) perf_records=$2; shift 2 ;;
     --no-perf) perf=0; shift ;;
     --sluice-cores) sluice_cores=$2; shift 2 ;;
-    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 case $mode in

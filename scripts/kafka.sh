@@ -118,6 +118,10 @@ start() {
   mkdir -p "$dir"
   touch "$dir/.kafka-sh"
   fetch >/dev/null
+  # Kafka 4.x brokers run on Java 17 or later.
+  local java_major
+  java_major=$("$JAVA" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p' || true)
+  ((${java_major:-0} >= 17)) || die "start: Kafka $KAFKA_VERSION needs Java 17+, $JAVA is ${java_major:-unknown}"
   # A cluster id is 16 random bytes in unpadded base64url, as StorageTool's
   # random-uuid prints it; like Kafka's Uuid.randomUuid, never one starting
   # with '-', which the tool would take for an option.
@@ -205,5 +209,5 @@ case $cmd in
   topics) run_class org.apache.kafka.tools.TopicCommand "$@" ;;
   run) run_class "$@" ;;
   classes) classes ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
