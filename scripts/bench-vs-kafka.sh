@@ -6,6 +6,7 @@
 #
 #   scripts/bench-vs-kafka.sh [--mode single|rf3] [--rounds N] [--duration S]
 #                             [--perf-records N] [--no-perf] [--sluice-cores N]
+#                             [--work-dir DIR] [--min-free-gb N]
 #
 # --mode single   one broker each; workloads/vs-kafka-1kb.yaml with acks=all
 # --mode rf3      three brokers each (every one a controller voter);
@@ -16,6 +17,10 @@
 # --perf-records  records for Kafka's producer/consumer perf tools (default
 #                 2000000); --no-perf skips them
 # --sluice-cores  shards of the single Sluice broker (default: all CPUs)
+# --work-dir      where the brokers keep their data (default: a new folder in
+#                 /tmp), wiped after each broker stops
+# --min-free-gb   refuse to start a broker with less free disk than this
+#                 there (default 30): a max-rate run writes tens of GB
 #
 # Phase 1, max: each round, Kafka then Sluice run the workload with
 # producerRate 0 (sustained maximum search). Phase 2, fixed: each round, each
@@ -29,6 +34,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 mode=single rounds=3 duration="" perf_records=2000000 perf=1 sluice_cores=""
+work_parent=${TMPDIR:-/tmp} min_free_gb=30
 while [[ $# -gt 0 ]]; do
   case $1 in
     --mode) mode=$2; shift 2 ;;
@@ -37,7 +43,9 @@ while [[ $# -gt 0 ]]; do
     --perf-records) perf_records=$2; shift 2 ;;
     --no-perf) perf=0; shift ;;
     --sluice-cores) sluice_cores=$2; shift 2 ;;
-    *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --work-dir) work_parent=$2; shift 2 ;;
+    --min-free-gb) min_free_gb=$2; shift 2 ;;
+    *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 case $mode in
@@ -57,10 +65,11 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 scripts/kafka.sh fetch >/dev/null
 
 res=$root/results/vs-kafka/$(date -u +%Y-%m-%dT%H-%M-%SZ)-$mode
-work=$(mktemp -d /tmp/bench-vs-kafka.XXXXXX)
+mkdir -p "$work_parent"
+work=$(mktemp -d "$work_parent/bench-vs-kafka.XXXXXX")
 mkdir -p "$res"/{workloads,runs,compare,perf,logs}
 : >"$res/manifest.tsv"
-running="" pids="" bootstrap="" bootstrap_all=""
+running="" session="" pids="" bootstrap="" bootstrap_all=""
 
 # --- environment -----------------------------------------------------------
 {
@@ -86,7 +95,11 @@ start_kafka() {
 
 stop_kafka() {
   scripts/kafka.sh stop --dir "$work/kafka" >/dev/null
-  cp "$work/kafka/node-1/logs/server.log" "$res/logs/$1.kafka-node-1.log" 2>/dev/null || true
+  local i
+  for i in $(seq "$brokers"); do
+    cp "$work/kafka/node-$i/logs/server.log" "$res/logs/$1.kafka-node-$i.log" 2>/dev/null || true
+    rm -rf "$work/kafka/node-$i/data"
+  done
 }
 
 # Sluice's brokers on 29092.. (controllers on 29192..), as `sluice cluster`
@@ -124,11 +137,18 @@ stop_sluice() {
   for p in ${pids//,/ }; do
     timeout 60 tail --pid="$p" -f /dev/null || kill -KILL "$p" 2>/dev/null || true
   done
+  rm -rf "$work/sluice"
 }
 
 start_broker() { # kafka|sluice TAG
   echo "== $(date -u +%T) start $1 ($brokers broker(s)) for $2"
-  running=$1
+  local free_gb
+  free_gb=$(df -P --block-size=1G "$work" | awk 'NR == 2 {print $4}')
+  if ((free_gb < min_free_gb)); then
+    echo "only $free_gb GB free under $work_parent (--min-free-gb $min_free_gb): stopping" >&2
+    exit 1
+  fi
+  running=$1 session=$2
   "start_$1" "$2"
   bootstrap=${bootstrap_all%%,*}
   echo "   bootstrap $bootstrap_all, pids $pids"
@@ -176,11 +196,25 @@ bench() { # PHASE CASE BROKER ROUND
   if ! "$bin/sluice-bench" "${args[@]}" >"$res/logs/$tag.bench.log" 2>&1; then
     echo "   FAILED, see $res/logs/$tag.bench.log:" >&2
     tail -5 "$res/logs/$tag.bench.log" >&2
+    brokers_alive "$tag"
     return 0
   fi
   dir=$(sed -n 's/^results: //p' "$res/logs/$tag.bench.log")
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$dir" >>"$res/manifest.tsv"
   grep -E 'max_rate|msg/s|p99|sustain|CPU' "$res/logs/$tag.bench.log" | head -8 | sed 's/^/     /' || true
+  brokers_alive "$tag"
+}
+
+# A broker that died mid-run spoils every later figure of its session: say
+# so loudly, with the reason from its log.
+brokers_alive() {
+  local p
+  for p in ${pids//,/ }; do
+    kill -0 "$p" 2>/dev/null && continue
+    echo "   BROKER $p ($running) EXITED during $1; its log:" >&2
+    grep -h -E 'ERROR|FATAL' "$res/logs/$session".sluice-*.log "$work"/kafka/node-*/logs/server.log 2>/dev/null |
+      tail -3 >&2 || true
+  done
 }
 
 # CPU seconds (user + system) of the brokers so far, summed.
