@@ -20,7 +20,7 @@
 # --work-dir      where the brokers keep their data (default: a new folder in
 #                 /tmp), wiped after each broker stops
 # --min-free-gb   refuse to start a broker with less free disk than this
-#                 there (default 30): a max-rate run writes tens of GB
+#                 there (default 40): a max-rate run writes tens of GB
 #
 # Phase 1, max: each round, Kafka then Sluice run the workload with
 # producerRate 0 (sustained maximum search). Phase 2, fixed: each round, each
@@ -34,7 +34,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 mode=single rounds=3 duration="" perf_records=2000000 perf=1 sluice_cores=""
-work_parent=${TMPDIR:-/tmp} min_free_gb=30
+work_parent=${TMPDIR:-/tmp} min_free_gb=40
 while [[ $# -gt 0 ]]; do
   case $1 in
     --mode) mode=$2; shift 2 ;;
