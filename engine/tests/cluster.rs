@@ -1921,7 +1921,15 @@ enum Victim {
 }
 
 fn pick(c: &LocalCluster, topic: &str, victim: Victim) -> usize {
-    let m = wait_full_isr(c, 1, topic);
+    wait_full_isr(c, 1, topic);
+    // Right after a freeze a broker may not know the new controller yet
+    // (Metadata says -1): wait until it does.
+    let m = wait_for(c, 1, "every replica in sync and a known controller", |m| {
+        m.controller_id.0 > 0
+            && partitions(m, topic)
+                .values()
+                .all(|(leader, _, replicas, isr)| *leader > 0 && isr.len() == replicas.len())
+    });
     let controller = m.controller_id.0 as usize;
     let leaders: Vec<usize> = partitions(&m, topic)
         .values()
