@@ -700,13 +700,20 @@ impl Producer {
                 }
                 c if c.is_retriable() => {
                     // Retrying these without fresh metadata asks the same
-                    // wrong broker (or names a recreated topic's old id).
+                    // wrong broker (or names a recreated topic's old id),
+                    // as the Java client knows: leadership moved, the
+                    // leader's epoch is ahead or behind ours, or its log
+                    // directory failed.
                     if matches!(
                         c,
                         ErrorCode::NotLeaderOrFollower
                             | ErrorCode::UnknownTopicOrPartition
                             | ErrorCode::LeaderNotAvailable
                             | ErrorCode::InconsistentTopicId
+                            | ErrorCode::FencedLeaderEpoch
+                            | ErrorCode::UnknownLeaderEpoch
+                            | ErrorCode::KafkaStorageError
+                            | ErrorCode::UnknownTopicId
                     ) {
                         self.needs_metadata = true;
                     }

@@ -72,6 +72,10 @@ struct State {
     /// serves at another capacity.
     server: Mutex<(Instant, Option<(Instant, f64)>)>,
     logs: Mutex<BTreeMap<(String, i32), Log>>,
+    /// The next this many partition answers of Produce carry this error
+    /// code (and nothing is appended).
+    refusals: Mutex<(i16, u64)>,
+    metadata_requests: AtomicU64,
 }
 
 pub struct FakeBroker {
@@ -100,6 +104,8 @@ impl FakeBroker {
             stall: stall.clone(),
             server: Mutex::new((Instant::now(), None)),
             logs: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::new((0, 0)),
+            metadata_requests: AtomicU64::new(0),
         });
         let (s, st) = (stop.clone(), state.clone());
         listener.set_nonblocking(true).unwrap();
@@ -127,6 +133,16 @@ impl FakeBroker {
 
     pub fn stall_between(&self, from: Instant, until: Instant) {
         *self.stall.lock().unwrap() = Some((from, until));
+    }
+
+    /// The next `count` partition answers of Produce carry error `code`.
+    pub fn refuse_produce(&self, code: i16, count: u64) {
+        *self.state.refusals.lock().unwrap() = (code, count);
+    }
+
+    /// Metadata requests answered so far.
+    pub fn metadata_requests(&self) -> u64 {
+        self.state.metadata_requests.load(Ordering::Relaxed)
     }
 
     /// From `at` on, the Produce server handles `capacity` msg/s.
@@ -276,6 +292,7 @@ fn serve(mut stream: TcpStream, addr: SocketAddr, state: &State) {
                 )
             }
             ApiKey::Metadata => {
+                state.metadata_requests.fetch_add(1, Ordering::Relaxed);
                 let req = MetadataRequest::decode(&mut payload, version).unwrap();
                 let topics = req
                     .topics
@@ -341,6 +358,18 @@ fn serve(mut stream: TcpStream, addr: SocketAddr, state: &State) {
                         let records = p.records.as_ref().unwrap();
                         let h = sluice_protocol::record_batch::validate_batch(records, 0).unwrap();
                         let count = h.records_count as u64;
+                        {
+                            let mut refusals = state.refusals.lock().unwrap();
+                            if refusals.1 > 0 {
+                                refusals.1 -= 1;
+                                parts.push(
+                                    PartitionProduceResponse::default()
+                                        .with_index(p.index)
+                                        .with_error_code(refusals.0),
+                                );
+                                continue;
+                            }
+                        }
                         state.produced.fetch_add(count, Ordering::Relaxed);
                         served = served.max(state.serve_produce(now, count));
                         let base = state.append(t.name.0.as_str(), p.index, records, count);
