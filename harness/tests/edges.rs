@@ -272,43 +272,15 @@ linger.ms: 1\n  enable.idempotence: false\n";
 /// the retry is acknowledged.
 #[test]
 fn a_fenced_leader_epoch_refreshes_metadata_and_the_retry_is_acknowledged() {
-    use sluice_harness::client::producer::{wait, Producer};
-    use sluice_harness::measure::clock::Clock;
-    use sluice_harness::measure::recorder::Recorder;
-    use sluice_harness::run::point::prepare;
-
     let broker = FakeBroker::start(Duration::from_millis(1), 1);
     let text = "name: fenced\npartitionsPerTopic: 1\nmessageSize: 100\nsubscriptionsPerTopic: 0\nproducer:\n  acks: 1\n  linger.ms: 1\n";
-    let w = parse(Path::new("fenced.yaml"), text, None).unwrap().points[0]
-        .workload
-        .clone();
-    let prepared = prepare(broker.addr, &w, "fenced").unwrap();
-    let clock = Clock::start();
-    let mut p = Producer::new(
-        clock,
-        w.producer.clone(),
-        &prepared.topics,
-        &prepared.md,
-        broker.addr,
-        7,
-    )
-    .unwrap();
-    let mut rec = Recorder::new(0, 0, u64::MAX);
+    let (mut p, clock, mut rec) = common::producer_on(&broker, text);
     // FENCED_LEADER_EPOCH (74) for the first answer.
     broker.refuse_produce(74, 1);
     let before = broker.metadata_requests();
     let now = clock.now_ns();
     p.send(0, None, &[7u8; 100], now, now, &mut rec).unwrap();
-    p.close_all(&mut rec);
-    // A liveness bound, not a speed check.
-    let deadline = clock.now_ns() + 30_000_000_000;
-    let mut fds = Vec::new();
-    while p.pending() && clock.now_ns() < deadline {
-        p.poll(&mut rec);
-        fds.clear();
-        p.pollfds(&mut fds);
-        wait(&clock, &mut fds, clock.now_ns() + 10_000_000);
-    }
+    common::flush_producer(&mut p, &clock, &mut rec);
     assert_eq!((rec.totals.messages, rec.totals.errors), (1, 0));
     assert_eq!(
         broker.produced.load(std::sync::atomic::Ordering::Relaxed),

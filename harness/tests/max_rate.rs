@@ -21,12 +21,8 @@
 
 mod common;
 
-use common::{Behaviour, FakeBroker};
-use sluice_harness::client::producer::{wait, Producer};
-use sluice_harness::measure::clock::Clock;
-use sluice_harness::measure::recorder::Recorder;
+use common::{flush_producer, producer_on, Behaviour, FakeBroker};
 use sluice_harness::report::files::read_run_json;
-use sluice_harness::run::point::prepare;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
 use sluice_harness::workload::parse;
 use std::path::Path;
@@ -105,21 +101,7 @@ linger.ms: 1\n";
 fn batches_closed_by_size_are_released_once_acknowledged() {
     let broker = FakeBroker::start(Duration::from_millis(1), 2);
     let text = "name: acct\npartitionsPerTopic: 2\nmessageSize: 100\nsubscriptionsPerTopic: 0\nproducer:\n  acks: 1\n  linger.ms: 1000\n  batch.size: 1024\n";
-    let w = parse(Path::new("acct.yaml"), text, None).unwrap().points[0]
-        .workload
-        .clone();
-    let prepared = prepare(broker.addr, &w, "acct").unwrap();
-    let clock = Clock::start();
-    let mut p = Producer::new(
-        clock,
-        w.producer.clone(),
-        &prepared.topics,
-        &prepared.md,
-        broker.addr,
-        7,
-    )
-    .unwrap();
-    let mut rec = Recorder::new(0, 0, u64::MAX);
+    let (mut p, clock, mut rec) = producer_on(&broker, text);
     let value = [7u8; 100];
     // Batches of ~1 KiB close by size long before the 1 s linger; the last,
     // partial one closes at the end.
@@ -128,17 +110,8 @@ fn batches_closed_by_size_are_released_once_acknowledged() {
         p.send(0, None, &value, now, now, &mut rec).unwrap();
         p.poll(&mut rec);
     }
-    p.close_all(&mut rec);
-    // A liveness bound, not a speed check: with the double count the
-    // producer stays pending forever.
-    let deadline = clock.now_ns() + 30_000_000_000;
-    let mut fds = Vec::new();
-    while p.pending() && clock.now_ns() < deadline {
-        p.poll(&mut rec);
-        fds.clear();
-        p.pollfds(&mut fds);
-        wait(&clock, &mut fds, clock.now_ns() + 10_000_000);
-    }
+    // With the double count the producer stays pending forever.
+    flush_producer(&mut p, &clock, &mut rec);
     assert!(
         !p.pending(),
         "{} bytes still held after every batch was acknowledged",

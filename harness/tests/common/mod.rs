@@ -489,3 +489,52 @@ fn serve(mut stream: TcpStream, addr: SocketAddr, state: &State) {
         let _ = tx.send((now, frame));
     }
 }
+
+/// A harness producer on `broker` for the one-point workload `yaml`, with
+/// its topics created, its clock and a recorder that measures everything.
+pub fn producer_on(
+    broker: &FakeBroker,
+    yaml: &str,
+) -> (
+    sluice_harness::client::producer::Producer,
+    sluice_harness::measure::clock::Clock,
+    sluice_harness::measure::recorder::Recorder,
+) {
+    let f =
+        sluice_harness::workload::parse(std::path::Path::new("producer.yaml"), yaml, None).unwrap();
+    let w = f.points[0].workload.clone();
+    let prepared = sluice_harness::run::point::prepare(broker.addr, &w, &f.name).unwrap();
+    let clock = sluice_harness::measure::clock::Clock::start();
+    let p = sluice_harness::client::producer::Producer::new(
+        clock,
+        w.producer.clone(),
+        &prepared.topics,
+        &prepared.md,
+        broker.addr,
+        7,
+    )
+    .unwrap();
+    (
+        p,
+        clock,
+        sluice_harness::measure::recorder::Recorder::new(0, 0, u64::MAX),
+    )
+}
+
+/// Closes the producer's batches and polls until nothing is pending, up
+/// to 30 s: a liveness bound, not a speed check.
+pub fn flush_producer(
+    p: &mut sluice_harness::client::producer::Producer,
+    clock: &sluice_harness::measure::clock::Clock,
+    rec: &mut sluice_harness::measure::recorder::Recorder,
+) {
+    p.close_all(rec);
+    let deadline = clock.now_ns() + 30_000_000_000;
+    let mut fds = Vec::new();
+    while p.pending() && clock.now_ns() < deadline {
+        p.poll(rec);
+        fds.clear();
+        p.pollfds(&mut fds);
+        sluice_harness::client::producer::wait(clock, &mut fds, clock.now_ns() + 10_000_000);
+    }
+}
