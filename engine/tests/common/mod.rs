@@ -15,19 +15,18 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// A free loopback port below the kernel's ephemeral range (32768+), so
 /// that no client socket or other test is handed it while a broker under
 /// test is stopped and restarted on it. Each test process starts at its
-/// own place in the range.
+/// own place in the range and wraps around at its end, so a process that
+/// starts near the top still has the whole range to use.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        12_000 + (std::process::id() % 400) as u16 * 50,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static TRIED: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 400) * 50;
     loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 32_000, "ran out of test ports");
+        let n = TRIED.fetch_add(1, Ordering::SeqCst);
+        assert!(n < SPAN, "no free test port in {LOW}..{}", LOW + SPAN);
+        let port = (LOW + (start + n) % SPAN) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
