@@ -51,6 +51,11 @@ enum Command {
         /// reports (an external broker; embedded ones are found on their own).
         #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
         broker_pid: Vec<u32>,
+        /// A directory on the broker's disk (an external broker's log dir
+        /// on this host): every point also measures its bare fdatasync
+        /// latency, the floor of a durable broker's publish latency.
+        #[arg(long, value_name = "DIR")]
+        sync_probe: Option<PathBuf>,
     },
     /// Parse a workload, expand its sweep and print the points; run nothing.
     Validate {
@@ -121,6 +126,7 @@ fn real_main() -> Result<(), String> {
             threads,
             no_pin,
             broker_pid,
+            sync_probe,
         } => {
             let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
             let duration = match duration {
@@ -128,6 +134,9 @@ fn real_main() -> Result<(), String> {
                 Some(d) => return Err(format!("--duration {d}: must be above 0")),
                 None => None,
             };
+            if let Some(dir) = sync_probe.as_ref().filter(|d| !d.is_dir()) {
+                return Err(format!("--sync-probe {}: not a directory", dir.display()));
+            }
             if let Some(pid) = broker_pid
                 .iter()
                 .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
@@ -143,6 +152,7 @@ fn real_main() -> Result<(), String> {
                 pin: !no_pin,
                 progress: true,
                 broker_pids: broker_pid,
+                sync_probe,
             };
             let dir = run_workload(&f, &opts)?;
             println!("results: {}", dir.display());

@@ -50,7 +50,7 @@ pub enum Target {
     Embedded {
         brokers: Vec<Node>,
         /// Kept so the data directory lives as long as the broker.
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         config: Vec<(String, String)>,
     },
 }
@@ -118,6 +118,15 @@ impl Target {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+        }
+    }
+
+    /// Where the embedded brokers keep their data; unknown for a remote
+    /// broker.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Target::Remote(_) => None,
+            Target::Embedded { dir, .. } => Some(dir.path()),
         }
     }
 
@@ -252,7 +261,7 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
     };
     Ok(Target::Embedded {
         brokers: running,
-        _dir: dir,
+        dir,
         config,
     })
 }

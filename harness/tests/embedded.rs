@@ -1,7 +1,8 @@
 //! End to end against the embedded Sluice broker: a two-point sweep runs
 //! (consumers in a group, then assigned by hand), messages are produced and
 //! consumed, and every output file is written; a replicated workload runs
-//! on an embedded cluster of three brokers.
+//! on an embedded cluster of three brokers; a durable point reports the
+//! disk's bare sync latency next to its publish latency.
 
 use sluice_harness::report::files::read_run_json;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
@@ -45,6 +46,8 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
             "{cpu:?}"
         );
         assert_eq!(p.unsent + p.unconsumed, 0, "{}: {p:?}", p.label);
+        // The disk is probed only where the broker flushes per append.
+        assert!(p.disk_sync.is_none(), "{:?}", p.disk_sync);
     }
     // Only the group point waits for a rebalance, and says how long it took.
     assert!(run.points[0].consumer_group_settle_s.is_some());
@@ -83,4 +86,25 @@ fn a_small_sweep_runs_against_the_embedded_broker() {
     assert_eq!(brokers, 3);
     assert!(p.publish_latency.count > 300, "{:?}", p.publish_latency);
     assert_eq!(p.errors, 0, "{:?}", p.error_samples);
+}
+
+#[test]
+fn a_point_that_flushes_per_append_reports_the_disks_bare_sync_latency() {
+    sluice_harness::target::set_broker_program(Path::new(env!("CARGO_BIN_EXE_sluice-bench")));
+    let f = parse(
+        Path::new("durable.yaml"),
+        "name: durable\nmessageSize: 100\nproducersPerTopic: 2\nproducerRate: 200\ntestDurationSeconds: 2\nwarmupDurationSeconds: 0.5\nproducer:\n  acks: all\ntopic:\n  flush.messages: 1\n",
+        None,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_workload(&f, &RunOptions::quiet(out.path().to_path_buf(), None)).unwrap();
+    let run = read_run_json(&dir).unwrap();
+    let p = &run.points[0];
+    assert_eq!(p.errors, 0, "{:?}", p.error_samples);
+    let d = p.disk_sync.as_ref().expect("a durable point probes the disk");
+    assert!(d.latency.count > 0 && d.latency.p50_us <= d.latency.p99_us, "{d:?}");
+    assert_eq!(d.write_bytes, 4096);
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(report.contains("bare fdatasync"), "the report names the yardstick");
 }

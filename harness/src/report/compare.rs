@@ -49,6 +49,15 @@ const METRICS: &[Metric] = &[
         higher_better: false,
     },
     Metric {
+        name: "bare fdatasync p99 ms",
+        get: |p| {
+            p.disk_sync
+                .as_ref()
+                .map_or(f64::NAN, |d| d.latency.p99_us as f64 / 1e3)
+        },
+        higher_better: false,
+    },
+    Metric {
         name: "errors",
         get: |p| p.errors as f64,
         higher_better: false,

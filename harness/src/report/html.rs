@@ -86,6 +86,18 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
                 esc(&s.why_not.join("; "))
             ));
         }
+        if let Some(d) = &p.disk_sync {
+            notes.push(format!(
+                "bare fdatasync of {} B in {}, measured before and after the load: p50 {} ms, p99 {} ms, p99.9 {} ms ({} syncs); publish p99 is {:.1}x its p99",
+                d.write_bytes,
+                esc(&d.dir),
+                ms(d.latency.p50_us),
+                ms(d.latency.p99_us),
+                ms(d.latency.p99_9_us),
+                d.latency.count,
+                p.publish_latency.p99_us as f64 / d.latency.p99_us.max(1) as f64
+            ));
+        }
         if !p.errors_by_cause.is_empty() {
             let causes: Vec<String> = p
                 .errors_by_cause

@@ -2,6 +2,7 @@
 //! the histograms behind it.
 
 use crate::measure::cpu::CpuUse;
+use crate::measure::disk::DiskSync;
 use crate::measure::hist::{Hist, Percentiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -136,6 +137,11 @@ pub struct PointResult {
     /// What the load cost in CPU and memory, per process and phase.
     #[serde(default)]
     pub cpu: Option<CpuUse>,
+    /// The data directory's bare `fdatasync` latency, measured right
+    /// before and after the load, when the broker flushes per append (or
+    /// `--sync-probe` asked for it).
+    #[serde(default)]
+    pub disk_sync: Option<DiskSync>,
 }
 
 /// One rate the max-rate search tried.

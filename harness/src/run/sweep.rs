@@ -8,7 +8,8 @@ use super::sustain::judge;
 use crate::client::admin;
 use crate::client::conn::Connection;
 use crate::measure::cpu::Watched;
-use crate::measure::hist::Percentiles;
+use crate::measure::disk::{self, DiskSync};
+use crate::measure::hist::{new_hist, Hist, Percentiles};
 use crate::report::{charts, env::Environment, files, html};
 use crate::target::{self, Target};
 use crate::workload::{Point, Workload, WorkloadFile};
@@ -30,6 +31,10 @@ pub struct RunOptions {
     /// Broker processes on this host whose CPU each run accounts for
     /// (`--broker-pid`); embedded brokers are found on their own.
     pub broker_pids: Vec<u32>,
+    /// A directory on the broker's disk whose bare `fdatasync` latency
+    /// every point measures (`--sync-probe`); the embedded broker's data
+    /// directory is probed on its own when the topic flushes per append.
+    pub sync_probe: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -44,6 +49,7 @@ impl RunOptions {
             pin: false,
             progress: false,
             broker_pids: Vec::new(),
+            sync_probe: None,
         }
     }
 }
@@ -196,6 +202,7 @@ struct Measured {
     hists: PointHists,
     max_rate: Option<f64>,
     probes: Vec<Probe>,
+    disk: Option<DiskSync>,
 }
 
 fn measure_point(
@@ -280,6 +287,22 @@ fn measure_point(
         )?;
         found = Some(rate);
     }
+    // The disk is probed right before and after the measured load, not
+    // during it: a concurrent probe would compete with the broker's syncs.
+    let probe_dir = o.sync_probe.as_deref().or_else(|| {
+        disk::flushes_per_append(&w.topic.configs)
+            .then(|| target.data_dir())
+            .flatten()
+    });
+    let mut sync_hist = new_hist();
+    let probe_disk = |h: &mut Hist| -> Result<(), String> {
+        match probe_dir {
+            Some(dir) => disk::probe(dir, disk::PROBE_TIME, disk::PROBE_SYNCS, h)
+                .map_err(|e| format!("probing fdatasync in {}: {e}", dir.display())),
+            None => Ok(()),
+        }
+    };
+    probe_disk(&mut sync_hist)?;
     let out = point::run_load(
         p,
         w,
@@ -288,12 +311,14 @@ fn measure_point(
         tick,
     )
     .map_err(|e| e.to_string())?;
+    probe_disk(&mut sync_hist)?;
     let hists = out.hists.clone();
     Ok(Measured {
         out,
         hists,
         max_rate: found,
         probes,
+        disk: probe_dir.map(|d| DiskSync::of(d, &sync_hist)),
     })
 }
 
@@ -377,6 +402,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
         intervals: out.intervals,
         interrupted: out.interrupted,
         cpu: Some(out.cpu),
+        disk_sync: m.disk,
     }
 }
 
@@ -437,6 +463,14 @@ pub fn terminal_line(r: &PointResult) -> String {
             "; CPU s/GB client {} broker {}",
             per_gb(cpu.client_cpu_s_per_gb),
             per_gb(cpu.broker_cpu_s_per_gb)
+        ));
+    }
+    if let Some(d) = &r.disk_sync {
+        line.push_str(&format!(
+            "; bare fdatasync p50 {:.2} ms p99 {:.2} ms (publish p99 {:.1}x)",
+            d.latency.p50_us as f64 / 1e3,
+            d.latency.p99_us as f64 / 1e3,
+            r.publish_latency.p99_us as f64 / d.latency.p99_us.max(1) as f64
         ));
     }
     if let Some(s) = r.sustain.as_ref().filter(|s| !s.sustained) {
