@@ -89,6 +89,18 @@ pub async fn acked(rx: Acked, timeout: std::time::Duration) -> Result<(), ErrorC
 }
 
 /// Maps a storage error to the error its partition reports.
+/// An append done but not yet answered: see [`Partition::append_now`].
+pub struct Appended {
+    pub info: AppendInfo,
+    pub log_start: Offset,
+    /// For acks=all, where the answer comes once the in-sync replicas
+    /// have the records.
+    pub acked: Option<Acked>,
+    /// The offset the log must be durable below before the answer goes
+    /// out, when the flush policy asks for a flush.
+    pub flush_to: Option<Offset>,
+}
+
 pub fn error_code(e: &StorageError) -> ErrorCode {
     match e {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
@@ -172,6 +184,24 @@ impl Partition {
         summary: &RecordSetSummary,
         acks: Acks,
     ) -> Result<(AppendInfo, Offset, Option<Acked>), ErrorCode> {
+        let appended = self.append_now(set, summary, acks)?;
+        if let Some(target) = appended.flush_to {
+            self.flush_for_append(target).await?;
+        }
+        Ok((appended.info, appended.log_start, appended.acked))
+    }
+
+    /// The part of an append that does not wait: the record set is in the
+    /// log, fetchers are woken, and `flush_to` says how far the flush
+    /// policy wants the log durable before the append is answered. A
+    /// request's appends to several partitions all happen first, and
+    /// their flushes then run together.
+    pub fn append_now(
+        &self,
+        set: &[u8],
+        summary: &RecordSetSummary,
+        acks: Acks,
+    ) -> Result<Appended, ErrorCode> {
         let now = now_ms();
         let first = BatchHeader::parse(set).expect("record set was validated");
         match self.producers.borrow().check(&first) {
@@ -182,7 +212,12 @@ impl Partition {
                     last_offset: base.plus(i64::from(first.last_offset_delta)),
                     log_append_time_ms: -1,
                 };
-                return Ok((info, self.log.borrow().log_start(), None));
+                return Ok(Appended {
+                    info,
+                    log_start: self.log.borrow().log_start(),
+                    acked: None,
+                    flush_to: None,
+                });
             }
             Check::Reject(code) => return Err(code),
         }
@@ -202,12 +237,17 @@ impl Partition {
         self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
         self.start_writeback();
-        if flush {
-            self.flush_upto(info.last_offset.plus(1))
-                .await
-                .map_err(|e| error_code(&e))?;
-        }
-        Ok((info, self.log.borrow().log_start(), acked))
+        Ok(Appended {
+            info,
+            log_start: self.log.borrow().log_start(),
+            acked,
+            flush_to: flush.then(|| info.last_offset.plus(1)),
+        })
+    }
+
+    /// Makes an append durable up to `target` ([`Appended::flush_to`]).
+    pub async fn flush_for_append(&self, target: Offset) -> Result<(), ErrorCode> {
+        self.flush_upto(target).await.map_err(|e| error_code(&e))
     }
 
     /// Starts writing out the appended pages once a chunk has gathered
@@ -260,10 +300,7 @@ impl Partition {
     async fn flush_once(&self) -> Result<(), StorageError> {
         let job = self.log.borrow_mut().prepare_flush(now_ms())?;
         let dir = self.log.borrow().dir().to_path_buf();
-        let files = job.files;
-        let synced = glommio::executor()
-            .spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-            .await;
+        let synced = futures::future::try_join_all(job.files.iter().map(|f| fdatasync(f))).await;
         synced.map_err(|source| StorageError::Io {
             op: "fdatasync",
             path: dir,
@@ -528,4 +565,23 @@ mod tests {
         assert_eq!(retry.base_offset, Offset(0));
         assert_eq!(p.log.borrow().log_end(), Offset(1));
     }
+}
+
+/// `fdatasync` through the shard's io_uring, on a duplicate of `file`'s
+/// descriptor (the ring takes ownership of what it closes). Unlike the
+/// blocking pool, one thread per shard that would run every partition's
+/// syncs in turn, the ring has the syncs of all the shard's partitions in
+/// the kernel at once, where the file system commits them together.
+async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor the caller keeps open.
+    let fd = unsafe { libc::dup(file.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    let ring_file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+    let synced = ring_file.fdatasync().await;
+    let closed = ring_file.close().await;
+    synced.and(closed).map_err(std::io::Error::from)
 }

@@ -186,12 +186,30 @@ async fn append_on(
     let result = shard
         .invoke_on(owner, move |s| async move {
             let mut out = Vec::with_capacity(appends.len());
-            // Each append starts before the next is looked at, so batches
-            // for one partition keep their request order.
+            let mut flushes = Vec::new();
+            // Every append is done, in request order, before any flush is
+            // awaited; the flushes then run together, so a request to
+            // several partitions waits one sync, not one per partition.
             for a in appends {
                 let (slot, timeout) = (a.slot, a.timeout);
-                let (outcome, acked) = append_one(&s, a).await;
+                let (outcome, acked, flush) = append_one(&s, a);
+                if let Some((partition, target)) = flush {
+                    flushes.push((out.len(), partition, target));
+                }
                 out.push((slot, outcome, acked.map(|rx| (rx, timeout))));
+            }
+            let flushed =
+                futures::future::join_all(flushes.into_iter().map(
+                    |(i, partition, target)| async move {
+                        (i, partition.flush_for_append(target).await)
+                    },
+                ))
+                .await;
+            for (i, result) in flushed {
+                if let Err(code) = result {
+                    out[i].1 = Outcome::error(code, None);
+                    out[i].2 = None;
+                }
             }
             out
         })
@@ -211,27 +229,37 @@ async fn append_on(
     })
 }
 
-async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
+/// Appends one partition's record set; returns its outcome, the
+/// receiver of its acks=all answer, and the flush it still needs.
+fn append_one(
+    shard: &Rc<Shard>,
+    a: Append,
+) -> (
+    Outcome,
+    Option<Acked>,
+    Option<(Rc<Partition>, sluice_protocol::Offset)>,
+) {
     let Some(partition): Option<Rc<Partition>> = shard.serving_partition(&a.topic, a.partition)
     else {
         let code = match shard.offline_reason(&a.topic, a.partition) {
             Some(_) => ErrorCode::KafkaStorageError,
             None => ErrorCode::NotLeaderOrFollower,
         };
-        return (Outcome::error(code, None), None);
+        return (Outcome::error(code, None), None, None);
     };
-    match partition.append_with(&a.records, &a.summary, a.acks).await {
-        Ok((info, log_start, acked)) => {
+    match partition.append_now(&a.records, &a.summary, a.acks) {
+        Ok(appended) => {
             let outcome = Outcome {
                 error: ErrorCode::None,
                 message: None,
-                base_offset: info.base_offset.0,
-                log_append_time_ms: info.log_append_time_ms,
-                log_start: log_start.0,
+                base_offset: appended.info.base_offset.0,
+                log_append_time_ms: appended.info.log_append_time_ms,
+                log_start: appended.log_start.0,
             };
-            (outcome, acked)
+            let flush = appended.flush_to.map(|t| (partition, t));
+            (outcome, appended.acked, flush)
         }
-        Err(code) => (Outcome::error(code, None), None),
+        Err(code) => (Outcome::error(code, None), None, None),
     }
 }
 
