@@ -646,15 +646,45 @@ fn synonyms(
 }
 
 pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
-    let _req: DescribeClusterRequest = ctx.decode(body)?;
+    let req: DescribeClusterRequest = ctx.decode(body)?;
+    // v1's endpoint type (KIP-919): 1 asks for brokers, 2 for controllers,
+    // whose quorum Sluice's brokers do not expose as a listener of its own.
+    let refusal = match req.endpoint_type {
+        ENDPOINT_TYPE_BROKERS => None,
+        ENDPOINT_TYPE_CONTROLLERS => Some((
+            ErrorCode::MismatchedEndpointType,
+            "The request was sent to a broker endpoint, but asked for controllers",
+        )),
+        _ => Some((
+            ErrorCode::UnsupportedEndpointType,
+            "Unsupported endpoint type",
+        )),
+    };
+    if let Some((code, message)) = refusal {
+        let code = match ctx.version() {
+            0 => ErrorCode::InvalidRequest,
+            _ => code,
+        };
+        let resp = DescribeClusterResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(s(format!("{message} {}", req.endpoint_type))));
+        return ctx.respond(&resp);
+    }
     let snapshot = ctx.shard.metadata();
+    // v2 may ask for fenced brokers too, marked as such (KIP-1073).
     let brokers = snapshot
-        .live_brokers()
-        .map(|(id, b)| {
-            DescribeClusterBroker::default()
+        .brokers
+        .iter()
+        .filter(|(_, b)| !b.fenced || req.include_fenced_brokers)
+        .map(|(&id, b)| {
+            let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(id))
                 .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_port(i32::from(b.port));
+            match ctx.version() >= 2 {
+                true => broker.with_is_fenced(b.fenced),
+                false => broker,
+            }
         })
         .collect();
     let controller = ctx
@@ -662,12 +692,19 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .broker
         .controller_id
         .load(std::sync::atomic::Ordering::Relaxed);
-    let resp = DescribeClusterResponse::default()
+    let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(s(ctx.shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers);
+    if ctx.version() >= 1 {
+        resp.endpoint_type = ENDPOINT_TYPE_BROKERS;
+    }
     ctx.respond(&resp)
 }
+
+/// DescribeCluster's endpoint types (KIP-919).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
 /// InitProducerId for idempotent producers. A producer asking again with
 /// its id and epoch (KIP-360) keeps the id and gets the next epoch.
