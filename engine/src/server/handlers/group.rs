@@ -5,6 +5,15 @@
 //! Each decodes here, on the connection's shard, and runs on the shard
 //! that coordinates the group (see [`crate::group`]); the decoded request
 //! and the plain answer cross shards, the encoding stays here.
+//!
+//! The Kafka 4 versions: JoinGroup v8 and LeaveGroup v5 carry a reason,
+//! which is logged; JoinGroup v9 lets a returning static leader skip the
+//! assignment (KIP-814); DescribeGroups v6 answers GROUP_ID_NOT_FOUND for
+//! an unknown group (KIP-1043); ListGroups v5 filters by group type, and
+//! every group here is `classic`; FindCoordinator v6 knows share groups'
+//! key type, answered INVALID_REQUEST as no share coordinator runs.
+//! OffsetCommit v9 is v8 for classic groups, and OffsetFetch v9's member
+//! id and epoch are checked only for KIP-848 consumer groups, as in Kafka.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::group::coordinator::{CommitPartition, CommitRequest};
