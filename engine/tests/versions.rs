@@ -2,7 +2,8 @@
 //! Produce v13 and Fetch v13+ (sessions included), Metadata v13 by name
 //! and by id, ListOffsets v10's special timestamps, FindCoordinator v6's
 //! batched keys, DescribeGroups v6 and ListGroups v5, DescribeCluster v2's
-//! endpoint types, and DescribeTopicPartitions walked page by page.
+//! endpoint types, DeleteTopics v6 by id, and DescribeTopicPartitions
+//! walked page by page.
 
 mod common;
 
@@ -475,4 +476,74 @@ fn describe_topic_partitions_pages_through_every_partition_once() {
         "{bad:?}"
     );
     assert!(!bad.topics.is_empty());
+}
+
+/// DeleteTopics v6 by topic id: (name, id) per topic; answers (name, id,
+/// error) per topic.
+fn delete(raw: &mut Raw, topics: &[(Option<&str>, Uuid)]) -> Vec<(Option<String>, Uuid, i16)> {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|(n, id)| {
+                    DeleteTopicState::default()
+                        .with_name(n.map(name))
+                        .with_topic_id(*id)
+                })
+                .collect(),
+        );
+    let resp: DeleteTopicsResponse = call(raw, ApiKey::DeleteTopics, 6, &req).expect("answer");
+    resp.responses
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_ref().map(|n| n.0.to_string()),
+                r.topic_id,
+                r.error_code,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn delete_topics_v6_names_topics_by_name_or_by_id() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    for t in ["del-a", "del-b", "del-c"] {
+        create(&mut raw, t, 1);
+    }
+    let (a, b, c) = (
+        topic_id(&mut raw, "del-a"),
+        topic_id(&mut raw, "del-b"),
+        topic_id(&mut raw, "del-c"),
+    );
+    let stranger = Uuid::from_u128(99);
+    let got = delete(
+        &mut raw,
+        &[
+            (None, a),
+            (Some("del-b"), Uuid::nil()),
+            (Some("del-c"), c),
+            (None, stranger),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            (Some("del-a".to_string()), a, 0),
+            (Some("del-b".to_string()), b, 0),
+            (Some("del-c".to_string()), c, INVALID_REQUEST),
+            (None, stranger, UNKNOWN_TOPIC_ID),
+        ]
+    );
+    let req = MetadataRequest::default().with_topics(None);
+    let resp: MetadataResponse = call(&mut raw, ApiKey::Metadata, 13, &req).expect("answer");
+    let left: Vec<_> = resp
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect();
+    assert_eq!(left, vec!["del-c".to_string()]);
 }

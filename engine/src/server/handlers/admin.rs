@@ -385,13 +385,24 @@ pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     );
     let mut results = Vec::new();
     for (name, id) in wanted {
+        // v6 names a topic by name or by id, never both (as Kafka).
+        let both = name.is_some() && !id.is_nil();
         let name = name.or_else(|| snapshot.topic_by_id(id).map(|t| t.name.clone()));
         let mut r =
             DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(s(n))));
         if v >= 6 {
-            r.topic_id = id;
+            // The answer carries the topic's id, also when named by name.
+            let known = name
+                .as_deref()
+                .and_then(|n| snapshot.topic(n))
+                .map(|t| t.id);
+            r.topic_id = if id.is_nil() { known.unwrap_or(id) } else { id };
         }
         let outcome = match name {
+            _ if both => Err((
+                ErrorCode::InvalidRequest,
+                "a topic may be named by name or by id, not both".to_string(),
+            )),
             None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
             Some(n) if crate::metadata::is_internal(&n) => Err((
                 ErrorCode::InvalidTopicException,
