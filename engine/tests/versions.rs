@@ -189,6 +189,10 @@ fn metadata_v13_answers_by_name_and_by_id() {
         MetadataRequestTopic::default()
             .with_name(None)
             .with_topic_id(stranger),
+        // As the Java client asks: an empty name beside the id.
+        MetadataRequestTopic::default()
+            .with_name(Some(name("")))
+            .with_topic_id(id),
     ]));
     let resp: MetadataResponse = call(&mut raw, ApiKey::Metadata, 13, &req).expect("answer");
     assert_eq!(resp.error_code, 0);
@@ -202,6 +206,7 @@ fn metadata_v13_answers_by_name_and_by_id() {
         (UNKNOWN_TOPIC_ID, stranger)
     );
     assert!(unknown.name.is_none());
+    assert_eq!(resp.topics[2], resp.topics[0]);
 }
 
 /// ListOffsets v10 for partition 0 of `topic` at `timestamp`: (error,
