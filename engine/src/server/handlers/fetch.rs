@@ -482,3 +482,51 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
     futures::pin_mut!(timer);
     let _ = futures::future::select(any, timer).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(replica: bool, known_high_watermark: i64) -> Want {
+        Want {
+            key: "t".into(),
+            topic: "t".into(),
+            topic_id: uuid::Uuid::nil(),
+            partition: 0,
+            offset: Offset(10),
+            max_bytes: 1 << 20,
+            owner: Some(0),
+            no_owner: ErrorCode::UnknownTopicOrPartition,
+            replica: replica.then_some(ReplicaFetch {
+                replica: NodeId(2),
+                leader_epoch: LeaderEpoch(1),
+                fetch_offset: Offset(10),
+                log_start: Offset(0),
+            }),
+            known_high_watermark,
+        }
+    }
+
+    fn got(high_watermark: i64, error: Option<ErrorCode>) -> Got {
+        let mut g = Got {
+            error,
+            ..Got::default()
+        };
+        g.marks.high_watermark = Offset(high_watermark);
+        g
+    }
+
+    /// KIP-1166: only a follower that said which high watermark it knows,
+    /// and knows an older one, is answered without parking.
+    #[test]
+    fn a_follower_behind_on_the_high_watermark_is_news() {
+        let news = |w: Want, g: Got| news_of_high_watermark(&[w], &[g]);
+        assert!(news(want(true, 5), got(7, None)));
+        assert!(news(want(true, -1), got(0, None)), "knows none");
+        assert!(!news(want(true, 7), got(7, None)), "up to date");
+        assert!(!news(want(true, i64::MAX), got(7, None)), "before v18");
+        assert!(!news(want(false, 5), got(7, None)), "a consumer");
+        let failed = got(7, Some(ErrorCode::NotLeaderOrFollower));
+        assert!(!news(want(true, 5), failed), "an error is news already");
+    }
+}
