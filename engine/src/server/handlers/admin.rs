@@ -664,11 +664,11 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         ENDPOINT_TYPE_BROKERS => None,
         ENDPOINT_TYPE_CONTROLLERS => Some((
             ErrorCode::MismatchedEndpointType,
-            "The request was sent to a broker endpoint, but asked for controllers",
+            "this is a broker endpoint; controllers were asked for".to_string(),
         )),
-        _ => Some((
+        other => Some((
             ErrorCode::UnsupportedEndpointType,
-            "Unsupported endpoint type",
+            format!("unknown endpoint type {other}"),
         )),
     };
     if let Some((code, message)) = refusal {
@@ -678,7 +678,7 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         };
         let resp = DescribeClusterResponse::default()
             .with_error_code(code.code())
-            .with_error_message(Some(s(format!("{message} {}", req.endpoint_type))));
+            .with_error_message(Some(s(message)));
         return ctx.respond(&resp);
     }
     let snapshot = ctx.shard.metadata();

@@ -173,6 +173,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     .with_error_code(code.code())
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                     .with_is_internal(crate::metadata::is_internal(&name))
+                    .with_topic_authorized_operations(TOPIC_OPERATIONS)
             }
         })
         .collect();

@@ -158,9 +158,9 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
             // broker without a share coordinator; other types are unknown.
             c.error_message = Some(s(format!("no coordinator of key type {}", req.key_type)));
             ErrorCode::InvalidRequest
-        } else if key.is_empty() {
-            ErrorCode::InvalidRequest
         } else {
+            // An empty group id is a group id too: Kafka names its
+            // coordinator (JoinGroup then refuses it, INVALID_GROUP_ID).
             match offsets_topic(ctx.shard).await {
                 Ok(topic) => {
                     // The coordinator is the leader of the group's partition.
@@ -540,6 +540,7 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
         let not_found = ctx.version() >= DESCRIBE_NOT_FOUND_VERSION_MIN;
         match described {
             Ok(d) if not_found && d.state == crate::group::state::GroupState::Dead => {
+                g.group_state = s(d.state.name());
                 g.error_code = ErrorCode::GroupIdNotFound.code();
                 g.error_message = Some(s(format!("Group {id} not found.")));
             }
