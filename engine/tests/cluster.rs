@@ -2035,3 +2035,90 @@ fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
         wait_logs_agree(&c, &[1, 2, 3], "frozen", index);
     }
 }
+
+/// KIP-951: a broker asked to produce to or fetch from a partition it does
+/// not lead answers NOT_LEADER_OR_FOLLOWER with the leader and its epoch
+/// as it knows them (Produce v10+, Fetch v12+) and where the leader
+/// listens (Produce v10+, Fetch v16+), so the client moves without a
+/// Metadata round trip; older versions carry neither.
+#[test]
+fn a_broker_that_does_not_lead_names_the_leader_and_where_it_listens() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceResponse};
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path());
+    create_guarded(&c, "moved", 1);
+    let leader = leader_of(&c, "moved");
+    let other = (1..=3).find(|n| *n != leader).unwrap();
+    let m = wait_full_isr(&c, other, "moved");
+    let (leader_id, epoch, _, _) = partitions(&m, "moved")[&0].clone();
+    let id = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "moved"))
+        .expect("moved")
+        .topic_id;
+    assert_eq!(leader_id as usize, leader);
+    let leader_port = i32::from(c.spec.ports[leader - 1]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[other - 1]));
+    let mut raw = Raw::connect(addr);
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+    for version in [9, 10, 13] {
+        let mut req = produce_request("moved", 1, b"v");
+        if version >= 13 {
+            req.topic_data[0].topic_id = id;
+        }
+        let resp: ProduceResponse = call(&mut raw, ApiKey::Produce, version, &req).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER, "v{version}");
+        let named = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
+        let endpoints: Vec<(i32, i32)> = resp
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, n.port))
+            .collect();
+        match version >= 10 {
+            true => {
+                assert_eq!(named, (leader_id, epoch), "v{version}");
+                assert_eq!(endpoints, vec![(leader_id, leader_port)], "v{version}");
+            }
+            false => assert_eq!((named, endpoints.len()), ((-1, -1), 0), "v{version}"),
+        }
+    }
+
+    for version in [11, 12, 16] {
+        let req = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("moved")))
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    FetchPartition::default().with_partition_max_bytes(1 << 20)
+                ])]);
+        let resp: FetchResponse = call(&mut raw, ApiKey::Fetch, version, &req).unwrap();
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER, "v{version}");
+        let named = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
+        let endpoints: Vec<(i32, i32)> = resp
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, n.port))
+            .collect();
+        let want_leader = if version >= 12 {
+            (leader_id, epoch)
+        } else {
+            (-1, -1)
+        };
+        assert_eq!(named, want_leader, "v{version}");
+        let want_endpoints = match version >= 16 {
+            true => vec![(leader_id, leader_port)],
+            false => vec![],
+        };
+        assert_eq!(endpoints, want_endpoints, "v{version}");
+    }
+}

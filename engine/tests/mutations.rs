@@ -2,8 +2,8 @@
 //! version, with a byte changed, a length blown up, a tail cut off or bytes
 //! inserted, reaches every decoder past the header. Every frame must get an
 //! answer or a closed connection (only the APIs that wait by design may
-//! still be waiting after a generous deadline: with this seed, two Fetch v5
-//! frames whose `max_wait_ms` was blown up), no shard may panic or exit,
+//! still be waiting after a generous deadline, such as a Fetch whose
+//! `max_wait_ms` was blown up), no shard may panic or exit,
 //! and afterwards every shard must still serve. The broker runs two shards
 //! behind one `SO_REUSEPORT` port: a dead shard's socket either leaves the
 //! connections the kernel gives it unanswered or, once closed, lets the
@@ -17,6 +17,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{call, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -31,6 +32,7 @@ use sluice_protocol::record_batch::BatchBuilder;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 const TOPIC: &str = "mutations";
 const MUTATIONS_PER_REQUEST: usize = 40;
@@ -66,9 +68,10 @@ fn enc<T: Encodable + Default + 'static>(request: T) -> Encode {
     })
 }
 
-/// A request for `key` naming the test topic where it has one, so that the
+/// A request for `key` naming the test topic where it has one (by name,
+/// and by `id` at the versions that name topics by id), so that the
 /// mutations reach the handlers' deeper paths.
-fn sample(key: ApiKey) -> Encode {
+fn sample(key: ApiKey, id: Uuid) -> Encode {
     let mut batch = BatchBuilder::new(1_000);
     batch.push(1_000, Some(b"key"), Some(b"value"), &[]);
     match key {
@@ -77,6 +80,7 @@ fn sample(key: ApiKey) -> Encode {
             .with_timeout_ms(1_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic())
+                .with_topic_id(id)
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(0)
                     .with_records(Some(Bytes::from(batch.finish())))])])),
@@ -86,6 +90,7 @@ fn sample(key: ApiKey) -> Encode {
             .with_max_bytes(1 << 20)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(topic())
+                .with_topic_id(id)
                 .with_partitions(vec![
                     FetchPartition::default().with_partition_max_bytes(1 << 20)
                 ])])),
@@ -141,6 +146,10 @@ fn sample(key: ApiKey) -> Encode {
         ApiKey::ListPartitionReassignments => enc(ListPartitionReassignmentsRequest::default()),
         ApiKey::OffsetDelete => enc(OffsetDeleteRequest::default().with_group_id(group())),
         ApiKey::DescribeCluster => enc(DescribeClusterRequest::default()),
+        ApiKey::DescribeTopicPartitions => enc(DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![TopicRequest::default().with_name(topic())])
+            .with_response_partition_limit(1)
+            .with_cursor(Some(Cursor::default().with_topic_name(topic())))),
         other => panic!("no sample request for supported API {other:?}"),
     }
 }
@@ -271,8 +280,8 @@ fn assert_no_shard_died(broker: &Broker, context: &dyn Fn() -> String) {
     }
 }
 
-/// Creates the test topic with a partition per shard.
-fn create_topic(broker: &Broker) {
+/// Creates the test topic with a partition per shard; answers its id.
+fn create_topic(broker: &Broker) -> Uuid {
     let mut raw = Raw::connect(broker.addr());
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
@@ -283,6 +292,7 @@ fn create_topic(broker: &Broker) {
     let resp: CreateTopicsResponse =
         call(&mut raw, ApiKey::CreateTopics, 7, &req).expect("CreateTopics answer");
     assert_eq!(resp.topics[0].error_code, 0);
+    resp.topics[0].topic_id
 }
 
 /// Every shard still serves: fresh clients get answers, and a produce to
@@ -325,12 +335,12 @@ fn assert_every_shard_serves(broker: &Broker) {
 #[test]
 fn mutated_requests_of_every_supported_api_and_version_leave_the_broker_serving() {
     let mut broker = Broker::start(SHARDS, &[]);
-    create_topic(&broker);
+    let id = create_topic(&broker);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut versions = 0usize;
     for range in SUPPORTED {
-        let encode = sample(range.key);
+        let encode = sample(range.key, id);
         for version in range.min..=range.max {
             versions += 1;
             let mut body = BytesMut::new();

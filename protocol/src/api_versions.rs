@@ -4,8 +4,12 @@
 //! Kafka 4.0 (which dropped Produce < 3 and Fetch < 4, i.e. the pre-v2
 //! record formats, and the ZooKeeper-era OffsetCommit < 2 and
 //! OffsetFetch < 1); the maxima are the versions whose every field
-//! Sluice handles, for the group APIs those of Kafka 3.0. Clients pick
-//! the highest version both sides know.
+//! Sluice handles, up to Kafka 4.1's where the codec knows them (it stops
+//! OffsetCommit and OffsetFetch at v9, before topic ids replace names).
+//! Clients pick the highest version both sides know.
+//!
+//! `docs/ARCHITECTURE.md` carries this table for readers; a test below
+//! keeps the two in step.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -23,24 +27,24 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
 
 /// Everything the broker answers, ordered by API key.
 pub const SUPPORTED: &[ApiRange] = &[
-    range(ApiKey::Produce, 3, 9),
-    range(ApiKey::Fetch, 4, 12),
-    range(ApiKey::ListOffsets, 1, 7),
-    range(ApiKey::Metadata, 0, 12),
-    range(ApiKey::OffsetCommit, 2, 8),
-    range(ApiKey::OffsetFetch, 1, 8),
-    range(ApiKey::FindCoordinator, 0, 4),
-    range(ApiKey::JoinGroup, 0, 7),
+    range(ApiKey::Produce, 3, 13),
+    range(ApiKey::Fetch, 4, 18),
+    range(ApiKey::ListOffsets, 1, 10),
+    range(ApiKey::Metadata, 0, 13),
+    range(ApiKey::OffsetCommit, 2, 9),
+    range(ApiKey::OffsetFetch, 1, 9),
+    range(ApiKey::FindCoordinator, 0, 6),
+    range(ApiKey::JoinGroup, 0, 9),
     range(ApiKey::Heartbeat, 0, 4),
-    range(ApiKey::LeaveGroup, 0, 4),
+    range(ApiKey::LeaveGroup, 0, 5),
     range(ApiKey::SyncGroup, 0, 5),
-    range(ApiKey::DescribeGroups, 0, 5),
-    range(ApiKey::ListGroups, 0, 4),
+    range(ApiKey::DescribeGroups, 0, 6),
+    range(ApiKey::ListGroups, 0, 5),
     range(ApiKey::ApiVersions, 0, 4),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
     range(ApiKey::DeleteRecords, 0, 2),
-    range(ApiKey::InitProducerId, 0, 4),
+    range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::AlterConfigs, 0, 2),
@@ -52,7 +56,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::AlterPartitionReassignments, 0, 1),
     range(ApiKey::ListPartitionReassignments, 0, 0),
     range(ApiKey::OffsetDelete, 0, 0),
-    range(ApiKey::DescribeCluster, 0, 0),
+    range(ApiKey::DescribeCluster, 0, 2),
+    range(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The advertised range for `key`, if the API is implemented.
@@ -83,8 +88,66 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert!(is_supported(ApiKey::Fetch, 12));
-        assert!(!is_supported(ApiKey::Fetch, 13));
+        assert!(is_supported(ApiKey::Fetch, 18));
+        assert!(!is_supported(ApiKey::Fetch, 19));
+        assert!(is_supported(ApiKey::DescribeTopicPartitions, 0));
         assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+    }
+
+    /// The rows of the "Wire protocol versions" table in
+    /// `docs/ARCHITECTURE.md`: (API name, min, max).
+    fn documented() -> Vec<(String, i16, i16)> {
+        let doc = include_str!("../../docs/ARCHITECTURE.md");
+        let table = doc
+            .split("## Wire protocol versions")
+            .nth(1)
+            .expect("docs/ARCHITECTURE.md has a 'Wire protocol versions' section");
+        let mut rows = Vec::new();
+        for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+            let Some(row) = line.strip_prefix('|') else {
+                break;
+            };
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (name, versions) = (cells[0], cells[1]);
+            if name == "API" || name.starts_with("---") {
+                continue;
+            }
+            let span = versions.split_whitespace().next().unwrap_or_default();
+            let (min, max) = span.split_once('–').unwrap_or((span, span));
+            let parse = |v: &str| -> i16 {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("row {name}: versions {versions:?}"))
+            };
+            rows.push((name.to_string(), parse(min), parse(max)));
+        }
+        rows
+    }
+
+    /// Each advertised API as its docs row should read.
+    fn advertised() -> Vec<(String, i16, i16)> {
+        SUPPORTED
+            .iter()
+            .map(|r| (format!("{:?}", r.key), r.min, r.max))
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_table_lists_exactly_what_api_versions_advertises() {
+        let mut documented = documented();
+        let mut advertised = advertised();
+        documented.sort();
+        advertised.sort();
+        let expected: String = advertised
+            .iter()
+            .map(|(name, min, max)| match min == max {
+                true => format!("| {name} | {min} |\n"),
+                false => format!("| {name} | {min}–{max} |\n"),
+            })
+            .collect();
+        assert_eq!(
+            documented, advertised,
+            "docs/ARCHITECTURE.md's version table differs from SUPPORTED; its rows should \
+             read (notes after the versions are free):\n{expected}"
+        );
     }
 }

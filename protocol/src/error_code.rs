@@ -73,6 +73,8 @@ pub enum ErrorCode {
     InconsistentTopicId = 103,
     InconsistentClusterId = 104,
     IneligibleReplica = 107,
+    MismatchedEndpointType = 114,
+    UnsupportedEndpointType = 115,
 }
 
 impl ErrorCode {
@@ -125,7 +127,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 68] = [
+const ALL: [ErrorCode; 70] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -194,6 +196,8 @@ const ALL: [ErrorCode; 68] = [
     ErrorCode::InconsistentTopicId,
     ErrorCode::InconsistentClusterId,
     ErrorCode::IneligibleReplica,
+    ErrorCode::MismatchedEndpointType,
+    ErrorCode::UnsupportedEndpointType,
 ];
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Hand-written FetchResponse encoder (v4 to v12) that leaves record bytes
+//! Hand-written FetchResponse encoder (v4 to v18) that leaves record bytes
 //! out of the encoded buffer.
 //!
 //! The response is produced as a list of [`Part`]s: encoded bytes, and
@@ -8,11 +8,12 @@
 //! length prefix, so the total size is known before a byte is sent.
 //!
 //! ```text
-//! FetchResponse (v4..v12; compact/tagged forms from v12):
+//! FetchResponse (v4..v18; compact/tagged forms from v12):
 //!   throttle_time_ms i32
 //!   error_code i16 | session_id i32                       (v7+)
 //!   [topics]
-//!     name string
+//!     name string                                         (v4..v12)
+//!     topic_id uuid (16 bytes)                            (v13+)
 //!     [partitions]
 //!       partition_index i32 | error_code i16 | high_watermark i64
 //!       last_stable_offset i64
@@ -21,9 +22,16 @@
 //!       preferred_read_replica i32                        (v11+)
 //!       records nullable bytes
 //!       tagged fields                                     (v12+)
+//!         tag 1: current_leader (leader_id i32 | leader_epoch i32 | tags)
 //!     tagged fields                                       (v12+)
 //!   tagged fields                                         (v12+)
+//!     tag 0: node_endpoints [node_id i32 | host string | port i32 |
+//!            rack nullable string | tags]                 (v16+)
 //! ```
+//!
+//! `current_leader` and `node_endpoints` (KIP-951) are written only for
+//! partitions answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH, so
+//! the client can go to the new leader without a Metadata round trip.
 
 use crate::error_code::ErrorCode;
 use crate::header::put_response_header;
@@ -52,14 +60,34 @@ pub struct PartitionData<R> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// The leader as this broker knows it, for a client that asked the
+    /// wrong broker (written from v12).
+    pub current_leader: Option<LeaderIdAndEpoch>,
     /// Whole batches, in offset order.
     pub records: Vec<R>,
 }
 
-/// One topic's answer.
+/// A partition's leader and its epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderIdAndEpoch {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+}
+
+/// Where a broker named in `current_leader` listens (written from v16).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// One topic's answer: by name up to v12, by topic id from v13.
 #[derive(Debug)]
 pub struct TopicData<R> {
     pub name: String,
+    pub topic_id: [u8; 16],
     pub partitions: Vec<PartitionData<R>>,
 }
 
@@ -75,7 +103,7 @@ pub struct ResponseHead {
 
 /// Lowest and highest version this encoder writes.
 pub const VERSION_MIN: i16 = 4;
-pub const VERSION_MAX: i16 = 12;
+pub const VERSION_MAX: i16 = 18;
 
 struct Encoder<R> {
     parts: Vec<Part<R>>,
@@ -101,7 +129,11 @@ impl<R: Region> Encoder<R> {
 
 /// Encodes a whole framed response. Returns the parts and the frame's
 /// total size in bytes (prefix included).
-pub fn encode<R: Region>(head: ResponseHead, topics: Vec<TopicData<R>>) -> (Vec<Part<R>>, usize) {
+pub fn encode<R: Region>(
+    head: ResponseHead,
+    topics: Vec<TopicData<R>>,
+    endpoints: &[NodeEndpoint],
+) -> (Vec<Part<R>>, usize) {
     assert!((VERSION_MIN..=VERSION_MAX).contains(&head.version));
     let v = head.version;
     let flexible = v >= 12;
@@ -121,7 +153,11 @@ pub fn encode<R: Region>(head: ResponseHead, topics: Vec<TopicData<R>>) -> (Vec<
     }
     put_array_len(&mut e.current, topics.len(), flexible);
     for topic in topics {
-        put_string(&mut e.current, &topic.name, flexible);
+        if v >= 13 {
+            e.current.extend_from_slice(&topic.topic_id);
+        } else {
+            put_string(&mut e.current, &topic.name, flexible);
+        }
         put_array_len(&mut e.current, topic.partitions.len(), flexible);
         for p in topic.partitions {
             encode_partition(&mut e, v, p);
@@ -130,7 +166,21 @@ pub fn encode<R: Region>(head: ResponseHead, topics: Vec<TopicData<R>>) -> (Vec<
             e.current.push(0);
         }
     }
-    if flexible {
+    if v >= 16 && !endpoints.is_empty() {
+        let mut field = Vec::new();
+        put_array_len(&mut field, endpoints.len(), true);
+        for n in endpoints {
+            field.extend_from_slice(&n.node_id.to_be_bytes());
+            put_string(&mut field, &n.host, true);
+            field.extend_from_slice(&n.port.to_be_bytes());
+            match &n.rack {
+                Some(rack) => put_string(&mut field, rack, true),
+                None => put_uvarint(&mut field, 0),
+            }
+            field.push(0);
+        }
+        put_tagged(&mut e.current, &[(0, &field)]);
+    } else if flexible {
         e.current.push(0);
     }
     e.flush();
@@ -170,8 +220,28 @@ fn encode_partition<R: Region>(e: &mut Encoder<R>, v: i16, p: PartitionData<R>) 
     for r in p.records {
         e.region(r);
     }
-    if flexible {
-        e.current.push(0);
+    match p.current_leader {
+        Some(l) if flexible => {
+            let mut field = Vec::with_capacity(9);
+            field.extend_from_slice(&l.leader_id.to_be_bytes());
+            field.extend_from_slice(&l.leader_epoch.to_be_bytes());
+            field.push(0);
+            put_tagged(&mut e.current, &[(1, &field)]);
+        }
+        _ if flexible => e.current.push(0),
+        _ => {}
+    }
+}
+
+/// Appends a tagged-field section: the count, then each field's tag, size
+/// and bytes, tags ascending.
+fn put_tagged(out: &mut Vec<u8>, fields: &[(u32, &[u8])]) {
+    assert!(fields.windows(2).all(|w| w[0].0 < w[1].0));
+    put_uvarint(out, fields.len() as u32);
+    for (tag, bytes) in fields {
+        put_uvarint(out, *tag);
+        put_uvarint(out, bytes.len() as u32);
+        out.extend_from_slice(bytes);
     }
 }
 
@@ -212,18 +282,41 @@ mod tests {
                 error_code: ErrorCode::None,
                 session_id: 0,
             };
+            let id = [7u8; 16];
             let topics = vec![TopicData {
                 name: "t".into(),
-                partitions: vec![PartitionData {
-                    partition_index: 1,
-                    error_code: ErrorCode::None,
-                    high_watermark: 10,
-                    last_stable_offset: 10,
-                    log_start_offset: 0,
-                    records: vec![batch.clone(), batch.clone()],
-                }],
+                topic_id: id,
+                partitions: vec![
+                    PartitionData {
+                        partition_index: 1,
+                        error_code: ErrorCode::None,
+                        high_watermark: 10,
+                        last_stable_offset: 10,
+                        log_start_offset: 0,
+                        current_leader: None,
+                        records: vec![batch.clone(), batch.clone()],
+                    },
+                    PartitionData {
+                        partition_index: 2,
+                        error_code: ErrorCode::NotLeaderOrFollower,
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1,
+                        current_leader: Some(LeaderIdAndEpoch {
+                            leader_id: 3,
+                            leader_epoch: 4,
+                        }),
+                        records: Vec::new(),
+                    },
+                ],
             }];
-            let (parts, total) = encode(head, topics);
+            let endpoints = [NodeEndpoint {
+                node_id: 3,
+                host: "h3".into(),
+                port: 9093,
+                rack: None,
+            }];
+            let (parts, total) = encode(head, topics, &endpoints);
             let bytes = flatten(parts);
             assert_eq!(bytes.len(), total);
             assert_eq!(
@@ -234,9 +327,24 @@ mod tests {
             let header = ResponseHeader::decode(&mut buf, if v >= 12 { 1 } else { 0 }).unwrap();
             assert_eq!(header.correlation_id, 9);
             let resp = FetchResponse::decode(&mut buf, v).unwrap();
-            let p = &resp.responses[0].partitions[0];
+            let t = &resp.responses[0];
+            match v >= 13 {
+                true => assert_eq!(t.topic_id.into_bytes(), id),
+                false => assert_eq!(t.topic.0.as_str(), "t"),
+            }
+            let p = &t.partitions[0];
             assert_eq!(p.high_watermark, 10);
             assert_eq!(p.records.as_ref().unwrap().len(), batch.len() * 2);
+            assert_eq!(p.current_leader.leader_id.0, -1);
+            let moved = &t.partitions[1].current_leader;
+            let leader = if v >= 12 { (3, 4) } else { (-1, -1) };
+            assert_eq!((moved.leader_id.0, moved.leader_epoch), leader, "v{v}");
+            let hosts: Vec<_> = resp
+                .node_endpoints
+                .iter()
+                .map(|n| n.host.as_str())
+                .collect();
+            assert_eq!(hosts, if v >= 16 { vec!["h3"] } else { vec![] }, "v{v}");
             assert!(buf.is_empty(), "v{v}: trailing bytes");
         }
     }

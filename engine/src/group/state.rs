@@ -59,6 +59,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a first join gets MEMBER_ID_REQUIRED (KIP-394).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: a returning static leader may be told to skip the
+    /// assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A member as the leader sees it in its JoinGroup response.
@@ -79,6 +82,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Every member with its metadata, for the leader only.
     pub members: Vec<JoinedMember>,
+    /// The leader is to compute nothing and send no assignments: the
+    /// group keeps the ones it has (KIP-814).
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -91,6 +97,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -538,6 +545,7 @@ impl Group {
             protocol: self.protocol.clone(),
             leader: self.leader.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
+            skip_assignment: false,
             members: if with_members {
                 self.members
                     .values()
@@ -632,6 +640,7 @@ impl Group {
             self.pending_sync.insert(new_id.clone());
         }
         m.id = new_id.clone();
+        let skip_assignment = req.supports_skip_assignment;
         m.refresh(req, now_ms);
         let instance = m.instance_id.clone().expect("static member");
         self.statics.insert(instance, new_id.clone());
@@ -639,10 +648,20 @@ impl Group {
         match self.state {
             GroupState::Stable if self.select_protocol() == self.protocol => {
                 self.needs_store = true;
-                // The leader is reported under its old id, so a returning
-                // leader syncs as a follower and keeps the assignment.
-                let mut r = self.current_generation(&new_id, false);
-                r.leader = old_leader;
+                let r = if old_leader == old_id && skip_assignment {
+                    // The leader learns it leads, with the members'
+                    // metadata, and is told to keep the assignment.
+                    let mut r = self.current_generation(&new_id, true);
+                    r.skip_assignment = true;
+                    r
+                } else {
+                    // Before v9 the leader is reported under its old id,
+                    // so a returning leader syncs as a follower and keeps
+                    // the assignment.
+                    let mut r = self.current_generation(&new_id, false);
+                    r.leader = old_leader;
+                    r
+                };
                 self.reply_join(ticket, r);
             }
             GroupState::PreparingRebalance => {

@@ -32,6 +32,7 @@ fn join_req(member_id: &str, instance: Option<&str>) -> JoinRequest {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
         require_known_member_id: true,
+        supports_skip_assignment: false,
     }
 }
 
@@ -192,6 +193,53 @@ fn static_member_returns_without_a_rebalance() {
     // The old incarnation is fenced.
     let hb = g.heartbeat(&first.member_id, Some("i-1"), 1, 100);
     assert_eq!(hb, ErrorCode::FencedInstanceId);
+}
+
+/// KIP-814: before JoinGroup v9 a returning static leader is reported as
+/// a follower (under its old id); from v9 it is told it leads, with the
+/// members, and to skip the assignment, which the group keeps.
+#[test]
+fn returning_static_leader_skips_the_assignment_from_v9() {
+    let c = cfg(0);
+    let mut g = Group::new("g", 0);
+    g.join(join_req("", Some("i-1")), 1, 0, &c);
+    let first = joined(&mut g, 1);
+    sync_as(&mut g, &first.member_id, 1, 2, 0, &c);
+    g.take_completions();
+    let old = JoinRequest {
+        supports_skip_assignment: false,
+        ..join_req("", Some("i-1"))
+    };
+    g.join(old, 3, 100, &c);
+    let before_v9 = joined(&mut g, 3);
+    assert!(!before_v9.skip_assignment);
+    assert_eq!(
+        before_v9.leader, first.member_id,
+        "reported under its old id"
+    );
+    assert!(before_v9.members.is_empty());
+    let v9 = JoinRequest {
+        supports_skip_assignment: true,
+        ..join_req("", Some("i-1"))
+    };
+    g.join(v9, 4, 200, &c);
+    let r = joined(&mut g, 4);
+    assert_eq!((r.error, r.generation), (ErrorCode::None, 1));
+    assert!(r.skip_assignment);
+    assert_eq!(r.leader, r.member_id, "told it leads");
+    assert_eq!(r.members.len(), 1);
+    assert_eq!(g.state(), GroupState::Stable);
+    // Its SyncGroup carries no assignments; the group's stays.
+    let req = SyncRequest {
+        member_id: r.member_id.clone(),
+        instance_id: Some("i-1".into()),
+        generation: 1,
+        ..SyncRequest::default()
+    };
+    g.sync(req, 5, 200);
+    let done = g.take_completions();
+    let want = format!("for {}", first.member_id);
+    assert!(matches!(&done[..], [Completion::Sync(5, r)] if r.assignment == want));
 }
 
 #[test]

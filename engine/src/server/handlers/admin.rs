@@ -385,13 +385,24 @@ pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     );
     let mut results = Vec::new();
     for (name, id) in wanted {
+        // v6 names a topic by name or by id, never both (as Kafka).
+        let both = name.is_some() && !id.is_nil();
         let name = name.or_else(|| snapshot.topic_by_id(id).map(|t| t.name.clone()));
         let mut r =
             DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(s(n))));
         if v >= 6 {
-            r.topic_id = id;
+            // The answer carries the topic's id, also when named by name.
+            let known = name
+                .as_deref()
+                .and_then(|n| snapshot.topic(n))
+                .map(|t| t.id);
+            r.topic_id = if id.is_nil() { known.unwrap_or(id) } else { id };
         }
         let outcome = match name {
+            _ if both => Err((
+                ErrorCode::InvalidRequest,
+                "a topic may be named by name or by id, not both".to_string(),
+            )),
             None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
             Some(n) if crate::metadata::is_internal(&n) => Err((
                 ErrorCode::InvalidTopicException,
@@ -646,15 +657,45 @@ fn synonyms(
 }
 
 pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
-    let _req: DescribeClusterRequest = ctx.decode(body)?;
+    let req: DescribeClusterRequest = ctx.decode(body)?;
+    // v1's endpoint type (KIP-919): 1 asks for brokers, 2 for controllers,
+    // whose quorum Sluice's brokers do not expose as a listener of its own.
+    let refusal = match req.endpoint_type {
+        ENDPOINT_TYPE_BROKERS => None,
+        ENDPOINT_TYPE_CONTROLLERS => Some((
+            ErrorCode::MismatchedEndpointType,
+            "this is a broker endpoint; controllers were asked for".to_string(),
+        )),
+        other => Some((
+            ErrorCode::UnsupportedEndpointType,
+            format!("unknown endpoint type {other}"),
+        )),
+    };
+    if let Some((code, message)) = refusal {
+        let code = match ctx.version() {
+            0 => ErrorCode::InvalidRequest,
+            _ => code,
+        };
+        let resp = DescribeClusterResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(s(message)));
+        return ctx.respond(&resp);
+    }
     let snapshot = ctx.shard.metadata();
+    // v2 may ask for fenced brokers too, marked as such (KIP-1073).
     let brokers = snapshot
-        .live_brokers()
-        .map(|(id, b)| {
-            DescribeClusterBroker::default()
+        .brokers
+        .iter()
+        .filter(|(_, b)| !b.fenced || req.include_fenced_brokers)
+        .map(|(&id, b)| {
+            let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(id))
                 .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_port(i32::from(b.port));
+            match ctx.version() >= 2 {
+                true => broker.with_is_fenced(b.fenced),
+                false => broker,
+            }
         })
         .collect();
     let controller = ctx
@@ -662,12 +703,19 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .broker
         .controller_id
         .load(std::sync::atomic::Ordering::Relaxed);
-    let resp = DescribeClusterResponse::default()
+    let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(s(ctx.shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers);
+    if ctx.version() >= 1 {
+        resp.endpoint_type = ENDPOINT_TYPE_BROKERS;
+    }
     ctx.respond(&resp)
 }
+
+/// DescribeCluster's endpoint types (KIP-919).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
 /// InitProducerId for idempotent producers. A producer asking again with
 /// its id and epoch (KIP-360) keeps the id and gets the next epoch.

@@ -5,6 +5,19 @@
 //!
 //! From v7 a client may open an incremental fetch session (KIP-227,
 //! `fetch_session`): the answer then carries only partitions with news.
+//!
+//! From v13 topics are named by id (KIP-516): an id this broker does not
+//! know is answered UNKNOWN_TOPIC_ID, and a session keys such partitions
+//! by id, so a topic deleted and created again under its name is not
+//! mistaken for the old one. From v15 a follower names itself in
+//! `replica_state` (KIP-903; the broker epoch in it is not checked, as
+//! Sluice's brokers have no registration epochs). A partition answered
+//! NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH carries the leader this
+//! broker knows, and from v16 where it listens (KIP-951). From v18 a
+//! follower says which high watermark it knows (KIP-1166): a fetch that
+//! would tell it a newer one is answered without parking. v17's
+//! `replica_directory_id` names one of several log directories; a broker
+//! with a single data directory has nothing to check against it.
 
 use super::fetch_session::{self, Kind, Session};
 use super::{Ctx, HandlerError, Reply};
@@ -16,7 +29,9 @@ use crate::storage::segment::FileRegion;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use kafka_protocol::messages::FetchRequest;
-use sluice_protocol::fetch_response::{self, PartitionData, ResponseHead, TopicData};
+use sluice_protocol::fetch_response::{
+    self, LeaderIdAndEpoch, NodeEndpoint, PartitionData, ResponseHead, TopicData,
+};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -26,6 +41,10 @@ use std::time::{Duration, Instant};
 const MAX_WAIT_MS_MAX: u64 = 30_000;
 /// The first Fetch version with sessions.
 const SESSION_VERSION_MIN: i16 = 7;
+/// The first version that names topics by id instead of by name.
+const TOPIC_ID_VERSION_MIN: i16 = 13;
+/// The first version whose follower names itself in `replica_state`.
+const REPLICA_STATE_VERSION_MIN: i16 = 15;
 
 /// What a request (or a fetch session) holds of one partition.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +54,11 @@ pub struct Position {
     leader_epoch: LeaderEpoch,
     /// A follower's log start (-1 from consumers).
     log_start: Offset,
+    /// The topic's id (v13+; nil before).
+    topic_id: uuid::Uuid,
+    /// The high watermark a v18 follower knows: -1 when it knows none,
+    /// `i64::MAX` from older versions and consumers (nothing to compare).
+    known_high_watermark: i64,
 }
 
 pub type FetchSession = Session<Position>;
@@ -42,13 +66,20 @@ pub type FetchSession = Session<Position>;
 /// One partition asked for.
 #[derive(Debug, Clone)]
 struct Want {
+    /// The session key: the topic's name, or from v13 its id.
+    key: String,
+    /// The topic's name (empty for an unknown id).
     topic: String,
+    topic_id: uuid::Uuid,
     partition: i32,
     offset: Offset,
     max_bytes: usize,
     owner: Option<ShardId>,
+    /// The answer when there is no owner.
+    no_owner: ErrorCode,
     /// A follower's fetch: what replication reads of it.
     replica: Option<ReplicaFetch>,
+    known_high_watermark: i64,
 }
 
 /// One partition's answer.
@@ -71,6 +102,11 @@ const REPLICA_FETCH_TARGET: &str = "replica_fetch";
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: FetchRequest = ctx.decode(body)?;
     let shard = ctx.shard;
+    let by_id = ctx.version() >= TOPIC_ID_VERSION_MIN;
+    let key = |name: &kafka_protocol::messages::TopicName, id: uuid::Uuid| match by_id {
+        true => id.to_string(),
+        false => name.0.to_string(),
+    };
     let mut asks = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
@@ -79,14 +115,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 leader_epoch: LeaderEpoch(p.current_leader_epoch),
                 log_start: Offset(p.log_start_offset),
+                topic_id: t.topic_id,
+                known_high_watermark: p.high_watermark,
             };
-            asks.push(((t.topic.0.to_string(), p.partition), position));
+            asks.push(((key(&t.topic, t.topic_id), p.partition), position));
         }
     }
     let forgotten: Vec<(String, i32)> = req
         .forgotten_topics_data
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+        .flat_map(|t| {
+            let k = key(&t.topic, t.topic_id);
+            t.partitions.iter().map(move |&p| (k.clone(), p))
+        })
         .collect();
     // The session is taken out of the connection while the fetch runs and
     // put back when it is answered.
@@ -110,14 +151,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         Err(code) => {
             ctx.client.fetch_session.set(session);
             let head = head(ctx, code, 0);
-            return Ok(Reply::Parts(fetch_response::encode(head, Vec::new()).0));
+            return Ok(Reply::Parts(
+                fetch_response::encode(head, Vec::new(), &[]).0,
+            ));
         }
     };
-    let replica = req.replica_id.0;
+    let replica = match ctx.version() >= REPLICA_STATE_VERSION_MIN {
+        true => req.replica_state.replica_id.0,
+        false => req.replica_id.0,
+    };
     if replica >= 0 {
         tracing::debug!(target: REPLICA_FETCH_TARGET, replica, "replica fetch received");
     }
-    let wants = wants(shard, replica, plan.asks);
+    let wants = wants(shard, replica, by_id, plan.asks);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -126,7 +172,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         let total: usize = got.iter().map(|g| g.bytes).sum();
         let errored = got.iter().any(|g| g.error.is_some());
         let now = Instant::now();
-        if total >= min_bytes.max(1) || errored || now >= deadline {
+        if total >= min_bytes.max(1)
+            || errored
+            || news_of_high_watermark(&wants, &got)
+            || now >= deadline
+        {
             break;
         }
         wait_any(shard, &wants, deadline - now).await;
@@ -144,8 +194,20 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     };
     ctx.client.fetch_session.set(session);
     let head = head(ctx, ErrorCode::None, session_id);
-    let (parts, _size) = fetch_response::encode(head, group(answer));
+    let (topics, endpoints) = group(shard, answer);
+    let (parts, _size) = fetch_response::encode(head, topics, &endpoints);
     Ok(Reply::Parts(parts))
+}
+
+/// Whether a follower that said which high watermark it knows (v18)
+/// would learn a newer one: then it is answered at once, as its own
+/// high watermark, and so its consumers, wait on it.
+fn news_of_high_watermark(wants: &[Want], got: &[Got]) -> bool {
+    wants.iter().zip(got).any(|(w, g)| {
+        w.replica.is_some()
+            && g.error.is_none()
+            && g.marks.high_watermark.0 > w.known_high_watermark
+    })
 }
 
 fn head(ctx: &Ctx<'_>, error_code: ErrorCode, session_id: i32) -> ResponseHead {
@@ -159,21 +221,41 @@ fn head(ctx: &Ctx<'_>, error_code: ErrorCode, session_id: i32) -> ResponseHead {
 }
 
 /// The partitions to read, each with its owner shard (none for a
-/// partition this broker does not know).
-fn wants(shard: &Shard, replica_id: i32, asks: Vec<fetch_session::Ask<Position>>) -> Vec<Want> {
+/// partition this broker does not know). `by_id`: the keys are topic ids.
+fn wants(
+    shard: &Shard,
+    replica_id: i32,
+    by_id: bool,
+    asks: Vec<fetch_session::Ask<Position>>,
+) -> Vec<Want> {
     let snapshot = shard.metadata();
     asks.into_iter()
-        .map(|((topic, partition), pos)| {
-            let owner = snapshot
-                .topic(&topic)
+        .map(|((key, partition), pos)| {
+            let meta = match by_id {
+                true => snapshot.topic_by_id(pos.topic_id),
+                false => snapshot.topic(&key),
+            };
+            let owner = meta
                 .filter(|m| partition >= 0 && partition < m.partitions)
                 .map(|m| shard.owner(m, partition));
+            let no_owner = match (by_id, meta) {
+                (true, None) => ErrorCode::UnknownTopicId,
+                _ => ErrorCode::UnknownTopicOrPartition,
+            };
+            let topic = match (by_id, meta) {
+                (true, m) => m.map(|m| m.name.clone()).unwrap_or_default(),
+                (false, _) => key.clone(),
+            };
             Want {
+                key,
                 topic,
+                topic_id: pos.topic_id,
                 partition,
                 offset: pos.offset,
                 max_bytes: pos.max_bytes,
                 owner,
+                no_owner,
+                known_high_watermark: pos.known_high_watermark,
                 replica: (replica_id >= 0).then_some(ReplicaFetch {
                     replica: NodeId(replica_id),
                     leader_epoch: pos.leader_epoch,
@@ -193,7 +275,7 @@ fn answer(s: &mut FetchSession, wants: Vec<Want>, got: Vec<Got>, full: bool) -> 
         .zip(got)
         .filter(|(w, g)| {
             let news = s.must_send(
-                &(w.topic.clone(), w.partition),
+                &(w.key.clone(), w.partition),
                 g.bytes > 0 || g.error.is_some(),
                 g.marks.high_watermark.0,
                 g.marks.log_start.0,
@@ -220,9 +302,25 @@ fn trim_to(got: &mut [Got], max_bytes: usize) {
     }
 }
 
-fn group(answer: Vec<(Want, Got)>) -> Vec<TopicData<FileRegion>> {
+/// The answer by topic, in request order, with the endpoints of the
+/// leaders named to clients that asked the wrong broker.
+fn group(
+    shard: &Shard,
+    answer: Vec<(Want, Got)>,
+) -> (Vec<TopicData<FileRegion>>, Vec<NodeEndpoint>) {
+    let snapshot = shard.metadata();
     let mut topics: Vec<TopicData<FileRegion>> = Vec::new();
+    let mut leaders = std::collections::BTreeSet::new();
     for (w, g) in answer {
+        let current_leader = match g.error {
+            Some(ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch) => {
+                current_leader(&snapshot, &w.topic, w.partition)
+            }
+            _ => None,
+        };
+        if let Some(l) = current_leader {
+            leaders.insert(l.leader_id);
+        }
         let hw = g.marks.high_watermark.0;
         let data = PartitionData {
             partition_index: w.partition,
@@ -235,17 +333,47 @@ fn group(answer: Vec<(Want, Got)>) -> Vec<TopicData<FileRegion>> {
                 None | Some(ErrorCode::OffsetOutOfRange) => g.marks.log_start.0,
                 Some(_) => -1,
             },
+            current_leader,
             records: g.regions,
         };
         match topics.last_mut() {
-            Some(t) if t.name == w.topic => t.partitions.push(data),
+            Some(t) if t.name == w.topic && t.topic_id == w.topic_id.into_bytes() => {
+                t.partitions.push(data)
+            }
             _ => topics.push(TopicData {
                 name: w.topic,
+                topic_id: w.topic_id.into_bytes(),
                 partitions: vec![data],
             }),
         }
     }
-    topics
+    let endpoints = leaders
+        .into_iter()
+        .filter_map(|id| {
+            let b = snapshot.brokers.get(&id)?;
+            Some(NodeEndpoint {
+                node_id: id,
+                host: b.host.clone(),
+                port: i32::from(b.port),
+                rack: None,
+            })
+        })
+        .collect();
+    (topics, endpoints)
+}
+
+/// The leader and leader epoch of a partition, from the metadata snapshot.
+pub(super) fn current_leader(
+    snapshot: &crate::metadata::Snapshot,
+    topic: &str,
+    partition: i32,
+) -> Option<LeaderIdAndEpoch> {
+    let state = snapshot.topic(topic)?.partition(partition)?;
+    let leader = state.leader?;
+    Some(LeaderIdAndEpoch {
+        leader_id: leader.0,
+        leader_epoch: state.leader_epoch.0,
+    })
 }
 
 fn by_owner(wants: &[Want]) -> BTreeMap<ShardId, Vec<(usize, Want)>> {
@@ -262,10 +390,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
     let mut got: Vec<Got> = wants
         .iter()
         .map(|w| Got {
-            error: w
-                .owner
-                .is_none()
-                .then_some(ErrorCode::UnknownTopicOrPartition),
+            error: w.owner.is_none().then_some(w.no_owner),
             ..Got::default()
         })
         .collect();
@@ -356,4 +481,52 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
     let any = futures::future::select_all(receivers);
     futures::pin_mut!(timer);
     let _ = futures::future::select(any, timer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(replica: bool, known_high_watermark: i64) -> Want {
+        Want {
+            key: "t".into(),
+            topic: "t".into(),
+            topic_id: uuid::Uuid::nil(),
+            partition: 0,
+            offset: Offset(10),
+            max_bytes: 1 << 20,
+            owner: Some(0),
+            no_owner: ErrorCode::UnknownTopicOrPartition,
+            replica: replica.then_some(ReplicaFetch {
+                replica: NodeId(2),
+                leader_epoch: LeaderEpoch(1),
+                fetch_offset: Offset(10),
+                log_start: Offset(0),
+            }),
+            known_high_watermark,
+        }
+    }
+
+    fn got(high_watermark: i64, error: Option<ErrorCode>) -> Got {
+        let mut g = Got {
+            error,
+            ..Got::default()
+        };
+        g.marks.high_watermark = Offset(high_watermark);
+        g
+    }
+
+    /// KIP-1166: only a follower that said which high watermark it knows,
+    /// and knows an older one, is answered without parking.
+    #[test]
+    fn a_follower_behind_on_the_high_watermark_is_news() {
+        let news = |w: Want, g: Got| news_of_high_watermark(&[w], &[g]);
+        assert!(news(want(true, 5), got(7, None)));
+        assert!(news(want(true, -1), got(0, None)), "knows none");
+        assert!(!news(want(true, 7), got(7, None)), "up to date");
+        assert!(!news(want(true, i64::MAX), got(7, None)), "before v18");
+        assert!(!news(want(false, 5), got(7, None)), "a consumer");
+        let failed = got(7, Some(ErrorCode::NotLeaderOrFollower));
+        assert!(!news(want(true, 5), failed), "an error is news already");
+    }
 }

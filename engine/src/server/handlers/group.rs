@@ -5,6 +5,15 @@
 //! Each decodes here, on the connection's shard, and runs on the shard
 //! that coordinates the group (see [`crate::group`]); the decoded request
 //! and the plain answer cross shards, the encoding stays here.
+//!
+//! The Kafka 4 versions: JoinGroup v8 and LeaveGroup v5 carry a reason,
+//! which is logged; JoinGroup v9 lets a returning static leader skip the
+//! assignment (KIP-814); DescribeGroups v6 answers GROUP_ID_NOT_FOUND for
+//! an unknown group (KIP-1043); ListGroups v5 filters by group type, and
+//! every group here is `classic`; FindCoordinator v6 knows share groups'
+//! key type, answered INVALID_REQUEST as no share coordinator runs.
+//! OffsetCommit v9 is v8 for classic groups, and OffsetFetch v9's member
+//! id and epoch are checked only for KIP-848 consumer groups, as in Kafka.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::group::coordinator::{CommitPartition, CommitRequest};
@@ -39,8 +48,15 @@ use std::sync::Arc;
 
 /// Authorized operations, when not asked for (Kafka's sentinel).
 const OPERATIONS_OMITTED: i32 = i32::MIN;
-/// FindCoordinator key type of a consumer group.
+/// FindCoordinator key types: a group, a transactional id, a share group
+/// (v6, KIP-932).
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// ListGroups v5's group type of groups using JoinGroup and SyncGroup.
+const GROUP_TYPE_CLASSIC: &str = "classic";
+/// DescribeGroups v6 answers GROUP_ID_NOT_FOUND for an unknown group
+/// (KIP-1043); earlier versions describe it as Dead.
+const DESCRIBE_NOT_FOUND_VERSION_MIN: i16 = 6;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -134,12 +150,17 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         let mut c = Coordinator::default()
             .with_key(key.clone())
             .with_node_id(kafka_protocol::messages::BrokerId(-1));
-        let code = if req.key_type != KEY_TYPE_GROUP {
+        let code = if req.key_type == KEY_TYPE_TRANSACTION {
             c.error_message = Some(s("Sluice has no transaction coordinator"));
             ErrorCode::CoordinatorNotAvailable
-        } else if key.is_empty() {
+        } else if req.key_type != KEY_TYPE_GROUP {
+            // Share groups (type 2) are not implemented, as on a Kafka
+            // broker without a share coordinator; other types are unknown.
+            c.error_message = Some(s(format!("no coordinator of key type {}", req.key_type)));
             ErrorCode::InvalidRequest
         } else {
+            // An empty group id is a group id too: Kafka names its
+            // coordinator (JoinGroup then refuses it, INVALID_GROUP_ID).
             match offsets_topic(ctx.shard).await {
                 Ok(topic) => {
                     // The coordinator is the leader of the group's partition.
@@ -199,7 +220,11 @@ pub async fn join_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: ctx.version() >= 4,
+        supports_skip_assignment: ctx.version() >= 9,
     };
+    if let Some(reason) = &req.reason {
+        tracing::info!(group = %group_id, member = %join.member_id, %reason, "JoinGroup");
+    }
     let member_id = join.member_id.clone();
     let id = group_id.clone();
     let result = on_coordinator(ctx, &group_id, move |c| async move {
@@ -207,7 +232,7 @@ pub async fn join_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
     })
     .await
     .unwrap_or_else(|code| crate::group::state::JoinResult::error(code, &member_id));
-    let resp = JoinGroupResponse::default()
+    let mut resp = JoinGroupResponse::default()
         .with_error_code(result.error.code())
         .with_generation_id(result.generation)
         .with_protocol_type(result.protocol_type.map(s))
@@ -230,6 +255,9 @@ pub async fn join_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
                 })
                 .collect(),
         );
+    if ctx.version() >= 9 {
+        resp.skip_assignment = result.skip_assignment;
+    }
     ctx.respond(&resp)
 }
 
@@ -284,6 +312,9 @@ pub async fn leave_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErr
         req.members
             .iter()
             .map(|m| {
+                if let Some(reason) = &m.reason {
+                    tracing::info!(group = %group_id, member = %m.member_id, %reason, "LeaveGroup");
+                }
                 let instance = m.group_instance_id.as_ref().map(|i| i.to_string());
                 (m.member_id.to_string(), instance)
             })
@@ -473,16 +504,23 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
 pub async fn list_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: ListGroupsRequest = ctx.decode(body)?;
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    // v5's types filter, matched without case as Kafka does.
+    let types: Vec<String> = req.types_filter.iter().map(|t| t.to_lowercase()).collect();
     let lists = on_every_shard(ctx, |c: Rc<Shard>| async move { c.groups.list() }).await;
     let groups = lists
         .into_iter()
         .flatten()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE_CLASSIC))
         .map(|(id, protocol_type, state)| {
-            ListedGroup::default()
+            let g = ListedGroup::default()
                 .with_group_id(GroupId(s(id)))
                 .with_protocol_type(s(protocol_type))
-                .with_group_state(s(state.name()))
+                .with_group_state(s(state.name()));
+            match ctx.version() >= 5 {
+                true => g.with_group_type(s(GROUP_TYPE_CLASSIC)),
+                false => g,
+            }
         })
         .collect();
     ctx.respond(&ListGroupsResponse::default().with_groups(groups))
@@ -499,7 +537,13 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(OPERATIONS_OMITTED);
+        let not_found = ctx.version() >= DESCRIBE_NOT_FOUND_VERSION_MIN;
         match described {
+            Ok(d) if not_found && d.state == crate::group::state::GroupState::Dead => {
+                g.group_state = s(d.state.name());
+                g.error_code = ErrorCode::GroupIdNotFound.code();
+                g.error_message = Some(s(format!("Group {id} not found.")));
+            }
             Ok(d) => {
                 g.group_state = s(d.state.name());
                 g.protocol_type = s(d.protocol_type);

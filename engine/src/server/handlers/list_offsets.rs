@@ -1,6 +1,10 @@
 //! ListOffsets: earliest (-2), latest (-1), the largest timestamp (-3) or
 //! the first offset at or after a timestamp, answered by each partition's
-//! owner shard.
+//! owner shard. v8 and v9 add -4 (earliest local offset) and -5 (latest
+//! tiered offset, KIP-405/1005): with no tiered storage the first is the
+//! log start and the second is always -1. v10's `timeout_ms` bounds a wait
+//! for remote storage (KIP-1075); every answer here is local and
+//! immediate, so there is nothing for it to bound.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::shard::partition::error_code;

@@ -1,7 +1,12 @@
 //! Metadata: the cluster's live brokers at their advertised addresses,
 //! and topics with every partition's leader, leader epoch, replicas and
 //! in-sync replicas. Asking for an unknown topic creates it when
-//! `auto.create.topics.enable` is set and the client allows it.
+//! `auto.create.topics.enable` is set and the client allows it. From v10 a
+//! topic may be asked for by id (a non-zero id wins over the name, which
+//! clients leave null or empty); an unknown id is answered
+//! UNKNOWN_TOPIC_ID. v13's top-level error code lets a broker tell the
+//! client to bootstrap again (REBOOTSTRAP_REQUIRED, KIP-1102); Sluice's
+//! brokers never ask that, so it stays 0.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
@@ -30,8 +35,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         }
     } else {
         for wanted in req.topics.unwrap_or_default() {
-            let Some(name) = wanted.name.map(|n| n.0.to_string()) else {
-                topics.push(unknown(v, None, ErrorCode::UnknownTopicId));
+            // v10+ may name a topic by id, the name then null or empty
+            // (the Java client leaves it empty): the id decides.
+            let by_name = wanted.name.map(|n| n.0.to_string());
+            let Some(name) = by_name.filter(|_| wanted.topic_id.is_nil()) else {
+                let found = ctx.shard.metadata().topic_by_id(wanted.topic_id).cloned();
+                match found {
+                    Some(t) => topics.push(topic_response(ctx, &t)),
+                    None => {
+                        let mut t = unknown(v, None, ErrorCode::UnknownTopicId);
+                        t.topic_id = wanted.topic_id;
+                        topics.push(t);
+                    }
+                }
                 continue;
             };
             topics.push(lookup_or_create(ctx, name, allow_create).await);

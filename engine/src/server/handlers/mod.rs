@@ -4,6 +4,7 @@
 mod admin;
 mod api_versions;
 mod delete_records;
+mod describe_topic_partitions;
 mod fetch;
 mod fetch_session;
 mod group;
@@ -197,6 +198,7 @@ pub async fn handle(
         ApiKey::AlterConfigs => admin::alter_configs(&ctx, body).await,
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(&ctx, body),
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,

@@ -5,13 +5,21 @@
 //! next request while the in-sync replicas catch up. A partition whose batches fail validation
 //! gets its error and nothing of it is appended; other partitions of the
 //! same request are unaffected.
+//!
+//! From v13 topics are named by id (KIP-516); an id this broker does not
+//! know is answered UNKNOWN_TOPIC_ID. From v10 a partition answered
+//! NOT_LEADER_OR_FOLLOWER carries the leader this broker knows and where
+//! it listens (KIP-951), so the producer can move there without a
+//! Metadata round trip.
 
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
 use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::record_batch::{
@@ -21,6 +29,14 @@ use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// The first version that names topics by id instead of by name.
+const TOPIC_ID_VERSION_MIN: i16 = 13;
+/// The first version whose answers name the current leader (KIP-951).
+const CURRENT_LEADER_VERSION_MIN: i16 = 10;
+
+/// One partition's place in the answer: topic name, topic id, partition.
+type Slot = (String, uuid::Uuid, i32, Option<Outcome>);
 
 /// One partition's outcome.
 #[derive(Debug, Clone)]
@@ -83,17 +99,28 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: ProduceRequest = ctx.decode(body)?;
     let shard = ctx.shard;
     let snapshot = shard.metadata();
-    let mut slots: Vec<(String, i32, Option<Outcome>)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     let mut per_shard: BTreeMap<ShardId, Vec<Append>> = BTreeMap::new();
     let acks_valid = (-1..=1).contains(&req.acks);
+    let by_id = ctx.version() >= TOPIC_ID_VERSION_MIN;
     for topic in &req.topic_data {
-        let name = topic.name.0.to_string();
-        let meta = snapshot.topic(&name);
+        let meta = match by_id {
+            true => snapshot.topic_by_id(topic.topic_id),
+            false => snapshot.topic(topic.name.0.as_str()),
+        };
+        let name = match (by_id, meta) {
+            (true, m) => m.map(|m| m.name.clone()).unwrap_or_default(),
+            (false, _) => topic.name.0.to_string(),
+        };
+        let unknown = match by_id {
+            true => ErrorCode::UnknownTopicId,
+            false => ErrorCode::UnknownTopicOrPartition,
+        };
         for p in &topic.partition_data {
             let slot = slots.len();
             let outcome = match (acks_valid, meta) {
                 (false, _) => Some(Outcome::error(ErrorCode::InvalidRequiredAcks, None)),
-                (_, None) => Some(Outcome::error(ErrorCode::UnknownTopicOrPartition, None)),
+                (_, None) => Some(Outcome::error(unknown, None)),
                 (_, Some(m)) if crate::metadata::is_internal(&m.name) => Some(Outcome::error(
                     ErrorCode::InvalidTopicException,
                     Some(format!("Cannot append to internal topic {}", m.name)),
@@ -128,7 +155,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     }
                 }
             };
-            slots.push((name.clone(), p.index, outcome));
+            slots.push((name.clone(), topic.topic_id, p.index, outcome));
         }
     }
     let forwarded = per_shard
@@ -140,7 +167,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         .into_iter()
         .flatten()
     {
-        slots[slot].2 = Some(outcome);
+        slots[slot].3 = Some(outcome);
         if let Some(wait) = wait {
             parked.push((slot, wait));
         }
@@ -148,22 +175,29 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     if req.acks == 0 {
         return Ok(Reply::None);
     }
+    let version = ctx.version();
     if parked.is_empty() {
-        return ctx.respond(&response(slots));
+        return ctx.respond(&response(shard, version, slots));
     }
     // Appended: the connection may go on to its next request while the
     // in-sync replicas catch up; this answer still goes out in its turn.
-    let (api, version, correlation_id) = (ctx.api, ctx.version(), ctx.header.correlation_id);
+    let (api, correlation_id) = (ctx.api, ctx.header.correlation_id);
+    let shard = Rc::clone(shard);
     Ok(Reply::Later(Later(Box::pin(async move {
         let waits = parked
             .into_iter()
             .map(|(slot, (rx, timeout))| async move { (slot, acked(rx, timeout).await) });
         for (slot, result) in futures::future::join_all(waits).await {
             if let Err(code) = result {
-                slots[slot].2 = Some(Outcome::error(code, None));
+                slots[slot].3 = Some(Outcome::error(code, None));
             }
         }
-        encode_frame(api, version, correlation_id, &response(slots))
+        encode_frame(
+            api,
+            version,
+            correlation_id,
+            &response(&shard, version, slots),
+        )
     }))))
 }
 
@@ -263,27 +297,57 @@ fn append_one(
     }
 }
 
-fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
+fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
+    let snapshot = shard.metadata();
+    let mut leaders = std::collections::BTreeSet::new();
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
-    for (name, index, outcome) in slots {
+    for (name, topic_id, index, outcome) in slots {
         let o = outcome.unwrap_or_else(|| Outcome::error(ErrorCode::UnknownServerError, None));
-        let p = PartitionProduceResponse::default()
+        let mut p = PartitionProduceResponse::default()
             .with_index(index)
             .with_error_code(o.error.code())
             .with_base_offset(o.base_offset)
             .with_log_append_time_ms(o.log_append_time_ms)
             .with_log_start_offset(o.log_start)
             .with_error_message(o.message.map(StrBytes::from_string));
+        let moved = o.error == ErrorCode::NotLeaderOrFollower;
+        if let Some(l) = moved
+            .then(|| super::fetch::current_leader(&snapshot, &name, index))
+            .flatten()
+            .filter(|_| version >= CURRENT_LEADER_VERSION_MIN)
+        {
+            leaders.insert(l.leader_id);
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(kafka_protocol::messages::BrokerId(l.leader_id))
+                .with_leader_epoch(l.leader_epoch);
+        }
         match topics.last_mut() {
-            Some(t) if t.name.0.as_str() == name => t.partition_responses.push(p),
+            Some(t) if t.name.0.as_str() == name && t.topic_id == topic_id => {
+                t.partition_responses.push(p)
+            }
             _ => topics.push(
                 TopicProduceResponse::default()
                     .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
                         name,
                     )))
+                    .with_topic_id(topic_id)
                     .with_partition_responses(vec![p]),
             ),
         }
     }
-    ProduceResponse::default().with_responses(topics)
+    let node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| {
+            let b = snapshot.brokers.get(&id)?;
+            Some(
+                NodeEndpoint::default()
+                    .with_node_id(kafka_protocol::messages::BrokerId(id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(i32::from(b.port)),
+            )
+        })
+        .collect();
+    ProduceResponse::default()
+        .with_responses(topics)
+        .with_node_endpoints(node_endpoints)
 }

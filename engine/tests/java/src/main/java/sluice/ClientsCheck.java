@@ -24,6 +24,7 @@ import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.DescribeTopicsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.NewPartitions;
@@ -38,6 +39,7 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
@@ -74,6 +76,20 @@ public final class ClientsCheck {
       admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3))).all().get();
       TopicDescription d = describe(admin, topic);
       check(d.partitions().size() == 3, "topic has " + d.partitions().size() + " partitions, not 3");
+      // DescribeTopicPartitions one partition per answer: the client follows the cursor.
+      TopicDescription paged =
+          admin
+              .describeTopics(List.of(topic), new DescribeTopicsOptions().partitionSizeLimitPerResponse(1))
+              .allTopicNames()
+              .get()
+              .get(topic);
+      List<Integer> pagedIndexes = paged.partitions().stream().map(p -> p.partition()).collect(Collectors.toList());
+      check(pagedIndexes.equals(List.of(0, 1, 2)), "describeTopics a partition per page: " + pagedIndexes);
+      check(paged.topicId().equals(d.topicId()), "paged describeTopics has another topic id");
+      // By topic id (Metadata names topics by id).
+      TopicDescription byId =
+          admin.describeTopics(TopicCollection.ofTopicIds(List.of(d.topicId()))).allTopicIds().get().get(d.topicId());
+      check(byId.name().equals(topic), "describeTopics by id names " + byId.name());
       check(admin.listTopics().names().get().contains(topic), "listTopics misses " + topic);
       System.out.println("admin: created and grew " + topic + " to 3 partitions");
     }
