@@ -102,9 +102,18 @@ fn a_point_that_flushes_per_append_reports_the_disks_bare_sync_latency() {
     let run = read_run_json(&dir).unwrap();
     let p = &run.points[0];
     assert_eq!(p.errors, 0, "{:?}", p.error_samples);
-    let d = p.disk_sync.as_ref().expect("a durable point probes the disk");
-    assert!(d.latency.count > 0 && d.latency.p50_us <= d.latency.p99_us, "{d:?}");
+    let d = p
+        .disk_sync
+        .as_ref()
+        .expect("a durable point probes the disk");
+    assert!(
+        d.latency.count > 0 && d.latency.p50_us <= d.latency.p99_us,
+        "{d:?}"
+    );
     assert_eq!(d.write_bytes, 4096);
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(report.contains("bare fdatasync"), "the report names the yardstick");
+    assert!(
+        report.contains("bare fdatasync"),
+        "the report names the yardstick"
+    );
 }
