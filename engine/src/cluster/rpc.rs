@@ -46,6 +46,11 @@ pub enum Request {
         partitions: i32,
         replication_factor: i16,
         config: BTreeMap<String, String>,
+        /// The replicas of each partition, in partition order, when the
+        /// request names them (CreateTopics' manual assignment); then
+        /// `partitions` and `replication_factor` follow from it.
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,

@@ -85,23 +85,25 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
-        let new = NewTopic {
-            name: name.clone(),
-            partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            overrides,
-        };
+        let assignments = assignment(&t.assignments);
         let requested_rf = t.replication_factor.max(1);
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
-        let outcome = if !t.assignments.is_empty() {
-            Err((
-                ErrorCode::InvalidReplicaAssignment,
-                "manual replica assignment is not supported".to_string(),
-            ))
-        } else if req.validate_only {
-            controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
-        } else {
-            controller::create_topic(ctx.shard, new).await
+        let outcome = match assignments {
+            Err(e) => Err(e),
+            Ok(assignments) => {
+                let new = NewTopic {
+                    name: name.clone(),
+                    partitions: t.num_partitions,
+                    replication_factor: t.replication_factor,
+                    overrides,
+                    assignments,
+                };
+                if req.validate_only {
+                    controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
+                } else {
+                    controller::create_topic(ctx.shard, new).await
+                }
+            }
         };
         match outcome {
             Ok(meta) => {
@@ -139,6 +141,32 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         results.push(r);
     }
     ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+/// A CreateTopics manual assignment as replica lists in partition order
+/// (none when the request has none): its partitions must be 0, 1, ...
+/// each once, as Kafka requires.
+fn assignment(
+    given: &[create_topics_request::CreatableReplicaAssignment],
+) -> Result<Option<Vec<Vec<i32>>>, controller::TopicError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut lists = vec![None; given.len()];
+    for a in given {
+        let slot = usize::try_from(a.partition_index)
+            .ok()
+            .and_then(|i| lists.get_mut(i))
+            .filter(|slot| slot.is_none())
+            .ok_or_else(|| {
+                (
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Assignments must be consecutive and start from 0.".to_string(),
+                )
+            })?;
+        *slot = Some(a.broker_ids.iter().map(|b| b.0).collect());
+    }
+    Ok(Some(lists.into_iter().flatten().collect()))
 }
 
 pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
@@ -476,7 +504,11 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
 
 /// AlterConfigs (`replace`: the given configs become the topic's only
 /// overrides) and IncrementalAlterConfigs for one resource. Topics only:
-/// broker configs are static.
+/// broker configs are static, so a broker has no dynamic override to
+/// change. Deleting overrides of a broker (its node id, or "" for the
+/// cluster default) succeeds with nothing to do, as Kafka answers the
+/// deletion of an override that is not set; tools clear keys that way
+/// (kafka-reassign-partitions `--verify` its replication throttles).
 async fn alter(
     ctx: &Ctx<'_>,
     resource_type: i8,
@@ -499,6 +531,17 @@ async fn alter(
                 tracing::info!(topic = %name, %message, "config change refused");
             }
             outcome
+        }
+        RESOURCE_BROKER if !replace && ops.iter().all(|o| o.op == OpKind::Delete) => {
+            let node = ctx.shard.broker.config.node_id.to_string();
+            if name.is_empty() || name == node {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::InvalidRequest,
+                    format!("this broker is node {node}, not {name}"),
+                ))
+            }
         }
         RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => Err((
             ErrorCode::InvalidRequest,
