@@ -3,13 +3,14 @@
 //! consumer, `kafka-consumer-groups.sh`, `kafka-configs.sh`, the producer
 //! and consumer perf tests, `kafka-get-offsets.sh`,
 //! `kafka-delete-records.sh`, `kafka-log-dirs.sh`,
-//! `kafka-leader-election.sh` and `kafka-reassign-partitions.sh`, run with
+//! `kafka-leader-election.sh`, `kafka-reassign-partitions.sh` and
+//! `kafka-metadata-quorum.sh`, run with
 //! `java -cp` from the jars `scripts/kafka.sh fetch` puts in
 //! `~/.cache/sluice/kafka-<version>` (Maven, pinned by
 //! `scripts/kafka/pom.xml`; `.ci/run` fetches them, and the first test
 //! here does when they are missing). Each tool's output is checked, not
-//! only its exit code. Which tools do not work yet, and why, is in
-//! docs/ARCHITECTURE.md ("Kafka's command-line tools").
+//! only its exit code. What each tool can and cannot do against Sluice,
+//! and why, is in docs/ARCHITECTURE.md ("Kafka's command-line tools").
 //!
 //! Every tool is a JVM start (1–2 s), so each test runs few of them and
 //! waits on brokers through the wire protocol instead.
@@ -114,6 +115,7 @@ const DELETE_RECORDS: &str = "org.apache.kafka.tools.DeleteRecordsCommand";
 const LOG_DIRS: &str = "org.apache.kafka.tools.LogDirsCommand";
 const LEADER_ELECTION: &str = "org.apache.kafka.tools.LeaderElectionCommand";
 const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+const METADATA_QUORUM: &str = "org.apache.kafka.tools.MetadataQuorumCommand";
 
 /// The rows of a tool's table, split on runs of white space, without the
 /// header row (the one starting with `header`) and blank lines.
@@ -721,6 +723,9 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         // Only the tool moves leaders back.
         "auto.leader.rebalance.enable=false".into(),
     ];
+    // Broker 1 is the controller quorum alone, brokers 2 and 3 observe
+    // the metadata log: kafka-metadata-quorum shows both kinds.
+    spec.voters = 1;
     let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let b = c.bootstrap();
     for (topic, assignment) in [("elect", "1:2:3,2:3:1,3:1:2"), ("moved", "1:2")] {
@@ -741,20 +746,16 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         ps.len() == 3 && ps.values().all(|p| p.2.len() == 3)
     });
 
-    // Broker 1, preferred leader of elect-0 and moved-0, goes away and
-    // comes back: both are led by another broker.
-    c.kill(1);
-    for topic in ["elect", "moved"] {
-        wait_partitions(&c, topic, "partition 0 led elsewhere", |ps| {
-            ps[&0].0 != 1 && ps[&0].0 != -1
-        });
-    }
-    c.restart(1, READY_DEADLINE).unwrap();
-    for topic in ["elect", "moved"] {
-        wait_partitions(&c, topic, "broker 1 back in sync", |ps| {
-            ps.values().all(|p| p.2.len() == p.1.len())
-        });
-    }
+    // Broker 3, preferred leader of elect-2 only, goes away and comes
+    // back: elect-2 is led by another broker.
+    c.kill(3);
+    wait_partitions(&c, "elect", "elect-2 led elsewhere", |ps| {
+        ps[&2].0 != 3 && ps[&2].0 != -1
+    });
+    c.restart(3, READY_DEADLINE).unwrap();
+    wait_partitions(&c, "elect", "broker 3 back in sync", |ps| {
+        ps.values().all(|p| p.2.len() == 3)
+    });
     let elected = tool(
         LEADER_ELECTION,
         &[
@@ -765,19 +766,13 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
             "--all-topic-partitions",
         ],
     );
-    let mut moved_back: Vec<&str> = elected
-        .trim()
-        .strip_prefix("Successfully completed leader election (PREFERRED) for partitions ")
-        .unwrap_or_else(|| panic!("{elected}"))
-        .split(", ")
-        .collect();
-    moved_back.sort();
-    assert_eq!(moved_back, ["elect-0", "moved-0"], "{elected}");
-    for topic in ["elect", "moved"] {
-        wait_partitions(&c, topic, "preferred leaders", |ps| {
-            ps.values().all(|p| p.0 == p.1[0])
-        });
-    }
+    assert_eq!(
+        elected.trim(),
+        "Successfully completed leader election (PREFERRED) for partitions elect-2"
+    );
+    wait_partitions(&c, "elect", "preferred leaders", |ps| {
+        ps.values().all(|p| p.0 == p.1[0])
+    });
 
     // Some records, then moved-0 goes from brokers 1, 2 to 2, 3.
     let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
@@ -874,4 +869,60 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         ],
     );
     assert_eq!(consumed, input);
+
+    // The metadata quorum: broker 1 leads it alone, brokers 2 and 3
+    // follow the log as observers.
+    let status = tool(
+        METADATA_QUORUM,
+        &["--bootstrap-server", &b, "describe", "--status"],
+    );
+    let status: BTreeMap<&str, &str> = status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    assert_eq!(status["LeaderId"], "1", "{status:?}");
+    let high_watermark: i64 = status["HighWatermark"].parse().unwrap();
+    assert!(high_watermark > 0, "{status:?}");
+    assert!(status["LeaderEpoch"].parse::<i64>().unwrap() >= 1);
+    assert_eq!(status["MaxFollowerLag"], "0", "{status:?}");
+    assert_eq!(status["MaxFollowerLagTimeMs"], "0", "{status:?}");
+    let controller = c.spec.controller_ports[0];
+    assert_eq!(
+        status["CurrentVoters"],
+        format!(r#"[{{"id": 1, "endpoints": ["CONTROLLER://127.0.0.1:{controller}"]}}]"#),
+    );
+    assert_eq!(
+        status["CurrentObservers"], r#"[{"id": 2}, {"id": 3}]"#,
+        "{status:?}"
+    );
+    let replication = tool(
+        METADATA_QUORUM,
+        &["--bootstrap-server", &b, "describe", "--replication"],
+    );
+    // NodeId, DirectoryId, LogEndOffset, Lag, LastFetchTimestamp,
+    // LastCaughtUpTimestamp, Status.
+    let mut replicas = rows(&replication, "NodeId");
+    replicas.sort();
+    let statuses: Vec<(&str, &str)> = replicas
+        .iter()
+        .map(|r| (r[0].as_str(), r[6].as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("1", "Leader"), ("2", "Observer"), ("3", "Observer")],
+        "{replication}"
+    );
+    assert!(
+        replicas[0][2].parse::<i64>().unwrap() >= high_watermark,
+        "the leader's log holds what it committed: {replication}"
+    );
+    for r in &replicas {
+        // Every broker fetches the log from its only voter, so the leader
+        // knows how far each has read (all have applied the topics) and
+        // when.
+        assert!(r[2].parse::<i64>().unwrap() > 0, "{replication}");
+        assert!(r[4].parse::<i64>().unwrap() > 0, "{replication}");
+        assert!(r[5].parse::<i64>().unwrap() > 0, "{replication}");
+    }
 }

@@ -141,6 +141,14 @@ fn sample(key: ApiKey) -> Encode {
         ApiKey::ListPartitionReassignments => enc(ListPartitionReassignmentsRequest::default()),
         ApiKey::OffsetDelete => enc(OffsetDeleteRequest::default().with_group_id(group())),
         ApiKey::DescribeCluster => enc(DescribeClusterRequest::default()),
+        ApiKey::DescribeQuorum => {
+            use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+            enc(
+                DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+                    .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                    .with_partitions(vec![PartitionData::default()])]),
+            )
+        }
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

@@ -53,6 +53,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::ListPartitionReassignments, 0, 0),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 0),
+    range(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The advertised range for `key`, if the API is implemented.

@@ -13,7 +13,7 @@
 //! the previous one produced.
 
 use super::monotonic_ms;
-use super::quorum::{ProposeError, Quorum};
+use super::quorum::{wall_ms, ProposeError, Quorum, ReplicaProgress};
 use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{ConfigOp, OpKind, Request, Response};
 use super::sessions::Sessions;
@@ -59,6 +59,10 @@ pub struct Controller {
     sessions: RefCell<Sessions>,
     /// One change at a time.
     lock: glommio::sync::Semaphore,
+    /// The last metadata fetch of each broker that said who it is, as
+    /// this voter saw it while leading: (term, its log end, the fetch's
+    /// wall-clock ms, when it last had everything committed).
+    fetches: RefCell<BTreeMap<i32, (u64, u64, i64, i64)>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -89,6 +93,7 @@ impl Controller {
                 i64::try_from(config.session_timeout.as_millis()).unwrap_or(i64::MAX),
             )),
             lock: glommio::sync::Semaphore::new(1),
+            fetches: RefCell::new(BTreeMap::new()),
             config,
         }
     }
@@ -116,7 +121,15 @@ impl Controller {
     /// Answers one request. Fetches are served by any voter; changes only
     /// by the active controller.
     pub async fn handle(&self, req: Request) -> Response {
-        if let Request::Fetch { after, wait_ms } = req {
+        if let Request::Fetch {
+            after,
+            wait_ms,
+            node,
+        } = req
+        {
+            if let Some(node) = node {
+                self.note_fetch(node, after);
+            }
             self.quorum
                 .wait_applied_after(after, Duration::from_millis(wait_ms.min(5_000)))
                 .await;
@@ -138,6 +151,9 @@ impl Controller {
         }
         if let Request::Heartbeat { node, incarnation } = req {
             return self.heartbeat(node, incarnation).await;
+        }
+        if let Request::DescribeQuorum = req {
+            return self.describe_quorum();
         }
         if !self.wait_current().await {
             return self.not_controller();
@@ -409,10 +425,59 @@ impl Controller {
                 }])
                 .await
             }
-            Request::Fetch { .. } | Request::Heartbeat { .. } => {
+            Request::Fetch { .. } | Request::Heartbeat { .. } | Request::DescribeQuorum => {
                 unreachable!("handled above")
             }
         }
+    }
+
+    /// Notes, while leading, a broker's metadata fetch from after `after`:
+    /// its log ends there, and it is caught up if that is everything
+    /// committed.
+    fn note_fetch(&self, node: i32, after: u64) {
+        if !self.quorum.is_leader() {
+            return;
+        }
+        let now = wall_ms();
+        let term = self.quorum.term();
+        let caught_up = after >= self.quorum.committed_index();
+        let mut fetches = self.fetches.borrow_mut();
+        let before = fetches
+            .get(&node)
+            .filter(|f| f.0 == term)
+            .map_or(-1, |f| f.3);
+        fetches.insert(
+            node,
+            (term, after, now, if caught_up { now } else { before }),
+        );
+    }
+
+    /// DescribeQuorum: the voters' progress, and every registered broker
+    /// that is not a voter as an observer, with what this leader saw of
+    /// its fetches in this term (-1 where it saw none; a broker may
+    /// fetch from any voter).
+    fn describe_quorum(&self) -> Response {
+        let Some(state) = self.quorum.describe() else {
+            return self.not_controller();
+        };
+        let fetches = self.fetches.borrow();
+        let observers = self
+            .quorum
+            .image()
+            .brokers
+            .keys()
+            .filter(|b| !state.voters.iter().any(|v| v.id == **b))
+            .map(|b| {
+                let seen = fetches.get(b).filter(|f| f.0 == state.term);
+                ReplicaProgress {
+                    id: *b,
+                    log_end_offset: seen.map_or(-1, |f| f.1 as i64),
+                    last_fetch_ms: seen.map_or(-1, |f| f.2),
+                    last_caught_up_ms: seen.map_or(-1, |f| f.3),
+                }
+            })
+            .collect();
+        Response::Quorum { state, observers }
     }
 
     /// A broker's heartbeat: noted at once, without waiting for a change

@@ -420,6 +420,39 @@ pub async fn producer_id(shard: &Rc<Shard>) -> Result<i64, TopicError> {
         .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
 }
 
+/// The metadata quorum, as DescribeQuorum reports it: the active
+/// controller's view of its voters and observers, and each voter's
+/// controller listener.
+pub struct QuorumDescription {
+    pub state: crate::cluster::quorum::QuorumState,
+    pub observers: Vec<crate::cluster::quorum::ReplicaProgress>,
+    pub voter_addrs: Vec<(i32, std::net::SocketAddr)>,
+}
+
+/// Asks the active controller how the quorum stands; call on any shard.
+pub async fn describe_quorum(shard: &Rc<Shard>) -> Result<QuorumDescription, TopicError> {
+    shard
+        .invoke_on(CONTROLLER, |c| async move {
+            let node = c.cluster();
+            let (state, observers) = node.describe_quorum(&c).await?;
+            let voter_addrs = state
+                .voters
+                .iter()
+                .filter_map(|v| node.config.voter_addr(v.id).map(|a| (v.id, a)))
+                // A broker that is its own cluster of one has no
+                // controller listener (port 0): no endpoint to name.
+                .filter(|(_, a)| a.port() != 0)
+                .collect();
+            Ok(QuorumDescription {
+                state,
+                observers,
+                voter_addrs,
+            })
+        })
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
+}
+
 /// Sends a change to the controller from shard 0; returns once every
 /// shard has it.
 pub async fn change(shard: &Rc<Shard>, req: Request) -> Result<u64, TopicError> {

@@ -743,3 +743,74 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
     }
     ctx.respond(&resp)
 }
+
+/// The metadata log's name and partition, which DescribeQuorum asks about.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata log's leader, term (its leader epoch),
+/// high watermark, each voter's progress and the observers, from the
+/// active controller. Kafka's answer to a request for any other topic or
+/// partition is UNKNOWN_TOPIC_OR_PARTITION for the whole request.
+pub async fn describe_quorum(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+    let req: DescribeQuorumRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let asks_for_the_log = matches!(
+        req.topics.as_slice(),
+        [t] if t.topic_name.0.as_str() == METADATA_TOPIC
+            && matches!(t.partitions.as_slice(), [p] if p.partition_index == 0)
+    );
+    if !asks_for_the_log {
+        return ctx.respond(
+            &DescribeQuorumResponse::default()
+                .with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
+        );
+    }
+    let mut partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(-1))
+        .with_leader_epoch(-1)
+        .with_high_watermark(-1);
+    let mut nodes = Vec::new();
+    match controller::describe_quorum(ctx.shard).await {
+        Ok(q) => {
+            let replica = |r: &crate::cluster::quorum::ReplicaProgress| {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(r.id))
+                    .with_log_end_offset(r.log_end_offset)
+                    .with_last_fetch_timestamp(r.last_fetch_ms)
+                    .with_last_caught_up_timestamp(r.last_caught_up_ms)
+            };
+            partition.leader_id = BrokerId(q.state.leader);
+            partition.leader_epoch = i32::try_from(q.state.term).unwrap_or(i32::MAX);
+            partition.high_watermark = q.state.high_watermark;
+            partition.current_voters = q.state.voters.iter().map(replica).collect();
+            partition.observers = q.observers.iter().map(replica).collect();
+            nodes = q
+                .voter_addrs
+                .iter()
+                .map(|(id, addr)| {
+                    Node::default()
+                        .with_node_id(BrokerId(*id))
+                        .with_listeners(vec![Listener::default()
+                            .with_name(s("CONTROLLER"))
+                            .with_host(s(addr.ip().to_string()))
+                            .with_port(addr.port())])
+                })
+                .collect();
+        }
+        Err((code, message)) => {
+            partition.error_code = code.code();
+            if v >= 2 {
+                partition.error_message = Some(s(message));
+            }
+        }
+    }
+    let mut resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(s(METADATA_TOPIC)))
+        .with_partitions(vec![partition])]);
+    if v >= 2 {
+        resp.nodes = nodes;
+    }
+    ctx.respond(&resp)
+}

@@ -197,6 +197,7 @@ pub async fn handle(
         ApiKey::AlterConfigs => admin::alter_configs(&ctx, body).await,
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        ApiKey::DescribeQuorum => admin::describe_quorum(&ctx, body).await,
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
