@@ -896,14 +896,25 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         status["CurrentObservers"], r#"[{"id": 2}, {"id": 3}]"#,
         "{status:?}"
     );
-    let replication = tool(
-        METADATA_QUORUM,
-        &["--bootstrap-server", &b, "describe", "--replication"],
-    );
     // NodeId, DirectoryId, LogEndOffset, Lag, LastFetchTimestamp,
-    // LastCaughtUpTimestamp, Status.
-    let mut replicas = rows(&replication, "NodeId");
-    replicas.sort();
+    // LastCaughtUpTimestamp, Status. Every broker fetches the log from its
+    // only voter, so the leader knows how far each has read (all have
+    // applied the topics) and when; an observer counts as caught up at
+    // its first fetch that has everything committed, which may come a
+    // moment after the last change: asked again until then.
+    let deadline = Instant::now() + READY_DEADLINE;
+    let (replication, replicas) = loop {
+        let replication = tool(
+            METADATA_QUORUM,
+            &["--bootstrap-server", &b, "describe", "--replication"],
+        );
+        let mut replicas = rows(&replication, "NodeId");
+        replicas.sort();
+        let known = |r: &Vec<String>| (2..=5).all(|f| r[f] != "-1");
+        if replicas.iter().all(known) || Instant::now() > deadline {
+            break (replication, replicas);
+        }
+    };
     let statuses: Vec<(&str, &str)> = replicas
         .iter()
         .map(|r| (r[0].as_str(), r[6].as_str()))
@@ -918,9 +929,6 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         "the leader's log holds what it committed: {replication}"
     );
     for r in &replicas {
-        // Every broker fetches the log from its only voter, so the leader
-        // knows how far each has read (all have applied the topics) and
-        // when.
         assert!(r[2].parse::<i64>().unwrap() > 0, "{replication}");
         assert!(r[4].parse::<i64>().unwrap() > 0, "{replication}");
         assert!(r[5].parse::<i64>().unwrap() > 0, "{replication}");
