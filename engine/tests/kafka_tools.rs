@@ -28,6 +28,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The Kafka release whose tools are run (the one `scripts/kafka.sh`
+/// and its pom pin by default), whatever `KAFKA_VERSION` says.
+const KAFKA_VERSION: &str = "4.4.0";
+
 /// How long one tool may run before the test gives up on it.
 const TOOL_TIMEOUT_S: &str = "120";
 
@@ -38,6 +42,7 @@ fn kafka_lib() -> &'static PathBuf {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh");
         let out = Command::new(script)
             .arg("fetch")
+            .env("KAFKA_VERSION", KAFKA_VERSION)
             .output()
             .expect("scripts/kafka.sh runs (needs Java 17+ and Maven)");
         assert!(
@@ -46,7 +51,8 @@ fn kafka_lib() -> &'static PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
         let lib = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        assert!(lib.join("kafka-tools-4.4.0.jar").is_file(), "{lib:?}");
+        let jar = format!("kafka-tools-{KAFKA_VERSION}.jar");
+        assert!(lib.join(jar).is_file(), "{lib:?}");
         lib
     })
 }
