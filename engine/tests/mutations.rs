@@ -150,6 +150,14 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
             .with_topics(vec![TopicRequest::default().with_name(topic())])
             .with_response_partition_limit(1)
             .with_cursor(Some(Cursor::default().with_topic_name(topic())))),
+        ApiKey::DescribeQuorum => {
+            use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+            enc(
+                DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+                    .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                    .with_partitions(vec![PartitionData::default()])]),
+            )
+        }
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

@@ -869,3 +869,43 @@ fn an_incremental_fetch_session_answers_only_what_changed() {
     assert_eq!(code, 70);
     assert_serving(&broker);
 }
+
+/// DescribeQuorum of a broker that is its own cluster of one: it leads
+/// the metadata log alone, with no controller listener to name; a request
+/// for anything but `__cluster_metadata`-0 is refused as a whole, as
+/// Kafka refuses it.
+#[test]
+fn describe_quorum_names_the_lone_voter_and_refuses_other_partitions() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let ask = |raw: &mut Raw, name: &str, partition: i32| -> DescribeQuorumResponse {
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(topic(name))
+            .with_partitions(vec![
+                PartitionData::default().with_partition_index(partition)
+            ])]);
+        call(raw, ApiKey::DescribeQuorum, 2, &req).expect("DescribeQuorum answer")
+    };
+    let resp = ask(&mut raw, "__cluster_metadata", 0);
+    assert_eq!(resp.error_code, 0);
+    assert!(resp.nodes.is_empty(), "no controller listener: {resp:?}");
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.leader_id.0, 1);
+    assert!(p.leader_epoch >= 1, "{p:?}");
+    assert!(p.high_watermark > 0, "the broker's registration: {p:?}");
+    assert_eq!(p.current_voters.len(), 1);
+    let voter = &p.current_voters[0];
+    assert_eq!(voter.replica_id.0, 1);
+    assert!(voter.log_end_offset >= p.high_watermark);
+    assert!(voter.last_fetch_timestamp > 0 && voter.last_caught_up_timestamp > 0);
+    assert!(p.observers.is_empty());
+
+    for (name, partition) in [("__cluster_metadata", 1), ("other", 0)] {
+        let refused = ask(&mut raw, name, partition);
+        assert_eq!(refused.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        assert!(refused.topics.is_empty());
+    }
+    assert_serving(&broker);
+}

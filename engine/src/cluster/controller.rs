@@ -13,7 +13,7 @@
 //! the previous one produced.
 
 use super::monotonic_ms;
-use super::quorum::{ProposeError, Quorum};
+use super::quorum::{wall_ms, ProposeError, Quorum, ReplicaProgress};
 use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{ConfigOp, OpKind, Request, Response};
 use super::sessions::Sessions;
@@ -59,6 +59,10 @@ pub struct Controller {
     sessions: RefCell<Sessions>,
     /// One change at a time.
     lock: glommio::sync::Semaphore,
+    /// The last metadata fetch of each broker that said who it is, as
+    /// this voter saw it while leading: (term, its log end, the fetch's
+    /// wall-clock ms, when it last had everything committed).
+    fetches: RefCell<BTreeMap<i32, (u64, u64, i64, i64)>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -89,6 +93,7 @@ impl Controller {
                 i64::try_from(config.session_timeout.as_millis()).unwrap_or(i64::MAX),
             )),
             lock: glommio::sync::Semaphore::new(1),
+            fetches: RefCell::new(BTreeMap::new()),
             config,
         }
     }
@@ -116,7 +121,15 @@ impl Controller {
     /// Answers one request. Fetches are served by any voter; changes only
     /// by the active controller.
     pub async fn handle(&self, req: Request) -> Response {
-        if let Request::Fetch { after, wait_ms } = req {
+        if let Request::Fetch {
+            after,
+            wait_ms,
+            node,
+        } = req
+        {
+            if let Some(node) = node {
+                self.note_fetch(node, after);
+            }
             self.quorum
                 .wait_applied_after(after, Duration::from_millis(wait_ms.min(5_000)))
                 .await;
@@ -138,6 +151,9 @@ impl Controller {
         }
         if let Request::Heartbeat { node, incarnation } = req {
             return self.heartbeat(node, incarnation).await;
+        }
+        if let Request::DescribeQuorum = req {
+            return self.describe_quorum();
         }
         if !self.wait_current().await {
             return self.not_controller();
@@ -196,6 +212,7 @@ impl Controller {
                 partitions,
                 replication_factor,
                 config,
+                assignments,
             } => {
                 if image.topics.contains_key(&name) {
                     return error(
@@ -207,6 +224,25 @@ impl Controller {
                     return error(code, message);
                 }
                 let live = image.live_brokers();
+                let Ok(topic_id) = id.parse::<uuid::Uuid>() else {
+                    return error(ErrorCode::InvalidRequest, "bad topic id");
+                };
+                if let Some(assignments) = assignments {
+                    let states = match assigned_partitions(&assignments, &image, &live) {
+                        Ok(states) => states,
+                        Err((code, message)) => return error(code, message),
+                    };
+                    let mut records = vec![Record::Topic {
+                        name: name.clone(),
+                        id: id.clone(),
+                        partitions: states.len() as i32,
+                        config,
+                    }];
+                    for (index, state) in states.iter().enumerate() {
+                        records.push(Record::partition(topic_id, index as i32, state));
+                    }
+                    return self.commit(records).await;
+                }
                 let rf = replication_factor.max(1) as usize;
                 if rf > live.len() {
                     return error(
@@ -217,9 +253,6 @@ impl Controller {
                         ),
                     );
                 }
-                let Ok(topic_id) = id.parse::<uuid::Uuid>() else {
-                    return error(ErrorCode::InvalidRequest, "bad topic id");
-                };
                 let mut records = vec![Record::Topic {
                     name: name.clone(),
                     id: id.clone(),
@@ -392,10 +425,59 @@ impl Controller {
                 }])
                 .await
             }
-            Request::Fetch { .. } | Request::Heartbeat { .. } => {
+            Request::Fetch { .. } | Request::Heartbeat { .. } | Request::DescribeQuorum => {
                 unreachable!("handled above")
             }
         }
+    }
+
+    /// Notes, while leading, a broker's metadata fetch from after `after`:
+    /// its log ends there, and it is caught up if that is everything
+    /// committed.
+    fn note_fetch(&self, node: i32, after: u64) {
+        if !self.quorum.is_leader() {
+            return;
+        }
+        let now = wall_ms();
+        let term = self.quorum.term();
+        let caught_up = after >= self.quorum.committed_index();
+        let mut fetches = self.fetches.borrow_mut();
+        let before = fetches
+            .get(&node)
+            .filter(|f| f.0 == term)
+            .map_or(-1, |f| f.3);
+        fetches.insert(
+            node,
+            (term, after, now, if caught_up { now } else { before }),
+        );
+    }
+
+    /// DescribeQuorum: the voters' progress, and every registered broker
+    /// that is not a voter as an observer, with what this leader saw of
+    /// its fetches in this term (-1 where it saw none; a broker may
+    /// fetch from any voter).
+    fn describe_quorum(&self) -> Response {
+        let Some(state) = self.quorum.describe() else {
+            return self.not_controller();
+        };
+        let fetches = self.fetches.borrow();
+        let observers = self
+            .quorum
+            .image()
+            .brokers
+            .keys()
+            .filter(|b| !state.voters.iter().any(|v| v.id == **b))
+            .map(|b| {
+                let seen = fetches.get(b).filter(|f| f.0 == state.term);
+                ReplicaProgress {
+                    id: *b,
+                    log_end_offset: seen.map_or(-1, |f| f.1 as i64),
+                    last_fetch_ms: seen.map_or(-1, |f| f.2),
+                    last_caught_up_ms: seen.map_or(-1, |f| f.3),
+                }
+            })
+            .collect();
+        Response::Quorum { state, observers }
     }
 
     /// A broker's heartbeat: noted at once, without waiting for a change
@@ -679,8 +761,12 @@ pub(crate) fn rebalance(image: &ClusterImage, percentage: u64) -> Vec<Record> {
 const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
 /// A topic's overrides after `ops`, applied in order to the current ones
-/// (or to none, when `replace`). Every name must be a topic key and every
-/// value it ends with valid for that key.
+/// (or to none, when `replace`). Every name set must be a topic key and
+/// every value it ends with valid for that key. Deleting a name that is
+/// not a topic key deletes nothing and is no error: as in Kafka, which
+/// checks the overrides a change leaves, not the names it removes, so a
+/// tool may clear keys this broker never takes (kafka-reassign-partitions
+/// `--verify` clears the replication throttles of every topic it moved).
 pub fn altered_config(
     current: &BTreeMap<String, String>,
     defaults: &BTreeMap<String, String>,
@@ -695,8 +781,11 @@ pub fn altered_config(
     };
     for op in ops {
         let name = op.name.as_str();
-        let key = find_topic_key(name)
-            .ok_or_else(|| invalid(format!("Unknown topic config name: {name}")))?;
+        let key = find_topic_key(name);
+        if key.is_none() && op.op == OpKind::Delete {
+            continue;
+        }
+        let key = key.ok_or_else(|| invalid(format!("Unknown topic config name: {name}")))?;
         let value = || {
             op.value.clone().ok_or_else(|| {
                 (
@@ -849,6 +938,76 @@ pub fn reassignment(
     })
 }
 
+/// Checks a new topic's manual assignment (one replica list per
+/// partition, in partition order) as Kafka does: no empty list, no broker
+/// twice in one, only brokers `registered` says exist, and the same
+/// replication factor everywhere.
+pub fn check_assignment(
+    assignments: &[Vec<i32>],
+    registered: impl Fn(i32) -> bool,
+) -> Result<(), (ErrorCode, String)> {
+    let bad = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
+    let Some(rf) = assignments.first().map(Vec::len) else {
+        return bad("The manual partition assignment names no partition.".into());
+    };
+    for (p, replicas) in assignments.iter().enumerate() {
+        if replicas.is_empty() {
+            return bad(format!("Partition {p}: the replica list is empty."));
+        }
+        let mut distinct = replicas.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != replicas.len() {
+            return bad(format!("Partition {p}: {replicas:?} names a broker twice."));
+        }
+        if let Some(b) = replicas.iter().find(|b| !registered(**b)) {
+            return bad(format!("Partition {p}: no broker {b} is registered."));
+        }
+        if replicas.len() != rf {
+            return bad(format!(
+                "Partition {p} has {} replicas, partition 0 has {rf}.",
+                replicas.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The partitions of a new topic with a manual assignment: each led by
+/// its first live replica, its live replicas in sync (as Kafka, which
+/// leaves fenced brokers out of a new partition's ISR). A partition with
+/// no live replica is refused.
+fn assigned_partitions(
+    assignments: &[Vec<i32>],
+    image: &ClusterImage,
+    live: &[NodeId],
+) -> Result<Vec<PartitionState>, (ErrorCode, String)> {
+    check_assignment(assignments, |b| image.brokers.contains_key(&b))?;
+    check_partition_count(i32::try_from(assignments.len()).unwrap_or(i32::MAX))?;
+    assignments
+        .iter()
+        .enumerate()
+        .map(|(p, replicas)| {
+            let replicas: Vec<NodeId> = replicas.iter().copied().map(NodeId).collect();
+            let isr: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|r| live.contains(r))
+                .collect();
+            if isr.is_empty() {
+                return Err((
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!("Partition {p}: every broker assigned is fenced."),
+                ));
+            }
+            let mut state = PartitionState::new(replicas);
+            state.leader = Some(isr[0]);
+            state.isr = isr;
+            Ok(state)
+        })
+        .collect()
+}
+
 /// Replica lists for a new topic: partition `p` starts at live broker
 /// `start + p`, so leaders spread round-robin; `start` comes from the
 /// topic id so that every topic's partition 0 does not share a leader.
@@ -908,6 +1067,35 @@ mod tests {
         records.push(Record::partition(id, 0, &PartitionState::new(replicas)));
         image.apply(1, &records);
         (image, id)
+    }
+
+    #[test]
+    fn a_manual_assignment_is_checked_and_leaves_fenced_brokers_out_of_the_isr() {
+        let (mut image, _) = cluster(&[1, 2, 3]);
+        let down = broker_down(&image, 2, &config());
+        image.apply(2, &down);
+        let live = image.live_brokers();
+        let states = assigned_partitions(&[vec![2, 1], vec![3, 2]], &image, &live).unwrap();
+        assert_eq!(states[0].replicas, [NodeId(2), NodeId(1)]);
+        assert_eq!(states[0].leader, Some(NodeId(1)));
+        assert_eq!(states[0].isr, [NodeId(1)]);
+        assert_eq!(states[1].leader, Some(NodeId(3)));
+        assert_eq!(states[1].isr, [NodeId(3)]);
+        let refused = |a: &[Vec<i32>]| assigned_partitions(a, &image, &live).unwrap_err().0;
+        for bad in [
+            vec![],
+            vec![vec![]],
+            vec![vec![1, 1]],
+            vec![vec![1, 4]],
+            vec![vec![1, 3], vec![3]],
+            vec![vec![2]],
+        ] {
+            assert_eq!(
+                refused(&bad),
+                ErrorCode::InvalidReplicaAssignment,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -1002,6 +1190,19 @@ mod tests {
             refused(&[op("no.such.key", OpKind::Set, Some("1"))]),
             ErrorCode::InvalidConfig
         );
+        // Nothing can have set it, so deleting it leaves the overrides as
+        // they were (Kafka checks what a change leaves, not what it removes).
+        let cleared = altered_config(
+            &current,
+            &defaults,
+            &[op(
+                "leader.replication.throttled.replicas",
+                OpKind::Delete,
+                None,
+            )],
+            false,
+        );
+        assert_eq!(cleared, Ok(current.clone()));
         assert_eq!(
             refused(&[op("segment.bytes", OpKind::Set, Some("big"))]),
             ErrorCode::InvalidConfig

@@ -9,7 +9,7 @@
 //! controller listener; it reads the log from itself.
 
 use super::controller::{Controller, ControllerConfig};
-use super::quorum::Quorum;
+use super::quorum::{Quorum, QuorumState, ReplicaProgress};
 use super::records::ClusterImage;
 use super::route::{Outcome, Route};
 use super::rpc::{self, Client, Request, Response};
@@ -277,6 +277,7 @@ impl ClusterNode {
             let req = Request::Fetch {
                 after,
                 wait_ms: 500,
+                node: Some(self.config.node_id),
             };
             let (entries, upto) = match self.fetch(&req).await {
                 Some(Response::Entries { entries, upto }) => (entries, upto),
@@ -355,7 +356,39 @@ impl ClusterNode {
                 }
                 Some(Response::NotController { .. })
                 | None
-                | Some(Response::Entries { .. } | Response::Image { .. }) => {}
+                | Some(
+                    Response::Entries { .. } | Response::Image { .. } | Response::Quorum { .. },
+                ) => {}
+            }
+            if Instant::now() >= deadline || shard.broker.stopping() {
+                return Err((
+                    ErrorCode::RequestTimedOut,
+                    "no active controller answered".into(),
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The metadata quorum as the active controller sees it: its voters'
+    /// progress and the brokers that observe it.
+    pub async fn describe_quorum(
+        &self,
+        shard: &Shard,
+    ) -> Result<(QuorumState, Vec<ReplicaProgress>), ChangeError> {
+        let deadline = Instant::now() + CHANGE_DEADLINE;
+        loop {
+            match self
+                .call_once(&Request::DescribeQuorum, rpc::CALL_TIMEOUT)
+                .await
+            {
+                Some(Response::Quorum { state, observers }) => return Ok((state, observers)),
+                Some(Response::Error { code, message })
+                    if ErrorCode::from_code(code) != ErrorCode::NotController =>
+                {
+                    return Err((ErrorCode::from_code(code), message));
+                }
+                _ => {}
             }
             if Instant::now() >= deadline || shard.broker.stopping() {
                 return Err((

@@ -58,6 +58,52 @@ pub enum Input {
 
 type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
 
+/// What the leader knows of one replica of the metadata log, as Kafka's
+/// DescribeQuorum reports it. Raft indexes count entries from 1, so the
+/// index of a replica's last entry is its log end offset in Kafka's
+/// terms (the offset after its last record), and the commit index is the
+/// high watermark.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaProgress {
+    pub id: i32,
+    /// Unknown (-1) for an observer the leader has not heard from.
+    pub log_end_offset: i64,
+    /// Wall-clock ms of the replica's last fetch (for a voter, its last
+    /// answer to the leader's appends or heartbeats) in this term; -1
+    /// for none.
+    pub last_fetch_ms: i64,
+    /// Wall-clock ms when the replica last had everything the leader
+    /// had; -1 for never in this term.
+    pub last_caught_up_ms: i64,
+}
+
+/// The quorum as its leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumState {
+    pub leader: i32,
+    /// The Raft term: Kafka's leader epoch of the metadata log.
+    pub term: u64,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaProgress>,
+}
+
+/// Milliseconds since the Unix epoch: DescribeQuorum's timestamps are
+/// the leader's wall clock.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When the leader last heard from a peer voter, and when that peer last
+/// had the whole log, both in the leader's `term`.
+#[derive(Clone, Copy, Debug)]
+struct Contact {
+    term: u64,
+    fetch_ms: i64,
+    caught_up_ms: i64,
+}
+
 pub struct Quorum {
     pub id: u64,
     raw: RefCell<RawNode<LogStorage>>,
@@ -87,6 +133,8 @@ pub struct Quorum {
     /// When the driver last ran: a voter that did not run for an election
     /// timeout (frozen, starved) cannot vouch that it still leads.
     driven: Cell<Instant>,
+    /// What this voter, as leader, last heard from each peer voter.
+    contacts: RefCell<HashMap<u64, Contact>>,
 }
 
 fn slog_discard() -> slog::Logger {
@@ -149,6 +197,7 @@ impl Quorum {
             leader: Cell::new(false),
             term_start: Cell::new(u64::MAX),
             driven: Cell::new(Instant::now()),
+            contacts: RefCell::new(HashMap::new()),
         });
         // A lone voter need not wait out an election timeout.
         if voters == [id] {
@@ -178,6 +227,11 @@ impl Quorum {
         self.is_leader() && self.image.borrow().applied >= self.term_start.get()
     }
 
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raw.borrow().raft.term
+    }
+
     /// The leader this voter knows of, if any.
     pub fn leader_id(&self) -> Option<u64> {
         let id = self.raw.borrow().raft.leader_id;
@@ -192,6 +246,81 @@ impl Quorum {
     /// Index of the last committed entry.
     pub fn committed_index(&self) -> u64 {
         self.raw.borrow().raft.raft_log.committed
+    }
+
+    /// The voters' progress, if this voter leads: Raft's matched index of
+    /// each (this voter's own last index for itself) and when each last
+    /// answered and was last caught up in this term (the leader: now).
+    pub fn describe(&self) -> Option<QuorumState> {
+        if !self.is_leader() {
+            return None;
+        }
+        let raw = self.raw.borrow();
+        let term = raw.raft.term;
+        let last = raw.raft.raft_log.last_index();
+        let now = wall_ms();
+        let contacts = self.contacts.borrow();
+        let mut voters: Vec<ReplicaProgress> = raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, progress)| {
+                let (matched, fetch_ms, caught_up_ms) = if *id == self.id {
+                    (last, now, now)
+                } else {
+                    let c = contacts.get(id).filter(|c| c.term == term);
+                    (
+                        progress.matched,
+                        c.map_or(-1, |c| c.fetch_ms),
+                        c.map_or(-1, |c| c.caught_up_ms),
+                    )
+                };
+                ReplicaProgress {
+                    id: *id as i32,
+                    log_end_offset: matched as i64,
+                    last_fetch_ms: fetch_ms,
+                    last_caught_up_ms: caught_up_ms,
+                }
+            })
+            .collect();
+        voters.sort_by_key(|v| v.id);
+        Some(QuorumState {
+            leader: self.id as i32,
+            term,
+            high_watermark: raw.raft.raft_log.committed as i64,
+            voters,
+        })
+    }
+
+    /// Notes, as leader, a peer's answer to an append or heartbeat: it
+    /// fetched now, and it is caught up if it matches the whole log.
+    fn note_contact(&self, from: u64) {
+        let raw = self.raw.borrow();
+        if raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(progress) = raw.raft.prs().get(from) else {
+            return;
+        };
+        let term = raw.raft.term;
+        let now = wall_ms();
+        let mut contacts = self.contacts.borrow_mut();
+        let c = contacts.entry(from).or_insert(Contact {
+            term,
+            fetch_ms: -1,
+            caught_up_ms: -1,
+        });
+        if c.term != term {
+            *c = Contact {
+                term,
+                fetch_ms: -1,
+                caught_up_ms: -1,
+            };
+        }
+        c.fetch_ms = now;
+        if progress.matched >= raw.raft.raft_log.last_index() {
+            c.caught_up_ms = now;
+        }
     }
 
     /// Proposes one entry of records; resolves with its index once it is
@@ -279,8 +408,19 @@ impl Quorum {
             let input = glommio::timer::timeout(wait, async { Ok(inbox.next().await) }).await;
             match input {
                 Ok(Some(Input::Message(m))) => {
-                    if let Err(e) = self.raw.borrow_mut().step(m) {
-                        tracing::debug!(error = %e, "raft message refused");
+                    let from = m.from;
+                    let answer = !m.reject
+                        && matches!(
+                            m.get_msg_type(),
+                            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                        );
+                    // Stepped apart from the `if`: a temporary borrow in
+                    // its condition would last into the branches.
+                    let stepped = self.raw.borrow_mut().step(m);
+                    match stepped {
+                        Err(e) => tracing::debug!(error = %e, "raft message refused"),
+                        Ok(()) if answer => self.note_contact(from),
+                        Ok(()) => {}
                     }
                 }
                 Ok(Some(Input::Wake)) => {}

@@ -6,6 +6,7 @@
 //! and responses are JSON and alternate on a connection, one request at a
 //! time, so a caller that wants two at once opens two connections.
 
+use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -46,6 +47,11 @@ pub enum Request {
         partitions: i32,
         replication_factor: i16,
         config: BTreeMap<String, String>,
+        /// The replicas of each partition, in partition order, when the
+        /// request names them (CreateTopics' manual assignment); then
+        /// `partitions` and `replication_factor` follow from it.
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,
@@ -99,7 +105,14 @@ pub enum Request {
     Fetch {
         after: u64,
         wait_ms: u64,
+        /// The broker fetching, for the leader's account of observers
+        /// (DescribeQuorum); none from a broker that does not say.
+        #[serde(default)]
+        node: Option<i32>,
     },
+    /// The quorum as the active controller sees it (Kafka's
+    /// DescribeQuorum).
+    DescribeQuorum,
 }
 
 /// One config change, as IncrementalAlterConfigs has it.
@@ -139,6 +152,12 @@ pub enum Response {
     /// The whole image as of `index`, as records that build it from
     /// nothing: the answer to a fetch from before the last snapshot.
     Image { index: u64, records: Vec<Record> },
+    /// The answer to DescribeQuorum: the voters' progress and the
+    /// brokers that are not voters (observers).
+    Quorum {
+        state: QuorumState,
+        observers: Vec<ReplicaProgress>,
+    },
 }
 
 /// Writes one frame.

@@ -25,6 +25,9 @@ pub struct NewTopic {
     pub partitions: i32,
     pub replication_factor: i16,
     pub overrides: BTreeMap<String, String>,
+    /// Each partition's replicas, in partition order, when the request
+    /// names them; `partitions` and `replication_factor` are then -1.
+    pub assignments: Option<Vec<Vec<i32>>>,
 }
 
 /// Checks a topic creation without making it; the result carries the
@@ -38,6 +41,9 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
             ErrorCode::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name),
         ));
+    }
+    if let Some(assignments) = &t.assignments {
+        return validate_assigned(shard, t, assignments);
     }
     let partitions = if t.partitions == -1 {
         shard.broker.config.num_partitions()
@@ -59,6 +65,36 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
             format!("Replication factor: {rf} larger than available brokers: {live}."),
         ));
     }
+    new_meta(shard, t, partitions)
+}
+
+/// [`validate`] for a topic whose replicas the request names: as Kafka,
+/// the partition count and replication factor must then be left at -1,
+/// and the assignment is checked against the registered brokers (the
+/// controller checks again against its own image).
+fn validate_assigned(
+    shard: &Shard,
+    t: &NewTopic,
+    assignments: &[Vec<i32>],
+) -> Result<TopicMeta, TopicError> {
+    if t.partitions != -1 || t.replication_factor != -1 {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "A manual partition assignment was specified, but the partition count \
+             and replication factor were not left at -1."
+                .into(),
+        ));
+    }
+    let partitions = i32::try_from(assignments.len()).unwrap_or(i32::MAX);
+    check_partition_count(partitions)?;
+    let snapshot = shard.metadata();
+    crate::cluster::controller::check_assignment(assignments, |b| {
+        snapshot.brokers.contains_key(&b)
+    })?;
+    new_meta(shard, t, partitions)
+}
+
+fn new_meta(shard: &Shard, t: &NewTopic, partitions: i32) -> Result<TopicMeta, TopicError> {
     let config = shard
         .broker
         .config
@@ -96,6 +132,7 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMet
         partitions: meta.partitions,
         replication_factor: replication_factor(shard, &t),
         config: meta.overrides.clone(),
+        assignments: t.assignments.clone(),
     };
     change(shard, req).await?;
     tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
@@ -378,6 +415,39 @@ pub async fn producer_id(shard: &Rc<Shard>) -> Result<i64, TopicError> {
         .invoke_on(CONTROLLER, |c| async move {
             let node = c.cluster();
             node.producer_id(&c).await
+        })
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
+}
+
+/// The metadata quorum, as DescribeQuorum reports it: the active
+/// controller's view of its voters and observers, and each voter's
+/// controller listener.
+pub struct QuorumDescription {
+    pub state: crate::cluster::quorum::QuorumState,
+    pub observers: Vec<crate::cluster::quorum::ReplicaProgress>,
+    pub voter_addrs: Vec<(i32, std::net::SocketAddr)>,
+}
+
+/// Asks the active controller how the quorum stands; call on any shard.
+pub async fn describe_quorum(shard: &Rc<Shard>) -> Result<QuorumDescription, TopicError> {
+    shard
+        .invoke_on(CONTROLLER, |c| async move {
+            let node = c.cluster();
+            let (state, observers) = node.describe_quorum(&c).await?;
+            let voter_addrs = state
+                .voters
+                .iter()
+                .filter_map(|v| node.config.voter_addr(v.id).map(|a| (v.id, a)))
+                // A broker that is its own cluster of one has no
+                // controller listener (port 0): no endpoint to name.
+                .filter(|(_, a)| a.port() != 0)
+                .collect();
+            Ok(QuorumDescription {
+                state,
+                observers,
+                voter_addrs,
+            })
         })
         .await
         .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?

@@ -85,23 +85,25 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
-        let new = NewTopic {
-            name: name.clone(),
-            partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            overrides,
-        };
+        let assignments = assignment(&t.assignments);
         let requested_rf = t.replication_factor.max(1);
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
-        let outcome = if !t.assignments.is_empty() {
-            Err((
-                ErrorCode::InvalidReplicaAssignment,
-                "manual replica assignment is not supported".to_string(),
-            ))
-        } else if req.validate_only {
-            controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
-        } else {
-            controller::create_topic(ctx.shard, new).await
+        let outcome = match assignments {
+            Err(e) => Err(e),
+            Ok(assignments) => {
+                let new = NewTopic {
+                    name: name.clone(),
+                    partitions: t.num_partitions,
+                    replication_factor: t.replication_factor,
+                    overrides,
+                    assignments,
+                };
+                if req.validate_only {
+                    controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
+                } else {
+                    controller::create_topic(ctx.shard, new).await
+                }
+            }
         };
         match outcome {
             Ok(meta) => {
@@ -139,6 +141,32 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         results.push(r);
     }
     ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+/// A CreateTopics manual assignment as replica lists in partition order
+/// (none when the request has none): its partitions must be 0, 1, ...
+/// each once, as Kafka requires.
+fn assignment(
+    given: &[create_topics_request::CreatableReplicaAssignment],
+) -> Result<Option<Vec<Vec<i32>>>, controller::TopicError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut lists = vec![None; given.len()];
+    for a in given {
+        let slot = usize::try_from(a.partition_index)
+            .ok()
+            .and_then(|i| lists.get_mut(i))
+            .filter(|slot| slot.is_none())
+            .ok_or_else(|| {
+                (
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Assignments must be consecutive and start from 0.".to_string(),
+                )
+            })?;
+        *slot = Some(a.broker_ids.iter().map(|b| b.0).collect());
+    }
+    Ok(Some(lists.into_iter().flatten().collect()))
 }
 
 pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
@@ -487,7 +515,11 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
 
 /// AlterConfigs (`replace`: the given configs become the topic's only
 /// overrides) and IncrementalAlterConfigs for one resource. Topics only:
-/// broker configs are static.
+/// broker configs are static, so a broker has no dynamic override to
+/// change. Deleting overrides of a broker (its node id, or "" for the
+/// cluster default) succeeds with nothing to do, as Kafka answers the
+/// deletion of an override that is not set; tools clear keys that way
+/// (kafka-reassign-partitions `--verify` its replication throttles).
 async fn alter(
     ctx: &Ctx<'_>,
     resource_type: i8,
@@ -510,6 +542,17 @@ async fn alter(
                 tracing::info!(topic = %name, %message, "config change refused");
             }
             outcome
+        }
+        RESOURCE_BROKER if !replace && ops.iter().all(|o| o.op == OpKind::Delete) => {
+            let node = ctx.shard.broker.config.node_id.to_string();
+            if name.is_empty() || name == node {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::InvalidRequest,
+                    format!("this broker is node {node}, not {name}"),
+                ))
+            }
         }
         RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => Err((
             ErrorCode::InvalidRequest,
@@ -745,6 +788,77 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
                 resp.producer_epoch = -1;
             }
         }
+    }
+    ctx.respond(&resp)
+}
+
+/// The metadata log's name and partition, which DescribeQuorum asks about.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata log's leader, term (its leader epoch),
+/// high watermark, each voter's progress and the observers, from the
+/// active controller. Kafka's answer to a request for any other topic or
+/// partition is UNKNOWN_TOPIC_OR_PARTITION for the whole request.
+pub async fn describe_quorum(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+    let req: DescribeQuorumRequest = ctx.decode(body)?;
+    let v = ctx.version();
+    let asks_for_the_log = matches!(
+        req.topics.as_slice(),
+        [t] if t.topic_name.0.as_str() == METADATA_TOPIC
+            && matches!(t.partitions.as_slice(), [p] if p.partition_index == 0)
+    );
+    if !asks_for_the_log {
+        return ctx.respond(
+            &DescribeQuorumResponse::default()
+                .with_error_code(ErrorCode::UnknownTopicOrPartition.code()),
+        );
+    }
+    let mut partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(-1))
+        .with_leader_epoch(-1)
+        .with_high_watermark(-1);
+    let mut nodes = Vec::new();
+    match controller::describe_quorum(ctx.shard).await {
+        Ok(q) => {
+            let replica = |r: &crate::cluster::quorum::ReplicaProgress| {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(r.id))
+                    .with_log_end_offset(r.log_end_offset)
+                    .with_last_fetch_timestamp(r.last_fetch_ms)
+                    .with_last_caught_up_timestamp(r.last_caught_up_ms)
+            };
+            partition.leader_id = BrokerId(q.state.leader);
+            partition.leader_epoch = i32::try_from(q.state.term).unwrap_or(i32::MAX);
+            partition.high_watermark = q.state.high_watermark;
+            partition.current_voters = q.state.voters.iter().map(replica).collect();
+            partition.observers = q.observers.iter().map(replica).collect();
+            nodes = q
+                .voter_addrs
+                .iter()
+                .map(|(id, addr)| {
+                    Node::default()
+                        .with_node_id(BrokerId(*id))
+                        .with_listeners(vec![Listener::default()
+                            .with_name(s("CONTROLLER"))
+                            .with_host(s(addr.ip().to_string()))
+                            .with_port(addr.port())])
+                })
+                .collect();
+        }
+        Err((code, message)) => {
+            partition.error_code = code.code();
+            if v >= 2 {
+                partition.error_message = Some(s(message));
+            }
+        }
+    }
+    let mut resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(s(METADATA_TOPIC)))
+        .with_partitions(vec![partition])]);
+    if v >= 2 {
+        resp.nodes = nodes;
     }
     ctx.respond(&resp)
 }

@@ -199,6 +199,7 @@ pub async fn handle(
         ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(&ctx, body),
+        ApiKey::DescribeQuorum => admin::describe_quorum(&ctx, body).await,
         ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
