@@ -4,8 +4,9 @@
 //! Kafka 4.0 (which dropped Produce < 3 and Fetch < 4, i.e. the pre-v2
 //! record formats, and the ZooKeeper-era OffsetCommit < 2 and
 //! OffsetFetch < 1); the maxima are the versions whose every field
-//! Sluice handles, for the group APIs those of Kafka 3.0. Clients pick
-//! the highest version both sides know.
+//! Sluice handles, for the classic group APIs those of Kafka 3.0, with
+//! OffsetCommit/OffsetFetch v9 (member epochs of the consumer group
+//! protocol, KIP-848). Clients pick the highest version both sides know.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -27,8 +28,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 7),
     range(ApiKey::Metadata, 0, 12),
-    range(ApiKey::OffsetCommit, 2, 8),
-    range(ApiKey::OffsetFetch, 1, 8),
+    range(ApiKey::OffsetCommit, 2, 9),
+    range(ApiKey::OffsetFetch, 1, 9),
     range(ApiKey::FindCoordinator, 0, 4),
     range(ApiKey::JoinGroup, 0, 7),
     range(ApiKey::Heartbeat, 0, 4),
@@ -53,6 +54,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::ListPartitionReassignments, 0, 0),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 0),
+    range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    range(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The advertised range for `key`, if the API is implemented.

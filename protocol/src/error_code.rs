@@ -73,6 +73,11 @@ pub enum ErrorCode {
     InconsistentTopicId = 103,
     InconsistentClusterId = 104,
     IneligibleReplica = 107,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
+    InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
@@ -125,7 +130,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 68] = [
+const ALL: [ErrorCode; 73] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -194,6 +199,11 @@ const ALL: [ErrorCode; 68] = [
     ErrorCode::InconsistentTopicId,
     ErrorCode::InconsistentClusterId,
     ErrorCode::IneligibleReplica,
+    ErrorCode::FencedMemberEpoch,
+    ErrorCode::UnreleasedInstanceId,
+    ErrorCode::UnsupportedAssignor,
+    ErrorCode::StaleMemberEpoch,
+    ErrorCode::InvalidRegularExpression,
 ];
 
 #[cfg(test)]

@@ -19,7 +19,15 @@
 //!                         | client_id: string | client_host: string
 //!                         | rebalance_timeout: i32 | session_timeout: i32
 //!                         | subscription: bytes | assignment: bytes
+//! ConsumerGroupMetadataKey v3: version=3 | group: string
+//! ConsumerGroupMetadataValue v0: version=0 | epoch: i32 | tagged fields (flexible:
+//!                       an unsigned varint count, 0 when none)
 //! ```
+//!
+//! A consumer-protocol group (KIP-848) stores its group epoch, so a
+//! coordinator that takes the group over never hands out an epoch an
+//! earlier member already holds; its members rejoin and are assigned
+//! afresh (Kafka also stores members and assignments; Sluice does not).
 //!
 //! Older value versions (offset v0–v2, group v0–v2) are read too: Kafka
 //! wrote them, and their fields are a prefix-compatible subset.
@@ -32,6 +40,8 @@ const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 3;
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
 
 /// Bound on members decoded from one group record.
 pub const GROUP_MEMBERS_MAX: usize = 100_000;
@@ -47,13 +57,19 @@ pub enum Key {
     Group {
         group: String,
     },
+    /// A consumer-protocol group's epoch.
+    ConsumerGroup {
+        group: String,
+    },
 }
 
 impl Key {
     /// The group this record belongs to.
     pub fn group(&self) -> &str {
         match self {
-            Key::Offset { group, .. } | Key::Group { group } => group,
+            Key::Offset { group, .. } | Key::Group { group } | Key::ConsumerGroup { group } => {
+                group
+            }
         }
     }
 }
@@ -126,6 +142,10 @@ impl Key {
                 out.extend_from_slice(&GROUP_KEY_VERSION.to_be_bytes());
                 put_str(&mut out, group);
             }
+            Key::ConsumerGroup { group } => {
+                out.extend_from_slice(&CONSUMER_GROUP_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+            }
         }
         out
     }
@@ -142,12 +162,38 @@ impl Key {
             2 => Ok(Key::Group {
                 group: string(&mut r, "group")?,
             }),
+            CONSUMER_GROUP_KEY_VERSION => Ok(Key::ConsumerGroup {
+                group: string(&mut r, "group")?,
+            }),
             _ => Err(DecodeError::Invalid {
                 field: "key version",
                 value: i64::from(version),
             }),
         }
     }
+}
+
+/// Encodes a consumer group's epoch record value.
+pub fn encode_consumer_group_epoch(epoch: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7);
+    out.extend_from_slice(&CONSUMER_GROUP_VALUE_VERSION.to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.push(0); // no tagged fields
+    out
+}
+
+/// Decodes a consumer group's epoch record value; tagged fields a later
+/// writer added are skipped.
+pub fn decode_consumer_group_epoch(b: &[u8]) -> Result<i32, DecodeError> {
+    let mut r = Reader::new(b);
+    let version = r.i16("consumer group value version")?;
+    if version != CONSUMER_GROUP_VALUE_VERSION {
+        return Err(DecodeError::Invalid {
+            field: "consumer group value version",
+            value: i64::from(version),
+        });
+    }
+    r.i32("epoch")
 }
 
 impl OffsetValue {
@@ -330,6 +376,21 @@ mod tests {
             commit_timestamp_ms: 1_700_000_000_000,
         };
         assert_eq!(OffsetValue::decode(&value.encode()).unwrap(), value);
+    }
+
+    #[test]
+    fn consumer_group_records_match_kafkas_layout() {
+        let key = Key::ConsumerGroup { group: "g".into() };
+        // Key version 3, then the group id as an i16-prefixed string.
+        assert_eq!(key.encode(), [0, 3, 0, 1, b'g']);
+        assert_eq!(Key::decode(&key.encode()).unwrap(), key);
+        // Value version 0, the epoch, no tagged fields.
+        assert_eq!(encode_consumer_group_epoch(7), [0, 0, 0, 0, 0, 7, 0]);
+        assert_eq!(
+            decode_consumer_group_epoch(&encode_consumer_group_epoch(7)),
+            Ok(7)
+        );
+        assert!(decode_consumer_group_epoch(&[0, 1, 0, 0, 0, 7, 0]).is_err());
     }
 
     #[test]

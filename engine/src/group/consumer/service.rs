@@ -1,0 +1,185 @@
+//! The coordinator's side of consumer-protocol groups: runs heartbeats
+//! against the shard's groups, stores each group epoch change in
+//! `__consumer_offsets`, and runs session timers. Committed offsets of
+//! these groups live with the classic groups' (one offsets store per
+//! group id), so commits, fetches, expiry and compaction stay in one
+//! place.
+
+use super::state::{ConsumerGroup, ConsumerGroupDescription, HeartbeatRequest, HeartbeatResult};
+use super::Topics;
+use crate::group::coordinator::{Coordinator, Record};
+use crate::group::records::{encode_consumer_group_epoch, Key};
+use crate::group::state::GroupState;
+use crate::shard::partition::now_ms;
+use crate::shard::Shard;
+use sluice_protocol::ErrorCode;
+use std::rc::Rc;
+
+/// The record of a consumer group's epoch (`None`: the group is gone).
+pub fn epoch_record(group_id: &str, epoch: Option<i32>) -> Record {
+    let key = Key::ConsumerGroup {
+        group: group_id.to_string(),
+    };
+    (key.encode(), epoch.map(encode_consumer_group_epoch))
+}
+
+/// The topics consumer groups may subscribe to: every non-internal topic.
+pub fn topics(shard: &Shard) -> Topics {
+    shard
+        .metadata()
+        .topics
+        .values()
+        .filter(|t| !crate::metadata::is_internal(&t.name))
+        .map(|t| (t.name.clone(), (t.id, t.partitions)))
+        .collect()
+}
+
+impl Coordinator {
+    /// ConsumerGroupHeartbeat.
+    pub fn consumer_heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        req: HeartbeatRequest,
+    ) -> HeartbeatResult {
+        if group_id.is_empty() {
+            return HeartbeatResult::error(ErrorCode::InvalidGroupId, "GroupId can't be empty.");
+        }
+        let creating = req.member_epoch == 0;
+        if !self.consumers.borrow().contains_key(group_id) {
+            if !creating {
+                return HeartbeatResult::error(
+                    ErrorCode::UnknownMemberId,
+                    format!("Group {group_id} has no member {}", req.member_id),
+                );
+            }
+            if let Err(r) = self.take_over_classic(shard, group_id) {
+                return r;
+            }
+            let g = ConsumerGroup::new(group_id, self.config.consumer.assignors[0]);
+            self.consumers.borrow_mut().insert(group_id.to_string(), g);
+        }
+        let topics = topics(shard);
+        let result = self
+            .consumers
+            .borrow_mut()
+            .get_mut(group_id)
+            .expect("present")
+            .heartbeat(req, now_ms(), &topics, &self.config.consumer);
+        self.store_consumer_epoch(shard, group_id);
+        result
+    }
+
+    /// A consumer-protocol member may found a group only where no classic
+    /// group is active; an Empty classic group becomes a consumer group
+    /// and keeps its offsets, as in Kafka. (Kafka can also convert a
+    /// classic group with members online; Sluice refuses, as Kafka does
+    /// with `group.consumer.migration.policy=disabled`.)
+    fn take_over_classic(&self, shard: &Rc<Shard>, group_id: &str) -> Result<(), HeartbeatResult> {
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Ok(());
+        };
+        if g.protocol_type().is_none() {
+            return Ok(());
+        }
+        if g.state() != GroupState::Empty {
+            return Err(HeartbeatResult::error(
+                ErrorCode::GroupIdNotFound,
+                format!("Group {group_id} is not a consumer group."),
+            ));
+        }
+        g.forget_protocol();
+        g.last_stored = None;
+        drop(groups);
+        self.append_detached(
+            shard,
+            group_id,
+            vec![crate::group::coordinator::group_record(group_id, None)],
+        );
+        Ok(())
+    }
+
+    /// A classic JoinGroup for `group_id`: refused while a consumer group
+    /// with members holds the id; an empty one is dropped so a classic
+    /// group can take its place (its offsets stay).
+    pub fn classic_join_allowed(&self, shard: &Rc<Shard>, group_id: &str) -> Result<(), ErrorCode> {
+        let empty = match self.consumers.borrow().get(group_id) {
+            None => return Ok(()),
+            Some(g) => g.is_empty(),
+        };
+        if !empty {
+            return Err(ErrorCode::GroupIdNotFound);
+        }
+        self.consumers.borrow_mut().remove(group_id);
+        self.append_detached(shard, group_id, vec![epoch_record(group_id, None)]);
+        Ok(())
+    }
+
+    /// Appends records in the background, logging a failure: for group
+    /// metadata whose loss only costs a rejoin, never for offsets.
+    fn append_detached(&self, shard: &Rc<Shard>, group_id: &str, records: Vec<Record>) {
+        let (shard, id) = (Rc::clone(shard), group_id.to_string());
+        glommio::spawn_local(async move {
+            let c = &shard.groups;
+            if let Err(e) = c.append(&shard, c.partition_of(&id), records).await {
+                tracing::warn!(group = %id, error = ?e, "storing consumer group metadata failed");
+            }
+        })
+        .detach();
+    }
+
+    /// Stores the group's epoch if it changed.
+    fn store_consumer_epoch(&self, shard: &Rc<Shard>, group_id: &str) {
+        let epoch = self
+            .consumers
+            .borrow_mut()
+            .get_mut(group_id)
+            .and_then(ConsumerGroup::take_needs_store);
+        if let Some(epoch) = epoch {
+            self.append_detached(shard, group_id, vec![epoch_record(group_id, Some(epoch))]);
+        }
+    }
+
+    /// Session and revocation timers of every consumer group here.
+    pub fn tick_consumer_groups(&self, shard: &Rc<Shard>, now: i64) {
+        if self.consumers.borrow().is_empty() {
+            return;
+        }
+        let topics = topics(shard);
+        let ids: Vec<String> = self.consumers.borrow().keys().cloned().collect();
+        for id in ids {
+            if let Some(g) = self.consumers.borrow_mut().get_mut(&id) {
+                g.tick(now, &topics, &self.config.consumer);
+            }
+            self.store_consumer_epoch(shard, &id);
+        }
+    }
+
+    /// ConsumerGroupDescribe for one group.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, ErrorCode> {
+        match self.consumers.borrow().get(group_id) {
+            Some(g) => Ok(g.describe()),
+            None => Err(ErrorCode::GroupIdNotFound),
+        }
+    }
+
+    /// Whether `group_id` is a consumer-protocol group here.
+    pub fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.consumers.borrow().contains_key(group_id)
+    }
+
+    /// OffsetFetch v9+ from a member of a consumer-protocol group: its
+    /// epoch must be current. Other groups' fetches are not checked.
+    pub fn check_consumer_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), ErrorCode> {
+        match self.consumers.borrow().get(group_id) {
+            Some(g) => g.check_fetch(member_id, epoch),
+            None => Ok(()),
+        }
+    }
+}
