@@ -201,6 +201,56 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
     assert!(out.contains("java client: ok"), "{out}");
 }
 
+/// Builds the Java checks (Apache Kafka's client, from Maven; `.ci/run`
+/// fetches it) and returns their class path.
+fn java_classpath() -> String {
+    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
+    let build = Command::new("mvn")
+        .args(["-q", "-B", "-f", pom, "package"])
+        .output()
+        .expect("maven is installed (apt-get install maven)");
+    assert!(
+        build.status.success(),
+        "building the Java client check failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
+    format!("{target}/classes:{target}/lib/*")
+}
+
+#[test]
+fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
+    // KIP-848 with group.protocol=consumer: members in their own JVMs, one
+    // killed (fenced after the session timeout, 6 s here), one joining and
+    // leaving while a producer writes; no record lost, none read twice
+    // within one member epoch.
+    let classpath = java_classpath();
+    let broker = Broker::start(
+        2,
+        &[
+            "group.consumer.session.timeout.ms=6000",
+            "group.consumer.heartbeat.interval.ms=500",
+        ],
+    );
+    let out = run_client(
+        "the Java consumer-protocol check",
+        &[
+            "400",
+            "java",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &classpath,
+            "sluice.ConsumerProtocolCheck",
+            &broker.bootstrap(),
+            "kip848",
+            "6000",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("consumer protocol: ok"), "{out}");
+}
+
 #[test]
 fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
     // franz-go from the Go module proxy, pinned by tests/go/franz/go.sum
