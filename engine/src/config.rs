@@ -656,6 +656,26 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_settings() {
+        use crate::group::consumer::assignor::AssignorKind;
+        let mut c = BrokerConfig::default();
+        let g = c.group().consumer;
+        assert_eq!(
+            g.assignors,
+            vec![AssignorKind::Uniform, AssignorKind::Range]
+        );
+        assert_eq!(
+            (g.session_timeout_ms, g.heartbeat_interval_ms),
+            (45_000, 5_000)
+        );
+        c.set("group.consumer.assignors", "range").unwrap();
+        assert_eq!(c.group().consumer.assignors, vec![AssignorKind::Range]);
+        let e = c.set("group.consumer.assignors", "sticky").unwrap_err();
+        assert!(e.to_string().contains("uniform"), "{e}");
+        assert!(c.set("group.consumer.session.timeout.ms", "0").is_err());
+    }
+
+    #[test]
     fn listeners_and_advertised() {
         let mut c = BrokerConfig::default();
         c.set("listeners", "PLAINTEXT://127.0.0.1:19092").unwrap();

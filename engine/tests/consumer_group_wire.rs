@@ -181,6 +181,27 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
             .as_str(),
         "t"
     );
+    // The member learns topic names from Metadata by topic id (KIP-516).
+    let id = first.assignment.as_ref().unwrap().topic_partitions[0].topic_id;
+    let by_id = |raw: &mut Raw, id| -> MetadataResponse {
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default()
+                .with_topic_id(id)
+                .with_name(None),
+        ]));
+        call(raw, ApiKey::Metadata, 12, &req).expect("answer")
+    };
+    let named = by_id(&mut raw, id);
+    assert_eq!(
+        named.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("t")
+    );
+    assert_eq!(named.topics[0].partitions.len(), 4);
+    let unknown = by_id(&mut raw, uuid::Uuid::from_u128(7));
+    assert_eq!(
+        code(unknown.topics[0].error_code),
+        ErrorCode::UnknownTopicId
+    );
     let missing = describe(&mut raw, "nobody");
     assert_eq!(code(missing.error_code), ErrorCode::GroupIdNotFound);
 

@@ -280,3 +280,30 @@ fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
     );
     assert!(out.contains("franz-go: ok"), "{out}");
 }
+
+#[test]
+fn librdkafka_shares_a_topic_under_the_consumer_group_protocol() {
+    // librdkafka 2.12+ (confluent-kafka from PyPI; `.ci/run` installs it)
+    // with group.protocol=consumer and the broker's range assignor.
+    let broker = Broker::start(2, &[]);
+    common::create_topic(&broker, "rdk-kip848", 4);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kip848_librdkafka.py"
+    );
+    let out = run_client(
+        "librdkafka with group.protocol=consumer",
+        &[
+            "300",
+            "python3",
+            script,
+            &broker.bootstrap(),
+            "rdk-kip848",
+            "rdk-kip848-group",
+            "2000",
+            "4",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("librdkafka consumer protocol: ok"), "{out}");
+}

@@ -412,3 +412,30 @@ fn simulate(seed: u64) {
         .sum();
     assert_eq!(owned, subscribed as usize, "seed {seed}");
 }
+
+#[test]
+fn only_configured_assignors_are_accepted_and_the_first_is_the_default() {
+    let t = topics(&[("orders", 4)]);
+    let only_range = ConsumerConfig {
+        assignors: vec![AssignorKind::Range],
+        ..cfg()
+    };
+    let mut g = ConsumerGroup::new("g", AssignorKind::Range);
+    let uniform = HeartbeatRequest {
+        server_assignor: Some("uniform".into()),
+        ..join("a", &["orders"])
+    };
+    let r = g.heartbeat(uniform, 0, &t, &only_range);
+    assert_eq!(r.error, ErrorCode::UnsupportedAssignor);
+    let r = g.heartbeat(join("a", &["orders"]), 0, &t, &only_range);
+    assert_eq!(r.error, ErrorCode::None);
+    assert_eq!(g.describe().assignor, "range");
+    // Members that ask for an assignor get it.
+    let mut g = ConsumerGroup::new("g2", AssignorKind::Uniform);
+    let range = HeartbeatRequest {
+        server_assignor: Some("range".into()),
+        ..join("a", &["orders"])
+    };
+    g.heartbeat(range, 0, &t, &cfg());
+    assert_eq!(g.describe().assignor, "range");
+}

@@ -31,7 +31,14 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     } else {
         for wanted in req.topics.unwrap_or_default() {
             let Some(name) = wanted.name.map(|n| n.0.to_string()) else {
-                topics.push(unknown(v, None, ErrorCode::UnknownTopicId));
+                // v10+ may name a topic by id alone (KIP-516); clients of
+                // the consumer group protocol, which assigns partitions by
+                // topic id, ask this way for the names.
+                let snapshot = shard.metadata();
+                match snapshot.topic_by_id(wanted.topic_id) {
+                    Some(t) if !wanted.topic_id.is_nil() => topics.push(topic_response(ctx, t)),
+                    _ => topics.push(unknown(v, None, ErrorCode::UnknownTopicId)),
+                }
                 continue;
             };
             topics.push(lookup_or_create(ctx, name, allow_create).await);
