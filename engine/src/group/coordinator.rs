@@ -282,7 +282,7 @@ impl Coordinator {
             .borrow()
             .values()
             .filter(|g| self.partition_of(&g.id) == partition)
-            .map(|g| super::consumer::service::epoch_record(&g.id, Some(g.epoch())))
+            .flat_map(super::consumer::service::live_records)
             .collect();
         for g in groups.values() {
             if self.partition_of(&g.id) != partition || g.state() == GroupState::Dead {
@@ -799,7 +799,6 @@ impl Coordinator {
         let now = now_ms();
         let mut groups = self.groups.borrow_mut();
         let mut consumers = self.consumers.borrow_mut();
-        let assignor = self.config.consumer.assignors[0];
         let (mut records, mut bad) = (0u64, 0u64);
         let result = p.for_each_batch(Offset(0), |h, batch| {
             for_each_record(h, batch, |offset, key, value| {
@@ -807,7 +806,7 @@ impl Coordinator {
                 let mut stores = Stores {
                     groups: &mut groups,
                     consumers: &mut consumers,
-                    assignor,
+                    config: &self.config.consumer,
                 };
                 if replay(&mut stores, offset, key, value, now).is_err() {
                     bad += 1;
@@ -1020,11 +1019,57 @@ fn for_each_record(h: &BatchHeader, batch: &[u8], mut f: impl FnMut(i64, &[u8], 
     }
 }
 
+/// Applies a consumer-protocol group's record; false if `key` is not one.
+fn replay_consumer(
+    stores: &mut Stores<'_>,
+    key: &Key,
+    value: Option<&[u8]>,
+    now: i64,
+) -> Result<bool, sluice_protocol::primitives::DecodeError> {
+    use super::consumer::records::{AssignmentRecord, MemberRecord};
+    let id = key.group().to_string();
+    let cfg = stores.config;
+    let consumers = &mut *stores.consumers;
+    match (key, value) {
+        (Key::ConsumerGroup { .. }, Some(v)) => {
+            let epoch = decode_consumer_group_epoch(v)?;
+            consumers
+                .entry(id.clone())
+                .or_insert_with(|| ConsumerGroup::restored(&id, epoch, cfg.assignors[0]))
+                .restore_epoch(epoch);
+        }
+        (Key::ConsumerGroup { .. }, None) => {
+            consumers.remove(&id);
+        }
+        (Key::ConsumerMember { member, .. }, Some(v)) => {
+            let r = MemberRecord::decode(v)?;
+            consumers
+                .entry(id.clone())
+                .or_insert_with(|| ConsumerGroup::new(&id, cfg.assignors[0]))
+                .restore_member(member, r, now, cfg);
+        }
+        (Key::ConsumerAssignment { member, .. }, Some(v)) => {
+            let r = AssignmentRecord::decode(v)?;
+            if let Some(g) = consumers.get_mut(&id) {
+                g.restore_assignment(member, r, now);
+            }
+        }
+        (Key::ConsumerMember { member, .. }, None) => {
+            if let Some(g) = consumers.get_mut(&id) {
+                g.restore_removal(member);
+            }
+        }
+        (Key::ConsumerAssignment { .. }, None) => {}
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// What a replay fills in.
 struct Stores<'a> {
     groups: &'a mut HashMap<String, Group>,
     consumers: &'a mut HashMap<String, ConsumerGroup>,
-    assignor: super::consumer::assignor::AssignorKind,
+    config: &'a super::consumer::ConsumerConfig,
 }
 
 /// Applies one replayed record.
@@ -1037,17 +1082,7 @@ fn replay(
 ) -> Result<(), sluice_protocol::primitives::DecodeError> {
     let key = Key::decode(key)?;
     let id = key.group().to_string();
-    if let Key::ConsumerGroup { .. } = key {
-        match value {
-            Some(v) => {
-                let epoch = decode_consumer_group_epoch(v)?;
-                let g = ConsumerGroup::restored(&id, epoch, stores.assignor);
-                stores.consumers.insert(id, g);
-            }
-            None => {
-                stores.consumers.remove(&id);
-            }
-        }
+    if replay_consumer(stores, &key, value, now)? {
         return Ok(());
     }
     let groups = &mut *stores.groups;
@@ -1074,7 +1109,9 @@ fn replay(
         (Key::Group { .. }, None) => {
             groups.remove(&id);
         }
-        (Key::ConsumerGroup { .. }, _) => {} // applied above
+        (Key::ConsumerGroup { .. }, _)
+        | (Key::ConsumerMember { .. }, _)
+        | (Key::ConsumerAssignment { .. }, _) => {} // applied above
     }
     Ok(())
 }

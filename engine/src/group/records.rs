@@ -26,8 +26,11 @@
 //!
 //! A consumer-protocol group (KIP-848) stores its group epoch, so a
 //! coordinator that takes the group over never hands out an epoch an
-//! earlier member already holds; its members rejoin and are assigned
-//! afresh (Kafka also stores members and assignments; Sluice does not).
+//! earlier member already holds, and each member's metadata (key v5) and
+//! current assignment (key v8), laid out in `consumer/records.rs`, so
+//! members keep their partitions and epochs across a coordinator move.
+//! The target assignment (Kafka's keys v6/v7) is not stored: the new
+//! coordinator recomputes it, sticky to what members own.
 //!
 //! Older value versions (offset v0–v2, group v0–v2) are read too: Kafka
 //! wrote them, and their fields are a prefix-compatible subset.
@@ -42,6 +45,8 @@ const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
 const CONSUMER_GROUP_KEY_VERSION: i16 = 3;
 const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
+const CONSUMER_MEMBER_KEY_VERSION: i16 = 5;
+const CONSUMER_ASSIGNMENT_KEY_VERSION: i16 = 8;
 
 /// Bound on members decoded from one group record.
 pub const GROUP_MEMBERS_MAX: usize = 100_000;
@@ -61,15 +66,27 @@ pub enum Key {
     ConsumerGroup {
         group: String,
     },
+    /// A consumer-protocol member's metadata.
+    ConsumerMember {
+        group: String,
+        member: String,
+    },
+    /// A consumer-protocol member's current assignment.
+    ConsumerAssignment {
+        group: String,
+        member: String,
+    },
 }
 
 impl Key {
     /// The group this record belongs to.
     pub fn group(&self) -> &str {
         match self {
-            Key::Offset { group, .. } | Key::Group { group } | Key::ConsumerGroup { group } => {
-                group
-            }
+            Key::Offset { group, .. }
+            | Key::Group { group }
+            | Key::ConsumerGroup { group }
+            | Key::ConsumerMember { group, .. }
+            | Key::ConsumerAssignment { group, .. } => group,
         }
     }
 }
@@ -146,6 +163,16 @@ impl Key {
                 out.extend_from_slice(&CONSUMER_GROUP_KEY_VERSION.to_be_bytes());
                 put_str(&mut out, group);
             }
+            Key::ConsumerMember { group, member } => {
+                out.extend_from_slice(&CONSUMER_MEMBER_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+                put_str(&mut out, member);
+            }
+            Key::ConsumerAssignment { group, member } => {
+                out.extend_from_slice(&CONSUMER_ASSIGNMENT_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+                put_str(&mut out, member);
+            }
         }
         out
     }
@@ -164,6 +191,14 @@ impl Key {
             }),
             CONSUMER_GROUP_KEY_VERSION => Ok(Key::ConsumerGroup {
                 group: string(&mut r, "group")?,
+            }),
+            CONSUMER_MEMBER_KEY_VERSION => Ok(Key::ConsumerMember {
+                group: string(&mut r, "group")?,
+                member: string(&mut r, "member")?,
+            }),
+            CONSUMER_ASSIGNMENT_KEY_VERSION => Ok(Key::ConsumerAssignment {
+                group: string(&mut r, "group")?,
+                member: string(&mut r, "member")?,
             }),
             _ => Err(DecodeError::Invalid {
                 field: "key version",

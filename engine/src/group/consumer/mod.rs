@@ -20,6 +20,7 @@
 
 pub mod assignor;
 pub mod reconcile;
+pub mod records;
 pub mod service;
 pub mod state;
 

@@ -5,6 +5,7 @@
 //! group id), so commits, fetches, expiry and compaction stay in one
 //! place.
 
+use super::records::{AssignmentRecord, MemberRecord};
 use super::state::{ConsumerGroup, ConsumerGroupDescription, HeartbeatRequest, HeartbeatResult};
 use super::Topics;
 use crate::group::coordinator::{Coordinator, Record};
@@ -21,6 +22,33 @@ pub fn epoch_record(group_id: &str, epoch: Option<i32>) -> Record {
         group: group_id.to_string(),
     };
     (key.encode(), epoch.map(encode_consumer_group_epoch))
+}
+
+/// A member's two records (`None`: their tombstones).
+pub fn member_records(
+    group_id: &str,
+    member: &str,
+    stored: Option<&(MemberRecord, AssignmentRecord)>,
+) -> [Record; 2] {
+    let (group, member) = (group_id.to_string(), member.to_string());
+    let meta = Key::ConsumerMember {
+        group: group.clone(),
+        member: member.clone(),
+    };
+    let assignment = Key::ConsumerAssignment { group, member };
+    [
+        (meta.encode(), stored.map(|(m, _)| m.encode())),
+        (assignment.encode(), stored.map(|(_, a)| a.encode())),
+    ]
+}
+
+/// Every live record of a consumer group: its epoch and its members'.
+pub fn live_records(g: &ConsumerGroup) -> Vec<Record> {
+    let mut out = vec![epoch_record(&g.id, Some(g.epoch()))];
+    for m in g.members() {
+        out.extend(member_records(&g.id, &m.id, g.records_of(&m.id).as_ref()));
+    }
+    out
 }
 
 /// The topics consumer groups may subscribe to: every non-internal topic.
@@ -66,7 +94,7 @@ impl Coordinator {
             .get_mut(group_id)
             .expect("present")
             .heartbeat(req, now_ms(), &topics, &self.config.consumer);
-        self.store_consumer_epoch(shard, group_id);
+        self.store_consumer_changes(shard, group_id);
         result
     }
 
@@ -129,15 +157,28 @@ impl Coordinator {
         .detach();
     }
 
-    /// Stores the group's epoch if it changed.
-    fn store_consumer_epoch(&self, shard: &Rc<Shard>, group_id: &str) {
-        let epoch = self
+    /// Stores what changed: the group epoch first, then each changed
+    /// member's metadata and assignment (or their tombstones), in one
+    /// record set.
+    fn store_consumer_changes(&self, shard: &Rc<Shard>, group_id: &str) {
+        let Some(changes) = self
             .consumers
             .borrow_mut()
             .get_mut(group_id)
-            .and_then(ConsumerGroup::take_needs_store);
-        if let Some(epoch) = epoch {
-            self.append_detached(shard, group_id, vec![epoch_record(group_id, Some(epoch))]);
+            .map(ConsumerGroup::take_changes)
+        else {
+            return;
+        };
+        let mut records: Vec<Record> = changes
+            .epoch
+            .map(|e| epoch_record(group_id, Some(e)))
+            .into_iter()
+            .collect();
+        for (member, stored) in changes.members {
+            records.extend(member_records(group_id, &member, stored.as_ref()));
+        }
+        if !records.is_empty() {
+            self.append_detached(shard, group_id, records);
         }
     }
 
@@ -152,7 +193,7 @@ impl Coordinator {
             if let Some(g) = self.consumers.borrow_mut().get_mut(&id) {
                 g.tick(now, &topics, &self.config.consumer);
             }
-            self.store_consumer_epoch(shard, &id);
+            self.store_consumer_changes(shard, &id);
         }
     }
 

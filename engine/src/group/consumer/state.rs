@@ -15,6 +15,7 @@
 
 use super::assignor::{AssignorKind, AssignorMember, Targets};
 use super::reconcile::{MemberAssignment, MemberState};
+use super::records::{AssignmentRecord, MemberRecord};
 use super::{count, holds, is_subset, Assignment, ConsumerConfig, Topics};
 use super::{MEMBERS_MAX, PARTITIONS_MAX, REGEX_LEN_MAX};
 use regex::Regex;
@@ -144,6 +145,17 @@ pub struct ConsumerGroup {
     assignor: AssignorKind,
     /// The group epoch changed and is not yet stored.
     needs_store: bool,
+    /// Members whose records changed (true) or who left (false) since
+    /// the last [`ConsumerGroup::take_changes`].
+    changed_members: BTreeMap<String, bool>,
+}
+
+/// What to store after a request: the group epoch if it changed, and
+/// each changed member's records (`None`: tombstones).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub epoch: Option<i32>,
+    pub members: Vec<(String, Option<(MemberRecord, AssignmentRecord)>)>,
 }
 
 /// Compiles a subscription regex as Kafka's RE2/J reads it: the whole
@@ -167,6 +179,7 @@ impl ConsumerGroup {
             subscribed: Topics::new(),
             assignor,
             needs_store: false,
+            changed_members: BTreeMap::new(),
         }
     }
 
@@ -195,9 +208,116 @@ impl ConsumerGroup {
         self.members.get(id)
     }
 
-    /// The epoch to store, once per change.
-    pub fn take_needs_store(&mut self) -> Option<i32> {
-        std::mem::take(&mut self.needs_store).then_some(self.epoch)
+    /// What changed since the last call, to store.
+    pub fn take_changes(&mut self) -> Changes {
+        let epoch = std::mem::take(&mut self.needs_store).then_some(self.epoch);
+        let members = std::mem::take(&mut self.changed_members)
+            .into_iter()
+            .map(|(id, present)| {
+                let records = present.then(|| self.records_of(&id)).flatten();
+                (id, records)
+            })
+            .collect();
+        Changes { epoch, members }
+    }
+
+    /// A member's records as stored.
+    pub fn records_of(&self, id: &str) -> Option<(MemberRecord, AssignmentRecord)> {
+        let m = self.members.get(id)?;
+        let member = MemberRecord {
+            instance_id: m.instance_id.clone(),
+            rack_id: m.rack_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            topic_names: m.topic_names.clone(),
+            regex: m.regex.as_ref().map(|r| unanchor(r.as_str()).to_string()),
+            rebalance_timeout_ms: m.rebalance_timeout_ms,
+            server_assignor: m.server_assignor.map(|a| a.name().to_string()),
+        };
+        let a = &m.assignment;
+        let assignment = AssignmentRecord {
+            epoch: a.epoch,
+            previous_epoch: a.previous_epoch,
+            state: a.state.code(),
+            assigned: a.assigned.clone(),
+            revoking: a.revoking.clone(),
+        };
+        Some((member, assignment))
+    }
+
+    /// Replays a stored epoch: epochs only grow.
+    pub fn restore_epoch(&mut self, epoch: i32) {
+        self.epoch = self.epoch.max(epoch);
+        self.assignment_epoch = self.epoch;
+    }
+
+    /// Replays a member's stored metadata; its session starts now.
+    pub fn restore_member(&mut self, id: &str, r: MemberRecord, now_ms: i64, cfg: &ConsumerConfig) {
+        let assignor = r
+            .server_assignor
+            .as_deref()
+            .and_then(|n| cfg.assignors.iter().copied().find(|k| k.name() == n));
+        let regex = r.regex.as_deref().and_then(|re| compile_regex(re).ok());
+        let m = self
+            .members
+            .entry(id.to_string())
+            .or_insert_with(|| ConsumerMember {
+                id: id.to_string(),
+                instance_id: None,
+                rack_id: None,
+                client_id: String::new(),
+                client_host: String::new(),
+                rebalance_timeout_ms: -1,
+                topic_names: Vec::new(),
+                regex: None,
+                server_assignor: None,
+                assignment: MemberAssignment::joining(),
+                session_deadline_ms: 0,
+                revoke_deadline_ms: None,
+            });
+        if let Some(i) = &r.instance_id {
+            self.statics.insert(i.clone(), id.to_string());
+        }
+        m.instance_id = r.instance_id;
+        m.rack_id = r.rack_id;
+        m.client_id = r.client_id;
+        m.client_host = r.client_host;
+        m.topic_names = r.topic_names;
+        m.regex = regex;
+        m.rebalance_timeout_ms = r.rebalance_timeout_ms;
+        m.server_assignor = assignor;
+        m.session_deadline_ms = now_ms + i64::from(cfg.session_timeout_ms);
+    }
+
+    /// Replays a member's stored assignment.
+    pub fn restore_assignment(&mut self, id: &str, r: AssignmentRecord, now_ms: i64) {
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        m.assignment = MemberAssignment {
+            epoch: r.epoch,
+            previous_epoch: r.previous_epoch,
+            state: match r.state {
+                1 => MemberState::UnrevokedPartitions,
+                2 => MemberState::UnreleasedPartitions,
+                _ => MemberState::Stable,
+            },
+            assigned: r.assigned,
+            revoking: r.revoking,
+        };
+        m.revoke_deadline_ms = (m.assignment.state == MemberState::UnrevokedPartitions)
+            .then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+        self.epoch = self.epoch.max(r.epoch);
+        self.assignment_epoch = self.epoch;
+    }
+
+    /// Replays a member's tombstone.
+    pub fn restore_removal(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(i) = &m.instance_id {
+                self.statics.remove(i);
+            }
+        }
     }
 
     pub fn state(&self) -> ConsumerGroupState {
@@ -258,6 +378,7 @@ impl ConsumerGroup {
                 && req.subscribed_topic_names.is_some()
                 && req.owned.is_some());
         let (id, created) = self.admit(&req, &parsed)?;
+        let stored = self.records_of(&id);
         let m = self.members.get_mut(&id).expect("admitted");
         let before = m.assignment.assigned.clone();
         let mut changed = created;
@@ -292,6 +413,9 @@ impl ConsumerGroup {
         }
         self.refresh(topics, cfg);
         self.reconcile(&id, parsed.owned.as_ref(), now_ms);
+        if created || self.records_of(&id) != stored {
+            self.changed_members.insert(id.clone(), true);
+        }
         let m = &self.members[&id];
         let assignment =
             (full || m.assignment.assigned != before).then(|| m.assignment.assigned.clone());
@@ -369,6 +493,7 @@ impl ConsumerGroup {
             // It gave up what it owned before rejoining.
             m.assignment = MemberAssignment::joining();
             m.revoke_deadline_ms = None;
+            self.changed_members.insert(id.clone(), true);
             return Ok((id, false));
         }
         if self.members.len() >= MEMBERS_MAX {
@@ -425,6 +550,8 @@ impl ConsumerGroup {
         let instance = m.instance_id.clone().expect("static");
         self.statics.insert(instance, new_id.to_string());
         self.members.insert(new_id.to_string(), m);
+        self.changed_members.insert(old_id.to_string(), false);
+        self.changed_members.insert(new_id.to_string(), true);
         Ok(())
     }
 
@@ -454,6 +581,7 @@ impl ConsumerGroup {
             if m.assignment.epoch != LEAVE_STATIC_EPOCH {
                 m.assignment.previous_epoch = m.assignment.epoch;
                 m.assignment.epoch = LEAVE_STATIC_EPOCH;
+                self.changed_members.insert(id.clone(), true);
             }
         } else {
             self.remove(&id);
@@ -475,6 +603,7 @@ impl ConsumerGroup {
                 self.statics.remove(i);
             }
             self.target.remove(id);
+            self.changed_members.insert(id.to_string(), false);
             self.bump();
         }
     }
@@ -522,7 +651,13 @@ impl ConsumerGroup {
                     .filter(|(name, _)| m.subscribes(name))
                     .map(|(_, (id, _))| *id)
                     .collect(),
-                previous: self.target.get(&m.id).cloned().unwrap_or_default(),
+                // After a coordinator move the target is gone: stick to
+                // what the member owns.
+                previous: self
+                    .target
+                    .get(&m.id)
+                    .cloned()
+                    .unwrap_or_else(|| m.assignment.owned()),
             })
             .collect();
         let topics: BTreeMap<Uuid, i32> = self.subscribed.values().copied().collect();
@@ -660,6 +795,14 @@ impl ConsumerGroup {
         }
         assert!(self.assignment_epoch <= self.epoch);
     }
+}
+
+/// A regex as the member sent it, without the anchors added to match
+/// whole topic names.
+pub fn unanchor(re: &str) -> &str {
+    re.strip_prefix("^(?:")
+        .and_then(|r| r.strip_suffix(")$"))
+        .unwrap_or(re)
 }
 
 /// What validation parsed from a heartbeat.

@@ -439,3 +439,61 @@ fn only_configured_assignors_are_accepted_and_the_first_is_the_default() {
     g.heartbeat(range, 0, &t, &cfg());
     assert_eq!(g.describe().assignor, "range");
 }
+
+/// A group rebuilt from its stored records (as a new coordinator replays
+/// them) has the same members, epochs and assignments, and its members
+/// carry on with their epochs and keep their partitions.
+#[test]
+fn a_group_restored_from_its_records_carries_on() {
+    let t = topics(&[("orders", 6)]);
+    let mut g = ConsumerGroup::new("g", AssignorKind::Uniform);
+    let mut clients = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        let mut c = Client::default();
+        c.apply(&g.heartbeat(join(id, &["orders"]), 0, &t, &cfg()));
+        clients.insert(id.to_string(), c);
+    }
+    settle(&mut g, &mut clients, &t, 0);
+    assert_eq!(g.take_changes().members.len(), 3);
+    let mut restored = ConsumerGroup::restored("g", g.epoch(), AssignorKind::Uniform);
+    for m in g.members() {
+        let (meta, assignment) = g.records_of(&m.id).unwrap();
+        let meta = super::super::records::MemberRecord::decode(&meta.encode()).unwrap();
+        restored.restore_member(&m.id, meta, 100, &cfg());
+        restored.restore_assignment(&m.id, assignment, 100);
+    }
+    for m in g.members() {
+        assert_eq!(restored.records_of(&m.id), g.records_of(&m.id));
+    }
+    restored.check_invariants();
+    let before: BTreeMap<String, Assignment> = clients
+        .iter()
+        .map(|(id, c)| (id.clone(), c.owned.clone()))
+        .collect();
+    settle(&mut restored, &mut clients, &t, 100);
+    for (id, c) in &clients {
+        assert_eq!(c.owned, before[id], "{id} kept its partitions");
+    }
+}
+
+#[test]
+fn heartbeats_report_what_to_store() {
+    let t = topics(&[("orders", 2)]);
+    let mut g = ConsumerGroup::new("g", AssignorKind::Uniform);
+    g.heartbeat(join("a", &["orders"]), 0, &t, &cfg());
+    let c = g.take_changes();
+    assert_eq!(c.epoch, Some(g.epoch()));
+    assert_eq!(c.members.len(), 1);
+    assert!(c.members[0].1.is_some());
+    let e = g.epoch();
+    let r = g.heartbeat(beat("a", e, None), 0, &t, &cfg());
+    assert_eq!(r.error, ErrorCode::None);
+    let c = g.take_changes();
+    assert!(
+        c.epoch.is_none() && c.members.is_empty(),
+        "a plain heartbeat stores nothing"
+    );
+    g.heartbeat(beat("a", LEAVE_EPOCH, None), 0, &t, &cfg());
+    let c = g.take_changes();
+    assert_eq!(c.members, vec![("a".to_string(), None)]);
+}

@@ -5,7 +5,7 @@
 
 use super::group::{on_coordinator, OPERATIONS_OMITTED};
 use super::{Ctx, HandlerError, Reply};
-use crate::group::consumer::state::{HeartbeatRequest, HeartbeatResult};
+use crate::group::consumer::state::{unanchor, HeartbeatRequest, HeartbeatResult};
 use crate::group::consumer::Assignment;
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response as describe;
@@ -128,7 +128,7 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
                                     .collect(),
                             )
                             .with_subscribed_topic_regex(
-                                m.regex.as_ref().map(|r| s(unanchored(r.as_str()))),
+                                m.regex.as_ref().map(|r| s(unanchor(r.as_str()))),
                             )
                             .with_assignment(described(ctx, &m.assignment.assigned))
                             .with_target_assignment(described(ctx, target))
@@ -148,13 +148,4 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
         groups.push(g);
     }
     ctx.respond(&ConsumerGroupDescribeResponse::default().with_groups(groups))
-}
-
-/// The regex as the member sent it, without the anchors added to make
-/// it match whole topic names.
-fn unanchored(re: &str) -> String {
-    re.strip_prefix("^(?:")
-        .and_then(|r| r.strip_suffix(")$"))
-        .unwrap_or(re)
-        .to_string()
 }
