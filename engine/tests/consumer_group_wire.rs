@@ -226,6 +226,20 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     );
     assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 5));
 
+    // `sluice groups describe` finds it through ConsumerGroupDescribe.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["groups", "describe", GROUP, "--bootstrap", &broker.bootstrap()])
+        .args(["--timeout-ms", "30000"])
+        .output()
+        .expect("run sluice groups");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{stdout}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        stdout.contains("state Stable, protocol consumer/uniform, 1 member"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.contains("m1")), "{stdout}");
+
     // The classic APIs: listed as a consumer group, Dead to DescribeGroups
     // v5, not joinable by a classic member, not deletable while it has one.
     assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));

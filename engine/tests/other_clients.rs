@@ -168,20 +168,7 @@ fn sarama_produces_reads_and_consumes_in_a_group() {
 
 #[test]
 fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
-    // Apache Kafka's own client, built with Maven (`.ci/run` fetches it).
-    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
-    let build = Command::new("mvn")
-        .args(["-q", "-B", "-f", pom, "package"])
-        .output()
-        .expect("maven is installed (apt-get install maven)");
-    assert!(
-        build.status.success(),
-        "building the Java client check failed:\n{}{}",
-        String::from_utf8_lossy(&build.stdout),
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
-    let classpath = format!("{target}/classes:{target}/lib/*");
+    let classpath = java_classpath();
     let broker = Broker::start(2, &[]);
     let out = run_client(
         "the Java client",
