@@ -128,6 +128,7 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
         &[
             "group.consumer.heartbeat.interval.ms=1234",
             "group.consumer.session.timeout.ms=3000",
+            "offsets.retention.check.interval.ms=500",
         ],
     );
     create_topic(&broker, "t", 4);
@@ -228,12 +229,22 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
 
     // `sluice groups describe` finds it through ConsumerGroupDescribe.
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["groups", "describe", GROUP, "--bootstrap", &broker.bootstrap()])
+        .args([
+            "groups",
+            "describe",
+            GROUP,
+            "--bootstrap",
+            &broker.bootstrap(),
+        ])
         .args(["--timeout-ms", "30000"])
         .output()
         .expect("run sluice groups");
     let stdout = String::from_utf8_lossy(&cli.stdout);
-    assert!(cli.status.success(), "{stdout}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     assert!(
         stdout.contains("state Stable, protocol consumer/uniform, 1 member"),
         "{stdout}"
@@ -296,29 +307,61 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     }
     assert!(broker.log().contains("session expired"));
 
-    // Leaving empties the group; a restart keeps its offsets and its epoch.
+    // A group that empties with no offsets is forgotten at the next
+    // expiry check; one with offsets (the main group) stays.
+    let brief = GroupId(s("brief"));
+    let joined = heartbeat(
+        &mut raw,
+        &join_request("b1", &["t"]).with_group_id(brief.clone()),
+    );
+    assert_eq!(code(joined.error_code), ErrorCode::None);
+    let left = heartbeat(&mut raw, &beat_request("b1", -1, None).with_group_id(brief));
+    assert_eq!(code(left.error_code), ErrorCode::None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while code(describe(&mut raw, "brief").error_code) != ErrorCode::GroupIdNotFound {
+        assert!(
+            Instant::now() < deadline,
+            "the empty group was never forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // m1 leaves and m4 joins and stays across a restart: the new
+    // coordinator reads the group epoch, m4's metadata and assignment
+    // back, so m4 carries on with its epoch and partitions.
     let left = heartbeat(&mut raw, &beat_request("m1", -1, None));
     assert_eq!(
         (code(left.error_code), left.member_epoch),
         (ErrorCode::None, -1)
     );
     assert_eq!(listed(&mut raw), Some(("consumer".into(), "Empty".into())));
+    assert_eq!(code(describe(&mut raw, GROUP).error_code), ErrorCode::None);
+    let m4 = heartbeat(&mut raw, &join_request("m4", &["t"]));
+    assert_eq!(partitions(&m4.assignment), 4);
     let last_epoch = describe(&mut raw, GROUP).group_epoch;
     broker.stop();
     broker.restart();
     let mut raw = Raw::connect(broker.addr());
     let deadline = Instant::now() + Duration::from_secs(60);
-    let rejoined = loop {
-        let r = heartbeat(&mut raw, &join_request("m3", &["t"]));
+    let kept = loop {
+        let owned = m4.assignment.as_ref();
+        let r = heartbeat(&mut raw, &beat_request("m4", m4.member_epoch, owned));
         if code(r.error_code) == ErrorCode::None {
             break r;
         }
         assert!(
             Instant::now() < deadline,
-            "no coordinator after restart: {r:?}"
+            "m4 not known after restart: {r:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    assert!(kept.member_epoch >= m4.member_epoch, "{kept:?}");
+    assert!(
+        kept.assignment.is_none() || partitions(&kept.assignment) == 4,
+        "{kept:?}"
+    );
+    let rejoined = heartbeat(&mut raw, &join_request("m3", &["t"]));
+    assert_eq!(code(rejoined.error_code), ErrorCode::None);
     assert!(
         rejoined.member_epoch > last_epoch,
         "epoch {} after restart, {last_epoch} before",

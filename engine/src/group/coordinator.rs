@@ -906,6 +906,7 @@ impl Coordinator {
             }
         }
         self.groups.borrow_mut().retain(|_, g| !g.is_removable());
+        self.forget_empty_consumer_groups(shard).await;
     }
 }
 

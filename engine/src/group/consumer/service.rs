@@ -197,6 +197,37 @@ impl Coordinator {
         }
     }
 
+    /// Drops consumer groups left with no members and no offsets, with
+    /// a tombstone for their epoch record, as Kafka cleans up groups at
+    /// each offset expiry check.
+    pub async fn forget_empty_consumer_groups(&self, shard: &Rc<Shard>) {
+        let gone: Vec<String> = {
+            let groups = self.groups.borrow();
+            self.consumers
+                .borrow()
+                .values()
+                .filter(|g| g.is_empty())
+                .filter(|g| groups.get(&g.id).is_none_or(|h| h.offsets.is_empty()))
+                .map(|g| g.id.clone())
+                .collect()
+        };
+        for id in gone {
+            let records = vec![epoch_record(&id, None)];
+            match self.append(shard, self.partition_of(&id), records).await {
+                Ok(_) => {
+                    let mut consumers = self.consumers.borrow_mut();
+                    if consumers.get(&id).is_some_and(ConsumerGroup::is_empty) {
+                        consumers.remove(&id);
+                        tracing::info!(group = %id, "forgot an empty consumer group");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %id, error = ?e, "forgetting a consumer group failed")
+                }
+            }
+        }
+    }
+
     /// ConsumerGroupDescribe for one group.
     pub fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, ErrorCode> {
         match self.consumers.borrow().get(group_id) {
