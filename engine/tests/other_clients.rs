@@ -235,6 +235,7 @@ fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
         ],
         || format!("broker log:\n{}", broker.log()),
     );
+    println!("{out}");
     assert!(out.contains("consumer protocol: ok"), "{out}");
 }
 

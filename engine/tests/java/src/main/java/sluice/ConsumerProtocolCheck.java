@@ -40,7 +40,8 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * Apache Kafka's Java client. Members run as separate JVMs so one can be
  * killed with SIGKILL: while a producer writes, three members share a topic,
  * one is killed (the broker fences it after its session timeout and hands
- * its partitions on), a fourth joins and later leaves cleanly. Every member
+ * its partitions on), a static member joins and leaves, and a new
+ * incarnation of it joins and leaves too. Every member
  * commits after each poll and reports each record it reads with its member
  * epoch. The check: every acknowledged record is read; a record is read
  * twice only when its first reader was the killed member or its commit
@@ -56,7 +57,7 @@ public final class ConsumerProtocolCheck {
 
   public static void main(String[] args) throws Exception {
     if (args[0].equals("--member")) {
-      member(args[1], args[2], args[3], args[4]);
+      member(args[1], args[2], args[3], args[4], args.length > 5 ? args[5] : null);
       return;
     }
     new ConsumerProtocolCheck(args[0], args[1], Integer.parseInt(args[2])).run();
@@ -66,7 +67,8 @@ public final class ConsumerProtocolCheck {
   // ---- a member process -------------------------------------------------
 
   /** Reads and commits until stdin says "stop", then leaves the group. */
-  private static void member(String bootstrap, String topic, String group, String name)
+  private static void member(
+      String bootstrap, String topic, String group, String name, String instanceId)
       throws Exception {
     PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
     AtomicBoolean stop = new AtomicBoolean();
@@ -93,6 +95,9 @@ public final class ConsumerProtocolCheck {
     p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
     p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, name);
+    if (instanceId != null) {
+      p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, instanceId);
+    }
     p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
     p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
     p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "50");
@@ -202,20 +207,23 @@ public final class ConsumerProtocolCheck {
     }
   }
 
-  private Member start(String name) throws Exception {
+  private Member start(String name, String... instanceId) throws Exception {
     String java = ProcessHandle.current().info().command().orElse("java");
-    ProcessBuilder pb =
-        new ProcessBuilder(
-            java,
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            System.getProperty("java.class.path"),
-            ConsumerProtocolCheck.class.getName(),
-            "--member",
-            bootstrap,
-            topic,
-            group,
-            name);
+    List<String> command =
+        new ArrayList<>(
+            List.of(
+                java,
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                System.getProperty("java.class.path"),
+                ConsumerProtocolCheck.class.getName(),
+                "--member",
+                bootstrap,
+                topic,
+                group,
+                name));
+    command.addAll(List.of(instanceId));
+    ProcessBuilder pb = new ProcessBuilder(command);
     pb.redirectError(ProcessBuilder.Redirect.INHERIT);
     Member m = new Member(name, pb.start());
     members.put(name, m);
@@ -254,10 +262,17 @@ public final class ConsumerProtocolCheck {
       waitFor("m1, m2 and m3 to read", () -> m1.reads() > 0 && m2.reads() > 0 && m3.reads() > 0);
       m2.process.destroyForcibly().waitFor();
       System.out.println("killed m2 after " + m2.reads() + " reads");
-      Member m4 = start("m4");
+      // m4 and m5 are one static member (group.instance.id) in turn: m4
+      // leaves temporarily (epoch -2) and m5 takes its place, or, if m5
+      // starts after m4's session expired, joins afresh.
+      Member m4 = start("m4", "static-member");
       waitFor("m4 to read", () -> m4.reads() > 0);
       m4.stop();
       waitFor("m4 to leave", () -> m4.snapshot().contains("LEFT m4"));
+      Member m5 = start("m5", "static-member");
+      waitFor("m5 to read", () -> m5.reads() > 0);
+      m5.stop();
+      waitFor("m5 to leave", () -> m5.snapshot().contains("LEFT m5"));
       producer.done.set(true);
       producer.join(DEADLINE.toMillis());
       check(!producer.isAlive() && producer.failure.get() == null, "producer: " + producer.failure);
@@ -270,6 +285,9 @@ public final class ConsumerProtocolCheck {
           "m1 and m3 to leave",
           () -> m1.snapshot().contains("LEFT m1") && m3.snapshot().contains("LEFT m3"));
       checkReads();
+      for (Member m : List.of(m4, m5)) {
+        m.snapshot().stream().filter(l -> l.startsWith("ASSIGNED")).forEach(System.out::println);
+      }
     }
   }
 
