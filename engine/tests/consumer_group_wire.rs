@@ -158,6 +158,10 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
             ErrorCode::InvalidRegularExpression,
         ),
         (beat_request("m1", -7, None), ErrorCode::InvalidRequest),
+        (
+            beat_request("m1", epoch, None).with_group_id(GroupId(s("nowhere"))),
+            ErrorCode::GroupIdNotFound,
+        ),
     ];
     for (req, expected) in bad {
         let r = heartbeat(&mut raw, &req);

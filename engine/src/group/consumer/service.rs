@@ -76,9 +76,12 @@ impl Coordinator {
         let creating = req.member_epoch == 0;
         if !self.consumers.borrow().contains_key(group_id) {
             if !creating {
+                // As Kafka answers: the Java client gives up, librdkafka
+                // rejoins. Groups with members are never dropped, so
+                // this is a member of a group deleted or never created.
                 return HeartbeatResult::error(
-                    ErrorCode::UnknownMemberId,
-                    format!("Group {group_id} has no member {}", req.member_id),
+                    ErrorCode::GroupIdNotFound,
+                    format!("Consumer group {group_id} not found."),
                 );
             }
             if let Err(r) = self.take_over_classic(shard, group_id) {
