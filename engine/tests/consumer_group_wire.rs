@@ -127,7 +127,7 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
         2,
         &[
             "group.consumer.heartbeat.interval.ms=1234",
-            "group.consumer.session.timeout.ms=3000",
+            "group.consumer.session.timeout.ms=10000",
             "offsets.retention.check.interval.ms=500",
         ],
     );
@@ -254,6 +254,12 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
         "{stdout}"
     );
     assert!(stdout.lines().any(|l| l.contains("m1")), "{stdout}");
+    // m1 heartbeats between steps, so no step's time can expire it.
+    let r = heartbeat(
+        &mut raw,
+        &beat_request("m1", epoch, first.assignment.as_ref()),
+    );
+    assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
 
     // The classic APIs: listed as a consumer group, Dead to DescribeGroups
     // v5, not joinable by a classic member, not deletable while it has one.
@@ -289,7 +295,7 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     );
 
     // A second member joins and goes silent: m1 first gives up half,
-    // then, once m2's 3 s session expires, gets everything back.
+    // then, once m2's 10 s session expires, gets everything back.
     let m2 = heartbeat(&mut raw, &join_request("m2", &["t"]));
     assert_eq!(code(m2.error_code), ErrorCode::None);
     let (mut epoch, mut owned) = (epoch, first.assignment.clone());
@@ -323,6 +329,9 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     assert_eq!(code(left.error_code), ErrorCode::None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while code(describe(&mut raw, "brief").error_code) != ErrorCode::GroupIdNotFound {
+        // m1 keeps its session meanwhile.
+        let r = heartbeat(&mut raw, &beat_request("m1", epoch, owned.as_ref()));
+        assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
         assert!(
             Instant::now() < deadline,
             "the empty group was never forgotten"
