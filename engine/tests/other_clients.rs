@@ -209,14 +209,14 @@ fn java_classpath() -> String {
 #[test]
 fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
     // KIP-848 with group.protocol=consumer: members in their own JVMs, one
-    // killed (fenced after the session timeout, 6 s here), one joining and
+    // killed (fenced after the session timeout, 10 s here), one joining and
     // leaving while a producer writes; no record lost, none read twice
     // within one member epoch.
     let classpath = java_classpath();
     let broker = Broker::start(
         2,
         &[
-            "group.consumer.session.timeout.ms=6000",
+            "group.consumer.session.timeout.ms=10000",
             "group.consumer.heartbeat.interval.ms=500",
         ],
     );
