@@ -115,6 +115,14 @@ pub const KEYS: &[Key] = &[
     broker("group.min.session.timeout.ms", Kind::Int, "6000", 0),
     broker("group.max.session.timeout.ms", Kind::Int, "1800000", 0),
     broker("group.max.size", Kind::Int, "2147483647", 1),
+    broker("group.consumer.session.timeout.ms", Kind::Int, "45000", 1),
+    broker("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", 1),
+    broker(
+        "group.consumer.assignors",
+        Kind::Text,
+        "org.apache.kafka.coordinator.group.assignor.UniformAssignor,org.apache.kafka.coordinator.group.assignor.RangeAssignor",
+        0,
+    ),
     topic(
         "cleanup.policy",
         Some("log.cleanup.policy"),
@@ -458,6 +466,17 @@ impl BrokerConfig {
             "controller.quorum.voters" => {
                 crate::cluster::parse_voters(&value)?;
             }
+            "group.consumer.assignors"
+                if crate::group::consumer::assignor::parse_list(&value).is_none() =>
+            {
+                return Err(ConfigError::InvalidValue {
+                    key: name.into(),
+                    value: value.clone(),
+                    expected:
+                        "a comma-separated list of uniform, range (or their Kafka class names)"
+                            .into(),
+                });
+            }
             _ => {}
         }
         self.values
@@ -526,6 +545,14 @@ impl BrokerConfig {
             min_session_timeout_ms: self.get_long("group.min.session.timeout.ms"),
             max_session_timeout_ms: self.get_long("group.max.session.timeout.ms"),
             max_size: self.get_long("group.max.size") as usize,
+            consumer: crate::group::consumer::ConsumerConfig {
+                session_timeout_ms: self.get_long("group.consumer.session.timeout.ms") as i32,
+                heartbeat_interval_ms: self.get_long("group.consumer.heartbeat.interval.ms") as i32,
+                assignors: crate::group::consumer::assignor::parse_list(
+                    self.get("group.consumer.assignors").unwrap_or_default(),
+                )
+                .expect("checked when set"),
+            },
         }
     }
 
@@ -626,6 +653,26 @@ mod tests {
             Err(ConfigError::UnknownKey("nope".into()))
         );
         assert!(c.set("segment.bytes", "-5").is_err());
+    }
+
+    #[test]
+    fn consumer_group_settings() {
+        use crate::group::consumer::assignor::AssignorKind;
+        let mut c = BrokerConfig::default();
+        let g = c.group().consumer;
+        assert_eq!(
+            g.assignors,
+            vec![AssignorKind::Uniform, AssignorKind::Range]
+        );
+        assert_eq!(
+            (g.session_timeout_ms, g.heartbeat_interval_ms),
+            (45_000, 5_000)
+        );
+        c.set("group.consumer.assignors", "range").unwrap();
+        assert_eq!(c.group().consumer.assignors, vec![AssignorKind::Range]);
+        let e = c.set("group.consumer.assignors", "sticky").unwrap_err();
+        assert!(e.to_string().contains("uniform"), "{e}");
+        assert!(c.set("group.consumer.session.timeout.ms", "0").is_err());
     }
 
     #[test]

@@ -158,6 +158,17 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
                     .with_partitions(vec![PartitionData::default()])]),
             )
         }
+        ApiKey::ConsumerGroupHeartbeat => enc(ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group())
+            .with_member_id(StrBytes::from_static_str("mutations-member"))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![topic()]))
+            .with_subscribed_topic_regex(Some(StrBytes::from_static_str("mut.*")))
+            .with_server_assignor(Some(StrBytes::from_static_str("uniform")))
+            .with_topic_partitions(Some(Vec::new()))),
+        ApiKey::ConsumerGroupDescribe => {
+            enc(ConsumerGroupDescribeRequest::default().with_group_ids(vec![group()]))
+        }
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

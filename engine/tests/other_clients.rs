@@ -168,20 +168,7 @@ fn sarama_produces_reads_and_consumes_in_a_group() {
 
 #[test]
 fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
-    // Apache Kafka's own client, built with Maven (`.ci/run` fetches it).
-    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
-    let build = Command::new("mvn")
-        .args(["-q", "-B", "-f", pom, "package"])
-        .output()
-        .expect("maven is installed (apt-get install maven)");
-    assert!(
-        build.status.success(),
-        "building the Java client check failed:\n{}{}",
-        String::from_utf8_lossy(&build.stdout),
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
-    let classpath = format!("{target}/classes:{target}/lib/*");
+    let classpath = java_classpath();
     let broker = Broker::start(2, &[]);
     let out = run_client(
         "the Java client",
@@ -199,6 +186,57 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("java client: ok"), "{out}");
+}
+
+/// Builds the Java checks (Apache Kafka's client, from Maven; `.ci/run`
+/// fetches it) and returns their class path.
+fn java_classpath() -> String {
+    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
+    let build = Command::new("mvn")
+        .args(["-q", "-B", "-f", pom, "package"])
+        .output()
+        .expect("maven is installed (apt-get install maven)");
+    assert!(
+        build.status.success(),
+        "building the Java client check failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
+    format!("{target}/classes:{target}/lib/*")
+}
+
+#[test]
+fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
+    // KIP-848 with group.protocol=consumer: members in their own JVMs, one
+    // killed (fenced after the session timeout, 10 s here), one joining and
+    // leaving while a producer writes; no record lost, none read twice
+    // within one member epoch.
+    let classpath = java_classpath();
+    let broker = Broker::start(
+        2,
+        &[
+            "group.consumer.session.timeout.ms=10000",
+            "group.consumer.heartbeat.interval.ms=500",
+        ],
+    );
+    let out = run_client(
+        "the Java consumer-protocol check",
+        &[
+            "400",
+            "java",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &classpath,
+            "sluice.ConsumerProtocolCheck",
+            &broker.bootstrap(),
+            "kip848",
+            "6000",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    println!("{out}");
+    assert!(out.contains("consumer protocol: ok"), "{out}");
 }
 
 #[test]
@@ -229,4 +267,31 @@ fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("franz-go: ok"), "{out}");
+}
+
+#[test]
+fn librdkafka_shares_a_topic_under_the_consumer_group_protocol() {
+    // librdkafka 2.12+ (confluent-kafka from PyPI; `.ci/run` installs it)
+    // with group.protocol=consumer and the broker's range assignor.
+    let broker = Broker::start(2, &[]);
+    common::create_topic(&broker, "rdk-kip848", 4);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kip848_librdkafka.py"
+    );
+    let out = run_client(
+        "librdkafka with group.protocol=consumer",
+        &[
+            "300",
+            "python3",
+            script,
+            &broker.bootstrap(),
+            "rdk-kip848",
+            "rdk-kip848-group",
+            "2000",
+            "4",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("librdkafka consumer protocol: ok"), "{out}");
 }

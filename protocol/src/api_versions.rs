@@ -58,6 +58,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeQuorum, 0, 2),
     range(ApiKey::DescribeCluster, 0, 2),
+    range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    range(ApiKey::ConsumerGroupDescribe, 0, 1),
     range(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 

@@ -73,8 +73,13 @@ pub enum ErrorCode {
     InconsistentTopicId = 103,
     InconsistentClusterId = 104,
     IneligibleReplica = 107,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     MismatchedEndpointType = 114,
     UnsupportedEndpointType = 115,
+    InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
@@ -127,7 +132,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 70] = [
+const ALL: [ErrorCode; 75] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -196,8 +201,13 @@ const ALL: [ErrorCode; 70] = [
     ErrorCode::InconsistentTopicId,
     ErrorCode::InconsistentClusterId,
     ErrorCode::IneligibleReplica,
+    ErrorCode::FencedMemberEpoch,
+    ErrorCode::UnreleasedInstanceId,
+    ErrorCode::UnsupportedAssignor,
+    ErrorCode::StaleMemberEpoch,
     ErrorCode::MismatchedEndpointType,
     ErrorCode::UnsupportedEndpointType,
+    ErrorCode::InvalidRegularExpression,
 ];
 
 #[cfg(test)]

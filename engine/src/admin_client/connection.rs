@@ -40,6 +40,7 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::OffsetFetch, 2, 7),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The highest version inside both inclusive ranges.

@@ -25,9 +25,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetFetchRequest,
-    TopicName,
+    ApiKey, BrokerId, ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -177,9 +177,11 @@ impl AdminClient {
                 code => Err(group_error(ApiKey::DescribeGroups, group, code)),
             }
         })?;
-        // Kafka answers an unknown group with state Dead and no error.
+        // Kafka answers an unknown group with state Dead and no error, and
+        // so a consumer-protocol group (KIP-848), which has an API of its
+        // own.
         if described.group_state.as_str() == "Dead" {
-            return Err(AdminError::UnknownGroup(group.to_string()));
+            return self.describe_consumer_group(group);
         }
         let mut members = Vec::with_capacity(described.members.len());
         for m in described.members {
@@ -203,6 +205,69 @@ impl AdminClient {
             state: described.group_state.to_string(),
             protocol_type: described.protocol_type.to_string(),
             protocol: described.protocol_data.to_string(),
+            members,
+        })
+    }
+
+    /// A consumer-protocol group through ConsumerGroupDescribe: the
+    /// protocol is the server-side assignor. A broker without the API, or
+    /// that does not know the group, leaves it unknown.
+    fn describe_consumer_group(&mut self, group: &str) -> Result<GroupDescription, AdminError> {
+        let unknown = || AdminError::UnknownGroup(group.to_string());
+        let described = self.retrying(|client| {
+            let coordinator = client.coordinator(group)?;
+            let request = ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![group_id(group)])
+                .with_include_authorized_operations(false);
+            let response = match client.connection(&coordinator)?.call(&request) {
+                Err(AdminError::Unsupported { .. }) => return Ok(None),
+                other => other?,
+            };
+            let described = response
+                .groups
+                .into_iter()
+                .find(|g| g.group_id.as_str() == group);
+            match described {
+                Some(g) if g.error_code == ResponseError::GroupIdNotFound.code() => Ok(None),
+                Some(g) if g.error_code != 0 => Err(group_error(
+                    ApiKey::ConsumerGroupDescribe,
+                    group,
+                    g.error_code,
+                )),
+                other => Ok(other),
+            }
+        })?;
+        let described = described.ok_or_else(unknown)?;
+        let members = described
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut assignment: Vec<TopicPartition> = m
+                    .assignment
+                    .topic_partitions
+                    .iter()
+                    .flat_map(|t| {
+                        let name = t.topic_name.to_string();
+                        t.partitions
+                            .iter()
+                            .map(move |p| TopicPartition::new(name.clone(), *p))
+                    })
+                    .collect();
+                assignment.sort();
+                MemberDescription {
+                    member_id: m.member_id.to_string(),
+                    instance_id: m.instance_id.map(|s| s.to_string()),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                    assignment,
+                }
+            })
+            .collect();
+        Ok(GroupDescription {
+            group_id: group.to_string(),
+            state: described.group_state.to_string(),
+            protocol_type: "consumer".to_string(),
+            protocol: described.assignor_name.to_string(),
             members,
         })
     }

@@ -8,7 +8,8 @@
 //! its record is appended under the offsets topic's flush policy; after
 //! a kill -9 the page cache still holds it, as it does for produced data.
 
-use super::records::{GroupValue, Key, OffsetValue};
+use super::consumer::state::ConsumerGroup;
+use super::records::{decode_consumer_group_epoch, GroupValue, Key, OffsetValue};
 use super::state::{Committed, Completion, Group, GroupState, JoinRequest, JoinResult};
 use super::state::{SyncRequest, SyncResult, SyncStep, Ticket};
 use super::{GroupConfig, OFFSETS_TOPIC};
@@ -51,7 +52,7 @@ fn take_waiters(
 }
 
 /// A record to append: key and value (`None` for a tombstone).
-type Record = (Vec<u8>, Option<Vec<u8>>);
+pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
 /// One partition's offsets in an OffsetCommit.
 #[derive(Clone, Debug)]
@@ -69,6 +70,8 @@ pub struct CommitRequest {
     pub instance_id: Option<String>,
     pub generation: i32,
     pub topics: Vec<(String, Vec<CommitPartition>)>,
+    /// The OffsetCommit version: consumer-protocol members need v9+.
+    pub version: i16,
 }
 
 /// A committed offset as OffsetFetch reports it (-1 when none).
@@ -99,10 +102,23 @@ pub struct MemberDescription {
     pub assignment: Bytes,
 }
 
+/// A group as ListGroups reports it.
+#[derive(Clone, Debug)]
+pub struct ListedGroup {
+    pub id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// `classic` or `consumer` (ListGroups v5).
+    pub group_type: &'static str,
+}
+
 /// Per-shard coordinator state.
 pub struct Coordinator {
     pub config: GroupConfig,
-    groups: RefCell<HashMap<String, Group>>,
+    pub(in crate::group) groups: RefCell<HashMap<String, Group>>,
+    /// Consumer-protocol (KIP-848) groups; their offsets are kept in
+    /// `groups` under the same id.
+    pub(in crate::group) consumers: RefCell<HashMap<String, ConsumerGroup>>,
     /// Parked JoinGroup and SyncGroup requests, with their group's id.
     waiters: RefCell<HashMap<Ticket, (String, Waiter)>>,
     next_ticket: Cell<Ticket>,
@@ -138,6 +154,7 @@ impl Coordinator {
         Coordinator {
             config,
             groups: RefCell::new(HashMap::new()),
+            consumers: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
             in_flight: RefCell::new(HashMap::new()),
@@ -203,7 +220,7 @@ impl Coordinator {
     }
 
     /// Appends records to an offsets partition, counted as in flight.
-    async fn append(
+    pub(in crate::group) async fn append(
         &self,
         shard: &Rc<Shard>,
         partition: i32,
@@ -260,7 +277,13 @@ impl Coordinator {
     /// Every live record of the groups stored in `partition`.
     fn live_records(&self, partition: i32) -> Vec<Record> {
         let groups = self.groups.borrow();
-        let mut records = Vec::new();
+        let mut records: Vec<Record> = self
+            .consumers
+            .borrow()
+            .values()
+            .filter(|g| self.partition_of(&g.id) == partition)
+            .flat_map(super::consumer::service::live_records)
+            .collect();
         for g in groups.values() {
             if self.partition_of(&g.id) != partition || g.state() == GroupState::Dead {
                 continue;
@@ -289,7 +312,7 @@ impl Coordinator {
         }
     }
 
-    fn partition_of(&self, group_id: &str) -> i32 {
+    pub(in crate::group) fn partition_of(&self, group_id: &str) -> i32 {
         super::partition_for(group_id, self.config.offsets_partitions)
     }
 
@@ -300,6 +323,9 @@ impl Coordinator {
         }
         if bad_timeout(&self.config, req.session_timeout_ms) {
             return JoinResult::error(ErrorCode::InvalidSessionTimeout, &req.member_id);
+        }
+        if let Err(code) = self.classic_join_allowed(shard, &group_id) {
+            return JoinResult::error(code, &req.member_id);
         }
         {
             let mut groups = self.groups.borrow_mut();
@@ -405,7 +431,18 @@ impl Coordinator {
             return all(ErrorCode::InvalidGroupId);
         }
         let now = now_ms();
-        let checked = {
+        let consumer_check = self
+            .consumers
+            .borrow()
+            .get(&group_id)
+            .map(|g| g.check_commit(&req.member_id, req.generation, req.version));
+        let checked = if let Some(checked) = consumer_check {
+            self.groups
+                .borrow_mut()
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, now));
+            checked
+        } else {
             let mut groups = self.groups.borrow_mut();
             if !groups.contains_key(&group_id) {
                 if req.generation >= 0 {
@@ -561,22 +598,44 @@ impl Coordinator {
         }
     }
 
-    /// ListGroups: (group id, protocol type, state) of every group here.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
-        self.groups
-            .borrow()
+    /// ListGroups: every group here, classic and consumer-protocol.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let consumers = self.consumers.borrow();
+        let mut out: Vec<ListedGroup> = consumers
             .values()
-            .filter(|g| g.state() != GroupState::Dead)
-            .map(|g| {
-                let t = g.protocol_type().unwrap_or_default().to_string();
-                (g.id.clone(), t, g.state())
+            .map(|g| ListedGroup {
+                id: g.id.clone(),
+                protocol_type: "consumer".to_string(),
+                state: g.state().name(),
+                group_type: "consumer",
             })
-            .collect()
+            .collect();
+        out.extend(
+            self.groups
+                .borrow()
+                .values()
+                .filter(|g| g.state() != GroupState::Dead && !consumers.contains_key(&g.id))
+                .map(|g| ListedGroup {
+                    id: g.id.clone(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    state: g.state().name(),
+                    group_type: "classic",
+                }),
+        );
+        out
     }
 
     /// DeleteGroups for one group: only an Empty group can go; its
     /// offsets and metadata get tombstones.
     pub async fn delete_group(&self, shard: &Rc<Shard>, group_id: String) -> ErrorCode {
+        let consumer = match self.consumers.borrow().get(&group_id) {
+            Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
+            Some(_) => true,
+            None => false,
+        };
+        if consumer {
+            return self.delete_consumer_group(shard, group_id).await;
+        }
         let records = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
@@ -616,6 +675,35 @@ impl Coordinator {
         }
     }
 
+    /// Deletes an empty consumer-protocol group: tombstones for its epoch
+    /// record and its offsets.
+    async fn delete_consumer_group(&self, shard: &Rc<Shard>, group_id: String) -> ErrorCode {
+        let mut records = vec![super::consumer::service::epoch_record(&group_id, None)];
+        if let Some(g) = self.groups.borrow().get(&group_id) {
+            records.extend(
+                g.offsets
+                    .keys()
+                    .map(|(t, p)| offset_tombstone(&group_id, t, *p)),
+            );
+        }
+        let Some(group) = self.consumers.borrow_mut().remove(&group_id) else {
+            return ErrorCode::GroupIdNotFound;
+        };
+        match self
+            .append(shard, self.partition_of(&group_id), records)
+            .await
+        {
+            Ok(_) => {
+                self.groups.borrow_mut().remove(&group_id);
+                ErrorCode::None
+            }
+            Err(e) => {
+                self.consumers.borrow_mut().insert(group_id, group);
+                store_error(e)
+            }
+        }
+    }
+
     /// OffsetDelete: the top-level error, then one code per partition.
     /// Offsets of topics an active consumer group subscribes to stay.
     pub async fn delete_offsets(
@@ -635,7 +723,10 @@ impl Coordinator {
             if g.has_members() && g.protocol_type() != Some("consumer") {
                 return (ErrorCode::NonEmptyGroup, Vec::new());
             }
-            let subscribed = subscribed_topics(g);
+            let subscribed = match self.consumers.borrow().get(&group_id) {
+                Some(c) => c.subscribed_topics().into_iter().collect(),
+                None => subscribed_topics(g),
+            };
             let deletable: Vec<(String, i32)> = topics
                 .iter()
                 .filter(|(t, _)| !subscribed.contains(t))
@@ -681,6 +772,7 @@ impl Coordinator {
         let partitions = self.config.offsets_partitions;
         let moved = |id: &str| super::partition_for(id, partitions) == partition;
         self.groups.borrow_mut().retain(|id, _| !moved(id));
+        self.consumers.borrow_mut().retain(|id, _| !moved(id));
         // Parked joins and syncs of those groups are told to look for the
         // coordinator again rather than waiting out their timeouts.
         let parked = take_waiters(&mut self.waiters.borrow_mut(), moved);
@@ -706,11 +798,17 @@ impl Coordinator {
         };
         let now = now_ms();
         let mut groups = self.groups.borrow_mut();
+        let mut consumers = self.consumers.borrow_mut();
         let (mut records, mut bad) = (0u64, 0u64);
         let result = p.for_each_batch(Offset(0), |h, batch| {
             for_each_record(h, batch, |offset, key, value| {
                 records += 1;
-                if replay(&mut groups, offset, key, value, now).is_err() {
+                let mut stores = Stores {
+                    groups: &mut groups,
+                    consumers: &mut consumers,
+                    config: &self.config.consumer,
+                };
+                if replay(&mut stores, offset, key, value, now).is_err() {
                     bad += 1;
                 }
             });
@@ -746,6 +844,7 @@ impl Coordinator {
                     }
                 }
             }
+            c.tick_consumer_groups(&shard, now);
             if c.groups.borrow().is_empty() {
                 continue;
             }
@@ -771,10 +870,14 @@ impl Coordinator {
             .borrow()
             .values()
             .map(|g| {
-                (
-                    g.id.clone(),
-                    g.expired_offsets(now, self.config.offsets_retention_ms),
-                )
+                let mut expired = g.expired_offsets(now, self.config.offsets_retention_ms);
+                // A consumer-protocol group's offsets expire one by one
+                // from their commit, except those of topics it
+                // subscribes to, as in Kafka.
+                if let Some(c) = self.consumers.borrow().get(&g.id) {
+                    expired.retain(|(t, _)| !c.subscribes(t));
+                }
+                (g.id.clone(), expired)
             })
             .filter(|(_, e)| !e.is_empty())
             .collect();
@@ -803,6 +906,7 @@ impl Coordinator {
             }
         }
         self.groups.borrow_mut().retain(|_, g| !g.is_removable());
+        self.forget_empty_consumer_groups(shard).await;
     }
 }
 
@@ -856,7 +960,7 @@ fn offset_tombstone(group: &str, topic: &str, partition: i32) -> Record {
     (key.encode(), None)
 }
 
-fn group_record(group: &str, value: Option<&GroupValue>) -> Record {
+pub(in crate::group) fn group_record(group: &str, value: Option<&GroupValue>) -> Record {
     let key = Key::Group {
         group: group.to_string(),
     };
@@ -916,9 +1020,62 @@ fn for_each_record(h: &BatchHeader, batch: &[u8], mut f: impl FnMut(i64, &[u8], 
     }
 }
 
+/// Applies a consumer-protocol group's record; false if `key` is not one.
+fn replay_consumer(
+    stores: &mut Stores<'_>,
+    key: &Key,
+    value: Option<&[u8]>,
+    now: i64,
+) -> Result<bool, sluice_protocol::primitives::DecodeError> {
+    use super::consumer::records::{AssignmentRecord, MemberRecord};
+    let id = key.group().to_string();
+    let cfg = stores.config;
+    let consumers = &mut *stores.consumers;
+    match (key, value) {
+        (Key::ConsumerGroup { .. }, Some(v)) => {
+            let epoch = decode_consumer_group_epoch(v)?;
+            consumers
+                .entry(id.clone())
+                .or_insert_with(|| ConsumerGroup::restored(&id, epoch, cfg.assignors[0]))
+                .restore_epoch(epoch);
+        }
+        (Key::ConsumerGroup { .. }, None) => {
+            consumers.remove(&id);
+        }
+        (Key::ConsumerMember { member, .. }, Some(v)) => {
+            let r = MemberRecord::decode(v)?;
+            consumers
+                .entry(id.clone())
+                .or_insert_with(|| ConsumerGroup::new(&id, cfg.assignors[0]))
+                .restore_member(member, r, now, cfg);
+        }
+        (Key::ConsumerAssignment { member, .. }, Some(v)) => {
+            let r = AssignmentRecord::decode(v)?;
+            if let Some(g) = consumers.get_mut(&id) {
+                g.restore_assignment(member, r, now);
+            }
+        }
+        (Key::ConsumerMember { member, .. }, None) => {
+            if let Some(g) = consumers.get_mut(&id) {
+                g.restore_removal(member);
+            }
+        }
+        (Key::ConsumerAssignment { .. }, None) => {}
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// What a replay fills in.
+struct Stores<'a> {
+    groups: &'a mut HashMap<String, Group>,
+    consumers: &'a mut HashMap<String, ConsumerGroup>,
+    config: &'a super::consumer::ConsumerConfig,
+}
+
 /// Applies one replayed record.
 fn replay(
-    groups: &mut HashMap<String, Group>,
+    stores: &mut Stores<'_>,
     log_offset: i64,
     key: &[u8],
     value: Option<&[u8]>,
@@ -926,6 +1083,10 @@ fn replay(
 ) -> Result<(), sluice_protocol::primitives::DecodeError> {
     let key = Key::decode(key)?;
     let id = key.group().to_string();
+    if replay_consumer(stores, &key, value, now)? {
+        return Ok(());
+    }
+    let groups = &mut *stores.groups;
     let g = groups
         .entry(id.clone())
         .or_insert_with(|| Group::new(&id, now));
@@ -949,6 +1110,9 @@ fn replay(
         (Key::Group { .. }, None) => {
             groups.remove(&id);
         }
+        (Key::ConsumerGroup { .. }, _)
+        | (Key::ConsumerMember { .. }, _)
+        | (Key::ConsumerAssignment { .. }, _) => {} // applied above
     }
     Ok(())
 }

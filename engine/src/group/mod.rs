@@ -9,9 +9,12 @@
 //! record schema ([`records`]) and replayed from it when the broker
 //! starts, so the log is the only copy on disk.
 //!
-//! [`state`] is the protocol as a pure state machine; [`coordinator`] is
-//! the shell that stores, delivers answers and runs the timers.
+//! [`state`] is the classic protocol as a pure state machine;
+//! [`consumer`] is the consumer group protocol (KIP-848), its own state
+//! machine and assignors; [`coordinator`] is the shell that stores,
+//! delivers answers and runs the timers of both.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
@@ -33,6 +36,8 @@ pub struct GroupConfig {
     pub min_session_timeout_ms: i64,
     pub max_session_timeout_ms: i64,
     pub max_size: usize,
+    /// Consumer-protocol groups' settings.
+    pub consumer: consumer::ConsumerConfig,
 }
 
 /// Java's `String.hashCode`: `s[0]*31^(n-1) + ... + s[n-1]` over UTF-16

@@ -19,7 +19,18 @@
 //!                         | client_id: string | client_host: string
 //!                         | rebalance_timeout: i32 | session_timeout: i32
 //!                         | subscription: bytes | assignment: bytes
+//! ConsumerGroupMetadataKey v3: version=3 | group: string
+//! ConsumerGroupMetadataValue v0: version=0 | epoch: i32 | tagged fields (flexible:
+//!                       an unsigned varint count, 0 when none)
 //! ```
+//!
+//! A consumer-protocol group (KIP-848) stores its group epoch, so a
+//! coordinator that takes the group over never hands out an epoch an
+//! earlier member already holds, and each member's metadata (key v5) and
+//! current assignment (key v8), laid out in `consumer/records.rs`, so
+//! members keep their partitions and epochs across a coordinator move.
+//! The target assignment (Kafka's keys v6/v7) is not stored: the new
+//! coordinator recomputes it, sticky to what members own.
 //!
 //! Older value versions (offset v0–v2, group v0–v2) are read too: Kafka
 //! wrote them, and their fields are a prefix-compatible subset.
@@ -32,6 +43,10 @@ const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 3;
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
+const CONSUMER_MEMBER_KEY_VERSION: i16 = 5;
+const CONSUMER_ASSIGNMENT_KEY_VERSION: i16 = 8;
 
 /// Bound on members decoded from one group record.
 pub const GROUP_MEMBERS_MAX: usize = 100_000;
@@ -47,13 +62,31 @@ pub enum Key {
     Group {
         group: String,
     },
+    /// A consumer-protocol group's epoch.
+    ConsumerGroup {
+        group: String,
+    },
+    /// A consumer-protocol member's metadata.
+    ConsumerMember {
+        group: String,
+        member: String,
+    },
+    /// A consumer-protocol member's current assignment.
+    ConsumerAssignment {
+        group: String,
+        member: String,
+    },
 }
 
 impl Key {
     /// The group this record belongs to.
     pub fn group(&self) -> &str {
         match self {
-            Key::Offset { group, .. } | Key::Group { group } => group,
+            Key::Offset { group, .. }
+            | Key::Group { group }
+            | Key::ConsumerGroup { group }
+            | Key::ConsumerMember { group, .. }
+            | Key::ConsumerAssignment { group, .. } => group,
         }
     }
 }
@@ -126,6 +159,20 @@ impl Key {
                 out.extend_from_slice(&GROUP_KEY_VERSION.to_be_bytes());
                 put_str(&mut out, group);
             }
+            Key::ConsumerGroup { group } => {
+                out.extend_from_slice(&CONSUMER_GROUP_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+            }
+            Key::ConsumerMember { group, member } => {
+                out.extend_from_slice(&CONSUMER_MEMBER_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+                put_str(&mut out, member);
+            }
+            Key::ConsumerAssignment { group, member } => {
+                out.extend_from_slice(&CONSUMER_ASSIGNMENT_KEY_VERSION.to_be_bytes());
+                put_str(&mut out, group);
+                put_str(&mut out, member);
+            }
         }
         out
     }
@@ -142,12 +189,46 @@ impl Key {
             2 => Ok(Key::Group {
                 group: string(&mut r, "group")?,
             }),
+            CONSUMER_GROUP_KEY_VERSION => Ok(Key::ConsumerGroup {
+                group: string(&mut r, "group")?,
+            }),
+            CONSUMER_MEMBER_KEY_VERSION => Ok(Key::ConsumerMember {
+                group: string(&mut r, "group")?,
+                member: string(&mut r, "member")?,
+            }),
+            CONSUMER_ASSIGNMENT_KEY_VERSION => Ok(Key::ConsumerAssignment {
+                group: string(&mut r, "group")?,
+                member: string(&mut r, "member")?,
+            }),
             _ => Err(DecodeError::Invalid {
                 field: "key version",
                 value: i64::from(version),
             }),
         }
     }
+}
+
+/// Encodes a consumer group's epoch record value.
+pub fn encode_consumer_group_epoch(epoch: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7);
+    out.extend_from_slice(&CONSUMER_GROUP_VALUE_VERSION.to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.push(0); // no tagged fields
+    out
+}
+
+/// Decodes a consumer group's epoch record value; tagged fields a later
+/// writer added are skipped.
+pub fn decode_consumer_group_epoch(b: &[u8]) -> Result<i32, DecodeError> {
+    let mut r = Reader::new(b);
+    let version = r.i16("consumer group value version")?;
+    if version != CONSUMER_GROUP_VALUE_VERSION {
+        return Err(DecodeError::Invalid {
+            field: "consumer group value version",
+            value: i64::from(version),
+        });
+    }
+    r.i32("epoch")
 }
 
 impl OffsetValue {
@@ -330,6 +411,21 @@ mod tests {
             commit_timestamp_ms: 1_700_000_000_000,
         };
         assert_eq!(OffsetValue::decode(&value.encode()).unwrap(), value);
+    }
+
+    #[test]
+    fn consumer_group_records_match_kafkas_layout() {
+        let key = Key::ConsumerGroup { group: "g".into() };
+        // Key version 3, then the group id as an i16-prefixed string.
+        assert_eq!(key.encode(), [0, 3, 0, 1, b'g']);
+        assert_eq!(Key::decode(&key.encode()).unwrap(), key);
+        // Value version 0, the epoch, no tagged fields.
+        assert_eq!(encode_consumer_group_epoch(7), [0, 0, 0, 0, 0, 7, 0]);
+        assert_eq!(
+            decode_consumer_group_epoch(&encode_consumer_group_epoch(7)),
+            Ok(7)
+        );
+        assert!(decode_consumer_group_epoch(&[0, 1, 0, 0, 0, 7, 0]).is_err());
     }
 
     #[test]

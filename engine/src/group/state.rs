@@ -315,6 +315,15 @@ impl Group {
         self.state
     }
 
+    /// Drops the protocol of an Empty group whose id a consumer-protocol
+    /// group takes over; its offsets stay.
+    pub fn forget_protocol(&mut self) {
+        assert_eq!(self.state, GroupState::Empty);
+        self.protocol_type = None;
+        self.protocol = None;
+        self.leader = None;
+    }
+
     pub fn generation(&self) -> i32 {
         self.generation
     }

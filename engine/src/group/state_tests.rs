@@ -18,6 +18,7 @@ fn cfg(initial_delay_ms: i64) -> GroupConfig {
         min_session_timeout_ms: 10,
         max_session_timeout_ms: 1_800_000,
         max_size: usize::MAX,
+        consumer: crate::group::consumer::ConsumerConfig::default(),
     }
 }
 

@@ -47,13 +47,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Authorized operations, when not asked for (Kafka's sentinel).
-const OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(super) const OPERATIONS_OMITTED: i32 = i32::MIN;
 /// FindCoordinator key types: a group, a transactional id, a share group
 /// (v6, KIP-932).
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-/// ListGroups v5's group type of groups using JoinGroup and SyncGroup.
-const GROUP_TYPE_CLASSIC: &str = "classic";
 /// DescribeGroups v6 answers GROUP_ID_NOT_FOUND for an unknown group
 /// (KIP-1043); earlier versions describe it as Dead.
 const DESCRIBE_NOT_FOUND_VERSION_MIN: i16 = 6;
@@ -105,7 +103,11 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
 }
 
 /// Runs `f` on the shard coordinating `group_id`.
-async fn on_coordinator<R, F, Fut>(ctx: &Ctx<'_>, group_id: &str, f: F) -> Result<R, ErrorCode>
+pub(super) async fn on_coordinator<R, F, Fut>(
+    ctx: &Ctx<'_>,
+    group_id: &str,
+    f: F,
+) -> Result<R, ErrorCode>
 where
     R: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -354,6 +356,7 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
         generation: req.generation_id_or_member_epoch,
+        version: ctx.version(),
         topics: req
             .topics
             .iter()
@@ -412,16 +415,25 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
 /// leader epoch, metadata), or the error for the whole group.
 type Fetched = Result<Vec<(String, Vec<crate::group::coordinator::FetchedOffset>)>, ErrorCode>;
 
+/// A consumer-protocol member's id and epoch in OffsetFetch v9+.
+type Fetcher = Option<(Option<String>, i32)>;
+
 async fn fetch_group(
     ctx: &Ctx<'_>,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Fetcher,
 ) -> Fetched {
     let id = group_id.clone();
     on_coordinator(ctx, &group_id, move |c| async move {
-        c.groups.fetch_offsets(&id, topics)
+        if let Some((member_id, epoch)) = member {
+            c.groups
+                .check_consumer_fetch(&id, member_id.as_deref(), epoch)?;
+        }
+        Ok(c.groups.fetch_offsets(&id, topics))
     })
     .await
+    .and_then(|r| r)
 }
 
 pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
@@ -435,7 +447,11 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                     .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let fetched = fetch_group(ctx, g.group_id.to_string(), topics).await;
+            let member = (v >= 9).then(|| {
+                let id = g.member_id.as_ref().map(|m| m.to_string());
+                (id, g.member_epoch)
+            });
+            let fetched = fetch_group(ctx, g.group_id.to_string(), topics, member).await;
             let (code, topics) = match fetched {
                 Ok(t) => (ErrorCode::None, t),
                 Err(code) => (code, Vec::new()),
@@ -472,7 +488,7 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (code, fetched) = match fetch_group(ctx, req.group_id.to_string(), topics).await {
+    let (code, fetched) = match fetch_group(ctx, req.group_id.to_string(), topics, None).await {
         Ok(t) => (ErrorCode::None, t),
         Err(code) => (code, Vec::new()),
     };
@@ -511,16 +527,16 @@ pub async fn list_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErr
     let groups = lists
         .into_iter()
         .flatten()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE_CLASSIC))
-        .map(|(id, protocol_type, state)| {
-            let g = ListedGroup::default()
-                .with_group_id(GroupId(s(id)))
-                .with_protocol_type(s(protocol_type))
-                .with_group_state(s(state.name()));
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|g| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(s(g.id)))
+                .with_protocol_type(s(g.protocol_type))
+                .with_group_state(s(g.state));
             match ctx.version() >= 5 {
-                true => g.with_group_type(s(GROUP_TYPE_CLASSIC)),
-                false => g,
+                true => listed.with_group_type(s(g.group_type)),
+                false => listed,
             }
         })
         .collect();
@@ -533,19 +549,34 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
     for group_id in &req.groups {
         let id = group_id.to_string();
         let asked = id.clone();
-        let described =
-            on_coordinator(ctx, &id, move |c| async move { c.groups.describe(&asked) }).await;
+        let described = on_coordinator(ctx, &id, move |c| async move {
+            (
+                c.groups.is_consumer_group(&asked),
+                c.groups.describe(&asked),
+            )
+        })
+        .await;
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(OPERATIONS_OMITTED);
         let not_found = ctx.version() >= DESCRIBE_NOT_FOUND_VERSION_MIN;
         match described {
-            Ok(d) if not_found && d.state == crate::group::state::GroupState::Dead => {
+            // A consumer-protocol group is described by
+            // ConsumerGroupDescribe; here it is Dead, as in Kafka, which
+            // from v6 also says why.
+            Ok((true, _)) => {
+                g.group_state = s("Dead");
+                if not_found {
+                    g.error_code = ErrorCode::GroupIdNotFound.code();
+                    g.error_message = Some(s(format!("Group {id} is not a classic group.")));
+                }
+            }
+            Ok((false, d)) if not_found && d.state == crate::group::state::GroupState::Dead => {
                 g.group_state = s(d.state.name());
                 g.error_code = ErrorCode::GroupIdNotFound.code();
                 g.error_message = Some(s(format!("Group {id} not found.")));
             }
-            Ok(d) => {
+            Ok((false, d)) => {
                 g.group_state = s(d.state.name());
                 g.protocol_type = s(d.protocol_type);
                 g.protocol_data = s(d.protocol);

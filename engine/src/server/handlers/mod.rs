@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_versions;
+mod consumer_group;
 mod delete_records;
 mod describe_topic_partitions;
 mod fetch;
@@ -213,6 +214,8 @@ pub async fn handle(
         ApiKey::DescribeGroups => group::describe_groups(&ctx, body).await,
         ApiKey::DeleteGroups => group::delete_groups(&ctx, body).await,
         ApiKey::OffsetDelete => group::offset_delete(&ctx, body).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(&ctx, body).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group::describe(&ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

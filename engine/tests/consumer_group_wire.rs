@@ -1,0 +1,385 @@
+//! The consumer group protocol (KIP-848) by hand: ConsumerGroupHeartbeat
+//! and ConsumerGroupDescribe answers, Kafka's error codes for bad
+//! heartbeats (with the group left intact), member epochs on
+//! OffsetCommit/OffsetFetch v9, how the classic group APIs see a consumer
+//! group, session expiry, and what survives a restart.
+
+mod common;
+
+use common::{call, create_topic, Broker, Raw};
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::ErrorCode;
+use std::time::{Duration, Instant};
+
+const GROUP: &str = "kip848";
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn code(c: i16) -> ErrorCode {
+    ErrorCode::from_code(c)
+}
+
+/// A first heartbeat: joins with a subscription.
+fn join_request(member: &str, topics: &[&str]) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(s(member))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(topics.iter().map(|t| TopicName(s(t))).collect()))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+/// A later heartbeat, reporting what the member owns.
+fn beat_request(
+    member: &str,
+    epoch: i32,
+    owned: Option<&consumer_group_heartbeat_response::Assignment>,
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(-1)
+        .with_topic_partitions(owned.map(|a| {
+            a.topic_partitions
+                .iter()
+                .map(|t| {
+                    TopicPartitions::default()
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(t.partitions.clone())
+                })
+                .collect()
+        }))
+}
+
+fn heartbeat(raw: &mut Raw, req: &ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+    call(raw, ApiKey::ConsumerGroupHeartbeat, 1, req).expect("ConsumerGroupHeartbeat answer")
+}
+
+fn partitions(a: &Option<consumer_group_heartbeat_response::Assignment>) -> usize {
+    a.as_ref().map_or(0, |a| {
+        a.topic_partitions.iter().map(|t| t.partitions.len()).sum()
+    })
+}
+
+fn commit(raw: &mut Raw, version: i16, member: &str, epoch: i32, offset: i64) -> ErrorCode {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_member_id(s(member))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let resp: OffsetCommitResponse =
+        call(raw, ApiKey::OffsetCommit, version, &req).expect("answer");
+    code(resp.topics[0].partitions[0].error_code)
+}
+
+/// OffsetFetch v9 as a member: the group's error and partition 0's offset.
+fn fetch(raw: &mut Raw, member: Option<&str>, epoch: i32) -> (ErrorCode, i64) {
+    let req = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(member.map(s))
+        .with_member_epoch(epoch)
+        .with_topics(None)]);
+    let resp: OffsetFetchResponse = call(raw, ApiKey::OffsetFetch, 9, &req).expect("answer");
+    let g = &resp.groups[0];
+    let offset = g
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition_index == 0)
+        .map_or(-1, |p| p.committed_offset);
+    (code(g.error_code), offset)
+}
+
+fn describe(raw: &mut Raw, group: &str) -> consumer_group_describe_response::DescribedGroup {
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]);
+    let resp: ConsumerGroupDescribeResponse =
+        call(raw, ApiKey::ConsumerGroupDescribe, 1, &req).expect("answer");
+    resp.groups.into_iter().next().expect("one group")
+}
+
+fn listed(raw: &mut Raw) -> Option<(String, String)> {
+    let resp: ListGroupsResponse =
+        call(raw, ApiKey::ListGroups, 4, &ListGroupsRequest::default()).expect("answer");
+    resp.groups
+        .iter()
+        .find(|g| g.group_id.0.as_str() == GROUP)
+        .map(|g| (g.protocol_type.to_string(), g.group_state.to_string()))
+}
+
+#[test]
+fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
+    let mut broker = Broker::start(
+        2,
+        &[
+            "group.consumer.heartbeat.interval.ms=1234",
+            "group.consumer.session.timeout.ms=10000",
+            "offsets.retention.check.interval.ms=500",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+
+    let first = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(first.error_code), ErrorCode::None, "{first:?}");
+    assert_eq!(first.heartbeat_interval_ms, 1234);
+    assert_eq!(first.member_id.as_deref(), Some("m1"));
+    let epoch = first.member_epoch;
+    assert!(epoch > 0);
+    assert_eq!(partitions(&first.assignment), 4);
+
+    // Bad heartbeats: Kafka's codes, and the group stays as it was.
+    let bad = [
+        (beat_request("ghost", 1, None), ErrorCode::UnknownMemberId),
+        (
+            beat_request("m1", epoch + 5, None),
+            ErrorCode::FencedMemberEpoch,
+        ),
+        (
+            join_request("m2", &["t"]).with_server_assignor(Some(s("sticky"))),
+            ErrorCode::UnsupportedAssignor,
+        ),
+        (
+            join_request("m2", &[]).with_subscribed_topic_regex(Some(s("t("))),
+            ErrorCode::InvalidRegularExpression,
+        ),
+        (beat_request("m1", -7, None), ErrorCode::InvalidRequest),
+        (
+            beat_request("m1", epoch, None).with_group_id(GroupId(s("nowhere"))),
+            ErrorCode::GroupIdNotFound,
+        ),
+    ];
+    for (req, expected) in bad {
+        let r = heartbeat(&mut raw, &req);
+        assert_eq!(code(r.error_code), expected, "{req:?}");
+        assert!(r.error_message.is_some());
+    }
+    let again = heartbeat(
+        &mut raw,
+        &beat_request("m1", epoch, first.assignment.as_ref()),
+    );
+    assert_eq!(code(again.error_code), ErrorCode::None);
+    assert_eq!(again.member_epoch, epoch, "no rebalance came of them");
+    let d = describe(&mut raw, GROUP);
+    assert_eq!(code(d.error_code), ErrorCode::None);
+    assert_eq!((d.group_state.as_str(), d.group_epoch), ("Stable", epoch));
+    assert_eq!(d.assignor_name.as_str(), "uniform");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(
+        d.members[0].assignment.topic_partitions[0]
+            .topic_name
+            .0
+            .as_str(),
+        "t"
+    );
+    // The member learns topic names from Metadata by topic id (KIP-516).
+    let id = first.assignment.as_ref().unwrap().topic_partitions[0].topic_id;
+    let by_id = |raw: &mut Raw, id| -> MetadataResponse {
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default()
+                .with_topic_id(id)
+                .with_name(None),
+        ]));
+        call(raw, ApiKey::Metadata, 12, &req).expect("answer")
+    };
+    let named = by_id(&mut raw, id);
+    assert_eq!(
+        named.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("t")
+    );
+    assert_eq!(named.topics[0].partitions.len(), 4);
+    let unknown = by_id(&mut raw, uuid::Uuid::from_u128(7));
+    assert_eq!(
+        code(unknown.topics[0].error_code),
+        ErrorCode::UnknownTopicId
+    );
+    let missing = describe(&mut raw, "nobody");
+    assert_eq!(code(missing.error_code), ErrorCode::GroupIdNotFound);
+
+    // Offsets: v9 with the member epoch; a stale epoch or v8 is refused.
+    assert_eq!(commit(&mut raw, 9, "m1", epoch, 5), ErrorCode::None);
+    assert_eq!(
+        commit(&mut raw, 9, "m1", epoch - 1, 6),
+        ErrorCode::StaleMemberEpoch
+    );
+    assert_eq!(
+        commit(&mut raw, 8, "m1", epoch, 6),
+        ErrorCode::UnsupportedVersion
+    );
+    assert_eq!(
+        commit(&mut raw, 9, "ghost", epoch, 6),
+        ErrorCode::UnknownMemberId
+    );
+    assert_eq!(fetch(&mut raw, Some("m1"), epoch), (ErrorCode::None, 5));
+    assert_eq!(
+        fetch(&mut raw, Some("m1"), epoch + 1).0,
+        ErrorCode::StaleMemberEpoch
+    );
+    assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 5));
+
+    // `sluice groups describe` finds it through ConsumerGroupDescribe.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "groups",
+            "describe",
+            GROUP,
+            "--bootstrap",
+            &broker.bootstrap(),
+        ])
+        .args(["--timeout-ms", "30000"])
+        .output()
+        .expect("run sluice groups");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(
+        stdout.contains("state Stable, protocol consumer/uniform, 1 member"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.contains("m1")), "{stdout}");
+    // m1 heartbeats between steps, so no step's time can expire it.
+    let r = heartbeat(
+        &mut raw,
+        &beat_request("m1", epoch, first.assignment.as_ref()),
+    );
+    assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
+
+    // The classic APIs: listed as a consumer group, Dead to DescribeGroups
+    // v5, not joinable by a classic member, not deletable while it has one.
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
+    let dg: DescribeGroupsResponse = call(
+        &mut raw,
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(GROUP))]),
+    )
+    .expect("answer");
+    assert_eq!(dg.groups[0].group_state.as_str(), "Dead");
+    let classic = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(s("range"))
+        ]);
+    let joined: JoinGroupResponse = call(&mut raw, ApiKey::JoinGroup, 7, &classic).expect("answer");
+    assert_eq!(code(joined.error_code), ErrorCode::GroupIdNotFound);
+    let deleted: DeleteGroupsResponse = call(
+        &mut raw,
+        ApiKey::DeleteGroups,
+        2,
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(GROUP))]),
+    )
+    .expect("answer");
+    assert_eq!(
+        code(deleted.results[0].error_code),
+        ErrorCode::NonEmptyGroup
+    );
+
+    // A second member joins and goes silent: m1 first gives up half,
+    // then, once m2's 10 s session expires, gets everything back.
+    let m2 = heartbeat(&mut raw, &join_request("m2", &["t"]));
+    assert_eq!(code(m2.error_code), ErrorCode::None);
+    let (mut epoch, mut owned) = (epoch, first.assignment.clone());
+    let mut shrank = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = heartbeat(&mut raw, &beat_request("m1", epoch, owned.as_ref()));
+        assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
+        epoch = r.member_epoch;
+        if r.assignment.is_some() {
+            owned = r.assignment;
+        }
+        shrank |= partitions(&owned) == 2;
+        if shrank && partitions(&owned) == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "m2 was never fenced: {owned:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(broker.log().contains("session expired"));
+
+    // A group that empties with no offsets is forgotten at the next
+    // expiry check; one with offsets (the main group) stays.
+    let brief = GroupId(s("brief"));
+    let joined = heartbeat(
+        &mut raw,
+        &join_request("b1", &["t"]).with_group_id(brief.clone()),
+    );
+    assert_eq!(code(joined.error_code), ErrorCode::None);
+    let left = heartbeat(&mut raw, &beat_request("b1", -1, None).with_group_id(brief));
+    assert_eq!(code(left.error_code), ErrorCode::None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while code(describe(&mut raw, "brief").error_code) != ErrorCode::GroupIdNotFound {
+        // m1 keeps its session meanwhile.
+        let r = heartbeat(&mut raw, &beat_request("m1", epoch, owned.as_ref()));
+        assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the empty group was never forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // m1 leaves and m4 joins and stays across a restart: the new
+    // coordinator reads the group epoch, m4's metadata and assignment
+    // back, so m4 carries on with its epoch and partitions.
+    let left = heartbeat(&mut raw, &beat_request("m1", -1, None));
+    assert_eq!(
+        (code(left.error_code), left.member_epoch),
+        (ErrorCode::None, -1)
+    );
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Empty".into())));
+    assert_eq!(code(describe(&mut raw, GROUP).error_code), ErrorCode::None);
+    let m4 = heartbeat(&mut raw, &join_request("m4", &["t"]));
+    assert_eq!(partitions(&m4.assignment), 4);
+    let last_epoch = describe(&mut raw, GROUP).group_epoch;
+    broker.stop();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let kept = loop {
+        let owned = m4.assignment.as_ref();
+        let r = heartbeat(&mut raw, &beat_request("m4", m4.member_epoch, owned));
+        if code(r.error_code) == ErrorCode::None {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m4 not known after restart: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(kept.member_epoch >= m4.member_epoch, "{kept:?}");
+    assert!(
+        kept.assignment.is_none() || partitions(&kept.assignment) == 4,
+        "{kept:?}"
+    );
+    let rejoined = heartbeat(&mut raw, &join_request("m3", &["t"]));
+    assert_eq!(code(rejoined.error_code), ErrorCode::None);
+    assert!(
+        rejoined.member_epoch > last_epoch,
+        "epoch {} after restart, {last_epoch} before",
+        rejoined.member_epoch
+    );
+    assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 5));
+    assert!(!broker.log().contains("panicked"));
+}
