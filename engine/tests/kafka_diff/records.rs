@@ -1,0 +1,262 @@
+//! Produce and fetch edge cases: unknown topics and partitions, records
+//! above `max.message.bytes`, fetches out of range, ListOffsets by
+//! timestamp (including -1 latest, -2 earliest, -3 max timestamp and a
+//! time between records), DeleteRecords beyond the high watermark.
+//!
+//! Records carry fixed timestamps so both brokers store the same bytes;
+//! the topics have `retention.ms=-1` so those old times are never expired.
+
+use crate::admin::create_ok;
+use crate::compare::Side;
+use crate::topic_name;
+use bytes::Bytes;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use sluice_protocol::record_batch::BatchBuilder;
+use uuid::Uuid;
+
+/// A topic as requests name it: by name, or by id from the versions that
+/// use ids (Produce v13+, Fetch v13+).
+#[derive(Clone)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+}
+
+/// A topic neither broker has.
+fn unknown() -> Topic {
+    Topic {
+        name: "diff-no-such-topic".into(),
+        id: Uuid::from_u128(0x5151_0000_0000_0000_0000_0000_0000_0002),
+    }
+}
+
+pub fn create_topic(
+    side: &mut Side,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Topic {
+    let mut all = vec![("retention.ms", "-1")];
+    all.extend_from_slice(configs);
+    let resp = create_ok(side, name, partitions, &all);
+    Topic {
+        name: name.into(),
+        id: resp.topics[0].topic_id,
+    }
+}
+
+/// One uncompressed batch of `values` with the given timestamps.
+pub fn batch(records: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(records[0].0);
+    for (ts, value) in records {
+        b.push(*ts, Some(b"k"), Some(value), &[]);
+    }
+    b.finish()
+}
+
+pub fn produce(
+    side: &mut Side,
+    step: &str,
+    topic: &Topic,
+    partition: i32,
+    acks: i16,
+    records: Vec<u8>,
+) -> ProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(&topic.name))
+            .with_topic_id(topic.id)
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])]);
+    side.step(step, ApiKey::Produce, &req)
+}
+
+fn produce_ok(side: &mut Side, step: &str, topic: &Topic, records: Vec<u8>) {
+    let resp = produce(side, step, topic, 0, -1, records);
+    let code = resp.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, 0, "{}: {step}", side.name);
+}
+
+pub fn fetch(
+    side: &mut Side,
+    step: &str,
+    topic: &Topic,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+) -> FetchResponse {
+    let version = side.v(ApiKey::Fetch);
+    let mut t = FetchTopic::default().with_partitions(vec![FetchPartition::default()
+        .with_partition(partition)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(max_bytes)]);
+    if version >= 13 {
+        t = t.with_topic_id(topic.id);
+    } else {
+        t = t.with_topic(topic_name(&topic.name));
+    }
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![t]);
+    side.step(step, ApiKey::Fetch, &req)
+}
+
+pub fn list_offsets(
+    side: &mut Side,
+    step: &str,
+    topic: &Topic,
+    queries: &[(i32, i64)],
+) -> ListOffsetsResponse {
+    let partitions = queries
+        .iter()
+        .map(|(p, ts)| {
+            ListOffsetsPartition::default()
+                .with_partition_index(*p)
+                .with_timestamp(*ts)
+        })
+        .collect();
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_timeout_ms(30_000)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(&topic.name))
+            .with_partitions(partitions)]);
+    side.step(step, ApiKey::ListOffsets, &req)
+}
+
+fn delete_records(side: &mut Side, step: &str, topic: &Topic, partition: i32, offset: i64) {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(&topic.name))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(offset)])]);
+    let _: DeleteRecordsResponse = side.step(step, ApiKey::DeleteRecords, &req);
+}
+
+/// Five records in two batches: times 1000, 2000, 3000, then 5000, 4000
+/// (the largest time is not the last record's).
+fn five_records(side: &mut Side, topic: &Topic) {
+    produce_ok(
+        side,
+        "first batch",
+        topic,
+        batch(&[(1000, b"a"), (2000, b"b"), (3000, b"c")]),
+    );
+    produce_ok(
+        side,
+        "second batch",
+        topic,
+        batch(&[(5000, b"d"), (4000, b"e")]),
+    );
+}
+
+pub fn produce_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-produce", 1, &[("max.message.bytes", "2000")]);
+    produce(
+        side,
+        "unknown topic",
+        &unknown(),
+        0,
+        -1,
+        batch(&[(1000, b"a")]),
+    );
+    produce(side, "unknown partition", &t, 7, -1, batch(&[(1000, b"a")]));
+    produce(
+        side,
+        "negative partition",
+        &t,
+        -1,
+        -1,
+        batch(&[(1000, b"a")]),
+    );
+    let big = vec![b'x'; 3000];
+    produce(
+        side,
+        "above max.message.bytes",
+        &t,
+        0,
+        -1,
+        batch(&[(1000, &big)]),
+    );
+    produce(side, "acks 2", &t, 0, 2, batch(&[(1000, b"a")]));
+    let mut corrupt = batch(&[(1000, b"a")]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    produce(side, "bad CRC", &t, 0, -1, corrupt);
+    produce(
+        side,
+        "acks all",
+        &t,
+        0,
+        -1,
+        batch(&[(1000, b"a"), (2000, b"b")]),
+    );
+    produce(side, "acks 1", &t, 0, 1, batch(&[(3000, b"c")]));
+    list_offsets(side, "end after produce", &t, &[(0, -1)]);
+}
+
+pub fn fetch_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-fetch", 1, &[]);
+    five_records(side, &t);
+    fetch(side, "from 0", &t, 0, 0, 1 << 20);
+    fetch(side, "from the middle of a batch", &t, 0, 4, 1 << 20);
+    fetch(side, "at the high watermark", &t, 0, 5, 1 << 20);
+    fetch(side, "beyond the high watermark", &t, 0, 6, 1 << 20);
+    fetch(side, "negative offset", &t, 0, -1, 1 << 20);
+    fetch(side, "max_bytes below one batch", &t, 0, 0, 10);
+    fetch(side, "unknown partition", &t, 3, 0, 1 << 20);
+    fetch(side, "unknown topic", &unknown(), 0, 0, 1 << 20);
+}
+
+pub fn list_offsets_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-list-offsets", 1, &[]);
+    list_offsets(side, "empty, latest", &t, &[(0, -1)]);
+    list_offsets(side, "empty, earliest", &t, &[(0, -2)]);
+    list_offsets(side, "empty, max timestamp", &t, &[(0, -3)]);
+    list_offsets(side, "empty, a time", &t, &[(0, 1000)]);
+    five_records(side, &t);
+    list_offsets(side, "latest", &t, &[(0, -1)]);
+    list_offsets(side, "earliest", &t, &[(0, -2)]);
+    list_offsets(side, "max timestamp", &t, &[(0, -3)]);
+    list_offsets(side, "between records", &t, &[(0, 1500)]);
+    list_offsets(side, "between batches", &t, &[(0, 3500)]);
+    list_offsets(side, "in the second batch, out of order", &t, &[(0, 4500)]);
+    list_offsets(side, "exact", &t, &[(0, 2000)]);
+    list_offsets(side, "before every record", &t, &[(0, 0)]);
+    list_offsets(side, "after every record", &t, &[(0, 6000)]);
+    list_offsets(side, "the same partition twice", &t, &[(0, -1), (0, -2)]);
+    list_offsets(side, "unknown partition", &t, &[(5, -1)]);
+    list_offsets(side, "negative partition", &t, &[(-1, -1)]);
+    list_offsets(side, "unknown topic", &unknown(), &[(0, -1)]);
+}
+
+pub fn delete_records_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-delete-records", 1, &[]);
+    five_records(side, &t);
+    delete_records(side, "to 2", &t, 0, 2);
+    list_offsets(side, "earliest after delete", &t, &[(0, -2)]);
+    fetch(side, "below the log start", &t, 0, 1, 1 << 20);
+    delete_records(side, "below the log start", &t, 0, 1);
+    delete_records(side, "beyond the high watermark", &t, 0, 6);
+    delete_records(side, "-1 (the high watermark)", &t, 0, -1);
+    delete_records(side, "-2", &t, 0, -2);
+    list_offsets(side, "earliest after delete to the end", &t, &[(0, -2)]);
+    list_offsets(side, "latest after delete to the end", &t, &[(0, -1)]);
+    delete_records(side, "unknown partition", &t, 4, 0);
+    delete_records(side, "unknown topic", &unknown(), 0, 0);
+    produce_ok(side, "after delete to the end", &t, batch(&[(6000, b"f")]));
+    fetch(side, "after delete to the end", &t, 0, 5, 1 << 20);
+}
