@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Apache Kafka's own broker and tools, fetched from Maven Central, to run next
-# to Sluice (scripts/bench-vs-kafka.sh). Needs Java 17+ and Maven.
+# to Sluice (scripts/bench-vs-kafka.sh; the differential tests,
+# engine/tests/kafka_diff, use `fetch`). Needs Java 17+ and Maven.
 #
 #   scripts/kafka.sh fetch                 jars into ~/.cache/sluice/kafka-<version>/lib
 #                                          (reused when complete); prints the folder
