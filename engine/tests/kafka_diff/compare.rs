@@ -139,6 +139,7 @@ const MASKED: &[&str] = &[
     "controller_id",
     "topic_id",
     "member_id",
+    "producer_id",
     "leader",
     "log_append_time_ms",
     "replica_nodes",

@@ -91,6 +91,7 @@ struct Join<'a> {
     session_timeout_ms: i32,
     protocol_type: &'a str,
     protocols: &'a [&'a str],
+    instance: Option<&'a str>,
 }
 
 impl Join<'_> {
@@ -101,6 +102,7 @@ impl Join<'_> {
             session_timeout_ms: 30_000,
             protocol_type: "consumer",
             protocols: &["range"],
+            instance: None,
         }
     }
 
@@ -110,6 +112,7 @@ impl Join<'_> {
             .with_session_timeout_ms(self.session_timeout_ms)
             .with_rebalance_timeout_ms(30_000)
             .with_member_id(text(self.member))
+            .with_group_instance_id(self.instance.map(text))
             .with_protocol_type(text(self.protocol_type))
             .with_protocols(
                 self.protocols
@@ -182,10 +185,22 @@ fn sync(
 }
 
 fn heartbeat(side: &mut Side, step: &str, group_id: &str, generation: i32, member: &str) {
+    heartbeat_as(side, step, group_id, generation, member, None);
+}
+
+fn heartbeat_as(
+    side: &mut Side,
+    step: &str,
+    group_id: &str,
+    generation: i32,
+    member: &str,
+    instance: Option<&str>,
+) {
     let req = HeartbeatRequest::default()
         .with_group_id(group(group_id))
         .with_generation_id(generation)
-        .with_member_id(text(member));
+        .with_member_id(text(member))
+        .with_group_instance_id(instance.map(text));
     let _: HeartbeatResponse = side.step(step, ApiKey::Heartbeat, &req);
 }
 
@@ -238,6 +253,7 @@ pub fn join_sync_heartbeat(side: &mut Side) {
     let mut j = Join::new(g);
     j.member = "nobody";
     join(side, "join, unknown member id", &j);
+    join(side, "join, empty group id", &Join::new(""));
     let (member, generation) = join_member(side, g);
     let mut j = Join::new(g);
     j.protocol_type = "connect";
@@ -433,4 +449,164 @@ pub fn offsets(side: &mut Side) {
     delete_groups(side, "delete, unknown and empty", &["diff-group-none", g]);
     fetch_offsets(side, "fetch after delete", g, Some(t));
     describe(side, "describe after delete", &[g]);
+}
+
+/// Static membership (`group.instance.id`, JoinGroup v5+): a static member
+/// joins without MEMBER_ID_REQUIRED, and a new member id for the same
+/// instance fences the old one.
+pub fn static_members(side: &mut Side) {
+    if side.v(ApiKey::JoinGroup) < 5 {
+        return;
+    }
+    let g = "diff-group-static";
+    find_coordinator(side, g);
+    let mut j = Join::new(g);
+    j.instance = Some("instance-1");
+    let first = join(side, "join as a static member", &j);
+    let (old, generation) = (first.member_id.to_string(), first.generation_id);
+    sync(
+        side,
+        "sync",
+        g,
+        generation,
+        &old,
+        Some("consumer"),
+        Some(&old),
+    );
+    heartbeat_as(side, "heartbeat", g, generation, &old, Some("instance-1"));
+    let again = join(side, "join again, same instance, no member id", &j);
+    let new = again.member_id.to_string();
+    heartbeat_as(
+        side,
+        "heartbeat of the replaced member",
+        g,
+        generation,
+        &old,
+        Some("instance-1"),
+    );
+    heartbeat_as(
+        side,
+        "heartbeat of the new member",
+        g,
+        again.generation_id,
+        &new,
+        Some("instance-1"),
+    );
+    heartbeat_as(
+        side,
+        "heartbeat, another instance id",
+        g,
+        again.generation_id,
+        &new,
+        Some("instance-2"),
+    );
+    describe(side, "describe", &[g]);
+    let req = LeaveGroupRequest::default()
+        .with_group_id(group(g))
+        .with_members(vec![MemberIdentity::default()
+            .with_member_id(text(""))
+            .with_group_instance_id(Some(text("instance-1")))]);
+    if side.v(ApiKey::LeaveGroup) >= 3 {
+        let _: LeaveGroupResponse = side.step("leave by instance id", ApiKey::LeaveGroup, &req);
+        describe(side, "describe after leaving", &[g]);
+    }
+}
+
+/// ListGroups, cut to this test's groups (the broker may hold others).
+fn list_groups(side: &mut Side, step: &str, states: &[&str]) {
+    let mut req = ListGroupsRequest::default();
+    if side.v(ApiKey::ListGroups) >= 4 {
+        req = req.with_states_filter(states.iter().map(|s| text(s)).collect());
+    }
+    let mut resp: ListGroupsResponse = side.ask(ApiKey::ListGroups, &req);
+    resp.groups
+        .retain(|g| g.group_id.0.as_str().starts_with("diff-group-listed"));
+    resp.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    side.record(step, &resp);
+}
+
+fn delete_offsets(side: &mut Side, step: &str, group_id: &str, topic: &str, partitions: &[i32]) {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(group(group_id))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| OffsetDeleteRequestPartition::default().with_partition_index(*p))
+                    .collect(),
+            )]);
+    let _: OffsetDeleteResponse = side.step(step, ApiKey::OffsetDelete, &req);
+}
+
+/// ListGroups with and without a state filter, DescribeGroups of several
+/// groups at once, OffsetDelete, and commits to partitions that do not
+/// exist.
+pub fn listed(side: &mut Side) {
+    let (empty, stable) = ("diff-group-listed-empty", "diff-group-listed-stable");
+    let t = "diff-group-listed-topic";
+    create_topic(side, t, 2, &[]);
+    find_coordinator(side, empty);
+    find_coordinator(side, stable);
+    commit(side, "commit to the empty group", empty, -1, "", t, "m");
+    let (member, generation) = join_member(side, stable);
+    sync(
+        side,
+        "sync",
+        stable,
+        generation,
+        &member,
+        Some("consumer"),
+        Some(&member),
+    );
+    list_groups(side, "list", &[]);
+    list_groups(side, "list Stable", &["Stable"]);
+    list_groups(side, "list Empty and Dead", &["Empty", "Dead"]);
+    list_groups(side, "list an unknown state", &["Sleeping"]);
+    describe(
+        side,
+        "describe several",
+        &[stable, "diff-group-none", empty],
+    );
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group(empty))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(text(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(t))
+            .with_partitions(
+                [5, -1]
+                    .iter()
+                    .map(|p| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(1)
+                    })
+                    .collect(),
+            )]);
+    let _: OffsetCommitResponse = side.step(
+        "commit to partitions that do not exist",
+        ApiKey::OffsetCommit,
+        &req,
+    );
+    delete_offsets(side, "delete offsets", empty, t, &[0]);
+    fetch_offsets(side, "fetch after deleting offsets", empty, Some(t));
+    delete_offsets(
+        side,
+        "delete offsets, unknown group",
+        "diff-group-none",
+        t,
+        &[0],
+    );
+    delete_offsets(
+        side,
+        "delete offsets, unknown topic",
+        empty,
+        "diff-group-no-topic",
+        &[0],
+    );
+    leave(side, "leave", stable, &[&member]);
 }

@@ -36,8 +36,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("fetch", records::fetch_cases),
     ("list_offsets", records::list_offsets_cases),
     ("delete_records", records::delete_records_cases),
+    ("idempotent_produce", records::idempotent_cases),
     ("group_join_sync_heartbeat", groups::join_sync_heartbeat),
     ("group_offsets", groups::offsets),
+    ("group_static_members", groups::static_members),
+    ("group_listed", groups::listed),
 ];
 
 /// The settings Kafka's `server.properties` changes from Kafka's defaults
@@ -70,13 +73,14 @@ fn main() {
         }
         return;
     }
-    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
+    // Scenario names containing any of the arguments; all without one.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let chosen: Vec<_> = SCENARIOS
         .iter()
-        .filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
     if chosen.is_empty() {
-        println!("no scenario matches {filter:?}");
+        println!("no scenario matches {filters:?}");
         return;
     }
     let kafka = kafka::Kafka::start();

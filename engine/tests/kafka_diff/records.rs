@@ -94,6 +94,18 @@ pub fn fetch(
     offset: i64,
     max_bytes: i32,
 ) -> FetchResponse {
+    let req = fetch_request(side, topic, partition, offset, max_bytes);
+    side.step(step, ApiKey::Fetch, &req)
+}
+
+/// A sessionless Fetch that answers at once: `max_wait_ms` 0.
+fn fetch_request(
+    side: &Side,
+    topic: &Topic,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+) -> FetchRequest {
     let version = side.v(ApiKey::Fetch);
     let mut t = FetchTopic::default().with_partitions(vec![FetchPartition::default()
         .with_partition(partition)
@@ -104,12 +116,11 @@ pub fn fetch(
     } else {
         t = t.with_topic(topic_name(&topic.name));
     }
-    let req = FetchRequest::default()
+    FetchRequest::default()
         .with_max_wait_ms(0)
         .with_min_bytes(1)
         .with_max_bytes(max_bytes)
-        .with_topics(vec![t]);
-    side.step(step, ApiKey::Fetch, &req)
+        .with_topics(vec![t])
 }
 
 pub fn list_offsets(
@@ -217,6 +228,8 @@ pub fn fetch_cases(side: &mut Side) {
     fetch(side, "beyond the high watermark", &t, 0, 6, 1 << 20);
     fetch(side, "negative offset", &t, 0, -1, 1 << 20);
     fetch(side, "max_bytes below one batch", &t, 0, 0, 10);
+    let committed = fetch_request(side, &t, 0, 0, 1 << 20).with_isolation_level(1);
+    let _: FetchResponse = side.step("read committed", ApiKey::Fetch, &committed);
     fetch(side, "unknown partition", &t, 3, 0, 1 << 20);
     fetch(side, "unknown topic", &unknown(), 0, 0, 1 << 20);
 }
@@ -237,6 +250,14 @@ pub fn list_offsets_cases(side: &mut Side) {
     list_offsets(side, "exact", &t, &[(0, 2000)]);
     list_offsets(side, "before every record", &t, &[(0, 0)]);
     list_offsets(side, "after every record", &t, &[(0, 6000)]);
+    // Earliest local (-4, v8+) and latest tiered (-5, v9+): without
+    // tiered storage, the log start and -1.
+    if side.v(ApiKey::ListOffsets) >= 8 {
+        list_offsets(side, "earliest local", &t, &[(0, -4)]);
+    }
+    if side.v(ApiKey::ListOffsets) >= 9 {
+        list_offsets(side, "latest tiered", &t, &[(0, -5)]);
+    }
     list_offsets(side, "the same partition twice", &t, &[(0, -1), (0, -2)]);
     list_offsets(side, "unknown partition", &t, &[(5, -1)]);
     list_offsets(side, "negative partition", &t, &[(-1, -1)]);
@@ -259,4 +280,129 @@ pub fn delete_records_cases(side: &mut Side) {
     delete_records(side, "unknown topic", &unknown(), 0, 0);
     produce_ok(side, "after delete to the end", &t, batch(&[(6000, b"f")]));
     fetch(side, "after delete to the end", &t, 0, 5, 1 << 20);
+}
+
+/// InitProducerId, asked again while Kafka's producer id manager has no
+/// block of ids from its controller yet (COORDINATOR_LOAD_IN_PROGRESS
+/// for a moment after start). Generous, for loaded machines.
+fn init_producer_id(side: &mut Side, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+    const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    let deadline = std::time::Duration::from_secs(120);
+    let start = std::time::Instant::now();
+    loop {
+        let resp: InitProducerIdResponse = side.ask(ApiKey::InitProducerId, req);
+        if resp.error_code != COORDINATOR_LOAD_IN_PROGRESS || start.elapsed() > deadline {
+            side.record("init producer id", &resp);
+            return resp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// One idempotent batch of `n` records from `producer`.
+fn idempotent_batch(producer: (i64, i16), sequence: i32, n: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1000).producer(producer.0, producer.1, sequence);
+    for i in 0..n {
+        b.push(1000 + i as i64, Some(b"k"), Some(b"v"), &[]);
+    }
+    b.finish()
+}
+
+pub fn idempotent_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-idempotent", 1, &[]);
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let resp = init_producer_id(side, &req);
+    let (id, epoch) = (resp.producer_id.0, resp.producer_epoch);
+    produce(
+        side,
+        "sequence 0",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch), 0, 3),
+    );
+    produce(
+        side,
+        "the same batch again",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch), 0, 3),
+    );
+    produce(
+        side,
+        "a gap in the sequence",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch), 7, 1),
+    );
+    produce(
+        side,
+        "an older sequence",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch), 1, 1),
+    );
+    produce(
+        side,
+        "the next sequence",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch), 3, 2),
+    );
+    produce(
+        side,
+        "an older epoch",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch - 1), 5, 1),
+    );
+    produce(
+        side,
+        "a new epoch from 0",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch + 1), 0, 1),
+    );
+    produce(
+        side,
+        "a new epoch not from 0",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id, epoch + 2), 4, 1),
+    );
+    produce(
+        side,
+        "an unknown producer from 0",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id + 1000, 0), 0, 1),
+    );
+    produce(
+        side,
+        "an unknown producer not from 0",
+        &t,
+        0,
+        -1,
+        idempotent_batch((id + 2000, 0), 9, 1),
+    );
+    list_offsets(side, "end", &t, &[(0, -1)]);
+    if side.v(ApiKey::InitProducerId) >= 3 {
+        let bumped = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch);
+        let _: InitProducerIdResponse =
+            side.step("bump the epoch", ApiKey::InitProducerId, &bumped);
+    }
 }

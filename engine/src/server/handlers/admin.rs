@@ -740,8 +740,10 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
     ctx.respond(&resp)
 }
 
-/// InitProducerId for idempotent producers. A producer asking again with
-/// its id and epoch (KIP-360) keeps the id and gets the next epoch.
+/// InitProducerId for idempotent producers: always a new producer id at
+/// epoch 0, also for a producer that names its current id and epoch to
+/// have it bumped (KIP-360), as Kafka answers without a transactional id;
+/// the new id starts a new sequence, which is all the bump is for.
 /// Transactions are not supported.
 pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: InitProducerIdRequest = ctx.decode(body)?;
@@ -752,21 +754,16 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         resp.producer_epoch = -1;
         return ctx.respond(&resp);
     }
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch + 1;
-    } else {
-        match controller::producer_id(ctx.shard).await {
-            Ok(id) => {
-                resp.producer_id = ProducerId(id);
-                resp.producer_epoch = 0;
-            }
-            Err((code, message)) => {
-                tracing::warn!(?code, %message, "no producer id");
-                resp.error_code = code.code();
-                resp.producer_id = ProducerId(-1);
-                resp.producer_epoch = -1;
-            }
+    match controller::producer_id(ctx.shard).await {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err((code, message)) => {
+            tracing::warn!(?code, %message, "no producer id");
+            resp.error_code = code.code();
+            resp.producer_id = ProducerId(-1);
+            resp.producer_epoch = -1;
         }
     }
     ctx.respond(&resp)

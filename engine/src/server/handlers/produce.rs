@@ -231,8 +231,31 @@ async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
             };
             (outcome, acked)
         }
-        Err(code) => (Outcome::error(code, None), None),
+        Err(code) => {
+            let mut outcome = Outcome::error(code, None);
+            if reports_log_start(code) {
+                outcome.log_start = partition.watermarks().log_start.0;
+            }
+            (outcome, None)
+        }
     }
+}
+
+/// Whether a refused append still reports the partition's log start
+/// offset. Kafka reports it when the log itself refused the batch (a
+/// producer's sequence or epoch, too few in-sync replicas), and -1 when
+/// the batch never reached a log (too large, corrupt, no such partition
+/// here, a failed disk).
+fn reports_log_start(code: ErrorCode) -> bool {
+    !matches!(
+        code,
+        ErrorCode::KafkaStorageError
+            | ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::RecordListTooLarge
+            | ErrorCode::CorruptMessage
+    )
 }
 
 fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
