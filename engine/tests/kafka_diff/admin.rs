@@ -214,6 +214,17 @@ pub fn create_topics(side: &mut Side) {
         vec![creatable("diff-ct-validate", 2, 1, &[])],
         true,
     );
+    let with_count = creatable("diff-ct-assigned-count", 2, -1, &[]).with_assignments(vec![
+        create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(1)]),
+    ]);
+    create(
+        side,
+        "assignments and a partition count",
+        vec![with_count],
+        false,
+    );
     create(
         side,
         "the same name twice in one request",
@@ -365,6 +376,11 @@ pub fn describe_configs(side: &mut Side) {
         vec![(BROKER, "one", Some(BROKER_KEYS))],
     );
     describe(side, "unknown resource type", vec![(99, "x", None)]);
+    describe(
+        side,
+        "the cluster-wide default broker (\"\")",
+        vec![(BROKER, "", Some(BROKER_KEYS))],
+    );
 }
 
 fn incremental(
@@ -562,4 +578,25 @@ pub fn create_partitions(side: &mut Side) {
     partitions(side, "grow", t, 4, false);
     wait_leaders(side, t, 4);
     metadata(side, "after grow", &[t]);
+}
+
+/// Metadata for topics that do not exist, with and without
+/// auto-creation, and for a name no topic may have.
+pub fn metadata_cases(side: &mut Side) {
+    metadata(
+        side,
+        "unknown topic, no auto-creation",
+        &["diff-md-unknown"],
+    );
+    metadata(side, "a bad name, no auto-creation", &["bad name!"]);
+    if side.v(ApiKey::Metadata) >= 4 {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name("bad name!")))]))
+            .with_allow_auto_topic_creation(true);
+        let mut resp: MetadataResponse = side.ask(ApiKey::Metadata, &req);
+        resp.brokers.clear();
+        side.record("a bad name, auto-creation", &resp);
+    }
 }

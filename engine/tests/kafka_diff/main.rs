@@ -32,6 +32,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("describe_configs", admin::describe_configs),
     ("alter_configs", admin::alter_configs),
     ("create_partitions", admin::create_partitions),
+    ("metadata", admin::metadata_cases),
     ("produce", records::produce_cases),
     ("fetch", records::fetch_cases),
     ("list_offsets", records::list_offsets_cases),

@@ -124,7 +124,16 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         let mut r = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_error_message(None);
-        let outcome = if !t.assignments.is_empty() {
+        let outcome = if !t.assignments.is_empty()
+            && (t.num_partitions != -1 || t.replication_factor != -1)
+        {
+            Err((
+                ErrorCode::InvalidRequest,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                 Both cannot be used at the same time."
+                    .to_string(),
+            ))
+        } else if !t.assignments.is_empty() {
             Err((
                 ErrorCode::InvalidReplicaAssignment,
                 "manual replica assignment is not supported".to_string(),
@@ -480,7 +489,11 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
             },
             RESOURCE_BROKER => {
                 let node = config.node_id.to_string();
-                if !res.resource_name.is_empty() && res.resource_name.as_str() != node {
+                if res.resource_name.is_empty() {
+                    // The cluster-wide dynamic defaults: Sluice has none
+                    // (its broker configs are static), so none is listed,
+                    // as Kafka lists none where none is set.
+                } else if res.resource_name.as_str() != node {
                     result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(s(format!("this broker is node {node}")));
                 } else {
