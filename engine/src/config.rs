@@ -219,6 +219,13 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     topic(
+        "message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
+        Kind::Long,
+        "3600000",
+        0,
+    ),
+    topic(
         "unclean.leader.election.enable",
         Some("unclean.leader.election.enable"),
         Kind::Bool,
@@ -310,6 +317,9 @@ pub struct TopicConfig {
     /// `cleanup.policy` includes `delete`: retention removes old segments.
     pub delete_retention: bool,
     pub log_append_time: bool,
+    /// `message.timestamp.after.max.ms`: how far past the broker's clock a
+    /// record's CreateTime may be (Kafka 4's default: one hour).
+    pub timestamp_after_max_ms: i64,
     /// `min.insync.replicas`: the smallest ISR that takes acks=all.
     pub min_insync_replicas: usize,
     /// `unclean.leader.election.enable`.
@@ -335,6 +345,7 @@ impl TopicConfig {
             retention_bytes: Self::long(&values, "retention.bytes"),
             delete_retention: values["cleanup.policy"].0.contains("delete"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
+            timestamp_after_max_ms: Self::long(&values, "message.timestamp.after.max.ms"),
             min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
             unclean_leader_election: values["unclean.leader.election.enable"].0 == "true",
             values,

@@ -26,6 +26,7 @@ pub const TOPIC_KEYS: &[&str] = &[
     "retention.bytes",
     "min.insync.replicas",
     "message.timestamp.type",
+    "message.timestamp.after.max.ms",
     "unclean.leader.election.enable",
     "file.delete.delay.ms",
 ];

@@ -128,7 +128,8 @@ impl Side {
 
 /// Fields whose values differ between any two brokers and say nothing
 /// about behaviour: which node, which port, generated ids, throttling and
-/// wall-clock times. `error_message` is handled apart ([`normalise`]).
+/// wall-clock times, and the free text of per-record errors.
+/// `error_message` is handled apart ([`normalise`]).
 const MASKED: &[&str] = &[
     "throttle_time_ms",
     "node_id",
@@ -151,6 +152,7 @@ const MASKED: &[&str] = &[
     "topic_authorized_operations",
     "cluster_authorized_operations",
     "unknown_tagged_fields",
+    "batch_index_error_message",
 ];
 
 /// Masks the values of [`MASKED`] fields in the pretty `Debug` text of a

@@ -51,6 +51,11 @@ pub fn create_topic(
     }
 }
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.expect("a clock after 1970").as_millis() as i64
+}
+
 /// One uncompressed batch of `values` with the given timestamps.
 pub fn batch(records: &[(i64, &[u8])]) -> Vec<u8> {
     let mut b = BatchBuilder::new(records[0].0);
@@ -203,6 +208,17 @@ pub fn produce_cases(side: &mut Side) {
         batch(&[(1000, &big)]),
     );
     produce(side, "acks 2", &t, 0, 2, batch(&[(1000, b"a")]));
+    // Kafka 4 refuses times more than message.timestamp.after.max.ms (one
+    // hour) ahead of its clock.
+    let ahead = now_ms() + 2 * 24 * 3600 * 1000;
+    produce(
+        side,
+        "a time two days ahead",
+        &t,
+        0,
+        -1,
+        batch(&[(1000, b"a"), (ahead, b"b")]),
+    );
     let mut corrupt = batch(&[(1000, b"a")]);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;

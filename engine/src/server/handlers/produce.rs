@@ -6,12 +6,15 @@
 //! gets its error and nothing of it is appended; other partitions of the
 //! same request are unaffected.
 
+use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
 use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::record_batch::{
@@ -30,6 +33,8 @@ struct Outcome {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start: i64,
+    /// The records that made the set refused, by index, with why.
+    record_errors: Vec<(i32, String)>,
 }
 
 impl Outcome {
@@ -40,6 +45,7 @@ impl Outcome {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -54,6 +60,9 @@ struct Append {
     acks: Acks,
     /// How long an acks=all produce may wait for the in-sync replicas.
     timeout: Duration,
+    /// `message.timestamp.after.max.ms` of a CreateTime topic; `None` for
+    /// a LogAppendTime topic, whose records' times are the broker's.
+    timestamp_after_max_ms: Option<i64>,
 }
 
 fn batch_error(e: &BatchError) -> ErrorCode {
@@ -118,6 +127,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                                     Acks::Leader
                                 },
                                 timeout: Duration::from_millis(req.timeout_ms.max(0) as u64),
+                                timestamp_after_max_ms: (!m.config.log_append_time)
+                                    .then_some(m.config.timestamp_after_max_ms),
                             });
                             None
                         }
@@ -220,6 +231,9 @@ async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
         };
         return (Outcome::error(code, None), None);
     };
+    if let Some(refused) = late_records_refused(&partition, &a) {
+        return (refused, None);
+    }
     match partition.append_with(&a.records, &a.summary, a.acks).await {
         Ok((info, log_start, acked)) => {
             let outcome = Outcome {
@@ -228,6 +242,7 @@ async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
                 base_offset: info.base_offset.0,
                 log_append_time_ms: info.log_append_time_ms,
                 log_start: log_start.0,
+                record_errors: Vec::new(),
             };
             (outcome, acked)
         }
@@ -239,6 +254,35 @@ async fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>) {
             (outcome, None)
         }
     }
+}
+
+/// INVALID_TIMESTAMP when a record of a CreateTime topic is timestamped
+/// too far ahead of this broker's clock (`produce_time`), naming each such
+/// record; the partition's log start is reported, as for other refusals
+/// by the log.
+fn late_records_refused(partition: &Partition, a: &Append) -> Option<Outcome> {
+    let after_max_ms = a.timestamp_after_max_ms?;
+    let now = crate::shard::partition::now_ms();
+    let late = late_records(&a.records, now, after_max_ms);
+    let first = late.first()?;
+    let message = format!(
+        "Timestamp {} of record {} is more than message.timestamp.after.max.ms ({after_max_ms} ms) past the broker's clock ({now}).",
+        first.timestamp, first.index
+    );
+    tracing::warn!(topic = %a.topic, partition = a.partition, %message, "rejected produce");
+    let mut outcome = Outcome::error(ErrorCode::InvalidTimestamp, Some(message));
+    outcome.log_start = partition.watermarks().log_start.0;
+    outcome.record_errors = late
+        .iter()
+        .map(|r| {
+            let why = format!(
+                "Timestamp {} is more than {after_max_ms} ms past the broker's clock ({now}).",
+                r.timestamp
+            );
+            (r.index, why)
+        })
+        .collect();
+    Some(outcome)
 }
 
 /// Whether a refused append still reports the partition's log start
@@ -268,6 +312,16 @@ fn response(slots: Vec<(String, i32, Option<Outcome>)>) -> ProduceResponse {
             .with_base_offset(o.base_offset)
             .with_log_append_time_ms(o.log_append_time_ms)
             .with_log_start_offset(o.log_start)
+            .with_record_errors(
+                o.record_errors
+                    .into_iter()
+                    .map(|(index, why)| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(index)
+                            .with_batch_index_error_message(Some(StrBytes::from_string(why)))
+                    })
+                    .collect(),
+            )
             .with_error_message(o.message.map(StrBytes::from_string));
         match topics.last_mut() {
             Some(t) if t.name.0.as_str() == name => t.partition_responses.push(p),
