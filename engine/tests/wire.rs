@@ -382,6 +382,43 @@ fn describe_configs_lists_every_topic_key_with_its_source() {
     );
 }
 
+/// `message.timestamp.after.max.ms` bounds how far past the broker's
+/// clock a CreateTime record may be: a set holding one such record is
+/// refused whole (INVALID_TIMESTAMP) and nothing of it is stored; a
+/// LogAppendTime topic takes any time, the broker's replaces it.
+#[test]
+fn records_too_far_ahead_of_the_clock_are_refused() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let limit = [("message.timestamp.after.max.ms", "60000")];
+    assert_eq!(create_topic_with(&mut raw, "ahead", &limit), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let set = |times: &[i64]| {
+        let mut b = BatchBuilder::new(times[0]);
+        for t in times {
+            b.push(*t, None, Some(b"v"), &[]);
+        }
+        b.finish()
+    };
+    let late = produce(&mut raw, "ahead", set(&[now, now + 600_000]));
+    assert_eq!(late.error_code, 32, "INVALID_TIMESTAMP");
+    assert_eq!(latest_offset(&mut raw, "ahead"), 0, "nothing stored");
+    let fine = produce(&mut raw, "ahead", set(&[now, now + 30_000]));
+    assert_eq!(fine.error_code, 0, "{:?}", fine.message);
+    assert_eq!(latest_offset(&mut raw, "ahead"), 2);
+    let appended = [
+        ("message.timestamp.type", "LogAppendTime"),
+        ("message.timestamp.after.max.ms", "0"),
+    ];
+    assert_eq!(create_topic_with(&mut raw, "ahead-lat", &appended), 0);
+    let any = produce(&mut raw, "ahead-lat", set(&[now + 600_000]));
+    assert_eq!(any.error_code, 0, "{:?}", any.message);
+    assert_serving(&broker);
+}
+
 /// IncrementalAlterConfigs of one resource: (error code, message).
 fn alter_incrementally(
     raw: &mut Raw,
