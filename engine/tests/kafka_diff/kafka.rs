@@ -95,14 +95,33 @@ fn java(lib: &Path, heap: &str) -> Command {
 }
 
 impl Kafka {
+    /// Starts Kafka on free ports. A port found free can be taken by
+    /// another process before Kafka binds it: a start that fails on a
+    /// port in use is tried again on others, up to three times.
     pub fn start() -> Kafka {
         let lib = lib_dir();
+        let mut attempt = 1;
+        loop {
+            match Kafka::try_start(&lib) {
+                Ok(kafka) => return kafka,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    eprintln!("Kafka found a port taken (attempt {attempt}); trying others");
+                    attempt += 1;
+                }
+                Err(log) => panic!("Kafka exited early:\n{log}"),
+            }
+        }
+    }
+
+    /// One start; `Err` with the end of Kafka's logs when it exits before
+    /// it is ready.
+    fn try_start(lib: &Path) -> Result<Kafka, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (port, controller_port) = (free_port(), free_port());
         let props = dir.path().join("server.properties");
         std::fs::write(&props, properties(dir.path(), port, controller_port)).unwrap();
         let tools_log = repo_root().join("scripts/kafka/log4j2-tools.properties");
-        let format = java(&lib, "256m")
+        let format = java(lib, "256m")
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",
                 tools_log.display()
@@ -121,7 +140,7 @@ impl Kafka {
         std::fs::create_dir_all(&logs).unwrap();
         let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
         let broker_log = repo_root().join("scripts/kafka/log4j2-broker.properties");
-        let mut cmd = java(&lib, "512m");
+        let mut cmd = java(lib, "512m");
         cmd.arg(format!("-Dkafka.logs.dir={}", logs.display()))
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",
@@ -144,8 +163,8 @@ impl Kafka {
         }
         let child = cmd.spawn().expect("start Kafka");
         let mut kafka = Kafka { child, port, dir };
-        kafka.wait_ready();
-        kafka
+        kafka.wait_ready()?;
+        Ok(kafka)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -166,14 +185,14 @@ impl Kafka {
 
     /// Until Metadata names this broker: Kafka accepts connections before
     /// it has registered with its controller.
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("Kafka exited early ({status}):\n{}", self.log_tail());
+                return Err(format!("({status})\n{}", self.log_tail()));
             }
             if self.brokers_listed() >= 1 {
-                return;
+                return Ok(());
             }
             assert!(
                 start.elapsed() < KAFKA_READY_DEADLINE,
