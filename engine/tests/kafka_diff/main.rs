@@ -38,6 +38,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("list_offsets", records::list_offsets_cases),
     ("delete_records", records::delete_records_cases),
     ("idempotent_produce", records::idempotent_cases),
+    ("leader_epochs", records::leader_epoch_cases),
     ("group_join_sync_heartbeat", groups::join_sync_heartbeat),
     ("group_offsets", groups::offsets),
     ("group_static_members", groups::static_members),

@@ -422,3 +422,80 @@ pub fn idempotent_cases(side: &mut Side) {
             side.step("bump the epoch", ApiKey::InitProducerId, &bumped);
     }
 }
+
+fn end_for_epoch(
+    side: &mut Side,
+    step: &str,
+    topic: &Topic,
+    partition: i32,
+    current: i32,
+    epoch: i32,
+) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(topic_name(&topic.name))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)])]);
+    let _: OffsetForLeaderEpochResponse = side.step(step, ApiKey::OffsetForLeaderEpoch, &req);
+}
+
+fn elect(side: &mut Side, step: &str, election_type: i8, partitions: Option<(&Topic, &[i32])>) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(30_000)
+        .with_topic_partitions(partitions.map(|(t, ps)| {
+            vec![TopicPartitions::default()
+                .with_topic(topic_name(&t.name))
+                .with_partitions(ps.to_vec())]
+        }));
+    let _: ElectLeadersResponse = side.step(step, ApiKey::ElectLeaders, &req);
+}
+
+/// OffsetForLeaderEpoch as a consumer asks it after a leader change, and
+/// ElectLeaders where no election is needed (one broker).
+pub fn leader_epoch_cases(side: &mut Side) {
+    let t = create_topic(side, "diff-epochs", 2, &[]);
+    five_records(side, &t);
+    end_for_epoch(side, "epoch 0", &t, 0, -1, 0);
+    end_for_epoch(side, "epoch 0, current epoch 0", &t, 0, 0, 0);
+    end_for_epoch(side, "a later epoch", &t, 0, -1, 3);
+    end_for_epoch(side, "an empty partition", &t, 1, -1, 0);
+    end_for_epoch(side, "a current epoch ahead of the leader's", &t, 0, 5, 0);
+    end_for_epoch(side, "unknown partition", &t, 7, -1, 0);
+    end_for_epoch(side, "unknown topic", &unknown(), 0, -1, 0);
+    let preferred = 0;
+    let unclean = 1;
+    if side.v(ApiKey::ElectLeaders) >= 1 {
+        elect(
+            side,
+            "preferred, already leader",
+            preferred,
+            Some((&t, &[0, 1])),
+        );
+        elect(
+            side,
+            "unclean, a leader is there",
+            unclean,
+            Some((&t, &[0])),
+        );
+        elect(
+            side,
+            "preferred, unknown partition",
+            preferred,
+            Some((&t, &[9])),
+        );
+        elect(
+            side,
+            "preferred, unknown topic",
+            preferred,
+            Some((&unknown(), &[0])),
+        );
+    }
+}
