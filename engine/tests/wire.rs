@@ -382,6 +382,86 @@ fn describe_configs_lists_every_topic_key_with_its_source() {
     );
 }
 
+/// CreateTopics with replicas named per partition: the partition count
+/// and replication factor follow the assignment; an unknown broker, a
+/// gap in the partition numbers or counts given as well are refused and
+/// create nothing.
+#[test]
+fn create_topics_takes_replica_assignments() {
+    use create_topics_request::CreatableReplicaAssignment;
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let create = |raw: &mut Raw, name: &str, counts: (i32, i16), parts: &[(i32, i32)]| {
+        let assignments = parts
+            .iter()
+            .map(|(p, b)| {
+                CreatableReplicaAssignment::default()
+                    .with_partition_index(*p)
+                    .with_broker_ids(vec![BrokerId(*b)])
+            })
+            .collect();
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(counts.0)
+                .with_replication_factor(counts.1)
+                .with_assignments(assignments)]);
+        let resp: CreateTopicsResponse = call(raw, ApiKey::CreateTopics, 7, &req).unwrap();
+        let t = &resp.topics[0];
+        (t.error_code, t.num_partitions, t.replication_factor)
+    };
+    assert_eq!(
+        create(&mut raw, "placed", (-1, -1), &[(1, 1), (0, 1), (2, 1)]),
+        (0, 3, 1)
+    );
+    assert_eq!(
+        create(&mut raw, "nowhere", (-1, -1), &[(0, 9)]).0,
+        39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    assert_eq!(
+        create(&mut raw, "gap", (-1, -1), &[(1, 1)]).0,
+        39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    assert_eq!(
+        create(&mut raw, "both", (2, -1), &[(0, 1)]).0,
+        42,
+        "INVALID_REQUEST"
+    );
+    let req = MetadataRequest::default()
+        .with_topics(Some(
+            ["placed", "nowhere", "gap", "both"]
+                .iter()
+                .map(|n| {
+                    metadata_request::MetadataRequestTopic::default().with_name(Some(topic(n)))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = call(&mut raw, ApiKey::Metadata, 12, &req).unwrap();
+    let found: Vec<(String, i16, usize)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().unwrap().to_string(),
+                t.error_code,
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert!(found.contains(&("placed".into(), 0, 3)), "{found:?}");
+    for name in ["nowhere", "gap", "both"] {
+        assert!(
+            found.contains(&(name.into(), 3, 0)),
+            "{name} was created: {found:?}"
+        );
+    }
+    assert_serving(&broker);
+}
+
 /// `message.timestamp.after.max.ms` bounds how far past the broker's
 /// clock a CreateTime record may be: a set holding one such record is
 /// refused whole (INVALID_TIMESTAMP) and nothing of it is stored; a

@@ -196,6 +196,7 @@ impl Controller {
                 partitions,
                 replication_factor,
                 config,
+                assignments,
             } => {
                 if image.topics.contains_key(&name) {
                     return error(
@@ -208,7 +209,11 @@ impl Controller {
                 }
                 let live = image.live_brokers();
                 let rf = replication_factor.max(1) as usize;
-                if rf > live.len() {
+                if let Some(assigned) = &assignments {
+                    if let Err((code, message)) = check_assignments(assigned, &image) {
+                        return error(code, message);
+                    }
+                } else if rf > live.len() {
                     return error(
                         ErrorCode::InvalidReplicationFactor,
                         format!(
@@ -226,10 +231,14 @@ impl Controller {
                     partitions,
                     config,
                 }];
-                for (index, replicas) in place(topic_id, partitions, rf, &live)
-                    .into_iter()
-                    .enumerate()
-                {
+                let placed = match assignments {
+                    Some(assigned) => assigned
+                        .into_iter()
+                        .map(|r| r.into_iter().map(NodeId).collect())
+                        .collect(),
+                    None => place(topic_id, partitions, rf, &live),
+                };
+                for (index, replicas) in placed.into_iter().enumerate() {
                     let state = PartitionState::new(replicas);
                     records.push(Record::partition(topic_id, index as i32, &state));
                 }
@@ -803,6 +812,32 @@ fn new_partitions(
         placed.push(brokers.iter().copied().map(NodeId).collect());
     }
     Ok(placed)
+}
+
+/// Checks replicas named for every partition of a new topic: as many
+/// replicas for each, none twice, every broker registered.
+fn check_assignments(
+    assigned: &[Vec<i32>],
+    image: &ClusterImage,
+) -> Result<(), (ErrorCode, String)> {
+    let bad = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
+    let Some(rf) = assigned.first().map(Vec::len) else {
+        return bad("No partition was assigned replicas.".into());
+    };
+    for (i, brokers) in assigned.iter().enumerate() {
+        let mut distinct = brokers.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if brokers.is_empty() || brokers.len() != rf || distinct.len() != rf {
+            return bad(format!(
+                "Partition {i}: {rf} distinct replicas wanted, {brokers:?} given."
+            ));
+        }
+        if let Some(unknown) = brokers.iter().find(|b| !image.brokers.contains_key(b)) {
+            return bad(format!("Unknown broker {unknown} in the assignment."));
+        }
+    }
+    Ok(())
 }
 
 /// The state that starts moving `p` to `target` (see

@@ -46,6 +46,10 @@ pub enum Request {
         partitions: i32,
         replication_factor: i16,
         config: BTreeMap<String, String>,
+        /// Each partition's replicas as the caller named them; placed by
+        /// the controller when absent.
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,

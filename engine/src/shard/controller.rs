@@ -25,6 +25,10 @@ pub struct NewTopic {
     pub partitions: i32,
     pub replication_factor: i16,
     pub overrides: BTreeMap<String, String>,
+    /// The replicas of each partition, in partition order, when the caller
+    /// names them (CreateTopics' assignments); the controller places them
+    /// otherwise. `partitions` and `replication_factor` then follow them.
+    pub assignments: Option<Vec<Vec<i32>>>,
 }
 
 /// Checks a topic creation without making it; the result carries the
@@ -50,6 +54,15 @@ pub fn validate(shard: &Shard, t: &NewTopic) -> Result<TopicMeta, TopicError> {
             ErrorCode::InvalidReplicationFactor,
             "Replication factor must be larger than 0.".into(),
         ));
+    }
+    if let Some(assigned) = &t.assignments {
+        let known = |b: &i32| snapshot.live_brokers().any(|(id, _)| id == *b);
+        if let Some(b) = assigned.iter().flatten().find(|b| !known(b)) {
+            return Err((
+                ErrorCode::InvalidReplicaAssignment,
+                format!("Unknown broker {b} in the assignment."),
+            ));
+        }
     }
     let rf = replication_factor(shard, t);
     let live = snapshot.live_brokers().count();
@@ -96,6 +109,7 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic) -> Result<Arc<TopicMet
         partitions: meta.partitions,
         replication_factor: replication_factor(shard, &t),
         config: meta.overrides.clone(),
+        assignments: t.assignments.clone(),
     };
     change(shard, req).await?;
     tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");

@@ -215,6 +215,38 @@ pub fn create_topics(side: &mut Side) {
         vec![creatable("diff-ct-validate", 2, 1, &[])],
         true,
     );
+    let assigned = creatable("diff-ct-assigned", -1, -1, &[]).with_assignments(
+        (0..2)
+            .map(|p| {
+                create_topics_request::CreatableReplicaAssignment::default()
+                    .with_partition_index(p)
+                    .with_broker_ids(vec![BrokerId(1)])
+            })
+            .collect(),
+    );
+    create(
+        side,
+        "replicas assigned by the caller",
+        vec![assigned],
+        false,
+    );
+    let unknown_broker = creatable("diff-ct-assigned-bad", -1, -1, &[]).with_assignments(vec![
+        create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(9)]),
+    ]);
+    create(
+        side,
+        "replicas on an unknown broker",
+        vec![unknown_broker],
+        false,
+    );
+    let gap = creatable("diff-ct-assigned-gap", -1, -1, &[]).with_assignments(vec![
+        create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(1)
+            .with_broker_ids(vec![BrokerId(1)]),
+    ]);
+    create(side, "assignments not from partition 0", vec![gap], false);
     let with_count = creatable("diff-ct-assigned-count", 2, -1, &[]).with_assignments(vec![
         create_topics_request::CreatableReplicaAssignment::default()
             .with_partition_index(0)
@@ -240,6 +272,8 @@ pub fn create_topics(side: &mut Side) {
         "diff-ct-validate",
         "diff-ct-twice",
         "diff-ct-defaults",
+        "diff-ct-assigned",
+        "diff-ct-assigned-bad",
         "diff-ct-zero",
     ];
     metadata(side, "what exists", &names);

@@ -114,13 +114,19 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
+        let assigned = assignments(&t.assignments);
+        let (partitions, replication_factor) = match &assigned {
+            Ok(Some(a)) => (a.len() as i32, a.first().map_or(0, |r| r.len() as i16)),
+            _ => (t.num_partitions, t.replication_factor),
+        };
         let new = NewTopic {
             name: name.clone(),
-            partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
+            partitions,
+            replication_factor,
             overrides,
+            assignments: assigned.clone().ok().flatten(),
         };
-        let requested_rf = t.replication_factor.max(1);
+        let requested_rf = replication_factor.max(1);
         let mut r = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_error_message(None);
@@ -133,11 +139,8 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                  Both cannot be used at the same time."
                     .to_string(),
             ))
-        } else if !t.assignments.is_empty() {
-            Err((
-                ErrorCode::InvalidReplicaAssignment,
-                "manual replica assignment is not supported".to_string(),
-            ))
+        } else if let Err(e) = assigned {
+            Err(e)
         } else if req.validate_only {
             controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
         } else {
@@ -179,6 +182,35 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         results.push(r);
     }
     ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+/// CreateTopics' replica assignments as one replica list per partition,
+/// in partition order; `None` when there are none. The partitions must be
+/// 0, 1, 2, ... each named once, as Kafka requires.
+fn assignments(
+    given: &[create_topics_request::CreatableReplicaAssignment],
+) -> Result<Option<Vec<Vec<i32>>>, controller::TopicError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut sorted: Vec<_> = given.iter().collect();
+    sorted.sort_by_key(|a| a.partition_index);
+    if sorted
+        .iter()
+        .enumerate()
+        .any(|(i, a)| a.partition_index != i as i32)
+    {
+        return Err((
+            ErrorCode::InvalidReplicaAssignment,
+            "Partitions should be a consecutive 0-based integer sequence.".to_string(),
+        ));
+    }
+    Ok(Some(
+        sorted
+            .iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect(),
+    ))
 }
 
 pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -68,6 +68,7 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
         partitions: cfg.offsets_partitions,
         replication_factor: cfg.offsets_replication_factor,
         overrides,
+        assignments: None,
     };
     match controller::create_topic(shard, new).await {
         Ok(t) => Ok(t),

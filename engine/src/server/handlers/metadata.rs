@@ -82,6 +82,7 @@ async fn lookup_or_create(
         partitions: -1,
         replication_factor: -1,
         overrides: BTreeMap::new(),
+        assignments: None,
     };
     match controller::create_topic(ctx.shard, new).await {
         Ok(t) => topic_response(ctx, &t),
