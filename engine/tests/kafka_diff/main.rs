@@ -6,7 +6,7 @@
 //! One Kafka for the whole binary: it takes far longer to start than the
 //! scenarios take to run, so this test has its own `main` (`harness =
 //! false`) that starts Kafka and Sluice once, runs every scenario (or those
-//! whose name contains the first argument) and stops both at the end.
+//! whose names contain an argument) and stops both at the end.
 //! Each scenario uses its own topic and group names on both brokers.
 
 #[path = "../common/mod.rs"]
@@ -67,6 +67,27 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
+/// Whether the arguments (libtest's, as `cargo test` passes them) select
+/// scenario `name`: it contains one of the filters, or there are none, and
+/// it contains no `--skip` value. The values of libtest's other options
+/// are not filters.
+fn selected(name: &str, args: &[String]) -> bool {
+    const WITH_VALUE: &[&str] = &["--test-threads", "--format", "--color", "--logfile", "-Z"];
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--skip" {
+            skips.extend(it.next());
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            it.next();
+        } else if !a.starts_with('-') {
+            filters.push(a);
+        }
+    }
+    (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        && !skips.iter().any(|s| name.contains(s.as_str()))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
@@ -75,14 +96,12 @@ fn main() {
         }
         return;
     }
-    // Scenario names containing any of the arguments; all without one.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let chosen: Vec<_> = SCENARIOS
         .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| selected(name, &args))
         .collect();
     if chosen.is_empty() {
-        println!("no scenario matches {filters:?}");
+        println!("no scenario matches {args:?}");
         return;
     }
     let kafka = kafka::Kafka::start();
