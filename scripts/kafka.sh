@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Apache Kafka's own broker and tools, fetched from Maven Central, to run next
 # to Sluice (scripts/bench-vs-kafka.sh) and against it
-# (engine/tests/kafka_tools.rs). Needs Java 17+ and Maven.
+# (engine/tests/kafka_tools.rs; the differential tests, engine/tests/kafka_diff,
+# use `fetch` too). Needs Java 17+ and Maven.
 #
 #   scripts/kafka.sh fetch                 jars into ~/.cache/sluice/kafka-<version>/lib
 #                                          (reused when complete); prints the folder

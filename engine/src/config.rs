@@ -37,6 +37,18 @@ pub struct Key {
 
 const LONG_MAX: &str = "9223372036854775807";
 
+/// Keys whose values are comma-separated lists: APPEND and SUBTRACT
+/// change them, DescribeConfigs gives their type as a list.
+pub const LIST_KEYS: &[&str] = &["cleanup.policy", "log.cleanup.policy"];
+
+/// Broker keys Kafka leaves unset by default, deriving the value from
+/// another key (`log.retention.hours`, `log.roll.hours`, the flush
+/// scheduler's interval). Sluice has no such second key and gives these
+/// the derived value as their default, but reports no default synonym for
+/// them, as Kafka reports none.
+pub const KAFKA_UNSET_DEFAULTS: &[&str] =
+    &["log.retention.ms", "log.roll.ms", "log.flush.interval.ms"];
+
 const fn broker(name: &'static str, kind: Kind, default: &'static str, min: i64) -> Key {
     Key {
         broker: Some(name),
@@ -215,6 +227,13 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     topic(
+        "message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
+        Kind::Long,
+        "3600000",
+        0,
+    ),
+    topic(
         "unclean.leader.election.enable",
         Some("unclean.leader.election.enable"),
         Kind::Bool,
@@ -306,6 +325,9 @@ pub struct TopicConfig {
     /// `cleanup.policy` includes `delete`: retention removes old segments.
     pub delete_retention: bool,
     pub log_append_time: bool,
+    /// `message.timestamp.after.max.ms`: how far past the broker's clock a
+    /// record's CreateTime may be (Kafka 4's default: one hour).
+    pub timestamp_after_max_ms: i64,
     /// `min.insync.replicas`: the smallest ISR that takes acks=all.
     pub min_insync_replicas: usize,
     /// `unclean.leader.election.enable`.
@@ -331,6 +353,7 @@ impl TopicConfig {
             retention_bytes: Self::long(&values, "retention.bytes"),
             delete_retention: values["cleanup.policy"].0.contains("delete"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
+            timestamp_after_max_ms: Self::long(&values, "message.timestamp.after.max.ms"),
             min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
             unclean_leader_election: values["unclean.leader.election.enable"].0 == "true",
             values,

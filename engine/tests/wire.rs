@@ -315,6 +315,9 @@ fn describe_topic(raw: &mut Raw, name: &str) -> Vec<(String, String, i8)> {
         .collect()
 }
 
+/// A count above the broker's limit is POLICY_VIOLATION, as Kafka
+/// answers an operation that would write too many partitions at once
+/// (`engine/tests/kafka_diff` compares the two).
 #[test]
 fn absurd_partition_counts_are_refused() {
     let broker = Broker::start(1, &[]);
@@ -326,7 +329,7 @@ fn absurd_partition_counts_are_refused() {
             .with_num_partitions(i32::MAX)
             .with_replication_factor(1)]);
     let resp: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &req).unwrap();
-    assert_eq!(resp.topics[0].error_code, 37, "INVALID_PARTITIONS");
+    assert_eq!(resp.topics[0].error_code, 44, "POLICY_VIOLATION");
     assert_eq!(create_topic(&mut raw, "small"), 0);
     let req = CreatePartitionsRequest::default()
         .with_timeout_ms(30_000)
@@ -336,7 +339,7 @@ fn absurd_partition_counts_are_refused() {
                 .with_count(i32::MAX),
         ]);
     let resp: CreatePartitionsResponse = call(&mut raw, ApiKey::CreatePartitions, 3, &req).unwrap();
-    assert_eq!(resp.results[0].error_code, 37, "INVALID_PARTITIONS");
+    assert_eq!(resp.results[0].error_code, 44, "POLICY_VIOLATION");
     assert_serving(&broker);
 }
 
@@ -377,6 +380,123 @@ fn describe_configs_lists_every_topic_key_with_its_source() {
         40,
         "INVALID_CONFIG"
     );
+}
+
+/// CreateTopics with replicas named per partition: the partition count
+/// and replication factor follow the assignment; an unknown broker, a
+/// gap in the partition numbers or counts given as well are refused and
+/// create nothing.
+#[test]
+fn create_topics_takes_replica_assignments() {
+    use create_topics_request::CreatableReplicaAssignment;
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let create = |raw: &mut Raw, name: &str, counts: (i32, i16), parts: &[(i32, i32)]| {
+        let assignments = parts
+            .iter()
+            .map(|(p, b)| {
+                CreatableReplicaAssignment::default()
+                    .with_partition_index(*p)
+                    .with_broker_ids(vec![BrokerId(*b)])
+            })
+            .collect();
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(counts.0)
+                .with_replication_factor(counts.1)
+                .with_assignments(assignments)]);
+        let resp: CreateTopicsResponse = call(raw, ApiKey::CreateTopics, 7, &req).unwrap();
+        let t = &resp.topics[0];
+        (t.error_code, t.num_partitions, t.replication_factor)
+    };
+    assert_eq!(
+        create(&mut raw, "placed", (-1, -1), &[(1, 1), (0, 1), (2, 1)]),
+        (0, 3, 1)
+    );
+    assert_eq!(
+        create(&mut raw, "nowhere", (-1, -1), &[(0, 9)]).0,
+        39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    assert_eq!(
+        create(&mut raw, "gap", (-1, -1), &[(1, 1)]).0,
+        39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    assert_eq!(
+        create(&mut raw, "both", (2, -1), &[(0, 1)]).0,
+        42,
+        "INVALID_REQUEST"
+    );
+    let req = MetadataRequest::default()
+        .with_topics(Some(
+            ["placed", "nowhere", "gap", "both"]
+                .iter()
+                .map(|n| {
+                    metadata_request::MetadataRequestTopic::default().with_name(Some(topic(n)))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = call(&mut raw, ApiKey::Metadata, 12, &req).unwrap();
+    let found: Vec<(String, i16, usize)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().unwrap().to_string(),
+                t.error_code,
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert!(found.contains(&("placed".into(), 0, 3)), "{found:?}");
+    for name in ["nowhere", "gap", "both"] {
+        assert!(
+            found.contains(&(name.into(), 3, 0)),
+            "{name} was created: {found:?}"
+        );
+    }
+    assert_serving(&broker);
+}
+
+/// `message.timestamp.after.max.ms` bounds how far past the broker's
+/// clock a CreateTime record may be: a set holding one such record is
+/// refused whole (INVALID_TIMESTAMP) and nothing of it is stored; a
+/// LogAppendTime topic takes any time, the broker's replaces it.
+#[test]
+fn records_too_far_ahead_of_the_clock_are_refused() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let limit = [("message.timestamp.after.max.ms", "60000")];
+    assert_eq!(create_topic_with(&mut raw, "ahead", &limit), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let set = |times: &[i64]| {
+        let mut b = BatchBuilder::new(times[0]);
+        for t in times {
+            b.push(*t, None, Some(b"v"), &[]);
+        }
+        b.finish()
+    };
+    let late = produce(&mut raw, "ahead", set(&[now, now + 600_000]));
+    assert_eq!(late.error_code, 32, "INVALID_TIMESTAMP");
+    assert_eq!(latest_offset(&mut raw, "ahead"), 0, "nothing stored");
+    let fine = produce(&mut raw, "ahead", set(&[now, now + 30_000]));
+    assert_eq!(fine.error_code, 0, "{:?}", fine.message);
+    assert_eq!(latest_offset(&mut raw, "ahead"), 2);
+    let appended = [
+        ("message.timestamp.type", "LogAppendTime"),
+        ("message.timestamp.after.max.ms", "0"),
+    ];
+    assert_eq!(create_topic_with(&mut raw, "ahead-lat", &appended), 0);
+    let any = produce(&mut raw, "ahead-lat", set(&[now + 600_000]));
+    assert_eq!(any.error_code, 0, "{:?}", any.message);
+    assert_serving(&broker);
 }
 
 /// IncrementalAlterConfigs of one resource: (error code, message).

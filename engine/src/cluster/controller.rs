@@ -17,7 +17,7 @@ use super::quorum::{wall_ms, ProposeError, Quorum, ReplicaProgress};
 use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{ConfigOp, OpKind, Request, Response};
 use super::sessions::Sessions;
-use crate::config::{check_value, find_topic_key};
+use crate::config::{check_value, find_topic_key, LIST_KEYS};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
 use crate::shard::controller::check_partition_count;
@@ -259,10 +259,8 @@ impl Controller {
                     partitions,
                     config,
                 }];
-                for (index, replicas) in place(topic_id, partitions, rf, &live)
-                    .into_iter()
-                    .enumerate()
-                {
+                let placed = place(topic_id, partitions, rf, &live);
+                for (index, replicas) in placed.into_iter().enumerate() {
                     let state = PartitionState::new(replicas);
                     records.push(Record::partition(topic_id, index as i32, &state));
                 }
@@ -756,9 +754,6 @@ pub(crate) fn rebalance(image: &ClusterImage, percentage: u64) -> Vec<Record> {
     }
     records
 }
-
-/// Topic keys whose values are lists, which APPEND and SUBTRACT change.
-const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
 /// A topic's overrides after `ops`, applied in order to the current ones
 /// (or to none, when `replace`). Every name set must be a topic key and

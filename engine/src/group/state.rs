@@ -460,12 +460,17 @@ impl Group {
         Some(candidates[best].clone())
     }
 
-    /// `Err(FENCED_INSTANCE_ID)` when `instance_id` belongs to another
-    /// member id.
+    /// For a request of an existing member: `Err(FENCED_INSTANCE_ID)`
+    /// when `instance_id` belongs to another member id, and, as in Kafka,
+    /// `Err(UNKNOWN_MEMBER_ID)` when no member has it.
     fn check_instance(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
-        match instance_id.and_then(|i| self.statics.get(i)) {
+        let Some(instance) = instance_id else {
+            return Ok(());
+        };
+        match self.statics.get(instance) {
+            None => Err(ErrorCode::UnknownMemberId),
             Some(owner) if owner != member_id => Err(ErrorCode::FencedInstanceId),
-            _ => Ok(()),
+            Some(_) => Ok(()),
         }
     }
 
@@ -1010,10 +1015,12 @@ impl Group {
         if self.state == GroupState::Dead {
             return Err(ErrorCode::CoordinatorNotAvailable);
         }
-        self.check_instance(member_id, instance_id)?;
+        // A simple commit (no member) to an empty group names no member
+        // to check.
         if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
+        self.check_instance(member_id, instance_id)?;
         match self.state {
             GroupState::Empty => return Err(ErrorCode::UnknownMemberId),
             GroupState::CompletingRebalance => return Err(ErrorCode::RebalanceInProgress),

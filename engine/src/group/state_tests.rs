@@ -194,6 +194,10 @@ fn static_member_returns_without_a_rebalance() {
     // The old incarnation is fenced.
     let hb = g.heartbeat(&first.member_id, Some("i-1"), 1, 100);
     assert_eq!(hb, ErrorCode::FencedInstanceId);
+    // A member naming an instance id no member has was accepted as if it
+    // had named none; Kafka answers UNKNOWN_MEMBER_ID.
+    let hb = g.heartbeat(&again.member_id, Some("i-2"), 1, 100);
+    assert_eq!(hb, ErrorCode::UnknownMemberId);
 }
 
 /// KIP-814: before JoinGroup v9 a returning static leader is reported as

@@ -204,8 +204,11 @@ pub fn check_partition_count(count: i32) -> Result<(), TopicError> {
         ));
     }
     if count > MAX_TOPIC_PARTITIONS {
+        // A limit of the broker, not a malformed count: Kafka answers
+        // POLICY_VIOLATION for an operation that would write too many
+        // partitions at once.
         return Err((
-            ErrorCode::InvalidPartitions,
+            ErrorCode::PolicyViolation,
             format!(
                 "A topic has at most {MAX_TOPIC_PARTITIONS} partitions; {count} were asked for."
             ),

@@ -79,6 +79,12 @@ impl ProducerStates {
             return Check::Reject(ErrorCode::InvalidProducerEpoch);
         }
         if h.producer_epoch > p.epoch {
+            // A new epoch starts its sequence again at 0, as in Kafka: a
+            // batch of a newer epoch from the middle of a sequence lost
+            // the ones before it.
+            if h.base_sequence != 0 {
+                return Check::Reject(ErrorCode::OutOfOrderSequenceNumber);
+            }
             return Check::Append;
         }
         if let Some(w) = p.batches.iter().find(|w| w.first_seq == h.base_sequence) {
@@ -164,5 +170,22 @@ mod tests {
             Check::Reject(ErrorCode::InvalidProducerEpoch)
         );
         assert_eq!(s.check(&header(-1, -1, -1, 1)), Check::Append);
+    }
+
+    /// A batch of a newer epoch that did not start at sequence 0 was
+    /// appended: the batches before it in that epoch were lost without
+    /// the producer being told (Kafka refuses it).
+    #[test]
+    fn a_new_epoch_starts_at_sequence_zero() {
+        let mut s = ProducerStates::default();
+        let a = header(7, 0, 0, 3);
+        s.record(&a, Offset(0));
+        assert_eq!(
+            s.check(&header(7, 1, 4, 1)),
+            Check::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(s.check(&header(7, 1, 0, 1)), Check::Append);
+        // A producer with no state yet may start anywhere, as in Kafka.
+        assert_eq!(s.check(&header(8, 3, 9, 1)), Check::Append);
     }
 }

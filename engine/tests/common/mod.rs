@@ -333,6 +333,36 @@ pub fn call<Req: Encodable, Resp: Decodable>(
     Some(Resp::decode(&mut buf, version).unwrap())
 }
 
+/// The same as [`call`] for a peer that may not be ready: any failure to
+/// send, read or decode is `None` instead of a panic.
+pub fn try_call<Req: Encodable, Resp: Decodable>(
+    raw: &mut Raw,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Option<Resp> {
+    let mut body = bytes::BytesMut::new();
+    req.encode(&mut body, version).ok()?;
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&(key as i16).to_be_bytes());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(&42i32.to_be_bytes());
+    payload.extend_from_slice(&4i16.to_be_bytes());
+    payload.extend_from_slice(b"test");
+    if key.request_header_version(version) >= 2 {
+        payload.push(0);
+    }
+    payload.extend_from_slice(&body);
+    let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    raw.stream.write_all(&frame).ok()?;
+    let frame = raw.recv()?;
+    let mut buf = bytes::Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).ok()?;
+    (header.correlation_id == 42).then_some(())?;
+    Resp::decode(&mut buf, version).ok()
+}
+
 /// A new idempotent producer's id from the broker at `addr` (InitProducerId
 /// v4, no transactional id), checking the answer has no error.
 pub fn new_producer_id(addr: SocketAddr) -> i64 {

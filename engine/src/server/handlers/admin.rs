@@ -5,7 +5,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::{ConfigOp, OpKind};
-use crate::config::{find_topic_key, Kind, Source, KEYS};
+use crate::config::{find_topic_key, Kind, Source, KAFKA_UNSET_DEFAULTS, KEYS, LIST_KEYS};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -35,8 +35,13 @@ fn source_code(s: Source) -> i8 {
     }
 }
 
-/// Config types as DescribeConfigs v3+ numbers them.
-fn type_code(k: Kind) -> i8 {
+/// Config types as DescribeConfigs v3+ numbers them. `cleanup.policy`
+/// and its broker default are lists (7), as in Kafka, though Sluice
+/// checks them against the few values it implements.
+fn type_code(name: &str, k: Kind) -> i8 {
+    if LIST_KEYS.contains(&name) {
+        return 7;
+    }
     match k {
         Kind::Bool => 1,
         Kind::Text | Kind::OneOf(_) => 2,
@@ -74,8 +79,32 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     let req: CreateTopicsRequest = ctx.decode(body)?;
     let v = ctx.version();
     let mut results = Vec::new();
+    // A name given twice is refused once, and neither is created, as
+    // Kafka does.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &req.topics {
+        *seen.entry(t.name.0.as_str()).or_default() += 1;
+    }
+    let duplicates: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let mut refused_twice: Vec<String> = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
+        if duplicates.contains(&name) {
+            if !refused_twice.contains(&name) {
+                tracing::info!(topic = %name, "CreateTopics refused: the name is given twice");
+                let mut r = CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(ErrorCode::InvalidRequest.code());
+                r.error_message = (v >= 1).then(|| s("Duplicate topic name."));
+                results.push(r);
+                refused_twice.push(name);
+            }
+            continue;
+        }
         let overrides: BTreeMap<String, String> = t
             .configs
             .iter()
@@ -87,7 +116,9 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             .collect();
         let assignments = assignment(&t.assignments);
         let requested_rf = t.replication_factor.max(1);
-        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        let mut r = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         let outcome = match assignments {
             Err(e) => Err(e),
             Ok(assignments) => {
@@ -479,7 +510,7 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
                         let key = find_topic_key(k).expect("topic config keys are known");
                         let mut e = entry(v, k, val, *src, key.kind);
                         if req.include_synonyms && v >= 1 {
-                            e.synonyms = synonyms(config, k, val, *src);
+                            e.synonyms = topic_synonyms(config, k, val, *src);
                         }
                         entries.push(e);
                     }
@@ -488,7 +519,11 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
             },
             RESOURCE_BROKER => {
                 let node = config.node_id.to_string();
-                if !res.resource_name.is_empty() && res.resource_name.as_str() != node {
+                if res.resource_name.is_empty() {
+                    // The cluster-wide dynamic defaults: Sluice has none
+                    // (its broker configs are static), so none is listed,
+                    // as Kafka lists none where none is set.
+                } else if res.resource_name.as_str() != node {
                     result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(s(format!("this broker is node {node}")));
                 } else {
@@ -498,7 +533,14 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
                                 .iter()
                                 .find(|x| x.broker == Some(k))
                                 .map_or(Kind::Text, |x| x.kind);
-                            entries.push(entry(v, k, val, src, kind));
+                            let mut e = entry(v, k, val, src, kind);
+                            // Broker configs are static: AlterConfigs
+                            // refuses them (see `alter`).
+                            e.read_only = true;
+                            if req.include_synonyms && v >= 1 {
+                                e.synonyms = broker_synonyms(k, val, src);
+                            }
+                            entries.push(e);
                         }
                     }
                 }
@@ -566,6 +608,20 @@ async fn alter(
     }
 }
 
+/// A key named twice for one resource is refused (INVALID_REQUEST), as
+/// Kafka does, rather than the last one winning.
+fn refuse_duplicate_keys(ops: Vec<ConfigOp>) -> Result<Vec<ConfigOp>, controller::TopicError> {
+    for (i, op) in ops.iter().enumerate() {
+        if ops[..i].iter().any(|o| o.name == op.name) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("Error due to duplicate config keys: {}", op.name),
+            ));
+        }
+    }
+    Ok(ops)
+}
+
 pub async fn alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: AlterConfigsRequest = ctx.decode(body)?;
     let mut responses = Vec::new();
@@ -582,15 +638,20 @@ pub async fn alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                 })
             })
             .collect();
-        let outcome = alter(
-            ctx,
-            res.resource_type,
-            res.resource_name.as_str(),
-            ops,
-            true,
-            req.validate_only,
-        )
-        .await;
+        let outcome = match refuse_duplicate_keys(ops) {
+            Ok(ops) => {
+                alter(
+                    ctx,
+                    res.resource_type,
+                    res.resource_name.as_str(),
+                    ops,
+                    true,
+                    req.validate_only,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
@@ -627,7 +688,7 @@ pub async fn incremental_alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Rep
                 })
             })
             .collect();
-        let outcome = match ops {
+        let outcome = match ops.and_then(refuse_duplicate_keys) {
             Ok(ops) => {
                 alter(
                     ctx,
@@ -662,12 +723,40 @@ fn entry(
         .with_value(Some(s(value)))
         .with_config_source(source_code(src));
     if v >= 3 {
-        e.config_type = type_code(kind);
+        e.config_type = type_code(name, kind);
+        // Sluice has no documentation text for its keys: null, as Kafka
+        // sends when documentation was not asked for.
+        e.documentation = None;
     }
     e
 }
 
-fn synonyms(
+fn synonym(name: &str, value: &str, src: Source) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(s(name))
+        .with_value(Some(s(value)))
+        .with_source(source_code(src))
+}
+
+/// A broker key's synonyms, most specific first, as Kafka lists them: the
+/// static setting if any, then the default. Keys Kafka leaves unset by
+/// default ([`KAFKA_UNSET_DEFAULTS`]) have no default synonym.
+fn broker_synonyms(key: &str, value: &str, src: Source) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if src != Source::Default {
+        out.push(synonym(key, value, src));
+    }
+    if !KAFKA_UNSET_DEFAULTS.contains(&key) {
+        if let Some(k) = KEYS.iter().find(|x| x.broker == Some(key)) {
+            out.push(synonym(key, k.default, Source::Default));
+        }
+    }
+    out
+}
+
+/// A topic key's synonyms: the topic's own override if any, then those
+/// of the broker key that sets its default.
+fn topic_synonyms(
     config: &crate::config::BrokerConfig,
     topic_key: &str,
     value: &str,
@@ -675,25 +764,11 @@ fn synonyms(
 ) -> Vec<DescribeConfigsSynonym> {
     let mut out = Vec::new();
     if src == Source::Topic {
-        out.push(
-            DescribeConfigsSynonym::default()
-                .with_name(s(topic_key))
-                .with_value(Some(s(value)))
-                .with_source(1),
-        );
+        out.push(synonym(topic_key, value, src));
     }
     if let Some(b) = find_topic_key(topic_key).and_then(|k| k.broker) {
-        if let Some(bv) = config.get(b) {
-            let src = config
-                .broker_entries()
-                .find(|(k, _, _)| *k == b)
-                .map_or(Source::Default, |e| e.2);
-            out.push(
-                DescribeConfigsSynonym::default()
-                    .with_name(s(b))
-                    .with_value(Some(s(bv)))
-                    .with_source(source_code(src)),
-            );
+        if let Some((_, bv, bsrc)) = config.broker_entries().find(|(k, _, _)| *k == b) {
+            out.extend(broker_synonyms(b, bv, bsrc));
         }
     }
     out
@@ -760,8 +835,10 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
-/// InitProducerId for idempotent producers. A producer asking again with
-/// its id and epoch (KIP-360) keeps the id and gets the next epoch.
+/// InitProducerId for idempotent producers: always a new producer id at
+/// epoch 0, also for a producer that names its current id and epoch to
+/// have it bumped (KIP-360), as Kafka answers without a transactional id;
+/// the new id starts a new sequence, which is all the bump is for.
 /// Transactions are not supported.
 pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: InitProducerIdRequest = ctx.decode(body)?;
@@ -772,21 +849,16 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         resp.producer_epoch = -1;
         return ctx.respond(&resp);
     }
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch + 1;
-    } else {
-        match controller::producer_id(ctx.shard).await {
-            Ok(id) => {
-                resp.producer_id = ProducerId(id);
-                resp.producer_epoch = 0;
-            }
-            Err((code, message)) => {
-                tracing::warn!(?code, %message, "no producer id");
-                resp.error_code = code.code();
-                resp.producer_id = ProducerId(-1);
-                resp.producer_epoch = -1;
-            }
+    match controller::producer_id(ctx.shard).await {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err((code, message)) => {
+            tracing::warn!(?code, %message, "no producer id");
+            resp.error_code = code.code();
+            resp.producer_id = ProducerId(-1);
+            resp.producer_epoch = -1;
         }
     }
     ctx.respond(&resp)

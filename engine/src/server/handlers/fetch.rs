@@ -327,10 +327,12 @@ fn group(
             error_code: g.error.unwrap_or(ErrorCode::None),
             high_watermark: if g.error.is_some() { -1 } else { hw },
             last_stable_offset: if g.error.is_some() { -1 } else { hw },
-            // Also with OFFSET_OUT_OF_RANGE, so that a follower behind the
-            // log start knows where to start again.
+            // Also with OFFSET_OUT_OF_RANGE to a follower, so that one
+            // behind the log start knows where to start again; a consumer
+            // gets -1 with any error, as from Kafka.
             log_start_offset: match g.error {
-                None | Some(ErrorCode::OffsetOutOfRange) => g.marks.log_start.0,
+                None => g.marks.log_start.0,
+                Some(ErrorCode::OffsetOutOfRange) if w.replica.is_some() => g.marks.log_start.0,
                 Some(_) => -1,
             },
             current_leader,

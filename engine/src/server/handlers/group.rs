@@ -624,20 +624,48 @@ pub async fn delete_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
 pub async fn offset_delete(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: OffsetDeleteRequest = ctx.decode(body)?;
     let group_id = req.group_id.to_string();
+    // Partitions that do not exist are answered here, as Kafka does:
+    // UNKNOWN_TOPIC_OR_PARTITION, whatever the group holds.
+    let snapshot = ctx.shard.metadata();
+    let exists = |t: &str, p: i32| {
+        snapshot
+            .topic(t)
+            .is_some_and(|m| (0..m.partitions).contains(&p))
+    };
+    let mut unknown: Vec<(String, Vec<(i32, ErrorCode)>)> = Vec::new();
     let topics: Vec<(String, Vec<i32>)> = req
         .topics
         .iter()
-        .map(|t| {
-            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
-            (t.name.to_string(), ps)
+        .filter_map(|t| {
+            let name = t.name.to_string();
+            let (known, missing): (Vec<i32>, Vec<i32>) = t
+                .partitions
+                .iter()
+                .map(|p| p.partition_index)
+                .partition(|p| exists(&name, *p));
+            if !missing.is_empty() {
+                let codes = missing
+                    .into_iter()
+                    .map(|p| (p, ErrorCode::UnknownTopicOrPartition));
+                unknown.push((name.clone(), codes.collect()));
+            }
+            (!known.is_empty()).then_some((name, known))
         })
         .collect();
     let id = group_id.clone();
-    let (code, results) = on_coordinator(ctx, &group_id, move |c| async move {
+    let (code, mut results) = on_coordinator(ctx, &group_id, move |c| async move {
         c.groups.delete_offsets(&c, id, topics).await
     })
     .await
     .unwrap_or_else(|code| (code, Vec::new()));
+    if code == ErrorCode::None {
+        for (name, codes) in unknown {
+            match results.iter_mut().find(|(t, _)| *t == name) {
+                Some((_, known)) => known.extend(codes),
+                None => results.push((name, codes)),
+            }
+        }
+    }
     let topics = results
         .into_iter()
         .map(|(t, ps)| {

@@ -14,12 +14,30 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_protocol::ErrorCode;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: ListOffsetsRequest = ctx.decode(body)?;
     let shard = ctx.shard;
     let snapshot = shard.metadata();
     let v = ctx.version();
+    // A partition asked for twice is answered once, INVALID_REQUEST, as
+    // Kafka does: the two questions would get one answer each, in an
+    // order the client cannot tell apart.
+    let mut asked: BTreeMap<(&str, i32), usize> = BTreeMap::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            *asked
+                .entry((t.name.0.as_str(), p.partition_index))
+                .or_default() += 1;
+        }
+    }
+    let twice: BTreeSet<(String, i32)> = asked
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((t, p), _)| (t.to_string(), p))
+        .collect();
+    let mut answered_twice = BTreeSet::new();
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -28,6 +46,13 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         for p in t.partitions {
             let mut resp =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let key = (name.clone(), p.partition_index);
+            if twice.contains(&key) {
+                if answered_twice.insert(key) {
+                    partitions.push(resp.with_error_code(ErrorCode::InvalidRequest.code()));
+                }
+                continue;
+            }
             let Some(owner) = shard.owner_of(meta.as_ref(), p.partition_index) else {
                 partitions.push(resp.with_error_code(ErrorCode::UnknownTopicOrPartition.code()));
                 continue;

@@ -13,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod produce_time;
 
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};

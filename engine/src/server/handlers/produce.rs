@@ -12,13 +12,15 @@
 //! it listens (KIP-951), so the producer can move there without a
 //! Metadata round trip.
 
+use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
 use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -46,6 +48,8 @@ struct Outcome {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start: i64,
+    /// The records that made the set refused, by index, with why.
+    record_errors: Vec<(i32, String)>,
 }
 
 impl Outcome {
@@ -56,6 +60,7 @@ impl Outcome {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -70,6 +75,9 @@ struct Append {
     acks: Acks,
     /// How long an acks=all produce may wait for the in-sync replicas.
     timeout: Duration,
+    /// `message.timestamp.after.max.ms` of a CreateTime topic; `None` for
+    /// a LogAppendTime topic, whose records' times are the broker's.
+    timestamp_after_max_ms: Option<i64>,
 }
 
 fn batch_error(e: &BatchError) -> ErrorCode {
@@ -145,6 +153,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                                     Acks::Leader
                                 },
                                 timeout: Duration::from_millis(req.timeout_ms.max(0) as u64),
+                                timestamp_after_max_ms: (!m.config.log_append_time)
+                                    .then_some(m.config.timestamp_after_max_ms),
                             });
                             None
                         }
@@ -281,6 +291,9 @@ fn append_one(
         };
         return (Outcome::error(code, None), None, None);
     };
+    if let Some(refused) = late_records_refused(&partition, &a) {
+        return (refused, None, None);
+    }
     match partition.append_now(&a.records, &a.summary, a.acks) {
         Ok(appended) => {
             let outcome = Outcome {
@@ -289,12 +302,65 @@ fn append_one(
                 base_offset: appended.info.base_offset.0,
                 log_append_time_ms: appended.info.log_append_time_ms,
                 log_start: appended.log_start.0,
+                record_errors: Vec::new(),
             };
             let flush = appended.flush_to.map(|t| (partition, t));
             (outcome, appended.acked, flush)
         }
-        Err(code) => (Outcome::error(code, None), None, None),
+        Err(code) => {
+            let mut outcome = Outcome::error(code, None);
+            if reports_log_start(code) {
+                outcome.log_start = partition.watermarks().log_start.0;
+            }
+            (outcome, None, None)
+        }
     }
+}
+
+/// INVALID_TIMESTAMP when a record of a CreateTime topic is timestamped
+/// too far ahead of this broker's clock (`produce_time`), naming each such
+/// record; the partition's log start is reported, as for other refusals
+/// by the log.
+fn late_records_refused(partition: &Partition, a: &Append) -> Option<Outcome> {
+    let after_max_ms = a.timestamp_after_max_ms?;
+    let now = crate::shard::partition::now_ms();
+    let late = late_records(&a.records, now, after_max_ms);
+    let first = late.first()?;
+    let message = format!(
+        "Timestamp {} of record {} is more than message.timestamp.after.max.ms ({after_max_ms} ms) past the broker's clock ({now}).",
+        first.timestamp, first.index
+    );
+    tracing::warn!(topic = %a.topic, partition = a.partition, %message, "rejected produce");
+    let mut outcome = Outcome::error(ErrorCode::InvalidTimestamp, Some(message));
+    outcome.log_start = partition.watermarks().log_start.0;
+    outcome.record_errors = late
+        .iter()
+        .map(|r| {
+            let why = format!(
+                "Timestamp {} is more than {after_max_ms} ms past the broker's clock ({now}).",
+                r.timestamp
+            );
+            (r.index, why)
+        })
+        .collect();
+    Some(outcome)
+}
+
+/// Whether a refused append still reports the partition's log start
+/// offset. Kafka reports it when the log itself refused the batch (a
+/// producer's sequence or epoch, too few in-sync replicas), and -1 when
+/// the batch never reached a log (too large, corrupt, no such partition
+/// here, a failed disk).
+fn reports_log_start(code: ErrorCode) -> bool {
+    !matches!(
+        code,
+        ErrorCode::KafkaStorageError
+            | ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::RecordListTooLarge
+            | ErrorCode::CorruptMessage
+    )
 }
 
 fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
@@ -309,6 +375,16 @@ fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
             .with_base_offset(o.base_offset)
             .with_log_append_time_ms(o.log_append_time_ms)
             .with_log_start_offset(o.log_start)
+            .with_record_errors(
+                o.record_errors
+                    .into_iter()
+                    .map(|(index, why)| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(index)
+                            .with_batch_index_error_message(Some(StrBytes::from_string(why)))
+                    })
+                    .collect(),
+            )
             .with_error_message(o.message.map(StrBytes::from_string));
         let moved = o.error == ErrorCode::NotLeaderOrFollower;
         if let Some(l) = moved
