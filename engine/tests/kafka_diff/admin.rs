@@ -367,6 +367,43 @@ fn describe(
     resp
 }
 
+/// Waits until `name`'s configs show `expected` values. A broker answers
+/// an alteration once the controller has committed it, and applies it
+/// when the metadata reaches it, which for Kafka can be a moment later:
+/// describing at once could see the old value.
+fn settle(side: &mut Side, name: &str, expected: &[(&str, &str)]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let keys: Vec<_> = expected.iter().map(|(k, _)| text(k)).collect();
+    loop {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(text(name))
+                .with_configuration_keys(Some(keys.clone())),
+        ]);
+        let resp: DescribeConfigsResponse = side.ask(ApiKey::DescribeConfigs, &req);
+        let shown = |key: &str| {
+            resp.results
+                .iter()
+                .flat_map(|r| &r.configs)
+                .find(|c| c.name.as_str() == key)
+                .and_then(|c| c.value.as_ref().map(|v| v.to_string()))
+        };
+        if expected
+            .iter()
+            .all(|(k, v)| shown(k).as_deref() == Some(*v))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {name} never showed {expected:?}",
+            side.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub fn describe_configs(side: &mut Side) {
     create_ok(side, "diff-dc-plain", 1, &[]);
     create_ok(
@@ -543,6 +580,14 @@ pub fn alter_configs(side: &mut Side) {
         ],
         false,
     );
+    settle(
+        side,
+        t,
+        &[
+            ("retention.ms", "1000"),
+            ("cleanup.policy", "delete,compact"),
+        ],
+    );
     describe(side, "after set", vec![(TOPIC, t, Some(TOPIC_KEYS))]);
     incremental(
         side,
@@ -553,6 +598,11 @@ pub fn alter_configs(side: &mut Side) {
             ("retention.ms", DELETE, None),
         ],
         false,
+    );
+    settle(
+        side,
+        t,
+        &[("retention.ms", "604800000"), ("cleanup.policy", "compact")],
     );
     describe(
         side,
@@ -586,6 +636,7 @@ pub fn alter_configs(side: &mut Side) {
         &[("retention.ms", "1000")],
     );
     alter(side, "alter", t, &[("segment.bytes", "2097152")]);
+    settle(side, t, &[("segment.bytes", "2097152")]);
     describe(side, "after alter", vec![(TOPIC, t, Some(TOPIC_KEYS))]);
 }
 

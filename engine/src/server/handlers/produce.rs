@@ -273,16 +273,12 @@ async fn append_on(
     })
 }
 
+/// A partition's flush an append still waits for, and to where.
+type PendingFlush = (Rc<Partition>, sluice_protocol::Offset);
+
 /// Appends one partition's record set; returns its outcome, the
 /// receiver of its acks=all answer, and the flush it still needs.
-fn append_one(
-    shard: &Rc<Shard>,
-    a: Append,
-) -> (
-    Outcome,
-    Option<Acked>,
-    Option<(Rc<Partition>, sluice_protocol::Offset)>,
-) {
+fn append_one(shard: &Rc<Shard>, a: Append) -> (Outcome, Option<Acked>, Option<PendingFlush>) {
     let Some(partition): Option<Rc<Partition>> = shard.serving_partition(&a.topic, a.partition)
     else {
         let code = match shard.offline_reason(&a.topic, a.partition) {
