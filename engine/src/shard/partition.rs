@@ -453,6 +453,25 @@ impl Partition {
     }
 }
 
+/// `fdatasync` through the shard's io_uring, on a duplicate of `file`'s
+/// descriptor (the ring takes ownership of what it closes). Unlike the
+/// blocking pool, one thread per shard that would run every partition's
+/// syncs in turn, the ring has the syncs of all the shard's partitions in
+/// the kernel at once, where the file system commits them together.
+async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor the caller keeps open.
+    let fd = unsafe { libc::dup(file.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    let ring_file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+    let synced = ring_file.fdatasync().await;
+    let closed = ring_file.close().await;
+    synced.and(closed).map_err(std::io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,23 +589,4 @@ mod tests {
         assert_eq!(retry.base_offset, Offset(0));
         assert_eq!(p.log.borrow().log_end(), Offset(1));
     }
-}
-
-/// `fdatasync` through the shard's io_uring, on a duplicate of `file`'s
-/// descriptor (the ring takes ownership of what it closes). Unlike the
-/// blocking pool, one thread per shard that would run every partition's
-/// syncs in turn, the ring has the syncs of all the shard's partitions in
-/// the kernel at once, where the file system commits them together.
-async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: dup of a descriptor the caller keeps open.
-    let fd = unsafe { libc::dup(file.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-    let ring_file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
-    let synced = ring_file.fdatasync().await;
-    let closed = ring_file.close().await;
-    synced.and(closed).map_err(std::io::Error::from)
 }

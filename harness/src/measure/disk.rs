@@ -83,7 +83,7 @@ pub fn flushes_per_append(configs: &std::collections::BTreeMap<String, String>) 
     configs
         .get("flush.messages")
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .is_some_and(|n| n >= 1 && n < i64::MAX)
+        .is_some_and(|n| (1..i64::MAX).contains(&n))
 }
 
 #[cfg(test)]
