@@ -20,6 +20,7 @@
 
 use super::accumulator::{ClosedBatch, PartitionQueue, Sequencer, RECORD_OVERHEAD_MAX};
 use super::admin::{self, topic_name, ClusterMetadata};
+use super::batch::ValueParts;
 use super::conn::Connection;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
@@ -182,6 +183,11 @@ impl Producer {
         }
     }
 
+    /// `linger.ms` in ns.
+    pub fn linger_ns(&self) -> u64 {
+        self.linger_ns
+    }
+
     pub fn partitions(&self, topic: usize) -> u32 {
         self.topics[topic].leaders.len() as u32
     }
@@ -207,7 +213,23 @@ impl Producer {
         now_ns: u64,
         rec: &mut Recorder,
     ) -> Result<(), SendRefused> {
-        let record_bytes = value.len() + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
+        self.send_parts(topic, key, [value, &[]], start_ns, now_ns, rec)
+    }
+
+    /// [`Self::send`] for a value given in parts (the generator's stamp and
+    /// pooled payload), which are copied once, into the batch.
+    #[inline]
+    pub fn send_parts(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: ValueParts<'_>,
+        start_ns: u64,
+        now_ns: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), SendRefused> {
+        let value_len = value[0].len() + value[1].len();
+        let record_bytes = value_len + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
         if self.buffered + record_bytes > self.s.buffer_memory {
             return Err(SendRefused::BufferFull);
         }
@@ -221,7 +243,7 @@ impl Producer {
         let timestamp_ms = self.clock.unix_us(start_ns) / 1_000;
         let q = &mut self.topics[topic].queues[partition as usize];
         let before = q.open_bytes();
-        let size = q.append(now_ns, timestamp_ms, key, value, start_ns);
+        let size = q.append_parts(now_ns, timestamp_ms, key, value, start_ns, self.batch_limit);
         self.buffered += q.open_bytes() - before;
         rec.on_send(now_ns, start_ns);
         if size >= self.batch_limit {
