@@ -24,15 +24,13 @@ use super::batch::ValueParts;
 use super::conn::Connection;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
+use super::wire::{produce_request_pieces, ProducePart};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
 use crate::workload::dist::Rng;
 use crate::workload::props::{Acks, ProducerSettings};
 use bytes::Bytes;
-use sluice_protocol::messages::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
-};
-use sluice_protocol::messages::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use sluice_protocol::messages::messages::{ApiKey, ProduceResponse, TopicName};
 use sluice_protocol::ErrorCode;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -565,29 +563,29 @@ impl Producer {
         now: u64,
         rec: &mut Recorder,
     ) -> Result<(), ClientError> {
-        let mut topic_data: Vec<TopicProduceData> = Vec::new();
-        for (t, p, b) in &batches {
-            let name = &self.topics[*t].wire;
-            let pd = PartitionProduceData::default()
-                .with_index(*p)
-                .with_records(Some(b.wire.clone()));
-            match topic_data.iter_mut().find(|d| &d.name == name) {
-                Some(d) => d.partition_data.push(pd),
-                None => topic_data.push(
-                    TopicProduceData::default()
-                        .with_name(name.clone())
-                        .with_partition_data(vec![pd]),
-                ),
-            }
-        }
-        let req = ProduceRequest::default()
-            .with_acks(self.s.acks.wire())
-            .with_timeout_ms(self.s.request_timeout_ms.min(i32::MAX as u64) as i32)
-            .with_topic_data(topic_data);
+        // Grouped by topic, as the request lists each topic once.
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by_key(|&i| batches[i].0);
+        let parts: Vec<ProducePart<'_>> = order
+            .iter()
+            .map(|&i| ProducePart {
+                topic: &self.topics[batches[i].0].name,
+                partition: batches[i].1,
+                records: &batches[i].2.wire,
+            })
+            .collect();
         let acks = self.s.acks;
-        let broker = self.broker(id)?;
-        let version = broker.produce_version;
-        let correlation = broker.conn.queue(ApiKey::Produce, version, &req)?;
+        let timeout_ms = self.s.request_timeout_ms.min(i32::MAX as u64) as i32;
+        let b = self
+            .brokers
+            .get_mut(&id)
+            .expect("collect connected to the broker");
+        let version = b.produce_version;
+        let correlation = b.conn.next_correlation();
+        let pieces = produce_request_pieces(version, correlation, acks.wire(), timeout_ms, &parts);
+        drop(parts);
+        let broker = self.brokers.get_mut(&id).expect("present above");
+        broker.conn.queue_pieces(pieces);
         if acks == Acks::None {
             // No response comes for acks=0: a batch is done once its whole
             // request has been written to the socket.
