@@ -171,6 +171,7 @@ pub fn run(
         acknowledged.extend(p.acknowledged().map(|(t, n)| (t.to_string(), n)));
     }
     rec.finish(clock.now_ns());
+    crate::measure::cpu::thread_ending();
     GeneratorResult {
         recorder: rec,
         errors,
