@@ -699,6 +699,7 @@ mod tests {
         let mut rec = Recorder::new(0, 0, u64::MAX);
         let (n, next) = consume_records(&set, 1, &clock, &mut || 3_000_000, &mut rec).unwrap();
         assert_eq!((n, next), (3, 4));
+        rec.finish(3_000_000);
         // Sent at 1 ms, consumed at 3 ms: 2 ms end to end.
         let p50 = rec.totals.latency.value_at_quantile(0.5);
         assert!((1_990..=2_010).contains(&p50), "{p50}");
