@@ -10,18 +10,20 @@
 //! numbers when it closes, and keeps them through retries, which go back
 //! into the queue in sequence order.
 
-use super::compression::{compress, CodecError};
+use super::batch::{BatchWriter, ProducerFields, ValueParts};
+use super::compression::CodecError;
 use bytes::Bytes;
-use sluice_protocol::record_batch::{set_producer, BatchBuilder, Compression, BATCH_HEADER_SIZE};
+use sluice_protocol::record_batch::{set_producer, Compression, BATCH_HEADER_SIZE};
 use std::collections::VecDeque;
 
-/// Bytes a record adds beyond key and value at most: length, attributes,
-/// timestamp and offset deltas, key/value lengths, header count (varints).
-pub const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+pub use super::batch::RECORD_OVERHEAD_MAX;
+
+/// The most an open batch reserves up front; larger batches grow.
+const BATCH_RESERVE_MAX: usize = 1 << 20;
 
 /// A batch still taking records.
 pub struct OpenBatch {
-    builder: BatchBuilder,
+    builder: BatchWriter,
     pub created_ns: u64,
     pub starts: Vec<u64>,
     pub payload_bytes: u64,
@@ -129,15 +131,30 @@ impl PartitionQueue {
         value: &[u8],
         start_ns: u64,
     ) -> usize {
+        self.append_parts(now_ns, timestamp_ms, key, [value, &[]], start_ns, 0)
+    }
+
+    /// [`Self::append`] for a value given in parts; a batch opened here
+    /// reserves `batch_bytes` (up to 1 MiB) so it rarely grows by copying.
+    #[inline]
+    pub fn append_parts(
+        &mut self,
+        now_ns: u64,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: ValueParts<'_>,
+        start_ns: u64,
+        batch_bytes: usize,
+    ) -> usize {
         let b = self.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(timestamp_ms),
+            builder: BatchWriter::new(timestamp_ms, batch_bytes.min(BATCH_RESERVE_MAX)),
             created_ns: now_ns,
             starts: Vec::new(),
             payload_bytes: 0,
         });
-        b.builder.push(timestamp_ms, key, Some(value), &[]);
+        b.builder.push(timestamp_ms, key, value);
         b.starts.push(start_ns);
-        b.payload_bytes += value.len() as u64;
+        b.payload_bytes += (value[0].len() + value[1].len()) as u64;
         b.builder.size_bytes()
     }
 
@@ -147,15 +164,19 @@ impl PartitionQueue {
         codec: Compression,
         scratch: &mut Vec<u8>,
     ) -> Result<usize, CodecError> {
-        let Some(mut b) = self.open.take() else {
+        let Some(b) = self.open.take() else {
             return Ok(0);
         };
-        let mut base_sequence = -1;
+        let mut producer = ProducerFields::NONE;
         if let Some(s) = &self.sequencer {
-            base_sequence = s.next;
-            b.builder = b.builder.producer(s.producer_id, s.epoch, s.next);
+            producer = ProducerFields {
+                id: s.producer_id,
+                epoch: s.epoch,
+                base_sequence: s.next,
+            };
         }
-        let batch = finish(&b.builder, codec, scratch)?;
+        let base_sequence = producer.base_sequence;
+        let batch = b.builder.finish(codec, producer, scratch)?;
         if let Some(s) = &mut self.sequencer {
             s.next = add_sequence(s.next, b.starts.len() as i32);
         }
@@ -268,20 +289,6 @@ impl Default for PartitionQueue {
     fn default() -> Self {
         PartitionQueue::new()
     }
-}
-
-/// Encodes a batch, compressing its records section with `codec`.
-pub fn finish(
-    b: &BatchBuilder,
-    codec: Compression,
-    scratch: &mut Vec<u8>,
-) -> Result<Vec<u8>, CodecError> {
-    if codec == Compression::None {
-        return Ok(b.finish());
-    }
-    scratch.clear();
-    compress(codec, b.records(), scratch)?;
-    Ok(b.finish_with(codec, scratch))
 }
 
 /// Size of a batch header, for sizing the first record of a batch.

@@ -13,13 +13,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::frame::{payload_len, FRAME_HEADER_SIZE, FRAME_SIZE_MAX_DEFAULT};
 use sluice_protocol::messages::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use sluice_protocol::messages::protocol::{Decodable, Encodable};
-use std::io::{ErrorKind, Read, Write};
+use std::collections::VecDeque;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
+/// Pieces handed to one `writev`: a Produce request is two per batch.
+const IOVECS_MAX: usize = 64;
 /// How long a blocking read waits for a response unless told otherwise.
 const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
@@ -28,8 +31,13 @@ pub struct Connection {
     stream: TcpStream,
     next_correlation: i32,
     rbuf: BytesMut,
-    scratch: Box<[u8]>,
+    /// Encoded control requests, before they join `out`.
     wbuf: BytesMut,
+    /// Pieces of requests not yet written, in order; the first may be
+    /// partly written already.
+    out: VecDeque<Bytes>,
+    /// Bytes in `out`.
+    queued: usize,
     /// Bytes written by `flush_some`, ever.
     written: u64,
     versions: Versions,
@@ -53,8 +61,9 @@ impl Connection {
             stream,
             next_correlation: 1,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
             wbuf: BytesMut::new(),
+            out: VecDeque::new(),
+            queued: 0,
             written: 0,
             versions: Versions::default(),
             nonblocking: false,
@@ -156,10 +165,32 @@ impl Connection {
         version: i16,
         body: &R,
     ) -> Result<i32, ClientError> {
+        let corr = self.next_correlation();
+        wire::encode_request(&mut self.wbuf, api, version, corr, body)?;
+        let frame = self.wbuf.split().freeze();
+        self.push_out(frame);
+        Ok(corr)
+    }
+
+    /// The next correlation id, for a request the caller encodes itself.
+    pub fn next_correlation(&mut self) -> i32 {
         let corr = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
-        wire::encode_request(&mut self.wbuf, api, version, corr, body)?;
-        Ok(corr)
+        corr
+    }
+
+    /// Queues a request already encoded as `pieces` of one frame.
+    pub fn queue_pieces(&mut self, pieces: Vec<Bytes>) {
+        for p in pieces {
+            self.push_out(p);
+        }
+    }
+
+    fn push_out(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.queued += piece.len();
+            self.out.push_back(piece);
+        }
     }
 
     /// Encodes and writes a request, blocking until it is sent.
@@ -171,10 +202,8 @@ impl Connection {
     ) -> Result<i32, ClientError> {
         debug_assert!(!self.nonblocking);
         let corr = self.queue(api, version, body)?;
-        self.stream
-            .write_all(&self.wbuf)
-            .map_err(ClientError::io("writing a request to", self.addr))?;
-        self.wbuf.clear();
+        // Blocking: each write takes something or fails.
+        self.flush_some()?;
         Ok(corr)
     }
 
@@ -219,19 +248,33 @@ impl Connection {
 
     /// Reads once; `Ok(false)` when a non-blocking socket had nothing.
     fn fill(&mut self) -> Result<bool, ClientError> {
-        // A scratch buffer, not a resized `rbuf`: resizing would zero 256 KiB
-        // on every read.
-        let r = self.stream.read(&mut self.scratch);
-        match r {
-            Ok(0) => Err(ClientError::Closed { addr: self.addr }),
-            Ok(n) => {
-                self.rbuf.extend_from_slice(&self.scratch[..n]);
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                Ok(false)
-            }
-            Err(e) => Err(ClientError::Io {
+        // Straight into the read buffer's spare room: neither zeroed first
+        // (resizing would zero 256 KiB per read) nor read into a scratch
+        // buffer and copied over (one more copy of every fetched byte).
+        self.rbuf.reserve(READ_CHUNK);
+        let spare = self.rbuf.spare_capacity_mut();
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by
+        // `rbuf`; `read` writes at most that many and returns how many.
+        let r = unsafe {
+            libc::read(
+                self.stream.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+            )
+        };
+        if r > 0 {
+            // SAFETY: the kernel initialised the first `r` spare bytes.
+            unsafe { self.rbuf.set_len(self.rbuf.len() + r as usize) };
+            return Ok(true);
+        }
+        if r == 0 {
+            return Err(ClientError::Closed { addr: self.addr });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            // A blocking socket's read timeout also reads as WouldBlock.
+            ErrorKind::WouldBlock | ErrorKind::Interrupted => Ok(false),
+            _ => Err(ClientError::Io {
                 op: "reading a response from",
                 addr: self.addr,
                 source: e,
@@ -269,36 +312,73 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes what the socket takes of the queued requests.
+    /// Writes what the socket takes of the queued requests, up to
+    /// [`IOVECS_MAX`] pieces per `writev`.
     pub fn flush_some(&mut self) -> Result<(), ClientError> {
-        while !self.wbuf.is_empty() {
-            match self.stream.write(&self.wbuf) {
-                Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
-                Ok(n) => {
-                    self.wbuf.advance(n);
-                    self.written += n as u64;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(ClientError::Io {
-                        op: "writing a request to",
-                        addr: self.addr,
-                        source: e,
-                    })
+        while !self.out.is_empty() {
+            let iov: Vec<libc::iovec> = self
+                .out
+                .iter()
+                .take(IOVECS_MAX)
+                .map(|p| libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                })
+                .collect();
+            // SAFETY: every iovec points into a `Bytes` held by `self.out`,
+            // which is not touched until `writev` returns.
+            let r = unsafe {
+                libc::writev(
+                    self.stream.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    ErrorKind::WouldBlock => return Ok(()),
+                    ErrorKind::Interrupted => continue,
+                    _ => {
+                        return Err(ClientError::Io {
+                            op: "writing a request to",
+                            addr: self.addr,
+                            source: e,
+                        })
+                    }
                 }
             }
+            if r == 0 {
+                return Err(ClientError::Closed { addr: self.addr });
+            }
+            self.consume_written(r as usize);
         }
         Ok(())
     }
 
+    /// Drops `n` written bytes from the front of `out`.
+    fn consume_written(&mut self, mut n: usize) {
+        self.written += n as u64;
+        self.queued -= n;
+        while n > 0 {
+            let front = self.out.front_mut().expect("written bytes were queued");
+            if front.len() <= n {
+                n -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
     pub fn wants_write(&self) -> bool {
-        !self.wbuf.is_empty()
+        !self.out.is_empty()
     }
 
     /// Bytes queued but not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.wbuf.len()
+        self.queued
     }
 
     /// Bytes the socket has taken from the write buffer, ever.

@@ -5,6 +5,7 @@
 pub mod accumulator;
 pub mod admin;
 pub mod assignor;
+pub mod batch;
 pub use sluice_protocol::compression;
 pub mod conn;
 pub mod consumer;

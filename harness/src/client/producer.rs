@@ -20,18 +20,17 @@
 
 use super::accumulator::{ClosedBatch, PartitionQueue, Sequencer, RECORD_OVERHEAD_MAX};
 use super::admin::{self, topic_name, ClusterMetadata};
+use super::batch::ValueParts;
 use super::conn::Connection;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
+use super::wire::{produce_request_pieces, ProducePart};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
 use crate::workload::dist::Rng;
 use crate::workload::props::{Acks, ProducerSettings};
 use bytes::Bytes;
-use sluice_protocol::messages::messages::produce_request::{
-    PartitionProduceData, TopicProduceData,
-};
-use sluice_protocol::messages::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use sluice_protocol::messages::messages::{ApiKey, ProduceResponse, TopicName};
 use sluice_protocol::ErrorCode;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -182,6 +181,11 @@ impl Producer {
         }
     }
 
+    /// `linger.ms` in ns.
+    pub fn linger_ns(&self) -> u64 {
+        self.linger_ns
+    }
+
     pub fn partitions(&self, topic: usize) -> u32 {
         self.topics[topic].leaders.len() as u32
     }
@@ -207,7 +211,23 @@ impl Producer {
         now_ns: u64,
         rec: &mut Recorder,
     ) -> Result<(), SendRefused> {
-        let record_bytes = value.len() + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
+        self.send_parts(topic, key, [value, &[]], start_ns, now_ns, rec)
+    }
+
+    /// [`Self::send`] for a value given in parts (the generator's stamp and
+    /// pooled payload), which are copied once, into the batch.
+    #[inline]
+    pub fn send_parts(
+        &mut self,
+        topic: usize,
+        key: Option<&[u8]>,
+        value: ValueParts<'_>,
+        start_ns: u64,
+        now_ns: u64,
+        rec: &mut Recorder,
+    ) -> Result<(), SendRefused> {
+        let value_len = value[0].len() + value[1].len();
+        let record_bytes = value_len + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
         if self.buffered + record_bytes > self.s.buffer_memory {
             return Err(SendRefused::BufferFull);
         }
@@ -221,7 +241,7 @@ impl Producer {
         let timestamp_ms = self.clock.unix_us(start_ns) / 1_000;
         let q = &mut self.topics[topic].queues[partition as usize];
         let before = q.open_bytes();
-        let size = q.append(now_ns, timestamp_ms, key, value, start_ns);
+        let size = q.append_parts(now_ns, timestamp_ms, key, value, start_ns, self.batch_limit);
         self.buffered += q.open_bytes() - before;
         rec.on_send(now_ns, start_ns);
         if size >= self.batch_limit {
@@ -543,29 +563,29 @@ impl Producer {
         now: u64,
         rec: &mut Recorder,
     ) -> Result<(), ClientError> {
-        let mut topic_data: Vec<TopicProduceData> = Vec::new();
-        for (t, p, b) in &batches {
-            let name = &self.topics[*t].wire;
-            let pd = PartitionProduceData::default()
-                .with_index(*p)
-                .with_records(Some(b.wire.clone()));
-            match topic_data.iter_mut().find(|d| &d.name == name) {
-                Some(d) => d.partition_data.push(pd),
-                None => topic_data.push(
-                    TopicProduceData::default()
-                        .with_name(name.clone())
-                        .with_partition_data(vec![pd]),
-                ),
-            }
-        }
-        let req = ProduceRequest::default()
-            .with_acks(self.s.acks.wire())
-            .with_timeout_ms(self.s.request_timeout_ms.min(i32::MAX as u64) as i32)
-            .with_topic_data(topic_data);
+        // Grouped by topic, as the request lists each topic once.
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by_key(|&i| batches[i].0);
+        let parts: Vec<ProducePart<'_>> = order
+            .iter()
+            .map(|&i| ProducePart {
+                topic: &self.topics[batches[i].0].name,
+                partition: batches[i].1,
+                records: &batches[i].2.wire,
+            })
+            .collect();
         let acks = self.s.acks;
-        let broker = self.broker(id)?;
-        let version = broker.produce_version;
-        let correlation = broker.conn.queue(ApiKey::Produce, version, &req)?;
+        let timeout_ms = self.s.request_timeout_ms.min(i32::MAX as u64) as i32;
+        let b = self
+            .brokers
+            .get_mut(&id)
+            .expect("collect connected to the broker");
+        let version = b.produce_version;
+        let correlation = b.conn.next_correlation();
+        let pieces = produce_request_pieces(version, correlation, acks.wire(), timeout_ms, &parts);
+        drop(parts);
+        let broker = self.brokers.get_mut(&id).expect("present above");
+        broker.conn.queue_pieces(pieces);
         if acks == Acks::None {
             // No response comes for acks=0: a batch is done once its whole
             // request has been written to the socket.

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// A process to account for: a name for reports and its pid.
 #[derive(Clone, Debug)]
@@ -55,9 +56,31 @@ fn thread_group(name: &str) -> &'static str {
     }
 }
 
-/// Every watched process's CPU so far, the harness's by thread group
-/// (threads that ended keep counting in their process, not their group),
-/// and peak RSS.
+/// Final CPU of harness threads that have ended: (thread id, group, CPU).
+/// A generator ends as soon as its flush is done, often in the 50 ms
+/// before the window's closing snapshot; without its final reading its
+/// group's CPU fell between two snapshots and read as zero.
+static ENDED: Mutex<Vec<(u32, &'static str, Cpu)>> = Mutex::new(Vec::new());
+
+/// Called by a generator or consumer thread as its last act: its CPU so
+/// far stays counted in its group after `/proc` forgets the thread.
+pub fn thread_ending() {
+    let Ok(s) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return;
+    };
+    let Some((name, cpu)) = parse_stat(&s, ticks_per_second()) else {
+        return;
+    };
+    let Some(tid) = s.split_whitespace().next().and_then(|t| t.parse().ok()) else {
+        return;
+    };
+    let mut ended = ENDED.lock().unwrap_or_else(|e| e.into_inner());
+    ended.push((tid, thread_group(&name), cpu));
+}
+
+/// Every watched process's CPU so far, the harness's by thread group (a
+/// thread that ended counts with its final reading, see [`thread_ending`];
+/// other threads that ended count in their process only), and peak RSS.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub processes: Vec<(Cpu, Option<u64>)>,
@@ -82,6 +105,7 @@ pub fn snapshot(watched: &[Watched]) -> Snapshot {
     for g in THREAD_GROUPS {
         harness_threads.insert(g, Cpu::default());
     }
+    let mut alive = Vec::new();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
             let Ok(s) = std::fs::read_to_string(t.path().join("stat")) else {
@@ -90,8 +114,15 @@ pub fn snapshot(watched: &[Watched]) -> Snapshot {
             if let Some((name, cpu)) = parse_stat(&s, tick) {
                 let slot = harness_threads.entry(thread_group(&name)).or_default();
                 *slot = slot.plus(&cpu);
+                alive.extend(t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
             }
         }
+    }
+    let ended = ENDED.lock().unwrap_or_else(|e| e.into_inner());
+    // A thread still listed was counted above, with its latest reading.
+    for (_, group, cpu) in ended.iter().filter(|(tid, ..)| !alive.contains(tid)) {
+        let slot = harness_threads.entry(group).or_default();
+        *slot = slot.plus(cpu);
     }
     Snapshot {
         processes,
@@ -246,6 +277,37 @@ mod tests {
                 system_s: 0.5
             }
         );
+    }
+
+    /// A generator that ends before the window's closing snapshot (as a
+    /// paced one does right after its flush) read as 0 CPU: its thread was
+    /// gone from `/proc` by then.
+    #[test]
+    fn an_ended_thread_keeps_counting_in_its_group() {
+        let before = snapshot(&[]).harness_threads["load generators"];
+        std::thread::Builder::new()
+            .name("load-gen-ended".into())
+            .spawn(|| {
+                let t = std::time::Instant::now();
+                let mut x = 0u64;
+                let me = || {
+                    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+                    parse_stat(&s, ticks_per_second()).unwrap().1.total()
+                };
+                // Work until the tick-granular counter moves; bounded.
+                while me() == 0.0 && t.elapsed() < std::time::Duration::from_secs(30) {
+                    for i in 0..1_000_000u64 {
+                        x = x.wrapping_mul(31).wrapping_add(i);
+                    }
+                }
+                std::hint::black_box(x);
+                thread_ending();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let after = snapshot(&[]).harness_threads["load generators"];
+        assert!(after.total() > before.total(), "{before:?} -> {after:?}");
     }
 
     #[test]

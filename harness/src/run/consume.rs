@@ -156,6 +156,7 @@ pub fn run(
     }
     c.close();
     rec.finish(clock.now_ns());
+    crate::measure::cpu::thread_ending();
     ConsumerResult {
         recorder: rec,
         errors: std::mem::take(c.errors()),

@@ -1,5 +1,5 @@
 //! Message values and keys, prepared before the run so the per-message path
-//! only copies bytes.
+//! only copies bytes, once, into the batch.
 //!
 //! Values come from a pool (OMB's `randomizedPayloadPoolSize`), each pooled
 //! payload `randomBytesRatio` random and zeros after that, or from
@@ -7,6 +7,7 @@
 //! the message's intended send time (µs since the Unix epoch, big-endian) for
 //! the consumer's end-to-end latency.
 
+use crate::client::batch::ValueParts;
 use crate::workload::dist::{KeySampler, Rng, SizeSampler};
 use crate::workload::Workload;
 
@@ -16,7 +17,7 @@ pub struct Payloads {
     keys: KeySampler,
     rng: Rng,
     next: usize,
-    value: Vec<u8>,
+    stamp: [u8; 8],
     key: [u8; 20],
 }
 
@@ -51,26 +52,26 @@ impl Payloads {
             keys: KeySampler::from_spec(&w.keys),
             rng,
             next: 0,
-            value: Vec::with_capacity(max),
+            stamp: [0; 8],
             key: [0; 20],
         })
     }
 
-    /// The next (key, value) for a message meant to be sent at `sent_unix_us`.
+    /// The next (key, value) for a message meant to be sent at
+    /// `sent_unix_us`. The value comes in two parts, the send-time stamp and
+    /// the rest of the pooled payload, so that it is copied only where it
+    /// goes (the batch), not staged here first.
     #[inline]
-    pub fn next(&mut self, sent_unix_us: i64) -> (Option<&[u8]>, &[u8]) {
+    pub fn next(&mut self, sent_unix_us: i64) -> (Option<&[u8]>, ValueParts<'_>) {
         let size = self.sizes.next(&mut self.rng) as usize;
         let src = &self.pool[self.next];
         self.next = (self.next + 1) % self.pool.len();
-        self.value.clear();
-        self.value.extend_from_slice(&src[..size]);
-        let stamp = sent_unix_us.to_be_bytes();
+        self.stamp = sent_unix_us.to_be_bytes();
         let n = size.min(8);
-        self.value[..n].copy_from_slice(&stamp[..n]);
         let key = match self.keys.next(&mut self.rng) {
             Some(k) => Some(crate::client::partitioner::key_bytes(k, &mut self.key)),
             None => None,
         };
-        (key, &self.value)
+        (key, [&self.stamp[..n], &src[n..size]])
     }
 }
