@@ -691,6 +691,7 @@ fn cooperative_sticky_join_revokes_only_the_partitions_that_move() {
     // The partitions that moved had been committed to their ends: c
     // starts each at its end, and nothing is read twice.
     ledger.check_complete(&all_sent);
+    common::passed("librdkafka", &["groups-classic"]);
 }
 
 // ---------------------------------------------------------------------
@@ -1051,6 +1052,7 @@ fn kafka_python_consumers_share_a_topic_and_commit() {
         expected,
         "committed offsets as librdkafka reads them"
     );
+    common::passed("kafka-python", &["groups-classic"]);
 }
 
 // ---------------------------------------------------------------------

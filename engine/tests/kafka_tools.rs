@@ -213,6 +213,7 @@ fn kafka_topics_creates_lists_describes_alters_and_deletes_topics() {
     // The new partitions exist on disk.
     assert!(broker.partition_dir("tools-topic", 4).is_dir());
     assert!(!broker.partition_dir("doomed", 0).exists());
+    common::passed("kafka-tools", &["admin"]);
 }
 
 /// A console consumer in a group, running until it is stopped; its lines
@@ -466,6 +467,7 @@ fn console_producer_and_consumer_and_consumer_groups() {
     );
     let listed = tool(GROUPS, &["--bootstrap-server", &b, "--list"]);
     assert_eq!(listed.trim(), "", "no group left");
+    common::passed("kafka-tools", &["produce", "consume", "groups-classic"]);
 }
 
 #[test]

@@ -71,6 +71,7 @@ fn kcat_lists_metadata_and_round_trips_every_codec() {
         listing.contains("partition 2, leader 1, replicas: 1, isrs: 1"),
         "{listing}"
     );
+    common::passed("kcat", &["produce", "consume"]);
 }
 
 #[test]
@@ -82,6 +83,7 @@ fn kafka_python_admin_grows_a_topic() {
         &["120", "python3", script, &broker.bootstrap(), "py-grow"],
         || format!("broker log:\n{}", broker.log()),
     );
+    common::passed("kafka-python", &["admin"]);
 }
 
 #[test]
@@ -104,6 +106,7 @@ fn kafka_python_round_trip() {
             || format!("broker log:\n{}", broker.log()),
         );
     }
+    common::passed("kafka-python", &["produce", "consume", "idempotence"]);
 }
 
 #[test]
@@ -125,6 +128,16 @@ fn aiokafka_creates_a_topic_produces_every_codec_and_consumes_in_a_group() {
         ],
         || format!("broker log:\n{}", broker.log()),
     );
+    common::passed(
+        "aiokafka",
+        &[
+            "admin",
+            "produce",
+            "consume",
+            "groups-classic",
+            "idempotence",
+        ],
+    );
 }
 
 #[test]
@@ -133,6 +146,16 @@ fn kafkajs_produces_and_consumes_in_a_group() {
     kafkajs_round_trip(&broker.bootstrap(), "kafkajs", 3000, 1, || {
         format!("broker log:\n{}", broker.log())
     });
+    common::passed(
+        "kafkajs",
+        &[
+            "admin",
+            "produce",
+            "consume",
+            "groups-classic",
+            "idempotence",
+        ],
+    );
 }
 
 #[test]
@@ -164,6 +187,7 @@ fn sarama_produces_reads_and_consumes_in_a_group() {
         &["180", bin, &broker.bootstrap(), "sarama", "500"],
         || format!("broker log:\n{}", broker.log()),
     );
+    common::passed("sarama", &["produce", "consume", "groups-classic"]);
 }
 
 #[test]
@@ -186,6 +210,16 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("java client: ok"), "{out}");
+    common::passed(
+        "java",
+        &[
+            "admin",
+            "produce",
+            "consume",
+            "groups-classic",
+            "idempotence",
+        ],
+    );
 }
 
 /// Builds the Java checks (Apache Kafka's client, from Maven; `.ci/run`
@@ -237,6 +271,7 @@ fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
     );
     println!("{out}");
     assert!(out.contains("consumer protocol: ok"), "{out}");
+    common::passed("java", &["groups-kip848"]);
 }
 
 #[test]
@@ -267,6 +302,16 @@ fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("franz-go: ok"), "{out}");
+    common::passed(
+        "franz-go",
+        &[
+            "admin",
+            "produce",
+            "consume",
+            "groups-classic",
+            "idempotence",
+        ],
+    );
 }
 
 #[test]
@@ -294,4 +339,5 @@ fn librdkafka_shares_a_topic_under_the_consumer_group_protocol() {
         || format!("broker log:\n{}", broker.log()),
     );
     assert!(out.contains("librdkafka consumer protocol: ok"), "{out}");
+    common::passed("librdkafka", &["groups-kip848"]);
 }

@@ -205,6 +205,7 @@ fn check_round_trip(codec: &str) {
         );
     }
     broker.stop();
+    common::passed("librdkafka", &["produce", "consume"]);
 }
 
 #[test]

@@ -420,3 +420,16 @@ pub fn kafkajs_round_trip(
         context,
     );
 }
+
+/// Marks that `client` passed a test of each of `features`, for the
+/// compatibility matrix in README.md (`scripts/compat-matrix.py` turns
+/// the marks into it). Called at the end of a test, once every check of
+/// it has passed.
+pub fn passed(client: &str, features: &[&str]) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat");
+    std::fs::create_dir_all(&dir).expect("creating the compatibility marks' folder");
+    for feature in features {
+        std::fs::write(dir.join(format!("{client}={feature}")), b"")
+            .expect("writing a compatibility mark");
+    }
+}
