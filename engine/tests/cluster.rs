@@ -1579,6 +1579,9 @@ fn wait_high_watermark(c: &LocalCluster, topic: &str, offset: i64) {
 
 /// Deletes the records of partition 0 of `topic` below `offset` with
 /// librdkafka's DeleteRecords; returns the low watermark it answers.
+/// Asked again while the partition's leadership moves (a loaded machine
+/// can have a broker fenced and the leader elected anew): deleting below
+/// an offset twice is deleting it once.
 fn delete_records(c: &LocalCluster, topic: &str, offset: i64) -> i64 {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap())
@@ -1588,13 +1591,22 @@ fn delete_records(c: &LocalCluster, topic: &str, offset: i64) -> i64 {
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
         .unwrap();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
-        .expect("DeleteRecords answered");
-    let low = result.find_partition(topic, 0).expect("partition 0");
-    assert!(low.error().is_ok(), "{:?}", low.error());
-    match low.offset() {
-        rdkafka::Offset::Offset(o) => o,
-        other => panic!("low watermark {other:?}"),
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let result = futures::executor::block_on(admin.delete_records(&tpl, &options))
+            .expect("DeleteRecords answered");
+        let low = result.find_partition(topic, 0).expect("partition 0");
+        match low.error() {
+            Ok(()) => match low.offset() {
+                rdkafka::Offset::Offset(o) => return o,
+                other => panic!("low watermark {other:?}"),
+            },
+            Err(rdkafka::error::KafkaError::OffsetFetch(
+                rdkafka::types::RDKafkaErrorCode::NotLeaderForPartition
+                | rdkafka::types::RDKafkaErrorCode::LeaderNotAvailable,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("DeleteRecords: {e:?}"),
+        }
     }
 }
 
