@@ -178,7 +178,7 @@ def produce_some(port, names, partitions, records):
             for _ in range(records):
                 p.produce(name, value, partition=part)
         p.poll(0)
-    if p.flush(120) != 0:
+    if p.flush(600) != 0:
         raise RuntimeError("produce did not complete")
 
 
@@ -213,6 +213,16 @@ def summary(values):
 
 
 def main():
+    try:
+        run(lambda b: globals().__setitem__("_broker", b))
+    finally:
+        b = globals().get("_broker")
+        if b is not None and b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
+
+
+def run(keep):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sluice", required=True)
     ap.add_argument("--work", required=True)
@@ -235,6 +245,7 @@ def main():
     data = os.path.join(a.work, "data")
     broker = Broker(a.sluice, data, free_port(), os.path.join(a.work, "broker.log"),
                     a.broker_args)
+    keep(broker)
     out = lambda d: print(json.dumps(d), flush=True)
     out({"bench": "machine", "cpus": os.cpu_count(), "kernel": os.uname().release,
          "topics": a.topics, "partitions": total, "broker_args": a.broker_args})
@@ -251,12 +262,16 @@ def main():
         time.sleep(a.idle_seconds)
         row = {"bench": "round", "round": r, "idle_rss_kib": broker.rss_kib()}
         row["metadata"] = metadata_latency(broker.port, a.metadata_requests)
+        tp = time.perf_counter()
         produce_some(broker.port, names[: a.produce_topics], a.partitions, a.records)
+        row["produce_s"] = round(time.perf_counter() - tp, 2)
         row["clean_shutdown_s"] = round(broker.stop(signal.SIGTERM), 3)
         row["disk"] = disk_kib(data)
         row["clean_restart_s"] = round(broker.wait_ready(total, broker.start()), 3)
         row["rss_after_clean_restart_kib"] = broker.rss_kib()
+        tp = time.perf_counter()
         produce_some(broker.port, names[: a.produce_topics], a.partitions, a.records)
+        row["produce_after_restart_s"] = round(time.perf_counter() - tp, 2)
         broker.stop(signal.SIGKILL)
         row["kill_restart_s"] = round(broker.wait_ready(total, broker.start()), 3)
         out(row)
@@ -271,6 +286,8 @@ def main():
              "clean_shutdown_s": summary(x["clean_shutdown_s"] for x in rounds),
              "clean_restart_s": summary(x["clean_restart_s"] for x in rounds),
              "kill_restart_s": summary(x["kill_restart_s"] for x in rounds),
+             "produce_s": summary(x["produce_s"] for x in rounds),
+             "produce_after_restart_s": summary(x["produce_after_restart_s"] for x in rounds),
              "disk_allocated_mib": summary(x["disk"]["allocated_kib"] / 1024 for x in rounds),
              "disk_apparent_mib": summary(x["disk"]["apparent_kib"] / 1024 for x in rounds),
              "files": rounds[-1]["disk"]["files"],

@@ -3,10 +3,11 @@
 # Metadata latency for all topics, clean restart and restart after SIGKILL,
 # each over several rounds, with the data directory's disk footprint. Before
 # each shutdown 20 records go to each partition of the first 100 topics, so
-# restarts have data to recover. One JSON line per round, then a summary of
-# medians with min and max. scripts/bench-partitions.py says how each
-# figure is taken. Everything is written under a temporary directory that is
-# removed at the end.
+# restarts have data to recover (and the time that takes is reported: a
+# restarted broker may answer Metadata before it serves). One JSON line per
+# round, then a summary of medians with min and max.
+# scripts/bench-partitions.py says how each figure is taken. Everything is
+# written under a temporary directory that is removed at the end.
 # With --workload FILE, sluice-bench then runs that workload against the
 # same broker (workloads/many-partitions-fixed-rate.yaml: a fixed rate over
 # 1,000 more partitions), its report on stdout and run.json on stderr.
