@@ -121,7 +121,7 @@ impl OffsetIndex {
         self.file.flush()
     }
 
-    pub fn sync(&self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<()> {
         self.file.sync()
     }
 

@@ -84,7 +84,7 @@ impl TimeIndex {
         self.file.flush()
     }
 
-    pub fn sync(&self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<()> {
         self.file.sync()
     }
 
