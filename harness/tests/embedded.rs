@@ -116,4 +116,18 @@ fn a_point_that_flushes_per_append_reports_the_disks_bare_sync_latency() {
         report.contains("bare fdatasync"),
         "the report names the yardstick"
     );
+    // `--sync-probe DIR` probes a point that does not flush per append.
+    let lazy = parse(
+        Path::new("lazy.yaml"),
+        "name: lazy\nmessageSize: 100\nproducerRate: 200\ntestDurationSeconds: 1\nwarmupDurationSeconds: 0.5\n",
+        None,
+    )
+    .unwrap();
+    let probed = tempfile::tempdir().unwrap();
+    let mut opts = RunOptions::quiet(out.path().to_path_buf(), None);
+    opts.sync_probe = Some(probed.path().to_path_buf());
+    let run = read_run_json(&run_workload(&lazy, &opts).unwrap()).unwrap();
+    let d = run.points[0].disk_sync.as_ref().expect("probed on request");
+    assert_eq!(d.dir, probed.path().display().to_string());
+    assert!(d.latency.count > 0, "{d:?}");
 }

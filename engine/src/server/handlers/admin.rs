@@ -570,6 +570,7 @@ async fn alter(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), controller::TopicError> {
+    let ops = refuse_duplicate_keys(ops)?;
     match resource_type {
         RESOURCE_TOPIC => {
             let outcome = controller::alter_topic_config(
@@ -638,20 +639,15 @@ pub async fn alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                 })
             })
             .collect();
-        let outcome = match refuse_duplicate_keys(ops) {
-            Ok(ops) => {
-                alter(
-                    ctx,
-                    res.resource_type,
-                    res.resource_name.as_str(),
-                    ops,
-                    true,
-                    req.validate_only,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let outcome = alter(
+            ctx,
+            res.resource_type,
+            res.resource_name.as_str(),
+            ops,
+            true,
+            req.validate_only,
+        )
+        .await;
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
@@ -688,7 +684,7 @@ pub async fn incremental_alter_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Rep
                 })
             })
             .collect();
-        let outcome = match ops.and_then(refuse_duplicate_keys) {
+        let outcome = match ops {
             Ok(ops) => {
                 alter(
                     ctx,
