@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod group;
 pub mod metadata;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod shard;
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod produce_time;
 
+use crate::security::{Principal, SecurityProtocol};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
@@ -23,7 +24,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_protocol::api_versions::is_supported;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::storage::segment::FileRegion;
@@ -81,14 +82,32 @@ pub struct Client {
     /// Its incremental fetch session, if it opened one; taken out while a
     /// Fetch is served.
     pub fetch_session: Cell<Option<fetch::FetchSession>>,
+    /// The security protocol of the listener the client came in on.
+    pub protocol: SecurityProtocol,
+    /// Who the client is: `User:ANONYMOUS` until TLS client
+    /// authentication or SASL says otherwise.
+    pub principal: RefCell<Principal>,
 }
 
 impl Client {
+    /// A client of a plaintext listener.
     pub fn new(host: String) -> Client {
+        Client::on(host, SecurityProtocol::Plaintext)
+    }
+
+    /// A client of a listener speaking `protocol`.
+    pub fn on(host: String, protocol: SecurityProtocol) -> Client {
         Client {
             host,
             fetch_session: Cell::new(None),
+            protocol,
+            principal: RefCell::new(Principal::anonymous()),
         }
+    }
+
+    /// Who the client is now.
+    pub fn principal(&self) -> Principal {
+        self.principal.borrow().clone()
     }
 }
 
