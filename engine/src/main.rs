@@ -11,17 +11,24 @@
 //! sluice groups list|describe GROUP|delete GROUP [--bootstrap HOST:PORT]
 //! ```
 //! is a client instead: consumer groups, their offsets and lag, from a
-//! running cluster.
+//! running cluster. So are
+//!
+//! ```text
+//! sluice topics list|describe|create|delete|alter-config ... [--json]
+//! sluice configs describe --topic NAME|--broker ID [--all] [--json]
+//! ```
 //!
 //! ```text
 //! sluice cluster [--brokers N] [--data-dir DIR] [--base-port PORT] ...
 //! ```
-//! runs N brokers on loopback as one cluster. Its modules (`admin_client`, `groups_cli`, `cluster_cli`) belong to
+//! runs N brokers on loopback as one cluster. Its modules (`admin_client`,
+//! `groups_cli`, `topics_cli`, `cluster_cli`) belong to
 //! this binary, not to the broker library.
 
 mod admin_client;
 mod cluster_cli;
 mod groups_cli;
+mod topics_cli;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -73,6 +80,13 @@ enum Command {
     /// lag), delete.
     #[command(subcommand)]
     Groups(groups_cli::GroupsCommand),
+    /// Topics of a running cluster: list, describe, create, delete, alter
+    /// their configs.
+    #[command(subcommand)]
+    Topics(topics_cli::TopicsCommand),
+    /// Configs of a topic or broker of a running cluster.
+    #[command(subcommand)]
+    Configs(topics_cli::ConfigsCommand),
     /// Run several brokers on loopback as one cluster (development,
     /// benchmarks).
     Cluster(cluster_cli::ClusterArgs),
@@ -125,6 +139,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match &args.command {
         Some(Command::Groups(command)) => return groups_cli::run(command),
+        Some(Command::Topics(command)) => return topics_cli::run_topics(command),
+        Some(Command::Configs(command)) => return topics_cli::run_configs(command),
         Some(Command::Cluster(cluster)) => return cluster_cli::run(cluster),
         None => {}
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 pub const RESPONSE_SIZE_MAX: usize = 64 * 1024 * 1024;
 
 /// The `client.id` sent with every request.
-const CLIENT_ID: &str = "sluice-groups";
+const CLIENT_ID: &str = "sluice-admin";
 
 /// The versions this client encodes correctly with the fields it sets.
 /// The lower bounds skip versions whose shape the client does not build:
@@ -41,6 +41,10 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 2, 7),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// The highest version inside both inclusive ranges.

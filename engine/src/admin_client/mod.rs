@@ -1,4 +1,4 @@
-//! A small blocking admin client for consumer groups, over plain
+//! A small blocking admin client for consumer groups and topics, over plain
 //! `std::net::TcpStream`s and the `kafka-protocol` messages.
 //!
 //! It asks what Kafka's own `kafka-consumer-groups.sh` asks:
@@ -17,8 +17,12 @@
 mod assignment;
 mod connection;
 mod error;
+mod topics;
 
 pub use error::{AdminError, ErrorName};
+#[cfg(test)]
+pub use topics::PartitionDescription;
+pub use topics::{ConfigEntry, ConfigResource, NewTopic, TopicDescription};
 
 use connection::Connection;
 use kafka_protocol::error::ResponseError;

@@ -10,7 +10,7 @@
 //! Tables go to stdout; errors go to stderr, one line, and the exit status
 //! is 1.
 
-mod report;
+pub(crate) mod report;
 
 use crate::admin_client::{AdminClient, AdminError, ErrorName};
 use kafka_protocol::error::ResponseError;
@@ -57,7 +57,7 @@ pub struct ConnArgs {
 }
 
 impl ConnArgs {
-    fn client(&self) -> Result<AdminClient, AdminError> {
+    pub(crate) fn client(&self) -> Result<AdminClient, AdminError> {
         AdminClient::connect(&self.bootstrap, Duration::from_millis(self.timeout_ms))
     }
 }
