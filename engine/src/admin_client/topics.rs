@@ -328,15 +328,15 @@ fn with_topic(topic: &str, message: Option<String>) -> String {
     }
 }
 
-/// Kafka's names for DescribeConfigs' source codes.
+/// Kafka's Admin API names for DescribeConfigs' source codes.
 fn config_source(code: i8) -> &'static str {
     match code {
         1 => "DYNAMIC_TOPIC_CONFIG",
-        2 => "DYNAMIC_BROKER_LOGGER_CONFIG",
-        3 => "DYNAMIC_BROKER_CONFIG",
-        4 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
-        5 => "STATIC_BROKER_CONFIG",
-        6 => "DEFAULT_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
         7 => "DYNAMIC_CLIENT_METRICS_CONFIG",
         8 => "DYNAMIC_GROUP_CONFIG",
         _ => "UNKNOWN",
