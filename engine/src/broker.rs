@@ -72,6 +72,9 @@ pub struct BrokerShared {
     pub data_cluster_id: Option<String>,
     pub start: StartState,
     stop: AtomicBool,
+    /// A stop was asked for; a broker of a cluster first moves its
+    /// partitions away (controlled shutdown), then sets `stop`.
+    stop_requested: AtomicBool,
     /// Per-shard offsets, merged into the checkpoint files.
     checkpoints: Mutex<Vec<CheckpointEntries>>,
     /// The active controller as this broker last knew it; -1 unknown.
@@ -97,6 +100,26 @@ impl BrokerShared {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stop was asked for (it may still be moving partitions).
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// Asks the broker to stop: at once when it is a cluster of one, else
+    /// after a controlled shutdown (see [`maintenance`]).
+    pub fn request_stop(&self) {
+        let clustered = !self
+            .config
+            .get("controller.quorum.voters")
+            .unwrap_or_default()
+            .is_empty();
+        if clustered {
+            self.stop_requested.store(true, Ordering::Relaxed);
+        } else {
+            self.stop.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether this broker may act as a partition leader now (see
@@ -244,6 +267,7 @@ impl Broker {
             data_cluster_id,
             start,
             stop: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
             checkpoints: Mutex::new(Vec::new()),
             controller_id: std::sync::atomic::AtomicI32::new(-1),
             lease_until_ms: std::sync::atomic::AtomicI64::new(0),
@@ -302,9 +326,10 @@ impl Broker {
         &self.shared
     }
 
-    /// Asks every shard to stop; `join` waits for them.
+    /// Asks every shard to stop, after a controlled shutdown when the
+    /// broker is part of a cluster; `join` waits for them.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.request_stop();
     }
 
     /// Waits for the shards to finish, then writes checkpoints and the
@@ -512,8 +537,18 @@ async fn maintenance(shard: &Rc<Shard>) {
         std::time::Instant::now(),
         std::time::Instant::now(),
     );
+    let mut shutting_down = false;
     while !shard.broker.stopping() {
         glommio::timer::sleep(tick).await;
+        if shard.id == 0 && !shutting_down && shard.broker.stop_requested() {
+            shutting_down = true;
+            let shard = Rc::clone(shard);
+            glommio::spawn_local(async move {
+                shard.cluster().controlled_shutdown(&shard).await;
+                shard.broker.stop.store(true, Ordering::Relaxed);
+            })
+            .detach();
+        }
         replication_tick(shard);
         if last_flush.elapsed() >= flush_every {
             last_flush = std::time::Instant::now();

@@ -97,6 +97,9 @@ pub const KEYS: &[Key] = &[
     broker("controller.quorum.voters", Kind::Text, "", 0),
     broker("broker.session.timeout.ms", Kind::Int, "9000", 1),
     broker("broker.heartbeat.interval.ms", Kind::Int, "2000", 1),
+    broker("controlled.shutdown.enable", Kind::Bool, "true", 0),
+    broker("controlled.shutdown.max.retries", Kind::Int, "3", 1),
+    broker("controlled.shutdown.retry.backoff.ms", Kind::Long, "5000", 0),
     broker(
         "metadata.log.max.record.bytes.between.snapshots",
         Kind::Long,
@@ -113,7 +116,7 @@ pub const KEYS: &[Key] = &[
     ),
     broker("leader.imbalance.per.broker.percentage", Kind::Int, "10", 0),
     broker("offsets.topic.num.partitions", Kind::Int, "50", 1),
-    broker("offsets.topic.replication.factor", Kind::Int, "1", 1),
+    broker("offsets.topic.replication.factor", Kind::Int, "3", 1),
     broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 14),
     broker("offsets.retention.minutes", Kind::Int, "10080", 1),
     broker(
@@ -560,6 +563,9 @@ impl BrokerConfig {
         crate::group::GroupConfig {
             offsets_partitions: self.get_long("offsets.topic.num.partitions") as i32,
             offsets_replication_factor: self.get_long("offsets.topic.replication.factor") as i16,
+            offsets_replication_factor_is_default: self.values["offsets.topic.replication.factor"]
+                .1
+                == Source::Default,
             offsets_segment_bytes: self.get_long("offsets.topic.segment.bytes"),
             offsets_retention_ms: self.get_long("offsets.retention.minutes") * 60_000,
             offsets_retention_check_ms: self.get_long("offsets.retention.check.interval.ms"),

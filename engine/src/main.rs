@@ -127,15 +127,36 @@ fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
     Ok(config)
 }
 
+/// Sets up logging to stderr: `SLUICE_LOG` filters (`info` by default,
+/// `sluice_engine=debug`, ...), `SLUICE_LOG_FORMAT=json` writes one JSON
+/// object per line for log collectors, `text` (the default) for people.
+fn init_logging() -> Result<(), String> {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into())
+    };
+    let format = std::env::var("SLUICE_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        "" | "text" => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+        other => return Err(format!("SLUICE_LOG_FORMAT={other}: expected json or text")),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging() {
+        eprintln!("sluice: {e}");
+        return ExitCode::from(2);
+    }
     let args = Args::parse();
     match &args.command {
         Some(Command::Groups(command)) => return groups_cli::run(command),

@@ -2136,3 +2136,83 @@ fn a_broker_that_does_not_lead_names_the_leader_and_where_it_listens() {
         assert_eq!(endpoints, want_endpoints, "v{version}");
     }
 }
+
+/// A rolling restart as operators do it: each broker in turn gets SIGTERM
+/// and is started again once it is gone. A stopping broker first has the
+/// controller move its partitions to other in-sync replicas (controlled
+/// shutdown), so an acks=all idempotent producer sees only retriable
+/// errors, nothing it had acknowledged is lost and nothing is written
+/// twice. The longest pause between acknowledgements is printed.
+#[test]
+fn a_rolling_restart_moves_partitions_first_and_loses_nothing() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path());
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    create_guarded(&c, "rolling", 3);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = Progress::default();
+    let producer = producer_thread(
+        c.bootstrap(),
+        "rolling",
+        3,
+        &stop,
+        &[("enable.idempotence", "true")],
+        &progress,
+    );
+    // Samples the acknowledgements so far, for the longest pause.
+    let monitor = {
+        let (stop, progress) = (std::sync::Arc::clone(&stop), Progress::clone(&progress));
+        std::thread::spawn(move || {
+            let (mut last_count, mut last_change) = (0, Instant::now());
+            let mut longest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = progress.lock().unwrap().len();
+                if n != last_count {
+                    longest = longest.max(last_change.elapsed());
+                    (last_count, last_change) = (n, Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            longest
+        })
+    };
+
+    for node in 1..=3 {
+        wait_full_isr(&c, 1 + node % 3, "rolling");
+        let acked = progress.lock().unwrap().len();
+        wait_acked(&progress, 0, acked / 3 + 50, "before the restart");
+        let status = c.stop(node).expect("broker was running");
+        assert!(status.success(), "broker {node} stopped with {status}");
+        let log = std::fs::read_to_string(dir.path().join(format!("broker-{node}.log"))).unwrap();
+        assert!(
+            log.contains("controlled shutdown: partitions moved"),
+            "broker {node} stopped without moving its partitions:\n{log}"
+        );
+        c.restart(node, READY_DEADLINE).unwrap();
+    }
+    wait_full_isr(&c, 1, "rolling");
+    let acked = progress.lock().unwrap().len();
+    wait_acked(&progress, 0, acked / 3 + 50, "after the restarts");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    let longest = monitor.join().unwrap();
+    println!(
+        "rolling restart: {} messages acknowledged, longest pause between acknowledgements {longest:?}",
+        acked.len()
+    );
+
+    let seen = consume_all_ordered(&c.bootstrap(), "rolling", 3, &acked);
+    for (part, v) in &acked {
+        assert!(seen[part].contains(v), "acknowledged {v} on {part} is lost");
+    }
+    for (part, values) in &seen {
+        let distinct: BTreeSet<&String> = values.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            values.len(),
+            "partition {part}: a value was written twice by an idempotent producer"
+        );
+    }
+}

@@ -166,6 +166,22 @@ impl Controller {
         }
         let image = self.quorum.image().clone();
         match req {
+            Request::ControlledShutdown { node, incarnation } => match image.brokers.get(&node) {
+                Some(b) if b.incarnation != incarnation => {
+                    error(ErrorCode::StaleBrokerEpoch, "broker registered again since")
+                }
+                None => error(ErrorCode::StaleBrokerEpoch, "broker is not registered"),
+                Some(b) if b.fenced => Response::Ok {
+                    index: image.applied,
+                },
+                Some(_) => {
+                    let response = self.commit(broker_down(&image, node, &self.config)).await;
+                    if let Response::Ok { .. } = response {
+                        tracing::info!(node, "broker shutting down; its partitions moved");
+                    }
+                    response
+                }
+            },
             Request::Register {
                 node,
                 host,

@@ -57,6 +57,10 @@ pub struct ClusterConfig {
     pub rebalance_interval: Option<Duration>,
     /// `leader.imbalance.per.broker.percentage`.
     pub imbalance_percentage: u64,
+    /// Attempts at a controlled shutdown and the pause between them
+    /// (`controlled.shutdown.max.retries`, `...retry.backoff.ms`); none
+    /// when `controlled.shutdown.enable` is off.
+    pub controlled_shutdown: Option<(u32, Duration)>,
 }
 
 impl ClusterConfig {
@@ -76,6 +80,15 @@ impl ClusterConfig {
             session_timeout: ms("broker.session.timeout.ms"),
             heartbeat_interval: ms("broker.heartbeat.interval.ms"),
             unclean_default: config.get("unclean.leader.election.enable") == Some("true"),
+            controlled_shutdown: (config.get("controlled.shutdown.enable") != Some("false")).then(
+                || {
+                    let retries = config
+                        .get("controlled.shutdown.max.retries")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(3);
+                    (retries, ms("controlled.shutdown.retry.backoff.ms"))
+                },
+            ),
             rebalance_interval: (config.get("auto.leader.rebalance.enable") != Some("false"))
                 .then(|| ms("leader.imbalance.check.interval.seconds") * 1000),
             imbalance_percentage: config

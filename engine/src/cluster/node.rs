@@ -70,6 +70,11 @@ pub struct ClusterNode {
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// One block request at a time.
     producer_ids_lock: glommio::sync::Semaphore,
+    /// Set once a controlled shutdown begins: no more heartbeats, which
+    /// would unfence this broker again.
+    shutting_down: Cell<bool>,
+    /// A heartbeat is on its way to the controller.
+    beating: Cell<bool>,
 }
 
 impl ClusterNode {
@@ -156,6 +161,8 @@ impl ClusterNode {
             idle: RefCell::new(HashMap::new()),
             producer_ids: RefCell::new(0..0),
             producer_ids_lock: glommio::sync::Semaphore::new(1),
+            shutting_down: Cell::new(false),
+            beating: Cell::new(false),
         });
         Ok((node, tasks))
     }
@@ -220,13 +227,20 @@ impl ClusterNode {
             let mut pause = interval;
             while !shard.broker.stopping() {
                 glommio::timer::sleep(pause).await;
+                if self.shutting_down.get() {
+                    pause = interval;
+                    continue;
+                }
                 let beat = Request::Heartbeat {
                     node: self.config.node_id,
                     incarnation: self.incarnation,
                 };
                 let sent_ms = monotonic_ms();
                 pause = RETRY_PAUSE;
-                match self.call_once(&beat, limit).await {
+                self.beating.set(true);
+                let answer = self.call_once(&beat, limit).await;
+                self.beating.set(false);
+                match answer {
                     Some(Response::Error { code, message })
                         if code == ErrorCode::StaleBrokerEpoch.code() =>
                     {
@@ -252,6 +266,59 @@ impl ClusterNode {
             }
         }
         drop(follower.cancel());
+    }
+
+    /// Moves this broker's partitions to other in-sync replicas before it
+    /// stops (KRaft's controlled shutdown): the controller fences it at
+    /// once, electing new leaders and shrinking the ISRs it was in, so
+    /// clients move on within a metadata refresh instead of a session
+    /// timeout. Heartbeats stop first, since one would unfence it. Gives
+    /// up, logging why, after the configured attempts; nothing is lost
+    /// then, the session timeout fences it as after a crash.
+    pub async fn controlled_shutdown(&self, shard: &Shard) {
+        let Some((attempts, backoff)) = self.config.controlled_shutdown else {
+            return;
+        };
+        self.shutting_down.set(true);
+        let me = self.config.node_id;
+        let others_live = shard.metadata().live_brokers().any(|(id, _)| id != me);
+        if !others_live {
+            tracing::info!("no other live broker to take over; stopping without moving partitions");
+            return;
+        }
+        let limit = heartbeat_timeout(self.config.session_timeout, self.config.heartbeat_interval);
+        // A heartbeat already sent could unfence this broker after the
+        // shutdown was committed: let it land first.
+        let _ = glommio::timer::timeout(limit, async {
+            while self.beating.get() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+        .await;
+        let req = Request::ControlledShutdown {
+            node: me,
+            incarnation: self.incarnation,
+        };
+        for attempt in 1..=attempts.max(1) {
+            let change =
+                glommio::timer::timeout(limit, async { Ok(self.change(req.clone(), shard).await) })
+                    .await;
+            match change {
+                Ok(Ok(_)) => {
+                    tracing::info!("controlled shutdown: partitions moved to other replicas");
+                    return;
+                }
+                Ok(Err((code, message))) => {
+                    tracing::warn!(attempt, ?code, %message, "controlled shutdown refused")
+                }
+                Err(_) => tracing::warn!(attempt, "controlled shutdown: no controller answered"),
+            }
+            if attempt < attempts {
+                glommio::timer::sleep(backoff).await;
+            }
+        }
+        tracing::warn!("controlled shutdown gave up; stopping anyway");
     }
 
     /// The controller heard this broker at `sent_ms` or later, and will

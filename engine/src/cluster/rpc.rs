@@ -41,6 +41,13 @@ pub enum Request {
         node: i32,
         incarnation: u64,
     },
+    /// A broker that is stopping asks for its partitions to move to other
+    /// in-sync replicas first (KRaft's controlled shutdown): it is fenced
+    /// at once instead of a session later.
+    ControlledShutdown {
+        node: i32,
+        incarnation: u64,
+    },
     CreateTopic {
         name: String,
         id: String,

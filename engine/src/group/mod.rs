@@ -27,6 +27,9 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub struct GroupConfig {
     /// `offsets.topic.replication.factor`.
     pub offsets_replication_factor: i16,
+    /// Whether that is the default (3), which is capped by the live
+    /// brokers, rather than a value the operator set, which is not.
+    pub offsets_replication_factor_is_default: bool,
     pub offsets_partitions: i32,
     pub offsets_segment_bytes: i64,
     pub offsets_retention_ms: i64,

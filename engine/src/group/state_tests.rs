@@ -10,6 +10,7 @@ fn cfg(initial_delay_ms: i64) -> GroupConfig {
     GroupConfig {
         offsets_partitions: 50,
         offsets_replication_factor: 1,
+        offsets_replication_factor_is_default: false,
         offsets_segment_bytes: 100 << 20,
         offsets_retention_ms: 7 * 24 * 3_600_000,
         offsets_retention_check_ms: 600_000,

@@ -62,9 +62,11 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 /// The offsets topic, created on first use as Kafka does: compacted,
 /// with `offsets.topic.num.partitions` partitions and
-/// `offsets.topic.replication.factor` replicas. A factor above the live
-/// brokers fails (COORDINATOR_NOT_AVAILABLE, so clients retry) until
-/// enough have registered, as in Kafka.
+/// `offsets.topic.replication.factor` replicas. The default, 3, is capped
+/// by the live brokers with a warning, so a lone broker serves groups out
+/// of the box and a cluster gets three replicas. A factor set explicitly
+/// is kept: above the live brokers it fails (COORDINATOR_NOT_AVAILABLE, so
+/// clients retry) until enough have registered, as in Kafka.
 async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     if let Some(t) = shard.metadata().topic(OFFSETS_TOPIC) {
         return Ok(Arc::clone(t));
@@ -77,10 +79,24 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
             cfg.offsets_segment_bytes.to_string(),
         ),
     ]);
+    let live = shard.metadata().live_brokers().count().max(1);
+    let replication_factor = if cfg.offsets_replication_factor_is_default {
+        cfg.offsets_replication_factor.min(live as i16)
+    } else {
+        cfg.offsets_replication_factor
+    };
+    if replication_factor < cfg.offsets_replication_factor {
+        tracing::warn!(
+            configured = cfg.offsets_replication_factor,
+            live,
+            "creating {OFFSETS_TOPIC} with replication factor {replication_factor}: \
+             the default offsets.topic.replication.factor is more than the live brokers"
+        );
+    }
     let new = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: cfg.offsets_partitions,
-        replication_factor: cfg.offsets_replication_factor,
+        replication_factor,
         overrides,
         assignments: None,
     };
