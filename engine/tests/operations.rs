@@ -56,3 +56,87 @@ fn an_unknown_log_format_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SLUICE_LOG_FORMAT=xml"), "{stderr}");
 }
+
+/// The broker processes `sluice cluster` runs (its children).
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .expect("run pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn sluice_cluster_restarts_a_broker_that_was_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, controller_port) = (free_port(), free_port());
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "--brokers", "1"])
+        .args(["--base-port", &port.to_string()])
+        .args(["--controller-base-port", &controller_port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice cluster");
+    let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+
+    let brokers = children_of(cluster.id());
+    assert_eq!(brokers.len(), 1, "{brokers:?}");
+    // SAFETY: kill(2) on the broker process the cluster started.
+    unsafe { libc::kill(brokers[0] as i32, libc::SIGKILL) };
+
+    // Should the restart never be announced, end the cluster so that the
+    // read below ends and the test fails instead of hanging.
+    let watchdog = {
+        let pid = cluster.id() as i32;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() > deadline {
+                    // SAFETY: kill(2) on the test's own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        done
+    };
+    let stderr = BufReader::new(cluster.stderr.take().unwrap());
+    let mut said = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let restarted = line.contains("broker 1 restarted");
+        said.push(line);
+        if restarted {
+            break;
+        }
+    }
+    watchdog.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        said.iter()
+            .any(|l| l.contains("broker 1 exited") && l.contains("restarting it in")),
+        "{said:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted broker never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(cluster.id() as i32, libc::SIGTERM) };
+    assert!(cluster.wait().unwrap().success());
+}

@@ -215,6 +215,15 @@ impl LocalCluster {
         self.wait_listening(node, deadline)
     }
 
+    /// Starts broker `node` again after it exited, without waiting for it
+    /// to listen.
+    pub fn respawn(&mut self, node: usize) -> std::io::Result<()> {
+        if self.children[node - 1].is_some() {
+            return Ok(());
+        }
+        self.spawn(node)
+    }
+
     /// Stops every broker with SIGTERM.
     pub fn stop_all(&mut self) {
         for node in 1..=self.spec.brokers() {

@@ -8,7 +8,9 @@
 //! Broker `i` is node `i`, listens on `base-port + i - 1` and keeps its data
 //! in `<data-dir>/broker-<i>` (log in `broker-<i>.log`); the first three
 //! (or the only one, with fewer than three) are the controller quorum.
-//! SIGTERM or SIGINT stops them all cleanly.
+//! SIGTERM or SIGINT stops them all cleanly. A broker that exits on its
+//! own (a crash, a kill) is started again after a pause that doubles with
+//! each quick exit, from 1 s up to a minute, and the cluster says so.
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -90,12 +92,110 @@ pub fn run(args: &ClusterArgs) -> ExitCode {
         args.brokers,
         cluster.bootstrap()
     );
+    let mut restarts = Restarts::new(args.brokers);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
-        if let Some((node, status)) = cluster.exited() {
-            eprintln!("sluice cluster: broker {node} exited with {status}");
+        let now = Instant::now();
+        while let Some((node, status)) = cluster.exited() {
+            let pause = restarts.exited(node, now);
+            eprintln!(
+                "sluice cluster: broker {node} exited with {status}; restarting it in {:.1} s",
+                pause.as_secs_f64()
+            );
+        }
+        for node in restarts.due(now) {
+            match cluster.respawn(node) {
+                Ok(()) => eprintln!("sluice cluster: broker {node} restarted"),
+                Err(e) => {
+                    let pause = restarts.exited(node, now);
+                    eprintln!(
+                        "sluice cluster: restarting broker {node} failed: {e}; again in {:.1} s",
+                        pause.as_secs_f64()
+                    );
+                }
+            }
         }
     }
     cluster.stop_all();
     ExitCode::SUCCESS
+}
+
+/// First pause before restarting a broker that exited.
+const RESTART_PAUSE_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause: a broker that keeps crashing is retried once a minute.
+const RESTART_PAUSE_MAX: Duration = Duration::from_secs(60);
+/// A broker that ran this long before exiting starts again from the
+/// first pause.
+const RESTART_STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// When each exited broker is due to start again, with a pause that
+/// doubles while it keeps exiting soon after each start.
+struct Restarts {
+    /// Per broker: last (re)start, current pause, and when it is due.
+    brokers: Vec<(Instant, Duration, Option<Instant>)>,
+}
+
+impl Restarts {
+    fn new(brokers: usize) -> Restarts {
+        let now = Instant::now();
+        Restarts {
+            brokers: vec![(now, Duration::ZERO, None); brokers],
+        }
+    }
+
+    /// Broker `node` exited at `now`: the pause before its restart.
+    fn exited(&mut self, node: usize, now: Instant) -> Duration {
+        let (started, pause, due) = &mut self.brokers[node - 1];
+        *pause = if pause.is_zero() || now.duration_since(*started) >= RESTART_STABLE_AFTER {
+            RESTART_PAUSE_FIRST
+        } else {
+            (*pause * 2).min(RESTART_PAUSE_MAX)
+        };
+        *due = Some(now + *pause);
+        *pause
+    }
+
+    /// Brokers due to start now; each is marked started.
+    fn due(&mut self, now: Instant) -> Vec<usize> {
+        let mut nodes = Vec::new();
+        for (i, (started, _, due)) in self.brokers.iter_mut().enumerate() {
+            if due.is_some_and(|at| at <= now) {
+                *due = None;
+                *started = now;
+                nodes.push(i + 1);
+            }
+        }
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_while_a_broker_keeps_exiting_and_reset_once_it_runs() {
+        let t0 = Instant::now();
+        let mut r = Restarts::new(2);
+        assert_eq!(r.exited(2, t0), Duration::from_secs(1));
+        assert!(r.due(t0).is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(r.due(t1), vec![2]);
+        // Exits again at once: the pause doubles, up to a minute.
+        assert_eq!(r.exited(2, t1), Duration::from_secs(2));
+        let mut t = t1;
+        for _ in 0..10 {
+            t += Duration::from_secs(61);
+            r.due(t);
+            t += Duration::from_millis(10);
+            r.exited(2, t);
+        }
+        assert_eq!(r.brokers[1].1, RESTART_PAUSE_MAX);
+        // Ran for more than a minute: back to the first pause.
+        t += RESTART_PAUSE_MAX;
+        assert_eq!(r.due(t), vec![2]);
+        t += RESTART_STABLE_AFTER;
+        assert_eq!(r.exited(2, t), RESTART_PAUSE_FIRST);
+        assert!(r.brokers[0].2.is_none());
+    }
 }
