@@ -5,7 +5,29 @@ mod common;
 use common::free_port;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Kills `pid` once `max` has passed unless the returned flag is set
+/// first: a test reading a child's output until a line appears fails
+/// instead of hanging when the line never comes.
+fn kill_after(pid: u32, max: Duration) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + max;
+        while !flag.load(Ordering::Relaxed) {
+            if Instant::now() > deadline {
+                // SAFETY: kill(2) on the test's own child.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    done
+}
 
 #[test]
 fn json_logs_are_one_object_per_line() {
@@ -22,18 +44,23 @@ fn json_logs_are_one_object_per_line() {
         .spawn()
         .expect("start sluice");
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let watchdog = kill_after(child.id(), Duration::from_secs(120));
     let mut lines = Vec::new();
-    // Read until the broker says it serves (or the deadline passes).
+    // Read until the broker says it serves.
     for line in stderr.lines() {
         let line = line.unwrap();
         let done = line.contains("broker ready");
         lines.push(line);
-        if done || Instant::now() > deadline {
+        if done {
             break;
         }
     }
-    child.kill().unwrap();
+    watchdog.store(true, Ordering::Relaxed);
+    assert!(
+        lines.iter().any(|l| l.contains("broker ready")),
+        "the broker never said it was ready: {lines:?}"
+    );
+    let _ = child.kill();
     child.wait().unwrap();
     assert!(!lines.is_empty(), "no log lines");
     for line in &lines {
@@ -95,23 +122,7 @@ fn sluice_cluster_restarts_a_broker_that_was_killed() {
 
     // Should the restart never be announced, end the cluster so that the
     // read below ends and the test fails instead of hanging.
-    let watchdog = {
-        let pid = cluster.id() as i32;
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(180);
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                if Instant::now() > deadline {
-                    // SAFETY: kill(2) on the test's own child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        done
-    };
+    let watchdog = kill_after(cluster.id(), Duration::from_secs(180));
     let stderr = BufReader::new(cluster.stderr.take().unwrap());
     let mut said = Vec::new();
     for line in stderr.lines() {
@@ -122,7 +133,7 @@ fn sluice_cluster_restarts_a_broker_that_was_killed() {
             break;
         }
     }
-    watchdog.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.store(true, Ordering::Relaxed);
     assert!(
         said.iter()
             .any(|l| l.contains("broker 1 exited") && l.contains("restarting it in")),
