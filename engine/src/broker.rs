@@ -75,6 +75,8 @@ pub struct BrokerShared {
     /// A stop was asked for; a broker of a cluster first moves its
     /// partitions away (controlled shutdown), then sets `stop`.
     stop_requested: AtomicBool,
+    /// Every shard has started and serves.
+    ready: AtomicBool,
     /// Per-shard offsets, merged into the checkpoint files.
     checkpoints: Mutex<Vec<CheckpointEntries>>,
     /// The active controller as this broker last knew it; -1 unknown.
@@ -105,6 +107,16 @@ impl BrokerShared {
     /// Whether a stop was asked for (it may still be moving partitions).
     pub fn stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// Stops every shard now, without a controlled shutdown.
+    pub fn stop_now(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the broker has started: every shard serves.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     /// Asks the broker to stop: at once when it is a cluster of one, else
@@ -268,6 +280,7 @@ impl Broker {
             start,
             stop: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             checkpoints: Mutex::new(Vec::new()),
             controller_id: std::sync::atomic::AtomicI32::new(-1),
             lease_until_ms: std::sync::atomic::AtomicI64::new(0),
@@ -301,12 +314,12 @@ impl Broker {
             match ready_rx.recv() {
                 Ok(Ok(_)) => {}
                 Ok(Err((shard, reason))) => {
-                    broker.stop();
+                    broker.shared.stop_now();
                     let _ = broker.join();
                     return Err(StartError::Shard { shard, reason });
                 }
                 Err(_) => {
-                    broker.stop();
+                    broker.shared.stop_now();
                     let _ = broker.join();
                     return Err(StartError::Executor(
                         "a shard exited during start-up".into(),
@@ -314,6 +327,7 @@ impl Broker {
                 }
             }
         }
+        broker.shared.ready.store(true, Ordering::Relaxed);
         tracing::info!(listen = %broker.listen_addr(), "broker ready");
         Ok(broker)
     }
@@ -442,9 +456,19 @@ async fn shard_main(
             return;
         }
     };
+    let metrics = match metrics_listener(&shard) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err((shard.id, e)));
+            return;
+        }
+    };
     let _ = ready.send(Ok(shard.id));
     let accept = glommio::spawn_local(server::accept_loop(Rc::clone(&shard), listener));
     maintenance(&shard).await;
+    if let Some(m) = metrics {
+        drop(m.cancel());
+    }
     drop(accept.cancel());
     drop(timers.cancel());
     server::close_connections(&shard, CLOSE_CONNECTIONS_MAX).await;
@@ -453,6 +477,25 @@ async fn shard_main(
         drop(t.cancel());
     }
     quiesce(&shared).await;
+}
+
+/// Binds `metrics.listener` on shard 0, if set, and serves it.
+fn metrics_listener(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, String> {
+    let addr = shard
+        .broker
+        .config
+        .get("metrics.listener")
+        .unwrap_or_default();
+    if shard.id != 0 || addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|e| format!("metrics.listener={addr}: cannot bind: {e}"))?;
+    tracing::info!(%addr, "metrics listener ready");
+    Ok(Some(glommio::spawn_local(crate::metrics::http::serve(
+        Rc::clone(shard),
+        listener,
+    ))))
 }
 
 /// How long a stopping shard waits for its connections' tasks to end.
@@ -497,7 +540,17 @@ fn replication_tick(shard: &Rc<Shard>) {
                     isr: proposal.isr.iter().map(|n| n.0).collect(),
                 };
                 tracing::info!(topic = %p.topic, partition = p.index, isr = ?proposal.isr, "proposing an ISR change");
-                if let Err((code, message)) = crate::shard::controller::change(&shard, req).await {
+                let current_isr = shard
+                    .metadata()
+                    .topic(&p.topic)
+                    .and_then(|t| t.partition(p.index))
+                    .map_or(0, |s| s.isr.len());
+                let shrink = proposal.isr.len() < current_isr;
+                let changed = crate::shard::controller::change(&shard, req).await;
+                if changed.is_ok() {
+                    crate::metrics::isr_changed(shrink);
+                }
+                if let Err((code, message)) = changed {
                     tracing::info!(topic = %p.topic, partition = p.index, ?code, %message, "ISR change refused");
                     p.proposal_refused(epoch, code == sluice_protocol::ErrorCode::IneligibleReplica);
                 }

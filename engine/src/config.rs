@@ -98,6 +98,8 @@ pub const KEYS: &[Key] = &[
     broker("broker.session.timeout.ms", Kind::Int, "9000", 1),
     broker("broker.heartbeat.interval.ms", Kind::Int, "2000", 1),
     broker("controlled.shutdown.enable", Kind::Bool, "true", 0),
+    broker("metrics.listener", Kind::Text, "", 0),
+    broker("metrics.partition.level", Kind::Bool, "false", 0),
     broker("controlled.shutdown.max.retries", Kind::Int, "3", 1),
     broker("controlled.shutdown.retry.backoff.ms", Kind::Long, "5000", 0),
     broker(

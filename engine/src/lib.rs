@@ -12,6 +12,7 @@ pub mod config;
 pub mod embedded;
 pub mod group;
 pub mod metadata;
+pub mod metrics;
 pub mod replication;
 pub mod security;
 pub mod server;

@@ -63,6 +63,11 @@ pub struct Controller {
     /// this voter saw it while leading: (term, its log end, the fetch's
     /// wall-clock ms, when it last had everything committed).
     fetches: RefCell<BTreeMap<i32, (u64, u64, i64, i64)>>,
+    /// Brokers whose port is being probed (see [`Controller::check_gone`]).
+    probing: RefCell<std::collections::BTreeSet<i32>>,
+    /// Brokers whose connection closed while this voter was not acting,
+    /// with the address they connected from: checked when it takes over.
+    closed: RefCell<BTreeMap<i32, std::net::IpAddr>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -94,6 +99,8 @@ impl Controller {
             )),
             lock: glommio::sync::Semaphore::new(1),
             fetches: RefCell::new(BTreeMap::new()),
+            probing: RefCell::new(std::collections::BTreeSet::new()),
+            closed: RefCell::new(BTreeMap::new()),
             config,
         }
     }
@@ -556,6 +563,72 @@ impl Controller {
         false
     }
 
+    /// A connection from broker `node` (at `ip`) closed: check at once
+    /// whether its process is gone, or when this voter takes over.
+    pub fn connection_closed(self: Rc<Self>, node: i32, ip: std::net::IpAddr) {
+        if node as u64 == self.quorum.id {
+            return;
+        }
+        if self.quorum.is_current() {
+            glommio::spawn_local(self.check_gone(node, ip)).detach();
+        } else {
+            self.closed.borrow_mut().insert(node, ip);
+        }
+    }
+
+    /// Fences broker `node` at once if its process is gone: a connection
+    /// from it (at `ip`) closed and its client port there now refuses
+    /// connections, which the kernel does once a crashed process's sockets
+    /// are closed. A port that accepts, or does not answer (a hung
+    /// machine, a cut network), proves nothing: that broker keeps its
+    /// session, as fencing on silence alone would make brokers flap. So
+    /// does a broker whose advertised host is not the address it connects
+    /// from (behind a proxy, the advertised port may be another machine's).
+    /// A broker that registered again meanwhile is left alone.
+    async fn check_gone(self: Rc<Self>, node: i32, ip: std::net::IpAddr) {
+        if !self.quorum.is_current() {
+            return;
+        }
+        if !self.probing.borrow_mut().insert(node) {
+            return;
+        }
+        let probed = async {
+            let (incarnation, host, port) = {
+                let image = self.quorum.image();
+                match image.brokers.get(&node) {
+                    Some(b) if !b.fenced => (b.incarnation, b.host.clone(), b.port),
+                    _ => return,
+                }
+            };
+            if !port_refuses(host, ip, port).await {
+                return;
+            }
+            let Ok(_permit) = self.lock.acquire_permit(1).await else {
+                return;
+            };
+            if !self.quorum.is_current() {
+                return;
+            }
+            let image = self.quorum.image().clone();
+            if !image
+                .brokers
+                .get(&node)
+                .is_some_and(|b| !b.fenced && b.incarnation == incarnation)
+            {
+                return;
+            }
+            if let Response::Ok { .. } = self.commit(broker_down(&image, node, &self.config)).await
+            {
+                tracing::warn!(
+                    node,
+                    "broker's connection closed and its port refuses connections; fencing it now"
+                );
+            }
+        };
+        probed.await;
+        self.probing.borrow_mut().remove(&node);
+    }
+
     /// Fences brokers whose heartbeats stopped, while this voter leads.
     pub async fn watch_sessions(self: Rc<Self>, stop: impl Fn() -> bool) {
         let mut was_leader = false;
@@ -565,8 +638,14 @@ impl Controller {
             // Sessions run from the moment this controller can act.
             let leader = self.quorum.is_current();
             if leader && !was_leader {
-                // A new controller gives every broker a full session.
+                // A new controller gives every broker a full session, but
+                // fences at once those whose connections closed and whose
+                // process is gone (the old controller's, if it crashed).
                 self.sessions.borrow_mut().start(monotonic_ms());
+                let closed = std::mem::take(&mut *self.closed.borrow_mut());
+                for (node, ip) in closed {
+                    glommio::spawn_local(Rc::clone(&self).check_gone(node, ip)).detach();
+                }
             }
             if !leader && was_leader {
                 self.sessions.borrow_mut().stop();
@@ -1034,6 +1113,33 @@ pub fn place(
         .map(|p| (0..rf).map(|k| live[(start + p + k) % n]).collect())
         .collect()
 }
+
+/// Whether the broker advertised as HOST:PORT, which connected from
+/// `ip`, refuses a TCP connection at `ip`:PORT (nothing listens there).
+/// False when HOST does not resolve to `ip`. Resolving and connecting
+/// block, so they run on a helper thread.
+async fn port_refuses(host: String, ip: std::net::IpAddr, port: u16) -> bool {
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::net::ToSocketAddrs;
+            let same_host = (host.as_str(), port)
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == ip));
+            if !same_host {
+                return false;
+            }
+            let addr = std::net::SocketAddr::new(ip, port);
+            matches!(
+                std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        })
+        .await
+}
+
+/// How long a port probe waits for a connection: a refusal comes back at
+/// once from a live machine; anything slower proves nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,8 @@ pub struct LocalClusterSpec {
     pub log_to_files: bool,
     /// `SLUICE_LOG` for the brokers (a tracing filter); inherited if None.
     pub log_filter: Option<String>,
+    /// Each broker's `metrics.listener` port; none when empty.
+    pub metrics_ports: Vec<u16>,
 }
 
 /// Running brokers; killed on drop.
@@ -56,6 +58,7 @@ impl LocalClusterSpec {
             overrides: Vec::new(),
             log_to_files: true,
             log_filter: None,
+            metrics_ports: Vec::new(),
         }
     }
 
@@ -95,6 +98,10 @@ impl LocalClusterSpec {
                 "controller.quorum.voters={}",
                 self.voters_setting()
             ));
+        if let Some(port) = self.metrics_ports.get(node - 1) {
+            c.arg("--override")
+                .arg(format!("metrics.listener=127.0.0.1:{port}"));
+        }
         for o in &self.overrides {
             c.arg("--override").arg(o);
         }

@@ -605,9 +605,21 @@ async fn serve(controller: Rc<Controller>, listener: TcpListener) {
     }
 }
 
+/// Serves one connection to the controller listener. When a connection
+/// from a broker (one that said who it is) closes, the controller checks
+/// whether that broker's process is gone (see [`Controller::check_gone`]).
 async fn connection(controller: Rc<Controller>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let mut from: Option<i32> = None;
+    serve_frames(&controller, &mut stream, &mut from).await;
+    if let (Some(node), Some(ip)) = (from, peer) {
+        controller.connection_closed(node, ip);
+    }
+}
+
+async fn serve_frames(controller: &Rc<Controller>, stream: &mut TcpStream, from: &mut Option<i32>) {
     loop {
-        let (kind, body) = match rpc::read_frame(&mut stream).await {
+        let (kind, body) = match rpc::read_frame(stream).await {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
@@ -617,7 +629,10 @@ async fn connection(controller: Rc<Controller>, mut stream: TcpStream) {
         };
         match kind {
             rpc::KIND_RAFT => match Message::parse_from_bytes(&body) {
-                Ok(m) => controller.quorum.deliver(m),
+                Ok(m) => {
+                    *from = i32::try_from(m.from).ok();
+                    controller.quorum.deliver(m)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "undecodable raft message; closing the connection");
                     return;
@@ -625,14 +640,19 @@ async fn connection(controller: Rc<Controller>, mut stream: TcpStream) {
             },
             rpc::KIND_REQUEST => {
                 let resp = match serde_json::from_slice::<Request>(&body) {
-                    Ok(req) => controller.handle(req).await,
+                    Ok(req) => {
+                        if let Some(node) = req.node() {
+                            *from = Some(node);
+                        }
+                        controller.handle(req).await
+                    }
                     Err(e) => Response::Error {
                         code: ErrorCode::InvalidRequest.code(),
                         message: format!("undecodable controller request: {e}"),
                     },
                 };
                 let out = serde_json::to_vec(&resp).expect("response serializes");
-                if rpc::write_frame(&mut stream, rpc::KIND_RESPONSE, &out)
+                if rpc::write_frame(stream, rpc::KIND_RESPONSE, &out)
                     .await
                     .is_err()
                 {

@@ -122,6 +122,19 @@ pub enum Request {
     DescribeQuorum,
 }
 
+impl Request {
+    /// The broker that sent the request, where the request says.
+    pub fn node(&self) -> Option<i32> {
+        match self {
+            Request::Register { node, .. }
+            | Request::Heartbeat { node, .. }
+            | Request::ControlledShutdown { node, .. } => Some(*node),
+            Request::Fetch { node, .. } => *node,
+            _ => None,
+        }
+    }
+}
+
 /// One config change, as IncrementalAlterConfigs has it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigOp {

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! sluice cluster [--brokers 3] [--data-dir ./cluster] [--base-port 9092]
-//!                [--controller-base-port 9192] [--cores 1] [--override key=value]...
+//!                [--controller-base-port 9192] [--metrics-base-port PORT] [--cores 1]
+//!                [--override key=value]...
 //! ```
 //! Broker `i` is node `i`, listens on `base-port + i - 1` and keeps its data
 //! in `<data-dir>/broker-<i>` (log in `broker-<i>.log`); the first three
@@ -37,6 +38,10 @@ pub struct ClusterArgs {
     /// Shards per broker.
     #[arg(long, default_value_t = 1)]
     cores: usize,
+    /// Metrics listener (`/metrics`, `/live`, `/ready`) of broker 1; the
+    /// others follow. None unless given.
+    #[arg(long, value_name = "PORT")]
+    metrics_base_port: Option<u16>,
     /// A config key for every broker: --override min.insync.replicas=2
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -47,14 +52,15 @@ pub fn run(args: &ClusterArgs) -> ExitCode {
         eprintln!("sluice cluster: --brokers and --cores must be at least 1");
         return ExitCode::from(2);
     }
-    let ports = |base: u16| -> Option<Vec<u16>> {
+    let ports_from = |base: u16| -> Option<Vec<u16>> {
         (0..args.brokers)
             .map(|i| base.checked_add(u16::try_from(i).ok()?))
             .collect()
     };
-    let (Some(ports), Some(controller_ports)) =
-        (ports(args.base_port), ports(args.controller_base_port))
-    else {
+    let (Some(ports), Some(controller_ports)) = (
+        ports_from(args.base_port),
+        ports_from(args.controller_base_port),
+    ) else {
         eprintln!("sluice cluster: ports run past 65535");
         return ExitCode::from(2);
     };
@@ -70,6 +76,13 @@ pub fn run(args: &ClusterArgs) -> ExitCode {
     spec.controller_ports = controller_ports;
     spec.cores = args.cores;
     spec.overrides = args.overrides.clone();
+    if let Some(base) = args.metrics_base_port {
+        let Some(metrics) = ports_from(base) else {
+            eprintln!("sluice cluster: metrics ports run past 65535");
+            return ExitCode::from(2);
+        };
+        spec.metrics_ports = metrics;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {

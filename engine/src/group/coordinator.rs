@@ -598,6 +598,33 @@ impl Coordinator {
         }
     }
 
+    /// Every group this shard coordinates, for a metrics scrape: state,
+    /// members and committed offsets.
+    pub fn metrics_samples(&self) -> Vec<crate::metrics::GroupSample> {
+        let consumers = self.consumers.borrow();
+        let groups = self.groups.borrow();
+        let mut out = Vec::with_capacity(groups.len());
+        for (id, g) in groups.iter() {
+            let (state, members) = match consumers.get(id) {
+                Some(c) => (c.state().name(), c.members().count()),
+                None => (g.state().name(), g.members().count()),
+            };
+            let mut committed: Vec<(String, i32, i64)> = g
+                .offsets
+                .iter()
+                .map(|((t, p), c)| (t.clone(), *p, c.value.offset))
+                .collect();
+            committed.sort();
+            out.push(crate::metrics::GroupSample {
+                group: id.clone(),
+                state: state.to_string(),
+                members,
+                committed,
+            });
+        }
+        out
+    }
+
     /// ListGroups: every group here, classic and consumer-protocol.
     pub fn list(&self) -> Vec<ListedGroup> {
         let consumers = self.consumers.borrow();

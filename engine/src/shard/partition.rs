@@ -72,6 +72,8 @@ pub struct Partition {
     next_ticket: Cell<Ticket>,
     /// ISR changes for the controller.
     proposals: RefCell<Vec<crate::replication::controller::IsrProposal>>,
+    /// Bytes and records in and out, for metrics.
+    pub metrics: crate::metrics::PartitionCounters,
 }
 
 /// Where a parked acks=all produce is answered.
@@ -144,6 +146,30 @@ impl Partition {
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
             step_waiters: RefCell::new(Vec::new()),
+            metrics: Default::default(),
+        }
+    }
+
+    /// This partition's figures for a metrics scrape.
+    pub fn metrics_sample(&self, shard: &super::Shard) -> crate::metrics::PartitionSample {
+        let log = self.log.borrow();
+        let leader = shard
+            .metadata()
+            .topic(&self.topic)
+            .and_then(|t| t.partition(self.index))
+            .is_some_and(|p| p.leader.map(|l| l.0) == Some(shard.broker.config.node_id));
+        crate::metrics::PartitionSample {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader,
+            bytes_in: self.metrics.bytes_in.get(),
+            messages_in: self.metrics.messages_in.get(),
+            bytes_out: self.metrics.bytes_out.get(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+            log_start: log.log_start().0,
+            log_end: log.log_end().0,
+            high_watermark: log.high_watermark().0,
         }
     }
 
@@ -234,6 +260,8 @@ impl Partition {
             (info, log.flush_due(now))
         };
         let acked = self.record_produce(acks, summary.records);
+        self.metrics
+            .appended(set.len(), summary.records.max(0) as u64);
         self.producers.borrow_mut().record(&first, info.base_offset);
         self.wake_fetchers();
         self.start_writeback();
@@ -330,7 +358,9 @@ impl Partition {
     /// Whole batches from `offset`, at most `max_bytes` beyond the first.
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let log = self.log.borrow();
-        log.read(offset, max_bytes, log.high_watermark())
+        let read = log.read(offset, max_bytes, log.high_watermark())?;
+        self.metrics.read(read.bytes as u64);
+        Ok(read)
     }
 
     /// Whole batches from `offset` up to the log end, for a follower.
@@ -467,7 +497,9 @@ async fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
     }
     // SAFETY: `fd` is a fresh descriptor owned by nothing else.
     let ring_file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+    let started = std::time::Instant::now();
     let synced = ring_file.fdatasync().await;
+    crate::metrics::fsynced(started.elapsed());
     let closed = ring_file.close().await;
     synced.and(closed).map_err(std::io::Error::from)
 }

@@ -188,8 +188,21 @@ pub async fn handle(
         header,
         client,
     };
+    let started = std::time::Instant::now();
+    let reply = dispatch(&ctx, api, body).await;
+    crate::metrics::request(
+        header.api_key,
+        header.api_version,
+        started.elapsed(),
+        reply.is_ok(),
+    );
+    reply
+}
+
+async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, HandlerError> {
+    let header = ctx.header;
     if api == ApiKey::ApiVersions {
-        return api_versions::handle(&ctx, body);
+        return api_versions::handle(ctx, body);
     }
     if !is_supported(api, header.api_version) {
         return Err(match sluice_protocol::api_versions::supported_range(api) {
@@ -201,41 +214,41 @@ pub async fn handle(
         });
     }
     match api {
-        ApiKey::Produce => produce::handle(&ctx, body).await,
-        ApiKey::Fetch => fetch::handle(&ctx, body).await,
-        ApiKey::ListOffsets => list_offsets::handle(&ctx, body).await,
-        ApiKey::DeleteRecords => delete_records::handle(&ctx, body).await,
-        ApiKey::Metadata => metadata::handle(&ctx, body).await,
-        ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
-        ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
-        ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
-        ApiKey::ElectLeaders => admin::elect_leaders(&ctx, body).await,
+        ApiKey::Produce => produce::handle(ctx, body).await,
+        ApiKey::Fetch => fetch::handle(ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(ctx, body).await,
+        ApiKey::DeleteRecords => delete_records::handle(ctx, body).await,
+        ApiKey::Metadata => metadata::handle(ctx, body).await,
+        ApiKey::CreateTopics => admin::create_topics(ctx, body).await,
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, body).await,
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, body).await,
+        ApiKey::ElectLeaders => admin::elect_leaders(ctx, body).await,
         ApiKey::AlterPartitionReassignments => {
-            admin::alter_partition_reassignments(&ctx, body).await
+            admin::alter_partition_reassignments(ctx, body).await
         }
-        ApiKey::ListPartitionReassignments => admin::list_partition_reassignments(&ctx, body),
-        ApiKey::DescribeLogDirs => admin::describe_log_dirs(&ctx, body).await,
-        ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body),
-        ApiKey::AlterConfigs => admin::alter_configs(&ctx, body).await,
-        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(&ctx, body).await,
-        ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
-        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(&ctx, body),
-        ApiKey::DescribeQuorum => admin::describe_quorum(&ctx, body).await,
-        ApiKey::InitProducerId => admin::init_producer_id(&ctx, body).await,
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&ctx, body).await,
-        ApiKey::FindCoordinator => group::find_coordinator(&ctx, body).await,
-        ApiKey::JoinGroup => group::join_group(&ctx, body).await,
-        ApiKey::SyncGroup => group::sync_group(&ctx, body).await,
-        ApiKey::Heartbeat => group::heartbeat(&ctx, body).await,
-        ApiKey::LeaveGroup => group::leave_group(&ctx, body).await,
-        ApiKey::OffsetCommit => group::offset_commit(&ctx, body).await,
-        ApiKey::OffsetFetch => group::offset_fetch(&ctx, body).await,
-        ApiKey::ListGroups => group::list_groups(&ctx, body).await,
-        ApiKey::DescribeGroups => group::describe_groups(&ctx, body).await,
-        ApiKey::DeleteGroups => group::delete_groups(&ctx, body).await,
-        ApiKey::OffsetDelete => group::offset_delete(&ctx, body).await,
-        ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(&ctx, body).await,
-        ApiKey::ConsumerGroupDescribe => consumer_group::describe(&ctx, body).await,
+        ApiKey::ListPartitionReassignments => admin::list_partition_reassignments(ctx, body),
+        ApiKey::DescribeLogDirs => admin::describe_log_dirs(ctx, body).await,
+        ApiKey::DescribeConfigs => admin::describe_configs(ctx, body),
+        ApiKey::AlterConfigs => admin::alter_configs(ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(ctx, body).await,
+        ApiKey::DescribeCluster => admin::describe_cluster(ctx, body),
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, body),
+        ApiKey::DescribeQuorum => admin::describe_quorum(ctx, body).await,
+        ApiKey::InitProducerId => admin::init_producer_id(ctx, body).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(ctx, body).await,
+        ApiKey::FindCoordinator => group::find_coordinator(ctx, body).await,
+        ApiKey::JoinGroup => group::join_group(ctx, body).await,
+        ApiKey::SyncGroup => group::sync_group(ctx, body).await,
+        ApiKey::Heartbeat => group::heartbeat(ctx, body).await,
+        ApiKey::LeaveGroup => group::leave_group(ctx, body).await,
+        ApiKey::OffsetCommit => group::offset_commit(ctx, body).await,
+        ApiKey::OffsetFetch => group::offset_fetch(ctx, body).await,
+        ApiKey::ListGroups => group::list_groups(ctx, body).await,
+        ApiKey::DescribeGroups => group::describe_groups(ctx, body).await,
+        ApiKey::DeleteGroups => group::delete_groups(ctx, body).await,
+        ApiKey::OffsetDelete => group::offset_delete(ctx, body).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(ctx, body).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group::describe(ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

@@ -194,10 +194,13 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let (api, correlation_id) = (ctx.api, ctx.header.correlation_id);
     let shard = Rc::clone(shard);
     Ok(Reply::Later(Later(Box::pin(async move {
+        let started = std::time::Instant::now();
         let waits = parked
             .into_iter()
             .map(|(slot, (rx, timeout))| async move { (slot, acked(rx, timeout).await) });
-        for (slot, result) in futures::future::join_all(waits).await {
+        let results = futures::future::join_all(waits).await;
+        crate::metrics::acks_all_waited(started.elapsed());
+        for (slot, result) in results {
             if let Err(code) = result {
                 slots[slot].3 = Some(Outcome::error(code, None));
             }

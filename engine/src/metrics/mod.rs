@@ -1,0 +1,372 @@
+//! What a broker exposes to Prometheus, and how it is counted.
+//!
+//! Counting stays off the data path's shared state: each shard counts in
+//! its own thread-local cells (a shard is one thread), and partitions
+//! count their own bytes in plain `Cell`s. A scrape asks every shard for a
+//! [`ShardSnapshot`] (one cross-shard job each), adds them up and encodes
+//! the text on shard 0 ([`exposition`]). Nothing is locked, and a slow
+//! scraper only holds its own HTTP connection ([`http`]).
+
+pub mod exposition;
+pub mod http;
+
+use crate::shard::Shard;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Upper bounds of latency buckets, in seconds: 0.1 ms to 10 s, about
+/// three per decade.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A latency histogram with [`LATENCY_BUCKETS`] (plus +Inf).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_seconds += s;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+}
+
+/// Counts kept by one shard, outside the partitions.
+#[derive(Clone, Debug, Default)]
+pub struct ShardCounters {
+    /// Requests handled, by (API key, version).
+    pub requests: BTreeMap<(i16, i16), u64>,
+    /// Requests that ended their connection (undecodable, unsupported).
+    pub request_errors: BTreeMap<i16, u64>,
+    /// Time from a request read to its answer being ready, by API key.
+    pub request_latency: BTreeMap<i16, Histogram>,
+    /// How long acks=all produces waited for the in-sync replicas.
+    pub acks_all_wait: Histogram,
+    /// fdatasync calls of partition logs and how long they took.
+    pub fsync: Histogram,
+    /// ISR changes this broker proposed as a leader and the controller
+    /// took.
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+}
+
+thread_local! {
+    static COUNTERS: RefCell<ShardCounters> = RefCell::new(ShardCounters::default());
+}
+
+/// Counts a handled request (`ok`: answered, not a closed connection).
+pub fn request(api: i16, version: i16, took: Duration, ok: bool) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        *c.requests.entry((api, version)).or_default() += 1;
+        if !ok {
+            *c.request_errors.entry(api).or_default() += 1;
+        }
+        c.request_latency.entry(api).or_default().observe(took);
+    });
+}
+
+/// Counts an acks=all produce's wait for its in-sync replicas.
+pub fn acks_all_waited(took: Duration) {
+    COUNTERS.with(|c| c.borrow_mut().acks_all_wait.observe(took));
+}
+
+/// Counts one fdatasync of a partition's files.
+pub fn fsynced(took: Duration) {
+    COUNTERS.with(|c| c.borrow_mut().fsync.observe(took));
+}
+
+/// Counts an ISR change the controller accepted.
+pub fn isr_changed(shrink: bool) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if shrink {
+            c.isr_shrinks += 1;
+        } else {
+            c.isr_expands += 1;
+        }
+    });
+}
+
+/// What a partition counts itself: bytes and records appended by
+/// producers, bytes read by consumers.
+#[derive(Debug, Default)]
+pub struct PartitionCounters {
+    pub bytes_in: std::cell::Cell<u64>,
+    pub messages_in: std::cell::Cell<u64>,
+    pub bytes_out: std::cell::Cell<u64>,
+}
+
+impl PartitionCounters {
+    pub fn appended(&self, bytes: usize, records: u64) {
+        self.bytes_in.set(self.bytes_in.get() + bytes as u64);
+        self.messages_in.set(self.messages_in.get() + records);
+    }
+
+    pub fn read(&self, bytes: u64) {
+        self.bytes_out.set(self.bytes_out.get() + bytes);
+    }
+}
+
+/// One partition replica held by a shard, at scrape time.
+#[derive(Clone, Debug)]
+pub struct PartitionSample {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: bool,
+    pub bytes_in: u64,
+    pub messages_in: u64,
+    pub bytes_out: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    pub log_start: i64,
+    pub log_end: i64,
+    pub high_watermark: i64,
+}
+
+/// A consumer group coordinated by a shard, at scrape time.
+#[derive(Clone, Debug)]
+pub struct GroupSample {
+    pub group: String,
+    pub state: String,
+    pub members: usize,
+    /// Committed offsets: (topic, partition, offset).
+    pub committed: Vec<(String, i32, i64)>,
+}
+
+/// Everything one shard reports to a scrape.
+#[derive(Clone, Debug)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub counters: ShardCounters,
+    pub partitions: Vec<PartitionSample>,
+    pub groups: Vec<GroupSample>,
+    pub connections: usize,
+    pub cross_shard_jobs: u64,
+    pub sendfile_bytes: u64,
+    pub copied_bytes: u64,
+    /// Time the shard's executor spent running tasks.
+    pub busy: Duration,
+}
+
+/// This shard's part of a scrape.
+pub fn snapshot(shard: &Rc<Shard>) -> ShardSnapshot {
+    let partitions = shard
+        .partitions()
+        .iter()
+        .map(|p| p.metrics_sample(shard))
+        .collect();
+    ShardSnapshot {
+        shard: shard.id,
+        counters: COUNTERS.with(|c| c.borrow().clone()),
+        partitions,
+        groups: shard.groups.metrics_samples(),
+        connections: shard.open_connections.borrow().len(),
+        cross_shard_jobs: shard.stats.cross_shard_jobs.get(),
+        sendfile_bytes: shard.stats.sendfile_bytes.get(),
+        copied_bytes: shard.stats.copied_bytes.get(),
+        busy: glommio::executor().executor_stats().total_runtime(),
+    }
+}
+
+/// Cluster-level state as this broker sees it (from shard 0).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSample {
+    /// Partitions this broker leads whose ISR lacks a replica.
+    pub under_replicated: usize,
+    /// Partitions this broker leads with fewer in sync than
+    /// `min.insync.replicas`.
+    pub under_min_isr: usize,
+    /// Partitions with no leader, in this broker's metadata.
+    pub offline: usize,
+    /// Partitions this broker leads.
+    pub leaders: usize,
+    /// Whether this broker is the active controller.
+    pub controller_active: bool,
+    /// The Raft term and committed index, on voters.
+    pub controller: Option<(u64, u64)>,
+}
+
+/// Reads the cluster-level state on shard 0.
+pub fn cluster_sample(shard: &Rc<Shard>) -> ClusterSample {
+    let snapshot = shard.metadata();
+    let me = crate::replication::NodeId(snapshot.node_id);
+    let mut sample = ClusterSample::default();
+    for t in snapshot.topics.values() {
+        for p in &t.replicas {
+            match p.leader {
+                None => sample.offline += 1,
+                Some(l) if l == me => {
+                    sample.leaders += 1;
+                    if p.isr.len() < p.replicas.len() {
+                        sample.under_replicated += 1;
+                    }
+                    if p.isr.len() < t.config.min_insync_replicas {
+                        sample.under_min_isr += 1;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let controller = shard
+        .cluster
+        .borrow()
+        .as_ref()
+        .and_then(|n| n.controller.clone());
+    if let Some(controller) = controller {
+        sample.controller_active = controller.quorum.is_current();
+        sample.controller = Some((
+            controller.quorum.term(),
+            controller.quorum.committed_index(),
+        ));
+    }
+    sample
+}
+
+/// Gathers every shard's snapshot (shard 0 runs this).
+pub async fn gather(shard: &Rc<Shard>) -> (Vec<ShardSnapshot>, ClusterSample) {
+    let mut shards = Vec::with_capacity(shard.count);
+    for target in 0..shard.count {
+        if let Ok(s) = shard
+            .invoke_on(target, |s| async move { snapshot(&s) })
+            .await
+        {
+            shards.push(s);
+        }
+    }
+    (shards, cluster_sample(shard))
+}
+
+/// Process-wide figures from /proc: CPU seconds, resident bytes, open
+/// file descriptors.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessSample {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub open_fds: usize,
+    pub start_time_seconds: f64,
+}
+
+pub fn process_sample() -> ProcessSample {
+    // SAFETY: sysconf with constant arguments has no preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let mut sample = ProcessSample::default();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat(5); `f` starts
+            // at field 3.
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            sample.cpu_seconds = (n(11) + n(12)) / ticks;
+            let boot = boot_time_seconds();
+            sample.start_time_seconds = boot + n(19) / ticks;
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let resident = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        sample.resident_bytes = resident * page;
+    }
+    sample.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    sample
+}
+
+fn boot_time_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Lag per (group, topic, partition): the high watermark minus the
+/// committed offset, where this broker leads the partition.
+pub fn group_lags(shards: &[ShardSnapshot]) -> Vec<(String, String, i32, i64)> {
+    let mut hw: HashMap<(&str, i32), i64> = HashMap::new();
+    for s in shards {
+        for p in s.partitions.iter().filter(|p| p.leader) {
+            hw.insert((p.topic.as_str(), p.partition), p.high_watermark);
+        }
+    }
+    let mut lags = Vec::new();
+    for s in shards {
+        for g in &s.groups {
+            for (topic, partition, offset) in &g.committed {
+                if let Some(end) = hw.get(&(topic.as_str(), *partition)) {
+                    lags.push((
+                        g.group.clone(),
+                        topic.clone(),
+                        *partition,
+                        (end - offset).max(0),
+                    ));
+                }
+            }
+        }
+    }
+    lags.sort();
+    lags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_put_each_observation_in_its_bucket_and_add_up() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        assert_eq!(h.counts[0], 1);
+        assert_eq!(h.counts[5], 1, "3 ms lands in the 5 ms bucket");
+        assert_eq!(h.counts[LATENCY_BUCKETS.len()], 1, "+Inf");
+        let mut sum = h.clone();
+        sum.add(&h);
+        assert_eq!(sum.count(), 6);
+        assert!((sum.sum_seconds - 2.0 * 60.00305).abs() < 1e-9);
+    }
+
+    #[test]
+    fn process_figures_come_from_proc() {
+        let p = process_sample();
+        assert!(p.resident_bytes > 0);
+        assert!(p.open_fds > 0);
+        assert!(p.start_time_seconds > 1.0e9);
+    }
+}

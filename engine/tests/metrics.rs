@@ -1,0 +1,234 @@
+//! The metrics listener: what a scrape shows after known traffic, the
+//! health endpoints, and bad HTTP input.
+
+mod common;
+
+use common::{create_topic, free_port, poll_message, Broker};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Sends `request` to the metrics listener: (status, body).
+fn http(port: u16, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    http(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The samples of a scrape, `name{labels}` → value.
+fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum_matching(samples: &BTreeMap<String, f64>, prefix: &str, needle: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix) && k.contains(needle))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Scrapes until `ok` holds for the samples (counters of other shards
+/// are read at scrape time, so the first scrape may come before a
+/// consumer's commit has landed).
+fn scrape_until(port: u16, what: &str, ok: impl Fn(&BTreeMap<String, f64>) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get(port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if ok(&samples(&body)) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what} never showed:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_scrape_counts_traffic_per_topic_and_the_groups_lag() {
+    let metrics_port = free_port();
+    let broker = Broker::start(2, &[&format!("metrics.listener=127.0.0.1:{metrics_port}")]);
+    create_topic(&broker, "counted", 3);
+
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for i in 0..600 {
+        let v = format!("value-{i:04}");
+        producer
+            .send(
+                BaseRecord::<(), _>::to("counted")
+                    .partition(i % 3)
+                    .payload(&v),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    // Every byte appended is in the log, and every record is counted.
+    let body = scrape_until(metrics_port, "600 records in", |s| {
+        s.get("sluice_topic_messages_in_total{topic=\"counted\"}") == Some(&600.0)
+    });
+    let s = samples(&body);
+    let bytes_in = s["sluice_topic_bytes_in_total{topic=\"counted\"}"];
+    let log_bytes = sum_matching(&s, "sluice_log_size_bytes{", "topic=\"counted\"");
+    assert!(bytes_in > 600.0 * 10.0, "{bytes_in}");
+    assert_eq!(bytes_in, log_bytes, "bytes in and bytes in the logs");
+    assert_eq!(
+        sum_matching(&s, "sluice_log_end_offset{", "topic=\"counted\""),
+        600.0
+    );
+    assert!(
+        sum_matching(&s, "sluice_requests_total{", "api=\"Produce\"") >= 1.0,
+        "produce requests counted"
+    );
+
+    // A group reads everything once and commits 150 of partition 0's 200.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "lagging")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("counted", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < 600 {
+        assert!(Instant::now() < deadline, "read {read} of 600");
+        if poll_message(&consumer, || "consuming".into()).is_some() {
+            read += 1;
+        }
+    }
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset("counted", 0, Offset::Offset(150))
+        .unwrap();
+    consumer.commit(&commit, CommitMode::Sync).unwrap();
+
+    let body = scrape_until(metrics_port, "the group's lag", |s| {
+        s.get("sluice_consumer_group_lag{group=\"lagging\",topic=\"counted\",partition=\"0\"}")
+            .is_some()
+    });
+    let s = samples(&body);
+    assert_eq!(
+        s["sluice_consumer_group_lag{group=\"lagging\",topic=\"counted\",partition=\"0\"}"],
+        50.0
+    );
+    assert_eq!(
+        s["sluice_consumer_group_committed_offset{group=\"lagging\",topic=\"counted\",partition=\"0\"}"],
+        150.0
+    );
+    assert!(
+        s["sluice_topic_bytes_out_total{topic=\"counted\"}"] >= bytes_in,
+        "everything was read at least once"
+    );
+    assert!(s["process_resident_memory_bytes"] > 0.0);
+    assert!(sum_matching(&s, "sluice_connections{", "") >= 1.0);
+
+    // The whole scrape parses as OpenMetrics text.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scrape.txt");
+    std::fs::write(&path, &body).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+             families = list(parse(open(sys.argv[1]).read()))\n\
+             print(len(families))",
+        )
+        .arg(&path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the scrape does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(families > 20, "{families} families");
+}
+
+#[test]
+fn health_endpoints_answer_and_bad_http_is_refused() {
+    let metrics_port = free_port();
+    let _broker = Broker::start(1, &[&format!("metrics.listener=127.0.0.1:{metrics_port}")]);
+    assert_eq!(get(metrics_port, "/live"), (200, "live\n".to_string()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(metrics_port, "/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(metrics_port, "/nothing-here").0, 404);
+    assert_eq!(
+        http(metrics_port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").0,
+        405
+    );
+    assert_eq!(http(metrics_port, b"GARBAGE\r\n\r\n").0, 400);
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(20_000));
+    assert_eq!(http(metrics_port, huge.as_bytes()).0, 431);
+    let (status, body) = http(metrics_port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, ""));
+    // The broker still serves scrapes after all that.
+    assert_eq!(get(metrics_port, "/metrics").0, 200);
+}
+
+#[test]
+fn a_metrics_listener_that_cannot_bind_stops_the_start_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--cores",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--override", &format!("metrics.listener=127.0.0.1:{port}")])
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("metrics.listener"), "{stderr}");
+}
