@@ -707,6 +707,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_production_config_loads() {
+        let mut c = BrokerConfig::default();
+        c.load_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/sluice.toml"
+        )))
+        .unwrap();
+        assert_eq!(c.get("min.insync.replicas"), Some("2"));
+        assert_eq!(c.get("metrics.listener"), Some("0.0.0.0:9644"));
+    }
+
+    #[test]
     fn listeners_and_advertised() {
         let mut c = BrokerConfig::default();
         c.set("listeners", "PLAINTEXT://127.0.0.1:19092").unwrap();

@@ -152,6 +152,29 @@ fn init_logging() -> Result<(), String> {
     Ok(())
 }
 
+/// Tells systemd (a `Type=notify` unit) how the broker is doing, when it
+/// runs under one: `NOTIFY_SOCKET` names a datagram socket, a leading `@`
+/// meaning Linux's abstract namespace.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| {
+        let socket = UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &addr)
+    });
+    if let Err(e) = sent {
+        tracing::warn!(socket = %path, error = %e, "telling systemd {state} failed");
+    }
+}
+
 fn main() -> ExitCode {
     if let Err(e) = init_logging() {
         eprintln!("sluice: {e}");
@@ -187,9 +210,11 @@ fn main() -> ExitCode {
         }
     };
     println!("sluice listening on {}", broker.listen_addr());
+    notify_systemd("READY=1");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "stopping");
     }
+    notify_systemd("STOPPING=1");
     broker.stop();
     match broker.join() {
         Ok(()) => ExitCode::SUCCESS,

@@ -185,6 +185,47 @@ fn a_scrape_counts_traffic_per_topic_and_the_groups_lag() {
     );
     let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(families > 20, "{families} families");
+
+    // Every metric the Grafana dashboard plots is one the broker exports.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let exported: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let names = regex_names(&dashboard);
+    assert!(names.len() > 10, "{names:?}");
+    for name in names {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(family),
+            "the dashboard plots {name}, which no scrape has"
+        );
+    }
+}
+
+/// Metric names (`sluice_...`, `process_...`) in a dashboard's queries.
+fn regex_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for start in ["sluice_", "process_"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(start) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    names
 }
 
 #[test]

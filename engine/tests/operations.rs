@@ -151,3 +151,34 @@ fn sluice_cluster_restarts_a_broker_that_was_killed() {
     unsafe { libc::kill(cluster.id() as i32, libc::SIGTERM) };
     assert!(cluster.wait().unwrap().success());
 }
+
+/// Under a systemd unit of `Type=notify`, the broker says READY=1 once it
+/// serves and STOPPING=1 when it is asked to stop.
+#[test]
+fn systemd_is_told_when_the_broker_is_ready_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", "1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice");
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("READY=1 within the deadline");
+    assert_eq!(&buf[..n], b"READY=1");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("ready means serving");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
