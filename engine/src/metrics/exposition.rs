@@ -181,7 +181,8 @@ impl Collector for Scrape {
         let mut errors: BTreeMap<i16, u64> = BTreeMap::new();
         let mut latency: BTreeMap<i16, Histogram> = BTreeMap::new();
         let (mut acks_wait, mut fsync) = (Histogram::default(), Histogram::default());
-        let (mut shrinks, mut expands) = (0, 0);
+        let (mut shrinks, mut expands, mut elections) = (0, 0, 0);
+        let (mut wait_consumer, mut wait_replica) = (Histogram::default(), Histogram::default());
         for s in shards {
             for (k, v) in &s.counters.requests {
                 *requests.entry(*k).or_default() += v;
@@ -196,6 +197,9 @@ impl Collector for Scrape {
             fsync.add(&s.counters.fsync);
             shrinks += s.counters.isr_shrinks;
             expands += s.counters.isr_expands;
+            elections += s.counters.leader_elections;
+            wait_consumer.add(&s.counters.fetch_wait_consumer);
+            wait_replica.add(&s.counters.fetch_wait_replica);
         }
         let mut f = family(
             &mut e,
@@ -235,6 +239,14 @@ impl Collector for Scrape {
             Hist,
         )?
         .histogram(&no_labels(), &acks_wait)?;
+        let mut f = family(
+            &mut e,
+            "sluice_fetch_wait_seconds",
+            "How long fetches stayed parked waiting for data (Fetch's handle time includes it).",
+            Hist,
+        )?;
+        f.histogram(&vec![label("from", "consumer")], &wait_consumer)?;
+        f.histogram(&vec![label("from", "replica")], &wait_replica)?;
         family(
             &mut e,
             "sluice_log_fsync_seconds",
@@ -261,6 +273,13 @@ impl Collector for Scrape {
             Counter,
         )?
         .counter(&no_labels(), shrinks as f64)?;
+        family(
+            &mut e,
+            "sluice_leader_elections",
+            "Times this broker became a partition's leader on a new epoch.",
+            Counter,
+        )?
+        .counter(&no_labels(), elections as f64)?;
         family(
             &mut e,
             "sluice_isr_expands",

@@ -71,6 +71,11 @@ pub struct ShardCounters {
     /// took.
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// Times this broker became a partition's leader (on a new epoch).
+    pub leader_elections: u64,
+    /// How long fetches stayed parked waiting for data, by who fetched.
+    pub fetch_wait_consumer: Histogram,
+    pub fetch_wait_replica: Histogram,
 }
 
 thread_local! {
@@ -111,16 +116,50 @@ pub fn isr_changed(shrink: bool) {
     });
 }
 
+/// Counts how long a fetch stayed parked for data (`replica`: a follower's).
+pub fn fetch_waited(replica: bool, took: Duration) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if replica {
+            c.fetch_wait_replica.observe(took);
+        } else {
+            c.fetch_wait_consumer.observe(took);
+        }
+    });
+}
+
 /// What a partition counts itself: bytes and records appended by
 /// producers, bytes read by consumers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PartitionCounters {
     pub bytes_in: std::cell::Cell<u64>,
     pub messages_in: std::cell::Cell<u64>,
     pub bytes_out: std::cell::Cell<u64>,
+    /// The last leader epoch this broker led the partition on.
+    led_epoch: std::cell::Cell<i32>,
+}
+
+impl Default for PartitionCounters {
+    fn default() -> PartitionCounters {
+        PartitionCounters {
+            bytes_in: Default::default(),
+            messages_in: Default::default(),
+            bytes_out: Default::default(),
+            led_epoch: std::cell::Cell::new(-1),
+        }
+    }
 }
 
 impl PartitionCounters {
+    /// The metadata makes this broker the leader on `epoch`: a new
+    /// election won is counted once.
+    pub fn leading(&self, epoch: i32) {
+        if epoch > self.led_epoch.get() {
+            self.led_epoch.set(epoch);
+            COUNTERS.with(|c| c.borrow_mut().leader_elections += 1);
+        }
+    }
+
     pub fn appended(&self, bytes: usize, records: u64) {
         self.bytes_in.set(self.bytes_in.get() + bytes as u64);
         self.messages_in.set(self.messages_in.get() + records);

@@ -437,6 +437,9 @@ impl Shard {
                 continue;
             };
             p.set_topic_config(&meta.config);
+            if state.leader.map(|l| l.0) == Some(snapshot.node_id) {
+                p.metrics.leading(state.leader_epoch.0);
+            }
             p.apply_state(state.clone(), now);
             if let Some(leader) = p.following() {
                 if let Some(shard) = self.this.borrow().upgrade() {

@@ -168,6 +168,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let mut got = read_all(shard, &wants).await;
+    let mut parked = None;
     loop {
         let total: usize = got.iter().map(|g| g.bytes).sum();
         let errored = got.iter().any(|g| g.error.is_some());
@@ -179,8 +180,12 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         {
             break;
         }
+        parked.get_or_insert(now);
         wait_any(shard, &wants, deadline - now).await;
         got = read_all(shard, &wants).await;
+    }
+    if let Some(since) = parked {
+        crate::metrics::fetch_waited(replica >= 0, since.elapsed());
     }
     trim_to(&mut got, req.max_bytes.max(0) as usize);
     if replica >= 0 {
