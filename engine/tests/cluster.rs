@@ -2154,9 +2154,36 @@ fn a_broker_that_does_not_lead_names_the_leader_and_where_it_listens() {
 fn a_rolling_restart_moves_partitions_first_and_loses_nothing() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cluster(dir.path());
+    let mut spec = spec(dir.path(), &[]);
+    spec.metrics_ports = (0..3).map(|_| free_port()).collect();
+    let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
     create_guarded(&c, "rolling", 3);
+
+    // A consumer group reads along the whole time.
+    let group_read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let group_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let group = {
+        let (read, stop, bootstrap) = (
+            std::sync::Arc::clone(&group_read),
+            std::sync::Arc::clone(&group_stop),
+            c.bootstrap(),
+        );
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "rolling-readers")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .expect("consumer");
+            consumer.subscribe(&["rolling"]).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                    read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = Progress::default();
@@ -2177,7 +2204,11 @@ fn a_rolling_restart_moves_partitions_first_and_loses_nothing() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let n = progress.lock().unwrap().len();
                 if n != last_count {
-                    longest = longest.max(last_change.elapsed());
+                    // From the first acknowledgement on: the producer's
+                    // start is not a pause.
+                    if last_count > 0 {
+                        longest = longest.max(last_change.elapsed());
+                    }
                     (last_count, last_change) = (n, Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -2198,10 +2229,23 @@ fn a_rolling_restart_moves_partitions_first_and_loses_nothing() {
             "broker {node} stopped without moving its partitions:\n{log}"
         );
         c.restart(node, READY_DEADLINE).unwrap();
+        wait_ready(c.spec.metrics_ports[node - 1]);
     }
     wait_full_isr(&c, 1, "rolling");
     let acked = progress.lock().unwrap().len();
     wait_acked(&progress, 0, acked / 3 + 50, "after the restarts");
+    // The group goes on reading after the last restart.
+    let read_then = group_read.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while group_read.load(std::sync::atomic::Ordering::Relaxed) <= read_then {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer group stopped reading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    group_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    group.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = producer.join().unwrap();
     let longest = monitor.join().unwrap();
@@ -2314,5 +2358,23 @@ fn wait_metric(port: u16, name: &str, ok: impl Fn(f64) -> bool) {
             "{name} is {value:?} on the metrics listener at {port}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the metrics listener on `port` answers `/ready` with 200.
+fn wait_ready(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let mut answer = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.read_to_string(&mut answer);
+        }
+        if answer.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never ready: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -307,6 +307,7 @@ impl ClusterNode {
             match change {
                 Ok(Ok(_)) => {
                     tracing::info!("controlled shutdown: partitions moved to other replicas");
+                    self.hand_over_controller().await;
                     return;
                 }
                 Ok(Err((code, message))) => {
@@ -319,6 +320,22 @@ impl ClusterNode {
             }
         }
         tracing::warn!("controlled shutdown gave up; stopping anyway");
+    }
+
+    /// If this broker is the active controller, hands the quorum's
+    /// leadership to another voter before stopping, and waits (a few
+    /// seconds at most) until it has gone.
+    async fn hand_over_controller(&self) {
+        let Some(controller) = &self.controller else {
+            return;
+        };
+        if !controller.quorum.transfer_leadership() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while controller.quorum.is_leader() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The controller heard this broker at `sent_ms` or later, and will

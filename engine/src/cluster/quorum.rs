@@ -251,6 +251,32 @@ impl Quorum {
     /// The voters' progress, if this voter leads: Raft's matched index of
     /// each (this voter's own last index for itself) and when each last
     /// answered and was last caught up in this term (the leader: now).
+    /// Hands leadership to the most caught-up other voter (Raft's
+    /// leadership transfer), so that a leader about to stop costs the
+    /// quorum a round trip instead of an election timeout. False when
+    /// this voter does not lead or has nobody to hand it to.
+    pub fn transfer_leadership(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let target = {
+            let raw = self.raw.borrow();
+            raw.raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .max_by_key(|(_, p)| p.matched)
+                .map(|(id, _)| *id)
+        };
+        let Some(target) = target else {
+            return false;
+        };
+        tracing::info!(to = target, "handing metadata quorum leadership over");
+        self.raw.borrow_mut().transfer_leader(target);
+        self.on_ready();
+        true
+    }
+
     pub fn describe(&self) -> Option<QuorumState> {
         if !self.is_leader() {
             return None;
