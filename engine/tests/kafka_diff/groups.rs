@@ -610,3 +610,79 @@ pub fn listed(side: &mut Side) {
     );
     leave(side, "leave", stable, &[&member]);
 }
+
+/// A consumer-protocol group (KIP-848): a member joins with a
+/// subscription and is given every partition, heartbeats with a stale
+/// epoch and an unknown member id are refused, the group is described,
+/// and the member leaves.
+pub fn consumer_protocol(side: &mut Side) {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let id = "diff-cg";
+    let t = create_topic(side, "diff-cg-topic", 2, &[]);
+    crate::admin::wait_leaders(side, &t.name, 2);
+    find_coordinator(side, id);
+    let member = "diff-cg-member-0000000001";
+    let beat = |member: &str, epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group(id))
+            .with_member_id(text(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(-1)
+    };
+    let join = beat(member, 0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![topic_name(&t.name)]))
+        .with_topic_partitions(Some(Vec::new()));
+    // The assignment may come with the first answer or a later one.
+    let mut resp: ConsumerGroupHeartbeatResponse = side.ask(ApiKey::ConsumerGroupHeartbeat, &join);
+    let start = Instant::now();
+    while resp.error_code == 0
+        && resp.assignment.is_none()
+        && start.elapsed() < COORDINATOR_DEADLINE
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        resp = side.ask(
+            ApiKey::ConsumerGroupHeartbeat,
+            &beat(member, resp.member_epoch),
+        );
+    }
+    side.record("join: every partition assigned", &resp);
+    let epoch = resp.member_epoch;
+    let owned = resp.assignment.as_ref().map(|a| {
+        a.topic_partitions
+            .iter()
+            .map(|tp| {
+                TopicPartitions::default()
+                    .with_topic_id(tp.topic_id)
+                    .with_partitions(tp.partitions.clone())
+            })
+            .collect()
+    });
+    side.step::<_, ConsumerGroupHeartbeatResponse>(
+        "heartbeat owning the assignment",
+        ApiKey::ConsumerGroupHeartbeat,
+        &beat(member, epoch).with_topic_partitions(owned),
+    );
+    side.step::<_, ConsumerGroupHeartbeatResponse>(
+        "an epoch from the future",
+        ApiKey::ConsumerGroupHeartbeat,
+        &beat(member, epoch + 5),
+    );
+    side.step::<_, ConsumerGroupHeartbeatResponse>(
+        "an unknown member",
+        ApiKey::ConsumerGroupHeartbeat,
+        &beat("diff-cg-member-0000000002", 3),
+    );
+    let describe = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![group(id), group("diff-cg-none")]);
+    side.step::<_, ConsumerGroupDescribeResponse>(
+        "described",
+        ApiKey::ConsumerGroupDescribe,
+        &describe,
+    );
+    side.step::<_, ConsumerGroupHeartbeatResponse>(
+        "the member leaves",
+        ApiKey::ConsumerGroupHeartbeat,
+        &beat(member, -1),
+    );
+}

@@ -39,10 +39,13 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("delete_records", records::delete_records_cases),
     ("idempotent_produce", records::idempotent_cases),
     ("leader_epochs", records::leader_epoch_cases),
+    ("describe_cluster", records::describe_cluster_cases),
+    ("describe_log_dirs", records::describe_log_dirs_cases),
     ("group_join_sync_heartbeat", groups::join_sync_heartbeat),
     ("group_offsets", groups::offsets),
     ("group_static_members", groups::static_members),
     ("group_listed", groups::listed),
+    ("consumer_protocol", groups::consumer_protocol),
 ];
 
 /// The settings Kafka's `server.properties` changes from Kafka's defaults

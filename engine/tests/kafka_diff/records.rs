@@ -499,3 +499,66 @@ pub fn leader_epoch_cases(side: &mut Side) {
         );
     }
 }
+
+/// DescribeCluster as clients and `kafka-cluster.sh` ask it, with and
+/// without authorized operations, and for broker and controller
+/// endpoints (v1's endpoint type; Sluice, like Kafka in combined mode
+/// reached through a broker listener, answers what it can).
+pub fn describe_cluster_cases(side: &mut Side) {
+    let version = side.v(ApiKey::DescribeCluster);
+    let req = DescribeClusterRequest::default();
+    let mut resp: DescribeClusterResponse = side.ask(ApiKey::DescribeCluster, &req);
+    assert_eq!(resp.brokers.len(), 1, "{}: one broker", side.name);
+    resp.brokers.clear();
+    side.record("brokers", &resp);
+    let req = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+    let mut resp: DescribeClusterResponse = side.ask(ApiKey::DescribeCluster, &req);
+    resp.brokers.clear();
+    side.record("with authorized operations", &resp);
+    if version >= 1 {
+        let req = DescribeClusterRequest::default().with_endpoint_type(3);
+        let resp: DescribeClusterResponse = side.ask(ApiKey::DescribeCluster, &req);
+        side.record("an endpoint type that does not exist", &resp);
+    }
+}
+
+/// DescribeLogDirs for a topic with known contents: each partition's size
+/// is the bytes of the batches appended, on either broker, since both
+/// store batches as they came. The directory's path and the disk's free
+/// and total bytes are each machine's own.
+pub fn describe_log_dirs_cases(side: &mut Side) {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let t = create_topic(side, "diff-logdirs", 2, &[]);
+    crate::admin::wait_leaders(side, &t.name, 2);
+    let now = now_ms();
+    produce_ok(side, "a batch", &t, batch(&[(now, b"one"), (now, b"two")]));
+    produce_ok(side, "another batch", &t, batch(&[(now, b"three")]));
+    let ask = |topics: Option<Vec<DescribableLogDirTopic>>| {
+        DescribeLogDirsRequest::default().with_topics(topics)
+    };
+    let one_topic = |name: &str, partitions: Vec<i32>| {
+        Some(vec![DescribableLogDirTopic::default()
+            .with_topic(topic_name(name))
+            .with_partitions(partitions)])
+    };
+    let mut resp: DescribeLogDirsResponse = side.ask(
+        ApiKey::DescribeLogDirs,
+        &ask(one_topic(&t.name, vec![0, 1, 7])),
+    );
+    for r in &mut resp.results {
+        r.log_dir = crate::text("_");
+        r.total_bytes = 0;
+        r.usable_bytes = 0;
+    }
+    side.record("a topic's partitions, one that does not exist", &resp);
+    let mut resp: DescribeLogDirsResponse = side.ask(
+        ApiKey::DescribeLogDirs,
+        &ask(one_topic("diff-logdirs-unknown", vec![0])),
+    );
+    for r in &mut resp.results {
+        r.log_dir = crate::text("_");
+        r.total_bytes = 0;
+        r.usable_bytes = 0;
+    }
+    side.record("a topic that does not exist", &resp);
+}

@@ -127,9 +127,13 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
                                     .map(|t| TopicName(s(t.clone())))
                                     .collect(),
                             )
-                            .with_subscribed_topic_regex(
-                                m.regex.as_ref().map(|r| s(unanchor(r.as_str()))),
-                            )
+                            // Kafka answers an empty regex, not none, for
+                            // a member subscribed by names.
+                            .with_subscribed_topic_regex(Some(
+                                m.regex
+                                    .as_ref()
+                                    .map_or_else(|| s(""), |r| s(unanchor(r.as_str()))),
+                            ))
                             .with_assignment(described(ctx, &m.assignment.assigned))
                             .with_target_assignment(described(ctx, target))
                             .with_member_type(MEMBER_TYPE_CONSUMER)
