@@ -135,7 +135,7 @@ enum State {
     /// No handshake yet, or authenticated and not re-authenticating.
     Idle,
     /// A handshake named `mechanism`; tokens follow.
-    Exchange { exchange: Exchange, raw: bool },
+    Exchange { exchange: Box<Exchange>, raw: bool },
     /// The exchange failed and the connection is closing.
     Closed,
 }
@@ -262,7 +262,7 @@ impl Authenticator {
             Mechanism::OAuthBearer => Exchange::OAuth(oauth::OAuthServer::new()),
         };
         self.state = State::Exchange {
-            exchange,
+            exchange: Box::new(exchange),
             raw: version == 0,
         };
         Handshake::Accepted
@@ -282,7 +282,7 @@ impl Authenticator {
             return Token::Failed(Failure::protocol("SaslAuthenticate before SaslHandshake"));
         };
         let mechanism = exchange.mechanism();
-        let step = match exchange {
+        let step = match exchange.as_mut() {
             Exchange::Plain => plain::authenticate(token, &self.settings.plain_users),
             Exchange::Scram(s) => s.step(token, store),
             Exchange::OAuth(o) => match &self.settings.oauth {
