@@ -570,3 +570,139 @@ fn a_client_failing_logins_in_a_loop_does_not_starve_another() {
     let attempts: u64 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
     assert!(attempts > 0);
 }
+
+// ---- other clients (installed by .ci/run) ----
+
+/// Runs `sasl_clients.py CLIENT` against `broker` and checks the broker
+/// logged `principal` in.
+fn python_client(
+    broker: &Broker,
+    client: &str,
+    mechanism: &str,
+    user: &str,
+    secret: &str,
+    principal: &str,
+) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sasl_clients.py");
+    let topic = format!("py-{client}-{}", mechanism.to_ascii_lowercase());
+    common::run_client(
+        client,
+        &[
+            "150",
+            "python3",
+            script,
+            client,
+            &broker.bootstrap(),
+            &topic,
+            "50",
+            mechanism,
+            user,
+            secret,
+        ],
+        || broker.log(),
+    );
+    let log = broker.log();
+    assert!(
+        log.contains(&format!(
+            "SASL authentication succeeded principal={principal}"
+        )),
+        "{client} did not log in as {principal}:\n{log}"
+    );
+}
+
+#[test]
+fn kafka_python_over_scram_sha_512() {
+    let broker = sasl_broker("SCRAM-SHA-512", &[]);
+    python_client(
+        &broker,
+        "kafka-python",
+        "SCRAM-SHA-512",
+        "scram512",
+        "s512-secret",
+        "User:scram512",
+    );
+    common::passed("kafka-python", &["security"]);
+}
+
+#[test]
+fn confluent_kafka_over_scram_sha_512() {
+    let broker = sasl_broker("SCRAM-SHA-512", &[]);
+    python_client(
+        &broker,
+        "confluent-kafka",
+        "SCRAM-SHA-512",
+        "scram512",
+        "s512-secret",
+        "User:scram512",
+    );
+    // confluent-kafka is librdkafka, marked by the rdkafka test above.
+}
+
+#[test]
+fn aiokafka_over_scram_sha_512() {
+    let broker = sasl_broker("SCRAM-SHA-512", &[]);
+    python_client(
+        &broker,
+        "aiokafka",
+        "SCRAM-SHA-512",
+        "scram512",
+        "s512-secret",
+        "User:scram512",
+    );
+    common::passed("aiokafka", &["security"]);
+}
+
+#[test]
+fn confluent_kafka_over_oauthbearer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = jwks_file(dir.path());
+    let broker = sasl_broker(
+        "OAUTHBEARER",
+        &[&format!("sasl.oauthbearer.jwks.endpoint.url={url}")],
+    );
+    let token = jwt(
+        serde_json::json!({"sub": "svc-py", "exp": now_s() + 600}),
+        JWT_SECRET,
+    );
+    python_client(
+        &broker,
+        "confluent-kafka",
+        "OAUTHBEARER",
+        "-",
+        &token,
+        "User:svc-py",
+    );
+}
+
+#[test]
+fn kafkajs_over_scram_sha_512() {
+    let broker = sasl_broker("SCRAM-SHA-512", &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/roundtrip.js");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "150",
+            "node",
+            script,
+            &broker.bootstrap(),
+            "js-sasl",
+            "300",
+            "1",
+        ])
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .env("SASL_MECHANISM", "scram-sha-512")
+        .env("SASL_USERNAME", "scram512")
+        .env("SASL_PASSWORD", "s512-secret")
+        .output()
+        .expect("node is installed");
+    assert!(
+        out.status.success(),
+        "KafkaJS failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+    assert!(broker
+        .log()
+        .contains("SASL authentication succeeded principal=User:scram512"));
+    common::passed("kafkajs", &["security"]);
+}
