@@ -794,6 +794,40 @@ mod tests {
     }
 
     #[test]
+    fn sasl_listener_and_jaas_config_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sluice.toml");
+        std::fs::write(
+            &p,
+            "listeners = \"SASL_PLAINTEXT://127.0.0.1:19094\"\n\
+             \"sasl.enabled.mechanisms\" = \"PLAIN,SCRAM-SHA-512\"\n\
+             \"listener.name.sasl_plaintext.plain.sasl.jaas.config\" = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"a;b\";'\n\
+             \"connections.max.reauth.ms\" = 60000\n",
+        )
+        .unwrap();
+        let mut c = BrokerConfig::default();
+        c.load_file(&p).unwrap();
+        assert_eq!(c.listener_protocol, SecurityProtocol::SaslPlaintext);
+        let s = c.sasl_settings().unwrap().expect("a SASL listener");
+        assert_eq!(s.plain_users["alice"], "a;b");
+        assert_eq!(s.reauth_ms, 60000);
+        assert_eq!(s.mechanism_names(), ["PLAIN", "SCRAM-SHA-512"]);
+        // Secrets stay out of DescribeConfigs.
+        assert!(c.broker_entries().all(|(k, _, _)| !k.contains("jaas")));
+        let key = "listener.name.sasl_plaintext.plain.sasl.jaas.config";
+        let e = c
+            .set(key, "PlainLoginModule required user_a=\"x\"")
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+        let e = c.set("sasl.enabled.mechanisms", "GSSAPI").unwrap_err();
+        assert!(e.to_string().contains("Kerberos"), "{e}");
+        let e = c.set("listeners", "SSL://127.0.0.1:9093").unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+        c.set("listeners", "PLAINTEXT://127.0.0.1:9092").unwrap();
+        assert!(c.sasl_settings().unwrap().is_none());
+    }
+
+    #[test]
     fn toml_dotted_keys() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sluice.toml");
