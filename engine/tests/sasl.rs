@@ -706,3 +706,157 @@ fn kafkajs_over_scram_sha_512() {
         .contains("SASL authentication succeeded principal=User:scram512"));
     common::passed("kafkajs", &["security"]);
 }
+
+// ---- a cluster ----
+
+/// Brokers started from a [`LocalClusterSpec`] with a SASL listener each;
+/// killed on drop.
+struct SaslCluster {
+    children: Vec<std::process::Child>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for SaslCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl SaslCluster {
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+/// A SCRAM user added through one broker of three logs in on another:
+/// credentials travel in the metadata log every broker replays.
+#[test]
+fn scram_credentials_reach_every_broker_of_a_cluster() {
+    use sluice_engine::cluster::local::LocalClusterSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LocalClusterSpec::new(
+        env!("CARGO_BIN_EXE_sluice").into(),
+        dir.path().to_path_buf(),
+        3,
+    );
+    spec.ports = (0..3).map(|_| common::free_port()).collect();
+    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    spec.overrides = vec![
+        "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512".into(),
+        ALICE_PLAIN.into(),
+    ];
+    let mut cluster = SaslCluster {
+        children: Vec::new(),
+        logs: Vec::new(),
+    };
+    for node in 1..=3 {
+        let log = dir.path().join(format!("broker-{node}.log"));
+        let mut cmd = spec.command(node);
+        cmd.arg("--override")
+            .arg(format!(
+                "listeners=SASL_PLAINTEXT://127.0.0.1:{}",
+                spec.ports[node - 1]
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        cluster.children.push(cmd.spawn().expect("start sluice"));
+        cluster.logs.push(log);
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cluster.log().matches("broker ready").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "cluster not ready:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = |node: usize| std::net::SocketAddr::from(([127, 0, 0, 1], spec.ports[node - 1]));
+    let mut raw = Raw::connect(addr(1));
+    assert_eq!(plain_login(&mut raw, "admin", "admin-secret").error_code, 0);
+    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion(
+        "erin",
+        2,
+        "erin-secret",
+        4096,
+    )]);
+    assert_eq!(alter(&mut raw, &req), [("erin".into(), 0)]);
+    for node in [2, 3] {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                format!("127.0.0.1:{}", spec.ports[node - 1]),
+            )
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", "erin")
+            .set("sasl.password", "erin-secret")
+            .create()
+            .unwrap();
+        // The change is committed before the answer; another broker may
+        // replay it a moment later, so a first refusal is retried.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "erin cannot log in to broker {node}:\n{}",
+                cluster.log()
+            );
+        }
+    }
+    assert!(cluster
+        .log()
+        .contains("SASL authentication succeeded principal=User:erin"));
+}
+
+/// librdkafka re-authenticates (KIP-368) when its session nears its end:
+/// a producer that keeps sending across several session lifetimes is
+/// never cut off.
+#[test]
+fn librdkafka_reauthenticates_before_its_session_ends() {
+    let broker = sasl_broker("SCRAM-SHA-512", &["connections.max.reauth.ms=2000"]);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client_config(&broker, "SCRAM-SHA-512", "scram512", "s512-secret")
+            .set("message.timeout.ms", "60000")
+            .create()
+            .expect("producer");
+    // Time must pass for sessions to end: keep sending until the broker
+    // has seen a re-authentication, then some more.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut sent_after = 0;
+    for i in 0.. {
+        producer
+            .send(BaseRecord::<(), _>::to("reauth").payload(&format!("m{i}")))
+            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+        producer
+            .flush(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("produce {i}: {e}; log:\n{}", broker.log()));
+        if broker.log().contains("SASL re-authentication succeeded") {
+            sent_after += 1;
+            if sent_after == 5 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no re-authentication seen:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !broker.log().contains("expired without re-authentication"),
+        "{}",
+        broker.log()
+    );
+}

@@ -205,7 +205,7 @@ impl SaslGate {
         if *client.principal.borrow() != principal {
             tracing::info!(%principal, peer = %self.peer, "SASL authentication succeeded");
         } else {
-            tracing::debug!(%principal, peer = %self.peer, "SASL re-authentication succeeded");
+            tracing::info!(%principal, peer = %self.peer, "SASL re-authentication succeeded");
         }
         *client.principal.borrow_mut() = principal;
     }
