@@ -215,8 +215,10 @@ impl Authenticator {
     /// until the client has authenticated, so an anonymous peer cannot
     /// make the broker reserve `socket.request.max.bytes`.
     pub fn frame_bytes_max(&self, authenticated_max: usize) -> usize {
+        // A client re-authenticating is still authenticated: its requests
+        // in flight keep the full limit.
         match (&self.session, &self.state) {
-            (Some(_), State::Idle) => authenticated_max,
+            (Some(_), State::Idle | State::Exchange { raw: false, .. }) => authenticated_max,
             _ => self.settings.max_receive_bytes,
         }
     }
@@ -324,9 +326,11 @@ impl Authenticator {
                 });
             }
         }
+        // A token inside the clock skew but past its expiry still gets a
+        // session that ends at once (1 ms), never an endless one (0).
         let lifetime_ms = match self.settings.reauth_ms {
             0 => 0,
-            max => token_lifetime_ms.map_or(max, |t| t.clamp(0, max)),
+            max => token_lifetime_ms.map_or(max, |t| t.clamp(1, max)),
         };
         self.session = Some(Session {
             user: user.clone(),
@@ -339,6 +343,20 @@ impl Authenticator {
             user,
             reply,
             session_lifetime_ms: lifetime_ms,
+        }
+    }
+}
+
+impl Token {
+    /// The session lifetime of a success.
+    #[cfg(test)]
+    fn lifetime(&self) -> Option<i64> {
+        match self {
+            Token::Success {
+                session_lifetime_ms,
+                ..
+            } => Some(*session_lifetime_ms),
+            _ => None,
         }
     }
 }
@@ -435,6 +453,24 @@ mod tests {
         assert!(matches!(
             a.token(b"\0bob\0b", 2, &NoScram, later),
             Token::Failed(f) if f.authentication
+        ));
+        // A token past its expiry (inside the clock skew) ends at once.
+        let mut a = Authenticator::new(settings(1000));
+        assert_eq!(
+            a.succeed(
+                Mechanism::OAuthBearer,
+                "svc".into(),
+                Vec::new(),
+                Some(0),
+                1,
+                now
+            )
+            .lifetime(),
+            Some(1)
+        );
+        assert!(matches!(
+            a.admit(now + Duration::from_millis(1)),
+            Admission::Refuse(_)
         ));
         // A v0 SaslAuthenticate client knows nothing of lifetimes.
         let mut a = Authenticator::new(settings(1000));
