@@ -467,6 +467,10 @@ fn oauthbearer_tokens_are_checked_against_the_key_set() {
     assert!(broker.log().contains("User:svc-a"));
     let mut bad_aud = good.clone();
     bad_aud["aud"] = "other".into();
+    let mut bad_iss = good.clone();
+    bad_iss["iss"] = "https://elsewhere.test".into();
+    let mut no_client_id = good.clone();
+    no_client_id.as_object_mut().unwrap().remove("client_id");
     let mut expired = good.clone();
     expired["exp"] = (now_s() - 3600).into();
     for (what, token) in [
@@ -475,6 +479,8 @@ fn oauthbearer_tokens_are_checked_against_the_key_set() {
             jwt(good.clone(), b"another secret of thirty-two bytes"),
         ),
         ("wrong audience", jwt(bad_aud, JWT_SECRET)),
+        ("wrong issuer", jwt(bad_iss, JWT_SECRET)),
+        ("no principal claim", jwt(no_client_id, JWT_SECRET)),
         ("expired", jwt(expired, JWT_SECRET)),
         ("garbage", "a.b.c".to_string()),
     ] {

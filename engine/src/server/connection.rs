@@ -136,7 +136,7 @@ async fn read_requests(
     let mut reader = FrameReader::new(gate.as_ref().map_or(max, |g| g.frame_bytes_max(max)));
     while let Some(payload) = reader.next(stream).await? {
         if let Some(gate) = gate.as_mut() {
-            let verdict = gate.check(&payload, client, &shard.metadata());
+            let verdict = gate.check(&payload, client, || shard.metadata());
             reader.set_frame_bytes_max(gate.frame_bytes_max(max));
             match verdict {
                 Verdict::Serve => {}

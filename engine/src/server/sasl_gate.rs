@@ -62,11 +62,32 @@ impl SaslGate {
         self.auth.frame_bytes_max(authenticated_max)
     }
 
-    /// Decides about one frame's payload.
-    pub fn check(&mut self, payload: &Bytes, client: &Client, metadata: &Snapshot) -> Verdict {
+    /// Decides about one frame's payload; `metadata` gives the snapshot
+    /// SCRAM credentials are read from.
+    pub fn check(
+        &mut self,
+        payload: &Bytes,
+        client: &Client,
+        metadata: impl Fn() -> Arc<Snapshot>,
+    ) -> Verdict {
         let now = Instant::now();
         if self.auth.expects_raw_token() {
-            return self.raw_token(payload, client, metadata, now);
+            return self.raw_token(payload, client, &metadata(), now);
+        }
+        // The common case once authenticated, read from the API key alone
+        // (the first two bytes) without decoding the header twice.
+        if let Some(key) = payload.get(..2) {
+            let key = i16::from_be_bytes([key[0], key[1]]);
+            let sasl = [
+                ApiKey::SaslHandshake as i16,
+                ApiKey::SaslAuthenticate as i16,
+            ];
+            if self.auth.is_authenticated()
+                && !sasl.contains(&key)
+                && self.auth.admit(now) == Admission::Serve
+            {
+                return Verdict::Serve;
+            }
         }
         let header = match parse_request_header(payload) {
             Ok(h) => h,
@@ -87,7 +108,7 @@ impl SaslGate {
                 ))
             }
             ApiKey::SaslHandshake => self.handshake(&header, body),
-            ApiKey::SaslAuthenticate => self.authenticate(&header, body, client, metadata, now),
+            ApiKey::SaslAuthenticate => self.authenticate(&header, body, client, &metadata(), now),
             _ => match self.auth.admit(now) {
                 Admission::Serve => Verdict::Serve,
                 Admission::Refuse(reason) => close(format!("{reason} ({api:?})")),
