@@ -328,7 +328,12 @@ fn alter(raw: &mut Raw, req: &AlterUserScramCredentialsRequest) -> Vec<(String, 
 
 #[test]
 fn scram_users_added_by_the_admin_api_log_in_and_survive_a_restart() {
-    let mut broker = sasl_broker("PLAIN,SCRAM-SHA-512,SCRAM-SHA-256", &[]);
+    // Snapshots every few KiB of metadata: the restarts rebuild the
+    // credentials from a snapshot, not only from log entries.
+    let mut broker = sasl_broker(
+        "PLAIN,SCRAM-SHA-512,SCRAM-SHA-256",
+        &["metadata.log.max.record.bytes.between.snapshots=512"],
+    );
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(plain_login(&mut raw, "admin", "admin-secret").error_code, 0);
     let req = AlterUserScramCredentialsRequest::default()
@@ -388,6 +393,12 @@ fn scram_users_added_by_the_admin_api_log_in_and_survive_a_restart() {
     broker.stop();
     broker.restart();
     rdkafka_round_trip(&broker, "SCRAM-SHA-512", "scram512", "changed", "changed1");
+    let snapshot = std::fs::read_dir(&broker.data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .any(|e| e.path().join("snapshot").is_file());
+    assert!(snapshot, "no metadata snapshot was taken");
 }
 
 // ---- OAUTHBEARER ----
