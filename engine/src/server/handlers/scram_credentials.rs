@@ -13,6 +13,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::Request;
+use crate::metadata::Snapshot;
 use crate::security::sasl::scram::{
     ScramCredential, ScramMechanism, ITERATIONS_MAX, ITERATIONS_MIN,
 };
@@ -81,16 +82,20 @@ fn check_upsertion(
     Ok((m, credential))
 }
 
-pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
-    let req: AlterUserScramCredentialsRequest = ctx.decode(body)?;
-    let existing = ctx.shard.metadata();
+/// The changes of a request that pass every check, and each user's
+/// first refusal.
+struct Changes {
+    per_user: PerUser,
+    deletions: Vec<(String, ScramMechanism)>,
+    upsertions: Vec<(String, ScramMechanism, ScramCredential)>,
+}
+
+fn sort_changes(req: &AlterUserScramCredentialsRequest, existing: &Snapshot) -> Changes {
     let mut per_user = PerUser {
         order: Vec::new(),
         refused: BTreeMap::new(),
     };
     let mut seen = BTreeSet::new();
-    let mut deletions = Vec::new();
-    let mut upsertions = Vec::new();
     let named = req
         .deletions
         .iter()
@@ -116,6 +121,7 @@ pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             );
         }
     }
+    let mut deletions = Vec::new();
     for d in &req.deletions {
         match mechanism(d.mechanism) {
             Err((code, message)) => per_user.refuse(&d.name, code, message),
@@ -127,6 +133,7 @@ pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             Ok(m) => deletions.push((d.name.to_string(), m)),
         }
     }
+    let mut upsertions = Vec::new();
     for u in &req.upsertions {
         match check_upsertion(u) {
             Err((code, message)) => per_user.refuse(&u.name, code, message),
@@ -136,6 +143,20 @@ pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // A user with any refused change keeps all of its credentials as they are.
     deletions.retain(|(user, _)| !per_user.refused.contains_key(user));
     upsertions.retain(|(user, _, _)| !per_user.refused.contains_key(user));
+    Changes {
+        per_user,
+        deletions,
+        upsertions,
+    }
+}
+
+pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: AlterUserScramCredentialsRequest = ctx.decode(body)?;
+    let Changes {
+        mut per_user,
+        deletions,
+        upsertions,
+    } = sort_changes(&req, &ctx.shard.metadata());
     let changed: BTreeSet<String> = deletions
         .iter()
         .map(|(u, _)| u.clone())
