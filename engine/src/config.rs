@@ -456,6 +456,15 @@ pub fn cpus_for_broker(index: usize, cores: usize) -> Vec<usize> {
         .collect()
 }
 
+/// A value for an error message: a JAAS config or SCRAM user list holds
+/// passwords, which stay out of messages and logs.
+fn hide_secret(key: &str, value: &str) -> String {
+    match sasl::config::is_secret(key) {
+        true => "(hidden: it holds passwords)".into(),
+        false => value.to_string(),
+    }
+}
+
 /// The protocol of the first listener. Until listeners are named, the
 /// one listener is PLAINTEXT or SASL_PLAINTEXT; TLS listeners are refused
 /// rather than served as plaintext.
@@ -493,7 +502,7 @@ impl BrokerConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         let refused = |expected: String| ConfigError::InvalidValue {
             key: name.to_string(),
-            value: value.to_string(),
+            value: hide_secret(name, value),
             expected,
         };
         if sasl::config::is_unlisted_key(name) {
@@ -603,12 +612,7 @@ impl BrokerConfig {
         sasl::Settings::for_listener(&get, &listener)
             .map(Some)
             .map_err(|(key, reason)| ConfigError::InvalidValue {
-                value: self
-                    .value(&key)
-                    .unwrap_or_default()
-                    .chars()
-                    .take(80)
-                    .collect(),
+                value: hide_secret(&key, self.value(&key).unwrap_or_default()),
                 key,
                 expected: reason,
             })
@@ -816,9 +820,13 @@ mod tests {
         assert!(c.broker_entries().all(|(k, _, _)| !k.contains("jaas")));
         let key = "listener.name.sasl_plaintext.plain.sasl.jaas.config";
         let e = c
-            .set(key, "PlainLoginModule required user_a=\"x\"")
+            .set(key, "PlainLoginModule required user_a=\"pw-1\"")
             .unwrap_err();
         assert!(e.to_string().contains(key), "{e}");
+        assert!(
+            !e.to_string().contains("pw-1"),
+            "a password in an error: {e}"
+        );
         let e = c.set("sasl.enabled.mechanisms", "GSSAPI").unwrap_err();
         assert!(e.to_string().contains("Kerberos"), "{e}");
         let e = c.set("listeners", "SSL://127.0.0.1:9093").unwrap_err();

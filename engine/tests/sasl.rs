@@ -506,12 +506,17 @@ fn oauthbearer_tokens_are_checked_against_the_key_set() {
 }
 
 #[test]
-fn gssapi_or_a_malformed_jaas_config_is_refused_at_start_up() {
+fn gssapi_a_malformed_jaas_config_or_bootstrap_user_or_no_key_set_is_refused_at_start_up() {
     for (bad, key) in [
         ("sasl.enabled.mechanisms=GSSAPI", "sasl.enabled.mechanisms"),
         (
             "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_a=\"x\"",
             "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+        ),
+        ("sluice.scram.users=SCRAM-SHA-1=[name=a,password=b]", "sluice.scram.users"),
+        (
+            "sasl.enabled.mechanisms=OAUTHBEARER",
+            "sasl.oauthbearer.jwks.endpoint.url",
         ),
     ] {
         let port = common::free_port();

@@ -186,6 +186,11 @@ fn parse_plain_jaas(value: &str) -> Result<BTreeMap<String, String>, String> {
     jaas::parse(value).and_then(|e| jaas::plain_users(&e))
 }
 
+/// Whether `name`'s value holds passwords: error messages leave it out.
+pub fn is_secret(name: &str) -> bool {
+    name == JAAS_KEY || name == BOOTSTRAP_USERS_KEY || name.ends_with(".sasl.jaas.config")
+}
+
 /// Whether `name` is a SASL key outside the broker's key table: secrets
 /// and listener-scoped keys.
 pub fn is_unlisted_key(name: &str) -> bool {
