@@ -41,6 +41,8 @@ pub enum StartError {
     Shard { shard: usize, reason: String },
     #[error("starting executors: {0}")]
     Executor(String),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// What the shards need to know about how the broker started.
@@ -90,6 +92,8 @@ pub struct BrokerShared {
     lease_until_ms: std::sync::atomic::AtomicI64,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
+    /// The listener's SASL settings, if it speaks SASL.
+    pub sasl: Option<Arc<crate::security::sasl::Settings>>,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -268,6 +272,10 @@ impl Broker {
                 shard: 0,
                 reason: e.to_string(),
             })?;
+        let sasl = config
+            .sasl_settings()
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .map(Arc::new);
         let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
             data_dir = %config.data_dir.display(), clean, node = config.node_id, cores = config.cores,
@@ -286,6 +294,7 @@ impl Broker {
             lease_until_ms: std::sync::atomic::AtomicI64::new(0),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
+            sasl,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });
@@ -424,7 +433,7 @@ async fn shard_main(
         *shard.cluster.borrow_mut() = Some(Rc::clone(&node));
         let (registered_tx, registered_rx) = futures::channel::oneshot::channel();
         tasks.push(glommio::spawn_local(
-            node.run(Rc::clone(&shard), registered_tx),
+            Rc::clone(&node).run(Rc::clone(&shard), registered_tx),
         ));
         tracing::info!("waiting to register with the controller");
         match unless_stopped(&shared, registered_rx).await {
@@ -437,6 +446,10 @@ async fn shard_main(
                 let _ = ready.send(Err((shard.id, "stopped before registering".into())));
                 return;
             }
+        }
+        if let Err(refused) = create_bootstrap_users(&shard, &node).await {
+            let _ = ready.send(Err((shard.id, refused)));
+            return;
         }
     }
     if !matches!(unless_stopped(&shared, first_rx).await, Some(Ok(()))) {
@@ -496,6 +509,49 @@ fn metrics_listener(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, Stri
         Rc::clone(shard),
         listener,
     ))))
+}
+
+/// Creates the SCRAM users of `sluice.scram.users` that the metadata log
+/// does not have yet, before clients are served, so they can log in as
+/// soon as the broker listens. Each broker of a cluster asks; the
+/// controller leaves out users already there, so a password changed with
+/// AlterUserScramCredentials stays changed across restarts.
+async fn create_bootstrap_users(
+    shard: &Rc<Shard>,
+    node: &crate::cluster::node::ClusterNode,
+) -> Result<(), String> {
+    use crate::security::sasl::{config, scram::ScramCredential};
+    let users = config::bootstrap_users(shard.broker.config.value(config::BOOTSTRAP_USERS_KEY));
+    if users.is_empty() {
+        return Ok(());
+    }
+    let upsertions = users
+        .iter()
+        .map(|u| {
+            let credential = ScramCredential::from_password(u.mechanism, &u.password, u.iterations);
+            (u.user.clone(), u.mechanism, credential)
+        })
+        .collect();
+    let req = crate::cluster::rpc::Request::AlterScramCredentials {
+        upsertions,
+        deletions: Vec::new(),
+        if_absent: true,
+    };
+    node.change(req, shard)
+        .await
+        .map(|_| {
+            tracing::info!(
+                users = users.len(),
+                "SCRAM users of {} present",
+                config::BOOTSTRAP_USERS_KEY
+            )
+        })
+        .map_err(|(code, message)| {
+            format!(
+                "creating the SCRAM users of {}: {code:?} {message}",
+                config::BOOTSTRAP_USERS_KEY
+            )
+        })
 }
 
 /// How long a stopping shard waits for its connections' tasks to end.

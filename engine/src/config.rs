@@ -7,6 +7,8 @@
 //! `log.segment.bytes = 1073741824` are Kafka's names), then `--override`.
 //! DescribeConfigs reports every key with its source, as Kafka does.
 
+use crate::security::sasl;
+use crate::security::SecurityProtocol;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -132,6 +134,19 @@ pub const KEYS: &[Key] = &[
     broker("group.min.session.timeout.ms", Kind::Int, "6000", 0),
     broker("group.max.session.timeout.ms", Kind::Int, "1800000", 0),
     broker("group.max.size", Kind::Int, "2147483647", 1),
+    broker("sasl.enabled.mechanisms", Kind::Text, "PLAIN", 0),
+    broker("connections.max.reauth.ms", Kind::Long, "0", 0),
+    broker(
+        "connection.failed.authentication.delay.ms",
+        Kind::Int,
+        "100",
+        0,
+    ),
+    broker("sasl.server.max.receive.size", Kind::Int, "524288", 1),
+    broker("sasl.oauthbearer.jwks.endpoint.url", Kind::Text, "", 0),
+    broker("sasl.oauthbearer.expected.audience", Kind::Text, "", 0),
+    broker("sasl.oauthbearer.expected.issuer", Kind::Text, "", 0),
+    broker("sasl.oauthbearer.sub.claim.name", Kind::Text, "sub", 0),
     broker("group.consumer.session.timeout.ms", Kind::Int, "45000", 1),
     broker("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", 1),
     broker(
@@ -378,8 +393,13 @@ pub struct BrokerConfig {
     /// spreads them over every online CPU.
     pub cpus: Option<Vec<usize>>,
     pub node_id: i32,
+    /// The security protocol of `listeners`.
+    pub listener_protocol: SecurityProtocol,
     /// Every broker key's value and source (topic keys under broker names).
     values: BTreeMap<&'static str, (String, Source)>,
+    /// SASL keys outside [`KEYS`]: listener-scoped ones and secrets,
+    /// which DescribeConfigs does not report.
+    sasl_values: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -391,7 +411,9 @@ impl Default for BrokerConfig {
             cores: online_cpus(),
             cpus: None,
             node_id: 1,
+            listener_protocol: SecurityProtocol::Plaintext,
             values: BTreeMap::new(),
+            sasl_values: BTreeMap::new(),
         };
         for k in KEYS {
             if let Some(b) = k.broker {
@@ -439,6 +461,33 @@ pub fn cpus_for_broker(index: usize, cores: usize) -> Vec<usize> {
         .collect()
 }
 
+/// A value for an error message: a JAAS config or SCRAM user list holds
+/// passwords, which stay out of messages and logs.
+fn hide_secret(key: &str, value: &str) -> String {
+    match sasl::config::is_secret(key) {
+        true => "(hidden: it holds passwords)".into(),
+        false => value.to_string(),
+    }
+}
+
+/// The protocol of the first listener. Until listeners are named, the
+/// one listener is PLAINTEXT or SASL_PLAINTEXT; TLS listeners are refused
+/// rather than served as plaintext.
+fn listener_protocol(key: &str, value: &str) -> Result<SecurityProtocol, ConfigError> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let Some((scheme, _)) = first.split_once("://") else {
+        return Ok(SecurityProtocol::Plaintext);
+    };
+    match SecurityProtocol::parse(scheme) {
+        Some(p @ (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext)) => Ok(p),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: "a PLAINTEXT:// or SASL_PLAINTEXT:// listener".into(),
+        }),
+    }
+}
+
 fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
     let bad = || ConfigError::InvalidValue {
         key: key.to_string(),
@@ -456,6 +505,16 @@ fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> 
 impl BrokerConfig {
     /// Sets a key by its broker name or, for topic keys, its topic name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let refused = |expected: String| ConfigError::InvalidValue {
+            key: name.to_string(),
+            value: hide_secret(name, value),
+            expected,
+        };
+        if sasl::config::is_unlisted_key(name) {
+            sasl::config::check(name, value).map_err(refused)?;
+            self.sasl_values.insert(name.to_string(), value.to_string());
+            return Ok(());
+        }
         let (key, broker_name): (&Key, &'static str) = match find_broker_key(name) {
             Some(k) => (k, k.broker.expect("found by broker name")),
             None => match find_topic_key(name) {
@@ -468,8 +527,12 @@ impl BrokerConfig {
             },
         };
         let value = check_value(name, key, value)?;
+        if broker_name.starts_with("sasl.") || broker_name == sasl::config::REAUTH_KEY {
+            sasl::config::check(name, &value).map_err(refused)?;
+        }
         match broker_name {
             "listeners" => {
+                self.listener_protocol = listener_protocol(name, &value)?;
                 let (host, port) = parse_listener(name, &value)?;
                 let addr = (host.as_str(), port)
                     .to_socket_addrs()
@@ -533,6 +596,31 @@ impl BrokerConfig {
             self.set(&k, &v).map_err(|e| file_err(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// A key's value, SASL keys outside [`KEYS`] included.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        match self.sasl_values.get(name) {
+            Some(v) => Some(v),
+            None => self.get(name),
+        }
+    }
+
+    /// The SASL settings of the listener, if it speaks SASL; an error
+    /// names the key at fault.
+    pub fn sasl_settings(&self) -> Result<Option<sasl::Settings>, ConfigError> {
+        if !self.listener_protocol.uses_sasl() {
+            return Ok(None);
+        }
+        let listener = self.listener_protocol.name().to_ascii_lowercase();
+        let get = |k: &str| self.value(k).map(str::to_string);
+        sasl::Settings::for_listener(&get, &listener)
+            .map(Some)
+            .map_err(|(key, reason)| ConfigError::InvalidValue {
+                value: hide_secret(&key, self.value(&key).unwrap_or_default()),
+                key,
+                expected: reason,
+            })
     }
 
     /// A broker key's value (by broker name).
@@ -727,6 +815,44 @@ mod tests {
         c.set("advertised.listeners", "PLAINTEXT://proxy.example:29092")
             .unwrap();
         assert_eq!(c.advertised, ("proxy.example".to_string(), 29092));
+    }
+
+    #[test]
+    fn sasl_listener_and_jaas_config_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sluice.toml");
+        std::fs::write(
+            &p,
+            "listeners = \"SASL_PLAINTEXT://127.0.0.1:19094\"\n\
+             \"sasl.enabled.mechanisms\" = \"PLAIN,SCRAM-SHA-512\"\n\
+             \"listener.name.sasl_plaintext.plain.sasl.jaas.config\" = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"a;b\";'\n\
+             \"connections.max.reauth.ms\" = 60000\n",
+        )
+        .unwrap();
+        let mut c = BrokerConfig::default();
+        c.load_file(&p).unwrap();
+        assert_eq!(c.listener_protocol, SecurityProtocol::SaslPlaintext);
+        let s = c.sasl_settings().unwrap().expect("a SASL listener");
+        assert_eq!(s.plain_users["alice"], "a;b");
+        assert_eq!(s.reauth_ms, 60000);
+        assert_eq!(s.mechanism_names(), ["PLAIN", "SCRAM-SHA-512"]);
+        // Secrets stay out of DescribeConfigs.
+        assert!(c.broker_entries().all(|(k, _, _)| !k.contains("jaas")));
+        let key = "listener.name.sasl_plaintext.plain.sasl.jaas.config";
+        let e = c
+            .set(key, "PlainLoginModule required user_a=\"pw-1\"")
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+        assert!(
+            !e.to_string().contains("pw-1"),
+            "a password in an error: {e}"
+        );
+        let e = c.set("sasl.enabled.mechanisms", "GSSAPI").unwrap_err();
+        assert!(e.to_string().contains("Kerberos"), "{e}");
+        let e = c.set("listeners", "SSL://127.0.0.1:9093").unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+        c.set("listeners", "PLAINTEXT://127.0.0.1:9092").unwrap();
+        assert!(c.sasl_settings().unwrap().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::cluster::records::ClusterImage;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
+use crate::security::sasl::scram::{CredentialStore, ScramCredential, ScramMechanism};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -55,6 +56,14 @@ pub struct Snapshot {
     pub node_id: i32,
     /// The cluster's id (empty until the metadata log names it).
     pub cluster_id: String,
+    /// SCRAM credentials by user and mechanism.
+    pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
+}
+
+impl CredentialStore for Snapshot {
+    fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        self.scram.get(&(user.to_string(), mechanism)).cloned()
+    }
 }
 
 impl Snapshot {
@@ -109,6 +118,7 @@ impl Snapshot {
             .collect();
         s.node_id = broker.node_id;
         s.cluster_id = image.cluster_id.clone().unwrap_or_default();
+        s.scram = image.scram.clone();
         s
     }
 

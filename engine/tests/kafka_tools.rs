@@ -945,3 +945,78 @@ fn leader_election_and_partition_reassignment_on_three_brokers() {
         assert!(r[5].parse::<i64>().unwrap() > 0, "{replication}");
     }
 }
+
+/// `kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[password=...]'
+/// --entity-type users` (AlterUserScramCredentials) over a SASL listener,
+/// logged in as a PLAIN admin: the new user then logs in with
+/// SCRAM-SHA-512 (librdkafka), and `--delete-config` removes it again.
+#[test]
+fn kafka_configs_adds_and_removes_a_scram_user() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = Broker::start_with(1, |port| {
+        vec![
+            format!("listeners=SASL_PLAINTEXT://127.0.0.1:{port}"),
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512".into(),
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_admin=\"admin-secret\";"
+                .into(),
+        ]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin.properties");
+    std::fs::write(
+        &admin,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n\
+         sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+         username=\"admin\" password=\"admin-secret\";\n",
+    )
+    .unwrap();
+    let b = broker.bootstrap();
+    let base = [
+        "--bootstrap-server",
+        b.as_str(),
+        "--command-config",
+        admin.to_str().unwrap(),
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "dave",
+        "--alter",
+    ];
+    let out = tool(
+        CONFIGS,
+        &[
+            &base[..],
+            &[
+                "--add-config",
+                "SCRAM-SHA-512=[iterations=8192,password=dave-secret]",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("Completed updating config"), "{out}");
+    let logs_in = |password: &str| {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", "dave")
+            .set("sasl.password", password)
+            .create()
+            .unwrap();
+        consumer
+            .fetch_metadata(None, Duration::from_secs(20))
+            .is_ok()
+    };
+    assert!(logs_in("dave-secret"), "log:\n{}", broker.log());
+    assert!(broker
+        .log()
+        .contains("SASL authentication succeeded principal=User:dave"));
+    let out = tool(
+        CONFIGS,
+        &[&base[..], &["--delete-config", "SCRAM-SHA-512"]].concat(),
+    );
+    assert!(out.contains("Completed updating config"), "{out}");
+    assert!(!logs_in("dave-secret"), "a deleted user logged in");
+    common::passed("kafka-tools", &["security"]);
+}

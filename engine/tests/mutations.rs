@@ -169,6 +169,25 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
         ApiKey::ConsumerGroupDescribe => {
             enc(ConsumerGroupDescribeRequest::default().with_group_ids(vec![group()]))
         }
+        ApiKey::SaslHandshake => {
+            enc(SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")))
+        }
+        ApiKey::SaslAuthenticate => enc(SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"\0alice\0secret"))),
+        ApiKey::AlterUserScramCredentials => {
+            use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+            enc(
+                AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                    ScramCredentialUpsertion::default()
+                        .with_name(StrBytes::from_static_str("mutations-user"))
+                        .with_mechanism(1)
+                        .with_iterations(4096)
+                        .with_salt(Bytes::from_static(b"salt"))
+                        .with_salted_password(Bytes::from_static(&[7; 32])),
+                ]),
+            )
+        }
+        ApiKey::DescribeUserScramCredentials => enc(DescribeUserScramCredentialsRequest::default()),
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

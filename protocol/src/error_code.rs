@@ -35,6 +35,8 @@ pub enum ErrorCode {
     TopicAuthorizationFailed = 29,
     UnsupportedForMessageFormat = 43,
     InvalidTimestamp = 32,
+    UnsupportedSaslMechanism = 33,
+    IllegalSaslState = 34,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,
@@ -49,6 +51,7 @@ pub enum ErrorCode {
     InvalidProducerEpoch = 47,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
+    SaslAuthenticationFailed = 58,
     UnknownProducerId = 59,
     NonEmptyGroup = 68,
     GroupIdNotFound = 69,
@@ -68,6 +71,9 @@ pub enum ErrorCode {
     NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
+    ResourceNotFound = 91,
+    DuplicateResource = 92,
+    UnacceptableCredential = 93,
     InvalidUpdateVersion = 95,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
@@ -132,7 +138,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 75] = [
+const ALL: [ErrorCode; 81] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -163,6 +169,8 @@ const ALL: [ErrorCode; 75] = [
     ErrorCode::TopicAuthorizationFailed,
     ErrorCode::UnsupportedForMessageFormat,
     ErrorCode::InvalidTimestamp,
+    ErrorCode::UnsupportedSaslMechanism,
+    ErrorCode::IllegalSaslState,
     ErrorCode::UnsupportedVersion,
     ErrorCode::TopicAlreadyExists,
     ErrorCode::InvalidPartitions,
@@ -177,6 +185,7 @@ const ALL: [ErrorCode; 75] = [
     ErrorCode::InvalidProducerEpoch,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
+    ErrorCode::SaslAuthenticationFailed,
     ErrorCode::UnknownProducerId,
     ErrorCode::NonEmptyGroup,
     ErrorCode::GroupIdNotFound,
@@ -196,6 +205,9 @@ const ALL: [ErrorCode; 75] = [
     ErrorCode::NoReassignmentInProgress,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
+    ErrorCode::ResourceNotFound,
+    ErrorCode::DuplicateResource,
+    ErrorCode::UnacceptableCredential,
     ErrorCode::InvalidUpdateVersion,
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,

@@ -20,6 +20,7 @@ use super::sessions::Sessions;
 use crate::config::{check_value, find_topic_key, LIST_KEYS};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use crate::shard::controller::check_partition_count;
 use sluice_protocol::{ErrorCode, LeaderEpoch};
 use std::cell::RefCell;
@@ -446,6 +447,14 @@ impl Controller {
                 }])
                 .await
             }
+            Request::AlterScramCredentials {
+                upsertions,
+                deletions,
+                if_absent,
+            } => {
+                self.commit(scram_records(&image, upsertions, deletions, if_absent))
+                    .await
+            }
             Request::Fetch { .. } | Request::Heartbeat { .. } | Request::DescribeQuorum => {
                 unreachable!("handled above")
             }
@@ -692,6 +701,36 @@ impl Controller {
             }
         }
     }
+}
+
+/// The records of an AlterScramCredentials: removals of credentials
+/// that exist, then the upsertions (those absent only, with `if_absent`).
+/// A malformed credential never reaches the log.
+fn scram_records(
+    image: &ClusterImage,
+    upsertions: Vec<(String, ScramMechanism, ScramCredential)>,
+    deletions: Vec<(String, ScramMechanism)>,
+    if_absent: bool,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    for (user, mechanism) in deletions {
+        if image.scram.contains_key(&(user.clone(), mechanism)) {
+            records.push(Record::RemoveScramCredential { user, mechanism });
+        }
+    }
+    for (user, mechanism, credential) in upsertions {
+        let exists = image.scram.contains_key(&(user.clone(), mechanism));
+        if !credential.is_valid_for(mechanism) || (if_absent && exists) {
+            continue;
+        }
+        tracing::info!(%user, mechanism = mechanism.name(), "SCRAM credential set");
+        records.push(Record::ScramCredential {
+            user,
+            mechanism,
+            credential,
+        });
+    }
+    records
 }
 
 /// The records of a leader's ISR change, or why it is refused.

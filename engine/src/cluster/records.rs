@@ -11,6 +11,7 @@
 
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use serde::{Deserialize, Serialize};
 use sluice_protocol::LeaderEpoch;
 use std::collections::BTreeMap;
@@ -75,6 +76,18 @@ pub enum Record {
         node: i32,
         start: i64,
         end: i64,
+    },
+    /// A user's SCRAM credential for one mechanism, new or replaced
+    /// (Kafka's UserScramCredentialRecord): salt, iterations, stored and
+    /// server key, never the password.
+    ScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    RemoveScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
     },
 }
 
@@ -142,6 +155,8 @@ pub struct ClusterImage {
     pub producer_ids: BTreeMap<i32, std::ops::Range<i64>>,
     /// The cluster's id, from its first controller.
     pub cluster_id: Option<String>,
+    /// SCRAM credentials by user and mechanism.
+    pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl ClusterImage {
@@ -204,6 +219,13 @@ impl ClusterImage {
                 node: *node,
                 start: ids.start,
                 end: ids.end,
+            });
+        }
+        for ((user, mechanism), credential) in &self.scram {
+            records.push(Record::ScramCredential {
+                user: user.clone(),
+                mechanism: *mechanism,
+                credential: credential.clone(),
             });
         }
         records
@@ -322,6 +344,21 @@ impl ClusterImage {
                 self.next_producer_id = self.next_producer_id.max(*end);
                 self.producer_ids.insert(*node, *start..*end);
             }
+            Record::ScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                if !credential.is_valid_for(*mechanism) {
+                    tracing::error!(%user, mechanism = mechanism.name(), "metadata record with a malformed SCRAM credential; ignored");
+                    return;
+                }
+                self.scram
+                    .insert((user.clone(), *mechanism), credential.clone());
+            }
+            Record::RemoveScramCredential { user, mechanism } => {
+                self.scram.remove(&(user.clone(), *mechanism));
+            }
         }
     }
 }
@@ -430,8 +467,23 @@ mod tests {
                     start: 1000,
                     end: 2000,
                 },
+                Record::ScramCredential {
+                    user: "alice".into(),
+                    mechanism: ScramMechanism::Sha512,
+                    credential: ScramCredential::from_password(ScramMechanism::Sha512, "s", 4096),
+                },
+                Record::ScramCredential {
+                    user: "bob".into(),
+                    mechanism: ScramMechanism::Sha256,
+                    credential: ScramCredential::from_password(ScramMechanism::Sha256, "s", 4096),
+                },
+                Record::RemoveScramCredential {
+                    user: "bob".into(),
+                    mechanism: ScramMechanism::Sha256,
+                },
             ],
         );
+        assert_eq!(image.scram.len(), 1);
         let mut rebuilt = ClusterImage::default();
         rebuilt.apply(9, &decode(&encode(&image.to_records())).unwrap());
         assert_eq!(rebuilt, image);

@@ -8,6 +8,7 @@
 
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,16 @@ pub enum Request {
     AllocateProducerIds {
         node: i32,
         incarnation: u64,
+    },
+    /// SCRAM credentials to set and to remove
+    /// (AlterUserScramCredentials). With `if_absent`, an upsertion for a
+    /// user and mechanism that already has a credential is left out (the
+    /// users created at start-up).
+    AlterScramCredentials {
+        upsertions: Vec<(String, ScramMechanism, ScramCredential)>,
+        deletions: Vec<(String, ScramMechanism)>,
+        #[serde(default)]
+        if_absent: bool,
     },
     /// Committed entries after `after`, waiting up to `wait_ms` for one.
     Fetch {

@@ -15,6 +15,7 @@
 
 use super::frame_reader::{FrameReadError, FrameReader};
 use super::handlers::{self, HandlerError, Later, Reply};
+use super::sasl_gate::{SaslGate, Verdict};
 use super::sendfile::{send_region, set_nonblocking};
 use crate::shard::Shard;
 use futures::future::{self, Either};
@@ -27,6 +28,7 @@ use sluice_protocol::header::{parse_request_header, HeaderError};
 use std::io;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ enum CloseReason {
     Header(#[from] HeaderError),
     #[error("{0}")]
     Handler(#[from] HandlerError),
+    #[error("{0}")]
+    Sasl(String),
 }
 
 impl From<FrameReadError> for CloseReason {
@@ -63,8 +67,17 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::warn!(%peer, error = %e, "socket setup failed");
         return;
     }
-    let client = handlers::Client::new(client_host);
-    match run(&shard, &mut stream, &client).await {
+    let protocol = shard.broker.config.listener_protocol;
+    let client = handlers::Client::on(client_host, protocol);
+    let gate = match (&shard.broker.sasl, protocol.uses_sasl()) {
+        (Some(settings), true) => Some(SaslGate::new(Arc::clone(settings), peer.clone())),
+        (None, true) => {
+            tracing::error!(%peer, "a SASL listener without SASL settings; closing");
+            return;
+        }
+        (_, false) => None,
+    };
+    match run(&shard, &mut stream, &client, gate).await {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
@@ -79,10 +92,11 @@ async fn run(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     client: &handlers::Client,
+    gate: Option<SaslGate>,
 ) -> Result<(), CloseReason> {
     let mut out = writer_half(stream)?;
     let (tx, rx) = local_channel::new_bounded(PIPELINE_DEPTH);
-    let read = read_requests(shard, stream, client, tx);
+    let read = read_requests(shard, stream, client, gate, tx);
     let write = write_replies(shard, &mut out, rx);
     futures::pin_mut!(read, write);
     match future::select(read, write).await {
@@ -115,10 +129,38 @@ async fn read_requests(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     client: &handlers::Client,
+    mut gate: Option<SaslGate>,
     replies: LocalSender<Reply>,
 ) -> Result<(), CloseReason> {
-    let mut reader = FrameReader::new(shard.broker.config.request_max_bytes());
+    let max = shard.broker.config.request_max_bytes();
+    let mut reader = FrameReader::new(gate.as_ref().map_or(max, |g| g.frame_bytes_max(max)));
     while let Some(payload) = reader.next(stream).await? {
+        if let Some(gate) = gate.as_mut() {
+            let verdict = gate.check(&payload, client, || shard.metadata());
+            reader.set_frame_bytes_max(gate.frame_bytes_max(max));
+            match verdict {
+                Verdict::Serve => {}
+                Verdict::Answer(frame) => {
+                    if replies.send(Reply::Frame(frame)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Verdict::Close {
+                    answer,
+                    delay,
+                    reason,
+                } => {
+                    // Only this connection's task waits: the shard serves
+                    // everyone else meanwhile.
+                    glommio::timer::sleep(delay).await;
+                    if let Some(frame) = answer {
+                        let _ = replies.send(Reply::Frame(frame)).await;
+                    }
+                    return Err(CloseReason::Sasl(reason));
+                }
+            }
+        }
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
         let reply = handlers::handle(shard, &header, body, client).await?;

@@ -66,6 +66,12 @@ impl FrameReader {
         }
     }
 
+    /// Changes the largest frame accepted from the next one on (smaller
+    /// before SASL authentication).
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.frame_bytes_max = frame_bytes_max;
+    }
+
     /// The next request's payload (the frame without its length prefix),
     /// or `None` once the peer has closed the connection between frames.
     pub async fn next(&mut self, stream: &mut TcpStream) -> Result<Option<Bytes>, FrameReadError> {

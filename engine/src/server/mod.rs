@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod frame_reader;
 pub mod handlers;
+pub mod sasl_gate;
 pub mod sendfile;
 
 use crate::shard::Shard;

@@ -52,6 +52,23 @@ impl Broker {
     /// The same with the data directory at `data_dir` (a temporary one when
     /// `None`).
     pub fn start_at(data_dir: Option<PathBuf>, cores: usize, overrides: &[&str]) -> Broker {
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        Broker::start_on(free_port(), data_dir, cores, &overrides)
+    }
+
+    /// Starts a broker whose overrides name its own port (a
+    /// `SASL_PLAINTEXT://` listener, say): `overrides(port)`.
+    pub fn start_with(cores: usize, overrides: impl FnOnce(u16) -> Vec<String>) -> Broker {
+        let port = free_port();
+        Broker::start_on(port, None, cores, &overrides(port))
+    }
+
+    fn start_on(
+        port: u16,
+        data_dir: Option<PathBuf>,
+        cores: usize,
+        overrides: &[String],
+    ) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let mut args = vec!["--cores".to_string(), cores.to_string()];
@@ -62,7 +79,7 @@ impl Broker {
         let log_path = tmp.path().join("broker.log");
         let mut b = Broker {
             child: None,
-            port: free_port(),
+            port,
             data_dir,
             _tmp: Some(tmp),
             args,

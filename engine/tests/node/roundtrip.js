@@ -7,6 +7,9 @@
 // mismatch.
 //
 // usage: node roundtrip.js HOST:PORT TOPIC COUNT [REPLICATION_FACTOR]
+//
+// With SASL_MECHANISM (plain, scram-sha-256, scram-sha-512),
+// SASL_USERNAME and SASL_PASSWORD set, every connection logs in first.
 
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
@@ -110,6 +113,13 @@ async function main() {
     brokers: [bootstrap],
     logLevel: logLevel.WARN,
     retry: { retries: 10 },
+    sasl: process.env.SASL_MECHANISM
+      ? {
+          mechanism: process.env.SASL_MECHANISM,
+          username: process.env.SASL_USERNAME,
+          password: process.env.SASL_PASSWORD,
+        }
+      : undefined,
   });
   const admin = kafka.admin();
   await admin.connect();

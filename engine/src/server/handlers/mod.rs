@@ -14,6 +14,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
 mod produce_time;
+mod scram_credentials;
 
 use crate::security::{Principal, SecurityProtocol};
 use crate::shard::Shard;
@@ -173,6 +174,24 @@ pub fn encode_frame<T: Encodable>(
     Ok(out.to_vec())
 }
 
+/// SaslHandshake or SaslAuthenticate where no exchange is expected: on a
+/// listener without SASL (a SASL listener's gate takes them before any
+/// handler). As Kafka: ILLEGAL_SASL_STATE.
+fn sasl_not_expected(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use kafka_protocol::messages::{
+        SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    let code = sluice_protocol::ErrorCode::IllegalSaslState.code();
+    if ctx.api == ApiKey::SaslHandshake {
+        let _: SaslHandshakeRequest = ctx.decode(body)?;
+        ctx.respond(&SaslHandshakeResponse::default().with_error_code(code))
+    } else {
+        let _: SaslAuthenticateRequest = ctx.decode(body)?;
+        ctx.respond(&SaslAuthenticateResponse::default().with_error_code(code))
+    }
+}
+
 /// Dispatches one request.
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -249,6 +268,9 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::OffsetDelete => group::offset_delete(ctx, body).await,
         ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(ctx, body).await,
         ApiKey::ConsumerGroupDescribe => consumer_group::describe(ctx, body).await,
+        ApiKey::AlterUserScramCredentials => scram_credentials::alter(ctx, body).await,
+        ApiKey::DescribeUserScramCredentials => scram_credentials::describe(ctx, body),
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl_not_expected(ctx, body),
         other => Err(HandlerError::NotImplemented(other)),
     }
 }
