@@ -14,6 +14,7 @@
 
 use crate::config::BrokerConfig;
 use crate::metadata::Snapshot;
+use crate::security::acl::authorizer::Authorizer;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
@@ -41,6 +42,8 @@ pub enum StartError {
     Shard { shard: usize, reason: String },
     #[error("starting executors: {0}")]
     Executor(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What the shards need to know about how the broker started.
@@ -85,6 +88,9 @@ pub struct BrokerShared {
     lease_until_ms: std::sync::atomic::AtomicI64,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
+    /// Decides whether a client may do what it asks, over the ACLs of
+    /// each shard's metadata snapshot.
+    pub authorizer: Authorizer,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -233,6 +239,7 @@ impl Broker {
                 shard: 0,
                 reason: e.to_string(),
             })?;
+        let authorizer = Authorizer::from_config(&config)?;
         let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
             data_dir = %config.data_dir.display(), clean, node = config.node_id, cores = config.cores,
@@ -249,6 +256,7 @@ impl Broker {
             lease_until_ms: std::sync::atomic::AtomicI64::new(0),
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
+            authorizer,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });

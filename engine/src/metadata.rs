@@ -7,6 +7,7 @@ use crate::cluster::records::ClusterImage;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
+use crate::security::acl::index::AclIndex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -55,6 +56,8 @@ pub struct Snapshot {
     pub node_id: i32,
     /// The cluster's id (empty until the metadata log names it).
     pub cluster_id: String,
+    /// Every ACL, indexed for the authorizer.
+    pub acls: Arc<AclIndex>,
 }
 
 impl Snapshot {
@@ -109,6 +112,7 @@ impl Snapshot {
             .collect();
         s.node_id = broker.node_id;
         s.cluster_id = image.cluster_id.clone().unwrap_or_default();
+        s.acls = Arc::new(AclIndex::new(&image.acls));
         s
     }
 

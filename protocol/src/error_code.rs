@@ -33,6 +33,8 @@ pub enum ErrorCode {
     RebalanceInProgress = 27,
     InvalidCommitOffsetSize = 28,
     TopicAuthorizationFailed = 29,
+    GroupAuthorizationFailed = 30,
+    ClusterAuthorizationFailed = 31,
     UnsupportedForMessageFormat = 43,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,
@@ -47,6 +49,8 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
+    TransactionalIdAuthorizationFailed = 53,
+    SecurityDisabled = 54,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     UnknownProducerId = 59,
@@ -132,7 +136,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 75] = [
+const ALL: [ErrorCode; 79] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -161,6 +165,8 @@ const ALL: [ErrorCode; 75] = [
     ErrorCode::RebalanceInProgress,
     ErrorCode::InvalidCommitOffsetSize,
     ErrorCode::TopicAuthorizationFailed,
+    ErrorCode::GroupAuthorizationFailed,
+    ErrorCode::ClusterAuthorizationFailed,
     ErrorCode::UnsupportedForMessageFormat,
     ErrorCode::InvalidTimestamp,
     ErrorCode::UnsupportedVersion,
@@ -175,6 +181,8 @@ const ALL: [ErrorCode; 75] = [
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::TransactionalIdAuthorizationFailed,
+    ErrorCode::SecurityDisabled,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::UnknownProducerId,

@@ -11,6 +11,7 @@
 
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
+use crate::security::acl::AclBinding;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::LeaderEpoch;
 use std::collections::BTreeMap;
@@ -75,6 +76,14 @@ pub enum Record {
         node: i32,
         start: i64,
         end: i64,
+    },
+    /// An ACL (CreateAcls); one that exists already stays one.
+    Acl {
+        binding: AclBinding,
+    },
+    /// An ACL removed (DeleteAcls).
+    RemoveAcl {
+        binding: AclBinding,
     },
 }
 
@@ -142,6 +151,8 @@ pub struct ClusterImage {
     pub producer_ids: BTreeMap<i32, std::ops::Range<i64>>,
     /// The cluster's id, from its first controller.
     pub cluster_id: Option<String>,
+    /// Every ACL.
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 impl ClusterImage {
@@ -206,6 +217,7 @@ impl ClusterImage {
                 end: ids.end,
             });
         }
+        records.extend(self.acls.iter().map(|b| Record::Acl { binding: b.clone() }));
         records
     }
 
@@ -322,6 +334,12 @@ impl ClusterImage {
                 self.next_producer_id = self.next_producer_id.max(*end);
                 self.producer_ids.insert(*node, *start..*end);
             }
+            Record::Acl { binding } => {
+                self.acls.insert(binding.clone());
+            }
+            Record::RemoveAcl { binding } => {
+                self.acls.remove(binding);
+            }
         }
     }
 }
@@ -344,6 +362,10 @@ pub fn registrations(nodes: &[i32]) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acl(topic: &str) -> AclBinding {
+        AclBinding::from_wire(2, topic, 3, "User:alice", "*", 3, 3).unwrap()
+    }
 
     #[test]
     fn records_build_the_image() {
@@ -430,8 +452,18 @@ mod tests {
                     start: 1000,
                     end: 2000,
                 },
+                Record::Acl {
+                    binding: acl("orders"),
+                },
+                Record::Acl {
+                    binding: acl("payments"),
+                },
+                Record::RemoveAcl {
+                    binding: acl("orders"),
+                },
             ],
         );
+        assert_eq!(image.acls.len(), 1);
         let mut rebuilt = ClusterImage::default();
         rebuilt.apply(9, &decode(&encode(&image.to_records())).unwrap());
         assert_eq!(rebuilt, image);

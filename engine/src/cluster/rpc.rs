@@ -8,6 +8,7 @@
 
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
+use crate::security::acl::AclBinding;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,15 @@ pub enum Request {
     /// The quorum as the active controller sees it (Kafka's
     /// DescribeQuorum).
     DescribeQuorum,
+    /// Adds ACLs (CreateAcls), each checked by the broker that asked.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes the ACLs a broker's DeleteAcls filters matched; those
+    /// already gone are skipped.
+    DeleteAcls {
+        bindings: Vec<AclBinding>,
+    },
 }
 
 /// One config change, as IncrementalAlterConfigs has it.

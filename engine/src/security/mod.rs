@@ -5,6 +5,8 @@
 //! client authentication or SASL names someone else. Authorization checks
 //! the principal, never the address alone.
 
+pub mod acl;
+
 use std::fmt;
 
 /// A listener's security protocol, as Kafka names them in `listeners` and

@@ -17,6 +17,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::{Snapshot, TopicMeta};
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -26,6 +27,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
+use std::collections::HashSet;
 
 /// The most partitions one answer carries, whatever the client asks
 /// (Kafka's `max.request.partition.size.limit` default).
@@ -136,8 +138,30 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let limit = usize::try_from(req.response_partition_limit)
         .unwrap_or(0)
         .clamp(1, PARTITIONS_PER_PAGE_MAX);
-    let existing = |name: &str| snapshot.topic(name).map(|t| t.partitions);
-    let all = snapshot.topics.keys().cloned().collect();
+    // Topics the client may not DESCRIBE: left out of an all-topics
+    // answer, TOPIC_AUTHORIZATION_FAILED when named.
+    let may_describe = |name: &str| ctx.allowed(Operation::Describe, ResourceType::Topic, name);
+    let denied: HashSet<String> = named
+        .iter()
+        .flatten()
+        .filter(|n| !may_describe(n))
+        .cloned()
+        .collect();
+    let existing = |name: &str| {
+        snapshot
+            .topic(name)
+            .filter(|_| !denied.contains(name))
+            .map(|t| t.partitions)
+    };
+    let all = match named {
+        Some(_) => Vec::new(),
+        None => snapshot
+            .topics
+            .keys()
+            .filter(|n| may_describe(n))
+            .cloned()
+            .collect(),
+    };
     let page = match page(named, &existing, all, cursor, limit) {
         Ok(page) => page,
         Err(message) => {
@@ -166,6 +190,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             }
             Entry::Missing { name } => {
                 let code = match crate::metadata::validate_topic_name(&name) {
+                    _ if denied.contains(&name) => ErrorCode::TopicAuthorizationFailed,
                     Ok(()) => ErrorCode::UnknownTopicOrPartition,
                     Err(_) => ErrorCode::InvalidTopicException,
                 };

@@ -10,6 +10,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
@@ -30,8 +31,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let allow_create = (v < 4 || req.allow_auto_topic_creation) && config.auto_create_topics();
     let mut topics = Vec::new();
     if all {
+        // Topics the client may not DESCRIBE are left out.
         for t in shard.metadata().topics.values() {
-            topics.push(topic_response(ctx, t));
+            if ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) {
+                topics.push(topic_response(ctx, t));
+            }
         }
     } else {
         for wanted in req.topics.unwrap_or_default() {
@@ -41,9 +45,16 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let Some(name) = by_name.filter(|_| wanted.topic_id.is_nil()) else {
                 let found = ctx.shard.metadata().topic_by_id(wanted.topic_id).cloned();
                 match found {
-                    Some(t) => topics.push(topic_response(ctx, &t)),
-                    None => {
-                        let mut t = unknown(v, None, ErrorCode::UnknownTopicId);
+                    Some(t) if ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) => {
+                        topics.push(topic_response(ctx, &t))
+                    }
+                    // Neither the name nor whether the id exists is told.
+                    found => {
+                        let code = match found {
+                            Some(_) => ErrorCode::TopicAuthorizationFailed,
+                            None => ErrorCode::UnknownTopicId,
+                        };
+                        let mut t = unknown(v, None, code);
                         t.topic_id = wanted.topic_id;
                         topics.push(t);
                     }
@@ -84,6 +95,9 @@ async fn lookup_or_create(
     allow_create: bool,
 ) -> MetadataResponseTopic {
     let v = ctx.version();
+    if !ctx.allowed(Operation::Describe, ResourceType::Topic, &name) {
+        return unknown(v, Some(name), ErrorCode::TopicAuthorizationFailed);
+    }
     if let Some(t) = ctx.shard.metadata().topic(&name) {
         return topic_response(ctx, t);
     }
@@ -92,6 +106,11 @@ async fn lookup_or_create(
     }
     if !allow_create {
         return unknown(v, Some(name), ErrorCode::UnknownTopicOrPartition);
+    }
+    if !ctx.cluster_allowed(Operation::Create)
+        && !ctx.allowed(Operation::Create, ResourceType::Topic, &name)
+    {
+        return unknown(v, Some(name), ErrorCode::TopicAuthorizationFailed);
     }
     let new = NewTopic {
         name: name.clone(),

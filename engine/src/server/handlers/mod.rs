@@ -1,8 +1,10 @@
 //! Request handlers, one module per API. Each decodes its request, does
 //! the work (on this shard or the owner shards) and encodes the response.
 
+mod acls;
 mod admin;
 mod api_versions;
+mod authz;
 mod consumer_group;
 mod delete_records;
 mod describe_topic_partitions;
@@ -236,6 +238,9 @@ pub async fn handle(
         ApiKey::OffsetDelete => group::offset_delete(&ctx, body).await,
         ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(&ctx, body).await,
         ApiKey::ConsumerGroupDescribe => consumer_group::describe(&ctx, body).await,
+        ApiKey::CreateAcls => acls::create_acls(&ctx, body).await,
+        ApiKey::DescribeAcls => acls::describe_acls(&ctx, body),
+        ApiKey::DeleteAcls => acls::delete_acls(&ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

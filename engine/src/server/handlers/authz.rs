@@ -1,0 +1,57 @@
+//! The one question every handler asks before touching a resource: may
+//! this client do that? See [`crate::security::acl`].
+
+use super::Ctx;
+use crate::security::acl::{apis, Operation, ResourceType, CLUSTER_NAME};
+
+impl Ctx<'_> {
+    /// Whether the client may do `operation` on resource
+    /// (`resource_type`, `name`). Always true without an authorizer.
+    /// Ask once per resource of a request, not per record.
+    pub fn allowed(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        debug_assert!(
+            apis::requires(self.api, operation, resource_type),
+            "{:?} checks {operation:?} on {resource_type:?}, which security::acl::apis does not list",
+            self.api
+        );
+        let authorizer = &self.shard.broker.authorizer;
+        if !authorizer.enabled() {
+            return true;
+        }
+        let principal = self.client.principal.borrow();
+        let host = self.host();
+        let acls = &self.shard.metadata().acls;
+        let ok = authorizer.authorize(acls, &principal, host, operation, resource_type, name);
+        if !ok {
+            tracing::debug!(
+                principal = %principal, host, ?operation, ?resource_type, resource = name,
+                api = ?self.api, "denied"
+            );
+        }
+        ok
+    }
+
+    /// Whether the client may do `operation` on some resource of
+    /// `resource_type` (an idempotent producer's WRITE on any topic).
+    pub fn allowed_on_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        debug_assert!(apis::requires(self.api, operation, resource_type));
+        let authorizer = &self.shard.broker.authorizer;
+        if !authorizer.enabled() {
+            return true;
+        }
+        let principal = self.client.principal.borrow();
+        let acls = &self.shard.metadata().acls;
+        authorizer.authorize_any(acls, &principal, self.host(), operation, resource_type)
+    }
+
+    /// The client's IP address, as ACLs name hosts.
+    fn host(&self) -> &str {
+        let host = &self.client.host;
+        host.strip_prefix('/').unwrap_or(host)
+    }
+
+    /// [`Ctx::allowed`] on the cluster resource.
+    pub fn cluster_allowed(&self, operation: Operation) -> bool {
+        self.allowed(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+}
