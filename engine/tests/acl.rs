@@ -191,6 +191,19 @@ fn write_without_read_produces_but_is_refused_a_fetch() {
         &[(TOPIC, "orders", LITERAL, ANONYMOUS, WRITE, ALLOW)],
     );
     assert_eq!(produce(&b, "orders"), Ok(()));
+    // Metadata reports what the client may do: WRITE, and the DESCRIBE
+    // it implies (KIP-430 bits by operation code).
+    let req = MetadataRequest::default()
+        .with_include_topic_authorized_operations(true)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(s("orders"))))]));
+    let m: MetadataResponse =
+        call(&mut Raw::connect(broker.addr()), ApiKey::Metadata, 12, &req).unwrap();
+    assert_eq!(
+        m.topics[0].topic_authorized_operations,
+        (1 << WRITE) | (1 << DESCRIBE)
+    );
     assert_eq!(
         consume(&b, "orders"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)

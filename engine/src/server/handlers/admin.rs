@@ -895,6 +895,10 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .with_cluster_id(s(ctx.shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers);
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, crate::security::acl::CLUSTER_NAME);
+    }
     if ctx.version() >= 1 {
         resp.endpoint_type = ENDPOINT_TYPE_BROKERS;
     }

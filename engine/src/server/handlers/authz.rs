@@ -14,21 +14,67 @@ impl Ctx<'_> {
             "{:?} checks {operation:?} on {resource_type:?}, which security::acl::apis does not list",
             self.api
         );
+        let ok = self.decide(operation, resource_type, name);
+        if !ok {
+            tracing::debug!(
+                principal = %self.client.principal.borrow(), host = self.host(), ?operation,
+                ?resource_type, resource = name, api = ?self.api, "denied"
+            );
+        }
+        ok
+    }
+
+    /// The operations the client may do on a resource, as the
+    /// `authorized_operations` bit fields of Metadata, DescribeCluster,
+    /// DescribeGroups and DescribeTopicPartitions report them (KIP-430):
+    /// bit n set for the operation of code n, among those Kafka reports
+    /// for the resource type.
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        use Operation::*;
+        let ops: &[Operation] = match resource_type {
+            ResourceType::Topic => &[
+                Read,
+                Write,
+                Create,
+                Delete,
+                Alter,
+                Describe,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            ResourceType::Group => &[Read, Describe, Delete],
+            ResourceType::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            _ => &[],
+        };
+        ops.iter()
+            .filter(|op| self.decide(**op, resource_type, name))
+            .fold(0, |bits, op| bits | (1 << op.code()))
+    }
+
+    /// The authorizer's answer, without the table check or a log line.
+    fn decide(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
         let authorizer = &self.shard.broker.authorizer;
         if !authorizer.enabled() {
             return true;
         }
         let principal = self.client.principal.borrow();
-        let host = self.host();
         let acls = &self.shard.metadata().acls;
-        let ok = authorizer.authorize(acls, &principal, host, operation, resource_type, name);
-        if !ok {
-            tracing::debug!(
-                principal = %principal, host, ?operation, ?resource_type, resource = name,
-                api = ?self.api, "denied"
-            );
-        }
-        ok
+        authorizer.authorize(
+            acls,
+            &principal,
+            self.host(),
+            operation,
+            resource_type,
+            name,
+        )
     }
 
     /// Whether the client may do `operation` on some resource of

@@ -117,7 +117,10 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
         .await;
         let mut g = describe::DescribedGroup::default()
             .with_group_id(group_id.clone())
-            .with_authorized_operations(OPERATIONS_OMITTED);
+            .with_authorized_operations(match req.include_authorized_operations {
+                true => ctx.authorized_operations(ResourceType::Group, &id),
+                false => OPERATIONS_OMITTED,
+            });
         match found {
             Ok((Ok(d), _)) => {
                 g.group_state = s(d.state.name());

@@ -33,13 +33,6 @@ use std::collections::HashSet;
 /// (Kafka's `max.request.partition.size.limit` default).
 pub const PARTITIONS_PER_PAGE_MAX: usize = 2000;
 
-/// The operations a topic allows, as Kafka's bit field: READ(3), WRITE(4),
-/// CREATE(5), DELETE(6), ALTER(7), DESCRIBE(8), DESCRIBE_CONFIGS(10),
-/// ALTER_CONFIGS(11). Sluice has no authorizer, so every client may do
-/// them all.
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-
 /// One topic of a page.
 #[derive(Debug, PartialEq, Eq)]
 enum Entry {
@@ -147,6 +140,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         .filter(|n| !may_describe(n))
         .cloned()
         .collect();
+    let topic = ResourceType::Topic;
     let existing = |name: &str| {
         snapshot
             .topic(name)
@@ -187,6 +181,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     .topic(&name)
                     .expect("page() saw it in this snapshot");
                 known(&snapshot, meta, from, to)
+                    .with_topic_authorized_operations(ctx.authorized_operations(topic, &name))
             }
             Entry::Missing { name } => {
                 let code = match crate::metadata::validate_topic_name(&name) {
@@ -198,7 +193,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     .with_error_code(code.code())
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                     .with_is_internal(crate::metadata::is_internal(&name))
-                    .with_topic_authorized_operations(TOPIC_OPERATIONS)
+                    .with_topic_authorized_operations(ctx.authorized_operations(topic, &name))
             }
         })
         .collect();
@@ -250,7 +245,6 @@ fn known(
         .with_topic_id(t.id)
         .with_is_internal(crate::metadata::is_internal(&t.name))
         .with_partitions(partitions)
-        .with_topic_authorized_operations(TOPIC_OPERATIONS)
 }
 
 #[cfg(test)]

@@ -626,7 +626,10 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
         .await;
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
-            .with_authorized_operations(OPERATIONS_OMITTED);
+            .with_authorized_operations(match req.include_authorized_operations {
+                true => ctx.authorized_operations(ResourceType::Group, &id),
+                false => OPERATIONS_OMITTED,
+            });
         let not_found = ctx.version() >= DESCRIBE_NOT_FOUND_VERSION_MIN;
         match described {
             // A consumer-protocol group is described by

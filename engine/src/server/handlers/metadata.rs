@@ -10,7 +10,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
-use crate::security::acl::{Operation, ResourceType};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
@@ -29,6 +29,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // v0 has no way to ask for no topics: an empty list means all.
     let all = req.topics.is_none() || (v == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
     let allow_create = (v < 4 || req.allow_auto_topic_creation) && config.auto_create_topics();
+    let topic_operations = v >= 8 && req.include_topic_authorized_operations;
+    let cluster_operations = v >= 8 && req.include_cluster_authorized_operations;
     let mut topics = Vec::new();
     if all {
         // Topics the client may not DESCRIBE are left out.
@@ -64,6 +66,15 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             topics.push(lookup_or_create(ctx, name, allow_create).await);
         }
     }
+    // v8+ may ask what the client may do on each topic (KIP-430).
+    for t in topics
+        .iter_mut()
+        .filter(|t| topic_operations && t.error_code == 0)
+    {
+        if let Some(name) = &t.name {
+            t.topic_authorized_operations = ctx.authorized_operations(ResourceType::Topic, name);
+        }
+    }
     let snapshot = shard.metadata();
     let brokers = snapshot
         .live_brokers()
@@ -83,6 +94,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ))
         .with_topics(topics);
+    // v8–10 may ask what the client may do on the cluster (KIP-430).
+    if cluster_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
+    }
     if v >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.metadata().cluster_id.clone()));
     }
