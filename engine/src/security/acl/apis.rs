@@ -54,8 +54,12 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
         &[(Describe, Cluster), (Describe, Group)],
     ),
     (ApiKey::ApiVersions, &[]),
-    // CREATE on the cluster, else on each topic.
-    (ApiKey::CreateTopics, &[(Create, Cluster), (Create, Topic)]),
+    // CREATE on the cluster, else on each topic; the new topic's configs
+    // are returned only with DESCRIBE_CONFIGS on it.
+    (
+        ApiKey::CreateTopics,
+        &[(Create, Cluster), (Create, Topic), (DescribeConfigs, Topic)],
+    ),
     (ApiKey::DeleteTopics, &[(Delete, Topic)]),
     (ApiKey::DeleteRecords, &[(Delete, Topic)]),
     // A transactional id: WRITE on it. Idempotent only: IDEMPOTENT_WRITE
@@ -166,6 +170,7 @@ mod tests {
             (ApiKey::ListGroups, Describe, Group),
             (ApiKey::CreateTopics, Create, Cluster),
             (ApiKey::CreateTopics, Create, Topic),
+            (ApiKey::CreateTopics, DescribeConfigs, Topic),
             (ApiKey::DeleteTopics, Delete, Topic),
             (ApiKey::DeleteRecords, Delete, Topic),
             (ApiKey::InitProducerId, Write, TransactionalId),

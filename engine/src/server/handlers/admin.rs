@@ -186,6 +186,11 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                             })
                             .collect(),
                     );
+                    // The configs only to whom may DESCRIBE_CONFIGS them.
+                    if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) {
+                        r.configs = None;
+                        r.topic_config_error_code = ErrorCode::TopicAuthorizationFailed.code();
+                    }
                 }
                 if v >= 7 && !req.validate_only {
                     r.topic_id = meta.id;

@@ -7,7 +7,7 @@ use super::group::{on_coordinator, OPERATIONS_OMITTED};
 use super::{Ctx, HandlerError, Reply};
 use crate::group::consumer::state::{unanchor, HeartbeatRequest, HeartbeatResult};
 use crate::group::consumer::Assignment;
-use crate::security::acl::ResourceType;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response as describe;
 use kafka_protocol::messages::consumer_group_heartbeat_response as heartbeat;
@@ -47,22 +47,21 @@ pub async fn heartbeat(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError
         client_host: ctx.client.host.clone(),
     };
     // DESCRIBE on every subscribed topic, once READ on the group is
-    // granted (on_coordinator checks that).
-    let denied = beat.subscribed_topic_names.iter().flatten().any(|t| {
-        !ctx.allowed(
-            crate::security::acl::Operation::Describe,
-            ResourceType::Topic,
-            t,
-        )
-    });
+    // granted (on_coordinator checks that otherwise).
+    let denied = beat
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .any(|t| !ctx.allowed(Operation::Describe, ResourceType::Topic, t));
     let id = group_id.clone();
-    let result = match on_coordinator(ctx, &group_id, |_| async {}).await {
-        Ok(()) if denied => HeartbeatResult::error(ErrorCode::TopicAuthorizationFailed, ""),
-        _ => on_coordinator(ctx, &group_id, move |c| async move {
+    let result = if denied && ctx.allowed(Operation::Read, ResourceType::Group, &group_id) {
+        HeartbeatResult::error(ErrorCode::TopicAuthorizationFailed, "")
+    } else {
+        on_coordinator(ctx, &group_id, move |c| async move {
             c.groups.consumer_heartbeat(&c, &id, beat)
         })
         .await
-        .unwrap_or_else(|code| HeartbeatResult::error(code, "")),
+        .unwrap_or_else(|code| HeartbeatResult::error(code, ""))
     };
     let assignment = result.assignment.map(|a| {
         heartbeat::Assignment::default().with_topic_partitions(
