@@ -510,3 +510,53 @@ fn kafka_python_and_confluent_kafka_admin_clients_manage_acls() {
     assert!(out.contains("confluent-kafka ok"), "{out}");
     assert!(describe_acls(broker.addr()).1.is_empty());
 }
+
+/// InitProducerId v4 without a transactional id: its error code.
+fn init_producer_id(addr: SocketAddr) -> i16 {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp: InitProducerIdResponse =
+        call(&mut Raw::connect(addr), ApiKey::InitProducerId, 4, &req).unwrap();
+    resp.error_code
+}
+
+#[test]
+fn an_idempotent_producer_needs_idempotent_write_or_write_on_some_topic() {
+    let broker = broker();
+    let addr = broker.addr();
+    create_topic(&broker, "idem", 1);
+    // The cluster now has an ACL (ALTER, so ACLs can still be changed)
+    // that grants no IDEMPOTENT_WRITE, and every topic one that grants
+    // ANONYMOUS nothing.
+    grant(
+        addr,
+        &[
+            (4, "kafka-cluster", LITERAL, ANONYMOUS, 7, ALLOW),
+            (TOPIC, "*", LITERAL, "User:nobody", READ, ALLOW),
+        ],
+    );
+    assert_eq!(init_producer_id(addr), 31, "CLUSTER_AUTHORIZATION_FAILED");
+    // WRITE on a topic is enough (KIP-679).
+    grant(addr, &[(TOPIC, "idem", LITERAL, ANONYMOUS, WRITE, ALLOW)]);
+    assert_eq!(init_producer_id(addr), 0);
+    let outcomes = Outcomes::default();
+    let producer: BaseProducer<Outcomes> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .create_with_context(outcomes.clone())
+        .unwrap();
+    producer
+        .send(BaseRecord::to("idem").key("k").payload("v"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let deadline = Instant::now() + READY_DEADLINE;
+    while outcomes.0.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no delivery report");
+        producer.poll(Duration::from_millis(100));
+    }
+    assert_eq!(outcomes.0.lock().unwrap()[0], Ok(()));
+}

@@ -165,8 +165,10 @@ impl AclIndex {
     /// Kafka's question for an idempotent producer without IDEMPOTENT_WRITE
     /// (KIP-679): may `principal` do `operation` on *some* resource of
     /// `resource_type`? Yes when an ALLOW names one that no DENY covers
-    /// (a DENY of the literal `*` covers all); `NoAcl` when no ACL of the
-    /// type exists.
+    /// (a DENY of the literal `*` covers all). `NoAcl` when some resource
+    /// of the type is named by no ACL (there is no literal `*` ACL), so
+    /// that `allow.everyone.if.no.acl.found` would allow it, as Kafka
+    /// answers by asking about a name nobody wrote an ACL for.
     pub fn decide_any(
         &self,
         principal: &Principal,
@@ -208,9 +210,10 @@ impl AclIndex {
             .prefixed
             .iter()
             .any(|(prefix, entries)| allows(entries) && !prefix_denied(prefix));
-        match literal || prefixed {
-            true => Decision::Allow,
-            false => Decision::Deny,
+        match (literal || prefixed, t.literal.contains_key(WILDCARD)) {
+            (true, _) => Decision::Allow,
+            (false, false) => Decision::NoAcl,
+            (false, true) => Decision::Deny,
         }
     }
 }
@@ -334,11 +337,14 @@ mod tests {
         );
         assert_eq!(
             any(&[topic("t", Literal, "User:u", Read, Allow)]),
-            Decision::Deny
+            Decision::NoAcl
         );
+        let closed = topic("*", Literal, "User:nobody", Read, Allow);
+        assert_eq!(any(std::slice::from_ref(&closed)), Decision::Deny);
         let denied_by_prefix = [
             topic("t1", Literal, "User:u", Write, Allow),
             topic("t", Prefixed, "User:*", Write, Deny),
+            closed,
         ];
         assert_eq!(any(&denied_by_prefix), Decision::Deny);
         let star = [
