@@ -560,3 +560,19 @@ fn an_idempotent_producer_needs_idempotent_write_or_write_on_some_topic() {
     }
     assert_eq!(outcomes.0.lock().unwrap()[0], Ok(()));
 }
+
+/// With the authorizer on and `allow.everyone.if.no.acl.found` at its
+/// default (false), a broker without ACLs refuses everything that needs
+/// one: even ACLs cannot be made until a super user grants them.
+#[test]
+fn without_acls_everything_is_denied_by_default() {
+    let broker = Broker::start(1, &[AUTHORIZER]);
+    let addr = broker.addr();
+    let codes = create_acls(addr, &[(TOPIC, "t", LITERAL, ANONYMOUS, READ, ALLOW)]);
+    assert_eq!(codes, vec![31], "CLUSTER_AUTHORIZATION_FAILED");
+    assert_eq!(describe_acls(addr).0, 31);
+    let named = metadata(addr, Some(&["t"]));
+    assert_eq!(named.topics[0].error_code, 29, "no auto-creation either");
+    assert!(metadata(addr, None).topics.is_empty());
+    assert_eq!(init_producer_id(addr), 31);
+}
