@@ -575,4 +575,21 @@ fn without_acls_everything_is_denied_by_default() {
     assert_eq!(named.topics[0].error_code, 29, "no auto-creation either");
     assert!(metadata(addr, None).topics.is_empty());
     assert_eq!(init_producer_id(addr), 31);
+    let mut raw = Raw::connect(addr);
+    let cluster: DescribeClusterResponse = call(
+        &mut raw,
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default().with_endpoint_type(1),
+    )
+    .unwrap();
+    assert_eq!(cluster.error_code, 31);
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let created: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &create).unwrap();
+    assert_eq!(created.topics[0].error_code, 29);
 }

@@ -280,7 +280,7 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             &ElectLeadersResponse::default().with_error_code(ErrorCode::InvalidRequest.code()),
         );
     }
-    let wanted = req.topic_partitions.map(|tps| {
+    let wanted: Option<Vec<(String, i32)>> = req.topic_partitions.map(|tps| {
         tps.into_iter()
             .flat_map(|tp| {
                 let name = tp.topic.0.to_string();
@@ -288,11 +288,14 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             })
             .collect()
     });
-    if !ctx.cluster_allowed(Operation::Alter) {
-        let code = ErrorCode::ClusterAuthorizationFailed.code();
-        return ctx.respond(&ElectLeadersResponse::default().with_error_code(code));
-    }
-    let outcomes = controller::elect_leaders(ctx.shard, election == 1, wanted).await;
+    // Refused: each partition asked for says so (v0 has no other place).
+    let refused = !ctx.cluster_allowed(Operation::Alter);
+    let outcomes = match refused {
+        true => (wanted.unwrap_or_default().into_iter())
+            .map(|(t, p)| (t, p, Err(denied(ErrorCode::ClusterAuthorizationFailed))))
+            .collect(),
+        false => controller::elect_leaders(ctx.shard, election == 1, wanted).await,
+    };
     let results = by_topic(outcomes)
         .into_iter()
         .map(|(topic, partitions)| {
@@ -306,7 +309,11 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                 .with_partition_result(partitions.collect())
         })
         .collect();
-    ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
+    let mut resp = ElectLeadersResponse::default().with_replica_election_results(results);
+    if refused {
+        resp.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+    }
+    ctx.respond(&resp)
 }
 
 pub async fn alter_partition_reassignments(

@@ -50,7 +50,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     Some(t) if ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) => {
                         topics.push(topic_response(ctx, &t))
                     }
-                    // Neither the name nor whether the id exists is told.
+                    // An id the client may not DESCRIBE is answered without its name.
                     found => {
                         let code = match found {
                             Some(_) => ErrorCode::TopicAuthorizationFailed,
