@@ -165,14 +165,22 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         tracing::debug!(target: REPLICA_FETCH_TARGET, replica, "replica fetch received");
     }
     // A follower needs CLUSTER_ACTION; a consumer READ on each topic,
-    // asked once per topic.
+    // asked once per topic (and not at all without an authorizer: this
+    // is the fetch path).
+    let checking = shard.broker.authorizer.enabled();
     let follower_allowed = replica < 0 || ctx.cluster_allowed(Operation::ClusterAction);
     let mut verdicts: HashMap<String, bool> = HashMap::new();
-    let mut denied = |topic: &str| match replica >= 0 {
-        true => !follower_allowed,
-        false => *verdicts
-            .entry(topic.to_string())
-            .or_insert_with(|| !ctx.allowed(Operation::Read, ResourceType::Topic, topic)),
+    let mut denied = |topic: &str| match (checking, replica >= 0) {
+        (false, _) => false,
+        (true, true) => !follower_allowed,
+        (true, false) => match verdicts.get(topic) {
+            Some(denied) => *denied,
+            None => {
+                let denied = !ctx.allowed(Operation::Read, ResourceType::Topic, topic);
+                verdicts.insert(topic.to_string(), denied);
+                denied
+            }
+        },
     };
     let wants = wants(shard, replica, by_id, plan.asks, &mut denied);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
