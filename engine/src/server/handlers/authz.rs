@@ -14,10 +14,10 @@ impl Ctx<'_> {
             "{:?} checks {operation:?} on {resource_type:?}, which security::acl::apis does not list",
             self.api
         );
-        let ok = self.decide(operation, resource_type, name);
+        let ok = self.authorize_quietly(operation, resource_type, name);
         if !ok {
             tracing::debug!(
-                principal = %self.client.principal.borrow(), host = self.host(), ?operation,
+                principal = %self.client.principal.borrow(), host = self.acl_host(), ?operation,
                 ?resource_type, resource = name, api = ?self.api, "denied"
             );
         }
@@ -55,12 +55,17 @@ impl Ctx<'_> {
             _ => &[],
         };
         ops.iter()
-            .filter(|op| self.decide(**op, resource_type, name))
+            .filter(|op| self.authorize_quietly(**op, resource_type, name))
             .fold(0, |bits, op| bits | (1 << op.code()))
     }
 
     /// The authorizer's answer, without the table check or a log line.
-    fn decide(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+    fn authorize_quietly(
+        &self,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
         let authorizer = &self.shard.broker.authorizer;
         if !authorizer.enabled() {
             return true;
@@ -70,7 +75,7 @@ impl Ctx<'_> {
         authorizer.authorize(
             acls,
             &principal,
-            self.host(),
+            self.acl_host(),
             operation,
             resource_type,
             name,
@@ -87,11 +92,11 @@ impl Ctx<'_> {
         }
         let principal = self.client.principal.borrow();
         let acls = &self.shard.metadata().acls;
-        authorizer.authorize_any(acls, &principal, self.host(), operation, resource_type)
+        authorizer.authorize_any(acls, &principal, self.acl_host(), operation, resource_type)
     }
 
     /// The client's IP address, as ACLs name hosts.
-    fn host(&self) -> &str {
+    fn acl_host(&self) -> &str {
         let host = &self.client.host;
         host.strip_prefix('/').unwrap_or(host)
     }
