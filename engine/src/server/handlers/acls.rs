@@ -43,7 +43,7 @@ fn refusal(ctx: &Ctx<'_>, operation: Operation) -> Option<(ErrorCode, String)> {
 pub async fn create_acls(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: CreateAclsRequest = ctx.decode(body)?;
     let result = |outcome: Result<(), (ErrorCode, String)>| match outcome {
-        Ok(()) => AclCreationResult::default(),
+        Ok(()) => AclCreationResult::default().with_error_message(None),
         Err((code, message)) => AclCreationResult::default()
             .with_error_code(code.code())
             .with_error_message(Some(s(message))),
