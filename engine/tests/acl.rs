@@ -593,3 +593,61 @@ fn without_acls_everything_is_denied_by_default() {
     let created: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &create).unwrap();
     assert_eq!(created.topics[0].error_code, 29);
 }
+
+/// Commits offset 0 of `topic` for a simple group (no members): the
+/// OffsetCommit error code.
+fn commit_offset(addr: SocketAddr, group: &str, topic: &str) -> i16 {
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0),
+                ]),
+        ]);
+    let resp: OffsetCommitResponse =
+        call(&mut Raw::connect(addr), ApiKey::OffsetCommit, 8, &commit).unwrap();
+    resp.topics[0].partitions[0].error_code
+}
+
+fn listed_groups(addr: SocketAddr) -> Vec<String> {
+    let resp: ListGroupsResponse = call(
+        &mut Raw::connect(addr),
+        ApiKey::ListGroups,
+        4,
+        &ListGroupsRequest::default(),
+    )
+    .unwrap();
+    let mut ids: Vec<String> = resp.groups.iter().map(|g| g.group_id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn list_groups_hides_groups_without_describe_unless_the_cluster_allows_it() {
+    let broker = broker();
+    let addr = broker.addr();
+    create_topic(&broker, "lg", 1);
+    assert_eq!(commit_offset(addr, "lg-open", "lg"), 0);
+    assert_eq!(commit_offset(addr, "lg-closed", "lg"), 0);
+    assert_eq!(listed_groups(addr), vec!["lg-closed", "lg-open"]);
+    grant(
+        addr,
+        &[(GROUP, "lg-closed", LITERAL, "User:other", READ, ALLOW)],
+    );
+    // Still listed: DESCRIBE on the cluster (no cluster ACL) lists all.
+    assert_eq!(listed_groups(addr), vec!["lg-closed", "lg-open"]);
+    // The cluster gets an ACL that is not ANONYMOUS's (the last change
+    // ANONYMOUS may make).
+    grant(
+        addr,
+        &[(4, "kafka-cluster", LITERAL, "User:other", DESCRIBE, ALLOW)],
+    );
+    assert_eq!(listed_groups(addr), vec!["lg-open"]);
+    assert_eq!(commit_offset(addr, "lg-closed", "lg"), 30);
+}
