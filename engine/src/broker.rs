@@ -14,6 +14,7 @@
 
 use crate::config::BrokerConfig;
 use crate::metadata::Snapshot;
+use crate::security::acl::authorizer::Authorizer;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
@@ -41,8 +42,8 @@ pub enum StartError {
     Shard { shard: usize, reason: String },
     #[error("starting executors: {0}")]
     Executor(String),
-    #[error("config: {0}")]
-    Config(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What the shards need to know about how the broker started.
@@ -94,6 +95,9 @@ pub struct BrokerShared {
     pub copied_bytes: AtomicU64,
     /// The listener's SASL settings, if it speaks SASL.
     pub sasl: Option<Arc<crate::security::sasl::Settings>>,
+    /// Decides whether a client may do what it asks, over the ACLs of
+    /// each shard's metadata snapshot.
+    pub authorizer: Authorizer,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -274,8 +278,9 @@ impl Broker {
             })?;
         let sasl = config
             .sasl_settings()
-            .map_err(|e| StartError::Config(e.to_string()))?
+            .map_err(StartError::Config)?
             .map(Arc::new);
+        let authorizer = Authorizer::from_config(&config)?;
         let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
             data_dir = %config.data_dir.display(), clean, node = config.node_id, cores = config.cores,
@@ -295,6 +300,7 @@ impl Broker {
             sendfile_bytes: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             sasl,
+            authorizer,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });

@@ -149,6 +149,9 @@ pub const KEYS: &[Key] = &[
     broker("sasl.oauthbearer.sub.claim.name", Kind::Text, "sub", 0),
     broker("group.consumer.session.timeout.ms", Kind::Int, "45000", 1),
     broker("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", 1),
+    broker("authorizer.class.name", Kind::Text, "", 0),
+    broker("super.users", Kind::Text, "", 0),
+    broker("allow.everyone.if.no.acl.found", Kind::Bool, "false", 0),
     broker(
         "group.consumer.assignors",
         Kind::Text,

@@ -8,6 +8,7 @@ use crate::config::{BrokerConfig, TopicConfig};
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
 use crate::security::sasl::scram::{CredentialStore, ScramCredential, ScramMechanism};
+use crate::security::acl::index::AclIndex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ pub struct Snapshot {
     pub cluster_id: String,
     /// SCRAM credentials by user and mechanism.
     pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
+    /// Every ACL, indexed for the authorizer.
+    pub acls: Arc<AclIndex>,
 }
 
 impl CredentialStore for Snapshot {
@@ -119,6 +122,7 @@ impl Snapshot {
         s.node_id = broker.node_id;
         s.cluster_id = image.cluster_id.clone().unwrap_or_default();
         s.scram = image.scram.clone();
+        s.acls = Arc::new(AclIndex::new(&image.acls));
         s
     }
 

@@ -3,8 +3,8 @@
 //! consumer, `kafka-consumer-groups.sh`, `kafka-configs.sh`, the producer
 //! and consumer perf tests, `kafka-get-offsets.sh`,
 //! `kafka-delete-records.sh`, `kafka-log-dirs.sh`,
-//! `kafka-leader-election.sh`, `kafka-reassign-partitions.sh` and
-//! `kafka-metadata-quorum.sh`, run with
+//! `kafka-leader-election.sh`, `kafka-reassign-partitions.sh`,
+//! `kafka-metadata-quorum.sh` and `kafka-acls.sh`, run with
 //! `java -cp` from the jars `scripts/kafka.sh fetch` puts in
 //! `~/.cache/sluice/kafka-<version>` (Maven, pinned by
 //! `scripts/kafka/pom.xml`; `.ci/run` fetches them, and the first test
@@ -122,6 +122,8 @@ const LOG_DIRS: &str = "org.apache.kafka.tools.LogDirsCommand";
 const LEADER_ELECTION: &str = "org.apache.kafka.tools.LeaderElectionCommand";
 const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
 const METADATA_QUORUM: &str = "org.apache.kafka.tools.MetadataQuorumCommand";
+/// `kafka-acls.sh`.
+const ACLS: &str = "org.apache.kafka.tools.AclCommand";
 
 /// The rows of a tool's table, split on runs of white space, without the
 /// header row (the one starting with `header`) and blank lines.
@@ -1019,4 +1021,87 @@ fn kafka_configs_adds_and_removes_a_scram_user() {
     assert!(out.contains("Completed updating config"), "{out}");
     assert!(!logs_in("dave-secret"), "a deleted user logged in");
     common::passed("kafka-tools", &["security"]);
+/// `kafka-acls.sh` adds, lists and removes ACLs (LITERAL and PREFIXED,
+/// topics and groups) on a broker with an authorizer; every client is
+/// User:ANONYMOUS, and the cluster resource has no ACL, so with
+/// `allow.everyone.if.no.acl.found` the tool may change them.
+#[test]
+fn kafka_acls_adds_lists_and_removes_acls() {
+    let broker = Broker::start(
+        1,
+        &[
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=true",
+        ],
+    );
+    let b = broker.bootstrap();
+    let acls = |args: &[&str]| {
+        let mut all = vec!["--bootstrap-server", b.as_str()];
+        all.extend_from_slice(args);
+        tool(ACLS, &all)
+    };
+    acls(&[
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        "tools-orders",
+        "--group",
+        "tools-group",
+    ]);
+    acls(&[
+        "--add",
+        "--deny-principal",
+        "User:bob",
+        "--operation",
+        "Write",
+        "--resource-pattern-type",
+        "prefixed",
+        "--topic",
+        "tools-",
+    ]);
+    let listed = acls(&["--list"]);
+    for want in [
+        "resourceType=TOPIC, name=tools-orders, patternType=LITERAL",
+        "resourceType=GROUP, name=tools-group, patternType=LITERAL",
+        "resourceType=TOPIC, name=tools-, patternType=PREFIXED",
+        "principal=User:alice, host=*, operation=READ, permissionType=ALLOW",
+        "principal=User:alice, host=*, operation=DESCRIBE, permissionType=ALLOW",
+        "principal=User:bob, host=*, operation=WRITE, permissionType=DENY",
+    ] {
+        assert!(listed.contains(want), "missing {want:?} in:\n{listed}");
+    }
+    let one = acls(&["--list", "--topic", "tools-orders"]);
+    assert!(one.contains("name=tools-orders"), "{one}");
+    assert!(!one.contains("name=tools-group"), "{one}");
+
+    acls(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "tools-orders",
+    ]);
+    let after = acls(&["--list", "--topic", "tools-orders"]);
+    assert!(after.contains("operation=DESCRIBE"), "{after}");
+    assert!(!after.contains("operation=READ"), "{after}");
+    acls(&["--remove", "--force", "--topic", "tools-orders"]);
+    acls(&["--remove", "--force", "--group", "tools-group"]);
+    acls(&[
+        "--remove",
+        "--force",
+        "--resource-pattern-type",
+        "prefixed",
+        "--topic",
+        "tools-",
+    ]);
+    let none = acls(&["--list"]);
+    assert!(!none.contains("principal="), "{none}");
 }

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     RebalanceInProgress = 27,
     InvalidCommitOffsetSize = 28,
     TopicAuthorizationFailed = 29,
+    GroupAuthorizationFailed = 30,
+    ClusterAuthorizationFailed = 31,
     UnsupportedForMessageFormat = 43,
     InvalidTimestamp = 32,
     UnsupportedSaslMechanism = 33,
@@ -49,6 +51,8 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
+    TransactionalIdAuthorizationFailed = 53,
+    SecurityDisabled = 54,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     SaslAuthenticationFailed = 58,
@@ -138,7 +142,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 81] = [
+const ALL: [ErrorCode; 85] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -167,6 +171,8 @@ const ALL: [ErrorCode; 81] = [
     ErrorCode::RebalanceInProgress,
     ErrorCode::InvalidCommitOffsetSize,
     ErrorCode::TopicAuthorizationFailed,
+    ErrorCode::GroupAuthorizationFailed,
+    ErrorCode::ClusterAuthorizationFailed,
     ErrorCode::UnsupportedForMessageFormat,
     ErrorCode::InvalidTimestamp,
     ErrorCode::UnsupportedSaslMechanism,
@@ -183,6 +189,8 @@ const ALL: [ErrorCode; 81] = [
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::TransactionalIdAuthorizationFailed,
+    ErrorCode::SecurityDisabled,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::SaslAuthenticationFailed,

@@ -455,6 +455,28 @@ impl Controller {
                 self.commit(scram_records(&image, upsertions, deletions, if_absent))
                     .await
             }
+            Request::CreateAcls { bindings } => {
+                let records = bindings
+                    .into_iter()
+                    .filter(|b| !image.acls.contains(b))
+                    .map(|binding| Record::Acl { binding })
+                    .collect::<Vec<_>>();
+                if !records.is_empty() {
+                    tracing::info!(acls = records.len(), "ACLs created");
+                }
+                self.commit(records).await
+            }
+            Request::DeleteAcls { bindings } => {
+                let records = bindings
+                    .into_iter()
+                    .filter(|b| image.acls.contains(b))
+                    .map(|binding| Record::RemoveAcl { binding })
+                    .collect::<Vec<_>>();
+                if !records.is_empty() {
+                    tracing::info!(acls = records.len(), "ACLs deleted");
+                }
+                self.commit(records).await
+            }
             Request::Fetch { .. } | Request::Heartbeat { .. } | Request::DescribeQuorum => {
                 unreachable!("handled above")
             }

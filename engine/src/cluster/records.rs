@@ -12,6 +12,7 @@
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
+use crate::security::acl::AclBinding;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::LeaderEpoch;
 use std::collections::BTreeMap;
@@ -89,6 +90,14 @@ pub enum Record {
         user: String,
         mechanism: ScramMechanism,
     },
+    /// An ACL (CreateAcls); one that exists already stays one.
+    Acl {
+        binding: AclBinding,
+    },
+    /// An ACL removed (DeleteAcls).
+    RemoveAcl {
+        binding: AclBinding,
+    },
 }
 
 impl Record {
@@ -157,6 +166,8 @@ pub struct ClusterImage {
     pub cluster_id: Option<String>,
     /// SCRAM credentials by user and mechanism.
     pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
+    /// Every ACL.
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 impl ClusterImage {
@@ -228,6 +239,7 @@ impl ClusterImage {
                 credential: credential.clone(),
             });
         }
+        records.extend(self.acls.iter().map(|b| Record::Acl { binding: b.clone() }));
         records
     }
 
@@ -359,6 +371,12 @@ impl ClusterImage {
             Record::RemoveScramCredential { user, mechanism } => {
                 self.scram.remove(&(user.clone(), *mechanism));
             }
+            Record::Acl { binding } => {
+                self.acls.insert(binding.clone());
+            }
+            Record::RemoveAcl { binding } => {
+                self.acls.remove(binding);
+            }
         }
     }
 }
@@ -381,6 +399,10 @@ pub fn registrations(nodes: &[i32]) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acl(topic: &str) -> AclBinding {
+        AclBinding::from_wire(2, topic, 3, "User:alice", "*", 3, 3).unwrap()
+    }
 
     #[test]
     fn records_build_the_image() {
@@ -481,9 +503,19 @@ mod tests {
                     user: "bob".into(),
                     mechanism: ScramMechanism::Sha256,
                 },
+                Record::Acl {
+                    binding: acl("orders"),
+                },
+                Record::Acl {
+                    binding: acl("payments"),
+                },
+                Record::RemoveAcl {
+                    binding: acl("orders"),
+                },
             ],
         );
         assert_eq!(image.scram.len(), 1);
+        assert_eq!(image.acls.len(), 1);
         let mut rebuilt = ClusterImage::default();
         rebuilt.apply(9, &decode(&encode(&image.to_records())).unwrap());
         assert_eq!(rebuilt, image);

@@ -9,6 +9,7 @@
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
+use crate::security::acl::AclBinding;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,15 @@ pub enum Request {
     /// The quorum as the active controller sees it (Kafka's
     /// DescribeQuorum).
     DescribeQuorum,
+    /// Adds ACLs (CreateAcls), each checked by the broker that asked.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes the ACLs a broker's DeleteAcls filters matched; those
+    /// already gone are skipped.
+    DeleteAcls {
+        bindings: Vec<AclBinding>,
+    },
 }
 
 impl Request {

@@ -6,6 +6,7 @@
 //! the principal, never the address alone.
 
 pub mod sasl;
+pub mod acl;
 
 use std::fmt;
 

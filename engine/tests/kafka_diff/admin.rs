@@ -1,6 +1,6 @@
 //! Admin calls with good and bad arguments: CreateTopics, DeleteTopics,
 //! DescribeConfigs, AlterConfigs, IncrementalAlterConfigs,
-//! CreatePartitions.
+//! CreatePartitions; the ACL APIs without an authorizer.
 
 use crate::compare::Side;
 use crate::{intended, text, topic_name};
@@ -685,4 +685,41 @@ pub fn metadata_cases(side: &mut Side) {
         resp.brokers.clear();
         side.record("a bad name, auto-creation", &resp);
     }
+}
+
+/// CreateAcls, DescribeAcls and DeleteAcls on a broker without an
+/// authorizer (neither side has one here): SECURITY_DISABLED, per entry
+/// where the response has entries.
+pub fn acls_without_authorizer(side: &mut Side) {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    let creation = AclCreation::default()
+        .with_resource_type(TOPIC)
+        .with_resource_name(text("diff-acl"))
+        .with_resource_pattern_type(3)
+        .with_principal(text("User:alice"))
+        .with_host(text("*"))
+        .with_operation(3)
+        .with_permission_type(3);
+    let req = CreateAclsRequest::default().with_creations(vec![creation.clone(), creation]);
+    let _: CreateAclsResponse = side.step("create", ApiKey::CreateAcls, &req);
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_principal_filter(None)
+        .with_host_filter(None)
+        .with_operation(1)
+        .with_permission_type(1);
+    let _: DescribeAclsResponse = side.step("describe", ApiKey::DescribeAcls, &req);
+    let filter = DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_principal_filter(None)
+        .with_host_filter(None)
+        .with_operation(1)
+        .with_permission_type(1);
+    let req = DeleteAclsRequest::default().with_filters(vec![filter]);
+    let _: DeleteAclsResponse = side.step("delete", ApiKey::DeleteAcls, &req);
 }

@@ -33,6 +33,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("alter_configs", admin::alter_configs),
     ("create_partitions", admin::create_partitions),
     ("metadata", admin::metadata_cases),
+    ("acls_without_authorizer", admin::acls_without_authorizer),
     ("produce", records::produce_cases),
     ("fetch", records::fetch_cases),
     ("list_offsets", records::list_offsets_cases),

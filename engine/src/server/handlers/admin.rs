@@ -6,6 +6,7 @@
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::{ConfigOp, OpKind};
 use crate::config::{find_topic_key, Kind, Source, KAFKA_UNSET_DEFAULTS, KEYS, LIST_KEYS};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -63,6 +64,30 @@ fn error_fields(outcome: Result<(), controller::TopicError>) -> (i16, Option<Str
     }
 }
 
+/// A denial, as Kafka words it.
+fn denied(code: ErrorCode) -> controller::TopicError {
+    (code, "Authorization failed.".to_string())
+}
+
+/// Whether the client may `op` a config resource: a topic by its name,
+/// a broker (or its loggers) through the cluster resource, as Kafka.
+fn config_access(
+    ctx: &Ctx<'_>,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Result<(), controller::TopicError> {
+    match resource_type {
+        RESOURCE_TOPIC if !ctx.allowed(op, ResourceType::Topic, name) => {
+            Err(denied(ErrorCode::TopicAuthorizationFailed))
+        }
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER if !ctx.cluster_allowed(op) => {
+            Err(denied(ErrorCode::ClusterAuthorizationFailed))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Per-partition outcomes grouped by topic, topics in first-seen order.
 fn by_topic<R>(outcomes: Vec<(String, i32, R)>) -> Vec<(String, Vec<(i32, R)>)> {
     let mut topics: Vec<(String, Vec<(i32, R)>)> = Vec::new();
@@ -91,6 +116,8 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         .map(|(name, _)| name.to_string())
         .collect();
     let mut refused_twice: Vec<String> = Vec::new();
+    // CREATE on the cluster, else on each topic.
+    let cluster_create = ctx.cluster_allowed(Operation::Create);
     for t in req.topics {
         let name = t.name.0.to_string();
         if duplicates.contains(&name) {
@@ -120,6 +147,9 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             .with_name(t.name.clone())
             .with_error_message(None);
         let outcome = match assignments {
+            _ if !cluster_create && !ctx.allowed(Operation::Create, ResourceType::Topic, &name) => {
+                Err(denied(ErrorCode::TopicAuthorizationFailed))
+            }
             Err(e) => Err(e),
             Ok(assignments) => {
                 let new = NewTopic {
@@ -156,6 +186,11 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                             })
                             .collect(),
                     );
+                    // The configs only to whom may DESCRIBE_CONFIGS them.
+                    if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) {
+                        r.configs = None;
+                        r.topic_config_error_code = ErrorCode::TopicAuthorizationFailed.code();
+                    }
                 }
                 if v >= 7 && !req.validate_only {
                     r.topic_id = meta.id;
@@ -211,14 +246,20 @@ pub async fn create_partitions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         });
         let name = t.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
-        let outcome = controller::create_partitions(
-            ctx.shard,
-            name.clone(),
-            t.count,
-            assignments,
-            req.validate_only,
-        )
-        .await;
+        let outcome = match ctx.allowed(Operation::Alter, ResourceType::Topic, &name) {
+            false => Err(denied(ErrorCode::TopicAuthorizationFailed)),
+            true => {
+                let (count, validate_only) = (t.count, req.validate_only);
+                controller::create_partitions(
+                    ctx.shard,
+                    name.clone(),
+                    count,
+                    assignments,
+                    validate_only,
+                )
+                .await
+            }
+        };
         if let Err((_, message)) = &outcome {
             tracing::info!(topic = %name, %message, "CreatePartitions refused");
         }
@@ -239,7 +280,7 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             &ElectLeadersResponse::default().with_error_code(ErrorCode::InvalidRequest.code()),
         );
     }
-    let wanted = req.topic_partitions.map(|tps| {
+    let wanted: Option<Vec<(String, i32)>> = req.topic_partitions.map(|tps| {
         tps.into_iter()
             .flat_map(|tp| {
                 let name = tp.topic.0.to_string();
@@ -247,7 +288,14 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             })
             .collect()
     });
-    let outcomes = controller::elect_leaders(ctx.shard, election == 1, wanted).await;
+    // Refused: each partition asked for says so (v0 has no other place).
+    let refused = !ctx.cluster_allowed(Operation::Alter);
+    let outcomes = match refused {
+        true => (wanted.unwrap_or_default().into_iter())
+            .map(|(t, p)| (t, p, Err(denied(ErrorCode::ClusterAuthorizationFailed))))
+            .collect(),
+        false => controller::elect_leaders(ctx.shard, election == 1, wanted).await,
+    };
     let results = by_topic(outcomes)
         .into_iter()
         .map(|(topic, partitions)| {
@@ -261,7 +309,11 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                 .with_partition_result(partitions.collect())
         })
         .collect();
-    ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results))
+    let mut resp = ElectLeadersResponse::default().with_replica_election_results(results);
+    if refused {
+        resp.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+    }
+    ctx.respond(&resp)
 }
 
 pub async fn alter_partition_reassignments(
@@ -272,6 +324,13 @@ pub async fn alter_partition_reassignments(
         ReassignablePartitionResponse, ReassignableTopicResponse,
     };
     let req: AlterPartitionReassignmentsRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Alter) {
+        return ctx.respond(
+            &AlterPartitionReassignmentsResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                .with_error_message(Some(s("Authorization failed."))),
+        );
+    }
     // v0 has no say: a move may change the replica count.
     let allow_rf_change = ctx.version() == 0 || req.allow_replication_factor_change;
     let moves = req
@@ -316,6 +375,13 @@ pub fn list_partition_reassignments(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply,
         OngoingPartitionReassignment, OngoingTopicReassignment,
     };
     let req: ListPartitionReassignmentsRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Describe) {
+        return ctx.respond(
+            &ListPartitionReassignmentsResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                .with_error_message(Some(s("Authorization failed."))),
+        );
+    }
     let snapshot = ctx.shard.metadata();
     let wanted: Vec<(String, Option<Vec<i32>>)> = match req.topics {
         None => snapshot.topics.keys().map(|n| (n.clone(), None)).collect(),
@@ -359,6 +425,10 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
     };
     let req: DescribeLogDirsRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Describe) {
+        let code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.respond(&DescribeLogDirsResponse::default().with_error_code(code));
+    }
     let wanted: Option<std::collections::BTreeSet<(String, i32)>> = req.topics.map(|ts| {
         ts.iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
@@ -463,6 +533,9 @@ pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                 "a topic may be named by name or by id, not both".to_string(),
             )),
             None => Err((ErrorCode::UnknownTopicId, "unknown topic id".to_string())),
+            Some(n) if !ctx.allowed(Operation::Delete, ResourceType::Topic, &n) => {
+                Err(denied(ErrorCode::TopicAuthorizationFailed))
+            }
             Some(n) if crate::metadata::is_internal(&n) => Err((
                 ErrorCode::InvalidTopicException,
                 format!("Topic {n} is internal and cannot be deleted"),
@@ -500,6 +573,12 @@ pub fn describe_configs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
         let mut entries = Vec::new();
+        let name = res.resource_name.as_str();
+        if let Err(e) = config_access(ctx, res.resource_type, name, Operation::DescribeConfigs) {
+            (result.error_code, result.error_message) = error_fields(Err(e));
+            results.push(result);
+            continue;
+        }
         match res.resource_type {
             RESOURCE_TOPIC => match snapshot.topic(res.resource_name.as_str()) {
                 Some(t) => {
@@ -570,6 +649,7 @@ async fn alter(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), controller::TopicError> {
+    config_access(ctx, resource_type, name, Operation::AlterConfigs)?;
     let ops = refuse_duplicate_keys(ops)?;
     match resource_type {
         RESOURCE_TOPIC => {
@@ -772,6 +852,12 @@ fn topic_synonyms(
 
 pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: DescribeClusterRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Describe) {
+        let resp = DescribeClusterResponse::default()
+            .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(s("Authorization failed.")));
+        return ctx.respond(&resp);
+    }
     // v1's endpoint type (KIP-919): 1 asks for brokers, 2 for controllers,
     // whose quorum Sluice's brokers do not expose as a listener of its own.
     let refusal = match req.endpoint_type {
@@ -821,6 +907,10 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .with_cluster_id(s(ctx.shard.metadata().cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers);
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, crate::security::acl::CLUSTER_NAME);
+    }
     if ctx.version() >= 1 {
         resp.endpoint_type = ENDPOINT_TYPE_BROKERS;
     }
@@ -839,6 +929,23 @@ const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: InitProducerIdRequest = ctx.decode(body)?;
     let mut resp = InitProducerIdResponse::default();
+    let refused = match req.transactional_id.as_deref() {
+        Some(id) => !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id),
+        // KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+        None => {
+            !ctx.cluster_allowed(Operation::IdempotentWrite)
+                && !ctx.allowed_on_any(Operation::Write, ResourceType::Topic)
+        }
+    };
+    if refused {
+        resp.error_code = match req.transactional_id {
+            Some(_) => ErrorCode::TransactionalIdAuthorizationFailed.code(),
+            None => ErrorCode::ClusterAuthorizationFailed.code(),
+        };
+        resp.producer_id = ProducerId(-1);
+        resp.producer_epoch = -1;
+        return ctx.respond(&resp);
+    }
     if req.transactional_id.is_some() {
         resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
         resp.producer_id = ProducerId(-1);
@@ -871,6 +978,10 @@ pub async fn describe_quorum(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
     use describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
     let req: DescribeQuorumRequest = ctx.decode(body)?;
     let v = ctx.version();
+    if !ctx.cluster_allowed(Operation::Describe) {
+        let code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.respond(&DescribeQuorumResponse::default().with_error_code(code));
+    }
     let asks_for_the_log = matches!(
         req.topics.as_slice(),
         [t] if t.topic_name.0.as_str() == METADATA_TOPIC

@@ -7,11 +7,13 @@ use super::group::{on_coordinator, OPERATIONS_OMITTED};
 use super::{Ctx, HandlerError, Reply};
 use crate::group::consumer::state::{unanchor, HeartbeatRequest, HeartbeatResult};
 use crate::group::consumer::Assignment;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response as describe;
 use kafka_protocol::messages::consumer_group_heartbeat_response as heartbeat;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::ErrorCode;
 
 /// Member type of a consumer-protocol member (ConsumerGroupDescribe v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -44,12 +46,23 @@ pub async fn heartbeat(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError
         client_id: ctx.header.client_id.clone().unwrap_or_default(),
         client_host: ctx.client.host.clone(),
     };
+    // DESCRIBE on every subscribed topic, once READ on the group is
+    // granted (on_coordinator checks that otherwise).
+    let denied = beat
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .any(|t| !ctx.allowed(Operation::Describe, ResourceType::Topic, t));
     let id = group_id.clone();
-    let result = on_coordinator(ctx, &group_id, move |c| async move {
-        c.groups.consumer_heartbeat(&c, &id, beat)
-    })
-    .await
-    .unwrap_or_else(|code| HeartbeatResult::error(code, ""));
+    let result = if denied && ctx.allowed(Operation::Read, ResourceType::Group, &group_id) {
+        HeartbeatResult::error(ErrorCode::TopicAuthorizationFailed, "")
+    } else {
+        on_coordinator(ctx, &group_id, move |c| async move {
+            c.groups.consumer_heartbeat(&c, &id, beat)
+        })
+        .await
+        .unwrap_or_else(|code| HeartbeatResult::error(code, ""))
+    };
     let assignment = result.assignment.map(|a| {
         heartbeat::Assignment::default().with_topic_partitions(
             a.into_iter()
@@ -103,7 +116,10 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
         .await;
         let mut g = describe::DescribedGroup::default()
             .with_group_id(group_id.clone())
-            .with_authorized_operations(OPERATIONS_OMITTED);
+            .with_authorized_operations(match req.include_authorized_operations {
+                true => ctx.authorized_operations(ResourceType::Group, &id),
+                false => OPERATIONS_OMITTED,
+            });
         match found {
             Ok((Ok(d), _)) => {
                 g.group_state = s(d.state.name());

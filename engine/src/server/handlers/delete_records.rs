@@ -6,6 +6,7 @@
 //! partitions of a request wait together, up to its timeout.
 
 use super::{Ctx, HandlerError, Reply};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::Partition;
 use bytes::Bytes;
 use futures::future::Either;
@@ -25,11 +26,13 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     for t in &req.topics {
         let name = t.name.0.to_string();
         let meta = snapshot.topic(&name).cloned();
+        let denied = !ctx.allowed(Operation::Delete, ResourceType::Topic, &name);
         for p in &t.partitions {
             let (topic, index, offset) = (name.clone(), p.partition_index, p.offset);
             let owner = shard.owner_of(meta.as_ref(), index);
             waits.push(async move {
                 match owner {
+                    _ if denied => Err(ErrorCode::TopicAuthorizationFailed),
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                     Some(_) if crate::metadata::is_internal(&topic) => {
                         Err(ErrorCode::InvalidTopicException)

@@ -17,6 +17,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::{Snapshot, TopicMeta};
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -26,17 +27,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
+use std::collections::HashSet;
 
 /// The most partitions one answer carries, whatever the client asks
 /// (Kafka's `max.request.partition.size.limit` default).
 pub const PARTITIONS_PER_PAGE_MAX: usize = 2000;
-
-/// The operations a topic allows, as Kafka's bit field: READ(3), WRITE(4),
-/// CREATE(5), DELETE(6), ALTER(7), DESCRIBE(8), DESCRIBE_CONFIGS(10),
-/// ALTER_CONFIGS(11). Sluice has no authorizer, so every client may do
-/// them all.
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
 /// One topic of a page.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,8 +131,31 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let limit = usize::try_from(req.response_partition_limit)
         .unwrap_or(0)
         .clamp(1, PARTITIONS_PER_PAGE_MAX);
-    let existing = |name: &str| snapshot.topic(name).map(|t| t.partitions);
-    let all = snapshot.topics.keys().cloned().collect();
+    // Topics the client may not DESCRIBE: left out of an all-topics
+    // answer, TOPIC_AUTHORIZATION_FAILED when named.
+    let may_describe = |name: &str| ctx.allowed(Operation::Describe, ResourceType::Topic, name);
+    let denied: HashSet<String> = named
+        .iter()
+        .flatten()
+        .filter(|n| !may_describe(n))
+        .cloned()
+        .collect();
+    let topic = ResourceType::Topic;
+    let existing = |name: &str| {
+        snapshot
+            .topic(name)
+            .filter(|_| !denied.contains(name))
+            .map(|t| t.partitions)
+    };
+    let all = match named {
+        Some(_) => Vec::new(),
+        None => snapshot
+            .topics
+            .keys()
+            .filter(|n| may_describe(n))
+            .cloned()
+            .collect(),
+    };
     let page = match page(named, &existing, all, cursor, limit) {
         Ok(page) => page,
         Err(message) => {
@@ -163,9 +181,11 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     .topic(&name)
                     .expect("page() saw it in this snapshot");
                 known(&snapshot, meta, from, to)
+                    .with_topic_authorized_operations(ctx.authorized_operations(topic, &name))
             }
             Entry::Missing { name } => {
                 let code = match crate::metadata::validate_topic_name(&name) {
+                    _ if denied.contains(&name) => ErrorCode::TopicAuthorizationFailed,
                     Ok(()) => ErrorCode::UnknownTopicOrPartition,
                     Err(_) => ErrorCode::InvalidTopicException,
                 };
@@ -173,7 +193,7 @@ pub fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     .with_error_code(code.code())
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                     .with_is_internal(crate::metadata::is_internal(&name))
-                    .with_topic_authorized_operations(TOPIC_OPERATIONS)
+                    .with_topic_authorized_operations(ctx.authorized_operations(topic, &name))
             }
         })
         .collect();
@@ -225,7 +245,6 @@ fn known(
         .with_topic_id(t.id)
         .with_is_internal(crate::metadata::is_internal(&t.name))
         .with_partitions(partitions)
-        .with_topic_authorized_operations(TOPIC_OPERATIONS)
 }
 
 #[cfg(test)]

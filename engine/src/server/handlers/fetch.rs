@@ -23,6 +23,7 @@ use super::fetch_session::{self, Kind, Session};
 use super::{Ctx, HandlerError, Reply};
 use crate::replication::state::FetchRequest as ReplicaFetch;
 use crate::replication::NodeId;
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::{error_code, now_ms, Watermarks};
 use crate::shard::{Shard, ShardId};
 use crate::storage::segment::FileRegion;
@@ -33,7 +34,7 @@ use sluice_protocol::fetch_response::{
     self, LeaderIdAndEpoch, NodeEndpoint, PartitionData, ResponseHead, TopicData,
 };
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -163,7 +164,25 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     if replica >= 0 {
         tracing::debug!(target: REPLICA_FETCH_TARGET, replica, "replica fetch received");
     }
-    let wants = wants(shard, replica, by_id, plan.asks);
+    // A follower needs CLUSTER_ACTION; a consumer READ on each topic,
+    // asked once per topic (and not at all without an authorizer: this
+    // is the fetch path).
+    let checking = shard.broker.authorizer.enabled();
+    let follower_allowed = replica < 0 || ctx.cluster_allowed(Operation::ClusterAction);
+    let mut verdicts: HashMap<String, bool> = HashMap::new();
+    let mut denied = |topic: &str| match (checking, replica >= 0) {
+        (false, _) => false,
+        (true, true) => !follower_allowed,
+        (true, false) => match verdicts.get(topic) {
+            Some(denied) => *denied,
+            None => {
+                let denied = !ctx.allowed(Operation::Read, ResourceType::Topic, topic);
+                verdicts.insert(topic.to_string(), denied);
+                denied
+            }
+        },
+    };
+    let wants = wants(shard, replica, by_id, plan.asks, &mut denied);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -232,6 +251,7 @@ fn wants(
     replica_id: i32,
     by_id: bool,
     asks: Vec<fetch_session::Ask<Position>>,
+    denied: &mut dyn FnMut(&str) -> bool,
 ) -> Vec<Want> {
     let snapshot = shard.metadata();
     asks.into_iter()
@@ -250,6 +270,10 @@ fn wants(
             let topic = match (by_id, meta) {
                 (true, m) => m.map(|m| m.name.clone()).unwrap_or_default(),
                 (false, _) => key.clone(),
+            };
+            let (owner, no_owner) = match !topic.is_empty() && denied(&topic) {
+                true => (None, ErrorCode::TopicAuthorizationFailed),
+                false => (owner, no_owner),
             };
             Want {
                 key,

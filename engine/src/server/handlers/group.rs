@@ -20,6 +20,7 @@ use crate::group::coordinator::{CommitPartition, CommitRequest};
 use crate::group::state::{JoinRequest, SyncRequest};
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::metadata::TopicMeta;
+use crate::security::acl::{apis, Operation, ResourceType};
 use crate::shard::controller::{self, NewTopic};
 use crate::shard::Shard;
 use bytes::Bytes;
@@ -129,6 +130,13 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
+    // The operation this API needs on the group (security::acl::apis).
+    let op = apis::rules(ctx.api)
+        .and_then(|r| r.iter().find(|(_, t)| *t == ResourceType::Group))
+        .map(|(op, _)| *op);
+    if op.is_some_and(|op| !ctx.allowed(op, ResourceType::Group, group_id)) {
+        return Err(ErrorCode::GroupAuthorizationFailed);
+    }
     let topic = offsets_topic(ctx.shard).await?;
     let partition = partition_for(group_id, topic.partitions);
     if !ctx.shard.metadata().leads(&topic, partition) {
@@ -169,7 +177,15 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         let mut c = Coordinator::default()
             .with_key(key.clone())
             .with_node_id(kafka_protocol::messages::BrokerId(-1));
-        let code = if req.key_type == KEY_TYPE_TRANSACTION {
+        let code = if req.key_type == KEY_TYPE_GROUP
+            && !ctx.allowed(Operation::Describe, ResourceType::Group, &key)
+        {
+            ErrorCode::GroupAuthorizationFailed
+        } else if req.key_type == KEY_TYPE_TRANSACTION
+            && !ctx.allowed(Operation::Describe, ResourceType::TransactionalId, &key)
+        {
+            ErrorCode::TransactionalIdAuthorizationFailed
+        } else if req.key_type == KEY_TYPE_TRANSACTION {
             c.error_message = Some(s("Sluice has no transaction coordinator"));
             ErrorCode::CoordinatorNotAvailable
         } else if req.key_type != KEY_TYPE_GROUP {
@@ -396,9 +412,22 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             .collect(),
     };
     let fallback = commit.clone();
+    let mut commit = commit;
+    // READ on each topic; the others are answered here.
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
+        .into_iter()
+        .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
+    commit.topics = allowed;
     let id = group_id.clone();
     let results = on_coordinator(ctx, &group_id, move |c| async move {
-        c.groups.commit(&c, id, commit).await
+        let mut results = c.groups.commit(&c, id, commit).await;
+        let code = ErrorCode::TopicAuthorizationFailed;
+        results.extend(
+            denied
+                .into_iter()
+                .map(|(t, ps)| (t, ps.iter().map(|p| (p.partition, code)).collect())),
+        );
+        results
     })
     .await
     .unwrap_or_else(|code| {
@@ -441,7 +470,8 @@ async fn fetch_group(
     member: Fetcher,
 ) -> Fetched {
     let id = group_id.clone();
-    on_coordinator(ctx, &group_id, move |c| async move {
+    let named = topics.is_some();
+    let fetched = on_coordinator(ctx, &group_id, move |c| async move {
         if let Some((member_id, epoch)) = member {
             c.groups
                 .check_consumer_fetch(&id, member_id.as_deref(), epoch)?;
@@ -449,7 +479,38 @@ async fn fetch_group(
         Ok(c.groups.fetch_offsets(&id, topics))
     })
     .await
-    .and_then(|r| r)
+    .and_then(|r| r)?;
+    // DESCRIBE on each topic: others are left out of an all-topics
+    // answer, and named ones answered TOPIC_AUTHORIZATION_FAILED.
+    let mut out = Vec::with_capacity(fetched.len());
+    for (t, ps) in fetched {
+        if ctx.allowed(Operation::Describe, ResourceType::Topic, &t) {
+            out.push((t, ps));
+        } else if named {
+            let denied = ps
+                .into_iter()
+                .map(|p| crate::group::coordinator::FetchedOffset {
+                    partition: p.partition,
+                    offset: TOPIC_DENIED,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                });
+            out.push((t, denied.collect()));
+        }
+    }
+    Ok(out)
+}
+
+/// The offset a fetched partition carries when its topic was denied:
+/// Kafka's INVALID_OFFSET, answered with TOPIC_AUTHORIZATION_FAILED.
+const TOPIC_DENIED: i64 = i64::MIN;
+
+/// A fetched partition's offset and error code.
+fn fetched_code(offset: i64) -> (i64, i16) {
+    match offset {
+        TOPIC_DENIED => (-1, ErrorCode::TopicAuthorizationFailed.code()),
+        o => (o, 0),
+    }
 }
 
 pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
@@ -480,9 +541,11 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                         .with_partitions(
                             ps.into_iter()
                                 .map(|p| {
+                                    let (offset, code) = fetched_code(p.offset);
                                     OffsetFetchResponsePartitions::default()
+                                        .with_error_code(code)
                                         .with_partition_index(p.partition)
-                                        .with_committed_offset(p.offset)
+                                        .with_committed_offset(offset)
                                         .with_committed_leader_epoch(p.leader_epoch)
                                         .with_metadata(Some(s(p.metadata)))
                                 })
@@ -516,12 +579,13 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                 .with_partitions(
                     ps.into_iter()
                         .map(|p| {
+                            let (offset, denied) = fetched_code(p.offset);
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p.partition)
-                                .with_committed_offset(p.offset)
+                                .with_committed_offset(offset)
                                 .with_committed_leader_epoch(p.leader_epoch)
                                 .with_metadata(Some(s(p.metadata)))
-                                .with_error_code(if v < 2 { code.code() } else { 0 })
+                                .with_error_code(if v < 2 { code.code() } else { denied })
                         })
                         .collect(),
                 )
@@ -540,9 +604,13 @@ pub async fn list_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErr
     // v5's types filter, matched without case as Kafka does.
     let types: Vec<String> = req.types_filter.iter().map(|t| t.to_lowercase()).collect();
     let lists = on_every_shard(ctx, |c: Rc<Shard>| async move { c.groups.list() }).await;
+    // DESCRIBE on the cluster lists every group, else those the client
+    // may DESCRIBE.
+    let every = ctx.cluster_allowed(Operation::Describe);
     let groups = lists
         .into_iter()
         .flatten()
+        .filter(|g| every || ctx.allowed(Operation::Describe, ResourceType::Group, &g.id))
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
         .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
@@ -574,7 +642,10 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
         .await;
         let mut g = DescribedGroup::default()
             .with_group_id(group_id.clone())
-            .with_authorized_operations(OPERATIONS_OMITTED);
+            .with_authorized_operations(match req.include_authorized_operations {
+                true => ctx.authorized_operations(ResourceType::Group, &id),
+                false => OPERATIONS_OMITTED,
+            });
         let not_found = ctx.version() >= DESCRIBE_NOT_FOUND_VERSION_MIN;
         match described {
             // A consumer-protocol group is described by
@@ -654,6 +725,12 @@ pub async fn offset_delete(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         .iter()
         .filter_map(|t| {
             let name = t.name.to_string();
+            if !ctx.allowed(Operation::Read, ResourceType::Topic, &name) {
+                let code = ErrorCode::TopicAuthorizationFailed;
+                let codes = t.partitions.iter().map(|p| (p.partition_index, code));
+                unknown.push((name, codes.collect()));
+                return None;
+            }
             let (known, missing): (Vec<i32>, Vec<i32>) = t
                 .partitions
                 .iter()

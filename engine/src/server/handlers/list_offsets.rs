@@ -7,6 +7,7 @@
 //! immediate, so there is nothing for it to bound.
 
 use super::{Ctx, HandlerError, Reply};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::error_code;
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
@@ -42,6 +43,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     for t in req.topics {
         let name = t.name.0.to_string();
         let meta = snapshot.topic(&name).cloned();
+        let denied = !ctx.allowed(Operation::Describe, ResourceType::Topic, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let mut resp =
@@ -51,6 +53,10 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 if answered_twice.insert(key) {
                     partitions.push(resp.with_error_code(ErrorCode::InvalidRequest.code()));
                 }
+                continue;
+            }
+            if denied {
+                partitions.push(resp.with_error_code(ErrorCode::TopicAuthorizationFailed.code()));
                 continue;
             }
             let Some(owner) = shard.owner_of(meta.as_ref(), p.partition_index) else {

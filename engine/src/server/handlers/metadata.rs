@@ -10,6 +10,7 @@
 
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
@@ -28,10 +29,15 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // v0 has no way to ask for no topics: an empty list means all.
     let all = req.topics.is_none() || (v == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
     let allow_create = (v < 4 || req.allow_auto_topic_creation) && config.auto_create_topics();
+    let topic_operations = v >= 8 && req.include_topic_authorized_operations;
+    let cluster_operations = v >= 8 && req.include_cluster_authorized_operations;
     let mut topics = Vec::new();
     if all {
+        // Topics the client may not DESCRIBE are left out.
         for t in shard.metadata().topics.values() {
-            topics.push(topic_response(ctx, t));
+            if ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) {
+                topics.push(topic_response(ctx, t));
+            }
         }
     } else {
         for wanted in req.topics.unwrap_or_default() {
@@ -41,9 +47,16 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let Some(name) = by_name.filter(|_| wanted.topic_id.is_nil()) else {
                 let found = ctx.shard.metadata().topic_by_id(wanted.topic_id).cloned();
                 match found {
-                    Some(t) => topics.push(topic_response(ctx, &t)),
-                    None => {
-                        let mut t = unknown(v, None, ErrorCode::UnknownTopicId);
+                    Some(t) if ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) => {
+                        topics.push(topic_response(ctx, &t))
+                    }
+                    // An id the client may not DESCRIBE is answered without its name.
+                    found => {
+                        let code = match found {
+                            Some(_) => ErrorCode::TopicAuthorizationFailed,
+                            None => ErrorCode::UnknownTopicId,
+                        };
+                        let mut t = unknown(v, None, code);
                         t.topic_id = wanted.topic_id;
                         topics.push(t);
                     }
@@ -51,6 +64,15 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 continue;
             };
             topics.push(lookup_or_create(ctx, name, allow_create).await);
+        }
+    }
+    // v8+ may ask what the client may do on each topic (KIP-430).
+    for t in topics
+        .iter_mut()
+        .filter(|t| topic_operations && t.error_code == 0)
+    {
+        if let Some(name) = &t.name {
+            t.topic_authorized_operations = ctx.authorized_operations(ResourceType::Topic, name);
         }
     }
     let snapshot = shard.metadata();
@@ -72,6 +94,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ))
         .with_topics(topics);
+    // v8–10 may ask what the client may do on the cluster (KIP-430).
+    if cluster_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
+    }
     if v >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.metadata().cluster_id.clone()));
     }
@@ -84,6 +111,9 @@ async fn lookup_or_create(
     allow_create: bool,
 ) -> MetadataResponseTopic {
     let v = ctx.version();
+    if !ctx.allowed(Operation::Describe, ResourceType::Topic, &name) {
+        return unknown(v, Some(name), ErrorCode::TopicAuthorizationFailed);
+    }
     if let Some(t) = ctx.shard.metadata().topic(&name) {
         return topic_response(ctx, t);
     }
@@ -92,6 +122,11 @@ async fn lookup_or_create(
     }
     if !allow_create {
         return unknown(v, Some(name), ErrorCode::UnknownTopicOrPartition);
+    }
+    if !ctx.cluster_allowed(Operation::Create)
+        && !ctx.allowed(Operation::Create, ResourceType::Topic, &name)
+    {
+        return unknown(v, Some(name), ErrorCode::TopicAuthorizationFailed);
     }
     let new = NewTopic {
         name: name.clone(),

@@ -1,8 +1,10 @@
 //! Request handlers, one module per API. Each decodes its request, does
 //! the work (on this shard or the owner shards) and encodes the response.
 
+mod acls;
 mod admin;
 mod api_versions;
+mod authz;
 mod consumer_group;
 mod delete_records;
 mod describe_topic_partitions;
@@ -271,6 +273,9 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::AlterUserScramCredentials => scram_credentials::alter(ctx, body).await,
         ApiKey::DescribeUserScramCredentials => scram_credentials::describe(ctx, body),
         ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl_not_expected(ctx, body),
+        ApiKey::CreateAcls => acls::create_acls(ctx, body).await,
+        ApiKey::DescribeAcls => acls::describe_acls(ctx, body),
+        ApiKey::DeleteAcls => acls::delete_acls(ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }

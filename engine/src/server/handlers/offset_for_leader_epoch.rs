@@ -21,6 +21,7 @@
 //! consumers alike.
 
 use super::{Ctx, HandlerError, Reply};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -64,12 +65,21 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let snapshot = shard.metadata();
     let mut topics: Vec<OffsetForLeaderTopicResult> = Vec::with_capacity(req.topics.len());
     let mut per_shard: BTreeMap<ShardId, Vec<Query>> = BTreeMap::new();
+    // Brokers (CLUSTER_ACTION) may ask about every topic, others about
+    // those they may DESCRIBE.
+    let every_topic = ctx.cluster_allowed(Operation::ClusterAction);
     for (ti, t) in req.topics.into_iter().enumerate() {
         let name = t.topic.0.to_string();
         let meta = snapshot.topic(&name);
+        let denied = !every_topic && !ctx.allowed(Operation::Describe, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.into_iter().enumerate() {
             let answer = EpochEndOffset::default().with_partition(p.partition);
+            if denied {
+                let code = ErrorCode::TopicAuthorizationFailed.code();
+                partitions.push(answer.with_error_code(code));
+                continue;
+            }
             match meta.filter(|m| p.partition >= 0 && p.partition < m.partitions) {
                 None => partitions
                     .push(answer.with_error_code(ErrorCode::UnknownTopicOrPartition.code())),

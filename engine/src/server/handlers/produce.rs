@@ -15,6 +15,7 @@
 use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::{acked, Acked, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
@@ -105,6 +106,11 @@ fn uses_zstd(records: &[u8]) -> bool {
 
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: ProduceRequest = ctx.decode(body)?;
+    if let Some(id) = req.transactional_id.as_deref() {
+        if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id) {
+            return transactional_id_refused(ctx, &req);
+        }
+    }
     let shard = ctx.shard;
     let snapshot = shard.metadata();
     let mut slots: Vec<Slot> = Vec::new();
@@ -124,10 +130,12 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             true => ErrorCode::UnknownTopicId,
             false => ErrorCode::UnknownTopicOrPartition,
         };
+        let denied = !name.is_empty() && !ctx.allowed(Operation::Write, ResourceType::Topic, &name);
         for p in &topic.partition_data {
             let slot = slots.len();
             let outcome = match (acks_valid, meta) {
                 (false, _) => Some(Outcome::error(ErrorCode::InvalidRequiredAcks, None)),
+                _ if denied => Some(Outcome::error(ErrorCode::TopicAuthorizationFailed, None)),
                 (_, None) => Some(Outcome::error(unknown, None)),
                 (_, Some(m)) if crate::metadata::is_internal(&m.name) => Some(Outcome::error(
                     ErrorCode::InvalidTopicException,
@@ -425,4 +433,29 @@ fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
     ProduceResponse::default()
         .with_responses(topics)
         .with_node_endpoints(node_endpoints)
+}
+
+/// Every partition of a transactional produce whose transactional id the
+/// client may not WRITE: TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka.
+fn transactional_id_refused(ctx: &Ctx<'_>, req: &ProduceRequest) -> Result<Reply, HandlerError> {
+    if req.acks == 0 {
+        return Ok(Reply::None);
+    }
+    let code = Outcome::error(ErrorCode::TransactionalIdAuthorizationFailed, None);
+    let slots = req
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            let code = &code;
+            t.partition_data.iter().map(move |p| {
+                (
+                    t.name.0.to_string(),
+                    t.topic_id,
+                    p.index,
+                    Some(code.clone()),
+                )
+            })
+        })
+        .collect();
+    ctx.respond(&response(ctx.shard, ctx.version(), slots))
 }

@@ -14,6 +14,7 @@
 use super::{Ctx, HandlerError, Reply};
 use crate::cluster::rpc::Request;
 use crate::metadata::Snapshot;
+use crate::security::acl::Operation;
 use crate::security::sasl::scram::{
     ScramCredential, ScramMechanism, ITERATIONS_MAX, ITERATIONS_MIN,
 };
@@ -152,6 +153,29 @@ fn sort_changes(req: &AlterUserScramCredentialsRequest, existing: &Snapshot) -> 
 
 pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: AlterUserScramCredentialsRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Alter) {
+        // As Kafka: every user named gets CLUSTER_AUTHORIZATION_FAILED.
+        let mut users: Vec<String> = Vec::new();
+        let named = req
+            .deletions
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(req.upsertions.iter().map(|u| u.name.to_string()));
+        for user in named {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        let results = users
+            .into_iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(StrBytes::from_string(user))
+                    .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+            })
+            .collect();
+        return ctx.respond(&AlterUserScramCredentialsResponse::default().with_results(results));
+    }
     let Changes {
         mut per_user,
         deletions,
@@ -193,6 +217,12 @@ pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
 
 pub fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: DescribeUserScramCredentialsRequest = ctx.decode(body)?;
+    if !ctx.cluster_allowed(Operation::Describe) {
+        return ctx.respond(
+            &DescribeUserScramCredentialsResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code()),
+        );
+    }
     let snapshot = ctx.shard.metadata();
     let mut by_user: BTreeMap<&str, Vec<CredentialInfo>> = BTreeMap::new();
     for ((user, m), c) in &snapshot.scram {
