@@ -1021,6 +1021,8 @@ fn kafka_configs_adds_and_removes_a_scram_user() {
     assert!(out.contains("Completed updating config"), "{out}");
     assert!(!logs_in("dave-secret"), "a deleted user logged in");
     common::passed("kafka-tools", &["security"]);
+}
+
 /// `kafka-acls.sh` adds, lists and removes ACLs (LITERAL and PREFIXED,
 /// topics and groups) on a broker with an authorizer; every client is
 /// User:ANONYMOUS, and the cluster resource has no ACL, so with
