@@ -11,6 +11,7 @@ pub mod error;
 pub mod locate;
 pub mod props;
 pub mod raw;
+pub mod security;
 pub mod sweep;
 
 use error::{FieldError, WorkloadError};
@@ -417,6 +418,8 @@ fn resolve_clients(
     topic.apply("topic", &block_props("topic", raw.topic.as_ref())?)?;
     producer.settle();
     producer.check("producer")?;
+    producer.security = producer.security_props.resolve("producer")?;
+    consumer.security = consumer.security_props.resolve("consumer")?;
     topic.check("topic")?;
     Ok((producer, consumer, topic))
 }
