@@ -80,11 +80,10 @@ struct Pki {
     client_key: PathBuf,
 }
 
-fn make_pki(dir: &Path) -> Pki {
+fn make_pki(dir: &Path, ca_name: &str) -> Pki {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "sluice-bench test CA");
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
@@ -130,7 +129,7 @@ impl Kafka {
     fn start() -> Kafka {
         let lib = lib_dir();
         let dir = tempfile::tempdir().unwrap();
-        let pki = make_pki(dir.path());
+        let pki = make_pki(dir.path(), "sluice-bench test CA");
         let (plaintext, controller, ssl, sasl_ssl, sasl_plaintext) = (
             free_port(),
             free_port(),
@@ -380,6 +379,14 @@ fn the_harness_produces_and_consumes_over_tls_and_sasl_against_kafka() {
     refusals(&kafka, &scram);
 }
 
+/// The error a connection attempt must end in.
+fn refused(ep: &Endpoint, security: &Security) -> ClientError {
+    match Connection::open(ep, security, Duration::from_secs(10)) {
+        Ok(_) => panic!("{ep} with {} was accepted", security.describe()),
+        Err(e) => e,
+    }
+}
+
 /// The ways a secured connection must fail, each with an error that says
 /// what and where.
 fn refusals(kafka: &Kafka, scram: &str) {
@@ -388,7 +395,7 @@ fn refusals(kafka: &Kafka, scram: &str) {
 
     // A wrong password: the broker and the mechanism are named.
     let wrong = scram.replace(PASSWORD, "not-the-password");
-    let e = Connection::open(&sasl_plaintext, &security(&wrong), t).unwrap_err();
+    let e = refused(&sasl_plaintext, &security(&wrong));
     assert!(matches!(e, ClientError::Auth { .. }), "{e}");
     let text = e.to_string();
     assert!(
@@ -398,7 +405,7 @@ fn refusals(kafka: &Kafka, scram: &str) {
 
     // A mechanism the listener does not enable.
     let plain = scram.replace("SCRAM-SHA-512", "PLAIN");
-    let e = Connection::open(&sasl_plaintext, &security(&plain), t).unwrap_err();
+    let e = refused(&sasl_plaintext, &security(&plain));
     let text = e.to_string();
     assert!(
         text.contains("PLAIN") && text.contains("enables SCRAM-SHA-512"),
@@ -408,7 +415,7 @@ fn refusals(kafka: &Kafka, scram: &str) {
     // The server certificate names `localhost`, not 127.0.0.1: refused
     // when the host name is checked (the default) ...
     let by_ip = Endpoint::parse(&format!("127.0.0.1:{}", kafka.ssl)).unwrap();
-    let e = Connection::open(&by_ip, &security(&kafka.ssl_props()), t).unwrap_err();
+    let e = refused(&by_ip, &security(&kafka.ssl_props()));
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
     assert!(e.to_string().contains("not valid for name"), "{e}");
     // ... and accepted with the check off, the chain still verified.
@@ -429,11 +436,11 @@ fn refusals(kafka: &Kafka, scram: &str) {
 
     // A CA that did not sign the broker's certificate.
     let other = tempfile::tempdir().unwrap();
-    let stranger = make_pki(other.path());
+    let stranger = make_pki(other.path(), "another CA");
     let untrusted = format!(
         "security.protocol=SSL\nssl.ca.location={}\n",
         stranger.ca.display()
     );
-    let e = Connection::open(&localhost_ssl, &security(&untrusted), t).unwrap_err();
+    let e = refused(&localhost_ssl, &security(&untrusted));
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
 }
