@@ -14,6 +14,7 @@ pub mod raw;
 pub mod security;
 pub mod sweep;
 
+use crate::client::security::SecurityProtocol;
 use error::{FieldError, WorkloadError};
 use props::{
     consumer_accepts, producer_accepts, ConsumerSettings, ProducerSettings, TopicSettings,
@@ -665,6 +666,16 @@ pub fn describe(f: &WorkloadFile) -> String {
             w.producer.batch_size,
             props::compression_name(w.producer.compression),
         );
+        let (ps, cs) = (&w.producer.security, &w.consumer.security);
+        if ps.protocol != SecurityProtocol::Plaintext || cs.protocol != SecurityProtocol::Plaintext
+        {
+            let _ = writeln!(
+                out,
+                "      security: producer {}, consumer {}",
+                ps.describe(),
+                cs.describe()
+            );
+        }
     }
     out
 }

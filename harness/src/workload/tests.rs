@@ -216,7 +216,13 @@ fn security_keys_are_honoured_not_ignored() {
     let text = with_common(
         "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=alice\nsasl.password=secret",
     );
-    let w = &parse_str(&text).unwrap().points[0].workload;
+    let f = parse_str(&text).unwrap();
+    assert!(
+        describe(&f).contains("security: producer SASL_PLAINTEXT (SCRAM-SHA-512 as alice)"),
+        "{}",
+        describe(&f)
+    );
+    let w = &f.points[0].workload;
     for s in [&w.producer.security, &w.consumer.security] {
         assert_eq!(
             s.protocol,
