@@ -78,6 +78,8 @@ struct Pki {
     server: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
+    /// The client's key and chain in one file (Java's PEM key store).
+    client_keystore: PathBuf,
 }
 
 fn make_pki(dir: &Path, ca_name: &str) -> Pki {
@@ -110,6 +112,7 @@ fn make_pki(dir: &Path, ca_name: &str) -> Pki {
     Pki {
         ca: write("ca.pem", ca_cert.pem()),
         server: write("server.pem", format!("{server_key}{server_cert}")),
+        client_keystore: write("client-keystore.pem", format!("{client_key}{client_cert}")),
         client_cert: write("client.pem", client_cert),
         client_key: write("client.key", client_key),
     }
@@ -163,8 +166,9 @@ ssl.keystore.location={server}
 ssl.truststore.type=PEM
 ssl.truststore.location={ca}
 listener.name.ssl.ssl.client.auth=required
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config={plain_jaas}
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram_jaas}
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram_jaas}
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram_jaas}
@@ -186,6 +190,8 @@ listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={REAUTH_MS}
             .arg(&props_path)
             .arg("--add-scram")
             .arg(format!("SCRAM-SHA-512=[name=alice,password={PASSWORD}]"))
+            .arg("--add-scram")
+            .arg(format!("SCRAM-SHA-256=[name=alice,password={PASSWORD}]"))
             .output()
             .expect("run Kafka's StorageTool");
         assert!(
@@ -376,7 +382,82 @@ fn the_harness_produces_and_consumes_over_tls_and_sasl_against_kafka() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    other_key_forms(&kafka);
     refusals(&kafka, &scram);
+}
+
+/// Security keys and values, in order.
+type Props = Vec<(&'static str, String)>;
+
+/// The other ways of giving the same things connect too: each opens a
+/// connection and reads Metadata. The SSL listener requires a client
+/// certificate, so each identity form is shown to be sent.
+fn other_key_forms(kafka: &Kafka) {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // Properties files cannot hold multi-line values; these are built
+    // directly, one (key, value) pair at a time.
+    let ssl = Endpoint::parse(&format!("localhost:{}", kafka.ssl)).unwrap();
+    let sasl_ssl = Endpoint::parse(&format!("localhost:{}", kafka.sasl_ssl)).unwrap();
+    let ca = read(&kafka.pki.ca);
+    let cases: Vec<(&str, &Endpoint, Props)> = vec![
+        (
+            "SCRAM-SHA-256, inline CA",
+            &sasl_ssl,
+            vec![
+                ("security.protocol", "SASL_SSL".into()),
+                ("ssl.ca.pem", ca.clone()),
+                ("sasl.mechanism", "SCRAM-SHA-256".into()),
+                ("sasl.username", "alice".into()),
+                ("sasl.password", PASSWORD.into()),
+            ],
+        ),
+        (
+            "Java PEM key store and inline trust store",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.truststore.certificates", ca.clone()),
+                ("ssl.keystore.type", "PEM".into()),
+                (
+                    "ssl.keystore.location",
+                    kafka.pki.client_keystore.display().to_string(),
+                ),
+            ],
+        ),
+        (
+            "inline certificate and key",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.ca.location", kafka.pki.ca.display().to_string()),
+                ("ssl.certificate.pem", read(&kafka.pki.client_cert)),
+                ("ssl.key.pem", read(&kafka.pki.client_key)),
+            ],
+        ),
+        (
+            "Java inline key store",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.ca.location", kafka.pki.ca.display().to_string()),
+                (
+                    "ssl.keystore.certificate.chain",
+                    read(&kafka.pki.client_cert),
+                ),
+                ("ssl.keystore.key", read(&kafka.pki.client_key)),
+            ],
+        ),
+    ];
+    for (name, ep, props) in cases {
+        let mut s = SecurityProps::default();
+        for (k, v) in &props {
+            s.set(k, &format!("test.{k}"), v).unwrap();
+        }
+        let security = s.resolve("test").unwrap();
+        let mut c = Connection::open(ep, &security, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        admin::metadata(&mut c, Some(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }
 
 /// The error a connection attempt must end in.
