@@ -299,3 +299,51 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("`{host}` is not a DNS name or IP address: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn encrypted_keys_are_refused_by_name() {
+        let pem = Pem::Inline(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                .into(),
+        );
+        let e = private_key(&pem).unwrap_err();
+        assert!(e.contains("encrypted"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let e = certificates(&Pem::Inline("not a certificate".into())).unwrap_err();
+        assert!(e.contains("BEGIN CERTIFICATE"), "{e}");
+        let e = certificates(&Pem::File("/nonexistent/ca.pem".into())).unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    /// rustls asks for a few KiB at a time; the read-ahead hands out what
+    /// one large read brought, in order, before reading again.
+    #[test]
+    fn read_ahead_serves_small_reads_from_one_large_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        writer.write_all(&sent).unwrap();
+        drop(writer);
+        let mut ahead = ReadAhead::default();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = ahead.over(&reader).read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= chunk.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, sent);
+    }
+}
