@@ -1,10 +1,10 @@
 //! `sluice-bench`: run, validate and compare benchmark workloads.
 
 use clap::{Parser, Subcommand};
+use sluice_harness::client::endpoint::Endpoint;
 use sluice_harness::report::{compare, files};
 use sluice_harness::run::sweep::{run_workload, RunOptions};
 use sluice_harness::workload;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -103,11 +103,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn resolve(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("--bootstrap {s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--bootstrap {s}: no address"))
+fn resolve(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(s).map_err(|e| format!("--bootstrap {e}"))
 }
 
 fn real_main() -> Result<(), String> {

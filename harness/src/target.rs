@@ -11,6 +11,8 @@
 //! the load generator itself. Where no `sluice-bench` executable is known
 //! (the library used from elsewhere) the brokers run in-process.
 
+use crate::client::endpoint::Endpoint;
+use crate::client::security::{Security, SecurityProtocol};
 use crate::measure::cpu::Watched;
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
@@ -46,7 +48,9 @@ fn broker_program() -> Option<PathBuf> {
 }
 
 pub enum Target {
-    Remote(SocketAddr),
+    /// A broker given with `--bootstrap`: the workload's security settings
+    /// must match its listener.
+    Remote(Endpoint),
     Embedded {
         brokers: Vec<Node>,
         /// Kept so the data directory lives as long as the broker.
@@ -96,10 +100,30 @@ impl Node {
 }
 
 impl Target {
+    /// The first broker's address (the embedded brokers' PLAINTEXT
+    /// listener).
     pub fn bootstrap(&self) -> SocketAddr {
         match self {
-            Target::Remote(a) => *a,
+            Target::Remote(a) => a.addr,
             Target::Embedded { brokers, .. } => brokers[0].bootstrap(),
+        }
+    }
+
+    /// Where a client secured with `security` connects: the remote broker
+    /// as given, or the embedded listener of that security protocol. The
+    /// embedded brokers listen on PLAINTEXT only so far; a listener per
+    /// protocol (with generated certificates and users) slots in here.
+    pub fn endpoint_for(&self, security: &Security) -> Result<Endpoint, String> {
+        match self {
+            Target::Remote(a) => Ok(a.clone()),
+            Target::Embedded { brokers, .. } => match security.protocol {
+                SecurityProtocol::Plaintext => Ok(Endpoint::from(brokers[0].bootstrap())),
+                other => Err(format!(
+                    "security.protocol={}: the embedded broker listens on PLAINTEXT only; \
+                     run against a secured broker with --bootstrap",
+                    other.name()
+                )),
+            },
         }
     }
 

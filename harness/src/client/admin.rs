@@ -2,6 +2,7 @@
 //! All blocking, on a connection of their own, outside the measured path.
 
 use super::conn::Connection;
+use super::endpoint::Endpoint;
 use super::error::ClientError;
 use sluice_protocol::messages::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig,
@@ -18,7 +19,7 @@ use sluice_protocol::messages::messages::{
 use sluice_protocol::messages::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub fn topic_name(s: &str) -> TopicName {
@@ -28,7 +29,7 @@ pub fn topic_name(s: &str) -> TopicName {
 /// What the harness needs of the cluster's metadata.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterMetadata {
-    pub brokers: BTreeMap<i32, SocketAddr>,
+    pub brokers: BTreeMap<i32, Endpoint>,
     /// Topic name → leader node id per partition (-1: none yet).
     pub topics: BTreeMap<String, Vec<i32>>,
 }
@@ -44,23 +45,9 @@ impl ClusterMetadata {
             .get(topic)
             .and_then(|p| p.get(partition as usize))
             .ok_or_else(no_leader)?;
-        let addr = self.brokers.get(&id).ok_or_else(no_leader)?;
-        Ok((id, *addr))
+        let ep = self.brokers.get(&id).ok_or_else(no_leader)?;
+        Ok((id, ep.addr))
     }
-}
-
-/// The IPv4 address of a broker's advertised host and port.
-pub fn resolve(host: &str, port: i32) -> Result<SocketAddr, ClientError> {
-    let resolve_err = || ClientError::Resolve {
-        host: host.to_string(),
-        port,
-    };
-    let port16 = u16::try_from(port).map_err(|_| resolve_err())?;
-    (host, port16)
-        .to_socket_addrs()
-        .map_err(|_| resolve_err())?
-        .find(|a| a.is_ipv4())
-        .ok_or_else(resolve_err)
 }
 
 /// A producer id and epoch for an idempotent producer (InitProducerId
@@ -108,7 +95,7 @@ pub fn metadata(
     let mut md = ClusterMetadata::default();
     for b in &resp.brokers {
         md.brokers
-            .insert(b.node_id.0, resolve(b.host.as_str(), b.port)?);
+            .insert(b.node_id.0, Endpoint::resolve(b.host.as_str(), b.port)?);
     }
     for t in &resp.topics {
         let Some(name) = &t.name else { continue };

@@ -6,18 +6,28 @@
 //! whatever responses have arrived, so one thread can keep
 //! `max.in.flight.requests.per.connection` requests outstanding on several
 //! brokers without a thread per connection.
+//!
+//! Under TLS both ways keep their shape: the plaintext path's pieces go to
+//! rustls instead of `writev` (encrypted into records as it takes them),
+//! and reads go through rustls before the same frame splitting. A
+//! connection without TLS never touches rustls, so the plaintext path costs
+//! what it did before TLS existed. SASL runs once, in [`Connection::open`],
+//! before the connection is handed out.
 
+use super::endpoint::Endpoint;
 use super::error::ClientError;
+use super::security::tls::{self, ReadAhead};
+use super::security::{sasl, SaslSettings, Security};
 use super::wire::{self, Versions};
 use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::frame::{payload_len, FRAME_HEADER_SIZE, FRAME_SIZE_MAX_DEFAULT};
 use sluice_protocol::messages::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use sluice_protocol::messages::protocol::{Decodable, Encodable};
 use std::collections::VecDeque;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
@@ -26,9 +36,21 @@ const IOVECS_MAX: usize = 64;
 /// How long a blocking read waits for a response unless told otherwise.
 const READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
+/// What carries the bytes: the socket itself, or TLS over it.
+enum Transport {
+    Plain,
+    Tls(Box<TlsState>),
+}
+
+struct TlsState {
+    conn: rustls::ClientConnection,
+    ahead: ReadAhead,
+}
+
 pub struct Connection {
     addr: SocketAddr,
     stream: TcpStream,
+    transport: Transport,
     next_correlation: i32,
     rbuf: BytesMut,
     /// Encoded control requests, before they join `out`.
@@ -43,11 +65,36 @@ pub struct Connection {
     versions: Versions,
     nonblocking: bool,
     read_timeout: Duration,
+    /// The credentials this connection authenticated with, kept to
+    /// re-authenticate before the broker's session ends (KIP-368).
+    sasl: Option<SaslSettings>,
+    /// When to re-authenticate; `None` when the session does not expire
+    /// (or while authenticating).
+    reauth_at: Option<Instant>,
 }
 
+/// Re-authenticate once this fraction of the broker's session lifetime has
+/// passed, as Kafka's clients do (they pick 85–95%), leaving the rest for
+/// the requests in flight to finish first.
+const REAUTH_AT_FRACTION: f64 = 0.85;
+
 impl Connection {
-    /// Connects and learns the broker's API versions.
+    /// Connects over PLAINTEXT to an address known by its IP (tests and
+    /// tools against a plaintext listener); see [`Connection::open`].
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::open(&Endpoint::from(addr), &Security::plaintext(), timeout)
+    }
+
+    /// Connects, shakes hands (TLS) when `security` says so, learns the
+    /// broker's API versions and authenticates (SASL). Every connection the
+    /// harness's client opens comes from here.
+    pub fn open(
+        ep: &Endpoint,
+        security: &Security,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        debug_assert!(security.is_consistent());
+        let addr = ep.addr;
         let stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(ClientError::io("connecting to", addr))?;
         stream
@@ -56,9 +103,14 @@ impl Connection {
         stream
             .set_read_timeout(Some(READ_TIMEOUT_DEFAULT))
             .map_err(ClientError::io("setting a read timeout on", addr))?;
+        let transport = match &security.tls {
+            None => Transport::Plain,
+            Some(t) => Transport::Tls(Box::new(handshake(ep, &stream, t)?)),
+        };
         let mut c = Connection {
             addr,
             stream,
+            transport,
             next_correlation: 1,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
@@ -68,22 +120,65 @@ impl Connection {
             versions: Versions::default(),
             nonblocking: false,
             read_timeout: READ_TIMEOUT_DEFAULT,
+            sasl: security.sasl.clone(),
+            reauth_at: None,
         };
         c.versions = c.api_versions()?;
+        c.authenticate()?;
         Ok(c)
+    }
+
+    /// Runs SASL when the connection has credentials, and schedules the
+    /// next run from the session lifetime the broker grants.
+    fn authenticate(&mut self) -> Result<(), ClientError> {
+        let Some(s) = self.sasl.clone() else {
+            return Ok(());
+        };
+        self.reauth_at = None;
+        let lifetime_ms = sasl::authenticate(self, &s)?;
+        if lifetime_ms > 0 {
+            let after = Duration::from_millis(lifetime_ms as u64).mul_f64(REAUTH_AT_FRACTION);
+            self.reauth_at = Some(Instant::now() + after);
+        }
+        Ok(())
+    }
+
+    /// Whether the broker's SASL session is close enough to its end that
+    /// the connection should re-authenticate before its next request.
+    pub fn reauth_due(&self) -> bool {
+        self.reauth_at.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Re-authenticates on this connection (KIP-368): SaslHandshake and
+    /// SaslAuthenticate again, blocking. Only with no response outstanding,
+    /// so no answer to an earlier request is read as part of it.
+    pub fn reauthenticate(&mut self) -> Result<(), ClientError> {
+        let nonblocking = self.nonblocking;
+        if nonblocking {
+            self.stream
+                .set_nonblocking(false)
+                .map_err(ClientError::io("setting blocking mode on", self.addr))?;
+            self.nonblocking = false;
+        }
+        let result = self.authenticate();
+        if nonblocking {
+            self.set_nonblocking()?;
+        }
+        result
     }
 
     /// Connects to broker `id` at its address in `addrs` (from Metadata).
     pub fn to_broker(
-        addrs: &std::collections::BTreeMap<i32, SocketAddr>,
+        addrs: &std::collections::BTreeMap<i32, Endpoint>,
         id: i32,
+        security: &Security,
         timeout: Duration,
     ) -> Result<Connection, ClientError> {
-        let addr = *addrs.get(&id).ok_or(ClientError::NoLeader {
+        let ep = addrs.get(&id).ok_or(ClientError::NoLeader {
             topic: "(any)".into(),
             partition: -1,
         })?;
-        Connection::connect(addr, timeout)
+        Connection::open(ep, security, timeout)
     }
 
     fn api_versions(&mut self) -> Result<Versions, ClientError> {
@@ -239,6 +334,9 @@ impl Connection {
         version: i16,
         body: &Req,
     ) -> Result<Resp, ClientError> {
+        if self.reauth_due() {
+            self.authenticate()?;
+        }
         let corr = self.send(api, version, body)?;
         let payload = self.recv_payload()?;
         let (got, resp) = wire::decode_response(api, version, payload)?;
@@ -248,6 +346,9 @@ impl Connection {
 
     /// Reads once; `Ok(false)` when a non-blocking socket had nothing.
     fn fill(&mut self) -> Result<bool, ClientError> {
+        if let Transport::Tls(t) = &mut self.transport {
+            return fill_tls(t, &self.stream, &mut self.rbuf, self.addr);
+        }
         // Straight into the read buffer's spare room: neither zeroed first
         // (resizing would zero 256 KiB per read) nor read into a scratch
         // buffer and copied over (one more copy of every fetched byte).
@@ -315,6 +416,9 @@ impl Connection {
     /// Writes what the socket takes of the queued requests, up to
     /// [`IOVECS_MAX`] pieces per `writev`.
     pub fn flush_some(&mut self) -> Result<(), ClientError> {
+        if matches!(self.transport, Transport::Tls(_)) {
+            return self.flush_tls();
+        }
         while !self.out.is_empty() {
             let iov: Vec<libc::iovec> = self
                 .out
@@ -372,8 +476,58 @@ impl Connection {
         }
     }
 
+    /// Whether requests, or TLS records, wait for the socket.
     pub fn wants_write(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || matches!(&self.transport, Transport::Tls(t) if t.conn.wants_write())
+    }
+
+    /// Hands queued pieces to rustls as it takes them and writes its
+    /// records to the socket until everything is written or the socket
+    /// would block. A piece counts as written once rustls holds it
+    /// encrypted: rustls's bounded buffer ([`tls::SEND_BUFFER_LIMIT`]) is
+    /// one more send buffer in front of the kernel's.
+    fn flush_tls(&mut self) -> Result<(), ClientError> {
+        loop {
+            let Transport::Tls(t) = &mut self.transport else {
+                unreachable!("called for TLS connections only");
+            };
+            while t.conn.wants_write() {
+                match t.conn.write_tls(&mut &self.stream) {
+                    Ok(0) => return Err(ClientError::Closed { addr: self.addr }),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        return Err(ClientError::Io {
+                            op: "writing a request to",
+                            addr: self.addr,
+                            source,
+                        })
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                return Ok(());
+            }
+            let iov: Vec<std::io::IoSlice<'_>> = self
+                .out
+                .iter()
+                .take(IOVECS_MAX)
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
+            let taken = t
+                .conn
+                .writer()
+                .write_vectored(&iov)
+                .map_err(|e| tls_io_error(self.addr, e))?;
+            drop(iov);
+            if taken == 0 {
+                // rustls's buffer is empty (drained above) yet took
+                // nothing: only a connection in a failed state does that.
+                return Err(ClientError::Closed { addr: self.addr });
+            }
+            self.consume_written(taken);
+        }
     }
 
     /// Bytes queued but not yet written.
@@ -400,5 +554,106 @@ impl Connection {
 
     pub fn raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
+    }
+}
+
+/// The TLS handshake, on the still blocking socket (its read timeout bounds
+/// each wait).
+fn handshake(
+    ep: &Endpoint,
+    stream: &TcpStream,
+    t: &super::security::TlsSettings,
+) -> Result<TlsState, ClientError> {
+    let addr = ep.addr;
+    let name =
+        tls::server_name(&ep.host).map_err(|reason| ClientError::TlsSetup { addr, reason })?;
+    let mut conn = rustls::ClientConnection::new(t.config.clone(), name)
+        .map_err(|source| ClientError::Tls { addr, source })?;
+    conn.set_buffer_limit(Some(tls::SEND_BUFFER_LIMIT));
+    let mut s = stream;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut s) {
+            Ok((0, 0)) if conn.is_handshaking() => {
+                return Err(ClientError::Closed { addr });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return Err(ClientError::Timeout {
+                    what: "the TLS handshake",
+                    ms: READ_TIMEOUT_DEFAULT.as_millis() as u64,
+                })
+            }
+            Err(e) => return Err(tls_io_error(addr, e)),
+        }
+    }
+    Ok(TlsState {
+        conn,
+        ahead: ReadAhead::default(),
+    })
+}
+
+/// An I/O error from rustls: its own error when it carries one (a
+/// certificate refused, an alert received), else the socket's.
+fn tls_io_error(addr: SocketAddr, e: std::io::Error) -> ClientError {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(source) => ClientError::Tls {
+            addr,
+            source: source.clone(),
+        },
+        None => ClientError::Io {
+            op: "TLS with",
+            addr,
+            source: e,
+        },
+    }
+}
+
+/// Reads TLS records until some plaintext is decrypted (appended to
+/// `rbuf`: `Ok(true)`) or the socket would block (`Ok(false)`).
+fn fill_tls(
+    t: &mut TlsState,
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    addr: SocketAddr,
+) -> Result<bool, ClientError> {
+    loop {
+        let state = t
+            .conn
+            .process_new_packets()
+            .map_err(|source| ClientError::Tls { addr, source })?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            // Zeroing exactly the bytes about to be overwritten: rustls
+            // copies into initialised memory only.
+            let len = rbuf.len();
+            rbuf.resize(len + n, 0);
+            t.conn
+                .reader()
+                .read_exact(&mut rbuf[len..])
+                .map_err(|e| tls_io_error(addr, e))?;
+            return Ok(true);
+        }
+        if state.peer_has_closed() {
+            return Err(ClientError::Closed { addr });
+        }
+        if t.conn.wants_write() {
+            // An alert or key update rustls owes the broker; what the
+            // socket does not take now goes with the next flush.
+            let _ = t.conn.write_tls(&mut &*stream);
+        }
+        match t.conn.read_tls(&mut t.ahead.over(stream)) {
+            Ok(0) => return Err(ClientError::Closed { addr }),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ClientError::Io {
+                    op: "reading a response from",
+                    addr,
+                    source,
+                })
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@
 use super::admin::{self, topic_name, ClusterMetadata, EARLIEST, LATEST};
 use super::compression::decompress;
 use super::conn::Connection;
+use super::endpoint::Endpoint;
 use super::error::ClientError;
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
@@ -35,7 +36,6 @@ use sluice_protocol::record_batch::{
 };
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,14 +80,14 @@ pub struct Assigned {
 pub struct Consumer {
     clock: Clock,
     s: ConsumerSettings,
-    addrs: BTreeMap<i32, SocketAddr>,
+    addrs: BTreeMap<i32, Endpoint>,
     /// Topic → leader per partition, from the last metadata.
     leaders: BTreeMap<String, Vec<i32>>,
     /// Blocking connections for offset lookups, by broker.
     conns: BTreeMap<i32, Connection>,
     fetchers: BTreeMap<i32, Fetcher>,
     pub assigned: Vec<Assigned>,
-    bootstrap: SocketAddr,
+    bootstrap: Endpoint,
     pub client_errors: Vec<String>,
 }
 
@@ -99,7 +99,7 @@ impl Consumer {
         settings: ConsumerSettings,
         partitions: &[(String, i32)],
         md: &ClusterMetadata,
-        bootstrap: SocketAddr,
+        bootstrap: impl Into<Endpoint>,
     ) -> Result<Consumer, ClientError> {
         let mut assigned = Vec::with_capacity(partitions.len());
         for (t, p) in partitions {
@@ -120,7 +120,7 @@ impl Consumer {
             conns: BTreeMap::new(),
             fetchers: BTreeMap::new(),
             assigned,
-            bootstrap,
+            bootstrap: bootstrap.into(),
             client_errors: Vec::new(),
         };
         let at = if c.s.auto_offset_reset_earliest {
@@ -134,7 +134,8 @@ impl Consumer {
 
     fn conn(&mut self, leader: i32) -> Result<&mut Connection, ClientError> {
         if !self.conns.contains_key(&leader) {
-            let conn = Connection::to_broker(&self.addrs, leader, CONNECT_TIMEOUT)?;
+            let conn =
+                Connection::to_broker(&self.addrs, leader, &self.s.security, CONNECT_TIMEOUT)?;
             self.conns.insert(leader, conn);
         }
         Ok(self.conns.get_mut(&leader).expect("inserted above"))
@@ -279,7 +280,8 @@ impl Consumer {
             return Ok(());
         }
         if !self.fetchers.contains_key(&leader) {
-            let mut conn = Connection::to_broker(&self.addrs, leader, CONNECT_TIMEOUT)?;
+            let mut conn =
+                Connection::to_broker(&self.addrs, leader, &self.s.security, CONNECT_TIMEOUT)?;
             let version = conn.version(ApiKey::Fetch)?;
             conn.set_nonblocking()?;
             self.fetchers.insert(
@@ -299,6 +301,11 @@ impl Consumer {
             .map(|a| ((a.topic.clone(), a.partition), a.offset))
             .collect();
         let f = self.fetchers.get_mut(&leader).expect("inserted above");
+        if f.conn.reauth_due() {
+            // No Fetch is in flight here: the session is renewed between
+            // two of them (KIP-368).
+            f.conn.reauthenticate()?;
+        }
         let req = fetch_request(
             &self.s,
             &want,
@@ -386,7 +393,7 @@ impl Consumer {
             t.dedup();
             t
         };
-        let md = Connection::connect(self.bootstrap, CONNECT_TIMEOUT)
+        let md = Connection::open(&self.bootstrap, &self.s.security, CONNECT_TIMEOUT)
             .and_then(|mut c| admin::metadata(&mut c, Some(&topics)));
         match md {
             Ok(md) => {

@@ -61,6 +61,20 @@ pub enum ClientError {
     },
     #[error("consumer group `{group}`: {reason}")]
     GroupProtocol { group: String, reason: String },
+    #[error("TLS with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS with {addr}: {reason}")]
+    TlsSetup { addr: SocketAddr, reason: String },
+    #[error("SASL {mechanism} authentication with {addr} failed: {reason}")]
+    Auth {
+        addr: SocketAddr,
+        mechanism: &'static str,
+        reason: String,
+    },
     #[error("timed out after {ms} ms waiting for {what}")]
     Timeout { what: &'static str, ms: u64 },
     #[error("cannot resolve broker address {host}:{port}")]

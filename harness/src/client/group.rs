@@ -22,7 +22,9 @@
 use super::admin::{self, topic_name};
 use super::assignor::{self, Assignment, PROTOCOL_TYPE, RANGE};
 use super::conn::Connection;
+use super::endpoint::Endpoint;
 use super::error::ClientError;
+use super::security::Security;
 use sluice_protocol::messages::messages::join_group_request::JoinGroupRequestProtocol;
 use sluice_protocol::messages::messages::leave_group_request::MemberIdentity;
 use sluice_protocol::messages::messages::offset_commit_request::{
@@ -39,7 +41,6 @@ use sluice_protocol::messages::messages::{
 use sluice_protocol::messages::protocol::StrBytes;
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +82,8 @@ pub enum Standing {
 pub struct GroupMember {
     group_id: String,
     topics: Vec<String>,
-    bootstrap: SocketAddr,
+    bootstrap: Endpoint,
+    security: Security,
     timeouts: GroupTimeouts,
     coordinator: Option<Connection>,
     member_id: String,
@@ -99,7 +101,7 @@ impl GroupMember {
     /// A member-to-be of `group_id` subscribing to `topics`; nothing is sent
     /// until [`GroupMember::join`].
     pub fn new(
-        bootstrap: SocketAddr,
+        bootstrap: impl Into<Endpoint>,
         group_id: String,
         topics: Vec<String>,
         timeouts: GroupTimeouts,
@@ -109,13 +111,21 @@ impl GroupMember {
         GroupMember {
             group_id,
             topics,
-            bootstrap,
+            bootstrap: bootstrap.into(),
+            security: Security::plaintext(),
             timeouts,
             coordinator: None,
             member_id: String::new(),
             generation: NO_GENERATION,
             last_heartbeat: Instant::now(),
         }
+    }
+
+    /// Connections to the bootstrap broker and the coordinator secured
+    /// with `security` (PLAINTEXT unless set).
+    pub fn with_security(mut self, security: Security) -> GroupMember {
+        self.security = security;
+        self
     }
 
     pub fn group_id(&self) -> &str {
@@ -152,8 +162,8 @@ impl GroupMember {
     /// The coordinator connection, finding the coordinator if needed.
     fn coordinator(&mut self) -> Result<&mut Connection, ClientError> {
         if self.coordinator.is_none() {
-            let addr = self.find_coordinator()?;
-            let mut conn = Connection::connect(addr, CONNECT_TIMEOUT)?;
+            let ep = self.find_coordinator()?;
+            let mut conn = Connection::open(&ep, &self.security, CONNECT_TIMEOUT)?;
             let rebalance = Duration::from_millis(self.timeouts.rebalance_ms as u64);
             conn.set_read_timeout(rebalance + JOIN_READ_MARGIN)?;
             self.coordinator = Some(conn);
@@ -161,8 +171,8 @@ impl GroupMember {
         Ok(self.coordinator.as_mut().expect("connected above"))
     }
 
-    fn find_coordinator(&self) -> Result<SocketAddr, ClientError> {
-        let mut conn = Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?;
+    fn find_coordinator(&self) -> Result<Endpoint, ClientError> {
+        let mut conn = Connection::open(&self.bootstrap, &self.security, CONNECT_TIMEOUT)?;
         let version = conn.version(ApiKey::FindCoordinator)?;
         for _ in 0..COORDINATOR_RETRIES_MAX {
             let mut req = FindCoordinatorRequest::default().with_key_type(0);
@@ -182,7 +192,7 @@ impl GroupMember {
                 (resp.error_code, resp.host.to_string(), resp.port)
             };
             match ErrorCode::from_code(code) {
-                ErrorCode::None => return admin::resolve(&host, port),
+                ErrorCode::None => return Endpoint::resolve(&host, port),
                 ErrorCode::CoordinatorNotAvailable | ErrorCode::CoordinatorLoadInProgress => {
                     std::thread::sleep(RETRY_BACKOFF);
                 }

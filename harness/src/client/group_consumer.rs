@@ -11,13 +11,13 @@
 use super::admin::ClusterMetadata;
 use super::assignor::Assignment;
 use super::consumer::Consumer;
+use super::endpoint::Endpoint;
 use super::error::ClientError;
 use super::group::{GroupMember, GroupTimeouts, Standing};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
 use crate::workload::props::ConsumerSettings;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long a member with no partitions waits between membership checks;
@@ -49,7 +49,7 @@ impl GroupConsumer {
         group_id: String,
         topics: Vec<String>,
         md: &ClusterMetadata,
-        bootstrap: SocketAddr,
+        bootstrap: impl Into<Endpoint>,
         reset_at: i64,
     ) -> Result<GroupConsumer, ClientError> {
         let timeouts = GroupTimeouts {
@@ -61,9 +61,11 @@ impl GroupConsumer {
             .enable_auto_commit
             .then(|| Duration::from_millis(settings.auto_commit_interval_ms));
         let idle_wait = Duration::from_millis(settings.fetch_max_wait_ms as u64).min(IDLE_WAIT_MAX);
-        let consumer = Consumer::new(clock, settings, &[], md, bootstrap)?;
+        let bootstrap: Endpoint = bootstrap.into();
+        let security = settings.security.clone();
+        let consumer = Consumer::new(clock, settings, &[], md, bootstrap.clone())?;
         Ok(GroupConsumer {
-            member: GroupMember::new(bootstrap, group_id, topics, timeouts),
+            member: GroupMember::new(bootstrap, group_id, topics, timeouts).with_security(security),
             consumer,
             assignment: None,
             auto_commit,

@@ -22,6 +22,7 @@ use super::accumulator::{ClosedBatch, PartitionQueue, Sequencer, RECORD_OVERHEAD
 use super::admin::{self, topic_name, ClusterMetadata};
 use super::batch::ValueParts;
 use super::conn::Connection;
+use super::endpoint::Endpoint;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
 use super::wire::{produce_request_pieces, ProducePart};
@@ -33,7 +34,6 @@ use bytes::Bytes;
 use sluice_protocol::messages::messages::{ApiKey, ProduceResponse, TopicName};
 use sluice_protocol::ErrorCode;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Bytes a Produce request adds around its batches, generously.
@@ -85,11 +85,11 @@ pub struct Producer {
     linger_ns: u64,
     batch_limit: usize,
     topics: Vec<Topic>,
-    addrs: BTreeMap<i32, SocketAddr>,
+    addrs: BTreeMap<i32, Endpoint>,
     brokers: BTreeMap<i32, Broker>,
     /// (topic, partition) pairs led by each broker.
     led: BTreeMap<i32, Vec<(usize, i32)>>,
-    bootstrap: SocketAddr,
+    bootstrap: Endpoint,
     meta_conn: Option<Connection>,
     needs_metadata: bool,
     next_metadata_ns: u64,
@@ -113,9 +113,10 @@ impl Producer {
         settings: ProducerSettings,
         topics: &[String],
         md: &ClusterMetadata,
-        bootstrap: SocketAddr,
+        bootstrap: impl Into<Endpoint>,
         seed: u64,
     ) -> Result<Producer, ClientError> {
+        let bootstrap: Endpoint = bootstrap.into();
         let mut rng = Rng::new(seed);
         let mut ts = Vec::with_capacity(topics.len());
         for t in topics {
@@ -136,7 +137,7 @@ impl Producer {
             });
         }
         if settings.enable_idempotence {
-            let mut conn = Connection::connect(bootstrap, CONNECT_TIMEOUT)?;
+            let mut conn = Connection::open(&bootstrap, &settings.security, CONNECT_TIMEOUT)?;
             let (id, epoch) = admin::init_producer_id(&mut conn, CONNECT_TIMEOUT)?;
             for q in ts.iter_mut().flat_map(|t| t.queues.iter_mut()) {
                 q.sequencer = Some(Sequencer::new(id, epoch));
@@ -337,7 +338,11 @@ impl Producer {
     /// (and again after a failure dropped it).
     fn bootstrap_conn(&mut self) -> Result<&mut Connection, ClientError> {
         if self.meta_conn.is_none() {
-            self.meta_conn = Some(Connection::connect(self.bootstrap, CONNECT_TIMEOUT)?);
+            self.meta_conn = Some(Connection::open(
+                &self.bootstrap,
+                &self.s.security,
+                CONNECT_TIMEOUT,
+            )?);
         }
         Ok(self.meta_conn.as_mut().expect("just connected"))
     }
@@ -474,7 +479,8 @@ impl Producer {
 
     fn broker(&mut self, id: i32) -> Result<&mut Broker, ClientError> {
         if !self.brokers.contains_key(&id) {
-            let mut conn = Connection::to_broker(&self.addrs, id, CONNECT_TIMEOUT)?;
+            let mut conn =
+                Connection::to_broker(&self.addrs, id, &self.s.security, CONNECT_TIMEOUT)?;
             let produce_version = conn.version(ApiKey::Produce)?;
             conn.set_nonblocking()?;
             self.brokers.insert(
@@ -493,7 +499,15 @@ impl Producer {
 
     fn drain_to(&mut self, id: i32, now: u64, rec: &mut Recorder) -> Result<(), ClientError> {
         while !self.needs_producer_id {
-            if let Some(b) = self.brokers.get(&id) {
+            if let Some(b) = self.brokers.get_mut(&id) {
+                if b.conn.reauth_due() {
+                    // Re-authentication waits for the answers in flight
+                    // (KIP-368): nothing more is sent until they are in.
+                    if !b.in_flight.is_empty() {
+                        break;
+                    }
+                    b.conn.reauthenticate()?;
+                }
                 if b.in_flight.len() >= self.s.max_in_flight {
                     break;
                 }

@@ -36,6 +36,10 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
         ApiKey::LeaveGroup => (0, 4),
         ApiKey::OffsetCommit => (2, 8),
         ApiKey::OffsetFetch => (1, 7),
+        // SASL: v1 handshakes frame the tokens as SaslAuthenticate
+        // requests; v1+ of those carry the session lifetime (KIP-368).
+        ApiKey::SaslHandshake => (1, 1),
+        ApiKey::SaslAuthenticate => (0, 2),
         _ => (0, -1),
     }
 }

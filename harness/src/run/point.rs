@@ -9,16 +9,17 @@ use super::result::{BacklogResult, IntervalRow, Phase, PointHists};
 use crate::client::admin::{self, ClusterMetadata};
 use crate::client::conn::Connection;
 use crate::client::consumer::Consumer;
+use crate::client::endpoint::Endpoint;
 use crate::client::error::ClientError;
 use crate::client::group_consumer::GroupConsumer;
 use crate::client::producer::Producer;
+use crate::client::security::Security;
 use crate::measure::clock::Clock;
 use crate::measure::cpu::{self, CpuUse, Watched};
 use crate::measure::hist::{decode, Hist};
 use crate::measure::recorder::{Recorder, Totals, INTERVAL_NS};
 use crate::workload::{ConsumerAssignment, Workload};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +40,22 @@ const GROUP_SETTLE_MAX: Duration = Duration::from_secs(120);
 
 /// Topics created for a point.
 pub struct Prepared {
-    pub bootstrap: SocketAddr,
+    pub bootstrap: Endpoint,
+    /// How the run's own control connections (topic creation and
+    /// deletion) are secured: as the producers' are.
+    pub security: Security,
     pub topics: Vec<String>,
     pub md: ClusterMetadata,
 }
 
-pub fn prepare(bootstrap: SocketAddr, w: &Workload, tag: &str) -> Result<Prepared, ClientError> {
-    let mut conn = Connection::connect(bootstrap, Duration::from_secs(10))?;
+pub fn prepare(
+    bootstrap: impl Into<Endpoint>,
+    w: &Workload,
+    tag: &str,
+) -> Result<Prepared, ClientError> {
+    let bootstrap: Endpoint = bootstrap.into();
+    let security = w.producer.security.clone();
+    let mut conn = Connection::open(&bootstrap, &security, Duration::from_secs(10))?;
     let topics: Vec<String> = (0..w.topics).map(|i| format!("{tag}-{i}")).collect();
     admin::create_topics(
         &mut conn,
@@ -57,6 +67,7 @@ pub fn prepare(bootstrap: SocketAddr, w: &Workload, tag: &str) -> Result<Prepare
     let md = admin::wait_for_leaders(&mut conn, &topics, Duration::from_secs(30))?;
     Ok(Prepared {
         bootstrap,
+        security,
         topics,
         md,
     })
@@ -64,7 +75,7 @@ pub fn prepare(bootstrap: SocketAddr, w: &Workload, tag: &str) -> Result<Prepare
 
 /// Deletes the point's topics; failures only cost disk.
 pub fn cleanup(p: &Prepared) {
-    if let Ok(mut c) = Connection::connect(p.bootstrap, Duration::from_secs(5)) {
+    if let Ok(mut c) = Connection::open(&p.bootstrap, &p.security, Duration::from_secs(5)) {
         let _ = admin::delete_topics(&mut c, &p.topics);
     }
 }
@@ -395,7 +406,13 @@ fn manual_consumers(
         if parts.is_empty() {
             continue;
         }
-        let mut consumer = Consumer::new(clock, w.consumer.clone(), &parts, &p.md, p.bootstrap)?;
+        let mut consumer = Consumer::new(
+            clock,
+            w.consumer.clone(),
+            &parts,
+            &p.md,
+            p.bootstrap.clone(),
+        )?;
         // The max-rate search runs several loads on the same topics:
         // each run reads only what it produces.
         consumer.reset_offsets(admin::LATEST)?;
@@ -431,7 +448,7 @@ fn group_consumers(
             group.clone(),
             vec![topic.to_string()],
             &p.md,
-            p.bootstrap,
+            p.bootstrap.clone(),
             admin::LATEST,
         )?;
         let status = Arc::new(MemberStatus::default());
@@ -551,7 +568,7 @@ fn spawn_generators(
                 w.producer.clone(),
                 std::slice::from_ref(t),
                 &p.md,
-                p.bootstrap,
+                p.bootstrap.clone(),
                 spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             )?;
             plans[i % threads].push((prod, 0));
@@ -572,7 +589,7 @@ fn spawn_generators(
         let payloads = Payloads::new(w, spec.seed.wrapping_add(g as u64 + 1)).map_err(|e| {
             ClientError::Io {
                 op: "reading the payload file for",
-                addr: p.bootstrap,
+                addr: p.bootstrap.addr,
                 source: e,
             }
         })?;

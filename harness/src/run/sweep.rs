@@ -7,6 +7,8 @@ use super::result::{PointHists, PointResult, Probe};
 use super::sustain::judge;
 use crate::client::admin;
 use crate::client::conn::Connection;
+use crate::client::endpoint::Endpoint;
+use crate::client::security::Security;
 use crate::measure::cpu::Watched;
 use crate::measure::disk::{self, DiskSync};
 use crate::measure::hist::{new_hist, Hist, Percentiles};
@@ -21,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct RunOptions {
-    pub bootstrap: Option<SocketAddr>,
+    /// A broker to run against (`--bootstrap`); `None` starts embedded ones.
+    pub bootstrap: Option<Endpoint>,
     /// Overrides every point's test duration; warm-up is capped at a fifth.
     pub duration: Option<Duration>,
     pub out: PathBuf,
@@ -42,7 +45,7 @@ impl RunOptions {
     /// `out`: the setting for tests and scripted runs.
     pub fn quiet(out: PathBuf, bootstrap: Option<SocketAddr>) -> RunOptions {
         RunOptions {
-            bootstrap,
+            bootstrap: bootstrap.map(Endpoint::from),
             duration: None,
             out,
             threads: 1,
@@ -71,8 +74,8 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
         // first one keeps working.
         let _ = ctrlc::set_handler(move || i.store(true, Ordering::Relaxed));
     }
-    let target = match o.bootstrap {
-        Some(a) => Target::Remote(a),
+    let target = match &o.bootstrap {
+        Some(a) => Target::Remote(a.clone()),
         // One broker, or a cluster big enough for every point (three at
         // least, as clusters are).
         None => match f.max_replication_factor() as usize {
@@ -85,9 +88,9 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
     result
 }
 
-fn broker_count(bootstrap: SocketAddr) -> Result<usize, String> {
-    let mut c =
-        Connection::connect(bootstrap, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+fn broker_count(bootstrap: &Endpoint, security: &Security) -> Result<usize, String> {
+    let mut c = Connection::open(bootstrap, security, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     Ok(admin::metadata(&mut c, Some(&[]))
         .map_err(|e| e.to_string())?
         .brokers
@@ -109,8 +112,8 @@ fn run_on(
     t: &Target,
     interrupt: &Arc<AtomicBool>,
 ) -> Result<PathBuf, String> {
-    let bootstrap = t.bootstrap();
-    let brokers = broker_count(bootstrap)?;
+    let first = &f.points[0].workload.producer.security;
+    let brokers = broker_count(&t.endpoint_for(first)?, first)?;
     f.check_brokers(brokers, "the target cluster")
         .map_err(|e| e.to_string())?;
     let started = SystemTime::now();
@@ -147,7 +150,9 @@ fn run_on(
             p.index,
             repeat
         );
-        let prepared = point::prepare(bootstrap, &w, &tag)
+        let prepared = t
+            .endpoint_for(&w.producer.security)
+            .and_then(|bootstrap| point::prepare(bootstrap, &w, &tag).map_err(|e| e.to_string()))
             .map_err(|e| format!("point `{}`: {e}", p.label()))?;
         let base = done_s;
         let mut tick = |s: f64| bar.set_position((base + s).min(total_s) as u64);

@@ -11,8 +11,10 @@ pub mod error;
 pub mod locate;
 pub mod props;
 pub mod raw;
+pub mod security;
 pub mod sweep;
 
+use crate::client::security::SecurityProtocol;
 use error::{FieldError, WorkloadError};
 use props::{
     consumer_accepts, producer_accepts, ConsumerSettings, ProducerSettings, TopicSettings,
@@ -417,6 +419,8 @@ fn resolve_clients(
     topic.apply("topic", &block_props("topic", raw.topic.as_ref())?)?;
     producer.settle();
     producer.check("producer")?;
+    producer.security = producer.security_props.resolve("producer")?;
+    consumer.security = consumer.security_props.resolve("consumer")?;
     topic.check("topic")?;
     Ok((producer, consumer, topic))
 }
@@ -662,6 +666,16 @@ pub fn describe(f: &WorkloadFile) -> String {
             w.producer.batch_size,
             props::compression_name(w.producer.compression),
         );
+        let (ps, cs) = (&w.producer.security, &w.consumer.security);
+        if ps.protocol != SecurityProtocol::Plaintext || cs.protocol != SecurityProtocol::Plaintext
+        {
+            let _ = writeln!(
+                out,
+                "      security: producer {}, consumer {}",
+                ps.describe(),
+                cs.describe()
+            );
+        }
     }
     out
 }

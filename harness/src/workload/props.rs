@@ -5,6 +5,8 @@
 //! `max.in.flight.requests.per.connection` rule it out.
 
 use super::error::FieldError;
+use super::security::{is_security_key, SecurityProps};
+use crate::client::security::Security;
 use sluice_protocol::record_batch::Compression;
 use std::collections::BTreeMap;
 
@@ -47,6 +49,11 @@ pub struct ProducerSettings {
     /// Whether `enable.idempotence` was given, rather than defaulted.
     #[serde(skip)]
     pub idempotence_set: bool,
+    /// How the producer's connections (and the run's topic administration)
+    /// are secured, resolved from `security_props`.
+    pub security: Security,
+    #[serde(skip)]
+    pub security_props: SecurityProps,
     /// Properties accepted and recorded but without effect on this client.
     pub ignored: BTreeMap<String, String>,
 }
@@ -81,13 +88,15 @@ impl Default for ProducerSettings {
             max_request_size: 1_048_576,
             enable_idempotence: true,
             idempotence_set: false,
+            security: Security::plaintext(),
+            security_props: SecurityProps::default(),
             ignored: BTreeMap::new(),
         }
     }
 }
 
 /// Producer properties that are accepted and recorded but change nothing in
-/// the harness client (serializers, security, client identity, ...).
+/// the harness client (serializers, client identity, ...).
 pub const PRODUCER_IGNORED: &[&str] = &[
     "bootstrap.servers",
     "client.id",
@@ -107,7 +116,6 @@ pub const PRODUCER_IGNORED: &[&str] = &[
     "reconnect.backoff.ms",
     "reconnect.backoff.max.ms",
     "retry.backoff.max.ms",
-    "security.protocol",
     "transactional.id",
     "interceptor.classes",
     "client.dns.lookup",
@@ -142,16 +150,16 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, FieldError> {
     }
 }
 
-pub fn is_security_or_ignored(key: &str, list: &[&str]) -> bool {
-    list.contains(&key) || key.starts_with("ssl.") || key.starts_with("sasl.")
-}
-
 impl ProducerSettings {
     /// Applies properties in order; later ones win. `block` names the
     /// property block for error paths (e.g. `producer`).
     pub fn apply(&mut self, block: &str, props: &[(String, String)]) -> Result<(), FieldError> {
         for (key, value) in props {
             let path = format!("{block}.{key}");
+            if is_security_key(key) {
+                self.security_props.set(key, &path, value)?;
+                continue;
+            }
             self.apply_one(key, value)
                 .map_err(|e| FieldError::new(path.clone(), e.message))?;
         }
@@ -182,7 +190,7 @@ impl ProducerSettings {
                 self.enable_idempotence = parse_bool(key, v)?;
                 self.idempotence_set = true;
             }
-            _ if is_security_or_ignored(key, PRODUCER_IGNORED) => {
+            _ if PRODUCER_IGNORED.contains(&key) => {
                 self.ignored.insert(key.to_string(), v.to_string());
             }
             _ => {
@@ -282,6 +290,10 @@ pub struct ConsumerSettings {
     pub heartbeat_interval_ms: i32,
     /// Sent as JoinGroup's rebalance timeout, as the Java client does.
     pub max_poll_interval_ms: i32,
+    /// How the consumer's connections are secured, from `security_props`.
+    pub security: Security,
+    #[serde(skip)]
+    pub security_props: SecurityProps,
     pub ignored: BTreeMap<String, String>,
 }
 
@@ -311,6 +323,8 @@ impl Default for ConsumerSettings {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
+            security: Security::plaintext(),
+            security_props: SecurityProps::default(),
             ignored: BTreeMap::new(),
         }
     }
@@ -328,7 +342,6 @@ pub const CONSUMER_IGNORED: &[&str] = &[
     "send.buffer.bytes",
     "check.crcs",
     "client.rack",
-    "security.protocol",
     "request.timeout.ms",
     "metadata.max.age.ms",
     "group.instance.id",
@@ -354,6 +367,10 @@ impl ConsumerSettings {
         for (key, v) in props {
             let path = format!("{block}.{key}");
             let e = |m: FieldError| FieldError::new(path.clone(), m.message);
+            if is_security_key(key) {
+                self.security_props.set(key, &path, v)?;
+                continue;
+            }
             match key.as_str() {
                 "fetch.min.bytes" => self.fetch_min_bytes = parse_num(key, v).map_err(e)?,
                 "fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, v).map_err(e)?,
@@ -380,7 +397,7 @@ impl ConsumerSettings {
                         return Err(FieldError::new(path, "must be earliest or latest"));
                     }
                 },
-                k if is_security_or_ignored(k, CONSUMER_IGNORED) => {
+                k if CONSUMER_IGNORED.contains(&k) => {
                     self.ignored.insert(key.clone(), v.clone());
                 }
                 _ => {
@@ -531,14 +548,16 @@ impl TopicSettings {
     }
 }
 
-/// Whether a producer property name is one the harness knows (used or ignored).
+/// Whether a producer property name is one the harness knows (used,
+/// ignored, or a security key resolved in `workload::security`).
 pub fn producer_accepts(key: &str) -> bool {
-    PRODUCER_KNOWN.contains(&key) || is_security_or_ignored(key, PRODUCER_IGNORED)
+    PRODUCER_KNOWN.contains(&key) || PRODUCER_IGNORED.contains(&key) || is_security_key(key)
 }
 
-/// Whether a consumer property name is one the harness knows (used or ignored).
+/// Whether a consumer property name is one the harness knows (used,
+/// ignored, or a security key resolved in `workload::security`).
 pub fn consumer_accepts(key: &str) -> bool {
-    CONSUMER_KNOWN.contains(&key) || is_security_or_ignored(key, CONSUMER_IGNORED)
+    CONSUMER_KNOWN.contains(&key) || CONSUMER_IGNORED.contains(&key) || is_security_key(key)
 }
 
 /// Whether a name is a topic-level setting.

@@ -204,3 +204,159 @@ fn group_settings_are_read_and_checked() {
     );
     assert_eq!(field, "consumer.heartbeat.interval.ms");
 }
+
+/// A workload with `props` in its `commonConfig` block.
+fn with_common(props: &str) -> String {
+    let indented: String = props.lines().map(|l| format!("  {l}\n")).collect();
+    format!("name: s\nmessageSize: 100\ncommonConfig: |\n{indented}")
+}
+
+#[test]
+fn security_keys_are_honoured_not_ignored() {
+    let text = with_common(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=alice\nsasl.password=secret",
+    );
+    let f = parse_str(&text).unwrap();
+    assert!(
+        describe(&f).contains("security: producer SASL_PLAINTEXT (SCRAM-SHA-512 as alice)"),
+        "{}",
+        describe(&f)
+    );
+    let w = &f.points[0].workload;
+    for s in [&w.producer.security, &w.consumer.security] {
+        assert_eq!(
+            s.protocol,
+            crate::client::security::SecurityProtocol::SaslPlaintext
+        );
+        let sasl = s.sasl.as_ref().unwrap();
+        assert_eq!(
+            sasl.mechanism,
+            crate::client::security::Mechanism::ScramSha512
+        );
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("alice", "secret")
+        );
+    }
+    assert!(w.producer.ignored.is_empty() && w.consumer.ignored.is_empty());
+    // The password never reaches run.json.
+    let json = serde_json::to_string(w).unwrap();
+    assert!(!json.contains("secret"), "{json}");
+}
+
+#[test]
+fn jaas_config_gives_the_credentials() {
+    let text = with_common(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"bob\" password=\"p\\\"w\";",
+    );
+    let w = &parse_str(&text).unwrap().points[0].workload;
+    let sasl = w.producer.security.sasl.as_ref().unwrap();
+    assert_eq!(
+        (sasl.username.as_str(), sasl.password.as_str()),
+        ("bob", "p\"w")
+    );
+}
+
+#[test]
+fn bad_security_values_name_file_line_and_field() {
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "security.protocol=TLS",
+            "commonConfig.security.protocol",
+            4,
+            "is not PLAINTEXT",
+        ),
+        (
+            "security.protocol=SASL_SSL\nsasl.mechanism=GSSAPI",
+            "commonConfig.sasl.mechanism",
+            5,
+            "not supported",
+        ),
+        (
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN",
+            "commonConfig.sasl.username",
+            3,
+            "sasl.username",
+        ),
+        (
+            "security.protocol=SASL_PLAINTEXT",
+            "commonConfig.sasl.mechanism",
+            3,
+            "GSSAPI",
+        ),
+        (
+            "security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem",
+            "commonConfig.ssl.ca.location",
+            5,
+            "cannot read",
+        ),
+        (
+            "security.protocol=SSL\nssl.ca.location=Cargo.toml",
+            "commonConfig.ssl.ca.location",
+            5,
+            "BEGIN CERTIFICATE",
+        ),
+        (
+            "ssl.key.password=x",
+            "commonConfig.ssl.key.password",
+            4,
+            "encrypted private keys",
+        ),
+        (
+            "ssl.keystore.type=JKS",
+            "commonConfig.ssl.keystore.type",
+            4,
+            "only PEM",
+        ),
+        (
+            "sasl.kerberos.service.name=kafka",
+            "commonConfig.sasl.kerberos.service.name",
+            4,
+            "not supported",
+        ),
+        (
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"a\" password=\"b\";",
+            "commonConfig.sasl.jaas.config",
+            6,
+            "ScramLoginModule",
+        ),
+        (
+            "security.protocol=SSL\nssl.endpoint.identification.algorithm=dns",
+            "commonConfig.ssl.endpoint.identification.algorithm",
+            5,
+            "is not https",
+        ),
+    ];
+    // A missing key is located at its block (line 3), a wrong one at its line.
+    for (props, field, line, message) in cases {
+        let (l, f, m) = invalid(&with_common(props));
+        assert_eq!(&f, field, "{props}: {m}");
+        assert_eq!(l, Some(*line), "{props}: {m}");
+        assert!(m.contains(message), "{props}: `{m}` lacks `{message}`");
+    }
+}
+
+#[test]
+fn security_keys_in_a_producer_block_are_located_there() {
+    let text = "name: s\nmessageSize: 100\nproducer:\n  security.protocol: SSL\n  ssl.ca.location: /nonexistent/ca.pem\n";
+    let (line, field, _) = invalid(text);
+    assert_eq!(field, "producer.ssl.ca.location");
+    assert_eq!(line, Some(5));
+}
+
+#[test]
+fn jaas_entries_parse_as_kafka_writes_them() {
+    let j = security::parse_jaas(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required\n  username=\"u\"\n  password=\"a b\\\\c\";",
+    )
+    .unwrap();
+    assert_eq!(
+        j.module,
+        "org.apache.kafka.common.security.scram.ScramLoginModule"
+    );
+    assert_eq!(j.options["username"], "u");
+    assert_eq!(j.options["password"], "a b\\c");
+    assert!(security::parse_jaas("X required username=\"u\"").is_err());
+    assert!(security::parse_jaas("X maybe username=\"u\";").is_err());
+    assert!(security::parse_jaas("X required username=\"u;").is_err());
+}

@@ -1,0 +1,349 @@
+//! TLS for the harness's connections: building a rustls client
+//! configuration from PEM files, and the non-blocking record I/O the
+//! connection's pipeline drives.
+//!
+//! Reading: rustls pulls at most 4 KiB per `read_tls`, so reading it
+//! straight from the socket would cost a system call per 4 KiB of a fetch
+//! response. [`ReadAhead`] reads up to [`READ_AHEAD`] bytes per call and
+//! hands rustls slices of them: one more copy of each byte, 64 times fewer
+//! system calls on a large fetch.
+
+use super::TlsSettings;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bytes read from the socket at once for rustls.
+pub const READ_AHEAD: usize = 256 * 1024;
+/// rustls's limit on encrypted bytes waiting for the socket: as much as
+/// one `writev` of the plaintext path takes, so a Produce request of a few
+/// batches is encrypted in one pass.
+pub const SEND_BUFFER_LIMIT: usize = 256 * 1024;
+
+/// Where the system keeps its CA bundle, as OpenSSL looks for it on
+/// Debian/Ubuntu, Fedora/RHEL, openSUSE and Alpine. `SSL_CERT_FILE`, when
+/// set, comes first.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A PEM source: a file, or the PEM text itself (`ssl.ca.pem`,
+/// `ssl.truststore.certificates`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pem {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl Pem {
+    fn text(&self) -> Result<String, String> {
+        match self {
+            Pem::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }
+            Pem::Inline(s) => Ok(s.clone()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Pem::File(p) => p.display().to_string(),
+            Pem::Inline(_) => "inline PEM".to_string(),
+        }
+    }
+}
+
+/// The CA bundle the system keeps, if one of the usual places has one.
+pub fn system_bundle() -> Option<PathBuf> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    env.into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// Every certificate in a PEM source; an error when there is none.
+pub fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = pem.text()?;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", pem.describe()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no `BEGIN CERTIFICATE` section (JKS and PKCS#12 stores are not read; \
+             export the certificates as PEM)",
+            pem.describe()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM source (PKCS#8, PKCS#1 or SEC1).
+/// Encrypted keys are refused: see docs/SECURITY.md.
+pub fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+    let text = pem.text()?;
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(format!(
+            "{}: the key is encrypted; the harness reads unencrypted PEM keys only \
+             (`openssl pkcs8 -in KEY -nocrypt -out PLAIN` decrypts one)",
+            pem.describe()
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
+        format!(
+            "{}: no PEM private key (PKCS#8, RSA or EC): {e}",
+            pem.describe()
+        )
+    })
+}
+
+/// What a TLS client configuration is built from.
+pub struct TlsSources {
+    /// `None`: the system's CA bundle.
+    pub ca: Option<Pem>,
+    /// Certificate chain and key for mutual TLS.
+    pub identity: Option<(Pem, Pem)>,
+    pub verify_hostname: bool,
+}
+
+/// Which of the sources an error is about, so the workload can name the key.
+#[derive(Debug)]
+pub enum TlsBuildError {
+    Ca(String),
+    Certificate(String),
+    Key(String),
+}
+
+/// Builds the rustls configuration: ring's cryptography, TLS 1.2 and 1.3,
+/// the given CAs, the optional client identity.
+pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
+    let (ca_pem, ca) = match &src.ca {
+        Some(pem) => (pem.clone(), pem.describe()),
+        None => {
+            let p = system_bundle().ok_or_else(|| {
+                TlsBuildError::Ca(
+                    "no CA given and no system CA bundle found (looked at SSL_CERT_FILE and \
+                     /etc/ssl/certs/ca-certificates.crt and the like); give ssl.ca.location"
+                        .to_string(),
+                )
+            })?;
+            (
+                Pem::File(p.clone()),
+                format!("system bundle {}", p.display()),
+            )
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) =
+        roots.add_parsable_certificates(certificates(&ca_pem).map_err(TlsBuildError::Ca)?);
+    if added == 0 {
+        return Err(TlsBuildError::Ca(format!(
+            "{ca}: none of its certificates is a usable CA certificate"
+        )));
+    }
+    // ring rather than aws-lc-rs: no cmake or C toolchain for aws-lc to
+    // build. Its provider lacks post-quantum key exchange (hence the
+    // deprecation), which a benchmark client does not need.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsBuildError::Ca(e.to_string()))?;
+    let builder = if src.verify_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TlsBuildError::Ca(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyHostName { inner }))
+    };
+    let (config, client_certificate) = match &src.identity {
+        None => (builder.with_no_client_auth(), None),
+        Some((chain, key)) => {
+            let certs = certificates(chain).map_err(TlsBuildError::Certificate)?;
+            let key = private_key(key).map_err(TlsBuildError::Key)?;
+            let config = builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsBuildError::Key(format!("does not fit the certificate: {e}")))?;
+            (config, Some(chain.describe()))
+        }
+    };
+    Ok(TlsSettings {
+        ca,
+        client_certificate,
+        verify_hostname: src.verify_hostname,
+        config: Arc::new(config),
+    })
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the chain must lead
+/// to a trusted CA and be valid now, but may name any host, as Kafka's
+/// clients do with hostname checking off.
+#[derive(Debug)]
+struct AnyHostName {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Bytes read from the socket ahead of rustls.
+pub struct ReadAhead {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead {
+            buf: vec![0u8; READ_AHEAD].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl ReadAhead {
+    /// A reader for rustls's `read_tls`: buffered bytes first, else one
+    /// large read from `stream` (its errors, WouldBlock included, pass
+    /// through).
+    pub fn over<'a>(&'a mut self, stream: &'a TcpStream) -> impl Read + 'a {
+        Ahead {
+            ahead: self,
+            stream,
+        }
+    }
+}
+
+struct Ahead<'a> {
+    ahead: &'a mut ReadAhead,
+    stream: &'a TcpStream,
+}
+
+impl Read for Ahead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let a = &mut *self.ahead;
+        if a.start == a.end {
+            let mut s = self.stream;
+            let n = s.read(&mut a.buf)?;
+            a.start = 0;
+            a.end = n;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(a.end - a.start);
+        out[..n].copy_from_slice(&a.buf[a.start..a.start + n]);
+        a.start += n;
+        Ok(n)
+    }
+}
+
+/// The name a broker's certificate is checked against: the host as given
+/// (`--bootstrap`) or advertised (Metadata), a DNS name or an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_string())
+        .map_err(|e| format!("`{host}` is not a DNS name or IP address: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn encrypted_keys_are_refused_by_name() {
+        let pem = Pem::Inline(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
+                .into(),
+        );
+        let e = private_key(&pem).unwrap_err();
+        assert!(e.contains("encrypted"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let e = certificates(&Pem::Inline("not a certificate".into())).unwrap_err();
+        assert!(e.contains("BEGIN CERTIFICATE"), "{e}");
+        let e = certificates(&Pem::File("/nonexistent/ca.pem".into())).unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    /// rustls asks for a few KiB at a time; the read-ahead hands out what
+    /// one large read brought, in order, before reading again.
+    #[test]
+    fn read_ahead_serves_small_reads_from_one_large_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        writer.write_all(&sent).unwrap();
+        drop(writer);
+        let mut ahead = ReadAhead::default();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = ahead.over(&reader).read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= chunk.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, sent);
+    }
+}

@@ -1,0 +1,416 @@
+//! `security.protocol`, `ssl.*` and `sasl.*` in a workload's client
+//! properties, resolved into the client's [`Security`].
+//!
+//! Both librdkafka's names (`ssl.ca.location`, `sasl.username`, ...) and
+//! the Java client's (`ssl.truststore.location` with PEM,
+//! `sasl.jaas.config`, ...) are read, so existing client configs work
+//! unchanged. Keys the harness cannot honour are refused, never accepted
+//! and ignored: see docs/SECURITY.md ("The harness"). `ssl.*` keys matter
+//! only under SSL and SASL_SSL, `sasl.*` only under SASL_*, as in Kafka's
+//! clients, so one file can sweep `security.protocol`.
+
+use super::error::FieldError;
+use crate::client::security::tls::{self, Pem, TlsBuildError, TlsSources};
+use crate::client::security::{Mechanism, SaslSettings, Security, SecurityProtocol};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The security keys the harness honours.
+pub const HONOURED: &[&str] = &[
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.ca.pem",
+    "ssl.truststore.location",
+    "ssl.truststore.type",
+    "ssl.truststore.certificates",
+    "ssl.certificate.location",
+    "ssl.certificate.pem",
+    "ssl.key.location",
+    "ssl.key.pem",
+    "ssl.keystore.location",
+    "ssl.keystore.type",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.endpoint.identification.algorithm",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "sasl.jaas.config",
+];
+
+/// Keys refused with a reason of their own.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "ssl.key.password",
+        "encrypted private keys are not supported; give an unencrypted PEM key \
+         (`openssl pkcs8 -in KEY -nocrypt -out PLAIN` decrypts one)",
+    ),
+    (
+        "ssl.keystore.password",
+        "only PEM key stores are read, and they have no store password",
+    ),
+    (
+        "ssl.truststore.password",
+        "only PEM trust stores are read, and they have no store password",
+    ),
+];
+
+/// Whether `key` is a security key (honoured or not): such keys are
+/// resolved here, never accepted silently.
+pub fn is_security_key(key: &str) -> bool {
+    key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl.")
+}
+
+/// The security keys of one client as given: key → (field path, value),
+/// later ones replacing earlier ones.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityProps {
+    given: BTreeMap<String, (String, String)>,
+}
+
+impl SecurityProps {
+    /// Records `key` (given at `path`), refusing keys the harness does not
+    /// honour.
+    pub fn set(&mut self, key: &str, path: &str, value: &str) -> Result<(), FieldError> {
+        debug_assert!(is_security_key(key));
+        if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == key) {
+            return Err(FieldError::new(path, *why));
+        }
+        if !HONOURED.contains(&key) {
+            return Err(FieldError::new(
+                path,
+                format!(
+                    "not supported by the harness client (it honours {}; see docs/SECURITY.md)",
+                    HONOURED.join(", ")
+                ),
+            ));
+        }
+        self.given
+            .insert(key.to_string(), (path.to_string(), value.to_string()));
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<(&str, &str)> {
+        self.given.get(key).map(|(p, v)| (p.as_str(), v.as_str()))
+    }
+
+    /// The path a missing key would have had: beside `security.protocol`.
+    fn missing(&self, block: &str, key: &str) -> String {
+        match self.get("security.protocol") {
+            Some((path, _)) => {
+                let head = path.strip_suffix("security.protocol").unwrap_or(block);
+                format!("{head}{key}")
+            }
+            None => format!("{block}.{key}"),
+        }
+    }
+
+    /// The first of `keys` given, refusing a second (two ways of saying one
+    /// thing would leave the reader guessing which wins).
+    fn one_of(
+        &self,
+        keys: &[&'static str],
+    ) -> Result<Option<(&'static str, &str, &str)>, FieldError> {
+        let mut found: Option<(&'static str, &str, &str)> = None;
+        for k in keys {
+            if let Some((path, v)) = self.get(k) {
+                if let Some((first, _, _)) = found {
+                    return Err(FieldError::new(
+                        path,
+                        format!("give one of {}, not both {first} and {k}", keys.join(", ")),
+                    ));
+                }
+                found = Some((k, path, v));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Builds the client's security; `block` names the client (`producer`,
+    /// `consumer`) for keys that are missing.
+    pub fn resolve(&self, block: &str) -> Result<Security, FieldError> {
+        let protocol = match self.get("security.protocol") {
+            None => SecurityProtocol::Plaintext,
+            Some((path, v)) => SecurityProtocol::parse(v).ok_or_else(|| {
+                FieldError::new(
+                    path,
+                    format!("`{v}` is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+                )
+            })?,
+        };
+        let verify_hostname = self.check_values()?;
+        let tls = if protocol.tls() {
+            Some(self.tls(block, verify_hostname)?)
+        } else {
+            None
+        };
+        let sasl = if protocol.sasl() {
+            Some(self.sasl(block)?)
+        } else {
+            None
+        };
+        let s = Security {
+            protocol,
+            tls,
+            sasl,
+        };
+        assert!(s.is_consistent());
+        Ok(s)
+    }
+
+    /// Values checked whatever the protocol: they need no files.
+    fn check_values(&self) -> Result<bool, FieldError> {
+        for k in ["ssl.truststore.type", "ssl.keystore.type"] {
+            if let Some((path, v)) = self.get(k) {
+                if !v.trim().eq_ignore_ascii_case("PEM") {
+                    return Err(FieldError::new(
+                        path,
+                        format!("`{v}`: only PEM is read (convert JKS or PKCS12 stores to PEM)"),
+                    ));
+                }
+            }
+        }
+        match self.get("ssl.endpoint.identification.algorithm") {
+            None => Ok(true),
+            Some((path, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "https" => Ok(true),
+                "" | "none" => Ok(false),
+                _ => Err(FieldError::new(
+                    path,
+                    format!("`{v}` is not https (check the host name) or empty/none (do not)"),
+                )),
+            },
+        }
+    }
+
+    fn tls(
+        &self,
+        block: &str,
+        verify_hostname: bool,
+    ) -> Result<crate::client::security::TlsSettings, FieldError> {
+        let ca = self
+            .one_of(&[
+                "ssl.ca.location",
+                "ssl.ca.pem",
+                "ssl.truststore.location",
+                "ssl.truststore.certificates",
+            ])?
+            .map(|(k, path, v)| (path.to_string(), pem_of(k, v)));
+        let chain = self.one_of(&[
+            "ssl.certificate.location",
+            "ssl.certificate.pem",
+            "ssl.keystore.certificate.chain",
+            "ssl.keystore.location",
+        ])?;
+        // ssl.keystore.location is one PEM file holding both the key and
+        // the chain, so it answers both.
+        let key = self.one_of(&[
+            "ssl.key.location",
+            "ssl.key.pem",
+            "ssl.keystore.key",
+            "ssl.keystore.location",
+        ])?;
+        let identity = match (chain, key) {
+            (None, None) => None,
+            (Some((ck, cpath, cv)), Some((kk, kpath, kv))) => Some((
+                (cpath.to_string(), pem_of(ck, cv)),
+                (kpath.to_string(), pem_of(kk, kv)),
+            )),
+            (Some((_, path, _)), None) => {
+                return Err(FieldError::new(
+                    path,
+                    "a client certificate needs its key (ssl.key.location)",
+                ))
+            }
+            (None, Some((_, path, _))) => {
+                return Err(FieldError::new(
+                    path,
+                    "a client key needs its certificate (ssl.certificate.location)",
+                ))
+            }
+        };
+        let src = TlsSources {
+            ca: ca.as_ref().map(|(_, p)| p.clone()),
+            identity: identity
+                .as_ref()
+                .map(|((_, c), (_, k))| (c.clone(), k.clone())),
+            verify_hostname,
+        };
+        tls::build(&src).map_err(|e| match e {
+            TlsBuildError::Ca(m) => FieldError::new(
+                ca.as_ref().map_or_else(
+                    || self.missing(block, "ssl.ca.location"),
+                    |(p, _)| p.clone(),
+                ),
+                m,
+            ),
+            TlsBuildError::Certificate(m) => {
+                FieldError::new(identity.as_ref().map_or("", |((p, _), _)| p), m)
+            }
+            TlsBuildError::Key(m) => {
+                FieldError::new(identity.as_ref().map_or("", |(_, (p, _))| p), m)
+            }
+        })
+    }
+
+    fn sasl(&self, block: &str) -> Result<SaslSettings, FieldError> {
+        let (mpath, mname) = match self.one_of(&["sasl.mechanism", "sasl.mechanisms"])? {
+            Some((_, path, v)) => (path.to_string(), v.trim().to_string()),
+            None => {
+                return Err(FieldError::new(
+                    self.missing(block, "sasl.mechanism"),
+                    "SASL needs sasl.mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
+                     (Kafka's default, GSSAPI, is not supported)",
+                ))
+            }
+        };
+        let mechanism = Mechanism::parse(&mname).ok_or_else(|| {
+            FieldError::new(
+                &mpath,
+                format!(
+                    "`{mname}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
+                     (GSSAPI and OAUTHBEARER are not)"
+                ),
+            )
+        })?;
+        let jaas = self.get("sasl.jaas.config");
+        let user = self.get("sasl.username");
+        let password = self.get("sasl.password");
+        let (username, password) = match (jaas, user, password) {
+            (Some((path, _)), Some(_), _) | (Some((path, _)), _, Some(_)) => {
+                return Err(FieldError::new(
+                    path,
+                    "give either sasl.jaas.config or sasl.username and sasl.password, not both",
+                ))
+            }
+            (Some((path, text)), None, None) => {
+                let j = parse_jaas(text).map_err(|m| FieldError::new(path, m))?;
+                let wanted = match mechanism {
+                    Mechanism::Plain => "PlainLoginModule",
+                    Mechanism::ScramSha256 | Mechanism::ScramSha512 => "ScramLoginModule",
+                };
+                if !j.module.ends_with(wanted) {
+                    return Err(FieldError::new(
+                        path,
+                        format!(
+                            "the login module {} does not serve {}; it takes {wanted}",
+                            j.module,
+                            mechanism.name()
+                        ),
+                    ));
+                }
+                let take = |k: &str| {
+                    j.options.get(k).cloned().ok_or_else(|| {
+                        FieldError::new(path, format!("the login module has no {k}=\"...\""))
+                    })
+                };
+                (take("username")?, take("password")?)
+            }
+            (None, Some((_, u)), Some((_, p))) => (u.to_string(), p.to_string()),
+            (None, None, _) => {
+                return Err(FieldError::new(
+                    self.missing(block, "sasl.username"),
+                    "SASL needs sasl.username and sasl.password (or sasl.jaas.config)",
+                ))
+            }
+            (None, Some((path, _)), None) => {
+                return Err(FieldError::new(path, "sasl.username needs sasl.password"))
+            }
+        };
+        if username.is_empty() {
+            return Err(FieldError::new(mpath, "the SASL user name is empty"));
+        }
+        Ok(SaslSettings {
+            mechanism,
+            username,
+            password,
+        })
+    }
+}
+
+fn pem_of(key: &str, value: &str) -> Pem {
+    let inline = matches!(
+        key,
+        "ssl.ca.pem"
+            | "ssl.truststore.certificates"
+            | "ssl.certificate.pem"
+            | "ssl.key.pem"
+            | "ssl.keystore.certificate.chain"
+            | "ssl.keystore.key"
+    );
+    if inline {
+        Pem::Inline(value.to_string())
+    } else {
+        Pem::File(PathBuf::from(value.trim()))
+    }
+}
+
+/// One JAAS login module entry: `Class required key="value" ...;`.
+#[derive(Debug, PartialEq)]
+pub struct Jaas {
+    pub module: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// Parses `sasl.jaas.config` as Kafka's clients write it: one login
+/// module, the flag `required`, `key="value"` options (backslash escapes
+/// inside quotes), a closing `;`.
+pub fn parse_jaas(text: &str) -> Result<Jaas, String> {
+    let mut rest = text.trim();
+    let body = rest
+        .strip_suffix(';')
+        .ok_or("a JAAS entry ends with `;`")?
+        .trim();
+    rest = body;
+    let (module, after) = rest
+        .split_once(char::is_whitespace)
+        .ok_or("expected `LoginModuleClass required key=\"value\" ...;`")?;
+    let after = after.trim_start();
+    let (flag, mut opts) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
+    if !matches!(flag, "required" | "requisite" | "sufficient" | "optional") {
+        return Err(format!("`{flag}` is not a JAAS control flag (required)"));
+    }
+    let mut options = BTreeMap::new();
+    loop {
+        opts = opts.trim_start();
+        if opts.is_empty() {
+            break;
+        }
+        let (key, after_eq) = opts
+            .split_once('=')
+            .ok_or_else(|| format!("option `{opts}` is not key=\"value\""))?;
+        let key = key.trim();
+        let after_eq = after_eq.trim_start();
+        let (value, next) = if let Some(q) = after_eq.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    _ => value.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| format!("the value of {key} has no closing quote"))?;
+            (value, &q[end..])
+        } else {
+            let end = after_eq.find(char::is_whitespace).unwrap_or(after_eq.len());
+            (after_eq[..end].to_string(), &after_eq[end..])
+        };
+        options.insert(key.to_string(), value);
+        opts = next;
+    }
+    Ok(Jaas {
+        module: module.to_string(),
+        options,
+    })
+}

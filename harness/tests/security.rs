@@ -1,0 +1,527 @@
+//! The harness's client over TLS and SASL against Apache Kafka itself: one
+//! KRaft node (the jars `scripts/kafka.sh fetch` brings) with an SSL
+//! listener that requires client certificates, a SASL_SSL listener with
+//! PLAIN and SCRAM-SHA-512, and a SASL_PLAINTEXT listener with SCRAM-SHA-512
+//! whose sessions expire every few seconds (KIP-368). Certificates are made
+//! here with rcgen, fresh each run; the SCRAM user is created when Kafka's
+//! storage is formatted.
+//!
+//! Each protocol runs a short workload (produce and consume, a few thousand
+//! messages, consumers in a group) and the results must count every
+//! message. Then the ways a secured connection must fail: a wrong password,
+//! a mechanism the listener does not enable, a certificate that does not
+//! name the host.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use sluice_harness::client::admin;
+use sluice_harness::client::conn::Connection;
+use sluice_harness::client::endpoint::Endpoint;
+use sluice_harness::client::error::ClientError;
+use sluice_harness::client::security::Security;
+use sluice_harness::report::files::read_run_json;
+use sluice_harness::run::sweep::{run_workload, RunOptions};
+use sluice_harness::workload::{parse, security::SecurityProps};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kafka's start-up takes 5–15 s on an idle machine, many times that on a
+/// 2-core machine shared with compilers.
+const READY_DEADLINE: Duration = Duration::from_secs(240);
+/// Fetching the jars the first time (about 100 MB from Maven Central).
+const FETCH_DEADLINE_S: &str = "900";
+const CLUSTER_ID: &str = "c2x1aWNlLXNlY3VyaXR5MQ";
+const PASSWORD: &str = "alice-secret";
+/// The SASL_PLAINTEXT listener's session lifetime: short, so a run of a
+/// few seconds must re-authenticate on every connection.
+const REAUTH_MS: u64 = 4_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn lib_dir() -> PathBuf {
+    let out = Command::new("timeout")
+        .arg(FETCH_DEADLINE_S)
+        .arg(repo_root().join("scripts/kafka.sh"))
+        .arg("fetch")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/kafka.sh fetch");
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh fetch failed ({}); it needs Maven and Java 17+",
+        out.status
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.trim().lines().last().expect("the jars' folder"))
+}
+
+/// A CA, a server certificate for `localhost` (not for 127.0.0.1) and a
+/// client certificate, as PEM files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    /// Key and chain in one file, as Kafka's PEM key store takes them.
+    server: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    /// The client's key and chain in one file (Java's PEM key store).
+    client_keystore: PathBuf,
+}
+
+fn make_pki(dir: &Path, ca_name: &str) -> Pki {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        "localhost",
+        vec!["localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) =
+        leaf("sluice-bench", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write("ca.pem", ca_cert.pem()),
+        server: write("server.pem", format!("{server_key}{server_cert}")),
+        client_keystore: write("client-keystore.pem", format!("{client_key}{client_cert}")),
+        client_cert: write("client.pem", client_cert),
+        client_key: write("client.key", client_key),
+    }
+}
+
+struct Kafka {
+    child: Child,
+    dir: tempfile::TempDir,
+    pki: Pki,
+    plaintext: u16,
+    ssl: u16,
+    sasl_ssl: u16,
+    sasl_plaintext: u16,
+}
+
+impl Kafka {
+    fn start() -> Kafka {
+        let lib = lib_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = make_pki(dir.path(), "sluice-bench test CA");
+        let (plaintext, controller, ssl, sasl_ssl, sasl_plaintext) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let plain_jaas = format!(
+            "org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"{PASSWORD}\";"
+        );
+        let scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        let props = format!(
+            "process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext}
+advertised.listeners=PLAINTEXT://127.0.0.1:{plaintext},SSL://localhost:{ssl},SASL_SSL://localhost:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT
+log.dirs={data}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+ssl.keystore.type=PEM
+ssl.keystore.location={server}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
+listener.name.ssl.ssl.client.auth=required
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config={plain_jaas}
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram_jaas}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram_jaas}
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram_jaas}
+listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={REAUTH_MS}
+",
+            data = dir.path().join("data").display(),
+            server = pki.server.display(),
+            ca = pki.ca.display(),
+        );
+        let props_path = dir.path().join("server.properties");
+        std::fs::write(&props_path, props).unwrap();
+        let tools_log = repo_root().join("scripts/kafka/log4j2-tools.properties");
+        let format = java(&lib, "256m")
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                tools_log.display()
+            ))
+            .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
+            .arg(&props_path)
+            .arg("--add-scram")
+            .arg(format!("SCRAM-SHA-512=[name=alice,password={PASSWORD}]"))
+            .arg("--add-scram")
+            .arg(format!("SCRAM-SHA-256=[name=alice,password={PASSWORD}]"))
+            .output()
+            .expect("run Kafka's StorageTool");
+        assert!(
+            format.status.success(),
+            "formatting Kafka's storage failed:\n{}{}",
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        );
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+        let broker_log = repo_root().join("scripts/kafka/log4j2-broker.properties");
+        let mut cmd = java(&lib, "512m");
+        cmd.arg(format!("-Dkafka.logs.dir={}", logs.display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                broker_log.display()
+            ))
+            .arg("kafka.Kafka")
+            .arg(&props_path)
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().unwrap())
+            .stderr(stdout);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start Kafka");
+        let mut k = Kafka {
+            child,
+            dir,
+            pki,
+            plaintext,
+            ssl,
+            sasl_ssl,
+            sasl_plaintext,
+        };
+        k.wait_ready();
+        k
+    }
+
+    /// Until Metadata on the PLAINTEXT listener names the broker.
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.plaintext));
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("Kafka exited ({status}):\n{}", self.log_tail());
+            }
+            let listed = Connection::connect(addr, Duration::from_secs(5))
+                .and_then(|mut c| admin::metadata(&mut c, Some(&[])))
+                .map_or(0, |md| md.brokers.len());
+            if listed >= 1 {
+                return;
+            }
+            assert!(
+                start.elapsed() < READY_DEADLINE,
+                "Kafka not ready after {READY_DEADLINE:?}:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["logs/server.log", "stdout.log"] {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(40);
+            out.push_str(&format!("--- {name}\n{}\n", lines[from..].join("\n")));
+        }
+        out
+    }
+
+    /// Client properties (`key=value` lines) for each case.
+    fn ssl_props(&self) -> String {
+        format!(
+            "security.protocol=SSL\nssl.ca.location={}\nssl.certificate.location={}\nssl.key.location={}\n",
+            self.pki.ca.display(),
+            self.pki.client_cert.display(),
+            self.pki.client_key.display()
+        )
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn java(lib: &Path, heap: &str) -> Command {
+    let mut cmd = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()));
+    cmd.arg(format!("-Xmx{heap}"))
+        .args(["-XX:+UseG1GC", "-Djava.awt.headless=true"])
+        .arg("-cp")
+        .arg(format!("{}/*", lib.display()));
+    cmd
+}
+
+/// `key=value` lines resolved as a workload's client properties are.
+fn security(props: &str) -> Security {
+    let mut s = SecurityProps::default();
+    for line in props.lines().filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once('=').unwrap();
+        s.set(k, &format!("test.{k}"), v).unwrap();
+    }
+    s.resolve("test").unwrap()
+}
+
+/// Runs a produce-and-consume workload with `props` as its common client
+/// config against `bootstrap`; every message must be acknowledged and
+/// consumed, with no client error on the way.
+fn run_secured(name: &str, bootstrap: &str, props: &str, seconds: u32) {
+    let indented: String = props.lines().map(|l| format!("  {l}\n")).collect();
+    let text = format!(
+        "name: {name}\npartitionsPerTopic: 2\nmessageSize: 200\nproducerRate: 500\n\
+         testDurationSeconds: {seconds}\nwarmupDurationSeconds: 0.5\ncommonConfig: |\n{indented}"
+    );
+    let f = parse(Path::new("secured.yaml"), &text, None).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = RunOptions::quiet(out.path().to_path_buf(), None);
+    opts.bootstrap = Some(Endpoint::parse(bootstrap).unwrap());
+    let dir = run_workload(&f, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let run = read_run_json(&dir).unwrap();
+    let p = &run.points[0];
+    assert!(p.sent >= 1_000, "{name}: only {} messages sent", p.sent);
+    assert_eq!(p.errors, 0, "{name}: {:?}", p.error_samples);
+    assert!(p.error_samples.is_empty(), "{name}: {:?}", p.error_samples);
+    assert_eq!(p.unsent, 0, "{name}: {p:?}");
+    assert_eq!(p.unconsumed, 0, "{name}: {p:?}");
+    assert!(p.end_to_end.count > 0, "{name}: nothing consumed");
+}
+
+#[test]
+fn the_harness_produces_and_consumes_over_tls_and_sasl_against_kafka() {
+    let kafka = Kafka::start();
+    let localhost = |port: u16| format!("localhost:{port}");
+
+    // SSL with a client certificate (the listener requires one), the
+    // certificate checked against the host name `localhost`.
+    run_secured("ssl", &localhost(kafka.ssl), &kafka.ssl_props(), 4);
+
+    // SASL_SSL with PLAIN, trust given the Java client's way.
+    let plain = format!(
+        "security.protocol=SASL_SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n\
+         sasl.mechanism=PLAIN\nsasl.username=alice\nsasl.password={PASSWORD}\n",
+        kafka.pki.ca.display()
+    );
+    run_secured("sasl-ssl-plain", &localhost(kafka.sasl_ssl), &plain, 4);
+
+    // SASL_SSL with SCRAM-SHA-512, credentials in a JAAS entry.
+    let scram_ssl = format!(
+        "security.protocol=SASL_SSL\nssl.ca.location={}\nsasl.mechanism=SCRAM-SHA-512\n\
+         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"alice\" password=\"{PASSWORD}\";\n",
+        kafka.pki.ca.display()
+    );
+    run_secured("sasl-ssl-scram", &localhost(kafka.sasl_ssl), &scram_ssl, 4);
+
+    // SASL_PLAINTEXT with SCRAM-SHA-512, sessions of 4 s: a 10 s run
+    // re-authenticates every producer, fetch and group connection twice;
+    // one that did not would be closed by the broker (a client error).
+    let scram = format!(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-512\n\
+         sasl.username=alice\nsasl.password={PASSWORD}\n"
+    );
+    run_secured(
+        "sasl-plaintext-scram",
+        &format!("127.0.0.1:{}", kafka.sasl_plaintext),
+        &scram,
+        10,
+    );
+
+    // One control connection, used past two session lifetimes.
+    let ep = Endpoint::parse(&format!("127.0.0.1:{}", kafka.sasl_plaintext)).unwrap();
+    let mut c = Connection::open(&ep, &security(&scram), Duration::from_secs(10)).unwrap();
+    let until = Instant::now() + Duration::from_millis(REAUTH_MS * 5 / 2);
+    while Instant::now() < until {
+        admin::metadata(&mut c, Some(&[])).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    other_key_forms(&kafka);
+    refusals(&kafka, &scram);
+}
+
+/// Security keys and values, in order.
+type Props = Vec<(&'static str, String)>;
+
+/// The other ways of giving the same things connect too: each opens a
+/// connection and reads Metadata. The SSL listener requires a client
+/// certificate, so each identity form is shown to be sent.
+fn other_key_forms(kafka: &Kafka) {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // Properties files cannot hold multi-line values; these are built
+    // directly, one (key, value) pair at a time.
+    let ssl = Endpoint::parse(&format!("localhost:{}", kafka.ssl)).unwrap();
+    let sasl_ssl = Endpoint::parse(&format!("localhost:{}", kafka.sasl_ssl)).unwrap();
+    let ca = read(&kafka.pki.ca);
+    let cases: Vec<(&str, &Endpoint, Props)> = vec![
+        (
+            "SCRAM-SHA-256, inline CA",
+            &sasl_ssl,
+            vec![
+                ("security.protocol", "SASL_SSL".into()),
+                ("ssl.ca.pem", ca.clone()),
+                ("sasl.mechanism", "SCRAM-SHA-256".into()),
+                ("sasl.username", "alice".into()),
+                ("sasl.password", PASSWORD.into()),
+            ],
+        ),
+        (
+            "Java PEM key store and inline trust store",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.truststore.certificates", ca.clone()),
+                ("ssl.keystore.type", "PEM".into()),
+                (
+                    "ssl.keystore.location",
+                    kafka.pki.client_keystore.display().to_string(),
+                ),
+            ],
+        ),
+        (
+            "inline certificate and key",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.ca.location", kafka.pki.ca.display().to_string()),
+                ("ssl.certificate.pem", read(&kafka.pki.client_cert)),
+                ("ssl.key.pem", read(&kafka.pki.client_key)),
+            ],
+        ),
+        (
+            "Java inline key store",
+            &ssl,
+            vec![
+                ("security.protocol", "SSL".into()),
+                ("ssl.ca.location", kafka.pki.ca.display().to_string()),
+                (
+                    "ssl.keystore.certificate.chain",
+                    read(&kafka.pki.client_cert),
+                ),
+                ("ssl.keystore.key", read(&kafka.pki.client_key)),
+            ],
+        ),
+    ];
+    for (name, ep, props) in cases {
+        let mut s = SecurityProps::default();
+        for (k, v) in &props {
+            s.set(k, &format!("test.{k}"), v).unwrap();
+        }
+        let security = s.resolve("test").unwrap();
+        let mut c = Connection::open(ep, &security, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        admin::metadata(&mut c, Some(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// The error a connection attempt must end in.
+fn refused(ep: &Endpoint, security: &Security) -> ClientError {
+    match Connection::open(ep, security, Duration::from_secs(10)) {
+        Ok(_) => panic!("{ep} with {} was accepted", security.describe()),
+        Err(e) => e,
+    }
+}
+
+/// The ways a secured connection must fail, each with an error that says
+/// what and where.
+fn refusals(kafka: &Kafka, scram: &str) {
+    let t = Duration::from_secs(10);
+    let sasl_plaintext = Endpoint::parse(&format!("127.0.0.1:{}", kafka.sasl_plaintext)).unwrap();
+
+    // A wrong password: the broker and the mechanism are named.
+    let wrong = scram.replace(PASSWORD, "not-the-password");
+    let e = refused(&sasl_plaintext, &security(&wrong));
+    assert!(matches!(e, ClientError::Auth { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("SCRAM-SHA-512") && text.contains(&sasl_plaintext.addr.to_string()),
+        "{text}"
+    );
+
+    // A mechanism the listener does not enable.
+    let plain = scram.replace("SCRAM-SHA-512", "PLAIN");
+    let e = refused(&sasl_plaintext, &security(&plain));
+    let text = e.to_string();
+    assert!(
+        text.contains("PLAIN") && text.contains("enables SCRAM-SHA-512"),
+        "{text}"
+    );
+
+    // The server certificate names `localhost`, not 127.0.0.1: refused
+    // when the host name is checked (the default) ...
+    let by_ip = Endpoint::parse(&format!("127.0.0.1:{}", kafka.ssl)).unwrap();
+    let e = refused(&by_ip, &security(&kafka.ssl_props()));
+    assert!(matches!(e, ClientError::Tls { .. }), "{e}");
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+    // ... and accepted with the check off, the chain still verified.
+    let unchecked = format!(
+        "{}ssl.endpoint.identification.algorithm=\n",
+        kafka.ssl_props()
+    );
+    Connection::open(&by_ip, &security(&unchecked), t).unwrap();
+
+    // Without the client certificate the SSL listener refuses the
+    // handshake (TLS 1.3 reports it on the first read).
+    let no_cert = format!(
+        "security.protocol=SSL\nssl.ca.location={}\n",
+        kafka.pki.ca.display()
+    );
+    let localhost_ssl = Endpoint::parse(&format!("localhost:{}", kafka.ssl)).unwrap();
+    assert!(Connection::open(&localhost_ssl, &security(&no_cert), t).is_err());
+
+    // A CA that did not sign the broker's certificate.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = make_pki(other.path(), "another CA");
+    let untrusted = format!(
+        "security.protocol=SSL\nssl.ca.location={}\n",
+        stranger.ca.display()
+    );
+    let e = refused(&localhost_ssl, &security(&untrusted));
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+}
