@@ -80,6 +80,30 @@ pub const KEYS: &[Key] = &[
     broker("node.id", Kind::Int, "1", 0),
     broker("listeners", Kind::Text, "PLAINTEXT://127.0.0.1:9092", 0),
     broker("advertised.listeners", Kind::Text, "", 0),
+    broker(
+        "listener.security.protocol.map",
+        Kind::Text,
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        0,
+    ),
+    broker("inter.broker.listener.name", Kind::Text, "", 0),
+    broker("controller.listener.names", Kind::Text, "", 0),
+    broker("ssl.keystore.type", Kind::OneOf(&["PEM"]), "PEM", 0),
+    broker("ssl.keystore.location", Kind::Text, "", 0),
+    broker("ssl.keystore.certificate.chain", Kind::Text, "", 0),
+    broker("ssl.keystore.key", Kind::Text, "", 0),
+    broker("ssl.truststore.type", Kind::OneOf(&["PEM"]), "PEM", 0),
+    broker("ssl.truststore.location", Kind::Text, "", 0),
+    broker("ssl.truststore.certificates", Kind::Text, "", 0),
+    broker(
+        "ssl.client.auth",
+        Kind::OneOf(&["none", "requested", "required"]),
+        "none",
+        0,
+    ),
+    broker("ssl.enabled.protocols", Kind::Text, "TLSv1.2,TLSv1.3", 0),
+    broker("ssl.cipher.suites", Kind::Text, "", 0),
+    broker("ssl.principal.mapping.rules", Kind::Text, "DEFAULT", 0),
     broker("log.dirs", Kind::Text, "./data", 0),
     broker("num.partitions", Kind::Int, "1", 1),
     broker("default.replication.factor", Kind::Int, "1", 1),
@@ -262,6 +286,22 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    /// A value that parses but cannot be served as given (a listener
+    /// without its certificate, two listeners on one port).
+    #[error("'{key}': {reason}")]
+    Refused { key: String, reason: String },
+}
+
+/// Keys whose values are secrets: DescribeConfigs reports them without
+/// a value, as Kafka does for its password-typed keys.
+pub const SENSITIVE_KEYS: &[&str] = &["ssl.keystore.key"];
+
+/// Whether `name` (a broker key, or its `listener.name.<l>.` form) holds
+/// a secret.
+pub fn is_sensitive(name: &str) -> bool {
+    SENSITIVE_KEYS
+        .iter()
+        .any(|k| name == *k || name.ends_with(&format!(".{k}")))
 }
 
 fn find_broker_key(name: &str) -> Option<&'static Key> {
@@ -375,6 +415,9 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Every broker key's value and source (topic keys under broker names).
     values: BTreeMap<&'static str, (String, Source)>,
+    /// `listener.name.<listener>.ssl.*`: per-listener TLS settings, by
+    /// lower-case listener name and the `ssl.*` key they override.
+    listener_overrides: BTreeMap<(String, &'static str), String>,
 }
 
 impl Default for BrokerConfig {
@@ -387,6 +430,7 @@ impl Default for BrokerConfig {
             cpus: None,
             node_id: 1,
             values: BTreeMap::new(),
+            listener_overrides: BTreeMap::new(),
         };
         for k in KEYS {
             if let Some(b) = k.broker {
@@ -451,6 +495,9 @@ fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> 
 impl BrokerConfig {
     /// Sets a key by its broker name or, for topic keys, its topic name.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        if let Some(rest) = name.strip_prefix("listener.name.") {
+            return self.set_listener_override(name, rest, value);
+        }
         let (key, broker_name): (&Key, &'static str) = match find_broker_key(name) {
             Some(k) => (k, k.broker.expect("found by broker name")),
             None => match find_topic_key(name) {
@@ -505,6 +552,46 @@ impl BrokerConfig {
         self.values
             .insert(broker_name, (value, Source::StaticBroker));
         Ok(())
+    }
+
+    /// `listener.name.<listener>.<ssl key>`: a TLS setting of one listener.
+    fn set_listener_override(
+        &mut self,
+        name: &str,
+        rest: &str,
+        value: &str,
+    ) -> Result<(), ConfigError> {
+        let unknown = || ConfigError::UnknownKey(name.to_string());
+        let (listener, key_name) = rest.split_once('.').ok_or_else(unknown)?;
+        let key = find_broker_key(key_name)
+            .filter(|_| key_name.starts_with("ssl."))
+            .ok_or_else(unknown)?;
+        if listener.is_empty() {
+            return Err(unknown());
+        }
+        let value = check_value(name, key, value)?;
+        let key_name = key.broker.expect("found by broker name");
+        self.listener_overrides
+            .insert((listener.to_ascii_lowercase(), key_name), value);
+        Ok(())
+    }
+
+    /// An `ssl.*` setting as listener `listener` sees it: its
+    /// `listener.name.<listener>.` override, else the broker's value.
+    /// Returns the value and the key it came from, for error messages.
+    pub fn listener_setting(&self, listener: &str, key: &'static str) -> (String, String) {
+        let lower = listener.to_ascii_lowercase();
+        match self.listener_overrides.get(&(lower.clone(), key)) {
+            Some(v) => (v.clone(), format!("listener.name.{lower}.{key}")),
+            None => (self.get(key).unwrap_or("").to_string(), key.to_string()),
+        }
+    }
+
+    /// Every `listener.name.<listener>.ssl.*` override, by full key.
+    pub fn listener_override_entries(&self) -> impl Iterator<Item = (String, &str)> + '_ {
+        self.listener_overrides
+            .iter()
+            .map(|((l, k), v)| (format!("listener.name.{l}.{k}"), v.as_str()))
     }
 
     /// Sets `listeners` from a plain HOST:PORT.

@@ -39,10 +39,27 @@ impl TopicMeta {
 /// A broker clients can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerMeta {
+    /// The inter-broker listener's endpoint.
     pub host: String,
     pub port: u16,
+    /// Every listener's endpoint by name (empty: the broker registered
+    /// one listener, `host`/`port`).
+    pub listeners: crate::cluster::records::Endpoints,
     /// Stopped heartbeating: not listed to clients.
     pub fenced: bool,
+}
+
+impl BrokerMeta {
+    /// Where a client of listener `listener` reaches this broker; `None`
+    /// if the broker has no such listener (Kafka leaves it out).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .get(listener)
+            .map(|(host, port)| (host.as_str(), *port))
+    }
 }
 
 /// Every broker and topic, by name and id.
@@ -102,6 +119,7 @@ impl Snapshot {
                 let meta = BrokerMeta {
                     host: b.host.clone(),
                     port: b.port,
+                    listeners: b.listeners.clone(),
                     fenced: b.fenced,
                 };
                 (*id, meta)
@@ -126,6 +144,15 @@ impl Snapshot {
             .iter()
             .filter(|(_, b)| !b.fenced)
             .map(|(id, b)| (*id, b))
+    }
+
+    /// Brokers clients of `listener` may use, at that listener's address.
+    pub fn live_brokers_on<'a>(
+        &'a self,
+        listener: &'a str,
+    ) -> impl Iterator<Item = (i32, &'a str, u16)> + 'a {
+        self.live_brokers()
+            .filter_map(move |(id, b)| b.endpoint(listener).map(|(h, p)| (id, h, p)))
     }
 
     /// Whether this broker leads partition `index` of `topic`.

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use sluice_protocol::LeaderEpoch;
 use std::collections::BTreeMap;
 
+/// Every listener's advertised host and port, by listener name.
+pub type Endpoints = BTreeMap<String, (String, u16)>;
+
 /// One change to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -26,6 +29,10 @@ pub enum Record {
         host: String,
         port: u16,
         incarnation: u64,
+        /// Every listener's endpoint; `host`/`port` are the inter-broker
+        /// listener's. Absent in records of brokers with one listener.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        listeners: Endpoints,
     },
     /// A broker stopped heartbeating (`fenced`) or came back.
     FenceBroker {
@@ -115,6 +122,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<Record>, String> {
 pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
+    pub listeners: Endpoints,
     pub incarnation: u64,
     pub fenced: bool,
 }
@@ -178,6 +186,7 @@ impl ClusterImage {
                 host: b.host.clone(),
                 port: b.port,
                 incarnation: b.incarnation,
+                listeners: b.listeners.clone(),
             });
             if b.fenced {
                 records.push(Record::FenceBroker {
@@ -224,12 +233,14 @@ impl ClusterImage {
                 host,
                 port,
                 incarnation,
+                listeners,
             } => {
                 self.brokers.insert(
                     *node,
                     BrokerInfo {
                         host: host.clone(),
                         port: *port,
+                        listeners: listeners.clone(),
                         incarnation: *incarnation,
                         fenced: false,
                     },
@@ -337,6 +348,7 @@ pub fn registrations(nodes: &[i32]) -> Vec<Record> {
             host: "127.0.0.1".into(),
             port: 9000 + node as u16,
             incarnation: 1,
+            listeners: Default::default(),
         })
         .collect()
 }
@@ -356,6 +368,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
                 incarnation: 7,
+                listeners: Default::default(),
             },
             Record::Topic {
                 name: "t".into(),
@@ -402,6 +415,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9090 + node as u16,
             incarnation: node as u64,
+            listeners: Default::default(),
         };
         image.apply(
             9,

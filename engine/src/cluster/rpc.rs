@@ -36,6 +36,9 @@ pub enum Request {
         /// this is.
         #[serde(default)]
         cluster_id: Option<String>,
+        /// Every listener's advertised endpoint, by name.
+        #[serde(default)]
+        listeners: crate::cluster::records::Endpoints,
     },
     Heartbeat {
         node: i32,

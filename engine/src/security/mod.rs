@@ -5,6 +5,10 @@
 //! client authentication or SASL names someone else. Authorization checks
 //! the principal, never the address alone.
 
+pub mod listeners;
+pub mod ssl_principal;
+pub mod tls;
+
 use std::fmt;
 
 /// A listener's security protocol, as Kafka names them in `listeners` and
