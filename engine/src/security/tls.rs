@@ -358,11 +358,7 @@ impl TlsAcceptor {
         self.rebuild(&mut current, stamps);
     }
 
-    fn rebuild(
-        &self,
-        current: &mut Loaded,
-        stamps: Vec<Stamp>,
-    ) {
+    fn rebuild(&self, current: &mut Loaded, stamps: Vec<Stamp>) {
         // The stamps are taken before reading, so a write landing during
         // the rebuild is seen as a change next time.
         current.1 = stamps;
