@@ -15,7 +15,6 @@
 use crate::config::BrokerConfig;
 use crate::metadata::Snapshot;
 use crate::security::listeners::Served;
-use crate::security::SecurityProtocol;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
@@ -249,13 +248,13 @@ fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), St
         .unwrap_or("")
         .trim()
         .is_empty();
-    if clustered && inter.protocol != SecurityProtocol::Plaintext {
-        // Followers fetch from leaders with a plaintext client; a cluster
-        // whose inter-broker listener wants more would not replicate.
+    if clustered && inter.protocol.uses_sasl() {
+        // Followers fetch from leaders without SASL; a cluster whose
+        // inter-broker listener wants it would not replicate.
         return Err(crate::config::ConfigError::Refused {
             key: "inter.broker.listener.name".into(),
             reason: format!(
-                "{} is {}; followers fetch from leaders over PLAINTEXT only, so the inter-broker listener must be a PLAINTEXT one",
+                "{} is {}; followers fetch over PLAINTEXT or SSL only",
                 inter.name, inter.protocol
             ),
         }
@@ -268,6 +267,21 @@ fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), St
         .iter()
         .map(|l| Served::new(l.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
+    let inter_tls = served
+        .iter()
+        .find(|l| l.config.name == resolved.inter_broker)
+        .and_then(|l| l.tls.as_ref());
+    if let Some(tls) = inter_tls.filter(|t| clustered && t.client_config().is_none()) {
+        let (_, key) = config.listener_setting(&tls.settings.listener, "ssl.truststore.location");
+        return Err(crate::config::ConfigError::Refused {
+            key,
+            reason: format!(
+                "the inter-broker listener {} uses TLS: followers check leaders' certificates against CA certificates, and none are configured",
+                tls.settings.listener
+            ),
+        }
+        .into());
+    }
     if served.iter().any(|l| l.tls.is_some()) {
         match crate::security::tls::ktls_available() {
             true => tracing::info!("kTLS is available in this kernel; TLS listeners still encrypt in user space (read, encrypt, send)"),

@@ -212,6 +212,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn brokers_are_listed_at_the_address_of_the_listener_asked() {
+        let endpoint = |h: &str, p| (h.to_string(), p);
+        let mut s = Snapshot::empty(1);
+        s.brokers.insert(
+            1,
+            BrokerMeta {
+                host: "10.0.0.1".into(),
+                port: 9094,
+                listeners: [
+                    ("PLAINTEXT".to_string(), endpoint("10.0.0.1", 9092)),
+                    ("SSL".to_string(), endpoint("kafka1.example", 9093)),
+                ]
+                .into(),
+                fenced: false,
+            },
+        );
+        // Without the SSL listener: left out for SSL clients.
+        s.brokers.insert(
+            2,
+            BrokerMeta {
+                host: "10.0.0.2".into(),
+                port: 9092,
+                listeners: [("PLAINTEXT".to_string(), endpoint("10.0.0.2", 9092))].into(),
+                fenced: false,
+            },
+        );
+        // Registered before named listeners: one endpoint for every listener.
+        s.brokers.insert(
+            3,
+            BrokerMeta {
+                host: "10.0.0.3".into(),
+                port: 9092,
+                listeners: Default::default(),
+                fenced: false,
+            },
+        );
+        let on = |l: &str| -> Vec<(i32, String, u16)> {
+            s.live_brokers_on(l)
+                .map(|(id, h, p)| (id, h.to_string(), p))
+                .collect()
+        };
+        assert_eq!(
+            on("SSL"),
+            vec![
+                (1, "kafka1.example".to_string(), 9093),
+                (3, "10.0.0.3".to_string(), 9092)
+            ]
+        );
+        assert_eq!(on("PLAINTEXT").len(), 3);
+    }
+
+    #[test]
     fn topic_names() {
         assert!(validate_topic_name("orders.v1_x-y").is_ok());
         assert!(validate_topic_name("").is_err());

@@ -688,3 +688,141 @@ fn kafka_python_produces_and_consumes_over_ssl() {
     assert!(out.contains("ok 500"), "{out}");
     common::passed("kafka-python", &["security"]);
 }
+
+/// Three brokers whose only listener is SSL with `ssl.client.auth=required`:
+/// followers fetch from leaders over it with the cluster's certificate.
+/// Killed on drop.
+struct TlsCluster {
+    children: Vec<std::process::Child>,
+    logs: Vec<PathBuf>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl TlsCluster {
+    fn start(keystore: &Path, truststore: &Path) -> TlsCluster {
+        use sluice_engine::cluster::local::LocalClusterSpec;
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = LocalClusterSpec::new(
+            env!("CARGO_BIN_EXE_sluice").into(),
+            dir.path().join("data"),
+            3,
+        );
+        spec.ports = (0..3).map(|_| free_port()).collect();
+        spec.controller_ports = (0..3).map(|_| free_port()).collect();
+        let mut cluster = TlsCluster {
+            children: Vec::new(),
+            logs: Vec::new(),
+            ports: spec.ports.clone(),
+            _dir: dir,
+        };
+        for node in 1..=3 {
+            let log = spec.data_dir.with_file_name(format!("broker-{node}.log"));
+            let mut cmd = spec.command(node);
+            for o in [
+                format!("listeners=SSL://127.0.0.1:{}", spec.ports[node - 1]),
+                format!("ssl.keystore.location={}", path(keystore)),
+                format!("ssl.truststore.location={}", path(truststore)),
+                "ssl.client.auth=required".to_string(),
+            ] {
+                cmd.arg("--override").arg(o);
+            }
+            let child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            cluster.children.push(child);
+            cluster.logs.push(log);
+        }
+        let start = Instant::now();
+        for log in &cluster.logs {
+            while !std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("broker ready")
+            {
+                assert!(start.elapsed() < DEADLINE, "{}", cluster.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+#[test]
+fn three_brokers_replicate_over_mutual_tls() {
+    let files = Files::new();
+    let ca = Ca::new("cluster-ca");
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let ks = files.keystore("broker.pem", &ca);
+    let cluster = TlsCluster::start(&ks, &ca_file);
+    let (cert, key) = ca.issue(&[("O", "Acme"), ("CN", "app")], false);
+    let mut client = ssl_client(cluster.ports[0], &ca_file);
+    client
+        .set(
+            "bootstrap.servers",
+            cluster
+                .ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .set(
+            "ssl.certificate.location",
+            path(&files.write("app.crt", &cert)),
+        )
+        .set("ssl.key.location", path(&files.write("app.key", &key)))
+        .set("acks", "all");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client.create().unwrap();
+    let topic =
+        rdkafka::admin::NewTopic::new("replicated", 1, rdkafka::admin::TopicReplication::Fixed(3));
+    let created = futures::executor::block_on(
+        admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    produce(&client, "replicated", 300);
+    // Every replica caught up: the ISR is all three brokers.
+    let consumer: BaseConsumer = client.create().unwrap();
+    let start = Instant::now();
+    loop {
+        let md = consumer
+            .fetch_metadata(Some("replicated"), Timeout::After(DEADLINE))
+            .unwrap();
+        let isr = md.topics()[0]
+            .partitions()
+            .first()
+            .map_or(0, |p| p.isr().len());
+        if isr == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "ISR {isr}; log:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(consume(&client, "replicated", 300).len(), 300);
+    let log = cluster.log();
+    assert!(!log.contains("TLS handshake"), "{log}");
+}

@@ -164,8 +164,10 @@ impl TlsSettings {
         v
     }
 
-    /// Builds the rustls configuration from the current files.
-    pub fn build(&self) -> Result<Arc<ServerConfig>, ConfigError> {
+    /// The key and chain this listener presents.
+    fn chain_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
         let key_name = &self.keystore.2;
         let text = self.keystore.0.read(key_name)?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&text)
@@ -180,30 +182,55 @@ impl TlsSettings {
         };
         let key = PrivateKeyDer::from_pem_slice(&key_text)
             .map_err(|e| refused(key_name, format!("no usable private key in the PEM: {e}")))?;
+        Ok((chain, key))
+    }
+
+    /// The CA certificates of the truststore, if one is configured.
+    fn roots(&self) -> Result<Option<RootCertStore>, ConfigError> {
+        let Some((pem, trust_key)) = &self.truststore else {
+            return Ok(None);
+        };
+        let mut roots = RootCertStore::empty();
+        let text = pem.read(trust_key)?;
+        for cert in CertificateDer::pem_slice_iter(&text) {
+            let cert = cert.map_err(|e| refused(trust_key, format!("PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| refused(trust_key, format!("CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(refused(trust_key, "no CERTIFICATE in the PEM"));
+        }
+        Ok(Some(roots))
+    }
+
+    fn provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
         // ring builds here with nothing but a C compiler (aws-lc-rs needs
         // cmake); its provider lacks the post-quantum key exchange, which
         // no Kafka client offers yet.
         #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::CryptoProvider {
+        let provider = rustls::crypto::CryptoProvider {
             cipher_suites: self.suites.clone(),
             ..provider::default_provider()
-        });
+        };
+        Arc::new(provider)
+    }
+
+    /// Builds the rustls configuration from the current files.
+    pub fn build(&self) -> Result<Arc<ServerConfig>, ConfigError> {
+        let key_name = &self.keystore.2;
+        let (chain, key) = self.chain_and_key()?;
+        let provider = self.provider();
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&self.versions)
             .map_err(|e| refused("ssl.cipher.suites", format!("{e}")))?;
-        let builder = match &self.truststore {
-            Some((pem, trust_key)) if self.client_auth != ClientAuth::None => {
-                let mut roots = RootCertStore::empty();
-                let text = pem.read(trust_key)?;
-                for cert in CertificateDer::pem_slice_iter(&text) {
-                    let cert = cert.map_err(|e| refused(trust_key, format!("PEM: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| refused(trust_key, format!("CA certificate: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(refused(trust_key, "no CERTIFICATE in the PEM"));
-                }
+        let roots = match self.client_auth {
+            ClientAuth::None => None,
+            _ => self.roots()?,
+        };
+        let builder = match roots {
+            Some(roots) => {
+                let trust_key = self.truststore.as_ref().map_or("", |t| t.1.as_str());
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 let verifier = match self.client_auth {
@@ -215,12 +242,31 @@ impl TlsSettings {
                     .map_err(|e| refused(trust_key, format!("{e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
-            _ => builder.with_no_client_auth(),
+            None => builder.with_no_client_auth(),
         };
         let config = builder
             .with_single_cert(chain, key)
             .map_err(|e| refused(key_name, format!("certificate and key: {e}")))?;
         Ok(Arc::new(config))
+    }
+
+    /// The configuration a follower uses to fetch over this listener
+    /// from another broker: the truststore checks the leader's
+    /// certificate, the keystore is this broker's client certificate.
+    /// `None` without a truststore (nothing to check a leader against).
+    pub fn build_client(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        let Some(roots) = self.roots()? else {
+            return Ok(None);
+        };
+        let key_name = &self.keystore.2;
+        let (chain, key) = self.chain_and_key()?;
+        let config = rustls::ClientConfig::builder_with_provider(self.provider())
+            .with_protocol_versions(&self.versions)
+            .map_err(|e| refused("ssl.cipher.suites", format!("{e}")))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| refused(key_name, format!("certificate and key: {e}")))?;
+        Ok(Some(Arc::new(config)))
     }
 }
 
@@ -313,8 +359,12 @@ fn suites((text, key): &(String, String)) -> Result<Vec<SupportedCipherSuite>, C
 /// A file's modification time and length (`None` for inline PEM).
 type Stamp = Option<(Option<SystemTime>, u64)>;
 
-/// The configuration in use and the stamps of the files it came from.
-type Loaded = (Arc<ServerConfig>, Vec<Stamp>);
+/// The configurations in use and the stamps of the files they came from.
+struct Loaded {
+    server: Arc<ServerConfig>,
+    client: Option<Arc<rustls::ClientConfig>>,
+    stamps: Vec<Stamp>,
+}
 
 /// A listener's live TLS configuration, rebuilt when its files change.
 pub struct TlsAcceptor {
@@ -333,22 +383,36 @@ impl std::fmt::Debug for TlsAcceptor {
 impl TlsAcceptor {
     pub fn new(settings: TlsSettings) -> Result<TlsAcceptor, ConfigError> {
         let stamps = settings.stamps();
-        let config = settings.build()?;
+        let loaded = Loaded {
+            server: settings.build()?,
+            client: settings.build_client()?,
+            stamps,
+        };
         Ok(TlsAcceptor {
             settings,
-            current: Mutex::new((config, stamps)),
+            current: Mutex::new(loaded),
         })
     }
 
     /// The configuration for the next handshake: rebuilt first if a
     /// certificate file changed since it was loaded.
     pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current().server)
+    }
+
+    /// The client configuration for fetching over this listener, current
+    /// as [`TlsAcceptor::config`] is.
+    pub fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.current().client.clone()
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Loaded> {
         let stamps = self.settings.stamps();
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.1 != stamps {
+        if current.stamps != stamps {
             self.rebuild(&mut current, stamps);
         }
-        Arc::clone(&current.0)
+        current
     }
 
     /// Rebuilds from the files now (SIGHUP).
@@ -361,11 +425,16 @@ impl TlsAcceptor {
     fn rebuild(&self, current: &mut Loaded, stamps: Vec<Stamp>) {
         // The stamps are taken before reading, so a write landing during
         // the rebuild is seen as a change next time.
-        current.1 = stamps;
-        match self.settings.build() {
-            Ok(config) => {
+        current.stamps = stamps;
+        let built = self
+            .settings
+            .build()
+            .and_then(|s| Ok((s, self.settings.build_client()?)));
+        match built {
+            Ok((server, client)) => {
                 tracing::info!(listener = %self.settings.listener, "TLS certificates loaded");
-                current.0 = config;
+                current.server = server;
+                current.client = client;
             }
             Err(e) => tracing::error!(
                 listener = %self.settings.listener, error = %e,
@@ -389,5 +458,56 @@ pub fn ktls_available() -> bool {
         let err = std::io::Error::last_os_error().raw_os_error();
         libc::close(fd);
         rc == 0 || err == Some(libc::ENOTCONN)
+    }
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the peer closed the connection during the handshake")]
+    Truncated,
+}
+
+/// Ciphertext read from the socket at once during a handshake.
+const HANDSHAKE_READ_BYTES: usize = 16 * 1024;
+
+/// Runs a handshake (either side) on `stream` until it is done, sending
+/// what the session queues and feeding it what arrives. On a TLS error
+/// the alert rustls queued is sent before giving up.
+pub async fn drive_handshake<D>(
+    stream: &mut glommio::net::TcpStream,
+    conn: &mut rustls::ConnectionCommon<D>,
+) -> Result<(), HandshakeError> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; HANDSHAKE_READ_BYTES];
+    let mut out = Vec::new();
+    loop {
+        while conn.wants_write() {
+            out.clear();
+            conn.write_tls(&mut out)?;
+            stream.write_all(&out).await?;
+        }
+        if !conn.is_handshaking() {
+            return Ok(());
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(HandshakeError::Truncated);
+        }
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            conn.read_tls(&mut input)?;
+            if let Err(e) = conn.process_new_packets() {
+                out.clear();
+                if conn.write_tls(&mut out).is_ok() {
+                    let _ = stream.write_all(&out).await;
+                }
+                return Err(e.into());
+            }
+        }
     }
 }

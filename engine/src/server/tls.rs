@@ -32,16 +32,7 @@ const PLAIN_READ_BYTES: usize = 64 * 1024;
 /// Record bytes read from a segment and encrypted at once.
 const REGION_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Why a handshake failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    #[error("i/o: {0}")]
-    Io(#[from] io::Error),
-    #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("the peer closed the connection during the handshake")]
-    Truncated,
-}
+pub use crate::security::tls::HandshakeError;
 
 /// Runs the server side of a handshake on `stream`.
 pub async fn handshake(
@@ -49,34 +40,8 @@ pub async fn handshake(
     config: Arc<ServerConfig>,
 ) -> Result<ServerConnection, HandshakeError> {
     let mut conn = ServerConnection::new(config)?;
-    let mut buf = vec![0u8; CIPHER_READ_BYTES];
-    let mut out = Vec::new();
-    loop {
-        while conn.wants_write() {
-            out.clear();
-            conn.write_tls(&mut out)?;
-            stream.write_all(&out).await?;
-        }
-        if !conn.is_handshaking() {
-            return Ok(conn);
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(HandshakeError::Truncated);
-        }
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            conn.read_tls(&mut input)?;
-            if let Err(e) = conn.process_new_packets() {
-                // Tell the peer why (the alert rustls queued), then close.
-                out.clear();
-                if conn.write_tls(&mut out).is_ok() {
-                    let _ = stream.write_all(&out).await;
-                }
-                return Err(e.into());
-            }
-        }
-    }
+    crate::security::tls::drive_handshake(stream, &mut conn).await?;
+    Ok(conn)
 }
 
 /// The reading half: decrypts what the socket brings.

@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod follower;
+pub mod link;
 pub mod partition;
 pub mod producer_state;
 
