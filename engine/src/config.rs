@@ -587,11 +587,22 @@ impl BrokerConfig {
         }
     }
 
-    /// Every `listener.name.<listener>.ssl.*` override, by full key.
-    pub fn listener_override_entries(&self) -> impl Iterator<Item = (String, &str)> + '_ {
+    /// Whether listener `listener` sets `key` itself.
+    pub fn has_listener_setting(&self, listener: &str, key: &'static str) -> bool {
         self.listener_overrides
-            .iter()
-            .map(|((l, k), v)| (format!("listener.name.{l}.{k}"), v.as_str()))
+            .contains_key(&(listener.to_ascii_lowercase(), key))
+    }
+
+    /// `key` as listener `listener` sets it itself (empty if it does
+    /// not), with the key it came from.
+    pub fn own_listener_setting(&self, listener: &str, key: &'static str) -> (String, String) {
+        let lower = listener.to_ascii_lowercase();
+        let value = self
+            .listener_overrides
+            .get(&(lower.clone(), key))
+            .cloned()
+            .unwrap_or_default();
+        (value, format!("listener.name.{lower}.{key}"))
     }
 
     /// Sets `listeners` from a plain HOST:PORT.

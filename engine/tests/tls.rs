@@ -826,3 +826,152 @@ fn three_brokers_replicate_over_mutual_tls() {
     let log = cluster.log();
     assert!(!log.contains("TLS handshake"), "{log}");
 }
+
+/// Runs a TLS handshake with rustls against `port`, trusting `ca_pem`,
+/// offering only `versions` (and, if given, only `suite`); returns the
+/// negotiated protocol version and cipher suite.
+fn negotiate(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suite: Option<&str>,
+) -> Result<(String, String), String> {
+    negotiate_as(port, ca_pem, versions, suite, None)
+}
+
+/// [`negotiate`], showing the client certificate and key `identity`
+/// (PEM) whatever CAs the broker names.
+fn negotiate_as(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suite: Option<&str>,
+    identity: Option<(&str, &str)>,
+) -> Result<(String, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Write;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(name) = suite {
+        provider
+            .cipher_suites
+            .retain(|s| format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1) == name);
+        assert_eq!(provider.cipher_suites.len(), 1, "{name}");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    // An ApiVersions v0 request: the handshake runs on the first write,
+    // and the answer shows the session carries Kafka requests.
+    tls.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0, 0])
+        .map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    std::io::Read::read_exact(&mut tls, &mut len).map_err(|e| e.to_string())?;
+    let version = format!("{:?}", tls.conn.protocol_version().unwrap());
+    let suite = format!("{:?}", tls.conn.negotiated_cipher_suite().unwrap().suite());
+    Ok((version, suite))
+}
+
+#[test]
+fn enabled_protocols_and_cipher_suites_limit_what_is_negotiated() {
+    let files = Files::new();
+    let ca = Ca::new("test-ca");
+    let ks = files.keystore("broker.pem", &ca);
+    let tls12 = "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256";
+    let (_broker, _plain, ssl) = tls_broker(
+        &ks,
+        &[
+            "ssl.enabled.protocols=TLSv1.2".into(),
+            format!("ssl.cipher.suites={tls12},TLS_AES_128_GCM_SHA256"),
+        ],
+    );
+    let all = [&rustls::version::TLS12, &rustls::version::TLS13];
+    assert_eq!(
+        negotiate(ssl, &ca.pem(), &all, None).unwrap(),
+        ("TLSv1_2".to_string(), tls12.to_string())
+    );
+    assert!(negotiate(ssl, &ca.pem(), &[&rustls::version::TLS13], None).is_err());
+    let other = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384";
+    assert!(negotiate(ssl, &ca.pem(), &all, Some(other)).is_err());
+}
+
+#[test]
+fn per_listener_settings_and_inline_pem_override_the_broker_ones() {
+    let files = Files::new();
+    let (ca, internal_ca) = (Ca::new("public-ca"), Ca::new("internal-ca"));
+    let ks = files.keystore("broker.pem", &ca);
+    let (chain, key) = internal_ca.issue(&[("CN", "localhost")], false);
+    let (ssl, internal) = (free_port(), free_port());
+    let overrides = [
+        format!("listeners=SSL://127.0.0.1:{ssl},INTERNAL://127.0.0.1:{internal}"),
+        "listener.security.protocol.map=SSL:SSL,INTERNAL:SSL".to_string(),
+        format!("ssl.keystore.location={}", path(&ks)),
+        format!("listener.name.internal.ssl.keystore.certificate.chain={chain}"),
+        format!("listener.name.internal.ssl.keystore.key={key}"),
+        "listener.name.internal.ssl.enabled.protocols=TLSv1.3".to_string(),
+    ];
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let _broker = Broker::start(1, &refs);
+    let all = [&rustls::version::TLS12, &rustls::version::TLS13];
+    assert!(negotiate(ssl, &ca.pem(), &[&rustls::version::TLS12], None).is_ok());
+    assert!(
+        negotiate(internal, &ca.pem(), &all, None).is_err(),
+        "its own certificate"
+    );
+    assert!(negotiate(internal, &internal_ca.pem(), &all, None).is_ok());
+    assert!(
+        negotiate(
+            internal,
+            &internal_ca.pem(),
+            &[&rustls::version::TLS12],
+            None
+        )
+        .is_err(),
+        "its own protocols"
+    );
+}
+
+#[test]
+fn requested_client_auth_takes_clients_with_or_without_a_certificate() {
+    let files = Files::new();
+    let ca = Ca::new("test-ca");
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let ks = files.keystore("broker.pem", &ca);
+    let (broker, _plain, ssl) = tls_broker(
+        &ks,
+        &[
+            "ssl.client.auth=requested".into(),
+            format!("ssl.truststore.certificates={}", ca.pem()),
+        ],
+    );
+    assert!(can_connect(&ssl_client(ssl, &ca_file)), "no certificate");
+    let both = [&rustls::version::TLS12, &rustls::version::TLS13];
+    let (cert, key) = ca.issue(&[("CN", "alice")], false);
+    assert!(negotiate_as(ssl, &ca.pem(), &both, None, Some((&cert, &key))).is_ok());
+    let (cert, key) = Ca::new("other-ca").issue(&[("CN", "mallory")], false);
+    let forged = negotiate_as(ssl, &ca.pem(), &both, None, Some((&cert, &key)));
+    assert!(
+        forged.is_err(),
+        "a certificate shown is checked: {}",
+        broker.log()
+    );
+}

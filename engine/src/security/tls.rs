@@ -114,11 +114,32 @@ impl TlsSettings {
     /// certificates once, so that a mistake is refused at start-up.
     pub fn from_config(config: &BrokerConfig, listener: &str) -> Result<TlsSettings, ConfigError> {
         let get = |k: &'static str| config.listener_setting(listener, k);
-        let keystore = keystore(listener, &get)?;
+        // The keystore keys, and the truststore keys, go together: a
+        // listener that sets one of a group takes none of it from the
+        // broker-wide keys (an inline key for one listener must not meet
+        // the broker's keystore file).
+        let group = |keys: &'static [&'static str]| {
+            let own = keys
+                .iter()
+                .any(|k| config.has_listener_setting(listener, k));
+            move |k: &'static str| match own {
+                true if keys.contains(&k) => config.own_listener_setting(listener, k),
+                _ => config.listener_setting(listener, k),
+            }
+        };
+        let keystore = keystore(
+            listener,
+            &group(&[
+                "ssl.keystore.location",
+                "ssl.keystore.certificate.chain",
+                "ssl.keystore.key",
+            ]),
+        )?;
+        let trust = group(&["ssl.truststore.location", "ssl.truststore.certificates"]);
         let truststore =
             match (
-                get("ssl.truststore.location"),
-                get("ssl.truststore.certificates"),
+                trust("ssl.truststore.location"),
+                trust("ssl.truststore.certificates"),
             ) {
                 ((l, lk), (c, _)) if !l.is_empty() && !c.is_empty() => return Err(refused(
                     &lk,
