@@ -975,3 +975,47 @@ fn requested_client_auth_takes_clients_with_or_without_a_certificate() {
         broker.log()
     );
 }
+
+#[test]
+fn describe_configs_names_the_private_key_but_never_shows_it() {
+    let files = Files::new();
+    let ca = Ca::new("test-ca");
+    let (chain, key) = ca.issue(&[("CN", "localhost")], false);
+    let (plain, ssl) = (free_port(), free_port());
+    let overrides = [
+        format!("listeners=PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}"),
+        format!("ssl.keystore.certificate.chain={chain}"),
+        format!("ssl.keystore.key={key}"),
+    ];
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let broker = Broker::start(1, &refs);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{plain}"))
+            .create()
+            .unwrap();
+    let described = futures::executor::block_on(admin.describe_configs(
+        &[rdkafka::admin::ResourceSpecifier::Broker(1)],
+        &rdkafka::admin::AdminOptions::new(),
+    ))
+    .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let entry = |name: &str| {
+        resource
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} listed"))
+    };
+    let secret = entry("ssl.keystore.key");
+    assert!(secret.is_sensitive && secret.value.is_none(), "{secret:?}");
+    // (--override trims the value, as it trims every value.)
+    assert_eq!(
+        entry("ssl.keystore.certificate.chain").value.as_deref(),
+        Some(chain.trim())
+    );
+    let text = format!("{resource:?}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    drop(files);
+    drop(broker);
+}
