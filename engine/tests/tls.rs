@@ -722,7 +722,8 @@ impl Drop for TlsCluster {
 }
 
 impl TlsCluster {
-    fn start(keystore: &Path, truststore: &Path) -> TlsCluster {
+    /// Broker `i` shows `keystores[i]`; all trust `truststore`.
+    fn start(keystores: &[&Path], truststore: &Path, extra: &[&str]) -> TlsCluster {
         use sluice_engine::cluster::local::LocalClusterSpec;
         let dir = tempfile::tempdir().unwrap();
         let mut spec = LocalClusterSpec::new(
@@ -743,10 +744,13 @@ impl TlsCluster {
             let mut cmd = spec.command(node);
             for o in [
                 format!("listeners=SSL://127.0.0.1:{}", spec.ports[node - 1]),
-                format!("ssl.keystore.location={}", path(keystore)),
+                format!("ssl.keystore.location={}", path(keystores[node - 1])),
                 format!("ssl.truststore.location={}", path(truststore)),
                 "ssl.client.auth=required".to_string(),
-            ] {
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|e| e.to_string()))
+            {
                 cmd.arg("--override").arg(o);
             }
             let child = cmd
@@ -785,7 +789,7 @@ fn three_brokers_replicate_over_mutual_tls() {
     let ca = Ca::new("cluster-ca");
     let ca_file = files.write("ca.pem", &ca.pem());
     let ks = files.keystore("broker.pem", &ca);
-    let cluster = TlsCluster::start(&ks, &ca_file);
+    let cluster = TlsCluster::start(&[&ks, &ks, &ks], &ca_file, &[]);
     let (cert, key) = ca.issue(&[("O", "Acme"), ("CN", "app")], false);
     let mut client = ssl_client(cluster.ports[0], &ca_file);
     client
@@ -1031,4 +1035,62 @@ fn describe_configs_names_the_private_key_but_never_shows_it() {
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     drop(files);
     drop(broker);
+}
+
+#[test]
+fn a_broker_without_the_cluster_certificate_cannot_fetch_from_leaders() {
+    // Broker 3's certificate comes from another CA. It still registers
+    // (the controller quorum's RPC is plaintext), but no leader lets it
+    // fetch, nor will brokers 1 and 2 fetch from it: it drops out of
+    // every in-sync replica set, and the refusals are logged.
+    let files = Files::new();
+    let (ca, rogue) = (Ca::new("cluster-ca"), Ca::new("rogue-ca"));
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let ks = files.keystore("broker.pem", &ca);
+    let rogue_ks = files.keystore("rogue.pem", &rogue);
+    let cluster = TlsCluster::start(
+        &[&ks, &ks, &rogue_ks],
+        &ca_file,
+        &["replica.lag.time.max.ms=2000"],
+    );
+    let (cert, key) = ca.issue(&[("CN", "app")], false);
+    let mut client = ssl_client(cluster.ports[0], &ca_file);
+    client
+        .set(
+            "ssl.certificate.location",
+            path(&files.write("app.crt", &cert)),
+        )
+        .set("ssl.key.location", path(&files.write("app.key", &key)));
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client.create().unwrap();
+    let topic =
+        rdkafka::admin::NewTopic::new("guarded", 3, rdkafka::admin::TopicReplication::Fixed(3));
+    let created = futures::executor::block_on(
+        admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let consumer: BaseConsumer = client.create().unwrap();
+    let start = Instant::now();
+    loop {
+        let md = consumer
+            .fetch_metadata(Some("guarded"), Timeout::After(DEADLINE))
+            .unwrap();
+        let partitions = md.topics()[0].partitions();
+        let led_by_others: Vec<_> = partitions.iter().filter(|p| p.leader() != 3).collect();
+        let all_out = !led_by_others.is_empty()
+            && partitions.len() == 3
+            && led_by_others.iter().all(|p| !p.isr().contains(&3));
+        if all_out {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "broker 3 still in sync; log:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.log();
+    assert!(log.contains("TLS handshake failed; closing"), "{log}");
 }
