@@ -1094,3 +1094,125 @@ fn a_broker_without_the_cluster_certificate_cannot_fetch_from_leaders() {
     let log = cluster.log();
     assert!(log.contains("TLS handshake failed; closing"), "{log}");
 }
+
+/// A TLS connection to `port` trusting `ca_pem`, for raw Kafka requests.
+fn tls_stream(
+    port: u16,
+    ca_pem: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// Sends `req` as `key` v`version` over `stream` and decodes the answer.
+fn call_over<S: std::io::Read + std::io::Write, Req, Resp>(
+    stream: &mut S,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7);
+    let mut buf = bytes::BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    stream.write_all(&frame).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    let mut body = bytes::Bytes::from(body);
+    let h = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+    assert_eq!(h.correlation_id, 7);
+    Resp::decode(&mut body, version).unwrap()
+}
+
+#[test]
+fn describe_cluster_and_find_coordinator_answer_the_listener_asked() {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
+        FindCoordinatorResponse,
+    };
+    let files = Files::new();
+    let ca = Ca::new("test-ca");
+    let ks = files.keystore("broker.pem", &ca);
+    let (plain, ssl) = (free_port(), free_port());
+    let overrides = [
+        format!("listeners=PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}"),
+        format!("advertised.listeners=SSL://localhost:{ssl}"),
+        format!("ssl.keystore.location={}", path(&ks)),
+    ];
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let _broker = Broker::start(1, &refs);
+    let mut tls = tls_stream(ssl, &ca.pem());
+    let mut raw = Raw::connect(std::net::SocketAddr::from(([127, 0, 0, 1], plain)));
+    let cluster: DescribeClusterResponse = call_over(
+        &mut tls,
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
+    );
+    let got: Vec<(String, i32)> = cluster
+        .brokers
+        .iter()
+        .map(|b| (b.host.to_string(), b.port))
+        .collect();
+    assert_eq!(got, vec![("localhost".to_string(), i32::from(ssl))]);
+    let cluster: DescribeClusterResponse = call_over(
+        &mut raw.stream,
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
+    );
+    assert_eq!(cluster.brokers[0].port, i32::from(plain));
+    // The coordinator is there once the offsets topic is: ask until it is.
+    let find = FindCoordinatorRequest::default().with_key("g".into());
+    let start = Instant::now();
+    let coordinator = |stream: &mut dyn FnMut() -> FindCoordinatorResponse| loop {
+        let r = stream();
+        if r.error_code == 0 {
+            return (r.host.to_string(), r.port);
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "FindCoordinator: {}",
+            r.error_code
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        coordinator(&mut || call_over(&mut tls, ApiKey::FindCoordinator, 3, &find)),
+        ("localhost".to_string(), i32::from(ssl))
+    );
+    assert_eq!(
+        coordinator(&mut || call_over(&mut raw.stream, ApiKey::FindCoordinator, 3, &find)),
+        ("127.0.0.1".to_string(), i32::from(plain))
+    );
+}
