@@ -83,36 +83,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
             Err(e) => Err(e.into()),
         },
         Some(tls) => {
-            let config = tls.config();
-            let shaken = glommio::timer::timeout(HANDSHAKE_MAX, async {
-                Ok(session::handshake(&mut stream, config).await)
-            })
-            .await;
-            let conn = match shaken {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, listener = %listener.config.name, error = %e, "TLS handshake failed; closing");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, listener = %listener.config.name, "TLS handshake not done within {HANDSHAKE_MAX:?}; closing");
-                    return;
-                }
+            let Some(conn) = tls_session(&mut stream, tls, &client, &peer).await else {
+                return;
             };
-            if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
-                let named = crate::security::ssl_principal::subject_dn(cert)
-                    .and_then(|dn| tls.settings.mapper.map(&dn));
-                match named {
-                    Ok(name) => {
-                        tracing::debug!(%peer, principal = %name, "TLS client authenticated");
-                        *client.principal.borrow_mut() = Principal::user(name);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "no principal for the client certificate; closing");
-                        return;
-                    }
-                }
-            }
             match writer_half(&stream) {
                 Ok(out) => {
                     let (mut reader, mut writer) = session::split(conn, stream, out);
@@ -127,6 +100,48 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
     }
+}
+
+/// Runs the handshake within [`HANDSHAKE_MAX`] and names the client by
+/// its certificate, if it showed one. `None` (logged): close.
+async fn tls_session(
+    stream: &mut TcpStream,
+    tls: &crate::security::tls::TlsAcceptor,
+    client: &handlers::Client,
+    peer: &str,
+) -> Option<rustls::ServerConnection> {
+    let listener = &tls.settings.listener;
+    let config = tls.config();
+    let shaken = glommio::timer::timeout(HANDSHAKE_MAX, async {
+        Ok(session::handshake(stream, config).await)
+    })
+    .await;
+    let conn = match shaken {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, %listener, error = %e, "TLS handshake failed; closing");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, %listener, "TLS handshake not done within {HANDSHAKE_MAX:?}; closing");
+            return None;
+        }
+    };
+    if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
+        let named = crate::security::ssl_principal::subject_dn(cert)
+            .and_then(|dn| tls.settings.mapper.map(&dn));
+        match named {
+            Ok(name) => {
+                tracing::debug!(%peer, principal = %name, "TLS client authenticated");
+                *client.principal.borrow_mut() = Principal::user(name);
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "no principal for the client certificate; closing");
+                return None;
+            }
+        }
+    }
+    Some(conn)
 }
 
 /// Requests of one connection in progress at once: handled, with answers
