@@ -723,8 +723,25 @@ impl Drop for TlsCluster {
 
 impl TlsCluster {
     /// Broker `i` shows `keystores[i]`; all trust `truststore`; the
-    /// first `voters` form the controller quorum.
+    /// first `voters` form the controller quorum. Each broker's only
+    /// listener is SSL.
     fn start(keystores: &[&Path], truststore: &Path, voters: usize, extra: &[&str]) -> TlsCluster {
+        TlsCluster::start_with(keystores, truststore, voters, |node, port| {
+            let mut o = vec![format!("listeners=SSL://127.0.0.1:{port}")];
+            o.extend(extra.iter().map(|e| e.to_string()));
+            let _ = node;
+            o
+        })
+    }
+
+    /// The same with `settings(node, port)` giving each broker's own
+    /// settings, its `listeners` among them.
+    fn start_with(
+        keystores: &[&Path],
+        truststore: &Path,
+        voters: usize,
+        settings: impl Fn(usize, u16) -> Vec<String>,
+    ) -> TlsCluster {
         use sluice_engine::cluster::local::LocalClusterSpec;
         let dir = tempfile::tempdir().unwrap();
         let mut spec = LocalClusterSpec::new(
@@ -745,13 +762,12 @@ impl TlsCluster {
             let log = spec.data_dir.with_file_name(format!("broker-{node}.log"));
             let mut cmd = spec.command(node);
             for o in [
-                format!("listeners=SSL://127.0.0.1:{}", spec.ports[node - 1]),
                 format!("ssl.keystore.location={}", path(keystores[node - 1])),
                 format!("ssl.truststore.location={}", path(truststore)),
                 "ssl.client.auth=required".to_string(),
             ]
             .into_iter()
-            .chain(extra.iter().map(|e| e.to_string()))
+            .chain(settings(node, spec.ports[node - 1]))
             {
                 cmd.arg("--override").arg(o);
             }
@@ -774,6 +790,16 @@ impl TlsCluster {
             }
         }
         cluster
+    }
+
+    /// Stops every broker with SIGTERM and waits for each to exit.
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            assert!(c.wait().unwrap().success(), "{}", "a broker failed to stop");
+        }
+        self.children.clear();
     }
 
     fn log(&self) -> String {
@@ -1218,4 +1244,51 @@ fn describe_cluster_and_find_coordinator_answer_the_listener_asked() {
         coordinator(&mut || call_over(&mut raw.stream, ApiKey::FindCoordinator, 3, &find)),
         ("127.0.0.1".to_string(), i32::from(plain))
     );
+}
+
+#[test]
+fn replication_runs_on_the_inter_broker_listener() {
+    // Clients use PLAINTEXT; inter.broker.listener.name=SSL sends the
+    // followers' fetches over mutual TLS, so the leaders' encrypted
+    // bytes (tls_bytes) are the replicas' fetches.
+    let files = Files::new();
+    let ca = Ca::new("cluster-ca");
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let ks = files.keystore("broker.pem", &ca);
+    let ssl: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut cluster = TlsCluster::start_with(&[&ks, &ks, &ks], &ca_file, 3, |node, port| {
+        vec![
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{}",
+                ssl[node - 1]
+            ),
+            "inter.broker.listener.name=SSL".to_string(),
+        ]
+    });
+    let plain = cluster.ports.clone();
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", format!("127.0.0.1:{}", plain[0]))
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client.create().unwrap();
+    let topic =
+        rdkafka::admin::NewTopic::new("internal", 1, rdkafka::admin::TopicReplication::Fixed(3));
+    let created = futures::executor::block_on(
+        admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    produce(&client, "internal", 300);
+    assert_eq!(consume(&client, "internal", 300).len(), 300);
+    cluster.stop();
+    let log = cluster.log();
+    let tls_bytes: u64 = log
+        .lines()
+        .filter(|l| l.contains("broker stopped"))
+        .filter_map(|l| l.split("tls_bytes=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(tls_bytes > 0, "no replica fetch went over TLS:\n{log}");
 }
