@@ -726,10 +726,9 @@ impl TlsCluster {
     /// first `voters` form the controller quorum. Each broker's only
     /// listener is SSL.
     fn start(keystores: &[&Path], truststore: &Path, voters: usize, extra: &[&str]) -> TlsCluster {
-        TlsCluster::start_with(keystores, truststore, voters, |node, port| {
+        TlsCluster::start_with(keystores, truststore, voters, |_node, port| {
             let mut o = vec![format!("listeners=SSL://127.0.0.1:{port}")];
             o.extend(extra.iter().map(|e| e.to_string()));
-            let _ = node;
             o
         })
     }
