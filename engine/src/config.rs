@@ -513,7 +513,9 @@ impl BrokerConfig {
         match broker_name {
             "listeners" => {
                 let (host, port) = parse_listener(name, &value)?;
-                let addr = (host.as_str(), port)
+                // An empty host binds every interface, as in Kafka.
+                let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
+                let addr = (bind_host, port)
                     .to_socket_addrs()
                     .ok()
                     .and_then(|mut a| a.next())

@@ -394,6 +394,13 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_host_binds_every_interface_and_advertises_the_host_name() {
+        let l = resolve(&config(&[("listeners", "PLAINTEXT://:19092")])).unwrap();
+        assert!(l.all[0].bind.ip().is_unspecified());
+        assert_eq!(l.all[0].advertised, (host_name(), 19092));
+    }
+
+    #[test]
     fn the_first_listener_is_the_inter_broker_default() {
         let l = resolve(&config(&[("listeners", "PLAINTEXT://127.0.0.1:19092")])).unwrap();
         assert_eq!(l.inter_broker, "PLAINTEXT");
