@@ -15,6 +15,7 @@
 use crate::config::BrokerConfig;
 use crate::metadata::Snapshot;
 use crate::security::acl::authorizer::Authorizer;
+use crate::security::listeners::Served;
 use crate::server;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
@@ -93,11 +94,16 @@ pub struct BrokerShared {
     lease_until_ms: std::sync::atomic::AtomicI64,
     pub sendfile_bytes: AtomicU64,
     pub copied_bytes: AtomicU64,
-    /// The listener's SASL settings, if it speaks SASL.
-    pub sasl: Option<Arc<crate::security::sasl::Settings>>,
+    /// Each SASL listener's settings, by listener name.
+    pub sasl: std::collections::BTreeMap<String, Arc<crate::security::sasl::Settings>>,
     /// Decides whether a client may do what it asks, over the ACLs of
     /// each shard's metadata snapshot.
     pub authorizer: Authorizer,
+    pub tls_bytes: AtomicU64,
+    /// The listeners every shard binds, in `listeners` order.
+    pub listeners: Vec<Arc<Served>>,
+    /// The name of the listener followers fetch from leaders on.
+    pub inter_broker_listener: String,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -106,6 +112,24 @@ pub struct BrokerShared {
 impl BrokerShared {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// Every listener's advertised endpoint, by name, for the broker's
+    /// registration.
+    pub fn advertised_listeners(&self) -> crate::cluster::records::Endpoints {
+        self.listeners
+            .iter()
+            .map(|l| (l.config.name.clone(), l.config.advertised.clone()))
+            .collect()
+    }
+
+    /// Reloads every TLS listener's certificates from their files now.
+    pub fn reload_tls(&self) {
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                tls.reload();
+            }
+        }
     }
 
     pub fn stopping(&self) -> bool {
@@ -254,9 +278,68 @@ pub fn write_meta_properties(config: &BrokerConfig, cluster_id: &str) -> Result<
     crate::storage::write_atomically(&path, text.as_bytes())
 }
 
+/// Resolves and loads the listeners (refusing what cannot be served),
+/// and points `listen` and `advertised` at the first and the
+/// inter-broker listener.
+fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), StartError> {
+    let resolved = crate::security::listeners::resolve(config)?;
+    let inter = resolved.inter_broker();
+    let clustered = !config
+        .get("controller.quorum.voters")
+        .unwrap_or("")
+        .trim()
+        .is_empty();
+    if clustered && inter.protocol.uses_sasl() {
+        // Followers fetch from leaders without SASL; a cluster whose
+        // inter-broker listener wants it would not replicate.
+        return Err(crate::config::ConfigError::Refused {
+            key: "inter.broker.listener.name".into(),
+            reason: format!(
+                "{} is {}; followers fetch over PLAINTEXT or SSL only",
+                inter.name, inter.protocol
+            ),
+        }
+        .into());
+    }
+    config.listen = resolved.all[0].bind;
+    config.advertised = inter.advertised.clone();
+    let served = resolved
+        .all
+        .iter()
+        .map(|l| Served::new(l.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inter_tls = served
+        .iter()
+        .find(|l| l.config.name == resolved.inter_broker)
+        .and_then(|l| l.tls.as_ref());
+    if let Some(tls) = inter_tls.filter(|t| clustered && t.client_config().is_none()) {
+        let (_, key) = config.listener_setting(&tls.settings.listener, "ssl.truststore.location");
+        return Err(crate::config::ConfigError::Refused {
+            key,
+            reason: format!(
+                "the inter-broker listener {} uses TLS: followers check leaders' certificates against CA certificates, and none are configured",
+                tls.settings.listener
+            ),
+        }
+        .into());
+    }
+    if served.iter().any(|l| l.tls.is_some()) {
+        match crate::security::tls::ktls_available() {
+            true => tracing::info!("kTLS is available in this kernel; TLS listeners still encrypt in user space (read, encrypt, send)"),
+            false => tracing::info!("no kTLS in this kernel (TCP_ULP \"tls\" unknown): TLS listeners encrypt in user space (read, encrypt, send)"),
+        }
+    }
+    for l in &served {
+        tracing::info!(listener = %l.config.name, protocol = %l.config.protocol, bind = %l.config.bind,
+            advertised = %format!("{}:{}", l.config.advertised.0, l.config.advertised.1), "listener");
+    }
+    Ok((served, resolved.inter_broker.clone()))
+}
+
 impl Broker {
     /// Starts the broker; returns once every shard is listening.
-    pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+    pub fn start(mut config: BrokerConfig) -> Result<Broker, StartError> {
+        let (listeners, inter_broker_listener) = listeners(&mut config)?;
         let lock = lock_data_dir(&config.data_dir)?;
         let data_cluster_id = meta_properties(&config)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
@@ -276,10 +359,11 @@ impl Broker {
                 shard: 0,
                 reason: e.to_string(),
             })?;
-        let sasl = config
-            .sasl_settings()
-            .map_err(StartError::Config)?
-            .map(Arc::new);
+        let mut sasl = std::collections::BTreeMap::new();
+        for l in listeners.iter().filter(|l| l.config.protocol.uses_sasl()) {
+            let settings = config.sasl_settings(&l.config.name)?;
+            sasl.insert(l.config.name.clone(), Arc::new(settings));
+        }
         let authorizer = Authorizer::from_config(&config)?;
         let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
@@ -301,6 +385,9 @@ impl Broker {
             copied_bytes: AtomicU64::new(0),
             sasl,
             authorizer,
+            tls_bytes: AtomicU64::new(0),
+            listeners,
+            inter_broker_listener,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });
@@ -351,6 +438,15 @@ impl Broker {
         self.shared.config.listen
     }
 
+    /// The bound address of listener `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.shared
+            .listeners
+            .iter()
+            .find(|l| l.config.name == name)
+            .map(|l| l.config.bind)
+    }
+
     pub fn shared(&self) -> &Arc<BrokerShared> {
         &self.shared
     }
@@ -383,6 +479,7 @@ impl Broker {
         tracing::info!(
             sendfile_bytes = self.shared.sendfile_bytes.load(Ordering::Relaxed),
             copied_bytes = self.shared.copied_bytes.load(Ordering::Relaxed),
+            tls_bytes = self.shared.tls_bytes.load(Ordering::Relaxed),
             clean,
             "broker stopped"
         );
@@ -465,16 +562,22 @@ async fn shard_main(
     let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
         Rc::clone(&shard),
     ));
-    let listener = match glommio::net::TcpListener::bind(shared.config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err((
-                shard.id,
-                format!("binding {}: {e}", shared.config.listen),
-            )));
-            return;
+    let mut sockets = Vec::new();
+    for served in &shared.listeners {
+        match glommio::net::TcpListener::bind(served.config.bind) {
+            Ok(l) => sockets.push((l, Arc::clone(served))),
+            Err(e) => {
+                let _ = ready.send(Err((
+                    shard.id,
+                    format!(
+                        "binding listener {} on {}: {e}",
+                        served.config.name, served.config.bind
+                    ),
+                )));
+                return;
+            }
         }
-    };
+    }
     let metrics = match metrics_listener(&shard) {
         Ok(m) => m,
         Err(e) => {
@@ -483,12 +586,19 @@ async fn shard_main(
         }
     };
     let _ = ready.send(Ok(shard.id));
-    let accept = glommio::spawn_local(server::accept_loop(Rc::clone(&shard), listener));
+    let accepts: Vec<_> = sockets
+        .into_iter()
+        .map(|(socket, served)| {
+            glommio::spawn_local(server::accept_loop(Rc::clone(&shard), socket, served))
+        })
+        .collect();
     maintenance(&shard).await;
     if let Some(m) = metrics {
         drop(m.cancel());
     }
-    drop(accept.cancel());
+    for accept in accepts {
+        drop(accept.cancel());
+    }
     drop(timers.cancel());
     server::close_connections(&shard, CLOSE_CONNECTIONS_MAX).await;
     shutdown(&shard);
@@ -711,8 +821,13 @@ fn shutdown(shard: &Shard) {
         cross_shard_jobs = shard.stats.cross_shard_jobs.get(),
         sendfile_bytes = shard.stats.sendfile_bytes.get(),
         copied_bytes = shard.stats.copied_bytes.get(),
+        tls_bytes = shard.stats.tls_bytes.get(),
         "shard stopped"
     );
+    shard
+        .broker
+        .tls_bytes
+        .fetch_add(shard.stats.tls_bytes.get(), Ordering::Relaxed);
     shard
         .broker
         .sendfile_bytes

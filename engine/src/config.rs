@@ -8,7 +8,6 @@
 //! DescribeConfigs reports every key with its source, as Kafka does.
 
 use crate::security::sasl;
-use crate::security::SecurityProtocol;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -82,6 +81,30 @@ pub const KEYS: &[Key] = &[
     broker("node.id", Kind::Int, "1", 0),
     broker("listeners", Kind::Text, "PLAINTEXT://127.0.0.1:9092", 0),
     broker("advertised.listeners", Kind::Text, "", 0),
+    broker(
+        "listener.security.protocol.map",
+        Kind::Text,
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        0,
+    ),
+    broker("inter.broker.listener.name", Kind::Text, "", 0),
+    broker("controller.listener.names", Kind::Text, "", 0),
+    broker("ssl.keystore.type", Kind::OneOf(&["PEM"]), "PEM", 0),
+    broker("ssl.keystore.location", Kind::Text, "", 0),
+    broker("ssl.keystore.certificate.chain", Kind::Text, "", 0),
+    broker("ssl.keystore.key", Kind::Text, "", 0),
+    broker("ssl.truststore.type", Kind::OneOf(&["PEM"]), "PEM", 0),
+    broker("ssl.truststore.location", Kind::Text, "", 0),
+    broker("ssl.truststore.certificates", Kind::Text, "", 0),
+    broker(
+        "ssl.client.auth",
+        Kind::OneOf(&["none", "requested", "required"]),
+        "none",
+        0,
+    ),
+    broker("ssl.enabled.protocols", Kind::Text, "TLSv1.2,TLSv1.3", 0),
+    broker("ssl.cipher.suites", Kind::Text, "", 0),
+    broker("ssl.principal.mapping.rules", Kind::Text, "DEFAULT", 0),
     broker("log.dirs", Kind::Text, "./data", 0),
     broker("num.partitions", Kind::Int, "1", 1),
     broker("default.replication.factor", Kind::Int, "1", 1),
@@ -285,6 +308,22 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    /// A value that parses but cannot be served as given (a listener
+    /// without its certificate, two listeners on one port).
+    #[error("'{key}': {reason}")]
+    Refused { key: String, reason: String },
+}
+
+/// Keys whose values are secrets: DescribeConfigs reports them without
+/// a value, as Kafka does for its password-typed keys.
+pub const SENSITIVE_KEYS: &[&str] = &["ssl.keystore.key"];
+
+/// Whether `name` (a broker key, or its `listener.name.<l>.` form) holds
+/// a secret.
+pub fn is_sensitive(name: &str) -> bool {
+    SENSITIVE_KEYS
+        .iter()
+        .any(|k| name == *k || name.ends_with(&format!(".{k}")))
 }
 
 fn find_broker_key(name: &str) -> Option<&'static Key> {
@@ -396,13 +435,14 @@ pub struct BrokerConfig {
     /// spreads them over every online CPU.
     pub cpus: Option<Vec<usize>>,
     pub node_id: i32,
-    /// The security protocol of `listeners`.
-    pub listener_protocol: SecurityProtocol,
     /// Every broker key's value and source (topic keys under broker names).
     values: BTreeMap<&'static str, (String, Source)>,
     /// SASL keys outside [`KEYS`]: listener-scoped ones and secrets,
     /// which DescribeConfigs does not report.
     sasl_values: BTreeMap<String, String>,
+    /// `listener.name.<listener>.ssl.*`: per-listener TLS settings, by
+    /// lower-case listener name and the `ssl.*` key they override.
+    listener_overrides: BTreeMap<(String, &'static str), String>,
 }
 
 impl Default for BrokerConfig {
@@ -414,9 +454,9 @@ impl Default for BrokerConfig {
             cores: online_cpus(),
             cpus: None,
             node_id: 1,
-            listener_protocol: SecurityProtocol::Plaintext,
             values: BTreeMap::new(),
             sasl_values: BTreeMap::new(),
+            listener_overrides: BTreeMap::new(),
         };
         for k in KEYS {
             if let Some(b) = k.broker {
@@ -476,21 +516,6 @@ fn hide_secret(key: &str, value: &str) -> String {
 /// The protocol of the first listener. Until listeners are named, the
 /// one listener is PLAINTEXT or SASL_PLAINTEXT; TLS listeners are refused
 /// rather than served as plaintext.
-fn listener_protocol(key: &str, value: &str) -> Result<SecurityProtocol, ConfigError> {
-    let first = value.split(',').next().unwrap_or("").trim();
-    let Some((scheme, _)) = first.split_once("://") else {
-        return Ok(SecurityProtocol::Plaintext);
-    };
-    match SecurityProtocol::parse(scheme) {
-        Some(p @ (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext)) => Ok(p),
-        _ => Err(ConfigError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "a PLAINTEXT:// or SASL_PLAINTEXT:// listener".into(),
-        }),
-    }
-}
-
 fn parse_listener(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
     let bad = || ConfigError::InvalidValue {
         key: key.to_string(),
@@ -518,6 +543,9 @@ impl BrokerConfig {
             self.sasl_values.insert(name.to_string(), value.to_string());
             return Ok(());
         }
+        if let Some(rest) = name.strip_prefix("listener.name.") {
+            return self.set_listener_override(name, rest, value);
+        }
         let (key, broker_name): (&Key, &'static str) = match find_broker_key(name) {
             Some(k) => (k, k.broker.expect("found by broker name")),
             None => match find_topic_key(name) {
@@ -535,9 +563,10 @@ impl BrokerConfig {
         }
         match broker_name {
             "listeners" => {
-                self.listener_protocol = listener_protocol(name, &value)?;
                 let (host, port) = parse_listener(name, &value)?;
-                let addr = (host.as_str(), port)
+                // An empty host binds every interface, as in Kafka.
+                let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
+                let addr = (bind_host, port)
                     .to_socket_addrs()
                     .ok()
                     .and_then(|mut a| a.next())
@@ -578,6 +607,57 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// `listener.name.<listener>.<ssl key>`: a TLS setting of one listener.
+    fn set_listener_override(
+        &mut self,
+        name: &str,
+        rest: &str,
+        value: &str,
+    ) -> Result<(), ConfigError> {
+        let unknown = || ConfigError::UnknownKey(name.to_string());
+        let (listener, key_name) = rest.split_once('.').ok_or_else(unknown)?;
+        let key = find_broker_key(key_name)
+            .filter(|_| key_name.starts_with("ssl."))
+            .ok_or_else(unknown)?;
+        if listener.is_empty() {
+            return Err(unknown());
+        }
+        let value = check_value(name, key, value)?;
+        let key_name = key.broker.expect("found by broker name");
+        self.listener_overrides
+            .insert((listener.to_ascii_lowercase(), key_name), value);
+        Ok(())
+    }
+
+    /// An `ssl.*` setting as listener `listener` sees it: its
+    /// `listener.name.<listener>.` override, else the broker's value.
+    /// Returns the value and the key it came from, for error messages.
+    pub fn listener_setting(&self, listener: &str, key: &'static str) -> (String, String) {
+        let lower = listener.to_ascii_lowercase();
+        match self.listener_overrides.get(&(lower.clone(), key)) {
+            Some(v) => (v.clone(), format!("listener.name.{lower}.{key}")),
+            None => (self.get(key).unwrap_or("").to_string(), key.to_string()),
+        }
+    }
+
+    /// Whether listener `listener` sets `key` itself.
+    pub fn has_listener_setting(&self, listener: &str, key: &'static str) -> bool {
+        self.listener_overrides
+            .contains_key(&(listener.to_ascii_lowercase(), key))
+    }
+
+    /// `key` as listener `listener` sets it itself (empty if it does
+    /// not), with the key it came from.
+    pub fn own_listener_setting(&self, listener: &str, key: &'static str) -> (String, String) {
+        let lower = listener.to_ascii_lowercase();
+        let value = self
+            .listener_overrides
+            .get(&(lower.clone(), key))
+            .cloned()
+            .unwrap_or_default();
+        (value, format!("listener.name.{lower}.{key}"))
+    }
+
     /// Sets `listeners` from a plain HOST:PORT.
     pub fn set_listen(&mut self, hostport: &str) -> Result<(), ConfigError> {
         self.set("listeners", &format!("PLAINTEXT://{hostport}"))
@@ -611,19 +691,16 @@ impl BrokerConfig {
 
     /// The SASL settings of the listener, if it speaks SASL; an error
     /// names the key at fault.
-    pub fn sasl_settings(&self) -> Result<Option<sasl::Settings>, ConfigError> {
-        if !self.listener_protocol.uses_sasl() {
-            return Ok(None);
-        }
-        let listener = self.listener_protocol.name().to_ascii_lowercase();
+    pub fn sasl_settings(&self, listener: &str) -> Result<sasl::Settings, ConfigError> {
+        let listener = listener.to_ascii_lowercase();
         let get = |k: &str| self.value(k).map(str::to_string);
-        sasl::Settings::for_listener(&get, &listener)
-            .map(Some)
-            .map_err(|(key, reason)| ConfigError::InvalidValue {
+        sasl::Settings::for_listener(&get, &listener).map_err(|(key, reason)| {
+            ConfigError::InvalidValue {
                 value: hide_secret(&key, self.value(&key).unwrap_or_default()),
                 key,
                 expected: reason,
-            })
+            }
+        })
     }
 
     /// A broker key's value (by broker name).
@@ -834,8 +911,7 @@ mod tests {
         .unwrap();
         let mut c = BrokerConfig::default();
         c.load_file(&p).unwrap();
-        assert_eq!(c.listener_protocol, SecurityProtocol::SaslPlaintext);
-        let s = c.sasl_settings().unwrap().expect("a SASL listener");
+        let s = c.sasl_settings("SASL_PLAINTEXT").unwrap();
         assert_eq!(s.plain_users["alice"], "a;b");
         assert_eq!(s.reauth_ms, 60000);
         assert_eq!(s.mechanism_names(), ["PLAIN", "SCRAM-SHA-512"]);
@@ -852,10 +928,6 @@ mod tests {
         );
         let e = c.set("sasl.enabled.mechanisms", "GSSAPI").unwrap_err();
         assert!(e.to_string().contains("Kerberos"), "{e}");
-        let e = c.set("listeners", "SSL://127.0.0.1:9093").unwrap_err();
-        assert!(e.to_string().contains("listeners"), "{e}");
-        c.set("listeners", "PLAINTEXT://127.0.0.1:9092").unwrap();
-        assert!(c.sasl_settings().unwrap().is_none());
     }
 
     #[test]

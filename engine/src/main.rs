@@ -5,7 +5,7 @@
 //!        [--override key=value]...
 //! ```
 //! With no arguments it serves 127.0.0.1:9092 with data in `./data`.
-//! SIGTERM or SIGINT stops it cleanly.
+//! SIGTERM or SIGINT stops it cleanly; SIGHUP reloads TLS certificates.
 //!
 //! ```text
 //! sluice groups list|describe GROUP|delete GROUP [--bootstrap HOST:PORT]
@@ -31,7 +31,7 @@ mod groups_cli;
 mod topics_cli;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use sluice_engine::broker::Broker;
 use sluice_engine::config::{BrokerConfig, ConfigError};
 use std::path::PathBuf;
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: installing signal handlers: {e}");
@@ -211,8 +211,14 @@ fn main() -> ExitCode {
     };
     println!("sluice listening on {}", broker.listen_addr());
     notify_systemd("READY=1");
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            tracing::info!("SIGHUP: reloading TLS certificates");
+            broker.shared().reload_tls();
+            continue;
+        }
         tracing::info!(signal = sig, "stopping");
+        break;
     }
     notify_systemd("STOPPING=1");
     broker.stop();

@@ -7,8 +7,8 @@ use crate::cluster::records::ClusterImage;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
-use crate::security::sasl::scram::{CredentialStore, ScramCredential, ScramMechanism};
 use crate::security::acl::index::AclIndex;
+use crate::security::sasl::scram::{CredentialStore, ScramCredential, ScramMechanism};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -41,10 +41,27 @@ impl TopicMeta {
 /// A broker clients can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerMeta {
+    /// The inter-broker listener's endpoint.
     pub host: String,
     pub port: u16,
+    /// Every listener's endpoint by name (empty: the broker registered
+    /// one listener, `host`/`port`).
+    pub listeners: crate::cluster::records::Endpoints,
     /// Stopped heartbeating: not listed to clients.
     pub fenced: bool,
+}
+
+impl BrokerMeta {
+    /// Where a client of listener `listener` reaches this broker; `None`
+    /// if the broker has no such listener (Kafka leaves it out).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .get(listener)
+            .map(|(host, port)| (host.as_str(), *port))
+    }
 }
 
 /// Every broker and topic, by name and id.
@@ -114,6 +131,7 @@ impl Snapshot {
                 let meta = BrokerMeta {
                     host: b.host.clone(),
                     port: b.port,
+                    listeners: b.listeners.clone(),
                     fenced: b.fenced,
                 };
                 (*id, meta)
@@ -140,6 +158,15 @@ impl Snapshot {
             .iter()
             .filter(|(_, b)| !b.fenced)
             .map(|(id, b)| (*id, b))
+    }
+
+    /// Brokers clients of `listener` may use, at that listener's address.
+    pub fn live_brokers_on<'a>(
+        &'a self,
+        listener: &'a str,
+    ) -> impl Iterator<Item = (i32, &'a str, u16)> + 'a {
+        self.live_brokers()
+            .filter_map(move |(id, b)| b.endpoint(listener).map(|(h, p)| (id, h, p)))
     }
 
     /// Whether this broker leads partition `index` of `topic`.
@@ -197,6 +224,58 @@ pub fn owner_shard(topic_id: uuid::Uuid, partition: i32, shards: usize) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brokers_are_listed_at_the_address_of_the_listener_asked() {
+        let endpoint = |h: &str, p| (h.to_string(), p);
+        let mut s = Snapshot::empty(1);
+        s.brokers.insert(
+            1,
+            BrokerMeta {
+                host: "10.0.0.1".into(),
+                port: 9094,
+                listeners: [
+                    ("PLAINTEXT".to_string(), endpoint("10.0.0.1", 9092)),
+                    ("SSL".to_string(), endpoint("kafka1.example", 9093)),
+                ]
+                .into(),
+                fenced: false,
+            },
+        );
+        // Without the SSL listener: left out for SSL clients.
+        s.brokers.insert(
+            2,
+            BrokerMeta {
+                host: "10.0.0.2".into(),
+                port: 9092,
+                listeners: [("PLAINTEXT".to_string(), endpoint("10.0.0.2", 9092))].into(),
+                fenced: false,
+            },
+        );
+        // Registered before named listeners: one endpoint for every listener.
+        s.brokers.insert(
+            3,
+            BrokerMeta {
+                host: "10.0.0.3".into(),
+                port: 9092,
+                listeners: Default::default(),
+                fenced: false,
+            },
+        );
+        let on = |l: &str| -> Vec<(i32, String, u16)> {
+            s.live_brokers_on(l)
+                .map(|(id, h, p)| (id, h.to_string(), p))
+                .collect()
+        };
+        assert_eq!(
+            on("SSL"),
+            vec![
+                (1, "kafka1.example".to_string(), 9093),
+                (3, "10.0.0.3".to_string(), 9092)
+            ]
+        );
+        assert_eq!(on("PLAINTEXT").len(), 3);
+    }
 
     #[test]
     fn topic_names() {

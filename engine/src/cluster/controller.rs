@@ -196,6 +196,7 @@ impl Controller {
                 port,
                 incarnation,
                 cluster_id,
+                listeners,
             } => {
                 let mut records = Vec::new();
                 match (&image.cluster_id, cluster_id) {
@@ -222,6 +223,7 @@ impl Controller {
                     node,
                     host,
                     port,
+                    listeners,
                     incarnation,
                     &self.config,
                 ));
@@ -839,12 +841,17 @@ pub(crate) fn register(
     node: i32,
     host: String,
     port: u16,
+    listeners: crate::cluster::records::Endpoints,
     incarnation: u64,
     config: &ControllerConfig,
 ) -> Vec<Record> {
     let known = image.brokers.get(&node);
     if known.is_some_and(|b| {
-        b.incarnation == incarnation && b.host == host && b.port == port && !b.fenced
+        b.incarnation == incarnation
+            && b.host == host
+            && b.port == port
+            && b.listeners == listeners
+            && !b.fenced
     }) {
         return Vec::new();
     }
@@ -853,6 +860,7 @@ pub(crate) fn register(
         host,
         port,
         incarnation,
+        listeners,
     };
     // A restart: first everything the old incarnation held moves on, as
     // if it had been fenced; then it comes back.
@@ -1291,19 +1299,44 @@ mod tests {
         // Broker 2 restarts: it loses the lead to 3 and comes back as a
         // follower outside the ISR.
         let epoch = image.topics["t"].partitions[0].leader_epoch;
-        let again = register(&image, 2, "127.0.0.1".into(), 9002, 2, &config());
+        let again = register(
+            &image,
+            2,
+            "127.0.0.1".into(),
+            9002,
+            Default::default(),
+            2,
+            &config(),
+        );
         image.apply(4, &again);
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, Some(NodeId(3)));
         assert!(p.leader_epoch.0 > epoch.0);
         assert_eq!(image.brokers[&2].incarnation, 2);
-        assert!(register(&image, 2, "127.0.0.1".into(), 9002, 2, &config()).is_empty());
+        assert!(register(
+            &image,
+            2,
+            "127.0.0.1".into(),
+            9002,
+            Default::default(),
+            2,
+            &config()
+        )
+        .is_empty());
     }
 
     #[test]
     fn a_lone_replica_restarting_leads_again_on_a_new_epoch() {
         let (mut image, _) = cluster(&[1]);
-        let again = register(&image, 1, "127.0.0.1".into(), 9001, 2, &config());
+        let again = register(
+            &image,
+            1,
+            "127.0.0.1".into(),
+            9001,
+            Default::default(),
+            2,
+            &config(),
+        );
         image.apply(2, &again);
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, Some(NodeId(1)));

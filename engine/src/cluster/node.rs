@@ -179,6 +179,7 @@ impl ClusterNode {
                 node: self.config.node_id,
                 host: shard.broker.config.advertised.0.clone(),
                 port: shard.broker.config.advertised.1,
+                listeners: shard.broker.advertised_listeners(),
                 incarnation: self.incarnation,
                 cluster_id: shard.broker.data_cluster_id.clone(),
             };

@@ -11,11 +11,14 @@
 
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
-use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use crate::security::acl::AclBinding;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use serde::{Deserialize, Serialize};
 use sluice_protocol::LeaderEpoch;
 use std::collections::BTreeMap;
+
+/// Every listener's advertised host and port, by listener name.
+pub type Endpoints = BTreeMap<String, (String, u16)>;
 
 /// One change to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +31,10 @@ pub enum Record {
         host: String,
         port: u16,
         incarnation: u64,
+        /// Every listener's endpoint; `host`/`port` are the inter-broker
+        /// listener's. Absent in records of brokers with one listener.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        listeners: Endpoints,
     },
     /// A broker stopped heartbeating (`fenced`) or came back.
     FenceBroker {
@@ -137,6 +144,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<Record>, String> {
 pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
+    pub listeners: Endpoints,
     pub incarnation: u64,
     pub fenced: bool,
 }
@@ -204,6 +212,7 @@ impl ClusterImage {
                 host: b.host.clone(),
                 port: b.port,
                 incarnation: b.incarnation,
+                listeners: b.listeners.clone(),
             });
             if b.fenced {
                 records.push(Record::FenceBroker {
@@ -258,12 +267,14 @@ impl ClusterImage {
                 host,
                 port,
                 incarnation,
+                listeners,
             } => {
                 self.brokers.insert(
                     *node,
                     BrokerInfo {
                         host: host.clone(),
                         port: *port,
+                        listeners: listeners.clone(),
                         incarnation: *incarnation,
                         fenced: false,
                     },
@@ -392,6 +403,7 @@ pub fn registrations(nodes: &[i32]) -> Vec<Record> {
             host: "127.0.0.1".into(),
             port: 9000 + node as u16,
             incarnation: 1,
+            listeners: Default::default(),
         })
         .collect()
 }
@@ -415,6 +427,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
                 incarnation: 7,
+                listeners: Default::default(),
             },
             Record::Topic {
                 name: "t".into(),
@@ -461,6 +474,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9090 + node as u16,
             incarnation: node as u64,
+            listeners: Default::default(),
         };
         image.apply(
             9,

@@ -8,8 +8,8 @@
 
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
-use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use crate::security::acl::AclBinding;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ pub enum Request {
         /// this is.
         #[serde(default)]
         cluster_id: Option<String>,
+        /// Every listener's advertised endpoint, by name.
+        #[serde(default)]
+        listeners: crate::cluster::records::Endpoints,
     },
     Heartbeat {
         node: i32,

@@ -395,7 +395,7 @@ impl Collector for Scrape {
 
         // Shards and connections.
         #[allow(clippy::type_complexity)]
-        let per_shard: [(&str, &str, MetricType, fn(&ShardSnapshot) -> f64); 5] = [
+        let per_shard: [(&str, &str, MetricType, fn(&ShardSnapshot) -> f64); 6] = [
             (
                 "sluice_connections",
                 "Open client connections.",
@@ -425,6 +425,12 @@ impl Collector for Scrape {
                 "Fetch bytes copied through user space.",
                 Counter,
                 |s| s.copied_bytes as f64,
+            ),
+            (
+                "sluice_fetch_tls_bytes",
+                "Fetch bytes read from the page cache and encrypted for TLS listeners.",
+                Counter,
+                |s| s.tls_bytes as f64,
             ),
         ];
         for (name, help, kind, pick) in per_shard {

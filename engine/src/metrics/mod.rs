@@ -207,6 +207,8 @@ pub struct ShardSnapshot {
     pub cross_shard_jobs: u64,
     pub sendfile_bytes: u64,
     pub copied_bytes: u64,
+    /// Fetch bytes read from the page cache and encrypted (TLS listeners).
+    pub tls_bytes: u64,
     /// Time the shard's executor spent running tasks.
     pub busy: Duration,
 }
@@ -227,6 +229,7 @@ pub fn snapshot(shard: &Rc<Shard>) -> ShardSnapshot {
         cross_shard_jobs: shard.stats.cross_shard_jobs.get(),
         sendfile_bytes: shard.stats.sendfile_bytes.get(),
         copied_bytes: shard.stats.copied_bytes.get(),
+        tls_bytes: shard.stats.tls_bytes.get(),
         busy: glommio::executor().executor_stats().total_runtime(),
     }
 }

@@ -5,8 +5,11 @@
 //! client authentication or SASL names someone else. Authorization checks
 //! the principal, never the address alone.
 
-pub mod sasl;
 pub mod acl;
+pub mod listeners;
+pub mod sasl;
+pub mod ssl_principal;
+pub mod tls;
 
 use std::fmt;
 

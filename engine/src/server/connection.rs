@@ -9,17 +9,26 @@
 //! round trip behind the one before; here they replicate together. The
 //! order of appends, and of answers, is the order of requests either way.
 //!
+//! On a TLS listener the connection first completes a handshake within
+//! [`HANDSHAKE_MAX`]; a peer that is silent, speaks plaintext, or shows a
+//! certificate that does not verify is logged and closed, costing one
+//! task for at most that long. After it, requests and answers pass
+//! through the session ([`super::tls`]); the client's principal is its
+//! certificate's subject when it showed one.
+//!
 //! Anything that makes the byte stream unreadable (a length outside the
 //! limits, an unknown API key, an unsupported version, a body that does not
 //! decode) is logged and closes this connection only.
 
-use super::frame_reader::{FrameReadError, FrameReader};
+use super::frame_reader::{FrameReadError, FrameReader, Receive};
 use super::handlers::{self, HandlerError, Later, Reply};
 use super::sasl_gate::{SaslGate, Verdict};
-use super::sendfile::{send_region, set_nonblocking};
+use super::sendfile::set_nonblocking;
+use super::tls::{self as session, Outbound};
+use crate::security::listeners::Served;
+use crate::security::Principal;
 use crate::shard::Shard;
 use futures::future::{self, Either};
-use futures::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use sluice_protocol::fetch_response::Part;
@@ -54,8 +63,11 @@ impl From<FrameReadError> for CloseReason {
     }
 }
 
+/// How long a TLS client has to complete its handshake.
+pub const HANDSHAKE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves one connection until the peer closes it or sends garbage.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     // As Kafka reports a member's client host in DescribeGroups.
@@ -67,9 +79,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::warn!(%peer, error = %e, "socket setup failed");
         return;
     }
-    let protocol = shard.broker.config.listener_protocol;
-    let client = handlers::Client::on(client_host, protocol);
-    let gate = match (&shard.broker.sasl, protocol.uses_sasl()) {
+    let protocol = listener.config.protocol;
+    let client = handlers::Client::on_listener(client_host, protocol, &listener.config.name);
+    let gate = match (
+        shard.broker.sasl.get(&listener.config.name),
+        protocol.uses_sasl(),
+    ) {
         (Some(settings), true) => Some(SaslGate::new(Arc::clone(settings), peer.clone())),
         (None, true) => {
             tracing::error!(%peer, "a SASL listener without SASL settings; closing");
@@ -77,27 +92,87 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         (_, false) => None,
     };
-    match run(&shard, &mut stream, &client, gate).await {
+    let result = match &listener.tls {
+        None => match writer_half(&stream) {
+            Ok(mut out) => run(&shard, &mut stream, &mut out, &client, gate).await,
+            Err(e) => Err(e.into()),
+        },
+        Some(tls) => {
+            let Some(conn) = tls_session(&mut stream, tls, &client, &peer).await else {
+                return;
+            };
+            match writer_half(&stream) {
+                Ok(out) => {
+                    let (mut reader, mut writer) = session::split(conn, stream, out);
+                    run(&shard, &mut reader, &mut writer, &client, gate).await
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    match result {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
     }
 }
 
+/// Runs the handshake within [`HANDSHAKE_MAX`] and names the client by
+/// its certificate, if it showed one. `None` (logged): close.
+async fn tls_session(
+    stream: &mut TcpStream,
+    tls: &crate::security::tls::TlsAcceptor,
+    client: &handlers::Client,
+    peer: &str,
+) -> Option<rustls::ServerConnection> {
+    let listener = &tls.settings.listener;
+    let config = tls.config();
+    let shaken = glommio::timer::timeout(HANDSHAKE_MAX, async {
+        Ok(session::handshake(stream, config).await)
+    })
+    .await;
+    let conn = match shaken {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, %listener, error = %e, "TLS handshake failed; closing");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, %listener, "TLS handshake not done within {HANDSHAKE_MAX:?}; closing");
+            return None;
+        }
+    };
+    if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
+        let named = crate::security::ssl_principal::subject_dn(cert)
+            .and_then(|dn| tls.settings.mapper.map(&dn));
+        match named {
+            Ok(name) => {
+                tracing::debug!(%peer, principal = %name, "TLS client authenticated");
+                *client.principal.borrow_mut() = Principal::user(name);
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "no principal for the client certificate; closing");
+                return None;
+            }
+        }
+    }
+    Some(conn)
+}
+
 /// Requests of one connection in progress at once: handled, with answers
 /// not yet written.
 const PIPELINE_DEPTH: usize = 16;
 
-async fn run(
+async fn run<R: Receive, W: Outbound>(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut R,
+    out: &mut W,
     client: &handlers::Client,
     gate: Option<SaslGate>,
 ) -> Result<(), CloseReason> {
-    let mut out = writer_half(stream)?;
     let (tx, rx) = local_channel::new_bounded(PIPELINE_DEPTH);
     let read = read_requests(shard, stream, client, gate, tx);
-    let write = write_replies(shard, &mut out, rx);
+    let write = write_replies(shard, out, rx);
     futures::pin_mut!(read, write);
     match future::select(read, write).await {
         // The reader is done (the peer closed, or sent something that ends
@@ -125,9 +200,9 @@ fn writer_half(stream: &TcpStream) -> io::Result<TcpStream> {
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
-async fn read_requests(
+async fn read_requests<R: Receive>(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut R,
     client: &handlers::Client,
     mut gate: Option<SaslGate>,
     replies: LocalSender<Reply>,
@@ -171,31 +246,31 @@ async fn read_requests(
     Ok(())
 }
 
-async fn write_replies(
+async fn write_replies<W: Outbound>(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut W,
     replies: LocalReceiver<Reply>,
 ) -> Result<(), CloseReason> {
     while let Some(reply) = replies.recv().await {
         match reply {
             Reply::None => {}
-            Reply::Frame(bytes) => stream.write_all(&bytes).await?,
+            Reply::Frame(bytes) => stream.send(&bytes).await?,
             Reply::Parts(parts) => write_parts(shard, stream, parts).await?,
-            Reply::Later(Later(rest)) => stream.write_all(&rest.await?).await?,
+            Reply::Later(Later(rest)) => stream.send(&rest.await?).await?,
         }
     }
     Ok(())
 }
 
-async fn write_parts(
+async fn write_parts<W: Outbound>(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut W,
     parts: Vec<Part<crate::storage::segment::FileRegion>>,
 ) -> io::Result<()> {
     for part in parts {
         match part {
-            Part::Bytes(b) => stream.write_all(&b).await?,
-            Part::Region(r) => send_region(stream, &r, &shard.stats).await?,
+            Part::Bytes(b) => stream.send(&b).await?,
+            Part::Region(r) => stream.send_region(&r, &shard.stats).await?,
         }
     }
     Ok(())

@@ -47,6 +47,38 @@ pub enum FrameReadError {
     Frame(#[from] FrameError),
 }
 
+/// Where a connection's bytes come from: the socket itself, or the
+/// plaintext of a TLS session over it.
+// Implemented only inside this crate, on one executor: the futures need
+// no `Send` bound, which is what the lint warns about.
+#[allow(async_fn_in_trait)]
+pub trait Receive {
+    /// Appends what arrives next to `buf` (after reserving room in it);
+    /// returns how many bytes came, 0 at the end of the stream.
+    async fn receive(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl Receive for TcpStream {
+    async fn receive(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match recv_into_spare(self.as_raw_fd(), buf)? {
+            Some(n) => Ok(n),
+            None => wait_and_read(self, buf).await,
+        }
+    }
+}
+
+/// Parks until the socket is readable and reads what glommio's read
+/// gives into a small zeroed tail. Returns the bytes read (0: closed).
+async fn wait_and_read(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + WAIT_READ_BYTES, 0);
+    let result = stream.read(&mut buf[start..]).await;
+    let n = *result.as_ref().unwrap_or(&0);
+    assert!(n <= WAIT_READ_BYTES);
+    buf.truncate(start + n);
+    result
+}
+
 /// Splits a connection's byte stream into request payloads.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -74,7 +106,10 @@ impl FrameReader {
 
     /// The next request's payload (the frame without its length prefix),
     /// or `None` once the peer has closed the connection between frames.
-    pub async fn next(&mut self, stream: &mut TcpStream) -> Result<Option<Bytes>, FrameReadError> {
+    pub async fn next<S: Receive>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Option<Bytes>, FrameReadError> {
         if self.buf.is_empty() && self.last_frame_bytes > RETAIN_BYTES_MAX {
             self.buf = BytesMut::new();
         }
@@ -98,33 +133,15 @@ impl FrameReader {
     }
 
     /// Receives until `need` bytes are buffered; false at end of stream.
-    async fn fill(&mut self, stream: &mut TcpStream, need: usize) -> io::Result<bool> {
+    async fn fill<S: Receive>(&mut self, stream: &mut S, need: usize) -> io::Result<bool> {
         while self.buf.len() < need {
             self.buf
                 .reserve((need - self.buf.len()).max(RECV_BYTES_MIN));
-            match recv_into_spare(stream.as_raw_fd(), &mut self.buf)? {
-                Some(0) => return Ok(false),
-                Some(_) => {}
-                None => {
-                    if self.wait_and_read(stream).await? == 0 {
-                        return Ok(false);
-                    }
-                }
+            if stream.receive(&mut self.buf).await? == 0 {
+                return Ok(false);
             }
         }
         Ok(true)
-    }
-
-    /// Parks until the socket is readable and reads what glommio's read
-    /// gives into a small zeroed tail. Returns the bytes read (0: closed).
-    async fn wait_and_read(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
-        let start = self.buf.len();
-        self.buf.resize(start + WAIT_READ_BYTES, 0);
-        let result = stream.read(&mut self.buf[start..]).await;
-        let n = *result.as_ref().unwrap_or(&0);
-        assert!(n <= WAIT_READ_BYTES);
-        self.buf.truncate(start + n);
-        result
     }
 }
 

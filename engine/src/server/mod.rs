@@ -7,13 +7,17 @@ pub mod frame_reader;
 pub mod handlers;
 pub mod sasl_gate;
 pub mod sendfile;
+pub mod tls;
 
+use crate::security::listeners::Served;
 use crate::shard::Shard;
 use glommio::net::TcpListener;
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Accepts connections until the task is dropped.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on one of the broker's listeners until the task
+/// is dropped.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, served: Arc<Served>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -23,8 +27,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     shard: Rc::clone(&shard),
                     id,
                 };
+                let served = Arc::clone(&served);
                 let task = glommio::spawn_local(async move {
-                    connection::serve(Rc::clone(&open.shard), stream).await;
+                    connection::serve(Rc::clone(&open.shard), stream, &served).await;
                     drop(open);
                 })
                 .detach();

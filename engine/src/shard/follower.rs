@@ -18,7 +18,6 @@ use super::Shard;
 use crate::replication::state::{EpochResponse, FollowerRequest};
 use crate::replication::NodeId;
 use bytes::{Bytes, BytesMut};
-use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -49,7 +48,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One Kafka connection to a leader.
 struct Conn {
-    stream: TcpStream,
+    stream: super::link::Link,
     correlation_id: i32,
     session: Option<Session>,
 }
@@ -326,11 +325,42 @@ async fn connect(shard: &Shard, leader: NodeId) -> Option<Conn> {
     let addr = (b.host.as_str(), b.port).to_socket_addrs().ok()?.next()?;
     let stream = TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
+    let stream = match inter_broker_tls(shard) {
+        None => super::link::Link::Plain(stream),
+        Some(config) => {
+            let shaken = glommio::timer::timeout(CALL_TIMEOUT, async {
+                Ok(super::link::Link::tls(stream, config, &b.host).await)
+            })
+            .await;
+            match shaken {
+                Ok(Ok(link)) => link,
+                Ok(Err(e)) => {
+                    tracing::warn!(leader = leader.0, %addr, error = %e, "TLS handshake with the leader failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::warn!(leader = leader.0, %addr, "TLS handshake with the leader timed out");
+                    return None;
+                }
+            }
+        }
+    };
     Some(Conn {
         stream,
         correlation_id: 0,
         session: None,
     })
+}
+
+/// The client side of the inter-broker listener's TLS, if it has TLS.
+fn inter_broker_tls(shard: &Shard) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    let broker = &shard.broker;
+    broker
+        .listeners
+        .iter()
+        .find(|l| l.config.name == broker.inter_broker_listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.client_config())
 }
 
 fn topic_name(p: &Partition) -> TopicName {

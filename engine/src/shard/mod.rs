@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod follower;
+pub mod link;
 pub mod partition;
 pub mod producer_state;
 
@@ -50,6 +51,9 @@ pub type TopicPartition = (String, i32);
 pub struct Stats {
     pub sendfile_bytes: Cell<u64>,
     pub copied_bytes: Cell<u64>,
+    /// Record bytes of fetches sent over TLS: read from the page cache,
+    /// encrypted, written.
+    pub tls_bytes: Cell<u64>,
     pub connections: Cell<u64>,
     pub cross_shard_jobs: Cell<u64>,
 }

@@ -147,6 +147,13 @@ impl Broker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Sends `signal` to the broker process.
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("the broker runs");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

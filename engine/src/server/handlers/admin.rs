@@ -798,6 +798,11 @@ fn entry(
         .with_name(s(name))
         .with_value(Some(s(value)))
         .with_config_source(source_code(src));
+    if crate::config::is_sensitive(name) {
+        // A secret is named, never shown.
+        e.value = None;
+        e.is_sensitive = true;
+    }
     if v >= 3 {
         e.config_type = type_code(name, kind);
         // Sluice has no documentation text for its keys: null, as Kafka
@@ -810,7 +815,7 @@ fn entry(
 fn synonym(name: &str, value: &str, src: Source) -> DescribeConfigsSynonym {
     DescribeConfigsSynonym::default()
         .with_name(s(name))
-        .with_value(Some(s(value)))
+        .with_value((!crate::config::is_sensitive(name)).then(|| s(value)))
         .with_source(source_code(src))
 }
 
@@ -887,15 +892,16 @@ pub fn describe_cluster(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErro
         .brokers
         .iter()
         .filter(|(_, b)| !b.fenced || req.include_fenced_brokers)
-        .map(|(&id, b)| {
+        .filter_map(|(&id, b)| {
+            let (host, port) = b.endpoint(&ctx.client.listener)?;
             let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(id))
-                .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port));
-            match ctx.version() >= 2 {
+                .with_host(s(host.to_string()))
+                .with_port(i32::from(port));
+            Some(match ctx.version() >= 2 {
                 true => broker.with_is_fenced(b.fenced),
                 false => broker,
-            }
+            })
         })
         .collect();
     let controller = ctx

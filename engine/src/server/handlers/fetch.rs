@@ -218,7 +218,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     };
     ctx.client.fetch_session.set(session);
     let head = head(ctx, ErrorCode::None, session_id);
-    let (topics, endpoints) = group(shard, answer);
+    let (topics, endpoints) = group(shard, answer, &ctx.client.listener);
     let (parts, _size) = fetch_response::encode(head, topics, &endpoints);
     Ok(Reply::Parts(parts))
 }
@@ -336,6 +336,7 @@ fn trim_to(got: &mut [Got], max_bytes: usize) {
 fn group(
     shard: &Shard,
     answer: Vec<(Want, Got)>,
+    listener: &str,
 ) -> (Vec<TopicData<FileRegion>>, Vec<NodeEndpoint>) {
     let snapshot = shard.metadata();
     let mut topics: Vec<TopicData<FileRegion>> = Vec::new();
@@ -381,11 +382,11 @@ fn group(
     let endpoints = leaders
         .into_iter()
         .filter_map(|id| {
-            let b = snapshot.brokers.get(&id)?;
+            let (host, port) = snapshot.brokers.get(&id)?.endpoint(listener)?;
             Some(NodeEndpoint {
                 node_id: id,
-                host: b.host.clone(),
-                port: i32::from(b.port),
+                host: host.to_string(),
+                port: i32::from(port),
                 rack: None,
             })
         })

@@ -204,12 +204,13 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
                         .partition(partition_for(&key, topic.partitions))
                         .and_then(|p| p.leader)
                         .and_then(|n| snapshot.brokers.get(&n.0).map(|b| (n.0, b)))
-                        .filter(|(_, b)| !b.fenced);
+                        .filter(|(_, b)| !b.fenced)
+                        .and_then(|(id, b)| Some((id, b.endpoint(&ctx.client.listener)?)));
                     match leader {
-                        Some((id, b)) => {
+                        Some((id, (host, port))) => {
                             c.node_id = kafka_protocol::messages::BrokerId(id);
-                            c.host = s(b.host.clone());
-                            c.port = i32::from(b.port);
+                            c.host = s(host.to_string());
+                            c.port = i32::from(port);
                             ErrorCode::None
                         }
                         None => ErrorCode::CoordinatorNotAvailable,

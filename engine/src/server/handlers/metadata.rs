@@ -76,13 +76,14 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         }
     }
     let snapshot = shard.metadata();
+    // Each broker at its address on the listener this client came in on.
     let brokers = snapshot
-        .live_brokers()
-        .map(|(id, b)| {
+        .live_brokers_on(&ctx.client.listener)
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_host(StrBytes::from_string(host.to_string()))
+                .with_port(i32::from(port))
         })
         .collect();
     let mut resp = MetadataResponse::default()

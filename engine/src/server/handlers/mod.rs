@@ -87,6 +87,9 @@ pub struct Client {
     pub fetch_session: Cell<Option<fetch::FetchSession>>,
     /// The security protocol of the listener the client came in on.
     pub protocol: SecurityProtocol,
+    /// The name of that listener: Metadata and FindCoordinator answer
+    /// with brokers' addresses on it.
+    pub listener: String,
     /// Who the client is: `User:ANONYMOUS` until TLS client
     /// authentication or SASL says otherwise.
     pub principal: RefCell<Principal>,
@@ -98,12 +101,18 @@ impl Client {
         Client::on(host, SecurityProtocol::Plaintext)
     }
 
-    /// A client of a listener speaking `protocol`.
+    /// A client of a listener speaking `protocol`, named after it.
     pub fn on(host: String, protocol: SecurityProtocol) -> Client {
+        Client::on_listener(host, protocol, protocol.name())
+    }
+
+    /// A client of listener `listener`, speaking `protocol`.
+    pub fn on_listener(host: String, protocol: SecurityProtocol, listener: &str) -> Client {
         Client {
             host,
             fetch_session: Cell::new(None),
             protocol,
+            listener: listener.to_string(),
             principal: RefCell::new(Principal::anonymous()),
         }
     }

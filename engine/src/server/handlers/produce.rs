@@ -195,12 +195,13 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     }
     let version = ctx.version();
     if parked.is_empty() {
-        return ctx.respond(&response(shard, version, slots));
+        return ctx.respond(&response(shard, version, slots, &ctx.client.listener));
     }
     // Appended: the connection may go on to its next request while the
     // in-sync replicas catch up; this answer still goes out in its turn.
     let (api, correlation_id) = (ctx.api, ctx.header.correlation_id);
     let shard = Rc::clone(shard);
+    let listener = ctx.client.listener.clone();
     Ok(Reply::Later(Later(Box::pin(async move {
         let started = std::time::Instant::now();
         let waits = parked
@@ -217,7 +218,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             api,
             version,
             correlation_id,
-            &response(&shard, version, slots),
+            &response(&shard, version, slots, &listener),
         )
     }))))
 }
@@ -370,7 +371,7 @@ fn reports_log_start(code: ErrorCode) -> bool {
     )
 }
 
-fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
+fn response(shard: &Shard, version: i16, slots: Vec<Slot>, listener: &str) -> ProduceResponse {
     let snapshot = shard.metadata();
     let mut leaders = std::collections::BTreeSet::new();
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
@@ -421,12 +422,12 @@ fn response(shard: &Shard, version: i16, slots: Vec<Slot>) -> ProduceResponse {
     let node_endpoints = leaders
         .into_iter()
         .filter_map(|id| {
-            let b = snapshot.brokers.get(&id)?;
+            let (host, port) = snapshot.brokers.get(&id)?.endpoint(listener)?;
             Some(
                 NodeEndpoint::default()
                     .with_node_id(kafka_protocol::messages::BrokerId(id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(i32::from(b.port)),
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(i32::from(port)),
             )
         })
         .collect();
@@ -457,5 +458,10 @@ fn transactional_id_refused(ctx: &Ctx<'_>, req: &ProduceRequest) -> Result<Reply
             })
         })
         .collect();
-    ctx.respond(&response(ctx.shard, ctx.version(), slots))
+    ctx.respond(&response(
+        ctx.shard,
+        ctx.version(),
+        slots,
+        &ctx.client.listener,
+    ))
 }
