@@ -136,10 +136,24 @@ impl ProducerContext for Outcomes {
 /// Produces one record with librdkafka: delivered, or the error it failed
 /// with.
 fn produce(bootstrap: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
+    produce_with(bootstrap, &[], topic)
+}
+
+/// [`produce`] with extra client settings (a SASL login, say).
+fn produce_with(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+    topic: &str,
+) -> Result<(), RDKafkaErrorCode> {
     let outcomes = Outcomes::default();
-    let producer: BaseProducer<Outcomes> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
-        .set("message.timeout.ms", "60000")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer<Outcomes> = config
         .create_with_context(outcomes.clone())
         .expect("producer");
     producer
@@ -158,13 +172,25 @@ fn produce(bootstrap: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
 /// Reads `topic`'s partition 0 from its start with librdkafka: the first
 /// record's value, or the first error that is not connection churn.
 fn consume(bootstrap: &str, topic: &str) -> Result<String, RDKafkaErrorCode> {
+    consume_with(bootstrap, &[], topic)
+}
+
+/// [`consume`] with extra client settings.
+fn consume_with(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+    topic: &str,
+) -> Result<String, RDKafkaErrorCode> {
     use rdkafka::Message;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "acl-test-unused")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
         .unwrap();
@@ -651,3 +677,60 @@ fn list_groups_hides_groups_without_describe_unless_the_cluster_allows_it() {
     assert_eq!(listed_groups(addr), vec!["lg-open"]);
     assert_eq!(commit_offset(addr, "lg-closed", "lg"), 30);
 }
+
+/// Users who logged in with SASL are authorized as themselves: alice,
+/// granted WRITE on a topic, produces there and is refused a fetch until
+/// she is granted READ; bob, granted nothing, is refused. The test
+/// administers over a plaintext listener whose anonymous clients are
+/// super users, as an internal listener would be.
+#[test]
+fn sasl_users_are_authorized_by_their_principal() {
+    let sasl_port = common::free_port();
+    let broker = Broker::start_with(1, |port| {
+        vec![
+            format!("listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"),
+            AUTHORIZER.to_string(),
+            "super.users=User:ANONYMOUS".into(),
+            "sasl.enabled.mechanisms=PLAIN".into(),
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_alice=\"alice-pw\" user_bob=\"bob-pw\";"
+                .into(),
+        ]
+    });
+    create_topic(&broker, "ledger", 1);
+    // The consumer's group is hers to use; the topic is not hers to read.
+    grant(
+        broker.addr(),
+        &[
+            (TOPIC, "ledger", LITERAL, "User:alice", WRITE, ALLOW),
+            (GROUP, "acl-test-unused", LITERAL, "User:alice", READ, ALLOW),
+        ],
+    );
+    let login = |user: &'static str, password: &'static str| {
+        [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ]
+    };
+    let b = format!("127.0.0.1:{sasl_port}");
+    assert_eq!(produce_with(&b, &login("alice", "alice-pw"), "ledger"), Ok(()));
+    assert_eq!(
+        consume_with(&b, &login("alice", "alice-pw"), "ledger"),
+        Err(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    assert_eq!(
+        produce_with(&b, &login("bob", "bob-pw"), "ledger"),
+        Err(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    grant(
+        broker.addr(),
+        &[(TOPIC, "ledger", LITERAL, "User:alice", READ, ALLOW)],
+    );
+    assert_eq!(
+        consume_with(&b, &login("alice", "alice-pw"), "ledger").as_deref(),
+        Ok("v")
+    );
+}
+

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kafkajs_round_trip, run_client, Broker};
+use common::{java_classpath, kafkajs_round_trip, run_client, Broker};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -220,24 +220,6 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
             "idempotence",
         ],
     );
-}
-
-/// Builds the Java checks (Apache Kafka's client, from Maven; `.ci/run`
-/// fetches it) and returns their class path.
-fn java_classpath() -> String {
-    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
-    let build = Command::new("mvn")
-        .args(["-q", "-B", "-f", pom, "package"])
-        .output()
-        .expect("maven is installed (apt-get install maven)");
-    assert!(
-        build.status.success(),
-        "building the Java client check failed:\n{}{}",
-        String::from_utf8_lossy(&build.stdout),
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
-    format!("{target}/classes:{target}/lib/*")
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub struct LocalClusterSpec {
     pub log_filter: Option<String>,
     /// Each broker's `metrics.listener` port; none when empty.
     pub metrics_ports: Vec<u16>,
+    /// Extra `key=value` settings for one broker (by node - 1), after
+    /// `overrides`: per-broker listeners, say.
+    pub broker_overrides: Vec<Vec<String>>,
 }
 
 /// Running brokers; killed on drop.
@@ -59,6 +62,7 @@ impl LocalClusterSpec {
             log_to_files: true,
             log_filter: None,
             metrics_ports: Vec::new(),
+            broker_overrides: Vec::new(),
         }
     }
 
@@ -102,7 +106,11 @@ impl LocalClusterSpec {
             c.arg("--override")
                 .arg(format!("metrics.listener=127.0.0.1:{port}"));
         }
-        for o in &self.overrides {
+        for o in self
+            .overrides
+            .iter()
+            .chain(self.broker_overrides.get(node - 1).into_iter().flatten())
+        {
             c.arg("--override").arg(o);
         }
         if let Some(filter) = &self.log_filter {

@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `sluice` binary.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::io::{Read, Write};
@@ -409,9 +411,20 @@ pub fn new_producer_id(addr: SocketAddr) -> i64 {
 /// output and `context()` (a broker's log, say, read once it failed)
 /// unless it succeeds.
 pub fn run_client(what: &str, args: &[&str], context: impl FnOnce() -> String) -> String {
+    run_client_with(what, args, &[], context)
+}
+
+/// [`run_client`] with extra environment variables.
+pub fn run_client_with(
+    what: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    context: impl FnOnce() -> String,
+) -> String {
     let out = std::process::Command::new("timeout")
         .args(args)
         .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{what} could not start: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -456,4 +469,22 @@ pub fn passed(client: &str, features: &[&str]) {
         std::fs::write(dir.join(format!("{client}={feature}")), b"")
             .expect("writing a compatibility mark");
     }
+}
+
+/// Builds the Java checks (Apache Kafka's client, from Maven; `.ci/run`
+/// fetches it) and returns their class path.
+pub fn java_classpath() -> String {
+    let pom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/pom.xml");
+    let build = Command::new("mvn")
+        .args(["-q", "-B", "-f", pom, "package"])
+        .output()
+        .expect("maven is installed (apt-get install maven)");
+    assert!(
+        build.status.success(),
+        "building the Java client check failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
+    format!("{target}/classes:{target}/lib/*")
 }

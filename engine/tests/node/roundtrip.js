@@ -9,7 +9,8 @@
 // usage: node roundtrip.js HOST:PORT TOPIC COUNT [REPLICATION_FACTOR]
 //
 // With SASL_MECHANISM (plain, scram-sha-256, scram-sha-512),
-// SASL_USERNAME and SASL_PASSWORD set, every connection logs in first.
+// SASL_USERNAME and SASL_PASSWORD set, every connection logs in first;
+// with SSL_CA_FILE set it speaks TLS, trusting that CA.
 
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
@@ -113,6 +114,9 @@ async function main() {
     brokers: [bootstrap],
     logLevel: logLevel.WARN,
     retry: { retries: 10 },
+    ssl: process.env.SSL_CA_FILE
+      ? { ca: [require('fs').readFileSync(process.env.SSL_CA_FILE, 'utf8')] }
+      : undefined,
     sasl: process.env.SASL_MECHANISM
       ? {
           mechanism: process.env.SASL_MECHANISM,

@@ -2,11 +2,14 @@
 COUNT messages to TOPIC and reads them all back. Exits non-zero on any
 failure or mismatch.
 
-usage: sasl_clients.py CLIENT BOOTSTRAP TOPIC COUNT MECHANISM USER SECRET
+usage: sasl_clients.py CLIENT BOOTSTRAP TOPIC COUNT MECHANISM USER SECRET [PROTOCOL CAFILE]
   CLIENT     kafka-python | confluent-kafka | aiokafka
-  MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+  MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER, or NONE
+             for an SSL listener without SASL
   SECRET     the password, or for OAUTHBEARER the JWT (confluent-kafka
              hands it over from its oauth_cb)
+  PROTOCOL   SASL_PLAINTEXT (the default), SASL_SSL or SSL
+  CAFILE     the CA to check the broker's certificate with (TLS protocols)
 """
 
 import asyncio
@@ -14,20 +17,25 @@ import sys
 import time
 
 client, bootstrap, topic, count, mechanism, user, secret = sys.argv[1:8]
+protocol = sys.argv[8] if len(sys.argv) > 8 else "SASL_PLAINTEXT"
+cafile = sys.argv[9] if len(sys.argv) > 9 else None
 count = int(count)
+uses_sasl = protocol.startswith("SASL")
 want = [b"v%d" % i for i in range(count)]
 
 
 def kafka_python():
     from kafka import KafkaConsumer, KafkaProducer
 
-    sasl = dict(
-        bootstrap_servers=bootstrap,
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism=mechanism,
-        sasl_plain_username=user,
-        sasl_plain_password=secret,
-    )
+    sasl = dict(bootstrap_servers=bootstrap, security_protocol=protocol)
+    if uses_sasl:
+        sasl.update(
+            sasl_mechanism=mechanism,
+            sasl_plain_username=user,
+            sasl_plain_password=secret,
+        )
+    if cafile:
+        sasl.update(ssl_cafile=cafile, ssl_check_hostname=True)
     producer = KafkaProducer(**sasl)
     futures = [producer.send(topic, value=v) for v in want]
     producer.flush(timeout=60)
@@ -51,14 +59,17 @@ def confluent():
 
     conf = {
         "bootstrap.servers": bootstrap,
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanisms": mechanism,
+        "security.protocol": protocol,
     }
-    if mechanism == "OAUTHBEARER":
-        conf["oauth_cb"] = lambda _config: (secret, time.time() + 300)
-    else:
-        conf["sasl.username"] = user
-        conf["sasl.password"] = secret
+    if cafile:
+        conf["ssl.ca.location"] = cafile
+    if uses_sasl:
+        conf["sasl.mechanisms"] = mechanism
+        if mechanism == "OAUTHBEARER":
+            conf["oauth_cb"] = lambda _config: (secret, time.time() + 300)
+        else:
+            conf["sasl.username"] = user
+            conf["sasl.password"] = secret
     failures = []
     producer = Producer(conf)
     for v in want:
@@ -87,13 +98,17 @@ def confluent():
 async def aiokafka():
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    sasl = dict(
-        bootstrap_servers=bootstrap,
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism=mechanism,
-        sasl_plain_username=user,
-        sasl_plain_password=secret,
-    )
+    sasl = dict(bootstrap_servers=bootstrap, security_protocol=protocol)
+    if uses_sasl:
+        sasl.update(
+            sasl_mechanism=mechanism,
+            sasl_plain_username=user,
+            sasl_plain_password=secret,
+        )
+    if cafile:
+        from aiokafka.helpers import create_ssl_context
+
+        sasl["ssl_context"] = create_ssl_context(cafile=cafile)
     producer = AIOKafkaProducer(**sasl)
     await producer.start()
     try:
@@ -124,4 +139,4 @@ else:
     sys.exit(f"unknown client {client}")
 if got != want:
     sys.exit(f"{client}: read {len(got)} messages, not the {count} written in order")
-print(f"{client}: {count} messages through {mechanism}")
+print(f"{client}: {count} messages over {protocol} ({mechanism})")

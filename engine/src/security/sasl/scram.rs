@@ -266,8 +266,13 @@ impl ScramServer {
                 ITERATIONS_MIN,
             ),
         };
-        let server_nonce: [u8; 24] = rand::random();
-        let nonce = format!("{}{}", first.nonce, B64.encode(server_nonce));
+        // Letters and digits only, as Kafka's own server nonces.
+        let server_nonce = rand::distributions::DistString::sample_string(
+            &rand::distributions::Alphanumeric,
+            &mut rand::thread_rng(),
+            32,
+        );
+        let nonce = format!("{}{server_nonce}", first.nonce);
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let reply = server_first.clone().into_bytes();
         self.state = State::Final {
@@ -301,6 +306,7 @@ impl ScramServer {
             return Step::Fail(Failure::protocol("channel binding does not match"));
         }
         if nonce != Some(ex.nonce) {
+            tracing::debug!(expected = ex.nonce, got = ?nonce, "SCRAM client-final nonce");
             return Step::Fail(Failure::protocol("nonce does not match"));
         }
         let auth_message = format!(

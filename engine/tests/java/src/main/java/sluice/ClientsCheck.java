@@ -59,6 +59,22 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 public final class ClientsCheck {
   private static final String[] CODECS = {"none", "gzip", "snappy", "lz4", "zstd"};
   private static final Duration DEADLINE = Duration.ofSeconds(120);
+  /** Client security settings (security.protocol, sasl.*, ssl.*) from the
+   * properties file SLUICE_CLIENT_PROPERTIES names, for every client. */
+  private static final Properties SECURITY = security();
+
+  private static Properties security() {
+    Properties p = new Properties();
+    String path = System.getenv("SLUICE_CLIENT_PROPERTIES");
+    if (path != null && !path.isEmpty()) {
+      try (java.io.FileReader r = new java.io.FileReader(path)) {
+        p.load(r);
+      } catch (java.io.IOException e) {
+        throw new RuntimeException("reading " + path, e);
+      }
+    }
+    return p;
+  }
 
   public static void main(String[] args) throws Exception {
     String bootstrap = args[0];
@@ -67,6 +83,8 @@ public final class ClientsCheck {
     String group = topic + "-group";
 
     Properties common = new Properties();
+
+    common.putAll(SECURITY);
     common.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
 
     try (Admin admin = Admin.create(common)) {
@@ -99,6 +117,7 @@ public final class ClientsCheck {
     int total = 0;
     for (String codec : CODECS) {
       Properties p = new Properties();
+      p.putAll(SECURITY);
       p.putAll(common);
       p.put(ProducerConfig.ACKS_CONFIG, "all");
       p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
@@ -138,6 +157,8 @@ public final class ClientsCheck {
     System.out.println("producer: " + total + " records acknowledged, offsets contiguous");
 
     Properties c = new Properties();
+
+    c.putAll(SECURITY);
     c.putAll(common);
     c.put(ConsumerConfig.GROUP_ID_CONFIG, group);
     c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
@@ -265,6 +286,7 @@ public final class ClientsCheck {
       Properties common, String topic, Map<Integer, TreeMap<Long, String>> written) throws Exception {
     for (String acks : new String[] {"0", "1"}) {
       Properties p = new Properties();
+      p.putAll(SECURITY);
       p.putAll(common);
       p.put(ProducerConfig.ACKS_CONFIG, acks);
       p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
@@ -278,6 +300,7 @@ public final class ClientsCheck {
     }
     // All 200 land at the end of partition 1.
     Properties c = new Properties();
+    c.putAll(SECURITY);
     c.putAll(common);
     c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
     c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
