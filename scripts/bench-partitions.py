@@ -6,7 +6,10 @@ Readiness and Metadata latency use a raw Metadata v1 request for all topics
 on one connection, so the figures are the broker's and the wire's, not a
 client library's parsing. Restart time is from just before the process is
 spawned until a Metadata response shows every partition of the benchmark's
-topics with a leader and no error.
+topics with a leader and no error ("led"), and until single-record
+produces, one partition after another across all topics, answer at normal
+latency again: 20 in a row within five times (at least 20 ms) the median
+the same probe had before the shutdown ("serving").
 """
 import argparse
 import json
@@ -182,6 +185,58 @@ def produce_some(port, names, partitions, records):
         raise RuntimeError("produce did not complete")
 
 
+class Prober:
+    """Single-record produces (acks=1, no linger), each waited for, spread
+    over all partitions of the benchmark's topics: how fast the broker
+    answers a client that writes, partition after partition."""
+
+    def __init__(self, port, names, partitions):
+        from confluent_kafka import Producer
+
+        self.names, self.partitions, self.i = names, partitions, 0
+        self.p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "1",
+                           "linger.ms": 0, "message.timeout.ms": 300000})
+
+    def once_ms(self):
+        # A stride through the topics, so consecutive probes land far apart.
+        k = self.i
+        self.i += 1
+        name = self.names[(k * 37) % len(self.names)]
+        part = (k // len(self.names)) % self.partitions
+        t0 = time.perf_counter()
+        self.p.produce(name, b"p" * 100, partition=part)
+        if self.p.flush(300) != 0:
+            raise RuntimeError("probe produce did not complete")
+        return (time.perf_counter() - t0) * 1000
+
+
+def produce_baseline_ms(port, names, partitions, n=50):
+    """Median single-record produce latency of a broker that has been up."""
+    prober = Prober(port, names, partitions)
+    prober.once_ms()  # the client's first request also fetches metadata
+    return statistics.median(prober.once_ms() for _ in range(n))
+
+
+def wait_serving(port, names, partitions, t0, baseline_ms, streak=20, deadline_s=300.0):
+    """Seconds from t0 until `streak` probe produces in a row each answer
+    within max(5 x baseline, 20 ms): the broker serves at normal latency.
+    Counted to the start of that streak."""
+    limit = max(5 * baseline_ms, 20.0)
+    prober = Prober(port, names, partitions)
+    end = time.perf_counter() + deadline_s
+    start, good = None, 0
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        if prober.once_ms() <= limit:
+            start = t if good == 0 else start
+            good += 1
+            if good >= streak:
+                return start - t0
+        else:
+            good = 0
+    raise RuntimeError(f"produce latency not back under {limit:.1f} ms after {deadline_s} s")
+
+
 def metadata_latency(port, n):
     conn = Conn(port)
     conn.metadata_raw()  # the connection's first request is not timed
@@ -265,15 +320,23 @@ def run(keep):
         tp = time.perf_counter()
         produce_some(broker.port, names[: a.produce_topics], a.partitions, a.records)
         row["produce_s"] = round(time.perf_counter() - tp, 2)
+        base = produce_baseline_ms(broker.port, names, a.partitions)
+        row["produce_baseline_p50_ms"] = round(base, 2)
         row["clean_shutdown_s"] = round(broker.stop(signal.SIGTERM), 3)
         row["disk"] = disk_kib(data)
-        row["clean_restart_s"] = round(broker.wait_ready(total, broker.start()), 3)
+        t0 = broker.start()
+        row["clean_restart_s"] = round(broker.wait_ready(total, t0), 3)
+        row["clean_restart_serving_s"] = round(
+            wait_serving(broker.port, names, a.partitions, t0, base), 3)
         row["rss_after_clean_restart_kib"] = broker.rss_kib()
         tp = time.perf_counter()
         produce_some(broker.port, names[: a.produce_topics], a.partitions, a.records)
         row["produce_after_restart_s"] = round(time.perf_counter() - tp, 2)
         broker.stop(signal.SIGKILL)
-        row["kill_restart_s"] = round(broker.wait_ready(total, broker.start()), 3)
+        t0 = broker.start()
+        row["kill_restart_s"] = round(broker.wait_ready(total, t0), 3)
+        row["kill_restart_serving_s"] = round(
+            wait_serving(broker.port, names, a.partitions, t0, base), 3)
         out(row)
         rounds.append(row)
 
@@ -286,6 +349,9 @@ def run(keep):
              "clean_shutdown_s": summary(x["clean_shutdown_s"] for x in rounds),
              "clean_restart_s": summary(x["clean_restart_s"] for x in rounds),
              "kill_restart_s": summary(x["kill_restart_s"] for x in rounds),
+             "clean_restart_serving_s": summary(x["clean_restart_serving_s"] for x in rounds),
+             "kill_restart_serving_s": summary(x["kill_restart_serving_s"] for x in rounds),
+             "produce_baseline_p50_ms": summary(x["produce_baseline_p50_ms"] for x in rounds),
              "produce_s": summary(x["produce_s"] for x in rounds),
              "produce_after_restart_s": summary(x["produce_after_restart_s"] for x in rounds),
              "disk_allocated_mib": summary(x["disk"]["allocated_kib"] / 1024 for x in rounds),

@@ -4,7 +4,9 @@
 # each over several rounds, with the data directory's disk footprint. Before
 # each shutdown 20 records go to each partition of the first 100 topics, so
 # restarts have data to recover (and the time that takes is reported: a
-# restarted broker may answer Metadata before it serves). One JSON line per
+# restarted broker may answer Metadata before it serves, so each restart is
+# timed until all partitions are led and until single-record produces answer
+# at the latency they had before it). One JSON line per
 # round, then a summary of medians with min and max.
 # scripts/bench-partitions.py says how each figure is taken. Everything is
 # written under a temporary directory that is removed at the end.

@@ -806,6 +806,19 @@ async fn maintenance(shard: &Rc<Shard>) {
 }
 
 fn shutdown(shard: &Shard) {
+    let lagging = shard
+        .partitions()
+        .iter()
+        .filter(|p| p.epochs_unwritten() || p.creation_unsynced())
+        .count();
+    if lagging > 0 {
+        // Their flush below writes and syncs them on this thread.
+        tracing::info!(
+            shard = shard.id,
+            lagging,
+            "partition files the background writer had not reached"
+        );
+    }
     for p in shard.partitions() {
         if let Err(e) = p.flush_now() {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");

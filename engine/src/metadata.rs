@@ -30,6 +30,15 @@ pub struct TopicMeta {
 }
 
 impl TopicMeta {
+    /// Whether this is the snapshot of topic image `t`: same name, id,
+    /// stored config and partition states.
+    fn is_image(&self, t: &crate::cluster::records::TopicImage) -> bool {
+        self.name == t.name
+            && self.id == t.id
+            && self.overrides == t.config
+            && self.replicas == t.partitions
+    }
+
     /// The replication state of partition `index`.
     pub fn partition(&self, index: i32) -> Option<&PartitionState> {
         usize::try_from(index)
@@ -106,9 +115,20 @@ impl Snapshot {
 
     /// The snapshot of a metadata image. A topic whose stored config no
     /// longer parses keeps the broker defaults (and says so).
-    pub fn from_image(image: &ClusterImage, broker: &BrokerConfig) -> Snapshot {
+    ///
+    /// A topic that is the same in `prev` (the snapshot before) keeps
+    /// `prev`'s `Arc`: nothing is parsed or copied for it, and shards
+    /// tell changed topics from unchanged ones by pointer
+    /// ([`Snapshot::changed_topics`]). Creating 1,000 topics one by one
+    /// otherwise rebuilt every topic for every new one, and every shard
+    /// then visited every partition: quadratic in the topic count.
+    pub fn from_image(image: &ClusterImage, broker: &BrokerConfig, prev: &Snapshot) -> Snapshot {
         let mut topics = BTreeMap::new();
         for t in image.topics.values() {
+            if let Some(same) = prev.topics.get(&t.name).filter(|m| m.is_image(t)) {
+                topics.insert(t.name.clone(), Arc::clone(same));
+                continue;
+            }
             let config = broker.topic_config(&t.config).unwrap_or_else(|e| {
                 tracing::error!(topic = %t.name, error = %e, "topic config does not apply; using defaults");
                 broker.topic_config(&BTreeMap::new()).expect("defaults parse")
@@ -142,6 +162,29 @@ impl Snapshot {
         s.scram = image.scram.clone();
         s.acls = Arc::new(AclIndex::new(&image.acls));
         s
+    }
+
+    /// What changed from `prev` to this snapshot, for a shard to visit
+    /// only that: the names of topics added, changed or removed, or
+    /// `None` when the brokers changed (a fence, a registration), after
+    /// which every partition is visited again.
+    pub fn changed_topics(&self, prev: &Snapshot) -> Option<std::collections::BTreeSet<String>> {
+        if self.brokers != prev.brokers || self.node_id != prev.node_id {
+            return None;
+        }
+        let mut changed: std::collections::BTreeSet<String> = self
+            .topics
+            .iter()
+            .filter(|(name, t)| prev.topics.get(*name).is_none_or(|p| !Arc::ptr_eq(p, t)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        changed.extend(
+            prev.topics
+                .keys()
+                .filter(|name| !self.topics.contains_key(*name))
+                .cloned(),
+        );
+        Some(changed)
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {

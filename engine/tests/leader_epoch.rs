@@ -103,6 +103,20 @@ fn checkpoint(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("leader-epoch-checkpoint")).unwrap()
 }
 
+/// The checkpoint once it reads `expected`, or as it reads after 60 s.
+/// A leader's new epoch reaches the file in the background (the shard's
+/// file sync), so right after a restart it may still name the old ones.
+fn settled_checkpoint(dir: &Path, expected: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.join("leader-epoch-checkpoint")).unwrap_or_default();
+        if text == expected || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn offset_for_leader_epoch_answers_from_the_cache() {
     // Two shards: the partitions are spread over both owners, and the
@@ -214,14 +228,16 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
     create(&mut raw, "durable", 1);
     let dir = broker.partition_dir("durable", 0);
     let e0 = leader_epoch(&mut raw, "durable");
-    assert_eq!(checkpoint(&dir), checkpoint_of(&[(e0, 0)]), "at creation");
+    let want = checkpoint_of(&[(e0, 0)]);
+    assert_eq!(settled_checkpoint(&dir, &want), want, "at creation");
     produce(&mut raw, "durable", 0, 20, 5);
     assert!(common::segment_files(&dir).len() > 2);
 
     // A clean stop: the new leader epoch starts at the log end.
     broker.stop();
     let (mut raw, e1) = restart(&mut broker, e0);
-    assert_eq!(checkpoint(&dir), checkpoint_of(&[(e0, 0), (e1, 100)]));
+    let want = checkpoint_of(&[(e0, 0), (e1, 100)]);
+    assert_eq!(settled_checkpoint(&dir, &want), want);
     assert_eq!(
         ask(
             &mut raw,
@@ -235,10 +251,8 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
     // kill -9 keeps the file; the epoch after it starts at 110.
     broker.kill9();
     let (mut raw, e2) = restart(&mut broker, e1);
-    assert_eq!(
-        checkpoint(&dir),
-        checkpoint_of(&[(e0, 0), (e1, 100), (e2, 110)])
-    );
+    let want = checkpoint_of(&[(e0, 0), (e1, 100), (e2, 110)]);
+    assert_eq!(settled_checkpoint(&dir, &want), want);
     assert_eq!(
         ask(&mut raw, 4, &[("durable", 0, e2, e1)]),
         vec![(0, 0, e1, 110)]
@@ -255,10 +269,8 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
     broker.kill9();
     std::fs::remove_file(dir.join("leader-epoch-checkpoint")).unwrap();
     let (mut raw, e3) = restart(&mut broker, e2);
-    assert_eq!(
-        checkpoint(&dir),
-        checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110)])
-    );
+    let want = checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110)]);
+    assert_eq!(settled_checkpoint(&dir, &want), want);
     assert_eq!(
         ask(
             &mut raw,
@@ -290,14 +302,64 @@ fn the_checkpoint_survives_restarts_and_is_rebuilt_when_deleted() {
     broker.stop();
     std::fs::write(dir.join("leader-epoch-checkpoint"), "not a checkpoint").unwrap();
     let (mut raw, e4) = restart(&mut broker, e3);
-    assert_eq!(
-        checkpoint(&dir),
-        checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110), (e4, 115)])
-    );
+    let want = checkpoint_of(&[(e0, 0), (e1, 100), (e3, 110), (e4, 115)]);
+    assert_eq!(settled_checkpoint(&dir, &want), want);
     assert_eq!(
         ask(&mut raw, 4, &[("durable", 0, e4, e3)]),
         vec![(0, 0, e3, 115)]
     );
+}
+
+/// A restarted broker once wrote every partition's checkpoint, with its
+/// syncs, on the shard's thread before serving anything: 10–15 s with
+/// 10,000 partitions. The new epoch now reaches the file in the
+/// background, and this guards the rule that made the synchronous write
+/// safe: the file names an epoch before the log holds records of it. Each
+/// partition is written to right after the restart, many at once in one
+/// request, and once acknowledged its file must name the new epoch where
+/// the records start.
+#[test]
+fn records_of_a_new_epoch_are_never_ahead_of_the_checkpoint() {
+    let mut broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let partitions = 16;
+    create(&mut raw, "ahead", partitions);
+    for p in 0..partitions {
+        produce(&mut raw, "ahead", p, 1, 5);
+    }
+    broker.stop();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let mut b = BatchBuilder::new(1_000);
+    b.push(1_000, None, Some(b"value"), &[]);
+    let batch = Bytes::from(b.finish());
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic("ahead"))
+            .with_partition_data(
+                (0..partitions)
+                    .map(|p| {
+                        PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(batch.clone()))
+                    })
+                    .collect(),
+            )]);
+    let resp: ProduceResponse = call(&mut raw, ApiKey::Produce, 9, &req).unwrap();
+    for answer in &resp.responses[0].partition_responses {
+        assert_eq!((answer.index, answer.error_code), (answer.index, 0));
+        let text = checkpoint(&broker.partition_dir("ahead", answer.index));
+        let last = text.lines().last().unwrap().to_string();
+        let (epoch, start) = last.split_once(' ').unwrap();
+        assert_eq!(start, "5", "partition {}: {text:?}", answer.index);
+        assert!(
+            epoch.parse::<i32>().unwrap() > 0,
+            "partition {}: {text:?}",
+            answer.index
+        );
+    }
 }
 
 /// librdkafka's log lines (with `debug=fetch`), to see what it decided.

@@ -391,6 +391,7 @@ impl ClusterNode {
                 let snapshot = Arc::new(Snapshot::from_image(
                     &self.image.borrow(),
                     &shard.broker.config,
+                    &shard.metadata(),
                 ));
                 for target in 0..shard.count {
                     let snapshot = Arc::clone(&snapshot);

@@ -8,6 +8,7 @@
 //! `invoke_on`). Bytes move as refcounted `Bytes`, never copied per hop.
 
 pub mod controller;
+pub mod file_sync;
 pub mod follower;
 pub mod link;
 pub mod partition;
@@ -23,7 +24,7 @@ use glommio::channels::channel_mesh::Senders;
 use partition::Partition;
 use sluice_protocol::Offset;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -85,6 +86,10 @@ pub struct Shard {
     pub this: RefCell<std::rc::Weak<Shard>>,
     /// The client connections being served, closed at shutdown.
     pub open_connections: RefCell<HashMap<u64, glommio::task::JoinHandle<()>>>,
+    /// Partition files to write and sync in the background.
+    pub file_sync: Rc<file_sync::FileSync>,
+    /// A snapshot was applied: later ones visit only what changed.
+    applied_any: Cell<bool>,
     pub stats: Stats,
 }
 
@@ -115,6 +120,8 @@ impl Shard {
             fetchers: RefCell::new(std::collections::HashSet::new()),
             this: RefCell::new(std::rc::Weak::new()),
             open_connections: RefCell::new(HashMap::new()),
+            file_sync: Rc::new(file_sync::FileSync::default()),
+            applied_any: Cell::new(false),
             stats: Stats::default(),
         }
     }
@@ -286,6 +293,12 @@ impl Shard {
         if !dir.exists() {
             return PartitionLog::create(&dir, config, topic.id);
         }
+        if crate::storage::checkpoint::read_partition_metadata(&dir).is_err() {
+            // A new partition's files are synced after its creation (see
+            // `PartitionLog::create`): a crash may have lost this one.
+            tracing::warn!(dir = %dir.display(), "partition.metadata missing or unreadable; writing it again");
+            crate::storage::checkpoint::write_partition_metadata(&dir, topic.id)?;
+        }
         let key = (topic.name.clone(), index);
         let recovery_point = Offset(
             self.broker
@@ -316,17 +329,42 @@ impl Shard {
     /// a replica of, deletes those of topics that are gone, and once the
     /// metadata is `current` (see [`Shard::metadata_current`]) those that
     /// reassignments moved to other brokers.
+    ///
+    /// Only the topics that changed since the shard's last snapshot are
+    /// visited (all of them for the first snapshot, after a change of the
+    /// brokers, and topics with an offline partition, which are tried
+    /// again): see [`Snapshot::changed_topics`].
     pub fn apply_snapshot(&self, snapshot: Arc<Snapshot>, current: bool) {
-        self.delete_replicas(&snapshot, current);
+        let prev = self.metadata();
+        let changed = match self.applied_any.replace(true) {
+            true => snapshot.changed_topics(&prev),
+            false => None,
+        };
+        // Each changed topic with the most partitions either snapshot gives it.
+        let changed: Option<BTreeMap<String, i32>> = changed.map(|mut names| {
+            names.extend(self.offline.borrow().keys().map(|(t, _)| t.clone()));
+            let count = |s: &Snapshot, n: &str| s.topic(n).map_or(0, |t| t.partitions);
+            names
+                .into_iter()
+                .map(|n| {
+                    let most = count(&snapshot, &n).max(count(&prev, &n));
+                    (n, most)
+                })
+                .collect()
+        });
+        self.delete_replicas(&snapshot, current, changed.as_ref());
         self.offline
             .borrow_mut()
             .retain(|(t, _), _| snapshot.topic(t).is_some());
-        for topic in snapshot.topics.values() {
-            self.open_topic(topic);
+        let visit = |name: &String| changed.as_ref().is_none_or(|c| c.contains_key(name));
+        for (name, topic) in &snapshot.topics {
+            if visit(name) {
+                self.open_topic(topic);
+            }
         }
         let led_before = self.led_offsets_partitions(&self.metadata());
         *self.metadata.borrow_mut() = Arc::clone(&snapshot);
-        self.apply_partition_states(&snapshot);
+        self.apply_partition_states(&snapshot, changed.as_ref());
         let led_after = self.led_offsets_partitions(&snapshot);
         for p in led_after.difference(&led_before) {
             self.groups.set_leading(self, *p, true);
@@ -347,12 +385,38 @@ impl Shard {
     pub fn metadata_current(&self) {
         let snapshot = self.metadata();
         self.remove_strays(&snapshot);
-        self.delete_replicas(&snapshot, true);
+        self.delete_replicas(&snapshot, true, None);
+    }
+
+    /// The partitions of this shard of the topics in `topics` (each with
+    /// the most partitions it may have), or all of them for `None`.
+    fn partitions_of(&self, topics: Option<&BTreeMap<String, i32>>) -> Vec<Rc<Partition>> {
+        let partitions = self.partitions.borrow();
+        let Some(topics) = topics else {
+            return partitions.values().cloned().collect();
+        };
+        let mut out = Vec::new();
+        for (name, count) in topics {
+            let mut key = (name.clone(), 0);
+            for index in 0..*count {
+                key.1 = index;
+                if let Some(p) = partitions.get(&key) {
+                    out.push(Rc::clone(p));
+                }
+            }
+        }
+        out
     }
 
     /// Deletes the replicas of topics that are gone and, with `moved`,
-    /// those no longer assigned to this broker.
-    fn delete_replicas(&self, snapshot: &Snapshot, moved: bool) {
+    /// those no longer assigned to this broker; of the topics named in
+    /// `topics` only, if given.
+    fn delete_replicas(
+        &self,
+        snapshot: &Snapshot,
+        moved: bool,
+        topics: Option<&BTreeMap<String, i32>>,
+    ) {
         let node = crate::replication::NodeId(self.broker.config.node_id);
         let held = |t: &str, index: i32, p: &Partition| {
             snapshot.topic(t).is_some_and(|m| {
@@ -363,11 +427,10 @@ impl Shard {
             })
         };
         let doomed: Vec<TopicPartition> = self
-            .partitions
-            .borrow()
+            .partitions_of(topics)
             .iter()
-            .filter(|((t, i), p)| !held(t, *i, p))
-            .map(|(k, _)| k.clone())
+            .filter(|p| !held(&p.topic, p.index, p))
+            .map(|p| (p.topic.clone(), p.index))
             .collect();
         for key in doomed {
             if let Some(p) = self.partitions.borrow_mut().remove(&key) {
@@ -430,10 +493,13 @@ impl Shard {
 
     /// Gives every partition of this shard its state from `snapshot`, and
     /// makes sure a fetcher runs for every leader one now follows.
-    fn apply_partition_states(self: &Shard, snapshot: &Snapshot) {
+    fn apply_partition_states(
+        self: &Shard,
+        snapshot: &Snapshot,
+        topics: Option<&BTreeMap<String, i32>>,
+    ) {
         let now = partition::now_ms();
-        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
-        for p in partitions {
+        for p in self.partitions_of(topics) {
             let Some(meta) = snapshot.topic(&p.topic).filter(|m| m.id == p.topic_id) else {
                 continue;
             };
@@ -445,6 +511,7 @@ impl Shard {
                 p.metrics.leading(state.leader_epoch.0);
             }
             p.apply_state(state.clone(), now);
+            self.file_sync.push(&p);
             if let Some(leader) = p.following() {
                 if let Some(shard) = self.this.borrow().upgrade() {
                     follower::ensure_fetcher(&shard, leader);

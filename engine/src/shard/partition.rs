@@ -2,6 +2,9 @@
 //! on it, and the flush state. Only the owner shard touches it, so plain
 //! `RefCell`s suffice; no borrow is held across an `.await`.
 
+mod created;
+pub(crate) use created::sync_path;
+mod epoch_file;
 mod replica;
 
 use super::producer_state::{Check, ProducerStates};
@@ -61,6 +64,10 @@ pub struct Partition {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// A write of the leader-epoch checkpoint is in flight, and who waits
+    /// for it (see `partition/epoch_file.rs`).
+    epochs_writing: Cell<bool>,
+    epoch_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Woken after the next step of the replication model (DeleteRecords
     /// waiting for the low watermark).
     step_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -145,6 +152,8 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),
+            epochs_writing: Cell::new(false),
+            epoch_waiters: RefCell::new(Vec::new()),
             step_waiters: RefCell::new(Vec::new()),
             metrics: Default::default(),
         }
@@ -210,6 +219,8 @@ impl Partition {
         summary: &RecordSetSummary,
         acks: Acks,
     ) -> Result<(AppendInfo, Offset, Option<Acked>), ErrorCode> {
+        // A failed write is retried, and reported, by the append itself.
+        let _ = self.write_epochs().await;
         let appended = self.append_now(set, summary, acks)?;
         if let Some(target) = appended.flush_to {
             self.flush_for_append(target).await?;
@@ -512,6 +523,15 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    /// Runs `f` on a glommio executor: an append may write the
+    /// leader-epoch checkpoint through the ring first.
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor")
+            .run(f)
+    }
+
     /// A producer whose batch was appended but whose acknowledgement was
     /// lost in a broker restart retries it: before producer state was
     /// rebuilt from the log at start, the retry was appended a second time.
@@ -546,12 +566,12 @@ mod tests {
         let summary = validate_record_set(&batch, 1 << 20).unwrap();
         let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
         let p = leader_of(log);
-        let (first, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
+        let (first, _) = run(p.append(&batch, &summary)).unwrap();
         p.flush_now().unwrap();
         drop(p);
         let log = PartitionLog::open(&pdir, config, true, Offset(1), Offset(0)).unwrap();
         let p = leader_of(log);
-        let (retry, _) = futures::executor::block_on(p.append(&batch, &summary)).unwrap();
+        let (retry, _) = run(p.append(&batch, &summary)).unwrap();
         assert_eq!(retry.base_offset, first.base_offset);
         assert_eq!(p.watermarks().high_watermark, Offset(1));
     }
@@ -582,8 +602,8 @@ mod tests {
         let p = leader_of(log);
         let (first, first_summary) = batch(0);
         let (second, second_summary) = batch(1);
-        futures::executor::block_on(p.append(&first, &first_summary)).unwrap();
-        futures::executor::block_on(p.append(&second, &second_summary)).unwrap();
+        run(p.append(&first, &first_summary)).unwrap();
+        run(p.append(&second, &second_summary)).unwrap();
 
         // Broker 2 leads epoch 1 and never had the second batch, which
         // this replica committed alone: an unclean election, the one case
@@ -617,7 +637,7 @@ mod tests {
             ..follow
         };
         p.apply_state(lead, 2);
-        let (retry, _) = futures::executor::block_on(p.append(&first, &first_summary)).unwrap();
+        let (retry, _) = run(p.append(&first, &first_summary)).unwrap();
         assert_eq!(retry.base_offset, Offset(0));
         assert_eq!(p.log.borrow().log_end(), Offset(1));
     }

@@ -91,12 +91,17 @@ pub fn read_offsets(path: &Path) -> Result<OffsetMap> {
     Ok(out)
 }
 
-/// Writes `partition.metadata` with the topic id.
-pub fn write_partition_metadata(dir: &Path, topic_id: uuid::Uuid) -> Result<()> {
-    let text = format!(
+/// The contents of `partition.metadata` for a topic id.
+pub fn partition_metadata_text(topic_id: uuid::Uuid) -> String {
+    format!(
         "version: 0\ntopic_id: {}\n",
         base64_url(topic_id.as_bytes())
-    );
+    )
+}
+
+/// Writes `partition.metadata` with the topic id, atomically and durably.
+pub fn write_partition_metadata(dir: &Path, topic_id: uuid::Uuid) -> Result<()> {
+    let text = partition_metadata_text(topic_id);
     write_atomically(&dir.join(PARTITION_METADATA_FILE), text.as_bytes())
 }
 

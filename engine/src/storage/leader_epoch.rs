@@ -28,6 +28,18 @@
 //! too much but never too little; opening the log reconciles it with the
 //! log's offsets, and a missing or unreadable file is rebuilt from the
 //! batch headers (see `log.rs`).
+//!
+//! Taking over as leader records the new epoch at the log end, before
+//! any record of it exists. That change may stay in memory for a while
+//! ([`LeaderEpochCache::assign_unwritten`]): a restarted broker takes
+//! over every partition it leads at once, 10,000 files to write and sync,
+//! and the shard writes them in the background through its io_uring
+//! (`shard/file_sync.rs`) instead of stalling on each. The rule above
+//! still holds, because the first append under the new epoch waits for
+//! the file ([`LeaderEpochCache::write_unwritten`] when nothing wrote it
+//! sooner): the file always names every epoch the log holds records of.
+//! An epoch lost unwritten in a crash has no records, so no replica can
+//! ask about it, and the restarted broker leads in a newer one anyway.
 
 use super::checkpoint::LEADER_EPOCH_FILE;
 use super::{write_atomically, Result, StorageError};
@@ -351,6 +363,23 @@ pub fn decode(text: &str, path: &Path) -> Result<EpochHistory> {
 pub struct LeaderEpochCache {
     path: PathBuf,
     history: EpochHistory,
+    /// Counts changes to `history`; the file holds version `written`.
+    /// `written <= version` always; they differ only after
+    /// [`LeaderEpochCache::assign_unwritten`].
+    version: u64,
+    written: u64,
+    /// Counts the synchronous writes of the file, so that a background
+    /// write, whose rename may land after one of them, can tell.
+    sync_writes: u64,
+}
+
+/// A version of the cache's file to write: its contents, and the
+/// version to report to [`LeaderEpochCache::mark_written`].
+#[derive(Debug)]
+pub struct UnwrittenEpochs {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    pub version: u64,
 }
 
 impl LeaderEpochCache {
@@ -358,7 +387,26 @@ impl LeaderEpochCache {
     pub fn create(dir: &Path, history: EpochHistory) -> Result<LeaderEpochCache> {
         let path = dir.join(LEADER_EPOCH_FILE);
         write_atomically(&path, encode(&history).as_bytes())?;
-        Ok(LeaderEpochCache { path, history })
+        Ok(LeaderEpochCache::written(path, history))
+    }
+
+    fn written(path: PathBuf, history: EpochHistory) -> LeaderEpochCache {
+        LeaderEpochCache {
+            path,
+            history,
+            version: 0,
+            written: 0,
+            sync_writes: 0,
+        }
+    }
+
+    /// Writes `history` as the cache of the new partition in `dir`,
+    /// without syncing: the partition's creation is made durable as a
+    /// whole (see `PartitionLog::create`).
+    pub fn create_unsynced(dir: &Path, history: EpochHistory) -> Result<LeaderEpochCache> {
+        let path = dir.join(LEADER_EPOCH_FILE);
+        super::write_unsynced(&path, encode(&history).as_bytes())?;
+        Ok(LeaderEpochCache::written(path, history))
     }
 
     /// Reads the checkpoint of the partition in `dir`. A missing file is
@@ -383,7 +431,7 @@ impl LeaderEpochCache {
             reason: "not UTF-8 text".into(),
         })?;
         let history = decode(&text, &path)?;
-        Ok(LeaderEpochCache { path, history })
+        Ok(LeaderEpochCache::written(path, history))
     }
 
     pub fn history(&self) -> &EpochHistory {
@@ -398,10 +446,13 @@ impl LeaderEpochCache {
         &self.path
     }
 
-    /// See [`EpochHistory::assign`]. Free when nothing changes.
+    /// See [`EpochHistory::assign`]. Free when nothing changes and the
+    /// file is up to date; an append calls this before writing records,
+    /// so a file left behind by [`LeaderEpochCache::assign_unwritten`] is
+    /// written first.
     pub fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> Result<()> {
         if !self.history.needs_assign(epoch, start_offset) {
-            return Ok(());
+            return self.write_unwritten();
         }
         self.update(|h| h.assign(epoch, start_offset))
     }
@@ -423,14 +474,89 @@ impl LeaderEpochCache {
 
     /// Applies `change` to a copy; if it changed anything, writes the copy
     /// and only then keeps it. Several rules may be applied in one write.
+    /// The file is written even when `change` changes nothing but an
+    /// earlier [`LeaderEpochCache::assign_unwritten`] left it behind.
     pub fn update(&mut self, change: impl FnOnce(&mut EpochHistory) -> bool) -> Result<()> {
         let mut next = self.history.clone();
         if !change(&mut next) {
-            return Ok(());
+            return self.write_unwritten();
         }
         write_atomically(&self.path, encode(&next).as_bytes())?;
+        self.sync_writes += 1;
         self.history = next;
+        self.version += 1;
+        self.written = self.version;
         Ok(())
+    }
+
+    /// [`EpochHistory::assign`] in memory only: the file lags until
+    /// [`LeaderEpochCache::write_unwritten`] or a write of
+    /// [`LeaderEpochCache::unwritten`] catches it up. For taking over as
+    /// leader, where the epoch starts at the log end and has no records
+    /// yet; an append must not follow before the file is written (see
+    /// the module doc). Returns whether the file now lags.
+    pub fn assign_unwritten(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> bool {
+        if self.history.needs_assign(epoch, start_offset) {
+            assert!(self.history.assign(epoch, start_offset));
+            self.version += 1;
+        }
+        self.is_unwritten()
+    }
+
+    /// Whether the file lags the entries in memory.
+    pub fn is_unwritten(&self) -> bool {
+        debug_assert!(self.written <= self.version);
+        self.written != self.version
+    }
+
+    /// What to write to catch the file up, if it lags.
+    pub fn unwritten(&self) -> Option<UnwrittenEpochs> {
+        self.is_unwritten().then(|| UnwrittenEpochs {
+            path: self.path.clone(),
+            contents: encode(&self.history).into_bytes(),
+            version: self.version,
+        })
+    }
+
+    /// Whether `version` is still the newest: a write of it may replace
+    /// the file.
+    pub fn is_current(&self, version: u64) -> bool {
+        version == self.version
+    }
+
+    /// The file now durably holds `version` (renamed into place and its
+    /// directory synced).
+    pub fn mark_written(&mut self, version: u64) {
+        assert!(
+            version <= self.version,
+            "wrote version {version} of {}",
+            self.version
+        );
+        self.written = self.written.max(version);
+    }
+
+    /// Writes the file now if it lags the entries in memory.
+    pub fn write_unwritten(&mut self) -> Result<()> {
+        if !self.is_unwritten() {
+            return Ok(());
+        }
+        write_atomically(&self.path, encode(&self.history).as_bytes())?;
+        self.sync_writes += 1;
+        self.written = self.version;
+        Ok(())
+    }
+
+    /// How many synchronous writes the file has had.
+    pub fn sync_writes(&self) -> u64 {
+        self.sync_writes
+    }
+
+    /// A background write's rename may have replaced a newer file that a
+    /// synchronous write put in place meanwhile: the entries are written
+    /// again. (Until then the file may lack the newest epoch; opening the
+    /// log rebuilds a file that does not know the last batch's epoch.)
+    pub fn rewrite(&mut self) {
+        self.version += 1;
     }
 }
 
@@ -651,6 +777,30 @@ mod tests {
             LeaderEpochCache::read(dir.path()).unwrap().latest_epoch(),
             Some(e(0))
         );
+    }
+
+    /// A restart takes over every partition again; an assign that
+    /// changes nothing must leave the file alone (same inode, same
+    /// modification time), not rewrite and sync it.
+    #[test]
+    fn an_assign_that_changes_nothing_leaves_the_file_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = LeaderEpochCache::create(dir.path(), history(&[(0, 0), (2, 10)])).unwrap();
+        let file = dir.path().join(LEADER_EPOCH_FILE);
+        let stamp = |m: std::fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec());
+        let before = stamp(std::fs::metadata(&file).unwrap());
+        c.assign(e(2), o(10)).unwrap();
+        c.assign(e(2), o(25)).unwrap();
+        assert!(!c.assign_unwritten(e(2), o(30)));
+        c.write_unwritten().unwrap();
+        c.update(|h| h.truncate_from_end(o(40))).unwrap();
+        assert_eq!(stamp(std::fs::metadata(&file).unwrap()), before);
+        // A change does replace it.
+        assert!(c.assign_unwritten(e(3), o(30)));
+        c.write_unwritten().unwrap();
+        assert_ne!(stamp(std::fs::metadata(&file).unwrap()), before);
+        assert!(!c.is_unwritten());
     }
 
     #[test]

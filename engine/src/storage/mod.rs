@@ -101,6 +101,12 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Writes `contents` to a new file at `path`, without syncing: for the
+/// files of a new partition, synced later (see `PartitionLog::create`).
+pub fn write_unsynced(path: &Path, contents: &[u8]) -> Result<()> {
+    std::fs::write(path, contents).map_err(StorageError::io("write", path))
+}
+
 /// fsyncs a directory so a created or renamed entry survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = std::fs::File::open(dir).map_err(StorageError::io("open dir", dir))?;

@@ -9,6 +9,7 @@ use crate::config::{find_topic_key, Kind, Source, KAFKA_UNSET_DEFAULTS, KEYS, LI
 use crate::security::acl::{Operation, ResourceType};
 use crate::shard::controller::{self, NewTopic};
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -103,7 +104,6 @@ fn by_topic<R>(outcomes: Vec<(String, i32, R)>) -> Vec<(String, Vec<(i32, R)>)> 
 pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: CreateTopicsRequest = ctx.decode(body)?;
     let v = ctx.version();
-    let mut results = Vec::new();
     // A name given twice is refused once, and neither is created, as
     // Kafka does.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -118,6 +118,7 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     let mut refused_twice: Vec<String> = Vec::new();
     // CREATE on the cluster, else on each topic.
     let cluster_create = ctx.cluster_allowed(Operation::Create);
+    let mut results: Vec<LocalBoxFuture<'_, CreatableTopicResult>> = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
         if duplicates.contains(&name) {
@@ -127,86 +128,114 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
                     .with_name(t.name.clone())
                     .with_error_code(ErrorCode::InvalidRequest.code());
                 r.error_message = (v >= 1).then(|| s("Duplicate topic name."));
-                results.push(r);
                 refused_twice.push(name);
+                results.push(Box::pin(async move { r }));
             }
             continue;
         }
-        let overrides: BTreeMap<String, String> = t
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
-        let assignments = assignment(&t.assignments);
-        let requested_rf = t.replication_factor.max(1);
-        let mut r = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_error_message(None);
-        let outcome = match assignments {
-            _ if !cluster_create && !ctx.allowed(Operation::Create, ResourceType::Topic, &name) => {
-                Err(denied(ErrorCode::TopicAuthorizationFailed))
-            }
-            Err(e) => Err(e),
-            Ok(assignments) => {
-                let new = NewTopic {
-                    name: name.clone(),
-                    partitions: t.num_partitions,
-                    replication_factor: t.replication_factor,
-                    overrides,
-                    assignments,
-                };
-                if req.validate_only {
-                    controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
-                } else {
-                    controller::create_topic(ctx.shard, new).await
-                }
-            }
-        };
-        match outcome {
-            Ok(meta) => {
-                if v >= 5 {
-                    r.num_partitions = meta.partitions;
-                    r.replication_factor = meta
-                        .replicas
-                        .first()
-                        .map_or(requested_rf, |p| p.replicas.len() as i16);
-                    r.configs = Some(
-                        meta.config
-                            .values
-                            .iter()
-                            .map(|(k, (val, src))| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(s(k.clone()))
-                                    .with_value(Some(s(val.clone())))
-                                    .with_config_source(source_code(*src))
-                            })
-                            .collect(),
-                    );
-                    // The configs only to whom may DESCRIBE_CONFIGS them.
-                    if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) {
-                        r.configs = None;
-                        r.topic_config_error_code = ErrorCode::TopicAuthorizationFailed.code();
-                    }
-                }
-                if v >= 7 && !req.validate_only {
-                    r.topic_id = meta.id;
-                }
-            }
-            Err((code, message)) => {
-                tracing::info!(topic = %name, %message, "CreateTopics refused");
-                r.error_code = code.code();
-                if v >= 1 {
-                    r.error_message = Some(s(message));
-                }
+        let allowed =
+            cluster_create || ctx.allowed(Operation::Create, ResourceType::Topic, &name);
+        results.push(Box::pin(create_one(
+            ctx,
+            t,
+            name,
+            v,
+            req.validate_only,
+            allowed,
+        )));
+    }
+    // The topics are created together: one by one, each waited for its
+    // own metadata commit (an fdatasync of the metadata log) and its
+    // publication to every shard, 30–80 ms a topic on this project's VM,
+    // and 1,000 topics took most of a minute. Together, the commits and
+    // publications are shared. The names are distinct (duplicates were
+    // refused above), and the answers keep the request's order.
+    let results = futures::future::join_all(results).await;
+    ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+/// Creates (or, with `validate_only`, checks) one topic of a
+/// CreateTopics request, and says how it went; `allowed`: the client may
+/// CREATE it.
+async fn create_one(
+    ctx: &Ctx<'_>,
+    t: create_topics_request::CreatableTopic,
+    name: String,
+    v: i16,
+    validate_only: bool,
+    allowed: bool,
+) -> CreatableTopicResult {
+    let overrides: BTreeMap<String, String> = t
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
+        .collect();
+    let assignments = assignment(&t.assignments);
+    let requested_rf = t.replication_factor.max(1);
+    let mut r = CreatableTopicResult::default()
+        .with_name(t.name.clone())
+        .with_error_message(None);
+    let outcome = match assignments {
+        _ if !allowed => Err(denied(ErrorCode::TopicAuthorizationFailed)),
+        Err(e) => Err(e),
+        Ok(assignments) => {
+            let new = NewTopic {
+                name: name.clone(),
+                partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+                overrides,
+                assignments,
+            };
+            if validate_only {
+                controller::validate(ctx.shard, &new).map(std::sync::Arc::new)
+            } else {
+                controller::create_topic(ctx.shard, new).await
             }
         }
-        results.push(r);
+    };
+    match outcome {
+        Ok(meta) => {
+            if v >= 5 {
+                r.num_partitions = meta.partitions;
+                r.replication_factor = meta
+                    .replicas
+                    .first()
+                    .map_or(requested_rf, |p| p.replicas.len() as i16);
+                r.configs = Some(
+                    meta.config
+                        .values
+                        .iter()
+                        .map(|(k, (val, src))| {
+                            CreatableTopicConfigs::default()
+                                .with_name(s(k.clone()))
+                                .with_value(Some(s(val.clone())))
+                                .with_config_source(source_code(*src))
+                        })
+                        .collect(),
+                );
+                // The configs only to whom may DESCRIBE_CONFIGS them.
+                if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) {
+                    r.configs = None;
+                    r.topic_config_error_code = ErrorCode::TopicAuthorizationFailed.code();
+                }
+            }
+            if v >= 7 && !validate_only {
+                r.topic_id = meta.id;
+            }
+        }
+        Err((code, message)) => {
+            tracing::info!(topic = %name, %message, "CreateTopics refused");
+            r.error_code = code.code();
+            if v >= 1 {
+                r.error_message = Some(s(message));
+            }
+        }
     }
-    ctx.respond(&CreateTopicsResponse::default().with_topics(results))
+    r
 }
 
 /// A CreateTopics manual assignment as replica lists in partition order

@@ -241,6 +241,7 @@ async fn append_on(
     let slots: Vec<usize> = appends.iter().map(|a| a.slot).collect();
     let result = shard
         .invoke_on(owner, move |s| async move {
+            write_epochs_first(&s, &appends).await;
             let mut out = Vec::with_capacity(appends.len());
             let mut flushes = Vec::new();
             // Every append is done, in request order, before any flush is
@@ -283,6 +284,26 @@ async fn append_on(
             })
             .collect()
     })
+}
+
+/// Writes the leader-epoch checkpoints of the partitions the appends go
+/// to that took over as leader and whose file still lags (see
+/// `shard/file_sync.rs`), all at once, so the appends after them do
+/// not each write theirs on the shard's thread. A failed write is left
+/// to the append, which writes again and reports it.
+async fn write_epochs_first(shard: &Shard, appends: &[Append]) {
+    if !shard.file_sync.is_running() {
+        return;
+    }
+    let lagging: Vec<Rc<Partition>> = appends
+        .iter()
+        .filter_map(|a| shard.serving_partition(&a.topic, a.partition))
+        .filter(|p| p.epochs_unwritten())
+        .collect();
+    if lagging.is_empty() {
+        return;
+    }
+    futures::future::join_all(lagging.iter().map(|p| p.write_epochs())).await;
 }
 
 /// A partition's flush an append still waits for, and to where.
