@@ -688,7 +688,9 @@ fn sasl_users_are_authorized_by_their_principal() {
     let sasl_port = common::free_port();
     let broker = Broker::start_with(1, |port| {
         vec![
-            format!("listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"),
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
+            ),
             AUTHORIZER.to_string(),
             "super.users=User:ANONYMOUS".into(),
             "sasl.enabled.mechanisms=PLAIN".into(),
@@ -715,7 +717,10 @@ fn sasl_users_are_authorized_by_their_principal() {
         ]
     };
     let b = format!("127.0.0.1:{sasl_port}");
-    assert_eq!(produce_with(&b, &login("alice", "alice-pw"), "ledger"), Ok(()));
+    assert_eq!(
+        produce_with(&b, &login("alice", "alice-pw"), "ledger"),
+        Ok(())
+    );
     assert_eq!(
         consume_with(&b, &login("alice", "alice-pw"), "ledger"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
@@ -733,4 +738,3 @@ fn sasl_users_are_authorized_by_their_principal() {
         Ok("v")
     );
 }
-

@@ -188,6 +188,34 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
             )
         }
         ApiKey::DescribeUserScramCredentials => enc(DescribeUserScramCredentialsRequest::default()),
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::AclCreation;
+            enc(
+                CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(topic().0)
+                    .with_resource_pattern_type(3)
+                    .with_principal(StrBytes::from_static_str("User:alice"))
+                    .with_host(StrBytes::from_static_str("*"))
+                    .with_operation(3)
+                    .with_permission_type(3)]),
+            )
+        }
+        ApiKey::DescribeAcls => enc(DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1)),
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+            enc(
+                DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1)]),
+            )
+        }
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

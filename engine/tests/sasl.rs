@@ -778,14 +778,25 @@ fn scram_credentials_reach_every_broker_of_a_cluster() {
         children: Vec::new(),
         logs: Vec::new(),
     };
+    // Clients log in; brokers replicate over a plaintext listener of
+    // their own (followers do not speak SASL).
+    let internal: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     for node in 1..=3 {
         let log = dir.path().join(format!("broker-{node}.log"));
         let mut cmd = spec.command(node);
         cmd.arg("--override")
             .arg(format!(
-                "listeners=SASL_PLAINTEXT://127.0.0.1:{}",
-                spec.ports[node - 1]
+                "listeners=SASL_PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
+                spec.ports[node - 1],
+                internal[node - 1]
             ))
+            .arg("--override")
+            .arg(
+                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,\
+                 INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            )
+            .arg("--override")
+            .arg("inter.broker.listener.name=INTERNAL")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         cluster.children.push(cmd.spawn().expect("start sluice"));

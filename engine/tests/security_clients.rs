@@ -194,7 +194,19 @@ fn kcat(mode: &Mode, topic: &str, count: usize, context: impl Fn() -> String) {
         context()
     );
     let n = count.to_string();
-    let mut args = vec!["60", "kcat", "-C", "-b", &b, "-t", topic, "-o", "beginning", "-c", &n];
+    let mut args = vec![
+        "60",
+        "kcat",
+        "-C",
+        "-b",
+        &b,
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-c",
+        &n,
+    ];
     args.extend(settings.iter().map(String::as_str));
     let out = run_client("kcat", &args, context);
     assert_eq!(out.lines().count(), count, "{}: kcat read {out}", mode.name);
@@ -203,13 +215,27 @@ fn kcat(mode: &Mode, topic: &str, count: usize, context: impl Fn() -> String) {
 fn python(client: &str, mode: &Mode, topic: &str, count: usize, context: impl Fn() -> String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sasl_clients.py");
     let (mechanism, user, secret) = mode.sasl.unwrap_or(("NONE", "", ""));
-    let ca = mode.ca.as_ref().map(|c| c.display().to_string()).unwrap_or_default();
+    let ca = mode
+        .ca
+        .as_ref()
+        .map(|c| c.display().to_string())
+        .unwrap_or_default();
     let (b, n) = (mode.bootstrap(), count.to_string());
     run_client(
         client,
         &[
-            "150", "python3", script, client, &b, topic, &n, mechanism, user, secret,
-            mode.protocol, &ca,
+            "150",
+            "python3",
+            script,
+            client,
+            &b,
+            topic,
+            &n,
+            mechanism,
+            user,
+            secret,
+            mode.protocol,
+            &ca,
         ],
         context,
     );

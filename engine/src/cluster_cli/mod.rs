@@ -98,7 +98,12 @@ pub fn run(args: &ClusterArgs) -> ExitCode {
         match secure::prepare(&args.data_dir, &spec.ports, &internal) {
             Ok(s) => {
                 // The operator's own overrides come last, so they win.
-                spec.overrides = s.common.iter().cloned().chain(args.overrides.clone()).collect();
+                spec.overrides = s
+                    .common
+                    .iter()
+                    .cloned()
+                    .chain(args.overrides.clone())
+                    .collect();
                 spec.broker_overrides = s.per_broker.clone();
                 secured = Some(s);
             }

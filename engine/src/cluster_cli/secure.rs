@@ -100,5 +100,8 @@ fn certificates() -> Result<(String, String), rcgen::Error> {
         .push(DnType::CommonName, "sluice broker");
     let key = KeyPair::generate()?;
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key)?;
-    Ok((ca_cert.pem(), format!("{}{}", key.serialize_pem(), cert.pem())))
+    Ok((
+        ca_cert.pem(),
+        format!("{}{}", key.serialize_pem(), cert.pem()),
+    ))
 }

@@ -133,8 +133,7 @@ pub async fn create_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             }
             continue;
         }
-        let allowed =
-            cluster_create || ctx.allowed(Operation::Create, ResourceType::Topic, &name);
+        let allowed = cluster_create || ctx.allowed(Operation::Create, ResourceType::Topic, &name);
         results.push(Box::pin(create_one(
             ctx,
             t,
