@@ -281,6 +281,42 @@ pub fn write_meta_properties(config: &BrokerConfig, cluster_id: &str) -> Result<
 /// Resolves and loads the listeners (refusing what cannot be served),
 /// and points `listen` and `advertised` at the first and the
 /// inter-broker listener.
+/// Refuses a listener whose port another process listens on. The shards
+/// bind with SO_REUSEPORT, which would otherwise share the port with
+/// another `sluice` (or anything bound with it) and split its clients
+/// between the two. The test is a connection, asked again for a few
+/// seconds: a killed predecessor's listening socket lives on briefly
+/// after its process (its io_uring is torn down after it exits), and a
+/// plain bind would also fail on the closing sockets it leaves behind.
+fn port_free(listener: &str, addr: std::net::SocketAddr) -> Result<(), StartError> {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let deadline = std::time::Instant::now() + PORT_IN_USE_PATIENCE;
+    while std::net::TcpStream::connect_timeout(&probe, Duration::from_secs(1)).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::config::ConfigError::Refused {
+                key: "listeners".into(),
+                reason: format!(
+                    "listener {listener}: port {} on {} is already in use by another process",
+                    addr.port(),
+                    addr.ip()
+                ),
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// How long a port must stay taken before start-up is refused.
+const PORT_IN_USE_PATIENCE: Duration = Duration::from_secs(5);
+
 fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), StartError> {
     let resolved = crate::security::listeners::resolve(config)?;
     let inter = resolved.inter_broker();
@@ -300,6 +336,9 @@ fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), St
             ),
         }
         .into());
+    }
+    for l in &resolved.all {
+        port_free(&l.name, l.bind)?;
     }
     config.listen = resolved.all[0].bind;
     config.advertised = inter.advertised.clone();
@@ -617,6 +656,15 @@ fn metrics_listener(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, Stri
         .unwrap_or_default();
     if shard.id != 0 || addr.is_empty() {
         return Ok(None);
+    }
+    // glommio's bind sets SO_REUSEPORT, which would share a port another
+    // process listens on.
+    if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+        if port_free("metrics", a).is_err() {
+            return Err(format!(
+                "metrics.listener={addr}: the port is already in use by another process"
+            ));
+        }
     }
     let listener = glommio::net::TcpListener::bind(addr)
         .map_err(|e| format!("metrics.listener={addr}: cannot bind: {e}"))?;

@@ -182,3 +182,129 @@ fn systemd_is_told_when_the_broker_is_ready_and_when_it_stops() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// `sluice cluster --secure`: three brokers with clients on SASL_SSL and
+/// replication on mutual TLS; the settings it prints let librdkafka
+/// create a topic of three replicas, produce and read back.
+#[test]
+fn a_secured_local_cluster_serves_the_settings_it_prints() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, controllers, internal) = (
+        consecutive_ports(3).to_string(),
+        consecutive_ports(3).to_string(),
+        consecutive_ports(3).to_string(),
+    );
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "--brokers", "3", "--secure"])
+        .args(["--base-port", &ports])
+        .args(["--controller-base-port", &controllers])
+        .args(["--internal-base-port", &internal])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice cluster");
+    let watchdog = kill_after(cluster.id(), Duration::from_secs(240));
+    let stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut lines = stdout.lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let bootstrap = ready
+        .split("bootstrap.servers=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut settings = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            settings.push((k.to_string(), v.to_string()));
+        }
+    }
+    assert!(
+        settings
+            .iter()
+            .any(|(k, v)| k == "security.protocol" && v == "SASL_SSL"),
+        "{settings:?}"
+    );
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "60000");
+    for (k, v) in &settings {
+        config.set(k, v);
+    }
+    let admin: AdminClient<_> = config.create().expect("admin client");
+    let created = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new("secured", 1, TopicReplication::Fixed(3))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+    ))
+    .expect("CreateTopics answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let producer: ThreadedProducer<_> = config.create().expect("producer");
+    for i in 0..100 {
+        let v = format!("v{i}");
+        producer
+            .send(BaseRecord::<(), _>::to("secured").payload(&v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "secured-readers")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["secured"]).unwrap();
+    let (mut read, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    while read < 100 {
+        assert!(Instant::now() < deadline, "read {read} of 100");
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+            read += 1;
+        }
+    }
+    watchdog.store(true, Ordering::Relaxed);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(cluster.id() as i32, libc::SIGTERM) };
+    assert!(cluster.wait().unwrap().success());
+}
+
+/// The first of `n` consecutive free ports (`sluice cluster` takes a base
+/// port and the ones after it); this process hands none of them out again.
+fn consecutive_ports(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        if (1..n).all(|i| free_port() == first + i) {
+            return first;
+        }
+    }
+}
+
+/// A second broker on a port another process holds exits, naming the
+/// port, instead of sharing it through SO_REUSEPORT.
+#[test]
+fn a_broker_on_a_port_already_bound_exits_naming_the_port() {
+    let first = common::Broker::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--listen", &first.bootstrap(), "--cores", "1"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("port {}", first.port)) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    // The first broker still serves.
+    std::net::TcpStream::connect(first.addr()).expect("the first broker serves");
+}
