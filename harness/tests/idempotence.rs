@@ -67,7 +67,12 @@ fn run(idempotent: bool) -> Outcome {
         .port();
     let mut cfg = BrokerConfig::default();
     cfg.set_listen(&format!("127.0.0.1:{port}")).unwrap();
-    cfg.advertised = ("127.0.0.1".into(), proxy_addr.port());
+    // Clients are told the proxy's address, so every connection passes it.
+    cfg.set(
+        "advertised.listeners",
+        &format!("PLAINTEXT://127.0.0.1:{}", proxy_addr.port()),
+    )
+    .unwrap();
     cfg.data_dir = dir.path().to_path_buf();
     cfg.cores = 1;
     let broker = EmbeddedBroker::start(cfg).unwrap();

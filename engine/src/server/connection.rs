@@ -113,7 +113,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
     match result {
         Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
-        Err(e) => tracing::warn!(%peer, shard = shard.id, error = %e, "closing connection"),
+        Err(e) => {
+            if let Some(left_out) = warn_about(peer_addr) {
+                tracing::warn!(%peer, shard = shard.id, error = %e, left_out, "closing connection");
+            }
+        }
     }
 }
 
@@ -134,11 +138,15 @@ async fn tls_session(
     let conn = match shaken {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, %listener, error = %e, "TLS handshake failed; closing");
+            if let Some(left_out) = warn_about(peer.parse().ok()) {
+                tracing::warn!(%peer, %listener, error = %e, left_out, "TLS handshake failed; closing");
+            }
             return None;
         }
         Err(_) => {
-            tracing::warn!(%peer, %listener, "TLS handshake not done within {HANDSHAKE_MAX:?}; closing");
+            if let Some(left_out) = warn_about(peer.parse().ok()) {
+                tracing::warn!(%peer, %listener, left_out, "TLS handshake not done within {HANDSHAKE_MAX:?}; closing");
+            }
             return None;
         }
     };
@@ -274,4 +282,16 @@ async fn write_parts<W: Outbound>(
         }
     }
     Ok(())
+}
+
+/// Whether to warn about a client at `peer` (see [`super::log_limit`]):
+/// `Some(n)` with the warnings about it left out since the last one.
+fn warn_about(peer: Option<std::net::SocketAddr>) -> Option<u64> {
+    let Some(peer) = peer else {
+        return Some(0);
+    };
+    match super::log_limit::decide(peer.ip()) {
+        super::log_limit::Decision::Log { left_out } => Some(left_out),
+        super::log_limit::Decision::Quiet => None,
+    }
 }

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod frame_reader;
 pub mod handlers;
+pub mod log_limit;
 pub mod sasl_gate;
 pub mod sendfile;
 pub mod tls;
