@@ -293,7 +293,9 @@ fn consecutive_ports(n: u16) -> u16 {
 fn a_broker_on_a_port_already_bound_exits_naming_the_port() {
     let first = common::Broker::start(1, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    // Bounded: a broker that wrongly shared the port would serve forever.
+    let out = Command::new("timeout")
+        .args(["120", env!("CARGO_BIN_EXE_sluice")])
         .args(["--listen", &first.bootstrap(), "--cores", "1"])
         .arg("--data-dir")
         .arg(dir.path())
