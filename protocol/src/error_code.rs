@@ -75,6 +75,7 @@ pub enum ErrorCode {
     NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
+    UnstableOffsetCommit = 88,
     ResourceNotFound = 91,
     DuplicateResource = 92,
     UnacceptableCredential = 93,
@@ -129,6 +130,7 @@ impl ErrorCode {
                 | ErrorCode::ElectionNotNeeded
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::InconsistentTopicId
+                | ErrorCode::UnstableOffsetCommit
         )
     }
 
@@ -142,7 +144,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 85] = [
+const ALL: [ErrorCode; 86] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -213,6 +215,7 @@ const ALL: [ErrorCode; 85] = [
     ErrorCode::NoReassignmentInProgress,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
+    ErrorCode::UnstableOffsetCommit,
     ErrorCode::ResourceNotFound,
     ErrorCode::DuplicateResource,
     ErrorCode::UnacceptableCredential,

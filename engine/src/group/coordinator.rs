@@ -12,13 +12,15 @@ use super::consumer::state::ConsumerGroup;
 use super::records::{decode_consumer_group_epoch, GroupValue, Key, OffsetValue};
 use super::state::{Committed, Completion, Group, GroupState, JoinRequest, JoinResult};
 use super::state::{SyncRequest, SyncResult, SyncStep, Ticket};
+use super::txn_offsets::{self, PendingOffsets, TxnCommitRequest};
 use super::{GroupConfig, OFFSETS_TOPIC};
 use crate::shard::partition::now_ms;
 use crate::shard::Shard;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use sluice_protocol::record_batch::{
-    decode_records, validate_record_set, BatchBuilder, BatchHeader, Compression, BATCH_HEADER_SIZE,
+    compute_crc, decode_records, validate_record_set, BatchBuilder, BatchHeader, Compression,
+    ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE, CRC_OFFSET,
 };
 use sluice_protocol::{ErrorCode, Offset};
 use std::cell::{Cell, RefCell};
@@ -81,6 +83,9 @@ pub struct FetchedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when `require_stable` was asked and an
+    /// open transaction holds an offset of the partition.
+    pub error: ErrorCode,
 }
 
 /// A group as DescribeGroups reports it.
@@ -112,6 +117,9 @@ pub struct ListedGroup {
     pub group_type: &'static str,
 }
 
+/// Per topic, each partition's answer to a commit.
+pub type PartitionCodes = Vec<(String, Vec<(i32, ErrorCode)>)>;
+
 /// Per-shard coordinator state.
 pub struct Coordinator {
     pub config: GroupConfig,
@@ -125,6 +133,8 @@ pub struct Coordinator {
     /// Appends under way per offsets partition: compaction waits for none,
     /// so every record below its snapshot is already applied in memory.
     in_flight: RefCell<HashMap<i32, usize>>,
+    /// Offsets of open transactions (TxnOffsetCommit), by producer.
+    pub(in crate::group) pending_txn: RefCell<PendingOffsets>,
 }
 
 /// How often offsets partitions are checked for a rolled segment.
@@ -136,6 +146,30 @@ const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
 fn bad_timeout(cfg: &GroupConfig, session_timeout_ms: i32) -> bool {
     let t = i64::from(session_timeout_ms);
     t < cfg.min_session_timeout_ms || t > cfg.max_session_timeout_ms
+}
+
+/// Gives every partition a commit accepted the code its append failed
+/// with.
+fn fail_accepted(results: &mut [(String, Vec<(i32, ErrorCode)>)], code: ErrorCode) {
+    for (_, codes) in results.iter_mut() {
+        for (_, c) in codes.iter_mut().filter(|(_, c)| *c == ErrorCode::None) {
+            *c = code;
+        }
+    }
+}
+
+/// The attributes bit of a transactional batch (bit 4), which the
+/// protocol's batch builder leaves clear.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+
+/// Marks a finished batch transactional and recomputes its CRC, which
+/// covers the attributes.
+fn set_transactional(batch: &mut [u8]) {
+    let at = ATTRIBUTES_OFFSET;
+    let attributes = i16::from_be_bytes([batch[at], batch[at + 1]]) | TRANSACTIONAL_ATTRIBUTE;
+    batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Maps a failed append to what a group request reports.
@@ -158,6 +192,7 @@ impl Coordinator {
             waiters: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
             in_flight: RefCell::new(HashMap::new()),
+            pending_txn: RefCell::new(PendingOffsets::default()),
         }
     }
 
@@ -226,8 +261,20 @@ impl Coordinator {
         partition: i32,
         records: Vec<Record>,
     ) -> Result<i64, ErrorCode> {
+        self.append_as(shard, partition, records, None).await
+    }
+
+    /// Appends records, in a transactional batch of `producer` (id,
+    /// epoch) if one is given, counted as in flight.
+    async fn append_as(
+        &self,
+        shard: &Rc<Shard>,
+        partition: i32,
+        records: Vec<Record>,
+        producer: Option<(i64, i16)>,
+    ) -> Result<i64, ErrorCode> {
         *self.in_flight.borrow_mut().entry(partition).or_default() += 1;
-        let result = append_set(shard, partition, records).await;
+        let result = append_set(shard, partition, records, producer).await;
         if let Some(n) = self.in_flight.borrow_mut().get_mut(&partition) {
             *n -= 1;
         }
@@ -252,13 +299,20 @@ impl Coordinator {
             .copied()
             .unwrap_or(0)
             > 0;
-        if busy || p.segment_count() < 2 {
+        // Open transactions' offsets stay where they are, with the markers
+        // that will settle them, as Kafka's cleaner stops at the first
+        // unstable offset: compaction waits until none is pending here.
+        let unsettled = self
+            .pending_txn
+            .borrow()
+            .any(|g| self.partition_of(g) == partition);
+        if busy || unsettled || p.segment_count() < 2 {
             return;
         }
         let records = self.live_records(partition);
         let start = match records.is_empty() {
             true => Ok(p.log_end().0),
-            false => append_set(shard, partition, records).await,
+            false => append_set(shard, partition, records, None).await,
         };
         let result = match start {
             Ok(start) => p
@@ -301,6 +355,22 @@ impl Coordinator {
             }
         }
         records
+    }
+
+    /// Tombstones a deletion writes for partitions only open transactions
+    /// hold, as Kafka does, so no commit of theirs outlives the group.
+    fn pending_tombstones(
+        &self,
+        group_id: &str,
+        committed: &HashMap<(String, i32), Committed>,
+    ) -> Vec<Record> {
+        self.pending_txn
+            .borrow()
+            .partitions_of(group_id)
+            .into_iter()
+            .filter(|k| !committed.contains_key(k))
+            .map(|(t, p)| offset_tombstone(group_id, &t, p))
+            .collect()
     }
 
     /// Forgets offsets whose tombstones were appended from `base` on.
@@ -461,25 +531,7 @@ impl Coordinator {
         if let Err(code) = checked {
             return all(code);
         }
-        let metadata = shard.metadata();
-        let mut results = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partitions) in &req.topics {
-            let known = metadata.topic(topic).map_or(0, |t| t.partitions);
-            let mut codes = Vec::new();
-            for p in partitions {
-                let code = if p.partition < 0 || p.partition >= known {
-                    ErrorCode::UnknownTopicOrPartition
-                } else if p.metadata.len() > self.config.offset_metadata_max_bytes {
-                    ErrorCode::OffsetMetadataTooLarge
-                } else {
-                    accepted.push((topic.clone(), p.clone()));
-                    ErrorCode::None
-                };
-                codes.push((p.partition, code));
-            }
-            results.push((topic.clone(), codes));
-        }
+        let (mut results, accepted) = self.validate_partitions(shard, &req.topics);
         if accepted.is_empty() {
             return results;
         }
@@ -500,33 +552,151 @@ impl Coordinator {
                     }
                 }
             }
-            Err(e) => {
-                let code = store_error(e);
-                for (_, codes) in &mut results {
-                    for (_, c) in codes.iter_mut().filter(|(_, c)| *c == ErrorCode::None) {
-                        *c = code;
-                    }
+            Err(e) => fail_accepted(&mut results, store_error(e)),
+        }
+        results
+    }
+
+    /// Checks each partition of a commit: it must exist and its metadata
+    /// fit. Returns the codes and the accepted partitions.
+    fn validate_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        topics: &[(String, Vec<CommitPartition>)],
+    ) -> (PartitionCodes, Vec<(String, CommitPartition)>) {
+        let metadata = shard.metadata();
+        let mut results = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partitions) in topics {
+            let known = metadata.topic(topic).map_or(0, |t| t.partitions);
+            let mut codes = Vec::new();
+            for p in partitions {
+                let code = if p.partition < 0 || p.partition >= known {
+                    ErrorCode::UnknownTopicOrPartition
+                } else if p.metadata.len() > self.config.offset_metadata_max_bytes {
+                    ErrorCode::OffsetMetadataTooLarge
+                } else {
+                    accepted.push((topic.clone(), p.clone()));
+                    ErrorCode::None
+                };
+                codes.push((p.partition, code));
+            }
+            results.push((topic.clone(), codes));
+        }
+        (results, accepted)
+    }
+
+    /// Checks a TxnOffsetCommit's member, as Kafka does: a group that
+    /// does not exist is created as one that only stores offsets when no
+    /// generation is named, else ILLEGAL_GENERATION.
+    fn check_txn_member(&self, group_id: &str, req: &TxnCommitRequest) -> Result<(), ErrorCode> {
+        let instance = req.instance_id.as_deref();
+        if let Some(c) = self.consumers.borrow().get(group_id) {
+            return c.check_txn_commit(&req.member_id, instance, req.generation);
+        }
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group_id) {
+            if req.generation >= 0 {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        }
+        let g = groups.get(group_id).expect("inserted");
+        g.check_txn_commit(&req.member_id, instance, req.generation)
+    }
+
+    /// TxnOffsetCommit: validates the producer, member and partitions,
+    /// appends the offsets in a transactional batch of the producer, then
+    /// keeps them pending until its transaction's marker arrives
+    /// ([`Coordinator::txn_marker`]).
+    pub async fn txn_commit(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        req: TxnCommitRequest,
+    ) -> Vec<(String, Vec<(i32, ErrorCode)>)> {
+        let all = |code: ErrorCode| {
+            req.topics
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+                .collect()
+        };
+        if group_id.is_empty() {
+            return all(ErrorCode::InvalidGroupId);
+        }
+        if req.producer_id < 0 || req.producer_epoch < 0 {
+            return all(ErrorCode::InvalidRequest);
+        }
+        // A fenced instance's late commit must not join its successor's
+        // transaction.
+        let pending_epoch = self.pending_txn.borrow().epoch(req.producer_id);
+        if pending_epoch.is_some_and(|e| req.producer_epoch < e) {
+            return all(ErrorCode::InvalidProducerEpoch);
+        }
+        if let Err(code) = self.check_txn_member(&group_id, &req) {
+            tracing::info!(group = %group_id, transactional_id = %req.transactional_id, ?code, "TxnOffsetCommit refused");
+            return all(code);
+        }
+        let (mut results, accepted) = self.validate_partitions(shard, &req.topics);
+        if accepted.is_empty() {
+            return results;
+        }
+        let now = now_ms();
+        let records = accepted
+            .iter()
+            .map(|(t, p)| offset_record(&group_id, t, p, now))
+            .collect();
+        let producer = (req.producer_id, req.producer_epoch);
+        let partition = self.partition_of(&group_id);
+        match self
+            .append_as(shard, partition, records, Some(producer))
+            .await
+        {
+            Ok(base) => {
+                let mut pending = self.pending_txn.borrow_mut();
+                for (i, (t, p)) in accepted.iter().enumerate() {
+                    let value = offset_value(p, now);
+                    let c = Committed {
+                        value,
+                        log_offset: base + i as i64,
+                    };
+                    pending.add(producer.0, producer.1, &group_id, t, p.partition, c);
                 }
             }
+            Err(e) => fail_accepted(&mut results, store_error(e)),
         }
         results
     }
 
     /// OffsetFetch: the requested partitions, or every committed one.
+    /// With `require_stable` (OffsetFetch v7+, set by read_committed
+    /// consumers) a partition an open transaction holds an offset of is
+    /// answered UNSTABLE_OFFSET_COMMIT, which clients retry.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> Vec<(String, Vec<FetchedOffset>)> {
         let groups = self.groups.borrow();
         let group = groups.get(group_id);
         let found = |t: &str, p: i32| {
+            if require_stable && self.is_unstable(group_id, t, p) {
+                return FetchedOffset {
+                    partition: p,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    error: ErrorCode::UnstableOffsetCommit,
+                };
+            }
             let c = group.and_then(|g| g.offsets.get(&(t.to_string(), p)));
             FetchedOffset {
                 partition: p,
                 offset: c.map_or(-1, |c| c.value.offset),
                 leader_epoch: c.map_or(-1, |c| c.value.leader_epoch),
                 metadata: c.map(|c| c.value.metadata.clone()).unwrap_or_default(),
+                error: ErrorCode::None,
             }
         };
         match topics {
@@ -678,6 +848,7 @@ impl Coordinator {
                 .keys()
                 .map(|(t, p)| offset_tombstone(&group_id, t, *p))
                 .collect();
+            records.extend(self.pending_tombstones(&group_id, &g.offsets));
             records.push(group_record(&group_id, None));
             // Dead while its tombstones are written: a JoinGroup meanwhile
             // is told to retry rather than join a group about to vanish.
@@ -691,6 +862,7 @@ impl Coordinator {
         match appended {
             Ok(_) => {
                 groups.remove(&group_id);
+                self.pending_txn.borrow_mut().forget(|g| g == group_id);
                 ErrorCode::None
             }
             Err(e) => {
@@ -712,7 +884,11 @@ impl Coordinator {
                     .keys()
                     .map(|(t, p)| offset_tombstone(&group_id, t, *p)),
             );
+            records.extend(self.pending_tombstones(&group_id, &g.offsets));
         }
+        // The group's own tombstone tells a replay to drop what open
+        // transactions committed to it, as this deletion does.
+        records.push(group_record(&group_id, None));
         let Some(group) = self.consumers.borrow_mut().remove(&group_id) else {
             return ErrorCode::GroupIdNotFound;
         };
@@ -722,6 +898,7 @@ impl Coordinator {
         {
             Ok(_) => {
                 self.groups.borrow_mut().remove(&group_id);
+                self.pending_txn.borrow_mut().forget(|g| g == group_id);
                 ErrorCode::None
             }
             Err(e) => {
@@ -800,6 +977,7 @@ impl Coordinator {
         let moved = |id: &str| super::partition_for(id, partitions) == partition;
         self.groups.borrow_mut().retain(|id, _| !moved(id));
         self.consumers.borrow_mut().retain(|id, _| !moved(id));
+        self.pending_txn.borrow_mut().forget(moved);
         // Parked joins and syncs of those groups are told to look for the
         // coordinator again rather than waiting out their timeouts.
         let parked = take_waiters(&mut self.waiters.borrow_mut(), moved);
@@ -826,16 +1004,36 @@ impl Coordinator {
         let now = now_ms();
         let mut groups = self.groups.borrow_mut();
         let mut consumers = self.consumers.borrow_mut();
+        let mut pending = self.pending_txn.borrow_mut();
+        let here = |g: &str| self.partition_of(g) == partition;
+        pending.forget(here);
         let (mut records, mut bad) = (0u64, 0u64);
         let result = p.for_each_batch(Offset(0), |h, batch| {
+            if h.is_control() {
+                // A transaction's marker settles its pending offsets here.
+                if let Some(commit) = marker_of(h, batch) {
+                    let taken = pending.take(h.producer_id, here);
+                    if commit {
+                        txn_offsets::apply_committed(&mut groups, taken, now);
+                    }
+                }
+                return;
+            }
             for_each_record(h, batch, |offset, key, value| {
                 records += 1;
-                let mut stores = Stores {
-                    groups: &mut groups,
-                    consumers: &mut consumers,
-                    config: &self.config.consumer,
+                let replayed = if h.is_transactional() {
+                    let producer = (h.producer_id, h.producer_epoch);
+                    txn_offsets::replay_pending(&mut pending, producer, offset, key, value)
+                } else {
+                    let mut stores = Stores {
+                        groups: &mut groups,
+                        consumers: &mut consumers,
+                        pending: &mut pending,
+                        config: &self.config.consumer,
+                    };
+                    replay(&mut stores, offset, key, value, now)
                 };
-                if replay(&mut stores, offset, key, value, now).is_err() {
+                if replayed.is_err() {
                     bad += 1;
                 }
             });
@@ -918,7 +1116,10 @@ impl Coordinator {
                 .borrow()
                 .get(&group_id)
                 .map_or(0, |g| g.offsets.len());
-            if remaining == keys.len() {
+            // A group an open transaction committed to stays: its
+            // tombstone would drop those offsets on replay.
+            let pending = self.pending_txn.borrow().any(|g| g == group_id);
+            if remaining == keys.len() && !pending {
                 records.push(group_record(&group_id, None));
             }
             match self
@@ -997,10 +1198,13 @@ pub(in crate::group) fn group_record(group: &str, value: Option<&GroupValue>) ->
 /// Appends records to a group's offsets partition, which this shard
 /// owns, in batches of at most [`SNAPSHOT_BATCH_RECORDS`], all in one
 /// record set so nothing interleaves. Returns the first record's offset.
+/// With `producer` (id, epoch) the batches are transactional, of that
+/// producer, with no sequence (as Kafka's coordinators write them).
 async fn append_set(
     shard: &Rc<Shard>,
     partition: i32,
     records: Vec<Record>,
+    producer: Option<(i64, i16)>,
 ) -> Result<i64, ErrorCode> {
     let p = shard
         .serving_partition(OFFSETS_TOPIC, partition)
@@ -1009,14 +1213,29 @@ async fn append_set(
     let mut set = Vec::new();
     for chunk in records.chunks(SNAPSHOT_BATCH_RECORDS) {
         let mut b = BatchBuilder::new(now);
+        if let Some((id, epoch)) = producer {
+            b = b.producer(id, epoch, -1);
+        }
         for (k, v) in chunk {
             b.push(now, Some(k), v.as_deref(), &[]);
         }
-        set.extend_from_slice(&b.finish());
+        let mut batch = b.finish();
+        if producer.is_some() {
+            set_transactional(&mut batch);
+        }
+        set.extend_from_slice(&batch);
     }
     let summary = validate_record_set(&set, usize::MAX).map_err(|_| ErrorCode::CorruptMessage)?;
     let (info, _) = p.append(&set, &summary).await?;
     Ok(info.base_offset.0)
+}
+
+/// Whether a control batch is a transaction's COMMIT (true) or ABORT
+/// (false) marker; `None` for other control records or a torn batch.
+fn marker_of(h: &BatchHeader, batch: &[u8]) -> Option<bool> {
+    let section = batch.get(BATCH_HEADER_SIZE..)?;
+    let records = decode_records(section, h.records_count.max(0) as usize).ok()?;
+    txn_offsets::marker_commits(records.first()?.key?)
 }
 
 /// Calls `f(offset, key, value)` for each record of a stored batch.
@@ -1097,6 +1316,7 @@ fn replay_consumer(
 struct Stores<'a> {
     groups: &'a mut HashMap<String, Group>,
     consumers: &'a mut HashMap<String, ConsumerGroup>,
+    pending: &'a mut PendingOffsets,
     config: &'a super::consumer::ConsumerConfig,
 }
 
@@ -1136,6 +1356,7 @@ fn replay(
         (Key::Group { .. }, Some(v)) => g.restore(&GroupValue::decode(v)?, now),
         (Key::Group { .. }, None) => {
             groups.remove(&id);
+            stores.pending.forget(|g| g == id);
         }
         (Key::ConsumerGroup { .. }, _)
         | (Key::ConsumerMember { .. }, _)

@@ -18,6 +18,7 @@ pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
+pub mod txn_offsets;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -1037,6 +1037,36 @@ impl Group {
         Ok(())
     }
 
+    /// Checks a TxnOffsetCommit as Kafka does for classic groups: v0–v2
+    /// name no member (generation -1, empty member id), which is always
+    /// accepted; a named member must exist in the current generation. A
+    /// rebalance under way does not refuse it, unlike OffsetCommit: the
+    /// offsets only count once the transaction commits.
+    pub fn check_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        if self.state == GroupState::Dead {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            return Ok(());
+        }
+        self.check_instance(member_id, instance_id)?;
+        if !self.members.contains_key(member_id) {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        Ok(())
+    }
+
     /// Records a committed offset read from, or just written to, the log.
     pub fn apply_offset(&mut self, topic: &str, partition: i32, c: Committed) {
         let key = (topic.to_string(), partition);

@@ -717,3 +717,37 @@ fn seeded_simulation_keeps_ownership_exclusive_and_settles() {
         }
     }
 }
+
+/// TxnOffsetCommit before v3 names no member, and is accepted whatever
+/// the group does; from v3 a named member must be in the current
+/// generation, but a rebalance under way does not refuse it.
+#[test]
+fn txn_commits_check_a_named_member_only() {
+    let c = cfg(0);
+    let mut g = Group::new("g", 0);
+    assert_eq!(g.check_txn_commit("", None, -1), Ok(()));
+    let id = new_member(&mut g, 1, 0, &c);
+    let _ = joined(&mut g, 2);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    assert_eq!(g.check_txn_commit(&id, None, 1), Ok(()));
+    assert_eq!(g.check_txn_commit("", None, -1), Ok(()));
+    sync_as(&mut g, &id, 1, 3, 0, &c);
+    assert_eq!(g.check_txn_commit(&id, None, 1), Ok(()));
+    assert_eq!(
+        g.check_txn_commit(&id, None, 0),
+        Err(ErrorCode::IllegalGeneration)
+    );
+    assert_eq!(
+        g.check_txn_commit("nobody", None, 1),
+        Err(ErrorCode::UnknownMemberId)
+    );
+    assert_eq!(
+        g.check_txn_commit(&id, Some("unknown-instance"), 1),
+        Err(ErrorCode::UnknownMemberId)
+    );
+    g.kill(5);
+    assert_eq!(
+        g.check_txn_commit("", None, -1),
+        Err(ErrorCode::CoordinatorNotAvailable)
+    );
+}

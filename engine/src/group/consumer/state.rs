@@ -739,6 +739,31 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// Checks a TxnOffsetCommit as Kafka does: no member named (epoch
+    /// -1, empty id, no instance) is accepted, as TxnOffsetCommit v0–v2
+    /// carry none; a named member must exist, and a different epoch is
+    /// ILLEGAL_GENERATION (Kafka maps its stale-epoch error so).
+    pub fn check_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), ErrorCode> {
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if epoch == -1 && member_id.is_empty() && instance_id.is_none() {
+            return Ok(());
+        }
+        let Some(m) = self.members.get(member_id) else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        if epoch != m.assignment.epoch {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        Ok(())
+    }
+
     /// Checks an OffsetFetch (v9+) naming a member: as a commit, but an
     /// unnamed member with a negative epoch may always read.
     pub fn check_fetch(&self, member_id: Option<&str>, epoch: i32) -> Result<(), ErrorCode> {

@@ -497,3 +497,24 @@ fn heartbeats_report_what_to_store() {
     let c = g.take_changes();
     assert_eq!(c.members, vec![("a".to_string(), None)]);
 }
+
+/// A transactional commit without a member is accepted; a member's must
+/// carry its epoch, a different one is ILLEGAL_GENERATION as in Kafka.
+#[test]
+fn txn_commits_need_the_current_member_epoch_when_a_member_is_named() {
+    let t = topics(&[("orders", 2)]);
+    let mut g = ConsumerGroup::new("g", AssignorKind::Uniform);
+    assert_eq!(g.check_txn_commit("", None, -1), Ok(()));
+    let r = g.heartbeat(join("a", &["orders"]), 0, &t, &cfg());
+    let e = r.member_epoch;
+    assert_eq!(g.check_txn_commit("", None, -1), Ok(()));
+    assert_eq!(g.check_txn_commit("a", None, e), Ok(()));
+    assert_eq!(
+        g.check_txn_commit("a", None, e - 1),
+        Err(ErrorCode::IllegalGeneration)
+    );
+    assert_eq!(
+        g.check_txn_commit("x", None, e),
+        Err(ErrorCode::UnknownMemberId)
+    );
+}

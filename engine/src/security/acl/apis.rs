@@ -112,6 +112,11 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
     (ApiKey::SaslAuthenticate, &[]),
     (ApiKey::DescribeUserScramCredentials, &[(Describe, Cluster)]),
     (ApiKey::AlterUserScramCredentials, &[(Alter, Cluster)]),
+    // WRITE on the transactional id, READ on the group and each topic.
+    (
+        ApiKey::TxnOffsetCommit,
+        &[(Write, TransactionalId), (Read, Group), (Read, Topic)],
+    ),
 ];
 
 /// The rules of `api`; `None` for an API this table does not know.
@@ -204,6 +209,9 @@ mod tests {
             (ApiKey::ConsumerGroupHeartbeat, Describe, Topic),
             (ApiKey::ConsumerGroupDescribe, Describe, Group),
             (ApiKey::DescribeTopicPartitions, Describe, Topic),
+            (ApiKey::TxnOffsetCommit, Write, TransactionalId),
+            (ApiKey::TxnOffsetCommit, Read, Group),
+            (ApiKey::TxnOffsetCommit, Read, Topic),
         ];
         for (api, op, t) in expect {
             assert!(requires(*api, *op, *t), "{api:?} needs {op:?} on {t:?}");

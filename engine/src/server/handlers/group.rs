@@ -1,6 +1,6 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
-//! DeleteGroups, OffsetDelete.
+//! DeleteGroups, OffsetDelete, TxnOffsetCommit.
 //!
 //! Each decodes here, on the connection's shard, and runs on the shard
 //! that coordinates the group (see [`crate::group`]); the decoded request
@@ -18,6 +18,7 @@
 use super::{Ctx, HandlerError, Reply};
 use crate::group::coordinator::{CommitPartition, CommitRequest};
 use crate::group::state::{JoinRequest, SyncRequest};
+use crate::group::txn_offsets::TxnCommitRequest;
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::metadata::TopicMeta;
 use crate::security::acl::{apis, Operation, ResourceType};
@@ -38,6 +39,10 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -457,6 +462,99 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
     ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
 }
 
+/// A TxnOffsetCommit's topics as the coordinator takes them.
+fn txn_commit_topics(
+    topics: &[TxnOffsetCommitRequestTopic],
+) -> Vec<(String, Vec<CommitPartition>)> {
+    topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| CommitPartition {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            (t.name.to_string(), partitions)
+        })
+        .collect()
+}
+
+/// Every partition of `topics` answered `code`.
+fn all_partitions(
+    topics: &[(String, Vec<CommitPartition>)],
+    code: ErrorCode,
+) -> Vec<(String, Vec<(i32, ErrorCode)>)> {
+    topics
+        .iter()
+        .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
+        .collect()
+}
+
+/// TxnOffsetCommit: WRITE on the transactional id (else every partition
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), READ on the group and each
+/// topic, as Kafka checks them; the coordinator keeps the offsets
+/// pending until the transaction's marker.
+pub async fn txn_offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let req: TxnOffsetCommitRequest = ctx.decode(body)?;
+    let group_id = req.group_id.to_string();
+    let mut commit = TxnCommitRequest {
+        transactional_id: req.transactional_id.to_string(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: req.generation_id,
+        topics: txn_commit_topics(&req.topics),
+    };
+    let fallback = commit.topics.clone();
+    let results = if !ctx.allowed(
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &commit.transactional_id,
+    ) {
+        all_partitions(&fallback, ErrorCode::TransactionalIdAuthorizationFailed)
+    } else {
+        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
+            .into_iter()
+            .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
+        commit.topics = allowed;
+        let id = group_id.clone();
+        on_coordinator(ctx, &group_id, move |c| async move {
+            let mut results = c.groups.txn_commit(&c, id, commit).await;
+            results.extend(all_partitions(&denied, ErrorCode::TopicAuthorizationFailed));
+            results
+        })
+        .await
+        .unwrap_or_else(|code| all_partitions(&fallback, code))
+    };
+    let topics = results
+        .into_iter()
+        .map(|(t, ps)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, code)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics))
+}
+
 /// Committed offsets of one group: per topic, (partition, offset,
 /// leader epoch, metadata), or the error for the whole group.
 type Fetched = Result<Vec<(String, Vec<crate::group::coordinator::FetchedOffset>)>, ErrorCode>;
@@ -469,6 +567,7 @@ async fn fetch_group(
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
     member: Fetcher,
+    require_stable: bool,
 ) -> Fetched {
     let id = group_id.clone();
     let named = topics.is_some();
@@ -477,7 +576,7 @@ async fn fetch_group(
             c.groups
                 .check_consumer_fetch(&id, member_id.as_deref(), epoch)?;
         }
-        Ok(c.groups.fetch_offsets(&id, topics))
+        Ok(c.groups.fetch_offsets(&id, topics, require_stable))
     })
     .await
     .and_then(|r| r)?;
@@ -492,26 +591,15 @@ async fn fetch_group(
                 .into_iter()
                 .map(|p| crate::group::coordinator::FetchedOffset {
                     partition: p.partition,
-                    offset: TOPIC_DENIED,
+                    offset: -1,
                     leader_epoch: -1,
                     metadata: String::new(),
+                    error: ErrorCode::TopicAuthorizationFailed,
                 });
             out.push((t, denied.collect()));
         }
     }
     Ok(out)
-}
-
-/// The offset a fetched partition carries when its topic was denied:
-/// Kafka's INVALID_OFFSET, answered with TOPIC_AUTHORIZATION_FAILED.
-const TOPIC_DENIED: i64 = i64::MIN;
-
-/// A fetched partition's offset and error code.
-fn fetched_code(offset: i64) -> (i64, i16) {
-    match offset {
-        TOPIC_DENIED => (-1, ErrorCode::TopicAuthorizationFailed.code()),
-        o => (o, 0),
-    }
 }
 
 pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
@@ -529,7 +617,8 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                 let id = g.member_id.as_ref().map(|m| m.to_string());
                 (id, g.member_epoch)
             });
-            let fetched = fetch_group(ctx, g.group_id.to_string(), topics, member).await;
+            let id = g.group_id.to_string();
+            let fetched = fetch_group(ctx, id, topics, member, req.require_stable).await;
             let (code, topics) = match fetched {
                 Ok(t) => (ErrorCode::None, t),
                 Err(code) => (code, Vec::new()),
@@ -542,11 +631,10 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                         .with_partitions(
                             ps.into_iter()
                                 .map(|p| {
-                                    let (offset, code) = fetched_code(p.offset);
                                     OffsetFetchResponsePartitions::default()
-                                        .with_error_code(code)
+                                        .with_error_code(p.error.code())
                                         .with_partition_index(p.partition)
-                                        .with_committed_offset(offset)
+                                        .with_committed_offset(p.offset)
                                         .with_committed_leader_epoch(p.leader_epoch)
                                         .with_metadata(Some(s(p.metadata)))
                                 })
@@ -568,7 +656,9 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (code, fetched) = match fetch_group(ctx, req.group_id.to_string(), topics, None).await {
+    // `require_stable` is v7's; earlier versions decode it as false.
+    let id = req.group_id.to_string();
+    let (code, fetched) = match fetch_group(ctx, id, topics, None, req.require_stable).await {
         Ok(t) => (ErrorCode::None, t),
         Err(code) => (code, Vec::new()),
     };
@@ -580,13 +670,13 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
                 .with_partitions(
                     ps.into_iter()
                         .map(|p| {
-                            let (offset, denied) = fetched_code(p.offset);
+                            let error = if v < 2 { code } else { p.error };
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p.partition)
-                                .with_committed_offset(offset)
+                                .with_committed_offset(p.offset)
                                 .with_committed_leader_epoch(p.leader_epoch)
                                 .with_metadata(Some(s(p.metadata)))
-                                .with_error_code(if v < 2 { code.code() } else { denied })
+                                .with_error_code(error.code())
                         })
                         .collect(),
                 )

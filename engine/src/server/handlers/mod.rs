@@ -273,6 +273,7 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::LeaveGroup => group::leave_group(ctx, body).await,
         ApiKey::OffsetCommit => group::offset_commit(ctx, body).await,
         ApiKey::OffsetFetch => group::offset_fetch(ctx, body).await,
+        ApiKey::TxnOffsetCommit => group::txn_offset_commit(ctx, body).await,
         ApiKey::ListGroups => group::list_groups(ctx, body).await,
         ApiKey::DescribeGroups => group::describe_groups(ctx, body).await,
         ApiKey::DeleteGroups => group::delete_groups(ctx, body).await,
