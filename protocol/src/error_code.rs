@@ -51,6 +51,8 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
     KafkaStorageError = 56,
@@ -142,7 +144,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 85] = [
+const ALL: [ErrorCode; 87] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -189,6 +191,8 @@ const ALL: [ErrorCode; 85] = [
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::InvalidTxnState,
+    ErrorCode::TransactionCoordinatorFenced,
     ErrorCode::TransactionalIdAuthorizationFailed,
     ErrorCode::SecurityDisabled,
     ErrorCode::KafkaStorageError,
