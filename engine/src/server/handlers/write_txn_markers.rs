@@ -1,4 +1,4 @@
-//! WriteTxnMarkers (v0–1): a transaction coordinator tells each partition
+//! WriteTxnMarkers (v1; Kafka 4.0 dropped v0): a transaction coordinator tells each partition
 //! leader to end a producer's transaction with a COMMIT or ABORT marker.
 //! Each marker is appended on the partition's owner shard as a control
 //! batch (`Partition::append_marker`), replicated like any batch; the
