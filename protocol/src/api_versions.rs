@@ -48,6 +48,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::TxnOffsetCommit, 0, 4),
+    range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::DescribeAcls, 1, 3),
     range(ApiKey::CreateAcls, 1, 3),
     range(ApiKey::DeleteAcls, 1, 3),

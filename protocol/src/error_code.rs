@@ -51,6 +51,8 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
     KafkaStorageError = 56,
@@ -144,7 +146,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 86] = [
+const ALL: [ErrorCode; 88] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -191,6 +193,8 @@ const ALL: [ErrorCode; 86] = [
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::InvalidTxnState,
+    ErrorCode::TransactionCoordinatorFenced,
     ErrorCode::TransactionalIdAuthorizationFailed,
     ErrorCode::SecurityDisabled,
     ErrorCode::KafkaStorageError,
