@@ -146,7 +146,15 @@ async fn append_one(shard: &Rc<Shard>, j: &Job) -> ErrorCode {
         j.commit,
         j.coordinator_epoch,
     ) {
-        Ok(a) => a,
+        Ok(a) => {
+            // The group coordinator settles the transaction's offsets as
+            // soon as the marker is in the log, with nothing in between.
+            if j.topic == crate::group::OFFSETS_TOPIC {
+                let groups = &shard.groups;
+                groups.txn_marker(shard, j.partition, j.producer_id, j.commit);
+            }
+            a
+        }
         Err(code) => {
             tracing::warn!(topic = %j.topic, partition = j.partition, producer_id = j.producer_id, producer_epoch = j.producer_epoch, coordinator_epoch = j.coordinator_epoch, error = ?code, "transaction marker refused");
             return code;
