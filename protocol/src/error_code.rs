@@ -51,8 +51,14 @@ pub enum ErrorCode {
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    InvalidProducerIdMapping = 49,
+    InvalidTransactionTimeout = 50,
+    ConcurrentTransactions = 51,
+    TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
+    OperationNotAttempted = 55,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     SaslAuthenticationFailed = 58,
@@ -75,6 +81,7 @@ pub enum ErrorCode {
     NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
+    ProducerFenced = 90,
     ResourceNotFound = 91,
     DuplicateResource = 92,
     UnacceptableCredential = 93,
@@ -82,6 +89,7 @@ pub enum ErrorCode {
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
     InconsistentClusterId = 104,
+    TransactionalIdNotFound = 105,
     IneligibleReplica = 107,
     FencedMemberEpoch = 110,
     UnreleasedInstanceId = 111,
@@ -129,6 +137,7 @@ impl ErrorCode {
                 | ErrorCode::ElectionNotNeeded
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::InconsistentTopicId
+                | ErrorCode::ConcurrentTransactions
         )
     }
 
@@ -142,7 +151,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 85] = [
+const ALL: [ErrorCode; 93] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -189,8 +198,14 @@ const ALL: [ErrorCode; 85] = [
     ErrorCode::OutOfOrderSequenceNumber,
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::InvalidTxnState,
+    ErrorCode::InvalidProducerIdMapping,
+    ErrorCode::InvalidTransactionTimeout,
+    ErrorCode::ConcurrentTransactions,
+    ErrorCode::TransactionCoordinatorFenced,
     ErrorCode::TransactionalIdAuthorizationFailed,
     ErrorCode::SecurityDisabled,
+    ErrorCode::OperationNotAttempted,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::SaslAuthenticationFailed,
@@ -213,6 +228,7 @@ const ALL: [ErrorCode; 85] = [
     ErrorCode::NoReassignmentInProgress,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
+    ErrorCode::ProducerFenced,
     ErrorCode::ResourceNotFound,
     ErrorCode::DuplicateResource,
     ErrorCode::UnacceptableCredential,
@@ -220,6 +236,7 @@ const ALL: [ErrorCode; 85] = [
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,
     ErrorCode::InconsistentClusterId,
+    ErrorCode::TransactionalIdNotFound,
     ErrorCode::IneligibleReplica,
     ErrorCode::FencedMemberEpoch,
     ErrorCode::UnreleasedInstanceId,
