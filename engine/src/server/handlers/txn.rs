@@ -256,9 +256,8 @@ async fn add_partitions_codes(
     for (t, ps) in asked {
         let known = snapshot.topic(t).map_or(0, |m| m.partitions);
         for p in ps {
-            let code = if !ctx.allowed(Operation::Write, ResourceType::Topic, t) {
-                ErrorCode::TopicAuthorizationFailed
-            } else if t == TXN_TOPIC {
+            // The state topic is the coordinator's own: no client writes it.
+            let code = if t == TXN_TOPIC || !ctx.allowed(Operation::Write, ResourceType::Topic, t) {
                 ErrorCode::TopicAuthorizationFailed
             } else if *p < 0 || *p >= known {
                 ErrorCode::UnknownTopicOrPartition
