@@ -376,6 +376,9 @@ fn committed_transactions_are_read_committed_and_aborted_ones_are_not() {
                 send(&p, t, part, &format!("{kind}-{round}-{t}-{part}-{i}"));
             }
         }
+        // Flushed first, so the aborted records reach the log (an abort
+        // drops what the client still holds).
+        p.flush(CLIENT_TIMEOUT).expect("flush");
         match commit {
             true => p.commit_transaction(CLIENT_TIMEOUT).expect("commit"),
             false => p.abort_transaction(CLIENT_TIMEOUT).expect("abort"),

@@ -50,6 +50,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::AddPartitionsToTxn, 0, 3),
     range(ApiKey::AddOffsetsToTxn, 0, 4),
     range(ApiKey::EndTxn, 0, 4),
+    range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::DescribeAcls, 1, 3),
     range(ApiKey::CreateAcls, 1, 3),
     range(ApiKey::DeleteAcls, 1, 3),

@@ -60,6 +60,9 @@ pub struct PartitionData<R> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions among the records, (producer id, first
+    /// offset), for a read_committed fetch; `None` (null) otherwise.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// The leader as this broker knows it, for a client that asked the
     /// wrong broker (written from v12).
     pub current_leader: Option<LeaderIdAndEpoch>,
@@ -202,11 +205,23 @@ fn encode_partition<R: Region>(e: &mut Encoder<R>, v: i16, p: PartitionData<R>) 
     if v >= 5 {
         c.extend_from_slice(&p.log_start_offset.to_be_bytes());
     }
-    // aborted_transactions: null (no transactions are aborted in Sluice)
-    if flexible {
-        put_uvarint(c, 0);
-    } else {
-        c.extend_from_slice(&(-1i32).to_be_bytes());
+    match &p.aborted_transactions {
+        None if flexible => put_uvarint(c, 0),
+        None => c.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(list) => {
+            if flexible {
+                put_uvarint(c, list.len() as u32 + 1);
+            } else {
+                c.extend_from_slice(&(list.len() as i32).to_be_bytes());
+            }
+            for (producer_id, first_offset) in list {
+                c.extend_from_slice(&producer_id.to_be_bytes());
+                c.extend_from_slice(&first_offset.to_be_bytes());
+                if flexible {
+                    c.push(0);
+                }
+            }
+        }
     }
     if v >= 11 {
         c.extend_from_slice(&(-1i32).to_be_bytes());
@@ -291,8 +306,9 @@ mod tests {
                         partition_index: 1,
                         error_code: ErrorCode::None,
                         high_watermark: 10,
-                        last_stable_offset: 10,
+                        last_stable_offset: 8,
                         log_start_offset: 0,
+                        aborted_transactions: Some(vec![(42, 3), (43, 5)]),
                         current_leader: None,
                         records: vec![batch.clone(), batch.clone()],
                     },
@@ -302,6 +318,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted_transactions: None,
                         current_leader: Some(LeaderIdAndEpoch {
                             leader_id: 3,
                             leader_epoch: 4,
@@ -334,6 +351,15 @@ mod tests {
             }
             let p = &t.partitions[0];
             assert_eq!(p.high_watermark, 10);
+            assert_eq!(p.last_stable_offset, 8);
+            let aborted: Vec<(i64, i64)> = p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, vec![(42, 3), (43, 5)], "v{v}");
+            assert!(t.partitions[1].aborted_transactions.is_none(), "v{v}");
             assert_eq!(p.records.as_ref().unwrap().len(), batch.len() * 2);
             assert_eq!(p.current_leader.leader_id.0, -1);
             let moved = &t.partitions[1].current_leader;

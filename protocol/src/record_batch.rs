@@ -244,6 +244,24 @@ pub fn validate_record_set(
     set: &[u8],
     max_batch_bytes: usize,
 ) -> Result<RecordSetSummary, BatchError> {
+    validate_batches(set, max_batch_bytes, false)
+}
+
+/// Validates record batches a leader replicated: as
+/// [`validate_record_set`], but control batches (transaction markers the
+/// leader wrote) are part of the log.
+pub fn validate_replicated_set(
+    set: &[u8],
+    max_batch_bytes: usize,
+) -> Result<RecordSetSummary, BatchError> {
+    validate_batches(set, max_batch_bytes, true)
+}
+
+fn validate_batches(
+    set: &[u8],
+    max_batch_bytes: usize,
+    control_allowed: bool,
+) -> Result<RecordSetSummary, BatchError> {
     let mut summary = RecordSetSummary {
         max_timestamp: -1,
         first_timestamp: -1,
@@ -285,7 +303,7 @@ pub fn validate_record_set(
             });
         }
         let header = validate_batch(&rest[..size], position)?;
-        if header.is_control() {
+        if header.is_control() && !control_allowed {
             return Err(BatchError::Invalid {
                 position,
                 reason: "clients may not produce control batches",
@@ -353,6 +371,48 @@ pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
         .copy_from_slice(&base_sequence.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Size of a control record's key: version i16, type i16.
+pub const CONTROL_KEY_SIZE: usize = 4;
+/// Size of a transaction marker's value: version i16, coordinator epoch
+/// i32.
+pub const MARKER_VALUE_SIZE: usize = 6;
+
+/// What a transaction marker (a control batch's record) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// COMMIT (type 1) or ABORT (type 0).
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// The marker a control batch holds; `None` when `batch` is not a
+/// control batch or its record is not a COMMIT/ABORT marker (Kafka's
+/// other control types, such as the leader-change record, end no
+/// transaction).
+pub fn parse_marker(batch: &[u8]) -> Option<Marker> {
+    let h = BatchHeader::parse(batch)?;
+    if !h.is_control() || h.compression() != Some(Compression::None) {
+        return None;
+    }
+    let section = batch.get(BATCH_HEADER_SIZE..h.total_size())?;
+    let records = decode_records(section, 1).ok()?;
+    let record = records.first()?;
+    let key = record.key?;
+    let value = record.value?;
+    if key.len() < CONTROL_KEY_SIZE || value.len() < MARKER_VALUE_SIZE {
+        return None;
+    }
+    let commit = match be_i16(key, 2) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    Some(Marker {
+        commit,
+        coordinator_epoch: be_i32(value, 2),
+    })
 }
 
 /// A record decoded from an uncompressed records section.
@@ -433,6 +493,9 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// Attribute bits besides the compression codec (transactional,
+    /// control).
+    flags: i16,
 }
 
 impl BatchBuilder {
@@ -453,6 +516,33 @@ impl BatchBuilder {
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
         self
+    }
+
+    /// Marks the batch as part of a transaction (attribute bit 4).
+    pub fn transactional(mut self) -> BatchBuilder {
+        self.flags |= ATTR_TRANSACTIONAL;
+        self
+    }
+
+    /// Builds a transaction marker: a control batch (attribute bits 4
+    /// and 5) holding one control record, key `version i16 = 0 | type i16`
+    /// (0 abort, 1 commit), value `version i16 = 0 | coordinator_epoch
+    /// i32`, with base sequence -1 as Kafka writes it.
+    pub fn marker(
+        timestamp: i64,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+    ) -> BatchBuilder {
+        let mut b = BatchBuilder::new(timestamp).producer(producer_id, producer_epoch, -1);
+        b.flags = ATTR_TRANSACTIONAL | ATTR_CONTROL;
+        let kind: i16 = if marker.commit { 1 } else { 0 };
+        let mut key = [0u8; CONTROL_KEY_SIZE];
+        key[2..4].copy_from_slice(&kind.to_be_bytes());
+        let mut value = [0u8; MARKER_VALUE_SIZE];
+        value[2..6].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
+        b.push(timestamp, Some(&key), Some(&value), &[]);
+        b
     }
 
     pub fn len(&self) -> usize {
@@ -514,7 +604,7 @@ impl BatchBuilder {
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(MAGIC_V2 as u8);
         b.extend_from_slice(&0u32.to_be_bytes());
-        b.extend_from_slice(&(compression as i16).to_be_bytes());
+        b.extend_from_slice(&((compression as i16) | self.flags).to_be_bytes());
         b.extend_from_slice(&(self.count - 1).to_be_bytes());
         b.extend_from_slice(&self.base_timestamp.to_be_bytes());
         b.extend_from_slice(&self.max_timestamp.to_be_bytes());
@@ -657,5 +747,31 @@ mod tests {
             b[pos] ^= 1 << bit;
             prop_assert!(validate_batch(&b, 0).is_err());
         }
+    }
+
+    /// A marker batch is a valid control batch that a client may not
+    /// produce but a follower takes, and reads back as it was written.
+    #[test]
+    fn markers_round_trip_and_only_replication_takes_them() {
+        let marker = Marker {
+            commit: false,
+            coordinator_epoch: 7,
+        };
+        let b = BatchBuilder::marker(1_000, 42, 3, marker).finish();
+        let h = validate_batch(&b, 0).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 3, -1)
+        );
+        assert_eq!(parse_marker(&b), Some(marker));
+        assert!(validate_record_set(&b, 1 << 20).is_err());
+        assert_eq!(validate_replicated_set(&b, 1 << 20).unwrap().records, 1);
+        let mut t = BatchBuilder::new(0).producer(1, 0, 0).transactional();
+        t.push(0, None, Some(b"v"), &[]);
+        let t = t.finish();
+        let h = validate_batch(&t, 0).unwrap();
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!(parse_marker(&t), None);
     }
 }

@@ -6,6 +6,7 @@ mod created;
 pub(crate) use created::sync_path;
 mod epoch_file;
 mod replica;
+mod txn;
 
 use super::producer_state::{Check, ProducerStates};
 use crate::replication::state::{Acks, PartitionReplica, Ticket};
@@ -24,25 +25,6 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// How much of a log's tail is read to rebuild producer state (at start
-/// and after a truncation): enough for the last five batches of every
-/// producer that wrote recently.
-pub const PRODUCER_STATE_TAIL_BYTES: u64 = 16 << 20;
-
-/// Idempotent-producer state from the batch headers in the log's tail.
-fn producers_of(log: &PartitionLog, topic: &str, index: i32) -> ProducerStates {
-    let mut producers = ProducerStates::default();
-    match log.recent_batches(PRODUCER_STATE_TAIL_BYTES) {
-        Ok(headers) => headers
-            .iter()
-            .for_each(|h| producers.record(h, h.base_offset)),
-        Err(e) => {
-            tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state")
-        }
-    }
-    producers
 }
 
 /// Offsets a fetch response reports with its data.
@@ -119,25 +101,19 @@ pub fn error_code(e: &StorageError) -> ErrorCode {
 }
 
 impl Partition {
-    /// Producer state again from the log, after a truncation cut batches
-    /// it remembered: what the cut left is still deduplicated.
-    fn rebuild_producers(&self) {
-        let rebuilt = producers_of(&self.log.borrow(), &self.topic, self.index);
-        *self.producers.borrow_mut() = rebuilt;
-    }
-
-    /// Wraps an opened log. Idempotent-producer state is rebuilt from the
-    /// batches in the last [`PRODUCER_STATE_TAIL_BYTES`] of the log, so a
-    /// producer retrying across a broker restart is still deduplicated.
+    /// Wraps an opened log. Producer state is recovered from the newest
+    /// producer snapshot and the batches after it (see `partition/txn.rs`),
+    /// so a producer retrying across a broker restart is still
+    /// deduplicated and open transactions stay open.
     pub fn new(
         topic: String,
         index: i32,
         topic_id: uuid::Uuid,
-        log: PartitionLog,
+        mut log: PartitionLog,
         node: NodeId,
         config: ReplicationConfig,
     ) -> Partition {
-        let producers = producers_of(&log, &topic, index);
+        let producers = txn::recover_producers(&mut log, &topic, index);
         let model = replica::model_of(&log);
         Partition {
             topic,
@@ -239,7 +215,6 @@ impl Partition {
         summary: &RecordSetSummary,
         acks: Acks,
     ) -> Result<Appended, ErrorCode> {
-        let now = now_ms();
         let first = BatchHeader::parse(set).expect("record set was validated");
         match self.producers.borrow().check(&first) {
             Check::Append => {}
@@ -258,10 +233,25 @@ impl Partition {
             }
             Check::Reject(code) => return Err(code),
         }
+        self.append_checked(set, summary, acks, &first, None)
+    }
+
+    /// Appends a record set producer state accepted (`first` is its
+    /// first batch's header; `marker` what a control batch says).
+    fn append_checked(
+        &self,
+        set: &[u8],
+        summary: &RecordSetSummary,
+        acks: Acks,
+        first: &BatchHeader,
+        marker: Option<sluice_protocol::record_batch::Marker>,
+    ) -> Result<Appended, ErrorCode> {
+        let now = now_ms();
         // Leadership and min.insync.replicas are checked, the log
         // appended and the replication model told, in one step: no other
         // task runs in between.
         self.replica.borrow().check_produce(acks)?;
+        let active_base = self.log.borrow().active_base();
         let (info, flush) = {
             let mut log = self.log.borrow_mut();
             let info = log.append(set, summary, now).map_err(|e| {
@@ -273,7 +263,8 @@ impl Partition {
         let acked = self.record_produce(acks, summary.records);
         self.metrics
             .appended(set.len(), summary.records.max(0) as u64);
-        self.producers.borrow_mut().record(&first, info.base_offset);
+        self.track_batch(first, info.base_offset, marker);
+        self.snapshot_if_rolled(active_base);
         self.wake_fetchers();
         self.start_writeback();
         Ok(Appended {
@@ -363,7 +354,8 @@ impl Partition {
 
     /// Flushes everything synchronously (clean shutdown).
     pub fn flush_now(&self) -> Result<(), StorageError> {
-        self.log.borrow_mut().flush_now(now_ms())
+        self.log.borrow_mut().flush_now(now_ms())?;
+        self.snapshot_now()
     }
 
     /// Whole batches from `offset`, at most `max_bytes` beyond the first.
@@ -395,17 +387,18 @@ impl Partition {
     }
 
     /// A receiver that fires once data at or past `offset` is readable:
-    /// below the high watermark for consumers, the log end for a
-    /// follower (`replica`).
-    pub fn watch(&self, offset: Offset, replica: bool) -> oneshot::Receiver<()> {
+    /// below the high watermark for consumers, the last stable offset for
+    /// read_committed ones (`committed`), the log end for a follower
+    /// (`replica`). Waiters wake on every append and high-watermark move,
+    /// which is when the last stable offset moves too (a marker's append,
+    /// then the high watermark passing it).
+    pub fn watch(&self, offset: Offset, replica: bool, committed: bool) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let log = self.log.borrow();
-        let readable = if replica {
-            log.log_end()
-        } else {
-            log.high_watermark()
+        let readable = match (replica, committed) {
+            (true, _) => self.log.borrow().log_end(),
+            (false, true) => self.last_stable_offset(),
+            (false, false) => self.log.borrow().high_watermark(),
         };
-        drop(log);
         if readable > offset {
             let _ = tx.send(());
         } else {
@@ -424,7 +417,31 @@ impl Partition {
     /// current epoch for latest, -1 when none. A consumer keeps it with
     /// its position and later validates the position with
     /// OffsetForLeaderEpoch, so a wrong epoch reads as a truncation.
-    pub fn list_offset(&self, timestamp: i64) -> Result<(Offset, i64, LeaderEpoch), StorageError> {
+    /// For a read_committed consumer (`committed`), as Kafka: latest is
+    /// the last stable offset, and a record found by timestamp at or past
+    /// it is not reported (-1).
+    pub fn list_offset(
+        &self,
+        timestamp: i64,
+        committed: bool,
+    ) -> Result<(Offset, i64, LeaderEpoch), StorageError> {
+        let found = self.list_offset_uncommitted(timestamp)?;
+        if !committed {
+            return Ok(found);
+        }
+        let lso = self.last_stable_offset();
+        Ok(match timestamp {
+            -1 => (lso, found.1, found.2),
+            -2 | -4 | -5 => found,
+            _ if found.0 >= lso => (Offset(-1), -1, LeaderEpoch(-1)),
+            _ => found,
+        })
+    }
+
+    fn list_offset_uncommitted(
+        &self,
+        timestamp: i64,
+    ) -> Result<(Offset, i64, LeaderEpoch), StorageError> {
         let log = self.log.borrow();
         let epoch_at = |offset: Offset| {
             log.epoch_history()

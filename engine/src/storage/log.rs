@@ -14,10 +14,13 @@
 use super::checkpoint;
 use super::leader_epoch::{EpochEnd, EpochHistory, LeaderEpochCache, UnwrittenEpochs};
 use super::segment::{FileRegion, Segment};
+use super::snapshot_file;
+use super::txn_index::AbortedTxn;
 use super::{segment_stem, Result, StorageError};
 use crate::config::TopicConfig;
 use sluice_protocol::record_batch::{
-    decode_records, BatchHeader, Compression, RecordSetSummary, BATCH_HEADER_SIZE,
+    decode_records, parse_marker, BatchHeader, Compression, Marker, RecordSetSummary,
+    BATCH_HEADER_SIZE,
 };
 use sluice_protocol::{LeaderEpoch, Offset};
 use std::fs::File;
@@ -86,6 +89,10 @@ impl Writeback {
 pub struct ReadResult {
     pub regions: Vec<FileRegion>,
     pub bytes: usize,
+    /// An offset at or past the end of the batches read, no further than
+    /// the end of their segment (what aborted transactions are looked up
+    /// to).
+    pub end_bound: Offset,
 }
 
 /// A partition's log.
@@ -421,6 +428,10 @@ impl PartitionLog {
             recovery_point.max(log_start)
         };
         let epochs = open_epochs(dir, &segments, log_start)?;
+        let log_end = segments.last().map_or(log_start, Segment::next_offset);
+        // A snapshot past the log end describes batches a crash or a
+        // truncation took: the offsets will be reused by other batches.
+        snapshot_file::delete_outside(dir, log_start, log_end)?;
         Ok(PartitionLog::from_segments(
             dir,
             config,
@@ -681,7 +692,9 @@ impl PartitionLog {
         let sealed = self.active_mut();
         sealed.seal()?;
         let file = Arc::clone(sealed.log_file());
+        let txn_file = Arc::clone(sealed.txn_index().file());
         self.unsynced_sealed.push(file);
+        self.unsynced_sealed.push(txn_file);
         self.segments.push(segment);
         Ok(())
     }
@@ -709,6 +722,7 @@ impl PartitionLog {
         }
         let mut files = std::mem::take(&mut self.unsynced_sealed);
         files.push(Arc::clone(self.active().log_file()));
+        files.push(Arc::clone(self.active().txn_index().file()));
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
         Ok(FlushJob {
@@ -829,6 +843,7 @@ impl PartitionLog {
             return Ok(ReadResult {
                 regions: vec![segment.region(start, len)],
                 bytes: len,
+                end_bound: upto.min(segment.next_offset()),
             });
         }
         Ok(ReadResult::default())
@@ -923,7 +938,8 @@ impl PartitionLog {
         self.log_start = self.log_start.max(self.segments[0].base());
         self.recovery_point = self.recovery_point.max(self.log_start);
         tracing::info!(path = %segment.log_path().display(), why, "deleting segment");
-        segment.delete()
+        segment.delete()?;
+        snapshot_file::delete_outside(&self.dir, self.log_start, self.log_end())
     }
 
     pub fn segment_count(&self) -> usize {
@@ -990,6 +1006,7 @@ impl PartitionLog {
         tracing::info!(dir = %self.dir.display(), offset = offset.0, log_end = log_end.0, "truncated log");
         self.high_watermark = self.high_watermark.min(log_end);
         self.recovery_point = self.recovery_point.min(log_end);
+        snapshot_file::delete_outside(&self.dir, self.log_start, log_end)?;
         self.epochs.truncate_from_end(log_end)?;
         self.check_invariants();
         Ok(log_end)
@@ -1033,6 +1050,7 @@ impl PartitionLog {
         for segment in self.segments.drain(..) {
             segment.delete()?;
         }
+        snapshot_file::delete_outside(&self.dir, start, start)?;
         self.segments.push(Segment::create(&self.dir, start)?);
         super::sync_dir(&self.dir)
     }
@@ -1042,6 +1060,100 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
+    }
+
+    /// Indexes a transaction ended by an ABORT marker, in the segment
+    /// holding the marker.
+    pub fn add_aborted(&mut self, txn: AbortedTxn) -> Result<()> {
+        let i = self.segment_index_for(txn.last_offset);
+        self.segments[i].add_aborted(txn)
+    }
+
+    /// The aborted transactions with records in `[from, upto)`, in marker
+    /// order (a read_committed fetch of that range).
+    pub fn aborted_in(&self, from: Offset, upto: Offset) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        if from >= upto {
+            return out;
+        }
+        // A transaction aborted in a later segment may have started in
+        // this range: search on until an entry's stable offset says no
+        // later one can.
+        for segment in &self.segments[self.segment_index_for(from)..] {
+            if segment.txn_index().collect(from, upto, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Drops the aborted transactions whose marker is at or past `offset`,
+    /// before producer state replays the log from there and indexes them
+    /// again.
+    pub fn forget_aborted_from(&mut self, offset: Offset) -> Result<()> {
+        for segment in &mut self.segments {
+            segment.forget_aborted_from(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Base offset of the first segment whose transaction index was lost
+    /// (missing or torn at open): replay must start at or below it.
+    pub fn txn_index_lost_from(&self) -> Option<Offset> {
+        self.segments
+            .iter()
+            .find(|s| s.txn_index().lost())
+            .map(Segment::base)
+    }
+
+    /// Calls `f` with the header of every batch from the one holding
+    /// `from` to the log end, with the marker of each control batch:
+    /// what replaying producer state needs. One `pread` per header, one
+    /// more per control batch.
+    pub fn for_each_header(
+        &self,
+        from: Offset,
+        mut f: impl FnMut(&BatchHeader, Option<Marker>),
+    ) -> Result<()> {
+        let from = from.max(self.log_start);
+        for segment in &self.segments[self.segment_index_for(from)..] {
+            let Some((mut pos, _)) = segment.find_batch(from)? else {
+                continue;
+            };
+            while let Some(h) = segment.read_header(pos)? {
+                if pos + h.total_size() as u64 > segment.size() {
+                    break;
+                }
+                let marker = match h.is_control() {
+                    true => parse_marker(&segment.read_batch(pos, &h)?),
+                    false => None,
+                };
+                f(&h, marker);
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Offsets of the producer snapshots kept, ascending.
+    pub fn snapshot_offsets(&self) -> Result<Vec<Offset>> {
+        snapshot_file::list(&self.dir)
+    }
+
+    /// The bytes of the producer snapshot at `offset`.
+    pub fn read_snapshot(&self, offset: Offset) -> Result<Vec<u8>> {
+        snapshot_file::read(&self.dir, offset)
+    }
+
+    /// Writes a producer snapshot as of `offset` (at most the log end).
+    pub fn write_snapshot(&self, offset: Offset, bytes: &[u8]) -> Result<()> {
+        assert!(offset <= self.log_end() && offset >= self.log_start);
+        snapshot_file::write(&self.dir, offset, bytes)
+    }
+
+    /// Base offset of the active segment (a roll moves it).
+    pub fn active_base(&self) -> Offset {
+        self.active().base()
     }
 
     /// Name of the segment file holding `offset`, for messages.

@@ -12,6 +12,9 @@
 //!     00000000000000000000.log            record batches exactly as produced
 //!     00000000000000000000.index          offset index (see offset_index.rs)
 //!     00000000000000000000.timeindex      time index (see time_index.rs)
+//!     00000000000000000000.txnindex       aborted transactions (see txn_index.rs)
+//!     00000000000000000100.snapshot       producer state below offset 100
+//!                                         (see shard/producer_state.rs)
 //!     leader-epoch-checkpoint             leader epoch starts (see leader_epoch.rs)
 //!     partition.metadata                  topic id
 //! ```
@@ -26,7 +29,9 @@ pub mod leader_epoch;
 pub mod log;
 pub mod offset_index;
 pub mod segment;
+pub mod snapshot_file;
 pub mod time_index;
+pub mod txn_index;
 
 use std::io;
 use std::path::{Path, PathBuf};

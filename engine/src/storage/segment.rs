@@ -9,6 +9,7 @@
 
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
+use super::txn_index::{self, AbortedTxn, TxnIndex};
 use super::{segment_stem, Result, StorageError};
 use sluice_protocol::record_batch::{self, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 use sluice_protocol::{LeaderEpoch, Offset};
@@ -62,6 +63,8 @@ pub struct Segment {
     bytes_since_index: u64,
     index: OffsetIndex,
     time_index: TimeIndex,
+    /// Transactions whose ABORT marker is in this segment.
+    txn_index: TxnIndex,
     /// Wall-clock ms of the first append, for `segment.ms` rolls.
     first_append_ms: Option<i64>,
     /// How far the file's blocks are allocated (`fallocate`, past its
@@ -166,6 +169,7 @@ impl Segment {
             bytes_since_index: 0,
             index: OffsetIndex::open(&index_path, base, true)?,
             time_index: TimeIndex::open(&time_path, base, true)?,
+            txn_index: TxnIndex::create(&txn_index::path_for(&log_path))?,
             first_append_ms: None,
             log_path,
         })
@@ -197,6 +201,7 @@ impl Segment {
             bytes_since_index: 0,
             index: OffsetIndex::open(&index_path, base, active)?,
             time_index: TimeIndex::open(&time_path, base, active)?,
+            txn_index: TxnIndex::open(&txn_index::path_for(&log_path))?,
             first_append_ms: None,
             log_path,
         })
@@ -328,7 +333,29 @@ impl Segment {
         self.size = position;
         // Shrinking the file freed every block past the new end.
         self.allocated = self.allocated.min(position);
-        self.recover(index_interval).map(|_| ())
+        self.recover(index_interval)?;
+        self.txn_index.truncate_from(self.next_offset)
+    }
+
+    /// The segment's aborted-transaction index.
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    /// Indexes a transaction whose ABORT marker is in this segment.
+    pub fn add_aborted(&mut self, txn: AbortedTxn) -> Result<()> {
+        assert!(txn.last_offset >= self.base && txn.last_offset < self.next_offset);
+        self.txn_index.append(txn)
+    }
+
+    /// Drops the aborted transactions whose marker is at or past `offset`
+    /// (they are rebuilt from there); the index is no longer lost.
+    pub fn forget_aborted_from(&mut self, offset: Offset) -> Result<()> {
+        self.txn_index.truncate_from(offset)?;
+        if offset <= self.base {
+            self.txn_index.mark_rebuilt();
+        }
+        Ok(())
     }
 
     /// Appends a validated record set, rewriting each batch's base offset
@@ -559,7 +586,11 @@ impl Segment {
             .sync_data()
             .map_err(StorageError::io("fsync segment", &self.log_path))?;
         self.index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.txn_index
+            .file()
+            .sync_data()
+            .map_err(StorageError::io("fsync transaction index", &self.log_path))
     }
 
     /// Writes pending index entries without syncing.
@@ -622,7 +653,8 @@ impl Segment {
 /// Deletes the files of the segment at `base` in `dir`, whichever exist.
 pub fn delete_files(dir: &Path, base: Offset) -> Result<()> {
     let (log, index, time) = paths(dir, base);
-    for p in [log, index, time] {
+    let txn = txn_index::path_for(&log);
+    for p in [log, index, time, txn] {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -77,6 +77,8 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
         ApiKey::OffsetForLeaderEpoch,
         &[(Describe, Topic), (ClusterAction, Cluster)],
     ),
+    // Brokers only: CLUSTER_ACTION on the cluster.
+    (ApiKey::WriteTxnMarkers, &[(ClusterAction, Cluster)]),
     (ApiKey::DescribeAcls, &[(Describe, Cluster)]),
     (ApiKey::CreateAcls, &[(Alter, Cluster)]),
     (ApiKey::DeleteAcls, &[(Alter, Cluster)]),

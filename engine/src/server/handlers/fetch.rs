@@ -81,6 +81,9 @@ struct Want {
     /// A follower's fetch: what replication reads of it.
     replica: Option<ReplicaFetch>,
     known_high_watermark: i64,
+    /// A read_committed consumer (isolation_level 1): data only below
+    /// the last stable offset, with the aborted transactions in it.
+    committed: bool,
 }
 
 /// One partition's answer.
@@ -88,6 +91,10 @@ struct Want {
 struct Got {
     error: Option<ErrorCode>,
     marks: Watermarks,
+    last_stable: Offset,
+    /// For a read_committed fetch, (producer id, first offset) of the
+    /// aborted transactions among the records.
+    aborted: Option<Vec<(i64, i64)>>,
     regions: Vec<FileRegion>,
     bytes: usize,
 }
@@ -182,7 +189,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             }
         },
     };
-    let wants = wants(shard, replica, by_id, plan.asks, &mut denied);
+    let committed = replica < 0 && req.isolation_level == 1;
+    let mut wants = wants(shard, replica, by_id, plan.asks, &mut denied);
+    wants.iter_mut().for_each(|w| w.committed = committed);
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -285,6 +294,7 @@ fn wants(
                 owner,
                 no_owner,
                 known_high_watermark: pos.known_high_watermark,
+                committed: false,
                 replica: (replica_id >= 0).then_some(ReplicaFetch {
                     replica: NodeId(replica_id),
                     leader_epoch: pos.leader_epoch,
@@ -306,8 +316,11 @@ fn answer(s: &mut FetchSession, wants: Vec<Want>, got: Vec<Got>, full: bool) -> 
             let news = s.must_send(
                 &(w.key.clone(), w.partition),
                 g.bytes > 0 || g.error.is_some(),
-                g.marks.high_watermark.0,
-                g.marks.log_start.0,
+                (
+                    g.marks.high_watermark.0,
+                    g.last_stable.0,
+                    g.marks.log_start.0,
+                ),
             );
             full || news
         })
@@ -356,7 +369,11 @@ fn group(
             partition_index: w.partition,
             error_code: g.error.unwrap_or(ErrorCode::None),
             high_watermark: if g.error.is_some() { -1 } else { hw },
-            last_stable_offset: if g.error.is_some() { -1 } else { hw },
+            last_stable_offset: if g.error.is_some() {
+                -1
+            } else {
+                g.last_stable.0
+            },
             // Also with OFFSET_OUT_OF_RANGE to a follower, so that one
             // behind the log start knows where to start again; a consumer
             // gets -1 with any error, as from Kafka.
@@ -365,6 +382,7 @@ fn group(
                 Some(ErrorCode::OffsetOutOfRange) if w.replica.is_some() => g.marks.log_start.0,
                 Some(_) => -1,
             },
+            aborted_transactions: g.aborted,
             current_leader,
             records: g.regions,
         };
@@ -454,6 +472,29 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
         };
     };
     let mut marks = p.watermarks();
+    let last_stable = p.last_stable_offset();
+    if w.committed {
+        return match p.read_committed(w.offset, w.max_bytes) {
+            Ok((r, aborted)) => Got {
+                error: None,
+                marks,
+                last_stable,
+                aborted: Some(
+                    aborted
+                        .iter()
+                        .map(|a| (a.producer_id, a.first_offset.0))
+                        .collect(),
+                ),
+                regions: r.regions,
+                bytes: r.bytes,
+            },
+            Err(e) => Got {
+                error: Some(error_code(&e)),
+                marks,
+                ..Got::default()
+            },
+        };
+    }
     // A follower learns the log up to its end; the leader learns the
     // follower's progress from the offset it asks for.
     let read = match w.replica {
@@ -476,6 +517,8 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
         Ok(r) => Got {
             error: None,
             marks,
+            last_stable,
+            aborted: None,
             regions: r.regions,
             bytes: r.bytes,
         },
@@ -494,7 +537,7 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
             list.into_iter()
                 .filter_map(|(_, w)| {
                     s.serving_partition(&w.topic, w.partition)
-                        .map(|p| p.watch(w.offset, w.replica.is_some()))
+                        .map(|p| p.watch(w.offset, w.replica.is_some(), w.committed))
                 })
                 .collect::<Vec<oneshot::Receiver<()>>>()
         })
@@ -536,6 +579,7 @@ mod tests {
                 log_start: Offset(0),
             }),
             known_high_watermark,
+            committed: false,
         }
     }
 

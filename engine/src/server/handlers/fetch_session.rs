@@ -28,6 +28,7 @@ pub struct Entry<P> {
     /// The request fields of this partition, as last sent.
     pub ask: P,
     sent_high_watermark: i64,
+    sent_last_stable: i64,
     sent_log_start: i64,
 }
 
@@ -154,6 +155,7 @@ impl<P> Session<P> {
                     partition: key.1,
                     ask,
                     sent_high_watermark: -1,
+                    sent_last_stable: -1,
                     sent_log_start: -1,
                 });
             }
@@ -171,24 +173,23 @@ impl<P> Session<P> {
 
     /// Whether an incremental response must carry this partition, given
     /// what it would say: `always` for records or an error, else only a
-    /// high watermark or log start the client was not told. Remembers what
+    /// high watermark, last stable offset or log start the client was not
+    /// told (`marks`, in that order). Remembers what
     /// is sent; full responses call it too, so the session starts from what
     /// the client was told.
-    pub fn must_send(
-        &mut self,
-        key: &(String, i32),
-        always: bool,
-        high_watermark: i64,
-        log_start: i64,
-    ) -> bool {
+    pub fn must_send(&mut self, key: &(String, i32), always: bool, marks: (i64, i64, i64)) -> bool {
+        let (high_watermark, last_stable, log_start) = marks;
         let Some(&i) = self.index.get(key) else {
             return true;
         };
         let e = &mut self.entries[i];
-        let news =
-            always || e.sent_high_watermark != high_watermark || e.sent_log_start != log_start;
+        let news = always
+            || e.sent_high_watermark != high_watermark
+            || e.sent_last_stable != last_stable
+            || e.sent_log_start != log_start;
         if news {
             e.sent_high_watermark = high_watermark;
+            e.sent_last_stable = last_stable;
             e.sent_log_start = log_start;
         }
         news
@@ -281,13 +282,20 @@ mod tests {
         plan(&mut slot, 0, (0, 0), vec![ask("a", 0, 0)], &[]).unwrap();
         let s = slot.as_mut().unwrap();
         let key = ("a".to_string(), 0);
-        assert!(s.must_send(&key, false, 100, 0), "first answer");
-        assert!(!s.must_send(&key, false, 100, 0), "nothing new");
-        assert!(s.must_send(&key, true, 100, 0), "records or an error");
-        assert!(s.must_send(&key, false, 101, 0), "high watermark");
-        assert!(s.must_send(&key, false, 101, 7), "log start");
-        assert!(!s.must_send(&key, false, 101, 7), "told already");
-        assert!(s.must_send(&("b".into(), 0), false, 0, 0), "unknown");
+        assert!(s.must_send(&key, false, (100, 100, 0)), "first answer");
+        assert!(!s.must_send(&key, false, (100, 100, 0)), "nothing new");
+        assert!(
+            s.must_send(&key, true, (100, 100, 0)),
+            "records or an error"
+        );
+        assert!(s.must_send(&key, false, (101, 100, 0)), "high watermark");
+        assert!(
+            s.must_send(&key, false, (101, 101, 0)),
+            "last stable offset"
+        );
+        assert!(s.must_send(&key, false, (101, 101, 7)), "log start");
+        assert!(!s.must_send(&key, false, (101, 101, 7)), "told already");
+        assert!(s.must_send(&("b".into(), 0), false, (0, 0, 0)), "unknown");
     }
 
     #[test]

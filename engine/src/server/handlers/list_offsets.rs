@@ -4,7 +4,9 @@
 //! tiered offset, KIP-405/1005): with no tiered storage the first is the
 //! log start and the second is always -1. v10's `timeout_ms` bounds a wait
 //! for remote storage (KIP-1075); every answer here is local and
-//! immediate, so there is nothing for it to bound.
+//! immediate, so there is nothing for it to bound. With isolation_level
+//! 1 (read_committed) latest is the last stable offset and timestamp
+//! lookups stop below it.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::security::acl::{Operation, ResourceType};
@@ -22,6 +24,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let shard = ctx.shard;
     let snapshot = shard.metadata();
     let v = ctx.version();
+    // isolation_level 1 (read_committed, v2+): latest is the last stable
+    // offset.
+    let committed = req.isolation_level == 1;
     // A partition asked for twice is answered once, INVALID_REQUEST, as
     // Kafka does: the two questions would get one answer each, in an
     // order the client cannot tell apart.
@@ -67,7 +72,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let answer = shard
                 .invoke_on(owner, move |s| async move {
                     match s.serving_partition(&topic, index) {
-                        Some(part) => part.list_offset(ts).map_err(|e| error_code(&e)),
+                        Some(part) => part.list_offset(ts, committed).map_err(|e| error_code(&e)),
                         None => Err(ErrorCode::NotLeaderOrFollower),
                     }
                 })

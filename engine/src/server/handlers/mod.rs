@@ -18,6 +18,7 @@ mod produce;
 mod produce_time;
 mod scram_credentials;
 mod txn;
+mod write_txn_markers;
 
 use crate::security::{Principal, SecurityProtocol};
 use crate::shard::Shard;
@@ -267,6 +268,7 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::DescribeQuorum => admin::describe_quorum(ctx, body).await,
         ApiKey::InitProducerId => admin::init_producer_id(ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(ctx, body).await,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(ctx, body).await,
         ApiKey::JoinGroup => group::join_group(ctx, body).await,
         ApiKey::SyncGroup => group::sync_group(ctx, body).await,

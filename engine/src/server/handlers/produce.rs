@@ -110,6 +110,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id) {
             return transactional_id_refused(ctx, &req);
         }
+    } else if has_transactional_batches(&req) {
+        // As Kafka: transactional batches come with the transactional id
+        // they are written under, or are refused whole.
+        tracing::warn!(client = %ctx.client.host, "transactional batches without a transactional id");
+        return transactional_id_refused(ctx, &req);
     }
     let shard = ctx.shard;
     let snapshot = shard.metadata();
@@ -223,8 +228,26 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     }))))
 }
 
+/// Whether any partition's first batch is transactional (attribute bit
+/// 4); from v3 a partition carries one batch.
+fn has_transactional_batches(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_deref())
+        .filter_map(sluice_protocol::record_batch::BatchHeader::parse)
+        .any(|h| h.is_transactional())
+}
+
 fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary, BatchError> {
     let summary = validate_record_set(records, max)?;
+    let first = sluice_protocol::record_batch::BatchHeader::parse(records);
+    if first.is_some_and(|h| h.is_transactional() && (h.producer_id < 0 || h.producer_epoch < 0)) {
+        return Err(BatchError::Invalid {
+            position: 0,
+            reason: "a transactional batch needs a producer id and epoch",
+        });
+    }
     if version < 7 && uses_zstd(records) {
         return Err(BatchError::UnsupportedCompression(Compression::Zstd));
     }

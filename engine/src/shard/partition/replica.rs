@@ -20,7 +20,7 @@ use crate::replication::NodeId;
 use crate::storage::log::PartitionLog;
 use crate::storage::StorageError;
 use futures::channel::oneshot;
-use sluice_protocol::record_batch::{validate_record_set, BatchHeader};
+use sluice_protocol::record_batch::{parse_marker, validate_replicated_set, BatchHeader};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 
 /// The model of a log as it is on disk.
@@ -153,16 +153,16 @@ impl Partition {
         let whole = whole_batches(records);
         let mut runs: Vec<Run> = Vec::new();
         if !whole.is_empty() {
-            if let Err(e) = validate_record_set(whole, usize::MAX) {
+            if let Err(e) = validate_replicated_set(whole, usize::MAX) {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %e, "leader sent a corrupt batch; refetching");
                 return Ok(());
             }
+            let active_base = self.log.borrow().active_base();
             self.log.borrow_mut().append_replicated(whole, now_ms)?;
             self.start_writeback();
             // One pass over the headers: the model's runs of offsets per
             // epoch, and producer state, so that a follower that becomes
-            // leader deduplicates retries too.
-            let mut producers = self.producers.borrow_mut();
+            // leader deduplicates retries and knows the open transactions.
             let mut pos = 0;
             while let Some(h) = BatchHeader::parse(&whole[pos..]) {
                 let count = h.last_offset_delta as u32 + 1;
@@ -174,12 +174,17 @@ impl Partition {
                         count,
                     }),
                 }
-                producers.record(&h, h.base_offset);
+                let marker = match h.is_control() {
+                    true => parse_marker(&whole[pos..pos + h.total_size()]),
+                    false => None,
+                };
+                self.track_batch(&h, h.base_offset, marker);
                 pos += h.total_size();
                 if pos >= whole.len() {
                     break;
                 }
             }
+            self.snapshot_if_rolled(active_base);
         }
         self.replica
             .borrow_mut()

@@ -1,0 +1,215 @@
+//! Transactions on a partition: markers, the last stable offset, the
+//! aborted-transaction index, and producer state recovered from the
+//! newest snapshot and the batches after it.
+//!
+//! Producer state follows every batch that reaches the log, whichever
+//! way it comes: a leader's append (`append_checked`), a follower's copy
+//! of its leader's batches (`on_fetch_response`), and a replay of the log
+//! at start and after a truncation. A follower promoted to leader so
+//! knows every open transaction, and the aborted ones are indexed on
+//! every replica alike.
+
+use super::{now_ms, Appended, Partition};
+use crate::replication::state::Acks;
+use crate::shard::producer_state::{CompletedTxn, ProducerStates, ProducerView};
+use crate::storage::log::{PartitionLog, ReadResult};
+use crate::storage::txn_index::AbortedTxn;
+use crate::storage::StorageError;
+use sluice_protocol::record_batch::{validate_replicated_set, BatchBuilder, BatchHeader, Marker};
+use sluice_protocol::{ErrorCode, Offset};
+
+/// The index entry of an aborted transaction, with the last stable
+/// offset once it ended (`producers` has already closed it).
+fn abort_entry(producers: &ProducerStates, done: CompletedTxn) -> AbortedTxn {
+    let after = done.last_offset.plus(1);
+    AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .map_or(after, |f| f.min(after)),
+    }
+}
+
+/// Producer state of an opened log: from the newest snapshot that is at
+/// or below both the recovery point (the log below it is durable, so the
+/// snapshot describes it) and the first segment whose transaction index
+/// was lost, then every batch after it. The aborted transactions of the
+/// replayed range are indexed again.
+pub(super) fn recover_producers(log: &mut PartitionLog, topic: &str, index: i32) -> ProducerStates {
+    let bound = log
+        .recovery_point()
+        .min(log.txn_index_lost_from().unwrap_or(Offset(i64::MAX)));
+    let (mut producers, from) = load_snapshot(log, bound, topic, index);
+    match replay(log, &mut producers, from) {
+        Ok(()) => producers,
+        Err(e) => {
+            tracing::warn!(%topic, partition = index, error = %e, "rebuilding producer state");
+            ProducerStates::default()
+        }
+    }
+}
+
+fn load_snapshot(
+    log: &PartitionLog,
+    bound: Offset,
+    topic: &str,
+    index: i32,
+) -> (ProducerStates, Offset) {
+    let offsets = log.snapshot_offsets().unwrap_or_default();
+    let usable = offsets
+        .iter()
+        .rev()
+        .filter(|o| **o <= bound && **o >= log.log_start());
+    for &offset in usable {
+        let bytes = log.read_snapshot(offset);
+        match bytes.ok().and_then(|b| ProducerStates::decode_snapshot(&b)) {
+            Some(p) => return (p, offset),
+            None => {
+                tracing::warn!(%topic, partition = index, offset = offset.0, "unreadable producer snapshot; trying an older one")
+            }
+        }
+    }
+    (ProducerStates::default(), log.log_start())
+}
+
+/// Replays the batches from `from` (a batch boundary) into `producers`,
+/// indexing again the aborted transactions whose markers it meets.
+fn replay(
+    log: &mut PartitionLog,
+    producers: &mut ProducerStates,
+    from: Offset,
+) -> Result<(), StorageError> {
+    log.forget_aborted_from(from)?;
+    let mut aborted = Vec::new();
+    log.for_each_header(from, |h, marker| {
+        if h.base_offset < from {
+            return;
+        }
+        if let Some(done) = producers.record(h, h.base_offset, marker) {
+            if done.aborted {
+                aborted.push(abort_entry(producers, done));
+            }
+        }
+    })?;
+    for a in aborted {
+        log.add_aborted(a)?;
+    }
+    Ok(())
+}
+
+impl Partition {
+    /// Producer state again from the log, after a truncation cut batches
+    /// it remembered: what the cut left is still deduplicated, and the
+    /// transactions it left open are open again.
+    pub(super) fn rebuild_producers(&self) {
+        let rebuilt = recover_producers(&mut self.log.borrow_mut(), &self.topic, self.index);
+        *self.producers.borrow_mut() = rebuilt;
+    }
+
+    /// Records a batch written at `base_offset` in producer state; a
+    /// marker ending an aborted transaction indexes it.
+    pub(super) fn track_batch(&self, h: &BatchHeader, base_offset: Offset, marker: Option<Marker>) {
+        let mut producers = self.producers.borrow_mut();
+        let Some(done) = producers.record(h, base_offset, marker) else {
+            return;
+        };
+        if !done.aborted {
+            return;
+        }
+        let entry = abort_entry(&producers, done);
+        if let Err(e) = self.log.borrow_mut().add_aborted(entry) {
+            // The index is rebuilt from the log at the next start.
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "indexing an aborted transaction failed");
+        }
+    }
+
+    /// Writes a producer snapshot at the log end when a segment rolled
+    /// since `active_base`, so recovery replays at most about a segment.
+    pub(super) fn snapshot_if_rolled(&self, active_base: Offset) {
+        let log = self.log.borrow();
+        if log.active_base() == active_base {
+            return;
+        }
+        let bytes = self.producers.borrow().encode_snapshot();
+        if let Err(e) = log.write_snapshot(log.log_end(), &bytes) {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "writing a producer snapshot failed");
+        }
+    }
+
+    /// Writes a producer snapshot at the log end (clean shutdown).
+    pub(super) fn snapshot_now(&self) -> Result<(), StorageError> {
+        let log = self.log.borrow();
+        log.write_snapshot(log.log_end(), &self.producers.borrow().encode_snapshot())
+    }
+
+    /// Appends a transaction marker as the leader: one control batch
+    /// (COMMIT when `commit`, else ABORT) for `producer_id`, after
+    /// Kafka's checks (its producer epoch not older than the producer's:
+    /// INVALID_PRODUCER_EPOCH; `coordinator_epoch` not older than the
+    /// last marker's: TRANSACTION_COORDINATOR_FENCED). The caller awaits
+    /// `acked` and `flush_to` as a produce with acks=all does; the marker
+    /// moves the last stable offset once the high watermark passes it.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<Appended, ErrorCode> {
+        if producer_id < 0 {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        self.producers
+            .borrow()
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
+        let marker = Marker {
+            commit,
+            coordinator_epoch,
+        };
+        let batch = BatchBuilder::marker(now_ms(), producer_id, producer_epoch, marker).finish();
+        let summary = validate_replicated_set(&batch, usize::MAX).expect("a marker batch is valid");
+        let first = BatchHeader::parse(&batch).expect("a marker batch is valid");
+        let appended = self.append_checked(&batch, &summary, Acks::All, &first, Some(marker))?;
+        tracing::debug!(topic = %self.topic, partition = self.index, producer_id, producer_epoch, commit, offset = appended.info.base_offset.0, "transaction marker appended");
+        Ok(appended)
+    }
+
+    /// The last stable offset: the first offset of the earliest ongoing
+    /// transaction, or the high watermark if that is lower. A
+    /// read_committed consumer reads below it.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.log.borrow().high_watermark();
+        let first = self.producers.borrow().first_unstable_offset();
+        first.map_or(hw, |f| f.min(hw))
+    }
+
+    /// Whole batches from `offset` below the last stable offset, and the
+    /// aborted transactions with records among them (read_committed).
+    pub fn read_committed(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<(ReadResult, Vec<AbortedTxn>), StorageError> {
+        let lso = self.last_stable_offset();
+        let log = self.log.borrow();
+        let read = log.read(offset, max_bytes, lso)?;
+        self.metrics.read(read.bytes as u64);
+        let aborted = match read.bytes {
+            0 => Vec::new(),
+            _ => log.aborted_in(offset, read.end_bound),
+        };
+        Ok((read, aborted))
+    }
+
+    /// The aborted transactions with records in `[from, upto)`.
+    pub fn aborted_in(&self, from: Offset, upto: Offset) -> Vec<AbortedTxn> {
+        self.log.borrow().aborted_in(from, upto)
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn describe_producers(&self) -> Vec<ProducerView> {
+        self.producers.borrow().describe()
+    }
+}
