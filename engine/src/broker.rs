@@ -601,6 +601,12 @@ async fn shard_main(
     let timers = glommio::spawn_local(crate::group::coordinator::Coordinator::run_timers(
         Rc::clone(&shard),
     ));
+    crate::txn::install(Rc::new(crate::txn::coordinator::TxnCoordinator::new(
+        shared.config.txn(),
+    )));
+    let txn_timers = glommio::spawn_local(crate::txn::coordinator::TxnCoordinator::run_timers(
+        Rc::clone(&shard),
+    ));
     let mut sockets = Vec::new();
     for served in &shared.listeners {
         match glommio::net::TcpListener::bind(served.config.bind) {
@@ -639,6 +645,7 @@ async fn shard_main(
         drop(accept.cancel());
     }
     drop(timers.cancel());
+    drop(txn_timers.cancel());
     server::close_connections(&shard, CLOSE_CONNECTIONS_MAX).await;
     shutdown(&shard);
     for t in tasks {

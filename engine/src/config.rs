@@ -146,6 +146,29 @@ pub const KEYS: &[Key] = &[
     broker("offsets.topic.replication.factor", Kind::Int, "3", 1),
     broker("offsets.topic.segment.bytes", Kind::Int, "104857600", 14),
     broker("offsets.retention.minutes", Kind::Int, "10080", 1),
+    broker("transaction.state.log.num.partitions", Kind::Int, "50", 1),
+    broker("transaction.state.log.replication.factor", Kind::Int, "3", 1),
+    broker("transaction.state.log.min.isr", Kind::Int, "2", 1),
+    broker(
+        "transaction.state.log.segment.bytes",
+        Kind::Int,
+        "104857600",
+        14,
+    ),
+    broker("transaction.max.timeout.ms", Kind::Int, "900000", 1),
+    broker(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Kind::Int,
+        "10000",
+        1,
+    ),
+    broker("transactional.id.expiration.ms", Kind::Int, "604800000", 1),
+    broker(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        Kind::Int,
+        "3600000",
+        1,
+    ),
     broker(
         "offsets.retention.check.interval.ms",
         Kind::Long,
@@ -752,6 +775,28 @@ impl BrokerConfig {
                 )
                 .expect("checked when set"),
             },
+        }
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn(&self) -> crate::txn::TxnConfig {
+        let is_default = |k: &str| self.values[k].1 == Source::Default;
+        crate::txn::TxnConfig {
+            log_partitions: self.get_long("transaction.state.log.num.partitions") as i32,
+            log_replication_factor: self.get_long("transaction.state.log.replication.factor")
+                as i16,
+            log_replication_factor_is_default: is_default(
+                "transaction.state.log.replication.factor",
+            ),
+            log_min_isr: self.get_long("transaction.state.log.min.isr") as i16,
+            log_min_isr_is_default: is_default("transaction.state.log.min.isr"),
+            log_segment_bytes: self.get_long("transaction.state.log.segment.bytes"),
+            max_timeout_ms: self.get_long("transaction.max.timeout.ms"),
+            abort_check_ms: self
+                .get_long("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+            id_expiration_ms: self.get_long("transactional.id.expiration.ms"),
+            expiry_check_ms: self
+                .get_long("transaction.remove.expired.transaction.cleanup.interval.ms"),
         }
     }
 

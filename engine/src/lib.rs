@@ -20,3 +20,4 @@ pub mod shard;
 #[cfg(test)]
 mod sim_rng;
 pub mod storage;
+pub mod txn;

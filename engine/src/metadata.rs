@@ -230,7 +230,7 @@ impl Snapshot {
 /// Topics the broker writes itself; clients may read, not write or
 /// delete them.
 pub fn is_internal(name: &str) -> bool {
-    name == crate::group::OFFSETS_TOPIC
+    name == crate::group::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
 }
 
 /// Kafka's topic name rules: 1 to 249 characters of `[a-zA-Z0-9._-]`,

@@ -47,8 +47,11 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    range(ApiKey::TxnOffsetCommit, 0, 4),
+    range(ApiKey::AddPartitionsToTxn, 0, 3),
+    range(ApiKey::AddOffsetsToTxn, 0, 4),
+    range(ApiKey::EndTxn, 0, 4),
     range(ApiKey::WriteTxnMarkers, 1, 1),
+    range(ApiKey::TxnOffsetCommit, 0, 4),
     range(ApiKey::DescribeAcls, 1, 3),
     range(ApiKey::CreateAcls, 1, 3),
     range(ApiKey::DeleteAcls, 1, 3),
@@ -67,6 +70,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::AlterUserScramCredentials, 0, 0),
     range(ApiKey::DescribeQuorum, 0, 2),
     range(ApiKey::DescribeCluster, 0, 2),
+    range(ApiKey::DescribeTransactions, 0, 0),
+    range(ApiKey::ListTransactions, 0, 1),
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ConsumerGroupDescribe, 0, 1),
     range(ApiKey::DescribeTopicPartitions, 0, 0),
@@ -103,7 +108,7 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 18));
         assert!(!is_supported(ApiKey::Fetch, 19));
         assert!(is_supported(ApiKey::DescribeTopicPartitions, 0));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
     }
 
     /// The rows of the "Wire protocol versions" table in

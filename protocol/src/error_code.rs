@@ -52,9 +52,13 @@ pub enum ErrorCode {
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,
     InvalidTxnState = 48,
+    InvalidProducerIdMapping = 49,
+    InvalidTransactionTimeout = 50,
+    ConcurrentTransactions = 51,
     TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
     SecurityDisabled = 54,
+    OperationNotAttempted = 55,
     KafkaStorageError = 56,
     LogDirNotFound = 57,
     SaslAuthenticationFailed = 58,
@@ -78,6 +82,7 @@ pub enum ErrorCode {
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     UnstableOffsetCommit = 88,
+    ProducerFenced = 90,
     ResourceNotFound = 91,
     DuplicateResource = 92,
     UnacceptableCredential = 93,
@@ -85,6 +90,7 @@ pub enum ErrorCode {
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
     InconsistentClusterId = 104,
+    TransactionalIdNotFound = 105,
     IneligibleReplica = 107,
     FencedMemberEpoch = 110,
     UnreleasedInstanceId = 111,
@@ -133,6 +139,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::InconsistentTopicId
                 | ErrorCode::UnstableOffsetCommit
+                | ErrorCode::ConcurrentTransactions
         )
     }
 
@@ -146,7 +153,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 88] = [
+const ALL: [ErrorCode; 94] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -194,9 +201,13 @@ const ALL: [ErrorCode; 88] = [
     ErrorCode::DuplicateSequenceNumber,
     ErrorCode::InvalidProducerEpoch,
     ErrorCode::InvalidTxnState,
+    ErrorCode::InvalidProducerIdMapping,
+    ErrorCode::InvalidTransactionTimeout,
+    ErrorCode::ConcurrentTransactions,
     ErrorCode::TransactionCoordinatorFenced,
     ErrorCode::TransactionalIdAuthorizationFailed,
     ErrorCode::SecurityDisabled,
+    ErrorCode::OperationNotAttempted,
     ErrorCode::KafkaStorageError,
     ErrorCode::LogDirNotFound,
     ErrorCode::SaslAuthenticationFailed,
@@ -220,6 +231,7 @@ const ALL: [ErrorCode; 88] = [
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::InvalidRecord,
     ErrorCode::UnstableOffsetCommit,
+    ErrorCode::ProducerFenced,
     ErrorCode::ResourceNotFound,
     ErrorCode::DuplicateResource,
     ErrorCode::UnacceptableCredential,
@@ -227,6 +239,7 @@ const ALL: [ErrorCode; 88] = [
     ErrorCode::UnknownTopicId,
     ErrorCode::InconsistentTopicId,
     ErrorCode::InconsistentClusterId,
+    ErrorCode::TransactionalIdNotFound,
     ErrorCode::IneligibleReplica,
     ErrorCode::FencedMemberEpoch,
     ErrorCode::UnreleasedInstanceId,

@@ -17,20 +17,17 @@ use super::partition::{now_ms, Partition};
 use super::Shard;
 use crate::replication::state::{EpochResponse, FollowerRequest};
 use crate::replication::NodeId;
-use bytes::{Bytes, BytesMut};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+    OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -43,13 +40,10 @@ const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
 const FETCH_MAX_BYTES: i32 = 10 << 20;
 /// Pause after an error before trying again.
 const BACKOFF: Duration = Duration::from_millis(100);
-/// A leader that does not answer within this is given up on.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One Kafka connection to a leader.
 struct Conn {
-    stream: super::link::Link,
-    correlation_id: i32,
+    link: super::broker_client::BrokerConn,
     session: Option<Session>,
 }
 
@@ -90,40 +84,7 @@ impl Conn {
         version: i16,
         req: &Req,
     ) -> std::io::Result<Resp> {
-        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-replica-fetcher")));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .map_err(|e| invalid(e.to_string()))?;
-        req.encode(&mut buf, version)
-            .map_err(|e| invalid(e.to_string()))?;
-        let len = (buf.len() - 4) as u32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        let exchange = async {
-            self.stream.write_all(&buf).await?;
-            let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len).await?;
-            let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-            self.stream.read_exact(&mut frame).await?;
-            Ok::<_, std::io::Error>(frame)
-        };
-        let frame = glommio::timer::timeout(CALL_TIMEOUT, async { Ok(exchange.await?) })
-            .await
-            .map_err(std::io::Error::from)?;
-        let mut body = Bytes::from(frame);
-        let h = ResponseHeader::decode(&mut body, key.response_header_version(version))
-            .map_err(|e| invalid(e.to_string()))?;
-        if h.correlation_id != self.correlation_id {
-            return Err(invalid("answer to another request".into()));
-        }
-        Resp::decode(&mut body, version).map_err(|e| invalid(e.to_string()))
+        self.link.call(key, version, req).await
     }
 }
 
@@ -320,47 +281,12 @@ async fn fetch(me: i32, c: &mut Conn, asks: &[FetchAsk]) -> std::io::Result<bool
 }
 
 async fn connect(shard: &Shard, leader: NodeId) -> Option<Conn> {
-    let snapshot = shard.metadata();
-    let b = snapshot.brokers.get(&leader.0)?;
-    let addr = (b.host.as_str(), b.port).to_socket_addrs().ok()?.next()?;
-    let stream = TcpStream::connect(addr).await.ok()?;
-    let _ = stream.set_nodelay(true);
-    let stream = match inter_broker_tls(shard) {
-        None => super::link::Link::Plain(stream),
-        Some(config) => {
-            let shaken = glommio::timer::timeout(CALL_TIMEOUT, async {
-                Ok(super::link::Link::tls(stream, config, &b.host).await)
-            })
-            .await;
-            match shaken {
-                Ok(Ok(link)) => link,
-                Ok(Err(e)) => {
-                    tracing::warn!(leader = leader.0, %addr, error = %e, "TLS handshake with the leader failed");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::warn!(leader = leader.0, %addr, "TLS handshake with the leader timed out");
-                    return None;
-                }
-            }
-        }
-    };
+    let link = super::broker_client::BrokerConn::connect(shard, leader.0, "sluice-replica-fetcher")
+        .await?;
     Some(Conn {
-        stream,
-        correlation_id: 0,
+        link,
         session: None,
     })
-}
-
-/// The client side of the inter-broker listener's TLS, if it has TLS.
-fn inter_broker_tls(shard: &Shard) -> Option<std::sync::Arc<rustls::ClientConfig>> {
-    let broker = &shard.broker;
-    broker
-        .listeners
-        .iter()
-        .find(|l| l.config.name == broker.inter_broker_listener)
-        .and_then(|l| l.tls.as_ref())
-        .and_then(|t| t.client_config())
 }
 
 fn topic_name(p: &Partition) -> TopicName {

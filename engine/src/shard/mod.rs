@@ -7,6 +7,7 @@
 //! executor, returning its answer over a oneshot channel (Seastar's
 //! `invoke_on`). Bytes move as refcounted `Bytes`, never copied per hop.
 
+pub mod broker_client;
 pub mod controller;
 pub mod file_sync;
 pub mod follower;

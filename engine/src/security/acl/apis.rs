@@ -119,6 +119,22 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
         ApiKey::TxnOffsetCommit,
         &[(Write, TransactionalId), (Read, Group), (Read, Topic)],
     ),
+    // Transactions: WRITE on the transactional id, and on each topic
+    // added; READ on the group whose offsets join the transaction.
+    (
+        ApiKey::AddPartitionsToTxn,
+        &[(Write, TransactionalId), (Write, Topic)],
+    ),
+    (
+        ApiKey::AddOffsetsToTxn,
+        &[(Write, TransactionalId), (Read, Group)],
+    ),
+    (ApiKey::EndTxn, &[(Write, TransactionalId)]),
+    (
+        ApiKey::DescribeTransactions,
+        &[(Describe, TransactionalId), (Describe, Topic)],
+    ),
+    (ApiKey::ListTransactions, &[(Describe, TransactionalId)]),
 ];
 
 /// The rules of `api`; `None` for an API this table does not know.
@@ -186,6 +202,13 @@ mod tests {
             (ApiKey::DeleteRecords, Delete, Topic),
             (ApiKey::InitProducerId, Write, TransactionalId),
             (ApiKey::InitProducerId, IdempotentWrite, Cluster),
+            (ApiKey::AddPartitionsToTxn, Write, TransactionalId),
+            (ApiKey::AddPartitionsToTxn, Write, Topic),
+            (ApiKey::AddOffsetsToTxn, Write, TransactionalId),
+            (ApiKey::AddOffsetsToTxn, Read, Group),
+            (ApiKey::EndTxn, Write, TransactionalId),
+            (ApiKey::DescribeTransactions, Describe, TransactionalId),
+            (ApiKey::ListTransactions, Describe, TransactionalId),
             (ApiKey::OffsetForLeaderEpoch, ClusterAction, Cluster),
             (ApiKey::OffsetForLeaderEpoch, Describe, Topic),
             (ApiKey::DescribeAcls, Describe, Cluster),

@@ -980,11 +980,9 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         resp.producer_epoch = -1;
         return ctx.respond(&resp);
     }
-    if req.transactional_id.is_some() {
-        resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
-        resp.producer_id = ProducerId(-1);
-        resp.producer_epoch = -1;
-        return ctx.respond(&resp);
+    if let Some(id) = req.transactional_id.as_ref() {
+        let id = id.to_string();
+        return super::txn::init_producer_id(ctx, &req, id).await;
     }
     match controller::producer_id(ctx.shard).await {
         Ok(id) => {

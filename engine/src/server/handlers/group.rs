@@ -170,6 +170,32 @@ where
     out
 }
 
+/// Names the leader of `partition` of `topic`, the coordinator of the
+/// keys hashed to it, in `c`, with its endpoint on the client's listener.
+pub(super) fn name_leader(
+    ctx: &Ctx<'_>,
+    topic: &TopicMeta,
+    partition: i32,
+    c: &mut Coordinator,
+) -> ErrorCode {
+    let snapshot = ctx.shard.metadata();
+    let leader = topic
+        .partition(partition)
+        .and_then(|p| p.leader)
+        .and_then(|n| snapshot.brokers.get(&n.0).map(|b| (n.0, b)))
+        .filter(|(_, b)| !b.fenced)
+        .and_then(|(id, b)| Some((id, b.endpoint(&ctx.client.listener)?)));
+    match leader {
+        Some((id, (host, port))) => {
+            c.node_id = kafka_protocol::messages::BrokerId(id);
+            c.host = s(host.to_string());
+            c.port = i32::from(port);
+            ErrorCode::None
+        }
+        None => ErrorCode::CoordinatorNotAvailable,
+    }
+}
+
 pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: FindCoordinatorRequest = ctx.decode(body)?;
     let keys: Vec<StrBytes> = if ctx.version() >= 4 {
@@ -191,8 +217,7 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
         {
             ErrorCode::TransactionalIdAuthorizationFailed
         } else if req.key_type == KEY_TYPE_TRANSACTION {
-            c.error_message = Some(s("Sluice has no transaction coordinator"));
-            ErrorCode::CoordinatorNotAvailable
+            super::txn::find(ctx, &key, &mut c).await
         } else if req.key_type != KEY_TYPE_GROUP {
             // Share groups (type 2) are not implemented, as on a Kafka
             // broker without a share coordinator; other types are unknown.
@@ -203,23 +228,8 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handl
             // coordinator (JoinGroup then refuses it, INVALID_GROUP_ID).
             match offsets_topic(ctx.shard).await {
                 Ok(topic) => {
-                    // The coordinator is the leader of the group's partition.
-                    let snapshot = ctx.shard.metadata();
-                    let leader = topic
-                        .partition(partition_for(&key, topic.partitions))
-                        .and_then(|p| p.leader)
-                        .and_then(|n| snapshot.brokers.get(&n.0).map(|b| (n.0, b)))
-                        .filter(|(_, b)| !b.fenced)
-                        .and_then(|(id, b)| Some((id, b.endpoint(&ctx.client.listener)?)));
-                    match leader {
-                        Some((id, (host, port))) => {
-                            c.node_id = kafka_protocol::messages::BrokerId(id);
-                            c.host = s(host.to_string());
-                            c.port = i32::from(port);
-                            ErrorCode::None
-                        }
-                        None => ErrorCode::CoordinatorNotAvailable,
-                    }
+                    let partition = partition_for(&key, topic.partitions);
+                    name_leader(ctx, &topic, partition, &mut c)
                 }
                 Err(code) => code,
             }

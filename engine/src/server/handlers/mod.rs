@@ -17,6 +17,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod produce_time;
 mod scram_credentials;
+mod txn;
 mod write_txn_markers;
 
 use crate::security::{Principal, SecurityProtocol};
@@ -288,6 +289,11 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::CreateAcls => acls::create_acls(ctx, body).await,
         ApiKey::DescribeAcls => acls::describe_acls(ctx, body),
         ApiKey::DeleteAcls => acls::delete_acls(ctx, body).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions_to_txn(ctx, body).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets_to_txn(ctx, body).await,
+        ApiKey::EndTxn => txn::end_txn(ctx, body).await,
+        ApiKey::DescribeTransactions => txn::describe_transactions(ctx, body).await,
+        ApiKey::ListTransactions => txn::list_transactions(ctx, body).await,
         other => Err(HandlerError::NotImplemented(other)),
     }
 }
