@@ -282,6 +282,45 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     let f = fetch(&mut raw, "tx", 0, 1, 12);
     assert_eq!((f.high_watermark, f.last_stable), (10, 10), "{f:?}");
     assert_eq!(f.markers, [3, 6, 8, 9]);
+
+    // DescribeProducers: both producers, the last markers' epochs, and an
+    // open transaction's start.
+    let (code, base) = produce(
+        &mut raw,
+        "tx",
+        0,
+        Some(TXN_ID),
+        txn_batch(pid, 0, 5, &["open"]),
+    );
+    assert_eq!((code, base), (0, 10));
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(topic("tx"))
+            .with_partition_indexes(vec![0, 7]),
+    ]);
+    let resp: DescribeProducersResponse =
+        call(&mut raw, ApiKey::DescribeProducers, 0, &req).expect("DescribeProducers answer");
+    let parts = &resp.topics[0].partitions;
+    assert_eq!(parts[1].error_code, 3, "no partition 7");
+    assert_eq!(parts[0].error_code, 0);
+    let mut seen: Vec<(i64, i32, i32, i32, i64)> = parts[0]
+        .active_producers
+        .iter()
+        .map(|p| {
+            let txn = p.current_txn_start_offset;
+            (
+                p.producer_id.0,
+                p.producer_epoch,
+                p.last_sequence,
+                p.coordinator_epoch,
+                txn,
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![(pid, 0, 5, 0, 10), (other, 5, 0, 3, -1)];
+    want.sort();
+    assert_eq!(seen, want);
 }
 
 /// A broker killed with a transaction open comes back with the last
