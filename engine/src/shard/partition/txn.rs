@@ -138,9 +138,13 @@ impl Partition {
         }
     }
 
-    /// Writes a producer snapshot at the log end (clean shutdown).
+    /// Writes a producer snapshot at the log end (clean shutdown), unless
+    /// one is there already (nothing was appended since the last).
     pub(super) fn snapshot_now(&self) -> Result<(), StorageError> {
         let log = self.log.borrow();
+        if log.snapshot_offsets()?.last() == Some(&log.log_end()) {
+            return Ok(());
+        }
         log.write_snapshot(log.log_end(), &self.producers.borrow().encode_snapshot())
     }
 
