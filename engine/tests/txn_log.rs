@@ -18,7 +18,10 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use sluice_protocol::record_batch::{decode_records, BatchBuilder, BatchHeader, BATCH_HEADER_SIZE};
+use sluice_protocol::compression::compress;
+use sluice_protocol::record_batch::{
+    decode_records, BatchBuilder, BatchHeader, Compression, BATCH_HEADER_SIZE,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -30,13 +33,20 @@ fn topic(name: &str) -> TopicName {
 
 /// A transactional batch of `values` from producer `pid`.
 fn txn_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {
+    txn_batch_with(Compression::None, pid, epoch, seq, values)
+}
+
+/// [`txn_batch`] compressed with `codec`.
+fn txn_batch_with(codec: Compression, pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {
     let mut b = BatchBuilder::new(1_000)
         .producer(pid, epoch, seq)
         .transactional();
     for v in values {
         b.push(1_000, None, Some(v.as_bytes()), &[]);
     }
-    b.finish()
+    let mut payload = Vec::new();
+    compress(codec, b.records(), &mut payload).unwrap();
+    b.finish_with(codec, &payload)
 }
 
 /// Produces `batch` to `name`-`partition`; (error code, base offset).
@@ -410,47 +420,59 @@ fn an_open_transaction_survives_kill_9_and_lost_indexes_are_rebuilt() {
 
 /// librdkafka's read_committed consumer judges the filtering: with two
 /// producers interleaving committed and aborted transactions by hand,
-/// it reads exactly the committed records; a read_uncommitted consumer
-/// reads them all.
+/// in batches of every codec, it reads exactly the committed records; a
+/// read_uncommitted consumer reads them all.
 #[test]
 fn librdkafka_read_committed_reads_only_committed_records() {
     let broker = Broker::start(2, &[]);
-    create_topic(&broker, "tx", 1);
-    let mut raw = Raw::connect(broker.addr());
-    let (a, b) = (
-        new_producer_id(broker.addr()),
-        new_producer_id(broker.addr()),
-    );
-    let p = |raw: &mut Raw, pid, seq, vs: &[&str]| {
-        assert_eq!(
-            produce(raw, "tx", 0, Some(TXN_ID), txn_batch(pid, 0, seq, vs)).0,
-            0
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for codec in codecs {
+        let name = format!("tx-{codec:?}").to_lowercase();
+        create_topic(&broker, &name, 1);
+        let mut raw = Raw::connect(broker.addr());
+        let (a, b) = (
+            new_producer_id(broker.addr()),
+            new_producer_id(broker.addr()),
         );
-    };
-    p(&mut raw, a, 0, &["a-aborted-1", "a-aborted-2"]);
-    p(&mut raw, b, 0, &["b-committed-1"]);
-    p(&mut raw, a, 2, &["a-aborted-3"]);
-    assert_eq!(marker(&mut raw, a, 0, false, 0, "tx", &[0]), [0]);
-    p(&mut raw, b, 1, &["b-committed-2"]);
-    p(&mut raw, a, 3, &["a-committed-1"]);
-    assert_eq!(marker(&mut raw, b, 0, true, 0, "tx", &[0]), [0]);
-    p(&mut raw, b, 2, &["b-aborted-1"]);
-    assert_eq!(marker(&mut raw, a, 0, true, 0, "tx", &[0]), [0]);
-    assert_eq!(marker(&mut raw, b, 0, false, 0, "tx", &[0]), [0]);
-    p(&mut raw, a, 4, &["end"]);
-    assert_eq!(marker(&mut raw, a, 0, true, 0, "tx", &[0]), [0]);
+        let p = |raw: &mut Raw, pid, seq, vs: &[&str]| {
+            let batch = txn_batch_with(codec, pid, 0, seq, vs);
+            assert_eq!(produce(raw, &name, 0, Some(TXN_ID), batch).0, 0);
+        };
+        let m = |raw: &mut Raw, pid, commit| {
+            assert_eq!(marker(raw, pid, 0, commit, 0, &name, &[0]), [0]);
+        };
+        p(&mut raw, a, 0, &["a-aborted-1", "a-aborted-2"]);
+        p(&mut raw, b, 0, &["b-committed-1"]);
+        p(&mut raw, a, 2, &["a-aborted-3"]);
+        m(&mut raw, a, false);
+        p(&mut raw, b, 1, &["b-committed-2"]);
+        p(&mut raw, a, 3, &["a-committed-1"]);
+        m(&mut raw, b, true);
+        p(&mut raw, b, 2, &["b-aborted-1"]);
+        m(&mut raw, a, true);
+        m(&mut raw, b, false);
+        p(&mut raw, a, 4, &["end"]);
+        m(&mut raw, a, true);
 
-    let committed = consume_to_end(&broker, "read_committed");
-    assert_eq!(
-        committed,
-        ["b-committed-1", "b-committed-2", "a-committed-1", "end"]
-    );
-    let all = consume_to_end(&broker, "read_uncommitted");
-    assert_eq!(all.len(), 8, "{all:?}");
+        let committed = consume_to_end(&broker, &name, "read_committed");
+        assert_eq!(
+            committed,
+            ["b-committed-1", "b-committed-2", "a-committed-1", "end"],
+            "{codec:?}"
+        );
+        let all = consume_to_end(&broker, &name, "read_uncommitted");
+        assert_eq!(all.len(), 8, "{codec:?}: {all:?}");
+    }
 }
 
 /// Every value up to and including "end", read from the start.
-fn consume_to_end(broker: &Broker, isolation: &str) -> Vec<String> {
+fn consume_to_end(broker: &Broker, name: &str, isolation: &str) -> Vec<String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -461,7 +483,7 @@ fn consume_to_end(broker: &Broker, isolation: &str) -> Vec<String> {
         .create()
         .expect("consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("tx", 0, rdkafka::Offset::Beginning)
+    tpl.add_partition_offset(name, 0, rdkafka::Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + READY_DEADLINE;
