@@ -113,7 +113,8 @@ impl Partition {
         node: NodeId,
         config: ReplicationConfig,
     ) -> Partition {
-        let producers = txn::recover_producers(&mut log, &topic, index);
+        let recovery_point = log.recovery_point();
+        let producers = txn::recover_producers(&mut log, recovery_point, &topic, index);
         let model = replica::model_of(&log);
         Partition {
             topic,

@@ -1050,7 +1050,9 @@ impl PartitionLog {
         for segment in self.segments.drain(..) {
             segment.delete()?;
         }
-        snapshot_file::delete_outside(&self.dir, start, start)?;
+        // The snapshots describe batches that are gone, whatever their
+        // offsets.
+        snapshot_file::delete_all(&self.dir)?;
         self.segments.push(Segment::create(&self.dir, start)?);
         super::sync_dir(&self.dir)
     }
