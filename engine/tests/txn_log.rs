@@ -273,9 +273,18 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     let f = fetch(&mut raw, "tx", 7, 1, 12);
     assert_eq!(f.aborted, Some(vec![]), "{f:?}");
 
-    // Bad input: a transactional batch without its transactional id.
+    // Bad input: a transactional batch without its transactional id, or
+    // without a sequence.
     let (code, _) = produce(&mut raw, "tx", 0, None, txn_batch(pid, 0, 5, &["x"]));
     assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    let (code, _) = produce(
+        &mut raw,
+        "tx",
+        0,
+        Some(TXN_ID),
+        txn_batch(pid, 0, -1, &["x"]),
+    );
+    assert_eq!(code, 87, "INVALID_RECORD");
     // A marker of an older producer epoch, of an older coordinator
     // epoch, for a partition that does not exist.
     let other = new_producer_id(broker.addr());
