@@ -137,7 +137,6 @@ impl ErrorCode {
                 | ErrorCode::ElectionNotNeeded
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::InconsistentTopicId
-                | ErrorCode::ConcurrentTransactions
         )
     }
 
