@@ -466,3 +466,90 @@ fn an_abandoned_transaction_is_aborted_after_its_timeout_and_does_not_block_read
     wait_state(b.addr(), "silent-app", "CompleteAbort");
     drop(silent);
 }
+
+// ---- Three brokers: the coordinator's broker killed mid-transaction.
+
+use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+
+/// The broker coordinating `id`, asked of broker port `port`.
+fn coordinator_of(port: u16, id: &str) -> Option<i32> {
+    let req = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_key(s(id));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let resp: FindCoordinatorResponse =
+        common::try_call(&mut Raw::connect(addr), ApiKey::FindCoordinator, 3, &req)?;
+    (resp.error_code == 0).then_some(resp.node_id.0)
+}
+
+#[test]
+fn a_killed_coordinators_transactions_complete_or_abort_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LocalClusterSpec::new(
+        env!("CARGO_BIN_EXE_sluice").into(),
+        dir.path().to_path_buf(),
+        3,
+    );
+    spec.ports = (0..3).map(|_| common::free_port()).collect();
+    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    spec.overrides = vec![
+        "broker.session.timeout.ms=4000".into(),
+        "broker.heartbeat.interval.ms=300".into(),
+        "transaction.state.log.num.partitions=4".into(),
+        "offsets.topic.replication.factor=3".into(),
+    ];
+    let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
+    let bootstrap = c.bootstrap();
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+        let topic = NewTopic::new("tx-ha", 3, TopicReplication::Fixed(3));
+        let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+        let made = futures::executor::block_on(admin.create_topics([&topic], &options)).unwrap();
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    }
+    let partitions = [("tx-ha", 0), ("tx-ha", 1), ("tx-ha", 2)];
+    let first = transactional(&bootstrap, "ha-app", &[]);
+    // t1 is committed: EndTxn answered once PrepareCommit was stored; its
+    // markers may still be on their way when the coordinator dies.
+    first.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&first, t, p, "t1");
+    }
+    first.commit_transaction(CLIENT_TIMEOUT).expect("commit t1");
+    // t2 is open when the coordinator dies.
+    first.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&first, t, p, "t2");
+    }
+    first.flush(CLIENT_TIMEOUT).expect("flush t2");
+    let deadline = Instant::now() + READY_DEADLINE;
+    let victim = loop {
+        if let Some(n) = coordinator_of(c.spec.ports[0], "ha-app") {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no coordinator for ha-app");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.kill(victim as usize);
+    // A new instance finds the new coordinator, which replayed the state:
+    // it completes t1 and aborts t2 (fencing the first instance).
+    let second = transactional(&bootstrap, "ha-app", &[]);
+    second.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&second, t, p, "t3");
+    }
+    second
+        .commit_transaction(CLIENT_TIMEOUT)
+        .expect("commit t3");
+    let got = read(&bootstrap, "read_committed", &partitions, |g| {
+        g.iter().filter(|v| *v == "t3").count() == 3
+    });
+    let count = |v: &str| got.iter().filter(|g| *g == v).count();
+    assert_eq!(count("t1"), 3, "t1 committed whole: {got:?}");
+    assert_eq!(count("t2"), 0, "t2 aborted whole: {got:?}");
+    drop(first);
+}
