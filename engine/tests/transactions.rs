@@ -290,6 +290,65 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     assert_eq!(end_txn(addr, 3, "slow-app", p, true), PRODUCER_FENCED);
 }
 
+#[test]
+fn an_idle_transactional_id_expires() {
+    let b = small_broker(&[
+        "transactional.id.expiration.ms=500",
+        "transaction.remove.expired.transaction.cleanup.interval.ms=200",
+    ]);
+    let addr = b.addr();
+    assert_eq!(init(addr, "idle", 60_000).0, 0);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while describe(addr, "idle").error_code != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "idle never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its tombstone is in the log: a restart does not bring it back.
+    let mut b = b;
+    b.kill9();
+    b.restart();
+    assert_eq!(
+        describe(b.addr(), "idle").error_code,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
+}
+
+/// Segment files of every `__transaction_state` partition.
+fn state_segments(b: &Broker) -> usize {
+    (0..4)
+        .map(|p| common::segment_files(&b.partition_dir("__transaction_state", p)).len())
+        .sum()
+}
+
+#[test]
+fn the_state_log_is_compacted_and_replays_to_the_same_state() {
+    let mut b = small_broker(&["transaction.state.log.segment.bytes=1024"]);
+    let addr = b.addr();
+    let rounds = 100;
+    let mut last = (0, 0);
+    for _ in 0..rounds {
+        let (code, p) = init(addr, "busy", 60_000);
+        assert_eq!(code, 0);
+        last = p;
+    }
+    assert_eq!(last.1, rounds - 1);
+    // Small segments roll every few records; compaction keeps the one
+    // live record per id and deletes the rest.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while state_segments(&b) > 4 * 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} segments left",
+            state_segments(&b)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.kill9();
+    b.restart();
+    let (code, p) = init(b.addr(), "busy", 60_000);
+    assert_eq!((code, p), (0, (last.0, rounds)));
+}
+
 // ---- librdkafka's transactional producer, with read_committed consumers.
 
 use rdkafka::config::ClientConfig;
@@ -500,6 +559,25 @@ fn a_killed_coordinators_transactions_complete_or_abort_as_a_whole() {
     ];
     let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let bootstrap = c.bootstrap();
+    // The state topic's replication factor defaults to 3 when three
+    // brokers are up.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while coordinator_of(c.spec.ports[0], "ha-app").is_none() {
+        assert!(Instant::now() < deadline, "no coordinator for ha-app");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("client");
+        let m = probe
+            .fetch_metadata(Some("__transaction_state"), CLIENT_TIMEOUT)
+            .expect("metadata");
+        let t = &m.topics()[0];
+        assert_eq!(t.partitions().len(), 4);
+        assert!(t.partitions().iter().all(|p| p.replicas().len() == 3));
+    }
     {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
