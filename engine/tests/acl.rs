@@ -618,6 +618,19 @@ fn without_acls_everything_is_denied_by_default() {
     ]);
     let created: CreateTopicsResponse = call(&mut raw, ApiKey::CreateTopics, 7, &create).unwrap();
     assert_eq!(created.topics[0].error_code, 29);
+    // Markers come from brokers only: CLUSTER_ACTION on the cluster.
+    let markers = WriteTxnMarkersRequest::default().with_markers(vec![
+        write_txn_markers_request::WritableTxnMarker::default()
+            .with_producer_id(ProducerId(1))
+            .with_topics(vec![
+                write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0]),
+            ]),
+    ]);
+    let written: WriteTxnMarkersResponse =
+        call(&mut raw, ApiKey::WriteTxnMarkers, 1, &markers).unwrap();
+    assert_eq!(written.markers[0].topics[0].partitions[0].error_code, 31);
 }
 
 /// Commits offset 0 of `topic` for a simple group (no members): the

@@ -216,6 +216,24 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
                     .with_permission_type(1)]),
             )
         }
+        ApiKey::WriteTxnMarkers => {
+            use kafka_protocol::messages::write_txn_markers_request::{
+                WritableTxnMarker, WritableTxnMarkerTopic,
+            };
+            enc(
+                WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(7))
+                    .with_producer_epoch(0)
+                    .with_topics(vec![WritableTxnMarkerTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0])])]),
+            )
+        }
+        ApiKey::DescribeProducers => enc(DescribeProducersRequest::default().with_topics(vec![
+            kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                .with_name(topic())
+                .with_partition_indexes(vec![0]),
+        ])),
         other => panic!("no sample request for supported API {other:?}"),
     }
 }

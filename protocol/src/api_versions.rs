@@ -69,6 +69,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::AlterUserScramCredentials, 0, 0),
     range(ApiKey::DescribeQuorum, 0, 2),
     range(ApiKey::DescribeCluster, 0, 2),
+    range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 1),
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),

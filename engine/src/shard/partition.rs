@@ -658,4 +658,62 @@ mod tests {
         assert_eq!(retry.base_offset, Offset(0));
         assert_eq!(p.log.borrow().log_end(), Offset(1));
     }
+
+    /// Producer snapshots are written as segments roll and at a clean
+    /// stop; recovery starts from the newest usable one, so a
+    /// transaction opened many segments back is still open after a
+    /// restart, whether the newest snapshot is whole, damaged or gone.
+    #[test]
+    fn an_open_transaction_far_back_is_recovered_through_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut c = BrokerConfig::default();
+        c.set("segment.bytes", "2000").unwrap();
+        let config = Arc::new(c.topic_config(&BTreeMap::new()).unwrap());
+        let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
+        let p = leader_of(log);
+        let mut open = BatchBuilder::new(0).producer(9, 0, 0).transactional();
+        open.push(0, None, Some(b"open"), &[]);
+        let open = open.finish();
+        run(p.append(&open, &validate_record_set(&open, 1 << 20).unwrap())).unwrap();
+        for i in 0..40 {
+            let mut b = BatchBuilder::new(0);
+            b.push(0, None, Some(format!("{i:0>200}").as_bytes()), &[]);
+            let b = b.finish();
+            run(p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())).unwrap();
+        }
+        assert!(p.segment_count() > 3);
+        let expect = p.describe_producers();
+        assert_eq!(expect[0].txn_start_offset, 0);
+        p.flush_now().unwrap();
+        let end = p.log_end();
+        drop(p);
+        let snapshots = crate::storage::snapshot_file::list(&pdir).unwrap();
+        assert_eq!(
+            snapshots.len(),
+            crate::storage::snapshot_file::SNAPSHOTS_KEPT
+        );
+        assert!(snapshots.iter().all(|o| o.0 > 0), "{snapshots:?}");
+        assert_eq!(snapshots.last(), Some(&end), "the clean stop's");
+
+        let reopen = || {
+            let log = PartitionLog::open(&pdir, Arc::clone(&config), false, end, Offset(0));
+            leader_of(log.unwrap())
+        };
+        let p = reopen();
+        assert_eq!(p.describe_producers(), expect);
+        assert_eq!(p.last_stable_offset(), Offset(0));
+        drop(p);
+        let newest = pdir.join(format!("{}.snapshot", crate::storage::segment_stem(end.0)));
+        std::fs::write(&newest, b"damaged").unwrap();
+        let p = reopen();
+        assert_eq!(p.describe_producers(), expect, "from an older snapshot");
+        drop(p);
+        for o in crate::storage::snapshot_file::list(&pdir).unwrap() {
+            crate::storage::snapshot_file::delete(&pdir, o).unwrap();
+        }
+        let p = reopen();
+        assert_eq!(p.describe_producers(), expect, "from the log start");
+        assert_eq!(p.last_stable_offset(), Offset(0));
+    }
 }

@@ -1691,4 +1691,47 @@ mod tests {
         assert!(epochs(&log).is_empty());
         assert_eq!(append(&mut log, &batch(1, 0)).base_offset, Offset(17));
     }
+
+    /// A transaction aborted in a later segment that started in the range
+    /// read is found; the search stops at the first entry whose stable
+    /// offset passes the range; truncation and a deleted segment take
+    /// their entries along; reopening reads them back.
+    #[test]
+    fn aborted_transactions_are_found_across_segments_and_follow_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("2000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..30 {
+            append(&mut log, &batch(1, i));
+        }
+        assert!(log.segments.len() >= 3);
+        let base = |i: usize| log.segments[i].base();
+        let txn = |pid, first: Offset, last: Offset, lso: Offset| AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: last,
+            last_stable_offset: lso,
+        };
+        // pid 1 spans segments 0..2, open while pid 2, in segment 1, is
+        // aborted (whose stable offset is then pid 1's first offset).
+        let (b1, b2) = (base(1), base(2));
+        let long = txn(1, Offset(1), b2, b2.plus(1));
+        let short = txn(2, b1, b1.plus(1), Offset(1));
+        log.add_aborted(short).unwrap();
+        log.add_aborted(long).unwrap();
+        assert_eq!(log.aborted_in(Offset(0), Offset(2)), vec![long]);
+        assert_eq!(log.aborted_in(b1, b1.plus(1)), vec![short, long]);
+        assert_eq!(log.aborted_in(b2.plus(1), log.log_end()), vec![]);
+        assert_eq!(log.aborted_in(Offset(0), Offset(0)), vec![]);
+
+        drop(log);
+        let mut log =
+            PartitionLog::open(&pdir, config("2000"), true, Offset(30), Offset(0)).unwrap();
+        assert_eq!(log.txn_index_lost_from(), None);
+        assert_eq!(log.aborted_in(b1, b1.plus(1)), vec![short, long]);
+        log.truncate_to(b2).unwrap();
+        assert_eq!(log.aborted_in(Offset(0), log.log_end()), vec![short]);
+        log.advance_log_start(b1.plus(2)).unwrap();
+        assert!(!pdir.join(format!("{}.txnindex", segment_stem(0))).exists());
+    }
 }

@@ -104,6 +104,7 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
     (ApiKey::OffsetDelete, &[(Delete, Group), (Read, Topic)]),
     (ApiKey::DescribeQuorum, &[(Describe, Cluster)]),
     (ApiKey::DescribeCluster, &[(Describe, Cluster)]),
+    (ApiKey::DescribeProducers, &[(Read, Topic)]),
     (
         ApiKey::ConsumerGroupHeartbeat,
         &[(Read, Group), (Describe, Topic)],

@@ -7,6 +7,7 @@ mod api_versions;
 mod authz;
 mod consumer_group;
 mod delete_records;
+mod describe_producers;
 mod describe_topic_partitions;
 mod fetch;
 mod fetch_session;
@@ -269,6 +270,7 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::InitProducerId => admin::init_producer_id(ctx, body).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(ctx, body).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
+        ApiKey::DescribeProducers => describe_producers::handle(ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(ctx, body).await,
         ApiKey::JoinGroup => group::join_group(ctx, body).await,
         ApiKey::SyncGroup => group::sync_group(ctx, body).await,

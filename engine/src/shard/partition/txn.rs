@@ -138,9 +138,13 @@ impl Partition {
         }
     }
 
-    /// Writes a producer snapshot at the log end (clean shutdown).
+    /// Writes a producer snapshot at the log end (clean shutdown), unless
+    /// one is there already (nothing was appended since the last).
     pub(super) fn snapshot_now(&self) -> Result<(), StorageError> {
         let log = self.log.borrow();
+        if log.snapshot_offsets()?.last() == Some(&log.log_end()) {
+            return Ok(());
+        }
         log.write_snapshot(log.log_end(), &self.producers.borrow().encode_snapshot())
     }
 
@@ -178,11 +182,15 @@ impl Partition {
 
     /// The last stable offset: the first offset of the earliest ongoing
     /// transaction, or the high watermark if that is lower. A
-    /// read_committed consumer reads below it.
+    /// read_committed consumer reads below it. Never below the log start:
+    /// a transaction whose first records retention or DeleteRecords took
+    /// would otherwise hold every read_committed consumer at the log
+    /// start, with nothing there to read.
     pub fn last_stable_offset(&self) -> Offset {
-        let hw = self.log.borrow().high_watermark();
+        let log = self.log.borrow();
+        let hw = log.high_watermark();
         let first = self.producers.borrow().first_unstable_offset();
-        first.map_or(hw, |f| f.min(hw))
+        first.map_or(hw, |f| f.min(hw)).max(log.log_start())
     }
 
     /// Whole batches from `offset` below the last stable offset, and the
