@@ -188,6 +188,8 @@ fn bad_input_gets_kafkas_error_codes_and_changes_nothing() {
     let b = small_broker(&["transaction.max.timeout.ms=60000"]);
     create_topic(&b, "t", 2);
     let addr = b.addr();
+    // An empty transactional id.
+    assert_eq!(init(addr, "", 1_000).0, 42, "INVALID_REQUEST");
     // A timeout above transaction.max.timeout.ms.
     assert_eq!(init(addr, "app", 60_001).0, INVALID_TRANSACTION_TIMEOUT);
     // EndTxn and AddPartitionsToTxn for an id never initialised.

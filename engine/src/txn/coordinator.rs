@@ -114,6 +114,11 @@ impl TxnCoordinator {
     /// The partition and coordinator epoch of `id`, loading the partition
     /// if this broker leads it and it is not loaded yet.
     fn ready(&self, shard: &Rc<Shard>, id: &str) -> Result<(i32, i32), ErrorCode> {
+        // Kafka refuses an empty transactional id (a null one means an
+        // idempotent producer, which never gets here).
+        if id.is_empty() {
+            return Err(ErrorCode::InvalidRequest);
+        }
         let partition = Self::partition_of(shard, id).ok_or(ErrorCode::NotCoordinator)?;
         let epoch = Self::leader_epoch(shard, partition).ok_or(ErrorCode::NotCoordinator)?;
         if self.loaded.borrow().get(&partition) != Some(&epoch) {
