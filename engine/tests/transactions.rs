@@ -463,6 +463,7 @@ fn committed_transactions_are_read_committed_and_aborted_ones_are_not() {
         9,
         "read_uncommitted sees the aborted records: {all:?}"
     );
+    common::passed("librdkafka", &["transactions"]);
 }
 
 #[test]
