@@ -102,7 +102,7 @@ impl TxnCoordinator {
 
     /// The leader epoch of state partition `partition` if this broker
     /// leads it.
-    fn leader_epoch(shard: &Shard, partition: i32) -> Option<i32> {
+    pub(super) fn leader_epoch(shard: &Shard, partition: i32) -> Option<i32> {
         let snapshot = shard.metadata();
         let topic = snapshot.topic(TXN_TOPIC)?;
         if !snapshot.leads(topic, partition) {
@@ -332,7 +332,11 @@ impl TxnCoordinator {
             coordinator_epoch: epoch,
         };
         let partitions = prepared.partitions.iter().cloned().collect();
-        if let Err(e) = self.markers.write(shard, marker, partitions).await {
+        if let Err(e) = self
+            .markers
+            .write(shard, partition, marker, partitions)
+            .await
+        {
             tracing::warn!(transactional_id = %prepared.transactional_id, error = ?e, "markers not written; the partition's next coordinator completes the transaction");
             return;
         }
