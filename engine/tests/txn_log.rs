@@ -116,9 +116,21 @@ struct Fetched {
 }
 
 fn fetch(raw: &mut Raw, name: &str, offset: i64, isolation: i8, version: i16) -> Fetched {
+    fetch_waiting(raw, name, offset, isolation, version, 0)
+}
+
+/// [`fetch`] parking up to `max_wait_ms` for data.
+fn fetch_waiting(
+    raw: &mut Raw,
+    name: &str,
+    offset: i64,
+    isolation: i8,
+    version: i16,
+    max_wait_ms: i32,
+) -> Fetched {
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_isolation_level(isolation)
@@ -261,9 +273,18 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     let f = fetch(&mut raw, "tx", 7, 1, 12);
     assert_eq!(f.aborted, Some(vec![]), "{f:?}");
 
-    // Bad input: a transactional batch without its transactional id.
+    // Bad input: a transactional batch without its transactional id, or
+    // without a sequence.
     let (code, _) = produce(&mut raw, "tx", 0, None, txn_batch(pid, 0, 5, &["x"]));
     assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    let (code, _) = produce(
+        &mut raw,
+        "tx",
+        0,
+        Some(TXN_ID),
+        txn_batch(pid, 0, -1, &["x"]),
+    );
+    assert_eq!(code, 87, "INVALID_RECORD");
     // A marker of an older producer epoch, of an older coordinator
     // epoch, for a partition that does not exist.
     let other = new_producer_id(broker.addr());
@@ -331,6 +352,29 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     let mut want = vec![(pid, 0, 5, 0, 10), (other, 5, 0, 3, -1)];
     want.sort();
     assert_eq!(seen, want);
+}
+
+/// A read_committed fetch parked on an open transaction is answered
+/// with the records once their COMMIT makes them stable, not at its
+/// 30 s deadline with nothing (it is woken when the last stable offset
+/// moves; were it not, the answer would be empty).
+#[test]
+fn a_parked_read_committed_fetch_wakes_on_the_commit() {
+    let broker = Broker::start(1, &[]);
+    create_topic(&broker, "tx", 1);
+    let pid = new_producer_id(broker.addr());
+    let mut raw = Raw::connect(broker.addr());
+    let batch = txn_batch(pid, 0, 0, &["t1", "t2"]);
+    assert_eq!(produce(&mut raw, "tx", 0, Some(TXN_ID), batch), (0, 0));
+    let addr = broker.addr();
+    let parked = std::thread::spawn(move || {
+        let mut raw = Raw::connect(addr);
+        fetch_waiting(&mut raw, "tx", 0, 1, 12, 30_000)
+    });
+    assert_eq!(marker(&mut raw, pid, 0, true, 0, "tx", &[0]), [0]);
+    let f = parked.join().unwrap();
+    assert_eq!(values(&f), ["t1", "t2"], "{f:?}");
+    assert_eq!(f.last_stable, 3);
 }
 
 /// A broker killed with a transaction open comes back with the last

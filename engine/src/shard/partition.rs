@@ -113,7 +113,8 @@ impl Partition {
         node: NodeId,
         config: ReplicationConfig,
     ) -> Partition {
-        let producers = txn::recover_producers(&mut log, &topic, index);
+        let recovery_point = log.recovery_point();
+        let producers = txn::recover_producers(&mut log, recovery_point, &topic, index);
         let model = replica::model_of(&log);
         Partition {
             topic,
@@ -715,5 +716,61 @@ mod tests {
         let p = reopen();
         assert_eq!(p.describe_producers(), expect, "from the log start");
         assert_eq!(p.last_stable_offset(), Offset(0));
+    }
+
+    /// A follower that cuts a divergent tail holding an ABORT marker
+    /// reopens the transaction the marker closed and forgets its index
+    /// entry: the marker is no longer in its log, and the new leader may
+    /// end the transaction otherwise.
+    #[test]
+    fn a_truncation_reopens_the_transaction_whose_marker_it_cut() {
+        use crate::replication::controller::PartitionState;
+        use crate::replication::state::EpochResponse;
+        use sluice_protocol::LeaderEpoch;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(
+            BrokerConfig::default()
+                .topic_config(&BTreeMap::new())
+                .unwrap(),
+        );
+        let log =
+            PartitionLog::create(&dir.path().join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
+        let p = leader_of(log);
+        let mut b = BatchBuilder::new(0).producer(42, 0, 0).transactional();
+        b.push(0, None, Some(b"x"), &[]);
+        let batch = b.finish();
+        run(p.append(&batch, &validate_record_set(&batch, 1 << 20).unwrap())).unwrap();
+        assert_eq!(p.last_stable_offset(), Offset(0));
+        let marker = run(async { p.append_marker(42, 0, false, 3) }).unwrap();
+        assert_eq!(marker.info.base_offset, Offset(1));
+        assert_eq!(p.last_stable_offset(), Offset(2));
+        assert_eq!(p.aborted_in(Offset(0), Offset(2)).len(), 1);
+        assert_eq!(
+            p.append_marker(42, 0, false, 2).err(),
+            Some(ErrorCode::TransactionCoordinatorFenced)
+        );
+
+        p.replica.borrow_mut().set_unclean_leader_election(true);
+        let (me, other) = (NodeId(1), NodeId(2));
+        let follow = PartitionState {
+            leader: Some(other),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 1,
+            isr: vec![other],
+            replicas: vec![me, other],
+            adding: vec![],
+            removing: vec![],
+        };
+        p.apply_state(follow, 1);
+        p.on_epoch_response(EpochResponse {
+            leader_epoch: LeaderEpoch(1),
+            requested_epoch: LeaderEpoch(0),
+            result: Ok(Some((LeaderEpoch(0), Offset(1)))),
+        })
+        .unwrap();
+        assert_eq!(p.log_end(), Offset(1));
+        assert_eq!(p.last_stable_offset(), Offset(0));
+        assert!(p.aborted_in(Offset(0), Offset(2)).is_empty());
+        assert_eq!(p.describe_producers()[0].txn_start_offset, 0);
     }
 }

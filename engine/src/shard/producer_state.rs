@@ -204,7 +204,12 @@ impl ProducerStates {
             return None;
         }
         let marker = marker.filter(|_| h.is_control());
-        if marker.is_none() && (h.base_sequence < 0 || h.is_control()) {
+        // A batch without a sequence counts only if it is transactional:
+        // a transaction's offsets written by a group coordinator
+        // (TxnOffsetCommit) carry the producer but no sequence, as in
+        // Kafka.
+        let untracked = h.base_sequence < 0 && !h.is_transactional();
+        if marker.is_none() && (untracked || h.is_control()) {
             return None;
         }
         self.clock += 1;
@@ -224,12 +229,14 @@ impl ProducerStates {
         p.last_write = self.clock;
         p.last_timestamp = h.max_timestamp;
         let Some(marker) = marker else {
-            let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
-            p.batches.push_back(Written {
-                first_seq: h.base_sequence,
-                last_seq,
-                base_offset,
-            });
+            if h.base_sequence >= 0 {
+                let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
+                p.batches.push_back(Written {
+                    first_seq: h.base_sequence,
+                    last_seq,
+                    base_offset,
+                });
+            }
             while p.batches.len() > BATCHES_REMEMBERED {
                 p.batches.pop_front();
             }
@@ -561,5 +568,31 @@ mod tests {
             assert!(ProducerStates::decode_snapshot(&bad).is_none(), "byte {i}");
         }
         assert!(ProducerStates::decode_snapshot(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    /// Transactional offsets a group coordinator writes carry the
+    /// producer but no sequence: they still open the transaction, and
+    /// leave the sequence state alone.
+    #[test]
+    fn a_transactional_batch_without_a_sequence_opens_its_transaction() {
+        let mut s = ProducerStates::default();
+        s.record(&txn_header(1, 0, 0), Offset(0), None);
+        let (h, m) = marker(1, 0, true, 0);
+        s.record(&h, Offset(1), Some(m));
+        let mut b = BatchBuilder::new(0).producer(1, 0, -1).transactional();
+        b.push(0, None, Some(b"offsets"), &[]);
+        let offsets = BatchHeader::parse(&b.finish()).unwrap();
+        s.record(&offsets, Offset(2), None);
+        assert_eq!(s.first_unstable_offset(), Some(Offset(2)));
+        assert_eq!(s.describe()[0].last_sequence, 0);
+        let mut b = BatchBuilder::new(0).producer(2, 0, -1);
+        b.push(0, None, Some(b"plain"), &[]);
+        let plain = BatchHeader::parse(&b.finish()).unwrap();
+        s.record(&plain, Offset(3), None);
+        assert_eq!(
+            s.describe().len(),
+            1,
+            "an untransactional batch without a sequence is not tracked"
+        );
     }
 }

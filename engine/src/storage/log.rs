@@ -777,12 +777,6 @@ impl PartitionLog {
             .saturating_sub(1)
     }
 
-    /// Headers of the most recent batches (about the last `tail_bytes` of
-    /// the active segment), to rebuild idempotent-producer state at start.
-    pub fn recent_batches(&self, tail_bytes: u64) -> Result<Vec<BatchHeader>> {
-        self.active().tail_headers(tail_bytes)
-    }
-
     /// Calls `f` with every batch from the one holding `from` to the log
     /// end, in order: how an internal topic (`__consumer_offsets`) is
     /// replayed at start. Reads go through `pread`, one batch at a time.
@@ -1050,7 +1044,9 @@ impl PartitionLog {
         for segment in self.segments.drain(..) {
             segment.delete()?;
         }
-        snapshot_file::delete_outside(&self.dir, start, start)?;
+        // The snapshots describe batches that are gone, whatever their
+        // offsets.
+        snapshot_file::delete_all(&self.dir)?;
         self.segments.push(Segment::create(&self.dir, start)?);
         super::sync_dir(&self.dir)
     }

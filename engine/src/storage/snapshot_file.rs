@@ -88,3 +88,11 @@ pub fn delete_outside(dir: &Path, start: Offset, end: Offset) -> Result<()> {
     }
     Ok(())
 }
+
+/// Deletes every snapshot (the log was emptied).
+pub fn delete_all(dir: &Path) -> Result<()> {
+    for o in list(dir)? {
+        delete(dir, o)?;
+    }
+    Ok(())
+}

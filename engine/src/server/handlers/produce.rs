@@ -242,10 +242,13 @@ fn has_transactional_batches(req: &ProduceRequest) -> bool {
 fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary, BatchError> {
     let summary = validate_record_set(records, max)?;
     let first = sluice_protocol::record_batch::BatchHeader::parse(records);
-    if first.is_some_and(|h| h.is_transactional() && (h.producer_id < 0 || h.producer_epoch < 0)) {
+    let unnamed = |h: &sluice_protocol::record_batch::BatchHeader| {
+        h.producer_id < 0 || h.producer_epoch < 0 || h.base_sequence < 0
+    };
+    if first.is_some_and(|h| h.is_transactional() && unnamed(&h)) {
         return Err(BatchError::Invalid {
             position: 0,
-            reason: "a transactional batch needs a producer id and epoch",
+            reason: "a transactional batch needs a producer id, epoch and sequence",
         });
     }
     if version < 7 && uses_zstd(records) {

@@ -33,14 +33,19 @@ fn abort_entry(producers: &ProducerStates, done: CompletedTxn) -> AbortedTxn {
 }
 
 /// Producer state of an opened log: from the newest snapshot that is at
-/// or below both the recovery point (the log below it is durable, so the
-/// snapshot describes it) and the first segment whose transaction index
+/// or below both `upto` and the first segment whose transaction index
 /// was lost, then every batch after it. The aborted transactions of the
-/// replayed range are indexed again.
-pub(super) fn recover_producers(log: &mut PartitionLog, topic: &str, index: i32) -> ProducerStates {
-    let bound = log
-        .recovery_point()
-        .min(log.txn_index_lost_from().unwrap_or(Offset(i64::MAX)));
+/// replayed range are indexed again. At open `upto` is the recovery point
+/// (the log below it is durable, so a snapshot there describes it, even
+/// if a crash undid the deletion of a newer one); after a truncation in
+/// a running broker, the log end.
+pub(super) fn recover_producers(
+    log: &mut PartitionLog,
+    upto: Offset,
+    topic: &str,
+    index: i32,
+) -> ProducerStates {
+    let bound = upto.min(log.txn_index_lost_from().unwrap_or(Offset(i64::MAX)));
     let (mut producers, from) = load_snapshot(log, bound, topic, index);
     match replay(log, &mut producers, from) {
         Ok(()) => producers,
@@ -104,7 +109,10 @@ impl Partition {
     /// it remembered: what the cut left is still deduplicated, and the
     /// transactions it left open are open again.
     pub(super) fn rebuild_producers(&self) {
-        let rebuilt = recover_producers(&mut self.log.borrow_mut(), &self.topic, self.index);
+        let mut log = self.log.borrow_mut();
+        let end = log.log_end();
+        let rebuilt = recover_producers(&mut log, end, &self.topic, self.index);
+        drop(log);
         *self.producers.borrow_mut() = rebuilt;
     }
 
