@@ -25,7 +25,7 @@ END = "<!-- compat-matrix:end -->"
 # Rows and columns in the order shown; a mark naming anything else is an
 # error, so a typo in a test cannot vanish from the table.
 CLIENTS = [
-    ("librdkafka", "librdkafka (Rust rdkafka; confluent-kafka for KIP-848 and transactions)"),
+    ("librdkafka", "librdkafka (Rust rdkafka; confluent-kafka for KIP-848)"),
     ("kcat", "kcat"),
     ("java", "Java client (kafka-clients 4.4)"),
     ("kafka-tools", "Kafka's command-line tools 4.4"),

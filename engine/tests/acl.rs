@@ -751,3 +751,60 @@ fn sasl_users_are_authorized_by_their_principal() {
         Ok("v")
     );
 }
+
+/// InitProducerId v4 for transactional id `id`: its error code.
+fn init_transactional(addr: SocketAddr, id: &str) -> (i16, (i64, i16)) {
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(id))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse =
+            call(&mut Raw::connect(addr), ApiKey::InitProducerId, 4, &req).unwrap();
+        // Retriable while the state topic is created and loaded.
+        if ![14, 15, 16].contains(&resp.error_code) || Instant::now() > deadline {
+            return (resp.error_code, (resp.producer_id.0, resp.producer_epoch));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn transactions_need_write_on_the_transactional_id_and_on_each_topic() {
+    const TRANSACTIONAL_ID: i8 = 5;
+    let broker = broker();
+    let addr = broker.addr();
+    create_topic(&broker, "tx-open", 1);
+    create_topic(&broker, "tx-closed", 1);
+    grant(
+        addr,
+        &[
+            (TRANSACTIONAL_ID, "locked", LITERAL, ANONYMOUS, WRITE, DENY),
+            (TOPIC, "tx-closed", LITERAL, ANONYMOUS, WRITE, DENY),
+        ],
+    );
+    assert_eq!(
+        init_transactional(addr, "locked").0,
+        53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    );
+    let (code, p) = init_transactional(addr, "free");
+    assert_eq!(code, 0);
+    let add = |topic: &str| -> i16 {
+        use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("free")))
+            .with_v3_and_below_producer_id(ProducerId(p.0))
+            .with_v3_and_below_producer_epoch(p.1)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![0])]);
+        let resp: AddPartitionsToTxnResponse =
+            call(&mut Raw::connect(addr), ApiKey::AddPartitionsToTxn, 3, &req).unwrap();
+        resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    };
+    assert_eq!(add("tx-closed"), 29, "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(add("tx-open"), 0);
+}

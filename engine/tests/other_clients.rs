@@ -223,6 +223,42 @@ fn the_java_client_administers_produces_every_codec_and_consumes_in_a_group() {
 }
 
 #[test]
+fn confluent_kafka_transactions_commit_abort_and_fence() {
+    let broker = Broker::start(2, &["transaction.state.log.num.partitions=4"]);
+    common::create_topic(&broker, "py-txn", 2);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/transactions.py");
+    let out = run_client(
+        "confluent-kafka transactions",
+        &["180", "python3", script, &broker.bootstrap(), "py-txn"],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("confluent-kafka transactions: ok"), "{out}");
+}
+
+#[test]
+fn the_java_transactional_producer_commits_aborts_and_is_fenced() {
+    let classpath = java_classpath();
+    let broker = Broker::start(2, &["transaction.state.log.num.partitions=4"]);
+    common::create_topic(&broker, "java-txn", 2);
+    let out = run_client(
+        "the Java transactions check",
+        &[
+            "300",
+            "java",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &classpath,
+            "sluice.TransactionsCheck",
+            &broker.bootstrap(),
+            "java-txn",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("java transactions: ok"), "{out}");
+    common::passed("java", &["transactions"]);
+}
+
+#[test]
 fn the_java_client_shares_a_topic_under_the_consumer_group_protocol() {
     // KIP-848 with group.protocol=consumer: members in their own JVMs, one
     // killed (fenced after the session timeout, 10 s here), one joining and

@@ -188,6 +188,8 @@ fn bad_input_gets_kafkas_error_codes_and_changes_nothing() {
     let b = small_broker(&["transaction.max.timeout.ms=60000"]);
     create_topic(&b, "t", 2);
     let addr = b.addr();
+    // An empty transactional id.
+    assert_eq!(init(addr, "", 1_000).0, 42, "INVALID_REQUEST");
     // A timeout above transaction.max.timeout.ms.
     assert_eq!(init(addr, "app", 60_001).0, INVALID_TRANSACTION_TIMEOUT);
     // EndTxn and AddPartitionsToTxn for an id never initialised.
@@ -288,6 +290,65 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let d = wait_state(addr, "slow-app", "CompleteAbort");
     assert_eq!(d.producer_epoch, p.1 + 1, "the abort bumped the epoch");
     assert_eq!(end_txn(addr, 3, "slow-app", p, true), PRODUCER_FENCED);
+}
+
+#[test]
+fn an_idle_transactional_id_expires() {
+    let b = small_broker(&[
+        "transactional.id.expiration.ms=500",
+        "transaction.remove.expired.transaction.cleanup.interval.ms=200",
+    ]);
+    let addr = b.addr();
+    assert_eq!(init(addr, "idle", 60_000).0, 0);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while describe(addr, "idle").error_code != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "idle never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its tombstone is in the log: a restart does not bring it back.
+    let mut b = b;
+    b.kill9();
+    b.restart();
+    assert_eq!(
+        describe(b.addr(), "idle").error_code,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
+}
+
+/// Segment files of every `__transaction_state` partition.
+fn state_segments(b: &Broker) -> usize {
+    (0..4)
+        .map(|p| common::segment_files(&b.partition_dir("__transaction_state", p)).len())
+        .sum()
+}
+
+#[test]
+fn the_state_log_is_compacted_and_replays_to_the_same_state() {
+    let mut b = small_broker(&["transaction.state.log.segment.bytes=1024"]);
+    let addr = b.addr();
+    let rounds = 100;
+    let mut last = (0, 0);
+    for _ in 0..rounds {
+        let (code, p) = init(addr, "busy", 60_000);
+        assert_eq!(code, 0);
+        last = p;
+    }
+    assert_eq!(last.1, rounds - 1);
+    // Small segments roll every few records; compaction keeps the one
+    // live record per id and deletes the rest.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while state_segments(&b) > 4 * 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} segments left",
+            state_segments(&b)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.kill9();
+    b.restart();
+    let (code, p) = init(b.addr(), "busy", 60_000);
+    assert_eq!((code, p), (0, (last.0, rounds)));
 }
 
 // ---- librdkafka's transactional producer, with read_committed consumers.
@@ -402,6 +463,7 @@ fn committed_transactions_are_read_committed_and_aborted_ones_are_not() {
         9,
         "read_uncommitted sees the aborted records: {all:?}"
     );
+    common::passed("librdkafka", &["transactions"]);
 }
 
 #[test]
@@ -465,4 +527,110 @@ fn an_abandoned_transaction_is_aborted_after_its_timeout_and_does_not_block_read
     assert_eq!(got, vec!["after".to_string()]);
     wait_state(b.addr(), "silent-app", "CompleteAbort");
     drop(silent);
+}
+
+// ---- Three brokers: the coordinator's broker killed mid-transaction.
+
+use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+
+/// The broker coordinating `id`, asked of broker port `port`.
+fn coordinator_of(port: u16, id: &str) -> Option<i32> {
+    let req = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_key(s(id));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let resp: FindCoordinatorResponse =
+        common::try_call(&mut Raw::connect(addr), ApiKey::FindCoordinator, 3, &req)?;
+    (resp.error_code == 0).then_some(resp.node_id.0)
+}
+
+#[test]
+fn a_killed_coordinators_transactions_complete_or_abort_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LocalClusterSpec::new(
+        env!("CARGO_BIN_EXE_sluice").into(),
+        dir.path().to_path_buf(),
+        3,
+    );
+    spec.ports = (0..3).map(|_| common::free_port()).collect();
+    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    spec.overrides = vec![
+        "broker.session.timeout.ms=4000".into(),
+        "broker.heartbeat.interval.ms=300".into(),
+        "transaction.state.log.num.partitions=4".into(),
+        "offsets.topic.replication.factor=3".into(),
+    ];
+    let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
+    let bootstrap = c.bootstrap();
+    // The state topic's replication factor defaults to 3 when three
+    // brokers are up.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while coordinator_of(c.spec.ports[0], "ha-app").is_none() {
+        assert!(Instant::now() < deadline, "no coordinator for ha-app");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("client");
+        let m = probe
+            .fetch_metadata(Some("__transaction_state"), CLIENT_TIMEOUT)
+            .expect("metadata");
+        let t = &m.topics()[0];
+        assert_eq!(t.partitions().len(), 4);
+        assert!(t.partitions().iter().all(|p| p.replicas().len() == 3));
+    }
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+        let topic = NewTopic::new("tx-ha", 3, TopicReplication::Fixed(3));
+        let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+        let made = futures::executor::block_on(admin.create_topics([&topic], &options)).unwrap();
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    }
+    let partitions = [("tx-ha", 0), ("tx-ha", 1), ("tx-ha", 2)];
+    let first = transactional(&bootstrap, "ha-app", &[]);
+    // t1 is committed: EndTxn answered once PrepareCommit was stored; its
+    // markers may still be on their way when the coordinator dies.
+    first.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&first, t, p, "t1");
+    }
+    first.commit_transaction(CLIENT_TIMEOUT).expect("commit t1");
+    // t2 is open when the coordinator dies.
+    first.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&first, t, p, "t2");
+    }
+    first.flush(CLIENT_TIMEOUT).expect("flush t2");
+    let deadline = Instant::now() + READY_DEADLINE;
+    let victim = loop {
+        if let Some(n) = coordinator_of(c.spec.ports[0], "ha-app") {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no coordinator for ha-app");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.kill(victim as usize);
+    // A new instance finds the new coordinator, which replayed the state:
+    // it completes t1 and aborts t2 (fencing the first instance).
+    let second = transactional(&bootstrap, "ha-app", &[]);
+    second.begin_transaction().expect("begin");
+    for (t, p) in partitions {
+        send(&second, t, p, "t3");
+    }
+    second
+        .commit_transaction(CLIENT_TIMEOUT)
+        .expect("commit t3");
+    let got = read(&bootstrap, "read_committed", &partitions, |g| {
+        g.iter().filter(|v| *v == "t3").count() == 3
+    });
+    let count = |v: &str| got.iter().filter(|g| *g == v).count();
+    assert_eq!(count("t1"), 3, "t1 committed whole: {got:?}");
+    assert_eq!(count("t2"), 0, "t2 aborted whole: {got:?}");
+    drop(first);
 }

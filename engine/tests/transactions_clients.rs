@@ -1,9 +1,11 @@
-//! Transactions through other clients: confluent-kafka (librdkafka) and
-//! the Java client commit and abort transactions that read_committed
-//! consumers see or do not see; a consume-transform-produce application
-//! killed with SIGKILL at random points, 20 times, and restarted, writes
-//! every input record exactly once, and its group's committed offsets
-//! are the input's end.
+//! Offsets committed in transactions, through clients: the Java client's
+//! consume-transform-produce loop (sendOffsetsToTransaction with its
+//! group metadata) copies what a read_committed consumer reads, once,
+//! and its group's stable offsets are those it committed; a
+//! confluent-kafka (librdkafka) application of the same shape, killed
+//! with SIGKILL at random points 20 times and restarted, writes every
+//! input record exactly once, and its group's committed offsets are the
+//! input's end.
 
 mod common;
 
@@ -11,42 +13,22 @@ use common::{create_topic, java_classpath, run_client, Broker};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/transactions.py");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/eos_app.py");
 
 #[test]
-fn confluent_kafka_transactions_commit_and_abort() {
-    let broker = Broker::start(2, &[]);
-    create_topic(&broker, "py-txn", 3);
-    run_client(
-        "confluent-kafka transactions",
-        &[
-            "180",
-            "python3",
-            SCRIPT,
-            "roundtrip",
-            &broker.bootstrap(),
-            "py-txn",
-            "3",
-        ],
-        || format!("broker log:\n{}", broker.log()),
-    );
-    common::passed("librdkafka", &["transactions"]);
-}
-
-#[test]
-fn java_transactional_producer_and_read_committed_consumer() {
+fn java_consume_transform_produce_commits_offsets_in_its_transactions() {
     let classpath = java_classpath();
     let broker = Broker::start(2, &[]);
     create_topic(&broker, "java-txn", 3);
     let out = run_client(
-        "the Java transactions check",
+        "the Java exactly-once copy",
         &[
             "300",
             "java",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-cp",
             &classpath,
-            "sluice.TransactionsCheck",
+            "sluice.ExactlyOnceCopyCheck",
             &broker.bootstrap(),
             "java-txn",
             "3",
@@ -95,7 +77,9 @@ fn consume_transform_produce_survives_kill9_exactly_once() {
     let records = RECORDS.to_string();
     run_client(
         "producing the input",
-        &["120", "python3", SCRIPT, "produce", &bootstrap, "eos-in", &records, "3"],
+        &[
+            "120", "python3", SCRIPT, "produce", &bootstrap, "eos-in", &records, "3",
+        ],
         context,
     );
     let app = [
@@ -130,12 +114,32 @@ fn consume_transform_produce_survives_kill9_exactly_once() {
     }
     run_client(
         "the application's last run",
-        &["240", "python3", SCRIPT, "process", &bootstrap, "eos-in", "eos-out", "eos-group", "eos-app"],
+        &[
+            "240",
+            "python3",
+            SCRIPT,
+            "process",
+            &bootstrap,
+            "eos-in",
+            "eos-out",
+            "eos-group",
+            "eos-app",
+        ],
         || format!("seed {seed}; broker log:\n{}", broker.log()),
     );
     let out = run_client(
         "checking exactly once",
-        &["180", "python3", SCRIPT, "verify", &bootstrap, "eos-in", "eos-out", "eos-group", &records],
+        &[
+            "180",
+            "python3",
+            SCRIPT,
+            "verify",
+            &bootstrap,
+            "eos-in",
+            "eos-out",
+            "eos-group",
+            &records,
+        ],
         || format!("seed {seed}; broker log:\n{}", broker.log()),
     );
     assert!(out.contains("exactly once"), "unexpected output:\n{out}");

@@ -139,7 +139,6 @@ impl ErrorCode {
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::InconsistentTopicId
                 | ErrorCode::UnstableOffsetCommit
-                | ErrorCode::ConcurrentTransactions
         )
     }
 

@@ -102,7 +102,7 @@ impl TxnCoordinator {
 
     /// The leader epoch of state partition `partition` if this broker
     /// leads it.
-    fn leader_epoch(shard: &Shard, partition: i32) -> Option<i32> {
+    pub(super) fn leader_epoch(shard: &Shard, partition: i32) -> Option<i32> {
         let snapshot = shard.metadata();
         let topic = snapshot.topic(TXN_TOPIC)?;
         if !snapshot.leads(topic, partition) {
@@ -114,6 +114,11 @@ impl TxnCoordinator {
     /// The partition and coordinator epoch of `id`, loading the partition
     /// if this broker leads it and it is not loaded yet.
     fn ready(&self, shard: &Rc<Shard>, id: &str) -> Result<(i32, i32), ErrorCode> {
+        // Kafka refuses an empty transactional id (a null one means an
+        // idempotent producer, which never gets here).
+        if id.is_empty() {
+            return Err(ErrorCode::InvalidRequest);
+        }
         let partition = Self::partition_of(shard, id).ok_or(ErrorCode::NotCoordinator)?;
         let epoch = Self::leader_epoch(shard, partition).ok_or(ErrorCode::NotCoordinator)?;
         if self.loaded.borrow().get(&partition) != Some(&epoch) {
@@ -327,7 +332,11 @@ impl TxnCoordinator {
             coordinator_epoch: epoch,
         };
         let partitions = prepared.partitions.iter().cloned().collect();
-        if let Err(e) = self.markers.write(shard, marker, partitions).await {
+        if let Err(e) = self
+            .markers
+            .write(shard, partition, marker, partitions)
+            .await
+        {
             tracing::warn!(transactional_id = %prepared.transactional_id, error = ?e, "markers not written; the partition's next coordinator completes the transaction");
             return;
         }

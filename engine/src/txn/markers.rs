@@ -49,6 +49,10 @@ pub struct Marker {
 }
 
 struct Job {
+    /// The `__transaction_state` partition of the transaction: once this
+    /// broker no longer leads it under the marker's coordinator epoch,
+    /// the job is given up to the new coordinator.
+    state_partition: i32,
     marker: Marker,
     remaining: BTreeSet<(String, i32)>,
     failed: Option<ErrorCode>,
@@ -68,6 +72,7 @@ impl MarkerSender {
     pub async fn write(
         &self,
         shard: &Rc<Shard>,
+        state_partition: i32,
         marker: Marker,
         partitions: Vec<(String, i32)>,
     ) -> Result<(), ErrorCode> {
@@ -76,6 +81,7 @@ impl MarkerSender {
         }
         let (tx, rx) = oneshot::channel();
         self.queue.borrow_mut().push(Job {
+            state_partition,
             marker,
             remaining: partitions.into_iter().collect(),
             failed: None,
@@ -105,6 +111,20 @@ impl MarkerSender {
                 self.running.set(false);
                 return;
             }
+            for j in &mut jobs {
+                let epoch =
+                    super::coordinator::TxnCoordinator::leader_epoch(shard, j.state_partition);
+                if epoch != Some(j.marker.coordinator_epoch) {
+                    j.failed = Some(ErrorCode::NotCoordinator);
+                }
+            }
+            jobs.retain_mut(|j| match j.failed {
+                Some(code) => {
+                    finish(j, Err(code));
+                    false
+                }
+                None => true,
+            });
             let clean = round(shard, &mut jobs, &mut conns).await;
             for mut j in jobs {
                 match (j.failed, j.remaining.is_empty()) {
