@@ -2,12 +2,13 @@
 //! them pending (OffsetFetch shows the group's earlier offsets, and
 //! UNSTABLE_OFFSET_COMMIT with `require_stable`) until a COMMIT marker
 //! reaches the group's `__consumer_offsets` partition; an ABORT marker
-//! drops them; a restart replays both from the log. Bad requests get
-//! Kafka's codes and change nothing.
+//! drops them; a restart replays both from the log, also after the
+//! offsets partition is compacted. Bad requests get Kafka's codes and
+//! change nothing.
 
 mod common;
 
-use common::{call, create_topic, new_producer_id, Broker, Raw};
+use common::{call, create_topic, new_producer_id, segment_files, Broker, Raw};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -232,4 +233,61 @@ fn bad_txn_offset_commits_get_kafka_codes_and_change_nothing() {
 
     assert_eq!(fetch(&mut raw, false), vec![(5, OK), (-1, OK)]);
     assert_eq!(fetch(&mut raw, true), vec![(5, OK), (-1, UNSTABLE)]);
+}
+
+/// Before compaction waited for open transactions, a compaction while one
+/// was open rewrote only committed offsets and deleted the segment holding
+/// the transaction's batch: after a restart its marker found nothing to
+/// commit, and the offsets were lost.
+#[test]
+fn compaction_keeps_an_open_transactions_offsets() {
+    let mut broker = Broker::start(
+        2,
+        &[OFFSETS_PARTITIONS, "offsets.topic.segment.bytes=16384"],
+    );
+    create_topic(&broker, TOPIC, 2);
+    let mut raw = ready(&broker);
+    let producer = (new_producer_id(broker.addr()), 0);
+    assert_eq!(
+        txn_commit(&mut raw, producer, ("", -1), &[(0, 10)]),
+        vec![OK]
+    );
+    let dir = broker.partition_dir("__consumer_offsets", 0);
+    let mut next = 1;
+    while segment_files(&dir).len() < 3 {
+        assert!(
+            next < 10_000,
+            "the offsets partition never rolled:\n{}",
+            broker.log()
+        );
+        commit(&mut raw, 1, next);
+        next += 1;
+    }
+    // The compactor looks every 5 s: give it the chance to run while the
+    // transaction is open (the checks below hold whether it ran or not).
+    std::thread::sleep(Duration::from_secs(6));
+    broker.kill9();
+    broker.restart();
+    let mut raw = ready(&broker);
+    let last = next - 1;
+    assert_eq!(fetch(&mut raw, true), vec![(-1, UNSTABLE), (last, OK)]);
+    marker(&mut raw, producer, true);
+    assert_eq!(fetch(&mut raw, true), vec![(10, OK), (last, OK)]);
+    // Now compaction runs, and keeps the transaction's offsets.
+    let start = Instant::now();
+    while !broker.log().contains("compacted __consumer_offsets") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never compacted:\n{}",
+            broker.log()
+        );
+        commit(&mut raw, 1, next);
+        next += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = next - 1;
+    broker.kill9();
+    broker.restart();
+    let mut raw = ready(&broker);
+    assert_eq!(fetch(&mut raw, true), vec![(10, OK), (last, OK)]);
 }
