@@ -18,24 +18,30 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/eos_app.
 #[test]
 fn java_consume_transform_produce_commits_offsets_in_its_transactions() {
     let classpath = java_classpath();
-    let broker = Broker::start(2, &[]);
-    create_topic(&broker, "java-txn", 3);
-    let out = run_client(
-        "the Java exactly-once copy",
-        &[
-            "300",
-            "java",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            &classpath,
-            "sluice.ExactlyOnceCopyCheck",
-            &broker.bootstrap(),
-            "java-txn",
-            "3",
-        ],
-        || format!("broker log:\n{}", broker.log()),
-    );
-    assert!(out.contains("transactions ok"), "unexpected output:\n{out}");
+    let broker = Broker::start(2, &["group.initial.rebalance.delay.ms=0"]);
+    // The classic protocol's generation, and KIP-848's member epoch, go
+    // with the offsets (TxnOffsetCommit v3+).
+    for protocol in ["classic", "consumer"] {
+        let topic = format!("java-txn-{protocol}");
+        create_topic(&broker, &topic, 3);
+        let out = run_client(
+            &format!("the Java exactly-once copy ({protocol} group)"),
+            &[
+                "300",
+                "java",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                &classpath,
+                "sluice.ExactlyOnceCopyCheck",
+                &broker.bootstrap(),
+                &topic,
+                "3",
+                protocol,
+            ],
+            || format!("broker log:\n{}", broker.log()),
+        );
+        assert!(out.contains("transactions ok"), "unexpected output:\n{out}");
+    }
     common::passed("java", &["transactions"]);
 }
 

@@ -35,7 +35,10 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * (past the last record copied from each partition) and TOPIC-out holds
  * each record once. Prints "transactions ok".
  *
- * <p>Usage: ExactlyOnceCopyCheck BOOTSTRAP TOPIC PARTITIONS
+ * <p>Usage: ExactlyOnceCopyCheck BOOTSTRAP TOPIC PARTITIONS GROUP_PROTOCOL
+ *
+ * <p>GROUP_PROTOCOL is the copying consumer's {@code group.protocol}: {@code classic}
+ * or {@code consumer} (KIP-848), whose member epoch the offsets carry.
  */
 public final class ExactlyOnceCopyCheck {
   private static final Duration DEADLINE = Duration.ofSeconds(120);
@@ -60,7 +63,13 @@ public final class ExactlyOnceCopyCheck {
 
   private static KafkaConsumer<String, String> consumer(
       String bootstrap, String group, String isolation) {
+    return consumer(bootstrap, group, isolation, "classic");
+  }
+
+  private static KafkaConsumer<String, String> consumer(
+      String bootstrap, String group, String isolation, String protocol) {
     Properties p = new Properties();
+    p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
     p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
     p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
@@ -106,6 +115,7 @@ public final class ExactlyOnceCopyCheck {
     String bootstrap = args[0];
     String topic = args[1];
     int partitions = Integer.parseInt(args[2]);
+    String protocol = args[3];
     String out = topic + "-out";
     Properties ap = new Properties();
     ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -167,7 +177,7 @@ public final class ExactlyOnceCopyCheck {
     check(all.size() == everything.size(),
         "read_uncommitted read " + all.size() + ", wanted " + everything.size());
 
-    copyInTransactions(bootstrap, topic, out, committed.size());
+    copyInTransactions(bootstrap, topic, out, committed.size(), protocol);
     List<String> copied = values(readAll(bootstrap, out, partitions, "read_committed",
         committed.size()));
     Collections.sort(copied);
@@ -177,12 +187,12 @@ public final class ExactlyOnceCopyCheck {
   }
 
   /** The consume-transform-produce loop; then checks the group's stable offsets. */
-  private static void copyInTransactions(String bootstrap, String topic, String out, int want)
-      throws Exception {
+  private static void copyInTransactions(
+      String bootstrap, String topic, String out, int want, String protocol) throws Exception {
     String group = "java-eos-" + topic;
     int copied = 0;
     Map<TopicPartition, Long> next = new HashMap<>();
-    try (KafkaConsumer<String, String> c = consumer(bootstrap, group, "read_committed");
+    try (KafkaConsumer<String, String> c = consumer(bootstrap, group, "read_committed", protocol);
         KafkaProducer<String, String> p = producer(bootstrap, "java-copy-" + topic)) {
       p.initTransactions();
       c.subscribe(List.of(topic));
