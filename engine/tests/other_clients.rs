@@ -368,7 +368,22 @@ fn kafka_streams_counts_words_across_a_broker_crash_and_a_changelog_restore() {
     // while the app runs; later a second instance with empty local state
     // restores the table from the changelog. sluice.StreamsWordCount waits
     // for its commits before each disruption, so the counts are checked
-    // exactly. (exactly_once_v2 needs transactions, which Sluice lacks.)
+    // exactly.
+    streams_word_count("streams-wc", "at_least_once");
+}
+
+#[test]
+fn kafka_streams_exactly_once_v2_counts_words_across_a_broker_crash() {
+    // The same with processing.guarantee=exactly_once_v2: transactional
+    // producers, offsets committed in their transactions, read_committed
+    // consumers, across the broker's SIGKILL.
+    streams_word_count("streams-eos", "exactly_once_v2");
+    common::passed("java", &["transactions"]);
+}
+
+/// Runs sluice.StreamsWordCount as application `app_id` with
+/// `guarantee`, killing and restarting the broker when it asks.
+fn streams_word_count(app_id: &str, guarantee: &str) {
     let classpath = java_classpath();
     let mut broker = Broker::start(2, &[]);
     let work = tempfile::tempdir().unwrap();
@@ -383,9 +398,10 @@ fn kafka_streams_counts_words_across_a_broker_crash_and_a_changelog_restore() {
             &classpath,
             "sluice.StreamsWordCount",
             &broker.bootstrap(),
-            "streams-wc",
+            app_id,
         ])
         .arg(&state_dir)
+        .arg(guarantee)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())

@@ -65,7 +65,7 @@ import org.apache.kafka.streams.processor.StateRestoreListener;
  * drop a member (the restart, the close), and feeds its lines only to a running app in a
  * stable group.
  *
- * <p>Usage: StreamsWordCount BOOTSTRAP APP_ID STATE_DIR
+ * <p>Usage: StreamsWordCount BOOTSTRAP APP_ID STATE_DIR [PROCESSING_GUARANTEE]
  */
 public final class StreamsWordCount {
   private static final Duration DEADLINE = Duration.ofSeconds(180);
@@ -90,6 +90,7 @@ public final class StreamsWordCount {
     String bootstrap = args[0];
     String appId = args[1];
     Path stateDir = Path.of(args[2]);
+    guarantee = args.length > 3 ? args[3] : StreamsConfig.AT_LEAST_ONCE;
     String input = appId + "-lines";
     String output = appId + "-counts";
 
@@ -185,6 +186,8 @@ public final class StreamsWordCount {
   }
 
   private static final AtomicReference<Throwable> FAILURE = new AtomicReference<>();
+  /** processing.guarantee: at_least_once unless a fourth argument names another. */
+  private static String guarantee;
   /** Changelog records restored into the store, by any instance. */
   private static final AtomicLong RESTORED = new AtomicLong();
 
@@ -193,7 +196,7 @@ public final class StreamsWordCount {
     p.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
     p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
     p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
-    p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+    p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
     p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
     p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
     p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
