@@ -234,6 +234,31 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
                 .with_name(topic())
                 .with_partition_indexes(vec![0]),
         ])),
+        ApiKey::AddPartitionsToTxn => {
+            use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+            enc(AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
+                    "tx",
+                )))
+                .with_v3_and_below_producer_id(ProducerId(7))
+                .with_v3_and_below_producer_epoch(0)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![0])]))
+        }
+        ApiKey::AddOffsetsToTxn => enc(AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+            .with_producer_id(ProducerId(7))
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))),
+        ApiKey::EndTxn => enc(EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+            .with_producer_id(ProducerId(7))
+            .with_committed(true)),
+        ApiKey::DescribeTransactions => enc(DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx"))])),
+        ApiKey::ListTransactions => enc(ListTransactionsRequest::default()
+            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
+            .with_producer_id_filters(vec![ProducerId(7)])),
         other => panic!("no sample request for supported API {other:?}"),
     }
 }
