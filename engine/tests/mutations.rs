@@ -259,6 +259,21 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
         ApiKey::ListTransactions => enc(ListTransactionsRequest::default()
             .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
             .with_producer_id_filters(vec![ProducerId(7)])),
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            enc(TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_producer_id(ProducerId(7))
+                .with_generation_id(-1)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)])]))
+        }
         other => panic!("no sample request for supported API {other:?}"),
     }
 }
