@@ -808,3 +808,57 @@ fn transactions_need_write_on_the_transactional_id_and_on_each_topic() {
     assert_eq!(add("tx-closed"), 29, "TOPIC_AUTHORIZATION_FAILED");
     assert_eq!(add("tx-open"), 0);
 }
+
+/// TxnOffsetCommit v3 of offset 0 of `topic` for `group` as transactional
+/// id `id`: its first partition's error code.
+fn txn_commit_offset(addr: SocketAddr, id: &str, group: &str, topic: &str) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_group_id(GroupId(s(group)))
+        .with_producer_id(ProducerId(1))
+        .with_producer_epoch(0)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(0)])]);
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let resp: TxnOffsetCommitResponse =
+            call(&mut Raw::connect(addr), ApiKey::TxnOffsetCommit, 3, &req).unwrap();
+        let code = resp.topics[0].partitions[0].error_code;
+        // Retriable while the offsets topic is created and loaded.
+        if ![14, 15, 16].contains(&code) || Instant::now() > deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn txn_offset_commit_needs_write_on_the_id_and_read_on_the_group_and_topic() {
+    const TRANSACTIONAL_ID: i8 = 5;
+    let broker = broker();
+    let addr = broker.addr();
+    create_topic(&broker, "tx-in", 1);
+    create_topic(&broker, "tx-hidden", 1);
+    grant(
+        addr,
+        &[
+            (TRANSACTIONAL_ID, "locked", LITERAL, ANONYMOUS, WRITE, DENY),
+            (GROUP, "closed-group", LITERAL, ANONYMOUS, READ, DENY),
+            (TOPIC, "tx-hidden", LITERAL, ANONYMOUS, READ, DENY),
+        ],
+    );
+    let code = txn_commit_offset(addr, "locked", "open-group", "tx-in");
+    assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    let code = txn_commit_offset(addr, "free", "closed-group", "tx-in");
+    assert_eq!(code, 30, "GROUP_AUTHORIZATION_FAILED");
+    let code = txn_commit_offset(addr, "free", "open-group", "tx-hidden");
+    assert_eq!(code, 29, "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(txn_commit_offset(addr, "free", "open-group", "tx-in"), 0);
+}
