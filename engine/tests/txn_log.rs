@@ -181,6 +181,12 @@ fn decode(mut records: &[u8]) -> (Vec<(i64, String)>, Vec<i64>) {
 
 /// ListOffsets latest (-1) for partition 0 with `isolation`.
 fn latest(raw: &mut Raw, name: &str, isolation: i8) -> i64 {
+    list_offset(raw, name, isolation, -1)
+}
+
+/// ListOffsets for partition 0 with `isolation`: the offset answered for
+/// `timestamp`.
+fn list_offset(raw: &mut Raw, name: &str, isolation: i8, timestamp: i64) -> i64 {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_isolation_level(isolation)
@@ -188,7 +194,7 @@ fn latest(raw: &mut Raw, name: &str, isolation: i8) -> i64 {
             .with_name(topic(name))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
-                .with_timestamp(-1)])]);
+                .with_timestamp(timestamp)])]);
     let resp: ListOffsetsResponse =
         call(raw, ApiKey::ListOffsets, 7, &req).expect("ListOffsets answer");
     let p = &resp.topics[0].partitions[0];
@@ -239,6 +245,9 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     assert!(f.values.is_empty(), "{f:?}");
     assert_eq!(latest(&mut raw, "tx", 1), 0);
     assert_eq!(latest(&mut raw, "tx", 0), 3);
+    // By timestamp: the first record is past the last stable offset.
+    assert_eq!(list_offset(&mut raw, "tx", 1, 0), -1);
+    assert_eq!(list_offset(&mut raw, "tx", 0, 0), 0);
     // read_uncommitted sees it, with the last stable offset but no list.
     let f = fetch(&mut raw, "tx", 0, 0, 12);
     assert_eq!(values(&f), ["c1", "c2", "c3"]);
@@ -252,6 +261,7 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
     assert_eq!(f.markers, [3]);
     assert_eq!(f.aborted, Some(vec![]));
     assert_eq!(latest(&mut raw, "tx", 1), 4);
+    assert_eq!(list_offset(&mut raw, "tx", 1, 0), 0);
 
     // Transaction 2, ABORTed: returned, named in the list.
     let (code, base) = produce(
