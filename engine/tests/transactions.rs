@@ -634,3 +634,30 @@ fn a_killed_coordinators_transactions_complete_or_abort_as_a_whole() {
     assert_eq!(count("t2"), 0, "t2 aborted whole: {got:?}");
     drop(first);
 }
+
+#[test]
+fn a_deleted_topic_is_dropped_from_a_transaction_and_the_rest_commits() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let b = small_broker(&[]);
+    create_topic(&b, "tx-doomed", 1);
+    create_topic(&b, "tx-kept", 1);
+    let p = transactional(&b.bootstrap(), "doomed-app", &[]);
+    p.begin_transaction().expect("begin");
+    send(&p, "tx-doomed", 0, "doomed");
+    send(&p, "tx-kept", 0, "kept");
+    p.flush(CLIENT_TIMEOUT).expect("flush");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin");
+    let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+    let deleted = futures::executor::block_on(admin.delete_topics(&["tx-doomed"], &options));
+    assert!(deleted.expect("delete").iter().all(Result::is_ok));
+    p.commit_transaction(CLIENT_TIMEOUT).expect("commit");
+    // The markers went to what is left, and the transaction completed.
+    wait_state(b.addr(), "doomed-app", "CompleteCommit");
+    let got = read(&b.bootstrap(), "read_committed", &[("tx-kept", 0)], |g| {
+        g.iter().any(|v| v == "kept")
+    });
+    assert_eq!(got, vec!["kept".to_string()]);
+}

@@ -500,6 +500,13 @@ impl TxnCoordinator {
             let Ok((partition, epoch)) = self.ready(shard, &m.transactional_id) else {
                 continue;
             };
+            // An earlier abort of this loop awaited its store: the id may
+            // have moved on meanwhile (its producer ended the transaction).
+            let now = now_ms();
+            let current = self.txns.borrow().get(&m.transactional_id).cloned();
+            let Some(m) = current.filter(|c| c.timed_out(now)) else {
+                continue;
+            };
             tracing::info!(transactional_id = %m.transactional_id, timeout_ms = m.timeout_ms, "aborting a transaction past its timeout");
             if let Ok(stored) = self.store(shard, partition, epoch, m.fence(now)).await {
                 self.spawn_completion(shard, partition, epoch, stored);
@@ -521,8 +528,12 @@ impl TxnCoordinator {
             let Ok((partition, epoch)) = self.ready(shard, &id) else {
                 continue;
             };
-            if let Some(m) = self.txns.borrow_mut().get_mut(&id) {
-                m.pending = Some(TxnState::Dead);
+            // Checked again: an earlier removal of this loop awaited its
+            // store, and the id may have been used meanwhile.
+            let expiration_ms = self.config.id_expiration_ms;
+            match self.txns.borrow_mut().get_mut(&id) {
+                Some(m) if m.expired(now_ms(), expiration_ms) => m.pending = Some(TxnState::Dead),
+                _ => continue,
             }
             let stored = self
                 .append(shard, partition, vec![(encode_key(&id), None)])
