@@ -25,8 +25,12 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 6),
-        // The idempotent producer's id (no transactions).
+        // The idempotent and the transactional producer's id. Transactions
+        // are spoken at transaction version 1: AddPartitionsToTxn v4+ is
+        // the brokers' batched form, EndTxn v5 the KIP-890 epoch bump.
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::AddPartitionsToTxn => (0, 3),
+        ApiKey::EndTxn => (0, 4),
         // Consumer groups. JoinGroup v0 has no rebalance timeout; OffsetFetch
         // v8+ batches groups, which one member never needs.
         ApiKey::FindCoordinator => (0, 4),
