@@ -833,7 +833,15 @@ impl Producer {
             .expect("collect connected to the broker");
         let version = b.produce_version;
         let correlation = b.conn.next_correlation();
-        let pieces = produce_request_pieces(version, correlation, acks.wire(), timeout_ms, &parts);
+        let txn_id = self.txn.as_ref().map(|t| t.coord.transactional_id.as_str());
+        let pieces = produce_request_pieces(
+            version,
+            correlation,
+            txn_id,
+            acks.wire(),
+            timeout_ms,
+            &parts,
+        );
         drop(parts);
         let broker = self.brokers.get_mut(&id).expect("present above");
         broker.conn.queue_pieces(pieces);
