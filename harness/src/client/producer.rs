@@ -579,7 +579,13 @@ impl Producer {
         }
         let commit = txn.doomed.is_none();
         let sent_ns = self.clock.now_ns();
-        let result = txn.coord.end(commit);
+        // A transaction no partition joined is unknown to the coordinator
+        // (EndTxn would answer INVALID_TXN_STATE): it ends here.
+        let result = if txn.added.is_empty() {
+            Ok(())
+        } else {
+            txn.coord.end(commit)
+        };
         let now = self.clock.now_ns();
         match result {
             Ok(()) if commit => {
