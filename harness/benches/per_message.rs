@@ -128,7 +128,15 @@ fn consumer(c: &mut Criterion) {
         g.throughput(Throughput::Elements((16 * per_batch) as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                let (n, _) = consume_records(&set, 0, &clock, &mut || 3_000_000, &mut rec).unwrap();
+                let (n, _) = consume_records(
+                    &set,
+                    0,
+                    &mut Default::default(),
+                    &clock,
+                    &mut || 3_000_000,
+                    &mut rec,
+                )
+                .unwrap();
                 assert_eq!(n, (16 * per_batch) as u64);
                 rec.tick(3_000_000);
             })

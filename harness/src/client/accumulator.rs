@@ -102,6 +102,8 @@ pub struct PartitionQueue {
     pub ready: VecDeque<ClosedBatch>,
     /// Set when the producer is idempotent.
     pub sequencer: Option<Sequencer>,
+    /// Batches carry the transactional bit (the producer runs transactions).
+    pub transactional: bool,
 }
 
 impl PartitionQueue {
@@ -110,6 +112,7 @@ impl PartitionQueue {
             open: None,
             ready: VecDeque::new(),
             sequencer: None,
+            transactional: false,
         }
     }
 
@@ -173,6 +176,7 @@ impl PartitionQueue {
                 id: s.producer_id,
                 epoch: s.epoch,
                 base_sequence: s.next,
+                transactional: self.transactional,
             };
         }
         let base_sequence = producer.base_sequence;

@@ -219,8 +219,21 @@ pub fn list_offsets(
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, i64>, ClientError> {
+    list_offsets_isolated(conn, topic, partitions, timestamp, 0)
+}
+
+/// [`list_offsets`] at an isolation level: 1 (read_committed) answers
+/// LATEST with the last stable offset.
+pub fn list_offsets_isolated(
+    conn: &mut Connection,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+    isolation_level: i8,
+) -> Result<BTreeMap<i32, i64>, ClientError> {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic_name(topic))
             .with_partitions(

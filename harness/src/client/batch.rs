@@ -36,12 +36,17 @@ pub const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
 /// payload as two parts, so neither is staged in a buffer of its own.
 pub type ValueParts<'a> = [&'a [u8]; 2];
 
+/// Attribute bit 4: the batch belongs to a transaction.
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+
 /// Idempotent producer fields of a batch header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerFields {
     pub id: i64,
     pub epoch: i16,
     pub base_sequence: i32,
+    /// The batch belongs to a transaction (attribute bit 4).
+    pub transactional: bool,
 }
 
 impl ProducerFields {
@@ -50,6 +55,7 @@ impl ProducerFields {
         id: -1,
         epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
 
@@ -156,7 +162,13 @@ impl BatchWriter {
         // partition_leader_epoch: -1, the broker sets it.
         put_at(b, BATCH_LENGTH_OFFSET + 4, &(-1i32).to_be_bytes());
         b[MAGIC_OFFSET] = MAGIC_V2 as u8;
-        put_at(b, ATTRIBUTES_OFFSET, &(codec as i16).to_be_bytes());
+        let attributes = codec as i16
+            | if producer.transactional {
+                ATTR_TRANSACTIONAL
+            } else {
+                0
+            };
+        put_at(b, ATTRIBUTES_OFFSET, &attributes.to_be_bytes());
         put_at(b, LAST_OFFSET_DELTA_OFFSET, &(self.count - 1).to_be_bytes());
         put_at(b, BASE_TIMESTAMP_OFFSET, &self.base_timestamp.to_be_bytes());
         put_at(b, MAX_TIMESTAMP_OFFSET, &self.max_timestamp.to_be_bytes());
@@ -283,10 +295,12 @@ mod tests {
             id: 42,
             epoch: 3,
             base_sequence: 9,
+            transactional: true,
         };
         let wire = w.finish(Compression::Lz4, p, &mut Vec::new()).unwrap();
         let h = validate_batch(&wire, 0).unwrap();
         assert_eq!(h.compression(), Some(Compression::Lz4));
+        assert!(h.is_transactional() && !h.is_control());
         assert_eq!(
             (h.producer_id, h.producer_epoch, h.base_sequence),
             (42, 3, 9)

@@ -15,6 +15,12 @@
 //! latency is taken from the send time the producer wrote into the first 8
 //! bytes of its value (µs since the Unix epoch, big-endian), or from the
 //! record's create timestamp (ms) when the value is shorter than 8 bytes.
+//!
+//! Control batches (transaction markers) are skipped. With
+//! `isolation.level=read_committed` the Fetch asks for committed records
+//! only: the broker answers up to the last stable offset and lists the
+//! aborted transactions in the range, whose batches [`AbortedFilter`] drops
+//! as the Java consumer does.
 
 use super::admin::{self, topic_name, ClusterMetadata, EARLIEST, LATEST};
 use super::compression::decompress;
@@ -207,8 +213,9 @@ impl Consumer {
                 .push(a.partition);
         }
         for ((leader, topic), parts) in by_leader {
+            let isolation = self.s.isolation_level();
             let conn = self.conn(leader)?;
-            let offsets = admin::list_offsets(conn, &topic, &parts, at)?;
+            let offsets = admin::list_offsets_isolated(conn, &topic, &parts, at, isolation)?;
             for a in &mut self.assigned {
                 if a.topic == topic && pick(a) {
                     if let Some(o) = offsets.get(&a.partition) {
@@ -443,13 +450,26 @@ impl Consumer {
                 let Some(records) = &p.records else { continue };
                 let a = &mut self.assigned[i];
                 let clock = self.clock;
-                let (count, next) =
-                    consume_records(records, a.offset, &clock, &mut || clock.now_ns(), rec)
-                        .map_err(|reason| ClientError::CorruptBatch {
-                            topic: a.topic.clone(),
-                            partition: a.partition,
-                            reason,
-                        })?;
+                let aborted: Vec<(i64, i64)> = p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|t| (t.producer_id.0, t.first_offset))
+                    .collect();
+                let mut filter = AbortedFilter::new(aborted);
+                let (count, next) = consume_records(
+                    records,
+                    a.offset,
+                    &mut filter,
+                    &clock,
+                    &mut || clock.now_ns(),
+                    rec,
+                )
+                .map_err(|reason| ClientError::CorruptBatch {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                    reason,
+                })?;
                 a.offset = next;
                 n += count;
             }
@@ -523,6 +543,7 @@ fn fetch_request(
         .with_max_wait_ms(s.fetch_max_wait_ms)
         .with_min_bytes(s.fetch_min_bytes)
         .with_max_bytes(s.fetch_max_bytes)
+        .with_isolation_level(s.isolation_level())
         .with_session_id(id)
         .with_session_epoch(epoch)
         .with_topics(topics)
@@ -574,6 +595,7 @@ pub fn walk_records(
 pub fn consume_records(
     set: &[u8],
     from: i64,
+    aborted: &mut AbortedFilter,
     clock: &Clock,
     now: &mut dyn FnMut() -> u64,
     rec: &mut Recorder,
@@ -595,7 +617,8 @@ pub fn consume_records(
         let batch = &set[pos..pos + size];
         validate_batch(batch, pos).map_err(|e| e.to_string())?;
         pos += size;
-        if h.next_offset().0 <= from || h.is_control() {
+        let dropped = aborted.drops(&h, batch);
+        if h.next_offset().0 <= from || h.is_control() || dropped {
             next = next.max(h.next_offset().0);
             continue;
         }
@@ -635,6 +658,82 @@ pub fn consume_records(
         next = next.max(h.next_offset().0);
     }
     Ok((count, next))
+}
+
+/// Control record type of an abort marker (the key is version i16, type
+/// i16; 1 is a commit).
+const CONTROL_ABORT: i16 = 0;
+
+/// Drops the batches of aborted transactions from a read_committed fetch.
+///
+/// The broker lists, per partition, each aborted transaction that overlaps
+/// the fetched range as (producer id, first offset). Walking the batches in
+/// offset order, a producer becomes aborted once a batch reaches its
+/// transaction's first offset, and stays so until its abort marker: its
+/// transactional batches in between are dropped. A producer's transactions
+/// do not overlap, so its commits cannot fall inside that stretch.
+#[derive(Debug, Default)]
+pub struct AbortedFilter {
+    /// (first offset, producer id), by first offset.
+    pending: Vec<(i64, i64)>,
+    next: usize,
+    /// Producers inside an aborted transaction at the current batch.
+    aborted: Vec<i64>,
+}
+
+impl AbortedFilter {
+    /// From the fetch answer's (producer id, first offset) pairs; none for
+    /// read_uncommitted.
+    pub fn new(list: Vec<(i64, i64)>) -> AbortedFilter {
+        let mut pending: Vec<(i64, i64)> = list.into_iter().map(|(p, o)| (o, p)).collect();
+        pending.sort_unstable();
+        AbortedFilter {
+            pending,
+            next: 0,
+            aborted: Vec::new(),
+        }
+    }
+
+    /// Whether `batch` (with header `h`) belongs to an aborted transaction.
+    /// Batches must be shown in offset order.
+    pub fn drops(&mut self, h: &BatchHeader, batch: &[u8]) -> bool {
+        if self.pending.is_empty() || h.producer_id < 0 {
+            return false;
+        }
+        let last = h.last_offset().0;
+        while let Some(&(first, pid)) = self.pending.get(self.next) {
+            if first > last {
+                break;
+            }
+            if !self.aborted.contains(&pid) {
+                self.aborted.push(pid);
+            }
+            self.next += 1;
+        }
+        if h.is_control() {
+            if control_type(batch) == Some(CONTROL_ABORT) {
+                self.aborted.retain(|&p| p != h.producer_id);
+            }
+            return false;
+        }
+        h.is_transactional() && self.aborted.contains(&h.producer_id)
+    }
+}
+
+/// The type in a control batch's first record key, if it parses. Control
+/// batches are never compressed.
+fn control_type(batch: &[u8]) -> Option<i16> {
+    let mut r = Reader::new(batch.get(BATCH_HEADER_SIZE..)?);
+    let len = r.varint("record length").ok()?;
+    let mut rr = Reader::new(r.take(usize::try_from(len).ok()?, "record").ok()?);
+    rr.take(1, "record attributes").ok()?;
+    rr.varlong("timestamp delta").ok()?;
+    rr.varint("offset delta").ok()?;
+    let key_len = rr.varint("key length").ok()?;
+    let key = rr.take(usize::try_from(key_len).ok()?, "key").ok()?;
+    let mut kr = Reader::new(key);
+    kr.i16("control version").ok()?;
+    kr.i16("control type").ok()
 }
 
 #[cfg(test)]
@@ -704,17 +803,101 @@ mod tests {
         let first_len = set.len();
         set.extend_from_slice(&set.clone()[..20]); // a partial second batch
         let mut rec = Recorder::new(0, 0, u64::MAX);
-        let (n, next) = consume_records(&set, 1, &clock, &mut || 3_000_000, &mut rec).unwrap();
+        let (n, next) = consume_records(
+            &set,
+            1,
+            &mut AbortedFilter::default(),
+            &clock,
+            &mut || 3_000_000,
+            &mut rec,
+        )
+        .unwrap();
         assert_eq!((n, next), (3, 4));
         rec.finish(3_000_000);
         // Sent at 1 ms, consumed at 3 ms: 2 ms end to end.
         let p50 = rec.totals.latency.value_at_quantile(0.5);
         assert!((1_990..=2_010).contains(&p50), "{p50}");
         assert!(
-            consume_records(&set[..first_len], 4, &clock, &mut || 0, &mut rec)
-                .unwrap()
-                .0
-                == 0
+            consume_records(
+                &set[..first_len],
+                4,
+                &mut AbortedFilter::default(),
+                &clock,
+                &mut || 0,
+                &mut rec
+            )
+            .unwrap()
+            .0 == 0
         );
+    }
+
+    /// A transactional batch of `n` records by producer `pid` at
+    /// `base_offset`; with `control`, a marker of that type instead.
+    fn txn_batch(pid: i64, base_offset: i64, n: usize, control: Option<i16>) -> Vec<u8> {
+        use crate::client::batch::{BatchWriter, ProducerFields};
+        use sluice_protocol::record_batch::{compute_crc, ATTRIBUTES_OFFSET, CRC_OFFSET};
+        let mut w = BatchWriter::new(1, 64);
+        for _ in 0..n {
+            match control {
+                Some(t) => {
+                    let key = [0, 0, (t >> 8) as u8, t as u8];
+                    w.push(1, Some(&key[..]), [&[0, 0, 0, 0, 0, 0][..], &[]]);
+                }
+                None => w.push(1, None, [&7_000_000i64.to_be_bytes()[..], &[]]),
+            }
+        }
+        let p = ProducerFields {
+            id: pid,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        let mut b = w.finish(Compression::None, p, &mut Vec::new()).unwrap();
+        b[..8].copy_from_slice(&base_offset.to_be_bytes());
+        if control.is_some() {
+            // The control bit, 0x20 of the attributes' low byte.
+            b[ATTRIBUTES_OFFSET + 1] |= 0x20;
+            let crc = compute_crc(&b);
+            b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+        b
+    }
+
+    /// read_committed: producer 7's first transaction (offsets 0-1) was
+    /// aborted, its second (4-5) committed; producer 8 committed both of
+    /// its own, one of them written between 7's aborted records and its
+    /// abort marker. Only 7's aborted records are dropped, and markers are
+    /// never counted.
+    #[test]
+    fn aborted_transactions_are_dropped_and_markers_skipped() {
+        let clock = Clock::start();
+        let mut set = Vec::new();
+        for b in [
+            txn_batch(7, 0, 2, None),
+            txn_batch(8, 2, 1, None),
+            txn_batch(7, 3, 1, Some(CONTROL_ABORT)),
+            txn_batch(7, 4, 2, None),
+            txn_batch(7, 6, 1, Some(1)),
+            txn_batch(8, 7, 1, None),
+            txn_batch(8, 8, 1, Some(1)),
+        ] {
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_transactional());
+            validate_batch(&b, 0).unwrap();
+            set.extend_from_slice(&b);
+        }
+        let mut rec = Recorder::new(0, 0, u64::MAX);
+        let mut committed = AbortedFilter::new(vec![(7, 0)]);
+        let got = consume_records(&set, 0, &mut committed, &clock, &mut || 1, &mut rec);
+        assert_eq!(got.unwrap(), (4, 9));
+        // read_uncommitted sees every data record.
+        let mut all = AbortedFilter::default();
+        let got = consume_records(&set, 0, &mut all, &clock, &mut || 1, &mut rec);
+        assert_eq!(got.unwrap(), (6, 9));
+        // An aborted transaction listed past a fetch's start leaves the
+        // earlier batches of the same producer alone.
+        let mut later = AbortedFilter::new(vec![(7, 4)]);
+        let got = consume_records(&set, 0, &mut later, &clock, &mut || 1, &mut rec);
+        assert_eq!(got.unwrap(), (4, 9));
     }
 }

@@ -87,6 +87,8 @@ pub enum ClientError {
         partition: i32,
         reason: String,
     },
+    #[error(transparent)]
+    Transaction(#[from] super::txn::TxnError),
 }
 
 /// Kafka's name for a wire error code, or `unknown error code` for one

@@ -16,4 +16,5 @@ pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod security;
+pub mod txn;
 pub mod wire;

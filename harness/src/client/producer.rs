@@ -17,6 +17,17 @@
 //! leaves a gap the broker would refuse every later batch for: then, once
 //! nothing is in flight, the producer takes a new producer id and numbers
 //! its waiting batches again from 0 (as the Java client bumps its epoch).
+//!
+//! With `transactional.id` (and `transaction.messages`) the producer runs
+//! transactions of `transaction.messages` messages each (`super::txn`):
+//! before a partition's first batch of a transaction it adds the partition
+//! with AddPartitionsToTxn (every partition holding data at that moment in
+//! one request), its batches carry the transactional bit, and once the
+//! transaction is full it closes its batches, refuses sends until every
+//! batch is acknowledged and commits with EndTxn. Its messages count as
+//! acknowledged only then, so publish latency runs to the commit. A batch
+//! that fails for good aborts its transaction (and the producer takes a new
+//! epoch before the next); a fencing answer ends the producer.
 
 use super::accumulator::{ClosedBatch, PartitionQueue, Sequencer, RECORD_OVERHEAD_MAX};
 use super::admin::{self, topic_name, ClusterMetadata};
@@ -25,6 +36,7 @@ use super::conn::Connection;
 use super::endpoint::Endpoint;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
+use super::txn::{self, Transaction, TxnCoordinator, TxnError};
 use super::wire::{produce_request_pieces, ProducePart};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
@@ -77,6 +89,10 @@ struct Broker {
 pub enum SendRefused {
     /// `buffer.memory` is used up: poll, then try again.
     BufferFull,
+    /// The transaction is ending: poll, then try again.
+    TransactionEnding,
+    /// The transactional producer was fenced: it takes nothing more.
+    Fenced,
 }
 
 pub struct Producer {
@@ -101,6 +117,8 @@ pub struct Producer {
     buffered: usize,
     scratch: Vec<u8>,
     responses: Vec<Bytes>,
+    /// A transactional producer's transaction; `None` for others.
+    txn: Option<Transaction>,
     /// Connection and protocol errors seen, for the run's error list.
     pub client_errors: Vec<String>,
 }
@@ -136,7 +154,27 @@ impl Producer {
                 leaders,
             });
         }
-        if settings.enable_idempotence {
+        let mut txn = None;
+        if settings.transactional() {
+            let id = settings
+                .transactional_id
+                .clone()
+                .expect("transactional() checked it");
+            let mut coord = TxnCoordinator::new(
+                id,
+                bootstrap.clone(),
+                settings.security.clone(),
+                settings.transaction_timeout_ms.min(i32::MAX as u64) as i32,
+                Duration::from_millis(settings.retry_backoff_ms),
+                Duration::from_millis(settings.delivery_timeout_ms),
+            );
+            let (id, epoch) = coord.init()?;
+            for q in ts.iter_mut().flat_map(|t| t.queues.iter_mut()) {
+                q.sequencer = Some(Sequencer::new(id, epoch));
+                q.transactional = true;
+            }
+            txn = Some(Transaction::new(coord, settings.transaction_messages));
+        } else if settings.enable_idempotence {
             let mut conn = Connection::open(&bootstrap, &settings.security, CONNECT_TIMEOUT)?;
             let (id, epoch) = admin::init_producer_id(&mut conn, CONNECT_TIMEOUT)?;
             for q in ts.iter_mut().flat_map(|t| t.queues.iter_mut()) {
@@ -167,6 +205,7 @@ impl Producer {
             buffered: 0,
             scratch: Vec::new(),
             responses: Vec::new(),
+            txn,
             client_errors: Vec::new(),
         };
         p.rebuild_led();
@@ -196,9 +235,24 @@ impl Producer {
         self.buffered
     }
 
-    /// Messages accepted but not yet acknowledged or failed.
+    /// Messages accepted but not yet acknowledged or failed (for a
+    /// transactional producer: not yet committed or aborted).
     pub fn pending(&self) -> bool {
         self.buffered > 0
+            || self
+                .txn
+                .as_ref()
+                .is_some_and(|t| t.fenced.is_none() && t.messages > 0)
+    }
+
+    /// Why a transactional producer was fenced, once it was.
+    pub fn fenced(&self) -> Option<&str> {
+        self.txn.as_ref().and_then(|t| t.fenced.as_deref())
+    }
+
+    /// The producer's transactional id, if it is transactional.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.txn.as_ref().map(|t| t.coord.transactional_id.as_str())
     }
 
     /// Appends one record. `start_ns` is its intended send time; the
@@ -227,6 +281,15 @@ impl Producer {
         now_ns: u64,
         rec: &mut Recorder,
     ) -> Result<(), SendRefused> {
+        if let Some(t) = &mut self.txn {
+            if t.fenced.is_some() {
+                return Err(SendRefused::Fenced);
+            }
+            if t.ending {
+                t.refused = true;
+                return Err(SendRefused::TransactionEnding);
+            }
+        }
         let value_len = value[0].len() + value[1].len();
         let record_bytes = value_len + key.map_or(0, <[u8]>::len) + RECORD_OVERHEAD_MAX;
         if self.buffered + record_bytes > self.s.buffer_memory {
@@ -247,6 +310,9 @@ impl Producer {
         rec.on_send(now_ns, start_ns);
         if size >= self.batch_limit {
             self.close(topic, partition, rec);
+        }
+        if self.txn.as_mut().is_some_and(|t| t.on_append(now_ns)) {
+            self.close_all(rec);
         }
         Ok(())
     }
@@ -274,13 +340,19 @@ impl Producer {
         self.sticky.on_batch_closed(topic, partition, &mut self.rng);
     }
 
-    /// Closes every open batch: the end of a run, before the final flush.
+    /// Closes every open batch: the end of a run, before the final flush,
+    /// or of a transaction, which then commits once they are acknowledged.
     pub fn close_all(&mut self, rec: &mut Recorder) {
         for t in 0..self.topics.len() {
             for p in 0..self.topics[t].queues.len() {
                 if self.topics[t].queues[p].open.is_some() {
                     self.close(t, p as u32, rec);
                 }
+            }
+        }
+        if let Some(t) = &mut self.txn {
+            if t.messages > 0 {
+                t.ending = true;
             }
         }
     }
@@ -307,6 +379,12 @@ impl Producer {
         for b in &left {
             self.fail(b, cause, rec);
         }
+        if let Some(t) = &mut self.txn {
+            for &(_, start, _) in &t.acked {
+                rec.on_error(start, 1, cause);
+            }
+            t.reset();
+        }
     }
 
     /// Reads responses, handles timeouts and retries, sends what is ready.
@@ -323,6 +401,11 @@ impl Producer {
         }
         let now = self.clock.now_ns();
         self.expire(now, rec);
+        if self.txn.is_some() {
+            self.transaction_step(rec);
+            self.drop_fenced(rec);
+        }
+        let now = self.clock.now_ns();
         if self.needs_producer_id && self.in_flight() == 0 && now >= self.next_metadata_ns {
             self.renew_producer_id(now);
         }
@@ -377,9 +460,18 @@ impl Producer {
     /// failure it is tried again after the metadata backoff.
     fn renew_producer_id(&mut self, now: u64) {
         self.next_metadata_ns = now + METADATA_BACKOFF_NS;
-        let result = self
-            .bootstrap_conn()
-            .and_then(|conn| admin::init_producer_id(conn, CONNECT_TIMEOUT));
+        let result = match &mut self.txn {
+            Some(t) => match t.coord.init() {
+                Err(e @ TxnError::Fenced { .. }) => {
+                    self.fence(e.to_string());
+                    return;
+                }
+                r => r.map_err(ClientError::from),
+            },
+            None => self
+                .bootstrap_conn()
+                .and_then(|conn| admin::init_producer_id(conn, CONNECT_TIMEOUT)),
+        };
         match result {
             Ok((id, epoch)) => {
                 for q in self.topics.iter_mut().flat_map(|t| t.queues.iter_mut()) {
@@ -396,12 +488,155 @@ impl Producer {
 
     /// Fails a batch for good. An idempotent producer's later batches in
     /// that partition would meet a sequence gap: it needs a new producer id.
+    /// A transactional producer's transaction aborts instead, and the new
+    /// producer id (epoch) is taken after the abort.
     fn fail(&mut self, b: &ClosedBatch, cause: &str, rec: &mut Recorder) {
         self.buffered -= b.footprint();
         rec.on_error(b.starts[0], b.starts.len() as u64, cause);
-        if b.base_sequence >= 0 {
-            self.needs_producer_id = true;
+        match &mut self.txn {
+            Some(t) => t.doom(cause),
+            None if b.base_sequence >= 0 => self.needs_producer_id = true,
+            None => {}
         }
+    }
+
+    /// A transactional producer's work between reading answers and sending:
+    /// fail what a doomed transaction still queues, add the partitions that
+    /// hold data to the transaction, and end a transaction that is full (or
+    /// doomed) once nothing of it is in flight.
+    fn transaction_step(&mut self, rec: &mut Recorder) {
+        let Some(t) = &self.txn else { return };
+        if t.fenced.is_some() {
+            return;
+        }
+        if let Some(cause) = t.doomed.clone() {
+            self.fail_queued(&format!("transaction aborted: {cause}"), rec);
+        } else {
+            self.add_partitions();
+        }
+        let Some(t) = &self.txn else { return };
+        if t.ending && t.fenced.is_none() && self.buffered == 0 && self.in_flight() == 0 {
+            self.end_transaction(rec);
+        }
+    }
+
+    /// Fails every batch not yet sent (open or ready).
+    fn fail_queued(&mut self, cause: &str, rec: &mut Recorder) {
+        let mut left = Vec::new();
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].queues.len() {
+                if self.topics[ti].queues[p].open.is_some() {
+                    self.close(ti, p as u32, rec);
+                }
+                left.extend(self.topics[ti].queues[p].ready.drain(..));
+            }
+        }
+        for b in &left {
+            self.fail(b, cause, rec);
+        }
+    }
+
+    /// AddPartitionsToTxn for every partition that holds a batch and is
+    /// not in the transaction yet, in one request.
+    fn add_partitions(&mut self) {
+        let Some(txn) = &mut self.txn else { return };
+        let mut want: Vec<(String, Vec<i32>)> = Vec::new();
+        let mut keys = Vec::new();
+        for (ti, t) in self.topics.iter().enumerate() {
+            let mut ps = Vec::new();
+            for (p, q) in t.queues.iter().enumerate() {
+                let has_data = q.open.is_some() || !q.ready.is_empty();
+                if has_data && !txn.added.contains(&(ti, p as i32)) {
+                    ps.push(p as i32);
+                    keys.push((ti, p as i32));
+                }
+            }
+            if !ps.is_empty() {
+                want.push((t.name.clone(), ps));
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        match txn.coord.add_partitions(&want) {
+            Ok(()) => txn.added.extend(keys),
+            Err(e @ TxnError::Fenced { .. }) => self.fence(e.to_string()),
+            Err(e) => {
+                self.client_errors.push(e.to_string());
+                txn.doom("AddPartitionsToTxn failed");
+            }
+        }
+    }
+
+    /// EndTxn: commit, or abort a doomed transaction. A committed one's
+    /// messages are done now; an aborted one's fail, and the producer takes
+    /// a new epoch before the next, as its sequences may have a gap.
+    fn end_transaction(&mut self, rec: &mut Recorder) {
+        let Some(txn) = &mut self.txn else { return };
+        if txn.messages == 0 {
+            txn.reset();
+            return;
+        }
+        let commit = txn.doomed.is_none();
+        let sent_ns = self.clock.now_ns();
+        // A transaction no partition joined is unknown to the coordinator
+        // (EndTxn would answer INVALID_TXN_STATE): it ends here.
+        let result = if txn.added.is_empty() {
+            Ok(())
+        } else {
+            txn.coord.end(commit)
+        };
+        let now = self.clock.now_ns();
+        match result {
+            Ok(()) if commit => {
+                rec.on_commit(txn.begun_ns.min(sent_ns), sent_ns, now);
+                for &(t, start, bytes) in &txn.acked {
+                    self.topics[t].acknowledged += 1;
+                    rec.on_done(now, start, bytes);
+                }
+                txn.reset();
+            }
+            Err(e @ TxnError::Fenced { .. }) => self.fence(e.to_string()),
+            other => {
+                let cause = match (&other, &txn.doomed) {
+                    (Err(e), _) => {
+                        self.client_errors.push(e.to_string());
+                        "EndTxn failed".to_string()
+                    }
+                    (Ok(()), Some(c)) => format!("transaction aborted: {c}"),
+                    (Ok(()), None) => unreachable!("a commit is handled above"),
+                };
+                rec.on_abort();
+                for &(_, start, _) in &txn.acked {
+                    rec.on_error(start, 1, &cause);
+                }
+                txn.reset();
+                self.needs_producer_id = true;
+            }
+        }
+    }
+
+    /// The producer is fenced: it fails everything it holds and sends
+    /// nothing more.
+    fn fence(&mut self, why: String) {
+        let Some(txn) = &mut self.txn else { return };
+        if txn.fenced.is_some() {
+            return;
+        }
+        self.client_errors.push(why.clone());
+        txn.fenced = Some(why);
+    }
+
+    /// After fencing, fails what the producer still holds: it will never
+    /// be committed.
+    fn drop_fenced(&mut self, rec: &mut Recorder) {
+        if self.fenced().is_some() && self.pending_anything() {
+            self.abandon("producer fenced", rec);
+        }
+    }
+
+    fn pending_anything(&self) -> bool {
+        self.buffered > 0 || self.txn.as_ref().is_some_and(|t| !t.acked.is_empty())
     }
 
     /// Fails batches past `delivery.timeout.ms` and requests past
@@ -469,7 +704,9 @@ impl Producer {
     ) {
         batch.attempts += 1;
         let delivery_ns = self.s.delivery_timeout_ms * 1_000_000;
-        if batch.attempts > self.s.retries || now > batch.created_ns + delivery_ns {
+        // A batch of a transaction that must abort is not worth resending.
+        let doomed = self.txn.as_ref().is_some_and(|t| t.doomed.is_some());
+        if doomed || batch.attempts > self.s.retries || now > batch.created_ns + delivery_ns {
             self.fail(&batch, cause, rec);
             return;
         }
@@ -498,7 +735,7 @@ impl Producer {
     }
 
     fn drain_to(&mut self, id: i32, now: u64, rec: &mut Recorder) -> Result<(), ClientError> {
-        while !self.needs_producer_id {
+        while !self.needs_producer_id && self.fenced().is_none() {
             if let Some(b) = self.brokers.get_mut(&id) {
                 if b.conn.reauth_due() {
                     // Re-authentication waits for the answers in flight
@@ -540,6 +777,12 @@ impl Producer {
         let mut size = REQUEST_OVERHEAD;
         for i in 0..n {
             let (t, p) = parts[(start + i) % n];
+            // A partition's batches wait until AddPartitionsToTxn added it.
+            if let Some(txn) = &self.txn {
+                if !txn.added.contains(&(t, p)) {
+                    continue;
+                }
+            }
             let q = &mut self.topics[t].queues[p as usize];
             let open_before = q.open_bytes();
             // A ready batch is already counted at its closed size; only a
@@ -596,7 +839,15 @@ impl Producer {
             .expect("collect connected to the broker");
         let version = b.produce_version;
         let correlation = b.conn.next_correlation();
-        let pieces = produce_request_pieces(version, correlation, acks.wire(), timeout_ms, &parts);
+        let txn_id = self.txn.as_ref().map(|t| t.coord.transactional_id.as_str());
+        let pieces = produce_request_pieces(
+            version,
+            correlation,
+            txn_id,
+            acks.wire(),
+            timeout_ms,
+            &parts,
+        );
         drop(parts);
         let broker = self.brokers.get_mut(&id).expect("present above");
         broker.conn.queue_pieces(pieces);
@@ -627,8 +878,14 @@ impl Producer {
 
     fn complete(&mut self, t: usize, b: &ClosedBatch, now: u64, rec: &mut Recorder) {
         self.buffered -= b.footprint();
-        self.topics[t].acknowledged += b.starts.len() as u64;
         let per_message = b.payload_bytes / b.starts.len().max(1) as u64;
+        if let Some(txn) = &mut self.txn {
+            // Done once the transaction commits.
+            txn.acked
+                .extend(b.starts.iter().map(|&s| (t, s, per_message)));
+            return;
+        }
+        self.topics[t].acknowledged += b.starts.len() as u64;
         for &s in &b.starts {
             rec.on_done(now, s, per_message);
         }
@@ -706,15 +963,24 @@ impl Producer {
     ) {
         for (t, p, b) in batches {
             let name = &self.topics[t].wire;
-            let code = resp
+            let raw = resp
                 .responses
                 .iter()
                 .filter(|r| &r.name == name)
                 .flat_map(|r| r.partition_responses.iter())
                 .find(|pr| pr.index == p)
-                .map_or(ErrorCode::UnknownServerError, |pr| {
-                    ErrorCode::from_code(pr.error_code)
-                });
+                .map_or(ErrorCode::UnknownServerError.code(), |pr| pr.error_code);
+            let code = ErrorCode::from_code(raw);
+            if self.txn.is_some() && txn::is_fencing(raw) {
+                self.fence(format!(
+                    "transactional producer `{}` fenced: Produce to {}-{p} answered error {raw} ({})",
+                    self.transactional_id().unwrap_or_default(),
+                    self.topics[t].name,
+                    txn::code_name(raw)
+                ));
+                self.fail(&b, &format!("broker error {}", txn::code_name(raw)), rec);
+                continue;
+            }
             let q = &mut self.topics[t].queues[p as usize];
             match code {
                 // A duplicate was appended before: its first answer was lost.
@@ -729,7 +995,11 @@ impl Producer {
                 ErrorCode::UnknownProducerId | ErrorCode::InvalidProducerEpoch
                     if b.base_sequence >= 0 =>
                 {
-                    self.needs_producer_id = true;
+                    // A transaction aborts first; its abort renews the id.
+                    match &mut self.txn {
+                        Some(txn) => txn.doom(&cause_of_code(code)),
+                        None => self.needs_producer_id = true,
+                    }
                     self.retry_or_fail(t, p, b, now, &cause_of_code(code), rec);
                 }
                 c if c.is_retriable() => {
@@ -779,6 +1049,10 @@ impl Producer {
         }
         if self.needs_metadata || (self.needs_producer_id && self.in_flight() == 0) {
             take(self.next_metadata_ns);
+        }
+        // A refused send can go again now the transaction has ended.
+        if self.txn.as_ref().is_some_and(|t| t.refused && !t.ending) {
+            take(0);
         }
         for b in self.brokers.values() {
             if let Some(f) = b.in_flight.front() {

@@ -25,8 +25,12 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 6),
-        // The idempotent producer's id (no transactions).
+        // The idempotent and the transactional producer's id. Transactions
+        // are spoken at transaction version 1: AddPartitionsToTxn v4+ is
+        // the brokers' batched form, EndTxn v5 the KIP-890 epoch bump.
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::AddPartitionsToTxn => (0, 3),
+        ApiKey::EndTxn => (0, 4),
         // Consumer groups. JoinGroup v0 has no rebalance timeout; OffsetFetch
         // v8+ batches groups, which one member never needs.
         ApiKey::FindCoordinator => (0, 4),
@@ -135,7 +139,7 @@ pub struct ProducePart<'a> {
     pub records: &'a Bytes,
 }
 
-/// A Produce request (v3..=9, no transactional id) as the pieces of one
+/// A Produce request (v3..=9) as the pieces of one
 /// frame: small encoded parts between the record batches, which are the
 /// producer's own buffers, not copies. Written with `writev`, the batches
 /// go from the buffer they were built in to the socket; encoding through
@@ -143,7 +147,7 @@ pub struct ProducePart<'a> {
 /// `parts` with the same topic must be adjacent.
 ///
 /// ```text
-/// v3..=8: header v1 | transactional_id i16 (-1) | acks i16 | timeout_ms i32 |
+/// v3..=8: header v1 | transactional_id string (null: i16 -1) | acks i16 | timeout_ms i32 |
 ///         [topic: name string | [partition: index i32 | records bytes (i32 length)]]
 /// v9:     header v2 | the same, compact (uvarint length + 1), a tag
 ///         section (uvarint 0) after each partition, topic and the body
@@ -151,6 +155,7 @@ pub struct ProducePart<'a> {
 pub fn produce_request_pieces(
     version: i16,
     correlation_id: i32,
+    transactional_id: Option<&str>,
     acks: i16,
     timeout_ms: i32,
     parts: &[ProducePart<'_>],
@@ -167,9 +172,19 @@ pub fn produce_request_pieces(
     small.put_slice(CLIENT_ID.as_bytes());
     if flexible {
         put_uvarint(&mut small, 0); // header tags
-        put_uvarint(&mut small, 0); // transactional_id: null
-    } else {
-        small.put_i16(-1);
+    }
+    // A transactional producer's batches are refused without its id.
+    match (transactional_id, flexible) {
+        (None, true) => put_uvarint(&mut small, 0),
+        (None, false) => small.put_i16(-1),
+        (Some(id), true) => {
+            put_uvarint(&mut small, id.len() as u32 + 1);
+            small.put_slice(id.as_bytes());
+        }
+        (Some(id), false) => {
+            small.put_i16(i16::try_from(id.len()).expect("transactional.id under 32 KiB"));
+            small.put_slice(id.as_bytes());
+        }
     }
     small.put_i16(acks);
     small.put_i32(timeout_ms);
@@ -267,7 +282,7 @@ mod tests {
                 records: &batches[2],
             },
         ];
-        for version in 3..=9 {
+        for (version, id) in (3..=9).flat_map(|v| [(v, None), (v, Some("tx-7"))]) {
             let mut topics: Vec<TopicProduceData> = Vec::new();
             for p in &parts {
                 let pd = PartitionProduceData::default()
@@ -284,12 +299,17 @@ mod tests {
                 }
             }
             let req = ProduceRequest::default()
+                .with_transactional_id(id.map(|i| {
+                    sluice_protocol::messages::messages::TransactionalId(
+                        sluice_protocol::messages::protocol::StrBytes::from_static_str(i),
+                    )
+                }))
                 .with_acks(-1)
                 .with_timeout_ms(30_000)
                 .with_topic_data(topics);
             let mut expected = BytesMut::new();
             encode_request(&mut expected, ApiKey::Produce, version, 42, &req).unwrap();
-            let pieces = produce_request_pieces(version, 42, -1, 30_000, &parts);
+            let pieces = produce_request_pieces(version, 42, id, -1, 30_000, &parts);
             let joined: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
             assert_eq!(joined, expected.to_vec(), "Produce v{version}");
             // The batches are the producer's buffers, not copies.

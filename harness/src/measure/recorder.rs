@@ -50,6 +50,19 @@ pub struct Totals {
     pub latency: Hist,
     /// Publish delay (intended send → actually handed to the client), µs.
     pub delay: Hist,
+    /// A transactional producer's commits of transactions begun in the
+    /// window: the EndTxn round trip, µs.
+    pub commit: Hist,
+    /// The same transactions from their first message's send to the end
+    /// of their EndTxn, µs.
+    pub transaction: Hist,
+    /// Transactions begun in the window and committed.
+    pub transactions: u64,
+    /// Transactions aborted (any time): a batch of theirs failed.
+    pub transactions_aborted: u64,
+    /// Transactions committed inside the window, whenever they began: the
+    /// transaction rate's numerator.
+    pub transactions_done_in_window: u64,
 }
 
 impl Default for Totals {
@@ -72,6 +85,11 @@ impl Totals {
             timestamp_starts: 0,
             latency: new_hist(),
             delay: new_hist(),
+            commit: new_hist(),
+            transaction: new_hist(),
+            transactions: 0,
+            transactions_aborted: 0,
+            transactions_done_in_window: 0,
         }
     }
 
@@ -89,6 +107,11 @@ impl Totals {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&o.latency);
         let _ = self.delay.add(&o.delay);
+        let _ = self.commit.add(&o.commit);
+        let _ = self.transaction.add(&o.transaction);
+        self.transactions += o.transactions;
+        self.transactions_aborted += o.transactions_aborted;
+        self.transactions_done_in_window += o.transactions_done_in_window;
     }
 }
 
@@ -239,6 +262,32 @@ impl Recorder {
             self.totals.done_in_window += 1;
             self.totals.done_bytes_in_window += bytes;
         }
+    }
+
+    /// A transaction committed at `now_ns`: its first message was sent at
+    /// `begun_ns`, its EndTxn at `end_sent_ns`. Counted by when it began,
+    /// as messages are by their intended send time.
+    pub fn on_commit(&mut self, begun_ns: u64, end_sent_ns: u64, now_ns: u64) {
+        debug_assert!(begun_ns <= end_sent_ns && end_sent_ns <= now_ns);
+        if self.measured(begun_ns) {
+            self.totals.transactions += 1;
+            record_us(
+                &mut self.totals.commit,
+                now_ns.saturating_sub(end_sent_ns) / 1_000,
+            );
+            record_us(
+                &mut self.totals.transaction,
+                now_ns.saturating_sub(begun_ns) / 1_000,
+            );
+        }
+        if now_ns >= self.warmup_end_ns && now_ns < self.measure_end_ns {
+            self.totals.transactions_done_in_window += 1;
+        }
+    }
+
+    /// A transaction aborted.
+    pub fn on_abort(&mut self) {
+        self.totals.transactions_aborted += 1;
     }
 
     /// `n` messages that failed (started at `start_ns`), and why.

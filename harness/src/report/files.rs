@@ -4,6 +4,7 @@
 //! run.json                       environment, workload, every point's summary
 //! point-<i>-r<k>.publish.hgrm    publish latency percentile distribution (ms)
 //! point-<i>-r<k>.e2e.hgrm        end-to-end latency percentile distribution (ms)
+//! point-<i>-r<k>.commit.hgrm     EndTxn round trips (transactional points only)
 //! point-<i>-r<k>.hlog            interval log: one publish and one e2e histogram per second
 //! *.svg, *.png                   charts
 //! report.html                    table and charts on one offline page
@@ -101,6 +102,12 @@ pub fn write_point(dir: &Path, p: &PointResult, h: &PointHists) -> std::io::Resu
         dir.join(format!("{stem}.e2e.hgrm")),
         percentile_distribution(&h.e2e),
     )?;
+    if p.transactions.is_some() {
+        std::fs::write(
+            dir.join(format!("{stem}.commit.hgrm")),
+            percentile_distribution(&h.commit),
+        )?;
+    }
     std::fs::write(dir.join(format!("{stem}.hlog")), interval_log(p, h)?)
 }
 

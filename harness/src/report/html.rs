@@ -86,6 +86,19 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
                 esc(&s.why_not.join("; "))
             ));
         }
+        if let Some(t) = &p.transactions {
+            notes.push(format!(
+                "transactional, {} messages per transaction: {} committed ({:.1}/s), {} aborted; EndTxn p50 {} ms, p99 {} ms; first message to commit p50 {} ms, p99 {} ms; publish and end-to-end latency run to the commit",
+                t.messages_per_transaction,
+                t.committed,
+                t.rate_per_s,
+                t.aborted,
+                ms(t.commit_latency.p50_us),
+                ms(t.commit_latency.p99_us),
+                ms(t.begin_to_commit.p50_us),
+                ms(t.begin_to_commit.p99_us),
+            ));
+        }
         if let Some(d) = &p.disk_sync {
             notes.push(format!(
                 "bare fdatasync of {} B in {}, measured before and after the load: p50 {} ms, p99 {} ms, p99.9 {} ms ({} syncs); publish p99 is {:.1}x its p99",

@@ -118,6 +118,11 @@ pub fn run(
         {
             break now;
         }
+        // A fenced transactional producer takes no more messages: the run
+        // ends with its error rather than stalling on it.
+        if plan.producers.iter().any(|(p, _)| p.fenced().is_some()) {
+            break now;
+        }
         let (sent, bytes, blocked) = send_due(&clock, &mut plan, &mut rec, &mut k, interval_ns, n);
         if sent > 0 {
             shared.sent_messages.fetch_add(sent, Ordering::Relaxed);

@@ -563,9 +563,14 @@ fn spawn_generators(
     let mut i = 0;
     for t in &p.topics {
         for _ in 0..w.producers_per_topic {
+            // Each producer is its own transactional instance.
+            let mut settings = w.producer.clone();
+            if let Some(prefix) = &w.producer.transactional_id {
+                settings.transactional_id = Some(format!("{prefix}-{i}"));
+            }
             let prod = Producer::new(
                 clock,
-                w.producer.clone(),
+                settings,
                 std::slice::from_ref(t),
                 &p.md,
                 p.bootstrap.clone(),
@@ -717,6 +722,7 @@ fn merge(
             publish: pt.latency.clone(),
             delay: pt.delay.clone(),
             e2e: ct.latency.clone(),
+            commit: pt.commit.clone(),
             intervals: hist_rows,
             start_unix_us: 0,
         },

@@ -137,11 +137,34 @@ pub struct PointResult {
     /// What the load cost in CPU and memory, per process and phase.
     #[serde(default)]
     pub cpu: Option<CpuUse>,
+    /// Transactions, when the producers ran them.
+    #[serde(default)]
+    pub transactions: Option<TransactionResult>,
     /// The data directory's bare `fdatasync` latency, measured right
     /// before and after the load, when the broker flushes per append (or
     /// `--sync-probe` asked for it).
     #[serde(default)]
     pub disk_sync: Option<DiskSync>,
+}
+
+/// What a transactional point's producers did with their transactions.
+/// Publish and end-to-end latency then run to the commit: a message counts
+/// as acknowledged once its transaction committed, and a read_committed
+/// consumer sees it only then.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TransactionResult {
+    /// `transaction.messages`.
+    pub messages_per_transaction: u64,
+    /// Transactions begun in the window and committed.
+    pub committed: u64,
+    /// Transactions aborted over the whole load.
+    pub aborted: u64,
+    /// Commits inside the window, per second of it.
+    pub rate_per_s: f64,
+    /// The EndTxn round trip of the window's transactions.
+    pub commit_latency: Percentiles,
+    /// From a transaction's first message to its commit's answer.
+    pub begin_to_commit: Percentiles,
 }
 
 /// One rate the max-rate search tried.
@@ -175,6 +198,8 @@ pub struct PointHists {
     pub publish: Hist,
     pub delay: Hist,
     pub e2e: Hist,
+    /// EndTxn round trips (empty unless transactional).
+    pub commit: Hist,
     /// Per second of the load: (second, publish latency, end-to-end
     /// latency).
     pub intervals: Vec<(u64, Option<Hist>, Option<Hist>)>,

@@ -3,7 +3,7 @@
 //! what was measured is still written.
 
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
-use super::result::{PointHists, PointResult, Probe};
+use super::result::{PointHists, PointResult, Probe, TransactionResult};
 use super::sustain::judge;
 use crate::client::admin;
 use crate::client::conn::Connection;
@@ -407,6 +407,14 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
         intervals: out.intervals,
         interrupted: out.interrupted,
         cpu: Some(out.cpu),
+        transactions: w.producer.transactional().then(|| TransactionResult {
+            messages_per_transaction: w.producer.transaction_messages,
+            committed: out.produce.transactions,
+            aborted: out.produce.transactions_aborted,
+            rate_per_s: out.produce.transactions_done_in_window as f64 / win,
+            commit_latency: Percentiles::of(&out.produce.commit),
+            begin_to_commit: Percentiles::of(&out.produce.transaction),
+        }),
         disk_sync: m.disk,
     }
 }
@@ -452,6 +460,16 @@ pub fn terminal_line(r: &PointResult) -> String {
     );
     if let Some(found) = r.max_rate_found {
         line.push_str(&format!("; max rate found {found:.0} msg/s"));
+    }
+    if let Some(t) = &r.transactions {
+        line.push_str(&format!(
+            "; transactional, {} messages per transaction: {:.1} commits/s, commit p50 {:.2} ms p99 {:.2} ms, {} aborted",
+            t.messages_per_transaction,
+            t.rate_per_s,
+            t.commit_latency.p50_us as f64 / 1e3,
+            t.commit_latency.p99_us as f64 / 1e3,
+            t.aborted
+        ));
     }
     if r.errors > 0 || r.unsent > 0 || r.unconsumed > 0 {
         line.push_str(&format!(

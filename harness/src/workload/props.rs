@@ -49,6 +49,22 @@ pub struct ProducerSettings {
     /// Whether `enable.idempotence` was given, rather than defaulted.
     #[serde(skip)]
     pub idempotence_set: bool,
+    /// `transactional.id`: a prefix; each producer of a run takes
+    /// `<prefix>-<n>`. With it (and `transaction.messages` above 0) every
+    /// producer is transactional.
+    pub transactional_id: Option<String>,
+    /// `transaction.messages`: messages per transaction (the harness's
+    /// own property: a benchmark has no application to say where a
+    /// transaction ends). 0 keeps a producer with a transactional id
+    /// idempotent only, so one sweep holds the non-transactional baseline.
+    pub transaction_messages: u64,
+    /// Whether `transaction.messages` was given.
+    #[serde(skip)]
+    pub transaction_messages_set: bool,
+    /// `transaction.timeout.ms`, sent with InitProducerId.
+    pub transaction_timeout_ms: u64,
+    #[serde(skip)]
+    pub transaction_timeout_set: bool,
     /// How the producer's connections (and the run's topic administration)
     /// are secured, resolved from `security_props`.
     pub security: Security,
@@ -88,6 +104,11 @@ impl Default for ProducerSettings {
             max_request_size: 1_048_576,
             enable_idempotence: true,
             idempotence_set: false,
+            transactional_id: None,
+            transaction_messages: TRANSACTION_MESSAGES_DEFAULT,
+            transaction_messages_set: false,
+            transaction_timeout_ms: 60_000,
+            transaction_timeout_set: false,
             security: Security::plaintext(),
             security_props: SecurityProps::default(),
             ignored: BTreeMap::new(),
@@ -116,7 +137,6 @@ pub const PRODUCER_IGNORED: &[&str] = &[
     "reconnect.backoff.ms",
     "reconnect.backoff.max.ms",
     "retry.backoff.max.ms",
-    "transactional.id",
     "interceptor.classes",
     "client.dns.lookup",
 ];
@@ -134,7 +154,14 @@ pub const PRODUCER_KNOWN: &[&str] = &[
     "buffer.memory",
     "max.request.size",
     "enable.idempotence",
+    "transactional.id",
+    "transaction.messages",
+    "transaction.timeout.ms",
 ];
+
+/// Messages per transaction when `transactional.id` is given without
+/// `transaction.messages`.
+pub const TRANSACTION_MESSAGES_DEFAULT: u64 = 1_000;
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, FieldError> {
     v.trim()
@@ -190,6 +217,21 @@ impl ProducerSettings {
                 self.enable_idempotence = parse_bool(key, v)?;
                 self.idempotence_set = true;
             }
+            "transactional.id" => {
+                let id = v.trim();
+                if id.is_empty() {
+                    return Err(FieldError::new(key, "must not be empty"));
+                }
+                self.transactional_id = Some(id.to_string());
+            }
+            "transaction.messages" => {
+                self.transaction_messages = parse_num(key, v)?;
+                self.transaction_messages_set = true;
+            }
+            "transaction.timeout.ms" => {
+                self.transaction_timeout_ms = parse_num(key, v)?;
+                self.transaction_timeout_set = true;
+            }
             _ if PRODUCER_IGNORED.contains(&key) => {
                 self.ignored.insert(key.to_string(), v.to_string());
             }
@@ -208,13 +250,62 @@ impl ProducerSettings {
     /// or requests in flight rule it out, as in the Java client.
     pub fn settle(&mut self) {
         if !self.idempotence_set {
-            self.enable_idempotence =
-                self.acks == Acks::All && self.retries > 0 && self.max_in_flight <= 5;
+            // A transactional producer is idempotent, as in the Java client.
+            self.enable_idempotence = self.transactional()
+                || (self.acks == Acks::All && self.retries > 0 && self.max_in_flight <= 5);
         }
+    }
+
+    /// Whether the producers run transactions: a `transactional.id` and
+    /// more than 0 `transaction.messages`.
+    pub fn transactional(&self) -> bool {
+        self.transactional_id.is_some() && self.transaction_messages > 0
+    }
+
+    /// Transaction settings that cannot work, or would do nothing.
+    fn check_transactions(&self, block: &str) -> Result<(), FieldError> {
+        let f = |k: &str| format!("{block}.{k}");
+        if self.transactional_id.is_none() {
+            for (set, key) in [
+                (self.transaction_messages_set, "transaction.messages"),
+                (self.transaction_timeout_set, "transaction.timeout.ms"),
+            ] {
+                if set {
+                    return Err(FieldError::new(
+                        f(key),
+                        "needs transactional.id: without it the producer runs no transactions",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if !self.transactional() {
+            return Ok(());
+        }
+        if self.acks != Acks::All {
+            return Err(FieldError::new(
+                f("acks"),
+                "transactional.id requires acks=all (Kafka refuses this combination)",
+            ));
+        }
+        if !self.enable_idempotence {
+            return Err(FieldError::new(
+                f("enable.idempotence"),
+                "transactional.id requires enable.idempotence=true (Kafka refuses this combination)",
+            ));
+        }
+        if self.transaction_timeout_ms == 0 || self.transaction_timeout_ms > i32::MAX as u64 {
+            return Err(FieldError::new(
+                f("transaction.timeout.ms"),
+                "must be between 1 and 2147483647",
+            ));
+        }
+        Ok(())
     }
 
     /// Impossible or unsupported combinations.
     pub fn check(&self, block: &str) -> Result<(), FieldError> {
+        self.check_transactions(block)?;
         let f = |k: &str| format!("{block}.{k}");
         if self.enable_idempotence && self.acks != Acks::All {
             return Err(FieldError::new(
@@ -290,6 +381,9 @@ pub struct ConsumerSettings {
     pub heartbeat_interval_ms: i32,
     /// Sent as JoinGroup's rebalance timeout, as the Java client does.
     pub max_poll_interval_ms: i32,
+    /// `isolation.level=read_committed`: fetches stop at the last stable
+    /// offset and records of aborted transactions are dropped.
+    pub read_committed: bool,
     /// How the consumer's connections are secured, from `security_props`.
     pub security: Security,
     #[serde(skip)]
@@ -298,6 +392,11 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
+    /// The Fetch and ListOffsets `isolation_level` field.
+    pub fn isolation_level(&self) -> i8 {
+        i8::from(self.read_committed)
+    }
+
     /// Heartbeats go every `heartbeat.interval.ms`, but at least three per
     /// session timeout so one lost heartbeat does not expire the member.
     pub fn heartbeat_interval(&self) -> std::time::Duration {
@@ -323,6 +422,7 @@ impl Default for ConsumerSettings {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
+            read_committed: false,
             security: Security::plaintext(),
             security_props: SecurityProps::default(),
             ignored: BTreeMap::new(),
@@ -336,7 +436,6 @@ pub const CONSUMER_IGNORED: &[&str] = &[
     "key.deserializer",
     "value.deserializer",
     "max.poll.records",
-    "isolation.level",
     "partition.assignment.strategy",
     "receive.buffer.bytes",
     "send.buffer.bytes",
@@ -360,6 +459,7 @@ pub const CONSUMER_KNOWN: &[&str] = &[
     "session.timeout.ms",
     "heartbeat.interval.ms",
     "max.poll.interval.ms",
+    "isolation.level",
 ];
 
 impl ConsumerSettings {
@@ -390,6 +490,16 @@ impl ConsumerSettings {
                 "max.poll.interval.ms" => {
                     self.max_poll_interval_ms = parse_num(key, v).map_err(e)?
                 }
+                "isolation.level" => match v.trim() {
+                    "read_committed" => self.read_committed = true,
+                    "read_uncommitted" => self.read_committed = false,
+                    _ => {
+                        return Err(FieldError::new(
+                            path,
+                            "must be read_committed or read_uncommitted",
+                        ));
+                    }
+                },
                 "auto.offset.reset" => match v.trim() {
                     "earliest" => self.auto_offset_reset_earliest = true,
                     "latest" => self.auto_offset_reset_earliest = false,
