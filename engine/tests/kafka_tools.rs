@@ -4,7 +4,8 @@
 //! and consumer perf tests, `kafka-get-offsets.sh`,
 //! `kafka-delete-records.sh`, `kafka-log-dirs.sh`,
 //! `kafka-leader-election.sh`, `kafka-reassign-partitions.sh`,
-//! `kafka-metadata-quorum.sh` and `kafka-acls.sh`, run with
+//! `kafka-metadata-quorum.sh`, `kafka-acls.sh` and
+//! `kafka-transactions.sh`, run with
 //! `java -cp` from the jars `scripts/kafka.sh fetch` puts in
 //! `~/.cache/sluice/kafka-<version>` (Maven, pinned by
 //! `scripts/kafka/pom.xml`; `.ci/run` fetches them, and the first test
@@ -1106,4 +1107,66 @@ fn kafka_acls_adds_lists_and_removes_acls() {
     ]);
     let none = acls(&["--list"]);
     assert!(!none.contains("principal="), "{none}");
+}
+
+/// `kafka-transactions.sh`.
+const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
+
+#[test]
+fn kafka_transactions_lists_and_describes_an_open_transaction() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = Broker::start(2, &["transaction.state.log.num.partitions=4"]);
+    create_topic(&broker, "tools-txn-topic", 1);
+    let b = broker.bootstrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("transactional.id", "tools-txn")
+        .create()
+        .expect("producer");
+    producer
+        .init_transactions(READY_DEADLINE)
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin");
+    producer
+        .send(
+            BaseRecord::<(), str>::to("tools-txn-topic")
+                .partition(0)
+                .payload("open"),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(READY_DEADLINE).expect("flush");
+    let listed = tool(TRANSACTIONS, &["--bootstrap-server", &b, "list"]);
+    let row = rows(&listed, "TransactionalId")
+        .into_iter()
+        .find(|r| r[0] == "tools-txn")
+        .unwrap_or_else(|| panic!("tools-txn is not listed:\n{listed}"));
+    assert_eq!(row[3], "Ongoing", "{listed}");
+    let described = tool(
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--transactional-id",
+            "tools-txn",
+        ],
+    );
+    assert!(described.contains("Ongoing"), "{described}");
+    assert!(described.contains("tools-txn-topic-0"), "{described}");
+    producer.abort_transaction(READY_DEADLINE).expect("abort");
+    let described = tool(
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--transactional-id",
+            "tools-txn",
+        ],
+    );
+    assert!(
+        described.contains("CompleteAbort") || described.contains("PrepareAbort"),
+        "{described}"
+    );
 }
