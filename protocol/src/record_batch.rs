@@ -439,6 +439,42 @@ fn read_varbytes<'a>(
     Ok(Some(r.take(len as usize, field)?))
 }
 
+/// Calls `f(offset, key, value)` for each keyed record of a stored data
+/// batch, decompressing it first; control batches, keyless records and a
+/// batch that does not decode are passed over (the internal topics'
+/// coordinators replay their partitions with it, where every record is
+/// keyed and a damaged batch holds nothing they can use).
+pub fn for_each_keyed_record(
+    h: &BatchHeader,
+    batch: &[u8],
+    mut f: impl FnMut(i64, &[u8], Option<&[u8]>),
+) {
+    if h.is_control() || batch.len() < BATCH_HEADER_SIZE {
+        return;
+    }
+    let section = &batch[BATCH_HEADER_SIZE..];
+    let decompressed;
+    let records = match h.compression() {
+        Some(Compression::None) => section,
+        Some(codec) => match crate::compression::decompress(codec, section) {
+            Ok(d) => {
+                decompressed = d;
+                &decompressed[..]
+            }
+            Err(_) => return,
+        },
+        None => return,
+    };
+    let Ok(records) = decode_records(records, h.records_count.max(0) as usize) else {
+        return;
+    };
+    for r in records {
+        if let Some(key) = r.key {
+            f(h.base_offset.0 + i64::from(r.offset_delta), key, r.value);
+        }
+    }
+}
+
 /// Decodes `count` records from an uncompressed records section.
 pub fn decode_records(section: &[u8], count: usize) -> Result<Vec<Record<'_>>, DecodeError> {
     let mut r = Reader::new(section);

@@ -19,8 +19,8 @@ use crate::shard::Shard;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use sluice_protocol::record_batch::{
-    compute_crc, decode_records, validate_record_set, BatchBuilder, BatchHeader, Compression,
-    ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE, CRC_OFFSET,
+    compute_crc, decode_records, for_each_keyed_record, validate_record_set, BatchBuilder,
+    BatchHeader, ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE, CRC_OFFSET,
 };
 use sluice_protocol::{ErrorCode, Offset};
 use std::cell::{Cell, RefCell};
@@ -1019,7 +1019,7 @@ impl Coordinator {
                 }
                 return;
             }
-            for_each_record(h, batch, |offset, key, value| {
+            for_each_keyed_record(h, batch, |offset, key, value| {
                 records += 1;
                 let replayed = if h.is_transactional() {
                     let producer = (h.producer_id, h.producer_epoch);
@@ -1236,34 +1236,6 @@ fn marker_of(h: &BatchHeader, batch: &[u8]) -> Option<bool> {
     let section = batch.get(BATCH_HEADER_SIZE..)?;
     let records = decode_records(section, h.records_count.max(0) as usize).ok()?;
     txn_offsets::marker_commits(records.first()?.key?)
-}
-
-/// Calls `f(offset, key, value)` for each record of a stored batch.
-fn for_each_record(h: &BatchHeader, batch: &[u8], mut f: impl FnMut(i64, &[u8], Option<&[u8]>)) {
-    if h.is_control() || batch.len() < BATCH_HEADER_SIZE {
-        return;
-    }
-    let section = &batch[BATCH_HEADER_SIZE..];
-    let decompressed;
-    let records = match h.compression() {
-        Some(Compression::None) => section,
-        Some(codec) => match sluice_protocol::compression::decompress(codec, section) {
-            Ok(d) => {
-                decompressed = d;
-                &decompressed[..]
-            }
-            Err(_) => return,
-        },
-        None => return,
-    };
-    let Ok(records) = decode_records(records, h.records_count.max(0) as usize) else {
-        return;
-    };
-    for r in records {
-        if let Some(key) = r.key {
-            f(h.base_offset.0 + i64::from(r.offset_delta), key, r.value);
-        }
-    }
 }
 
 /// Applies a consumer-protocol group's record; false if `key` is not one.

@@ -19,9 +19,7 @@ use super::{TxnConfig, TXN_TOPIC};
 use crate::replication::state::Acks;
 use crate::shard::partition::now_ms;
 use crate::shard::Shard;
-use sluice_protocol::record_batch::{
-    decode_records, validate_record_set, BatchBuilder, BatchHeader, Compression, BATCH_HEADER_SIZE,
-};
+use sluice_protocol::record_batch::{for_each_keyed_record, validate_record_set, BatchBuilder};
 use sluice_protocol::{ErrorCode, Offset};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -428,7 +426,7 @@ impl TxnCoordinator {
         let mut txns = self.txns.borrow_mut();
         let (mut records, mut bad) = (0u64, 0u64);
         let result = p.for_each_batch(Offset(0), |h, batch| {
-            for_each_record(h, batch, |key, value| {
+            for_each_keyed_record(h, batch, |_, key, value| {
                 records += 1;
                 let Ok(id) = decode_key(key) else {
                     bad += 1;
@@ -657,32 +655,4 @@ async fn append_set(
         crate::shard::partition::acked(rx, STORE_TIMEOUT).await?;
     }
     Ok(info.base_offset.0)
-}
-
-/// Calls `f(key, value)` for each keyed record of a stored batch.
-fn for_each_record(h: &BatchHeader, batch: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) {
-    if h.is_control() || batch.len() < BATCH_HEADER_SIZE {
-        return;
-    }
-    let section = &batch[BATCH_HEADER_SIZE..];
-    let decompressed;
-    let records = match h.compression() {
-        Some(Compression::None) => section,
-        Some(codec) => match sluice_protocol::compression::decompress(codec, section) {
-            Ok(d) => {
-                decompressed = d;
-                &decompressed[..]
-            }
-            Err(_) => return,
-        },
-        None => return,
-    };
-    let Ok(records) = decode_records(records, h.records_count.max(0) as usize) else {
-        return;
-    };
-    for r in records {
-        if let Some(key) = r.key {
-            f(key, r.value);
-        }
-    }
 }

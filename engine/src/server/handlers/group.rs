@@ -73,6 +73,33 @@ fn s(v: impl Into<String>) -> StrBytes {
 /// of the box and a cluster gets three replicas. A factor set explicitly
 /// is kept: above the live brokers it fails (COORDINATOR_NOT_AVAILABLE, so
 /// clients retry) until enough have registered, as in Kafka.
+/// Creates an internal topic (`__consumer_offsets`,
+/// `__transaction_state`) a coordinator needs: any failure is
+/// COORDINATOR_NOT_AVAILABLE, which clients retry, and a replication
+/// factor above the live brokers waits for more to register.
+pub(super) async fn create_internal_topic(
+    shard: &Rc<Shard>,
+    new: NewTopic,
+) -> Result<Arc<TopicMeta>, ErrorCode> {
+    let name = new.name.clone();
+    match controller::create_topic(shard, new).await {
+        Ok(t) => Ok(t),
+        Err((ErrorCode::TopicAlreadyExists, _)) => shard
+            .metadata()
+            .topic(&name)
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable),
+        Err((ErrorCode::InvalidReplicationFactor, message)) => {
+            tracing::warn!(%message, "{name} waits for more brokers");
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
+        Err((code, message)) => {
+            tracing::error!(?code, %message, "creating {name}");
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
+    }
+}
+
 async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
     if let Some(t) = shard.metadata().topic(OFFSETS_TOPIC) {
         return Ok(Arc::clone(t));
@@ -106,22 +133,7 @@ async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
         overrides,
         assignments: None,
     };
-    match controller::create_topic(shard, new).await {
-        Ok(t) => Ok(t),
-        Err((ErrorCode::TopicAlreadyExists, _)) => shard
-            .metadata()
-            .topic(OFFSETS_TOPIC)
-            .cloned()
-            .ok_or(ErrorCode::CoordinatorNotAvailable),
-        Err((ErrorCode::InvalidReplicationFactor, message)) => {
-            tracing::warn!(%message, "{OFFSETS_TOPIC} waits for more brokers");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
-        Err((code, message)) => {
-            tracing::error!(?code, %message, "creating {OFFSETS_TOPIC}");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
-    }
+    create_internal_topic(shard, new).await
 }
 
 /// Runs `f` on the shard coordinating `group_id`.

@@ -11,10 +11,11 @@
 //! < 4, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn < 2) get
 //! INVALID_PRODUCER_EPOCH instead, as Kafka answers them.
 
+use super::group::create_internal_topic;
 use super::{Ctx, HandlerError, Reply};
 use crate::metadata::TopicMeta;
 use crate::security::acl::{Operation, ResourceType};
-use crate::shard::controller::{self, NewTopic};
+use crate::shard::controller::NewTopic;
 use crate::shard::Shard;
 use crate::txn::state::{InitRequest, ProducerRef, TopicPartition, TxnMeta, TxnState};
 use crate::txn::TXN_TOPIC;
@@ -77,22 +78,7 @@ pub(super) async fn txn_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, Error
         overrides,
         assignments: None,
     };
-    match controller::create_topic(shard, new).await {
-        Ok(t) => Ok(t),
-        Err((ErrorCode::TopicAlreadyExists, _)) => shard
-            .metadata()
-            .topic(TXN_TOPIC)
-            .cloned()
-            .ok_or(ErrorCode::CoordinatorNotAvailable),
-        Err((ErrorCode::InvalidReplicationFactor, message)) => {
-            tracing::warn!(%message, "{TXN_TOPIC} waits for more brokers");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
-        Err((code, message)) => {
-            tracing::error!(?code, %message, "creating {TXN_TOPIC}");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
-    }
+    create_internal_topic(shard, new).await
 }
 
 /// FindCoordinator for one transactional id: fills in `c` with the
