@@ -12,6 +12,8 @@
 //! a mechanism the listener does not enable, a certificate that does not
 //! name the host.
 
+mod kafka;
+use kafka::{common_properties, free_port, KafkaNode};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -24,51 +26,14 @@ use sluice_harness::client::security::Security;
 use sluice_harness::report::files::read_run_json;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
 use sluice_harness::workload::{parse, security::SecurityProps};
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kafka's start-up takes 5–15 s on an idle machine, many times that on a
-/// 2-core machine shared with compilers.
-const READY_DEADLINE: Duration = Duration::from_secs(240);
-/// Fetching the jars the first time (about 100 MB from Maven Central).
-const FETCH_DEADLINE_S: &str = "900";
 const CLUSTER_ID: &str = "c2x1aWNlLXNlY3VyaXR5MQ";
 const PASSWORD: &str = "alice-secret";
 /// The SASL_PLAINTEXT listener's session lifetime: short, so a run of a
 /// few seconds must re-authenticate on every connection.
 const REAUTH_MS: u64 = 4_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn lib_dir() -> PathBuf {
-    let out = Command::new("timeout")
-        .arg(FETCH_DEADLINE_S)
-        .arg(repo_root().join("scripts/kafka.sh"))
-        .arg("fetch")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/kafka.sh fetch");
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh fetch failed ({}); it needs Maven and Java 17+",
-        out.status
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.trim().lines().last().expect("the jars' folder"))
-}
 
 /// A CA, a server certificate for `localhost` (not for 127.0.0.1) and a
 /// client certificate, as PEM files in `dir`.
@@ -119,10 +84,9 @@ fn make_pki(dir: &Path, ca_name: &str) -> Pki {
 }
 
 struct Kafka {
-    child: Child,
-    dir: tempfile::TempDir,
+    /// Runs until the test ends.
+    _node: KafkaNode,
     pki: Pki,
-    plaintext: u16,
     ssl: u16,
     sasl_ssl: u16,
     sasl_plaintext: u16,
@@ -130,7 +94,6 @@ struct Kafka {
 
 impl Kafka {
     fn start() -> Kafka {
-        let lib = lib_dir();
         let dir = tempfile::tempdir().unwrap();
         let pki = make_pki(dir.path(), "sluice-bench test CA");
         let (plaintext, controller, ssl, sasl_ssl, sasl_plaintext) = (
@@ -145,23 +108,10 @@ impl Kafka {
         );
         let scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
         let props = format!(
-            "process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext}
+            "listeners=PLAINTEXT://127.0.0.1:{plaintext},CONTROLLER://127.0.0.1:{controller},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext}
 advertised.listeners=PLAINTEXT://127.0.0.1:{plaintext},SSL://localhost:{ssl},SASL_SSL://localhost:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT
-log.dirs={data}
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-ssl.keystore.type=PEM
+{common}ssl.keystore.type=PEM
 ssl.keystore.location={server}
 ssl.truststore.type=PEM
 ssl.truststore.location={ca}
@@ -174,103 +124,26 @@ listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram_jaas}
 listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={REAUTH_MS}
 ",
-            data = dir.path().join("data").display(),
+            common = common_properties(controller, &dir.path().join("data")),
             server = pki.server.display(),
             ca = pki.ca.display(),
         );
-        let props_path = dir.path().join("server.properties");
-        std::fs::write(&props_path, props).unwrap();
-        let tools_log = repo_root().join("scripts/kafka/log4j2-tools.properties");
-        let format = java(&lib, "256m")
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                tools_log.display()
-            ))
-            .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
-            .arg(&props_path)
-            .arg("--add-scram")
-            .arg(format!("SCRAM-SHA-512=[name=alice,password={PASSWORD}]"))
-            .arg("--add-scram")
-            .arg(format!("SCRAM-SHA-256=[name=alice,password={PASSWORD}]"))
-            .output()
-            .expect("run Kafka's StorageTool");
-        assert!(
-            format.status.success(),
-            "formatting Kafka's storage failed:\n{}{}",
-            String::from_utf8_lossy(&format.stdout),
-            String::from_utf8_lossy(&format.stderr)
-        );
-        let logs = dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
-        let broker_log = repo_root().join("scripts/kafka/log4j2-broker.properties");
-        let mut cmd = java(&lib, "512m");
-        cmd.arg(format!("-Dkafka.logs.dir={}", logs.display()))
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                broker_log.display()
-            ))
-            .arg("kafka.Kafka")
-            .arg(&props_path)
-            .stdin(Stdio::null())
-            .stdout(stdout.try_clone().unwrap())
-            .stderr(stdout);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between
-        // fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start Kafka");
-        let mut k = Kafka {
-            child,
-            dir,
+        let scram = |mechanism: &str| {
+            [
+                "--add-scram".to_string(),
+                format!("{mechanism}=[name=alice,password={PASSWORD}]"),
+            ]
+        };
+        let format_args = [scram("SCRAM-SHA-512"), scram("SCRAM-SHA-256")].concat();
+        let ready_at = std::net::SocketAddr::from(([127, 0, 0, 1], plaintext));
+        let node = KafkaNode::start(dir, &props, CLUSTER_ID, &format_args, ready_at);
+        Kafka {
+            _node: node,
             pki,
-            plaintext,
             ssl,
             sasl_ssl,
             sasl_plaintext,
-        };
-        k.wait_ready();
-        k
-    }
-
-    /// Until Metadata on the PLAINTEXT listener names the broker.
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.plaintext));
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("Kafka exited ({status}):\n{}", self.log_tail());
-            }
-            let listed = Connection::connect(addr, Duration::from_secs(5))
-                .and_then(|mut c| admin::metadata(&mut c, Some(&[])))
-                .map_or(0, |md| md.brokers.len());
-            if listed >= 1 {
-                return;
-            }
-            assert!(
-                start.elapsed() < READY_DEADLINE,
-                "Kafka not ready after {READY_DEADLINE:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut out = String::new();
-        for name in ["logs/server.log", "stdout.log"] {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(40);
-            out.push_str(&format!("--- {name}\n{}\n", lines[from..].join("\n")));
-        }
-        out
     }
 
     /// Client properties (`key=value` lines) for each case.
@@ -282,22 +155,6 @@ listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={REAUTH_MS}
             self.pki.client_key.display()
         )
     }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn java(lib: &Path, heap: &str) -> Command {
-    let mut cmd = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()));
-    cmd.arg(format!("-Xmx{heap}"))
-        .args(["-XX:+UseG1GC", "-Djava.awt.headless=true"])
-        .arg("-cp")
-        .arg(format!("{}/*", lib.display()));
-    cmd
 }
 
 /// `key=value` lines resolved as a workload's client properties are.

@@ -13,6 +13,8 @@
 //!
 //! Workload values that cannot work are refused naming file, line and field.
 
+mod kafka;
+use kafka::{common_properties, free_port, KafkaNode};
 use sluice_harness::client::admin;
 use sluice_harness::client::conn::Connection;
 use sluice_harness::client::consumer::Consumer;
@@ -25,186 +27,36 @@ use sluice_harness::run::point;
 use sluice_harness::run::sweep::{run_workload, RunOptions};
 use sluice_harness::workload::error::WorkloadError;
 use sluice_harness::workload::parse;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Kafka's start-up takes 5–15 s on an idle machine, many times that on a
-/// 2-core machine shared with compilers.
-const READY_DEADLINE: Duration = Duration::from_secs(240);
-/// Fetching the jars the first time (about 100 MB from Maven Central).
-const FETCH_DEADLINE_S: &str = "900";
 /// Liveness bound for a producer's flush or a consumer's catching up.
 const DEADLINE: Duration = Duration::from_secs(120);
 const CLUSTER_ID: &str = "c2x1aWNlLXR4YmVuY2gxMQ";
 const COMMITTED: u64 = 3_000;
 const ABORTED: u64 = 50;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn lib_dir() -> PathBuf {
-    let out = Command::new("timeout")
-        .arg(FETCH_DEADLINE_S)
-        .arg(repo_root().join("scripts/kafka.sh"))
-        .arg("fetch")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/kafka.sh fetch");
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh fetch failed ({}); it needs Maven and Java 17+",
-        out.status
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.trim().lines().last().expect("the jars' folder"))
-}
-
-fn java(lib: &Path, heap: &str) -> Command {
-    let mut cmd = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()));
-    cmd.arg(format!("-Xmx{heap}"))
-        .args(["-XX:+UseG1GC", "-Djava.awt.headless=true"])
-        .arg("-cp")
-        .arg(format!("{}/*", lib.display()));
-    cmd
-}
-
 struct Kafka {
-    child: Child,
-    dir: tempfile::TempDir,
+    /// Runs until the test ends.
+    _node: KafkaNode,
     addr: SocketAddr,
 }
 
 impl Kafka {
     fn start() -> Kafka {
-        let lib = lib_dir();
         let dir = tempfile::tempdir().unwrap();
         let (port, controller) = (free_port(), free_port());
-        // One partition of `__transaction_state` and of `__consumer_offsets`:
-        // the default 50 take long to create on a loaded machine.
         let props = format!(
-            "process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+            "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-",
-            data = dir.path().join("data").display(),
+{}",
+            common_properties(controller, &dir.path().join("data"))
         );
-        let props_path = dir.path().join("server.properties");
-        std::fs::write(&props_path, props).unwrap();
-        let tools_log = repo_root().join("scripts/kafka/log4j2-tools.properties");
-        let format = java(&lib, "256m")
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                tools_log.display()
-            ))
-            .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
-            .arg(&props_path)
-            .output()
-            .expect("run Kafka's StorageTool");
-        assert!(
-            format.status.success(),
-            "formatting Kafka's storage failed:\n{}{}",
-            String::from_utf8_lossy(&format.stdout),
-            String::from_utf8_lossy(&format.stderr)
-        );
-        let logs = dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
-        let broker_log = repo_root().join("scripts/kafka/log4j2-broker.properties");
-        let mut cmd = java(&lib, "512m");
-        cmd.arg(format!("-Dkafka.logs.dir={}", logs.display()))
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                broker_log.display()
-            ))
-            .arg("kafka.Kafka")
-            .arg(&props_path)
-            .stdin(Stdio::null())
-            .stdout(stdout.try_clone().unwrap())
-            .stderr(stdout);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between
-        // fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start Kafka");
-        let mut k = Kafka {
-            child,
-            dir,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        k.wait_ready();
-        k
-    }
-
-    /// Until Metadata names the broker.
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("Kafka exited ({status}):\n{}", self.log_tail());
-            }
-            let listed = Connection::connect(self.addr, Duration::from_secs(5))
-                .and_then(|mut c| admin::metadata(&mut c, Some(&[])))
-                .map_or(0, |md| md.brokers.len());
-            if listed >= 1 {
-                return;
-            }
-            assert!(
-                start.elapsed() < READY_DEADLINE,
-                "Kafka not ready after {READY_DEADLINE:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut out = String::new();
-        for name in ["logs/server.log", "stdout.log"] {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(40);
-            out.push_str(&format!("--- {name}\n{}\n", lines[from..].join("\n")));
-        }
-        out
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let node = KafkaNode::start(dir, &props, CLUSTER_ID, &[], addr);
+        Kafka { _node: node, addr }
     }
 }
 
