@@ -48,8 +48,9 @@ import org.apache.kafka.streams.kstream.Produced;
  * {@link StreamsWordCount} (a repartition topic, a store with a changelog topic) with the
  * record cache off, so every word read emits its word's next count. Processed exactly once,
  * the output topic read with read_committed holds for each word the counts 1, 2, ... N in
- * order, N being how often the word occurs in the input; a line processed twice would repeat
- * counts or skip ahead, one lost would leave N short.
+ * order, N being how often the word occurs in the input; a line processed twice takes its
+ * words' counts past their totals, a count written twice or lost breaks the run, a line lost
+ * leaves N short.
  *
  * <p>Three modes, run as separate processes so the caller can SIGKILL the application and
  * kill brokers between them:
@@ -288,7 +289,7 @@ public final class StreamsExactlyOnce {
           check(
               r.value() == before + 1,
               r.key() + " counted " + r.value() + " after " + before + " at " + r.topic() + "-"
-                  + r.partition() + "@" + r.offset() + ": a line processed twice or lost");
+                  + r.partition() + "@" + r.offset() + ": a count written twice or lost");
           check(
               r.value() <= expected.getOrDefault(r.key(), 0L),
               r.key() + " counted " + r.value() + " times, more than its "
