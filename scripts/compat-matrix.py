@@ -28,6 +28,7 @@ CLIENTS = [
     ("librdkafka", "librdkafka (Rust rdkafka; confluent-kafka for KIP-848)"),
     ("kcat", "kcat"),
     ("java", "Java client (kafka-clients 4.4)"),
+    ("kafka-streams", "Kafka Streams 4.4"),
     ("kafka-tools", "Kafka's command-line tools 4.4"),
     ("franz-go", "franz-go"),
     ("sarama", "sarama"),
