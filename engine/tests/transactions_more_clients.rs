@@ -112,3 +112,35 @@ fn aiokafka_commits_and_aborts_and_its_read_committed_consumer_skips_the_aborted
 fn kafka_python_commits_and_aborts_and_its_read_committed_consumer_skips_the_aborted() {
     python_transactions("kafka-python", "kafka-python-txn");
 }
+
+#[test]
+fn sarama_commits_and_aborts_and_its_read_committed_consumer_skips_the_aborted() {
+    // IBM sarama from the Go module proxy, pinned by
+    // tests/go/saramatxn/go.sum (Debian's sarama predates transactions).
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/saramatxn");
+    let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("saramatxn");
+    let bin = out_dir.join("saramatxn");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(src)
+        .env("GOFLAGS", "-mod=readonly")
+        .output()
+        .expect("go is installed (apt-get install golang-go)");
+    assert!(
+        build.status.success(),
+        "building the sarama transactions test failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let broker = txn_broker();
+    create_topic(&broker, "sarama-txn", 3);
+    let bin = bin.to_str().expect("a UTF-8 path");
+    let out = run_client(
+        "sarama transactions",
+        &["200", bin, &broker.bootstrap(), "sarama-txn", "200"],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    assert!(out.contains("sarama transactions: ok"), "{out}");
+    common::passed("sarama", &["transactions"]);
+}
