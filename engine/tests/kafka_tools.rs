@@ -1170,3 +1170,100 @@ fn kafka_transactions_lists_and_describes_an_open_transaction() {
         "{described}"
     );
 }
+
+/// `kafka-transactions.sh find-hanging` finds a transaction its
+/// coordinator never heard of (a transactional batch produced raw under a
+/// producer id, never added to a transaction nor ended), and `abort`
+/// ends it with an ABORT marker, after which read_committed readers move
+/// past it.
+#[test]
+fn kafka_transactions_finds_and_aborts_a_hanging_transaction() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_protocol::record_batch::BatchBuilder;
+
+    let broker = Broker::start(2, &["transaction.state.log.num.partitions=4"]);
+    create_topic(&broker, "tools-hanging", 1);
+    let b = broker.bootstrap();
+    let name = || TopicName(StrBytes::from_static_str("tools-hanging"));
+    let mut raw = Raw::connect(broker.addr());
+    let pid = common::new_producer_id(broker.addr());
+    // Record timestamps in 1970: the transaction looks older than any
+    // transaction timeout.
+    let mut batch = BatchBuilder::new(1_000).producer(pid, 0, 0).transactional();
+    batch.push(1_000, None, Some(b"hanging"), &[]);
+    let records = batch.records().to_vec();
+    let batch = batch.finish_with(sluice_protocol::record_batch::Compression::None, &records);
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(
+            "tools-hanging-txn",
+        ))))
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let resp: ProduceResponse = call(&mut raw, ApiKey::Produce, 9, &req).expect("Produce answer");
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let mut stable = |isolation: i8| -> i64 {
+        let req = ListOffsetsRequest::default()
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let resp: ListOffsetsResponse =
+            call(&mut raw, ApiKey::ListOffsets, 7, &req).expect("ListOffsets answer");
+        resp.topics[0].partitions[0].offset
+    };
+    assert_eq!((stable(1), stable(0)), (0, 1), "read_committed is held");
+
+    let found = tool(
+        TRANSACTIONS,
+        &["--bootstrap-server", &b, "find-hanging", "--broker-id", "1"],
+    );
+    let row = rows(&found, "Topic")
+        .into_iter()
+        .find(|r| r[0] == "tools-hanging")
+        .unwrap_or_else(|| panic!("no hanging transaction found:\n{found}"));
+    assert_eq!(row[1], "0", "{found}");
+    assert_eq!(row[2], pid.to_string(), "{found}");
+    assert_eq!(row[5], "0", "the start offset:\n{found}");
+
+    tool(
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "abort",
+            "--topic",
+            "tools-hanging",
+            "--partition",
+            "0",
+            "--start-offset",
+            "0",
+        ],
+    );
+    // The ABORT marker at 1: everything below 2 is stable.
+    assert_eq!((stable(1), stable(0)), (2, 2), "after the abort");
+    let found = tool(
+        TRANSACTIONS,
+        &["--bootstrap-server", &b, "find-hanging", "--broker-id", "1"],
+    );
+    assert!(
+        !rows(&found, "Topic")
+            .iter()
+            .any(|r| r[0] == "tools-hanging"),
+        "still hanging after the abort:\n{found}"
+    );
+    common::passed("kafka-tools", &["transactions"]);
+}
