@@ -131,3 +131,45 @@ fn a_point_that_flushes_per_append_reports_the_disks_bare_sync_latency() {
     assert_eq!(d.dir, probed.path().display().to_string());
     assert!(d.latency.count > 0, "{d:?}");
 }
+
+/// The harness's transactional workload against Sluice itself: two
+/// transactional producers in transactions of 100 messages, read_committed
+/// consumers; every message is committed and consumed exactly once, no
+/// transaction aborts, and the commit latency is in the results.
+#[test]
+fn a_transactional_workload_commits_and_consumes_every_message_once() {
+    let text = "name: tx\npartitionsPerTopic: 3\nmessageSize: 100\nproducerRate: 2000\n\
+                producersPerTopic: 2\ntestDurationSeconds: 4\nwarmupDurationSeconds: 1\n\
+                producer:\n  acks: all\n  linger.ms: 2\n  transactional.id: tx-embedded\n  \
+                transaction.messages: 100\n\
+                consumer:\n  isolation.level: read_committed\n";
+    sluice_harness::target::set_broker_program(Path::new(env!("CARGO_BIN_EXE_sluice-bench")));
+    let f = parse(Path::new("tx.yaml"), text, None).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let opts = RunOptions::quiet(out.path().to_path_buf(), None);
+    let dir = run_workload(&f, &opts).unwrap();
+    let run = read_run_json(&dir).unwrap();
+    let p = &run.points[0];
+    assert_eq!(p.errors, 0, "{:?}", p.error_samples);
+    assert!(p.error_samples.is_empty(), "{:?}", p.error_samples);
+    // Every message sent was committed and consumed: none left unsent or
+    // unread, and none read twice (a duplicate counts as an error).
+    assert_eq!(p.unsent, 0, "{p:?}");
+    assert_eq!(p.unconsumed, 0, "{p:?}");
+    assert!(p.sent >= 5_000, "only {} sent", p.sent);
+    // Counted per second over the whole load: as many consumed as
+    // acknowledged (committed), and as many acknowledged as sent.
+    let published: u64 = p.intervals.iter().map(|r| r.publish_msgs).sum();
+    let consumed: u64 = p.intervals.iter().map(|r| r.consume_msgs).sum();
+    assert_eq!(published, p.sent, "{:?}", p.intervals);
+    assert_eq!(consumed, published, "{:?}", p.intervals);
+    let t = p.transactions.as_ref().expect("a transactional point");
+    assert_eq!(t.messages_per_transaction, 100);
+    assert_eq!(t.aborted, 0, "{t:?}");
+    assert!(t.committed > 0 && t.rate_per_s > 0.0, "{t:?}");
+    assert_eq!(t.commit_latency.count, t.committed);
+    assert!(t.commit_latency.p50_us > 0 && t.commit_latency.p99_us >= t.commit_latency.p50_us);
+    assert!(t.begin_to_commit.p50_us >= t.commit_latency.p50_us, "{t:?}");
+    assert!(dir.join("point-0-r0.commit.hgrm").exists());
+    assert!(p.end_to_end.count > 0);
+}
