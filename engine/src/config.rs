@@ -157,6 +157,12 @@ pub const KEYS: &[Key] = &[
     ),
     broker("transaction.max.timeout.ms", Kind::Int, "900000", 1),
     broker(
+        "transaction.partition.verification.enable",
+        Kind::Bool,
+        "true",
+        0,
+    ),
+    broker(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         Kind::Int,
         "10000",
@@ -776,6 +782,13 @@ impl BrokerConfig {
                 .expect("checked when set"),
             },
         }
+    }
+
+    /// `transaction.partition.verification.enable`: whether a partition
+    /// asks the transaction coordinator before writing the first batch of
+    /// a producer's new transaction (see `txn/verify.rs`).
+    pub fn txn_verification(&self) -> bool {
+        self.get("transaction.partition.verification.enable") == Some("true")
     }
 
     /// The transaction coordinator's settings.

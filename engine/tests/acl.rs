@@ -810,16 +810,22 @@ fn transactions_need_write_on_the_transactional_id_and_on_each_topic() {
 }
 
 /// TxnOffsetCommit v3 of offset 0 of `topic` for `group` as transactional
-/// id `id`: its first partition's error code.
-fn txn_commit_offset(addr: SocketAddr, id: &str, group: &str, topic: &str) -> i16 {
+/// id `id` and `producer`: its first partition's error code.
+fn txn_commit_offset(
+    addr: SocketAddr,
+    id: &str,
+    group: &str,
+    topic: &str,
+    producer: (i64, i16),
+) -> i16 {
     use kafka_protocol::messages::txn_offset_commit_request::{
         TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
     };
     let req = TxnOffsetCommitRequest::default()
         .with_transactional_id(TransactionalId(s(id)))
         .with_group_id(GroupId(s(group)))
-        .with_producer_id(ProducerId(1))
-        .with_producer_epoch(0)
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
         .with_generation_id(-1)
         .with_topics(vec![TxnOffsetCommitRequestTopic::default()
             .with_name(TopicName(s(topic)))
@@ -854,11 +860,24 @@ fn txn_offset_commit_needs_write_on_the_id_and_read_on_the_group_and_topic() {
             (TOPIC, "tx-hidden", LITERAL, ANONYMOUS, READ, DENY),
         ],
     );
-    let code = txn_commit_offset(addr, "locked", "open-group", "tx-in");
+    let (code, producer) = init_transactional(addr, "free");
+    assert_eq!(code, 0);
+    let code = txn_commit_offset(addr, "locked", "open-group", "tx-in", producer);
     assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
-    let code = txn_commit_offset(addr, "free", "closed-group", "tx-in");
+    let code = txn_commit_offset(addr, "free", "closed-group", "tx-in", producer);
     assert_eq!(code, 30, "GROUP_AUTHORIZATION_FAILED");
-    let code = txn_commit_offset(addr, "free", "open-group", "tx-hidden");
+    let code = txn_commit_offset(addr, "free", "open-group", "tx-hidden", producer);
     assert_eq!(code, 29, "TOPIC_AUTHORIZATION_FAILED");
-    assert_eq!(txn_commit_offset(addr, "free", "open-group", "tx-in"), 0);
+    // The group's offsets partition joins the transaction first, as
+    // clients do (the broker verifies it).
+    let req = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("free")))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_group_id(GroupId(s("open-group")));
+    let resp: AddOffsetsToTxnResponse =
+        call(&mut Raw::connect(addr), ApiKey::AddOffsetsToTxn, 3, &req).unwrap();
+    assert_eq!(resp.error_code, 0);
+    let code = txn_commit_offset(addr, "free", "open-group", "tx-in", producer);
+    assert_eq!(code, 0);
 }

@@ -26,6 +26,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const TXN_ID: &str = "txn-by-hand";
+/// These transactions are made by hand, markers included, with no
+/// transaction coordinator to verify them with.
+const UNVERIFIED: &str = "transaction.partition.verification.enable=false";
 
 fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -214,7 +217,7 @@ fn values(f: &Fetched) -> Vec<&str> {
 /// transactional id are refused with Kafka's codes.
 #[test]
 fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
-    let broker = Broker::start(2, &[]);
+    let broker = Broker::start(2, &[UNVERIFIED]);
     create_topic(&broker, "tx", 1);
     let mut raw = Raw::connect(broker.addr());
     let pid = new_producer_id(broker.addr());
@@ -370,7 +373,7 @@ fn a_coordinator_by_hand_commits_and_aborts_and_read_committed_follows() {
 /// moves; were it not, the answer would be empty).
 #[test]
 fn a_parked_read_committed_fetch_wakes_on_the_commit() {
-    let broker = Broker::start(1, &[]);
+    let broker = Broker::start(1, &[UNVERIFIED]);
     create_topic(&broker, "tx", 1);
     let pid = new_producer_id(broker.addr());
     let mut raw = Raw::connect(broker.addr());
@@ -393,7 +396,7 @@ fn a_parked_read_committed_fetch_wakes_on_the_commit() {
 /// reader is told the same aborted transactions as before.
 #[test]
 fn an_open_transaction_survives_kill_9_and_lost_indexes_are_rebuilt() {
-    let mut broker = Broker::start(1, &[]);
+    let mut broker = Broker::start(1, &[UNVERIFIED]);
     create_topic(&broker, "tx", 1);
     let pid = new_producer_id(broker.addr());
     let mut raw = Raw::connect(broker.addr());
@@ -478,7 +481,7 @@ fn an_open_transaction_survives_kill_9_and_lost_indexes_are_rebuilt() {
 /// read_uncommitted consumer reads them all.
 #[test]
 fn librdkafka_read_committed_reads_only_committed_records() {
-    let broker = Broker::start(2, &[]);
+    let broker = Broker::start(2, &[UNVERIFIED]);
     let codecs = [
         Compression::None,
         Compression::Gzip,
@@ -565,6 +568,7 @@ fn a_promoted_follower_keeps_the_last_stable_offset_and_the_aborted_list() {
     spec.overrides = vec![
         "broker.session.timeout.ms=4000".into(),
         "broker.heartbeat.interval.ms=300".into(),
+        UNVERIFIED.into(),
     ];
     let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let ports = c.spec.ports.clone();

@@ -28,6 +28,9 @@ const GROUP: &str = "txn-group";
 const TOPIC: &str = "orders";
 /// One offsets partition, so the group's is 0.
 const OFFSETS_PARTITIONS: &str = "offsets.topic.num.partitions=1";
+/// These transactions are made by hand, markers included, with no
+/// transaction coordinator to verify them with.
+const UNVERIFIED: &str = "transaction.partition.verification.enable=false";
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -154,7 +157,7 @@ const OK: ErrorCode = ErrorCode::None;
 
 #[test]
 fn txn_offsets_count_only_once_their_transaction_commits() {
-    let mut broker = Broker::start(2, &[OFFSETS_PARTITIONS]);
+    let mut broker = Broker::start(2, &[OFFSETS_PARTITIONS, UNVERIFIED]);
     create_topic(&broker, TOPIC, 2);
     let mut raw = ready(&broker);
     let producer = (new_producer_id(broker.addr()), 0);
@@ -209,7 +212,7 @@ fn txn_offsets_count_only_once_their_transaction_commits() {
 
 #[test]
 fn bad_txn_offset_commits_get_kafka_codes_and_change_nothing() {
-    let broker = Broker::start(2, &[OFFSETS_PARTITIONS]);
+    let broker = Broker::start(2, &[OFFSETS_PARTITIONS, UNVERIFIED]);
     create_topic(&broker, TOPIC, 2);
     let mut raw = ready(&broker);
     let producer = (new_producer_id(broker.addr()), 3);
@@ -243,7 +246,11 @@ fn bad_txn_offset_commits_get_kafka_codes_and_change_nothing() {
 fn compaction_keeps_an_open_transactions_offsets() {
     let mut broker = Broker::start(
         2,
-        &[OFFSETS_PARTITIONS, "offsets.topic.segment.bytes=16384"],
+        &[
+            OFFSETS_PARTITIONS,
+            UNVERIFIED,
+            "offsets.topic.segment.bytes=16384",
+        ],
     );
     create_topic(&broker, TOPIC, 2);
     let mut raw = ready(&broker);

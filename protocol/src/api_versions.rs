@@ -47,7 +47,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    range(ApiKey::AddPartitionsToTxn, 0, 3),
+    range(ApiKey::AddPartitionsToTxn, 0, 5),
     range(ApiKey::AddOffsetsToTxn, 0, 4),
     range(ApiKey::EndTxn, 0, 4),
     range(ApiKey::WriteTxnMarkers, 1, 1),
@@ -109,7 +109,8 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 18));
         assert!(!is_supported(ApiKey::Fetch, 19));
         assert!(is_supported(ApiKey::DescribeTopicPartitions, 0));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 5));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 6));
     }
 
     /// The rows of the "Wire protocol versions" table in

@@ -98,6 +98,7 @@ pub enum ErrorCode {
     StaleMemberEpoch = 113,
     MismatchedEndpointType = 114,
     UnsupportedEndpointType = 115,
+    TransactionAbortable = 120,
     InvalidRegularExpression = 128,
 }
 
@@ -152,7 +153,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 94] = [
+const ALL: [ErrorCode; 95] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -246,6 +247,7 @@ const ALL: [ErrorCode; 94] = [
     ErrorCode::StaleMemberEpoch,
     ErrorCode::MismatchedEndpointType,
     ErrorCode::UnsupportedEndpointType,
+    ErrorCode::TransactionAbortable,
     ErrorCode::InvalidRegularExpression,
 ];
 

@@ -648,6 +648,11 @@ impl Coordinator {
             .collect();
         let producer = (req.producer_id, req.producer_epoch);
         let partition = self.partition_of(&group_id);
+        if let Err(code) = verify_offsets_partition(shard, &req, partition).await {
+            tracing::info!(group = %group_id, transactional_id = %req.transactional_id, ?code, "TxnOffsetCommit not verified");
+            fail_accepted(&mut results, code);
+            return results;
+        }
         match self
             .append_as(shard, partition, records, Some(producer))
             .await
@@ -1200,6 +1205,58 @@ pub(in crate::group) fn group_record(group: &str, value: Option<&GroupValue>) ->
 /// record set so nothing interleaves. Returns the first record's offset.
 /// With `producer` (id, epoch) the batches are transactional, of that
 /// producer, with no sequence (as Kafka's coordinators write them).
+/// Verifies with the transaction coordinator (`txn/verify.rs`, KIP-890
+/// part 1) that the group's offsets partition was added to the
+/// producer's transaction (AddOffsetsToTxn) before the first pending
+/// offsets of that transaction are written to it; later commits of the
+/// same transaction find it open on the partition and pass. Not added:
+/// INVALID_TXN_STATE (TRANSACTION_ABORTABLE from v4); a coordinator that
+/// could not answer: COORDINATOR_NOT_AVAILABLE, which clients retry.
+async fn verify_offsets_partition(
+    shard: &Rc<Shard>,
+    req: &TxnCommitRequest,
+    partition: i32,
+) -> Result<(), ErrorCode> {
+    if !shard.broker.config.txn_verification() {
+        return Ok(());
+    }
+    let Some(p) = shard.serving_partition(OFFSETS_TOPIC, partition) else {
+        // The append reports it.
+        return Ok(());
+    };
+    if p.in_transaction(req.producer_id) {
+        return Ok(());
+    }
+    let guard = p.start_verification(req.producer_id, req.producer_epoch);
+    let asked = [(OFFSETS_TOPIC.to_string(), partition)];
+    let answer = crate::txn::verify::verify(
+        shard,
+        &req.transactional_id,
+        req.producer_id,
+        req.producer_epoch,
+        &asked,
+    )
+    .await;
+    let code = match answer {
+        Ok(m) => m
+            .get(&asked[0])
+            .copied()
+            .unwrap_or(ErrorCode::NetworkException),
+        Err(code) => code,
+    };
+    let code =
+        crate::txn::verify::reported(code, req.version >= 4, ErrorCode::CoordinatorNotAvailable);
+    if code != ErrorCode::None {
+        p.end_verification(req.producer_id, guard);
+        return Err(code);
+    }
+    match p.verified(req.producer_id, guard) {
+        true => Ok(()),
+        // The transaction ended while it was verified.
+        false => Err(ErrorCode::InvalidTxnState),
+    }
+}
+
 async fn append_set(
     shard: &Rc<Shard>,
     partition: i32,

@@ -40,6 +40,8 @@ pub struct TxnCommitRequest {
     pub instance_id: Option<String>,
     pub generation: i32,
     pub topics: Vec<(String, Vec<CommitPartition>)>,
+    /// The request version: v4+ clients know TRANSACTION_ABORTABLE.
+    pub version: i16,
 }
 
 /// One group's pending offsets, by (topic, partition).

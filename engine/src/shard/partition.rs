@@ -7,6 +7,7 @@ pub(crate) use created::sync_path;
 mod epoch_file;
 mod replica;
 mod txn;
+pub use txn::Guard;
 
 use super::producer_state::{Check, ProducerStates};
 use crate::replication::state::{Acks, PartitionReplica, Ticket};
@@ -43,6 +44,10 @@ pub struct Partition {
     pub topic_id: uuid::Uuid,
     log: RefCell<PartitionLog>,
     producers: RefCell<ProducerStates>,
+    /// Verification guards of producers whose new transaction is being
+    /// verified with its coordinator (see `partition/txn.rs`).
+    verifying: RefCell<HashMap<i64, txn::Guard>>,
+    next_guard: Cell<u64>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -126,6 +131,8 @@ impl Partition {
             proposals: RefCell::new(Vec::new()),
             log: RefCell::new(log),
             producers: RefCell::new(producers),
+            verifying: RefCell::new(HashMap::new()),
+            next_guard: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_waiters: RefCell::new(Vec::new()),

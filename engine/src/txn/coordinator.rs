@@ -283,7 +283,7 @@ impl TxnCoordinator {
         id: &str,
         producer: ProducerRef,
         partitions: &[TopicPartition],
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode> {
         self.ready(shard, id)?;
         self.current(id)?.verify_partitions(producer, partitions)
     }

@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod markers;
 pub mod records;
 pub mod state;
+pub mod verify;
 
 use std::cell::RefCell;
 use std::rc::Rc;

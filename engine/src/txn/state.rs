@@ -322,24 +322,34 @@ impl TxnMeta {
         }
     }
 
-    /// Whether AddPartitionsToTxn v4's verify-only form finds every
-    /// partition already in the open transaction.
+    /// AddPartitionsToTxn v4's verify-only form (KIP-890 part 1): for
+    /// each partition, NONE when it is part of the ongoing transaction of
+    /// this producer id and epoch, else TRANSACTION_ABORTABLE (the handler
+    /// answers INVALID_TXN_STATE to versions that predate it). Nothing is
+    /// added. The partitions of a transaction being prepared are about to
+    /// get their markers: CONCURRENT_TRANSACTIONS for all, retried.
     pub fn verify_partitions(
         &self,
         p: ProducerRef,
         partitions: &[TopicPartition],
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode> {
         if p.producer_id != self.producer_id {
             return Err(ErrorCode::InvalidProducerIdMapping);
         }
         if p.epoch != self.epoch {
             return Err(ErrorCode::ProducerFenced);
         }
-        let open = self.state == TxnState::Ongoing;
-        match open && partitions.iter().all(|tp| self.partitions.contains(tp)) {
-            true => Ok(()),
-            false => Err(ErrorCode::InvalidTxnState),
+        if self.state.is_prepared() {
+            return Err(ErrorCode::ConcurrentTransactions);
         }
+        let open = self.state == TxnState::Ongoing;
+        Ok(partitions
+            .iter()
+            .map(|tp| match open && self.partitions.contains(tp) {
+                true => (tp.clone(), ErrorCode::None),
+                false => (tp.clone(), ErrorCode::TransactionAbortable),
+            })
+            .collect())
     }
 
     /// EndTxn.
@@ -518,6 +528,48 @@ mod tests {
             epoch: 3,
         };
         assert_eq!(init(&m, other), Err(ErrorCode::ProducerFenced));
+    }
+
+    #[test]
+    fn verify_only_answers_each_partition_and_adds_nothing() {
+        let (a0, b1) = (("a".to_string(), 0), ("b".to_string(), 1));
+        let m = meta(TxnState::Ongoing);
+        let answers = m.verify_partitions(me(), &[a0.clone(), b1.clone()]);
+        assert_eq!(
+            answers,
+            Ok(vec![
+                (a0.clone(), ErrorCode::None),
+                (b1.clone(), ErrorCode::TransactionAbortable)
+            ])
+        );
+        assert_eq!(m.partitions.len(), 1);
+        // A transaction that ended holds nothing.
+        let done =
+            meta(TxnState::CompleteCommit).verify_partitions(me(), std::slice::from_ref(&a0));
+        assert_eq!(
+            done,
+            Ok(vec![(a0.clone(), ErrorCode::TransactionAbortable)])
+        );
+        let other = ProducerRef {
+            producer_id: 8,
+            epoch: 3,
+        };
+        assert_eq!(
+            m.verify_partitions(other, std::slice::from_ref(&a0)),
+            Err(ErrorCode::InvalidProducerIdMapping)
+        );
+        let older = ProducerRef {
+            producer_id: 7,
+            epoch: 2,
+        };
+        assert_eq!(
+            m.verify_partitions(older, std::slice::from_ref(&a0)),
+            Err(ErrorCode::ProducerFenced)
+        );
+        assert_eq!(
+            meta(TxnState::PrepareCommit).verify_partitions(me(), &[a0]),
+            Err(ErrorCode::ConcurrentTransactions)
+        );
     }
 
     #[test]

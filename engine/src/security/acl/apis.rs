@@ -124,7 +124,11 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
     // added; READ on the group whose offsets join the transaction.
     (
         ApiKey::AddPartitionsToTxn,
-        &[(Write, TransactionalId), (Write, Topic)],
+        &[
+            (Write, TransactionalId),
+            (Write, Topic),
+            (ClusterAction, Cluster),
+        ],
     ),
     (
         ApiKey::AddOffsetsToTxn,
@@ -205,6 +209,7 @@ mod tests {
             (ApiKey::InitProducerId, IdempotentWrite, Cluster),
             (ApiKey::AddPartitionsToTxn, Write, TransactionalId),
             (ApiKey::AddPartitionsToTxn, Write, Topic),
+            (ApiKey::AddPartitionsToTxn, ClusterAction, Cluster),
             (ApiKey::AddOffsetsToTxn, Write, TransactionalId),
             (ApiKey::AddOffsetsToTxn, Read, Group),
             (ApiKey::EndTxn, Write, TransactionalId),

@@ -536,6 +536,7 @@ pub async fn txn_offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
         generation: req.generation_id,
         topics: txn_commit_topics(&req.topics),
+        version: ctx.version(),
     };
     let fallback = commit.topics.clone();
     let results = if !ctx.allowed(

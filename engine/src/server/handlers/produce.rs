@@ -16,7 +16,7 @@ use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
 use crate::security::acl::{Operation, ResourceType};
-use crate::shard::partition::{acked, Acked, Partition};
+use crate::shard::partition::{acked, Acked, Guard, Partition};
 use crate::shard::{Shard, ShardId};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -26,10 +26,10 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_protocol::record_batch::{
-    validate_record_set, BatchError, Compression, RecordSetSummary,
+    validate_record_set, BatchError, BatchHeader, Compression, RecordSetSummary,
 };
 use sluice_protocol::ErrorCode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -181,9 +181,13 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             slots.push((name.clone(), topic.topic_id, p.index, outcome));
         }
     }
+    let verify = req.transactional_id.as_deref().map(|id| Verify {
+        transactional_id: id.to_string(),
+        version: ctx.version(),
+    });
     let forwarded = per_shard
         .into_iter()
-        .map(|(owner, appends)| append_on(shard, owner, appends));
+        .map(|(owner, appends)| append_on(shard, owner, appends, verify.clone()));
     let mut parked = Vec::new();
     for (slot, outcome, wait) in futures::future::join_all(forwarded)
         .await
@@ -263,10 +267,17 @@ async fn append_on(
     shard: &Rc<Shard>,
     owner: ShardId,
     appends: Vec<Append>,
+    verify: Option<Verify>,
 ) -> Vec<(usize, Outcome, Option<(Acked, Duration)>)> {
     let slots: Vec<usize> = appends.iter().map(|a| a.slot).collect();
     let result = shard
         .invoke_on(owner, move |s| async move {
+            let mut verified = match verify {
+                Some(v) if s.broker.config.txn_verification() => {
+                    verify_first(&s, &appends, &v).await
+                }
+                _ => HashMap::new(),
+            };
             write_epochs_first(&s, &appends).await;
             let mut out = Vec::with_capacity(appends.len());
             let mut flushes = Vec::new();
@@ -275,7 +286,20 @@ async fn append_on(
             // several partitions waits one sync, not one per partition.
             for a in appends {
                 let (slot, timeout) = (a.slot, a.timeout);
-                let (outcome, acked, flush) = append_one(&s, a);
+                let (outcome, acked, flush) = match verified.remove(&slot) {
+                    None => append_one(&s, a),
+                    Some(Err(code)) => (Outcome::error(code, None), None, None),
+                    Some(Ok((producer_id, guard))) => {
+                        let still = s
+                            .serving_partition(&a.topic, a.partition)
+                            .is_none_or(|p| p.verified(producer_id, guard));
+                        match still {
+                            true => append_one(&s, a),
+                            // Its transaction ended while it was verified.
+                            false => (Outcome::error(ErrorCode::InvalidTxnState, None), None, None),
+                        }
+                    }
+                };
                 if let Some((partition, target)) = flush {
                     flushes.push((out.len(), partition, target));
                 }
@@ -310,6 +334,69 @@ async fn append_on(
             })
             .collect()
     })
+}
+
+/// What a transactional Produce's batches are verified as.
+#[derive(Clone)]
+struct Verify {
+    transactional_id: String,
+    /// The Produce version: v11+ clients know TRANSACTION_ABORTABLE.
+    version: i16,
+}
+
+/// Verifies with the transaction coordinator (`txn/verify.rs`) every
+/// append that would open a transaction for its producer on its
+/// partition, one request per producer. A verified append comes back
+/// with the guard it must still find when it is appended; a refused one
+/// with the code its partition answers: INVALID_TXN_STATE (or
+/// TRANSACTION_ABORTABLE) when the partition is not in the transaction,
+/// NOT_ENOUGH_REPLICAS when the coordinator could not answer, which
+/// clients retry without refreshing metadata, as Kafka answers.
+async fn verify_first(
+    shard: &Rc<Shard>,
+    appends: &[Append],
+    v: &Verify,
+) -> HashMap<usize, Result<(i64, Guard), ErrorCode>> {
+    type Waiting = Vec<(usize, Rc<Partition>, (String, i32), Guard)>;
+    let mut waiting: BTreeMap<(i64, i16), Waiting> = BTreeMap::new();
+    for a in appends {
+        let Some(h) = BatchHeader::parse(&a.records) else {
+            continue;
+        };
+        let Some(partition) = shard.serving_partition(&a.topic, a.partition) else {
+            continue;
+        };
+        if !partition.needs_verification(&h) {
+            continue;
+        }
+        let guard = partition.start_verification(h.producer_id, h.producer_epoch);
+        waiting
+            .entry((h.producer_id, h.producer_epoch))
+            .or_default()
+            .push((a.slot, partition, (a.topic.clone(), a.partition), guard));
+    }
+    let mut out = HashMap::new();
+    for ((producer_id, epoch), list) in waiting {
+        let tps: Vec<(String, i32)> = list.iter().map(|w| w.2.clone()).collect();
+        let answers =
+            crate::txn::verify::verify(shard, &v.transactional_id, producer_id, epoch, &tps).await;
+        for (slot, partition, tp, guard) in list {
+            let code = match &answers {
+                Ok(m) => m.get(&tp).copied().unwrap_or(ErrorCode::NetworkException),
+                Err(code) => *code,
+            };
+            let code =
+                crate::txn::verify::reported(code, v.version >= 11, ErrorCode::NotEnoughReplicas);
+            if code == ErrorCode::None {
+                out.insert(slot, Ok((producer_id, guard)));
+            } else {
+                partition.end_verification(producer_id, guard);
+                tracing::info!(transactional_id = %v.transactional_id, topic = %tp.0, partition = tp.1, producer_id, epoch, ?code, "transactional produce not verified");
+                out.insert(slot, Err(code));
+            }
+        }
+    }
+    out
 }
 
 /// Writes the leader-epoch checkpoints of the partitions the appends go

@@ -185,6 +185,9 @@ pub(super) async fn init_producer_id(
 
 pub async fn add_partitions_to_txn(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: AddPartitionsToTxnRequest = ctx.decode(body)?;
+    if ctx.version() >= 4 {
+        return add_partitions_batched(ctx, req).await;
+    }
     let id = req.v3_and_below_transactional_id.to_string();
     let producer = ProducerRef {
         producer_id: req.v3_and_below_producer_id.0,
@@ -217,6 +220,103 @@ pub async fn add_partitions_to_txn(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, 
         .collect();
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
     ctx.respond(&resp)
+}
+
+/// The brokers' batched form (v4+): several transactions, each either
+/// verified (`verify_only`: is each partition part of the ongoing
+/// transaction of this producer id and epoch? nothing is added) or added
+/// as v3 adds. Only brokers send it (CLUSTER_ACTION), to verify a
+/// transactional Produce or TxnOffsetCommit before writing it.
+async fn add_partitions_batched(
+    ctx: &Ctx<'_>,
+    req: AddPartitionsToTxnRequest,
+) -> Result<Reply, HandlerError> {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if !ctx.cluster_allowed(Operation::ClusterAction) {
+        tracing::warn!(client = %ctx.client.host, "AddPartitionsToTxn v4+ refused: not a broker (CLUSTER_ACTION)");
+        resp.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.respond(&resp);
+    }
+    for txn in &req.transactions {
+        let id = txn.transactional_id.to_string();
+        let producer = ProducerRef {
+            producer_id: txn.producer_id.0,
+            epoch: txn.producer_epoch,
+        };
+        let asked: Vec<(String, Vec<i32>)> = txn
+            .topics
+            .iter()
+            .map(|t| (t.name.to_string(), t.partitions.clone()))
+            .collect();
+        let codes = if id.is_empty() {
+            asked
+                .iter()
+                .flat_map(|(t, ps)| {
+                    ps.iter()
+                        .map(move |p| ((t.clone(), *p), ErrorCode::InvalidRequest))
+                })
+                .collect()
+        } else if txn.verify_only {
+            verify_codes(ctx, &id, producer, &asked).await
+        } else {
+            add_partitions_codes(ctx, &id, producer, &asked).await
+        };
+        let topics = asked
+            .iter()
+            .map(|(t, ps)| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(TopicName(s(t.clone())))
+                    .with_results_by_partition(
+                        ps.iter()
+                            .map(|p| {
+                                let code = codes.get(&(t.clone(), *p)).copied();
+                                let code = match code.unwrap_or(ErrorCode::None) {
+                                    // TRANSACTION_ABORTABLE came with v5.
+                                    ErrorCode::TransactionAbortable if ctx.version() < 5 => {
+                                        ErrorCode::InvalidTxnState
+                                    }
+                                    code => code,
+                                };
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_partition_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        resp.results_by_transaction.push(
+            add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                .with_transactional_id(TransactionalId(s(id)))
+                .with_topic_results(topics),
+        );
+    }
+    ctx.respond(&resp)
+}
+
+/// Each partition's answer to a verify-only transaction: Kafka's
+/// `handleVerifyPartitionsInTransaction` semantics, one error for all
+/// when the id, producer or state is wrong.
+async fn verify_codes(
+    ctx: &Ctx<'_>,
+    id: &str,
+    producer: ProducerRef,
+    asked: &[(String, Vec<i32>)],
+) -> BTreeMap<TopicPartition, ErrorCode> {
+    let partitions: Vec<TopicPartition> = asked
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .collect();
+    let key = id.to_string();
+    let asked_all = partitions.clone();
+    let result = on_coordinator(ctx, id, move |shard, c| async move {
+        c.verify_partitions(&shard, &key, producer, &asked_all)
+    })
+    .await;
+    match result {
+        Ok(codes) => codes.into_iter().collect(),
+        Err(code) => partitions.into_iter().map(|tp| (tp, code)).collect(),
+    }
 }
 
 /// Each asked partition's code: authorization and existence first (the

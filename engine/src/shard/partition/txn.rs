@@ -18,6 +18,14 @@ use crate::storage::StorageError;
 use sluice_protocol::record_batch::{validate_replicated_set, BatchBuilder, BatchHeader, Marker};
 use sluice_protocol::{ErrorCode, Offset};
 
+/// A producer's pending verification: its epoch and a number no other
+/// verification on the partition had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guard {
+    epoch: i16,
+    id: u64,
+}
+
 /// The index entry of an aborted transaction, with the last stable
 /// offset once it ended (`producers` has already closed it).
 fn abort_entry(producers: &ProducerStates, done: CompletedTxn) -> AbortedTxn {
@@ -119,6 +127,10 @@ impl Partition {
     /// Records a batch written at `base_offset` in producer state; a
     /// marker ending an aborted transaction indexes it.
     pub(super) fn track_batch(&self, h: &BatchHeader, base_offset: Offset, marker: Option<Marker>) {
+        if marker.is_some() {
+            // A marker ends whatever was verified before it.
+            self.verifying.borrow_mut().remove(&h.producer_id);
+        }
         let mut producers = self.producers.borrow_mut();
         let Some(done) = producers.record(h, base_offset, marker) else {
             return;
@@ -186,6 +198,56 @@ impl Partition {
         let appended = self.append_checked(&batch, &summary, Acks::All, &first, Some(marker))?;
         tracing::debug!(topic = %self.topic, partition = self.index, producer_id, producer_epoch, commit, offset = appended.info.base_offset.0, "transaction marker appended");
         Ok(appended)
+    }
+
+    /// Whether a record set must be verified with the transaction
+    /// coordinator before it is appended (KIP-890 part 1): its first
+    /// batch is transactional and its producer has no transaction open
+    /// here, so it would open one. Later batches of the same transaction
+    /// find it open and pass.
+    pub fn needs_verification(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && !self.producers.borrow().in_transaction(h.producer_id)
+    }
+
+    /// Whether `producer_id` has a transaction open here.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.producers.borrow().in_transaction(producer_id)
+    }
+
+    /// Starts (or joins) the verification of `producer_id`'s new
+    /// transaction at `epoch`: the guard its append must still find. A
+    /// marker for the producer, or a newer epoch, drops the guard, so a
+    /// transaction that ended while its verification was under way is not
+    /// opened again by a late batch (Kafka's verification guard).
+    pub fn start_verification(&self, producer_id: i64, epoch: i16) -> Guard {
+        let mut verifying = self.verifying.borrow_mut();
+        if let Some(g) = verifying.get(&producer_id) {
+            if g.epoch == epoch {
+                return *g;
+            }
+        }
+        let id = self.next_guard.get();
+        self.next_guard.set(id + 1);
+        let g = Guard { epoch, id };
+        verifying.insert(producer_id, g);
+        g
+    }
+
+    /// Drops a guard whose verification failed.
+    pub fn end_verification(&self, producer_id: i64, guard: Guard) {
+        let mut verifying = self.verifying.borrow_mut();
+        if verifying.get(&producer_id) == Some(&guard) {
+            verifying.remove(&producer_id);
+        }
+    }
+
+    /// Whether a verified record set may be appended now: its guard is
+    /// still the producer's, or its transaction is open already.
+    pub fn verified(&self, producer_id: i64, guard: Guard) -> bool {
+        self.producers.borrow().in_transaction(producer_id)
+            || self.verifying.borrow().get(&producer_id) == Some(&guard)
     }
 
     /// The last stable offset: the first offset of the earliest ongoing
