@@ -332,13 +332,39 @@ pub fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
         .expect("admin client");
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&new], &options))
-        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
-    for r in results {
-        if let Err((name, code)) = r {
-            panic!("create topic {name}: {code}");
-        }
+    // A machine loaded by other tests can hold the creation past the
+    // operation timeout: ask again (an earlier attempt may have created
+    // it) until a generous deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let error = match futures::executor::block_on(admin.create_topics([&new], &options)) {
+            Ok(results) => match results.into_iter().find_map(|r| r.err()) {
+                None => return,
+                Some((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return,
+                Some((name, code)) if is_retriable_admin(code) => format!("{name}: {code}"),
+                Some((name, code)) => panic!("create topic {name}: {code}"),
+            },
+            Err(e)
+                if is_transient(&e) || e.rdkafka_error_code().is_some_and(is_retriable_admin) =>
+            {
+                e.to_string()
+            }
+            Err(e) => panic!("create topic {topic}: {e}"),
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "create topic {topic}: still failing after 180 s: {error}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+fn is_retriable_admin(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::OperationTimedOut | C::RequestTimedOut | C::NotController | C::BrokerNotAvailable
+    )
 }
 
 /// Sends `req` as `key` v`version` and decodes the response.
