@@ -12,7 +12,7 @@
 mod common;
 
 use common::Broker;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
@@ -20,7 +20,7 @@ use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -137,11 +137,31 @@ enum Event {
     Error(String),
 }
 
-/// Records every rebalance callback of one consumer.
-#[derive(Clone, Default)]
-struct Rebalances(Arc<Mutex<Vec<Event>>>);
+/// Client log lines a member keeps: the newest, printed when one of its
+/// reads breaks the hand-over rule.
+const LOG_LINES: usize = 3000;
 
-impl ClientContext for Rebalances {}
+/// Records every rebalance callback of one consumer, and the newest
+/// [`LOG_LINES`] of its client's group, topic and fetch log.
+#[derive(Clone, Default)]
+struct Rebalances(Arc<Mutex<Vec<Event>>>, Arc<Mutex<VecDeque<String>>>);
+
+impl ClientContext for Rebalances {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut lines = self.1.lock().unwrap();
+        if lines.len() == LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(format!(
+            "{}.{:03} {level:?} {fac} {log_message}",
+            at.as_secs(),
+            at.subsec_millis()
+        ));
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -335,7 +355,8 @@ fn consumer_config(bootstrap: &str, group: &str, name: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "3000")
         .set("heartbeat.interval.ms", "500")
-        .set("max.poll.interval.ms", "60000");
+        .set("max.poll.interval.ms", "60000")
+        .set("debug", "cgrp,topic,fetch");
     config
 }
 
@@ -388,7 +409,20 @@ impl Member {
     /// One poll; a message goes into `ledger`.
     fn poll(&self, ledger: &mut Ledger) {
         match self.consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => ledger.record(&self.name, self.generation().0, &m),
+            Some(Ok(m)) => {
+                let violations = ledger.violations.len();
+                ledger.record(&self.name, self.generation().0, &m);
+                if ledger.violations.len() > violations {
+                    let log = self.rebalances.1.lock().unwrap();
+                    let log: Vec<&str> = log.iter().map(String::as_str).collect();
+                    eprintln!(
+                        "{}: {}; its client's log up to that read:\n{}",
+                        self.name,
+                        ledger.violations.last().expect("one more"),
+                        log.join("\n")
+                    );
+                }
+            }
             Some(Err(e)) if common::is_transient(&e) => {}
             Some(Err(e)) => panic!("{}: consume error {e}", self.name),
             None => {}

@@ -19,12 +19,14 @@ use super::{TxnConfig, TXN_TOPIC};
 use crate::replication::state::Acks;
 use crate::shard::partition::now_ms;
 use crate::shard::Shard;
+use futures::channel::oneshot;
 use sluice_protocol::record_batch::{for_each_keyed_record, validate_record_set, BatchBuilder};
 use sluice_protocol::{ErrorCode, Offset};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often leadership of the state partitions is checked and timers
 /// run: a new coordinator is found by clients retrying NOT_COORDINATOR
@@ -44,6 +46,15 @@ const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
 /// Pause before storing a completion again after a failure.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How long a request that would be answered CONCURRENT_TRANSACTIONS (the
+/// id's previous transaction still has markers being written, or another
+/// step of it is being stored) waits for that to finish before it is.
+/// Markers normally take a few milliseconds; a client told to retry waits
+/// its own backoff (20 ms and more), which would otherwise put a floor
+/// under every short transaction. Bounded, so a completion stuck on an
+/// unavailable partition still gets the client its answer to retry.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// A transactional id as DescribeTransactions and ListTransactions show it.
 pub type Described = TxnMeta;
 
@@ -57,6 +68,9 @@ pub struct TxnCoordinator {
     /// Appends under way per partition: compaction waits for none.
     in_flight: RefCell<HashMap<i32, usize>>,
     markers: super::markers::MarkerSender,
+    /// Requests waiting for an id's step under way to be stored
+    /// ([`SETTLE_WAIT`]), woken when it is.
+    settling: RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>,
     last_abort_check: Cell<i64>,
     last_expiry_check: Cell<i64>,
     last_compaction: Cell<i64>,
@@ -81,6 +95,7 @@ impl TxnCoordinator {
             loaded: RefCell::new(HashMap::new()),
             in_flight: RefCell::new(HashMap::new()),
             markers: super::markers::MarkerSender::default(),
+            settling: RefCell::new(HashMap::new()),
             last_abort_check: Cell::new(now),
             last_expiry_check: Cell::new(now),
             last_compaction: Cell::new(now),
@@ -178,6 +193,7 @@ impl TxnCoordinator {
         };
         let record = (encode_key(&id), Some(encode_value(&step)));
         let stored = self.append(shard, partition, vec![record]).await;
+        self.wake(&id);
         if !self.still_coordinator(shard, partition, epoch) {
             return Err(ErrorCode::NotCoordinator);
         }
@@ -200,9 +216,56 @@ impl TxnCoordinator {
         }
     }
 
+    /// Wakes the requests waiting for `id` to settle: they look again.
+    fn wake(&self, id: &str) {
+        for waiter in self.settling.borrow_mut().remove(id).unwrap_or_default() {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Runs `attempt` and, while it answers CONCURRENT_TRANSACTIONS, waits
+    /// for `id`'s next stored step and runs it again, for up to
+    /// [`SETTLE_WAIT`] in all.
+    async fn when_settled<T, F, Fut>(&self, id: &str, mut attempt: F) -> Result<T, ErrorCode>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ErrorCode>>,
+    {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let result = attempt().await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !matches!(result, Err(ErrorCode::ConcurrentTransactions)) || left.is_zero() {
+                return result;
+            }
+            // No await since the attempt's answer: the step it saw under
+            // way cannot have been stored before this waiter is in.
+            let (tx, rx) = oneshot::channel();
+            self.settling
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_default()
+                .push(tx);
+            let settled = async { Ok(rx.await.is_ok()) };
+            if glommio::timer::timeout(left, settled).await.is_err() {
+                return Err(ErrorCode::ConcurrentTransactions);
+            }
+        }
+    }
+
     /// InitProducerId with a transactional id: the producer id and epoch
     /// the producer is to use.
     pub async fn init_producer_id(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        req: InitRequest,
+    ) -> Result<ProducerRef, ErrorCode> {
+        self.when_settled(id, || self.try_init_producer_id(shard, id, req))
+            .await
+    }
+
+    async fn try_init_producer_id(
         &self,
         shard: &Rc<Shard>,
         id: &str,
@@ -268,6 +331,19 @@ impl TxnCoordinator {
         producer: ProducerRef,
         partitions: Vec<TopicPartition>,
     ) -> Result<(), ErrorCode> {
+        self.when_settled(id, || {
+            self.try_add_partitions(shard, id, producer, partitions.clone())
+        })
+        .await
+    }
+
+    async fn try_add_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        producer: ProducerRef,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ErrorCode> {
         let (partition, epoch) = self.ready(shard, id)?;
         let m = self.current(id)?;
         match m.add_partitions(producer, &partitions, now_ms())? {
@@ -291,6 +367,17 @@ impl TxnCoordinator {
     /// EndTxn: answered once the decision (PrepareCommit/PrepareAbort) is
     /// stored; the markers and the completion follow.
     pub async fn end_txn(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        producer: ProducerRef,
+        commit: bool,
+    ) -> Result<(), ErrorCode> {
+        self.when_settled(id, || self.try_end_txn(shard, id, producer, commit))
+            .await
+    }
+
+    async fn try_end_txn(
         &self,
         shard: &Rc<Shard>,
         id: &str,
@@ -397,6 +484,18 @@ impl TxnCoordinator {
             .borrow_mut()
             .retain(|id, _| crate::group::partition_for(id, count) != partition);
         self.loaded.borrow_mut().remove(&partition);
+        // Waiting requests look again, and find another coordinator or
+        // this one loaded anew.
+        let waiting: Vec<String> = self
+            .settling
+            .borrow()
+            .keys()
+            .filter(|id| crate::group::partition_for(id, count) == partition)
+            .cloned()
+            .collect();
+        for id in waiting {
+            self.wake(&id);
+        }
         if let Some(epoch) = epoch {
             if shard.leader_partition(TXN_TOPIC, partition).is_some() {
                 self.load(shard, partition);
