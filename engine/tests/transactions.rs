@@ -28,8 +28,16 @@ fn s(v: &str) -> StrBytes {
 
 /// Retries `f` while it answers a retriable code, up to a generous
 /// deadline; returns the first other answer.
-fn until_settled<T>(what: &str, mut f: impl FnMut() -> (i16, T)) -> (i16, T) {
-    let deadline = Instant::now() + READY_DEADLINE;
+fn until_settled<T>(what: &str, f: impl FnMut() -> (i16, T)) -> (i16, T) {
+    until_settled_within(what, READY_DEADLINE, f)
+}
+
+fn until_settled_within<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> (i16, T),
+) -> (i16, T) {
+    let deadline = Instant::now() + within;
     loop {
         let (code, v) = f();
         if !RETRIABLE.contains(&code) {
@@ -40,17 +48,30 @@ fn until_settled<T>(what: &str, mut f: impl FnMut() -> (i16, T)) -> (i16, T) {
     }
 }
 
+/// A connection that waits longer for an answer than a step may wait
+/// for the state log's replicas (30 s) before it is answered.
+fn patient(addr: SocketAddr) -> Raw {
+    let raw = Raw::connect(addr);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    raw
+}
+
 fn init(addr: SocketAddr, id: &str, timeout_ms: i32) -> (i16, (i64, i16)) {
-    until_settled("InitProducerId", || {
-        let req = InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(s(id))))
-            .with_transaction_timeout_ms(timeout_ms)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-        let resp: InitProducerIdResponse =
-            call(&mut Raw::connect(addr), ApiKey::InitProducerId, 4, &req).expect("answer");
-        (resp.error_code, (resp.producer_id.0, resp.producer_epoch))
-    })
+    until_settled("InitProducerId", || init_once(addr, id, timeout_ms))
+}
+
+/// One InitProducerId, its answer as it comes.
+fn init_once(addr: SocketAddr, id: &str, timeout_ms: i32) -> (i16, (i64, i16)) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp: InitProducerIdResponse =
+        call(&mut patient(addr), ApiKey::InitProducerId, 4, &req).expect("answer");
+    (resp.error_code, (resp.producer_id.0, resp.producer_epoch))
 }
 
 fn add_partitions(
@@ -61,41 +82,56 @@ fn add_partitions(
     parts: &[i32],
 ) -> Vec<i16> {
     until_settled("AddPartitionsToTxn", || {
-        let req = AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(s(id)))
-            .with_v3_and_below_producer_id(ProducerId(p.0))
-            .with_v3_and_below_producer_epoch(p.1)
-            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(s(topic)))
-                .with_partitions(parts.to_vec())]);
-        let resp: AddPartitionsToTxnResponse =
-            call(&mut Raw::connect(addr), ApiKey::AddPartitionsToTxn, 3, &req).expect("answer");
-        let codes: Vec<i16> = resp
-            .results_by_topic_v3_and_below
-            .iter()
-            .flat_map(|t| {
-                t.results_by_partition
-                    .iter()
-                    .map(|r| r.partition_error_code)
-            })
-            .collect();
+        let codes = add_partitions_once(addr, id, p, topic, parts);
         (codes[0], codes)
     })
     .1
 }
 
+/// One AddPartitionsToTxn (v3): each partition's code.
+fn add_partitions_once(
+    addr: SocketAddr,
+    id: &str,
+    p: (i64, i16),
+    topic: &str,
+    parts: &[i32],
+) -> Vec<i16> {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(p.0))
+        .with_v3_and_below_producer_epoch(p.1)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(parts.to_vec())]);
+    let resp: AddPartitionsToTxnResponse =
+        call(&mut patient(addr), ApiKey::AddPartitionsToTxn, 3, &req).expect("answer");
+    resp.results_by_topic_v3_and_below
+        .iter()
+        .flat_map(|t| {
+            t.results_by_partition
+                .iter()
+                .map(|r| r.partition_error_code)
+        })
+        .collect()
+}
+
 fn end_txn(addr: SocketAddr, version: i16, id: &str, p: (i64, i16), commit: bool) -> i16 {
     until_settled("EndTxn", || {
-        let req = EndTxnRequest::default()
-            .with_transactional_id(TransactionalId(s(id)))
-            .with_producer_id(ProducerId(p.0))
-            .with_producer_epoch(p.1)
-            .with_committed(commit);
-        let resp: EndTxnResponse =
-            call(&mut Raw::connect(addr), ApiKey::EndTxn, version, &req).expect("answer");
-        (resp.error_code, ())
+        (end_txn_once(addr, version, id, p, commit), ())
     })
     .0
+}
+
+/// One EndTxn, its code as it comes.
+fn end_txn_once(addr: SocketAddr, version: i16, id: &str, p: (i64, i16), commit: bool) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(p.0))
+        .with_producer_epoch(p.1)
+        .with_committed(commit);
+    let resp: EndTxnResponse =
+        call(&mut patient(addr), ApiKey::EndTxn, version, &req).expect("answer");
+    resp.error_code
 }
 
 fn describe(addr: SocketAddr, id: &str) -> describe_transactions_response::TransactionState {
@@ -398,6 +434,16 @@ fn read(
     partitions: &[(&str, i32)],
     done: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
+    read_within(bootstrap, isolation, partitions, READY_DEADLINE, done)
+}
+
+fn read_within(
+    bootstrap: &str,
+    isolation: &str,
+    partitions: &[(&str, i32)],
+    within: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "txn-test-reader")
@@ -411,7 +457,7 @@ fn read(
     }
     c.assign(&tpl).unwrap();
     let mut got = Vec::new();
-    let deadline = Instant::now() + READY_DEADLINE;
+    let deadline = Instant::now() + within;
     while !done(&got) {
         assert!(Instant::now() < deadline, "{isolation} read only {got:?}");
         if let Some(m) = common::poll_message(&c, || format!("{got:?}")) {
@@ -660,4 +706,257 @@ fn a_deleted_topic_is_dropped_from_a_transaction_and_the_rest_commits() {
         g.iter().any(|v| v == "kept")
     });
     assert_eq!(got, vec!["kept".to_string()]);
+}
+
+// ---- Three brokers: the state log's replicas away.
+
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// How long anything may take once brokers come back: generous, for a
+/// loaded machine where restarted brokers take a while to catch up.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Whether every partition of `topic` is led by `node` alone, in sync
+/// with nobody else, as the broker at `port` sees it.
+fn led_alone(port: u16, topic: &str, node: i32) -> bool {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(topic)))),
+    ]));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let resp: Option<MetadataResponse> =
+        common::try_call(&mut Raw::connect(addr), ApiKey::Metadata, 9, &req);
+    let Some(t) = resp.and_then(|r| r.topics.into_iter().next()) else {
+        return false;
+    };
+    !t.partitions.is_empty()
+        && t.partitions
+            .iter()
+            .all(|p| p.leader_id.0 == node && p.isr_nodes.iter().map(|b| b.0).eq([node]))
+}
+
+/// How many times broker `log` failed to store a step of `id`.
+fn refused_stores(log: &std::path::Path, id: &str) -> usize {
+    let needle = format!("transactional_id={id} ");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("storing transaction state failed") && l.contains(&needle))
+        .count()
+}
+
+/// kill -9 brokers 2 and 3 and waits until broker 1 leads every state
+/// partition with an ISR of itself alone, below `min.isr` = 2.
+fn kill_the_replicas(c: &mut LocalCluster) {
+    c.kill(2);
+    c.kill(3);
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    while !led_alone(c.spec.ports[0], "__transaction_state", 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the ISRs never shrank to broker 1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `op` on another thread while brokers 2 and 3 are away; once the
+/// coordinator (broker 1) has refused to store a step of `id` at least
+/// once more than before, brings them back. Returns what `op` returned.
+fn with_replicas_back_after_a_refusal<T: Send + 'static>(
+    c: &mut LocalCluster,
+    log: &std::path::Path,
+    id: &str,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let before = refused_stores(log, id);
+    let running = std::thread::spawn(op);
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    while refused_stores(log, id) == before && !running.is_finished() {
+        assert!(Instant::now() < deadline, "{id}'s step was never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = refused_stores(log, id) > before;
+    for node in [2, 3] {
+        c.restart(node, RECOVERY_DEADLINE).expect("broker restarts");
+    }
+    let out = running.join().expect("the operation's thread");
+    assert!(refused, "{id}'s operation ended with the replicas away");
+    out
+}
+
+/// A transaction request whose step cannot be stored, because
+/// `__transaction_state` has fewer in-sync replicas than
+/// `transaction.state.log.min.isr`, is answered COORDINATOR_NOT_AVAILABLE
+/// as Kafka answers it (passed through, NOT_ENOUGH_REPLICAS fails
+/// librdkafka's commit for good), leaves the transaction as it was (a
+/// failed InitProducerId that moved the epoch on would fence the producer
+/// it refused), and is taken when retried once the replicas are back.
+#[test]
+fn without_the_state_logs_replicas_requests_are_retried_until_they_are_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LocalClusterSpec::new(
+        env!("CARGO_BIN_EXE_sluice").into(),
+        dir.path().to_path_buf(),
+        3,
+    );
+    spec.ports = (0..3).map(|_| common::free_port()).collect();
+    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    // Broker 1 is the only controller: with brokers 2 and 3 away it still
+    // fences them and shrinks the ISRs, so the state log is below its
+    // min.isr rather than the cluster without a quorum.
+    spec.voters = 1;
+    spec.overrides = vec![
+        "transaction.state.log.num.partitions=3".into(),
+        "transaction.state.log.replication.factor=3".into(),
+        "transaction.state.log.min.isr=2".into(),
+    ];
+    let mut c = LocalCluster::start(spec, RECOVERY_DEADLINE).expect("cluster starts");
+    let bootstrap = c.bootstrap();
+    let port = c.spec.ports[0];
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = dir.path().join("broker-1.log");
+    // Three ids broker 1 coordinates: by hand, new, and librdkafka's.
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    let mut ids = Vec::new();
+    for i in 0.. {
+        let id = format!("avail-{i}");
+        loop {
+            match coordinator_of(port, &id) {
+                Some(1) => ids.push(id),
+                Some(_) => {}
+                None => {
+                    assert!(Instant::now() < deadline, "no coordinator for {id}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            }
+            break;
+        }
+        if ids.len() == 3 {
+            break;
+        }
+    }
+    let (by_hand, fresh, app) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin");
+        let topic = NewTopic::new("tx-avail", 3, TopicReplication::Fixed(3))
+            .set("min.insync.replicas", "1");
+        let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+        let made = futures::executor::block_on(admin.create_topics([&topic], &options)).unwrap();
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    }
+    let partitions = [("tx-avail", 0), ("tx-avail", 1), ("tx-avail", 2)];
+
+    // By hand: a transaction open on partition 0, then every request that
+    // would store a step, with the replicas away.
+    let (code, p) = init(addr, &by_hand, 600_000);
+    assert_eq!(code, 0);
+    assert_eq!(add_partitions(addr, &by_hand, p, "tx-avail", &[0]), vec![0]);
+    kill_the_replicas(&mut c);
+    assert_eq!(
+        init_once(addr, &by_hand, 600_000).0,
+        COORDINATOR_NOT_AVAILABLE,
+        "InitProducerId fencing the open transaction"
+    );
+    assert_eq!(
+        add_partitions_once(addr, &by_hand, p, "tx-avail", &[1]),
+        vec![COORDINATOR_NOT_AVAILABLE]
+    );
+    assert_eq!(
+        end_txn_once(addr, 3, &by_hand, p, true),
+        COORDINATOR_NOT_AVAILABLE
+    );
+    assert_eq!(
+        init_once(addr, &fresh, 600_000).0,
+        COORDINATOR_NOT_AVAILABLE,
+        "InitProducerId of a new id"
+    );
+    // Nothing changed.
+    let d = describe(addr, &by_hand);
+    assert_eq!(d.transaction_state.as_str(), "Ongoing");
+    assert_eq!((d.producer_id.0, d.producer_epoch), p);
+    assert_eq!(d.topics.len(), 1);
+    assert_eq!(d.topics[0].partitions, vec![0]);
+    assert_eq!(
+        describe(addr, &fresh).error_code,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
+
+    // librdkafka's init_transactions, begun with the replicas away,
+    // succeeds once they are back.
+    let config = {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", &app)
+            .set("linger.ms", "0")
+            // Longer than the test: the coordinator must not abort the
+            // transaction it could not commit while the replicas were away.
+            .set("transaction.timeout.ms", "600000");
+        cfg
+    };
+    let producer = with_replicas_back_after_a_refusal(&mut c, &log, &app, move || {
+        let p: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
+        p.init_transactions(RECOVERY_DEADLINE).map(|()| p)
+    })
+    .expect("init_transactions once the replicas are back");
+    // The requests refused by hand now succeed: the transaction commits
+    // under the epoch it had.
+    let committed = until_settled_within("EndTxn", RECOVERY_DEADLINE, || {
+        (end_txn_once(addr, 3, &by_hand, p, true), ())
+    });
+    assert_eq!(committed.0, 0);
+    wait_state(addr, &by_hand, "CompleteCommit");
+
+    // A commit begun with the replicas away succeeds once they are back.
+    producer.begin_transaction().expect("begin t1");
+    for (t, part) in partitions {
+        for i in 0..2 {
+            send(&producer, t, part, &format!("t1-{part}-{i}"));
+        }
+    }
+    producer.flush(RECOVERY_DEADLINE).expect("flush t1");
+    kill_the_replicas(&mut c);
+    let (producer, commit) = with_replicas_back_after_a_refusal(&mut c, &log, &app, move || {
+        let r = producer.commit_transaction(RECOVERY_DEADLINE);
+        (producer, r)
+    });
+    commit.expect("commit t1 once the replicas are back");
+    // Then an aborted transaction and a committed one: the reader below
+    // sees exactly the committed records.
+    for (round, commit) in [("t2", false), ("t3", true)] {
+        producer.begin_transaction().expect("begin");
+        for (t, part) in partitions {
+            for i in 0..2 {
+                send(&producer, t, part, &format!("{round}-{part}-{i}"));
+            }
+        }
+        producer.flush(RECOVERY_DEADLINE).expect("flush");
+        match commit {
+            true => producer
+                .commit_transaction(RECOVERY_DEADLINE)
+                .expect("commit"),
+            false => producer
+                .abort_transaction(RECOVERY_DEADLINE)
+                .expect("abort"),
+        }
+    }
+    let got = read_within(
+        &bootstrap,
+        "read_committed",
+        &partitions,
+        RECOVERY_DEADLINE,
+        |g| g.iter().filter(|v| v.starts_with("t3-")).count() == 6,
+    );
+    let mut got = got;
+    got.sort();
+    let mut want: Vec<String> = ["t1", "t3"]
+        .iter()
+        .flat_map(|r| (0..3).flat_map(move |p| (0..2).map(move |i| format!("{r}-{p}-{i}"))))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "exactly the committed records");
 }

@@ -131,11 +131,17 @@ fn fenced_for(code: ErrorCode, version: i16, first_knowing: i16) -> ErrorCode {
 }
 
 /// Logs a refused transaction request once, at info: bad input from a
-/// client, not a broker fault.
+/// client, not a broker fault. COORDINATOR_NOT_AVAILABLE is a broker
+/// fault (the state log cannot take the step, say), which the coordinator
+/// has logged with its cause; clients retry it every 100 ms or so, and a
+/// second line each time would double that.
 fn refused(api: &str, id: &str, code: ErrorCode) {
     if !matches!(
         code,
-        ErrorCode::None | ErrorCode::ConcurrentTransactions | ErrorCode::NotCoordinator
+        ErrorCode::None
+            | ErrorCode::ConcurrentTransactions
+            | ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorNotAvailable
     ) {
         tracing::info!(transactional_id = %id, ?code, "{api} refused");
     }
