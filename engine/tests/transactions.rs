@@ -708,6 +708,52 @@ fn a_deleted_topic_is_dropped_from_a_transaction_and_the_rest_commits() {
     assert_eq!(got, vec!["kept".to_string()]);
 }
 
+/// A request for an id whose previous transaction is still completing is
+/// held until the completion is stored rather than told at once to retry
+/// (a retry's backoff would put a floor under every short transaction);
+/// a completion that cannot finish still gets the request its retriable
+/// answer, and changes nothing.
+#[test]
+fn a_request_behind_an_unfinished_completion_is_answered_and_goes_through_after_it() {
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+    let b = small_broker(&[]);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin");
+    let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+    // More in-sync replicas required than the partition has: no marker
+    // can be written to it until that is lowered.
+    let topic =
+        NewTopic::new("tx-stuck", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
+    let made = futures::executor::block_on(admin.create_topics([&topic], &options));
+    assert!(made.expect("create").iter().all(Result::is_ok));
+    let id = "stuck-app";
+    let (code, p) = init(b.addr(), id, 60_000);
+    assert_eq!(code, 0);
+    assert_eq!(add_partitions(b.addr(), id, p, "tx-stuck", &[0]), vec![0]);
+    assert_eq!(end_txn(b.addr(), 3, id, p, true), 0);
+    // The commit is decided; its marker cannot be written.
+    assert_eq!(
+        add_partitions_once(b.addr(), id, p, "tx-stuck", &[0]),
+        vec![51],
+        "CONCURRENT_TRANSACTIONS once the wait for the completion is over"
+    );
+    assert_eq!(
+        describe(b.addr(), id).transaction_state.as_str(),
+        "PrepareCommit"
+    );
+    let lowered =
+        AlterConfig::new(ResourceSpecifier::Topic("tx-stuck")).set("min.insync.replicas", "1");
+    let altered = futures::executor::block_on(admin.alter_configs([&lowered], &options));
+    assert!(altered.expect("alter").iter().all(Result::is_ok));
+    wait_state(b.addr(), id, "CompleteCommit");
+    assert_eq!(add_partitions(b.addr(), id, p, "tx-stuck", &[0]), vec![0]);
+    assert_eq!(describe(b.addr(), id).transaction_state.as_str(), "Ongoing");
+}
+
 // ---- Three brokers: the state log's replicas away.
 
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
