@@ -1,8 +1,9 @@
 //! Writing transaction markers: a prepared transaction's COMMIT or ABORT
 //! goes to every partition it touched as a WriteTxnMarkers request to
-//! the partition's leader, over the inter-broker listener, this broker
-//! included (its own partitions may live on any shard, and the request
-//! path appends them where they live).
+//! the partition's leader, over the inter-broker listener. This broker's
+//! own partitions get the same request handed straight to the handler's
+//! work (`write_txn_markers::write_markers`), which appends each marker
+//! on the shard owning its partition.
 //!
 //! One sender task per shard drains a queue: each round it groups every
 //! waiting transaction's remaining partitions by leader and sends one
@@ -206,7 +207,9 @@ async fn round(shard: &Rc<Shard>, jobs: &mut [Job], conns: &mut HashMap<i32, Bro
                 continue;
             }
         };
-        conns.insert(leader, conn);
+        if let Some(conn) = conn {
+            conns.insert(leader, conn);
+        }
         for ((i, _), answer) in work.iter().zip(answers) {
             let j = &mut jobs[*i];
             for (topic, partition, code) in answer {
@@ -234,20 +237,15 @@ type Answers = Vec<Vec<(String, i32, ErrorCode)>>;
 
 /// Sends one WriteTxnMarkers to `leader`; each job's partition codes in
 /// request order.
+/// Markers for this broker's own partitions are appended directly, as
+/// its WriteTxnMarkers handler would, without a connection to itself.
 async fn send(
     shard: &Rc<Shard>,
     leader: i32,
     conn: Option<BrokerConn>,
     markers: &[Marker],
     work: &[(usize, BTreeMap<String, Vec<i32>>)],
-) -> std::io::Result<(BrokerConn, Answers)> {
-    let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no connection");
-    let mut conn = match conn {
-        Some(c) => c,
-        None => BrokerConn::connect(shard, leader, "sluice-txn-coordinator")
-            .await
-            .ok_or_else(refused)?,
-    };
+) -> std::io::Result<(Option<BrokerConn>, Answers)> {
     let request = WriteTxnMarkersRequest::default().with_markers(
         markers
             .iter()
@@ -271,9 +269,23 @@ async fn send(
             })
             .collect(),
     );
-    let resp: WriteTxnMarkersResponse = conn
-        .call(ApiKey::WriteTxnMarkers, WRITE_TXN_MARKERS_VERSION, &request)
-        .await?;
+    let (conn, resp) = if leader == shard.metadata().node_id {
+        let resp = crate::server::handlers::write_txn_markers::write_markers(shard, &request, true);
+        (conn, resp.await)
+    } else {
+        let refused =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no connection");
+        let mut conn = match conn {
+            Some(c) => c,
+            None => BrokerConn::connect(shard, leader, "sluice-txn-coordinator")
+                .await
+                .ok_or_else(refused)?,
+        };
+        let resp: WriteTxnMarkersResponse = conn
+            .call(ApiKey::WriteTxnMarkers, WRITE_TXN_MARKERS_VERSION, &request)
+            .await?;
+        (Some(conn), resp)
+    };
     // Answers are matched by producer id; anything the leader left out
     // stays for the next round.
     let mut answers = Vec::new();

@@ -4,9 +4,10 @@
 //! transaction coordinator whether the partition is part of that
 //! producer's ongoing transaction, with AddPartitionsToTxn v4's
 //! verify-only form sent to the leader of the transactional id's
-//! `__transaction_state` partition (possibly this broker) over the
-//! inter-broker listener. A batch whose transaction already ended (a
-//! late retry, a producer that never added the partition) would
+//! `__transaction_state` partition over the inter-broker listener (when
+//! that is this broker, the coordinator's shard answers directly). A
+//! batch whose transaction already ended (a late retry, a producer that
+//! never added the partition) would
 //! otherwise open a transaction no marker will ever close: a hanging
 //! transaction holding the last stable offset back for good.
 //!
@@ -14,7 +15,7 @@
 //! a transaction's verifications do not each connect; one request is in
 //! flight on a connection, and concurrent verifications use more of them.
 
-use super::state::TopicPartition;
+use super::state::{ProducerRef, TopicPartition};
 use super::TXN_TOPIC;
 use crate::shard::broker_client::BrokerConn;
 use crate::shard::Shard;
@@ -67,6 +68,18 @@ pub async fn verify(
         .and_then(|p| p.leader)
         .ok_or(ErrorCode::CoordinatorNotAvailable)?
         .0;
+    if leader == snapshot.node_id {
+        let owner = shard.owner(topic, index);
+        return verify_here(
+            shard,
+            owner,
+            transactional_id,
+            producer_id,
+            epoch,
+            partitions,
+        )
+        .await;
+    }
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in partitions {
         by_topic.entry(t).or_default().push(*p);
@@ -145,6 +158,42 @@ pub async fn verify(
         }
     }
     Ok(answers)
+}
+
+/// [`verify`] when this broker coordinates the id: the coordinator on
+/// shard `owner` answers directly, as the verify-only AddPartitionsToTxn
+/// handler would have it answer, without a connection to this broker's
+/// own listener.
+async fn verify_here(
+    shard: &Rc<Shard>,
+    owner: crate::shard::ShardId,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, ErrorCode>, ErrorCode> {
+    if transactional_id.is_empty() {
+        return Ok(partitions
+            .iter()
+            .map(|tp| (tp.clone(), ErrorCode::InvalidRequest))
+            .collect());
+    }
+    let id = transactional_id.to_string();
+    let asked = partitions.to_vec();
+    let producer = ProducerRef { producer_id, epoch };
+    let answered = shard
+        .invoke_on(owner, move |s| async move {
+            match super::coordinator() {
+                Some(c) => c.verify_partitions(&s, &id, producer, &asked),
+                None => Err(ErrorCode::CoordinatorNotAvailable),
+            }
+        })
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+    Ok(match answered {
+        Ok(codes) => codes.into_iter().collect(),
+        Err(code) => partitions.iter().map(|tp| (tp.clone(), code)).collect(),
+    })
 }
 
 /// A verification's answer as a Produce (or a TxnOffsetCommit) reports

@@ -19,7 +19,7 @@ mod produce;
 mod produce_time;
 mod scram_credentials;
 mod txn;
-mod write_txn_markers;
+pub mod write_txn_markers;
 
 use crate::security::{Principal, SecurityProtocol};
 use crate::shard::Shard;

@@ -42,11 +42,23 @@ struct Job {
 
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let req: WriteTxnMarkersRequest = ctx.decode(body)?;
-    let shard = ctx.shard;
     let allowed = ctx.cluster_allowed(Operation::ClusterAction);
     if !allowed {
         tracing::warn!(client = %ctx.client.host, "WriteTxnMarkers refused: not a broker (CLUSTER_ACTION)");
     }
+    ctx.respond(&write_markers(ctx.shard, &req, allowed).await)
+}
+
+/// Appends the markers of `req` where their partitions live and answers
+/// as WriteTxnMarkers does: the handler's work, and what this broker's
+/// own transaction coordinator calls for the partitions it leads, without
+/// a round trip through its own listener. `allowed`: the sender may
+/// (CLUSTER_ACTION); otherwise every partition is refused.
+pub async fn write_markers(
+    shard: &Rc<Shard>,
+    req: &WriteTxnMarkersRequest,
+    allowed: bool,
+) -> WriteTxnMarkersResponse {
     let snapshot = shard.metadata();
     let mut answer: Vec<WritableTxnMarkerResult> = Vec::with_capacity(req.markers.len());
     let mut per_shard: BTreeMap<ShardId, Vec<Job>> = BTreeMap::new();
@@ -98,7 +110,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     for ((mi, ti, pi), code) in futures::future::join_all(jobs).await.into_iter().flatten() {
         answer[mi].topics[ti].partitions[pi].error_code = code.code();
     }
-    ctx.respond(&WriteTxnMarkersResponse::default().with_markers(answer))
+    WriteTxnMarkersResponse::default().with_markers(answer)
 }
 
 /// Appends `jobs` on `owner` in request order, then waits for all of
