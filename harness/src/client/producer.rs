@@ -226,6 +226,11 @@ impl Producer {
         self.linger_ns
     }
 
+    /// The name of topic `topic` (an index into the producer's topics).
+    pub fn topic_name(&self, topic: usize) -> &str {
+        &self.topics[topic].name
+    }
+
     pub fn partitions(&self, topic: usize) -> u32 {
         self.topics[topic].leaders.len() as u32
     }

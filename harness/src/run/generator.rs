@@ -12,7 +12,7 @@
 //! is the moment it is sent.
 
 use super::payload::Payloads;
-use crate::client::producer::{wait, Producer};
+use crate::client::producer::{wait, Producer, SendRefused};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::{Recorder, INTERVAL_NS};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -246,13 +246,39 @@ fn send_due(
             }
             t
         };
-        let (producer, topic) = &mut plan.producers[(*k % n as u64) as usize];
+        let first = (*k % n as u64) as usize;
         let (key, value) = plan.payloads.next(clock.unix_us(intended));
         let len = (value[0].len() + value[1].len()) as u64;
-        if producer
-            .send_parts(*topic, key, value, intended, at, rec)
-            .is_err()
-        {
+        // A transactional producer takes nothing while its transaction
+        // ends (acknowledgements awaited, then EndTxn): the message goes
+        // to the next producer of its topic that takes it, so one
+        // producer's commit does not hold the others up.
+        let (producer, topic) = &mut plan.producers[first];
+        let mut taken = match producer.send_parts(*topic, key, value, intended, at, rec) {
+            Ok(()) => true,
+            Err(SendRefused::TransactionEnding) => false,
+            Err(_) => return (sent, bytes, true),
+        };
+        for j in 1..n {
+            if taken {
+                break;
+            }
+            let i = (first + j) % n;
+            let same_topic = {
+                let ((p, t), (q, u)) = (&plan.producers[first], &plan.producers[i]);
+                p.topic_name(*t) == q.topic_name(*u)
+            };
+            if !same_topic {
+                continue;
+            }
+            let (producer, topic) = &mut plan.producers[i];
+            match producer.send_parts(*topic, key, value, intended, at, rec) {
+                Ok(()) => taken = true,
+                Err(SendRefused::TransactionEnding) => {}
+                Err(_) => break,
+            }
+        }
+        if !taken {
             return (sent, bytes, true);
         }
         *k += 1;
