@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
-use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+use sluice_engine::cluster::local::LocalCluster;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -482,13 +482,7 @@ fn without_an_authorizer_acl_apis_answer_security_disabled_and_a_foreign_class_i
 #[test]
 fn acls_reach_every_broker_of_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(
-        env!("CARGO_BIN_EXE_sluice").into(),
-        dir.path().to_path_buf(),
-        3,
-    );
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec![AUTHORIZER.into(), OPEN_IF_NO_ACL.into()];
     let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let addr = |node: usize| SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));

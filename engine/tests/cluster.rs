@@ -37,9 +37,7 @@ fn cluster_with(dir: &std::path::Path, extra: &[&str]) -> LocalCluster {
 }
 
 fn spec(dir: &std::path::Path, extra: &[&str]) -> LocalClusterSpec {
-    let mut spec = LocalClusterSpec::new(env!("CARGO_BIN_EXE_sluice").into(), dir.to_path_buf(), 3);
-    spec.ports = (0..3).map(|_| free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| free_port()).collect();
+    let mut spec = common::cluster_spec(dir, 3);
     spec.overrides = vec![
         "broker.session.timeout.ms=4000".into(),
         "broker.heartbeat.interval.ms=300".into(),

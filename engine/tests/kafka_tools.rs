@@ -18,9 +18,9 @@
 
 mod common;
 
-use common::{call, create_topic, free_port, Broker, Raw, READY_DEADLINE};
+use common::{call, create_topic, Broker, Raw, READY_DEADLINE};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
-use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+use sluice_engine::cluster::local::LocalCluster;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -724,13 +724,7 @@ fn wait_partitions(
 #[test]
 fn leader_election_and_partition_reassignment_on_three_brokers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(
-        env!("CARGO_BIN_EXE_sluice").into(),
-        dir.path().to_path_buf(),
-        3,
-    );
-    spec.ports = (0..3).map(|_| free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec![
         "broker.session.timeout.ms=4000".into(),
         "broker.heartbeat.interval.ms=300".into(),

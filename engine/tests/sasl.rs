@@ -761,15 +761,8 @@ impl SaslCluster {
 /// credentials travel in the metadata log every broker replays.
 #[test]
 fn scram_credentials_reach_every_broker_of_a_cluster() {
-    use sluice_engine::cluster::local::LocalClusterSpec;
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(
-        env!("CARGO_BIN_EXE_sluice").into(),
-        dir.path().to_path_buf(),
-        3,
-    );
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec![
         "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512".into(),
         ALICE_PLAIN.into(),

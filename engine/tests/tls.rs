@@ -668,15 +668,8 @@ impl TlsCluster {
         voters: usize,
         settings: impl Fn(usize, u16) -> Vec<String>,
     ) -> TlsCluster {
-        use sluice_engine::cluster::local::LocalClusterSpec;
         let dir = tempfile::tempdir().unwrap();
-        let mut spec = LocalClusterSpec::new(
-            env!("CARGO_BIN_EXE_sluice").into(),
-            dir.path().join("data"),
-            3,
-        );
-        spec.ports = (0..3).map(|_| free_port()).collect();
-        spec.controller_ports = (0..3).map(|_| free_port()).collect();
+        let mut spec = common::cluster_spec(&dir.path().join("data"), 3);
         spec.voters = voters;
         let mut cluster = TlsCluster {
             children: Vec::new(),

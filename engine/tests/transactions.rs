@@ -577,7 +577,7 @@ fn an_abandoned_transaction_is_aborted_after_its_timeout_and_does_not_block_read
 
 // ---- Three brokers: the coordinator's broker killed mid-transaction.
 
-use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+use sluice_engine::cluster::local::LocalCluster;
 
 /// The broker coordinating `id`, asked of broker port `port`.
 fn coordinator_of(port: u16, id: &str) -> Option<i32> {
@@ -593,13 +593,7 @@ fn coordinator_of(port: u16, id: &str) -> Option<i32> {
 #[test]
 fn a_killed_coordinators_transactions_complete_or_abort_as_a_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(
-        env!("CARGO_BIN_EXE_sluice").into(),
-        dir.path().to_path_buf(),
-        3,
-    );
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec![
         "broker.session.timeout.ms=4000".into(),
         "broker.heartbeat.interval.ms=300".into(),
@@ -840,13 +834,7 @@ fn with_replicas_back_after_a_refusal<T: Send + 'static>(
 #[test]
 fn without_the_state_logs_replicas_requests_are_retried_until_they_are_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(
-        env!("CARGO_BIN_EXE_sluice").into(),
-        dir.path().to_path_buf(),
-        3,
-    );
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     // Broker 1 is the only controller: with brokers 2 and 3 away it still
     // fences them and shrinks the ISRs, so the state log is below its
     // min.isr rather than the cluster without a quorum.

@@ -560,11 +560,9 @@ fn consume_to_end(broker: &Broker, name: &str, isolation: &str) -> Vec<String> {
 /// offset and the same aborted list, and takes the open one's marker.
 #[test]
 fn a_promoted_follower_keeps_the_last_stable_offset_and_the_aborted_list() {
-    use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+    use sluice_engine::cluster::local::LocalCluster;
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(env!("CARGO_BIN_EXE_sluice").into(), dir.path().into(), 3);
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec![
         "broker.session.timeout.ms=4000".into(),
         "broker.heartbeat.interval.ms=300".into(),

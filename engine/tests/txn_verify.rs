@@ -378,11 +378,9 @@ fn a_txn_offset_commit_without_add_offsets_is_refused() {
 
 #[test]
 fn a_partition_verifies_with_a_coordinator_on_another_broker() {
-    use sluice_engine::cluster::local::{LocalCluster, LocalClusterSpec};
+    use sluice_engine::cluster::local::LocalCluster;
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = LocalClusterSpec::new(env!("CARGO_BIN_EXE_sluice").into(), dir.path().into(), 3);
-    spec.ports = (0..3).map(|_| common::free_port()).collect();
-    spec.controller_ports = (0..3).map(|_| common::free_port()).collect();
+    let mut spec = common::cluster_spec(dir.path(), 3);
     spec.overrides = vec!["transaction.state.log.num.partitions=4".into()];
     let c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let ports = c.spec.ports.clone();

@@ -35,6 +35,17 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A cluster of `brokers` brokers of this build's `sluice`, their data
+/// under `dir`, each broker and controller on a free loopback port.
+pub fn cluster_spec(dir: &Path, brokers: usize) -> sluice_engine::cluster::local::LocalClusterSpec {
+    let bin = env!("CARGO_BIN_EXE_sluice").into();
+    let mut spec =
+        sluice_engine::cluster::local::LocalClusterSpec::new(bin, dir.to_path_buf(), brokers);
+    spec.ports = (0..brokers).map(|_| free_port()).collect();
+    spec.controller_ports = (0..brokers).map(|_| free_port()).collect();
+    spec
+}
+
 /// A `sluice` process on a loopback port with its own data directory.
 pub struct Broker {
     child: Option<Child>,
