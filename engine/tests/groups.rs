@@ -557,6 +557,30 @@ fn consume_all(broker: &Broker, members: &[&Member], ledger: &mut Ledger, sent: 
     );
 }
 
+/// Commits offset 0 for every partition of `topic` to the empty `group`
+/// (a simple commit, no member), so every member starts each partition
+/// at a commit and none at an offset reset, which librdkafka does
+/// asynchronously (a ListOffsets round trip, possibly still under way
+/// when the rebalance that follows the first join takes the partition
+/// away). These tests check the hand-over at commits; a read that breaks
+/// it prints the member's client log (cgrp, topic and fetch) up to it.
+fn commit_start(broker: &Broker, group: &str, topic: &str, partitions: i32) {
+    let setup = Member::unsubscribed(&broker.bootstrap(), group, "setup", &[]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(e) = setup.consumer.commit(&tpl, CommitMode::Sync) {
+        assert!(
+            Instant::now() < deadline,
+            "committing the start of {group}: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Partition → name of the member that holds it.
 fn owners(members: &[&Member]) -> BTreeMap<i32, String> {
     members
@@ -582,6 +606,7 @@ fn spread_take_over_and_spread_again(
     let group = format!("group-{strategy}");
     common::create_topic(&broker, &topic, PARTITIONS);
     let settings = [("partition.assignment.strategy", strategy)];
+    commit_start(&broker, &group, &topic, PARTITIONS);
     let join = |name: &str| Member::join(&broker.bootstrap(), &group, &topic, name, &settings);
     let (c1, c2, c3) = (join("c1"), join("c2"), join("c3"));
     let mut ledger = Ledger::default();
