@@ -603,3 +603,46 @@ fn delete_topic_enable_false_keeps_topics() {
     assert_eq!(resp.responses[0].error_code, 44, "POLICY_VIOLATION");
     produce_ok(&mut raw, "stays", batch(&[Some(b"k")]));
 }
+
+/// A scrape of the metrics listener on `port`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
+    s.set_read_timeout(Some(EFFECT_DEADLINE)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `metrics.partition.level=true` adds per-partition traffic counters
+/// to the scrape; without it there are only per-topic ones.
+#[test]
+fn metrics_partition_level_adds_partition_counters() {
+    for per_partition in [true, false] {
+        let port = common::free_port();
+        let broker = Broker::start(
+            1,
+            &[
+                &format!("metrics.listener=127.0.0.1:{port}"),
+                &format!("metrics.partition.level={per_partition}"),
+            ],
+        );
+        let mut raw = Raw::connect(broker.addr());
+        create_ok(&mut raw, "m", &[]);
+        produce_ok(&mut raw, "m", batch(&[Some(b"k")]));
+        let mut body = String::new();
+        wait_for("the produce in a scrape", || {
+            body = scrape(port);
+            body.lines().any(|l| {
+                l.starts_with("sluice_topic_messages_in_total{topic=\"m\"}")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+            })
+        });
+        let has_partition_rows = body
+            .lines()
+            .any(|l| l.starts_with("sluice_partition_messages_in_total{"));
+        assert_eq!(has_partition_rows, per_partition, "{body}");
+    }
+}
