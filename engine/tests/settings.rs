@@ -646,3 +646,43 @@ fn metrics_partition_level_adds_partition_counters() {
         assert_eq!(has_partition_rows, per_partition, "{body}");
     }
 }
+
+/// A partition's recovery point in the broker's checkpoint file (0
+/// where it has none).
+fn recovery_point(broker: &Broker, topic: &str) -> i64 {
+    let path = broker.data_dir.join("recovery-point-offset-checkpoint");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [t, "0", o] if t == topic => o.parse().ok(),
+            _ => None,
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+/// `flush.ms` syncs a partition once its last flush is that old, checked
+/// every `log.flush.scheduler.interval.ms`; the synced offset reaches the
+/// recovery-point checkpoint every
+/// `log.flush.offset.checkpoint.interval.ms`. A partition without a flush
+/// policy stays unsynced (its recovery point 0) while the broker runs.
+#[test]
+fn flush_ms_syncs_and_the_checkpoint_records_it() {
+    let broker = Broker::start(
+        1,
+        &[
+            "log.flush.scheduler.interval.ms=100",
+            "log.flush.offset.checkpoint.interval.ms=200",
+        ],
+    );
+    let mut raw = Raw::connect(broker.addr());
+    create_ok(&mut raw, "flushed", &[("flush.ms", "100")]);
+    create_ok(&mut raw, "unflushed", &[]);
+    produce_ok(&mut raw, "flushed", batch(&[Some(b"k")]));
+    produce_ok(&mut raw, "unflushed", batch(&[Some(b"k")]));
+    wait_for("the flushed partition's recovery point", || {
+        recovery_point(&broker, "flushed") == 1
+    });
+    assert_eq!(recovery_point(&broker, "unflushed"), 0);
+}
