@@ -686,3 +686,31 @@ fn flush_ms_syncs_and_the_checkpoint_records_it() {
     });
     assert_eq!(recovery_point(&broker, "unflushed"), 0);
 }
+
+/// `group.max.size` caps a classic group's members: with 1, a second
+/// consumer's JoinGroup gets GROUP_MAX_SIZE_REACHED while the first
+/// (waiting to rejoin with its member id) counts.
+#[test]
+fn group_max_size_caps_a_group() {
+    let broker = Broker::start(1, &["group.max.size=1"]);
+    let mut raw = Raw::connect(broker.addr());
+    let join = |raw: &mut Raw, member: &str| -> (i16, String) {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("capped")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(member))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(text("range"))
+            .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0"))]);
+        let resp: JoinGroupResponse = call(raw, ApiKey::JoinGroup, 7, &req).expect("answer");
+        (resp.error_code, resp.member_id.to_string())
+    };
+    let (code, _) = join(&mut raw, "");
+    assert_eq!(code, 79, "MEMBER_ID_REQUIRED");
+    let mut second = Raw::connect(broker.addr());
+    let (code, _) = join(&mut second, "");
+    assert_eq!(code, 81, "GROUP_MAX_SIZE_REACHED");
+}
