@@ -106,7 +106,8 @@ stop_kafka() {
 start_sluice() {
   rm -rf "$work/sluice"
   local args=(--listen 127.0.0.1:29092 --data-dir "$work/sluice"
-    --override group.initial.rebalance.delay.ms=0)
+    --override group.initial.rebalance.delay.ms=0
+    --override log.retention.check.interval.ms=30000)
   echo "sluice ${args[*]}" >>"$res/logs/$1.start.log"
   SLUICE_LOG=warn setsid "$bin/sluice" "${args[@]}" >"$res/logs/$1.sluice.log" 2>&1 </dev/null &
   pids=$!

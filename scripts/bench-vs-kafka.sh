@@ -112,7 +112,8 @@ start_sluice() {
   bootstrap_all=""
   for i in $(seq "$brokers"); do
     args=(--listen "127.0.0.1:$((29092 + i - 1))" --data-dir "$work/sluice/broker-$i"
-      --override group.initial.rebalance.delay.ms=0)
+      --override group.initial.rebalance.delay.ms=0
+      --override log.retention.check.interval.ms=30000)
     if ((brokers > 1)); then
       args+=(--cores 1 --cpus $(((i - 1) % ncpu)) --override node.id="$i"
         --override controller.quorum.voters="$voters")

@@ -810,13 +810,14 @@ async fn maintenance(shard: &Rc<Shard>) {
     // SIGTERM waits, and costs nothing measurable.
     let tick = Duration::from_millis(100);
     let checkpoint_every = Duration::from_millis(config.checkpoint_interval_ms());
-    let retention_every = Duration::from_secs(30);
+    let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms());
     let (mut last_checkpoint, mut last_retention, mut last_flush) = (
         std::time::Instant::now(),
         std::time::Instant::now(),
         std::time::Instant::now(),
     );
+    let mut last_removal = std::time::Instant::now();
     let mut shutting_down = false;
     while !shard.broker.stopping() {
         glommio::timer::sleep(tick).await;
@@ -846,6 +847,13 @@ async fn maintenance(shard: &Rc<Shard>) {
                 }
             }
         }
+        // A deleted segment's files go within a second of their
+        // file.delete.delay.ms; checking each partition every tick would
+        // cost a pass over 10,000 partitions ten times a second.
+        if last_removal.elapsed() >= REMOVE_RETIRED_EVERY {
+            last_removal = std::time::Instant::now();
+            remove_retired(shard);
+        }
         if last_checkpoint.elapsed() >= checkpoint_every {
             last_checkpoint = std::time::Instant::now();
             shard
@@ -856,6 +864,19 @@ async fn maintenance(shard: &Rc<Shard>) {
                     tracing::error!(error = %e, "writing checkpoints failed");
                 }
             }
+        }
+    }
+}
+
+/// How often deleted segments' files are checked for removal.
+const REMOVE_RETIRED_EVERY: Duration = Duration::from_secs(1);
+
+/// Removes the files of deleted segments whose `file.delete.delay.ms`
+/// has passed.
+fn remove_retired(shard: &Shard) {
+    for p in shard.partitions() {
+        if let Err(e) = p.remove_retired() {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "removing deleted segment files failed");
         }
     }
 }

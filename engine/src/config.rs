@@ -8,6 +8,7 @@
 //! DescribeConfigs reports every key with its source, as Kafka does.
 
 use crate::security::sasl;
+use sluice_protocol::record_batch::Compression;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -246,6 +247,13 @@ pub const KEYS: &[Key] = &[
         1,
     ),
     topic(
+        "segment.jitter.ms",
+        Some("log.roll.jitter.ms"),
+        Kind::Long,
+        "0",
+        0,
+    ),
+    topic(
         "segment.index.bytes",
         Some("log.index.size.max.bytes"),
         Kind::Int,
@@ -322,7 +330,48 @@ pub const KEYS: &[Key] = &[
         "60000",
         0,
     ),
+    broker("log.retention.check.interval.ms", Kind::Long, "300000", 1),
+    // The log cleaner's bounds on when a record may be compacted.
+    topic(
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        Kind::Long,
+        "0",
+        0,
+    ),
+    topic(
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        Kind::Long,
+        LONG_MAX,
+        1,
+    ),
 ];
+
+/// Refuses topic settings that are each valid but cannot hold together,
+/// naming the key at fault. `get` gives a topic key's effective value
+/// (checked by [`check_value`]). Checked wherever a topic's settings
+/// change (CreateTopics, AlterConfigs, IncrementalAlterConfigs) and, for
+/// the broker defaults, at start.
+pub fn check_topic_combination<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), ConfigError> {
+    let long = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
+    if let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms")) {
+        if min > max {
+            return Err(ConfigError::Refused {
+                key: "min.compaction.lag.ms".into(),
+                reason: format!(
+                    "{min} is above max.compaction.lag.ms ({max}) (as broker defaults: \
+                     log.cleaner.min.compaction.lag.ms, log.cleaner.max.compaction.lag.ms): \
+                     a record cannot be compacted both no sooner than the first and no later \
+                     than the second"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// A configuration value was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -388,10 +437,27 @@ pub fn check_value(name: &str, key: &Key, value: &str) -> Result<String, ConfigE
         Kind::Text => Ok(value.to_string()),
         Kind::OneOf(allowed) => allowed
             .iter()
-            .find(|a| a.eq_ignore_ascii_case(value.trim()))
+            .find(|a| a.eq_ignore_ascii_case(&list_normalized(name, value)))
             .map(|a| a.to_string())
             .ok_or_else(|| bad(format!("one of {}", allowed.join(", ")))),
     }
+}
+
+/// A list key's value with its items trimmed and repeats dropped
+/// (`compact, delete` and `compact,delete,compact` are `compact,delete`,
+/// as Kafka reads lists); other keys' values trimmed.
+fn list_normalized(name: &str, value: &str) -> String {
+    let is_list = LIST_KEYS.contains(&name);
+    if !is_list {
+        return value.trim().to_string();
+    }
+    let mut items: Vec<&str> = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        if !items.contains(&item) {
+            items.push(item);
+        }
+    }
+    items.join(",")
 }
 
 /// Where a value came from, as DescribeConfigs reports it.
@@ -408,6 +474,13 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    /// `segment.jitter.ms`: up to this much is taken off `segment.ms`,
+    /// differently for each segment, so partitions created together do
+    /// not all roll at once.
+    pub segment_jitter_ms: i64,
+    /// `segment.index.bytes`: a segment rolls once its offset or time
+    /// index would grow past this.
+    pub segment_index_bytes: u64,
     pub index_interval_bytes: u64,
     pub flush_messages: i64,
     pub flush_ms: i64,
@@ -415,6 +488,14 @@ pub struct TopicConfig {
     pub retention_bytes: i64,
     /// `cleanup.policy` includes `delete`: retention removes old segments.
     pub delete_retention: bool,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compact: bool,
+    /// `compression.type`: the codec appended batches are rewritten in;
+    /// `None` (`producer`) keeps each batch as its producer compressed it.
+    pub compression: Option<Compression>,
+    /// `file.delete.delay.ms`: how long a deleted segment's files stay,
+    /// renamed `.deleted`, before they are removed.
+    pub file_delete_delay_ms: i64,
     pub log_append_time: bool,
     /// `message.timestamp.after.max.ms`: how far past the broker's clock a
     /// record's CreateTime may be (Kafka 4's default: one hour).
@@ -427,6 +508,18 @@ pub struct TopicConfig {
     pub values: BTreeMap<String, (String, Source)>,
 }
 
+/// The codec `compression.type` names; `None` for `producer`.
+fn codec(name: &str) -> Option<Compression> {
+    match name {
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
 impl TopicConfig {
     fn long(values: &BTreeMap<String, (String, Source)>, k: &str) -> i64 {
         values[k].0.parse().expect("values are checked when set")
@@ -437,12 +530,17 @@ impl TopicConfig {
             max_message_bytes: Self::long(&values, "max.message.bytes") as usize,
             segment_bytes: Self::long(&values, "segment.bytes") as u64,
             segment_ms: Self::long(&values, "segment.ms"),
+            segment_jitter_ms: Self::long(&values, "segment.jitter.ms"),
+            segment_index_bytes: Self::long(&values, "segment.index.bytes") as u64,
             index_interval_bytes: Self::long(&values, "index.interval.bytes") as u64,
             flush_messages: Self::long(&values, "flush.messages"),
             flush_ms: Self::long(&values, "flush.ms"),
             retention_ms: Self::long(&values, "retention.ms"),
             retention_bytes: Self::long(&values, "retention.bytes"),
             delete_retention: values["cleanup.policy"].0.contains("delete"),
+            compact: values["cleanup.policy"].0.contains("compact"),
+            compression: codec(&values["compression.type"].0),
+            file_delete_delay_ms: Self::long(&values, "file.delete.delay.ms"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
             timestamp_after_max_ms: Self::long(&values, "message.timestamp.after.max.ms"),
             min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
@@ -611,8 +709,27 @@ impl BrokerConfig {
             }
             "advertised.listeners" => self.advertised = parse_listener(name, &value)?,
             "log.dirs" => {
-                let first = value.split(',').next().unwrap_or("").trim();
-                self.data_dir = PathBuf::from(first);
+                let dirs: Vec<&str> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .collect();
+                if dirs.len() != 1 {
+                    // One directory holds the broker's checkpoints, lock
+                    // and partitions; spreading partitions over several
+                    // is not built, and taking the first alone would
+                    // leave the others' disks unused without a word.
+                    return Err(ConfigError::Refused {
+                        key: name.into(),
+                        reason: format!(
+                            "exactly one data directory is supported, {} given ({value}); \
+                             put several disks behind one file system (RAID, LVM) or run \
+                             one broker per disk",
+                            dirs.len()
+                        ),
+                    });
+                }
+                self.data_dir = PathBuf::from(dirs[0]);
             }
             "node.id" => self.node_id = value.parse().expect("checked"),
             "controller.quorum.voters" => {
@@ -813,6 +930,13 @@ impl BrokerConfig {
         }
     }
 
+    /// `log.retention.check.interval.ms`: how often each shard applies
+    /// retention to its partitions and removes files whose
+    /// `file.delete.delay.ms` has passed.
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.get_long("log.retention.check.interval.ms") as u64
+    }
+
     pub fn checkpoint_interval_ms(&self) -> u64 {
         self.get_long("log.flush.offset.checkpoint.interval.ms") as u64
     }
@@ -844,6 +968,7 @@ impl BrokerConfig {
                 (check_value(name, key, value)?, Source::Topic),
             );
         }
+        check_topic_combination(|k| values.get(k).map(|(v, _)| v.as_str()))?;
         Ok(TopicConfig::from_values(values))
     }
 }
@@ -910,6 +1035,43 @@ mod tests {
             Err(ConfigError::UnknownKey("nope".into()))
         );
         assert!(c.set("segment.bytes", "-5").is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_lists_and_impossible_combinations() {
+        let mut c = BrokerConfig::default();
+        let policy = |c: &BrokerConfig, v: &str| {
+            let overrides = BTreeMap::from([("cleanup.policy".to_string(), v.to_string())]);
+            c.topic_config(&overrides)
+                .map(|t| (t.compact, t.delete_retention))
+        };
+        assert_eq!(policy(&c, " compact , delete "), Ok((true, true)));
+        assert_eq!(policy(&c, "compact,compact"), Ok((true, false)));
+        let e = policy(&c, "compact,shred").unwrap_err().to_string();
+        assert!(e.contains("cleanup.policy"), "{e}");
+        let lags = |min: &str, max: &str| {
+            BTreeMap::from([
+                ("min.compaction.lag.ms".to_string(), min.to_string()),
+                ("max.compaction.lag.ms".to_string(), max.to_string()),
+            ])
+        };
+        assert!(c.topic_config(&lags("10", "10")).is_ok());
+        let e = c.topic_config(&lags("11", "10")).unwrap_err().to_string();
+        assert!(e.contains("min.compaction.lag.ms"), "{e}");
+        // The broker defaults are checked the same way.
+        c.set("log.cleaner.min.compaction.lag.ms", "5000").unwrap();
+        c.set("log.cleaner.max.compaction.lag.ms", "1000").unwrap();
+        assert!(c.topic_config(&BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn one_data_directory() {
+        let mut c = BrokerConfig::default();
+        c.set("log.dirs", " /var/lib/sluice ").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/sluice"));
+        let e = c.set("log.dirs", "/disk1,/disk2").unwrap_err().to_string();
+        assert!(e.contains("log.dirs"), "{e}");
+        assert!(c.set("log.dirs", " , ").is_err());
     }
 
     #[test]

@@ -124,6 +124,9 @@ fn build_config(args: &Args) -> Result<BrokerConfig, ConfigError> {
         })?;
         config.set(k.trim(), v.trim())?;
     }
+    // Topic defaults that are each valid but cannot hold together
+    // (`log.cleaner.min.compaction.lag.ms` above the max) stop the start.
+    config.topic_config(&Default::default())?;
     Ok(config)
 }
 

@@ -989,6 +989,13 @@ pub fn altered_config(
             }
         }
     }
+    crate::config::check_topic_combination(|k| {
+        config
+            .get(k)
+            .or_else(|| defaults.get(k))
+            .map(String::as_str)
+    })
+    .map_err(|e| invalid(e.to_string()))?;
     Ok(config)
 }
 

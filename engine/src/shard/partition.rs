@@ -507,6 +507,11 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// See [`PartitionLog::remove_retired`].
+    pub fn remove_retired(&self) -> Result<usize, StorageError> {
+        self.log.borrow_mut().remove_retired()
+    }
+
     /// Deletes the partition's files. The caller has already made it
     /// unreachable; a request still holding it writes to unlinked files,
     /// and produces parked for acks=all are answered NOT_LEADER_OR_FOLLOWER.

@@ -117,6 +117,9 @@ pub struct PartitionLog {
     writeback: (Offset, u64),
     /// Created by [`PartitionLog::create`] and not yet made durable.
     creation_unsynced: bool,
+    /// Files of deleted segments, renamed `.deleted`, and when they may
+    /// be removed (`file.delete.delay.ms` after their deletion).
+    retired: Vec<(std::time::Instant, Vec<PathBuf>)>,
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
@@ -321,6 +324,7 @@ impl PartitionLog {
             unsynced_sealed: Vec::new(),
             writeback: (Offset(-1), 0),
             creation_unsynced: false,
+            retired: Vec::new(),
         };
         log.check_invariants();
         log
@@ -339,6 +343,10 @@ impl PartitionLog {
         recovery_point: Offset,
         log_start: Offset,
     ) -> Result<PartitionLog> {
+        let leftovers = super::segment::remove_deleted_files(dir)?;
+        if leftovers > 0 {
+            tracing::info!(dir = %dir.display(), files = leftovers, "removed deleted segment files left by the last run");
+        }
         let bases = list_segment_bases(dir)?;
         if bases.is_empty() {
             let segments = vec![Segment::create(dir, log_start)?];
@@ -680,10 +688,17 @@ impl PartitionLog {
             return Ok(());
         }
         let full = active.size() + incoming > self.config.segment_bytes;
+        let roll_ms = self.config.segment_ms - self.roll_jitter_ms();
         let old = active
             .first_append_ms()
-            .is_some_and(|t| now_ms - t >= self.config.segment_ms);
-        if !(full || old) {
+            .is_some_and(|t| now_ms - t >= roll_ms);
+        // As Kafka: an index holds segment.index.bytes / entry size
+        // entries, and a full one rolls the segment.
+        let (offsets, times) = active.index_entries();
+        let index_max = self.config.segment_index_bytes;
+        let index_full = offsets as u64 >= index_max / super::offset_index::ENTRY_SIZE as u64
+            || times as u64 >= index_max / super::time_index::ENTRY_SIZE as u64;
+        if !(full || old || index_full) {
             return Ok(());
         }
         let base = self.log_end();
@@ -697,6 +712,22 @@ impl PartitionLog {
         self.unsynced_sealed.push(txn_file);
         self.segments.push(segment);
         Ok(())
+    }
+
+    /// How much earlier than `segment.ms` the active segment rolls: a
+    /// number below `min(segment.jitter.ms, segment.ms)` drawn from the
+    /// partition's directory and the segment's base offset, so it differs
+    /// between partitions and segments yet stays the same while a segment
+    /// is active (Kafka draws one per log at random).
+    fn roll_jitter_ms(&self) -> i64 {
+        use std::hash::{Hash, Hasher};
+        let bound = self.config.segment_jitter_ms.min(self.config.segment_ms);
+        if bound <= 0 {
+            return 0;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.dir.as_path(), self.active().base().0).hash(&mut h);
+        (h.finish() % bound as u64) as i64
     }
 
     /// Whether `flush.messages` or `flush.ms` asks for a flush now.
@@ -932,8 +963,32 @@ impl PartitionLog {
         self.log_start = self.log_start.max(self.segments[0].base());
         self.recovery_point = self.recovery_point.max(self.log_start);
         tracing::info!(path = %segment.log_path().display(), why, "deleting segment");
-        segment.delete()?;
+        let delay_ms = self.config.file_delete_delay_ms;
+        if delay_ms == 0 {
+            segment.delete()?;
+        } else {
+            let due = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms as u64);
+            self.retired.push((due, segment.retire()?));
+        }
         snapshot_file::delete_outside(&self.dir, self.log_start, self.log_end())
+    }
+
+    /// Removes the files of deleted segments whose `file.delete.delay.ms`
+    /// has passed. Returns how many files went.
+    pub fn remove_retired(&mut self) -> Result<usize> {
+        let now = std::time::Instant::now();
+        let mut removed = 0;
+        while let Some(i) = self.retired.iter().position(|(due, _)| *due <= now) {
+            let (_, files) = self.retired.swap_remove(i);
+            for path in files {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("remove deleted segment", &path)(e)),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub fn segment_count(&self) -> usize {
@@ -1204,6 +1259,54 @@ mod tests {
     fn append(log: &mut PartitionLog, b: &[u8]) -> AppendInfo {
         let s = validate_record_set(b, 1 << 20).unwrap();
         log.append(b, &s, 0).unwrap()
+    }
+
+    fn timed_config(segment_ms: &str, jitter_ms: &str) -> Arc<TopicConfig> {
+        let mut c = BrokerConfig::default();
+        c.set("segment.ms", segment_ms).unwrap();
+        c.set("segment.jitter.ms", jitter_ms).unwrap();
+        Arc::new(c.topic_config(&BTreeMap::new()).unwrap())
+    }
+
+    fn append_at(log: &mut PartitionLog, b: &[u8], now_ms: i64) {
+        let s = validate_record_set(b, 1 << 20).unwrap();
+        log.append(b, &s, now_ms).unwrap();
+    }
+
+    /// `segment.jitter.ms` takes up to that much off `segment.ms`, a
+    /// different amount per partition and segment, so partitions created
+    /// together do not all roll at once; without it every segment rolls
+    /// at `segment.ms`.
+    #[test]
+    fn segment_jitter_rolls_each_segment_somewhat_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jitters = Vec::new();
+        for p in 0..8 {
+            let pdir = dir.path().join(format!("t-{p}"));
+            let config = timed_config("100000", "50000");
+            let mut log = PartitionLog::create(&pdir, config, uuid::Uuid::new_v4()).unwrap();
+            let jitter = log.roll_jitter_ms();
+            assert!((0..50_000).contains(&jitter), "{jitter}");
+            jitters.push(jitter);
+            append_at(&mut log, &batch(1, 0), 0);
+            // Just before the jittered age: no roll; at it: a roll.
+            append_at(&mut log, &batch(1, 0), 100_000 - jitter - 1);
+            assert_eq!(log.segment_count(), 1);
+            append_at(&mut log, &batch(1, 0), 100_000 - jitter);
+            assert_eq!(log.segment_count(), 2);
+        }
+        jitters.dedup();
+        assert!(jitters.len() > 1, "every partition got {jitters:?}");
+
+        let pdir = dir.path().join("plain-0");
+        let mut log =
+            PartitionLog::create(&pdir, timed_config("100000", "0"), uuid::Uuid::new_v4()).unwrap();
+        assert_eq!(log.roll_jitter_ms(), 0);
+        append_at(&mut log, &batch(1, 0), 0);
+        append_at(&mut log, &batch(1, 0), 99_999);
+        assert_eq!(log.segment_count(), 1);
+        append_at(&mut log, &batch(1, 0), 100_000);
+        assert_eq!(log.segment_count(), 2);
     }
 
     #[test]

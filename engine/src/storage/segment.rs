@@ -616,6 +616,39 @@ impl Segment {
         delete_files(self.log_path.parent().unwrap_or(Path::new(".")), self.base)
     }
 
+    /// Renames the segment's files with the [`DELETED_SUFFIX`] (readers
+    /// holding the open log file go on reading it) and returns their new
+    /// paths, to remove once `file.delete.delay.ms` has passed.
+    pub fn retire(self) -> Result<Vec<PathBuf>> {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        let (log, index, time) = paths(dir, self.base);
+        let txn = txn_index::path_for(&log);
+        let mut retired = Vec::new();
+        for p in [log, index, time, txn] {
+            let mut to = p.clone().into_os_string();
+            to.push(DELETED_SUFFIX);
+            let to = PathBuf::from(to);
+            match std::fs::rename(&p, &to) {
+                Ok(()) => retired.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        op: "rename deleted segment",
+                        path: p,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Entries in the offset index and the time index: the segment rolls
+    /// before either outgrows `segment.index.bytes`.
+    pub fn index_entries(&self) -> (usize, usize) {
+        (self.index.len(), self.time_index.len())
+    }
+
     #[cfg(test)]
     pub fn time_index_is_empty(&self) -> bool {
         self.time_index.is_empty()
@@ -648,6 +681,31 @@ impl Segment {
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
+}
+
+/// Suffix of a deleted segment's files waiting for
+/// `file.delete.delay.ms`, as Kafka names them.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
+/// Removes every file of `dir` named with [`DELETED_SUFFIX`]: at open,
+/// files a previous run renamed and did not get to remove. Returns how
+/// many.
+pub fn remove_deleted_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(StorageError::io("list", dir))? {
+        let entry = entry.map_err(StorageError::io("list", dir))?;
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(DELETED_SUFFIX)
+        {
+            continue;
+        }
+        let path = entry.path();
+        std::fs::remove_file(&path).map_err(StorageError::io("remove deleted segment", &path))?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// Deletes the files of the segment at `base` in `dir`, whichever exist.

@@ -16,6 +16,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod produce_records;
 mod produce_time;
 mod scram_credentials;
 mod txn;

@@ -12,6 +12,7 @@
 //! it listens (KIP-951), so the producer can move there without a
 //! Metadata round trip.
 
+use super::produce_records;
 use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
 use crate::replication::state::Acks;
@@ -151,8 +152,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                 }
                 (_, Some(m)) => {
                     let records = p.records.clone().unwrap_or_default();
-                    match validate(ctx.version(), &records, m.config.max_message_bytes) {
-                        Ok(summary) => {
+                    match prepare(ctx.version(), records, &m.config, &name, p.index) {
+                        Ok((records, summary)) => {
                             let owner = shard.owner(m, p.index);
                             per_shard.entry(owner).or_default().push(Append {
                                 slot,
@@ -171,10 +172,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                             });
                             None
                         }
-                        Err(e) => {
-                            tracing::warn!(topic = %name, partition = p.index, error = %e, "rejected produce");
-                            Some(Outcome::error(batch_error(&e), Some(e.to_string())))
-                        }
+                        Err(refused) => Some(refused),
                     }
                 }
             };
@@ -241,6 +239,52 @@ fn has_transactional_batches(req: &ProduceRequest) -> bool {
         .filter_map(|p| p.records.as_deref())
         .filter_map(sluice_protocol::record_batch::BatchHeader::parse)
         .any(|h| h.is_transactional())
+}
+
+/// Validates a partition's record set and applies its topic's settings
+/// to it (`produce_records`): keys on compacted topics, the topic's
+/// `compression.type`. A refusal comes back as the partition's outcome.
+fn prepare(
+    version: i16,
+    records: Bytes,
+    config: &crate::config::TopicConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<(Bytes, RecordSetSummary), Outcome> {
+    let refused = |e: BatchError| {
+        tracing::warn!(topic, partition, error = %e, "rejected produce");
+        Outcome::error(batch_error(&e), Some(e.to_string()))
+    };
+    let max = config.max_message_bytes;
+    let summary = validate(version, &records, max).map_err(refused)?;
+    if config.compact {
+        let keyless = produce_records::keyless_records(&records).map_err(refused)?;
+        if !keyless.is_empty() {
+            let why = produce_records::keyless_message(topic, partition);
+            let errors: Vec<(i32, String)> = keyless.iter().map(|i| (*i, why.clone())).collect();
+            let message = produce_records::record_errors_message(&errors);
+            tracing::warn!(
+                topic,
+                partition,
+                keyless = keyless.len(),
+                "rejected produce: records without a key on a compacted topic"
+            );
+            let mut outcome = Outcome::error(ErrorCode::InvalidRecord, Some(message));
+            outcome.record_errors = errors;
+            return Err(outcome);
+        }
+    }
+    let Some(codec) = config.compression else {
+        return Ok((records, summary));
+    };
+    match produce_records::recompressed(&records, codec).map_err(refused)? {
+        None => Ok((records, summary)),
+        Some(rewritten) => {
+            // Decompressed, a batch may outgrow max.message.bytes.
+            let summary = validate_record_set(&rewritten, max).map_err(refused)?;
+            Ok((Bytes::from(rewritten), summary))
+        }
+    }
 }
 
 fn validate(version: i16, records: &[u8], max: usize) -> Result<RecordSetSummary, BatchError> {
