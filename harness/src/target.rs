@@ -203,6 +203,12 @@ impl Drop for Target {
 /// (each costing up to a heartbeat interval), without 3 s per load.
 const INITIAL_REBALANCE_DELAY_MS: u32 = 200;
 
+/// The embedded broker's `log.retention.check.interval.ms` (Kafka: 5
+/// minutes). A max-rate run writes gigabytes a minute; workloads bound
+/// their disk with `retention.bytes`, which holds only as often as it is
+/// checked.
+const RETENTION_CHECK_MS: u32 = 30_000;
+
 /// A loopback port that was free a moment ago (the embedded broker does not
 /// take port 0).
 fn free_port() -> std::io::Result<u16> {
@@ -232,10 +238,16 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
             .collect::<Result<Vec<String>, String>>()?
             .join(",")
     };
-    let mut settings = vec![(
-        "group.initial.rebalance.delay.ms".to_string(),
-        INITIAL_REBALANCE_DELAY_MS.to_string(),
-    )];
+    let mut settings = vec![
+        (
+            "group.initial.rebalance.delay.ms".to_string(),
+            INITIAL_REBALANCE_DELAY_MS.to_string(),
+        ),
+        (
+            "log.retention.check.interval.ms".to_string(),
+            RETENTION_CHECK_MS.to_string(),
+        ),
+    ];
     if !voters.is_empty() {
         settings.push(("controller.quorum.voters".to_string(), voters));
     }
