@@ -707,23 +707,53 @@ fn a_deleted_topic_is_dropped_from_a_transaction_and_the_rest_commits() {
 /// (a retry's backoff would put a floor under every short transaction);
 /// a completion that cannot finish still gets the request its retriable
 /// answer, and changes nothing.
-#[test]
-fn a_request_behind_an_unfinished_completion_is_answered_and_goes_through_after_it() {
-    use rdkafka::admin::{
-        AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
-    };
-    let b = small_broker(&[]);
+/// A topic of one partition that takes no marker (nor any acks=all
+/// append) until [`unstick`] is called: it requires more in-sync
+/// replicas than it has.
+fn stuck_topic(b: &Broker, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())
         .create()
         .expect("admin");
     let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
-    // More in-sync replicas required than the partition has: no marker
-    // can be written to it until that is lowered.
-    let topic =
-        NewTopic::new("tx-stuck", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
+    let topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
     let made = futures::executor::block_on(admin.create_topics([&topic], &options));
     assert!(made.expect("create").iter().all(Result::is_ok));
+}
+
+fn unstick(b: &Broker, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin");
+    let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+    let lowered = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("min.insync.replicas", "1");
+    let altered = futures::executor::block_on(admin.alter_configs([&lowered], &options));
+    assert!(altered.expect("alter").iter().all(Result::is_ok));
+}
+
+/// The log end of partition 0 of `topic`.
+fn log_end(b: &Broker, topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("client");
+    c.fetch_watermarks(topic, 0, CLIENT_TIMEOUT)
+        .expect("watermarks")
+        .1
+}
+
+/// A request for an id whose previous transaction is still completing is
+/// held until the completion is stored rather than told at once to retry
+/// (a retry's backoff would put a floor under every short transaction);
+/// a completion that cannot finish still gets the request its retriable
+/// answer, and changes nothing.
+#[test]
+fn a_request_behind_an_unfinished_completion_is_answered_and_goes_through_after_it() {
+    let b = small_broker(&[]);
+    stuck_topic(&b, "tx-stuck");
     let id = "stuck-app";
     let (code, p) = init(b.addr(), id, 60_000);
     assert_eq!(code, 0);
@@ -739,13 +769,38 @@ fn a_request_behind_an_unfinished_completion_is_answered_and_goes_through_after_
         describe(b.addr(), id).transaction_state.as_str(),
         "PrepareCommit"
     );
-    let lowered =
-        AlterConfig::new(ResourceSpecifier::Topic("tx-stuck")).set("min.insync.replicas", "1");
-    let altered = futures::executor::block_on(admin.alter_configs([&lowered], &options));
-    assert!(altered.expect("alter").iter().all(Result::is_ok));
+    unstick(&b, "tx-stuck");
     wait_state(b.addr(), id, "CompleteCommit");
     assert_eq!(add_partitions(b.addr(), id, p, "tx-stuck", &[0]), vec![0]);
     assert_eq!(describe(b.addr(), id).transaction_state.as_str(), "Ongoing");
+}
+
+/// kill -9 after the commit is decided (PrepareCommit stored, EndTxn
+/// answered) and before its marker is written: the restarted coordinator
+/// finds the decision in its log and writes the marker.
+#[test]
+fn a_commit_decided_before_a_kill_9_gets_its_markers_after_the_restart() {
+    let mut b = small_broker(&[]);
+    stuck_topic(&b, "tx-decided");
+    let id = "decided-app";
+    let (code, p) = init(b.addr(), id, 60_000);
+    assert_eq!(code, 0);
+    assert_eq!(add_partitions(b.addr(), id, p, "tx-decided", &[0]), vec![0]);
+    assert_eq!(end_txn(b.addr(), 3, id, p, true), 0);
+    assert_eq!(
+        describe(b.addr(), id).transaction_state.as_str(),
+        "PrepareCommit"
+    );
+    assert_eq!(log_end(&b, "tx-decided"), 0, "no marker yet");
+    b.kill9();
+    b.restart();
+    assert_eq!(
+        describe(b.addr(), id).transaction_state.as_str(),
+        "PrepareCommit"
+    );
+    unstick(&b, "tx-decided");
+    wait_state(b.addr(), id, "CompleteCommit");
+    assert_eq!(log_end(&b, "tx-decided"), 1, "the COMMIT marker, once");
 }
 
 // ---- Three brokers: the state log's replicas away.
