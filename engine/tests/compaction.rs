@@ -192,7 +192,14 @@ fn read_all(broker: &Broker, topic: &str) -> Vec<Seen> {
             }),
             Some(Err(KafkaError::PartitionEOF(_))) => return out,
             Some(Err(e)) if common::is_transient(&e) => {}
-            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            Some(Err(e)) => {
+                let _ = std::process::Command::new("cp")
+                    .arg("-r")
+                    .arg(broker.partition_dir(topic, 0))
+                    .arg("/tmp/compaction-debug")
+                    .status();
+                panic!("consume {topic}: {e}")
+            }
         }
     }
 }

@@ -139,11 +139,12 @@ pub fn filter_batch(
             max_ts = max_ts.max(ts);
         }
     })?;
-    if count == total {
-        return Ok(Filtered::Unchanged);
-    }
+    // An empty batch (kept by an earlier pass) goes once nothing needs it.
     if count == 0 && !keep_empty {
         return Ok(Filtered::Dropped);
+    }
+    if count == total {
+        return Ok(Filtered::Unchanged);
     }
     let mut payload = Vec::new();
     let codec = h.compression().expect("checked by records_section");
@@ -258,6 +259,15 @@ mod tests {
         assert_eq!((nh.records_count, nh.last_offset_delta), (0, 3));
         assert_eq!(nh.base_sequence, 40);
         assert!(values(&empty).is_empty());
+        // Later passes keep it only while something needs it.
+        assert_eq!(
+            filter_batch(&nh, &empty, true, |_| true).unwrap(),
+            Filtered::Unchanged
+        );
+        assert_eq!(
+            filter_batch(&nh, &empty, false, |_| true).unwrap(),
+            Filtered::Dropped
+        );
     }
 
     #[test]

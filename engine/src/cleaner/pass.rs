@@ -6,16 +6,20 @@
 //!    state from the log).
 //! 2. The offset map is filled from the dirty part, key by key in offset
 //!    order, until the part ends or the map is full.
-//! 3. The segments are rewritten in groups that fit in `segment.bytes`,
-//!    each group into one `.cleaned` file with the first one's base. A
+//! 3. The segments are rewritten in order into `.cleaned` files, each
+//!    taking input segments until its output reaches `segment.bytes`,
+//!    named after its first input's base. A
 //!    record goes when the map holds a later offset for its key, or when
 //!    it is a tombstone cleaned more than `delete.retention.ms` ago.
 //!    Control batches (transaction markers) and transactional batches are
 //!    copied unchanged, and their keys are not put in the map: a later
 //!    record that may yet be aborted must not replace an earlier one.
-//!    Each group's last batch is kept (empty if need be) so the segments
-//!    still meet end to end and recovery never mistakes a cleaned gap for
-//!    a lost tail.
+//!    Each input segment's last batch is kept (empty if need be) so the
+//!    segments still meet end to end and recovery never mistakes a
+//!    cleaned gap for a lost tail; an empty batch no longer last goes at
+//!    the next pass. Grouping by output size keeps runs of near-empty
+//!    segments from forming, each of which would cost a consumer a fetch
+//!    that returns no record.
 //! 4. Each group is synced and swapped in (see `storage/cleaned.rs`).
 //!
 //! The pass yields to the shard's other tasks between batches and reads
@@ -193,25 +197,91 @@ async fn build_map(
     Ok(plan.end)
 }
 
-/// Splits the segments into runs that each fit one segment.
-fn groups(segments: &[SealedSegment], segment_bytes: u64) -> Vec<&[SealedSegment]> {
-    let limit = segment_bytes.min(SEGMENT_SIZE_MAX);
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (i, s) in segments.iter().enumerate() {
-        let span = s.next_offset.0 - segments[start].base.0;
-        if i > start && (bytes + s.size > limit || span > i64::from(i32::MAX)) {
-            out.push(&segments[start..i]);
-            start = i;
-            bytes = 0;
+/// Whether a group whose output holds `bytes` and starts at `base` must
+/// end before `next` joins it: its output reached `segment.bytes`, or
+/// `next`'s offsets would pass the index's 32-bit relative offsets.
+fn group_full(bytes: u64, base: Offset, next: &SealedSegment, segment_bytes: u64) -> bool {
+    // Half the position limit: a group may pass segment.bytes by one
+    // input segment's output, itself below the limit.
+    bytes >= segment_bytes.min(SEGMENT_SIZE_MAX / 2)
+        || next.next_offset.0 - base.0 > i64::from(i32::MAX)
+}
+
+/// What stays fixed through one pass.
+struct PassContext<'a> {
+    map: &'a OffsetMap,
+    config: &'a crate::config::TopicConfig,
+    last_of_producer: HashMap<i64, Offset>,
+    now_ms: i64,
+}
+
+/// Filters one input segment's batches into `cleaned`.
+async fn copy_segment(
+    s: &SealedSegment,
+    cleaned: &mut CleanedSegment,
+    cx: &PassContext<'_>,
+    state: &LogState,
+    throttle: &mut Throttle,
+    stats: &mut PassStats,
+    oldest_tombstone: &mut Option<i64>,
+) -> Result<(), PassError> {
+    stats.bytes_before += s.size;
+    for t in &s.aborted {
+        cleaned.add_aborted(*t);
+    }
+    // Each input segment's last batch stays, empty if need be, so the
+    // output ends where its inputs ended and segments meet end to end.
+    let last_base = last_batch_base(s)?;
+    let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES);
+    let mut it = batches(s);
+    while let Some((h, batch)) = it.next_batch()? {
+        throttle.read(batch.len() as u64).await;
+        if h.is_control() || h.is_transactional() {
+            out.extend_from_slice(&batch);
+        } else {
+            let keep_empty = Some(h.base_offset) == last_base
+                || (h.producer_id >= 0
+                    && cx.last_of_producer.get(&h.producer_id) == Some(&h.base_offset));
+            let mut removed = 0u64;
+            let filtered = filter_batch(&h, &batch, keep_empty, |r| {
+                let keep = keeps(r, cx, state, oldest_tombstone);
+                removed += u64::from(!keep);
+                keep
+            })?;
+            stats.records_removed += removed;
+            match filtered {
+                Filtered::Unchanged => out.extend_from_slice(&batch),
+                Filtered::Rebuilt(b) => out.extend_from_slice(&b),
+                Filtered::Dropped => {}
+            }
         }
-        bytes += s.size;
+        if out.len() >= WRITE_CHUNK_BYTES {
+            cleaned.append(&out)?;
+            out.clear();
+        }
+        glommio::yield_if_needed().await;
     }
-    if start < segments.len() {
-        out.push(&segments[start..]);
+    cleaned.append(&out)?;
+    Ok(())
+}
+
+/// Syncs a group's output and swaps it in; false if the log changed.
+async fn swap_group(
+    partition: &Partition,
+    mut cleaned: CleanedSegment,
+    group: &[SealedSegment],
+    stats: &mut PassStats,
+) -> Result<bool, PassError> {
+    cleaned.finish()?;
+    partition.sync_cleaned(&cleaned).await?;
+    let size = cleaned.size();
+    if !partition.replace_cleaned(cleaned, group)? {
+        stats.stale = true;
+        return Ok(false);
     }
-    out
+    stats.bytes_after += size;
+    stats.segments_after += 1;
+    Ok(true)
 }
 
 /// Runs one pass of `plan` over `partition`.
@@ -225,65 +295,57 @@ pub async fn run(
     let now = now_ms();
     let last_of_producer = last_batches(&plan.segments, throttle).await?;
     let cleaned_upto = build_map(plan, map, throttle).await?;
-    let config = partition.cleaner_view().config;
+    let view = partition.cleaner_view();
+    let cx = PassContext {
+        map,
+        config: &view.config,
+        last_of_producer,
+        now_ms: now,
+    };
     let mut stats = PassStats {
         segments_before: plan.segments.len(),
         cleaned_upto: cleaned_upto.0,
         ..PassStats::default()
     };
     let mut oldest_tombstone: Option<i64> = None;
-    let dir = partition.cleaner_view().dir;
-    for group in groups(&plan.segments, config.segment_bytes) {
-        let mut cleaned = CleanedSegment::create(&dir, group[0].base)?;
-        let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES);
-        let last_base = match group.last() {
-            Some(s) => last_batch_base(s)?,
-            None => None,
-        };
-        for s in group {
-            stats.bytes_before += s.size;
-            for t in &s.aborted {
-                cleaned.add_aborted(*t);
-            }
-            let mut it = batches(s);
-            while let Some((h, batch)) = it.next_batch()? {
-                throttle.read(batch.len() as u64).await;
-                if h.is_control() || h.is_transactional() {
-                    out.extend_from_slice(&batch);
-                } else {
-                    let keep_empty = Some(h.base_offset) == last_base
-                        || (h.producer_id >= 0
-                            && last_of_producer.get(&h.producer_id) == Some(&h.base_offset));
-                    let mut removed = 0u64;
-                    let filtered = filter_batch(&h, &batch, keep_empty, |r| {
-                        let keep = keeps(r, map, state, &config, now, &mut oldest_tombstone);
-                        removed += u64::from(!keep);
-                        keep
-                    })?;
-                    stats.records_removed += removed;
-                    match filtered {
-                        Filtered::Unchanged => out.extend_from_slice(&batch),
-                        Filtered::Rebuilt(b) => out.extend_from_slice(&b),
-                        Filtered::Dropped => {}
-                    }
+    let mut group_start = 0;
+    let mut cleaned: Option<CleanedSegment> = None;
+    for (i, s) in plan.segments.iter().enumerate() {
+        if let Some(c) = cleaned.take() {
+            if group_full(c.size(), c.base(), s, cx.config.segment_bytes) {
+                if !swap_group(partition, c, &plan.segments[group_start..i], &mut stats).await? {
+                    return Ok(stats);
                 }
-                if out.len() >= WRITE_CHUNK_BYTES {
-                    cleaned.append(&out)?;
-                    out.clear();
-                }
-                glommio::yield_if_needed().await;
+                group_start = i;
+            } else {
+                cleaned = Some(c);
             }
         }
-        cleaned.append(&out)?;
-        cleaned.finish()?;
-        partition.sync_cleaned(&cleaned).await?;
-        let size = cleaned.size();
-        if !partition.replace_cleaned(cleaned, group)? {
-            stats.stale = true;
+        let c = match cleaned.as_mut() {
+            Some(c) => c,
+            None => cleaned.insert(CleanedSegment::create(&view.dir, s.base)?),
+        };
+        let copied = copy_segment(
+            s,
+            c,
+            &cx,
+            state,
+            throttle,
+            &mut stats,
+            &mut oldest_tombstone,
+        )
+        .await;
+        if let Err(e) = copied {
+            if let Some(c) = cleaned.take() {
+                c.abandon();
+            }
+            return Err(e);
+        }
+    }
+    if let Some(c) = cleaned {
+        if !swap_group(partition, c, &plan.segments[group_start..], &mut stats).await? {
             return Ok(stats);
         }
-        stats.bytes_after += size;
-        stats.segments_after += 1;
     }
     state.first_dirty = cleaned_upto;
     state.record_pass(cleaned_upto, now);
@@ -305,25 +367,23 @@ fn last_batch_base(s: &SealedSegment) -> Result<Option<Offset>, PassError> {
 /// tombstone was first cleaned.
 fn keeps(
     r: filter::RecordView<'_>,
-    map: &OffsetMap,
+    cx: &PassContext<'_>,
     state: &LogState,
-    config: &crate::config::TopicConfig,
-    now_ms: i64,
     oldest_tombstone: &mut Option<i64>,
 ) -> bool {
     let Some(key) = r.key else {
         return true;
     };
-    if map.get(key).is_some_and(|latest| latest > r.offset) {
+    if cx.map.get(key).is_some_and(|latest| latest > r.offset) {
         return false;
     }
     if !r.tombstone {
         return true;
     }
     match state.first_cleaned_ms(r.offset) {
-        Some(at) if now_ms.saturating_sub(at) >= config.delete_retention_ms => false,
+        Some(at) if cx.now_ms.saturating_sub(at) >= cx.config.delete_retention_ms => false,
         first => {
-            let at = first.unwrap_or(now_ms);
+            let at = first.unwrap_or(cx.now_ms);
             *oldest_tombstone = Some(oldest_tombstone.map_or(at, |o: i64| o.min(at)));
             true
         }
@@ -347,23 +407,12 @@ mod tests {
     }
 
     #[test]
-    fn groups_fit_one_segment_each() {
-        let s = [
-            seg(0, 10, 60),
-            seg(10, 20, 50),
-            seg(20, 30, 30),
-            seg(30, 40, 100),
-        ];
-        let g = groups(&s, 100);
-        let bases: Vec<Vec<i64>> = g
-            .iter()
-            .map(|g| g.iter().map(|s| s.base.0).collect())
-            .collect();
-        assert_eq!(bases, vec![vec![0], vec![10, 20], vec![30]]);
-        assert_eq!(
-            groups(&s, 10).len(),
-            4,
-            "an oversized segment is its own group"
-        );
+    fn a_group_ends_at_segment_bytes_of_output_or_the_offset_span() {
+        let next = seg(100, 200, 50);
+        assert!(!group_full(99, Offset(0), &next, 100));
+        assert!(group_full(100, Offset(0), &next, 100));
+        let far = seg(100, i64::from(i32::MAX) + 1, 50);
+        assert!(group_full(0, Offset(0), &far, 100));
+        assert!(!group_full(0, Offset(1), &far, 100));
     }
 }
