@@ -15,10 +15,13 @@
 
 use sluice_protocol::compression::{self, CodecError};
 use sluice_protocol::record_batch::{
-    compute_crc, decode_records, BatchHeader, Compression, BATCH_HEADER_SIZE, BATCH_LENGTH_OFFSET,
-    CRC_OFFSET, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
+    compute_crc, decode_records, BatchHeader, Compression, ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE,
+    BATCH_LENGTH_OFFSET, CRC_OFFSET, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
 };
 use sluice_protocol::Offset;
+
+/// The codec bits of a batch's attributes.
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
 
 /// A record as the keep decision sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,13 +151,22 @@ pub fn filter_batch(
     }
     let mut payload = Vec::new();
     let codec = h.compression().expect("checked by records_section");
-    compression::compress(codec, &kept, &mut payload).map_err(|source| FilterError::Codec {
-        offset: h.base_offset.0,
-        source,
-    })?;
+    let mut attributes = h.attributes;
+    if count == 0 {
+        // An empty batch is written uncompressed with no payload, as
+        // Kafka writes one: clients do not expect an empty compressed
+        // stream (librdkafka asserts on one).
+        attributes &= !ATTR_COMPRESSION_MASK;
+    } else {
+        compression::compress(codec, &kept, &mut payload).map_err(|source| FilterError::Codec {
+            offset: h.base_offset.0,
+            source,
+        })?;
+    }
     let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + payload.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_SIZE]);
     out.extend_from_slice(&payload);
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     let batch_length = (out.len() - BATCH_LENGTH_OFFSET - 4) as i32;
     out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
     out[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&count.to_be_bytes());
@@ -257,6 +269,12 @@ mod tests {
         };
         let nh = validate_stored_batch(&empty, 0).unwrap();
         assert_eq!((nh.records_count, nh.last_offset_delta), (0, 3));
+        assert_eq!(
+            nh.compression(),
+            Some(Compression::None),
+            "as Kafka writes one"
+        );
+        assert_eq!(empty.len(), BATCH_HEADER_SIZE);
         assert_eq!(nh.base_sequence, 40);
         assert!(values(&empty).is_empty());
         // Later passes keep it only while something needs it.
