@@ -400,8 +400,19 @@ fn kill_9_during_cleaning_loses_nothing_and_duplicates_no_offset() {
         records.extend(fillers(1000, &tag));
         broker.stop();
         broker.set_env(&[("SLUICE_CLEANER_CRASH_AT", step)]);
+        let crashes = |b: &Broker| {
+            b.log()
+                .matches("stopping at the cleaner's crash point")
+                .count()
+        };
+        let before = crashes(&broker);
         let status = broker.restart_until_exit(DEADLINE);
         assert!(!status.success(), "stopped at {step}: {status}");
+        assert_eq!(
+            crashes(&broker),
+            before + 1,
+            "stopped by the hook at {step}"
+        );
         broker.set_env(&[]);
         broker.restart();
         check_consistent(&read_all(&broker, "crashy"), &records);
@@ -418,19 +429,17 @@ fn kill_9_during_cleaning_loses_nothing_and_duplicates_no_offset() {
     swap.extend(std::fs::read(&logs[1]).unwrap());
     std::fs::write(format!("{}.swap", logs[0].display()), &swap).unwrap();
     std::fs::write(format!("{}.cleaned", logs[1].display()), b"half a batch").unwrap();
+    let count = |b: &Broker, what: &str| b.log().matches(what).count();
+    let finished = count(&broker, "finishing an interrupted segment swap");
+    let removed = count(&broker, "removing an uncommitted cleaned segment");
     broker.restart();
+    // Both leftovers were handled at open, before the broker was ready
+    // (the stop may have left a file of the cleaner's own, and a running
+    // cleaner has files under way, so the directory is not compared).
+    let now_finished = count(&broker, "finishing an interrupted segment swap");
+    assert_eq!(now_finished, finished + 1);
+    assert!(count(&broker, "removing an uncommitted cleaned segment") > removed);
     let seen = read_all(&broker, "crashy");
     check_consistent(&seen, &records);
     assert!(compacted_fully(&seen));
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names
-            .iter()
-            .all(|n| !n.ends_with(".swap") && !n.ends_with(".cleaned")),
-        "{names:?}"
-    );
-    assert_eq!(segment_files(&dir).len(), logs.len() - 1);
 }
