@@ -1376,6 +1376,33 @@ mod tests {
             .all(|n| !n.contains(".cleaned") && !n.contains(".swap")));
     }
 
+    /// A follower copying a leader's cleaned log meets gaps between
+    /// batches: each batch keeps its offsets, the log end follows the
+    /// last one, and a batch before the log end is still refused.
+    #[test]
+    fn replicated_batches_may_start_past_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("100000"), uuid::Uuid::new_v4()).unwrap();
+        let at = |offset: i64| {
+            let mut b = batch(2, 0);
+            sluice_protocol::record_batch::set_base_offset(&mut b, Offset(offset));
+            sluice_protocol::record_batch::set_leader_epoch(&mut b, LeaderEpoch(0));
+            b
+        };
+        let set = [at(0), at(5), at(7)].concat();
+        assert_eq!(log.append_replicated(&set, 0).unwrap(), Offset(9));
+        let mut bases = Vec::new();
+        log.for_each_batch(Offset(0), |h, _| bases.push(h.base_offset.0))
+            .unwrap();
+        assert_eq!(bases, vec![0, 5, 7]);
+        assert!(log.append_replicated(&at(8), 0).is_err());
+        log.flush_now(0).unwrap();
+        drop(log);
+        let log = PartitionLog::open(&pdir, config("100000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.log_end(), Offset(9));
+    }
+
     #[test]
     fn writeback_starts_per_chunk_of_whole_pages_and_restarts_on_roll() {
         let dir = tempfile::tempdir().unwrap();
