@@ -22,6 +22,8 @@ pub enum Kind {
     Bool,
     Text,
     OneOf(&'static [&'static str]),
+    /// A double from 0 to 1 (`min.cleanable.dirty.ratio`).
+    Ratio,
 }
 
 /// A known configuration key.
@@ -211,6 +213,47 @@ pub const KEYS: &[Key] = &[
         "org.apache.kafka.coordinator.group.assignor.UniformAssignor,org.apache.kafka.coordinator.group.assignor.RangeAssignor",
         0,
     ),
+    broker(
+        "log.cleaner.dedupe.buffer.size",
+        Kind::Long,
+        "134217728",
+        1 << 20,
+    ),
+    broker(
+        "log.cleaner.io.max.bytes.per.second",
+        Kind::Long,
+        LONG_MAX,
+        1,
+    ),
+    broker("log.cleaner.backoff.ms", Kind::Long, "15000", 1),
+    topic(
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+        Kind::Ratio,
+        "0.5",
+        0,
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        Kind::Long,
+        "0",
+        0,
+    ),
+    topic(
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        Kind::Long,
+        LONG_MAX,
+        1,
+    ),
+    topic(
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
+        Kind::Long,
+        "86400000",
+        0,
+    ),
     topic(
         "cleanup.policy",
         Some("log.cleanup.policy"),
@@ -331,21 +374,6 @@ pub const KEYS: &[Key] = &[
         0,
     ),
     broker("log.retention.check.interval.ms", Kind::Long, "300000", 1),
-    // The log cleaner's bounds on when a record may be compacted.
-    topic(
-        "min.compaction.lag.ms",
-        Some("log.cleaner.min.compaction.lag.ms"),
-        Kind::Long,
-        "0",
-        0,
-    ),
-    topic(
-        "max.compaction.lag.ms",
-        Some("log.cleaner.max.compaction.lag.ms"),
-        Kind::Long,
-        LONG_MAX,
-        1,
-    ),
 ];
 
 /// Refuses topic settings that are each valid but cannot hold together,
@@ -435,6 +463,10 @@ pub fn check_value(name: &str, key: &Key, value: &str) -> Result<String, ConfigE
             _ => Err(bad("true or false".into())),
         },
         Kind::Text => Ok(value.to_string()),
+        Kind::Ratio => match value.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r.to_string()),
+            _ => Err(bad("a double from 0 to 1".into())),
+        },
         Kind::OneOf(allowed) => allowed
             .iter()
             .find(|a| a.eq_ignore_ascii_case(&list_normalized(name, value)))
@@ -496,6 +528,15 @@ pub struct TopicConfig {
     /// `file.delete.delay.ms`: how long a deleted segment's files stay,
     /// renamed `.deleted`, before they are removed.
     pub file_delete_delay_ms: i64,
+    /// `min.cleanable.dirty.ratio`, in millionths.
+    pub min_cleanable_dirty_ppm: u64,
+    /// `min.compaction.lag.ms`: records younger than this stay uncleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record older than this gets its log
+    /// cleaned whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays once cleaned.
+    pub delete_retention_ms: i64,
     pub log_append_time: bool,
     /// `message.timestamp.after.max.ms`: how far past the broker's clock a
     /// record's CreateTime may be (Kafka 4's default: one hour).
@@ -541,6 +582,15 @@ impl TopicConfig {
             compact: values["cleanup.policy"].0.contains("compact"),
             compression: codec(&values["compression.type"].0),
             file_delete_delay_ms: Self::long(&values, "file.delete.delay.ms"),
+            min_cleanable_dirty_ppm: (values["min.cleanable.dirty.ratio"]
+                .0
+                .parse::<f64>()
+                .expect("values are checked when set")
+                * 1e6)
+                .round() as u64,
+            min_compaction_lag_ms: Self::long(&values, "min.compaction.lag.ms"),
+            max_compaction_lag_ms: Self::long(&values, "max.compaction.lag.ms"),
+            delete_retention_ms: Self::long(&values, "delete.retention.ms"),
             log_append_time: values["message.timestamp.type"].0 == "LogAppendTime",
             timestamp_after_max_ms: Self::long(&values, "message.timestamp.after.max.ms"),
             min_insync_replicas: Self::long(&values, "min.insync.replicas").max(1) as usize,
@@ -935,6 +985,16 @@ impl BrokerConfig {
     /// `file.delete.delay.ms` has passed.
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.get_long("log.retention.check.interval.ms") as u64
+    }
+
+    /// The log cleaner's settings for one of `shards` shards.
+    pub fn cleaner(&self, shards: usize) -> crate::cleaner::CleanerConfig {
+        crate::cleaner::CleanerConfig {
+            dedupe_buffer_bytes: self.get_long("log.cleaner.dedupe.buffer.size") as u64
+                / shards.max(1) as u64,
+            io_max_bytes_per_second: self.get_long("log.cleaner.io.max.bytes.per.second") as u64,
+            backoff_ms: self.get_long("log.cleaner.backoff.ms") as u64,
+        }
     }
 
     pub fn checkpoint_interval_ms(&self) -> u64 {

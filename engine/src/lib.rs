@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod broker;
+pub mod cleaner;
 pub mod cluster;
 pub mod config;
 pub mod embedded;

@@ -200,6 +200,23 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// Checks one whole batch (exactly `batch.len()` bytes) as a produce
 /// request or a recovery scan must: length, magic, CRC, counts.
 pub fn validate_batch(batch: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    validate_batch_as(batch, position, false)
+}
+
+/// Checks one whole batch as it may lie in a log: as [`validate_batch`],
+/// but a batch the log cleaner filtered holds fewer records than the
+/// offsets it spans (`records_count <= last_offset_delta + 1`), or none
+/// at all (an idempotent producer's last batch, kept empty so its
+/// sequence survives).
+pub fn validate_stored_batch(batch: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    validate_batch_as(batch, position, true)
+}
+
+fn validate_batch_as(
+    batch: &[u8],
+    position: usize,
+    compacted: bool,
+) -> Result<BatchHeader, BatchError> {
     let corrupt = |reason| BatchError::Corrupt { position, reason };
     let header = BatchHeader::parse(batch).ok_or(corrupt("shorter than a batch header"))?;
     if header.batch_length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
@@ -217,6 +234,15 @@ pub fn validate_batch(batch: &[u8], position: usize) -> Result<BatchHeader, Batc
     let invalid = |reason| BatchError::Invalid { position, reason };
     if header.compression().is_none() {
         return Err(invalid("unknown compression codec"));
+    }
+    if compacted {
+        if header.records_count < 0 || header.last_offset_delta < 0 {
+            return Err(invalid("negative record count or offset delta"));
+        }
+        if i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1 {
+            return Err(invalid("more records than offsets"));
+        }
+        return Ok(header);
     }
     if header.records_count <= 0 {
         return Err(invalid("batch has no records"));
@@ -249,7 +275,8 @@ pub fn validate_record_set(
 
 /// Validates record batches a leader replicated: as
 /// [`validate_record_set`], but control batches (transaction markers the
-/// leader wrote) are part of the log.
+/// leader wrote) are part of the log, and so are batches its log cleaner
+/// filtered (see [`validate_stored_batch`]).
 pub fn validate_replicated_set(
     set: &[u8],
     max_batch_bytes: usize,
@@ -302,7 +329,8 @@ fn validate_batches(
                 reason: "batch_length runs past the record set",
             });
         }
-        let header = validate_batch(&rest[..size], position)?;
+        // A leader's log may hold batches its cleaner filtered.
+        let header = validate_batch_as(&rest[..size], position, control_allowed)?;
         if header.is_control() && !control_allowed {
             return Err(BatchError::Invalid {
                 position,

@@ -2,6 +2,8 @@
 //! on it, and the flush state. Only the owner shard touches it, so plain
 //! `RefCell`s suffice; no borrow is held across an `.await`.
 
+mod cleaning;
+pub use cleaning::CleanerView;
 mod created;
 pub(crate) use created::sync_path;
 mod epoch_file;

@@ -12,6 +12,7 @@
 //! log through appends, truncation and deletion of old segments.
 
 use super::checkpoint;
+use super::cleaned::CleanedSegment;
 use super::leader_epoch::{EpochEnd, EpochHistory, LeaderEpochCache, UnwrittenEpochs};
 use super::segment::{FileRegion, Segment};
 use super::snapshot_file;
@@ -93,6 +94,20 @@ pub struct ReadResult {
     /// the end of their segment (what aborted transactions are looked up
     /// to).
     pub end_bound: Offset,
+}
+
+/// A sealed segment as the log cleaner reads it: the file stays readable
+/// through this handle whatever happens to the log meanwhile, and
+/// [`PartitionLog::replace_cleaned`] checks that the log still holds it.
+#[derive(Clone, Debug)]
+pub struct SealedSegment {
+    pub base: Offset,
+    pub next_offset: Offset,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub file: Arc<File>,
+    /// The transactions whose ABORT marker lies in the segment.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A partition's log.
@@ -343,6 +358,7 @@ impl PartitionLog {
         recovery_point: Offset,
         log_start: Offset,
     ) -> Result<PartitionLog> {
+        super::cleaned::recover(dir)?;
         let leftovers = super::segment::remove_deleted_files(dir)?;
         if leftovers > 0 {
             tracing::info!(dir = %dir.display(), files = leftovers, "removed deleted segment files left by the last run");
@@ -620,7 +636,8 @@ impl PartitionLog {
     }
 
     /// Appends batches a leader already numbered (a follower copying its
-    /// leader): validated record set, first batch at the log end. Offsets,
+    /// leader): validated record set, first batch at the log end or past
+    /// it (the leader's cleaner removed the batches between). Offsets,
     /// leader epochs and timestamps are kept as they came; the epochs go
     /// into the leader-epoch cache. The high watermark does not move (the
     /// caller sets it from the leader's). Returns the new log end.
@@ -632,24 +649,31 @@ impl PartitionLog {
             // A run of batches under one epoch goes in one write: their
             // offsets follow each other, so numbering them again from the
             // run's base changes nothing.
+            // The run also ends at a gap: a leader's cleaned log has
+            // offsets no batch holds any more.
             let mut end = pos;
             let mut records = 0i64;
+            let mut expect = h.base_offset;
             while end < set.len() {
                 let next = BatchHeader::parse(&set[end..]).expect("record set was validated");
-                if next.partition_leader_epoch != h.partition_leader_epoch {
+                if next.partition_leader_epoch != h.partition_leader_epoch
+                    || next.base_offset != expect
+                {
                     break;
                 }
                 records += i64::from(next.last_offset_delta) + 1;
+                expect = next.next_offset();
                 end += next.total_size();
             }
-            let base = self.log_end();
-            if h.base_offset != base {
+            let log_end = self.log_end();
+            if h.base_offset < log_end {
                 return Err(StorageError::OffsetOutOfRange {
                     offset: h.base_offset.0,
                     log_start: self.log_start.0,
-                    log_end: base.0,
+                    log_end: log_end.0,
                 });
             }
+            let base = h.base_offset;
             let run = &set[pos..end];
             self.maybe_roll(run.len() as u64, now_ms)?;
             let epoch = h.partition_leader_epoch;
@@ -993,6 +1017,53 @@ impl PartitionLog {
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Every segment but the active one, in offset order.
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        sealed
+            .iter()
+            .map(|s| SealedSegment {
+                base: s.base(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                file: Arc::clone(s.log_file()),
+                aborted: s.txn_index().entries().to_vec(),
+            })
+            .collect()
+    }
+
+    /// Replaces the sealed segments `replaced` (contiguous, in order) with
+    /// their cleaned copy (see `storage/cleaned.rs`). If the log no longer
+    /// holds exactly those segments (retention, truncation or deletion
+    /// took some meanwhile), the copy is dropped and false returned.
+    pub fn replace_cleaned(
+        &mut self,
+        cleaned: CleanedSegment,
+        replaced: &[SealedSegment],
+    ) -> Result<bool> {
+        let first = replaced.first().expect("something to replace");
+        let Some(at) = self.segments.iter().position(|s| s.base() == first.base) else {
+            cleaned.abandon();
+            return Ok(false);
+        };
+        let still_there = at + replaced.len() < self.segments.len()
+            && replaced.iter().zip(&self.segments[at..]).all(|(r, s)| {
+                r.base == s.base() && r.size == s.size() && Arc::ptr_eq(&r.file, s.log_file())
+            });
+        if !still_there || cleaned.base() != first.base {
+            cleaned.abandon();
+            return Ok(false);
+        }
+        let old: Vec<Segment> = self.segments.drain(at..at + replaced.len()).collect();
+        let segment =
+            super::cleaned::swap(&self.dir, cleaned, old, self.config.index_interval_bytes)?;
+        assert!(segment.next_offset() <= self.segments[at].base());
+        self.segments.insert(at, segment);
+        self.check_invariants();
+        Ok(true)
     }
 
     /// Deletes the segments that lie wholly below `offset` (never the
@@ -1340,6 +1411,99 @@ mod tests {
             PartitionLog::open(&pdir, config("20000"), false, Offset(0), Offset(0)).unwrap()
         };
         assert_eq!(log2.log_end(), Offset(500));
+    }
+
+    /// The first two segments are replaced by a copy that keeps every
+    /// other batch and their last: reads see the gaps, the log end and
+    /// the later segments are untouched, and a reopen (clean or not)
+    /// finds the same log. A copy of segments the log no longer holds as
+    /// read is dropped.
+    #[test]
+    fn a_cleaned_copy_replaces_sealed_segments_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..40 {
+            append(&mut log, &batch(2, i * 10));
+        }
+        let sealed = log.sealed_segments();
+        assert!(sealed.len() >= 3, "{}", sealed.len());
+        let group = &sealed[..2];
+        let mut cleaned = CleanedSegment::create(&pdir, group[0].base).unwrap();
+        let mut kept = Vec::new();
+        log.for_each_batch(Offset(0), |h, b| {
+            let last = h.next_offset() == group[1].next_offset;
+            if h.next_offset() <= group[1].next_offset && (h.base_offset.0 % 4 == 0 || last) {
+                kept.push(h.base_offset.0);
+                cleaned.append(b).unwrap();
+            }
+        })
+        .unwrap();
+        let stale = CleanedSegment::create(&pdir, sealed[2].base).unwrap();
+        assert!(
+            !log.replace_cleaned(stale, &sealed[1..2]).unwrap(),
+            "not the log's run"
+        );
+        assert!(log.replace_cleaned(cleaned, group).unwrap());
+        assert!(
+            !log.replace_cleaned(CleanedSegment::create(&pdir, group[0].base).unwrap(), group)
+                .unwrap(),
+            "those segments are gone"
+        );
+        let check = |log: &PartitionLog| {
+            assert_eq!(log.log_end(), Offset(80));
+            assert_eq!(log.segment_count(), sealed.len());
+            let mut bases = Vec::new();
+            log.for_each_batch(Offset(0), |h, _| bases.push(h.base_offset.0))
+                .unwrap();
+            let rest: Vec<i64> = (group[1].next_offset.0..80).step_by(2).collect();
+            assert_eq!(bases, [kept.clone(), rest].concat());
+            // A read inside a removed batch starts at the next kept one.
+            let r = log.read(Offset(2), 1, log.high_watermark()).unwrap();
+            assert_eq!(r.regions[0].position, batch(2, 0).len() as u64);
+        };
+        check(&log);
+        log.flush_now(0).unwrap();
+        drop(log);
+        for clean in [true, false] {
+            let log =
+                PartitionLog::open(&pdir, config("5000"), clean, Offset(0), Offset(0)).unwrap();
+            check(&log);
+        }
+        let names: Vec<String> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names
+            .iter()
+            .all(|n| !n.contains(".cleaned") && !n.contains(".swap")));
+    }
+
+    /// A follower copying a leader's cleaned log meets gaps between
+    /// batches: each batch keeps its offsets, the log end follows the
+    /// last one, and a batch before the log end is still refused.
+    #[test]
+    fn replicated_batches_may_start_past_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("100000"), uuid::Uuid::new_v4()).unwrap();
+        let at = |offset: i64| {
+            let mut b = batch(2, 0);
+            sluice_protocol::record_batch::set_base_offset(&mut b, Offset(offset));
+            sluice_protocol::record_batch::set_leader_epoch(&mut b, LeaderEpoch(0));
+            b
+        };
+        let set = [at(0), at(5), at(7)].concat();
+        assert_eq!(log.append_replicated(&set, 0).unwrap(), Offset(9));
+        let mut bases = Vec::new();
+        log.for_each_batch(Offset(0), |h, _| bases.push(h.base_offset.0))
+            .unwrap();
+        assert_eq!(bases, vec![0, 5, 7]);
+        assert!(log.append_replicated(&at(8), 0).is_err());
+        log.flush_now(0).unwrap();
+        drop(log);
+        let log = PartitionLog::open(&pdir, config("100000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.log_end(), Offset(9));
     }
 
     #[test]

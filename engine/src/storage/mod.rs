@@ -13,6 +13,8 @@
 //!     00000000000000000000.index          offset index (see offset_index.rs)
 //!     00000000000000000000.timeindex      time index (see time_index.rs)
 //!     00000000000000000000.txnindex       aborted transactions (see txn_index.rs)
+//!     00000000000000000000.log.cleaned    a cleaned copy being written, then
+//!     00000000000000000000.log.swap       committed (see cleaned.rs)
 //!     00000000000000000100.snapshot       producer state below offset 100
 //!                                         (see shard/producer_state.rs)
 //!     leader-epoch-checkpoint             leader epoch starts (see leader_epoch.rs)
@@ -24,6 +26,7 @@
 //! they return file regions that the network layer hands to `sendfile`.
 
 pub mod checkpoint;
+pub mod cleaned;
 pub mod index_file;
 pub mod leader_epoch;
 pub mod log;

@@ -270,7 +270,7 @@ impl Segment {
         let log = Arc::clone(&self.log);
         let path = self.log_path.clone();
         let invalid = scan_batches(&log, &path, 0, self.size, |pos, b| {
-            let h = record_batch::validate_batch(b, 0).map_err(|e| e.to_string())?;
+            let h = record_batch::validate_stored_batch(b, 0).map_err(|e| e.to_string())?;
             if h.base_offset < self.next_offset {
                 return Err(format!("offset {} goes backwards", h.base_offset));
             }
@@ -322,7 +322,7 @@ impl Segment {
             return Ok(false);
         }
         let batch = self.read_batch(next, &n)?;
-        Ok(record_batch::validate_batch(&batch, 0).is_ok())
+        Ok(record_batch::validate_stored_batch(&batch, 0).is_ok())
     }
 
     /// Cuts the log at `position` (a batch boundary) and re-learns the rest.

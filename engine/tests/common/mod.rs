@@ -54,6 +54,8 @@ pub struct Broker {
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
     log_path: PathBuf,
+    /// Environment variables set for the next starts.
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -97,6 +99,7 @@ impl Broker {
             _tmp: Some(tmp),
             args,
             log_path,
+            env: Vec::new(),
         };
         b.spawn();
         b
@@ -112,6 +115,40 @@ impl Broker {
 
     fn spawn(&mut self) {
         let readies_before = self.log().matches("broker ready").count();
+        self.spawn_process();
+        self.wait_ready(readies_before);
+    }
+
+    /// Sets an environment variable for the broker's next starts (none
+    /// removes them all).
+    pub fn set_env(&mut self, vars: &[(&str, &str)]) {
+        self.env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Starts the broker again and waits, up to `deadline`, for it to exit
+    /// by itself (a test hook that stops it); returns how it exited.
+    pub fn restart_until_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn_process();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "sluice did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,12 +164,12 @@ impl Broker {
                 "SLUICE_LOG",
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start sluice");
         self.child = Some(child);
-        self.wait_ready(readies_before);
     }
 
     /// Waits for this process's "broker ready" line: a successful connect

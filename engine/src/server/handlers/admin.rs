@@ -49,6 +49,7 @@ fn type_code(name: &str, k: Kind) -> i8 {
         Kind::Text | Kind::OneOf(_) => 2,
         Kind::Int => 3,
         Kind::Long => 5,
+        Kind::Ratio => 6,
     }
 }
 

@@ -158,20 +158,27 @@ impl Partition {
                 return Ok(());
             }
             let active_base = self.log.borrow().active_base();
+            let appended_from = self.log.borrow().log_end();
             self.log.borrow_mut().append_replicated(whole, now_ms)?;
             self.start_writeback();
             // One pass over the headers: the model's runs of offsets per
             // epoch, and producer state, so that a follower that becomes
             // leader deduplicates retries and knows the open transactions.
             let mut pos = 0;
+            // The model counts offsets, not records: offsets a leader's
+            // cleaner left without a batch belong to the run after them.
             while let Some(h) = BatchHeader::parse(&whole[pos..]) {
-                let count = h.last_offset_delta as u32 + 1;
+                let run_end = |r: &Run| r.base_offset.plus(i64::from(r.count));
+                let from = runs.last().map_or(appended_from, run_end);
+                let span = |base: Offset| {
+                    u32::try_from(h.next_offset().0 - base.0).expect("a fetch spans < 2^32 offsets")
+                };
                 match runs.last_mut() {
-                    Some(r) if r.epoch == h.partition_leader_epoch => r.count += count,
+                    Some(r) if r.epoch == h.partition_leader_epoch => r.count = span(r.base_offset),
                     _ => runs.push(Run {
                         epoch: h.partition_leader_epoch,
-                        base_offset: h.base_offset,
-                        count,
+                        base_offset: from,
+                        count: span(from),
                     }),
                 }
                 let marker = match h.is_control() {

@@ -1,0 +1,70 @@
+//! What the log cleaner (`crate::cleaner`) reads of a partition and how
+//! it hands back a cleaned segment. The cleaner holds no borrow of the
+//! log across its awaits: it reads sealed segments through their own file
+//! handles and swaps its copy in with one synchronous call, which checks
+//! that the segments it read are still the log's.
+
+use super::{fdatasync, Partition};
+use crate::config::TopicConfig;
+use crate::storage::cleaned::CleanedSegment;
+use crate::storage::log::SealedSegment;
+use crate::storage::StorageError;
+use sluice_protocol::Offset;
+use std::sync::Arc;
+
+/// A partition's log as the cleaner plans a pass over it.
+#[derive(Debug)]
+pub struct CleanerView {
+    pub dir: std::path::PathBuf,
+    pub config: Arc<TopicConfig>,
+    pub log_start: Offset,
+    /// Nothing at or past the last stable offset is cleaned: open
+    /// transactions and records not yet on every in-sync replica.
+    pub last_stable: Offset,
+    pub sealed: Vec<SealedSegment>,
+}
+
+impl Partition {
+    /// Whether the topic's `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.log.borrow().config().compact
+    }
+
+    /// The partition's log as the cleaner plans from it, read at once.
+    pub fn cleaner_view(&self) -> CleanerView {
+        let last_stable = self.last_stable_offset();
+        let log = self.log.borrow();
+        CleanerView {
+            dir: log.dir().to_path_buf(),
+            config: Arc::clone(log.config()),
+            log_start: log.log_start(),
+            last_stable,
+            sealed: log.sealed_segments(),
+        }
+    }
+
+    /// Makes a finished cleaned segment durable through the shard's ring
+    /// (the swap then finds nothing left to sync).
+    pub async fn sync_cleaned(&self, cleaned: &CleanedSegment) -> Result<(), StorageError> {
+        for f in cleaned.files() {
+            fdatasync(f).await.map_err(StorageError::io(
+                "fsync cleaned segment",
+                &self.cleaned_dir(),
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn cleaned_dir(&self) -> std::path::PathBuf {
+        self.log.borrow().dir().to_path_buf()
+    }
+
+    /// See [`crate::storage::log::PartitionLog::replace_cleaned`].
+    pub fn replace_cleaned(
+        &self,
+        cleaned: CleanedSegment,
+        replaced: &[SealedSegment],
+    ) -> Result<bool, StorageError> {
+        self.log.borrow_mut().replace_cleaned(cleaned, replaced)
+    }
+}

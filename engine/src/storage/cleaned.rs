@@ -1,0 +1,387 @@
+//! Replacing sealed segments with their cleaned copy, crash-safely.
+//!
+//! The log cleaner (`crate::cleaner`) rewrites a run of sealed segments
+//! `[B, E)` into one new segment with the same base `B`. Its files go
+//! through three names, Kafka's scheme:
+//!
+//! ```text
+//! B.log.cleaned, B.txnindex.cleaned   being written; fsynced when whole
+//! B.txnindex.swap, then B.log.swap     renamed, directory synced: the
+//!                                      commit point is the .log.swap
+//! (old segments in (B, E) deleted, B.index/B.timeindex removed)
+//! B.txnindex, then B.log               renamed over the old ones
+//! ```
+//!
+//! At open ([`recover`]) a `.cleaned` file, or a `.txnindex.swap` without
+//! its `.log.swap`, is from a cleaning that never committed: it is
+//! deleted and the old segments stand. A `.log.swap` is whole (it was
+//! fsynced before its rename): the swap is finished, deleting the old
+//! segments it covers and renaming it into place. Either way no record
+//! is lost and no offset is held twice. The offset and time indexes of
+//! the new segment are rebuilt from its batches.
+
+use super::segment::{delete_files, Segment};
+use super::txn_index::{self, AbortedTxn, TxnIndex};
+use super::{segment_stem, Result, StorageError};
+use sluice_protocol::record_batch::{BatchHeader, BATCH_HEADER_SIZE};
+use sluice_protocol::Offset;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const CLEANED: &str = ".cleaned";
+const SWAP: &str = ".swap";
+
+fn log_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.log", segment_stem(base.0)))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A cleaned segment being written (`<base>.log.cleaned`).
+#[derive(Debug)]
+pub struct CleanedSegment {
+    dir: PathBuf,
+    base: Offset,
+    file: File,
+    size: u64,
+    next_offset: Offset,
+    aborted: Vec<AbortedTxn>,
+    /// The transaction index, once [`CleanedSegment::finish`] wrote it.
+    txn_file: Option<File>,
+}
+
+impl CleanedSegment {
+    /// Starts the cleaned copy of the segments from `base`; a leftover of
+    /// an earlier attempt is replaced.
+    pub fn create(dir: &Path, base: Offset) -> Result<CleanedSegment> {
+        let path = with_suffix(&log_path(dir, base), CLEANED);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(StorageError::io("create cleaned segment", &path))?;
+        Ok(CleanedSegment {
+            dir: dir.to_path_buf(),
+            base,
+            file,
+            size: 0,
+            next_offset: base,
+            aborted: Vec::new(),
+            txn_file: None,
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        with_suffix(&log_path(&self.dir, self.base), CLEANED)
+    }
+
+    /// Appends whole batches, in offset order.
+    pub fn append(&mut self, batches: &[u8]) -> Result<()> {
+        let mut at = 0;
+        while at < batches.len() {
+            let h = BatchHeader::parse(&batches[at..]).expect("whole batches");
+            assert!(h.base_offset >= self.next_offset, "cleaned batches rise");
+            self.next_offset = h.next_offset();
+            at += h.total_size();
+        }
+        assert_eq!(at, batches.len(), "whole batches");
+        let path = self.path();
+        self.file
+            .write_all_at(batches, self.size)
+            .map_err(StorageError::io("write cleaned segment", &path))?;
+        self.size += batches.len() as u64;
+        Ok(())
+    }
+
+    /// Carries over an aborted transaction whose marker the copy keeps.
+    pub fn add_aborted(&mut self, txn: AbortedTxn) {
+        self.aborted.push(txn);
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn base(&self) -> Offset {
+        self.base
+    }
+
+    /// Deletes the files written so far (a cleaning given up).
+    pub fn abandon(self) {
+        let path = self.path();
+        let txn = with_suffix(
+            &txn_index::path_for(&log_path(&self.dir, self.base)),
+            CLEANED,
+        );
+        drop(self);
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(txn);
+    }
+
+    /// The offset after the last batch written.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    /// Writes the transaction index beside the log; nothing is appended
+    /// after. The caller may then sync [`CleanedSegment::files`] off the
+    /// shard's thread; the swap syncs them again (at no cost then).
+    pub fn finish(&mut self) -> Result<()> {
+        let txn_path = with_suffix(
+            &txn_index::path_for(&log_path(&self.dir, self.base)),
+            CLEANED,
+        );
+        let _ = std::fs::remove_file(&txn_path);
+        let mut index = TxnIndex::create(&txn_path)?;
+        for t in &self.aborted {
+            index.append(*t)?;
+        }
+        let file = index.file().try_clone().map_err(StorageError::io(
+            "open cleaned transaction index",
+            &txn_path,
+        ))?;
+        self.txn_file = Some(file);
+        Ok(())
+    }
+
+    /// The files to fdatasync before the swap.
+    pub fn files(&self) -> Vec<&File> {
+        std::iter::once(&self.file)
+            .chain(self.txn_file.as_ref())
+            .collect()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if self.txn_file.is_none() {
+            self.finish()?;
+        }
+        for f in self.files() {
+            f.sync_data()
+                .map_err(StorageError::io("fsync cleaned segment", &self.path()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Point at which a test may stop the process (kill -9 between the steps
+/// of a swap). Read once from `SLUICE_CLEANER_CRASH_AT`: `swapped` (the
+/// `.swap` files committed, old segments in place) or `deleted` (old
+/// segments gone, `.swap` not yet renamed).
+fn crash_point(step: &str) {
+    thread_local! {
+        static AT: Option<String> = std::env::var("SLUICE_CLEANER_CRASH_AT").ok();
+    }
+    if AT.with(|at| at.as_deref() == Some(step)) {
+        tracing::warn!(step, "stopping at the cleaner's crash point");
+        // SAFETY: ends the process at once, as kill -9 would: nothing
+        // runs after, nothing is flushed.
+        unsafe { libc::_exit(86) };
+    }
+}
+
+/// Commits `cleaned` as the replacement of the sealed `old` segments (all
+/// starting at its base or after, contiguous, in order): `.swap`, delete
+/// the old ones, rename into place. Returns the opened new segment,
+/// indexes rebuilt and sealed.
+pub(super) fn swap(
+    dir: &Path,
+    mut cleaned: CleanedSegment,
+    old: Vec<Segment>,
+    index_interval: u64,
+) -> Result<Segment> {
+    assert_eq!(old[0].base(), cleaned.base);
+    cleaned.sync()?;
+    let base = cleaned.base;
+    let log = log_path(dir, base);
+    let txn = txn_index::path_for(&log);
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(StorageError::io("rename cleaned segment", to))
+    };
+    rename(&with_suffix(&txn, CLEANED), &with_suffix(&txn, SWAP))?;
+    rename(&with_suffix(&log, CLEANED), &with_suffix(&log, SWAP))?;
+    super::sync_dir(dir)?;
+    crash_point("swapped");
+    drop(cleaned);
+    for s in old {
+        s.delete()?;
+    }
+    crash_point("deleted");
+    finish_swap(dir, base)?;
+    let mut segment = Segment::open(dir, base, false)?;
+    if let Some((position, reason)) = segment.recover(index_interval)?.invalid_at {
+        return Err(StorageError::Corrupt {
+            path: log,
+            position,
+            reason,
+        });
+    }
+    segment.seal()?;
+    Ok(segment)
+}
+
+/// Renames a committed swap of the segment at `base` into place (its old
+/// segments are gone) and syncs the directory.
+fn finish_swap(dir: &Path, base: Offset) -> Result<()> {
+    let log = log_path(dir, base);
+    let txn = txn_index::path_for(&log);
+    let stem = segment_stem(base.0);
+    for stale in [
+        dir.join(format!("{stem}.index")),
+        dir.join(format!("{stem}.timeindex")),
+    ] {
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("remove stale index", &stale)(e)),
+        }
+    }
+    let txn_swap = with_suffix(&txn, SWAP);
+    if txn_swap.exists() {
+        std::fs::rename(&txn_swap, &txn).map_err(StorageError::io("rename swap", &txn))?;
+    }
+    std::fs::rename(with_suffix(&log, SWAP), &log)
+        .map_err(StorageError::io("rename swap", &log))?;
+    super::sync_dir(dir)
+}
+
+/// The offset after the last whole batch of a `.swap` file.
+fn swap_next_offset(path: &Path, base: Offset) -> Result<Offset> {
+    let file = File::open(path).map_err(StorageError::io("open swap", path))?;
+    let size = file
+        .metadata()
+        .map_err(StorageError::io("stat swap", path))?
+        .len();
+    let mut pos = 0u64;
+    let mut next = base;
+    let mut h = [0u8; BATCH_HEADER_SIZE];
+    while pos + BATCH_HEADER_SIZE as u64 <= size {
+        file.read_exact_at(&mut h, pos)
+            .map_err(StorageError::io("read swap", path))?;
+        let Some(header) = BatchHeader::parse(&h) else {
+            break;
+        };
+        if header.total_size() < BATCH_HEADER_SIZE || pos + header.total_size() as u64 > size {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                position: pos,
+                reason: "a committed swap file ends in a partial batch".into(),
+            });
+        }
+        next = header.next_offset();
+        pos += header.total_size() as u64;
+    }
+    Ok(next)
+}
+
+/// Finishes or rolls back a cleaning a crash interrupted, before the
+/// partition's segments are opened (see the module doc).
+pub fn recover(dir: &Path) -> Result<()> {
+    let mut swaps = Vec::new();
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StorageError::io("list", dir))? {
+        let entry = entry.map_err(StorageError::io("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(CLEANED) {
+            stale.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(".log.swap") {
+            if let Ok(base) = stem.parse::<i64>() {
+                swaps.push(Offset(base));
+            }
+        } else if let Some(stem) = name.strip_suffix(".txnindex.swap") {
+            let log = dir.join(format!("{stem}.log.swap"));
+            if !log.exists() {
+                stale.push(entry.path());
+            }
+        }
+    }
+    for path in &stale {
+        tracing::warn!(path = %path.display(), "removing an uncommitted cleaned segment");
+        std::fs::remove_file(path).map_err(StorageError::io("remove cleaned", path))?;
+    }
+    swaps.sort();
+    for base in swaps {
+        let swap = with_suffix(&log_path(dir, base), SWAP);
+        let next = swap_next_offset(&swap, base)?;
+        for replaced in segment_bases(dir)? {
+            if replaced > base && replaced < next {
+                delete_files(dir, replaced)?;
+            }
+        }
+        tracing::warn!(path = %swap.display(), next = next.0, "finishing an interrupted segment swap");
+        finish_swap(dir, base)?;
+    }
+    Ok(())
+}
+
+fn segment_bases(dir: &Path) -> Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StorageError::io("list", dir))? {
+        let entry = entry.map_err(StorageError::io("list", dir))?;
+        let name = entry.file_name();
+        if let Some(stem) = name.to_string_lossy().strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                bases.push(Offset(base));
+            }
+        }
+    }
+    Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_protocol::record_batch::BatchBuilder;
+
+    fn batch_at(offset: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1_000);
+        b.push(1_000, Some(b"k"), Some(b"v"), &[]);
+        let mut bytes = b.finish();
+        sluice_protocol::record_batch::set_base_offset(&mut bytes, Offset(offset));
+        bytes
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_uncommitted_cleaning_is_rolled_back_and_a_committed_swap_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for base in [0i64, 5, 9] {
+            std::fs::write(log_path(d, Offset(base)), batch_at(base)).unwrap();
+        }
+        std::fs::write(with_suffix(&log_path(d, Offset(0)), CLEANED), b"junk").unwrap();
+        recover(d).unwrap();
+        assert_eq!(
+            names(d),
+            vec![
+                "00000000000000000000.log",
+                "00000000000000000005.log",
+                "00000000000000000009.log"
+            ]
+        );
+        // A swap of [0, 6) replaces segments 0 and 5, not 9.
+        let mut swap = batch_at(0);
+        swap.extend(batch_at(5));
+        std::fs::write(with_suffix(&log_path(d, Offset(0)), SWAP), &swap).unwrap();
+        recover(d).unwrap();
+        assert_eq!(
+            names(d),
+            vec!["00000000000000000000.log", "00000000000000000009.log"]
+        );
+        assert_eq!(std::fs::read(log_path(d, Offset(0))).unwrap(), swap);
+    }
+}

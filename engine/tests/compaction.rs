@@ -1,0 +1,445 @@
+//! The log cleaner with real processes and librdkafka: a compacted topic
+//! ends up with one record per key, the latest, in offset order; tombstones
+//! stay until `delete.retention.ms` after their first cleaning, then go;
+//! kill -9 at any moment of a cleaning, and leftovers of an interrupted
+//! swap, leave a consistent log with every latest value; compressed
+//! batches round-trip; an idempotent producer goes on producing after its
+//! batches were cleaned.
+//!
+//! Every wait is for a state of the log seen by a consumer, with a
+//! generous deadline; nothing depends on how fast the cleaner is.
+
+mod common;
+
+use common::{segment_files, Broker};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Broker settings that make the cleaner look often.
+const BROKER: &[&str] = &["log.cleaner.backoff.ms=100"];
+
+/// Topic settings: small segments, any dirt worth a pass.
+fn compacted(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16384"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+fn create(broker: &Broker, topic: &str, configs: &[(&str, &str)]) {
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let results = futures::executor::block_on(admin(broker).create_topics([&new], &options))
+        .expect("CreateTopics answered");
+    for r in results {
+        r.unwrap_or_else(|(name, code)| panic!("create {name}: {code}"));
+    }
+}
+
+fn alter(broker: &Broker, topic: &str, configs: &[(&str, &str)]) {
+    let mut change = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        change = change.set(k, v);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let results = futures::executor::block_on(admin(broker).alter_configs([&change], &options))
+        .expect("AlterConfigs answered");
+    for r in results {
+        r.unwrap_or_else(|(name, code)| panic!("alter {name:?}: {code}"));
+    }
+}
+
+/// Delivery failures, which a producer's flush does not report.
+#[derive(Clone, Default)]
+struct Failures(Arc<Mutex<Vec<String>>>);
+
+impl ClientContext for Failures {}
+
+impl ProducerContext for Failures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.lock().unwrap().push(e.to_string());
+        }
+    }
+}
+
+type TestProducer = BaseProducer<Failures>;
+
+fn producer(broker: &Broker, extra: &[(&str, &str)]) -> TestProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "100")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Failures::default())
+        .expect("producer")
+}
+
+/// Produces `(key, value)` records and waits for every delivery.
+fn produce(p: &TestProducer, topic: &str, records: &[(String, Option<String>)]) {
+    for (k, v) in records {
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(k.as_str());
+        if let Some(v) = v {
+            r = r.payload(v.as_str());
+        }
+        let mut r = Some(r);
+        while let Some(rec) = r.take() {
+            if let Err((e, back)) = p.send(rec) {
+                assert!(
+                    matches!(
+                        e,
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "send: {e}"
+                );
+                p.poll(Duration::from_millis(10));
+                r = Some(back);
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(DEADLINE).expect("every record delivered");
+    let failures = std::mem::take(&mut *p.context().0.lock().unwrap());
+    assert!(failures.is_empty(), "delivery failed: {failures:?}");
+}
+
+/// Rounds of `keys` keys, value `round`, then `fillers` records of unique
+/// keys so that the data lies in sealed segments the cleaner may take.
+fn data(keys: usize, rounds: usize) -> Vec<(String, Option<String>)> {
+    let mut v = Vec::new();
+    for round in 0..rounds {
+        for k in 0..keys {
+            v.push((
+                format!("key-{k}"),
+                Some(format!("round-{round}-of-key-{k}")),
+            ));
+        }
+    }
+    v
+}
+
+fn fillers(n: usize, tag: &str) -> Vec<(String, Option<String>)> {
+    (0..n)
+        .map(|i| (format!("filler-{tag}-{i}"), Some(format!("{i:0>40}"))))
+        .collect()
+}
+
+/// A record as a consumer saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    offset: i64,
+    key: String,
+    value: Option<String>,
+}
+
+/// Everything in partition 0 from the beginning.
+fn read_all(broker: &Broker, topic: &str) -> Vec<Seen> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "compaction-test")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "reading {topic} did not reach its end"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => out.push(Seen {
+                offset: m.offset(),
+                key: String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
+                value: m.payload().map(|p| String::from_utf8(p.to_vec()).unwrap()),
+            }),
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) if common::is_transient(&e) => {}
+            Some(Err(e)) => {
+                let _ = std::process::Command::new("cp")
+                    .arg("-r")
+                    .arg(broker.partition_dir(topic, 0))
+                    .arg("/tmp/compaction-debug")
+                    .status();
+                panic!("consume {topic}: {e}")
+            }
+        }
+    }
+}
+
+/// The latest value of each key in what was produced.
+fn latest(records: &[(String, Option<String>)]) -> BTreeMap<String, Option<String>> {
+    records.iter().cloned().collect()
+}
+
+/// What any consumer must see at any moment: offsets rising (none twice)
+/// and, for each key, the latest value produced as the last one seen.
+fn check_consistent(seen: &[Seen], produced: &[(String, Option<String>)]) {
+    for w in seen.windows(2) {
+        assert!(
+            w[0].offset < w[1].offset,
+            "offsets rise: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let mut last = BTreeMap::new();
+    for s in seen {
+        last.insert(s.key.clone(), s.value.clone());
+    }
+    for (k, v) in latest(produced) {
+        assert_eq!(last.get(&k), Some(&v), "latest value of {k}");
+    }
+}
+
+/// Whether every key appears once.
+fn compacted_fully(seen: &[Seen]) -> bool {
+    let mut keys = std::collections::HashSet::new();
+    seen.iter().all(|s| keys.insert(s.key.clone()))
+}
+
+/// Reads until every key appears once, checking consistency each time.
+fn wait_compacted(
+    broker: &Broker,
+    topic: &str,
+    produced: &[(String, Option<String>)],
+) -> Vec<Seen> {
+    let start = Instant::now();
+    loop {
+        let seen = read_all(broker, topic);
+        check_consistent(&seen, produced);
+        if compacted_fully(&seen) {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{topic} not compacted: {} records for {} keys; log:\n{}",
+            seen.len(),
+            latest(produced).len(),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_compacted_topic_keeps_the_latest_record_of_each_key_in_offset_order() {
+    let broker = Broker::start(1, BROKER);
+    create(&broker, "compacted", &compacted(&[]));
+    let p = producer(&broker, &[]);
+    let mut records = data(500, 40);
+    records.extend(fillers(1000, "a"));
+    produce(&p, "compacted", &records);
+    let seen = wait_compacted(&broker, "compacted", &records);
+    assert_eq!(seen.len(), 500 + 1000);
+    let want = latest(&records);
+    for s in &seen {
+        assert_eq!(Some(&s.value), want.get(&s.key), "{s:?}");
+    }
+    assert!(seen
+        .iter()
+        .any(|s| s.value.as_deref() == Some("round-39-of-key-0")));
+    assert!(broker.log().contains("cleaned log"));
+}
+
+#[test]
+fn tombstones_are_seen_until_delete_retention_then_vanish() {
+    let broker = Broker::start(1, BROKER);
+    let kept = compacted(&[("delete.retention.ms", "3600000")]);
+    create(&broker, "tombstones", &kept);
+    let p = producer(&broker, &[]);
+    let mut records = data(100, 5);
+    for k in 0..50 {
+        records.push((format!("key-{k}"), None));
+    }
+    records.extend(fillers(1000, "b"));
+    produce(&p, "tombstones", &records);
+    let seen = wait_compacted(&broker, "tombstones", &records);
+    let tombstones = seen.iter().filter(|s| s.value.is_none()).count();
+    assert_eq!(
+        tombstones, 50,
+        "a consumer within delete.retention.ms sees them"
+    );
+    alter(
+        &broker,
+        "tombstones",
+        &compacted(&[("delete.retention.ms", "1000")]),
+    );
+    let start = Instant::now();
+    loop {
+        let seen = read_all(&broker, "tombstones");
+        for w in seen.windows(2) {
+            assert!(w[0].offset < w[1].offset);
+        }
+        assert!(compacted_fully(&seen));
+        let live: Vec<_> = seen.iter().filter(|s| s.key.starts_with("key-")).collect();
+        if live.iter().all(|s| s.value.is_some()) {
+            let want = latest(&records);
+            assert_eq!(live.len(), 50, "the deleted keys are gone, the others stay");
+            for s in live {
+                assert_eq!(Some(&s.value), want.get(&s.key));
+            }
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "tombstones still there; log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn zstd_and_lz4_batches_round_trip_through_cleaning() {
+    let broker = Broker::start(1, BROKER);
+    for codec in ["zstd", "lz4"] {
+        let topic = format!("compressed-{codec}");
+        create(&broker, &topic, &compacted(&[]));
+        let p = producer(&broker, &[("compression.type", codec)]);
+        let mut records = data(200, 20);
+        records.extend(fillers(3000, codec));
+        produce(&p, &topic, &records);
+        let seen = wait_compacted(&broker, &topic, &records);
+        assert_eq!(seen.len(), 200 + 3000, "{codec}");
+    }
+}
+
+#[test]
+fn an_idempotent_producer_keeps_producing_after_its_batches_were_cleaned() {
+    let mut broker = Broker::start(1, BROKER);
+    create(&broker, "idempotent", &compacted(&[]));
+    let p = producer(&broker, &[("enable.idempotence", "true")]);
+    let mut records = data(100, 20);
+    records.extend(fillers(1000, "e1"));
+    produce(&p, "idempotent", &records);
+    wait_compacted(&broker, "idempotent", &records);
+    // The same producer, same id and sequence run, goes on.
+    let more = data(100, 3);
+    produce(&p, "idempotent", &more);
+    records.extend(more);
+    // And after a restart, whose producer state comes from the cleaned log.
+    broker.stop();
+    broker.restart();
+    let again = data(100, 2);
+    produce(&p, "idempotent", &again);
+    records.extend(again);
+    records.extend(fillers(1000, "e2"));
+    produce(&p, "idempotent", &fillers(1000, "e2"));
+    wait_compacted(&broker, "idempotent", &records);
+}
+
+/// Kill -9 at several moments of a slow cleaning, and at each step of a
+/// swap through the broker's crash hook; then leftovers made by hand.
+/// After every restart the log is consistent, and in the end compacted.
+#[test]
+fn kill_9_during_cleaning_loses_nothing_and_duplicates_no_offset() {
+    let slow = [
+        "log.cleaner.backoff.ms=100",
+        "log.cleaner.io.max.bytes.per.second=200000",
+    ];
+    let mut broker = Broker::start(1, &slow);
+    create(&broker, "crashy", &compacted(&[]));
+    let p = producer(&broker, &[]);
+    let mut records = data(300, 30);
+    records.extend(fillers(1000, "c"));
+    produce(&p, "crashy", &records);
+    drop(p);
+    for wait_ms in [0u64, 150, 400, 900, 1700] {
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        broker.kill9();
+        broker.restart();
+        check_consistent(&read_all(&broker, "crashy"), &records);
+    }
+    // A crash right after the swap committed, and after the old segments
+    // went: the restart finishes the swap.
+    let p = producer(&broker, &[]);
+    for (round, step) in ["swapped", "deleted"].into_iter().enumerate() {
+        let more = data(300, 3);
+        let tag = format!("c{round}");
+        produce(&p, "crashy", &more);
+        produce(&p, "crashy", &fillers(1000, &tag));
+        records.extend(more);
+        records.extend(fillers(1000, &tag));
+        broker.stop();
+        broker.set_env(&[("SLUICE_CLEANER_CRASH_AT", step)]);
+        let crashes = |b: &Broker| {
+            b.log()
+                .matches("stopping at the cleaner's crash point")
+                .count()
+        };
+        let before = crashes(&broker);
+        let status = broker.restart_until_exit(DEADLINE);
+        assert!(!status.success(), "stopped at {step}: {status}");
+        assert_eq!(
+            crashes(&broker),
+            before + 1,
+            "stopped by the hook at {step}"
+        );
+        broker.set_env(&[]);
+        broker.restart();
+        check_consistent(&read_all(&broker, "crashy"), &records);
+    }
+    drop(p);
+    wait_compacted(&broker, "crashy", &records);
+    // Leftovers by hand: a half-written `.cleaned`, and a committed
+    // `.swap` of the first two segments (their batches end to end).
+    broker.stop();
+    let dir = broker.partition_dir("crashy", 0);
+    let logs = segment_files(&dir);
+    assert!(logs.len() >= 3, "{logs:?}");
+    let mut swap = std::fs::read(&logs[0]).unwrap();
+    swap.extend(std::fs::read(&logs[1]).unwrap());
+    std::fs::write(format!("{}.swap", logs[0].display()), &swap).unwrap();
+    std::fs::write(format!("{}.cleaned", logs[1].display()), b"half a batch").unwrap();
+    let count = |b: &Broker, what: &str| b.log().matches(what).count();
+    let finished = count(&broker, "finishing an interrupted segment swap");
+    let removed = count(&broker, "removing an uncommitted cleaned segment");
+    broker.restart();
+    // Both leftovers were handled at open, before the broker was ready
+    // (the stop may have left a file of the cleaner's own, and a running
+    // cleaner has files under way, so the directory is not compared).
+    let now_finished = count(&broker, "finishing an interrupted segment swap");
+    assert_eq!(now_finished, finished + 1);
+    assert!(count(&broker, "removing an uncommitted cleaned segment") > removed);
+    let seen = read_all(&broker, "crashy");
+    check_consistent(&seen, &records);
+    assert!(compacted_fully(&seen));
+}
