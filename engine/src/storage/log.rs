@@ -666,6 +666,9 @@ impl PartitionLog {
                 end += next.total_size();
             }
             let log_end = self.log_end();
+            // As Kafka's follower append: offsets only rise. A gap is a
+            // leader's compacted log (a policy may have changed since it
+            // was cleaned, so the topic's current one cannot tell).
             if h.base_offset < log_end {
                 return Err(StorageError::OffsetOutOfRange {
                     offset: h.base_offset.0,
