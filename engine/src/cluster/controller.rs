@@ -633,7 +633,20 @@ impl Controller {
                     _ => return,
                 }
             };
-            if !port_refuses(host, ip, port).await {
+            // A dying process's connections may close before its
+            // listening sockets do, so an accepted probe is tried again a
+            // few times before it counts as a live broker.
+            let mut refused = false;
+            for probe in 0..PROBES {
+                if probe > 0 {
+                    glommio::timer::sleep(PROBE_INTERVAL).await;
+                }
+                if port_refuses(host.clone(), ip, port).await {
+                    refused = true;
+                    break;
+                }
+            }
+            if !refused {
                 return;
             }
             let Ok(_permit) = self.lock.acquire_permit(1).await else {
@@ -1216,6 +1229,12 @@ async fn port_refuses(host: String, ip: std::net::IpAddr, port: u16) -> bool {
 /// How long a port probe waits for a connection: a refusal comes back at
 /// once from a live machine; anything slower proves nothing.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Probes of a closed broker's port, [`PROBE_INTERVAL`] apart: the kernel
+/// closes a killed process's sockets one by one, and a loaded machine can
+/// take a while to reach the listening ones.
+const PROBES: u32 = 5;
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
