@@ -248,6 +248,13 @@ impl Quorum {
         self.raw.borrow().raft.raft_log.committed
     }
 
+    /// The metadata log kept since its last snapshot: entries, and bytes
+    /// of the entries file on disk.
+    pub fn log_size(&self) -> (u64, u64) {
+        let entries = self.raw.borrow().store().entries_after_snapshot().len() as u64;
+        (entries, self.store.borrow().entries_len())
+    }
+
     /// The voters' progress, if this voter leads: Raft's matched index of
     /// each (this voter's own last index for itself) and when each last
     /// answered and was last caught up in this term (the leader: now).

@@ -4,7 +4,11 @@
 //! prefix, base units in the name (`_bytes`, `_seconds`), `_total` on
 //! counters (added by the encoder). `docs/OPERATIONS.md` lists them all.
 
-use super::{group_lags, ClusterSample, Histogram, ProcessSample, ShardSnapshot, LATENCY_BUCKETS};
+use super::listeners::ListenerSample;
+use super::requests::{version_label, ApiCounters};
+use super::{
+    group_lags, ClusterSample, Histogram, ProcessSample, ShardSnapshot, LATENCY_BUCKET_NANOS,
+};
 use kafka_protocol::messages::ApiKey;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -68,15 +72,15 @@ impl Family<'_> {
     }
 
     fn histogram(&mut self, labels: &Labels<'_>, h: &Histogram) -> std::fmt::Result {
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKET_NANOS
             .iter()
-            .copied()
+            .map(|n| *n as f64 / 1e9)
             .chain(std::iter::once(f64::MAX))
             .zip(h.counts)
             .collect();
         if labels.is_empty() {
             return self.encoder.encode_histogram::<NoLabelSet>(
-                h.sum_seconds,
+                h.sum_seconds(),
                 h.count(),
                 &buckets,
                 None,
@@ -84,7 +88,7 @@ impl Family<'_> {
         }
         self.encoder
             .encode_family(labels)?
-            .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count(), &buckets, None)
+            .encode_histogram::<NoLabelSet>(h.sum_seconds(), h.count(), &buckets, None)
     }
 }
 
@@ -177,21 +181,13 @@ impl Collector for Scrape {
         }
 
         // Requests.
-        let mut requests: BTreeMap<(i16, i16), u64> = BTreeMap::new();
-        let mut errors: BTreeMap<i16, u64> = BTreeMap::new();
-        let mut latency: BTreeMap<i16, Histogram> = BTreeMap::new();
+        let mut apis: BTreeMap<i16, ApiCounters> = BTreeMap::new();
         let (mut acks_wait, mut fsync) = (Histogram::default(), Histogram::default());
         let (mut shrinks, mut expands, mut elections) = (0, 0, 0);
         let (mut wait_consumer, mut wait_replica) = (Histogram::default(), Histogram::default());
         for s in shards {
-            for (k, v) in &s.counters.requests {
-                *requests.entry(*k).or_default() += v;
-            }
-            for (k, v) in &s.counters.request_errors {
-                *errors.entry(*k).or_default() += v;
-            }
-            for (k, h) in &s.counters.request_latency {
-                latency.entry(*k).or_default().add(h);
+            for (key, c) in &s.apis {
+                apis.entry(*key).or_default().add(c);
             }
             acks_wait.add(&s.counters.acks_all_wait);
             fsync.add(&s.counters.fsync);
@@ -201,37 +197,7 @@ impl Collector for Scrape {
             wait_consumer.add(&s.counters.fetch_wait_consumer);
             wait_replica.add(&s.counters.fetch_wait_replica);
         }
-        let mut f = family(
-            &mut e,
-            "sluice_requests",
-            "Requests handled, by API and version.",
-            Counter,
-        )?;
-        for ((api, version), n) in &requests {
-            let labels = vec![
-                label("api", api_name(*api)),
-                label("version", version.to_string()),
-            ];
-            f.counter(&labels, *n as f64)?;
-        }
-        let mut f = family(
-            &mut e,
-            "sluice_request_errors",
-            "Requests that could not be answered and closed their connection.",
-            Counter,
-        )?;
-        for (api, n) in &errors {
-            f.counter(&vec![label("api", api_name(*api))], *n as f64)?;
-        }
-        let mut f = family(
-            &mut e,
-            "sluice_request_handle_seconds",
-            "Time from reading a request to its answer being ready (an acks=all produce's wait for replicas excluded).",
-            Hist,
-        )?;
-        for (api, h) in &latency {
-            f.histogram(&vec![label("api", api_name(*api))], h)?;
-        }
+        encode_requests(&mut e, &apis)?;
         family(
             &mut e,
             "sluice_produce_acks_all_wait_seconds",
@@ -309,6 +275,22 @@ impl Collector for Scrape {
                 Gauge,
             )?
             .gauge(&no_labels(), committed as f64)?;
+        }
+        if let Some((entries, bytes)) = c.metadata_log {
+            family(
+                &mut e,
+                "sluice_metadata_log_entries",
+                "Entries of the metadata log kept since its last snapshot, on voters.",
+                Gauge,
+            )?
+            .gauge(&no_labels(), entries as f64)?;
+            family(
+                &mut e,
+                "sluice_metadata_log_bytes",
+                "Bytes of the metadata log kept since its last snapshot, on voters.",
+                Gauge,
+            )?
+            .gauge(&no_labels(), bytes as f64)?;
         }
 
         // Logs.
@@ -445,6 +427,8 @@ impl Collector for Scrape {
             }
         }
 
+        encode_listeners(&mut e, shards)?;
+
         // The process.
         let p = &self.process;
         family(
@@ -472,4 +456,118 @@ impl Collector for Scrape {
         .gauge(&no_labels(), p.start_time_seconds)?;
         Ok(())
     }
+}
+
+/// A latency histogram family: name, help, and the part it shows.
+type LatencyPart = (&'static str, &'static str, fn(&ApiCounters) -> &Histogram);
+
+/// A listener family: name, help, kind, and its value.
+type ListenerColumn = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&ListenerSample) -> u64,
+);
+
+/// Requests per API (and version), their errors, and the three parts of
+/// their latency.
+fn encode_requests(
+    e: &mut DescriptorEncoder,
+    apis: &BTreeMap<i16, ApiCounters>,
+) -> std::fmt::Result {
+    use MetricType::{Counter, Histogram as Hist};
+    let mut f = family(
+        e,
+        "sluice_requests",
+        "Requests handled, by API and version.",
+        Counter,
+    )?;
+    for (api, c) in apis {
+        for (slot, n) in c.requests.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let labels = vec![
+                label("api", api_name(*api)),
+                label("version", version_label(slot)),
+            ];
+            f.counter(&labels, *n as f64)?;
+        }
+    }
+    let mut f = family(
+        e,
+        "sluice_request_errors",
+        "Requests that could not be answered and closed their connection.",
+        Counter,
+    )?;
+    for (api, c) in apis.iter().filter(|(_, c)| c.errors > 0) {
+        f.counter(&vec![label("api", api_name(*api))], c.errors as f64)?;
+    }
+    let parts: [LatencyPart; 3] = [
+        (
+            "sluice_request_queue_seconds",
+            "Time from a request's last byte read to its handler starting (behind earlier requests of its connection).",
+            |c| &c.queue,
+        ),
+        (
+            "sluice_request_handle_seconds",
+            "Time from a request's handler starting to its answer being ready (an acks=all produce's wait for replicas excluded).",
+            |c| &c.handle,
+        ),
+        (
+            "sluice_request_send_seconds",
+            "Time from an answer being ready to its last byte written (behind earlier answers of its connection).",
+            |c| &c.send,
+        ),
+    ];
+    for (name, help, pick) in parts {
+        let mut f = family(e, name, help, Hist)?;
+        for (api, c) in apis {
+            let h = pick(c);
+            if h.count() > 0 {
+                f.histogram(&vec![label("api", api_name(*api))], h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Connections per listener, added up over the shards.
+fn encode_listeners(e: &mut DescriptorEncoder, shards: &[ShardSnapshot]) -> std::fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let mut listeners: BTreeMap<&str, ListenerSample> = BTreeMap::new();
+    for l in shards.iter().flat_map(|s| &s.listeners) {
+        let sum = listeners.entry(l.listener.as_str()).or_default();
+        sum.accepted += l.accepted;
+        sum.closed += l.closed;
+    }
+    let columns: [ListenerColumn; 3] = [
+        (
+            "sluice_listener_connections",
+            "Open client connections, by listener.",
+            Gauge,
+            ListenerSample::open,
+        ),
+        (
+            "sluice_listener_connections_accepted",
+            "Client connections accepted, by listener.",
+            Counter,
+            |l| l.accepted,
+        ),
+        (
+            "sluice_listener_connections_closed",
+            "Client connections closed, by listener (by either side).",
+            Counter,
+            |l| l.closed,
+        ),
+    ];
+    for (name, help, kind, pick) in columns {
+        let mut f = family(e, name, help, kind)?;
+        for (listener, l) in &listeners {
+            let labels = vec![label("listener", *listener)];
+            if matches!(kind, Counter) {
+                f.counter(&labels, pick(l) as f64)?;
+            } else {
+                f.gauge(&labels, pick(l) as f64)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,60 +9,74 @@
 
 pub mod exposition;
 pub mod http;
+pub mod listeners;
+pub mod requests;
 
 use crate::shard::Shard;
+use listeners::ListenerSample;
+use requests::{ApiCounters, RequestCounters};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Upper bounds of latency buckets, in seconds: 0.1 ms to 10 s, about
-/// three per decade.
-pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+/// Upper bounds of latency buckets, in nanoseconds: 0.1 ms to 10 s,
+/// about three per decade. Integers, so that an observation is placed by
+/// comparing integers.
+pub const LATENCY_BUCKET_NANOS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
-/// A latency histogram with [`LATENCY_BUCKETS`] (plus +Inf).
+/// A latency histogram with [`LATENCY_BUCKET_NANOS`] (plus +Inf).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Histogram {
     /// Observations per bucket (not cumulative); the last is +Inf.
-    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
-    pub sum_seconds: f64,
+    pub counts: [u64; LATENCY_BUCKET_NANOS.len() + 1],
+    pub sum_nanos: u64,
 }
 
 impl Histogram {
     pub fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKET_NANOS.partition_point(|b| *b < nanos);
         self.counts[i] += 1;
-        self.sum_seconds += s;
+        self.sum_nanos = self.sum_nanos.saturating_add(nanos);
     }
 
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos as f64 / 1e9
+    }
+
     pub fn add(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
-        self.sum_seconds += other.sum_seconds;
+        self.sum_nanos = self.sum_nanos.saturating_add(other.sum_nanos);
     }
 }
 
 /// Counts kept by one shard, outside the partitions.
 #[derive(Clone, Debug, Default)]
 pub struct ShardCounters {
-    /// Requests handled, by (API key, version).
-    pub requests: BTreeMap<(i16, i16), u64>,
-    /// Requests that ended their connection (undecodable, unsupported).
-    pub request_errors: BTreeMap<i16, u64>,
-    /// Time from a request read to its answer being ready, by API key.
-    pub request_latency: BTreeMap<i16, Histogram>,
     /// How long acks=all produces waited for the in-sync replicas.
     pub acks_all_wait: Histogram,
     /// fdatasync calls of partition logs and how long they took.
@@ -80,18 +94,20 @@ pub struct ShardCounters {
 
 thread_local! {
     static COUNTERS: RefCell<ShardCounters> = RefCell::new(ShardCounters::default());
+    /// Apart from [`COUNTERS`]: a scrape copies only the APIs seen.
+    static REQUESTS: RefCell<RequestCounters> = RefCell::new(RequestCounters::default());
 }
 
-/// Counts a handled request (`ok`: answered, not a closed connection).
-pub fn request(api: i16, version: i16, took: Duration, ok: bool) {
-    COUNTERS.with(|c| {
-        let mut c = c.borrow_mut();
-        *c.requests.entry((api, version)).or_default() += 1;
-        if !ok {
-            *c.request_errors.entry(api).or_default() += 1;
-        }
-        c.request_latency.entry(api).or_default().observe(took);
-    });
+/// Counts a handled request: the time from its last byte read to its
+/// handler starting (`queue`) and the handler's (`handle`); `ok`:
+/// answered, not a closed connection.
+pub fn request(api: i16, version: i16, queue: Duration, handle: Duration, ok: bool) {
+    REQUESTS.with(|r| r.borrow_mut().handled(api, version, queue, handle, ok));
+}
+
+/// Counts an answer written, `send` after it was ready.
+pub fn response_sent(api: i16, send: Duration) {
+    REQUESTS.with(|r| r.borrow_mut().sent(api, send));
 }
 
 /// Counts an acks=all produce's wait for its in-sync replicas.
@@ -201,6 +217,10 @@ pub struct GroupSample {
 pub struct ShardSnapshot {
     pub shard: usize,
     pub counters: ShardCounters,
+    /// Requests per API key that has any.
+    pub apis: Vec<(i16, ApiCounters)>,
+    /// Connections per listener.
+    pub listeners: Vec<ListenerSample>,
     pub partitions: Vec<PartitionSample>,
     pub groups: Vec<GroupSample>,
     pub connections: usize,
@@ -223,6 +243,8 @@ pub fn snapshot(shard: &Rc<Shard>) -> ShardSnapshot {
     ShardSnapshot {
         shard: shard.id,
         counters: COUNTERS.with(|c| c.borrow().clone()),
+        apis: REQUESTS.with(|r| r.borrow().seen()),
+        listeners: listeners::samples(),
         partitions,
         groups: shard.groups.metrics_samples(),
         connections: shard.open_connections.borrow().len(),
@@ -250,6 +272,9 @@ pub struct ClusterSample {
     pub controller_active: bool,
     /// The Raft term and committed index, on voters.
     pub controller: Option<(u64, u64)>,
+    /// The metadata log since its last snapshot (entries, bytes), on
+    /// voters.
+    pub metadata_log: Option<(u64, u64)>,
 }
 
 /// Reads the cluster-level state on shard 0.
@@ -285,6 +310,7 @@ pub fn cluster_sample(shard: &Rc<Shard>) -> ClusterSample {
             controller.quorum.term(),
             controller.quorum.committed_index(),
         ));
+        sample.metadata_log = Some(controller.quorum.log_size());
     }
     sample
 }
@@ -397,11 +423,13 @@ mod tests {
         h.observe(Duration::from_secs(60));
         assert_eq!(h.counts[0], 1);
         assert_eq!(h.counts[5], 1, "3 ms lands in the 5 ms bucket");
-        assert_eq!(h.counts[LATENCY_BUCKETS.len()], 1, "+Inf");
+        h.observe(Duration::from_micros(250));
+        assert_eq!(h.counts[LATENCY_BUCKET_NANOS.len()], 1, "+Inf");
+        assert_eq!(h.counts[1], 1, "a bound is in its own bucket (le)");
         let mut sum = h.clone();
         sum.add(&h);
-        assert_eq!(sum.count(), 6);
-        assert!((sum.sum_seconds - 2.0 * 60.00305).abs() < 1e-9);
+        assert_eq!(sum.count(), 8);
+        assert!((sum.sum_seconds() - 2.0 * 60.0033).abs() < 1e-9);
     }
 
     #[test]

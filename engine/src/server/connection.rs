@@ -16,6 +16,11 @@
 //! through the session ([`super::tls`]); the client's principal is its
 //! certificate's subject when it showed one.
 //!
+//! The reader counts each request with the time it waited behind earlier
+//! ones and the time its handler took; the writer adds the time from the
+//! answer being ready to its last byte written
+//! ([`crate::metrics::requests`]).
+//!
 //! Anything that makes the byte stream unreadable (a length outside the
 //! limits, an unknown API key, an unsupported version, a body that does not
 //! decode) is logged and closes this connection only.
@@ -38,6 +43,7 @@ use std::io;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +173,23 @@ async fn tls_session(
     Some(conn)
 }
 
+/// An answer on its way from the reader to the writer.
+struct Outgoing {
+    reply: Reply,
+    /// The request's API key and when its answer was ready; `None` for
+    /// answers that are not counted as requests (the SASL gate's).
+    timing: Option<(i16, Instant)>,
+}
+
+impl Outgoing {
+    fn uncounted(reply: Reply) -> Outgoing {
+        Outgoing {
+            reply,
+            timing: None,
+        }
+    }
+}
+
 /// Requests of one connection in progress at once: handled, with answers
 /// not yet written.
 const PIPELINE_DEPTH: usize = 16;
@@ -213,18 +236,20 @@ async fn read_requests<R: Receive>(
     stream: &mut R,
     client: &handlers::Client,
     mut gate: Option<SaslGate>,
-    replies: LocalSender<Reply>,
+    replies: LocalSender<Outgoing>,
 ) -> Result<(), CloseReason> {
     let max = shard.broker.config.request_max_bytes();
     let mut reader = FrameReader::new(gate.as_ref().map_or(max, |g| g.frame_bytes_max(max)));
     while let Some(payload) = reader.next(stream).await? {
+        let received = reader.received_at();
         if let Some(gate) = gate.as_mut() {
             let verdict = gate.check(&payload, client, || shard.metadata());
             reader.set_frame_bytes_max(gate.frame_bytes_max(max));
             match verdict {
                 Verdict::Serve => {}
                 Verdict::Answer(frame) => {
-                    if replies.send(Reply::Frame(frame)).await.is_err() {
+                    let answer = Outgoing::uncounted(Reply::Frame(frame));
+                    if replies.send(answer).await.is_err() {
                         break;
                     }
                     continue;
@@ -238,7 +263,7 @@ async fn read_requests<R: Receive>(
                     // everyone else meanwhile.
                     glommio::timer::sleep(delay).await;
                     if let Some(frame) = answer {
-                        let _ = replies.send(Reply::Frame(frame)).await;
+                        let _ = replies.send(Outgoing::uncounted(Reply::Frame(frame))).await;
                     }
                     return Err(CloseReason::Sasl(reason));
                 }
@@ -246,8 +271,21 @@ async fn read_requests<R: Receive>(
         }
         let header = parse_request_header(&payload)?;
         let body = payload.slice(header.body_start..);
-        let reply = handlers::handle(shard, &header, body, client).await?;
-        if replies.send(reply).await.is_err() {
+        let started = Instant::now();
+        let reply = handlers::handle(shard, &header, body, client).await;
+        let ready = Instant::now();
+        crate::metrics::request(
+            header.api_key,
+            header.api_version,
+            started.saturating_duration_since(received),
+            ready.saturating_duration_since(started),
+            reply.is_ok(),
+        );
+        let answer = Outgoing {
+            reply: reply?,
+            timing: Some((header.api_key, ready)),
+        };
+        if replies.send(answer).await.is_err() {
             break;
         }
     }
@@ -257,14 +295,31 @@ async fn read_requests<R: Receive>(
 async fn write_replies<W: Outbound>(
     shard: &Shard,
     stream: &mut W,
-    replies: LocalReceiver<Reply>,
+    replies: LocalReceiver<Outgoing>,
 ) -> Result<(), CloseReason> {
-    while let Some(reply) = replies.recv().await {
-        match reply {
-            Reply::None => {}
-            Reply::Frame(bytes) => stream.send(&bytes).await?,
-            Reply::Parts(parts) => write_parts(shard, stream, parts).await?,
-            Reply::Later(Later(rest)) => stream.send(&rest.await?).await?,
+    while let Some(Outgoing { reply, timing }) = replies.recv().await {
+        let ready = match reply {
+            // No answer (acks=0), so no send time.
+            Reply::None => continue,
+            Reply::Frame(bytes) => {
+                stream.send(&bytes).await?;
+                timing.map(|(_, ready)| ready)
+            }
+            Reply::Parts(parts) => {
+                write_parts(shard, stream, parts).await?;
+                timing.map(|(_, ready)| ready)
+            }
+            Reply::Later(Later(rest)) => {
+                let bytes = rest.await?;
+                // Ready once the in-sync replicas have its batches, as
+                // this writer (next in line for it) sees it.
+                let ready = Instant::now();
+                stream.send(&bytes).await?;
+                Some(ready)
+            }
+        };
+        if let (Some((api, _)), Some(ready)) = (timing, ready) {
+            crate::metrics::response_sent(api, ready.elapsed());
         }
     }
     Ok(())

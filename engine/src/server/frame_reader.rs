@@ -18,6 +18,12 @@
 //! When the socket has nothing to read, the task parks in glommio's own
 //! read (io_uring readiness), reading at most [`WAIT_READ_BYTES`] into a
 //! zeroed tail of the buffer, then goes back to `recv`.
+//!
+//! The reader notes when each receive returned ([`FrameReader::received_at`]):
+//! a frame is complete once the receive that brought its last byte has,
+//! which is the latest receive when [`FrameReader::next`] returns it. A
+//! request's queue time is measured from there (one clock read per
+//! receive, not per frame).
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::AsyncReadExt;
@@ -25,6 +31,7 @@ use glommio::net::TcpStream;
 use sluice_protocol::frame::{self, FrameError, FRAME_HEADER_SIZE};
 use std::io;
 use std::os::unix::io::AsRawFd;
+use std::time::Instant;
 
 /// Smallest receive: small requests arrive several per `recv`.
 const RECV_BYTES_MIN: usize = 64 * 1024;
@@ -87,6 +94,8 @@ pub struct FrameReader {
     frame_bytes_max: usize,
     /// Payload size of the last frame returned.
     last_frame_bytes: usize,
+    /// When the latest receive returned bytes.
+    received_at: Instant,
 }
 
 impl FrameReader {
@@ -95,7 +104,14 @@ impl FrameReader {
             buf: BytesMut::new(),
             frame_bytes_max,
             last_frame_bytes: 0,
+            received_at: Instant::now(),
         }
+    }
+
+    /// When the last frame [`FrameReader::next`] returned was complete:
+    /// when the receive that brought its last byte returned.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
     }
 
     /// Changes the largest frame accepted from the next one on (smaller
@@ -140,6 +156,7 @@ impl FrameReader {
             if stream.receive(&mut self.buf).await? == 0 {
                 return Ok(false);
             }
+            self.received_at = Instant::now();
         }
         Ok(true)
     }

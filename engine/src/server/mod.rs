@@ -19,14 +19,17 @@ use std::sync::Arc;
 /// Accepts connections on one of the broker's listeners until the task
 /// is dropped.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, served: Arc<Served>) {
+    let counters = crate::metrics::listeners::listener(&served.config.name);
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let id = shard.stats.connections.get();
                 shard.stats.connections.set(id + 1);
+                counters.accepted();
                 let open = Open {
                     shard: Rc::clone(&shard),
                     id,
+                    counters: Rc::clone(&counters),
                 };
                 let served = Arc::clone(&served);
                 let task = glommio::spawn_local(async move {
@@ -46,13 +49,16 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, served: Arc<Se
 
 /// A connection's entry in [`Shard::open_connections`], removed when its
 /// task ends or is cancelled.
+/// It also counts the connection closed on its listener.
 struct Open {
     shard: Rc<Shard>,
     id: u64,
+    counters: Rc<crate::metrics::listeners::ListenerCounters>,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
+        self.counters.closed();
         if let Ok(mut open) = self.shard.open_connections.try_borrow_mut() {
             open.remove(&self.id);
         }

@@ -207,7 +207,7 @@ fn sasl_not_expected(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> 
     }
 }
 
-/// Dispatches one request.
+/// Dispatches one request (the connection counts and times it).
 pub async fn handle(
     shard: &Rc<Shard>,
     header: &RequestHeader,
@@ -222,15 +222,7 @@ pub async fn handle(
         header,
         client,
     };
-    let started = std::time::Instant::now();
-    let reply = dispatch(&ctx, api, body).await;
-    crate::metrics::request(
-        header.api_key,
-        header.api_version,
-        started.elapsed(),
-        reply.is_ok(),
-    );
-    reply
+    dispatch(&ctx, api, body).await
 }
 
 async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, HandlerError> {
