@@ -110,7 +110,8 @@ start_broker() { # on|off TAG
   fi
   rm -rf "$work/sluice"
   local args=(--listen "127.0.0.1:$port" --data-dir "$work/sluice"
-    --override group.initial.rebalance.delay.ms=0)
+    --override group.initial.rebalance.delay.ms=0
+    --override log.retention.check.interval.ms=30000)
   [[ -n $cores ]] && args+=(--cores "$cores")
   [[ $1 == on ]] && args+=(--override "metrics.listener=127.0.0.1:$metrics_port")
   echo "sluice ${args[*]}" >"$res/logs/$2.start.log"
