@@ -101,28 +101,6 @@ fn list_offset(raw: &mut Raw, name: &str, timestamp: i64) -> i64 {
     p.offset
 }
 
-/// The record bytes a sessionless Fetch v12 returns for partition 0.
-fn fetch(raw: &mut Raw, name: &str, offset: i64) -> Bytes {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic(name))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("answer");
-    let p = &resp.responses[0].partitions[0];
-    assert_eq!(p.error_code, 0, "fetch {name}-0");
-    p.records.clone().expect("records")
-}
-
 /// A batch of records with these keys, values `value-<i>`, timestamps
 /// from `timestamp` on.
 fn batch_at(timestamp: i64, keys: &[Option<&[u8]>]) -> BatchBuilder {
@@ -419,7 +397,7 @@ fn topic_compression_type_rewrites_batches_on_append() {
         (sent_header.max_timestamp, sent_header.records_count)
     );
     validate_record_set(&log("zstd"), usize::MAX).expect("a valid batch on disk");
-    let fetched = batches(&fetch(&mut raw, "zstd", 0));
+    let fetched = batches(&common::fetch_partition_0(&mut raw, "zstd", 0));
     assert_eq!(fetched[0].0.compression(), Some(Compression::Zstd));
     assert_eq!(fetched[0].1, want);
     // `producer` keeps the batch as it came.
@@ -510,7 +488,7 @@ fn segment_index_bytes_rolls_segments_with_full_indexes() {
     // Every record is still there, in order.
     let mut next = 0;
     while next < 40 {
-        let got = batches(&fetch(&mut raw, "small-index", next));
+        let got = batches(&common::fetch_partition_0(&mut raw, "small-index", next));
         assert!(!got.is_empty());
         for (h, _) in got {
             assert_eq!(h.base_offset.0, next);

@@ -812,7 +812,7 @@ fn log_append_time_topics_stamp_batches_with_broker_time() {
     );
     assert_eq!(latest_offset(&mut raw, "lat"), 2);
     // The stored batch says so too, as a consumer reads it.
-    let records = fetch_partition_0(&mut raw, "lat", 0);
+    let records = common::fetch_partition_0(&mut raw, "lat", 0);
     let header = sluice_protocol::record_batch::BatchHeader::parse(&records).expect("a batch");
     assert_eq!(header.total_size(), records.len(), "one batch");
     assert!(
@@ -833,30 +833,6 @@ fn wall_clock_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     since_epoch.as_millis() as i64
-}
-
-/// The record bytes a sessionless Fetch v12 returns for partition 0 of
-/// `name` from `offset`, checking the partition's error code.
-fn fetch_partition_0(raw: &mut Raw, name: &str, offset: i64) -> Bytes {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic(name))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("Fetch answer");
-    assert_eq!(resp.error_code, 0);
-    let p = &resp.responses[0].partitions[0];
-    assert_eq!(p.error_code, 0, "fetch {name}-0");
-    p.records.clone().expect("records")
 }
 
 /// Producer ids come in blocks recorded in the metadata log, so none is

@@ -562,3 +562,29 @@ pub fn java_classpath() -> String {
     let target = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/target");
     format!("{target}/classes:{target}/lib/*")
 }
+
+/// The record bytes a sessionless Fetch v12 returns for partition 0 of
+/// `name` from `offset`, checking the answer's error codes.
+pub fn fetch_partition_0(raw: &mut Raw, name: &str, offset: i64) -> bytes::Bytes {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = call(raw, ApiKey::Fetch, 12, &req).expect("Fetch answer");
+    assert_eq!(resp.error_code, 0);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "fetch {name}-0");
+    p.records.clone().expect("records")
+}
