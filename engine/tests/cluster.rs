@@ -1845,12 +1845,16 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
     use kafka_protocol::protocol::{Decodable, Encodable};
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    // The paused follower stays in the ISR (and registered) for the test.
+    // The paused follower stays in the ISR (and registered) for the test,
+    // and the leader stays leader: no preferred-leader election may hand
+    // the partition to the paused broker (and answer the waiting requests
+    // NOT_LEADER_OR_FOLLOWER).
     let c = cluster_with(
         dir.path(),
         &[
             "broker.session.timeout.ms=120000",
             "replica.lag.time.max.ms=120000",
+            "auto.leader.rebalance.enable=false",
         ],
     );
     let (leader, paused) = pause_a_follower(&c, "pipelined");
@@ -1877,7 +1881,7 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
     // second, long after the second append, so an answer sent without
     // waiting would be in the socket; the window cannot produce a false
     // failure, since nothing may legitimately arrive in it.
-    assert_no_answer_yet(&raw, Duration::from_secs(1));
+    assert_no_answer_yet(&mut raw, Duration::from_secs(1));
     c.signal(paused, libc::SIGCONT);
     raw.stream.set_read_timeout(Some(READY_DEADLINE)).unwrap();
     for (correlation_id, offset) in [(1, 0), (2, 1)] {
@@ -1895,13 +1899,28 @@ fn pipelined_acks_all_requests_append_while_earlier_ones_wait_and_answer_in_orde
     }
 }
 
-/// Fails if any byte of an answer arrives on `raw` within `window`.
-fn assert_no_answer_yet(raw: &Raw, window: Duration) {
+/// Fails if any byte of an answer arrives on `raw` within `window`,
+/// saying what the answer was.
+fn assert_no_answer_yet(raw: &mut Raw, window: Duration) {
+    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
     raw.stream.set_read_timeout(Some(window)).unwrap();
     let mut byte = [0u8; 1];
     match raw.stream.peek(&mut byte) {
         Ok(0) => panic!("the leader closed the connection instead of waiting"),
-        Ok(_) => panic!("an acks=all answer arrived while an in-sync follower was stopped"),
+        Ok(_) => {
+            raw.stream.set_read_timeout(Some(READY_DEADLINE)).unwrap();
+            let mut frame = bytes::Bytes::from(raw.recv().expect("the answer that came"));
+            let version = ApiKey::Produce.response_header_version(9);
+            let header = ResponseHeader::decode(&mut frame, version).unwrap();
+            let resp = ProduceResponse::decode(&mut frame, 9).unwrap();
+            let p = &resp.responses[0].partition_responses[0];
+            panic!(
+                "an acks=all answer arrived while an in-sync follower was stopped: \
+                 request {}, error code {}, base offset {}",
+                header.correlation_id, p.error_code, p.base_offset
+            )
+        }
         Err(e) => assert!(
             matches!(
                 e.kind(),
