@@ -32,7 +32,8 @@ assert entries["cleanup.policy"]["value"] == "delete,compact", entries["cleanup.
 admin.close()
 
 producer = KafkaProducer(bootstrap_servers=bootstrap)
-md = producer.send(topic, value=b"in the new partition", partition=3).get(timeout=60)
+# Compacted now: every record needs a key (INVALID_RECORD otherwise).
+md = producer.send(topic, key=b"k", value=b"in the new partition", partition=3).get(timeout=60)
 assert (md.partition, md.offset) == (3, 0), md
 producer.close()
 
