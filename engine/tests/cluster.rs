@@ -228,11 +228,19 @@ fn brokers_share_the_metadata_log_and_clients_use_every_leader() {
     create(&c.bootstrap(), "replicated", 6, 3).expect("rf 3 fits three brokers");
     let err = create(&c.bootstrap(), "too-many", 1, 4).expect_err("rf 4 does not fit");
     assert!(err.contains("InvalidReplicationFactor"), "{err}");
-    // Every broker has the same view; leaders are spread evenly.
-    let views: Vec<_> = (1..=3)
-        .map(|n| partitions(&metadata(&c, n, Some(&["replicated"])), "replicated"))
-        .collect();
-    assert!(views.iter().all(|v| *v == views[0]), "{views:#?}");
+    // Every broker comes to the same view (each applies the topic
+    // record on its own time); leaders are spread evenly.
+    let deadline = Instant::now() + READY_DEADLINE;
+    let views = loop {
+        let views: Vec<_> = (1..=3)
+            .map(|n| partitions(&metadata(&c, n, Some(&["replicated"])), "replicated"))
+            .collect();
+        if views.iter().all(|v| *v == views[0] && v.len() == 6) {
+            break views;
+        }
+        assert!(Instant::now() < deadline, "views never agreed: {views:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut led = BTreeMap::new();
     for (leader, _, replicas, isr) in views[0].values() {
         *led.entry(*leader).or_insert(0) += 1;
@@ -533,14 +541,18 @@ fn a_broker_that_is_not_a_voter_replays_from_the_controllers_snapshot() {
     // snapshot, and is sent the voter's image over the controller
     // listener instead.
     c.restart(3, READY_DEADLINE).unwrap();
-    let m = wait_for(&c, 3, "every topic", |m| {
-        (0..3).all(|i| topic_names(m).contains(&format!("while-away-{i}")))
-            && broker_ids(m).len() == 3
+    // Its view converges on the voter's: the same topics, leaders,
+    // replicas and in-sync sets (which still change while broker 3
+    // catches up, so both are read on every poll).
+    wait_for(&c, 3, "the voter's view of every topic", |m| {
+        let voter = metadata(&c, 1, None);
+        broker_ids(m).len() == 3
+            && (0..3).all(|i| {
+                let topic = format!("while-away-{i}");
+                topic_names(m).contains(&topic)
+                    && partitions(m, &topic) == partitions(&voter, &topic)
+            })
     });
-    assert_eq!(
-        partitions(&m, "while-away-0"),
-        partitions(&metadata(&c, 1, Some(&["while-away-0"])), "while-away-0")
-    );
     let log = std::fs::read_to_string(dir.path().join("broker-3.log")).unwrap();
     assert!(
         log.contains("metadata image received"),
