@@ -46,12 +46,16 @@ const LONG_MAX: &str = "9223372036854775807";
 pub const LIST_KEYS: &[&str] = &["cleanup.policy", "log.cleanup.policy"];
 
 /// Broker keys Kafka leaves unset by default, deriving the value from
-/// another key (`log.retention.hours`, `log.roll.hours`, the flush
-/// scheduler's interval). Sluice has no such second key and gives these
-/// the derived value as their default, but reports no default synonym for
-/// them, as Kafka reports none.
-pub const KAFKA_UNSET_DEFAULTS: &[&str] =
-    &["log.retention.ms", "log.roll.ms", "log.flush.interval.ms"];
+/// another key (`log.retention.hours`, `log.roll.hours`,
+/// `log.roll.jitter.hours`, the flush scheduler's interval). Sluice has no
+/// such second key and gives these the derived value as their default,
+/// but reports no default synonym for them, as Kafka reports none.
+pub const KAFKA_UNSET_DEFAULTS: &[&str] = &[
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.roll.jitter.ms",
+    "log.flush.interval.ms",
+];
 
 const fn broker(name: &'static str, kind: Kind, default: &'static str, min: i64) -> Key {
     Key {

@@ -166,6 +166,22 @@ fn a_scrape_counts_traffic_per_topic_and_the_groups_lag() {
         s["sluice_topic_bytes_out_total{topic=\"counted\"}"] >= bytes_in,
         "everything was read at least once"
     );
+    let out = s["sluice_topic_messages_out_total{topic=\"counted\"}"];
+    assert!(out >= 600.0, "every record was read at least once: {out}");
+    // One more read of partition 0 from its start sends its 200 records.
+    drop(consumer);
+    let body = scrape_until(metrics_port, "the consumer's reads counted", |s| {
+        s.get("sluice_topic_messages_out_total{topic=\"counted\"}") == Some(&out)
+    });
+    let before = samples(&body)["sluice_topic_bytes_out_total{topic=\"counted\"}"];
+    let read = common::fetch_partition_0(&mut Raw::connect(broker.addr()), "counted", 0);
+    let body = scrape_until(metrics_port, "200 more records out", |s| {
+        s.get("sluice_topic_messages_out_total{topic=\"counted\"}") == Some(&(out + 200.0))
+    });
+    assert_eq!(
+        samples(&body)["sluice_topic_bytes_out_total{topic=\"counted\"}"],
+        before + read.len() as f64
+    );
     assert!(s["process_resident_memory_bytes"] > 0.0);
     assert!(sum_matching(&s, "sluice_connections{", "") >= 1.0);
 

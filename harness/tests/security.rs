@@ -136,7 +136,7 @@ listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={REAUTH_MS}
         };
         let format_args = [scram("SCRAM-SHA-512"), scram("SCRAM-SHA-256")].concat();
         let ready_at = std::net::SocketAddr::from(([127, 0, 0, 1], plaintext));
-        let node = KafkaNode::start(dir, &props, CLUSTER_ID, &format_args, ready_at);
+        let node = kafka::start(dir, &props, CLUSTER_ID, &format_args, ready_at);
         Kafka {
             _node: node,
             pki,

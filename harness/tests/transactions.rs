@@ -55,7 +55,7 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
             common_properties(controller, &dir.path().join("data"))
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let node = KafkaNode::start(dir, &props, CLUSTER_ID, &[], addr);
+        let node = kafka::start(dir, &props, CLUSTER_ID, &[], addr);
         Kafka { _node: node, addr }
     }
 }

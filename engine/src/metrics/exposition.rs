@@ -120,14 +120,15 @@ impl Collector for Scrape {
         let shards = &self.shards;
 
         // Traffic per topic (and per partition behind the switch).
-        let mut topics: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+        let mut topics: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
         for p in shards.iter().flat_map(|s| &s.partitions) {
             let t = topics.entry(p.topic.as_str()).or_default();
             t.0 += p.bytes_in;
             t.1 += p.messages_in;
             t.2 += p.bytes_out;
+            t.3 += p.messages_out;
         }
-        let counters: [Column<(u64, u64, u64), u64>; 3] = [
+        let counters: [Column<(u64, u64, u64, u64), u64>; 4] = [
             (
                 "sluice_topic_bytes_in",
                 "Record batch bytes appended by producers.",
@@ -143,6 +144,11 @@ impl Collector for Scrape {
                 "Record bytes sent to consumers.",
                 |t| t.2,
             ),
+            (
+                "sluice_topic_messages_out",
+                "Records sent to consumers (the offsets the batches sent span).",
+                |t| t.3,
+            ),
         ];
         for (name, help, pick) in counters {
             let mut f = family(&mut e, name, help, Counter)?;
@@ -151,7 +157,7 @@ impl Collector for Scrape {
             }
         }
         if self.per_partition {
-            let rows: [Column<super::PartitionSample, u64>; 3] = [
+            let rows: [Column<super::PartitionSample, u64>; 4] = [
                 (
                     "sluice_partition_bytes_in",
                     "Record batch bytes appended by producers.",
@@ -166,6 +172,11 @@ impl Collector for Scrape {
                     "sluice_partition_bytes_out",
                     "Record bytes sent to consumers.",
                     |p| p.bytes_out,
+                ),
+                (
+                    "sluice_partition_messages_out",
+                    "Records sent to consumers (the offsets the batches sent span).",
+                    |p| p.messages_out,
                 ),
             ];
             for (name, help, pick) in rows {

@@ -145,12 +145,16 @@ pub fn fetch_waited(replica: bool, took: Duration) {
 }
 
 /// What a partition counts itself: bytes and records appended by
-/// producers, bytes read by consumers.
+/// producers, bytes and records read by consumers (records read counted as
+/// the offsets the batches sent span, which includes a compacted log's
+/// gaps and transaction markers: counting them one by one would mean
+/// reading every batch a fetch sends from the page cache).
 #[derive(Debug)]
 pub struct PartitionCounters {
     pub bytes_in: std::cell::Cell<u64>,
     pub messages_in: std::cell::Cell<u64>,
     pub bytes_out: std::cell::Cell<u64>,
+    pub messages_out: std::cell::Cell<u64>,
     /// The last leader epoch this broker led the partition on.
     led_epoch: std::cell::Cell<i32>,
 }
@@ -161,6 +165,7 @@ impl Default for PartitionCounters {
             bytes_in: Default::default(),
             messages_in: Default::default(),
             bytes_out: Default::default(),
+            messages_out: Default::default(),
             led_epoch: std::cell::Cell::new(-1),
         }
     }
@@ -181,8 +186,10 @@ impl PartitionCounters {
         self.messages_in.set(self.messages_in.get() + records);
     }
 
-    pub fn read(&self, bytes: u64) {
-        self.bytes_out.set(self.bytes_out.get() + bytes);
+    pub fn read(&self, read: &crate::storage::log::ReadResult) {
+        self.bytes_out.set(self.bytes_out.get() + read.bytes as u64);
+        self.messages_out
+            .set(self.messages_out.get() + read.offsets);
     }
 }
 
@@ -195,6 +202,7 @@ pub struct PartitionSample {
     pub bytes_in: u64,
     pub messages_in: u64,
     pub bytes_out: u64,
+    pub messages_out: u64,
     pub size_bytes: u64,
     pub segments: usize,
     pub log_start: i64,

@@ -160,6 +160,7 @@ impl Partition {
             bytes_in: self.metrics.bytes_in.get(),
             messages_in: self.metrics.messages_in.get(),
             bytes_out: self.metrics.bytes_out.get(),
+            messages_out: self.metrics.messages_out.get(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
             log_start: log.log_start().0,
@@ -372,7 +373,7 @@ impl Partition {
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let log = self.log.borrow();
         let read = log.read(offset, max_bytes, log.high_watermark())?;
-        self.metrics.read(read.bytes as u64);
+        self.metrics.read(&read);
         Ok(read)
     }
 

@@ -94,6 +94,9 @@ pub struct ReadResult {
     /// the end of their segment (what aborted transactions are looked up
     /// to).
     pub end_bound: Offset,
+    /// The offsets the batches read span, from the first one's base
+    /// offset to the next batch's (a compacted log's gaps included).
+    pub offsets: u64,
 }
 
 /// A sealed segment as the log cleaner reads it: the file stays readable
@@ -887,15 +890,17 @@ impl PartitionLog {
                 segment.find_batch(upto)?.map_or(segment.size(), |(p, _)| p)
             };
             let want = start.saturating_add(max_bytes as u64).min(limit);
-            let mut end = segment.boundary_at_or_below(start, want)?;
+            let (mut end, mut next) = segment.boundary_at_or_below(start, want)?;
             if end == start {
                 end = start + first.total_size() as u64;
+                next = first.next_offset();
             }
             let len = (end - start) as usize;
             return Ok(ReadResult {
                 regions: vec![segment.region(start, len)],
                 bytes: len,
                 end_bound: upto.min(segment.next_offset()),
+                offsets: (next.0 - first.base_offset.0).max(0) as u64,
             });
         }
         Ok(ReadResult::default())

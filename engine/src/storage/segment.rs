@@ -537,20 +537,22 @@ impl Segment {
     }
 
     /// The last batch boundary at or below `limit`, at or after `start`
-    /// (which must itself be a boundary).
-    pub fn boundary_at_or_below(&self, start: u64, limit: u64) -> Result<u64> {
+    /// (which must itself be a boundary), with the offset that follows the
+    /// batches before it: the base offset of the batch the boundary starts,
+    /// or the segment's next offset at its end.
+    pub fn boundary_at_or_below(&self, start: u64, limit: u64) -> Result<(u64, Offset)> {
         if limit >= self.size {
-            return Ok(self.size);
+            return Ok((self.size, self.next_offset));
         }
         let mut pos = u64::from(self.index.lookup_position(limit as u32)?).max(start);
         while let Some(h) = self.read_header(pos)? {
             let end = pos + h.total_size() as u64;
             if end > limit {
-                break;
+                return Ok((pos, h.base_offset));
             }
             pos = end;
         }
-        Ok(pos)
+        Ok((pos, self.next_offset))
     }
 
     /// A region of the file.
@@ -799,8 +801,9 @@ mod tests {
         assert!(pos > 0);
         let (_, h) = s.find_timestamp(1_205).unwrap().unwrap();
         assert_eq!(h.base_offset, Offset(120));
-        let b = s.boundary_at_or_below(pos, pos + 3000).unwrap();
+        let (b, next) = s.boundary_at_or_below(pos, pos + 3000).unwrap();
         assert!(b > pos && b <= pos + 3000);
+        assert_eq!(s.find_batch(next).unwrap().unwrap().0, b);
         // Torn tail: garbage after the last batch.
         let size = s.size();
         s.log_file().write_all_at(&[0xffu8; 30], size).unwrap();

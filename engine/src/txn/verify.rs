@@ -70,15 +70,8 @@ pub async fn verify(
         .0;
     if leader == snapshot.node_id {
         let owner = shard.owner(topic, index);
-        return verify_here(
-            shard,
-            owner,
-            transactional_id,
-            producer_id,
-            epoch,
-            partitions,
-        )
-        .await;
+        let producer = ProducerRef { producer_id, epoch };
+        return Ok(verify_on(shard, owner, transactional_id, producer, partitions).await);
     }
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in partitions {
@@ -160,27 +153,25 @@ pub async fn verify(
     Ok(answers)
 }
 
-/// [`verify`] when this broker coordinates the id: the coordinator on
-/// shard `owner` answers directly, as the verify-only AddPartitionsToTxn
-/// handler would have it answer, without a connection to this broker's
-/// own listener.
-async fn verify_here(
+/// Each partition's answer from the coordinator of `transactional_id` on
+/// shard `owner` of this broker: what a verify-only AddPartitionsToTxn
+/// answers (Kafka's `handleVerifyPartitionsInTransaction`), one error for
+/// all when the id, the producer or its state is wrong. [`verify`] uses
+/// it when this broker coordinates the id, with no connection to its own
+/// listener.
+pub async fn verify_on(
     shard: &Rc<Shard>,
     owner: crate::shard::ShardId,
     transactional_id: &str,
-    producer_id: i64,
-    epoch: i16,
+    producer: ProducerRef,
     partitions: &[TopicPartition],
-) -> Result<BTreeMap<TopicPartition, ErrorCode>, ErrorCode> {
+) -> BTreeMap<TopicPartition, ErrorCode> {
+    let all = |code: ErrorCode| partitions.iter().map(|tp| (tp.clone(), code)).collect();
     if transactional_id.is_empty() {
-        return Ok(partitions
-            .iter()
-            .map(|tp| (tp.clone(), ErrorCode::InvalidRequest))
-            .collect());
+        return all(ErrorCode::InvalidRequest);
     }
     let id = transactional_id.to_string();
     let asked = partitions.to_vec();
-    let producer = ProducerRef { producer_id, epoch };
     let answered = shard
         .invoke_on(owner, move |s| async move {
             match super::coordinator() {
@@ -188,12 +179,12 @@ async fn verify_here(
                 None => Err(ErrorCode::CoordinatorNotAvailable),
             }
         })
-        .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
-    Ok(match answered {
-        Ok(codes) => codes.into_iter().collect(),
-        Err(code) => partitions.iter().map(|tp| (tp.clone(), code)).collect(),
-    })
+        .await;
+    match answered {
+        Ok(Ok(codes)) => codes.into_iter().collect(),
+        Ok(Err(code)) => all(code),
+        Err(_) => all(ErrorCode::CoordinatorNotAvailable),
+    }
 }
 
 /// A verification's answer as a Produce (or a TxnOffsetCommit) reports

@@ -29,6 +29,11 @@ pub const TOPIC_KEYS: &[&str] = &[
     "message.timestamp.after.max.ms",
     "unclean.leader.election.enable",
     "file.delete.delay.ms",
+    "segment.jitter.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "delete.retention.ms",
 ];
 
 /// Broker keys asked of both (resource name "1": both are node 1).
@@ -42,6 +47,8 @@ const BROKER_KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "offsets.topic.num.partitions",
+    "log.retention.check.interval.ms",
+    "log.cleaner.backoff.ms",
     "no.such.key",
 ];
 
@@ -179,6 +186,21 @@ pub fn create_topics(side: &mut Side) {
             1,
             &[("compression.type", "brotli")],
         ),
+        creatable(
+            "diff-ct-lags",
+            1,
+            1,
+            &[
+                ("min.compaction.lag.ms", "2000"),
+                ("max.compaction.lag.ms", "1000"),
+            ],
+        ),
+        creatable(
+            "diff-ct-dirty-ratio",
+            1,
+            1,
+            &[("min.cleanable.dirty.ratio", "1.5")],
+        ),
         creatable("diff-ct-a", 1, 1, &[]),
     ];
     create(side, "bad arguments", bad, false);
@@ -205,6 +227,9 @@ pub fn create_topics(side: &mut Side) {
                 ("cleanup.policy", "compact"),
                 ("retention.ms", "3600000"),
                 ("max.message.bytes", "2000"),
+                ("min.cleanable.dirty.ratio", "0.25"),
+                ("delete.retention.ms", "60000"),
+                ("segment.jitter.ms", "1000"),
             ],
         )],
         false,

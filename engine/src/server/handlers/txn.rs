@@ -97,6 +97,17 @@ pub(super) async fn find(
     }
 }
 
+/// The shard of this broker coordinating `id`; NOT_COORDINATOR when
+/// another broker does.
+async fn coordinator_shard(ctx: &Ctx<'_>, id: &str) -> Result<crate::shard::ShardId, ErrorCode> {
+    let topic = txn_topic(ctx.shard).await?;
+    let partition = crate::group::partition_for(id, topic.partitions);
+    if !ctx.shard.metadata().leads(&topic, partition) {
+        return Err(ErrorCode::NotCoordinator);
+    }
+    Ok(ctx.shard.owner(&topic, partition))
+}
+
 /// Runs `f` with the coordinator on the shard coordinating `id`.
 async fn on_coordinator<R, F, Fut>(ctx: &Ctx<'_>, id: &str, f: F) -> Result<R, ErrorCode>
 where
@@ -104,12 +115,7 @@ where
     F: FnOnce(Rc<Shard>, Rc<crate::txn::coordinator::TxnCoordinator>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R, ErrorCode>> + 'static,
 {
-    let topic = txn_topic(ctx.shard).await?;
-    let partition = crate::group::partition_for(id, topic.partitions);
-    if !ctx.shard.metadata().leads(&topic, partition) {
-        return Err(ErrorCode::NotCoordinator);
-    }
-    let owner = ctx.shard.owner(&topic, partition);
+    let owner = coordinator_shard(ctx, id).await?;
     ctx.shard
         .invoke_on(owner, move |shard| async move {
             match crate::txn::coordinator() {
@@ -199,33 +205,49 @@ pub async fn add_partitions_to_txn(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, 
         producer_id: req.v3_and_below_producer_id.0,
         epoch: req.v3_and_below_producer_epoch,
     };
-    let asked: Vec<(String, Vec<i32>)> = req
-        .v3_and_below_topics
-        .iter()
-        .map(|t| (t.name.to_string(), t.partitions.clone()))
-        .collect();
-    let codes = add_partitions_codes(ctx, &id, producer, &asked).await;
-    let topics: Vec<AddPartitionsToTxnTopicResult> = asked
-        .iter()
-        .map(|(t, ps)| {
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(TopicName(s(t.clone())))
-                .with_results_by_partition(
-                    ps.iter()
-                        .map(|p| {
-                            let code = codes.get(&(t.clone(), *p)).copied();
-                            let code =
-                                fenced_for(code.unwrap_or(ErrorCode::None), ctx.version(), 2);
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(code.code())
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let partitions = asked(
+        req.v3_and_below_topics
+            .iter()
+            .map(|t| (t.name.to_string(), &t.partitions)),
+    );
+    let codes = add_partitions_codes(ctx, &id, producer, &partitions).await;
+    let topics = results(&partitions, &codes, |code| {
+        fenced_for(code, ctx.version(), 2)
+    });
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
     ctx.respond(&resp)
+}
+
+/// The partitions a request names, in its order.
+fn asked<'a>(topics: impl Iterator<Item = (String, &'a Vec<i32>)>) -> Vec<TopicPartition> {
+    topics
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .collect()
+}
+
+/// The answer's topics for `asked`, in its order, each partition's code
+/// from `codes` (NONE when absent) as `shown` turns it for the version.
+fn results(
+    asked: &[TopicPartition],
+    codes: &BTreeMap<TopicPartition, ErrorCode>,
+    shown: impl Fn(ErrorCode) -> ErrorCode,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for tp in asked {
+        let code = shown(codes.get(tp).copied().unwrap_or(ErrorCode::None));
+        let partition = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(tp.1)
+            .with_partition_error_code(code.code());
+        match topics.last_mut() {
+            Some(t) if t.name.as_str() == tp.0 => t.results_by_partition.push(partition),
+            _ => topics.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(TopicName(s(tp.0.clone())))
+                    .with_results_by_partition(vec![partition]),
+            ),
+        }
+    }
+    topics
 }
 
 /// The brokers' batched form (v4+): several transactions, each either
@@ -249,48 +271,30 @@ async fn add_partitions_batched(
             producer_id: txn.producer_id.0,
             epoch: txn.producer_epoch,
         };
-        let asked: Vec<(String, Vec<i32>)> = txn
-            .topics
-            .iter()
-            .map(|t| (t.name.to_string(), t.partitions.clone()))
-            .collect();
-        let codes = if id.is_empty() {
-            asked
+        let partitions = asked(
+            txn.topics
                 .iter()
-                .flat_map(|(t, ps)| {
-                    ps.iter()
-                        .map(move |p| ((t.clone(), *p), ErrorCode::InvalidRequest))
-                })
-                .collect()
+                .map(|t| (t.name.to_string(), &t.partitions)),
+        );
+        let all = |code: ErrorCode| partitions.iter().map(|tp| (tp.clone(), code)).collect();
+        let codes = if id.is_empty() {
+            all(ErrorCode::InvalidRequest)
         } else if txn.verify_only {
-            verify_codes(ctx, &id, producer, &asked).await
+            match coordinator_shard(ctx, &id).await {
+                Ok(owner) => {
+                    crate::txn::verify::verify_on(ctx.shard, owner, &id, producer, &partitions)
+                        .await
+                }
+                Err(code) => all(code),
+            }
         } else {
-            add_partitions_codes(ctx, &id, producer, &asked).await
+            add_partitions_codes(ctx, &id, producer, &partitions).await
         };
-        let topics = asked
-            .iter()
-            .map(|(t, ps)| {
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(TopicName(s(t.clone())))
-                    .with_results_by_partition(
-                        ps.iter()
-                            .map(|p| {
-                                let code = codes.get(&(t.clone(), *p)).copied();
-                                let code = match code.unwrap_or(ErrorCode::None) {
-                                    // TRANSACTION_ABORTABLE came with v5.
-                                    ErrorCode::TransactionAbortable if ctx.version() < 5 => {
-                                        ErrorCode::InvalidTxnState
-                                    }
-                                    code => code,
-                                };
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(*p)
-                                    .with_partition_error_code(code.code())
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let topics = results(&partitions, &codes, |code| match code {
+            // TRANSACTION_ABORTABLE came with v5.
+            ErrorCode::TransactionAbortable if ctx.version() < 5 => ErrorCode::InvalidTxnState,
+            code => code,
+        });
         resp.results_by_transaction.push(
             add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
                 .with_transactional_id(TransactionalId(s(id)))
@@ -300,31 +304,6 @@ async fn add_partitions_batched(
     ctx.respond(&resp)
 }
 
-/// Each partition's answer to a verify-only transaction: Kafka's
-/// `handleVerifyPartitionsInTransaction` semantics, one error for all
-/// when the id, producer or state is wrong.
-async fn verify_codes(
-    ctx: &Ctx<'_>,
-    id: &str,
-    producer: ProducerRef,
-    asked: &[(String, Vec<i32>)],
-) -> BTreeMap<TopicPartition, ErrorCode> {
-    let partitions: Vec<TopicPartition> = asked
-        .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
-        .collect();
-    let key = id.to_string();
-    let asked_all = partitions.clone();
-    let result = on_coordinator(ctx, id, move |shard, c| async move {
-        c.verify_partitions(&shard, &key, producer, &asked_all)
-    })
-    .await;
-    match result {
-        Ok(codes) => codes.into_iter().collect(),
-        Err(code) => partitions.into_iter().map(|tp| (tp, code)).collect(),
-    }
-}
-
 /// Each asked partition's code: authorization and existence first (the
 /// others then get OPERATION_NOT_ATTEMPTED, as in Kafka), then the
 /// coordinator's answer for all.
@@ -332,32 +311,25 @@ async fn add_partitions_codes(
     ctx: &Ctx<'_>,
     id: &str,
     producer: ProducerRef,
-    asked: &[(String, Vec<i32>)],
+    partitions: &[TopicPartition],
 ) -> BTreeMap<TopicPartition, ErrorCode> {
-    let all = |code: ErrorCode| {
-        asked
-            .iter()
-            .flat_map(|(t, ps)| ps.iter().map(move |p| ((t.clone(), *p), code)))
-            .collect::<BTreeMap<_, _>>()
-    };
+    let all = |code: ErrorCode| partitions.iter().map(|tp| (tp.clone(), code)).collect();
     if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id) {
         return all(ErrorCode::TransactionalIdAuthorizationFailed);
     }
     let snapshot = ctx.shard.metadata();
     let mut bad = BTreeMap::new();
-    for (t, ps) in asked {
+    for (t, p) in partitions {
         let known = snapshot.topic(t).map_or(0, |m| m.partitions);
-        for p in ps {
-            // The state topic is the coordinator's own: no client writes it.
-            let code = if t == TXN_TOPIC || !ctx.allowed(Operation::Write, ResourceType::Topic, t) {
-                ErrorCode::TopicAuthorizationFailed
-            } else if *p < 0 || *p >= known {
-                ErrorCode::UnknownTopicOrPartition
-            } else {
-                continue;
-            };
-            bad.insert((t.clone(), *p), code);
-        }
+        // The state topic is the coordinator's own: no client writes it.
+        let code = if t == TXN_TOPIC || !ctx.allowed(Operation::Write, ResourceType::Topic, t) {
+            ErrorCode::TopicAuthorizationFailed
+        } else if *p < 0 || *p >= known {
+            ErrorCode::UnknownTopicOrPartition
+        } else {
+            continue;
+        };
+        bad.insert((t.clone(), *p), code);
     }
     if !bad.is_empty() {
         let mut codes = all(ErrorCode::OperationNotAttempted);
@@ -365,10 +337,7 @@ async fn add_partitions_codes(
         refused("AddPartitionsToTxn", id, ErrorCode::UnknownTopicOrPartition);
         return codes;
     }
-    let partitions: Vec<TopicPartition> = asked
-        .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
-        .collect();
+    let partitions = partitions.to_vec();
     let key = id.to_string();
     let result = on_coordinator(ctx, id, move |shard, c| async move {
         c.add_partitions(&shard, &key, producer, partitions).await

@@ -273,7 +273,7 @@ impl Partition {
         let lso = self.last_stable_offset();
         let log = self.log.borrow();
         let read = log.read(offset, max_bytes, lso)?;
-        self.metrics.read(read.bytes as u64);
+        self.metrics.read(&read);
         let aborted = match read.bytes {
             0 => Vec::new(),
             _ => log.aborted_in(offset, read.end_bound),
