@@ -2049,7 +2049,14 @@ fn freezing_any_broker_past_its_session_loses_no_acknowledged_record() {
         c.signal(frozen, libc::SIGSTOP);
         std::thread::sleep(Duration::from_millis(freeze_ms));
         c.signal(frozen, libc::SIGCONT);
+        let thawed = Instant::now();
         wait_full_isr(&c, 1 + frozen % 3, "frozen");
+        // A fence the freeze earned comes within a session of the thaw
+        // (by then the thawed broker has either renewed its session or
+        // lost it), possibly after the ISR is full again: it is this
+        // round's, so the round ends only after that, with some slack.
+        let settled = thawed + Duration::from_millis(6_000 + 3_000);
+        std::thread::sleep(settled.saturating_duration_since(Instant::now()));
         let mut fenced = BTreeSet::new();
         for n in 1..=3 {
             fenced.extend(fenced_in(&log_since(&c, n, marks[n - 1])));
