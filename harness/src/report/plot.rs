@@ -116,8 +116,13 @@ pub fn percentile_tick(nines: u32) -> String {
 }
 
 /// The percentile at x = log10(1/(1-p)), with as many decimals as the
-/// tail needs to be told apart: `99.902%` at x = 3.
+/// tail needs to be told apart: `99.902%` at x = 3. The axis ends at five
+/// nines, where everything beyond (the maximum included) is drawn, so
+/// there it reads `≥ 99.999%`.
 pub fn percentile_text(x: f64) -> String {
+    if x >= PERCENTILE_NINES_MAX {
+        return format!("≥ {}", percentile_tick(PERCENTILE_NINES_MAX as u32));
+    }
     let q = 1.0 - 10f64.powf(-x);
     let decimals = (x.floor().max(1.0) as usize).min(6);
     format!("{:.*}%", decimals, q * 100.0)
@@ -453,6 +458,7 @@ mod tests {
         assert_eq!(percentile_tick(4), "99.99%");
         assert_eq!(percentile_text(0.0), "0.0%");
         assert_eq!(percentile_text(2.0), "99.00%");
+        assert_eq!(percentile_text(5.0), "≥ 99.999%");
         assert_eq!(nice_step(10.0, 5.0), 2.0);
         assert_eq!(nice_step(0.7, 6.0), 0.2);
         assert_eq!(tick_text(15.0, 5.0), "15");
