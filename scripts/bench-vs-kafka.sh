@@ -291,7 +291,8 @@ for phase in max fixed; do
     for r in $(seq "$rounds"); do
       k=$(run_of "$phase" "$c" kafka "$r") s=$(run_of "$phase" "$c" sluice "$r")
       [[ -n $k && -n $s ]] || continue
-      "$bin/sluice-bench" compare "$k" "$s" >"$res/compare/$phase-$c-r$r.txt" 2>&1 || true
+      "$bin/sluice-bench" compare "$k" "$s" --html "$res/compare/$phase-$c-r$r.html" \
+        >"$res/compare/$phase-$c-r$r.txt" 2>&1 || true
     done
   done
 done

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use sluice_harness::client::endpoint::Endpoint;
-use sluice_harness::report::{compare, files};
+use sluice_harness::report::{compare, compare_html};
 use sluice_harness::run::sweep::{run_workload, RunOptions};
 use sluice_harness::workload;
 use std::path::PathBuf;
@@ -63,8 +63,17 @@ enum Command {
         #[arg(long)]
         driver: Option<PathBuf>,
     },
-    /// Print two runs side by side with deltas.
-    Compare { run_a: PathBuf, run_b: PathBuf },
+    /// Print two or more runs side by side with deltas against the first,
+    /// and write them as an HTML page with overlaid percentile curves.
+    Compare {
+        /// Results folders (or their run.json): A, B, C, ...; `DIR1,DIR2`
+        /// pools runs of one configuration as repeats.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Where the HTML page is written.
+        #[arg(long, value_name = "FILE", default_value = "compare.html")]
+        html: PathBuf,
+    },
     /// One broker of `run`'s embedded cluster, in its own process; it
     /// stops when its standard input closes.
     #[command(hide = true)]
@@ -169,10 +178,16 @@ fn real_main() -> Result<(), String> {
             cpus,
             overrides,
         }),
-        Command::Compare { run_a, run_b } => {
-            let a = files::read_run_json(&run_a)?;
-            let b = files::read_run_json(&run_b)?;
-            print!("{}", compare::compare(&a, &b));
+        Command::Compare { runs, html } => {
+            let runs = runs
+                .iter()
+                .map(|p| compare::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let matched = compare::match_points(&runs)?;
+            print!("{}", compare::compare(&runs, &matched));
+            std::fs::write(&html, compare_html::render(&runs, &matched))
+                .map_err(|e| format!("writing {}: {e}", html.display()))?;
+            println!("report: {}", html.display());
             Ok(())
         }
     }

@@ -6,9 +6,14 @@
 //! - `throughput-vs-p99`: each point's publish rate against its p99.
 //! - `rate-over-time` and `p99-over-time`: per-second series per point.
 //!
+//! Each chart's legend stands in a column right of the plot, never over a
+//! curve. The report page draws the same charts interactively
+//! ([`interactive`], `plot.rs`); these files are for documents.
+//!
 //! Text needs a TrueType font: the first of a few common system fonts is
 //! loaded at run time; without one, charts are skipped with a note.
 
+use super::plot::{Line, Plot, XAxis};
 use crate::measure::hist::Hist;
 use crate::run::result::PointResult;
 use plotters::coord::Shift;
@@ -17,6 +22,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 const SIZE: (u32, u32) = (960, 540);
+/// Width of the legend column right of the plot, in pixels.
+const LEGEND_W: u32 = 240;
+/// Characters of a legend label that fit the column at 13 px.
+const LEGEND_CHARS: usize = 30;
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
@@ -53,14 +62,16 @@ pub struct Chart {
     /// x is log10(1/(1-p)); label ticks as percentiles.
     pub percentile_axis: bool,
     pub points_only: bool,
+    /// Units of x (when not a percentile) and y in hover texts.
+    pub x_unit: &'static str,
+    pub y_unit: &'static str,
 }
 
-/// Writes every chart as SVG and PNG; returns (file stem, svg text) pairs.
-pub fn write_all(dir: &Path, charts: &[Chart]) -> Result<Vec<(String, String)>, String> {
+/// Writes every chart as SVG and PNG.
+pub fn write_all(dir: &Path, charts: &[Chart]) -> Result<(), String> {
     if !font_ready() {
         return Err("no TrueType font found (looked in /usr/share/fonts); charts skipped".into());
     }
-    let mut out = Vec::new();
     for c in charts {
         let mut svg = String::new();
         {
@@ -75,9 +86,8 @@ pub fn write_all(dir: &Path, charts: &[Chart]) -> Result<Vec<(String, String)>, 
             draw(&root, c).map_err(|e| format!("{}: {e}", c.file))?;
             root.present().map_err(|e| format!("{}: {e}", c.file))?;
         }
-        out.push((c.file.clone(), svg));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String>
@@ -86,6 +96,7 @@ where
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
+    let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_W);
     let (mut x_max, mut y_max) = (1e-9f64, 1e-9f64);
     for (_, pts) in &c.series {
         for &(x, y) in pts {
@@ -96,7 +107,7 @@ where
     if c.percentile_axis {
         x_max = INVERSE_MAX.log10();
     }
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(&c.title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
@@ -111,50 +122,105 @@ where
         .x_labels(if pct { 6 } else { 10 })
         .x_label_formatter(&|x| {
             if pct {
-                percentile_label(x.round() as u32)
+                super::plot::percentile_tick(x.round() as u32)
             } else {
                 format!("{x:.0}")
             }
         })
         .draw()
         .map_err(e)?;
-    for (i, (label, pts)) in c.series.iter().enumerate() {
+    for (i, (_, pts)) in c.series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         if c.points_only {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))
-                .map_err(e)?
-                .label(label)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+                .map_err(e)?;
         } else {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(e)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .map_err(e)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
+    legend(&legend_area, c)
+}
+
+/// The legend column: a swatch and a label per series, top down, and how
+/// many did not fit.
+fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    const ROW: i32 = 18;
+    let rows = (SIZE.1 as i32 - 2 * ROW) / ROW;
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, (label, _)) in c.series.iter().enumerate() {
+        let y = 2 * ROW + i as i32 * ROW;
+        if i as i32 == rows - 1 && c.series.len() as i32 > rows {
+            let more = format!("and {} more", c.series.len() - i);
+            area.draw(&Text::new(more, (8, y - 7), font.clone()))
+                .map_err(e)?;
+            break;
+        }
+        let color = Palette99::pick(i).to_rgba();
+        if c.points_only {
+            area.draw(&Circle::new((18, y), 4, color.filled()))
+                .map_err(e)?;
+        } else {
+            area.draw(&PathElement::new(
+                vec![(8, y), (28, y)],
+                color.stroke_width(2),
+            ))
+            .map_err(e)?;
+        }
+        let text: String = if label.chars().count() > LEGEND_CHARS {
+            label.chars().take(LEGEND_CHARS - 1).chain(['…']).collect()
+        } else {
+            label.clone()
+        };
+        area.draw(&Text::new(text, (34, y - 7), font.clone()))
+            .map_err(e)?;
+    }
     Ok(())
 }
 
-/// `0%`, `90%`, `99%`, `99.9%`, ... for `nines` nines.
-fn percentile_label(nines: u32) -> String {
-    match nines {
-        0 => "0%".into(),
-        1 => "90%".into(),
-        2 => "99%".into(),
-        n => format!("99.{}%", "9".repeat((n - 2) as usize)),
+/// The same chart for the report page: hover and legend clicks work.
+pub fn interactive(c: &Chart) -> Plot {
+    Plot {
+        id: c.file.clone(),
+        title: c.title.clone(),
+        x_label: c.x_label.clone(),
+        y_label: c.y_label.clone(),
+        x_axis: if c.percentile_axis {
+            XAxis::Percentile
+        } else {
+            XAxis::Linear(c.x_unit)
+        },
+        y_unit: c.y_unit.to_string(),
+        markers: c.points_only,
+        series: c
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, (name, points))| Line {
+                name: name.clone(),
+                colour: i,
+                dash: 0,
+                points: points.clone(),
+            })
+            .collect(),
     }
+}
+
+/// x of a point at quantile `q` on the percentile axis: log10(1/(1-q)),
+/// 100% drawn at five nines.
+pub fn percentile_x(q: f64) -> f64 {
+    let inv = if q >= 1.0 {
+        INVERSE_MAX
+    } else {
+        (1.0 / (1.0 - q)).min(INVERSE_MAX)
+    };
+    inv.log10()
 }
 
 /// A latency distribution curve: (log10(1/(1-p)), ms).
@@ -164,13 +230,8 @@ pub fn distribution_series(h: &Hist) -> Vec<(f64, f64)> {
         return pts;
     }
     for v in h.iter_quantiles(5) {
-        let q = v.quantile_iterated_to();
-        let inv = if q >= 1.0 {
-            INVERSE_MAX
-        } else {
-            (1.0 / (1.0 - q)).min(INVERSE_MAX)
-        };
-        pts.push((inv.log10(), v.value_iterated_to() as f64 / 1_000.0));
+        let x = percentile_x(v.quantile_iterated_to());
+        pts.push((x, v.value_iterated_to() as f64 / 1_000.0));
     }
     pts
 }
@@ -197,6 +258,8 @@ pub fn standard(points: &[PointResult], publish_hists: &[Hist]) -> Vec<Chart> {
                 .collect(),
             percentile_axis: true,
             points_only: false,
+            x_unit: "",
+            y_unit: "ms",
         },
         Chart {
             file: "throughput-vs-p99".into(),
@@ -217,6 +280,8 @@ pub fn standard(points: &[PointResult], publish_hists: &[Hist]) -> Vec<Chart> {
                 .collect(),
             percentile_axis: false,
             points_only: true,
+            x_unit: "msg/s",
+            y_unit: "ms",
         },
         Chart {
             file: "rate-over-time".into(),
@@ -237,6 +302,8 @@ pub fn standard(points: &[PointResult], publish_hists: &[Hist]) -> Vec<Chart> {
                 .collect(),
             percentile_axis: false,
             points_only: false,
+            x_unit: "s",
+            y_unit: "msg/s",
         },
         Chart {
             file: "p99-over-time".into(),
@@ -257,6 +324,8 @@ pub fn standard(points: &[PointResult], publish_hists: &[Hist]) -> Vec<Chart> {
                 .collect(),
             percentile_axis: false,
             points_only: false,
+            x_unit: "s",
+            y_unit: "ms",
         },
     ]
 }

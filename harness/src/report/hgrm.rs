@@ -59,6 +59,28 @@ pub fn percentile_distribution(h: &Hist) -> String {
     out
 }
 
+/// (quantile, value in ms) rows of a percentile distribution written by
+/// [`percentile_distribution`] (or HdrHistogram's Java writer); header,
+/// blank and `#[` summary lines are skipped. None when a data row does not
+/// parse.
+pub fn read_distribution(text: &str) -> Option<Vec<(f64, f64)>> {
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let ms: f64 = fields.next()?.parse().ok()?;
+        let q: f64 = fields.next()?.parse().ok()?;
+        if !(0.0..=1.0).contains(&q) || !ms.is_finite() {
+            return None;
+        }
+        rows.push((q, ms));
+    }
+    Some(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +100,9 @@ mod tests {
             .rfind(|l| !l.starts_with('#') && !l.is_empty())
             .unwrap();
         assert!(last.contains("1.000000000000"), "{last}");
+        let rows = read_distribution(&text).unwrap();
+        assert_eq!(rows.last().unwrap().0, 1.0);
+        assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "{rows:?}");
+        assert!(read_distribution("head\n 1.0 x 3\n").is_none());
     }
 }

@@ -1,10 +1,12 @@
-//! `report.html`: the run's table and charts on one page, with the SVGs
-//! inlined so it reads offline.
+//! `report.html`: the run's table and interactive charts on one page,
+//! drawn inline (`plot.rs`) so it reads offline.
 
+use super::charts::{self, Chart};
 use super::files::RunJson;
+use super::plot;
 use std::fmt::Write;
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -15,15 +17,18 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1_000.0)
 }
 
-pub fn render(run: &RunJson, charts: &[(String, String)], chart_note: Option<&str>) -> String {
+/// The page; `chart_note` says why the chart files (SVG, PNG) were not
+/// written, if they were not.
+pub fn render(run: &RunJson, charts: &[Chart], chart_note: Option<&str>) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>sluice-bench: {}</title><style>\
 body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;font-size:13px}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}td.l{{text-align:left}}\
-.chart{{margin:1em 0}}</style></head><body>",
-        esc(&run.workload_name)
+{}</style></head><body>",
+        esc(&run.workload_name),
+        plot::STYLE
     );
     let env = &run.environment;
     let _ = write!(
@@ -192,13 +197,13 @@ over its window the producers' lag, publish p99 and the consumers' backlog did n
 nothing went unsent or failed. Files: run.json, per point .hgrm and .hlog (ns).</p>",
         esc(e2e_start)
     );
-    h.push_str("<h2>Charts</h2>");
+    h.push_str("<h2>Charts</h2><p>Hover a chart for a point's exact value; click a legend entry to hide or show its series.</p>");
     if let Some(n) = chart_note {
-        let _ = write!(h, "<p>{}</p>", esc(n));
+        let _ = write!(h, "<p>Chart files: {}</p>", esc(n));
     }
-    for (_, svg) in charts {
-        let _ = write!(h, "<div class=chart>{svg}</div>");
+    for c in charts {
+        h.push_str(&plot::render(&charts::interactive(c)));
     }
-    h.push_str("</body></html>\n");
+    let _ = writeln!(h, "<script>{}</script></body></html>", plot::SCRIPT);
     h
 }

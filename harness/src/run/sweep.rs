@@ -437,11 +437,8 @@ fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Resul
     files::write_run_json(dir, run).map_err(|e| format!("writing run.json: {e}"))?;
     let publish: Vec<_> = hists.iter().map(|h| h.publish.clone()).collect();
     let chart_set = charts::standard(&run.points, &publish);
-    let (svgs, note) = match charts::write_all(dir, &chart_set) {
-        Ok(s) => (s, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    let page = html::render(run, &svgs, note.as_deref());
+    let note = charts::write_all(dir, &chart_set).err();
+    let page = html::render(run, &chart_set, note.as_deref());
     std::fs::write(dir.join("report.html"), page).map_err(|e| format!("writing report.html: {e}"))
 }
 
