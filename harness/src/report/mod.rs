@@ -7,3 +7,4 @@ pub mod env;
 pub mod files;
 pub mod hgrm;
 pub mod html;
+pub mod merge;
