@@ -269,7 +269,10 @@ fn near(a: u64, b: u64, slack: u64, what: &str) {
 #[test]
 fn workers_in_namespaces_add_up_to_one_process_and_a_killed_worker_is_reported() {
     let net = match Namespaces::create(WORKERS) {
-        Ok(ns) => Net::Namespaces(ns),
+        Ok(ns) => {
+            eprintln!("workers in network namespaces {:?}", ns.names);
+            Net::Namespaces(ns)
+        }
         Err(e) => {
             eprintln!(
                 "network namespaces unavailable ({e}); the workers run as plain processes on loopback"
@@ -349,6 +352,17 @@ fn workers_in_namespaces_add_up_to_one_process_and_a_killed_worker_is_reported()
     assert!(m.complete, "{m:?}");
     assert!(m.workers.iter().all(|w| w.status == "merged"), "{m:?}");
     let (a, s) = (&all.points[0], &single.points[0]);
+    eprintln!(
+        "one process: sent {}, window {}, received {}, {:.1} msg/s; merged: sent {}, window {}, received {}, {:.1} msg/s",
+        s.sent,
+        s.publish_latency.count,
+        s.end_to_end.count,
+        s.publish_rate_msgs,
+        a.sent,
+        a.publish_latency.count,
+        a.end_to_end.count,
+        a.publish_rate_msgs
+    );
     assert_eq!(a.target_rate, f64::from(RATE));
     // One message per generator at each edge of the window.
     let slack = 2 * WORKERS as u64 + 2;
@@ -411,6 +425,20 @@ fn workers_in_namespaces_add_up_to_one_process_and_a_killed_worker_is_reported()
     // A worker whose folder is not given is missing.
     let alone = merged(std::slice::from_ref(&k1), &tmp.path().join("merged-alone"));
     assert_eq!(alone.merged_from.unwrap().workers[1].status, "missing");
+
+    // A worker whose run ended in an error is reported with the error.
+    let failed = tmp.path().join("failed-worker");
+    copy_dir(&dirs[1], &failed);
+    let info = std::fs::read_to_string(failed.join("worker.json")).unwrap();
+    let info = info.replace("\"error\": null", "\"error\": \"point `base`: broken\"");
+    std::fs::write(failed.join("worker.json"), info).unwrap();
+    let part = merged(
+        &[dirs[0].clone(), failed],
+        &tmp.path().join("merged-failed"),
+    );
+    let m = part.merged_from.unwrap();
+    assert_eq!(m.workers[1].status, "failed", "{m:?}");
+    assert_eq!(m.workers[1].detail.as_deref(), Some("point `base`: broken"));
 
     // Folders of different runs, or one worker twice, are refused.
     let bad = tmp.path().join("bad");
