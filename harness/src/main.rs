@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use sluice_harness::client::endpoint::Endpoint;
-use sluice_harness::report::{compare, compare_html};
+use sluice_harness::report::{compare, compare_html, merge};
 use sluice_harness::run::sweep::{run_workload, RunOptions};
+use sluice_harness::run::worker::{self, WorkerSpec};
 use sluice_harness::workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,23 @@ enum Command {
         /// latency, the floor of a durable broker's publish latency.
         #[arg(long, value_name = "DIR")]
         sync_probe: Option<PathBuf>,
+        /// Run worker I's share (1-based) of N workers' producers and
+        /// consumers; `merge` adds the workers' results (docs/HARNESS.md).
+        #[arg(long, value_name = "I/N", requires = "start_at")]
+        worker: Option<String>,
+        /// The UTC instant every worker starts its load at, e.g.
+        /// 2026-05-01T12:30:00Z.
+        #[arg(long, value_name = "UTC", requires = "worker")]
+        start_at: Option<String>,
+    },
+    /// Add the results of `run --worker` processes into one run.
+    Merge {
+        /// Each worker's results folder.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged run's folder.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Parse a workload, expand its sweep and print the points; run nothing.
     Validate {
@@ -133,7 +151,13 @@ fn real_main() -> Result<(), String> {
             no_pin,
             broker_pid,
             sync_probe,
+            worker,
+            start_at,
         } => {
+            let worker = match (worker, start_at) {
+                (Some(w), Some(at)) => Some(WorkerSpec::new(&w, &at, worker::now_unix_us())?),
+                _ => None,
+            };
             let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
             let duration = match duration {
                 Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
@@ -159,6 +183,7 @@ fn real_main() -> Result<(), String> {
                 progress: true,
                 broker_pids: broker_pid,
                 sync_probe,
+                worker,
             };
             let dir = run_workload(&f, &opts)?;
             println!("results: {}", dir.display());
@@ -178,6 +203,23 @@ fn real_main() -> Result<(), String> {
             cpus,
             overrides,
         }),
+        Command::Merge { dirs, out } => {
+            let merged = merge::merge(&dirs, &out)?;
+            for w in merged.workers.iter().filter(|w| w.status != "merged") {
+                eprintln!(
+                    "warning: worker {} of {}: {}{}",
+                    w.index,
+                    merged.count,
+                    w.status,
+                    w.detail
+                        .as_deref()
+                        .map_or(String::new(), |d| format!(": {d}"))
+                );
+            }
+            println!("results: {}", out.display());
+            println!("report:  {}", out.join("report.html").display());
+            Ok(())
+        }
         Command::Compare { runs, html } => {
             let runs = runs
                 .iter()

@@ -32,6 +32,7 @@ fn spec(rate: f64, warmup_ms: u64, test_ms: u64) -> LoadSpec {
         seed: 1,
         watched: Vec::new(),
         in_process_broker: false,
+        share: None,
     }
 }
 

@@ -122,6 +122,19 @@ pub fn create_topics(
     replication_factor: u32,
     configs: &BTreeMap<String, String>,
 ) -> Result<(), ClientError> {
+    create_topics_if(conn, names, partitions, replication_factor, configs, false)
+}
+
+/// [`create_topics`]; with `existing_ok` a topic that exists already is
+/// taken as made (another worker of the same run was first).
+pub fn create_topics_if(
+    conn: &mut Connection,
+    names: &[String],
+    partitions: u32,
+    replication_factor: u32,
+    configs: &BTreeMap<String, String>,
+    existing_ok: bool,
+) -> Result<(), ClientError> {
     let topics = names
         .iter()
         .map(|n| {
@@ -146,7 +159,8 @@ pub fn create_topics(
         .with_timeout_ms(30_000);
     let resp: CreateTopicsResponse = conn.roundtrip(ApiKey::CreateTopics, &req)?;
     for t in &resp.topics {
-        if t.error_code != 0 {
+        let exists = t.error_code == ErrorCode::TopicAlreadyExists.code();
+        if t.error_code != 0 && !(existing_ok && exists) {
             let detail = t
                 .error_message
                 .as_ref()

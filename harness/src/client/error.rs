@@ -50,6 +50,14 @@ pub enum ClientError {
         ours_min: i16,
         ours_max: i16,
     },
+    /// One worker of a multi-machine run (`run --worker`) was not ready by
+    /// a point's agreed start.
+    #[error("worker {worker} of {count} was ready {late_s:.1} s after the agreed start of this point: the others began without it; give --start-at more time ahead")]
+    WorkerLate {
+        worker: u32,
+        count: u32,
+        late_s: f64,
+    },
     #[error("{what}: broker answered {code:?} ({})", code.code())]
     Broker { what: String, code: ErrorCode },
     #[error("consumer group `{group}`: {op} answered {} ({code})", code_name(*code))]

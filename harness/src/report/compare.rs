@@ -561,6 +561,8 @@ mod tests {
             repeat: 1,
             interrupted: false,
             points: Vec::new(),
+            worker: None,
+            merged_from: None,
         }
     }
 

@@ -14,6 +14,7 @@ use super::env::Environment;
 use super::hgrm::percentile_distribution;
 use crate::measure::hist::{Hist, HIGHEST_US, SIGNIFICANT_DIGITS};
 use crate::run::result::{PointHists, PointResult};
+use crate::run::worker::{MergedFrom, WorkerInfo};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,12 @@ pub struct RunJson {
     pub repeat: u32,
     pub interrupted: bool,
     pub points: Vec<PointResult>,
+    /// This run is one worker's share of a workload (`run --worker I/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerInfo>,
+    /// This run adds up workers' runs (`merge`), and which of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<MergedFrom>,
 }
 
 /// `2024-05-01T12-30-05Z`: UTC, and safe in a path.

@@ -8,4 +8,5 @@ pub mod env;
 pub mod files;
 pub mod hgrm;
 pub mod html;
+pub mod merge;
 pub mod plot;

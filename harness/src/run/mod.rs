@@ -8,3 +8,4 @@ pub mod point;
 pub mod result;
 pub mod sustain;
 pub mod sweep;
+pub mod worker;

@@ -6,6 +6,7 @@ use super::consume::{self, AnyConsumer, ConsumerShared, MemberStatus};
 use super::generator::{self, GeneratorPlan, Shared};
 use super::payload::Payloads;
 use super::result::{BacklogResult, IntervalRow, Phase, PointHists};
+use super::worker::Share;
 use crate::client::admin::{self, ClusterMetadata};
 use crate::client::conn::Connection;
 use crate::client::consumer::Consumer;
@@ -27,6 +28,9 @@ use std::time::Duration;
 /// Time between the clock's origin and the first intended send, for threads
 /// to start.
 const START_DELAY_NS: u64 = 200_000_000;
+/// The least time a worker must have left before its agreed start once its
+/// consumers are ready: its generator threads must still start.
+const WORKER_READY_MIN_NS: u64 = 100_000_000;
 /// How long consumers get after producers stop to read what was
 /// acknowledged; what is still unread then counts as never consumed.
 const DRAIN_NS: u64 = 10_000_000_000;
@@ -53,16 +57,28 @@ pub fn prepare(
     w: &Workload,
     tag: &str,
 ) -> Result<Prepared, ClientError> {
+    prepare_topics(bootstrap, w, tag, false)
+}
+
+/// [`prepare`], where with `shared` the topics may exist already: another
+/// worker of the same run made them.
+pub fn prepare_topics(
+    bootstrap: impl Into<Endpoint>,
+    w: &Workload,
+    tag: &str,
+    shared: bool,
+) -> Result<Prepared, ClientError> {
     let bootstrap: Endpoint = bootstrap.into();
     let security = w.producer.security.clone();
     let mut conn = Connection::open(&bootstrap, &security, Duration::from_secs(10))?;
     let topics: Vec<String> = (0..w.topics).map(|i| format!("{tag}-{i}")).collect();
-    admin::create_topics(
+    admin::create_topics_if(
         &mut conn,
         &topics,
         w.partitions_per_topic,
         w.topic.replication_factor,
         &w.topic.configs,
+        shared,
     )?;
     let md = admin::wait_for_leaders(&mut conn, &topics, Duration::from_secs(30))?;
     Ok(Prepared {
@@ -94,6 +110,10 @@ pub struct LoadSpec {
     pub watched: Vec<Watched>,
     /// The broker runs inside the harness process.
     pub in_process_broker: bool,
+    /// This process is one worker of several (`run --worker`): it runs its
+    /// share of the producers and consumers, and its clock starts at the
+    /// agreed instant.
+    pub share: Option<Share>,
 }
 
 pub struct LoadOutcome {
@@ -118,6 +138,14 @@ pub struct LoadOutcome {
     /// partitions (group assignment only); not part of the measured window.
     pub group_settle_s: Option<f64>,
     pub cpu: CpuUse,
+    /// Messages this process's producers got acknowledged, per topic (all
+    /// phases).
+    pub acknowledged_by_topic: BTreeMap<String, u64>,
+    /// Messages this process's consumers read, per subscription
+    /// (`topic/index`).
+    pub consumed_by_subscription: BTreeMap<String, u64>,
+    /// How long the consumers read after the producers were done, µs.
+    pub drain_us: u64,
 }
 
 pub fn run_load(
@@ -136,7 +164,7 @@ pub fn run_load(
         groups,
         counters,
     } = if spec.consumers {
-        spawn_consumers(p, w, clock, &cshared)?
+        spawn_consumers(p, w, clock, &cshared, spec.share)?
     } else {
         Consumers::default()
     };
@@ -146,7 +174,7 @@ pub fn run_load(
     let group_settle_s = if groups.is_empty() {
         None
     } else {
-        match await_groups(&groups, w.partitions_per_topic, interrupt) {
+        match await_groups(&groups, w.partitions_per_topic, interrupt, spec.share) {
             Ok(s) => Some(s),
             Err(e) => {
                 cshared.stop.store(true, Ordering::Relaxed);
@@ -157,7 +185,19 @@ pub fn run_load(
             }
         }
     };
-    let start = clock.now_ns() + START_DELAY_NS;
+    let start = match spec.share {
+        None => clock.now_ns() + START_DELAY_NS,
+        Some(share) => match worker_start(clock, share) {
+            Ok(start) => start,
+            Err(e) => {
+                cshared.stop.store(true, Ordering::Relaxed);
+                for c in consumers {
+                    let _ = c.join();
+                }
+                return Err(e);
+            }
+        },
+    };
     let warmup_end = start + spec.warmup.as_nanos() as u64;
     let end = if backlog {
         warmup_end + BACKLOG_BUILD_MAX.as_nanos() as u64
@@ -267,14 +307,20 @@ pub fn run_load(
             .collect()
     };
     let drain_end = producers_done + DRAIN_NS;
+    // A worker's consumers also read what the other workers produced, which
+    // it cannot count: it reads for the whole drain.
     while spec.consumers
         && !interrupt.load(Ordering::Relaxed)
-        && behind().values().any(|n| *n > 0)
+        && (spec.share.is_some() || behind().values().any(|n| *n > 0))
         && clock.now_ns() < drain_end
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     let unconsumed_by_subscription = behind();
+    let consumed_by_subscription: BTreeMap<String, u64> = counters
+        .iter()
+        .map(|(t, sub, n)| (format!("{t}/{sub}"), n.load(Ordering::Relaxed)))
+        .collect();
     cshared.stop.store(true, Ordering::Relaxed);
     let consumers_stopped = clock.now_ns();
     let mut consume_recs = Vec::new();
@@ -290,7 +336,9 @@ pub fn run_load(
         start,
         warmup_end,
         measure_end,
-        subscriptions: if spec.consumers {
+        // A worker's own backlog is not known: its consumers read what
+        // every worker produced (merged, it is).
+        subscriptions: if spec.consumers && spec.share.is_none() {
             u64::from(w.subscriptions_per_topic)
         } else {
             0
@@ -305,7 +353,12 @@ pub fn run_load(
         backlog_result,
         interrupted,
     );
-    if spec.consumers {
+    out.drain_us = (consumers_stopped - producers_done) / 1_000;
+    out.consumed_by_subscription = consumed_by_subscription;
+    out.acknowledged_by_topic = acked_by_topic;
+    // A worker's unconsumed messages are known once the workers' counts are
+    // merged (`report/merge.rs`).
+    if spec.consumers && spec.share.is_none() {
         out.unconsumed = unconsumed_by_subscription.values().sum();
         out.unconsumed_by_subscription = unconsumed_by_subscription;
         // Each was acknowledged by the time the producers were done and
@@ -334,6 +387,22 @@ pub fn run_load(
     Ok(out)
 }
 
+/// A worker's first intended send on its clock: the agreed instant, which
+/// must still be ahead once its consumers are ready.
+fn worker_start(clock: Clock, share: Share) -> Result<u64, ClientError> {
+    let now = clock.now_ns();
+    let start = clock.ns_of_unix_us(share.start_unix_us);
+    if start < now + WORKER_READY_MIN_NS {
+        let late_s = (clock.unix_us(now) - share.start_unix_us) as f64 / 1e6;
+        return Err(ClientError::WorkerLate {
+            worker: share.index + 1,
+            count: share.count,
+            late_s,
+        });
+    }
+    Ok(start)
+}
+
 /// Messages of a backlog of `msgs` (per subscription) that must be read for
 /// it to count as drained: all but `(1 - ratio)` of it.
 pub fn drained_target(msgs: u64, ratio: f64) -> u64 {
@@ -355,16 +424,29 @@ fn spawn_consumers(
     w: &Workload,
     clock: Clock,
     shared: &Arc<ConsumerShared>,
+    share: Option<Share>,
 ) -> Result<Consumers, ClientError> {
     let mut handles = Vec::new();
     let mut groups = Vec::new();
     let mut counters = Vec::new();
+    // Consumer k of the whole workload, over (topic, subscription, member).
+    let mut k = 0;
     for t in &p.topics {
         for sub in 0..w.subscriptions_per_topic {
+            let n = w.consumers_per_subscription as usize;
+            let mine: Vec<u32> = (0..n)
+                .filter(|c| share.is_none_or(|s| s.owns(k + c)))
+                .map(|c| c as u32)
+                .collect();
+            k += n;
+            if mine.is_empty() {
+                continue;
+            }
             let consumers = match w.consumer_assignment {
-                ConsumerAssignment::Manual => manual_consumers(p, w, clock, t)?,
+                ConsumerAssignment::Manual => manual_consumers(p, w, clock, t, &mine)?,
                 ConsumerAssignment::Group => {
-                    let (consumers, watch) = group_consumers(p, w, clock, t, sub)?;
+                    let (consumers, watch) =
+                        group_consumers(p, w, clock, t, sub, mine.len(), share.is_some())?;
                     groups.push(watch);
                     consumers
                 }
@@ -389,16 +471,18 @@ fn spawn_consumers(
     })
 }
 
-/// Consumer c of n reads the partitions p with p % n == c.
+/// Consumer c of n reads the partitions p with p % n == c; `mine` are the
+/// consumers this process runs.
 fn manual_consumers(
     p: &Prepared,
     w: &Workload,
     clock: Clock,
     topic: &str,
+    mine: &[u32],
 ) -> Result<Vec<AnyConsumer>, ClientError> {
     let n = w.consumers_per_subscription;
     let mut out = Vec::new();
-    for c in 0..n {
+    for &c in mine {
         let parts: Vec<(String, i32)> = (0..w.partitions_per_topic)
             .filter(|pp| pp % n == c)
             .map(|pp| (topic.to_string(), pp as i32))
@@ -423,23 +507,30 @@ fn manual_consumers(
 
 /// One group per subscription, as OMB's Kafka driver makes them. The id
 /// carries the load's start time, so no load (a max-rate probe, a rerun)
-/// resumes another's committed offsets.
+/// resumes another's committed offsets; a worker's carries only the topic,
+/// which names the run, so every worker's members join one group.
 fn group_consumers(
     p: &Prepared,
     w: &Workload,
     clock: Clock,
     topic: &str,
     sub: u32,
+    members_here: usize,
+    worker: bool,
 ) -> Result<(Vec<AnyConsumer>, GroupWatch), ClientError> {
     let prefix = w
         .consumer
         .group_id
         .as_deref()
         .map_or(String::new(), |g| format!("{g}-"));
-    let group = format!("{prefix}{topic}-sub{sub}-{:x}", clock.origin_unix_us());
+    let group = if worker {
+        format!("{prefix}{topic}-sub{sub}")
+    } else {
+        format!("{prefix}{topic}-sub{sub}-{:x}", clock.origin_unix_us())
+    };
     let mut out = Vec::new();
     let mut members = Vec::new();
-    for _ in 0..w.consumers_per_subscription {
+    for _ in 0..members_here {
         // Partitions without a committed offset start at the log end, as
         // manual consumers do: each load reads only what it produces.
         let c = GroupConsumer::new(
@@ -474,8 +565,10 @@ struct GroupWatch {
 
 impl GroupWatch {
     /// Whether every member holds an assignment of one generation and
-    /// together they hold each of the topic's `partitions` exactly once.
-    fn settled(&self, partitions: u32) -> bool {
+    /// together they hold each of the topic's `partitions` exactly once;
+    /// for one worker's members, whose group other workers' members join
+    /// too, whether they hold assignments of one generation.
+    fn settled(&self, partitions: u32, worker: bool) -> bool {
         let mut generation = None;
         let mut held: Vec<i32> = Vec::new();
         for m in &self.members {
@@ -492,6 +585,9 @@ impl GroupWatch {
                     .filter(|(t, _)| *t == self.topic)
                     .map(|(_, p)| *p),
             );
+        }
+        if worker {
+            return true;
         }
         held.sort_unstable();
         held == (0..partitions as i32).collect::<Vec<_>>()
@@ -523,10 +619,13 @@ fn await_groups(
     groups: &[GroupWatch],
     partitions: u32,
     interrupt: &AtomicBool,
+    share: Option<Share>,
 ) -> Result<f64, ClientError> {
     let t0 = std::time::Instant::now();
     loop {
-        let pending = groups.iter().find(|g| !g.settled(partitions));
+        let pending = groups
+            .iter()
+            .find(|g| !g.settled(partitions, share.is_some()));
         let Some(g) = pending else {
             return Ok(t0.elapsed().as_secs_f64());
         };
@@ -557,12 +656,25 @@ fn spawn_generators(
     (warmup_end, measure_end): (u64, u64),
     shared: &Arc<Shared>,
 ) -> Result<Vec<std::thread::JoinHandle<generator::GeneratorResult>>, ClientError> {
+    // Every producer sends rate / total, so a worker running some of them
+    // sends its share of the rate.
     let total = (p.topics.len() as u32 * w.producers_per_topic) as usize;
-    let threads = spec.threads.clamp(1, total.max(1));
+    let here = (0..total)
+        .filter(|&i| spec.share.is_none_or(|s| s.owns(i)))
+        .count();
+    if here == 0 {
+        return Ok(Vec::new());
+    }
+    let threads = spec.threads.clamp(1, here);
     let mut plans: Vec<Vec<(Producer, usize)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut i = 0;
+    let mut placed = 0;
     for t in &p.topics {
         for _ in 0..w.producers_per_topic {
+            if spec.share.is_some_and(|s| !s.owns(i)) {
+                i += 1;
+                continue;
+            }
             // Each producer is its own transactional instance.
             let mut settings = w.producer.clone();
             if let Some(prefix) = &w.producer.transactional_id {
@@ -576,7 +688,8 @@ fn spawn_generators(
                 p.bootstrap.clone(),
                 spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
             )?;
-            plans[i % threads].push((prod, 0));
+            plans[placed % threads].push((prod, 0));
+            placed += 1;
             i += 1;
         }
     }
@@ -739,6 +852,9 @@ fn merge(
         interrupted,
         group_settle_s: None,
         cpu: CpuUse::default(),
+        acknowledged_by_topic: BTreeMap::new(),
+        consumed_by_subscription: BTreeMap::new(),
+        drain_us: 0,
     }
 }
 

@@ -5,6 +5,7 @@
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
 use super::result::{PointHists, PointResult, Probe, TransactionResult};
 use super::sustain::judge;
+use super::worker::{self, WorkerInfo, WorkerPoint, WorkerSpec};
 use crate::client::admin;
 use crate::client::conn::Connection;
 use crate::client::endpoint::Endpoint;
@@ -38,6 +39,9 @@ pub struct RunOptions {
     /// every point measures (`--sync-probe`); the embedded broker's data
     /// directory is probed on its own when the topic flushes per append.
     pub sync_probe: Option<PathBuf>,
+    /// Run one worker's share of the workload from an agreed instant
+    /// (`--worker I/N --start-at T`).
+    pub worker: Option<WorkerSpec>,
 }
 
 impl RunOptions {
@@ -53,6 +57,7 @@ impl RunOptions {
             progress: false,
             broker_pids: Vec::new(),
             sync_probe: None,
+            worker: None,
         }
     }
 }
@@ -73,6 +78,16 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
         // A second handler cannot be installed (tests, repeated calls); the
         // first one keeps working.
         let _ = ctrlc::set_handler(move || i.store(true, Ordering::Relaxed));
+    }
+    if let Some(w) = &o.worker {
+        if o.bootstrap.is_none() {
+            return Err(format!(
+                "--worker {}/{}: workers load one broker together; give its --bootstrap \
+                 (each worker would start an embedded broker of its own)",
+                w.index, w.count
+            ));
+        }
+        worker::check_splittable(f)?;
     }
     let target = match &o.bootstrap {
         Some(a) => Target::Remote(a.clone()),
@@ -117,8 +132,45 @@ fn run_on(
     f.check_brokers(brokers, "the target cluster")
         .map_err(|e| e.to_string())?;
     let started = SystemTime::now();
-    let dir = files::run_dir(&o.out, &f.name, started);
+    let dir = match &o.worker {
+        Some(w) => w.run_dir(&o.out, &f.name),
+        None => files::run_dir(&o.out, &f.name, started),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let Some(spec) = &o.worker else {
+        return run_points(f, o, t, interrupt, &dir, None).map(|()| dir);
+    };
+    // Written first, rewritten at the end: a worker that dies still left
+    // its index behind for `merge` to report.
+    let mut info = WorkerInfo::starting(spec, worker::workload_identity(f, o.duration));
+    info.write(&dir)?;
+    if o.progress {
+        println!(
+            "worker {} of {}: first point starts at {}; results in {}",
+            spec.index,
+            spec.count,
+            info.start_at_utc,
+            dir.display()
+        );
+    }
+    let result = run_points(f, o, t, interrupt, &dir, Some(&info));
+    info.finished = result.is_ok();
+    info.error = result.as_ref().err().cloned();
+    info.write(&dir)?;
+    result.map(|()| dir)
+}
+
+/// Every point of the run, into `dir`; `worker` when this process is one
+/// worker of several.
+fn run_points(
+    f: &WorkloadFile,
+    o: &RunOptions,
+    t: &Target,
+    interrupt: &Arc<AtomicBool>,
+    dir: &Path,
+    worker: Option<&WorkerInfo>,
+) -> Result<(), String> {
+    let started = SystemTime::now();
     let mut env = Environment::capture(&t.describe());
     env.broker_config = t.config();
     let runs: Vec<(&Point, u32)> = f
@@ -137,33 +189,60 @@ fn run_on(
     let mut results = Vec::new();
     let mut hists = Vec::new();
     let mut done_s = 0.0;
+    // A worker's point k starts at the agreed instant plus the points
+    // before it, each with `worker::POINT_GAP` after it.
+    let mut point_start_us = o.worker.map(|w| w.start_unix_us);
     for (i, (p, repeat)) in runs.iter().enumerate() {
         if interrupt.load(Ordering::Relaxed) {
             break;
         }
         let w = with_duration(&p.workload, o.duration);
         bar.set_message(format!("point {}/{}: {}", i + 1, runs.len(), p.label()));
-        let tag = format!(
-            "sluice-bench-{}-{}-{}-{}",
-            files::slug(&f.name),
-            std::process::id(),
-            p.index,
-            repeat
-        );
+        let tag = match &o.worker {
+            Some(spec) => spec.topic_tag(&f.name, p.index, *repeat),
+            None => format!(
+                "sluice-bench-{}-{}-{}-{}",
+                files::slug(&f.name),
+                std::process::id(),
+                p.index,
+                repeat
+            ),
+        };
         let prepared = t
             .endpoint_for(&w.producer.security)
-            .and_then(|bootstrap| point::prepare(bootstrap, &w, &tag).map_err(|e| e.to_string()))
+            .and_then(|bootstrap| {
+                point::prepare_topics(bootstrap, &w, &tag, o.worker.is_some())
+                    .map_err(|e| e.to_string())
+            })
             .map_err(|e| format!("point `{}`: {e}", p.label()))?;
         let base = done_s;
         let mut tick = |s: f64| bar.set_position((base + s).min(total_s) as u64);
-        let measured = measure_point(&prepared, &w, o, t, interrupt, &mut tick);
-        point::cleanup(&prepared);
+        let share = o
+            .worker
+            .zip(point_start_us)
+            .map(|(spec, at)| spec.share(at));
+        let measured = measure_point(&prepared, &w, o, t, interrupt, share, &mut tick);
+        // Other workers may still read a worker's topics: they stay.
+        if o.worker.is_none() {
+            point::cleanup(&prepared);
+        }
         let measured = measured.map_err(|e| format!("point `{}`: {e}", p.label()))?;
         done_s += (w.test_duration + w.warmup_duration).as_secs_f64();
+        if let Some(at) = point_start_us.as_mut() {
+            *at += (w.warmup_duration + w.test_duration + worker::POINT_GAP).as_micros() as i64;
+        }
         let point_hists = measured.hists.clone();
-        let r = summarize(p, *repeat, &w, measured);
-        files::write_point(&dir, &r, &point_hists)
+        let worker_point = o
+            .worker
+            .is_some()
+            .then(|| WorkerPoint::of(&measured.out, w.subscriptions_per_topic));
+        let target_rate = share.map_or(w.producer_rate, |s| worker::rate_share(&w, s));
+        let r = summarize(p, *repeat, &w, target_rate, measured);
+        files::write_point(dir, &r, &point_hists)
             .map_err(|e| format!("writing point files: {e}"))?;
+        if let Some(wp) = worker_point {
+            wp.write(dir, &files::point_stem(&r))?;
+        }
         if o.progress {
             bar.suspend(|| println!("{}", terminal_line(&r)));
         }
@@ -180,9 +259,13 @@ fn run_on(
         repeat: f.repeat,
         interrupted: interrupt.load(Ordering::Relaxed),
         points: results,
+        worker: worker.map(|i| WorkerInfo {
+            finished: true,
+            ..i.clone()
+        }),
+        merged_from: None,
     };
-    write_report(&dir, &run, &hists)?;
-    Ok(dir)
+    write_report(dir, &run, &hists)
 }
 
 fn progress_bar(show: bool, total_s: f64) -> ProgressBar {
@@ -216,6 +299,7 @@ fn measure_point(
     o: &RunOptions,
     target: &Target,
     interrupt: &AtomicBool,
+    share: Option<worker::Share>,
     tick: &mut dyn FnMut(f64),
 ) -> Result<Measured, String> {
     let (mut watched, in_process_broker) = target.watched();
@@ -243,6 +327,7 @@ fn measure_point(
         seed: 0x5EED,
         watched: watched.clone(),
         in_process_broker,
+        share,
     };
     let mut rate = w.producer_rate;
     let mut found = None;
@@ -359,7 +444,9 @@ fn search(
     Ok(lo.unwrap_or(candidate * 2.0))
 }
 
-fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
+/// A point's summary; `target_rate` is the rate this process was asked
+/// for (a worker's share of the workload's).
+fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured) -> PointResult {
     let out = m.out;
     let win = out.window_s.max(1e-9);
     let mut samples = out.errors.clone();
@@ -367,7 +454,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
     samples.truncate(20);
     let errors = out.produce.errors + out.consume.errors;
     let attempted = out.produce.messages + out.produce.errors + out.produce.missing;
-    let asked = m.max_rate.unwrap_or(w.producer_rate);
+    let asked = m.max_rate.unwrap_or(target_rate);
     let rates = Some((asked, out.produce.done_in_window as f64 / win));
     let sustain =
         (out.backlog.is_none()).then(|| judge(&out.intervals, out.produce.missing, errors, rates));
@@ -380,7 +467,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
         repeat,
         label: p.label(),
         settings: p.settings.clone(),
-        target_rate: w.producer_rate,
+        target_rate,
         max_rate_found: m.max_rate,
         max_rate_search: m.probes,
         warmup_s: out.warmup_s,
@@ -433,7 +520,9 @@ fn e2e_start(from_timestamp: u64, consumed: u64) -> String {
     }
 }
 
-fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Result<(), String> {
+/// `run.json`, charts and `report.html` of a run whose point files are
+/// written.
+pub fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Result<(), String> {
     files::write_run_json(dir, run).map_err(|e| format!("writing run.json: {e}"))?;
     let publish: Vec<_> = hists.iter().map(|h| h.publish.clone()).collect();
     let chart_set = charts::standard(&run.points, &publish);
