@@ -1,5 +1,5 @@
 //! Results: `run.json`, `.hgrm` files, interval logs, charts, `report.html`,
-//! and `compare`.
+//! `compare`, and what a run prints in the terminal.
 
 pub mod charts;
 pub mod compare;
@@ -7,3 +7,4 @@ pub mod env;
 pub mod files;
 pub mod hgrm;
 pub mod html;
+pub mod terminal;

@@ -3,7 +3,7 @@
 //! what was measured is still written.
 
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
-use super::result::{PointHists, PointResult, Probe, TransactionResult};
+use super::result::{PointHists, PointResult, Probe, RateStep, TransactionResult};
 use super::sustain::judge;
 use crate::client::admin;
 use crate::client::conn::Connection;
@@ -12,6 +12,7 @@ use crate::client::security::Security;
 use crate::measure::cpu::Watched;
 use crate::measure::disk::{self, DiskSync};
 use crate::measure::hist::{new_hist, Hist, Percentiles};
+use crate::report::terminal::{self, Terminal};
 use crate::report::{charts, env::Environment, files, html};
 use crate::target::{self, Target};
 use crate::workload::{Point, Workload, WorkloadFile};
@@ -38,6 +39,11 @@ pub struct RunOptions {
     /// every point measures (`--sync-probe`); the embedded broker's data
     /// directory is probed on its own when the topic flushes per append.
     pub sync_probe: Option<PathBuf>,
+    /// Where each point's line goes as it finishes, and in colour or not.
+    pub terminal: Terminal,
+    /// The broker's software and version as the user names it
+    /// (`--target-name`): a broker does not tell it over the protocol.
+    pub target_name: Option<String>,
 }
 
 impl RunOptions {
@@ -53,7 +59,47 @@ impl RunOptions {
             progress: false,
             broker_pids: Vec::new(),
             sync_probe: None,
+            terminal: Terminal::quiet(),
+            target_name: None,
         }
+    }
+}
+
+/// The broker to run against: `--bootstrap`, else the embedded broker when
+/// asked for (`--embedded`), else the `--driver` file's
+/// `bootstrap.servers`, else the embedded broker. Returns the address and
+/// a sentence saying which was chosen and why.
+pub fn choose_target(
+    bootstrap: Option<&str>,
+    embedded: bool,
+    f: &WorkloadFile,
+) -> Result<(Option<Endpoint>, String), String> {
+    if let Some(b) = bootstrap {
+        let ep = Endpoint::parse(b).map_err(|e| format!("--bootstrap {e}"))?;
+        return Ok((Some(ep), format!("target: {b} (--bootstrap)")));
+    }
+    match (&f.driver_bootstrap, embedded) {
+        (Some(d), false) => {
+            let ep = Endpoint::parse(&d.servers)
+                .map_err(|e| format!("bootstrap.servers of {}: {e}", d.file.display()))?;
+            Ok((
+                Some(ep),
+                format!(
+                    "target: {} (bootstrap.servers of the driver file {}; --embedded runs the embedded broker instead)",
+                    d.servers,
+                    d.file.display()
+                ),
+            ))
+        }
+        (Some(d), true) => Ok((
+            None,
+            format!(
+                "target: the embedded broker (--embedded; the driver file {} names {})",
+                d.file.display(),
+                d.servers
+            ),
+        )),
+        (None, _) => Ok((None, "target: the embedded broker".to_string())),
     }
 }
 
@@ -74,6 +120,9 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
         // first one keeps working.
         let _ = ctrlc::set_handler(move || i.store(true, Ordering::Relaxed));
     }
+    for w in &f.warnings {
+        eprintln!("warning: {w}");
+    }
     let target = match &o.bootstrap {
         Some(a) => Target::Remote(a.clone()),
         // One broker, or a cluster big enough for every point (three at
@@ -88,13 +137,34 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
     result
 }
 
-fn broker_count(bootstrap: &Endpoint, security: &Security) -> Result<usize, String> {
+/// The cluster's broker count, and what the broker's ApiVersions answer
+/// says of its release.
+fn broker_count(bootstrap: &Endpoint, security: &Security) -> Result<(usize, String), String> {
     let mut c = Connection::open(bootstrap, security, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    Ok(admin::metadata(&mut c, Some(&[]))
+    let protocol = c.versions().describe();
+    let brokers = admin::metadata(&mut c, Some(&[]))
         .map_err(|e| e.to_string())?
         .brokers
-        .len())
+        .len();
+    Ok((brokers, protocol))
+}
+
+/// How the points' clients connect, each way once, without secrets.
+fn security_of(f: &WorkloadFile) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &f.points {
+        let w = &p.workload;
+        for s in [
+            format!("producer {}", w.producer.security.describe()),
+            format!("consumer {}", w.consumer.security.describe()),
+        ] {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 fn with_duration(w: &Workload, d: Option<Duration>) -> Workload {
@@ -113,7 +183,7 @@ fn run_on(
     interrupt: &Arc<AtomicBool>,
 ) -> Result<PathBuf, String> {
     let first = &f.points[0].workload.producer.security;
-    let brokers = broker_count(&t.endpoint_for(first)?, first)?;
+    let (brokers, protocol) = broker_count(&t.endpoint_for(first)?, first)?;
     f.check_brokers(brokers, "the target cluster")
         .map_err(|e| e.to_string())?;
     let started = SystemTime::now();
@@ -121,6 +191,12 @@ fn run_on(
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut env = Environment::capture(&t.describe());
     env.broker_config = t.config();
+    env.broker_protocol = Some(protocol);
+    env.security = security_of(f);
+    env.broker_version = match t {
+        Target::Remote(_) => o.target_name.clone(),
+        Target::Embedded { .. } => Some(format!("sluice {}", env!("CARGO_PKG_VERSION"))),
+    };
     let runs: Vec<(&Point, u32)> = f
         .points
         .iter()
@@ -164,9 +240,7 @@ fn run_on(
         let r = summarize(p, *repeat, &w, measured);
         files::write_point(&dir, &r, &point_hists)
             .map_err(|e| format!("writing point files: {e}"))?;
-        if o.progress {
-            bar.suspend(|| println!("{}", terminal_line(&r)));
-        }
+        bar.suspend(|| o.terminal.emit(&terminal::point_line(&r, o.terminal.color)));
         results.push(r);
         hists.push(point_hists);
     }
@@ -179,6 +253,7 @@ fn run_on(
         workload_yaml: f.text.clone(),
         repeat: f.repeat,
         interrupted: interrupt.load(Ordering::Relaxed),
+        warnings: f.warnings.clone(),
         points: results,
     };
     write_report(&dir, &run, &hists)?;
@@ -234,6 +309,7 @@ fn measure_point(
     );
     let spec = |rate: f64, warmup: Duration, test: Duration| LoadSpec {
         rate,
+        steps: Vec::new(),
         warmup,
         test,
         consumers: w.subscriptions_per_topic > 0,
@@ -247,6 +323,14 @@ fn measure_point(
     let mut rate = w.producer_rate;
     let mut found = None;
     let mut probes = Vec::new();
+    // A ramp runs instead of the search, as in OMB.
+    let steps = match &w.ramp {
+        Some(ramp) => {
+            rate = ramp.start_rate;
+            ramp.changes(w.test_duration)
+        }
+        None => Vec::new(),
+    };
     if rate == 0.0 {
         let window = (w.test_duration / 4).clamp(Duration::from_secs(3), Duration::from_secs(10));
         let probe = |rate: f64| -> Result<Probe, String> {
@@ -308,14 +392,9 @@ fn measure_point(
         }
     };
     probe_disk(&mut sync_hist)?;
-    let out = point::run_load(
-        p,
-        w,
-        &spec(rate, w.warmup_duration, w.test_duration),
-        interrupt,
-        tick,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut measured = spec(rate, w.warmup_duration, w.test_duration);
+    measured.steps = steps;
+    let out = point::run_load(p, w, &measured, interrupt, tick).map_err(|e| e.to_string())?;
     probe_disk(&mut sync_hist)?;
     let hists = out.hists.clone();
     Ok(Measured {
@@ -367,7 +446,28 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
     samples.truncate(20);
     let errors = out.produce.errors + out.consume.errors;
     let attempted = out.produce.messages + out.produce.errors + out.produce.missing;
-    let asked = m.max_rate.unwrap_or(w.producer_rate);
+    // A ramp asks for its mean rate over the window.
+    let target_rate = match &w.ramp {
+        Some(ramp) => ramp.mean_rate(w.test_duration),
+        None => w.producer_rate,
+    };
+    let rate_steps = match &w.ramp {
+        Some(ramp) => std::iter::once(RateStep {
+            from_s: 0.0,
+            rate: ramp.start_rate,
+        })
+        .chain(
+            ramp.changes(w.test_duration)
+                .into_iter()
+                .map(|(at, rate)| RateStep {
+                    from_s: at.as_secs_f64(),
+                    rate,
+                }),
+        )
+        .collect(),
+        None => Vec::new(),
+    };
+    let asked = m.max_rate.unwrap_or(target_rate);
     let rates = Some((asked, out.produce.done_in_window as f64 / win));
     let sustain =
         (out.backlog.is_none()).then(|| judge(&out.intervals, out.produce.missing, errors, rates));
@@ -380,9 +480,10 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, m: Measured) -> PointResult {
         repeat,
         label: p.label(),
         settings: p.settings.clone(),
-        target_rate: w.producer_rate,
+        target_rate,
         max_rate_found: m.max_rate,
         max_rate_search: m.probes,
+        rate_steps,
         warmup_s: out.warmup_s,
         window_s: out.window_s,
         publish_rate_msgs: out.produce.done_in_window as f64 / win,
@@ -443,61 +544,4 @@ fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Resul
     };
     let page = html::render(run, &svgs, note.as_deref());
     std::fs::write(dir.join("report.html"), page).map_err(|e| format!("writing report.html: {e}"))
-}
-
-/// One point's figures for the terminal: rates, latency, failures and
-/// whether the load was sustained.
-pub fn terminal_line(r: &PointResult) -> String {
-    let mut line = format!(
-        "point {} `{}`: publish {:.0} msg/s ({:.1} MB/s), p50 {:.2} ms p99 {:.2} ms; consume {:.0} msg/s",
-        r.index,
-        r.label,
-        r.publish_rate_msgs,
-        r.publish_rate_mb,
-        r.publish_latency.p50_us as f64 / 1e3,
-        r.publish_latency.p99_us as f64 / 1e3,
-        r.consume_rate_msgs,
-    );
-    if let Some(found) = r.max_rate_found {
-        line.push_str(&format!("; max rate found {found:.0} msg/s"));
-    }
-    if let Some(t) = &r.transactions {
-        line.push_str(&format!(
-            "; transactional, {} messages per transaction: {:.1} commits/s, commit p50 {:.2} ms p99 {:.2} ms, {} aborted",
-            t.messages_per_transaction,
-            t.rate_per_s,
-            t.commit_latency.p50_us as f64 / 1e3,
-            t.commit_latency.p99_us as f64 / 1e3,
-            t.aborted
-        ));
-    }
-    if r.errors > 0 || r.unsent > 0 || r.unconsumed > 0 {
-        line.push_str(&format!(
-            "; failed {} ({:.3}%), unsent {}, unconsumed {}",
-            r.errors,
-            r.error_rate * 100.0,
-            r.unsent,
-            r.unconsumed
-        ));
-    }
-    if let Some(cpu) = &r.cpu {
-        let per_gb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-        line.push_str(&format!(
-            "; CPU s/GB client {} broker {}",
-            per_gb(cpu.client_cpu_s_per_gb),
-            per_gb(cpu.broker_cpu_s_per_gb)
-        ));
-    }
-    if let Some(d) = &r.disk_sync {
-        line.push_str(&format!(
-            "; bare fdatasync p50 {:.2} ms p99 {:.2} ms (publish p99 {:.1}x)",
-            d.latency.p50_us as f64 / 1e3,
-            d.latency.p99_us as f64 / 1e3,
-            r.publish_latency.p99_us as f64 / d.latency.p99_us.max(1) as f64
-        ));
-    }
-    if let Some(s) = r.sustain.as_ref().filter(|s| !s.sustained) {
-        line.push_str(&format!("\n  UNSUSTAINED: {}", s.why_not.join("; ")));
-    }
-    line
 }
