@@ -241,7 +241,13 @@ const COLUMNS: &[Column] = &[
         header: "#",
         better: Better::Neither,
         left: false,
-        cell: |r| (format!("{}.{}", r.point, r.repeat + 1), None),
+        cell: |r| (r.point.to_string(), None),
+    },
+    Column {
+        header: "run",
+        better: Better::Neither,
+        left: false,
+        cell: |r| ((r.repeat + 1).to_string(), None),
     },
     Column {
         header: "settings",
