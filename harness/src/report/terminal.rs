@@ -51,10 +51,9 @@ impl Terminal {
             Dest::Stderr => std::io::stderr().is_terminal(),
             Dest::Nowhere => false,
         };
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Terminal {
             lines,
-            color: is_tty && !no_color,
+            color: wants_color(is_tty, std::env::var_os("NO_COLOR").as_deref()),
         }
     }
 
@@ -66,6 +65,12 @@ impl Terminal {
             Dest::Nowhere => {}
         }
     }
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org).
+fn wants_color(is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_tty && no_color.is_none_or(|v| v.is_empty())
 }
 
 const BOLD_GREEN: &str = "\x1b[1;32m";
@@ -536,6 +541,18 @@ mod tests {
         assert!(coloured.contains(BOLD_GREEN), "{coloured:?}");
         let stripped = strip_ansi(&coloured);
         assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(wants_color(true, None));
+        assert!(wants_color(true, Some(OsStr::new(""))));
+        assert!(!wants_color(true, Some(OsStr::new("1"))));
+        assert!(!wants_color(false, None));
+        assert_eq!(Terminal::detect(false, true).lines, Dest::Nowhere);
+        assert_eq!(Terminal::detect(true, false).lines, Dest::Stderr);
+        assert!(!Terminal::detect(true, true).color);
     }
 
     #[test]

@@ -545,3 +545,31 @@ fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> Resul
     let page = html::render(run, &svgs, note.as_deref());
     std::fs::write(dir.join("report.html"), page).map_err(|e| format!("writing report.html: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{parse, DriverTarget};
+
+    #[test]
+    fn the_target_is_bootstrap_then_the_driver_file_unless_embedded_is_asked_for() {
+        let mut f = parse(Path::new("w.yaml"), "messageSize: 100\n", None).unwrap();
+        let (ep, why) = choose_target(None, false, &f).unwrap();
+        assert!(ep.is_none() && why.contains("embedded"), "{why}");
+        f.driver_bootstrap = Some(DriverTarget {
+            file: PathBuf::from("kafka.yaml"),
+            servers: "127.0.0.1:9092".to_string(),
+        });
+        let (ep, why) = choose_target(None, false, &f).unwrap();
+        assert_eq!(ep.unwrap().to_string(), "127.0.0.1:9092");
+        assert!(
+            why.contains("bootstrap.servers of the driver file kafka.yaml"),
+            "{why}"
+        );
+        let (ep, why) = choose_target(None, true, &f).unwrap();
+        assert!(ep.is_none() && why.contains("--embedded"), "{why}");
+        let (ep, why) = choose_target(Some("127.0.0.1:9093"), false, &f).unwrap();
+        assert_eq!(ep.unwrap().to_string(), "127.0.0.1:9093");
+        assert!(why.contains("--bootstrap"), "{why}");
+    }
+}
