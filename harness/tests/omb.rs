@@ -1,7 +1,8 @@
 //! OpenMessaging Benchmark files run as OMB runs them: a workload with
 //! `producerIncrementRate` raises its rate in OMB's steps, an OMB driver
-//! file's `bootstrap.servers` is the target when none is given, and a field
-//! the harness does not act on is named in a warning before the run.
+//! file's `bootstrap.servers` is the target when none is given (named with
+//! `--target-name`), and a field the harness does not act on is named in a
+//! warning before the run.
 //!
 //! Against a fake broker that takes far more than the few hundred
 //! messages a second asked for; what is checked is the schedule the
@@ -47,7 +48,7 @@ replicationFactor: 1\ncommonConfig: |\n  bootstrap.servers=PLAINTEXT://{}\nprodu
         .arg(&driver)
         .arg("--out")
         .arg(tmp.path().join("results"))
-        .args(["--no-pin", "--json"])
+        .args(["--no-pin", "--json", "--target-name", "fake broker 1.0"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -67,6 +68,13 @@ replicationFactor: 1\ncommonConfig: |\n  bootstrap.servers=PLAINTEXT://{}\nprodu
     let run = read_run_json(std::path::Path::new(&summary.results)).unwrap();
     assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
     assert_eq!(run.environment.target, broker.addr.to_string());
+    // Named as the user named it; what ApiVersions told is kept beside.
+    assert_eq!(
+        run.environment.broker_version.as_deref(),
+        Some("fake broker 1.0")
+    );
+    let protocol = run.environment.broker_protocol.as_deref().unwrap();
+    assert!(protocol.contains("APIs (Produce v"), "{protocol}");
     let p = &run.points[0];
     // OMB's steps: the start rate, then +100 each second while at most
     // producerRate; the last holds to the end.
