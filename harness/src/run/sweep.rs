@@ -120,6 +120,13 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
         // first one keeps working.
         let _ = ctrlc::set_handler(move || i.store(true, Ordering::Relaxed));
     }
+    if let (None, Some(name)) = (&o.bootstrap, &o.target_name) {
+        return Err(format!(
+            "--target-name {name}: the embedded broker names itself (sluice {}); \
+             --target-name is for a broker given with --bootstrap or a driver file",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     for w in &f.warnings {
         eprintln!("warning: {w}");
     }
