@@ -579,4 +579,16 @@ mod tests {
         assert_eq!(ep.unwrap().to_string(), "127.0.0.1:9093");
         assert!(why.contains("--bootstrap"), "{why}");
     }
+
+    #[test]
+    fn the_embedded_broker_refuses_a_target_name() {
+        let f = parse(Path::new("w.yaml"), "messageSize: 100\n", None).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut o = RunOptions::quiet(out.path().to_path_buf(), None);
+        o.target_name = Some("kafka 4.1.0".to_string());
+        let e = run_workload(&f, &o).unwrap_err();
+        assert!(e.contains("--target-name kafka 4.1.0"), "{e}");
+        // Refused before anything ran or was written.
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
 }
