@@ -1,9 +1,8 @@
 //! `sluice-bench`: run, validate and compare benchmark workloads.
 
 use clap::{Parser, Subcommand};
-use sluice_harness::client::endpoint::Endpoint;
-use sluice_harness::report::{compare, compare_html, merge};
-use sluice_harness::run::sweep::{run_workload, RunOptions};
+use sluice_harness::report::{compare, compare_html, files, merge, terminal};
+use sluice_harness::run::sweep::{choose_target, run_workload, RunOptions};
 use sluice_harness::run::worker::{self, WorkerSpec};
 use sluice_harness::workload;
 use std::path::PathBuf;
@@ -57,6 +56,21 @@ enum Command {
         /// latency, the floor of a durable broker's publish latency.
         #[arg(long, value_name = "DIR")]
         sync_probe: Option<PathBuf>,
+        /// Print the run summary as JSON on stdout (progress and point
+        /// lines go to stderr).
+        #[arg(long)]
+        json: bool,
+        /// No progress bar, point lines or table.
+        #[arg(long)]
+        quiet: bool,
+        /// The broker's software and version, for run.json and the report
+        /// (e.g. "kafka 4.1.0"); a broker does not tell it.
+        #[arg(long, value_name = "NAME")]
+        target_name: Option<String>,
+        /// Run against the embedded broker even when the --driver file
+        /// names bootstrap.servers.
+        #[arg(long, conflicts_with = "bootstrap")]
+        embedded: bool,
         /// Run worker I's share (1-based) of N workers' producers and
         /// consumers; `merge` adds the workers' results (docs/HARNESS.md).
         #[arg(long, value_name = "I/N", requires = "start_at")]
@@ -130,10 +144,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn resolve(s: &str) -> Result<Endpoint, String> {
-    Endpoint::parse(s).map_err(|e| format!("--bootstrap {e}"))
-}
-
 fn real_main() -> Result<(), String> {
     match Cli::parse().command {
         Command::Validate { workload, driver } => {
@@ -153,6 +163,10 @@ fn real_main() -> Result<(), String> {
             sync_probe,
             worker,
             start_at,
+            json,
+            quiet,
+            target_name,
+            embedded,
         } => {
             let worker = match (worker, start_at) {
                 (Some(w), Some(at)) => Some(WorkerSpec::new(&w, &at, worker::now_unix_us())?),
@@ -173,21 +187,36 @@ fn real_main() -> Result<(), String> {
             {
                 return Err(format!("--broker-pid {pid}: no such process on this host"));
             }
+            let (bootstrap, choice) = choose_target(bootstrap.as_deref(), embedded, &f)?;
+            if !quiet {
+                eprintln!("{choice}");
+            }
+            let term = terminal::Terminal::detect(json, quiet);
             let opts = RunOptions {
-                bootstrap: bootstrap.as_deref().map(resolve).transpose()?,
+                bootstrap,
                 duration,
                 out,
                 threads: threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 pin: !no_pin,
-                progress: true,
+                progress: !quiet,
                 broker_pids: broker_pid,
                 sync_probe,
                 worker,
+                terminal: term,
+                target_name,
             };
             let dir = run_workload(&f, &opts)?;
-            println!("results: {}", dir.display());
-            println!("report:  {}", dir.join("report.html").display());
+            let run = files::read_run_json(&dir)?;
+            if json {
+                let summary = terminal::summary(&run, &dir);
+                let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else if quiet {
+                println!("{}", dir.join("report.html").display());
+            } else {
+                print!("{}", terminal::finish(&run, &dir, term.color));
+            }
             Ok(())
         }
         Command::Broker {

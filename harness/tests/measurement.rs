@@ -23,6 +23,7 @@ fn workload(rate: u32, partitions: u32) -> Workload {
 fn spec(rate: f64, warmup_ms: u64, test_ms: u64) -> LoadSpec {
     LoadSpec {
         rate,
+        steps: Vec::new(),
         warmup: Duration::from_millis(warmup_ms),
         test: Duration::from_millis(test_ms),
         consumers: false,

@@ -205,6 +205,11 @@ impl Connection {
                         resp.api_keys
                             .iter()
                             .map(|k| (k.api_key, k.min_version, k.max_version)),
+                    )
+                    .with_finalized(
+                        resp.finalized_features
+                            .iter()
+                            .map(|f| (f.name.to_string(), f.max_version_level)),
                     ));
                 }
                 _ if version != 0 => continue,

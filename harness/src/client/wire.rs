@@ -52,13 +52,49 @@ pub fn ours(api: ApiKey) -> (i16, i16) {
 #[derive(Clone, Debug, Default)]
 pub struct Versions {
     ranges: HashMap<i16, (i16, i16)>,
+    /// Finalized features (ApiVersions v3+), name to level.
+    finalized: Vec<(String, i16)>,
 }
 
 impl Versions {
     pub fn from_response(keys: impl IntoIterator<Item = (i16, i16, i16)>) -> Versions {
         Versions {
             ranges: keys.into_iter().map(|(k, lo, hi)| (k, (lo, hi))).collect(),
+            finalized: Vec::new(),
         }
+    }
+
+    pub fn with_finalized(mut self, features: impl IntoIterator<Item = (String, i16)>) -> Versions {
+        self.finalized = features.into_iter().collect();
+        self.finalized.sort();
+        self
+    }
+
+    /// What the broker's answer tells of its release: how many APIs it
+    /// speaks, the version ranges of the three every release moves, and its
+    /// finalized features (`metadata.version` names a Kafka release).
+    pub fn describe(&self) -> String {
+        let range = |api: ApiKey| {
+            self.ranges
+                .get(&(api as i16))
+                .map_or("-".to_string(), |(lo, hi)| format!("v{lo}-{hi}"))
+        };
+        let mut out = format!(
+            "{} APIs (Produce {}, Fetch {}, Metadata {})",
+            self.ranges.len(),
+            range(ApiKey::Produce),
+            range(ApiKey::Fetch),
+            range(ApiKey::Metadata)
+        );
+        if !self.finalized.is_empty() {
+            let f: Vec<String> = self
+                .finalized
+                .iter()
+                .map(|(name, level)| format!("{name}={level}"))
+                .collect();
+            out.push_str(&format!("; finalized features {}", f.join(", ")));
+        }
+        out
     }
 
     /// The highest version both sides speak.

@@ -561,6 +561,7 @@ mod tests {
             repeat: 1,
             interrupted: false,
             points: Vec::new(),
+            warnings: Vec::new(),
             worker: None,
             merged_from: None,
         }

@@ -13,7 +13,18 @@ pub struct Environment {
     pub harness_version: String,
     /// `embedded` or the bootstrap address.
     pub target: String,
+    /// The broker's software and version: `sluice <version>` for the
+    /// embedded broker, else `--target-name` (Kafka's protocol has no
+    /// field in which a broker names its software).
     pub broker_version: Option<String>,
+    /// What the broker told of itself: its API version ranges and
+    /// finalized features (ApiVersions), which tell releases apart.
+    #[serde(default)]
+    pub broker_protocol: Option<String>,
+    /// How the harness's clients connect: protocol, SASL mechanism and
+    /// user, never a secret.
+    #[serde(default)]
+    pub security: Vec<String>,
     /// Broker settings known to the harness (embedded mode).
     pub broker_config: Vec<(String, String)>,
 }
@@ -33,6 +44,8 @@ impl Environment {
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
             target: target.to_string(),
             broker_version: None,
+            broker_protocol: None,
+            security: Vec::new(),
             broker_config: Vec::new(),
         }
     }

@@ -31,6 +31,9 @@ pub struct RunJson {
     pub workload_yaml: String,
     pub repeat: u32,
     pub interrupted: bool,
+    /// Workload fields read but not acted on as OMB would, with why.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub points: Vec<PointResult>,
     /// This run is one worker's share of a workload (`run --worker I/N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

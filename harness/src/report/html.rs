@@ -47,12 +47,36 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
             ""
         }
     );
+    let _ = write!(
+        h,
+        "<p>Broker {} · {} · clients {}</p>",
+        esc(env
+            .broker_version
+            .as_deref()
+            .unwrap_or("not named (--target-name)")),
+        esc(env
+            .broker_protocol
+            .as_deref()
+            .unwrap_or("protocol not recorded")),
+        esc(&if env.security.is_empty() {
+            "not recorded".to_string()
+        } else {
+            env.security.join(", ")
+        }),
+    );
+    for w in &run.warnings {
+        let _ = write!(h, "<p><b>warning</b>: {}</p>", esc(w));
+    }
     h.push_str("<h2>Points</h2><table><tr><th>#</th><th>settings</th><th>run</th><th>target msg/s</th><th>publish msg/s</th><th>MB/s</th><th>consume msg/s</th>\
 <th>publish p50 ms</th><th>p99</th><th>p99.9</th><th>max</th><th>e2e p50 ms</th><th>e2e p99</th><th>delay p99 ms</th><th>failed</th><th>error rate</th><th>unsent</th><th>unconsumed</th><th>sustained</th></tr>");
     for p in &run.points {
-        let target = match (p.target_rate, p.max_rate_found) {
-            (_, Some(r)) => format!("max → {r:.0}"),
-            (t, None) => format!("{t:.0}"),
+        let target = match (p.target_rate, p.max_rate_found, p.rate_steps.last()) {
+            (_, Some(r), _) => format!("max → {r:.0}"),
+            (t, None, Some(last)) => format!(
+                "ramp {:.0} → {:.0} (mean {t:.0})",
+                p.rate_steps[0].rate, last.rate
+            ),
+            (t, None, None) => format!("{t:.0}"),
         };
         let _ = write!(
             h,

@@ -225,6 +225,7 @@ fn merge_runs(
         repeat: first.repeat,
         interrupted: runs.iter().any(|(_, _, r)| r.interrupted),
         points,
+        warnings: first.warnings.clone(),
         worker: None,
         merged_from: Some(merged_from),
     };
@@ -352,6 +353,7 @@ fn merge_point(parts: &[Part]) -> Result<(PointResult, PointHists), String> {
         target_rate,
         max_rate_found: None,
         max_rate_search: Vec::new(),
+        rate_steps: Vec::new(),
         warmup_s: first.warmup_s,
         window_s,
         publish_rate_msgs,

@@ -1,5 +1,6 @@
 //! Results: `run.json`, `.hgrm` files, interval logs, charts, `report.html`,
-//! `compare` and its page, and the interactive charts of both pages.
+//! `compare` and its page, the interactive charts of both pages, `merge`
+//! of workers' runs, and what a run prints in the terminal.
 
 pub mod charts;
 pub mod compare;
@@ -10,3 +11,4 @@ pub mod hgrm;
 pub mod html;
 pub mod merge;
 pub mod plot;
+pub mod terminal;

@@ -1,16 +1,18 @@
 //! A load-generator thread: open-loop sends at a fixed rate over the
 //! producers it owns.
 //!
-//! Message k of a generator is meant to be sent at `t0 + k / rate`. The
-//! generator sends every message whose time has come, then polls its
-//! producers and sleeps on their sockets until the next send time. When the
-//! broker stalls, the in-flight limit and then `buffer.memory` fill up and
-//! sends fall behind their intended times; latency is still counted from the
-//! intended time, so the stall shows up in the percentiles instead of being
-//! hidden by coordinated omission. How far sends fell behind is recorded as
+//! Message k of a generator is meant to be sent at `t0 + k / rate` (a
+//! ramp's rate changes in steps, each spacing its own messages so:
+//! `pace.rs`). The generator sends every message whose time has come, then
+//! polls its producers and sleeps on their sockets until the next send
+//! time. When the broker stalls, the in-flight limit and then
+//! `buffer.memory` fill up and sends fall behind their intended times;
+//! latency is still counted from the intended time, so the stall shows up
+//! in the percentiles instead of being hidden by coordinated omission. How far sends fell behind is recorded as
 //! the publish delay. In max-rate mode (rate 0) each message's intended time
 //! is the moment it is sent.
 
+use super::pace::Pace;
 use super::payload::Payloads;
 use crate::client::producer::{wait, Producer, SendRefused};
 use crate::measure::clock::Clock;
@@ -49,9 +51,9 @@ const PACE_QUANTUM_MAX_NS: u64 = 1_000_000;
 pub struct GeneratorPlan {
     pub producers: Vec<(Producer, usize)>,
     pub payloads: Payloads,
-    /// Messages per second for this generator; 0 is unpaced (max rate).
-    pub rate: f64,
-    pub start_ns: u64,
+    /// When each message is meant to be sent: this generator's share of
+    /// the load's rate, or unpaced (max rate).
+    pub pace: Pace,
     pub end_ns: u64,
     pub core: Option<core_affinity::CoreId>,
 }
@@ -85,11 +87,7 @@ pub fn run(
     if let Some(core) = plan.core {
         core_affinity::set_for_current(core);
     }
-    let interval_ns = if plan.rate > 0.0 {
-        1e9 / plan.rate
-    } else {
-        0.0
-    };
+    let paced = !plan.pace.unpaced();
     let mut k: u64 = 0;
     let mut fds = Vec::new();
     let n = plan.producers.len();
@@ -100,13 +98,13 @@ pub fn run(
         .min()
         .unwrap_or(0)
         .min(PACE_QUANTUM_MAX_NS);
-    let mut wait_until = plan.start_ns;
+    let mut wait_until = plan.pace.start_ns();
     let stopped_ns = loop {
         wait(&clock, &mut fds, wait_until);
         let now = clock.now_ns();
-        let owed = plan.start_ns + (k as f64 * interval_ns) as u64;
         // Owed: meant for before the end (`send_due`'s bound) and due.
-        let behind = interval_ns > 0.0 && owed < plan.end_ns && owed <= now;
+        let owed = if paced { plan.pace.at(k) } else { 0 };
+        let behind = paced && owed < plan.end_ns && owed <= now;
         if behind {
             rec.on_lag(now - owed);
         }
@@ -123,7 +121,7 @@ pub fn run(
         if plan.producers.iter().any(|(p, _)| p.fenced().is_some()) {
             break now;
         }
-        let (sent, bytes, blocked) = send_due(&clock, &mut plan, &mut rec, &mut k, interval_ns, n);
+        let (sent, bytes, blocked) = send_due(&clock, &mut plan, &mut rec, &mut k, n);
         if sent > 0 {
             shared.sent_messages.fetch_add(sent, Ordering::Relaxed);
             shared.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -133,11 +131,7 @@ pub fn run(
         }
         let now = clock.now_ns();
         rec.tick(now);
-        let next_send = if interval_ns == 0.0 {
-            now
-        } else {
-            plan.start_ns + (k as f64 * interval_ns) as u64
-        };
+        let next_send = if paced { plan.pace.at(k) } else { now };
         let mut until = (now / INTERVAL_NS + 1) * INTERVAL_NS;
         if now < plan.end_ns {
             until = until.min(plan.end_ns);
@@ -160,14 +154,7 @@ pub fn run(
         }
         wait_until = until;
     };
-    let unsent = count_unsent(
-        &plan,
-        &mut rec,
-        k,
-        interval_ns,
-        stopped_ns.min(plan.end_ns),
-        stopped_ns,
-    );
+    let unsent = count_unsent(&plan, &mut rec, k, stopped_ns.min(plan.end_ns), stopped_ns);
     flush(&clock, &mut plan, &mut rec);
     let mut errors = Vec::new();
     let mut acknowledged = Vec::new();
@@ -194,17 +181,16 @@ fn count_unsent(
     plan: &GeneratorPlan,
     rec: &mut Recorder,
     k: u64,
-    interval_ns: f64,
     due_before: u64,
     stopped_ns: u64,
 ) -> u64 {
-    if interval_ns == 0.0 {
+    if plan.pace.unpaced() {
         return 0;
     }
     let mut unsent = 0;
     let mut j = k;
     loop {
-        let intended = plan.start_ns + (j as f64 * interval_ns) as u64;
+        let intended = plan.pace.at(j);
         if intended >= due_before {
             return unsent;
         }
@@ -223,9 +209,9 @@ fn send_due(
     plan: &mut GeneratorPlan,
     rec: &mut Recorder,
     k: &mut u64,
-    interval_ns: f64,
     n: usize,
 ) -> (u64, u64, bool) {
+    let paced = !plan.pace.unpaced();
     let mut sent = 0;
     let mut bytes = 0;
     let now = clock.now_ns();
@@ -237,10 +223,10 @@ fn send_due(
         // Unpaced, every message is due the moment it is sent. (Comparing
         // that moment with `now`, read before the loop, stopped every burst
         // before its first message: max-rate mode sent nothing.)
-        let intended = if interval_ns == 0.0 {
+        let intended = if !paced {
             at
         } else {
-            let t = plan.start_ns + (*k as f64 * interval_ns) as u64;
+            let t = plan.pace.at(*k);
             if t > now || t >= plan.end_ns {
                 break;
             }

@@ -4,6 +4,7 @@
 
 use super::consume::{self, AnyConsumer, ConsumerShared, MemberStatus};
 use super::generator::{self, GeneratorPlan, Shared};
+use super::pace::Pace;
 use super::payload::Payloads;
 use super::result::{BacklogResult, IntervalRow, Phase, PointHists};
 use super::worker::Share;
@@ -99,6 +100,9 @@ pub fn cleanup(p: &Prepared) {
 pub struct LoadSpec {
     /// msg/s over all producers; 0 is unpaced.
     pub rate: f64,
+    /// Changes of a paced rate: (time after the measured window's start,
+    /// new msg/s over all producers), in order (a ramp).
+    pub steps: Vec<(Duration, f64)>,
     pub warmup: Duration,
     pub test: Duration,
     pub consumers: bool,
@@ -243,13 +247,17 @@ pub fn run_load(
                 test_end = now + spec.test.as_nanos() as u64;
             }
             if let Some((t0, msgs)) = drain {
-                // As in OMB, the backlog counts as drained once at most
-                // (1 - backlogDrainRatio) of it is left, in every subscription.
                 let subs = u64::from(w.subscriptions_per_topic.max(1));
-                let drained = drained_target(msgs, w.backlog_drain_ratio);
-                if backlog_result.is_none()
-                    && cshared.consumed.load(Ordering::Relaxed) >= drained * subs
-                {
+                let consumed = cshared.consumed.load(Ordering::Relaxed);
+                let sent_now = gshared.sent_messages.load(Ordering::Relaxed);
+                let drained = match w.acceptable_backlog {
+                    Some(limit) => drained_within(sent_now, consumed, subs, limit),
+                    None => {
+                        let target = drained_target(msgs, w.backlog_drain_ratio);
+                        (consumed >= target * subs).then_some(target)
+                    }
+                };
+                if let Some(drained) = drained.filter(|_| backlog_result.is_none()) {
                     let secs = (now - t0) as f64 / 1e9;
                     let share = drained as f64 / msgs.max(1) as f64;
                     backlog_result = Some(BacklogResult {
@@ -408,6 +416,15 @@ fn worker_start(clock: Clock, share: Share) -> Result<u64, ClientError> {
 pub fn drained_target(msgs: u64, ratio: f64) -> u64 {
     let left = ((1.0 - ratio.clamp(0.0, 1.0)) * msgs as f64) as u64;
     msgs - left.min(msgs)
+}
+
+/// OMB's `acceptableBacklog`: drained once what `subs` subscriptions have
+/// still to read of the `sent` messages so far is at most `limit`; a limit
+/// of 0 ends the drain at once ("drain with no target"). Returns the
+/// messages read per subscription.
+pub fn drained_within(sent: u64, consumed: u64, subs: u64, limit: u64) -> Option<u64> {
+    let left = (sent * subs).saturating_sub(consumed);
+    (left <= limit || limit == 0).then_some(consumed / subs.max(1))
 }
 
 /// A load's consumer threads, the groups to watch settle, and what each
@@ -702,6 +719,16 @@ fn spawn_generators(
         Vec::new()
     };
     let mut handles = Vec::new();
+    let pace = if spec.steps.is_empty() {
+        Pace::constant(start, spec.rate)
+    } else {
+        let changes: Vec<(u64, f64)> = spec
+            .steps
+            .iter()
+            .map(|(after, rate)| (warmup_end + after.as_nanos() as u64, *rate))
+            .collect();
+        Pace::stepped(start, spec.rate, &changes)
+    };
     for (g, producers) in plans.into_iter().enumerate() {
         let share = producers.len() as f64 / total as f64;
         let payloads = Payloads::new(w, spec.seed.wrapping_add(g as u64 + 1)).map_err(|e| {
@@ -714,8 +741,7 @@ fn spawn_generators(
         let plan = GeneratorPlan {
             producers,
             payloads,
-            rate: spec.rate * share,
-            start_ns: start,
+            pace: pace.scaled(share),
             end_ns: end,
             core: cores.get(g % cores.len().max(1)).copied(),
         };
@@ -860,7 +886,7 @@ fn merge(
 
 #[cfg(test)]
 mod tests {
-    use super::drained_target;
+    use super::{drained_target, drained_within};
 
     #[test]
     fn the_drain_ratio_leaves_part_of_the_backlog() {
@@ -868,5 +894,14 @@ mod tests {
         assert_eq!(drained_target(1_000, 0.99), 990);
         assert_eq!(drained_target(1_000, 0.5), 500);
         assert_eq!(drained_target(0, 0.5), 0);
+    }
+
+    #[test]
+    fn an_acceptable_backlog_counts_over_every_subscription() {
+        // 1,000 sent to 2 subscriptions: 2,000 owed.
+        assert_eq!(drained_within(1_000, 1_500, 2, 600), Some(750));
+        assert_eq!(drained_within(1_000, 1_300, 2, 600), None);
+        // OMB's "drain with no target".
+        assert_eq!(drained_within(1_000, 0, 2, 0), Some(0));
     }
 }

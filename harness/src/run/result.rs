@@ -79,6 +79,11 @@ pub struct PointResult {
     /// Every probe of the max-rate search, in order.
     #[serde(default)]
     pub max_rate_search: Vec<Probe>,
+    /// The rates asked for through the window when they changed (OMB's
+    /// `producerIncrementRate` ramp), first the one it started at; then
+    /// `target_rate` is their mean over the window. Empty for one rate.
+    #[serde(default)]
+    pub rate_steps: Vec<RateStep>,
     /// Seconds of warm-up before the window.
     #[serde(default)]
     pub warmup_s: f64,
@@ -165,6 +170,13 @@ pub struct TransactionResult {
     pub commit_latency: Percentiles,
     /// From a transaction's first message to its commit's answer.
     pub begin_to_commit: Percentiles,
+}
+
+/// A rate asked for from `from_s` seconds into the measured window on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RateStep {
+    pub from_s: f64,
+    pub rate: f64,
 }
 
 /// One rate the max-rate search tried.

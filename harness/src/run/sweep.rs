@@ -3,7 +3,7 @@
 //! what was measured is still written.
 
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
-use super::result::{PointHists, PointResult, Probe, TransactionResult};
+use super::result::{PointHists, PointResult, Probe, RateStep, TransactionResult};
 use super::sustain::judge;
 use super::worker::{self, WorkerInfo, WorkerPoint, WorkerSpec};
 use crate::client::admin;
@@ -13,6 +13,7 @@ use crate::client::security::Security;
 use crate::measure::cpu::Watched;
 use crate::measure::disk::{self, DiskSync};
 use crate::measure::hist::{new_hist, Hist, Percentiles};
+use crate::report::terminal::{self, Terminal};
 use crate::report::{charts, env::Environment, files, html};
 use crate::target::{self, Target};
 use crate::workload::{Point, Workload, WorkloadFile};
@@ -42,6 +43,11 @@ pub struct RunOptions {
     /// Run one worker's share of the workload from an agreed instant
     /// (`--worker I/N --start-at T`).
     pub worker: Option<WorkerSpec>,
+    /// Where each point's line goes as it finishes, and in colour or not.
+    pub terminal: Terminal,
+    /// The broker's software and version as the user names it
+    /// (`--target-name`): a broker does not tell it over the protocol.
+    pub target_name: Option<String>,
 }
 
 impl RunOptions {
@@ -58,7 +64,47 @@ impl RunOptions {
             broker_pids: Vec::new(),
             sync_probe: None,
             worker: None,
+            terminal: Terminal::quiet(),
+            target_name: None,
         }
+    }
+}
+
+/// The broker to run against: `--bootstrap`, else the embedded broker when
+/// asked for (`--embedded`), else the `--driver` file's
+/// `bootstrap.servers`, else the embedded broker. Returns the address and
+/// a sentence saying which was chosen and why.
+pub fn choose_target(
+    bootstrap: Option<&str>,
+    embedded: bool,
+    f: &WorkloadFile,
+) -> Result<(Option<Endpoint>, String), String> {
+    if let Some(b) = bootstrap {
+        let ep = Endpoint::parse(b).map_err(|e| format!("--bootstrap {e}"))?;
+        return Ok((Some(ep), format!("target: {b} (--bootstrap)")));
+    }
+    match (&f.driver_bootstrap, embedded) {
+        (Some(d), false) => {
+            let ep = Endpoint::parse(&d.servers)
+                .map_err(|e| format!("bootstrap.servers of {}: {e}", d.file.display()))?;
+            Ok((
+                Some(ep),
+                format!(
+                    "target: {} (bootstrap.servers of the driver file {}; --embedded runs the embedded broker instead)",
+                    d.servers,
+                    d.file.display()
+                ),
+            ))
+        }
+        (Some(d), true) => Ok((
+            None,
+            format!(
+                "target: the embedded broker (--embedded; the driver file {} names {})",
+                d.file.display(),
+                d.servers
+            ),
+        )),
+        (None, _) => Ok((None, "target: the embedded broker".to_string())),
     }
 }
 
@@ -89,6 +135,16 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
         }
         worker::check_splittable(f)?;
     }
+    if let (None, Some(name)) = (&o.bootstrap, &o.target_name) {
+        return Err(format!(
+            "--target-name {name}: the embedded broker names itself (sluice {}); \
+             --target-name is for a broker given with --bootstrap or a driver file",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    for w in &f.warnings {
+        eprintln!("warning: {w}");
+    }
     let target = match &o.bootstrap {
         Some(a) => Target::Remote(a.clone()),
         // One broker, or a cluster big enough for every point (three at
@@ -103,13 +159,34 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
     result
 }
 
-fn broker_count(bootstrap: &Endpoint, security: &Security) -> Result<usize, String> {
+/// The cluster's broker count, and what the broker's ApiVersions answer
+/// says of its release.
+fn broker_count(bootstrap: &Endpoint, security: &Security) -> Result<(usize, String), String> {
     let mut c = Connection::open(bootstrap, security, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    Ok(admin::metadata(&mut c, Some(&[]))
+    let protocol = c.versions().describe();
+    let brokers = admin::metadata(&mut c, Some(&[]))
         .map_err(|e| e.to_string())?
         .brokers
-        .len())
+        .len();
+    Ok((brokers, protocol))
+}
+
+/// How the points' clients connect, each way once, without secrets.
+fn security_of(f: &WorkloadFile) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &f.points {
+        let w = &p.workload;
+        for s in [
+            format!("producer {}", w.producer.security.describe()),
+            format!("consumer {}", w.consumer.security.describe()),
+        ] {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 fn with_duration(w: &Workload, d: Option<Duration>) -> Workload {
@@ -128,7 +205,7 @@ fn run_on(
     interrupt: &Arc<AtomicBool>,
 ) -> Result<PathBuf, String> {
     let first = &f.points[0].workload.producer.security;
-    let brokers = broker_count(&t.endpoint_for(first)?, first)?;
+    let (brokers, protocol) = broker_count(&t.endpoint_for(first)?, first)?;
     f.check_brokers(brokers, "the target cluster")
         .map_err(|e| e.to_string())?;
     let started = SystemTime::now();
@@ -138,41 +215,47 @@ fn run_on(
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let Some(spec) = &o.worker else {
-        return run_points(f, o, t, interrupt, &dir, None).map(|()| dir);
+        return run_points(f, o, t, interrupt, &dir, protocol, None).map(|()| dir);
     };
     // Written first, rewritten at the end: a worker that dies still left
     // its index behind for `merge` to report.
     let mut info = WorkerInfo::starting(spec, worker::workload_identity(f, o.duration));
     info.write(&dir)?;
-    if o.progress {
-        println!(
-            "worker {} of {}: first point starts at {}; results in {}",
-            spec.index,
-            spec.count,
-            info.start_at_utc,
-            dir.display()
-        );
-    }
-    let result = run_points(f, o, t, interrupt, &dir, Some(&info));
+    o.terminal.emit(&format!(
+        "worker {} of {}: first point starts at {}; results in {}",
+        spec.index,
+        spec.count,
+        info.start_at_utc,
+        dir.display()
+    ));
+    let result = run_points(f, o, t, interrupt, &dir, protocol, Some(&info));
     info.finished = result.is_ok();
     info.error = result.as_ref().err().cloned();
     info.write(&dir)?;
     result.map(|()| dir)
 }
 
-/// Every point of the run, into `dir`; `worker` when this process is one
-/// worker of several.
+/// Every point of the run, into `dir`; `protocol` is what the broker's
+/// ApiVersions said, `worker` set when this process is one worker of
+/// several.
 fn run_points(
     f: &WorkloadFile,
     o: &RunOptions,
     t: &Target,
     interrupt: &Arc<AtomicBool>,
     dir: &Path,
+    protocol: String,
     worker: Option<&WorkerInfo>,
 ) -> Result<(), String> {
     let started = SystemTime::now();
     let mut env = Environment::capture(&t.describe());
     env.broker_config = t.config();
+    env.broker_protocol = Some(protocol);
+    env.security = security_of(f);
+    env.broker_version = match t {
+        Target::Remote(_) => o.target_name.clone(),
+        Target::Embedded { .. } => Some(format!("sluice {}", env!("CARGO_PKG_VERSION"))),
+    };
     let runs: Vec<(&Point, u32)> = f
         .points
         .iter()
@@ -243,9 +326,7 @@ fn run_points(
         if let Some(wp) = worker_point {
             wp.write(dir, &files::point_stem(&r))?;
         }
-        if o.progress {
-            bar.suspend(|| println!("{}", terminal_line(&r)));
-        }
+        bar.suspend(|| o.terminal.emit(&terminal::point_line(&r, o.terminal.color)));
         results.push(r);
         hists.push(point_hists);
     }
@@ -258,6 +339,7 @@ fn run_points(
         workload_yaml: f.text.clone(),
         repeat: f.repeat,
         interrupted: interrupt.load(Ordering::Relaxed),
+        warnings: f.warnings.clone(),
         points: results,
         worker: worker.map(|i| WorkerInfo {
             finished: true,
@@ -318,6 +400,7 @@ fn measure_point(
     );
     let spec = |rate: f64, warmup: Duration, test: Duration| LoadSpec {
         rate,
+        steps: Vec::new(),
         warmup,
         test,
         consumers: w.subscriptions_per_topic > 0,
@@ -332,6 +415,14 @@ fn measure_point(
     let mut rate = w.producer_rate;
     let mut found = None;
     let mut probes = Vec::new();
+    // A ramp runs instead of the search, as in OMB.
+    let steps = match &w.ramp {
+        Some(ramp) => {
+            rate = ramp.start_rate;
+            ramp.changes(w.test_duration)
+        }
+        None => Vec::new(),
+    };
     if rate == 0.0 {
         let window = (w.test_duration / 4).clamp(Duration::from_secs(3), Duration::from_secs(10));
         let probe = |rate: f64| -> Result<Probe, String> {
@@ -393,14 +484,9 @@ fn measure_point(
         }
     };
     probe_disk(&mut sync_hist)?;
-    let out = point::run_load(
-        p,
-        w,
-        &spec(rate, w.warmup_duration, w.test_duration),
-        interrupt,
-        tick,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut measured = spec(rate, w.warmup_duration, w.test_duration);
+    measured.steps = steps;
+    let out = point::run_load(p, w, &measured, interrupt, tick).map_err(|e| e.to_string())?;
     probe_disk(&mut sync_hist)?;
     let hists = out.hists.clone();
     Ok(Measured {
@@ -454,6 +540,28 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured
     samples.truncate(20);
     let errors = out.produce.errors + out.consume.errors;
     let attempted = out.produce.messages + out.produce.errors + out.produce.missing;
+    // A ramp asks for its mean rate over the window (workers refuse
+    // ramps, so this process runs all of it).
+    let target_rate = match &w.ramp {
+        Some(ramp) => ramp.mean_rate(w.test_duration),
+        None => target_rate,
+    };
+    let rate_steps = match &w.ramp {
+        Some(ramp) => std::iter::once(RateStep {
+            from_s: 0.0,
+            rate: ramp.start_rate,
+        })
+        .chain(
+            ramp.changes(w.test_duration)
+                .into_iter()
+                .map(|(at, rate)| RateStep {
+                    from_s: at.as_secs_f64(),
+                    rate,
+                }),
+        )
+        .collect(),
+        None => Vec::new(),
+    };
     let asked = m.max_rate.unwrap_or(target_rate);
     let rates = Some((asked, out.produce.done_in_window as f64 / win));
     let sustain =
@@ -470,6 +578,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured
         target_rate,
         max_rate_found: m.max_rate,
         max_rate_search: m.probes,
+        rate_steps,
         warmup_s: out.warmup_s,
         window_s: out.window_s,
         publish_rate_msgs: out.produce.done_in_window as f64 / win,
@@ -531,59 +640,42 @@ pub fn write_report(dir: &Path, run: &files::RunJson, hists: &[PointHists]) -> R
     std::fs::write(dir.join("report.html"), page).map_err(|e| format!("writing report.html: {e}"))
 }
 
-/// One point's figures for the terminal: rates, latency, failures and
-/// whether the load was sustained.
-pub fn terminal_line(r: &PointResult) -> String {
-    let mut line = format!(
-        "point {} `{}`: publish {:.0} msg/s ({:.1} MB/s), p50 {:.2} ms p99 {:.2} ms; consume {:.0} msg/s",
-        r.index,
-        r.label,
-        r.publish_rate_msgs,
-        r.publish_rate_mb,
-        r.publish_latency.p50_us as f64 / 1e3,
-        r.publish_latency.p99_us as f64 / 1e3,
-        r.consume_rate_msgs,
-    );
-    if let Some(found) = r.max_rate_found {
-        line.push_str(&format!("; max rate found {found:.0} msg/s"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{parse, DriverTarget};
+
+    #[test]
+    fn the_target_is_bootstrap_then_the_driver_file_unless_embedded_is_asked_for() {
+        let mut f = parse(Path::new("w.yaml"), "messageSize: 100\n", None).unwrap();
+        let (ep, why) = choose_target(None, false, &f).unwrap();
+        assert!(ep.is_none() && why.contains("embedded"), "{why}");
+        f.driver_bootstrap = Some(DriverTarget {
+            file: PathBuf::from("kafka.yaml"),
+            servers: "127.0.0.1:9092".to_string(),
+        });
+        let (ep, why) = choose_target(None, false, &f).unwrap();
+        assert_eq!(ep.unwrap().to_string(), "127.0.0.1:9092");
+        assert!(
+            why.contains("bootstrap.servers of the driver file kafka.yaml"),
+            "{why}"
+        );
+        let (ep, why) = choose_target(None, true, &f).unwrap();
+        assert!(ep.is_none() && why.contains("--embedded"), "{why}");
+        let (ep, why) = choose_target(Some("127.0.0.1:9093"), false, &f).unwrap();
+        assert_eq!(ep.unwrap().to_string(), "127.0.0.1:9093");
+        assert!(why.contains("--bootstrap"), "{why}");
     }
-    if let Some(t) = &r.transactions {
-        line.push_str(&format!(
-            "; transactional, {} messages per transaction: {:.1} commits/s, commit p50 {:.2} ms p99 {:.2} ms, {} aborted",
-            t.messages_per_transaction,
-            t.rate_per_s,
-            t.commit_latency.p50_us as f64 / 1e3,
-            t.commit_latency.p99_us as f64 / 1e3,
-            t.aborted
-        ));
+
+    #[test]
+    fn the_embedded_broker_refuses_a_target_name() {
+        let f = parse(Path::new("w.yaml"), "messageSize: 100\n", None).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut o = RunOptions::quiet(out.path().to_path_buf(), None);
+        o.target_name = Some("kafka 4.1.0".to_string());
+        let e = run_workload(&f, &o).unwrap_err();
+        assert!(e.contains("--target-name kafka 4.1.0"), "{e}");
+        // Refused before anything ran or was written.
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
-    if r.errors > 0 || r.unsent > 0 || r.unconsumed > 0 {
-        line.push_str(&format!(
-            "; failed {} ({:.3}%), unsent {}, unconsumed {}",
-            r.errors,
-            r.error_rate * 100.0,
-            r.unsent,
-            r.unconsumed
-        ));
-    }
-    if let Some(cpu) = &r.cpu {
-        let per_gb = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-        line.push_str(&format!(
-            "; CPU s/GB client {} broker {}",
-            per_gb(cpu.client_cpu_s_per_gb),
-            per_gb(cpu.broker_cpu_s_per_gb)
-        ));
-    }
-    if let Some(d) = &r.disk_sync {
-        line.push_str(&format!(
-            "; bare fdatasync p50 {:.2} ms p99 {:.2} ms (publish p99 {:.1}x)",
-            d.latency.p50_us as f64 / 1e3,
-            d.latency.p99_us as f64 / 1e3,
-            r.publish_latency.p99_us as f64 / d.latency.p99_us.max(1) as f64
-        ));
-    }
-    if let Some(s) = r.sustain.as_ref().filter(|s| !s.sustained) {
-        line.push_str(&format!("\n  UNSUSTAINED: {}", s.why_not.join("; ")));
-    }
-    line
 }

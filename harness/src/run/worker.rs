@@ -232,6 +232,13 @@ pub fn check_splittable(f: &WorkloadFile) -> Result<(), String> {
                 p.label()
             ));
         }
+        if p.workload.ramp.is_some() {
+            return Err(format!(
+                "point `{}`: producerIncrementRate ramps the rate from one process's clock; \
+                 run ramps with one worker",
+                p.label()
+            ));
+        }
         if p.workload.backlog_bytes > 0 {
             return Err(format!(
                 "point `{}`: consumerBacklogSizeGB needs one process to see the whole backlog built \

@@ -37,6 +37,9 @@ pub const REPEAT_MAX: u32 = 100;
 pub const PAYLOAD_POOL_MAX: u32 = 100_000;
 /// OMB's default warm-up (`warmupDurationMinutes` = 1).
 pub const WARMUP_DEFAULT: Duration = Duration::from_secs(60);
+/// OMB's `producerStartRate` and `producerIncrementSeconds` defaults.
+pub const RAMP_START_RATE_DEFAULT: f64 = 10_000.0;
+pub const RAMP_PERIOD_DEFAULT_S: u64 = 60;
 
 /// A fully resolved, validated workload: one sweep point.
 #[derive(Clone, Debug, Serialize)]
@@ -61,6 +64,55 @@ pub struct Workload {
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
     pub topic: TopicSettings,
+    /// OMB's `producerIncrementRate` ramp: the rate rises in steps through
+    /// the measured window instead of holding `producer_rate`.
+    pub ramp: Option<Ramp>,
+    /// OMB's `acceptableBacklog`: a backlog counts as drained once at most
+    /// this many messages (over every subscription) are left unread.
+    pub acceptable_backlog: Option<u64>,
+}
+
+/// A rate rising in steps, as OMB's `producerIncrementRate` makes it:
+/// warm-up and the window's start at `start_rate`, then every `period`
+/// `increment` more, for as long as the rate stays at most `final_rate`
+/// (`producerRate`); the last step holds to the end.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Ramp {
+    pub start_rate: f64,
+    pub increment: f64,
+    pub period: Duration,
+    pub final_rate: f64,
+}
+
+impl Ramp {
+    /// The rate changes of a window of length `test`: (time after the
+    /// window's start, new rate).
+    pub fn changes(&self, test: Duration) -> Vec<(Duration, f64)> {
+        let mut out = Vec::new();
+        for i in 1..crate::run::pace::STEPS_MAX as u32 {
+            let rate = self.start_rate + self.increment * f64::from(i);
+            let at = match self.period.checked_mul(i) {
+                Some(at) if at < test && rate <= self.final_rate => at,
+                _ => break,
+            };
+            out.push((at, rate));
+        }
+        out
+    }
+
+    /// Messages per second asked for on average over a window of `test`.
+    pub fn mean_rate(&self, test: Duration) -> f64 {
+        let test_s = test.as_secs_f64().max(1e-9);
+        let mut from = 0.0;
+        let mut rate = self.start_rate;
+        let mut total = 0.0;
+        for (at, next) in self.changes(test) {
+            total += (at.as_secs_f64() - from) * rate;
+            from = at.as_secs_f64();
+            rate = next;
+        }
+        (total + (test_s - from) * rate) / test_s
+    }
 }
 
 /// How a subscription's consumers get their partitions.
@@ -118,6 +170,20 @@ pub struct WorkloadFile {
     pub points: Vec<Point>,
     /// The file as written, kept for `run.json`.
     pub text: String,
+    /// OMB fields this run reads but does not act on as OMB would, each as
+    /// `file:line: field: why`; printed before the run starts.
+    pub warnings: Vec<String>,
+    /// `bootstrap.servers` of the `--driver` file, the target when no
+    /// `--bootstrap` is given and the embedded broker is not asked for.
+    pub driver_bootstrap: Option<DriverTarget>,
+}
+
+/// Where an OMB driver file says the broker is.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DriverTarget {
+    pub file: PathBuf,
+    /// The first address of its `bootstrap.servers`, scheme removed.
+    pub servers: String,
 }
 
 impl WorkloadFile {
@@ -193,7 +259,38 @@ pub fn load(path: &Path, driver: Option<&Path>) -> Result<WorkloadFile, Workload
         Some(d) => Some(load_driver(d)?),
         None => None,
     };
-    parse(path, &text, driver.as_ref())
+    let mut f = parse(path, &text, driver.as_ref())?;
+    if let Some((file, text, _)) = &driver {
+        f.driver_bootstrap = driver_bootstrap(file, text)?;
+    }
+    Ok(f)
+}
+
+/// The first address of a driver file's `bootstrap.servers` (from
+/// `commonConfig`, else `producerConfig`), as `host:port`.
+fn driver_bootstrap(file: &Path, text: &str) -> Result<Option<DriverTarget>, WorkloadError> {
+    let raw: RawDriver = typed_from_str(file, text)?;
+    for (field, block) in [
+        ("commonConfig", &raw.commonConfig),
+        ("producerConfig", &raw.producerConfig),
+    ] {
+        let Some(block) = block else { continue };
+        let props = parse_properties(block)
+            .map_err(|m| locate_error(file, text, FieldError::new(field, m), false))?;
+        let servers = props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "bootstrap.servers")
+            .and_then(|(_, v)| v.split(',').map(str::trim).find(|s| !s.is_empty()));
+        if let Some(first) = servers {
+            let addr = first.split_once("://").map_or(first, |(_, a)| a);
+            return Ok(Some(DriverTarget {
+                file: file.to_path_buf(),
+                servers: addr.to_string(),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 fn load_driver(path: &Path) -> Result<(PathBuf, String, Mapping), WorkloadError> {
@@ -266,6 +363,7 @@ pub fn parse(
         .unwrap_or_else(|| "workload".to_string());
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut points = Vec::with_capacity(expanded.len());
+    let mut warnings = Vec::new();
     for (index, e) in expanded.into_iter().enumerate() {
         let in_sweep = !e.settings.is_empty();
         let raw: RawWorkload = serde_path_to_error::deserialize(Value::Mapping(e.mapping))
@@ -274,6 +372,14 @@ pub fn parse(
                 err(FieldError::new(field, de.inner().to_string()), in_sweep)
             })?;
         let workload = resolve(&raw, &default_name, base_dir).map_err(|fe| err(fe, in_sweep))?;
+        for (field, why) in omb_warnings(&raw, &workload) {
+            let at =
+                locate::locate(text, &[field]).map_or(String::new(), |line| format!(":{line}"));
+            let w = format!("{}{at}: {field}: {why}", path.display());
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
         points.push(Point {
             index,
             settings: e.settings,
@@ -287,7 +393,72 @@ pub fn parse(
         repeat,
         points,
         text: text.to_string(),
+        warnings,
+        driver_bootstrap: None,
     })
+}
+
+/// OMB fields given whose OMB meaning this run does not carry out, and
+/// why. Fields OMB itself ignores in the same setting (a start rate with a
+/// fixed rate, say) are left alone.
+fn omb_warnings(raw: &RawWorkload, w: &Workload) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let search = w.producer_rate == 0.0 && w.ramp.is_none();
+    if raw
+        .messageRateReceivedForSubscription
+        .is_some_and(|p| p != 100)
+    {
+        out.push((
+            "messageRateReceivedForSubscription",
+            "ignored: subscriptions here have no filters, every one receives every message, \
+             and backlogs are counted so"
+                .to_string(),
+        ));
+    }
+    if raw.producerStartRate.is_some() && search {
+        out.push((
+            "producerStartRate",
+            "ignored: the max-rate search starts from an unpaced probe and bisects \
+             (docs/HARNESS.md), not from a start rate"
+                .to_string(),
+        ));
+    }
+    if raw.acceptableBacklog.is_some() && w.backlog_bytes == 0 && search {
+        out.push((
+            "acceptableBacklog",
+            "ignored: OMB uses it in its max-rate search, which this harness replaces with \
+             its own; it counts only with consumerBacklogSizeGB"
+                .to_string(),
+        ));
+    }
+    for (field, v) in [
+        ("producerPauseBeforeDrain", raw.producerPauseBeforeDrain),
+        ("producerPauseDuringDrain", raw.producerPauseDuringDrain),
+    ] {
+        if v.is_some_and(|s| s > 0) {
+            out.push((
+                field,
+                "ignored: producers never pause here; the backlog drains while they go on \
+                 at the workload's rate"
+                    .to_string(),
+            ));
+        }
+    }
+    if let Some(r) = w
+        .ramp
+        .as_ref()
+        .filter(|r| r.start_rate + r.increment > r.final_rate)
+    {
+        out.push((
+            "producerIncrementRate",
+            format!(
+                "the rate stays at producerStartRate ({}) throughout: as in OMB, the ramp \
+                 stops before passing producerRate ({})",
+                r.start_rate, r.final_rate
+            ),
+        ));
+    }
+    out
 }
 
 /// `key: value` pairs of a property block, as strings.
@@ -349,9 +520,52 @@ pub fn resolve(raw: &RawWorkload, default_name: &str, dir: &Path) -> Result<Work
         producer,
         consumer,
         topic,
+        ramp: resolve_ramp(raw)?,
+        acceptable_backlog: raw.acceptableBacklog,
     };
     check(&w, raw)?;
     Ok(w)
+}
+
+fn resolve_ramp(raw: &RawWorkload) -> Result<Option<Ramp>, FieldError> {
+    let increment = raw.producerIncrementRate.unwrap_or(0.0);
+    if !increment.is_finite() || increment < 0.0 {
+        return Err(FieldError::new(
+            "producerIncrementRate",
+            "must be 0 (no ramp) or above",
+        ));
+    }
+    if increment == 0.0 {
+        return Ok(None);
+    }
+    let start_rate = raw.producerStartRate.unwrap_or(RAMP_START_RATE_DEFAULT);
+    if !start_rate.is_finite() || start_rate <= 0.0 {
+        return Err(FieldError::new(
+            "producerStartRate",
+            "a ramp (producerIncrementRate) needs a start rate above 0",
+        ));
+    }
+    let period_s = raw
+        .producerIncrementSeconds
+        .unwrap_or(RAMP_PERIOD_DEFAULT_S);
+    if period_s == 0 {
+        return Err(FieldError::new(
+            "producerIncrementSeconds",
+            "must be at least 1",
+        ));
+    }
+    if raw.consumerBacklogSizeGB.is_some_and(|g| g > 0.0) {
+        return Err(FieldError::new(
+            "producerIncrementRate",
+            "a ramp and a consumer backlog (consumerBacklogSizeGB) are not run together",
+        ));
+    }
+    Ok(Some(Ramp {
+        start_rate,
+        increment,
+        period: Duration::from_secs(period_s),
+        final_rate: raw.producerRate.unwrap_or(0.0),
+    }))
 }
 
 fn resolve_assignment(raw: &RawWorkload) -> Result<ConsumerAssignment, FieldError> {
@@ -605,6 +819,12 @@ fn check(w: &Workload, raw: &RawWorkload) -> Result<(), FieldError> {
     {
         return Err(FieldError::new("backlogDrainRatio", "must be in (0, 1]"));
     }
+    if raw.backlogDrainRatio.is_some() && raw.acceptableBacklog.is_some() {
+        return Err(FieldError::new(
+            "acceptableBacklog",
+            "give either backlogDrainRatio or acceptableBacklog (both say when a backlog is drained)",
+        ));
+    }
     let max_size = dist::SizeSampler::from_spec(&w.sizes).max() as usize;
     if max_size + 128 > w.producer.max_request_size {
         return Err(FieldError::new(
@@ -645,10 +865,16 @@ pub fn describe(f: &WorkloadFile) -> String {
     );
     for p in &f.points {
         let w = &p.workload;
-        let rate = if w.producer_rate == 0.0 {
-            "max".to_string()
-        } else {
-            format!("{}", w.producer_rate)
+        let rate = match (&w.ramp, w.producer_rate) {
+            (Some(r), _) => format!(
+                "{} rising {} every {} s up to {}",
+                r.start_rate,
+                r.increment,
+                r.period.as_secs(),
+                r.final_rate
+            ),
+            (None, 0.0) => "max".to_string(),
+            (None, rate) => format!("{rate}"),
         };
         let _ = writeln!(
             out,
@@ -676,6 +902,9 @@ pub fn describe(f: &WorkloadFile) -> String {
                 cs.describe()
             );
         }
+    }
+    for w in &f.warnings {
+        let _ = writeln!(out, "warning: {w}");
     }
     out
 }

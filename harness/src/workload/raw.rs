@@ -30,8 +30,9 @@ pub struct RawWorkload {
     pub backlogDrainRatio: Option<f64>,
     pub testDurationMinutes: Option<f64>,
     pub warmupDurationMinutes: Option<f64>,
-    // Accepted so OMB files run unmodified; see docs/HARNESS.md for which
-    // of these change anything.
+    // Fields of the DataStax fork of OMB: a ramp, a drain bound, filtered
+    // subscriptions and producer pauses. The ramp and the drain bound run
+    // as OMB runs them; the rest warn when set (`omb_warnings`).
     pub messageRateReceivedForSubscription: Option<u32>,
     pub producerStartRate: Option<f64>,
     pub acceptableBacklog: Option<u64>,

@@ -360,3 +360,113 @@ fn jaas_entries_parse_as_kafka_writes_them() {
     assert!(security::parse_jaas("X maybe username=\"u\";").is_err());
     assert!(security::parse_jaas("X required username=\"u;").is_err());
 }
+
+#[test]
+fn an_omb_ramp_steps_up_to_the_producer_rate() {
+    let f = parse_str(
+        "messageSize: 100\nproducerRate: 350\nproducerStartRate: 100\nproducerIncrementRate: 100\nproducerIncrementSeconds: 10\ntestDurationSeconds: 60\n",
+    )
+    .unwrap();
+    let ramp = f.points[0].workload.ramp.clone().expect("a ramp");
+    let s = Duration::from_secs;
+    // 400 would pass producerRate: the ramp holds at 300, as OMB's does.
+    assert_eq!(ramp.changes(s(60)), [(s(10), 200.0), (s(20), 300.0)]);
+    // A window shorter than the ramp ends it early.
+    assert_eq!(ramp.changes(s(15)), [(s(10), 200.0)]);
+    assert_eq!(
+        ramp.mean_rate(s(40)),
+        (100.0 + 200.0 + 300.0 * 2.0) * 10.0 / 40.0
+    );
+    assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+    // OMB's defaults: from 10,000 msg/s, a step a minute.
+    let d =
+        parse_str("messageSize: 100\nproducerRate: 30000\nproducerIncrementRate: 5000\n").unwrap();
+    let ramp = d.points[0].workload.ramp.clone().unwrap();
+    assert_eq!(ramp.start_rate, RAMP_START_RATE_DEFAULT);
+    assert_eq!(ramp.period, s(RAMP_PERIOD_DEFAULT_S));
+    assert!(parse_str("messageSize: 100\nproducerRate: 300\n")
+        .unwrap()
+        .points[0]
+        .workload
+        .ramp
+        .is_none());
+}
+
+#[test]
+fn omb_fields_not_acted_on_are_warned_about_with_file_and_line() {
+    let f = parse_str(
+        "messageSize: 100\nproducerRate: 0\nproducerStartRate: 5000\nacceptableBacklog: 100\nmessageRateReceivedForSubscription: 100\nproducerPauseBeforeDrain: 30\n",
+    )
+    .unwrap();
+    let w = &f.warnings;
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w[0].starts_with("w.yaml:3: producerStartRate: ignored"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("w.yaml:4: acceptableBacklog: ignored"),
+        "{w:?}"
+    );
+    assert!(
+        w[2].starts_with("w.yaml:6: producerPauseBeforeDrain: ignored"),
+        "{w:?}"
+    );
+    // 100% received is what every subscription here does: nothing to say.
+    assert!(
+        !w.iter().any(|m| m.contains("messageRateReceived")),
+        "{w:?}"
+    );
+    // With a backlog, acceptableBacklog ends the drain, as in OMB.
+    let b = parse_str(
+        "messageSize: 100\nproducerRate: 1000\nconsumerBacklogSizeGB: 1\nacceptableBacklog: 100\n",
+    )
+    .unwrap();
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    assert_eq!(b.points[0].workload.acceptable_backlog, Some(100));
+    // A ramp that cannot rise says so.
+    let flat = parse_str("messageSize: 100\nproducerRate: 0\nproducerIncrementRate: 10\n").unwrap();
+    assert!(
+        flat.warnings[0].contains("stays at producerStartRate"),
+        "{:?}",
+        flat.warnings
+    );
+}
+
+#[test]
+fn ramp_and_backlog_settings_are_checked() {
+    let (_, field, _) = invalid("messageSize: 100\nproducerIncrementRate: -1\n");
+    assert_eq!(field, "producerIncrementRate");
+    let (_, field, _) =
+        invalid("messageSize: 100\nproducerIncrementRate: 10\nproducerIncrementSeconds: 0\n");
+    assert_eq!(field, "producerIncrementSeconds");
+    let (_, field, _) =
+        invalid("messageSize: 100\nproducerIncrementRate: 10\nproducerStartRate: 0\n");
+    assert_eq!(field, "producerStartRate");
+    let (_, field, _) = invalid(
+        "messageSize: 100\nproducerRate: 100\nconsumerBacklogSizeGB: 1\nbacklogDrainRatio: 0.9\nacceptableBacklog: 10\n",
+    );
+    assert_eq!(field, "acceptableBacklog");
+}
+
+#[test]
+fn a_driver_files_bootstrap_servers_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = dir.path().join("kafka.yaml");
+    std::fs::write(
+        &driver,
+        "name: Kafka\ncommonConfig: |\n  bootstrap.servers=SASL_SSL://broker-1:9093, broker-2:9093\n",
+    )
+    .unwrap();
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(&workload, "messageSize: 100\n").unwrap();
+    let f = load(&workload, Some(&driver)).unwrap();
+    assert_eq!(
+        f.driver_bootstrap,
+        Some(DriverTarget {
+            file: driver.clone(),
+            servers: "broker-1:9093".to_string()
+        })
+    );
+    assert_eq!(load(&workload, None).unwrap().driver_bootstrap, None);
+}
