@@ -104,6 +104,9 @@ pub struct BrokerShared {
     pub listeners: Vec<Arc<Served>>,
     /// The name of the listener followers fetch from leaders on.
     pub inter_broker_listener: String,
+    /// The controller listener's live certificates when the quorum speaks
+    /// TLS: voters serve with them, every node dials voters with them.
+    pub controller_tls: Option<Arc<crate::security::tls::TlsAcceptor>>,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -129,6 +132,9 @@ impl BrokerShared {
             if let Some(tls) = &l.tls {
                 tls.reload();
             }
+        }
+        if let Some(tls) = &self.controller_tls {
+            tls.reload();
         }
     }
 
@@ -317,7 +323,15 @@ fn port_free(listener: &str, addr: std::net::SocketAddr) -> Result<(), StartErro
 /// How long a port must stay taken before start-up is refused.
 const PORT_IN_USE_PATIENCE: Duration = Duration::from_secs(5);
 
-fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), StartError> {
+/// The listeners the shards serve, the inter-broker listener's name and
+/// the controller quorum's TLS.
+type Resolved = (
+    Vec<Arc<Served>>,
+    String,
+    Option<Arc<crate::security::tls::TlsAcceptor>>,
+);
+
+fn listeners(config: &mut BrokerConfig) -> Result<Resolved, StartError> {
     let resolved = crate::security::listeners::resolve(config)?;
     let inter = resolved.inter_broker();
     let clustered = !config
@@ -372,13 +386,22 @@ fn listeners(config: &mut BrokerConfig) -> Result<(Vec<Arc<Served>>, String), St
         tracing::info!(listener = %l.config.name, protocol = %l.config.protocol, bind = %l.config.bind,
             advertised = %format!("{}:{}", l.config.advertised.0, l.config.advertised.1), "listener");
     }
-    Ok((served, resolved.inter_broker.clone()))
+    let controller_tls = match &resolved.controller_tls {
+        Some(settings) => {
+            let tls = crate::security::tls::TlsAcceptor::new(settings.clone())?;
+            tracing::info!(listener = %settings.listener, client_auth = ?settings.client_auth,
+                "the controller quorum speaks TLS");
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
+    Ok((served, resolved.inter_broker.clone(), controller_tls))
 }
 
 impl Broker {
     /// Starts the broker; returns once every shard is listening.
     pub fn start(mut config: BrokerConfig) -> Result<Broker, StartError> {
-        let (listeners, inter_broker_listener) = listeners(&mut config)?;
+        let (listeners, inter_broker_listener, controller_tls) = listeners(&mut config)?;
         let lock = lock_data_dir(&config.data_dir)?;
         let data_cluster_id = meta_properties(&config)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
@@ -427,6 +450,7 @@ impl Broker {
             tls_bytes: AtomicU64::new(0),
             listeners,
             inter_broker_listener,
+            controller_tls,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });

@@ -2414,3 +2414,262 @@ fn wait_ready(port: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A broker process started outside a [`LocalCluster`]; killed on drop.
+struct Stranger(std::process::Child);
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts broker `node` of `layout` on its own, its output in
+/// `<data_dir>/broker-<node>.log`.
+fn start_stranger(layout: &LocalClusterSpec, node: usize) -> Stranger {
+    let log = std::fs::File::create(layout.data_dir.join(format!("broker-{node}.log"))).unwrap();
+    let child = layout
+        .command(node)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start a broker");
+    Stranger(child)
+}
+
+/// Every voter's log (broker `1..=3`), concatenated.
+fn voter_logs(layout: &LocalClusterSpec) -> String {
+    (1..=3)
+        .map(|n| {
+            std::fs::read_to_string(layout.data_dir.join(format!("broker-{n}.log")))
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The controller listener's refusals in `log` whose error contains `why`.
+fn refusals(log: &str, why: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("controller listener: TLS handshake refused") && l.contains(why))
+        .count()
+}
+
+/// Produces `prefix{i}` for `range` to partition 0 of `topic` with
+/// acks=all, every one acknowledged.
+fn produce_acks_all(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    for i in range {
+        let value = format!("v{i}");
+        let mut record = BaseRecord::<(), _>::to(topic).partition(0).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    assert!(format!("{e}").contains("Queue full"), "send: {e}");
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("all delivered");
+    assert_eq!(producer.in_flight_count(), 0, "every record acknowledged");
+}
+
+/// Issue 21, test 3. Three brokers whose replication (`INTERNAL`) and
+/// controller quorum (`CONTROLLER`) listeners both require a certificate
+/// from the cluster's CA replicate acks=all and fail over: the active
+/// controller, which also leads the partition, is killed; a surviving
+/// voter takes over the quorum (Raft over TLS) and a follower the
+/// partition, serving every acknowledged record and taking more. Then two
+/// strangers try to join: broker 4 shows a certificate from another CA
+/// (and trusts the cluster's, so only the voters' check of its
+/// certificate keeps it out), broker 5 speaks plaintext to the
+/// controllers. Neither ever appears in Metadata, and the voters' logs
+/// say why.
+#[test]
+fn a_quorum_on_mutual_tls_fails_over_and_keeps_out_brokers_without_its_certificate() {
+    use common::certs::{Ca, Files};
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
+    let (ca, rogue) = (Ca::new("cluster-ca"), Ca::new("rogue-ca"));
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let cluster_ks = files.keystore("broker.pem", &ca);
+    let rogue_ks = files.keystore("rogue.pem", &rogue);
+    // Five brokers laid out; 1 to 3 are the cluster, 4 and 5 the strangers.
+    let mut layout = spec(
+        &dir.path().join("data"),
+        &[
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name=INTERNAL",
+            "controller.listener.names=CONTROLLER",
+            "listener.name.internal.ssl.client.auth=required",
+            "listener.name.controller.ssl.client.auth=required",
+        ],
+    );
+    layout
+        .overrides
+        .push(format!("ssl.truststore.location={}", ca_file.display()));
+    let base = common::cluster_spec(&layout.data_dir, 5);
+    layout.ports = base.ports;
+    layout.controller_ports = base.controller_ports;
+    layout.voters = 3;
+    layout.broker_overrides = (1..=5)
+        .map(|node| {
+            let keystore = if node <= 3 { &cluster_ks } else { &rogue_ks };
+            let mut o = vec![
+                format!(
+                    "listeners=PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
+                    layout.ports[node - 1],
+                    free_port()
+                ),
+                format!("ssl.keystore.location={}", keystore.display()),
+            ];
+            if node == 5 {
+                o.push(
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:PLAINTEXT"
+                        .into(),
+                );
+            }
+            o
+        })
+        .collect();
+    let mut three = layout.clone();
+    three.ports.truncate(3);
+    three.controller_ports.truncate(3);
+    three.broker_overrides.truncate(3);
+    let mut c = LocalCluster::start(three, READY_DEADLINE).expect("cluster starts");
+
+    let m = wait_for(&c, 1, "three brokers and a controller", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+    let victim = m.controller_id.0;
+    let others: Vec<i32> = (1..=3).filter(|n| *n != victim).collect();
+    // The first replica leads a new partition: the controller.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let replicas = [victim, others[0], others[1]];
+    let assignment: [&[i32]; 1] = [&replicas];
+    let topic = NewTopic::new("guarded", 1, TopicReplication::Variable(&assignment))
+        .set("min.insync.replicas", "2");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let created = futures::executor::block_on(admin.create_topics([&topic], &options)).unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    wait_full_isr(&c, 1, "guarded");
+    assert_eq!(leader_of(&c, "guarded"), victim as usize);
+    produce_acks_all(&c.bootstrap(), "guarded", 0..300);
+
+    c.kill(victim as usize);
+    let survivor = others[0] as usize;
+    wait_for(&c, survivor, "a new controller and leader", |m| {
+        let leader = partitions(m, "guarded")[&0].0;
+        !broker_ids(m).contains(&victim)
+            && others.contains(&m.controller_id.0)
+            && others.contains(&leader)
+    });
+    let alive: Vec<String> = others
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", c.spec.ports[*n as usize - 1]))
+        .collect();
+    let alive = alive.join(",");
+    produce_acks_all(&alive, "guarded", 300..400);
+    assert_eq!(
+        consume_all(&alive, "guarded", 1, 400),
+        values("v", 0..400),
+        "the new leader serves every acknowledged record"
+    );
+
+    // The strangers, one at a time, so that each one's refusals are
+    // logged (the log is rate limited per address).
+    for (node, why) in [(4, "invalid peer certificate"), (5, "corrupt message")] {
+        let _stranger = start_stranger(&layout, node);
+        let deadline = Instant::now() + READY_DEADLINE;
+        while refusals(&voter_logs(&layout), why) == 0 {
+            let ids = broker_ids(&metadata(&c, survivor, None));
+            assert!(
+                !ids.contains(&(node as i32)),
+                "broker {node} joined: {ids:?}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no refusal of broker {node} ({why}) logged:\n{}",
+                voter_logs(&layout)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let ids = broker_ids(&metadata(&c, survivor, None));
+        assert!(
+            !ids.contains(&(node as i32)),
+            "broker {node} joined: {ids:?}"
+        );
+        let own = std::fs::read_to_string(layout.data_dir.join(format!("broker-{node}.log")))
+            .unwrap_or_default();
+        assert!(
+            !own.contains("broker ready"),
+            "broker {node} started:\n{own}"
+        );
+    }
+    // A process with no certificate at all (trusting the cluster's CA):
+    // its Register gets no answer.
+    let port = c.spec.controller_ports[survivor - 1];
+    let deadline = Instant::now() + READY_DEADLINE;
+    while refusals(&voter_logs(&layout), "peer sent no certificates") == 0 {
+        assert!(
+            register_without_certificate(&ca.pem(), port).is_none(),
+            "a Register without a certificate was answered"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no refusal of a client without a certificate logged:\n{}",
+            voter_logs(&layout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!broker_ids(&metadata(&c, survivor, None)).contains(&6));
+}
+
+/// Sends a Register for node 6 to the controller listener at `port` over
+/// TLS without a client certificate; the answer's bytes, if any came.
+fn register_without_certificate(ca_pem: &str, port: u16) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(READY_DEADLINE)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let body = br#"{"type":"Register","node":6,"host":"127.0.0.1","port":1,"incarnation":1}"#;
+    let mut frame = (body.len() as u32 + 1).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(body);
+    tls.write_all(&frame).ok()?;
+    let mut answer = vec![0u8; 256];
+    match tls.read(&mut answer) {
+        Ok(n) if n > 0 => Some(answer[..n].to_vec()),
+        _ => None,
+    }
+}

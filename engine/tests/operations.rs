@@ -3,7 +3,7 @@
 mod common;
 
 use common::free_port;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -184,8 +184,9 @@ fn systemd_is_told_when_the_broker_is_ready_and_when_it_stops() {
 }
 
 /// `sluice cluster --secure`: three brokers with clients on SASL_SSL and
-/// replication on mutual TLS; the settings it prints let librdkafka
-/// create a topic of three replicas, produce and read back.
+/// replication and the controller quorum on mutual TLS; the settings it
+/// prints let librdkafka create a topic of three replicas, produce and
+/// read back, and a plaintext request to a controller gets no answer.
 #[test]
 fn a_secured_local_cluster_serves_the_settings_it_prints() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -269,6 +270,31 @@ fn a_secured_local_cluster_serves_the_settings_it_prints() {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
             read += 1;
         }
+    }
+    // The controllers speak TLS: a plaintext DescribeQuorum frame (length,
+    // kind 1, JSON) is not answered, at most with a TLS alert (0x15).
+    let log = std::fs::read_to_string(dir.path().join("broker-1.log")).unwrap();
+    assert!(log.contains("the controller quorum speaks TLS"), "{log}");
+    let mut plain =
+        std::net::TcpStream::connect(("127.0.0.1", controllers.parse::<u16>().unwrap())).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = br#"{"type":"DescribeQuorum"}"#;
+    let mut frame = (body.len() as u32 + 1).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(body);
+    plain.write_all(&frame).unwrap();
+    let mut answer = [0u8; 64];
+    match plain.read(&mut answer) {
+        Ok(n) => assert!(n == 0 || answer[0] == 0x15, "{:?}", &answer[..n]),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "neither answered nor closed: {e}"
+        ),
     }
     watchdog.store(true, Ordering::Relaxed);
     // SAFETY: kill(2) on our child.

@@ -985,7 +985,7 @@ fn describe_configs_names_the_private_key_but_never_shows_it() {
 #[test]
 fn a_broker_without_the_cluster_certificate_cannot_fetch_from_leaders() {
     // Broker 3's certificate comes from another CA. It still registers
-    // (the controller quorum's RPC is plaintext), but no leader lets it
+    // (this cluster's controller listener is PLAINTEXT), but no leader lets it
     // fetch, nor will brokers 1 and 2 fetch from it: it drops out of
     // every in-sync replica set, and the refusals are logged.
     let files = Files::new();

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub node_id: i32,
     /// The voters and their controller listeners, in id order.
     pub voters: Vec<(u64, SocketAddr)>,
+    /// Each voter's host as `controller.quorum.voters` writes it: the
+    /// name its certificate must carry on a TLS controller listener.
+    pub voter_hosts: Vec<(u64, String)>,
     /// `broker.session.timeout.ms`.
     pub session_timeout: Duration,
     /// `broker.heartbeat.interval.ms`.
@@ -66,7 +69,9 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     pub fn from_broker(config: &BrokerConfig) -> Result<ClusterConfig, ConfigError> {
         let text = config.get("controller.quorum.voters").unwrap_or("");
-        let mut voters = parse_voters(text)?;
+        let named = parse_voters_named(text)?;
+        let voter_hosts = named.iter().map(|(id, _, h)| (*id, h.clone())).collect();
+        let mut voters: Vec<(u64, SocketAddr)> = named.iter().map(|(id, a, _)| (*id, *a)).collect();
         if voters.is_empty() {
             // A cluster of one; the address is never bound.
             voters.push((config.node_id as u64, SocketAddr::from(([127, 0, 0, 1], 0))));
@@ -77,6 +82,7 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             node_id: config.node_id,
             voters,
+            voter_hosts,
             session_timeout: ms("broker.session.timeout.ms"),
             heartbeat_interval: ms("broker.heartbeat.interval.ms"),
             unclean_default: config.get("unclean.leader.election.enable") == Some("true"),
@@ -109,10 +115,27 @@ impl ClusterConfig {
             .find(|(v, _)| *v == id as u64)
             .map(|(_, a)| *a)
     }
+
+    /// The host of voter `id`, as `controller.quorum.voters` names it.
+    pub fn voter_host(&self, id: u64) -> Option<&str> {
+        self.voter_hosts
+            .iter()
+            .find(|(v, _)| *v == id)
+            .map(|(_, h)| h.as_str())
+    }
 }
 
 /// Parses Kafka's `id@host:port,...` voter list.
 pub fn parse_voters(text: &str) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+    Ok(parse_voters_named(text)?
+        .into_iter()
+        .map(|(id, addr, _)| (id, addr))
+        .collect())
+}
+
+/// The same, keeping each voter's host as written (`[` `]` taken off an
+/// IPv6 address).
+pub fn parse_voters_named(text: &str) -> Result<Vec<(u64, SocketAddr, String)>, ConfigError> {
     let bad = |why: &str| ConfigError::InvalidValue {
         key: "controller.quorum.voters".into(),
         value: text.into(),
@@ -120,17 +143,19 @@ pub fn parse_voters(text: &str) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
     };
     let mut voters = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('@').ok_or_else(|| bad("missing '@'"))?;
+        let (id, hostport) = part.split_once('@').ok_or_else(|| bad("missing '@'"))?;
         let id: u64 = id.parse().map_err(|_| bad("the id is not a number"))?;
-        let addr = addr
+        let addr = hostport
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| bad("the address does not resolve"))?;
-        if voters.iter().any(|(v, _)| *v == id) {
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if voters.iter().any(|(v, _, _)| *v == id) {
             return Err(bad("an id appears twice"));
         }
-        voters.push((id, addr));
+        voters.push((id, addr, host.to_string()));
     }
     voters.sort();
     Ok(voters)
@@ -143,6 +168,9 @@ mod tests {
     #[test]
     fn voters_parse_and_errors_name_the_key() {
         let v = parse_voters("2@127.0.0.1:9095, 1@127.0.0.1:9093").unwrap();
+        let named = parse_voters_named("2@localhost:9095, 1@[::1]:9093").unwrap();
+        assert_eq!(named[0].2, "::1");
+        assert_eq!(named[1].2, "localhost");
         assert_eq!(v[0].0, 1);
         assert_eq!(v[1].1.port(), 9095);
         assert!(parse_voters("").unwrap().is_empty());

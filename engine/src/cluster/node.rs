@@ -12,9 +12,11 @@ use super::controller::{Controller, ControllerConfig};
 use super::quorum::{Quorum, QuorumState, ReplicaProgress};
 use super::records::ClusterImage;
 use super::route::{Outcome, Route};
-use super::rpc::{self, Client, Request, Response};
+use super::rpc::{self, Client, Dial, Request, Response};
 use super::{monotonic_ms, ClusterConfig};
 use crate::metadata::Snapshot;
+use crate::security::link::Link;
+use crate::security::tls::TlsAcceptor;
 use crate::shard::Shard;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -49,6 +51,8 @@ pub fn heartbeat_timeout(session: Duration, interval: Duration) -> Duration {
 
 pub struct ClusterNode {
     pub config: ClusterConfig,
+    /// The controller listener's TLS, when the quorum speaks it.
+    controller_tls: Option<Arc<TlsAcceptor>>,
     /// This run of the broker, told apart from earlier ones.
     pub incarnation: u64,
     pub controller: Option<Rc<Controller>>,
@@ -88,6 +92,7 @@ impl ClusterNode {
         let incarnation = u64::try_from(crate::shard::partition::now_ms()).unwrap_or(0) << 16
             | u64::from(std::process::id() as u16);
         let mut tasks = Vec::new();
+        let controller_tls = shard.broker.controller_tls.clone();
         let controller = match config.voter_addr(config.node_id) {
             None => None,
             Some(addr) => {
@@ -98,7 +103,8 @@ impl ClusterNode {
                     }
                     let (tx, rx) = mpsc::unbounded();
                     outboxes.insert(*id, tx);
-                    tasks.push(glommio::spawn_local(send_to_peer(*peer, rx)));
+                    let dial = dial(&config, &controller_tls, *id, *peer);
+                    tasks.push(glommio::spawn_local(send_to_peer(dial, rx)));
                 }
                 let ids = config.voters.iter().map(|(id, _)| *id).collect();
                 let (quorum, inbox) = Quorum::open(
@@ -143,6 +149,7 @@ impl ClusterNode {
                     tasks.push(glommio::spawn_local(serve(
                         Rc::clone(&controller),
                         listener,
+                        controller_tls.clone(),
                     )));
                 }
                 Some(controller)
@@ -151,6 +158,7 @@ impl ClusterNode {
         let route = Route::new(config.voters.iter().map(|(id, _)| *id).collect());
         let node = Rc::new(ClusterNode {
             config,
+            controller_tls,
             incarnation,
             controller,
             image: RefCell::new(ClusterImage::default()),
@@ -559,13 +567,14 @@ impl ClusterNode {
     /// fails at once, so that failure is retried on a new connection.
     async fn call_voter(&self, voter: u64, req: &Request, limit: Duration) -> Option<Response> {
         let addr = self.config.voter_addr(voter as i32)?;
+        let dial = dial(&self.config, &self.controller_tls, voter, addr);
         let kept = self.idle.borrow_mut().get_mut(&voter).and_then(Vec::pop);
         let reused = kept.is_some();
-        let mut client = kept.unwrap_or_else(|| Client::new(addr));
+        let mut client = kept.unwrap_or_else(|| Client::new(dial.clone()));
         let mut result = client.call(req, limit).await;
         let stale = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::TimedOut);
         if stale && reused {
-            client = Client::new(addr);
+            client = Client::new(dial);
             result = client.call(req, limit).await;
         }
         let resp = result.ok()?;
@@ -582,21 +591,30 @@ impl ClusterNode {
 /// metadata long poll and a change or two in flight.
 const IDLE_PER_VOTER: usize = 4;
 
+/// How this node reaches voter `id` at `addr`: over TLS, checking the
+/// voter's certificate against its host, when the quorum speaks TLS.
+fn dial(config: &ClusterConfig, tls: &Option<Arc<TlsAcceptor>>, id: u64, addr: SocketAddr) -> Dial {
+    let host = config
+        .voter_host(id)
+        .map_or_else(|| addr.ip().to_string(), str::to_string);
+    Dial {
+        addr,
+        tls: tls.as_ref().map(|t| (Arc::clone(t), host)),
+    }
+}
+
 /// Sends Raft messages to one peer voter over a connection it reopens
 /// as needed; messages that cannot be sent are dropped (Raft resends).
-async fn send_to_peer(addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<Message>) {
-    let mut stream: Option<TcpStream> = None;
+async fn send_to_peer(dial: Dial, mut rx: mpsc::UnboundedReceiver<Message>) {
+    let mut stream: Option<Link> = None;
     let mut retry_at = Instant::now();
     while let Some(msg) = rx.next().await {
         if stream.is_none() {
             if Instant::now() < retry_at {
                 continue;
             }
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    stream = Some(s);
-                }
+            match dial.connect().await {
+                Ok(s) => stream = Some(s),
                 Err(_) => {
                     retry_at = Instant::now() + Duration::from_millis(200);
                     continue;
@@ -613,30 +631,72 @@ async fn send_to_peer(addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<Message>
 
 /// The controller listener: Raft messages from voters, requests from
 /// brokers.
-async fn serve(controller: Rc<Controller>, listener: TcpListener) {
+async fn serve(controller: Rc<Controller>, listener: TcpListener, tls: Option<Arc<TlsAcceptor>>) {
     loop {
         let Ok(stream) = listener.accept().await else {
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(connection(Rc::clone(&controller), stream)).detach();
+        glommio::spawn_local(connection(Rc::clone(&controller), stream, tls.clone())).detach();
     }
 }
 
 /// Serves one connection to the controller listener. When a connection
 /// from a broker (one that said who it is) closes, the controller checks
 /// whether that broker's process is gone (see [`Controller::check_gone`]).
-async fn connection(controller: Rc<Controller>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
+async fn connection(controller: Rc<Controller>, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
+    let peer = stream.peer_addr().ok();
+    let mut link = match tls {
+        None => Link::Plain(stream),
+        Some(tls) => match accept(stream, &tls, peer).await {
+            Some(link) => link,
+            None => return,
+        },
+    };
     let mut from: Option<i32> = None;
-    serve_frames(&controller, &mut stream, &mut from).await;
-    if let (Some(node), Some(ip)) = (from, peer) {
-        controller.connection_closed(node, ip);
+    serve_frames(&controller, &mut link, &mut from).await;
+    if let (Some(node), Some(peer)) = (from, peer) {
+        controller.connection_closed(node, peer.ip());
     }
 }
 
-async fn serve_frames(controller: &Rc<Controller>, stream: &mut TcpStream, from: &mut Option<i32>) {
+/// The server side of a TLS handshake on the controller listener, within
+/// [`rpc::HANDSHAKE_TIMEOUT`]. A peer that fails it (no certificate, one
+/// from another CA, plaintext) never gets a frame read: it cannot register
+/// as a broker nor speak Raft as a voter. Each refusal is logged once,
+/// at most a few per window per address (see `server::log_limit`), so a
+/// peer retrying in a loop cannot flood the log.
+async fn accept(stream: TcpStream, tls: &TlsAcceptor, peer: Option<SocketAddr>) -> Option<Link> {
+    let listener = &tls.settings.listener;
+    let shaken = glommio::timer::timeout(rpc::HANDSHAKE_TIMEOUT, async {
+        Ok(Link::accept(stream, tls.config()).await)
+    })
+    .await;
+    let error = match shaken {
+        Ok(Ok((link, cert))) => {
+            if let Some(cert) = cert {
+                let subject = crate::security::ssl_principal::subject_dn(cert.as_ref());
+                tracing::debug!(peer = ?peer, subject = ?subject, "controller listener: TLS peer authenticated");
+            }
+            return Some(link);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not done within {:?}", rpc::HANDSHAKE_TIMEOUT),
+    };
+    let decision = match peer {
+        Some(p) => crate::server::log_limit::decide(p.ip()),
+        None => crate::server::log_limit::Decision::Log { left_out: 0 },
+    };
+    if let crate::server::log_limit::Decision::Log { left_out } = decision {
+        let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        tracing::warn!(%peer, %listener, %error, left_out,
+            "controller listener: TLS handshake refused; the peer may not register nor join the quorum");
+    }
+    None
+}
+
+async fn serve_frames(controller: &Rc<Controller>, stream: &mut Link, from: &mut Option<i32>) {
     loop {
         let (kind, body) = match rpc::read_frame(stream).await {
             Ok(Some(f)) => f,

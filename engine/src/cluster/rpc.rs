@@ -5,16 +5,24 @@
 //! messages are raft-rs's protobuf encoding and get no answer; requests
 //! and responses are JSON and alternate on a connection, one request at a
 //! time, so a caller that wants two at once opens two connections.
+//!
+//! The frames travel in plaintext, or in TLS when the controller listener
+//! (`controller.listener.names`) maps to SSL: every caller then checks the
+//! voter's certificate against that listener's truststore, with the
+//! voter's host in `controller.quorum.voters` as the name it must carry,
+//! and shows that listener's keystore as its client certificate ([`Dial`]).
 
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
 use crate::security::acl::AclBinding;
+use crate::security::link::Link;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use crate::security::tls::TlsAcceptor;
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const KIND_RAFT: u8 = 0;
@@ -205,7 +213,7 @@ pub enum Response {
 }
 
 /// Writes one frame.
-pub async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame(stream: &mut Link, kind: u8, body: &[u8]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(5 + body.len());
     buf.extend_from_slice(&(body.len() as u32 + 1).to_be_bytes());
     buf.push(kind);
@@ -214,7 +222,7 @@ pub async fn write_frame(stream: &mut TcpStream, kind: u8, body: &[u8]) -> std::
 }
 
 /// Reads one frame: its kind and body. `None` at a clean end of stream.
-pub async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+pub async fn read_frame(stream: &mut Link) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(()) => {}
@@ -234,10 +242,62 @@ pub async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<(u8, V
     Ok(Some((kind, body)))
 }
 
+/// How long a voter's TLS handshake may take before the connection is
+/// given up (as a client listener's `HANDSHAKE_MAX`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach one voter's controller listener: its address, and with
+/// TLS the listener's live certificates and the host the voter's
+/// certificate must name (as written in `controller.quorum.voters`).
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub addr: SocketAddr,
+    pub tls: Option<(Arc<TlsAcceptor>, String)>,
+}
+
+impl Dial {
+    /// Opens a connection, with the handshake done when it is TLS. A
+    /// failed handshake is logged (at most a few times per window per
+    /// voter address, since callers retry): a voter whose certificate
+    /// this node does not trust, or that refused this node's.
+    pub async fn connect(&self) -> std::io::Result<Link> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let Some((tls, host)) = &self.tls else {
+            return Ok(Link::Plain(stream));
+        };
+        let config = tls.client_config().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the controller listener has no truststore",
+            )
+        })?;
+        let shaken = glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
+            Ok(Link::tls(stream, config, host).await)
+        })
+        .await;
+        let error = match shaken {
+            Ok(Ok(link)) => return Ok(link),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("not done within {HANDSHAKE_TIMEOUT:?}"),
+        };
+        if let crate::server::log_limit::Decision::Log { left_out } =
+            crate::server::log_limit::decide(self.addr.ip())
+        {
+            tracing::warn!(voter = %self.addr, %host, %error, left_out,
+                "TLS handshake with a voter's controller listener failed");
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("TLS handshake with {}: {error}", self.addr),
+        ))
+    }
+}
+
 /// One connection to a voter for requests, reopened after errors.
 pub struct Client {
-    addr: SocketAddr,
-    stream: Option<TcpStream>,
+    dial: Dial,
+    stream: Option<Link>,
 }
 
 /// How long a request may take before the connection is given up
@@ -245,12 +305,12 @@ pub struct Client {
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
-    pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, stream: None }
+    pub fn new(dial: Dial) -> Client {
+        Client { dial, stream: None }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.dial.addr
     }
 
     /// Sends a request and reads its answer, giving up after `limit`.
@@ -267,9 +327,7 @@ impl Client {
 
     async fn exchange(&mut self, body: &[u8]) -> std::io::Result<Response> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr).await?;
-            s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(self.dial.connect().await?);
         }
         let s = self.stream.as_mut().expect("connected");
         write_frame(s, KIND_REQUEST, body).await?;

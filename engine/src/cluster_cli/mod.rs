@@ -9,8 +9,9 @@
 //! Broker `i` is node `i`, listens on `base-port + i - 1` and keeps its data
 //! in `<data-dir>/broker-<i>` (log in `broker-<i>.log`); the first three
 //! (or the only one, with fewer than three) are the controller quorum.
-//! With `--secure` clients use SASL_SSL and brokers replicate on mutual
-//! TLS, with certificates and a user made for the run ([`secure`]).
+//! With `--secure` clients use SASL_SSL, brokers replicate and the
+//! controller quorum runs on mutual TLS, with certificates and a user made
+//! for the run ([`secure`]).
 //! SIGTERM or SIGINT stops them all cleanly. A broker that exits on its
 //! own (a crash, a kill) is started again after a pause that doubles with
 //! each quick exit, from 1 s up to a minute, and the cluster says so.
@@ -47,8 +48,9 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "PORT")]
     metrics_base_port: Option<u16>,
     /// Secure the cluster: clients over SASL_SSL (SCRAM-SHA-512 user
-    /// `admin`), brokers replicating over mutual TLS, with certificates
-    /// and a password made for the run; prints the client settings.
+    /// `admin`), replication and the controller quorum over mutual TLS,
+    /// with certificates and a password made for the run; prints the
+    /// client settings.
     #[arg(long)]
     secure: bool,
     /// With --secure: broker 1's replication (INTERNAL) port; the others

@@ -8,6 +8,9 @@
 //! - Brokers replicate over their own listener, `INTERNAL`, on mutual TLS:
 //!   a process without the cluster's certificate cannot fetch as a
 //!   follower.
+//! - The controller quorum (`CONTROLLER`) speaks mutual TLS too: a process
+//!   without the cluster's certificate cannot register as a broker nor
+//!   join the quorum.
 //!
 //! The client settings go to `<data-dir>/security/client.properties`
 //! (Kafka's Java names) and are printed in librdkafka's names.
@@ -44,12 +47,13 @@ pub fn prepare(dir: &Path, ports: &[u16], internal: &[u16]) -> Result<Secured, S
     let keystore = write("broker.pem", &keystore_pem)?;
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
     let common = vec![
-        "listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:PLAINTEXT"
-            .to_string(),
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL".to_string(),
         "inter.broker.listener.name=INTERNAL".into(),
+        "controller.listener.names=CONTROLLER".into(),
         format!("ssl.keystore.location={}", keystore.display()),
         format!("ssl.truststore.location={}", ca.display()),
         "listener.name.internal.ssl.client.auth=required".into(),
+        "listener.name.controller.ssl.client.auth=required".into(),
         "sasl.enabled.mechanisms=SCRAM-SHA-512".into(),
         format!("sluice.scram.users=SCRAM-SHA-512=[name=admin,password={password}]"),
     ];

@@ -43,6 +43,9 @@ pub struct Listeners {
     pub inter_broker: String,
     /// `controller.listener.names`, upper case.
     pub controller: Vec<String>,
+    /// The controller quorum's TLS settings when its listener maps to SSL:
+    /// the voters serve with them and every node dials voters with them.
+    pub controller_tls: Option<TlsSettings>,
 }
 
 impl Listeners {
@@ -185,6 +188,12 @@ pub fn resolve(config: &BrokerConfig) -> Result<Listeners, ConfigError> {
         }
     }
     let controller = controller_names(config, &map, &endpoints)?;
+    let controller_tls = match controller.first() {
+        Some(name) if map.get(name) == Some(&SecurityProtocol::Ssl) => {
+            Some(controller_tls(config, name)?)
+        }
+        _ => None,
+    };
     let mut all = Vec::new();
     for e in &endpoints {
         let protocol = *map.get(&e.name).ok_or_else(|| {
@@ -231,7 +240,26 @@ pub fn resolve(config: &BrokerConfig) -> Result<Listeners, ConfigError> {
         all,
         inter_broker,
         controller,
+        controller_tls,
     })
+}
+
+/// The TLS settings of controller listener `name`. Every node is a client
+/// of the quorum, so each needs CA certificates to check the voters'
+/// certificates, and the keystore it shows them (a voter serves with the
+/// same keystore).
+fn controller_tls(config: &BrokerConfig, name: &str) -> Result<TlsSettings, ConfigError> {
+    let settings = TlsSettings::from_config(config, name)?;
+    if settings.build_client()?.is_none() {
+        let (_, key) = config.listener_setting(name, "ssl.truststore.location");
+        return Err(refused(
+            &key,
+            format!(
+                "the controller listener {name} uses TLS: every node checks the voters' certificates against CA certificates, and none are configured"
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 fn listener(
@@ -274,10 +302,11 @@ fn listener(
 }
 
 /// `controller.listener.names`, checked against the controller quorum's
-/// listener. The quorum's RPC is plaintext, so a controller listener
-/// must map to PLAINTEXT; one that also appears in `listeners` must sit
-/// on this node's port in `controller.quorum.voters`, and is bound by the
-/// quorum rather than served as a Kafka listener.
+/// listener. The quorum speaks PLAINTEXT or SSL (no SASL), one protocol
+/// on its one port, so every name must map to the same one of those; a
+/// name that also appears in `listeners` must sit on this node's port in
+/// `controller.quorum.voters`, and is bound by the quorum rather than
+/// served as a Kafka listener.
 fn controller_names(
     config: &BrokerConfig,
     map: &BTreeMap<String, SecurityProtocol>,
@@ -305,14 +334,25 @@ fn controller_names(
                     format!("{name} has no entry in listener.security.protocol.map"),
                 ))
             }
-            Some(SecurityProtocol::Plaintext) => {}
-            Some(p) => {
+            Some(p) if p.uses_sasl() => {
                 return Err(refused(
                     key,
                     format!(
-                        "{name} maps to {p}; the controller quorum listener speaks PLAINTEXT only"
+                        "{name} maps to {p}; the controller quorum authenticates with mutual TLS, not SASL: map it to SSL (with ssl.client.auth=required) or PLAINTEXT"
                     ),
                 ))
+            }
+            Some(p) => {
+                let first = map.get(&names[0]).copied();
+                if first != Some(*p) {
+                    return Err(refused(
+                        key,
+                        format!(
+                            "{name} maps to {p} and {} does not; the quorum serves one protocol",
+                            names[0]
+                        ),
+                    ));
+                }
             }
         }
         let Some(e) = endpoints.iter().find(|e| &e.name == name) else {
@@ -464,9 +504,70 @@ mod tests {
         unmapped.push(("controller.listener.names", "QUORUM"));
         let e = refusal(&unmapped);
         assert!(e.contains("'controller.listener.names'"), "{e}");
-        let mut tls = base.to_vec();
-        tls.push(("controller.listener.names", "SECURE"));
-        let e = refusal(&tls);
-        assert!(e.contains("PLAINTEXT only"), "{e}");
+        let mut sasl = base.to_vec();
+        sasl[2].1 = "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL";
+        sasl.push(("controller.listener.names", "CONTROLLER"));
+        let e = refusal(&sasl);
+        assert!(
+            e.contains("'controller.listener.names'") && e.contains("not SASL"),
+            "{e}"
+        );
+        let mut mixed = base.to_vec();
+        mixed.push(("controller.listener.names", "CONTROLLER,SECURE"));
+        let e = refusal(&mixed);
+        assert!(e.contains("one protocol"), "{e}");
+        // SSL without CA certificates: nothing to check a voter against.
+        let mut untrusting = base.to_vec();
+        untrusting.push(("controller.listener.names", "SECURE"));
+        let e = refusal(&untrusting);
+        assert!(e.contains("ssl.keystore"), "{e}");
+    }
+
+    #[test]
+    fn an_ssl_controller_listener_takes_its_listener_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let keystore = dir.path().join("node.pem");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(
+            &keystore,
+            format!("{}{}", ca.key_pair.serialize_pem(), ca.cert.pem()),
+        )
+        .unwrap();
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        let (ks, ca_path) = (
+            keystore.display().to_string(),
+            ca_file.display().to_string(),
+        );
+        let mut pairs = vec![
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@127.0.0.1:19093"),
+            ("listeners", "PLAINTEXT://127.0.0.1:19092"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "listener.name.controller.ssl.keystore.location",
+                ks.as_str(),
+            ),
+        ];
+        let e = refusal(&pairs);
+        assert!(
+            e.contains("'listener.name.controller.ssl.truststore.location'")
+                || e.contains("'ssl.truststore.location'"),
+            "{e}"
+        );
+        pairs.push((
+            "listener.name.controller.ssl.truststore.location",
+            ca_path.as_str(),
+        ));
+        pairs.push(("listener.name.controller.ssl.client.auth", "required"));
+        let l = resolve(&config(&pairs)).unwrap();
+        let tls = l.controller_tls.as_ref().expect("the quorum speaks TLS");
+        assert_eq!(tls.listener, "CONTROLLER");
+        assert_eq!(tls.client_auth, super::super::tls::ClientAuth::Required);
+        assert!(l.get("PLAINTEXT").unwrap().tls.is_none());
     }
 }

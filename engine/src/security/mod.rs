@@ -6,6 +6,7 @@
 //! the principal, never the address alone.
 
 pub mod acl;
+pub mod link;
 pub mod listeners;
 pub mod sasl;
 pub mod ssl_principal;

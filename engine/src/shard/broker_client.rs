@@ -4,8 +4,8 @@
 //! caller's task owns the connection. Replica fetchers and the
 //! transaction coordinator's marker sender both speak through it.
 
-use super::link::Link;
 use super::Shard;
+use crate::security::link::Link;
 use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};

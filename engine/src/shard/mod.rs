@@ -11,7 +11,6 @@ pub mod broker_client;
 pub mod controller;
 pub mod file_sync;
 pub mod follower;
-pub mod link;
 pub mod partition;
 pub mod producer_state;
 
