@@ -2514,17 +2514,26 @@ fn lead_from(c: &LocalCluster, topic: &str, node: i32) {
 }
 
 /// Every record of partition 0 of `topic` read with librdkafka from the
-/// current leader: (offset, key, value), up to the high watermark.
-fn consume_keyed(bootstrap: &str, topic: &str) -> Vec<(i64, String, String)> {
+/// current leader: (offset, key, value), at least `expect` records, then
+/// on to the high watermark (asked once they are read: a new leader's
+/// may lag until its followers fetch again).
+fn consume_keyed(bootstrap: &str, topic: &str, expect: usize) -> Vec<(i64, String, String)> {
     use rdkafka::Message;
     let consumer = from_the_start(bootstrap, topic, 1);
-    let end = high_watermarks(&consumer, topic, 1)[&0];
     let mut out: Vec<(i64, String, String)> = Vec::new();
+    let mut end = None;
     let deadline = Instant::now() + READY_DEADLINE;
-    while out.last().is_none_or(|(o, _, _)| o + 1 < end) {
+    loop {
+        if out.len() >= expect {
+            let end = *end.get_or_insert_with(|| high_watermarks(&consumer, topic, 1)[&0]);
+            if out.last().is_some_and(|(o, _, _)| o + 1 >= end) {
+                return out;
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "read to {:?} of {end}",
+            "read {} of {expect}, to {:?} of {end:?}",
+            out.len(),
             out.last()
         );
         if let Some(m) = common::poll_message(&consumer, || topic.to_string()) {
@@ -2533,7 +2542,6 @@ fn consume_keyed(bootstrap: &str, topic: &str) -> Vec<(i64, String, String)> {
             out.push((m.offset(), text(m.key()), text(m.payload())));
         }
     }
-    out
 }
 
 /// A compacted topic of replication factor 3: each replica's own cleaner
@@ -2579,7 +2587,7 @@ fn replicas_of_a_compacted_topic_compact_independently_and_agree() {
     let mut seen = Vec::new();
     for node in 1..=3 {
         lead_from(&c, topic, node);
-        let records = consume_keyed(&c.bootstrap(), topic);
+        let records = consume_keyed(&c.bootstrap(), topic, keys + fillers);
         assert!(
             one_latest_per_key(&records, keys, rounds),
             "read from broker {node}: {} records",
