@@ -661,6 +661,19 @@ fn aborted_records_go_and_markers_follow_their_transactions_data() {
     broker.stop();
     broker.restart();
     wait_committed_only(&broker, topic, "read_committed", &committed);
+    // And with the producer snapshots gone, so that producer state is
+    // replayed from the log start: every transaction whose records are
+    // left still has its marker.
+    broker.stop();
+    let dir = broker.partition_dir(topic, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    broker.restart();
+    wait_committed_only(&broker, topic, "read_committed", &committed);
     let more = round_of(20, 0, 10);
     transaction(&p, topic, &more, true);
     committed.extend(more);
