@@ -2673,3 +2673,197 @@ fn register_without_certificate(ca_pem: &str, port: u16) -> Option<Vec<u8>> {
         _ => None,
     }
 }
+
+/// Keyed records `key-{k}` = `round-{r}-of-key-{k}` for `rounds` rounds of
+/// `keys` keys, then `fillers` records of their own keys (so the rounds
+/// lie in sealed segments), acks=all.
+fn produce_keyed(bootstrap: &str, topic: &str, keys: usize, rounds: usize, fillers: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "100")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let records = (0..rounds)
+        .flat_map(|r| (0..keys).map(move |k| (format!("key-{k}"), format!("round-{r}-of-key-{k}"))))
+        .chain((0..fillers).map(|i| (format!("filler-{i}"), format!("{i:0>40}"))));
+    for (key, value) in records {
+        loop {
+            match producer.send(BaseRecord::to(topic).partition(0).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(format!("{e}").contains("Queue full"), "send: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("all delivered");
+}
+
+/// (offset, key, value) of every record of partition `index` of `topic`
+/// in broker `node`'s own files; None while a file changes under the read
+/// (a cleaning swap).
+fn replica_records(
+    c: &LocalCluster,
+    node: usize,
+    topic: &str,
+    index: i32,
+) -> Option<Vec<(i64, String, String)>> {
+    use sluice_protocol::record_batch::{decode_records, BatchHeader, BATCH_HEADER_SIZE};
+    let bytes = log_bytes(c, node, topic, index);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let h = BatchHeader::parse(&bytes[at..])?;
+        let batch = bytes.get(at..at + h.total_size())?;
+        if !h.is_control() {
+            let records =
+                decode_records(&batch[BATCH_HEADER_SIZE..], h.records_count as usize).ok()?;
+            for r in records {
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+                out.push((
+                    h.base_offset.0 + i64::from(r.offset_delta),
+                    text(r.key),
+                    text(r.value),
+                ));
+            }
+        }
+        at += h.total_size();
+    }
+    Some(out)
+}
+
+/// Whether `records` hold each key once, with its latest value, offsets
+/// rising.
+fn one_latest_per_key(records: &[(i64, String, String)], keys: usize, rounds: usize) -> bool {
+    let rising = records.windows(2).all(|w| w[0].0 < w[1].0);
+    let mut seen = BTreeMap::new();
+    for (_, k, v) in records {
+        if seen.insert(k.clone(), v.clone()).is_some() {
+            return false;
+        }
+    }
+    let latest = (0..keys).all(|k| {
+        seen.get(&format!("key-{k}")) == Some(&format!("round-{}-of-key-{k}", rounds - 1))
+    });
+    rising && latest
+}
+
+/// Makes `node` the leader of partition 0 of `topic`: its replicas are
+/// reordered to put it first, then its preferred leader elected.
+fn lead_from(c: &LocalCluster, topic: &str, node: i32) {
+    let (_, _, replicas, _) = partitions(&metadata(c, 1, Some(&[topic])), topic)[&0].clone();
+    let mut order = vec![node];
+    order.extend(replicas.iter().copied().filter(|r| *r != node));
+    let codes = reassign(c, 1, &[(topic, 0, Some(order.as_slice()))], false);
+    assert_eq!(codes[&(topic.to_string(), 0)], 0, "reassign to {order:?}");
+    wait_for(c, 1, "the replicas reordered, all in sync", |m| {
+        let (_, _, r, isr) = &partitions(m, topic)[&0];
+        *r == order && isr.len() == 3
+    });
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let code = elect(c, 1, 0, Some(&[(topic, 0)]))[&(topic.to_string(), 0)];
+        assert!([0, 84].contains(&code), "ElectLeaders: {code}");
+        let m = metadata(c, 1, Some(&[topic]));
+        if partitions(&m, topic)[&0].0 == node {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{node} never led {topic}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every record of partition 0 of `topic` read with librdkafka from the
+/// current leader: (offset, key, value), at least `expect` records, then
+/// on to the high watermark (asked once they are read: a new leader's
+/// may lag until its followers fetch again).
+fn consume_keyed(bootstrap: &str, topic: &str, expect: usize) -> Vec<(i64, String, String)> {
+    use rdkafka::Message;
+    let consumer = from_the_start(bootstrap, topic, 1);
+    let mut out: Vec<(i64, String, String)> = Vec::new();
+    let mut end = None;
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        if out.len() >= expect {
+            let end = *end.get_or_insert_with(|| high_watermarks(&consumer, topic, 1)[&0]);
+            if out.last().is_some_and(|(o, _, _)| o + 1 >= end) {
+                return out;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expect}, to {:?} of {end:?}",
+            out.len(),
+            out.last()
+        );
+        if let Some(m) = common::poll_message(&consumer, || topic.to_string()) {
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+            out.push((m.offset(), text(m.key()), text(m.payload())));
+        }
+    }
+}
+
+/// A compacted topic of replication factor 3: each replica's own cleaner
+/// compacts its copy (each broker's files end with one record per key),
+/// and a consumer reading from each broker as leader in turn sees the
+/// same records: one per key, the latest, at the same offsets.
+#[test]
+fn replicas_of_a_compacted_topic_compact_independently_and_agree() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster_with(
+        dir.path(),
+        &[
+            "log.cleaner.backoff.ms=100",
+            "auto.leader.rebalance.enable=false",
+        ],
+    );
+    wait_for(&c, 1, "three brokers", |m| broker_ids(m).len() == 3);
+    let topic = "compacted-rf3";
+    let config = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16384"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ];
+    create_with(&c.bootstrap(), topic, 1, 3, &config).unwrap();
+    wait_full_isr(&c, 1, topic);
+    let (keys, rounds, fillers) = (200, 20, 1000);
+    produce_keyed(&c.bootstrap(), topic, keys, rounds, fillers);
+    for node in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let records = replica_records(&c, node, topic, 0);
+            if records.is_some_and(|r| one_latest_per_key(&r, keys, rounds)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {node}'s replica is not compacted"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let mut seen = Vec::new();
+    for node in 1..=3 {
+        lead_from(&c, topic, node);
+        let records = consume_keyed(&c.bootstrap(), topic, keys + fillers);
+        assert!(
+            one_latest_per_key(&records, keys, rounds),
+            "read from broker {node}: {} records",
+            records.len()
+        );
+        assert_eq!(records.len(), keys + fillers);
+        seen.push(records);
+    }
+    assert!(
+        seen.iter().all(|s| *s == seen[0]),
+        "every leader serves the same records"
+    );
+}

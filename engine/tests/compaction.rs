@@ -4,7 +4,9 @@
 //! kill -9 at any moment of a cleaning, and leftovers of an interrupted
 //! swap, leave a consistent log with every latest value; compressed
 //! batches round-trip; an idempotent producer goes on producing after its
-//! batches were cleaned.
+//! batches were cleaned; aborted transactions' records go, an open
+//! transaction's stay, and markers go `delete.retention.ms` after their
+//! transaction's data.
 //!
 //! Every wait is for a state of the log seen by a consumer, with a
 //! generous deadline; nothing depends on how fast the cleaner is.
@@ -20,7 +22,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -163,13 +167,19 @@ struct Seen {
     value: Option<String>,
 }
 
-/// Everything in partition 0 from the beginning.
+/// Everything in partition 0 from the beginning, read_committed.
 fn read_all(broker: &Broker, topic: &str) -> Vec<Seen> {
+    read_all_with(broker, topic, "read_committed")
+}
+
+/// Everything in partition 0 from the beginning, with `isolation`.
+fn read_all_with(broker: &Broker, topic: &str, isolation: &str) -> Vec<Seen> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", "compaction-test")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -442,4 +452,314 @@ fn kill_9_during_cleaning_loses_nothing_and_duplicates_no_offset() {
     let seen = read_all(&broker, "crashy");
     check_consistent(&seen, &records);
     assert!(compacted_fully(&seen));
+}
+
+/// A transactional producer, ready for its first transaction.
+fn txn_producer(broker: &Broker, id: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", "600000")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "100")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("transactional producer");
+    p.init_transactions(DEADLINE).expect("init_transactions");
+    p
+}
+
+/// Sends `records` in one transaction, every one written to the log,
+/// then commits or aborts it.
+fn transaction(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(String, Option<String>)],
+    commit: bool,
+) {
+    p.begin_transaction().expect("begin");
+    send_in_transaction(p, topic, records);
+    match commit {
+        true => p.commit_transaction(DEADLINE).expect("commit"),
+        false => p.abort_transaction(DEADLINE).expect("abort"),
+    }
+}
+
+/// Sends `records` in the open transaction and waits until the log has
+/// them (an abort would otherwise drop some unsent).
+fn send_in_transaction(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(String, Option<String>)],
+) {
+    for (k, v) in records {
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(0).key(k.as_str());
+        if let Some(v) = v {
+            r = r.payload(v.as_str());
+        }
+        let mut r = Some(r);
+        while let Some(rec) = r.take() {
+            if let Err((e, back)) = p.send(rec) {
+                assert!(
+                    matches!(
+                        e,
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "send: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+                r = Some(back);
+            }
+        }
+    }
+    p.flush(DEADLINE).expect("every record written");
+}
+
+/// Round `round` of `keys` keys from `first`, valued by the round.
+fn round_of(round: usize, first: usize, keys: usize) -> Vec<(String, Option<String>)> {
+    (first..first + keys)
+        .map(|k| {
+            (
+                format!("key-{k}"),
+                Some(format!("round-{round}-of-key-{k}")),
+            )
+        })
+        .collect()
+}
+
+/// Base offset and control flag of every batch of partition 0, read by
+/// raw read_uncommitted fetches from offset 0 to the high watermark.
+fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
+    let mut raw = common::Raw::connect(broker.addr());
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let bytes = common::fetch_partition_0(&mut raw, topic, offset);
+        let (mut at, before) = (0, out.len());
+        // base_offset i64 | batch_length i32 | epoch i32 | magic i8 |
+        // crc u32 | attributes i16 | last_offset_delta i32 | ...
+        while at + 27 <= bytes.len() {
+            let i64_at = |i: usize| i64::from_be_bytes(bytes[i..i + 8].try_into().unwrap());
+            let i32_at = |i: usize| i32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+            let len = i32_at(at + 8) as usize;
+            if at + 12 + len > bytes.len() {
+                break;
+            }
+            let attributes = i16::from_be_bytes(bytes[at + 21..at + 23].try_into().unwrap());
+            out.push((i64_at(at), attributes & 0x20 != 0));
+            offset = i64_at(at) + i64::from(i32_at(at + 23)) + 1;
+            at += 12 + len;
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+fn markers(broker: &Broker, topic: &str) -> usize {
+    stored_batches(broker, topic)
+        .iter()
+        .filter(|(_, c)| *c)
+        .count()
+}
+
+/// Reads `isolation` until every key appears once with its latest
+/// committed value; offsets always rise.
+fn wait_committed_only(
+    broker: &Broker,
+    topic: &str,
+    isolation: &str,
+    committed: &[(String, Option<String>)],
+) {
+    let want = latest(committed);
+    let start = Instant::now();
+    loop {
+        let seen = read_all_with(broker, topic, isolation);
+        for w in seen.windows(2) {
+            assert!(w[0].offset < w[1].offset, "{isolation}: {:?}", &w);
+        }
+        let got: BTreeMap<String, Option<String>> = seen
+            .iter()
+            .map(|s| (s.key.clone(), s.value.clone()))
+            .collect();
+        if compacted_fully(&seen) && got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{isolation}: {} records for {} keys, values {}; log:\n{}",
+            seen.len(),
+            want.len(),
+            if got == want { "right" } else { "wrong" },
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Committed and aborted transactions on a compacted topic: after
+/// cleaning both isolation levels see only the latest committed value
+/// of each key; markers stay while their transaction's data does, and
+/// `delete.retention.ms` after; the log they leave replays after a
+/// restart to a stable offset at its end, and the producer goes on.
+#[test]
+fn aborted_records_go_and_markers_follow_their_transactions_data() {
+    let mut broker = Broker::start(1, BROKER);
+    let topic = "txn-compacted";
+    create(
+        &broker,
+        topic,
+        &compacted(&[("delete.retention.ms", "3600000")]),
+    );
+    let p = txn_producer(&broker, "cleaner-txn");
+    let mut committed = Vec::new();
+    let mut transactions = 0;
+    for round in 0..20 {
+        // Round 18 rewrites half the keys: the others' latest committed
+        // value is round 16's, behind two aborted rounds.
+        let keys = if round == 18 { 50 } else { 100 };
+        let records = round_of(round, 0, keys);
+        let commit = round % 2 == 0;
+        transaction(&p, topic, &records, commit);
+        if commit {
+            committed.extend(records);
+        }
+        transactions += 1;
+    }
+    let fill = fillers(1000, "t");
+    transaction(&p, topic, &fill, true);
+    committed.extend(fill);
+    transactions += 1;
+    wait_compacted(&broker, topic, &committed);
+    wait_committed_only(&broker, topic, "read_uncommitted", &committed);
+    assert_eq!(
+        markers(&broker, topic),
+        transactions,
+        "every marker stays within delete.retention.ms"
+    );
+    // Rounds 16, 18 and the fillers keep data (3 markers needed); each
+    // segment's last batch stays, which may keep one marker more each.
+    let bound = |b: &Broker| segment_files(&b.partition_dir(topic, 0)).len() + 3;
+    assert!(bound(&broker) < transactions, "the bound says something");
+    alter(&broker, topic, &compacted(&[("delete.retention.ms", "0")]));
+    let start = Instant::now();
+    while markers(&broker, topic) > bound(&broker) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} markers, {} segments; log:\n{}",
+            markers(&broker, topic),
+            bound(&broker) - 3,
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_committed_only(&broker, topic, "read_committed", &committed);
+    wait_committed_only(&broker, topic, "read_uncommitted", &committed);
+    // Producer state comes back from the cleaned log: no transaction is
+    // taken for open (read_committed reaches the end) and the producer
+    // goes on.
+    broker.stop();
+    broker.restart();
+    wait_committed_only(&broker, topic, "read_committed", &committed);
+    // And with the producer snapshots gone, so that producer state is
+    // replayed from the log start: every transaction whose records are
+    // left still has its marker.
+    broker.stop();
+    let dir = broker.partition_dir(topic, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    broker.restart();
+    wait_committed_only(&broker, topic, "read_committed", &committed);
+    let more = round_of(20, 0, 10);
+    transaction(&p, topic, &more, true);
+    committed.extend(more);
+    // (In the active segment, so not compacted: the latest values come
+    // last.)
+    check_consistent(&read_all(&broker, topic), &committed);
+}
+
+/// A transaction left open holds the last stable offset: a pass cleans
+/// below it and leaves its records, and the later committed ones, as
+/// they are; once it is aborted its records go.
+#[test]
+fn an_open_transactions_records_survive_cleaning() {
+    let broker = Broker::start(1, BROKER);
+    let topic = "txn-open";
+    create(&broker, topic, &compacted(&[]));
+    let committer = txn_producer(&broker, "committer");
+    let holder = txn_producer(&broker, "holder");
+    // One committed transaction around the open one, so that the first
+    // pass the cleaner may run sees the whole log:
+    // [before | open (never ended) | after | COMMIT].
+    let mut before = Vec::new();
+    for round in 0..10 {
+        before.extend(round_of(round, 0, 50));
+    }
+    before.extend(fillers(500, "before"));
+    let open: Vec<_> = (0..50)
+        .map(|k| (format!("key-{k}"), Some(format!("open-of-key-{k}"))))
+        .collect();
+    let mut after = Vec::new();
+    for round in 10..20 {
+        after.extend(round_of(round, 0, 50));
+    }
+    after.extend(fillers(500, "after"));
+    committer.begin_transaction().expect("begin");
+    send_in_transaction(&committer, topic, &before);
+    holder.begin_transaction().expect("begin");
+    send_in_transaction(&holder, topic, &open);
+    send_in_transaction(&committer, topic, &after);
+    committer.commit_transaction(DEADLINE).expect("commit");
+    let mut committed = before;
+    committed.extend(after.clone());
+    // A finished pass compacted the part below the open transaction.
+    let passes = |b: &Broker| {
+        b.log()
+            .lines()
+            .filter(|l| l.contains("cleaned log") && l.contains(topic))
+            .count()
+    };
+    let is_open = |s: &Seen| s.value.as_deref().is_some_and(|v| v.starts_with("open-"));
+    let start = Instant::now();
+    let seen = loop {
+        let done = passes(&broker) > 0;
+        let seen = read_all_with(&broker, topic, "read_uncommitted");
+        let open_at = seen
+            .iter()
+            .find(|s| is_open(s))
+            .map_or(i64::MAX, |s| s.offset);
+        let below: Vec<Seen> = seen
+            .iter()
+            .filter(|s| s.offset < open_at)
+            .cloned()
+            .collect();
+        if done && compacted_fully(&below) {
+            break seen;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not cleaned below the open transaction; log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        seen.iter().filter(|s| is_open(s)).count(),
+        50,
+        "the open transaction's records stay"
+    );
+    let values: std::collections::HashSet<_> = seen.iter().map(|s| s.value.clone()).collect();
+    for (_, v) in &after {
+        assert!(values.contains(v), "{v:?} past the stable offset stays");
+    }
+    holder.abort_transaction(DEADLINE).expect("abort");
+    let more = fillers(500, "more");
+    transaction(&committer, topic, &more, true);
+    committed.extend(more);
+    wait_committed_only(&broker, topic, "read_uncommitted", &committed);
+    wait_committed_only(&broker, topic, "read_committed", &committed);
 }

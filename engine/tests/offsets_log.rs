@@ -1,7 +1,7 @@
 //! `__consumer_offsets` as a log: committed offsets survive kill -9, and
-//! once the partition rolls segments the coordinator rewrites its live
-//! records and drops the old segments, so the topic stays small however
-//! many commits it has seen.
+//! the log cleaner compacts it like any compacted topic (the latest
+//! record of each key), so the topic stays small however many commits it
+//! has seen; a kill -9 in the middle of a cleaning swap loses nothing.
 
 mod common;
 
@@ -64,6 +64,18 @@ fn committed(c: &BaseConsumer, topic: &str) -> Vec<i64> {
     }
 }
 
+/// Lines of the broker's log saying the cleaner finished a pass over
+/// the group's offsets partition.
+fn passes(broker: &Broker) -> usize {
+    let partition = format!("partition={GROUP_PARTITION}");
+    broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("cleaned log") && l.contains("__consumer_offsets"))
+        .filter(|l| l.contains(&partition))
+        .count()
+}
+
 #[test]
 fn offsets_partition_is_compacted_and_survives_kill9() {
     let mut broker = Broker::start(
@@ -71,6 +83,7 @@ fn offsets_partition_is_compacted_and_survives_kill9() {
         &[
             "offsets.topic.num.partitions=2",
             "offsets.topic.segment.bytes=16384",
+            "log.cleaner.backoff.ms=100",
         ],
     );
     create_topic(&broker, "orders", 4);
@@ -81,11 +94,11 @@ fn offsets_partition_is_compacted_and_survives_kill9() {
     drop(c);
     let partition = GROUP_PARTITION;
     let dir = broker.partition_dir("__consumer_offsets", partition);
-    // 600 commits of four offsets fill about ten 16 KiB segments; after
-    // compaction what is left is the live state and what came after it.
-    // The files go before the line saying so is logged: wait for both.
+    // 600 commits of four offsets fill about ten 16 KiB segments; the
+    // cleaner leaves one segment of live records beside the active one.
+    // The files go before the pass's line is logged: wait for both.
     let start = Instant::now();
-    while segment_files(&dir).len() > 2 || !broker.log().contains("compacted __consumer_offsets") {
+    while segment_files(&dir).len() > 2 || passes(&broker) == 0 {
         assert!(
             start.elapsed() < DEADLINE,
             "{} segments left:\n{}",
@@ -103,4 +116,35 @@ fn offsets_partition_is_compacted_and_survives_kill9() {
     broker.stop();
     broker.restart();
     assert_eq!(committed(&consumer(&broker), "orders"), vec![601; 4]);
+    // More commits, then a restart whose cleaner stops the process in
+    // the middle of its swap (the cleaned copy committed, the old
+    // segments still there): the next start finishes the swap.
+    let c = consumer(&broker);
+    for offset in 602..=1200 {
+        commit(&c, "orders", offset);
+    }
+    drop(c);
+    broker.stop();
+    broker.set_env(&[("SLUICE_CLEANER_CRASH_AT", "swapped")]);
+    let status = broker.restart_until_exit(DEADLINE);
+    assert!(!status.success(), "stopped by the crash hook: {status}");
+    assert!(broker
+        .log()
+        .contains("stopping at the cleaner's crash point"));
+    broker.set_env(&[]);
+    broker.restart();
+    assert_eq!(committed(&consumer(&broker), "orders"), vec![1200; 4]);
+    let start = Instant::now();
+    while segment_files(&dir).len() > 2 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} segments left:\n{}",
+            segment_files(&dir).len(),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.kill9();
+    broker.restart();
+    assert_eq!(committed(&consumer(&broker), "orders"), vec![1200; 4]);
 }

@@ -360,7 +360,10 @@ fn state_segments(b: &Broker) -> usize {
 
 #[test]
 fn the_state_log_is_compacted_and_replays_to_the_same_state() {
-    let mut b = small_broker(&["transaction.state.log.segment.bytes=1024"]);
+    let mut b = small_broker(&[
+        "transaction.state.log.segment.bytes=1024",
+        "log.cleaner.backoff.ms=100",
+    ]);
     let addr = b.addr();
     let rounds = 100;
     let mut last = (0, 0);
@@ -370,8 +373,8 @@ fn the_state_log_is_compacted_and_replays_to_the_same_state() {
         last = p;
     }
     assert_eq!(last.1, rounds - 1);
-    // Small segments roll every few records; compaction keeps the one
-    // live record per id and deletes the rest.
+    // Small segments roll every few records; the log cleaner keeps the
+    // one live record per id and merges the segments it empties.
     let deadline = Instant::now() + READY_DEADLINE;
     while state_segments(&b) > 4 * 2 {
         assert!(

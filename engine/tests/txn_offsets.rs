@@ -250,6 +250,7 @@ fn compaction_keeps_an_open_transactions_offsets() {
             OFFSETS_PARTITIONS,
             UNVERIFIED,
             "offsets.topic.segment.bytes=16384",
+            "log.cleaner.backoff.ms=100",
         ],
     );
     create_topic(&broker, TOPIC, 2);
@@ -270,9 +271,9 @@ fn compaction_keeps_an_open_transactions_offsets() {
         commit(&mut raw, 1, next);
         next += 1;
     }
-    // The compactor looks every 5 s: give it the chance to run while the
+    // The cleaner looks every 100 ms: give it the chance to run while the
     // transaction is open (the checks below hold whether it ran or not).
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(2));
     broker.kill9();
     broker.restart();
     let mut raw = ready(&broker);
@@ -280,9 +281,15 @@ fn compaction_keeps_an_open_transactions_offsets() {
     assert_eq!(fetch(&mut raw, true), vec![(-1, UNSTABLE), (last, OK)]);
     marker(&mut raw, producer, true);
     assert_eq!(fetch(&mut raw, true), vec![(10, OK), (last, OK)]);
-    // Now compaction runs, and keeps the transaction's offsets.
+    // Now the cleaner passes over the partition, and keeps the
+    // transaction's offsets.
+    let cleaned = |b: &Broker| {
+        b.log()
+            .lines()
+            .any(|l| l.contains("cleaned log") && l.contains("__consumer_offsets"))
+    };
     let start = Instant::now();
-    while !broker.log().contains("compacted __consumer_offsets") {
+    while !cleaned(&broker) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "never compacted:\n{}",

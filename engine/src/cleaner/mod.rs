@@ -13,18 +13,22 @@
 //!
 //! [`offset_map`] is the map of key to latest offset (its memory is
 //! `log.cleaner.dedupe.buffer.size` split over the shards), [`filter`]
-//! rebuilds one batch without the records that go, and
+//! rebuilds one batch without the records that go, [`txn`] applies
+//! Kafka's rules to transactional records and markers, and
 //! `storage/cleaned.rs` swaps the cleaned segments in crash-safely.
 //!
-//! The internal topics (`__consumer_offsets`, `__transaction_state`)
-//! are left to the rewrite their coordinators do. The service is
-//! installed per shard by `broker.rs` and reached through [`cleaner`].
+//! The internal topics (`__consumer_offsets`, `__transaction_state`) are
+//! compacted topics like any other: their coordinators replay the
+//! cleaned log (latest record per key, tombstones while they last) to the
+//! same state. The service is installed per shard by `broker.rs` and
+//! reached through [`cleaner`].
 
 pub mod filter;
 pub mod offset_map;
 pub mod pass;
 pub mod plan;
 pub mod throttle;
+pub mod txn;
 
 use crate::shard::partition::{now_ms, Partition};
 use crate::shard::Shard;
@@ -77,12 +81,6 @@ fn key_of(p: &Partition) -> LogKey {
     (p.topic.clone(), p.index, p.topic_id)
 }
 
-/// Whether the cleaner handles the topic (the internal ones compact
-/// themselves).
-fn cleaned_topic(topic: &str) -> bool {
-    topic != crate::group::OFFSETS_TOPIC && topic != crate::txn::TXN_TOPIC
-}
-
 impl Cleaner {
     pub fn new(config: CleanerConfig) -> Cleaner {
         Cleaner {
@@ -127,7 +125,7 @@ impl Cleaner {
         let partitions: Vec<Rc<Partition>> = shard
             .partitions()
             .into_iter()
-            .filter(|p| cleaned_topic(&p.topic) && p.is_compacted())
+            .filter(|p| p.is_compacted())
             .collect();
         let (chosen, plan) = {
             let mut logs = self.logs.borrow_mut();

@@ -1,20 +1,21 @@
 //! One cleaning pass over one log.
 //!
 //! 1. Headers of the cleanable segments are read to find each idempotent
-//!    producer's last batch there (kept, empty if need be, so the
-//!    producer's sequence and epoch survive a restart that rebuilds its
-//!    state from the log).
+//!    producer's last data batch and last marker there (kept, a batch
+//!    empty if need be, so the producer's sequence and epoch survive a
+//!    restart that rebuilds its state from the log), and the aborted
+//!    transactions overlapping them are collected from the transaction
+//!    indexes.
 //! 2. The offset map is filled from the dirty part, key by key in offset
-//!    order, until the part ends or the map is full.
+//!    order, until the part ends or the map is full; records of aborted
+//!    transactions and markers are left out.
 //! 3. The segments are rewritten in order into `.cleaned` files, each
 //!    taking input segments until its output reaches `segment.bytes`,
 //!    named after its first input's base. A
 //!    record goes when the map holds a later offset for its key, or when
-//!    it is a tombstone cleaned more than `delete.retention.ms` ago.
-//!    Control batches (transaction markers) and transactional batches are
-//!    copied unchanged, and their keys are not put in the map: a later
-//!    record that may yet be aborted must not replace an earlier one.
-//!    Each input segment's last batch is kept (empty if need be) so the
+//!    it is a tombstone cleaned more than `delete.retention.ms` ago, or it
+//!    belongs to an aborted transaction. Markers follow the rules of
+//!    [`super::txn`]. Each input segment's last batch is kept (empty if need be) so the
 //!    segments still meet end to end and recovery never mistakes a
 //!    cleaned gap for a lost tail; an empty batch no longer last goes at
 //!    the next pass. Grouping by output size keeps runs of near-empty
@@ -29,6 +30,7 @@ use super::filter::{self, filter_batch, Filtered};
 use super::offset_map::OffsetMap;
 use super::plan::{LogState, Plan};
 use super::throttle::Throttle;
+use super::txn::{Aborted, LastBatches, MarkerFate, Open};
 use crate::shard::partition::{now_ms, Partition};
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
@@ -36,7 +38,6 @@ use crate::storage::segment::{BATCH_SIZE_MAX, SEGMENT_SIZE_MAX};
 use crate::storage::StorageError;
 use sluice_protocol::record_batch::{validate_stored_batch, BatchHeader, BATCH_HEADER_SIZE};
 use sluice_protocol::Offset;
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
 /// Bytes of cleaned batches gathered before one write.
@@ -139,18 +140,16 @@ fn batches(segment: &SealedSegment) -> Batches<'_> {
     }
 }
 
-/// Base offset of each producer's last batch in `segments`.
+/// Each producer's last data batch and last marker in `segments`.
 async fn last_batches(
     segments: &[SealedSegment],
     throttle: &mut Throttle,
-) -> Result<HashMap<i64, Offset>, PassError> {
-    let mut last = HashMap::new();
+) -> Result<LastBatches, PassError> {
+    let mut last = LastBatches::default();
     for s in segments {
         let mut it = batches(s);
         while let Some(h) = it.next_header()? {
-            if h.producer_id >= 0 && !h.is_control() {
-                last.insert(h.producer_id, h.base_offset);
-            }
+            last.read(&h);
             throttle.read(BATCH_HEADER_SIZE as u64).await;
         }
     }
@@ -162,6 +161,7 @@ async fn last_batches(
 /// filled up).
 async fn build_map(
     plan: &Plan,
+    aborted: &Aborted,
     map: &mut OffsetMap,
     throttle: &mut Throttle,
 ) -> Result<Offset, PassError> {
@@ -174,7 +174,7 @@ async fn build_map(
         let mut it = batches(s);
         while let Some((h, batch)) = it.next_batch()? {
             throttle.read(batch.len() as u64).await;
-            if h.last_offset() < plan.first_dirty || h.is_control() || h.is_transactional() {
+            if h.last_offset() < plan.first_dirty || h.is_control() || aborted.holds(&h) {
                 continue;
             }
             let section = filter::records_section(&h, &batch)?;
@@ -211,8 +211,30 @@ fn group_full(bytes: u64, base: Offset, next: &SealedSegment, segment_bytes: u64
 struct PassContext<'a> {
     map: &'a OffsetMap,
     config: &'a crate::config::TopicConfig,
-    last_of_producer: HashMap<i64, Offset>,
+    last_of_producer: LastBatches,
+    aborted: Aborted,
+    /// Markers at or past this offset stay (see
+    /// [`Partition::oldest_snapshot`]).
+    markers_removable_below: Offset,
     now_ms: i64,
+}
+
+/// What a pass gathers as it copies.
+#[derive(Default)]
+struct Progress {
+    stats: PassStats,
+    /// When the earliest-cleaned tombstone or retained marker kept was
+    /// first cleaned or left without data.
+    oldest_horizon: Option<i64>,
+    /// Markers left without data and kept, with when that was first seen.
+    markers: Vec<(Offset, i64)>,
+    open: Open,
+}
+
+impl Progress {
+    fn horizon(&mut self, at: i64) {
+        self.oldest_horizon = Some(self.oldest_horizon.map_or(at, |o| o.min(at)));
+    }
 }
 
 /// Filters one input segment's batches into `cleaned`.
@@ -222,13 +244,9 @@ async fn copy_segment(
     cx: &PassContext<'_>,
     state: &LogState,
     throttle: &mut Throttle,
-    stats: &mut PassStats,
-    oldest_tombstone: &mut Option<i64>,
+    progress: &mut Progress,
 ) -> Result<(), PassError> {
-    stats.bytes_before += s.size;
-    for t in &s.aborted {
-        cleaned.add_aborted(*t);
-    }
+    progress.stats.bytes_before += s.size;
     // Each input segment's last batch stays, empty if need be, so the
     // output ends where its inputs ended and segments meet end to end.
     let last_base = last_batch_base(s)?;
@@ -236,19 +254,24 @@ async fn copy_segment(
     let mut it = batches(s);
     while let Some((h, batch)) = it.next_batch()? {
         throttle.read(batch.len() as u64).await;
-        if h.is_control() || h.is_transactional() {
-            out.extend_from_slice(&batch);
+        let last_of_segment = Some(h.base_offset) == last_base;
+        if h.is_control() {
+            if copy_marker(&h, &batch, last_of_segment, cx, state, cleaned, progress) {
+                out.extend_from_slice(&batch);
+            }
         } else {
-            let keep_empty = Some(h.base_offset) == last_base
-                || (h.producer_id >= 0
-                    && cx.last_of_producer.get(&h.producer_id) == Some(&h.base_offset));
+            let keep_empty = last_of_segment || cx.last_of_producer.is_last(&h);
+            let aborted = cx.aborted.holds(&h);
             let mut removed = 0u64;
             let filtered = filter_batch(&h, &batch, keep_empty, |r| {
-                let keep = keeps(r, cx, state, oldest_tombstone);
+                let keep = !aborted && keeps(r, cx, state, progress);
                 removed += u64::from(!keep);
                 keep
             })?;
-            stats.records_removed += removed;
+            progress.stats.records_removed += removed;
+            if h.is_transactional() && filtered != Filtered::Dropped {
+                progress.open.data_kept(h.producer_id);
+            }
             match filtered {
                 Filtered::Unchanged => out.extend_from_slice(&batch),
                 Filtered::Rebuilt(b) => out.extend_from_slice(&b),
@@ -263,6 +286,46 @@ async fn copy_segment(
     }
     cleaned.append(&out)?;
     Ok(())
+}
+
+/// Whether a control batch stays (see [`super::txn`]); an ABORT marker
+/// kept for its data takes its index entry into `cleaned`.
+fn copy_marker(
+    h: &BatchHeader,
+    batch: &[u8],
+    last_of_segment: bool,
+    cx: &PassContext<'_>,
+    state: &LogState,
+    cleaned: &mut CleanedSegment,
+    progress: &mut Progress,
+) -> bool {
+    let since = state.marker_since(h.base_offset).unwrap_or(cx.now_ms);
+    let expired = || cx.now_ms.saturating_sub(since) >= cx.config.delete_retention_ms;
+    // A marker recovery may still need stays whatever its age, untimed:
+    // a later pass, once snapshots have moved past it, removes it.
+    let last = last_of_segment
+        || cx.last_of_producer.is_last(h)
+        || h.base_offset >= cx.markers_removable_below;
+    match progress.open.marker(h, batch, &cx.aborted, last, expired) {
+        MarkerFate::Needed(entry) => {
+            if let Some(e) = entry {
+                cleaned.add_aborted(e);
+            }
+            true
+        }
+        MarkerFate::Retained => {
+            // One kept past its time (a producer's last) needs no pass.
+            if !expired() {
+                progress.markers.push((h.base_offset, since));
+                progress.horizon(since);
+            }
+            true
+        }
+        MarkerFate::Removed => {
+            progress.stats.records_removed += 1;
+            false
+        }
+    }
 }
 
 /// Syncs a group's output and swaps it in; false if the log changed.
@@ -294,27 +357,35 @@ pub async fn run(
 ) -> Result<PassStats, PassError> {
     let now = now_ms();
     let last_of_producer = last_batches(&plan.segments, throttle).await?;
-    let cleaned_upto = build_map(plan, map, throttle).await?;
+    let first = plan.segments.first().expect("a plan has segments").base;
+    let aborted = Aborted::new(partition.aborted_in(first, plan.end));
+    let markers_removable_below = partition.oldest_snapshot()?.unwrap_or(Offset(i64::MAX));
+    let cleaned_upto = build_map(plan, &aborted, map, throttle).await?;
     let view = partition.cleaner_view();
     let cx = PassContext {
         map,
         config: &view.config,
         last_of_producer,
+        aborted,
+        markers_removable_below,
         now_ms: now,
     };
-    let mut stats = PassStats {
-        segments_before: plan.segments.len(),
-        cleaned_upto: cleaned_upto.0,
-        ..PassStats::default()
+    let mut progress = Progress {
+        stats: PassStats {
+            segments_before: plan.segments.len(),
+            cleaned_upto: cleaned_upto.0,
+            ..PassStats::default()
+        },
+        ..Progress::default()
     };
-    let mut oldest_tombstone: Option<i64> = None;
     let mut group_start = 0;
     let mut cleaned: Option<CleanedSegment> = None;
     for (i, s) in plan.segments.iter().enumerate() {
         if let Some(c) = cleaned.take() {
             if group_full(c.size(), c.base(), s, cx.config.segment_bytes) {
-                if !swap_group(partition, c, &plan.segments[group_start..i], &mut stats).await? {
-                    return Ok(stats);
+                let group = &plan.segments[group_start..i];
+                if !swap_group(partition, c, group, &mut progress.stats).await? {
+                    return Ok(progress.stats);
                 }
                 group_start = i;
             } else {
@@ -325,16 +396,7 @@ pub async fn run(
             Some(c) => c,
             None => cleaned.insert(CleanedSegment::create(&view.dir, s.base)?),
         };
-        let copied = copy_segment(
-            s,
-            c,
-            &cx,
-            state,
-            throttle,
-            &mut stats,
-            &mut oldest_tombstone,
-        )
-        .await;
+        let copied = copy_segment(s, c, &cx, state, throttle, &mut progress).await;
         if let Err(e) = copied {
             if let Some(c) = cleaned.take() {
                 c.abandon();
@@ -343,14 +405,16 @@ pub async fn run(
         }
     }
     if let Some(c) = cleaned {
-        if !swap_group(partition, c, &plan.segments[group_start..], &mut stats).await? {
-            return Ok(stats);
+        let group = &plan.segments[group_start..];
+        if !swap_group(partition, c, group, &mut progress.stats).await? {
+            return Ok(progress.stats);
         }
     }
     state.first_dirty = cleaned_upto;
     state.record_pass(cleaned_upto, now);
-    state.oldest_tombstone_ms = oldest_tombstone;
-    Ok(stats)
+    state.oldest_tombstone_ms = progress.oldest_horizon;
+    state.set_markers(progress.markers);
+    Ok(progress.stats)
 }
 
 /// Base offset of a segment's last batch.
@@ -369,7 +433,7 @@ fn keeps(
     r: filter::RecordView<'_>,
     cx: &PassContext<'_>,
     state: &LogState,
-    oldest_tombstone: &mut Option<i64>,
+    progress: &mut Progress,
 ) -> bool {
     let Some(key) = r.key else {
         return true;
@@ -384,7 +448,7 @@ fn keeps(
         Some(at) if cx.now_ms.saturating_sub(at) >= cx.config.delete_retention_ms => false,
         first => {
             let at = first.unwrap_or(cx.now_ms);
-            *oldest_tombstone = Some(oldest_tombstone.map_or(at, |o: i64| o.min(at)));
+            progress.horizon(at);
             true
         }
     }
@@ -393,7 +457,150 @@ fn keeps(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BrokerConfig;
+    use crate::replication::{NodeId, ReplicationConfig};
+    use crate::storage::log::PartitionLog;
+    use sluice_protocol::record_batch::{decode_records, validate_record_set, BatchBuilder};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    /// A compacted partition this broker leads alone.
+    fn leader(dir: &std::path::Path, delete_retention_ms: &str) -> Partition {
+        let o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), "1000".to_string()),
+            (
+                "delete.retention.ms".to_string(),
+                delete_retention_ms.to_string(),
+            ),
+        ]);
+        let config = Arc::new(BrokerConfig::default().topic_config(&o).unwrap());
+        let log = PartitionLog::create(&dir.join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
+        let node = NodeId(1);
+        let p = Partition::new(
+            "t".into(),
+            0,
+            uuid::Uuid::nil(),
+            log,
+            node,
+            ReplicationConfig::default(),
+        );
+        p.apply_state(
+            crate::replication::controller::PartitionState::new(vec![node]),
+            0,
+        );
+        p
+    }
+
+    /// Appends one batch of `records` (transactional for a producer id).
+    async fn append(p: &Partition, producer: Option<(i64, i32)>, records: &[(&str, &str)]) {
+        let mut b = BatchBuilder::new(1_000);
+        if let Some((id, sequence)) = producer {
+            b = b.producer(id, 0, sequence).transactional();
+        }
+        for (k, v) in records {
+            b.push(1_000, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+        }
+        let b = b.finish();
+        p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// (offset, key, value) of the data records, and the markers' offsets.
+    fn contents(p: &Partition) -> (Vec<(i64, String, String)>, Vec<i64>) {
+        let (mut records, mut markers) = (Vec::new(), Vec::new());
+        p.for_each_batch(Offset(0), |h, batch| {
+            if h.is_control() {
+                markers.push(h.base_offset.0);
+                return;
+            }
+            let section = &batch[BATCH_HEADER_SIZE..];
+            for r in decode_records(section, h.records_count as usize).unwrap() {
+                let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+                let offset = h.base_offset.0 + i64::from(r.offset_delta);
+                records.push((offset, text(r.key), text(r.value)));
+            }
+        })
+        .unwrap();
+        (records, markers)
+    }
+
+    /// Transactions by Kafka's rules: a committed one compacted like any
+    /// data, an aborted one's records gone and never displacing an earlier
+    /// committed value, its ABORT marker gone after `delete.retention.ms`
+    /// (kept and timed within it) and its index entry at once, a
+    /// committed marker kept while its data is, an open transaction and
+    /// everything after it untouched.
+    #[test]
+    fn transactions_follow_kafkas_rules_in_a_pass() {
+        for retention in ["0", "86400000"] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), retention);
+            glommio::LocalExecutorBuilder::default()
+                .make()
+                .unwrap()
+                .run(async {
+                    append(&p, Some((1, 0)), &[("k0", "a0"), ("k1", "a1")]).await;
+                    p.append_marker(1, 0, true, 0).unwrap(); // 2
+                    append(&p, Some((1, 2)), &[("k0", "b0")]).await; // 3
+                    p.append_marker(1, 0, false, 0).unwrap(); // 4
+                    append(&p, Some((1, 3)), &[("k1", "d1")]).await; // 5
+                    p.append_marker(1, 0, true, 0).unwrap(); // 6
+                    let filler = |i: usize| (format!("f{i}"), format!("{i:0>60}"));
+                    for i in 0..20 {
+                        let (k, v) = filler(i);
+                        append(&p, None, &[(&k, &v)]).await;
+                    }
+                    let open_at = p.log_end().0;
+                    append(&p, Some((2, 0)), &[("k0", "open")]).await;
+                    for i in 20..80 {
+                        let (k, v) = filler(i);
+                        append(&p, None, &[(&k, &v)]).await;
+                    }
+                    assert_eq!(p.last_stable_offset(), Offset(open_at));
+                    assert_eq!(p.aborted_in(Offset(0), Offset(open_at)).len(), 1);
+                    let view = p.cleaner_view();
+                    assert!(
+                        view.sealed[0].next_offset.0 > 7,
+                        "the transactions share a segment"
+                    );
+                    let mut state = LogState::default();
+                    let plan = super::super::plan::plan(&view, &state, now_ms()).unwrap();
+                    assert!(plan.end.0 <= open_at);
+                    let mut map = OffsetMap::with_memory(1 << 20);
+                    let mut throttle = Throttle::new(u64::MAX);
+                    run(&p, &plan, &mut state, &mut map, &mut throttle)
+                        .await
+                        .unwrap();
+                    let (records, markers) = contents(&p);
+                    let mine: Vec<_> = records
+                        .iter()
+                        .filter(|(_, k, _)| k.starts_with('k'))
+                        .map(|(o, k, v)| (*o, k.as_str(), v.as_str()))
+                        .collect();
+                    assert_eq!(
+                        mine,
+                        vec![(0, "k0", "a0"), (5, "k1", "d1"), (open_at, "k0", "open")],
+                        "retention {retention}"
+                    );
+                    assert_eq!(records.len(), 3 + 80, "every filler stays");
+                    let kept_abort = retention != "0";
+                    let want: Vec<i64> = match kept_abort {
+                        true => vec![2, 4, 6],
+                        false => vec![2, 6],
+                    };
+                    assert_eq!(markers, want, "retention {retention}");
+                    assert_eq!(state.marker_since(Offset(4)).is_some(), kept_abort);
+                    assert_eq!(state.oldest_tombstone_ms.is_some(), kept_abort);
+                    assert!(
+                        p.aborted_in(Offset(0), Offset(open_at)).is_empty(),
+                        "no aborted data left to index"
+                    );
+                    assert_eq!(p.last_stable_offset(), Offset(open_at));
+                });
+        }
+    }
 
     fn seg(base: i64, next: i64, size: u64) -> SealedSegment {
         SealedSegment {

@@ -20,6 +20,10 @@ use sluice_protocol::Offset;
 
 /// Passes remembered per log for tombstone ages; older ones merge.
 pub const PASSES_MAX: usize = 64;
+/// Markers whose wait is timed per log (16 bytes each). Past this many,
+/// the later ones start their wait at a later pass: they stay longer,
+/// and are timed once the earlier ones have gone.
+pub const MARKERS_TIMED_MAX: usize = 1 << 16;
 
 /// What the cleaner remembers of one log between passes (in memory: a
 /// restart makes the whole log dirty again, and restarts the tombstones'
@@ -31,9 +35,13 @@ pub struct LogState {
     /// Each pass: the offset it cleaned below and when, both rising.
     passes: Vec<(Offset, i64)>,
     /// When the earliest-cleaned tombstone the log keeps was first
-    /// cleaned: it may go `delete.retention.ms` after (read at each plan,
-    /// so a changed setting applies at once).
+    /// cleaned, or the earliest transaction marker kept was first found
+    /// without its transaction's data: it may go `delete.retention.ms`
+    /// after (read at each plan, so a changed setting applies at once).
     pub oldest_tombstone_ms: Option<i64>,
+    /// Markers kept only for `delete.retention.ms`, by offset, with when
+    /// a pass first found their transaction's data gone.
+    markers: Vec<(Offset, i64)>,
     /// A corrupt batch stopped cleaning this log (until a restart).
     pub failed: bool,
 }
@@ -43,6 +51,25 @@ impl LogState {
     pub fn first_cleaned_ms(&self, offset: Offset) -> Option<i64> {
         let i = self.passes.partition_point(|(upto, _)| *upto <= offset);
         self.passes.get(i).map(|(_, at)| *at)
+    }
+
+    /// When a pass first found the marker at `offset` without data.
+    pub fn marker_since(&self, offset: Offset) -> Option<i64> {
+        let i = self.markers.partition_point(|(o, _)| *o < offset);
+        self.markers
+            .get(i)
+            .filter(|(o, _)| *o == offset)
+            .map(|(_, at)| *at)
+    }
+
+    /// The markers a pass kept for their wait, in offset order.
+    pub fn set_markers(&mut self, mut markers: Vec<(Offset, i64)>) {
+        assert!(
+            markers.windows(2).all(|w| w[0].0 < w[1].0),
+            "in offset order"
+        );
+        markers.truncate(MARKERS_TIMED_MAX);
+        self.markers = markers;
     }
 
     /// A pass cleaned the log below `upto` at `now_ms`.
@@ -198,6 +225,20 @@ mod tests {
                 .unwrap()
                 .forced
         );
+    }
+
+    #[test]
+    fn a_markers_wait_is_found_by_its_offset_and_bounded() {
+        let mut s = LogState::default();
+        s.set_markers(vec![(Offset(5), 100), (Offset(9), 200)]);
+        assert_eq!(s.marker_since(Offset(9)), Some(200));
+        assert_eq!(s.marker_since(Offset(6)), None);
+        let many = (0..MARKERS_TIMED_MAX as i64 + 5)
+            .map(|i| (Offset(i), i))
+            .collect();
+        s.set_markers(many);
+        assert_eq!(s.markers.len(), MARKERS_TIMED_MAX);
+        assert_eq!(s.marker_since(Offset(MARKERS_TIMED_MAX as i64)), None);
     }
 
     #[test]

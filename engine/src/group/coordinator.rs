@@ -130,18 +130,12 @@ pub struct Coordinator {
     /// Parked JoinGroup and SyncGroup requests, with their group's id.
     waiters: RefCell<HashMap<Ticket, (String, Waiter)>>,
     next_ticket: Cell<Ticket>,
-    /// Appends under way per offsets partition: compaction waits for none,
-    /// so every record below its snapshot is already applied in memory.
-    in_flight: RefCell<HashMap<i32, usize>>,
     /// Offsets of open transactions (TxnOffsetCommit), by producer.
     pub(in crate::group) pending_txn: RefCell<PendingOffsets>,
 }
 
-/// How often offsets partitions are checked for a rolled segment.
-const COMPACTION_CHECK_MS: i64 = 5_000;
-
-/// Most records in one batch of a compaction snapshot.
-const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
+/// Most records in one batch of an append.
+const APPEND_BATCH_RECORDS: usize = 1_000;
 
 fn bad_timeout(cfg: &GroupConfig, session_timeout_ms: i32) -> bool {
     let t = i64::from(session_timeout_ms);
@@ -191,7 +185,6 @@ impl Coordinator {
             consumers: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
-            in_flight: RefCell::new(HashMap::new()),
             pending_txn: RefCell::new(PendingOffsets::default()),
         }
     }
@@ -237,24 +230,15 @@ impl Coordinator {
             glommio::spawn_local(async move {
                 let records = vec![group_record(&id, Some(&value))];
                 let c = &shard.groups;
-                match c.append(&shard, c.partition_of(&id), records).await {
-                    Ok(_) => c.set_stored(&id, value),
-                    Err(e) => {
-                        tracing::warn!(group = %id, error = ?e, "storing group metadata failed")
-                    }
+                if let Err(e) = c.append(&shard, c.partition_of(&id), records).await {
+                    tracing::warn!(group = %id, error = ?e, "storing group metadata failed")
                 }
             })
             .detach();
         }
     }
 
-    fn set_stored(&self, group_id: &str, value: GroupValue) {
-        if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
-            g.last_stored = Some(value);
-        }
-    }
-
-    /// Appends records to an offsets partition, counted as in flight.
+    /// Appends records to an offsets partition.
     pub(in crate::group) async fn append(
         &self,
         shard: &Rc<Shard>,
@@ -265,7 +249,7 @@ impl Coordinator {
     }
 
     /// Appends records, in a transactional batch of `producer` (id,
-    /// epoch) if one is given, counted as in flight.
+    /// epoch) if one is given.
     async fn append_as(
         &self,
         shard: &Rc<Shard>,
@@ -273,88 +257,7 @@ impl Coordinator {
         records: Vec<Record>,
         producer: Option<(i64, i16)>,
     ) -> Result<i64, ErrorCode> {
-        *self.in_flight.borrow_mut().entry(partition).or_default() += 1;
-        let result = append_set(shard, partition, records, producer).await;
-        if let Some(n) = self.in_flight.borrow_mut().get_mut(&partition) {
-            *n -= 1;
-        }
-        result
-    }
-
-    /// Compacts an offsets partition once it has rolled a segment:
-    /// appends every live record (each group's last stored metadata and
-    /// committed offsets) in one record set, makes it durable, then
-    /// deletes the segments wholly below it. The coordinator holds the
-    /// live state in memory, so this replaces Kafka's log cleaner for the
-    /// one topic that needs it; a replay from the new log start yields the
-    /// same groups.
-    pub async fn compact(&self, shard: &Rc<Shard>, partition: i32) {
-        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
-            return;
-        };
-        let busy = self
-            .in_flight
-            .borrow()
-            .get(&partition)
-            .copied()
-            .unwrap_or(0)
-            > 0;
-        // Open transactions' offsets stay where they are, with the markers
-        // that will settle them, as Kafka's cleaner stops at the first
-        // unstable offset: compaction waits until none is pending here.
-        let unsettled = self
-            .pending_txn
-            .borrow()
-            .any(|g| self.partition_of(g) == partition);
-        if busy || unsettled || p.segment_count() < 2 {
-            return;
-        }
-        let records = self.live_records(partition);
-        let start = match records.is_empty() {
-            true => Ok(p.log_end().0),
-            false => append_set(shard, partition, records, None).await,
-        };
-        let result = match start {
-            Ok(start) => p
-                .flush_upto(p.log_end())
-                .await
-                .and_then(|()| p.delete_segments_before(Offset(start)))
-                .map_err(|e| e.to_string()),
-            Err(code) => Err(format!("{code:?}")),
-        };
-        match result {
-            Ok(deleted) => tracing::info!(partition, deleted, "compacted {OFFSETS_TOPIC}"),
-            Err(e) => tracing::warn!(partition, error = %e, "compacting {OFFSETS_TOPIC} failed"),
-        }
-    }
-
-    /// Every live record of the groups stored in `partition`.
-    fn live_records(&self, partition: i32) -> Vec<Record> {
-        let groups = self.groups.borrow();
-        let mut records: Vec<Record> = self
-            .consumers
-            .borrow()
-            .values()
-            .filter(|g| self.partition_of(&g.id) == partition)
-            .flat_map(super::consumer::service::live_records)
-            .collect();
-        for g in groups.values() {
-            if self.partition_of(&g.id) != partition || g.state() == GroupState::Dead {
-                continue;
-            }
-            if let Some(v) = &g.last_stored {
-                records.push(group_record(&g.id, Some(v)));
-            }
-            for ((topic, index), c) in &g.offsets {
-                let key = Key::Offset {
-                    group: g.id.clone(),
-                    topic: topic.clone(),
-                    partition: *index,
-                };
-                records.push((key.encode(), Some(c.value.encode())));
-            }
-        }
-        records
+        append_set(shard, partition, records, producer).await
     }
 
     /// Tombstones a deletion writes for partitions only open transactions
@@ -438,7 +341,7 @@ impl Coordinator {
             let stored = self
                 .append(shard, self.partition_of(&group_id), records)
                 .await
-                .map(|_| self.set_stored(&group_id, value))
+                .map(|_| ())
                 .map_err(store_error);
             if let Some(g) = self.groups.borrow_mut().get_mut(&group_id) {
                 g.sync_stored(generation, stored, now_ms(), &self.config);
@@ -1062,18 +965,9 @@ impl Coordinator {
     pub async fn run_timers(shard: Rc<Shard>) {
         let c = &shard.groups;
         let mut last_expiry = now_ms();
-        let mut last_compaction = now_ms();
         while !shard.broker.stopping() {
             glommio::timer::sleep(TICK).await;
             let now = now_ms();
-            if now - last_compaction >= COMPACTION_CHECK_MS {
-                last_compaction = now;
-                for p in shard.partitions() {
-                    if p.topic == OFFSETS_TOPIC {
-                        c.compact(&shard, p.index).await;
-                    }
-                }
-            }
             c.tick_consumer_groups(&shard, now);
             if c.groups.borrow().is_empty() {
                 continue;
@@ -1201,7 +1095,7 @@ pub(in crate::group) fn group_record(group: &str, value: Option<&GroupValue>) ->
 }
 
 /// Appends records to a group's offsets partition, which this shard
-/// owns, in batches of at most [`SNAPSHOT_BATCH_RECORDS`], all in one
+/// owns, in batches of at most [`APPEND_BATCH_RECORDS`], all in one
 /// record set so nothing interleaves. Returns the first record's offset.
 /// With `producer` (id, epoch) the batches are transactional, of that
 /// producer, with no sequence (as Kafka's coordinators write them).
@@ -1268,7 +1162,7 @@ async fn append_set(
         .ok_or(ErrorCode::NotCoordinator)?;
     let now = now_ms();
     let mut set = Vec::new();
-    for chunk in records.chunks(SNAPSHOT_BATCH_RECORDS) {
+    for chunk in records.chunks(APPEND_BATCH_RECORDS) {
         let mut b = BatchBuilder::new(now);
         if let Some((id, epoch)) = producer {
             b = b.producer(id, epoch, -1);

@@ -225,9 +225,6 @@ pub struct Group {
     completions: Vec<Completion>,
     needs_store: bool,
     pub offsets: HashMap<(String, i32), Committed>,
-    /// The group's record as last written to the log, rewritten when the
-    /// log is compacted.
-    pub last_stored: Option<GroupValue>,
 }
 
 /// A generated member id: the client or instance id, then a UUID, as
@@ -259,14 +256,12 @@ impl Group {
             completions: Vec::new(),
             needs_store: false,
             offsets: HashMap::new(),
-            last_stored: None,
         }
     }
 
     /// Rebuilds a group from its stored record: with members it is Stable
     /// and every member gets a fresh session, as after a coordinator move.
     pub fn restore(&mut self, v: &GroupValue, now_ms: i64) {
-        self.last_stored = Some(v.clone());
         self.generation = v.generation;
         self.protocol_type = Some(v.protocol_type.clone()).filter(|t| !t.is_empty());
         self.protocol = v.protocol.clone();

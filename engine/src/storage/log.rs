@@ -995,14 +995,21 @@ impl PartitionLog {
         self.log_start = self.log_start.max(self.segments[0].base());
         self.recovery_point = self.recovery_point.max(self.log_start);
         tracing::info!(path = %segment.log_path().display(), why, "deleting segment");
+        self.discard(segment)?;
+        snapshot_file::delete_outside(&self.dir, self.log_start, self.log_end())
+    }
+
+    /// Deletes a segment no longer in the log: at once when
+    /// `file.delete.delay.ms` is 0, else renamed `.deleted` and removed
+    /// that much later (a reader holding its file goes on reading it).
+    fn discard(&mut self, segment: Segment) -> Result<()> {
         let delay_ms = self.config.file_delete_delay_ms;
         if delay_ms == 0 {
-            segment.delete()?;
-        } else {
-            let due = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms as u64);
-            self.retired.push((due, segment.retire()?));
+            return segment.delete();
         }
-        snapshot_file::delete_outside(&self.dir, self.log_start, self.log_end())
+        let due = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms as u64);
+        self.retired.push((due, segment.retire()?));
+        Ok(())
     }
 
     /// Removes the files of deleted segments whose `file.delete.delay.ms`
@@ -1114,7 +1121,7 @@ impl PartitionLog {
         while self.segments.len() > keep + 1 {
             let segment = self.segments.pop().expect("more than one segment");
             tracing::info!(path = %segment.log_path().display(), offset = offset.0, "deleting segment above a truncation");
-            segment.delete()?;
+            self.discard(segment)?;
         }
         let interval = self.config.index_interval_bytes;
         let log_start = self.log_start;
@@ -1175,8 +1182,9 @@ impl PartitionLog {
 
     /// Replaces every segment with one empty segment starting at `start`.
     fn restart_at(&mut self, start: Offset) -> Result<()> {
-        for segment in self.segments.drain(..) {
-            segment.delete()?;
+        let old: Vec<Segment> = self.segments.drain(..).collect();
+        for segment in old {
+            self.discard(segment)?;
         }
         // The snapshots describe batches that are gone, whatever their
         // offsets.
@@ -1943,6 +1951,50 @@ mod tests {
             assert_eq!(log.log_end(), Offset(2));
             assert_eq!(epochs(&log), vec![(5, 0)]);
         }
+    }
+
+    /// A follower's truncation deleted the segments above the cut at once,
+    /// whatever `file.delete.delay.ms` said, under a reader still using
+    /// them; they now wait `.deleted` like the segments retention takes.
+    #[test]
+    fn truncated_segments_wait_file_delete_delay_as_deleted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = log_with_epochs(&pdir, "2000");
+        assert!(log.config.file_delete_delay_ms > 0, "60 s by default");
+        let second = log.segments[1].base();
+        let above: Vec<PathBuf> = log.segments[2..]
+            .iter()
+            .map(|s| s.log_path().to_path_buf())
+            .collect();
+        assert!(!above.is_empty());
+        log.truncate_to(second).unwrap();
+        let deleted = |p: &Path| PathBuf::from(format!("{}.deleted", p.display()));
+        for p in &above {
+            assert!(!p.exists(), "{} left the log", p.display());
+            assert!(deleted(p).exists(), "{} waits", p.display());
+        }
+        assert_eq!(log.remove_retired().unwrap(), 0, "not yet due");
+        // Emptying the log to start again retires its segments too.
+        log.truncate_fully_and_start_at(Offset(100)).unwrap();
+        assert!(deleted(&pdir.join(format!("{}.log", segment_stem(0)))).exists());
+        for (due, _) in &mut log.retired {
+            *due = std::time::Instant::now();
+        }
+        assert!(log.remove_retired().unwrap() >= above.len());
+        for p in &above {
+            assert!(!deleted(p).exists());
+        }
+        // With no delay they go at once.
+        let mut log = log_with_epochs(&dir.path().join("t-1"), "2000");
+        let mut c = BrokerConfig::default();
+        c.set("segment.bytes", "2000").unwrap();
+        let overrides = BTreeMap::from([("file.delete.delay.ms".to_string(), "0".to_string())]);
+        log.config = Arc::new(c.topic_config(&overrides).unwrap());
+        let last = log.segments.last().unwrap().log_path().to_path_buf();
+        let second = log.segments[1].base();
+        log.truncate_to(second).unwrap();
+        assert!(!last.exists() && !deleted(&last).exists());
     }
 
     #[test]

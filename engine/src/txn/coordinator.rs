@@ -7,7 +7,7 @@
 //! (the coordinator epoch is the partition's leader epoch), completing
 //! prepared transactions by writing their markers, and a timer task that
 //! notices leadership changes, aborts timed-out transactions, removes
-//! expired ids and compacts the partitions.
+//! expired ids (the log cleaner compacts the partitions).
 
 use super::markers::Marker;
 use super::records::{decode_key, decode_value, encode_key, encode_value};
@@ -37,11 +37,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// client is told COORDINATOR_NOT_AVAILABLE and retries.
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often the state partitions are checked for a rolled segment.
-const COMPACTION_CHECK_MS: i64 = 5_000;
-
-/// Most records in one batch of a compaction snapshot.
-const SNAPSHOT_BATCH_RECORDS: usize = 1_000;
+/// Most records in one batch of an append.
+const APPEND_BATCH_RECORDS: usize = 1_000;
 
 /// Pause before storing a completion again after a failure.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
@@ -65,15 +62,12 @@ pub struct TxnCoordinator {
     /// The state partitions loaded, with the coordinator epoch (leader
     /// epoch) they were loaded under.
     loaded: RefCell<HashMap<i32, i32>>,
-    /// Appends under way per partition: compaction waits for none.
-    in_flight: RefCell<HashMap<i32, usize>>,
     markers: super::markers::MarkerSender,
     /// Requests waiting for an id's step under way to be stored
     /// ([`SETTLE_WAIT`]), woken when it is.
     settling: RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>,
     last_abort_check: Cell<i64>,
     last_expiry_check: Cell<i64>,
-    last_compaction: Cell<i64>,
 }
 
 /// Maps a failed store to what a transaction request reports, as Kafka
@@ -93,12 +87,10 @@ impl TxnCoordinator {
             config,
             txns: RefCell::new(HashMap::new()),
             loaded: RefCell::new(HashMap::new()),
-            in_flight: RefCell::new(HashMap::new()),
             markers: super::markers::MarkerSender::default(),
             settling: RefCell::new(HashMap::new()),
             last_abort_check: Cell::new(now),
             last_expiry_check: Cell::new(now),
-            last_compaction: Cell::new(now),
         }
     }
 
@@ -156,12 +148,7 @@ impl TxnCoordinator {
         partition: i32,
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<i64, ErrorCode> {
-        *self.in_flight.borrow_mut().entry(partition).or_default() += 1;
-        let result = append_set(shard, partition, records).await;
-        if let Some(n) = self.in_flight.borrow_mut().get_mut(&partition) {
-            *n -= 1;
-        }
-        result
+        append_set(shard, partition, records).await
     }
 
     /// Stores `step` for its id, then makes it current. The id's entry is
@@ -653,54 +640,8 @@ impl TxnCoordinator {
         }
     }
 
-    /// Compacts a state partition once it has rolled a segment: appends
-    /// every id's current record in one record set, makes it durable, and
-    /// deletes the segments wholly below it, as the group coordinator
-    /// compacts `__consumer_offsets`. A replay from the new log start
-    /// yields the same transactions.
-    async fn compact(&self, shard: &Rc<Shard>, partition: i32) {
-        let Some(p) = shard.serving_partition(TXN_TOPIC, partition) else {
-            return;
-        };
-        let busy = self
-            .in_flight
-            .borrow()
-            .get(&partition)
-            .copied()
-            .unwrap_or(0)
-            > 0;
-        let pending = self.txns.borrow().values().any(|m| m.pending.is_some());
-        if busy || pending || p.segment_count() < 2 {
-            return;
-        }
-        let count = Self::partition_count(shard);
-        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .txns
-            .borrow()
-            .values()
-            .filter(|m| crate::group::partition_for(&m.transactional_id, count) == partition)
-            .map(|m| (encode_key(&m.transactional_id), Some(encode_value(m))))
-            .collect();
-        let start = match records.is_empty() {
-            true => Ok(p.log_end().0),
-            false => self.append(shard, partition, records).await,
-        };
-        let result = match start {
-            Ok(start) => p
-                .flush_upto(p.log_end())
-                .await
-                .and_then(|()| p.delete_segments_before(Offset(start)))
-                .map_err(|e| e.to_string()),
-            Err(code) => Err(format!("{code:?}")),
-        };
-        match result {
-            Ok(deleted) => tracing::info!(partition, deleted, "compacted {TXN_TOPIC}"),
-            Err(e) => tracing::warn!(partition, error = %e, "compacting {TXN_TOPIC} failed"),
-        }
-    }
-
-    /// Runs leadership checks, timeouts, expiry and compaction until the
-    /// broker stops.
+    /// Runs leadership checks, timeouts and expiry until the broker
+    /// stops (the log cleaner compacts the state partitions).
     pub async fn run_timers(shard: Rc<Shard>) {
         while !shard.broker.stopping() {
             glommio::timer::sleep(TICK).await;
@@ -717,19 +658,12 @@ impl TxnCoordinator {
                 c.last_expiry_check.set(now);
                 c.remove_expired(&shard, now).await;
             }
-            if now - c.last_compaction.get() >= COMPACTION_CHECK_MS {
-                c.last_compaction.set(now);
-                let loaded: Vec<i32> = c.loaded.borrow().keys().copied().collect();
-                for partition in loaded {
-                    c.compact(&shard, partition).await;
-                }
-            }
         }
     }
 }
 
 /// Appends records to a state partition this shard owns, in batches of
-/// at most [`SNAPSHOT_BATCH_RECORDS`], all in one record set, with
+/// at most [`APPEND_BATCH_RECORDS`], all in one record set, with
 /// acks=all. Returns the first record's offset.
 async fn append_set(
     shard: &Rc<Shard>,
@@ -741,7 +675,7 @@ async fn append_set(
         .ok_or(ErrorCode::NotCoordinator)?;
     let now = now_ms();
     let mut set = Vec::new();
-    for chunk in records.chunks(SNAPSHOT_BATCH_RECORDS) {
+    for chunk in records.chunks(APPEND_BATCH_RECORDS) {
         let mut b = BatchBuilder::new(now);
         for (k, v) in chunk {
             b.push(now, Some(k), v.as_deref(), &[]);

@@ -42,15 +42,6 @@ pub fn member_records(
     ]
 }
 
-/// Every live record of a consumer group: its epoch and its members'.
-pub fn live_records(g: &ConsumerGroup) -> Vec<Record> {
-    let mut out = vec![epoch_record(&g.id, Some(g.epoch()))];
-    for m in g.members() {
-        out.extend(member_records(&g.id, &m.id, g.records_of(&m.id).as_ref()));
-    }
-    out
-}
-
 /// The topics consumer groups may subscribe to: every non-internal topic.
 pub fn topics(shard: &Shard) -> Topics {
     shard
@@ -121,7 +112,6 @@ impl Coordinator {
             ));
         }
         g.forget_protocol();
-        g.last_stored = None;
         drop(groups);
         self.append_detached(
             shard,

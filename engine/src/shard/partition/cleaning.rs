@@ -43,6 +43,14 @@ impl Partition {
         }
     }
 
+    /// The offset of the oldest producer snapshot, if any: recovery may
+    /// start from any snapshot there is, so a transaction marker at or
+    /// past this one must stay (a snapshot taken while its transaction
+    /// was open would otherwise never see it end).
+    pub fn oldest_snapshot(&self) -> Result<Option<Offset>, StorageError> {
+        Ok(self.log.borrow().snapshot_offsets()?.first().copied())
+    }
+
     /// Makes a finished cleaned segment durable through the shard's ring
     /// (the swap then finds nothing left to sync).
     pub async fn sync_cleaned(&self, cleaned: &CleanedSegment) -> Result<(), StorageError> {
