@@ -289,6 +289,30 @@ fn a_compacted_topic_keeps_the_latest_record_of_each_key_in_offset_order() {
     assert!(broker.log().contains("cleaned log"));
 }
 
+/// Issue 23's first case with kafka-python as producer and reader:
+/// 100,000 records over 1,000 keys, compacted to one record per key.
+#[test]
+fn kafka_python_sees_one_record_per_key_the_latest_after_cleaning() {
+    let broker = Broker::start(1, BROKER);
+    create(&broker, "compacted-kp", &compacted(&[]));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/compaction.py");
+    let out = common::run_client(
+        "kafka-python on a compacted topic",
+        &[
+            "300",
+            "python3",
+            script,
+            &broker.bootstrap(),
+            "compacted-kp",
+            "1000",
+            "100",
+            "1000",
+        ],
+        || broker.log(),
+    );
+    assert!(out.contains("compacted: 2000 records"), "{out}");
+}
+
 #[test]
 fn tombstones_are_seen_until_delete_retention_then_vanish() {
     let broker = Broker::start(1, BROKER);

@@ -195,6 +195,7 @@ pub(super) fn swap(
     mut cleaned: CleanedSegment,
     old: Vec<Segment>,
     index_interval: u64,
+    mut discard: impl FnMut(Segment) -> Result<()>,
 ) -> Result<Segment> {
     assert_eq!(old[0].base(), cleaned.base);
     cleaned.sync()?;
@@ -210,7 +211,7 @@ pub(super) fn swap(
     crash_point("swapped");
     drop(cleaned);
     for s in old {
-        s.delete()?;
+        discard(s)?;
     }
     crash_point("deleted");
     finish_swap(dir, base)?;

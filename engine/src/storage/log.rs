@@ -1073,8 +1073,10 @@ impl PartitionLog {
             return Ok(false);
         }
         let old: Vec<Segment> = self.segments.drain(at..at + replaced.len()).collect();
-        let segment =
-            super::cleaned::swap(&self.dir, cleaned, old, self.config.index_interval_bytes)?;
+        let (dir, interval) = (self.dir.clone(), self.config.index_interval_bytes);
+        // The replaced segments go as any deleted segment does: renamed
+        // `.deleted` and removed after `file.delete.delay.ms`.
+        let segment = super::cleaned::swap(&dir, cleaned, old, interval, |s| self.discard(s))?;
         assert!(segment.next_offset() <= self.segments[at].base());
         self.segments.insert(at, segment);
         self.check_invariants();
@@ -1460,7 +1462,12 @@ mod tests {
             !log.replace_cleaned(stale, &sealed[1..2]).unwrap(),
             "not the log's run"
         );
+        let second = pdir.join(format!("{}.log", segment_stem(group[1].base.0)));
         assert!(log.replace_cleaned(cleaned, group).unwrap());
+        // The replaced files wait `file.delete.delay.ms` as `.deleted`.
+        assert!(log.config.file_delete_delay_ms > 0, "60 s by default");
+        assert!(!second.exists(), "{} left the log", second.display());
+        assert!(PathBuf::from(format!("{}.deleted", second.display())).exists());
         assert!(
             !log.replace_cleaned(CleanedSegment::create(&pdir, group[0].base).unwrap(), group)
                 .unwrap(),
