@@ -803,6 +803,10 @@ impl Producer {
             let Some(batch) = drained else { continue };
             if from_open {
                 self.buffered = self.buffered - open_before + batch.footprint();
+                // A batch closed by its linger closes too: the next keyless
+                // record goes elsewhere, or a slow producer would write one
+                // partition for ever.
+                self.sticky.on_batch_closed(t, p as u32, &mut self.rng);
             }
             if size + batch.wire.len() > self.s.max_request_size && !out.is_empty() {
                 q.ready.push_front(batch);
