@@ -458,7 +458,6 @@ fn keeps(
 mod tests {
     use super::*;
     use crate::config::BrokerConfig;
-    use crate::replication::{NodeId, ReplicationConfig};
     use crate::storage::log::PartitionLog;
     use sluice_protocol::record_batch::{decode_records, validate_record_set, BatchBuilder};
     use std::collections::BTreeMap;
@@ -476,20 +475,7 @@ mod tests {
         ]);
         let config = Arc::new(BrokerConfig::default().topic_config(&o).unwrap());
         let log = PartitionLog::create(&dir.join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
-        let node = NodeId(1);
-        let p = Partition::new(
-            "t".into(),
-            0,
-            uuid::Uuid::nil(),
-            log,
-            node,
-            ReplicationConfig::default(),
-        );
-        p.apply_state(
-            crate::replication::controller::PartitionState::new(vec![node]),
-            0,
-        );
-        p
+        Partition::led_alone(log)
     }
 
     /// Appends one batch of `records` (transactional for a producer id).

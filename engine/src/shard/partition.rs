@@ -108,6 +108,26 @@ pub fn error_code(e: &StorageError) -> ErrorCode {
 }
 
 impl Partition {
+    /// Partition 0 of topic `t` on `log`, led by this broker (node 1)
+    /// alone: unit tests' partition.
+    #[cfg(test)]
+    pub(crate) fn led_alone(log: PartitionLog) -> Partition {
+        let node = NodeId(1);
+        let p = Partition::new(
+            "t".into(),
+            0,
+            uuid::Uuid::nil(),
+            log,
+            node,
+            ReplicationConfig::default(),
+        );
+        p.apply_state(
+            crate::replication::controller::PartitionState::new(vec![node]),
+            0,
+        );
+        p
+    }
+
     /// Wraps an opened log. Producer state is recovered from the newest
     /// producer snapshot and the batches after it (see `partition/txn.rs`),
     /// so a producer retrying across a broker restart is still
@@ -568,22 +588,6 @@ mod tests {
     /// A producer whose batch was appended but whose acknowledgement was
     /// lost in a broker restart retries it: before producer state was
     /// rebuilt from the log at start, the retry was appended a second time.
-    /// A partition this broker (node 1) leads alone.
-    fn leader_of(log: PartitionLog) -> Partition {
-        let node = NodeId(1);
-        let p = Partition::new(
-            "t".into(),
-            0,
-            uuid::Uuid::nil(),
-            log,
-            node,
-            ReplicationConfig::default(),
-        );
-        let state = crate::replication::controller::PartitionState::new(vec![node]);
-        p.apply_state(state, 0);
-        p
-    }
-
     #[test]
     fn retried_batch_after_restart_is_not_appended_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -598,12 +602,12 @@ mod tests {
         let batch = b.finish();
         let summary = validate_record_set(&batch, 1 << 20).unwrap();
         let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
-        let p = leader_of(log);
+        let p = Partition::led_alone(log);
         let (first, _) = run(p.append(&batch, &summary)).unwrap();
         p.flush_now().unwrap();
         drop(p);
         let log = PartitionLog::open(&pdir, config, true, Offset(1), Offset(0)).unwrap();
-        let p = leader_of(log);
+        let p = Partition::led_alone(log);
         let (retry, _) = run(p.append(&batch, &summary)).unwrap();
         assert_eq!(retry.base_offset, first.base_offset);
         assert_eq!(p.watermarks().high_watermark, Offset(1));
@@ -632,7 +636,7 @@ mod tests {
         };
         let log =
             PartitionLog::create(&dir.path().join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
-        let p = leader_of(log);
+        let p = Partition::led_alone(log);
         let (first, first_summary) = batch(0);
         let (second, second_summary) = batch(1);
         run(p.append(&first, &first_summary)).unwrap();
@@ -687,7 +691,7 @@ mod tests {
         c.set("segment.bytes", "2000").unwrap();
         let config = Arc::new(c.topic_config(&BTreeMap::new()).unwrap());
         let log = PartitionLog::create(&pdir, Arc::clone(&config), uuid::Uuid::new_v4()).unwrap();
-        let p = leader_of(log);
+        let p = Partition::led_alone(log);
         let mut open = BatchBuilder::new(0).producer(9, 0, 0).transactional();
         open.push(0, None, Some(b"open"), &[]);
         let open = open.finish();
@@ -714,7 +718,7 @@ mod tests {
 
         let reopen = || {
             let log = PartitionLog::open(&pdir, Arc::clone(&config), false, end, Offset(0));
-            leader_of(log.unwrap())
+            Partition::led_alone(log.unwrap())
         };
         let p = reopen();
         assert_eq!(p.describe_producers(), expect);
@@ -750,7 +754,7 @@ mod tests {
         );
         let log =
             PartitionLog::create(&dir.path().join("t-0"), config, uuid::Uuid::new_v4()).unwrap();
-        let p = leader_of(log);
+        let p = Partition::led_alone(log);
         let mut b = BatchBuilder::new(0).producer(42, 0, 0).transactional();
         b.push(0, None, Some(b"x"), &[]);
         let batch = b.finish();
