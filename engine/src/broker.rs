@@ -107,6 +107,9 @@ pub struct BrokerShared {
     /// The controller listener's live certificates when the quorum speaks
     /// TLS: voters serve with them, every node dials voters with them.
     pub controller_tls: Option<Arc<crate::security::tls::TlsAcceptor>>,
+    /// Connections open over every shard, under `max.connections` and
+    /// `max.connections.per.ip`.
+    pub admission: Arc<crate::server::admission::Admission>,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
     _lock: std::fs::File,
@@ -427,6 +430,7 @@ impl Broker {
             sasl.insert(l.config.name.clone(), Arc::new(settings));
         }
         let authorizer = Authorizer::from_config(&config)?;
+        let admission = crate::server::admission::Admission::new(config.connection_limits()?);
         let snapshot = Arc::new(Snapshot::empty(config.node_id));
         tracing::info!(
             data_dir = %config.data_dir.display(), clean, node = config.node_id, cores = config.cores,
@@ -451,6 +455,7 @@ impl Broker {
             listeners,
             inter_broker_listener,
             controller_tls,
+            admission,
             quiesced: AtomicUsize::new(0),
             _lock: lock,
         });
@@ -672,7 +677,9 @@ async fn shard_main(
             glommio::spawn_local(server::accept_loop(Rc::clone(&shard), socket, served))
         })
         .collect();
+    let idle = glommio::spawn_local(server::close_idle_connections(Rc::clone(&shard)));
     maintenance(&shard).await;
+    drop(idle.cancel());
     if let Some(m) = metrics {
         drop(m.cancel());
     }

@@ -118,6 +118,10 @@ pub const KEYS: &[Key] = &[
     broker("auto.create.topics.enable", Kind::Bool, "true", 0),
     broker("delete.topic.enable", Kind::Bool, "true", 0),
     broker("socket.request.max.bytes", Kind::Int, "104857600", 1),
+    broker("max.connections", Kind::Int, "2147483647", 0),
+    broker("max.connections.per.ip", Kind::Int, "2147483647", 0),
+    broker("max.connections.per.ip.overrides", Kind::Text, "", 0),
+    broker("connections.max.idle.ms", Kind::Long, "600000", 1),
     broker(
         "log.flush.offset.checkpoint.interval.ms",
         Kind::Int,
@@ -922,6 +926,32 @@ impl BrokerConfig {
 
     pub fn request_max_bytes(&self) -> usize {
         self.get_long("socket.request.max.bytes") as usize
+    }
+
+    /// `max.connections`, `max.connections.per.ip` and its overrides; an
+    /// override that does not parse or resolve is an error naming the key.
+    pub fn connection_limits(&self) -> Result<crate::server::admission::Limits, ConfigError> {
+        let key = "max.connections.per.ip.overrides";
+        let text = self.get(key).unwrap_or_default();
+        let per_ip_overrides = crate::server::admission::parse_overrides(text).map_err(|e| {
+            ConfigError::InvalidValue {
+                key: key.to_string(),
+                value: text.to_string(),
+                expected: format!("host:count pairs separated by commas ({e})"),
+            }
+        })?;
+        let count = |k: &str| u32::try_from(self.get_long(k)).unwrap_or(u32::MAX);
+        Ok(crate::server::admission::Limits {
+            max_total: count("max.connections"),
+            max_per_ip: count("max.connections.per.ip"),
+            per_ip_overrides,
+        })
+    }
+
+    /// `connections.max.idle.ms`: a connection that sent no request and
+    /// was sent no answer for this long is closed.
+    pub fn connections_max_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.get_long("connections.max.idle.ms") as u64)
     }
 
     pub fn flush_scheduler_interval_ms(&self) -> u64 {

@@ -178,6 +178,32 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as the JVM does
+/// for Kafka: every connection, segment and index is a descriptor, and a
+/// shell's usual soft limit (1,024) is reached by a few hundred clients.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(
+                from = before,
+                to = limit.rlim_max,
+                "raised the open files limit"
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if let Err(e) = init_logging() {
         eprintln!("sluice: {e}");
@@ -198,6 +224,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {

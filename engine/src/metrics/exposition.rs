@@ -548,8 +548,10 @@ fn encode_listeners(e: &mut DescriptorEncoder, shards: &[ShardSnapshot]) -> std:
         let sum = listeners.entry(l.listener.as_str()).or_default();
         sum.accepted += l.accepted;
         sum.closed += l.closed;
+        sum.refused += l.refused;
+        sum.idle_closed += l.idle_closed;
     }
-    let columns: [ListenerColumn; 3] = [
+    let columns: [ListenerColumn; 5] = [
         (
             "sluice_listener_connections",
             "Open client connections, by listener.",
@@ -567,6 +569,18 @@ fn encode_listeners(e: &mut DescriptorEncoder, shards: &[ShardSnapshot]) -> std:
             "Client connections closed, by listener (by either side).",
             Counter,
             |l| l.closed,
+        ),
+        (
+            "sluice_listener_connections_refused",
+            "Connections closed at once because their address was at max.connections.per.ip.",
+            Counter,
+            |l| l.refused,
+        ),
+        (
+            "sluice_listener_connections_idle_closed",
+            "Connections closed after connections.max.idle.ms without a request or an answer.",
+            Counter,
+            |l| l.idle_closed,
         ),
     ];
     for (name, help, kind, pick) in columns {

@@ -15,6 +15,8 @@ use std::rc::Rc;
 pub struct ListenerCounters {
     accepted: Cell<u64>,
     closed: Cell<u64>,
+    refused: Cell<u64>,
+    idle_closed: Cell<u64>,
 }
 
 impl ListenerCounters {
@@ -26,6 +28,18 @@ impl ListenerCounters {
         self.closed.set(self.closed.get() + 1);
         assert!(self.closed.get() <= self.accepted.get());
     }
+
+    /// A connection closed at once: its address was at
+    /// `max.connections.per.ip` (not counted as accepted).
+    pub fn refused(&self) {
+        self.refused.set(self.refused.get() + 1);
+    }
+
+    /// An accepted connection closed for `connections.max.idle.ms` (it
+    /// counts as closed too, when its task ends).
+    pub fn idle_closed(&self) {
+        self.idle_closed.set(self.idle_closed.get() + 1);
+    }
 }
 
 /// A listener's counts at scrape time.
@@ -34,6 +48,8 @@ pub struct ListenerSample {
     pub listener: String,
     pub accepted: u64,
     pub closed: u64,
+    pub refused: u64,
+    pub idle_closed: u64,
 }
 
 impl ListenerSample {
@@ -72,6 +88,8 @@ pub fn samples() -> Vec<ListenerSample> {
                 listener: name.clone(),
                 accepted: c.accepted.get(),
                 closed: c.closed.get(),
+                refused: c.refused.get(),
+                idle_closed: c.idle_closed.get(),
             })
             .collect()
     })

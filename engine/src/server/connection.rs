@@ -39,8 +39,9 @@ use glommio::net::TcpStream;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::frame;
 use sluice_protocol::header::{parse_request_header, HeaderError};
+use std::cell::Cell;
 use std::io;
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,7 +74,14 @@ impl From<FrameReadError> for CloseReason {
 pub const HANDSHAKE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves one connection until the peer closes it or sends garbage.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
+/// `active` is set whenever a request is read or an answer written (see
+/// [`super::close_idle_connections`]).
+pub async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    listener: &Served,
+    active: &Cell<Instant>,
+) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     // As Kafka reports a member's client host in DescribeGroups.
@@ -99,21 +107,17 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, listener: &Served) {
         (_, false) => None,
     };
     let result = match &listener.tls {
-        None => match writer_half(&stream) {
-            Ok(mut out) => run(&shard, &mut stream, &mut out, &client, gate).await,
-            Err(e) => Err(e.into()),
-        },
+        None => {
+            let (mut reader, mut writer) = super::socket::split(stream);
+            run(&shard, &mut reader, &mut writer, &client, gate, active).await
+        }
         Some(tls) => {
             let Some(conn) = tls_session(&mut stream, tls, &client, &peer).await else {
                 return;
             };
-            match writer_half(&stream) {
-                Ok(out) => {
-                    let (mut reader, mut writer) = session::split(conn, stream, out);
-                    run(&shard, &mut reader, &mut writer, &client, gate).await
-                }
-                Err(e) => Err(e.into()),
-            }
+            let (reader, writer) = super::socket::split(stream);
+            let (mut reader, mut writer) = session::split(conn, reader, writer);
+            run(&shard, &mut reader, &mut writer, &client, gate, active).await
         }
     };
     match result {
@@ -200,10 +204,11 @@ async fn run<R: Receive, W: Outbound>(
     out: &mut W,
     client: &handlers::Client,
     gate: Option<SaslGate>,
+    active: &Cell<Instant>,
 ) -> Result<(), CloseReason> {
     let (tx, rx) = local_channel::new_bounded(PIPELINE_DEPTH);
-    let read = read_requests(shard, stream, client, gate, tx);
-    let write = write_replies(shard, out, rx);
+    let read = read_requests(shard, stream, client, gate, tx, active);
+    let write = write_replies(shard, out, rx, active);
     futures::pin_mut!(read, write);
     match future::select(read, write).await {
         // The reader is done (the peer closed, or sent something that ends
@@ -219,29 +224,19 @@ async fn run<R: Receive, W: Outbound>(
     }
 }
 
-/// A second handle on the socket (a duplicated descriptor), for the writer.
-fn writer_half(stream: &TcpStream) -> io::Result<TcpStream> {
-    // SAFETY: dup of a descriptor this connection owns; the copy is closed
-    // by the stream that takes it.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
-}
-
 async fn read_requests<R: Receive>(
     shard: &Rc<Shard>,
     stream: &mut R,
     client: &handlers::Client,
     mut gate: Option<SaslGate>,
     replies: LocalSender<Outgoing>,
+    active: &Cell<Instant>,
 ) -> Result<(), CloseReason> {
     let max = shard.broker.config.request_max_bytes();
     let mut reader = FrameReader::new(gate.as_ref().map_or(max, |g| g.frame_bytes_max(max)));
     while let Some(payload) = reader.next(stream).await? {
         let received = reader.received_at();
+        active.set(received);
         if let Some(gate) = gate.as_mut() {
             let verdict = gate.check(&payload, client, || shard.metadata());
             reader.set_frame_bytes_max(gate.frame_bytes_max(max));
@@ -296,6 +291,7 @@ async fn write_replies<W: Outbound>(
     shard: &Shard,
     stream: &mut W,
     replies: LocalReceiver<Outgoing>,
+    active: &Cell<Instant>,
 ) -> Result<(), CloseReason> {
     while let Some(Outgoing { reply, timing }) = replies.recv().await {
         let ready = match reply {
@@ -318,8 +314,10 @@ async fn write_replies<W: Outbound>(
                 Some(ready)
             }
         };
+        let sent = Instant::now();
+        active.set(sent);
         if let (Some((api, _)), Some(ready)) = (timing, ready) {
-            crate::metrics::response_sent(api, ready.elapsed());
+            crate::metrics::response_sent(api, sent.saturating_duration_since(ready));
         }
     }
     Ok(())

@@ -25,9 +25,9 @@
 //! request's queue time is measured from there (one clock read per
 //! receive, not per frame).
 
+use super::socket::Half;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::AsyncReadExt;
-use glommio::net::TcpStream;
 use sluice_protocol::frame::{self, FrameError, FRAME_HEADER_SIZE};
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -65,7 +65,7 @@ pub trait Receive {
     async fn receive(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
 }
 
-impl Receive for TcpStream {
+impl Receive for Half {
     async fn receive(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match recv_into_spare(self.as_raw_fd(), buf)? {
             Some(n) => Ok(n),
@@ -76,7 +76,7 @@ impl Receive for TcpStream {
 
 /// Parks until the socket is readable and reads what glommio's read
 /// gives into a small zeroed tail. Returns the bytes read (0: closed).
-async fn wait_and_read(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn wait_and_read(stream: &mut Half, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     buf.resize(start + WAIT_READ_BYTES, 0);
     let result = stream.read(&mut buf[start..]).await;
@@ -206,7 +206,7 @@ fn truncated() -> io::Error {
 mod tests {
     use super::*;
     use futures::AsyncWriteExt;
-    use glommio::net::TcpListener;
+    use glommio::net::{TcpListener, TcpStream};
     use glommio::LocalExecutorBuilder;
 
     fn framed(payload: &[u8]) -> Vec<u8> {
@@ -230,7 +230,8 @@ mod tests {
                     }
                     client.close().await.unwrap();
                 });
-                let mut stream = listener.accept().await.unwrap();
+                let (mut stream, _writer) =
+                    crate::server::socket::split(listener.accept().await.unwrap());
                 let mut reader = FrameReader::new(max);
                 let mut frames = Vec::new();
                 let error = loop {

@@ -7,10 +7,10 @@
 //! which parks the task until the socket is writable. Those few copied
 //! bytes are counted apart, so the share sent zero-copy can be shown.
 
+use super::socket::Half;
 use crate::shard::Stats;
 use crate::storage::segment::FileRegion;
 use futures::AsyncWriteExt;
-use glommio::net::TcpStream;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -33,11 +33,7 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 }
 
 /// Sends all of `region` to `stream`.
-pub async fn send_region(
-    stream: &mut TcpStream,
-    region: &FileRegion,
-    stats: &Stats,
-) -> io::Result<()> {
+pub async fn send_region(stream: &mut Half, region: &FileRegion, stats: &Stats) -> io::Result<()> {
     let socket = stream.as_raw_fd();
     let file = region.file.as_raw_fd();
     let mut offset = region.position as libc::off_t;

@@ -13,6 +13,7 @@
 //! docs/SECURITY.md.
 
 use super::frame_reader::Receive;
+use super::socket::Half;
 use crate::shard::Stats;
 use crate::storage::segment::FileRegion;
 use bytes::BytesMut;
@@ -46,7 +47,7 @@ pub async fn handshake(
 
 /// The reading half: decrypts what the socket brings.
 pub struct TlsReader {
-    stream: TcpStream,
+    stream: Half,
     conn: Rc<RefCell<ServerConnection>>,
     cipher: Vec<u8>,
     /// `cipher[pos..end]` is read from the socket, not yet given to rustls.
@@ -56,19 +57,14 @@ pub struct TlsReader {
 
 /// The writing half: encrypts answers and sends them.
 pub struct TlsWriter {
-    stream: TcpStream,
+    stream: Half,
     conn: Rc<RefCell<ServerConnection>>,
     out: Vec<u8>,
     region: Vec<u8>,
 }
 
-/// Splits an established session into its halves; `writer_stream` is a
-/// second handle on the same socket.
-pub fn split(
-    conn: ServerConnection,
-    stream: TcpStream,
-    writer_stream: TcpStream,
-) -> (TlsReader, TlsWriter) {
+/// Splits an established session into its halves, over the socket's.
+pub fn split(conn: ServerConnection, stream: Half, writer_stream: Half) -> (TlsReader, TlsWriter) {
     let conn = Rc::new(RefCell::new(conn));
     let reader = TlsReader {
         stream,
@@ -145,7 +141,7 @@ pub trait Outbound {
     async fn send_region(&mut self, region: &FileRegion, stats: &Stats) -> io::Result<()>;
 }
 
-impl Outbound for TcpStream {
+impl Outbound for Half {
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes).await
     }

@@ -39,6 +39,14 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
 /// back on the shards feeding it.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 
+/// A served connection: its task, when it was last active, and its
+/// listener's counters (see `server::accept_loop`).
+pub type OpenConnection = (
+    glommio::task::JoinHandle<()>,
+    Rc<Cell<std::time::Instant>>,
+    Rc<crate::metrics::listeners::ListenerCounters>,
+);
+
 /// The shard is stopping and can take no more work.
 #[derive(Debug, thiserror::Error)]
 #[error("shard {0} is not accepting work")]
@@ -84,8 +92,10 @@ pub struct Shard {
     pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// This shard, for tasks it starts itself (set once it is in an `Rc`).
     pub this: RefCell<std::rc::Weak<Shard>>,
-    /// The client connections being served, closed at shutdown.
-    pub open_connections: RefCell<HashMap<u64, glommio::task::JoinHandle<()>>>,
+    /// The client connections being served, closed at shutdown or when
+    /// idle: each one's task, when it last read a request or wrote an
+    /// answer, and its listener's counters.
+    pub open_connections: RefCell<HashMap<u64, OpenConnection>>,
     /// Partition files to write and sync in the background.
     pub file_sync: Rc<file_sync::FileSync>,
     /// A snapshot was applied: later ones visit only what changed.
