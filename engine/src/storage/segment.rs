@@ -274,6 +274,17 @@ impl Segment {
             if h.base_offset < self.next_offset {
                 return Err(format!("offset {} goes backwards", h.base_offset));
             }
+            // The base offset is outside the CRC: a damaged one can jump
+            // past what the indexes' 4-byte relative offsets hold. No
+            // append writes that (a segment rolls long before), so it is
+            // damage, not data.
+            if h.last_offset().0 - self.base.0 > i64::from(u32::MAX) {
+                return Err(format!(
+                    "offset {} is past the segment's reach (base {})",
+                    h.last_offset(),
+                    self.base
+                ));
+            }
             self.track_batch(pos, &h, index_interval)
                 .map_err(|e| e.to_string())?;
             batches += 1;
