@@ -449,13 +449,32 @@ impl PartitionLog {
         }
         let first_base = segments[0].base();
         let log_start = log_start.max(first_base);
+        let survived_end = segments.last().map_or(log_start, Segment::next_offset);
+        if survived_end < log_start {
+            // The log start was moved (DeleteRecords, a leader's log start)
+            // past records a crash then took from the unsynced tail: nothing
+            // at or above the start is left. As Kafka does, the log starts
+            // again, empty, at its start.
+            tracing::warn!(
+                dir = %dir.display(), log_end = survived_end.0, log_start = log_start.0,
+                "the log ends below its start after recovery: starting it again, empty, at its start"
+            );
+            drop(segments);
+            for b in &bases {
+                super::segment::delete_files(dir, *b)?;
+            }
+            segments = vec![Segment::create(dir, log_start)?];
+        }
+        let log_end = segments.last().map_or(log_start, Segment::next_offset);
         let recovery_point = if clean {
-            segments.last().map_or(log_start, Segment::next_offset)
+            log_end
         } else {
-            recovery_point.max(log_start)
+            // A recovery point past what survived (a checkpoint newer than
+            // the data it speaks of) is only a hint: nothing past the end
+            // is there to be trusted.
+            recovery_point.max(log_start).min(log_end)
         };
         let epochs = open_epochs(dir, &segments, log_start)?;
-        let log_end = segments.last().map_or(log_start, Segment::next_offset);
         // A snapshot past the log end describes batches a crash or a
         // truncation took: the offsets will be reused by other batches.
         snapshot_file::delete_outside(dir, log_start, log_end)?;
