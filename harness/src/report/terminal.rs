@@ -213,15 +213,18 @@ pub fn point_line(p: &PointResult, color: bool) -> String {
 /// How a max-rate point's rate was found: whether a measured window
 /// confirmed it, then every probe and window with its verdict.
 pub fn max_rate_story(p: &PointResult) -> Option<String> {
-    if p.max_rate_search.is_empty() {
+    story(p.max_rate_found, p.max_rate_confirmed, &p.max_rate_search)
+}
+
+fn story(found: Option<f64>, confirmed: Option<bool>, search: &[Probe]) -> Option<String> {
+    if search.is_empty() {
         return None;
     }
-    let windows: Vec<&Probe> = p
-        .max_rate_search
+    let windows: Vec<&Probe> = search
         .iter()
         .filter(|pr| pr.kind == ProbeKind::Window)
         .collect();
-    let headline = match (p.max_rate_found, p.max_rate_confirmed, windows.first()) {
+    let headline = match (found, confirmed, windows.first()) {
         (Some(found), Some(true), Some(first)) if windows.len() > 1 => format!(
             "max rate {found:.0} msg/s, sustained by the measured window after {} step(s) down from the search's {:.0}",
             windows.len() - 1,
@@ -239,28 +242,26 @@ pub fn max_rate_story(p: &PointResult) -> Option<String> {
         ),
         (None, _, _) => "no max rate found".to_string(),
     };
-    let steps: Vec<String> = p
-        .max_rate_search
+    let steps: Vec<String> = search
         .iter()
         .map(|pr| match (pr.kind, pr.rate) {
             (ProbeKind::Unpaced, _) | (_, 0.0) => format!("unpaced {:.0} msg/s", pr.achieved),
             (ProbeKind::Search, r) if pr.sustained => format!("{r:.0} ok"),
             (ProbeKind::Search, r) => format!("{r:.0} no"),
             (ProbeKind::Window, r) if pr.sustained => {
-                format!("window {r:.0} sustained ({:.0} s)", pr.window_s)
+                format!("window {r:.0} sustained ({:.1} s)", pr.window_s)
             }
             (ProbeKind::Window, r) => format!(
-                "window {r:.0} NOT sustained, delivered {:.0} ({:.0} s)",
+                "window {r:.0} NOT sustained, delivered {:.0} ({:.1} s)",
                 pr.achieved, pr.window_s
             ),
         })
         .collect();
-    let probe_s = p
-        .max_rate_search
+    let probe_s = search
         .iter()
         .find(|pr| pr.kind == ProbeKind::Search && pr.window_s > 0.0)
         .map_or(String::new(), |pr| {
-            format!(" ({:.0} s probes)", pr.window_s)
+            format!(" ({:.1} s probes)", pr.window_s)
         });
     Some(format!("{headline}; search{probe_s}: {}", steps.join(", ")))
 }
@@ -622,6 +623,48 @@ mod tests {
         assert_eq!(Terminal::detect(false, true).lines, Dest::Nowhere);
         assert_eq!(Terminal::detect(true, false).lines, Dest::Stderr);
         assert!(!Terminal::detect(true, true).color);
+    }
+
+    fn attempt(kind: ProbeKind, rate: f64, achieved: f64, sustained: bool) -> Probe {
+        Probe {
+            kind,
+            rate,
+            window_s: if kind == ProbeKind::Window { 20.0 } else { 5.0 },
+            achieved,
+            sustained,
+            why_not: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_max_rate_line_says_whether_a_window_confirmed_the_rate() {
+        let mut search = vec![
+            attempt(ProbeKind::Unpaced, 0.0, 650_000.0, false),
+            attempt(ProbeKind::Search, 650_000.0, 400_000.0, false),
+            attempt(ProbeKind::Search, 325_000.0, 325_000.0, true),
+            attempt(ProbeKind::Window, 325_000.0, 280_000.0, false),
+            attempt(ProbeKind::Window, 252_000.0, 252_000.0, true),
+        ];
+        let s = story(Some(252_000.0), Some(true), &search).unwrap();
+        assert!(
+            s.starts_with("max rate 252000 msg/s, sustained by the measured window after 1 step(s) down from the search's 325000"),
+            "{s}"
+        );
+        assert!(
+            s.contains("(5.0 s probes): unpaced 650000 msg/s, 650000 no, 325000 ok"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("window 325000 NOT sustained, delivered 280000 (20.0 s), window 252000 sustained (20.0 s)"),
+            "{s}"
+        );
+        search[4].sustained = false;
+        let s = story(None, Some(false), &search).unwrap();
+        assert!(
+            s.starts_with("NO MAX RATE CONFIRMED: none of the 2 measured windows"),
+            "{s}"
+        );
+        assert!(story(None, None, &[]).is_none());
     }
 
     #[test]
