@@ -4,6 +4,7 @@
 use super::charts::{self, Chart};
 use super::files::RunJson;
 use super::plot;
+use super::terminal;
 use std::fmt::Write;
 
 pub fn esc(s: &str) -> String {
@@ -72,6 +73,9 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
     for p in &run.points {
         let target = match (p.target_rate, p.max_rate_found, p.rate_steps.last()) {
             (_, Some(r), _) => format!("max → {r:.0}"),
+            (_, None, _) if p.max_rate_confirmed == Some(false) => {
+                "max → none confirmed".to_string()
+            }
             (t, None, Some(last)) => format!(
                 "ramp {:.0} → {:.0} (mean {t:.0})",
                 p.rate_steps[0].rate, last.rate
@@ -148,17 +152,11 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
                 .collect();
             notes.push(format!("failed messages by cause: {}", causes.join("; ")));
         }
-        if !p.max_rate_search.is_empty() {
-            let probes: Vec<String> = p
-                .max_rate_search
-                .iter()
-                .map(|pr| match pr.rate {
-                    0.0 => format!("unpaced: {:.0} msg/s", pr.achieved),
-                    r if pr.sustained => format!("{r:.0} sustained"),
-                    r => format!("{r:.0} not sustained"),
-                })
-                .collect();
-            notes.push(format!("max-rate search: {}", probes.join(", ")));
+        if let Some(story) = terminal::max_rate_story(p) {
+            notes.push(match p.max_rate_confirmed {
+                Some(false) => format!("<b>{}</b>", esc(&story)),
+                _ => esc(&story),
+            });
         }
         if !notes.is_empty() {
             let _ = write!(

@@ -352,6 +352,7 @@ fn merge_point(parts: &[Part]) -> Result<(PointResult, PointHists), String> {
         settings: first.settings.clone(),
         target_rate,
         max_rate_found: None,
+        max_rate_confirmed: None,
         max_rate_search: Vec::new(),
         rate_steps: Vec::new(),
         warmup_s: first.warmup_s,

@@ -8,7 +8,7 @@
 //! for a terminal, and never with `NO_COLOR` set (no-color.org).
 
 use super::files::RunJson;
-use crate::run::result::PointResult;
+use crate::run::result::{PointResult, Probe, ProbeKind};
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -97,6 +97,10 @@ pub struct Row {
     /// msg/s asked for (a ramp's mean); 0 in max-rate mode.
     pub target_msgs: f64,
     pub max_rate_found: Option<f64>,
+    /// Whether the measured window sustained `max_rate_found`; `false`:
+    /// no window within the attempts sustained a rate.
+    #[serde(default)]
+    pub max_rate_confirmed: Option<bool>,
     /// A ramp's first and last rate.
     pub ramp: Option<(f64, f64)>,
     pub publish_msgs: f64,
@@ -130,6 +134,7 @@ impl Row {
             label: p.label.clone(),
             target_msgs: p.target_rate,
             max_rate_found: p.max_rate_found,
+            max_rate_confirmed: p.max_rate_confirmed,
             ramp: match (p.rate_steps.first(), p.rate_steps.last()) {
                 (Some(a), Some(b)) => Some((a.rate, b.rate)),
                 _ => None,
@@ -150,10 +155,11 @@ impl Row {
     }
 
     fn target(&self) -> String {
-        match (self.ramp, self.max_rate_found) {
-            (Some((a, b)), _) => format!("{a:.0}→{b:.0}"),
-            (None, Some(found)) => format!("max→{found:.0}"),
-            (None, None) => format!("{:.0}", self.target_msgs),
+        match (self.ramp, self.max_rate_found, self.max_rate_confirmed) {
+            (Some((a, b)), _, _) => format!("{a:.0}→{b:.0}"),
+            (None, Some(found), _) => format!("max→{found:.0}"),
+            (None, None, Some(false)) => "max→none".to_string(),
+            (None, None, _) => format!("{:.0}", self.target_msgs),
         }
     }
 }
@@ -190,11 +196,74 @@ pub fn point_line(p: &PointResult, color: bool) -> String {
         opt(r.client_cores, 2)
     ));
     line.push_str(&extras(p));
+    if let Some(story) = max_rate_story(p) {
+        let story = match p.max_rate_confirmed {
+            Some(false) => paint(&story, RED, color),
+            _ => story,
+        };
+        line.push_str(&format!("\n  {story}"));
+    }
     if r.sustained == Some(false) {
         let why = format!("UNSUSTAINED: {}", r.unsustained_because.join("; "));
         line.push_str(&format!("\n  {}", paint(&why, RED, color)));
     }
     line
+}
+
+/// How a max-rate point's rate was found: whether a measured window
+/// confirmed it, then every probe and window with its verdict.
+pub fn max_rate_story(p: &PointResult) -> Option<String> {
+    story(p.max_rate_found, p.max_rate_confirmed, &p.max_rate_search)
+}
+
+fn story(found: Option<f64>, confirmed: Option<bool>, search: &[Probe]) -> Option<String> {
+    if search.is_empty() {
+        return None;
+    }
+    let windows: Vec<&Probe> = search
+        .iter()
+        .filter(|pr| pr.kind == ProbeKind::Window)
+        .collect();
+    let headline = match (found, confirmed, windows.first()) {
+        (Some(found), Some(true), Some(first)) if windows.len() > 1 => format!(
+            "max rate {found:.0} msg/s, sustained by the measured window after {} step(s) down from the search's {:.0}",
+            windows.len() - 1,
+            first.rate
+        ),
+        (Some(found), Some(true), _) => {
+            format!("max rate {found:.0} msg/s, searched and sustained by the measured window")
+        }
+        (_, Some(false), _) => format!(
+            "NO MAX RATE CONFIRMED: none of the {} measured windows sustained the rate it asked for",
+            windows.len()
+        ),
+        (Some(found), _, _) => format!(
+            "max rate {found:.0} msg/s from the search's probes alone: the measured window was not judged"
+        ),
+        (None, _, _) => "no max rate found".to_string(),
+    };
+    let steps: Vec<String> = search
+        .iter()
+        .map(|pr| match (pr.kind, pr.rate) {
+            (ProbeKind::Unpaced, _) | (_, 0.0) => format!("unpaced {:.0} msg/s", pr.achieved),
+            (ProbeKind::Search, r) if pr.sustained => format!("{r:.0} ok"),
+            (ProbeKind::Search, r) => format!("{r:.0} no"),
+            (ProbeKind::Window, r) if pr.sustained => {
+                format!("window {r:.0} sustained ({:.1} s)", pr.window_s)
+            }
+            (ProbeKind::Window, r) => format!(
+                "window {r:.0} NOT sustained, delivered {:.0} ({:.1} s)",
+                pr.achieved, pr.window_s
+            ),
+        })
+        .collect();
+    let probe_s = search
+        .iter()
+        .find(|pr| pr.kind == ProbeKind::Search && pr.window_s > 0.0)
+        .map_or(String::new(), |pr| {
+            format!(" ({:.1} s probes)", pr.window_s)
+        });
+    Some(format!("{headline}; search{probe_s}: {}", steps.join(", ")))
 }
 
 /// What only some points have: unsent or unconsumed messages,
@@ -483,6 +552,7 @@ mod tests {
             label: format!("linger.ms={point}"),
             target_msgs: 1_000.0,
             max_rate_found: None,
+            max_rate_confirmed: None,
             ramp: None,
             publish_msgs: msgs,
             publish_mb: msgs / 1e4,
@@ -553,6 +623,48 @@ mod tests {
         assert_eq!(Terminal::detect(false, true).lines, Dest::Nowhere);
         assert_eq!(Terminal::detect(true, false).lines, Dest::Stderr);
         assert!(!Terminal::detect(true, true).color);
+    }
+
+    fn attempt(kind: ProbeKind, rate: f64, achieved: f64, sustained: bool) -> Probe {
+        Probe {
+            kind,
+            rate,
+            window_s: if kind == ProbeKind::Window { 20.0 } else { 5.0 },
+            achieved,
+            sustained,
+            why_not: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_max_rate_line_says_whether_a_window_confirmed_the_rate() {
+        let mut search = vec![
+            attempt(ProbeKind::Unpaced, 0.0, 650_000.0, false),
+            attempt(ProbeKind::Search, 650_000.0, 400_000.0, false),
+            attempt(ProbeKind::Search, 325_000.0, 325_000.0, true),
+            attempt(ProbeKind::Window, 325_000.0, 280_000.0, false),
+            attempt(ProbeKind::Window, 252_000.0, 252_000.0, true),
+        ];
+        let s = story(Some(252_000.0), Some(true), &search).unwrap();
+        assert!(
+            s.starts_with("max rate 252000 msg/s, sustained by the measured window after 1 step(s) down from the search's 325000"),
+            "{s}"
+        );
+        assert!(
+            s.contains("(5.0 s probes): unpaced 650000 msg/s, 650000 no, 325000 ok"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("window 325000 NOT sustained, delivered 280000 (20.0 s), window 252000 sustained (20.0 s)"),
+            "{s}"
+        );
+        search[4].sustained = false;
+        let s = story(None, Some(false), &search).unwrap();
+        assert!(
+            s.starts_with("NO MAX RATE CONFIRMED: none of the 2 measured windows"),
+            "{s}"
+        );
+        assert!(story(None, None, &[]).is_none());
     }
 
     #[test]

@@ -74,9 +74,19 @@ pub struct PointResult {
     pub settings: Vec<(String, String)>,
     /// Requested rate in msg/s (0: max-rate mode).
     pub target_rate: f64,
-    /// In max-rate mode, the sustainable rate the search found.
+    /// In max-rate mode, the rate the measured window sustained at the
+    /// end of the search and its confirmation (`max_rate_confirmed`);
+    /// `None` when no window within the attempts did.
     pub max_rate_found: Option<f64>,
-    /// Every probe of the max-rate search, in order.
+    /// In max-rate mode: `true` when the measured window sustained
+    /// `max_rate_found`, `false` when none of the windows tried did (the
+    /// point's figures are then the last one's). `None` outside max-rate
+    /// mode and in backlog mode, whose window is not judged: the rate is
+    /// then the probes' alone.
+    #[serde(default)]
+    pub max_rate_confirmed: Option<bool>,
+    /// Every probe of the max-rate search and every measured window that
+    /// confirmed or refuted its rate, in order.
     #[serde(default)]
     pub max_rate_search: Vec<Probe>,
     /// The rates asked for through the window when they changed (OMB's
@@ -179,11 +189,31 @@ pub struct RateStep {
     pub rate: f64,
 }
 
+/// What a max-rate attempt was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// The first, unpaced probe: an upper bound.
+    Unpaced,
+    /// A short paced probe of the search (runs written before kinds were
+    /// named read as these, the unpaced one with rate 0).
+    #[default]
+    Search,
+    /// The point's full measured window, which confirms the rate or steps
+    /// it down.
+    Window,
+}
+
 /// One rate the max-rate search tried.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Probe {
+    #[serde(default)]
+    pub kind: ProbeKind,
     /// msg/s asked for; 0 for the unpaced first probe.
     pub rate: f64,
+    /// Seconds of its check window (0 in runs written before it was kept).
+    #[serde(default)]
+    pub window_s: f64,
     /// msg/s acknowledged in the probe's window.
     pub achieved: f64,
     pub sustained: bool,

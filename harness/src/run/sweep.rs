@@ -2,8 +2,11 @@
 //! target, with a progress bar; Ctrl-C stops the current point cleanly and
 //! what was measured is still written.
 
+use super::maxrate::{self, Window};
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
-use super::result::{PointHists, PointResult, Probe, RateStep, TransactionResult};
+use super::result::{
+    PointHists, PointResult, Probe, ProbeKind, RateStep, Sustain, TransactionResult,
+};
 use super::sustain::judge;
 use super::worker::{self, WorkerInfo, WorkerPoint, WorkerSpec};
 use crate::client::admin;
@@ -108,13 +111,7 @@ pub fn choose_target(
     }
 }
 
-/// Max-rate search: an unpaced probe gives an upper bound; paced probes,
-/// consumers running as in the workload, then bracket the highest rate
-/// the system sustains (`sustain.rs`) and bisect until the bracket is
-/// within `SEARCH_PRECISION` of its top, in at most `SEARCH_PROBES`.
-const SEARCH_PROBES: usize = 12;
-const SEARCH_PRECISION: f64 = 0.05;
-/// Each paced probe's warm-up, before its check window.
+/// Each max-rate probe's warm-up, before its check window.
 const PROBE_WARMUP: Duration = Duration::from_secs(1);
 
 pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String> {
@@ -366,13 +363,59 @@ fn progress_bar(show: bool, total_s: f64) -> ProgressBar {
 }
 
 /// A point's measured load, its histograms, and in max-rate mode the rate
-/// found and every probe of the search.
+/// found and every probe and window of the search.
 struct Measured {
     out: LoadOutcome,
     hists: PointHists,
     max_rate: Option<f64>,
+    max_rate_confirmed: Option<bool>,
+    /// In max-rate mode, the rate the measured window asked for.
+    window_rate: Option<f64>,
     probes: Vec<Probe>,
     disk: Option<DiskSync>,
+}
+
+/// Messages acknowledged in a load's window, per second of it.
+fn achieved(out: &LoadOutcome) -> f64 {
+    out.produce.done_in_window as f64 / out.window_s.max(1e-9)
+}
+
+/// Whether a load kept up with `asked` msg/s: the one verdict of a
+/// measured window, for max-rate confirmation and the point's summary.
+fn judge_window(out: &LoadOutcome, asked: f64) -> Sustain {
+    let failed = out.produce.errors + out.consume.errors;
+    judge(
+        &out.intervals,
+        out.produce.missing,
+        failed,
+        Some((asked, achieved(out))),
+    )
+}
+
+/// A max-rate probe: the short load `s` (rate 0: unpaced), judged on its
+/// producers alone.
+fn probe_at(
+    p: &Prepared,
+    w: &Workload,
+    s: &LoadSpec,
+    interrupt: &AtomicBool,
+) -> Result<Probe, String> {
+    let out = point::run_load(p, w, s, interrupt, &mut |_| {}).map_err(|e| e.to_string())?;
+    let rates = (s.rate > 0.0).then_some((s.rate, achieved(&out)));
+    let verdict = judge(
+        &out.intervals,
+        out.produce.missing,
+        out.produce.errors,
+        rates,
+    );
+    Ok(Probe {
+        kind: ProbeKind::Search,
+        rate: s.rate,
+        window_s: out.window_s,
+        achieved: achieved(&out),
+        sustained: s.rate > 0.0 && verdict.sustained,
+        why_not: verdict.why_not,
+    })
 }
 
 fn measure_point(
@@ -413,8 +456,6 @@ fn measure_point(
         share,
     };
     let mut rate = w.producer_rate;
-    let mut found = None;
-    let mut probes = Vec::new();
     // A ramp runs instead of the search, as in OMB.
     let steps = match &w.ramp {
         Some(ramp) => {
@@ -423,53 +464,8 @@ fn measure_point(
         }
         None => Vec::new(),
     };
-    if rate == 0.0 {
-        let window = (w.test_duration / 4).clamp(Duration::from_secs(3), Duration::from_secs(10));
-        let probe = |rate: f64| -> Result<Probe, String> {
-            let mut s = spec(rate, PROBE_WARMUP, window);
-            s.backlog_bytes = 0;
-            let out =
-                point::run_load(p, w, &s, interrupt, &mut |_| {}).map_err(|e| e.to_string())?;
-            let achieved = out.produce.done_in_window as f64 / out.window_s.max(1e-9);
-            let rates = (rate > 0.0).then_some((rate, achieved));
-            let verdict = judge(
-                &out.intervals,
-                out.produce.missing,
-                out.produce.errors,
-                rates,
-            );
-            Ok(Probe {
-                rate,
-                achieved,
-                sustained: rate > 0.0 && verdict.sustained,
-                why_not: verdict.why_not,
-            })
-        };
-        let unpaced = probe(0.0)?;
-        let max = unpaced.achieved;
-        probes.push(unpaced);
-        if max <= 0.0 && !interrupt.load(Ordering::Relaxed) {
-            // Running on would measure an unpaced load again and report it
-            // as a paced one.
-            return Err(format!(
-                "the max-rate probe got no message acknowledged in {:.1} s",
-                window.as_secs_f64()
-            ));
-        }
-        rate = search(
-            max,
-            |r| {
-                let pr = probe(r)?;
-                let sustained = pr.sustained;
-                probes.push(pr);
-                Ok(sustained)
-            },
-            || interrupt.load(Ordering::Relaxed),
-        )?;
-        found = Some(rate);
-    }
-    // The disk is probed right before and after the measured load, not
-    // during it: a concurrent probe would compete with the broker's syncs.
+    // The disk is probed right before and after the measured loads, not
+    // during them: a concurrent probe would compete with the broker's syncs.
     let probe_dir = o.sync_probe.as_deref().or_else(|| {
         disk::flushes_per_append(&w.topic.configs)
             .then(|| target.data_dir())
@@ -483,51 +479,76 @@ fn measure_point(
             None => Ok(()),
         }
     };
+    // The point's measured load at `rate`; in max-rate mode each window
+    // tried continues the progress bar where the last one ended.
+    let mut elapsed_s = 0.0;
+    let mut window = |rate: f64| -> Result<LoadOutcome, String> {
+        let mut measured = spec(rate, w.warmup_duration, w.test_duration);
+        measured.steps = steps.clone();
+        let base = elapsed_s;
+        let out = point::run_load(p, w, &measured, interrupt, &mut |s| tick(base + s))
+            .map_err(|e| e.to_string())?;
+        elapsed_s += (w.warmup_duration + w.test_duration).as_secs_f64();
+        Ok(out)
+    };
+    if rate != 0.0 {
+        probe_disk(&mut sync_hist)?;
+        let out = window(rate)?;
+        probe_disk(&mut sync_hist)?;
+        let hists = out.hists.clone();
+        return Ok(Measured {
+            out,
+            hists,
+            max_rate: None,
+            max_rate_confirmed: None,
+            window_rate: None,
+            probes: Vec::new(),
+            disk: probe_dir.map(|d| DiskSync::of(d, &sync_hist)),
+        });
+    }
+    let probe_s = (w.test_duration / 4).clamp(Duration::from_secs(3), Duration::from_secs(10));
+    let probe = |rate: f64| {
+        let mut s = spec(rate, PROBE_WARMUP, probe_s);
+        s.backlog_bytes = 0;
+        probe_at(p, w, &s, interrupt)
+    };
+    // Backlog mode's window builds a backlog by design and is not judged.
+    let judged = w.backlog_bytes == 0;
+    let mut disk_probed = false;
+    let found = maxrate::find(
+        probe,
+        |rate| {
+            if !disk_probed {
+                probe_disk(&mut sync_hist)?;
+                disk_probed = true;
+            }
+            let out = window(rate)?;
+            let verdict = judged.then(|| {
+                let v = judge_window(&out, rate);
+                Probe {
+                    kind: ProbeKind::Window,
+                    rate,
+                    window_s: out.window_s,
+                    achieved: achieved(&out),
+                    sustained: v.sustained,
+                    why_not: v.why_not,
+                }
+            });
+            Ok(Window { verdict, out })
+        },
+        || interrupt.load(Ordering::Relaxed),
+    )?;
     probe_disk(&mut sync_hist)?;
-    let mut measured = spec(rate, w.warmup_duration, w.test_duration);
-    measured.steps = steps;
-    let out = point::run_load(p, w, &measured, interrupt, tick).map_err(|e| e.to_string())?;
-    probe_disk(&mut sync_hist)?;
-    let hists = out.hists.clone();
+    let hists = found.out.hists.clone();
     Ok(Measured {
-        out,
+        out: found.out,
         hists,
-        max_rate: found,
-        probes,
+        max_rate: found.rate,
+        max_rate_confirmed: found.confirmed,
+        window_rate: Some(found.window_rate),
+        probes: found.probes,
         disk: probe_dir.map(|d| DiskSync::of(d, &sync_hist)),
     })
-}
-
-/// The highest rate `sustains` accepts, below the unpaced bound `max`:
-/// halving until one is sustained, then bisecting. With none sustained
-/// after `SEARCH_PROBES`, the lowest tried (the measured run then says it
-/// was not sustained).
-fn search(
-    max: f64,
-    mut sustains: impl FnMut(f64) -> Result<bool, String>,
-    interrupted: impl Fn() -> bool,
-) -> Result<f64, String> {
-    let (mut lo, mut hi) = (None::<f64>, None::<f64>);
-    let mut candidate = max;
-    for _ in 0..SEARCH_PROBES {
-        if interrupted() {
-            break;
-        }
-        if sustains(candidate)? {
-            lo = Some(candidate);
-        } else {
-            hi = Some(candidate);
-        }
-        candidate = match (lo, hi) {
-            // Sustained at the unpaced bound: nothing above to look for.
-            (Some(l), None) => return Ok(l),
-            (None, Some(h)) => h / 2.0,
-            (Some(l), Some(h)) if (h - l) / h <= SEARCH_PRECISION => return Ok(l),
-            (Some(l), Some(h)) => (l + h) / 2.0,
-            (None, None) => unreachable!("every probe sets a bound"),
-        };
-    }
-    Ok(lo.unwrap_or(candidate * 2.0))
 }
 
 /// A point's summary; `target_rate` is the rate this process was asked
@@ -562,10 +583,8 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured
         .collect(),
         None => Vec::new(),
     };
-    let asked = m.max_rate.unwrap_or(target_rate);
-    let rates = Some((asked, out.produce.done_in_window as f64 / win));
-    let sustain =
-        (out.backlog.is_none()).then(|| judge(&out.intervals, out.produce.missing, errors, rates));
+    let asked = m.window_rate.unwrap_or(target_rate);
+    let sustain = out.backlog.is_none().then(|| judge_window(&out, asked));
     let mut by_cause = out.produce.errors_by_cause.clone();
     for (cause, n) in &out.consume.errors_by_cause {
         *by_cause.entry(cause.clone()).or_default() += n;
@@ -577,6 +596,7 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured
         settings: p.settings.clone(),
         target_rate,
         max_rate_found: m.max_rate,
+        max_rate_confirmed: m.max_rate_confirmed,
         max_rate_search: m.probes,
         rate_steps,
         warmup_s: out.warmup_s,
