@@ -632,3 +632,62 @@ fn a_classic_group_with_members_upgrades_and_downgrades_online_across_restarts()
     assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 6));
     assert!(!broker.log().contains("panicked"));
 }
+
+/// A classic group of one member, c1, owning all of `t`: its member id
+/// and generation.
+fn classic_group_of_one(raw: &mut Raw) -> (String, i32) {
+    let first = classic_join(raw, "", &[]);
+    let c1 = first.member_id.to_string();
+    let joined = classic_join(raw, &c1, &[]);
+    assert_eq!(code(joined.error_code), ErrorCode::None);
+    let synced = classic_sync(raw, &c1, joined.generation_id, Some(all_of_t()));
+    assert_eq!(code(synced.error_code), ErrorCode::None);
+    (c1, joined.generation_id)
+}
+
+#[test]
+fn the_migration_policy_decides_which_conversions_happen() {
+    // disabled: a consumer-protocol member cannot join a classic group
+    // with members, as Kafka answers; the classic group carries on.
+    let broker = Broker::start(
+        1,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.migration.policy=disabled",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+    let (c1, generation) = classic_group_of_one(&mut raw);
+    let refused = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(refused.error_code), ErrorCode::GroupIdNotFound);
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, generation),
+        ErrorCode::None
+    );
+    drop(broker);
+
+    // upgrade: the group converts, but stays a consumer group when its
+    // consumer-protocol member leaves.
+    let broker = Broker::start(
+        1,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.migration.policy=upgrade",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+    let (c1, generation) = classic_group_of_one(&mut raw);
+    let m1 = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(m1.error_code), ErrorCode::None);
+    let left = heartbeat(&mut raw, &beat_request("m1", -1, None));
+    assert_eq!(code(left.error_code), ErrorCode::None);
+    let d = describe(&mut raw, GROUP);
+    assert_eq!(code(d.error_code), ErrorCode::None);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, generation),
+        ErrorCode::RebalanceInProgress
+    );
+}

@@ -588,7 +588,7 @@ impl ConsumerGroup {
             },
             None => member_id.to_string(),
         };
-        if !self.members.get(&id).is_some_and(|m| m.classic.is_some()) {
+        if self.members.get(&id).is_none_or(|m| m.classic.is_none()) {
             return ErrorCode::UnknownMemberId;
         }
         self.remove(&id);

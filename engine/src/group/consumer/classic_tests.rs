@@ -166,10 +166,12 @@ impl Client {
         }
     }
 
-    /// One request of the client's next step.
-    fn step(&mut self, id: &str, g: &mut ConsumerGroup, now: i64) {
+    /// One request of the client's next step; with `lost`, a classic
+    /// client never sees its JoinGroup answer and joins again, still
+    /// owning what it had.
+    fn step(&mut self, id: &str, g: &mut ConsumerGroup, now: i64, lost: bool) {
         match self.classic {
-            true => self.classic_step(id, g, now),
+            true => self.classic_step(id, g, now, lost),
             false => self.consumer_step(id, g, now),
         }
     }
@@ -193,7 +195,11 @@ impl Client {
         }
     }
 
-    fn classic_step(&mut self, id: &str, g: &mut ConsumerGroup, now: i64) {
+    fn classic_step(&mut self, id: &str, g: &mut ConsumerGroup, now: i64, lost: bool) {
+        if lost && self.joined.take().is_some() {
+            self.rejoin = true;
+            return;
+        }
         if let Some(generation) = self.joined.take() {
             let r = g.classic_sync(&sync_req(id, generation), &topics());
             if r.error != ErrorCode::None {
@@ -495,7 +501,8 @@ fn rolling_upgrade(seed: u64) {
         } else {
             let ids: Vec<String> = clients.keys().cloned().collect();
             let id = &ids[rng.below(ids.len() as u64) as usize];
-            clients.get_mut(id).unwrap().step(id, &mut g, now);
+            let lost = rng.one_in(6);
+            clients.get_mut(id).unwrap().step(id, &mut g, now, lost);
         }
         g.check_invariants();
         check_clients(&clients);
@@ -516,7 +523,7 @@ fn rolling_upgrade(seed: u64) {
     for _ in 0..30 {
         let ids: Vec<String> = clients.keys().cloned().collect();
         for id in &ids {
-            clients.get_mut(id).unwrap().step(id, &mut g, now);
+            clients.get_mut(id).unwrap().step(id, &mut g, now, false);
             g.check_invariants();
             check_clients(&clients);
         }
@@ -583,7 +590,8 @@ fn mixed(seed: u64) {
             _ => {
                 let ids: Vec<String> = clients.keys().cloned().collect();
                 let id = &ids[rng.below(ids.len() as u64) as usize];
-                clients.get_mut(id).unwrap().step(id, &mut g, now);
+                let lost = rng.one_in(6);
+                clients.get_mut(id).unwrap().step(id, &mut g, now, lost);
             }
         }
         g.check_invariants();
@@ -592,7 +600,7 @@ fn mixed(seed: u64) {
     for _ in 0..40 {
         let ids: Vec<String> = clients.keys().cloned().collect();
         for id in &ids {
-            clients.get_mut(id).unwrap().step(id, &mut g, now);
+            clients.get_mut(id).unwrap().step(id, &mut g, now, false);
             g.check_invariants();
             check_clients(&clients);
         }
