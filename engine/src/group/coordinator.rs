@@ -963,6 +963,14 @@ impl Coordinator {
         if let Err(e) = result {
             tracing::error!(partition, error = %e, "replaying __consumer_offsets");
         }
+        // A classic group's record stored after its upgrade's tombstone
+        // (a leader's SyncGroup whose append finished after the upgrade)
+        // describes members the consumer group now holds: it is stale.
+        for (id, g) in groups.iter_mut() {
+            if g.has_members() && consumers.contains_key(id) {
+                g.hand_over(now);
+            }
+        }
         groups.retain(|_, g| !g.is_removable());
         if records > 0 {
             tracing::info!(
