@@ -212,6 +212,7 @@ pub const KEYS: &[Key] = &[
     broker("sasl.oauthbearer.sub.claim.name", Kind::Text, "sub", 0),
     broker("group.consumer.session.timeout.ms", Kind::Int, "45000", 1),
     broker("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", 1),
+    broker("group.consumer.migration.policy", Kind::Text, "bidirectional", 0),
     broker("authorizer.class.name", Kind::Text, "", 0),
     broker("super.users", Kind::Text, "", 0),
     broker("allow.everyone.if.no.acl.found", Kind::Bool, "false", 0),
@@ -793,6 +794,18 @@ impl BrokerConfig {
             "controller.quorum.voters" => {
                 crate::cluster::parse_voters(&value)?;
             }
+            "group.consumer.migration.policy"
+                if crate::group::consumer::MigrationPolicy::parse(&value).is_none() =>
+            {
+                return Err(ConfigError::InvalidValue {
+                    key: name.into(),
+                    value: value.clone(),
+                    expected: format!(
+                        "one of {}",
+                        crate::group::consumer::MigrationPolicy::NAMES.join(", ")
+                    ),
+                });
+            }
             "group.consumer.assignors"
                 if crate::group::consumer::assignor::parse_list(&value).is_none() =>
             {
@@ -979,6 +992,11 @@ impl BrokerConfig {
                 heartbeat_interval_ms: self.get_long("group.consumer.heartbeat.interval.ms") as i32,
                 assignors: crate::group::consumer::assignor::parse_list(
                     self.get("group.consumer.assignors").unwrap_or_default(),
+                )
+                .expect("checked when set"),
+                migration: crate::group::consumer::MigrationPolicy::parse(
+                    self.get("group.consumer.migration.policy")
+                        .unwrap_or_default(),
                 )
                 .expect("checked when set"),
             },
@@ -1186,6 +1204,14 @@ mod tests {
         let e = c.set("group.consumer.assignors", "sticky").unwrap_err();
         assert!(e.to_string().contains("uniform"), "{e}");
         assert!(c.set("group.consumer.session.timeout.ms", "0").is_err());
+        use crate::group::consumer::MigrationPolicy;
+        assert_eq!(g.migration, MigrationPolicy::Bidirectional);
+        c.set("group.consumer.migration.policy", "UPGRADE").unwrap();
+        assert_eq!(c.group().consumer.migration, MigrationPolicy::Upgrade);
+        let e = c
+            .set("group.consumer.migration.policy", "both")
+            .unwrap_err();
+        assert!(e.to_string().contains("bidirectional"), "{e}");
     }
 
     #[test]

@@ -262,7 +262,8 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     assert_eq!(code(r.error_code), ErrorCode::None, "{r:?}");
 
     // The classic APIs: listed as a consumer group, Dead to DescribeGroups
-    // v5, not joinable by a classic member, not deletable while it has one.
+    // v5, not deletable while it has a member. A classic member may join
+    // it (KIP-848's online migration): a first JoinGroup gets a member id.
     assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
     let dg: DescribeGroupsResponse = call(
         &mut raw,
@@ -281,7 +282,7 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
             JoinGroupRequestProtocol::default().with_name(s("range"))
         ]);
     let joined: JoinGroupResponse = call(&mut raw, ApiKey::JoinGroup, 7, &classic).expect("answer");
-    assert_eq!(code(joined.error_code), ErrorCode::GroupIdNotFound);
+    assert_eq!(code(joined.error_code), ErrorCode::MemberIdRequired);
     let deleted: DeleteGroupsResponse = call(
         &mut raw,
         ApiKey::DeleteGroups,
@@ -382,4 +383,311 @@ fn consumer_group_heartbeats_assign_and_bad_ones_get_kafka_error_codes() {
     );
     assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 5));
     assert!(!broker.log().contains("panicked"));
+}
+
+/// A ConsumerProtocolSubscription v1 to `t`, owning `owned` of it.
+fn classic_subscription(owned: &[i32]) -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+    let body = ConsumerProtocolSubscription::default()
+        .with_topics(vec![s("t")])
+        .with_owned_partitions(vec![TopicPartition::default()
+            .with_topic(TopicName(s("t")))
+            .with_partitions(owned.to_vec())]);
+    let mut out = bytes::BytesMut::new();
+    out.put_i16(1);
+    body.encode(&mut out, 1).unwrap();
+    out.freeze()
+}
+
+/// The partitions of `t` in a SyncGroup assignment.
+fn classic_assignment(b: &bytes::Bytes) -> Vec<i32> {
+    use kafka_protocol::protocol::Decodable;
+    let mut body = b.slice(2..);
+    let version = i16::from_be_bytes([b[0], b[1]]);
+    let a = ConsumerProtocolAssignment::decode(&mut body, version).unwrap();
+    let mut ps: Vec<i32> = a
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.clone())
+        .collect();
+    ps.sort_unstable();
+    ps
+}
+
+fn classic_join(raw: &mut Raw, member: &str, owned: &[i32]) -> JoinGroupResponse {
+    let req = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(s(member))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(classic_subscription(owned))]);
+    call(raw, ApiKey::JoinGroup, 7, &req).expect("JoinGroup answer")
+}
+
+fn classic_sync(
+    raw: &mut Raw,
+    member: &str,
+    generation: i32,
+    assignment: Option<bytes::Bytes>,
+) -> SyncGroupResponse {
+    let req = SyncGroupRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(s(member))
+        .with_generation_id(generation)
+        .with_protocol_type(Some(s("consumer")))
+        .with_protocol_name(Some(s("range")))
+        .with_assignments(
+            assignment
+                .map(|a| {
+                    vec![sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(s(member))
+                        .with_assignment(a)]
+                })
+                .unwrap_or_default(),
+        );
+    call(raw, ApiKey::SyncGroup, 5, &req).expect("SyncGroup answer")
+}
+
+fn classic_heartbeat(raw: &mut Raw, member: &str, generation: i32) -> ErrorCode {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_member_id(s(member))
+        .with_generation_id(generation);
+    let r: HeartbeatResponse = call(raw, ApiKey::Heartbeat, 4, &req).expect("Heartbeat answer");
+    code(r.error_code)
+}
+
+/// All of `t` (4 partitions) as a leader's SyncGroup assignment.
+fn all_of_t() -> bytes::Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+    let body = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+        TopicPartition::default()
+            .with_topic(TopicName(s("t")))
+            .with_partitions(vec![0, 1, 2, 3]),
+    ]);
+    let mut out = bytes::BytesMut::new();
+    out.put_i16(0);
+    body.encode(&mut out, 0).unwrap();
+    out.freeze()
+}
+
+/// Retries `f` until the restarted coordinator has loaded the group.
+fn after_restart<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: no answer after restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_classic_group_with_members_upgrades_and_downgrades_online_across_restarts() {
+    let mut broker = Broker::start(
+        2,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.session.timeout.ms=30000",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+
+    // A classic member c1 leads a classic group and owns all of t.
+    let first = classic_join(&mut raw, "", &[]);
+    assert_eq!(code(first.error_code), ErrorCode::MemberIdRequired);
+    let c1 = first.member_id.to_string();
+    let joined = classic_join(&mut raw, &c1, &[]);
+    assert_eq!(code(joined.error_code), ErrorCode::None);
+    assert_eq!(joined.leader.as_str(), c1);
+    let generation = joined.generation_id;
+    let synced = classic_sync(&mut raw, &c1, generation, Some(all_of_t()));
+    assert_eq!(classic_assignment(&synced.assignment), vec![0, 1, 2, 3]);
+    assert_eq!(commit(&mut raw, 7, &c1, generation, 5), ErrorCode::None);
+
+    // The upgrade: a consumer-protocol member joins; the group becomes a
+    // consumer group holding c1, which still owns everything, so m1 gets
+    // nothing yet.
+    let m1 = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(m1.error_code), ErrorCode::None, "{m1:?}");
+    assert!(m1.member_epoch > generation);
+    assert_eq!(partitions(&m1.assignment), 0);
+    assert_eq!(
+        listed(&mut raw),
+        Some(("consumer".into(), "Reconciling".into()))
+    );
+    let d = describe(&mut raw, GROUP);
+    assert_eq!(d.members.len(), 2);
+    let classic = d
+        .members
+        .iter()
+        .find(|m| m.member_id.as_str() == c1)
+        .unwrap();
+    assert_eq!((classic.member_type, classic.member_epoch), (0, generation));
+
+    // The coordinator restarts in the middle of the migration.
+    broker.stop();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let told = after_restart("c1's heartbeat", || {
+        match classic_heartbeat(&mut raw, &c1, generation) {
+            // Not yet loaded (a group not yet replayed is unknown).
+            ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::UnknownMemberId => None,
+            other => Some(other),
+        }
+    });
+    assert_eq!(told, ErrorCode::RebalanceInProgress);
+    // c1 (eager) gave everything up and rejoins: it reaches the new
+    // epoch with the partitions nobody else owns, then m1 gets the rest.
+    let rejoined = classic_join(&mut raw, &c1, &[]);
+    assert_eq!(code(rejoined.error_code), ErrorCode::None, "{rejoined:?}");
+    assert!(rejoined.generation_id > generation);
+    assert_eq!(rejoined.leader.as_str(), "");
+    let synced = classic_sync(&mut raw, &c1, rejoined.generation_id, None);
+    assert_eq!(code(synced.error_code), ErrorCode::None);
+    let c1_owns = classic_assignment(&synced.assignment);
+    assert_eq!(c1_owns.len(), 2, "{c1_owns:?}");
+    let m1_beat = heartbeat(
+        &mut raw,
+        &beat_request("m1", m1.member_epoch, m1.assignment.as_ref()),
+    );
+    assert_eq!(code(m1_beat.error_code), ErrorCode::None, "{m1_beat:?}");
+    let m1_owns: Vec<i32> = m1_beat
+        .assignment
+        .as_ref()
+        .map(|a| {
+            a.topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(m1_owns.len(), 2, "{m1_beat:?}");
+    assert!(m1_owns.iter().all(|p| !c1_owns.contains(p)));
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, rejoined.generation_id),
+        ErrorCode::None
+    );
+    // The offset committed while the group was classic is still there;
+    // c1 commits with its generation, a stale one is refused.
+    assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 5));
+    let g = rejoined.generation_id;
+    assert_eq!(commit(&mut raw, 7, &c1, g, 6), ErrorCode::None);
+    assert_eq!(
+        commit(&mut raw, 7, &c1, generation, 7),
+        ErrorCode::IllegalGeneration
+    );
+
+    // The downgrade: m1 leaves, c1 is alone and the group is classic
+    // again, rebalancing; c1 rejoins, leads, and the group is Stable.
+    let left = heartbeat(&mut raw, &beat_request("m1", -1, None));
+    assert_eq!(code(left.error_code), ErrorCode::None);
+    assert_eq!(
+        listed(&mut raw),
+        Some(("consumer".into(), "PreparingRebalance".into()))
+    );
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, rejoined.generation_id),
+        ErrorCode::RebalanceInProgress
+    );
+    let again = classic_join(&mut raw, &c1, &[]);
+    assert_eq!(code(again.error_code), ErrorCode::None);
+    assert_eq!(again.leader.as_str(), c1);
+    assert!(again.generation_id > rejoined.generation_id);
+    let synced = classic_sync(&mut raw, &c1, again.generation_id, Some(all_of_t()));
+    assert_eq!(code(synced.error_code), ErrorCode::None);
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
+    assert_eq!(
+        code(describe(&mut raw, GROUP).error_code),
+        ErrorCode::GroupIdNotFound
+    );
+
+    // And the classic group, with its offsets, survives a restart too.
+    broker.stop();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let beat = after_restart("c1's heartbeat", || {
+        match classic_heartbeat(&mut raw, &c1, again.generation_id) {
+            // Not yet loaded (a group not yet replayed is unknown).
+            ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::UnknownMemberId => None,
+            other => Some(other),
+        }
+    });
+    assert_eq!(beat, ErrorCode::None);
+    assert_eq!(fetch(&mut raw, None, -1), (ErrorCode::None, 6));
+    assert!(!broker.log().contains("panicked"));
+}
+
+/// A classic group of one member, c1, owning all of `t`: its member id
+/// and generation.
+fn classic_group_of_one(raw: &mut Raw) -> (String, i32) {
+    let first = classic_join(raw, "", &[]);
+    let c1 = first.member_id.to_string();
+    let joined = classic_join(raw, &c1, &[]);
+    assert_eq!(code(joined.error_code), ErrorCode::None);
+    let synced = classic_sync(raw, &c1, joined.generation_id, Some(all_of_t()));
+    assert_eq!(code(synced.error_code), ErrorCode::None);
+    (c1, joined.generation_id)
+}
+
+#[test]
+fn the_migration_policy_decides_which_conversions_happen() {
+    // disabled: a consumer-protocol member cannot join a classic group
+    // with members, as Kafka answers; the classic group carries on.
+    let broker = Broker::start(
+        1,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.migration.policy=disabled",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+    let (c1, generation) = classic_group_of_one(&mut raw);
+    let refused = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(refused.error_code), ErrorCode::GroupIdNotFound);
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, generation),
+        ErrorCode::None
+    );
+    drop(broker);
+
+    // upgrade: the group converts, but stays a consumer group when its
+    // consumer-protocol member leaves.
+    let broker = Broker::start(
+        1,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.migration.policy=upgrade",
+        ],
+    );
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+    let (c1, generation) = classic_group_of_one(&mut raw);
+    let m1 = heartbeat(&mut raw, &join_request("m1", &["t"]));
+    assert_eq!(code(m1.error_code), ErrorCode::None);
+    let left = heartbeat(&mut raw, &beat_request("m1", -1, None));
+    assert_eq!(code(left.error_code), ErrorCode::None);
+    let d = describe(&mut raw, GROUP);
+    assert_eq!(code(d.error_code), ErrorCode::None);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(
+        classic_heartbeat(&mut raw, &c1, generation),
+        ErrorCode::RebalanceInProgress
+    );
 }

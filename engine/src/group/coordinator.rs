@@ -200,7 +200,7 @@ impl Coordinator {
 
     /// Sends the group's finished answers and stores its record if a
     /// transition asked for it.
-    fn deliver(&self, shard: &Rc<Shard>, group_id: &str) {
+    pub(in crate::group) fn deliver(&self, shard: &Rc<Shard>, group_id: &str) {
         let (completions, store) = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group_id) else {
@@ -297,6 +297,9 @@ impl Coordinator {
         if bad_timeout(&self.config, req.session_timeout_ms) {
             return JoinResult::error(ErrorCode::InvalidSessionTimeout, &req.member_id);
         }
+        if let Some(r) = self.classic_join_consumer(shard, &group_id, &req) {
+            return r;
+        }
         if let Err(code) = self.classic_join_allowed(shard, &group_id) {
             return JoinResult::error(code, &req.member_id);
         }
@@ -323,6 +326,9 @@ impl Coordinator {
     /// SyncGroup: followers wait for the leader; the leader's assignment
     /// is stored before anyone gets it.
     pub async fn sync(&self, shard: &Rc<Shard>, group_id: String, req: SyncRequest) -> SyncResult {
+        if let Some(r) = self.classic_sync_consumer(shard, &group_id, &req) {
+            return r;
+        }
         let (tx, rx) = oneshot::channel();
         let ticket = self.ticket(&group_id, Waiter::Sync(tx));
         let now = now_ms();
@@ -360,6 +366,11 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> ErrorCode {
+        if let Some(code) =
+            self.classic_heartbeat_consumer(group_id, member_id, instance_id, generation)
+        {
+            return code;
+        }
         let code = match self.groups.borrow_mut().get_mut(group_id) {
             Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
             None => ErrorCode::UnknownMemberId,
@@ -375,6 +386,9 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<ErrorCode> {
+        if let Some(codes) = self.classic_leave_consumer(shard, group_id, members) {
+            return codes;
+        }
         let codes = match self.groups.borrow_mut().get_mut(group_id) {
             Some(g) => members
                 .iter()
@@ -949,6 +963,14 @@ impl Coordinator {
         if let Err(e) = result {
             tracing::error!(partition, error = %e, "replaying __consumer_offsets");
         }
+        // A classic group's record stored after its upgrade's tombstone
+        // (a leader's SyncGroup whose append finished after the upgrade)
+        // describes members the consumer group now holds: it is stale.
+        for (id, g) in groups.iter_mut() {
+            if g.has_members() && consumers.contains_key(id) {
+                g.hand_over(now);
+            }
+        }
         groups.retain(|_, g| !g.is_removable());
         if records > 0 {
             tracing::info!(
@@ -1278,8 +1300,18 @@ fn replay(
         ) => g.remove_offset(&topic, partition, log_offset),
         (Key::Group { .. }, Some(v)) => g.restore(&GroupValue::decode(v)?, now),
         (Key::Group { .. }, None) => {
+            // The group's metadata is gone; its offsets have records of
+            // their own and stay (a deletion tombstones them too, an
+            // upgrade to a consumer group keeps them).
+            let offsets = std::mem::take(&mut g.offsets);
             groups.remove(&id);
-            stores.pending.forget(|g| g == id);
+            if offsets.is_empty() {
+                stores.pending.forget(|g| g == id);
+            } else {
+                let mut kept = Group::new(&id, now);
+                kept.offsets = offsets;
+                groups.insert(id, kept);
+            }
         }
         (Key::ConsumerGroup { .. }, _)
         | (Key::ConsumerMember { .. }, _)

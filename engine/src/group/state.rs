@@ -319,6 +319,28 @@ impl Group {
         self.leader = None;
     }
 
+    /// Gives the group's id over to a consumer group that takes its
+    /// members (an online upgrade): parked JoinGroup and SyncGroup
+    /// requests are told to rejoin, and the group keeps only its offsets.
+    pub fn hand_over(&mut self, now_ms: i64) {
+        self.reply_all_parked(ErrorCode::RebalanceInProgress);
+        self.members.clear();
+        self.pending.clear();
+        self.statics.clear();
+        self.pending_sync.clear();
+        self.sync_deadline_ms = None;
+        self.proposed = None;
+        self.transition(GroupState::Empty, now_ms);
+        self.forget_protocol();
+    }
+
+    /// Starts a rebalance of a group just restored from a consumer
+    /// group's members (an online downgrade): each member rejoins.
+    pub fn rebalance(&mut self, now_ms: i64, cfg: &GroupConfig) {
+        assert!(self.has_members());
+        self.prepare_rebalance(now_ms, cfg);
+    }
+
     pub fn generation(&self) -> i32 {
         self.generation
     }

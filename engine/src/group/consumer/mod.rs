@@ -54,6 +54,54 @@ pub struct ConsumerConfig {
     pub heartbeat_interval_ms: i32,
     /// `group.consumer.assignors`; the first is the default.
     pub assignors: Vec<assignor::AssignorKind>,
+    /// `group.consumer.migration.policy`.
+    pub migration: MigrationPolicy,
+}
+
+/// `group.consumer.migration.policy`: which online conversions of a group
+/// with members are allowed. Empty groups convert either way whatever it
+/// says, as in Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    /// Both ways (Kafka 4's default).
+    Bidirectional,
+    /// Classic to consumer only.
+    Upgrade,
+    /// Consumer to classic only.
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// The names Kafka accepts, in any case.
+    pub const NAMES: [&'static str; 4] = ["bidirectional", "upgrade", "downgrade", "disabled"];
+
+    pub fn parse(s: &str) -> Option<MigrationPolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "disabled" => Some(MigrationPolicy::Disabled),
+            _ => None,
+        }
+    }
+
+    /// Whether a classic group with members may become a consumer group.
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    /// Whether a consumer group left with classic members only may become
+    /// a classic group.
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -65,6 +113,7 @@ impl Default for ConsumerConfig {
                 assignor::AssignorKind::Uniform,
                 assignor::AssignorKind::Range,
             ],
+            migration: MigrationPolicy::Bidirectional,
         }
     }
 }

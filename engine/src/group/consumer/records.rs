@@ -11,7 +11,12 @@
 //!     | subscribed_topic_names: compact array of compact strings
 //!     | subscribed_topic_regex: compact nullable string
 //!     | rebalance_timeout_ms: i32 | server_assignor: compact nullable string
-//!     | tagged fields
+//!     | tagged fields: tag 0 = classic member metadata, present only for a
+//!       member that speaks the classic protocol (JoinGroup/SyncGroup):
+//!         session_timeout_ms: i32
+//!         | supported_protocols: compact array of (name: compact string
+//!             | metadata: compact bytes | tagged fields)
+//!         | tagged fields
 //! ConsumerGroupCurrentMemberAssignmentKey v8: version=8 | group: string | member: string
 //! ConsumerGroupCurrentMemberAssignmentValue v0: version=0
 //!     | member_epoch: i32 | previous_member_epoch: i32 | state: i8
@@ -28,6 +33,24 @@ use uuid::Uuid;
 const VALUE_VERSION: i16 = 0;
 /// Most subscribed topic names decoded from one record.
 const TOPIC_NAMES_MAX: usize = 100_000;
+/// Most classic protocols (assignors) of one member decoded from a record:
+/// clients offer one to three.
+const CLASSIC_PROTOCOLS_MAX: usize = 64;
+/// Largest classic protocol metadata decoded from a record (the
+/// subscription with owned partitions; JoinGroup bounds it by the request
+/// size, 100 MiB by default).
+const CLASSIC_METADATA_MAX: usize = 100 << 20;
+/// The tag of the classic member metadata in a member's metadata value.
+const CLASSIC_TAG: u32 = 0;
+
+/// What a member speaking the classic protocol adds to its metadata: its
+/// session timeout and the protocols (assignor name, ConsumerProtocol
+/// subscription) of its last JoinGroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassicRecord {
+    pub session_timeout_ms: i32,
+    pub protocols: Vec<(String, Vec<u8>)>,
+}
 
 /// A member's metadata as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +63,8 @@ pub struct MemberRecord {
     pub regex: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub server_assignor: Option<String>,
+    /// Set for a member that speaks the classic protocol.
+    pub classic: Option<ClassicRecord>,
 }
 
 /// A member's current assignment as stored.
@@ -156,7 +181,16 @@ impl MemberRecord {
         put_nullable(&mut out, self.regex.as_deref());
         out.extend_from_slice(&self.rebalance_timeout_ms.to_be_bytes());
         put_nullable(&mut out, self.server_assignor.as_deref());
-        put_uvarint(&mut out, 0);
+        match &self.classic {
+            None => put_uvarint(&mut out, 0),
+            Some(c) => {
+                let field = c.encode();
+                put_uvarint(&mut out, 1);
+                put_uvarint(&mut out, CLASSIC_TAG);
+                put_uvarint(&mut out, field.len() as u32);
+                out.extend_from_slice(&field);
+            }
+        }
         out
     }
 
@@ -174,7 +208,16 @@ impl MemberRecord {
         let regex = nullable(&mut r, "regex")?;
         let rebalance_timeout_ms = r.i32("rebalance timeout")?;
         let server_assignor = nullable(&mut r, "server assignor")?;
-        r.skip_tagged_fields()?;
+        let mut classic = None;
+        let tagged = r.uvarint("tagged fields")?;
+        for _ in 0..tagged {
+            let tag = r.uvarint("tag")?;
+            let size = r.uvarint("tagged field size")? as usize;
+            let field = r.take(size, "tagged field")?;
+            if tag == CLASSIC_TAG {
+                classic = Some(ClassicRecord::decode(field)?);
+            }
+        }
         Ok(MemberRecord {
             instance_id,
             rack_id,
@@ -184,6 +227,43 @@ impl MemberRecord {
             regex,
             rebalance_timeout_ms,
             server_assignor,
+            classic,
+        })
+    }
+}
+
+impl ClassicRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&self.session_timeout_ms.to_be_bytes());
+        put_array_len(&mut out, self.protocols.len(), true);
+        for (name, metadata) in &self.protocols {
+            put_string(&mut out, name, true);
+            put_uvarint(&mut out, metadata.len() as u32 + 1);
+            out.extend_from_slice(metadata);
+            put_uvarint(&mut out, 0);
+        }
+        put_uvarint(&mut out, 0);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<ClassicRecord, DecodeError> {
+        let mut r = Reader::new(b);
+        let session_timeout_ms = r.i32("classic session timeout")?;
+        let n = compact_len(&mut r, "classic protocols", CLASSIC_PROTOCOLS_MAX)?.unwrap_or(0);
+        let mut protocols = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = string(&mut r, "classic protocol name")?;
+            let len = compact_len(&mut r, "classic protocol metadata", CLASSIC_METADATA_MAX)?
+                .unwrap_or(0);
+            let metadata = r.take(len, "classic protocol metadata")?.to_vec();
+            r.skip_tagged_fields()?;
+            protocols.push((name, metadata));
+        }
+        r.skip_tagged_fields()?;
+        Ok(ClassicRecord {
+            session_timeout_ms,
+            protocols,
         })
     }
 }
@@ -235,8 +315,29 @@ mod tests {
             regex: None,
             rebalance_timeout_ms: 30_000,
             server_assignor: Some("range".into()),
+            classic: None,
         };
         assert_eq!(MemberRecord::decode(&m.encode()).unwrap(), m);
+        let classic = MemberRecord {
+            classic: Some(ClassicRecord {
+                session_timeout_ms: 10_000,
+                protocols: vec![
+                    ("range".into(), vec![0, 1, 2]),
+                    ("roundrobin".into(), vec![]),
+                ],
+            }),
+            ..m.clone()
+        };
+        let bytes = classic.encode();
+        assert_eq!(MemberRecord::decode(&bytes).unwrap(), classic);
+        // One tagged field, tag 0, then its size and the session timeout.
+        let plain = m.encode();
+        let tail = &bytes[plain.len() - 1..];
+        assert_eq!(&tail[..2], &[1, 0]);
+        assert_eq!(&tail[3..7], &10_000i32.to_be_bytes());
+        for cut in 0..bytes.len() {
+            assert!(MemberRecord::decode(&bytes[..cut]).is_err());
+        }
         let a = AssignmentRecord {
             epoch: 4,
             previous_epoch: 3,

@@ -6,11 +6,12 @@
 //! place.
 
 use super::records::{AssignmentRecord, MemberRecord};
+use super::state::classic::CONSUMER_PROTOCOL_TYPE;
 use super::state::{ConsumerGroup, ConsumerGroupDescription, HeartbeatRequest, HeartbeatResult};
 use super::Topics;
 use crate::group::coordinator::{Coordinator, Record};
 use crate::group::records::{encode_consumer_group_epoch, Key};
-use crate::group::state::GroupState;
+use crate::group::state::{Group, GroupState, JoinRequest, JoinResult, SyncRequest, SyncResult};
 use crate::shard::partition::now_ms;
 use crate::shard::Shard;
 use sluice_protocol::ErrorCode;
@@ -65,6 +66,7 @@ impl Coordinator {
             return HeartbeatResult::error(ErrorCode::InvalidGroupId, "GroupId can't be empty.");
         }
         let creating = req.member_epoch == 0;
+        let mut prefix = Vec::new();
         if !self.consumers.borrow().contains_key(group_id) {
             if !creating {
                 // As Kafka answers: the Java client gives up, librdkafka
@@ -75,11 +77,14 @@ impl Coordinator {
                     format!("Consumer group {group_id} not found."),
                 );
             }
-            if let Err(r) = self.take_over_classic(shard, group_id) {
-                return r;
-            }
-            let g = ConsumerGroup::new(group_id, self.config.consumer.assignors[0]);
+            let (g, tombstone) = match self.take_over_classic(shard, group_id) {
+                Ok(taken) => taken,
+                Err(r) => return r,
+            };
+            let g = g
+                .unwrap_or_else(|| ConsumerGroup::new(group_id, self.config.consumer.assignors[0]));
             self.consumers.borrow_mut().insert(group_id.to_string(), g);
+            prefix.extend(tombstone);
         }
         let topics = topics(shard);
         let result = self
@@ -88,37 +93,134 @@ impl Coordinator {
             .get_mut(group_id)
             .expect("present")
             .heartbeat(req, now_ms(), &topics, &self.config.consumer);
-        self.store_consumer_changes(shard, group_id);
+        self.store_consumer_changes(shard, group_id, prefix);
         result
     }
 
-    /// A consumer-protocol member may found a group only where no classic
-    /// group is active; an Empty classic group becomes a consumer group
-    /// and keeps its offsets, as in Kafka. (Kafka can also convert a
-    /// classic group with members online; Sluice refuses, as Kafka does
-    /// with `group.consumer.migration.policy=disabled`.)
-    fn take_over_classic(&self, shard: &Rc<Shard>, group_id: &str) -> Result<(), HeartbeatResult> {
+    /// A consumer-protocol member may found a group where no classic
+    /// group is active: an Empty classic group becomes a consumer group
+    /// and keeps its offsets, as in Kafka. A classic group with members
+    /// becomes one too, its members with it (an online upgrade, see
+    /// `classic.rs`), where `group.consumer.migration.policy` allows it
+    /// and the group is a consumer's (protocol type `consumer`); else the
+    /// heartbeat is refused, as Kafka refuses it. Returns the converted
+    /// group, if any, and the classic group's tombstone to store first.
+    fn take_over_classic(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+    ) -> Result<(Option<ConsumerGroup>, Option<Record>), HeartbeatResult> {
+        let topics = topics(shard);
+        let now = now_ms();
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
-            return Ok(());
+            return Ok((None, None));
         };
         if g.protocol_type().is_none() {
-            return Ok(());
+            return Ok((None, None));
         }
+        let mut converted = None;
         if g.state() != GroupState::Empty {
-            return Err(HeartbeatResult::error(
-                ErrorCode::GroupIdNotFound,
-                format!("Group {group_id} is not a consumer group."),
-            ));
+            let refused = |why: String| {
+                tracing::info!(group = %group_id, "not upgrading a classic group: {why}");
+                HeartbeatResult::error(
+                    ErrorCode::GroupIdNotFound,
+                    format!("Group {group_id} is not a consumer group."),
+                )
+            };
+            if g.state() == GroupState::Dead {
+                return Err(refused("it is being deleted".into()));
+            }
+            if !self.config.consumer.migration.upgrades() {
+                return Err(refused("group.consumer.migration.policy forbids it".into()));
+            }
+            if g.protocol_type() != Some(CONSUMER_PROTOCOL_TYPE) {
+                return Err(refused("its protocol type is not consumer".into()));
+            }
+            let c = ConsumerGroup::from_classic(g, &topics, now, &self.config.consumer)
+                .map_err(refused)?;
+            tracing::info!(
+                group = %group_id,
+                members = c.members().count(),
+                generation = g.generation(),
+                "upgrading a classic group to a consumer group"
+            );
+            converted = Some(c);
         }
-        g.forget_protocol();
+        g.hand_over(now);
         drop(groups);
-        self.append_detached(
-            shard,
-            group_id,
-            vec![crate::group::coordinator::group_record(group_id, None)],
+        // Parked JoinGroup and SyncGroup requests learn to rejoin.
+        self.deliver(shard, group_id);
+        let tombstone = crate::group::coordinator::group_record(group_id, None);
+        Ok((converted, Some(tombstone)))
+    }
+
+    /// A classic JoinGroup to a consumer group with members: the member
+    /// joins it as a classic member (see `classic.rs`); `None` when no
+    /// such group holds the id.
+    pub fn classic_join_consumer(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        req: &JoinRequest,
+    ) -> Option<JoinResult> {
+        if self.consumers.borrow().get(group_id)?.is_empty() {
+            return None;
+        }
+        let topics = topics(shard);
+        let result = self.consumers.borrow_mut().get_mut(group_id)?.classic_join(
+            req.clone(),
+            now_ms(),
+            &topics,
+            &self.config.consumer,
         );
-        Ok(())
+        self.store_consumer_changes(shard, group_id, Vec::new());
+        Some(result)
+    }
+
+    /// A classic SyncGroup to a consumer group: the member's assignment.
+    pub fn classic_sync_consumer(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        req: &SyncRequest,
+    ) -> Option<SyncResult> {
+        let topics = topics(shard);
+        let mut consumers = self.consumers.borrow_mut();
+        Some(consumers.get_mut(group_id)?.classic_sync(req, &topics))
+    }
+
+    /// A classic Heartbeat to a consumer group.
+    pub fn classic_heartbeat_consumer(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Option<ErrorCode> {
+        let mut consumers = self.consumers.borrow_mut();
+        let g = consumers.get_mut(group_id)?;
+        Some(g.classic_heartbeat(member_id, instance_id, generation, now_ms()))
+    }
+
+    /// A classic LeaveGroup to a consumer group; one code per member.
+    pub fn classic_leave_consumer(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Option<Vec<ErrorCode>> {
+        let topics = topics(shard);
+        let codes = {
+            let mut consumers = self.consumers.borrow_mut();
+            let g = consumers.get_mut(group_id)?;
+            members
+                .iter()
+                .map(|(m, i)| g.classic_leave(m, i.as_deref(), &topics, &self.config.consumer))
+                .collect()
+        };
+        self.store_consumer_changes(shard, group_id, Vec::new());
+        Some(codes)
     }
 
     /// A classic JoinGroup for `group_id`: refused while a consumer group
@@ -150,10 +252,11 @@ impl Coordinator {
         .detach();
     }
 
-    /// Stores what changed: the group epoch first, then each changed
-    /// member's metadata and assignment (or their tombstones), in one
-    /// record set.
-    fn store_consumer_changes(&self, shard: &Rc<Shard>, group_id: &str) {
+    /// Stores what changed, after `prefix`: the group epoch first, then
+    /// each changed member's metadata and assignment (or their
+    /// tombstones), in one record set. A group left with classic members
+    /// only becomes a classic group, if the policy allows.
+    fn store_consumer_changes(&self, shard: &Rc<Shard>, group_id: &str, prefix: Vec<Record>) {
         let Some(changes) = self
             .consumers
             .borrow_mut()
@@ -162,17 +265,59 @@ impl Coordinator {
         else {
             return;
         };
-        let mut records: Vec<Record> = changes
-            .epoch
-            .map(|e| epoch_record(group_id, Some(e)))
-            .into_iter()
-            .collect();
+        let mut records = prefix;
+        records.extend(changes.epoch.map(|e| epoch_record(group_id, Some(e))));
         for (member, stored) in changes.members {
             records.extend(member_records(group_id, &member, stored.as_ref()));
+        }
+        let downgrade = self.config.consumer.migration.downgrades()
+            && self
+                .consumers
+                .borrow()
+                .get(group_id)
+                .is_some_and(ConsumerGroup::only_classic_members);
+        if downgrade {
+            records.extend(self.downgrade(shard, group_id));
         }
         if !records.is_empty() {
             self.append_detached(shard, group_id, records);
         }
+    }
+
+    /// Turns a consumer group whose members all speak the classic
+    /// protocol into a classic group that rebalances at once, as Kafka
+    /// does when the last consumer-protocol member leaves. Returns the
+    /// records to store: the consumer group's tombstones, then the
+    /// classic group's record.
+    fn downgrade(&self, shard: &Rc<Shard>, group_id: &str) -> Vec<Record> {
+        let topics = topics(shard);
+        let now = now_ms();
+        let Some(c) = self.consumers.borrow_mut().remove(group_id) else {
+            return Vec::new();
+        };
+        let value = c.to_classic(&topics, now);
+        let mut records = Vec::new();
+        for m in c.members() {
+            records.extend(member_records(group_id, &m.id, None));
+        }
+        records.push(epoch_record(group_id, None));
+        records.push(crate::group::coordinator::group_record(
+            group_id,
+            Some(&value),
+        ));
+        let mut groups = self.groups.borrow_mut();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        g.restore(&value, now);
+        g.rebalance(now, &self.config);
+        tracing::info!(
+            group = %group_id,
+            members = value.members.len(),
+            generation = value.generation,
+            "downgrading a consumer group to a classic group"
+        );
+        records
     }
 
     /// Session and revocation timers of every consumer group here.
@@ -186,7 +331,7 @@ impl Coordinator {
             if let Some(g) = self.consumers.borrow_mut().get_mut(&id) {
                 g.tick(now, &topics, &self.config.consumer);
             }
-            self.store_consumer_changes(shard, &id);
+            self.store_consumer_changes(shard, &id, Vec::new());
         }
     }
 

@@ -108,6 +108,8 @@ pub struct ConsumerMember {
     pub regex: Option<Regex>,
     pub server_assignor: Option<AssignorKind>,
     pub assignment: MemberAssignment,
+    /// Set for a member that speaks the classic protocol.
+    pub classic: Option<classic::ClassicMeta>,
     session_deadline_ms: i64,
     revoke_deadline_ms: Option<i64>,
 }
@@ -233,6 +235,7 @@ impl ConsumerGroup {
             regex: m.regex.as_ref().map(|r| unanchor(r.as_str()).to_string()),
             rebalance_timeout_ms: m.rebalance_timeout_ms,
             server_assignor: m.server_assignor.map(|a| a.name().to_string()),
+            classic: m.classic.as_ref().map(classic::ClassicMeta::record),
         };
         let a = &m.assignment;
         let assignment = AssignmentRecord {
@@ -272,6 +275,7 @@ impl ConsumerGroup {
                 regex: None,
                 server_assignor: None,
                 assignment: MemberAssignment::joining(),
+                classic: None,
                 session_deadline_ms: 0,
                 revoke_deadline_ms: None,
             });
@@ -286,7 +290,12 @@ impl ConsumerGroup {
         m.regex = regex;
         m.rebalance_timeout_ms = r.rebalance_timeout_ms;
         m.server_assignor = assignor;
-        m.session_deadline_ms = now_ms + i64::from(cfg.session_timeout_ms);
+        m.classic = r.classic.map(classic::ClassicMeta::from_record);
+        let session_ms = match &m.classic {
+            Some(c) => c.session_timeout_ms,
+            None => cfg.session_timeout_ms,
+        };
+        m.session_deadline_ms = now_ms + i64::from(session_ms);
     }
 
     /// Replays a member's stored assignment.
@@ -455,6 +464,12 @@ impl ConsumerGroup {
         let Some(m) = self.members.get(&req.member_id) else {
             return refuse(ErrorCode::UnknownMemberId, "unknown member id");
         };
+        if m.classic.is_some() {
+            return refuse(
+                ErrorCode::UnknownMemberId,
+                "the member speaks the classic protocol; rejoin",
+            );
+        }
         let a = &m.assignment;
         let received = req.member_epoch;
         let resent = received == a.previous_epoch
@@ -493,6 +508,7 @@ impl ConsumerGroup {
             // It gave up what it owned before rejoining.
             m.assignment = MemberAssignment::joining();
             m.revoke_deadline_ms = None;
+            m.classic = None;
             self.changed_members.insert(id.clone(), true);
             return Ok((id, false));
         }
@@ -513,6 +529,7 @@ impl ConsumerGroup {
             regex: None,
             server_assignor: parsed.assignor,
             assignment: MemberAssignment::joining(),
+            classic: None,
             session_deadline_ms: 0,
             revoke_deadline_ms: None,
         };
@@ -728,6 +745,14 @@ impl ConsumerGroup {
         let Some(m) = self.members.get(member_id) else {
             return Err(ErrorCode::UnknownMemberId);
         };
+        if m.classic.is_some() {
+            // A classic member commits with its generation, which is its
+            // member epoch, at any OffsetCommit version.
+            return match epoch == m.assignment.epoch {
+                true => Ok(()),
+                false => Err(ErrorCode::IllegalGeneration),
+            };
+        }
         if version < 9 {
             // Members of a consumer-protocol group commit with their
             // member epoch, which OffsetCommit names only from v9.
@@ -914,6 +939,9 @@ fn validate(req: &HeartbeatRequest, cfg: &ConsumerConfig) -> Result<Parsed, Refu
         owned,
     })
 }
+
+#[path = "classic.rs"]
+pub mod classic;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::group::consumer::MigrationPolicy;
 use crate::sim_rng::Rng;
 
 fn cfg() -> ConsumerConfig {
@@ -6,6 +7,7 @@ fn cfg() -> ConsumerConfig {
         session_timeout_ms: 45_000,
         heartbeat_interval_ms: 5_000,
         assignors: vec![AssignorKind::Uniform, AssignorKind::Range],
+        migration: MigrationPolicy::Bidirectional,
     }
 }
 

@@ -17,6 +17,8 @@ use sluice_protocol::ErrorCode;
 
 /// Member type of a consumer-protocol member (ConsumerGroupDescribe v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+/// Member type of a classic member a consumer group holds.
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -152,7 +154,10 @@ pub async fn describe(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError>
                             ))
                             .with_assignment(described(ctx, &m.assignment.assigned))
                             .with_target_assignment(described(ctx, target))
-                            .with_member_type(MEMBER_TYPE_CONSUMER)
+                            .with_member_type(match m.classic {
+                                Some(_) => MEMBER_TYPE_CLASSIC,
+                                None => MEMBER_TYPE_CONSUMER,
+                            })
                     })
                     .collect();
             }
