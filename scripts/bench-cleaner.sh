@@ -18,6 +18,7 @@
 #   scripts/bench-cleaner.sh [--rounds N] [--duration S] [--lead S]
 #                            [--churn-rate MSGS] [--churn-keys N]
 #                            [--cores N] [--work-dir DIR] [--min-free-gb N]
+#                            [--bin DIR]
 #
 # --rounds      rounds (default 3)
 # --duration    seconds measured by the fixed-rate workload (default: its
@@ -30,6 +31,8 @@
 # --work-dir    where the broker keeps its data (default: a new folder in
 #               /tmp), wiped after each broker stops
 # --min-free-gb refuse to start a broker with less free disk (default 8)
+# --bin         take sluice and sluice-bench from DIR, built already,
+#               instead of building this checkout (env.txt names DIR)
 #
 # The broker logs each cleaner pass ("cleaned log", with bytes and time),
 # so the summary counts the passes over the churn topic, and the bytes they
@@ -44,7 +47,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rounds=3 duration="" lead=30 churn_rate=2000 churn_keys=50000 cores=""
-work_parent=${TMPDIR:-/tmp} min_free_gb=8
+work_parent=${TMPDIR:-/tmp} min_free_gb=8 bin=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -55,7 +58,8 @@ while [[ $# -gt 0 ]]; do
     --cores) cores=$2; shift 2 ;;
     --work-dir) work_parent=$2; shift 2 ;;
     --min-free-gb) min_free_gb=$2; shift 2 ;;
-    *) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    *) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 for v in rounds lead churn_rate churn_keys; do
@@ -64,8 +68,11 @@ done
 [[ -z $duration || $duration =~ ^[1-9][0-9]*$ ]] || { echo "--duration: a positive integer" >&2; exit 2; }
 [[ -z $cores || $cores =~ ^[1-9][0-9]*$ ]] || { echo "--cores: a positive integer" >&2; exit 2; }
 
-cargo build --release -q -p sluice-harness -p sluice-engine
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+if [[ -z $bin ]]; then
+  cargo build --release -q -p sluice-harness -p sluice-engine
+  bin=${CARGO_TARGET_DIR:-$root/target}/release
+fi
+[[ -x $bin/sluice && -x $bin/sluice-bench ]] || { echo "no sluice and sluice-bench in $bin" >&2; exit 2; }
 
 res=$root/results/cleaner/$(date -u +%Y-%m-%dT%H-%M-%SZ)
 mkdir -p "$work_parent"
@@ -89,6 +96,7 @@ churn_s=$((lead + fixed_s * 2 + 120))
   echo "cores: $(nproc), memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "kernel: $(uname -srm)"
   echo "sluice commit: $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with local changes)')"
+  echo "binaries: $bin (sluice built $(date -u -r "$bin/sluice" +%FT%TZ))"
   echo "rustc: $(rustc --version)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$res/env.txt"
