@@ -787,3 +787,120 @@ fn an_open_transactions_records_survive_cleaning() {
     wait_committed_only(&broker, topic, "read_uncommitted", &committed);
     wait_committed_only(&broker, topic, "read_committed", &committed);
 }
+
+/// Topic settings that hold the cleaner off (every segment is younger
+/// than `min.compaction.lag.ms`) until [`let_clean`] lifts the lag, so
+/// its first pass meets the whole log at once.
+fn held(segment_bytes: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", segment_bytes),
+        ("min.cleanable.dirty.ratio", "0.01"),
+        ("min.compaction.lag.ms", "86400000"),
+    ]
+}
+
+fn let_clean(broker: &Broker, topic: &str, segment_bytes: &'static str) {
+    let mut configs = held(segment_bytes);
+    configs.retain(|(k, _)| *k != "min.compaction.lag.ms");
+    alter(broker, topic, &configs);
+}
+
+/// The fields of each "cleaned log" line the broker wrote for `topic`.
+fn passes(broker: &Broker, topic: &str) -> Vec<BTreeMap<String, String>> {
+    let topic_field = format!("topic={topic}");
+    broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("cleaned log") && l.split(' ').any(|w| w == topic_field))
+        .map(|l| {
+            l.split(' ')
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// `log.cleaner.dedupe.buffer.size` at its 1 MiB floor on one shard is a
+/// map of 1 MiB / 24 bytes a key * 90 % = 39,321 keys. The dirty part
+/// holds 66,000: keys a-0..a-29999 twice (offsets 0..60000), b-0..b-29999
+/// twice (60000..120000), 6,000 fillers (more than the active segment
+/// holds, so every key's latest record is cleanable). The first pass maps the a-keys
+/// and 9,321 b-keys, so it stops at offset 69,321 having cleaned below
+/// it only; later passes finish, and a consumer sees each key once.
+#[test]
+fn a_dedupe_buffer_too_small_for_the_dirty_keys_cleans_in_several_passes() {
+    let broker = Broker::start(
+        1,
+        &[
+            "log.cleaner.backoff.ms=100",
+            "log.cleaner.dedupe.buffer.size=1048576",
+        ],
+    );
+    create(&broker, "dedupe", &held("262144"));
+    let p = producer(&broker, &[("batch.num.messages", "1000")]);
+    let mut records = Vec::new();
+    for group in ["a", "b"] {
+        for round in 0..2 {
+            for k in 0..30_000 {
+                records.push((format!("{group}-{k}"), Some(format!("r{round}"))));
+            }
+        }
+    }
+    records.extend(fillers(6000, "d"));
+    produce(&p, "dedupe", &records);
+    drop(p);
+    let_clean(&broker, "dedupe", "262144");
+    let seen = wait_compacted(&broker, "dedupe", &records);
+    assert_eq!(seen.len(), 66_000);
+    let passes = passes(&broker, "dedupe");
+    let first = passes.first().expect("a pass was logged");
+    assert_eq!(
+        first.get("cleaned_upto").map(String::as_str),
+        Some("69321"),
+        "the first pass stops where the map filled: {passes:?}"
+    );
+    assert!(passes.len() >= 2, "{passes:?}");
+}
+
+/// `log.cleaner.io.max.bytes.per.second`: a pass must read every byte of
+/// the segments it cleans, so cleaning N bytes at R bytes/s cannot end
+/// sooner than about N / R after the cleaner may start. Only that lower
+/// bound is asserted; how much longer it takes depends on the machine.
+/// The slack: up to 64 KiB read before the throttle's first check and
+/// after its last go unpaced, and a window opened up to 1 s before the
+/// start may have allowed up to R bytes more.
+#[test]
+fn a_throttled_cleaner_reads_no_faster_than_its_rate() {
+    const RATE: u64 = 250_000;
+    let rate_setting = format!("log.cleaner.io.max.bytes.per.second={RATE}");
+    let broker = Broker::start(1, &["log.cleaner.backoff.ms=100", rate_setting.as_str()]);
+    create(&broker, "throttled", &held("65536"));
+    let p = producer(&broker, &[]);
+    let mut records: Vec<_> = data(500, 40)
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|v| format!("{v:-<100}"))))
+        .collect();
+    // Fillers past a segment's worth: every key's latest is sealed.
+    records.extend(fillers(2000, "t"));
+    produce(&p, "throttled", &records);
+    drop(p);
+    // Every segment but the active one is cleanable once the lag lifts.
+    let logs = segment_files(&broker.partition_dir("throttled", 0));
+    let sealed_bytes: u64 = logs[..logs.len() - 1]
+        .iter()
+        .map(|l| std::fs::metadata(l).unwrap().len())
+        .sum();
+    assert!(sealed_bytes > 2_000_000, "{sealed_bytes} bytes to clean");
+    let start = Instant::now();
+    let_clean(&broker, "throttled", "65536");
+    wait_compacted(&broker, "throttled", &records);
+    let took = start.elapsed();
+    let slack = 2 * 65_536 + RATE;
+    let floor = Duration::from_secs_f64((sealed_bytes - slack) as f64 / RATE as f64);
+    assert!(
+        took >= floor,
+        "{sealed_bytes} bytes cleaned in {took:?}, under the {floor:?} the rate allows"
+    );
+}

@@ -153,6 +153,7 @@ impl Cleaner {
         };
         let key = key_of(&chosen);
         let mut state = self.logs.borrow_mut().remove(&key).unwrap_or_default();
+        let started = std::time::Instant::now();
         let result = pass::run(&chosen, &plan, &mut state, map, throttle).await;
         match result {
             Ok(stats) => {
@@ -163,7 +164,7 @@ impl Cleaner {
                     segments_before = stats.segments_before, segments_after = stats.segments_after,
                     bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
                     records_removed = stats.records_removed, cleaned_upto = stats.cleaned_upto,
-                    stale = stats.stale,
+                    stale = stats.stale, elapsed_ms = started.elapsed().as_millis() as u64,
                     "cleaned log"
                 );
             }

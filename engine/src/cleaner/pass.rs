@@ -8,8 +8,10 @@
 //!    indexes.
 //! 2. The offset map is filled from the dirty part, key by key in offset
 //!    order, until the part ends or the map is full; records of aborted
-//!    transactions and markers are left out.
-//! 3. The segments are rewritten in order into `.cleaned` files, each
+//!    transactions and markers are left out. A full map ends the pass at
+//!    the segment holding the first key it refused: the dirty part then
+//!    starts there, for the next pass.
+//! 3. The segments up to there are rewritten in order into `.cleaned` files, each
 //!    taking input segments until its output reaches `segment.bytes`,
 //!    named after its first input's base. A
 //!    record goes when the map holds a later offset for its key, or when
@@ -361,6 +363,16 @@ pub async fn run(
     let aborted = Aborted::new(partition.aborted_in(first, plan.end));
     let markers_removable_below = partition.oldest_snapshot()?.unwrap_or(Offset(i64::MAX));
     let cleaned_upto = build_map(plan, &aborted, map, throttle).await?;
+    assert!(
+        cleaned_upto > plan.first_dirty || cleaned_upto == plan.end,
+        "a pass moves the dirty part on: {cleaned_upto} from {}",
+        plan.first_dirty
+    );
+    // A map that filled up ends the pass at the segment where it did, as
+    // in Kafka: the segments past it hold no record the map can supersede
+    // and wait, untouched, for the next pass.
+    let copied = plan.segments.partition_point(|s| s.base < cleaned_upto);
+    let segments = &plan.segments[..copied];
     let view = partition.cleaner_view();
     let cx = PassContext {
         map,
@@ -372,7 +384,7 @@ pub async fn run(
     };
     let mut progress = Progress {
         stats: PassStats {
-            segments_before: plan.segments.len(),
+            segments_before: segments.len(),
             cleaned_upto: cleaned_upto.0,
             ..PassStats::default()
         },
@@ -380,10 +392,10 @@ pub async fn run(
     };
     let mut group_start = 0;
     let mut cleaned: Option<CleanedSegment> = None;
-    for (i, s) in plan.segments.iter().enumerate() {
+    for (i, s) in segments.iter().enumerate() {
         if let Some(c) = cleaned.take() {
             if group_full(c.size(), c.base(), s, cx.config.segment_bytes) {
-                let group = &plan.segments[group_start..i];
+                let group = &segments[group_start..i];
                 if !swap_group(partition, c, group, &mut progress.stats).await? {
                     return Ok(progress.stats);
                 }
@@ -405,7 +417,7 @@ pub async fn run(
         }
     }
     if let Some(c) = cleaned {
-        let group = &plan.segments[group_start..];
+        let group = &segments[group_start..];
         if !swap_group(partition, c, group, &mut progress.stats).await? {
             return Ok(progress.stats);
         }
@@ -584,6 +596,102 @@ mod tests {
                         "no aborted data left to index"
                     );
                     assert_eq!(p.last_stable_offset(), Offset(open_at));
+                });
+        }
+    }
+
+    /// Runs the pass due on `p` now with `map`; panics if none is due.
+    async fn one_pass(p: &Partition, state: &mut LogState, map: &mut OffsetMap) -> PassStats {
+        let plan =
+            super::super::plan::plan(&p.cleaner_view(), state, now_ms()).expect("a pass due");
+        let mut throttle = Throttle::new(u64::MAX);
+        run(p, &plan, state, map, &mut throttle).await.unwrap()
+    }
+
+    /// How many times each key appears.
+    fn copies(p: &Partition) -> BTreeMap<String, usize> {
+        let mut n = BTreeMap::new();
+        for (_, k, _) in contents(p).0 {
+            *n.entry(k).or_insert(0) += 1;
+        }
+        n
+    }
+
+    /// `log.cleaner.dedupe.buffer.size` too small for the dirty part's
+    /// keys: the pass stops where the map filled, cleans the log below
+    /// that offset only and leaves the segments past it as they were; the
+    /// next pass starts there and finishes. A map big enough does it all
+    /// in one pass.
+    #[test]
+    fn a_map_too_small_for_the_dirty_keys_cleans_part_of_the_log_per_pass() {
+        for map_keys in [10usize, 1_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader(dir.path(), "86400000");
+            glommio::LocalExecutorBuilder::default()
+                .make()
+                .unwrap()
+                .run(async {
+                    // Keys a0..a9 five times (offsets 0..50), then b0..b9
+                    // five times (50..100), then fillers to seal them.
+                    for (group, first) in [("a", 0), ("b", 50)] {
+                        for round in 0..5 {
+                            for k in 0..10 {
+                                let key = format!("{group}{k}");
+                                let value = format!("{round}-{:0>50}", first + round * 10 + k);
+                                append(&p, None, &[(&key, &value)]).await;
+                            }
+                        }
+                    }
+                    for i in 0..40 {
+                        let (k, v) = (format!("f{i}"), format!("{i:0>60}"));
+                        append(&p, None, &[(&k, &v)]).await;
+                    }
+                    // The fewest entries of budget whose 90 % is map_keys.
+                    let entries = (map_keys as u64 * 100).div_ceil(90);
+                    let budget = entries * super::super::offset_map::ENTRY_BYTES;
+                    let mut map = OffsetMap::with_memory(budget);
+                    assert_eq!(map.capacity(), map_keys);
+                    let mut state = LogState::default();
+                    let sealed_before = p.cleaner_view().sealed;
+                    let first = one_pass(&p, &mut state, &mut map).await;
+                    let n = copies(&p);
+                    if map_keys == 1_000 {
+                        assert!(n.values().all(|c| *c == 1), "one pass: {n:?}");
+                        return;
+                    }
+                    // The map took a0..a9 and refused b0 at offset 50.
+                    assert_eq!(first.cleaned_upto, 50);
+                    assert_eq!(state.first_dirty, Offset(50));
+                    assert!(
+                        n.iter()
+                            .all(|(k, c)| *c == if k.starts_with('b') { 5 } else { 1 }),
+                        "{n:?}"
+                    );
+                    assert!(first.segments_before < sealed_before.len(), "stopped early");
+                    let after = p.cleaner_view().sealed;
+                    let untouched = |s: &&SealedSegment| s.base.0 > 50;
+                    let bounds = |v: &[SealedSegment]| -> Vec<(i64, i64, u64)> {
+                        v.iter()
+                            .filter(untouched)
+                            .map(|s| (s.base.0, s.next_offset.0, s.size))
+                            .collect()
+                    };
+                    assert_eq!(
+                        bounds(&after),
+                        bounds(&sealed_before),
+                        "segments past 50 as they were"
+                    );
+                    let latest_a9 = contents(&p)
+                        .0
+                        .into_iter()
+                        .find(|(_, k, _)| k == "a9")
+                        .unwrap();
+                    assert_eq!(latest_a9.0, 49);
+                    let second = one_pass(&p, &mut state, &mut map).await;
+                    // b0..b9 filled the map again; the first filler ends it.
+                    assert_eq!(second.cleaned_upto, 100, "{second:?}");
+                    let n = copies(&p);
+                    assert!(n.values().all(|c| *c == 1), "two passes: {n:?}");
                 });
         }
     }
