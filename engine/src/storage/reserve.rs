@@ -41,7 +41,7 @@ pub fn free_bytes(dir: &Path) -> Result<u64> {
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// What [`at_start`] did.
