@@ -530,6 +530,20 @@ fn losing_power_under_the_default_policy_loses_only_what_lies_above_the_recovery
 /// clean, and the restart verifies the log and serves it again.
 #[test]
 fn a_failed_sync_takes_the_partition_offline_until_a_restart() {
+    offline_until_a_restart(lazyfs::LazyMount::fail_syncs_under);
+}
+
+/// A write that fails with EIO (not a full disk) takes its partition
+/// offline the same way: part of it may be on the disk anywhere.
+#[test]
+fn a_failed_write_takes_the_partition_offline_until_a_restart() {
+    offline_until_a_restart(lazyfs::LazyMount::fail_writes_under);
+}
+
+/// Produces to topics `failing` and `healthy` (flush.messages=1), makes
+/// `fail` fail the first one's files with EIO, and checks what the tests
+/// above say.
+fn offline_until_a_restart(fail: fn(&lazyfs::LazyMount, Option<&Path>)) {
     let (_tmp, disk) = lazy_disk();
     let data = disk.mountpoint.join("data");
     let metrics_port = common::free_port();
@@ -539,12 +553,12 @@ fn a_failed_sync_takes_the_partition_offline_until_a_restart() {
     let acked = produce_n(&broker, "failing", 50);
     let healthy = produce_n(&broker, "healthy", 50);
 
-    disk.fail_syncs_under(Some(Path::new("data/failing-0")));
+    fail(&disk, Some(Path::new("data/failing-0")));
     let mut raw = Raw::connect(broker.addr());
     assert_eq!(
         produce_one(&mut raw, "failing"),
         KAFKA_STORAGE_ERROR,
-        "the failed sync"
+        "the failure"
     );
     assert_eq!(
         produce_one(&mut raw, "failing"),
@@ -557,7 +571,7 @@ fn a_failed_sync_takes_the_partition_offline_until_a_restart() {
     );
     assert_eq!(produce_one(&mut raw, "healthy"), 0, "another partition");
     assert_eq!(fetch_partition_0(&mut raw, "healthy").0, 0);
-    let line = "syncing the partition's files failed";
+    let line = "writing or syncing the partition's files failed";
     assert_eq!(broker.log().matches(line).count(), 1, "{}", broker.log());
     let scrape = scrape_metrics(metrics_port);
     let offline = scrape
@@ -566,11 +580,11 @@ fn a_failed_sync_takes_the_partition_offline_until_a_restart() {
         .and_then(|v| v.parse::<f64>().ok());
     assert_eq!(offline, Some(1.0), "{scrape}");
 
-    disk.fail_syncs_under(None);
+    fail(&disk, None);
     broker.stop();
     assert!(
         !data.join(".kafka_cleanshutdown").exists(),
-        "a stop after a failed sync is not clean"
+        "a stop after a failed write or sync is not clean"
     );
     broker.restart();
     let mut raw = Raw::connect(broker.addr());

@@ -326,6 +326,12 @@ impl Partition {
         let m = &self.metrics;
         m.append_failures.set(m.append_failures.get() + 1);
         let no_space = e.is_no_space();
+        if !no_space && matches!(e, StorageError::Io { .. }) {
+            // A disk that fails a write (EIO) may have written part of
+            // it anywhere: the partition goes offline as after a failed
+            // sync, and the restart verifies the log.
+            self.fail_sync(e);
+        }
         if !m.append_failing.replace(true) || m.no_space.get() != no_space {
             if no_space {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %e,
@@ -428,7 +434,8 @@ impl Partition {
         Ok(())
     }
 
-    /// Takes the partition offline after a failed fdatasync. The kernel
+    /// Takes the partition offline after a failed fdatasync (or a write
+    /// failed for another reason than a full disk). The kernel
     /// reports a writeback error to one fsync and then marks the pages
     /// clean: a second sync would succeed while the records it should
     /// have made durable may never reach the disk, and the page cache
@@ -443,7 +450,7 @@ impl Partition {
             return;
         }
         tracing::error!(topic = %self.topic, partition = self.index, error = %e,
-            "syncing the partition's files failed: the partition is offline until the broker restarts and verifies its log");
+            "writing or syncing the partition's files failed: the partition is offline until the broker restarts and verifies its log");
         *self.sync_failure.borrow_mut() = Some(e.to_string());
         self.wake_fetchers();
     }

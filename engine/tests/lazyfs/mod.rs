@@ -44,6 +44,8 @@ struct State {
     /// Syncs of files under this relative path fail with EIO, as a disk
     /// failing writeback makes them.
     failing_syncs: Option<PathBuf>,
+    /// Writes of files under this relative path fail with EIO.
+    failing_writes: Option<PathBuf>,
 }
 
 struct LazyFs {
@@ -113,6 +115,12 @@ impl LazyMount {
     /// pages whose writeback failed.
     pub fn fail_syncs_under(&self, rel: Option<&Path>) {
         self.state.lock().unwrap().failing_syncs = rel.map(Path::to_path_buf);
+    }
+
+    /// Makes every write to a file under `rel` fail with EIO, or none
+    /// with `None`.
+    pub fn fail_writes_under(&self, rel: Option<&Path>) {
+        self.state.lock().unwrap().failing_writes = rel.map(Path::to_path_buf);
     }
 
     /// (bytes written, syncs) through the file system since it was mounted.
@@ -439,6 +447,10 @@ impl Filesystem for LazyFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        let failing = self.state.lock().unwrap().failing_writes.clone();
+        if failing.is_some_and(|f| rel.starts_with(f)) {
+            return reply.error(Errno::EIO);
+        }
         let written = self.with_unsynced(ino.0, &rel, |d| {
             let end = offset as usize + data.len();
             if d.len() < end {
