@@ -112,6 +112,10 @@ pub struct BrokerShared {
     pub admission: Arc<crate::server::admission::Admission>,
     /// Shards done stopping (see `quiesce`).
     quiesced: AtomicUsize,
+    /// A partition's files failed to sync (at runtime or in the flush at
+    /// shutdown): the stop is not clean, so that the next start verifies
+    /// the logs from their recovery points instead of trusting them.
+    pub sync_failed: AtomicBool,
     _lock: std::fs::File,
 }
 
@@ -406,6 +410,8 @@ impl Broker {
     pub fn start(mut config: BrokerConfig) -> Result<Broker, StartError> {
         let (listeners, inter_broker_listener, controller_tls) = listeners(&mut config)?;
         let lock = lock_data_dir(&config.data_dir)?;
+        // Before anything else writes: a full disk gets its room back.
+        crate::storage::reserve::at_start(&config.data_dir)?;
         let data_cluster_id = meta_properties(&config)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
@@ -457,6 +463,7 @@ impl Broker {
             controller_tls,
             admission,
             quiesced: AtomicUsize::new(0),
+            sync_failed: AtomicBool::new(false),
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
@@ -537,6 +544,10 @@ impl Broker {
                 tracing::error!(error = %e, "shard ended with an error");
                 clean = false;
             }
+        }
+        if self.shared.sync_failed.load(Ordering::Relaxed) {
+            tracing::error!("a partition's files failed to sync: the next start verifies the logs from their recovery points");
+            clean = false;
         }
         self.shared.write_checkpoints()?;
         if clean {
@@ -956,8 +967,13 @@ fn shutdown(shard: &Shard) {
         );
     }
     for p in shard.partitions() {
+        if p.sync_failure().is_some() {
+            shard.broker.sync_failed.store(true, Ordering::Relaxed);
+            continue;
+        }
         if let Err(e) = p.flush_now() {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
+            shard.broker.sync_failed.store(true, Ordering::Relaxed);
         }
     }
     shard

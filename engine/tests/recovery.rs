@@ -521,3 +521,93 @@ fn losing_power_under_the_default_policy_loses_only_what_lies_above_the_recovery
     let more = produce_n(&broker, "lazy", 10);
     assert!(more.keys().all(|k| !got.contains_key(k)));
 }
+
+/// An fdatasync that fails (EIO from the file system, as a disk failing
+/// writeback gives it) takes its partition offline: a retried sync would
+/// succeed over records Linux has already given up on. Produces and
+/// fetches get KAFKA_STORAGE_ERROR, another partition is served, the
+/// failure is logged once and counted in the metrics, the stop is not
+/// clean, and the restart verifies the log and serves it again.
+#[test]
+fn a_failed_sync_takes_the_partition_offline_until_a_restart() {
+    offline_until_a_restart(lazyfs::LazyMount::fail_syncs_under);
+}
+
+/// A write that fails with EIO (not a full disk) takes its partition
+/// offline the same way: part of it may be on the disk anywhere.
+#[test]
+fn a_failed_write_takes_the_partition_offline_until_a_restart() {
+    offline_until_a_restart(lazyfs::LazyMount::fail_writes_under);
+}
+
+/// Produces to topics `failing` and `healthy` (flush.messages=1), makes
+/// `fail` fail the first one's files with EIO, and checks what the tests
+/// above say.
+fn offline_until_a_restart(fail: fn(&lazyfs::LazyMount, Option<&Path>)) {
+    let (_tmp, disk) = lazy_disk();
+    let data = disk.mountpoint.join("data");
+    let metrics_port = common::free_port();
+    let metrics = format!("metrics.listener=127.0.0.1:{metrics_port}");
+    let overrides = ["num.partitions=1", "flush.messages=1", metrics.as_str()];
+    let mut broker = Broker::start_at(Some(data.clone()), 1, &overrides);
+    let acked = produce_n(&broker, "failing", 50);
+    let healthy = produce_n(&broker, "healthy", 50);
+
+    fail(&disk, Some(Path::new("data/failing-0")));
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        produce_one(&mut raw, "failing"),
+        KAFKA_STORAGE_ERROR,
+        "the failure"
+    );
+    assert_eq!(
+        produce_one(&mut raw, "failing"),
+        KAFKA_STORAGE_ERROR,
+        "offline since"
+    );
+    assert_eq!(
+        fetch_partition_0(&mut raw, "failing").0,
+        KAFKA_STORAGE_ERROR
+    );
+    assert_eq!(produce_one(&mut raw, "healthy"), 0, "another partition");
+    assert_eq!(fetch_partition_0(&mut raw, "healthy").0, 0);
+    let line = "writing or syncing the partition's files failed";
+    assert_eq!(broker.log().matches(line).count(), 1, "{}", broker.log());
+    let scrape = scrape_metrics(metrics_port);
+    let offline = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_storage_offline_partitions "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(offline, Some(1.0), "{scrape}");
+
+    fail(&disk, None);
+    broker.stop();
+    assert!(
+        !data.join(".kafka_cleanshutdown").exists(),
+        "a stop after a failed write or sync is not clean"
+    );
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        produce_one(&mut raw, "failing"),
+        0,
+        "back after the restart"
+    );
+    let got = consume_all(&broker, "failing", 1);
+    for (k, v) in &acked {
+        assert_eq!(got.get(k), Some(v), "acknowledged record at {k:?}");
+    }
+    assert_eq!(consume_all(&broker, "healthy", 1).len(), healthy.len() + 1);
+}
+
+/// The metrics listener's `/metrics` body.
+fn scrape_metrics(port: u16) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}

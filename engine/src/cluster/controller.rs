@@ -123,6 +123,9 @@ impl Controller {
                 ErrorCode::NotController,
                 "the change was lost to a controller change; retry",
             ),
+            Err(e @ ProposeError::NoSpace { .. }) => {
+                error(ErrorCode::KafkaStorageError, e.to_string())
+            }
         }
     }
 

@@ -48,7 +48,17 @@ pub enum ProposeError {
     NotLeader(Option<u64>),
     #[error("the proposal was lost to a leader change")]
     Dropped,
+    #[error("the metadata log's disk has {free} bytes free, less than {PROPOSE_FREE_BYTES_MIN}")]
+    NoSpace { free: u64 },
 }
+
+/// Free bytes the metadata log's file system must have for a proposal to
+/// be taken. A voter stops the process when it cannot persist what Raft
+/// accepted (an entry, the hard state), so a change is refused up front
+/// on a disk the partitions filled: a few KiB are written per entry (the
+/// entry, a 4 KiB block for the new hard state), 1 MiB leaves margin for
+/// the proposals already in flight.
+pub const PROPOSE_FREE_BYTES_MIN: u64 = 1 << 20;
 
 /// What a voter's driver acts on.
 pub enum Input {
@@ -135,6 +145,10 @@ pub struct Quorum {
     driven: Cell<Instant>,
     /// What this voter, as leader, last heard from each peer voter.
     contacts: RefCell<HashMap<u64, Contact>>,
+    /// The data directory, whose free space proposals check.
+    data_dir: std::path::PathBuf,
+    /// Whether the last proposal found too little free space.
+    short_of_space: Cell<bool>,
 }
 
 fn slog_discard() -> slog::Logger {
@@ -198,6 +212,8 @@ impl Quorum {
             term_start: Cell::new(u64::MAX),
             driven: Cell::new(Instant::now()),
             contacts: RefCell::new(HashMap::new()),
+            data_dir: data_dir.to_path_buf(),
+            short_of_space: Cell::new(false),
         });
         // A lone voter need not wait out an election timeout.
         if voters == [id] {
@@ -359,6 +375,7 @@ impl Quorum {
     /// Proposes one entry of records; resolves with its index once it is
     /// committed and applied here.
     pub async fn propose(&self, records: Vec<Record>) -> Result<u64, ProposeError> {
+        self.check_space()?;
         let rx = {
             let mut raw = self.raw.borrow_mut();
             if raw.raft.state != StateRole::Leader {
@@ -381,6 +398,29 @@ impl Quorum {
         };
         let _ = self.inbox.unbounded_send(Input::Wake);
         rx.await.unwrap_or(Err(ProposeError::Dropped))
+    }
+
+    /// Refuses a proposal while the data directory's file system has less
+    /// than [`PROPOSE_FREE_BYTES_MIN`] free; says so once per such run.
+    fn check_space(&self) -> Result<(), ProposeError> {
+        let free = match crate::storage::reserve::free_bytes(&self.data_dir) {
+            Ok(free) => free,
+            // Not knowing is no reason to refuse: the write will tell.
+            Err(_) => return Ok(()),
+        };
+        let short = free < PROPOSE_FREE_BYTES_MIN;
+        if short != self.short_of_space.replace(short) {
+            if short {
+                tracing::error!(dir = %self.data_dir.display(), free_bytes = free,
+                    "the disk is full: metadata changes (topic creation, ...) are refused until space is freed");
+            } else {
+                tracing::info!(dir = %self.data_dir.display(), free_bytes = free, "metadata changes are taken again");
+            }
+        }
+        match short {
+            true => Err(ProposeError::NoSpace { free }),
+            false => Ok(()),
+        }
     }
 
     /// Index of the last snapshot: entries up to it are gone.

@@ -305,7 +305,7 @@ impl Collector for Scrape {
         }
 
         // Logs.
-        let logs: [Column<super::PartitionSample, f64>; 5] = [
+        let logs: [Column<super::PartitionSample, f64>; 6] = [
             (
                 "sluice_log_size_bytes",
                 "Bytes in the partition's segments.",
@@ -329,6 +329,11 @@ impl Collector for Scrape {
                 "The partition's high watermark.",
                 |p| p.high_watermark as f64,
             ),
+            (
+                "sluice_log_no_space",
+                "1 while the partition's appends fail for lack of disk space (ENOSPC, EDQUOT), until one succeeds.",
+                |p| f64::from(u8::from(p.no_space)),
+            ),
         ];
         for (name, help, pick) in logs {
             let mut f = family(&mut e, name, help, Gauge)?;
@@ -339,6 +344,30 @@ impl Collector for Scrape {
                 ];
                 f.gauge(&labels, pick(p))?;
             }
+        }
+
+        family(
+            &mut e,
+            "sluice_storage_offline_partitions",
+            "Partitions this broker holds offline for a storage failure: a log that failed to open (corrupt, an I/O error) or to sync.",
+            Gauge,
+        )?
+        .gauge(
+            &no_labels(),
+            shards.iter().map(|s| s.storage_offline).sum::<usize>() as f64,
+        )?;
+        let mut f = family(
+            &mut e,
+            "sluice_log_append_failures",
+            "Appends the partition's log refused with a storage error (answered KAFKA_STORAGE_ERROR).",
+            Counter,
+        )?;
+        for p in shards.iter().flat_map(|s| &s.partitions) {
+            let labels = vec![
+                label("topic", p.topic.as_str()),
+                label("partition", p.partition.to_string()),
+            ];
+            f.counter(&labels, p.append_failures as f64)?;
         }
 
         // Consumer groups.

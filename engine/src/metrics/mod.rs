@@ -157,6 +157,13 @@ pub struct PartitionCounters {
     pub messages_out: std::cell::Cell<u64>,
     /// The last leader epoch this broker led the partition on.
     led_epoch: std::cell::Cell<i32>,
+    /// Appends the log refused with a storage error (a full disk, a
+    /// failing one).
+    pub append_failures: std::cell::Cell<u64>,
+    /// Whether the last append failed (see `Partition::append_failed`).
+    pub append_failing: std::cell::Cell<bool>,
+    /// Whether it failed for lack of space.
+    pub no_space: std::cell::Cell<bool>,
 }
 
 impl Default for PartitionCounters {
@@ -167,6 +174,9 @@ impl Default for PartitionCounters {
             bytes_out: Default::default(),
             messages_out: Default::default(),
             led_epoch: std::cell::Cell::new(-1),
+            append_failures: Default::default(),
+            append_failing: Default::default(),
+            no_space: Default::default(),
         }
     }
 }
@@ -208,6 +218,10 @@ pub struct PartitionSample {
     pub log_start: i64,
     pub log_end: i64,
     pub high_watermark: i64,
+    /// Appends refused with a storage error, since the broker started.
+    pub append_failures: u64,
+    /// Whether appends fail for lack of space now (until one succeeds).
+    pub no_space: bool,
 }
 
 /// A consumer group coordinated by a shard, at scrape time.
@@ -232,6 +246,9 @@ pub struct ShardSnapshot {
     pub partitions: Vec<PartitionSample>,
     pub groups: Vec<GroupSample>,
     pub connections: usize,
+    /// Partitions offline for a storage failure: failed to open (a
+    /// corrupt segment, an I/O error) or to sync since.
+    pub storage_offline: usize,
     pub cross_shard_jobs: u64,
     pub sendfile_bytes: u64,
     pub copied_bytes: u64,
@@ -256,6 +273,7 @@ pub fn snapshot(shard: &Rc<Shard>) -> ShardSnapshot {
         partitions,
         groups: shard.groups.metrics_samples(),
         connections: shard.open_connections.borrow().len(),
+        storage_offline: shard.storage_offline_count(),
         cross_shard_jobs: shard.stats.cross_shard_jobs.get(),
         sendfile_bytes: shard.stats.sendfile_bytes.get(),
         copied_bytes: shard.stats.copied_bytes.get(),

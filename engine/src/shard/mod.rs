@@ -210,14 +210,29 @@ impl Shard {
             return None;
         }
         self.leader_partition(topic, index)
+            .filter(|p| p.sync_failure().is_none())
     }
 
-    /// Why an owned partition is offline, if it is.
+    /// Why an owned partition is offline, if it is: it could not be
+    /// opened, or syncing its files failed since.
     pub fn offline_reason(&self, topic: &str, index: i32) -> Option<String> {
-        self.offline
+        let key = (topic.to_string(), index);
+        if let Some(o) = self.offline.borrow().get(&key) {
+            return Some(o.reason.clone());
+        }
+        self.partitions.borrow().get(&key)?.sync_failure()
+    }
+
+    /// Partitions this shard holds offline for a storage failure (failed
+    /// to open, or to sync since).
+    pub fn storage_offline_count(&self) -> usize {
+        let failed_syncs = self
+            .partitions
             .borrow()
-            .get(&(topic.to_string(), index))
-            .map(|o| o.reason.clone())
+            .values()
+            .filter(|p| p.sync_failure().is_some())
+            .count();
+        self.offline.borrow().len() + failed_syncs
     }
 
     /// All partitions of this shard.

@@ -70,6 +70,9 @@ pub struct Partition {
     proposals: RefCell<Vec<crate::replication::controller::IsrProposal>>,
     /// Bytes and records in and out, for metrics.
     pub metrics: crate::metrics::PartitionCounters,
+    /// Why the partition is offline after an fdatasync of its files
+    /// failed (see [`Partition::sync_failure`]).
+    sync_failure: RefCell<Option<String>>,
 }
 
 /// Where a parked acks=all produce is answered.
@@ -162,6 +165,7 @@ impl Partition {
             epoch_waiters: RefCell::new(Vec::new()),
             step_waiters: RefCell::new(Vec::new()),
             metrics: Default::default(),
+            sync_failure: RefCell::new(None),
         }
     }
 
@@ -186,6 +190,8 @@ impl Partition {
             log_start: log.log_start().0,
             log_end: log.log_end().0,
             high_watermark: log.high_watermark().0,
+            append_failures: self.metrics.append_failures.get(),
+            no_space: self.metrics.no_space.get(),
         }
     }
 
@@ -277,6 +283,9 @@ impl Partition {
         first: &BatchHeader,
         marker: Option<sluice_protocol::record_batch::Marker>,
     ) -> Result<Appended, ErrorCode> {
+        if self.sync_failure.borrow().is_some() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
         let now = now_ms();
         // Leadership and min.insync.replicas are checked, the log
         // appended and the replication model told, in one step: no other
@@ -285,12 +294,12 @@ impl Partition {
         let active_base = self.log.borrow().active_base();
         let (info, flush) = {
             let mut log = self.log.borrow_mut();
-            let info = log.append(set, summary, now).map_err(|e| {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
-                error_code(&e)
-            })?;
+            let info = log
+                .append(set, summary, now)
+                .map_err(|e| self.append_failed(&e))?;
             (info, log.flush_due(now))
         };
+        self.append_succeeded();
         let acked = self.record_produce(acks, summary.records);
         self.metrics
             .appended(set.len(), summary.records.max(0) as u64);
@@ -304,6 +313,45 @@ impl Partition {
             acked,
             flush_to: flush.then(|| info.last_offset.plus(1)),
         })
+    }
+
+    /// Counts a failed append and says what the producer is answered.
+    /// It is logged once per run of failures, not per request: a full
+    /// disk fails every produce to the partition until space is freed,
+    /// hundreds a second. Nothing of the failed append stays (the segment
+    /// cut its bytes), so the log end, the high watermark and producer
+    /// state are as before it, and the producer's retry gets the same
+    /// offsets a first attempt would have.
+    fn append_failed(&self, e: &StorageError) -> ErrorCode {
+        let m = &self.metrics;
+        m.append_failures.set(m.append_failures.get() + 1);
+        let no_space = e.is_no_space();
+        if !no_space && matches!(e, StorageError::Io { .. }) {
+            // A disk that fails a write (EIO) may have written part of
+            // it anywhere: the partition goes offline as after a failed
+            // sync, and the restart verifies the log.
+            self.fail_sync(e);
+        }
+        if !m.append_failing.replace(true) || m.no_space.get() != no_space {
+            if no_space {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                    "no space left for the partition's log: produces are answered KAFKA_STORAGE_ERROR until space is freed; fetches go on");
+            } else {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "append failed");
+            }
+        }
+        m.no_space.set(no_space);
+        error_code(e)
+    }
+
+    /// Ends a run of failed appends, if one was going on.
+    fn append_succeeded(&self) {
+        let m = &self.metrics;
+        if m.append_failing.replace(false) {
+            tracing::info!(topic = %self.topic, partition = self.index,
+                failed = m.append_failures.get(), "appends succeed again");
+            m.no_space.set(false);
+        }
     }
 
     /// Makes an append durable up to `target` ([`Appended::flush_to`]).
@@ -359,20 +407,76 @@ impl Partition {
     }
 
     async fn flush_once(&self) -> Result<(), StorageError> {
-        let job = self.log.borrow_mut().prepare_flush(now_ms())?;
+        self.refuse_if_sync_failed()?;
+        let prepared = self.log.borrow_mut().prepare_flush(now_ms());
+        let job = match prepared {
+            Ok(job) => job,
+            // Index entries that found no room are written at the next
+            // flush; anything else is the disk failing.
+            Err(e) if e.is_no_space() => return Err(e),
+            Err(e) => {
+                self.fail_sync(&e);
+                return Err(e);
+            }
+        };
         let dir = self.log.borrow().dir().to_path_buf();
         let synced = futures::future::try_join_all(job.files.iter().map(|f| fdatasync(f))).await;
-        synced.map_err(|source| StorageError::Io {
-            op: "fdatasync",
-            path: dir,
-            source,
-        })?;
+        if let Err(source) = synced {
+            let e = StorageError::Io {
+                op: "fdatasync",
+                path: dir,
+                source,
+            };
+            self.fail_sync(&e);
+            return Err(e);
+        }
         self.log.borrow_mut().complete_flush(job.upto);
         Ok(())
     }
 
+    /// Takes the partition offline after a failed fdatasync (or a write
+    /// failed for another reason than a full disk). The kernel
+    /// reports a writeback error to one fsync and then marks the pages
+    /// clean: a second sync would succeed while the records it should
+    /// have made durable may never reach the disk, and the page cache
+    /// would go on serving them. So nothing is retried, appended or
+    /// served (KAFKA_STORAGE_ERROR, as a partition that failed to open),
+    /// and the broker's stop is not clean: the next start verifies the
+    /// log from its recovery point, the last offset a sync did make
+    /// durable. Kafka likewise takes the log directory offline on an
+    /// I/O error.
+    fn fail_sync(&self, e: &StorageError) {
+        if self.sync_failure.borrow().is_some() {
+            return;
+        }
+        tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+            "writing or syncing the partition's files failed: the partition is offline until the broker restarts and verifies its log");
+        *self.sync_failure.borrow_mut() = Some(e.to_string());
+        self.wake_fetchers();
+    }
+
+    /// Why the partition is offline after a failed fdatasync, if it is.
+    pub fn sync_failure(&self) -> Option<String> {
+        self.sync_failure.borrow().clone()
+    }
+
+    fn refuse_if_sync_failed(&self) -> Result<(), StorageError> {
+        match self.sync_failure.borrow().as_ref() {
+            None => Ok(()),
+            Some(reason) => Err(StorageError::Io {
+                op: "sync (failed before)",
+                path: self.log.borrow().dir().to_path_buf(),
+                source: std::io::Error::other(reason.clone()),
+            }),
+        }
+    }
+
     /// Flushes now if `flush.ms` or a roll asks for it.
     pub async fn flush_if_due(&self) -> Result<(), StorageError> {
+        // Offline after a failed sync: said once, when it failed.
+        if self.sync_failure.borrow().is_some() {
+            return Ok(());
+        }
         let (due, end) = {
             let log = self.log.borrow();
             (log.flush_due(now_ms()), log.log_end())

@@ -754,7 +754,15 @@ impl PartitionLog {
         tracing::debug!(dir = %self.dir.display(), base = base.0, "rolling segment");
         let segment = Segment::create(&self.dir, base)?;
         let sealed = self.active_mut();
-        sealed.seal()?;
+        if let Err(e) = sealed.seal() {
+            // Most likely a full disk: the old segment stays active (seal
+            // changed nothing), and the new one goes, so that the next
+            // roll can create it again.
+            if let Err(d) = segment.delete() {
+                tracing::warn!(dir = %self.dir.display(), base = base.0, error = %d, "removing a segment that was not rolled to");
+            }
+            return Err(e);
+        }
         let file = Arc::clone(sealed.log_file());
         let txn_file = Arc::clone(sealed.txn_index().file());
         self.unsynced_sealed.push(file);

@@ -19,6 +19,8 @@
 //!                                         (see shard/producer_state.rs)
 //!     leader-epoch-checkpoint             leader epoch starts (see leader_epoch.rs)
 //!     partition.metadata                  topic id
+//!   .space-reserve                        space held for a restart on a
+//!                                         full disk (see reserve.rs)
 //! ```
 //!
 //! Appends go to the page cache with `pwritev`; durability comes from
@@ -31,6 +33,7 @@ pub mod index_file;
 pub mod leader_epoch;
 pub mod log;
 pub mod offset_index;
+pub mod reserve;
 pub mod segment;
 pub mod snapshot_file;
 pub mod time_index;
@@ -68,6 +71,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the file system had no room for a write (ENOSPC, EDQUOT):
+    /// a condition that passes once space is freed, unlike a failing disk.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => segment::is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+impl StorageError {
     /// Wraps an I/O error with the operation and file it concerned.
     pub fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
         move |source| StorageError::Io {
@@ -101,10 +115,18 @@ pub fn parse_partition_dir_name(name: &str) -> Option<(&str, i32)> {
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(StorageError::io("create", &tmp))?;
-    f.write_all(contents)
-        .map_err(StorageError::io("write", &tmp))?;
-    f.sync_all().map_err(StorageError::io("fsync", &tmp))?;
+    let written = std::fs::File::create(&tmp)
+        .map_err(StorageError::io("create", &tmp))
+        .and_then(|mut f| {
+            f.write_all(contents)
+                .map_err(StorageError::io("write", &tmp))?;
+            f.sync_all().map_err(StorageError::io("fsync", &tmp))
+        });
+    if let Err(e) = written {
+        // A temp file left on a full disk holds blocks the disk lacks.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).map_err(StorageError::io("rename", path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

@@ -151,6 +151,17 @@ fn scan_batches(
 impl Segment {
     /// Creates an empty segment whose first offset will be `base`.
     pub fn create(dir: &Path, base: Offset) -> Result<Segment> {
+        // A segment half made (its `.log` created, an index not, on a
+        // full disk) would make every later attempt fail on the existing
+        // `.log`: its files go with the error.
+        Segment::create_files(dir, base).inspect_err(|_| {
+            if let Err(e) = delete_files(dir, base) {
+                tracing::warn!(dir = %dir.display(), base = base.0, error = %e, "removing a segment that could not be created");
+            }
+        })
+    }
+
+    fn create_files(dir: &Path, base: Offset) -> Result<Segment> {
         let (log_path, index_path, time_path) = paths(dir, base);
         let log = std::fs::OpenOptions::new()
             .read(true)
@@ -430,8 +441,10 @@ impl Segment {
             }
         }
         self.allocate_for(self.size + set.len() as u64);
-        pwritev_all(&self.log, &mut iov, self.size)
-            .map_err(StorageError::io("append", &self.log_path))?;
+        if let Err(e) = pwritev_all(&self.log, &mut iov, self.size) {
+            self.cut_failed_write();
+            return Err(StorageError::io("append", &self.log_path)(e));
+        }
         for (pos, h) in &headers {
             self.track_batch(*pos, h, index_interval)?;
         }
@@ -440,12 +453,32 @@ impl Segment {
         Ok(next)
     }
 
+    /// Cuts what a failed write left past the last whole batch: a short
+    /// write on a full disk (ENOSPC after part of the iovecs) leaves part
+    /// of a batch in the file, which a reader stops at but recovery after
+    /// a clean stop would call corrupt. Shrinking a file needs no free
+    /// space, and it also gives back any blocks allocated past the end, so
+    /// the next append asks for them again. If even this fails, the tail
+    /// stays: the size this segment keeps is still the last whole batch's
+    /// end, the next append overwrites from there, and recovery after a
+    /// stop truncates a torn tail of the active segment.
+    fn cut_failed_write(&mut self) {
+        match self.log.set_len(self.size) {
+            Ok(()) => self.allocated = self.size,
+            Err(e) => {
+                tracing::warn!(path = %self.log_path.display(), size = self.size, error = %e, "cutting a failed append's bytes");
+            }
+        }
+    }
+
     /// Allocates the file's blocks ahead of the appends
     /// (`FALLOC_FL_KEEP_SIZE`: the size, and so recovery and reads, are
     /// unaffected). An append then writes into blocks that
     /// exist instead of reserving them page by page through ext4's delayed
     /// allocation, the largest cost of a buffered append. A file system
-    /// that refuses is not asked again for this segment.
+    /// that refuses is not asked again for this segment; a full one
+    /// (ENOSPC) is asked again at the next append, after what it may have
+    /// allocated in part is given back: the append itself may still fit.
     fn allocate_for(&mut self, end: u64) {
         if end <= self.allocated || self.allocated == u64::MAX {
             return;
@@ -461,11 +494,16 @@ impl Segment {
                 len as libc::off_t,
             )
         };
-        self.allocated = if r == 0 {
-            self.allocated + len
+        if r == 0 {
+            self.allocated += len;
+            return;
+        }
+        let e = std::io::Error::last_os_error();
+        if is_no_space(&e) {
+            self.cut_failed_write();
         } else {
-            u64::MAX
-        };
+            self.allocated = u64::MAX;
+        }
     }
 
     /// Gives back the blocks allocated past the end (a sealed segment
@@ -615,11 +653,15 @@ impl Segment {
     /// Makes the segment read-only: final time-index entry, indexes written
     /// and dropped from memory.
     pub fn seal(&mut self) -> Result<()> {
-        self.release_allocated();
         if self.max_timestamp >= 0 {
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
         }
+        // The writes before any change of state: if one fails (a full
+        // disk), the segment stays active with both indexes in memory, and
+        // sealing can be tried again (the entry above is not added twice).
+        self.flush_indexes()?;
+        self.release_allocated();
         self.index.seal()?;
         self.time_index.seal()
     }
@@ -739,6 +781,12 @@ pub fn delete_files(dir: &Path, base: Offset) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether an I/O error says the file system has no room: no free
+/// blocks (ENOSPC) or the owner's quota is used up (EDQUOT).
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// `pwritev` until every byte of `iov` is written.

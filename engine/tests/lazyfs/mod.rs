@@ -41,6 +41,11 @@ struct State {
     /// broker ran on this file system at all.
     written: u64,
     syncs: u64,
+    /// Syncs of files under this relative path fail with EIO, as a disk
+    /// failing writeback makes them.
+    failing_syncs: Option<PathBuf>,
+    /// Writes of files under this relative path fail with EIO.
+    failing_writes: Option<PathBuf>,
 }
 
 struct LazyFs {
@@ -102,6 +107,20 @@ impl LazyMount {
         }
         self.attach();
         lost
+    }
+
+    /// Makes every `fsync`/`fdatasync` of a file under `rel` (relative to
+    /// the mount point) fail with EIO, or none with `None`. The data stays
+    /// unsynced, readable until the power goes, as a page cache keeps
+    /// pages whose writeback failed.
+    pub fn fail_syncs_under(&self, rel: Option<&Path>) {
+        self.state.lock().unwrap().failing_syncs = rel.map(Path::to_path_buf);
+    }
+
+    /// Makes every write to a file under `rel` fail with EIO, or none
+    /// with `None`.
+    pub fn fail_writes_under(&self, rel: Option<&Path>) {
+        self.state.lock().unwrap().failing_writes = rel.map(Path::to_path_buf);
     }
 
     /// (bytes written, syncs) through the file system since it was mounted.
@@ -428,6 +447,10 @@ impl Filesystem for LazyFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        let failing = self.state.lock().unwrap().failing_writes.clone();
+        if failing.is_some_and(|f| rel.starts_with(f)) {
+            return reply.error(Errno::EIO);
+        }
         let written = self.with_unsynced(ino.0, &rel, |d| {
             let end = offset as usize + data.len();
             if d.len() < end {
@@ -470,6 +493,9 @@ impl Filesystem for LazyFs {
         };
         let mut s = self.state.lock().unwrap();
         s.syncs += 1;
+        if s.failing_syncs.as_ref().is_some_and(|f| rel.starts_with(f)) {
+            return reply.error(Errno::EIO);
+        }
         let Some(data) = s.unsynced.remove(&ino.0) else {
             return reply.ok();
         };
