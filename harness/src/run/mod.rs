@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod generator;
+pub mod handshake;
 pub mod pace;
 pub mod payload;
 pub mod point;
