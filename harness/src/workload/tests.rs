@@ -533,9 +533,9 @@ fn trust_or_credentials_for_the_embedded_broker_are_refused_where_written() {
             6,
         ),
         (
-            "name: s\nproducer:\n  ssl.keystore.location: /tmp/k.pem\nsweep:\n  security.protocol: [PLAINTEXT, SSL]\n",
-            "producer.ssl.keystore.location",
-            3,
+            "name: s\ncommonConfig: |\n  security.protocol=PLAINTEXT\n  ssl.keystore.location=/tmp/k.pem\n",
+            "commonConfig.ssl.keystore.location",
+            4,
         ),
     ];
     for (text, field, line) in cases {
