@@ -1,7 +1,9 @@
 //! `sluice-bench`: run, validate and compare benchmark workloads.
 
 use clap::{Parser, Subcommand};
+use sluice_harness::client::security::SecurityProtocol;
 use sluice_harness::report::{compare, compare_html, files, merge, terminal};
+use sluice_harness::run::handshake;
 use sluice_harness::run::sweep::{choose_target, run_workload, RunOptions};
 use sluice_harness::run::worker::{self, WorkerSpec};
 use sluice_harness::workload;
@@ -106,6 +108,25 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "compare.html")]
         html: PathBuf,
     },
+    /// Time new connections to the embedded broker, per security protocol:
+    /// TCP connect, TLS handshake, ApiVersions and the SASL exchange.
+    Handshake {
+        /// Security protocols, measured in interleaved rounds.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_SSL"
+        )]
+        protocols: Vec<String>,
+        /// sasl.mechanism for the SASL protocols.
+        #[arg(long, default_value = "SCRAM-SHA-512")]
+        mechanism: String,
+        /// Connections per protocol per round, opened one after another.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// One broker of `run`'s embedded cluster, in its own process; it
     /// stops when its standard input closes.
     #[command(hide = true)]
@@ -172,7 +193,8 @@ fn real_main() -> Result<(), String> {
                 (Some(w), Some(at)) => Some(WorkerSpec::new(&w, &at, worker::now_unix_us())?),
                 _ => None,
             };
-            let f = workload::load(&workload, driver.as_deref()).map_err(|e| e.to_string())?;
+            let f = workload::load_for(&workload, driver.as_deref(), bootstrap.is_some(), embedded)
+                .map_err(|e| e.to_string())?;
             let duration = match duration {
                 Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
                 Some(d) => return Err(format!("--duration {d}: must be above 0")),
@@ -232,6 +254,30 @@ fn real_main() -> Result<(), String> {
             cpus,
             overrides,
         }),
+        Command::Handshake {
+            protocols,
+            mechanism,
+            connections,
+            rounds,
+        } => {
+            let protocols = protocols
+                .iter()
+                .map(|p| {
+                    SecurityProtocol::parse(p).ok_or_else(|| {
+                        format!("--protocols {p}: not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let o = handshake::HandshakeOptions {
+                protocols,
+                mechanism,
+                connections,
+                rounds,
+            };
+            let costs = handshake::run(&o)?;
+            print!("{}", handshake::table(&costs, &o));
+            Ok(())
+        }
         Command::Merge { dirs, out } => {
             let merged = merge::merge(&dirs, &out)?;
             for w in merged.workers.iter().filter(|w| w.status != "merged") {

@@ -16,7 +16,7 @@
 //! (Kafka's Java names) and are printed in librdkafka's names.
 
 use rand::distributions::{Alphanumeric, DistString};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use sluice_engine::security::local_pki;
 use std::path::{Path, PathBuf};
 
 /// What a secured cluster's brokers and clients use.
@@ -42,7 +42,8 @@ pub fn prepare(dir: &Path, ports: &[u16], internal: &[u16]) -> Result<Secured, S
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok(path)
     };
-    let (ca_pem, keystore_pem) = certificates().map_err(|e| format!("making certificates: {e}"))?;
+    let (ca_pem, keystore_pem) =
+        local_pki::broker_certificates().map_err(|e| format!("making certificates: {e}"))?;
     let ca = write("ca.pem", &ca_pem)?;
     let keystore = write("broker.pem", &keystore_pem)?;
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
@@ -87,25 +88,4 @@ pub fn prepare(dir: &Path, ports: &[u16], internal: &[u16]) -> Result<Secured, S
         client_settings,
         client_properties,
     })
-}
-
-/// A CA and a broker keystore (key, then certificate), as PEM.
-fn certificates() -> Result<(String, String), rcgen::Error> {
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "sluice cluster CA");
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-    leaf.distinguished_name = rcgen::DistinguishedName::new();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "sluice broker");
-    let key = KeyPair::generate()?;
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key)?;
-    Ok((
-        ca_cert.pem(),
-        format!("{}{}", key.serialize_pem(), cert.pem()),
-    ))
 }

@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod link;
 pub mod listeners;
+pub mod local_pki;
 pub mod sasl;
 pub mod ssl_principal;
 pub mod tls;

@@ -149,6 +149,7 @@ fn canonical(key: &str) -> String {
     match classify(key) {
         Ok(Target::Top(name)) => name,
         Ok(Target::Block(block, prop)) => format!("{block}.{prop}"),
+        Ok(Target::Clients(prop)) => prop,
         Err(_) => key.to_string(),
     }
 }

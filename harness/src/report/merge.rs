@@ -384,6 +384,9 @@ fn merge_point(parts: &[Part]) -> Result<(PointResult, PointHists), String> {
         cpu: merge_cpu(parts),
         transactions: merge_transactions(parts, &added),
         disk_sync: parts.iter().find_map(|p| p.point.disk_sync.clone()),
+        security: first.security.clone(),
+        // Workers load a remote broker, whose counters are not read.
+        broker_counters: None,
     };
     let hists = PointHists {
         publish: added.publish,

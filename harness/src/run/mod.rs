@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod generator;
+pub mod handshake;
 pub mod maxrate;
 pub mod pace;
 pub mod payload;

@@ -46,6 +46,9 @@ const GROUP_SETTLE_MAX: Duration = Duration::from_secs(120);
 /// Topics created for a point.
 pub struct Prepared {
     pub bootstrap: Endpoint,
+    /// Where the consumers bootstrap: `bootstrap`, unless the target has a
+    /// listener per protocol and theirs differs from the producers'.
+    pub consumer_bootstrap: Endpoint,
     /// How the run's own control connections (topic creation and
     /// deletion) are secured: as the producers' are.
     pub security: Security,
@@ -83,6 +86,7 @@ pub fn prepare_topics(
     )?;
     let md = admin::wait_for_leaders(&mut conn, &topics, Duration::from_secs(30))?;
     Ok(Prepared {
+        consumer_bootstrap: bootstrap.clone(),
         bootstrap,
         security,
         topics,
@@ -512,7 +516,7 @@ fn manual_consumers(
             w.consumer.clone(),
             &parts,
             &p.md,
-            p.bootstrap.clone(),
+            p.consumer_bootstrap.clone(),
         )?;
         // The max-rate search runs several loads on the same topics:
         // each run reads only what it produces.
@@ -556,7 +560,7 @@ fn group_consumers(
             group.clone(),
             vec![topic.to_string()],
             &p.md,
-            p.bootstrap.clone(),
+            p.consumer_bootstrap.clone(),
             admin::LATEST,
         )?;
         let status = Arc::new(MemberStatus::default());

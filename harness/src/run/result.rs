@@ -160,6 +160,21 @@ pub struct PointResult {
     /// `--sync-probe` asked for it).
     #[serde(default)]
     pub disk_sync: Option<DiskSync>,
+    /// How the point's clients connected, e.g. `SASL_SSL (SCRAM-SHA-512 as
+    /// sluice-bench)`.
+    #[serde(default)]
+    pub security: Option<PointSecurity>,
+    /// The embedded brokers' own counters over the point (from its start
+    /// to its end, max-rate probes included); absent for a remote broker.
+    #[serde(default)]
+    pub broker_counters: Option<crate::target::counters::BrokerCounters>,
+}
+
+/// How a point's producers and consumers secured their connections.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PointSecurity {
+    pub producer: String,
+    pub consumer: String,
 }
 
 /// What a transactional point's producers did with their transactions.

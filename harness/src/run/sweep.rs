@@ -5,20 +5,23 @@
 use super::maxrate::{self, Window};
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
 use super::result::{
-    PointHists, PointResult, Probe, ProbeKind, RateStep, Sustain, TransactionResult,
+    PointHists, PointResult, PointSecurity, Probe, ProbeKind, RateStep, Sustain,
+    TransactionResult,
 };
 use super::sustain::judge;
 use super::worker::{self, WorkerInfo, WorkerPoint, WorkerSpec};
 use crate::client::admin;
 use crate::client::conn::Connection;
 use crate::client::endpoint::Endpoint;
-use crate::client::security::Security;
+use crate::client::security::{Security, SecurityProtocol};
 use crate::measure::cpu::Watched;
 use crate::measure::disk::{self, DiskSync};
 use crate::measure::hist::{new_hist, Hist, Percentiles};
 use crate::report::terminal::{self, Terminal};
 use crate::report::{charts, env::Environment, files, html};
+use crate::target::counters::{self, BrokerCounters};
 use crate::target::{self, Target};
+use crate::workload::security::SecurityFor;
 use crate::workload::{Point, Workload, WorkloadFile};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::SocketAddr;
@@ -142,18 +145,62 @@ pub fn run_workload(f: &WorkloadFile, o: &RunOptions) -> Result<PathBuf, String>
     for w in &f.warnings {
         eprintln!("warning: {w}");
     }
+    check_security_for(f, o.bootstrap.is_none())?;
+    // The TLS and SASL listeners only when a point uses them: a plaintext
+    // run's broker is as it always was.
+    let secured = f.points.iter().any(|p| {
+        let w = &p.workload;
+        w.producer.security.protocol != SecurityProtocol::Plaintext
+            || w.consumer.security.protocol != SecurityProtocol::Plaintext
+    });
     let target = match &o.bootstrap {
         Some(a) => Target::Remote(a.clone()),
         // One broker, or a cluster big enough for every point (three at
         // least, as clusters are).
         None => match f.max_replication_factor() as usize {
-            0 | 1 => target::start_embedded(1, 1)?,
-            rf => target::start_embedded(rf.max(3), 1)?,
+            0 | 1 => target::start_embedded_secured(1, 1, secured)?,
+            rf => target::start_embedded_secured(rf.max(3), 1, secured)?,
         },
     };
     let result = run_on(f, o, &target, &interrupt);
     target.stop();
     result
+}
+
+/// Refuses points whose security was resolved for another broker than the
+/// one this run targets: trust and credentials for a `--bootstrap` broker
+/// do not open the embedded one's listeners, nor the other way round.
+fn check_security_for(f: &WorkloadFile, embedded: bool) -> Result<(), String> {
+    let wanted = match embedded {
+        true => SecurityFor::Embedded,
+        false => SecurityFor::Given,
+    };
+    if f.security_for == wanted {
+        return Ok(());
+    }
+    let secured = f.points.iter().find(|p| {
+        let w = &p.workload;
+        w.producer.security.protocol != SecurityProtocol::Plaintext
+            || w.consumer.security.protocol != SecurityProtocol::Plaintext
+    });
+    match secured {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "{}: point `{}` was resolved for {}, but the run targets {} \
+             (load the workload with workload::load_for naming the target)",
+            f.path.display(),
+            p.label(),
+            target_words(f.security_for),
+            target_words(wanted)
+        )),
+    }
+}
+
+fn target_words(s: SecurityFor) -> &'static str {
+    match s {
+        SecurityFor::Given => "a broker given with --bootstrap",
+        SecurityFor::Embedded => "the embedded broker",
+    }
 }
 
 /// The cluster's broker count, and what the broker's ApiVersions answer
@@ -291,10 +338,18 @@ fn run_points(
         let prepared = t
             .endpoint_for(&w.producer.security)
             .and_then(|bootstrap| {
+                let consumers = t.endpoint_for(&w.consumer.security)?;
                 point::prepare_topics(bootstrap, &w, &tag, o.worker.is_some())
+                    .map(|p| point::Prepared {
+                        consumer_bootstrap: consumers,
+                        ..p
+                    })
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| format!("point `{}`: {e}", p.label()))?;
+        let metrics = t.metrics();
+        let counters_before =
+            counters::scrape_all(&metrics).map_err(|e| format!("point `{}`: {e}", p.label()))?;
         let base = done_s;
         let mut tick = |s: f64| bar.set_position((base + s).min(total_s) as u64);
         let share = o
@@ -302,11 +357,13 @@ fn run_points(
             .zip(point_start_us)
             .map(|(spec, at)| spec.share(at));
         let measured = measure_point(&prepared, &w, o, t, interrupt, share, &mut tick);
+        let broker_counters = point_counters(&metrics, &counters_before);
         // Other workers may still read a worker's topics: they stay.
         if o.worker.is_none() {
             point::cleanup(&prepared);
         }
         let measured = measured.map_err(|e| format!("point `{}`: {e}", p.label()))?;
+        let broker_counters = broker_counters.map_err(|e| format!("point `{}`: {e}", p.label()))?;
         done_s += (w.test_duration + w.warmup_duration).as_secs_f64();
         if let Some(at) = point_start_us.as_mut() {
             *at += (w.warmup_duration + w.test_duration + worker::POINT_GAP).as_micros() as i64;
@@ -317,7 +374,8 @@ fn run_points(
             .is_some()
             .then(|| WorkerPoint::of(&measured.out, w.subscriptions_per_topic));
         let target_rate = share.map_or(w.producer_rate, |s| worker::rate_share(&w, s));
-        let r = summarize(p, *repeat, &w, target_rate, measured);
+        let mut r = summarize(p, *repeat, &w, target_rate, measured);
+        r.broker_counters = broker_counters;
         files::write_point(dir, &r, &point_hists)
             .map_err(|e| format!("writing point files: {e}"))?;
         if let Some(wp) = worker_point {
@@ -345,6 +403,18 @@ fn run_points(
         merged_from: None,
     };
     write_report(dir, &run, &hists)
+}
+
+/// The embedded brokers' counters since `before`; none for a remote
+/// broker (no metrics listeners known).
+fn point_counters(
+    metrics: &[SocketAddr],
+    before: &BrokerCounters,
+) -> Result<Option<BrokerCounters>, String> {
+    if metrics.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(counters::scrape_all(metrics)?.since(before)))
 }
 
 fn progress_bar(show: bool, total_s: f64) -> ProgressBar {
@@ -632,6 +702,11 @@ fn summarize(p: &Point, repeat: u32, w: &Workload, target_rate: f64, m: Measured
             begin_to_commit: Percentiles::of(&out.produce.transaction),
         }),
         disk_sync: m.disk,
+        security: Some(PointSecurity {
+            producer: w.producer.security.describe(),
+            consumer: w.consumer.security.describe(),
+        }),
+        broker_counters: None,
     }
 }
 

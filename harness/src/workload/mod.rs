@@ -23,6 +23,7 @@ use raw::{
     parse_properties, scalar_to_string, KeyDistributionSpec, RawDriver, RawWorkload,
     SizeDistributionSpec,
 };
+use security::SecurityFor;
 use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
@@ -176,6 +177,8 @@ pub struct WorkloadFile {
     /// `bootstrap.servers` of the `--driver` file, the target when no
     /// `--bootstrap` is given and the embedded broker is not asked for.
     pub driver_bootstrap: Option<DriverTarget>,
+    /// The broker the points' security was resolved for.
+    pub security_for: SecurityFor,
 }
 
 /// Where an OMB driver file says the broker is.
@@ -249,8 +252,22 @@ fn split_field(field: &str) -> Vec<&str> {
 }
 
 /// Reads, expands and validates a workload file; `driver` is an optional OMB
-/// driver file whose settings the workload's own settings override.
+/// driver file whose settings the workload's own settings override. The
+/// points' security is resolved for the broker a run without `--bootstrap`
+/// or `--embedded` would use: the driver file's, else the embedded one.
 pub fn load(path: &Path, driver: Option<&Path>) -> Result<WorkloadFile, WorkloadError> {
+    load_for(path, driver, false, false)
+}
+
+/// [`load`] for a run given `--bootstrap` (`bootstrap`) or `--embedded`
+/// (`embedded`): the points' security is resolved for the broker
+/// `run::sweep::choose_target` picks with those flags.
+pub fn load_for(
+    path: &Path,
+    driver: Option<&Path>,
+    bootstrap: bool,
+    embedded: bool,
+) -> Result<WorkloadFile, WorkloadError> {
     let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Read {
         file: path.to_path_buf(),
         source,
@@ -259,10 +276,17 @@ pub fn load(path: &Path, driver: Option<&Path>) -> Result<WorkloadFile, Workload
         Some(d) => Some(load_driver(d)?),
         None => None,
     };
-    let mut f = parse(path, &text, driver.as_ref())?;
-    if let Some((file, text, _)) = &driver {
-        f.driver_bootstrap = driver_bootstrap(file, text)?;
-    }
+    let driver_target = match &driver {
+        Some((file, text, _)) => driver_bootstrap(file, text)?,
+        None => None,
+    };
+    let security_for = if !bootstrap && (embedded || driver_target.is_none()) {
+        SecurityFor::Embedded
+    } else {
+        SecurityFor::Given
+    };
+    let mut f = parse_for(path, &text, driver.as_ref(), security_for)?;
+    f.driver_bootstrap = driver_target;
     Ok(f)
 }
 
@@ -328,11 +352,23 @@ fn typed_from_str<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Parses workload text (see [`load`]).
+/// Parses workload text (see [`load`]), its security resolved as given
+/// (for a broker given with `--bootstrap`; [`parse_for`] resolves it for
+/// the embedded broker).
 pub fn parse(
     path: &Path,
     text: &str,
     driver: Option<&(PathBuf, String, Mapping)>,
+) -> Result<WorkloadFile, WorkloadError> {
+    parse_for(path, text, driver, SecurityFor::Given)
+}
+
+/// Parses workload text, its security resolved for `security_for`.
+pub fn parse_for(
+    path: &Path,
+    text: &str,
+    driver: Option<&(PathBuf, String, Mapping)>,
+    security_for: SecurityFor,
 ) -> Result<WorkloadFile, WorkloadError> {
     let raw: RawWorkload = typed_from_str(path, text)?;
     let mut base: Mapping = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e, ""))?;
@@ -371,7 +407,8 @@ pub fn parse(
                 let field = de.path().to_string();
                 err(FieldError::new(field, de.inner().to_string()), in_sweep)
             })?;
-        let workload = resolve(&raw, &default_name, base_dir).map_err(|fe| err(fe, in_sweep))?;
+        let workload = resolve_for(&raw, &default_name, base_dir, security_for)
+            .map_err(|fe| err(fe, in_sweep))?;
         for (field, why) in omb_warnings(&raw, &workload) {
             let at =
                 locate::locate(text, &[field]).map_or(String::new(), |line| format!(":{line}"));
@@ -395,6 +432,7 @@ pub fn parse(
         text: text.to_string(),
         warnings,
         driver_bootstrap: None,
+        security_for,
     })
 }
 
@@ -485,9 +523,20 @@ fn props_string(field: &str, s: Option<&String>) -> Result<Vec<(String, String)>
     }
 }
 
-/// Turns one point's raw fields into a validated [`Workload`].
+/// Turns one point's raw fields into a validated [`Workload`], its
+/// security resolved as given.
 pub fn resolve(raw: &RawWorkload, default_name: &str, dir: &Path) -> Result<Workload, FieldError> {
-    let (producer, consumer, topic) = resolve_clients(raw)?;
+    resolve_for(raw, default_name, dir, SecurityFor::Given)
+}
+
+/// [`resolve`], the security resolved for `security_for`.
+pub fn resolve_for(
+    raw: &RawWorkload,
+    default_name: &str,
+    dir: &Path,
+    security_for: SecurityFor,
+) -> Result<Workload, FieldError> {
+    let (producer, consumer, topic) = resolve_clients(raw, security_for)?;
     let (test_duration, warmup_duration) = resolve_durations(raw)?;
     let w = Workload {
         name: raw.name.clone().unwrap_or_else(|| default_name.to_string()),
@@ -590,6 +639,7 @@ fn resolve_path(dir: &Path, f: &str) -> PathBuf {
 
 fn resolve_clients(
     raw: &RawWorkload,
+    security_for: SecurityFor,
 ) -> Result<(ProducerSettings, ConsumerSettings, TopicSettings), FieldError> {
     let mut producer = ProducerSettings::default();
     let mut consumer = ConsumerSettings::default();
@@ -633,8 +683,12 @@ fn resolve_clients(
     topic.apply("topic", &block_props("topic", raw.topic.as_ref())?)?;
     producer.settle();
     producer.check("producer")?;
-    producer.security = producer.security_props.resolve("producer")?;
-    consumer.security = consumer.security_props.resolve("consumer")?;
+    producer.security = producer
+        .security_props
+        .resolve_for("producer", security_for)?;
+    consumer.security = consumer
+        .security_props
+        .resolve_for("consumer", security_for)?;
     topic.check("topic")?;
     Ok((producer, consumer, topic))
 }

@@ -11,7 +11,7 @@
 
 use super::error::FieldError;
 use crate::client::security::tls::{self, Pem, TlsBuildError, TlsSources};
-use crate::client::security::{Mechanism, SaslSettings, Security, SecurityProtocol};
+use crate::client::security::{local, Mechanism, SaslSettings, Security, SecurityProtocol};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -38,6 +38,41 @@ pub const HONOURED: &[&str] = &[
     "sasl.password",
     "sasl.jaas.config",
 ];
+
+/// Which broker a workload's security is resolved for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum SecurityFor {
+    /// A broker given with `--bootstrap` or a driver file: trust and
+    /// credentials as the workload gives them.
+    #[default]
+    Given,
+    /// The embedded broker: it listens on every protocol with a CA and a
+    /// user the harness makes ([`local`]), so the workload names neither.
+    Embedded,
+}
+
+/// Keys naming trust or credentials, which the embedded broker's clients
+/// take from the harness instead.
+const EMBEDDED_SUPPLIED: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.ca.pem",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.certificate.location",
+    "ssl.certificate.pem",
+    "ssl.key.location",
+    "ssl.key.pem",
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "sasl.username",
+    "sasl.password",
+    "sasl.jaas.config",
+];
+
+/// The mechanism the embedded broker's clients use when the workload
+/// names none: the one `sluice cluster --secure` sets up.
+pub const EMBEDDED_MECHANISM_DEFAULT: Mechanism = Mechanism::ScramSha512;
 
 /// Keys refused with a reason of their own.
 const REFUSED: &[(&str, &str)] = &[
@@ -157,6 +192,98 @@ impl SecurityProps {
         };
         assert!(s.is_consistent());
         Ok(s)
+    }
+
+    /// Builds the client's security against the embedded broker: the
+    /// protocol and `sasl.mechanism` (default [`EMBEDDED_MECHANISM_DEFAULT`])
+    /// and `ssl.endpoint.identification.algorithm` as given; the CA and the
+    /// user from [`local::credentials`]. A key naming trust or credentials
+    /// cannot be honoured there and is refused.
+    pub fn resolve_embedded(&self) -> Result<Security, FieldError> {
+        if let Some((k, (path, _))) = self
+            .given
+            .iter()
+            .find(|(k, _)| EMBEDDED_SUPPLIED.contains(&k.as_str()))
+        {
+            return Err(FieldError::new(
+                path,
+                format!(
+                    "the embedded broker's CA and SASL user are made for each run and given \
+                     to its clients by the harness, so {k} cannot be honoured; remove it, or \
+                     run against a broker given with --bootstrap"
+                ),
+            ));
+        }
+        let protocol = match self.get("security.protocol") {
+            None => SecurityProtocol::Plaintext,
+            Some((path, v)) => SecurityProtocol::parse(v).ok_or_else(|| {
+                FieldError::new(
+                    path,
+                    format!("`{v}` is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+                )
+            })?,
+        };
+        let verify_hostname = self.check_values()?;
+        let mechanism = match self.one_of(&["sasl.mechanism", "sasl.mechanisms"])? {
+            None => EMBEDDED_MECHANISM_DEFAULT,
+            Some((_, path, v)) => Mechanism::parse(v).ok_or_else(|| {
+                FieldError::new(
+                    path,
+                    format!(
+                        "`{}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                        v.trim()
+                    ),
+                )
+            })?,
+        };
+        if protocol == SecurityProtocol::Plaintext {
+            return Ok(Security::plaintext());
+        }
+        let at = || {
+            self.get("security.protocol")
+                .map_or("security.protocol", |(p, _)| p)
+                .to_string()
+        };
+        let creds = local::credentials().map_err(|m| FieldError::new(at(), m))?;
+        let tls = if protocol.tls() {
+            let src = TlsSources {
+                ca: Some(Pem::Inline(creds.ca_pem.clone())),
+                identity: None,
+                verify_hostname,
+            };
+            let mut t = tls::build(&src).map_err(|e| {
+                let m = match e {
+                    TlsBuildError::Ca(m)
+                    | TlsBuildError::Certificate(m)
+                    | TlsBuildError::Key(m) => m,
+                };
+                FieldError::new(at(), format!("the embedded broker's CA: {m}"))
+            })?;
+            t.ca = "the embedded broker's CA (made for this run)".to_string();
+            Some(t)
+        } else {
+            None
+        };
+        let sasl = protocol.sasl().then(|| SaslSettings {
+            mechanism,
+            username: creds.user.to_string(),
+            password: creds.password.clone(),
+        });
+        let s = Security {
+            protocol,
+            tls,
+            sasl,
+        };
+        assert!(s.is_consistent());
+        Ok(s)
+    }
+
+    /// Resolves for the broker `target` names.
+    pub fn resolve_for(&self, block: &str, target: SecurityFor) -> Result<Security, FieldError> {
+        match target {
+            SecurityFor::Given => self.resolve(block),
+            SecurityFor::Embedded => self.resolve_embedded(),
+        }
     }
 
     /// Values checked whatever the protocol: they need no files.

@@ -5,6 +5,7 @@
 use super::error::FieldError;
 use super::props::{consumer_accepts, producer_accepts, topic_accepts};
 use super::raw::{scalar_to_string, TOP_LEVEL_FIELDS};
+use super::security::is_security_key;
 use serde_yaml::{Mapping, Value};
 
 /// Upper bound on points in one sweep, so a typo cannot queue days of runs.
@@ -17,15 +18,23 @@ pub enum Target {
     Top(String),
     /// A property in the `producer`, `consumer` or `topic` block.
     Block(&'static str, String),
+    /// A property of both clients' blocks: a bare `security.protocol`,
+    /// `ssl.*` or `sasl.*` key, since a producer and a consumer of one
+    /// point speaking different protocols is not what a sweep of it means.
+    Clients(String),
 }
 
 /// Classifies a sweep key: a top-level field, `producer.X`/`consumer.X`/
 /// `topic.X`, or a bare Kafka property (producer first, then consumer, then
-/// topic; so bare `compression.type` is the producer's).
+/// topic; so bare `compression.type` is the producer's), except bare
+/// security keys, which both clients take.
 pub fn classify(key: &str) -> Result<Target, FieldError> {
     let field = format!("sweep.{key}");
     if TOP_LEVEL_FIELDS.contains(&key) {
         return Ok(Target::Top(key.to_string()));
+    }
+    if is_security_key(key) {
+        return Ok(Target::Clients(key.to_string()));
     }
     for block in ["producer", "consumer", "topic"] {
         if let Some(prop) = key.strip_prefix(block).and_then(|r| r.strip_prefix('.')) {
@@ -102,16 +111,29 @@ fn write(m: &mut Mapping, target: &Target, v: Value, field: &str) -> Result<(), 
         Target::Top(name) => {
             m.insert(Value::String(name.clone()), v);
         }
-        Target::Block(block, prop) => {
-            let entry = m
-                .entry(Value::String((*block).to_string()))
-                .or_insert_with(|| Value::Mapping(Mapping::new()));
-            let Value::Mapping(inner) = entry else {
-                return Err(FieldError::new(field, format!("`{block}` is not a map")));
-            };
-            inner.insert(Value::String(prop.clone()), v);
+        Target::Block(block, prop) => write_block(m, block, prop, v, field)?,
+        Target::Clients(prop) => {
+            write_block(m, "producer", prop, v.clone(), field)?;
+            write_block(m, "consumer", prop, v, field)?;
         }
     }
+    Ok(())
+}
+
+fn write_block(
+    m: &mut Mapping,
+    block: &str,
+    prop: &str,
+    v: Value,
+    field: &str,
+) -> Result<(), FieldError> {
+    let entry = m
+        .entry(Value::String(block.to_string()))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(inner) = entry else {
+        return Err(FieldError::new(field, format!("`{block}` is not a map")));
+    };
+    inner.insert(Value::String(prop.to_string()), v);
     Ok(())
 }
 
@@ -160,7 +182,28 @@ mod tests {
             classify("topic.compression.type").unwrap(),
             Target::Block("topic", "compression.type".into())
         );
+        assert_eq!(
+            classify("security.protocol").unwrap(),
+            Target::Clients("security.protocol".into())
+        );
+        assert_eq!(
+            classify("consumer.security.protocol").unwrap(),
+            Target::Block("consumer", "security.protocol".into())
+        );
         assert!(classify("lingerms").is_err());
+    }
+
+    #[test]
+    fn a_bare_security_key_sets_both_clients() {
+        let base = yaml("name: x\nconsumer:\n  fetch.min.bytes: 1\n");
+        let sweep = yaml("security.protocol: [PLAINTEXT, SSL]\n");
+        let points = expand(&base, Some(&sweep)).unwrap();
+        for block in ["producer", "consumer"] {
+            let b = points[1].mapping.get(block).unwrap();
+            assert_eq!(b.get("security.protocol").unwrap().as_str(), Some("SSL"));
+        }
+        let consumer = points[1].mapping.get("consumer").unwrap();
+        assert!(consumer.get("fetch.min.bytes").is_some());
     }
 
     #[test]

@@ -470,3 +470,97 @@ fn a_driver_files_bootstrap_servers_is_read() {
     );
     assert_eq!(load(&workload, None).unwrap().driver_bootstrap, None);
 }
+
+fn parse_embedded(text: &str) -> Result<WorkloadFile, WorkloadError> {
+    parse_for(Path::new("w.yaml"), text, None, SecurityFor::Embedded)
+}
+
+#[test]
+fn the_embedded_broker_supplies_trust_and_credentials() {
+    use crate::client::security::{local, Mechanism, SecurityProtocol};
+    let f = parse_embedded(
+        "name: s\nmessageSize: 100\nconsumer:\n  sasl.mechanism: PLAIN\nsweep:\n  security.protocol: [PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL]\n",
+    )
+    .unwrap();
+    assert_eq!(f.security_for, SecurityFor::Embedded);
+    let creds = local::credentials().unwrap();
+    let protocols: Vec<SecurityProtocol> = f
+        .points
+        .iter()
+        .map(|p| p.workload.producer.security.protocol)
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl
+        ]
+    );
+    for p in &f.points {
+        let (ps, cs) = (&p.workload.producer.security, &p.workload.consumer.security);
+        // The sweep sets both clients.
+        assert_eq!(ps.protocol, cs.protocol);
+        assert!(ps.is_consistent() && cs.is_consistent());
+        if let Some(t) = &ps.tls {
+            assert!(t.ca.contains("embedded broker"), "{}", t.ca);
+            assert!(t.verify_hostname);
+        }
+        if let (Some(ps), Some(cs)) = (&ps.sasl, &cs.sasl) {
+            // The mechanism as given (the consumer's), else the default.
+            assert_eq!(ps.mechanism, Mechanism::ScramSha512);
+            assert_eq!(cs.mechanism, Mechanism::Plain);
+            assert_eq!(
+                (ps.username.as_str(), &ps.password),
+                (local::USER, &creds.password)
+            );
+        }
+    }
+}
+
+#[test]
+fn trust_or_credentials_for_the_embedded_broker_are_refused_where_written() {
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "name: s\nproducer:\n  security.protocol: SSL\n  ssl.ca.location: /tmp/ca.pem\n",
+            "producer.ssl.ca.location",
+            4,
+        ),
+        (
+            "name: s\nconsumer:\n  security.protocol: SASL_SSL\n  sasl.mechanism: PLAIN\n  sasl.username: alice\n  sasl.password: x\n",
+            "consumer.sasl.password",
+            6,
+        ),
+        (
+            "name: s\ncommonConfig: |\n  security.protocol=PLAINTEXT\n  ssl.keystore.location=/tmp/k.pem\n",
+            "commonConfig.ssl.keystore.location",
+            4,
+        ),
+    ];
+    for (text, field, line) in cases {
+        match parse_embedded(text).unwrap_err() {
+            WorkloadError::Invalid {
+                line: l,
+                field: f,
+                message,
+                ..
+            } => {
+                assert_eq!(&f, field, "{text}: {message}");
+                assert_eq!(l, Some(*line), "{text}: {message}");
+                assert!(message.contains("cannot be honoured"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // A mechanism the client does not speak is refused too.
+    let e = parse_embedded(
+        "name: s\nproducer:\n  security.protocol: SASL_SSL\n  sasl.mechanism: GSSAPI\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("w.yaml:4") && e.contains("producer.sasl.mechanism"),
+        "{e}"
+    );
+}

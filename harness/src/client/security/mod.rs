@@ -8,6 +8,7 @@
 //! runs. Every connection the client opens takes one
 //! ([`super::conn::Connection::open`]). See docs/SECURITY.md, "The harness".
 
+pub mod local;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

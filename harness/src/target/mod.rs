@@ -3,6 +3,14 @@
 //! on free loopback ports with a temporary data directory, stopped after
 //! the run.
 //!
+//! The embedded brokers listen on PLAINTEXT and, when a point asks for
+//! another protocol, on SSL, SASL_PLAINTEXT and SASL_SSL too, with the
+//! certificates and the SASL user of `client::security::local`; each point's
+//! clients connect to the listener of their `security.protocol`. Every
+//! embedded broker also serves its metrics on a loopback port, so a run
+//! records what the broker's own counters saw over each point
+//! ([`counters`]).
+//!
 //! Each embedded broker runs in a process of its own (`sluice-bench broker`,
 //! a hidden subcommand), as deployed brokers do. In one process, every
 //! executor that goes to sleep issues a process-wide memory barrier
@@ -11,8 +19,10 @@
 //! the load generator itself. Where no `sluice-bench` executable is known
 //! (the library used from elsewhere) the brokers run in-process.
 
+pub mod counters;
+
 use crate::client::endpoint::Endpoint;
-use crate::client::security::{Security, SecurityProtocol};
+use crate::client::security::{local, Security, SecurityProtocol};
 use crate::measure::cpu::Watched;
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
@@ -53,10 +63,64 @@ pub enum Target {
     Remote(Endpoint),
     Embedded {
         brokers: Vec<Node>,
+        /// Each broker's ports, as `brokers`.
+        ports: Vec<BrokerPorts>,
         /// Kept so the data directory lives as long as the broker.
         dir: tempfile::TempDir,
+        /// The broker key store, while the brokers listen on TLS.
+        _keystore_dir: Option<tempfile::TempDir>,
         config: Vec<(String, String)>,
     },
+}
+
+/// One embedded broker's loopback ports.
+#[derive(Clone, Debug)]
+pub struct BrokerPorts {
+    pub plaintext: u16,
+    /// SSL, SASL_PLAINTEXT and SASL_SSL, when the run asked for them.
+    pub secured: Option<SecuredPorts>,
+    /// Its metrics listener (`GET /metrics`).
+    pub metrics: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SecuredPorts {
+    pub ssl: u16,
+    pub sasl_plaintext: u16,
+    pub sasl_ssl: u16,
+}
+
+impl BrokerPorts {
+    /// The port of `protocol`'s listener, if the broker has one.
+    pub fn port(&self, protocol: SecurityProtocol) -> Option<u16> {
+        match (protocol, &self.secured) {
+            (SecurityProtocol::Plaintext, _) => Some(self.plaintext),
+            (_, None) => None,
+            (SecurityProtocol::Ssl, Some(s)) => Some(s.ssl),
+            (SecurityProtocol::SaslPlaintext, Some(s)) => Some(s.sasl_plaintext),
+            (SecurityProtocol::SaslSsl, Some(s)) => Some(s.sasl_ssl),
+        }
+    }
+
+    /// `listeners` as the broker takes it.
+    fn listeners(&self) -> String {
+        let mut l = format!("PLAINTEXT://127.0.0.1:{}", self.plaintext);
+        if let Some(s) = &self.secured {
+            l.push_str(&format!(
+                ",SSL://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{},SASL_SSL://127.0.0.1:{}",
+                s.ssl, s.sasl_plaintext, s.sasl_ssl
+            ));
+        }
+        l
+    }
+
+    /// The ports that show the broker listens: a shard binds its client
+    /// listeners, then the metrics listener, with no wait between, so once
+    /// the metrics port takes connections every listener does. (A probe
+    /// of a TLS port would be logged by the broker as a failed handshake.)
+    fn probed(&self) -> [u16; 2] {
+        [self.plaintext, self.metrics]
+    }
 }
 
 /// One embedded broker.
@@ -110,20 +174,31 @@ impl Target {
     }
 
     /// Where a client secured with `security` connects: the remote broker
-    /// as given, or the embedded listener of that security protocol. The
-    /// embedded brokers listen on PLAINTEXT only so far; a listener per
-    /// protocol (with generated certificates and users) slots in here.
+    /// as given, or the first embedded broker's listener of that security
+    /// protocol (its metadata then names the other brokers' listeners of
+    /// the same name).
     pub fn endpoint_for(&self, security: &Security) -> Result<Endpoint, String> {
         match self {
             Target::Remote(a) => Ok(a.clone()),
-            Target::Embedded { brokers, .. } => match security.protocol {
-                SecurityProtocol::Plaintext => Ok(Endpoint::from(brokers[0].bootstrap())),
-                other => Err(format!(
-                    "security.protocol={}: the embedded broker listens on PLAINTEXT only; \
-                     run against a secured broker with --bootstrap",
-                    other.name()
+            Target::Embedded { ports, .. } => match ports[0].port(security.protocol) {
+                Some(port) => Ok(Endpoint::from(SocketAddr::from(([127, 0, 0, 1], port)))),
+                None => Err(format!(
+                    "security.protocol={}: this embedded broker was started with PLAINTEXT \
+                     only (start_embedded_secured starts the other listeners)",
+                    security.protocol.name()
                 )),
             },
+        }
+    }
+
+    /// The embedded brokers' metrics listeners; none for a remote broker.
+    pub fn metrics(&self) -> Vec<SocketAddr> {
+        match self {
+            Target::Remote(_) => Vec::new(),
+            Target::Embedded { ports, .. } => ports
+                .iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p.metrics)))
+                .collect(),
         }
     }
 
@@ -219,7 +294,20 @@ fn free_port() -> std::io::Result<u16> {
 /// Starts an embedded cluster of `brokers` brokers with `cores` shards
 /// each: node ids 1.., the first three (or the only one) the controller
 /// quorum. The brokers start together, since each waits for the quorum.
+/// They listen on PLAINTEXT only.
 pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
+    start_embedded_secured(brokers, cores, false)
+}
+
+/// [`start_embedded`], with `secured` the SSL, SASL_PLAINTEXT and SASL_SSL
+/// listeners too: the broker certificate and SASL user of
+/// [`local::credentials`], every SASL mechanism the harness speaks (PLAIN,
+/// SCRAM-SHA-256, SCRAM-SHA-512) enabled on both SASL listeners.
+pub fn start_embedded_secured(
+    brokers: usize,
+    cores: usize,
+    secured: bool,
+) -> Result<Target, String> {
     let dir = tempfile::Builder::new()
         .prefix("sluice-bench-")
         .tempdir()
@@ -227,8 +315,21 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
     let brokers = brokers.max(1);
     let port = || free_port().map_err(|e| format!("finding a free loopback port: {e}"));
     let ports = (0..brokers)
-        .map(|_| port())
-        .collect::<Result<Vec<u16>, _>>()?;
+        .map(|_| {
+            Ok(BrokerPorts {
+                plaintext: port()?,
+                secured: match secured {
+                    false => None,
+                    true => Some(SecuredPorts {
+                        ssl: port()?,
+                        sasl_plaintext: port()?,
+                        sasl_ssl: port()?,
+                    }),
+                },
+                metrics: port()?,
+            })
+        })
+        .collect::<Result<Vec<BrokerPorts>, String>>()?;
     let voters = if brokers == 1 {
         String::new()
     } else {
@@ -251,13 +352,24 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
     if !voters.is_empty() {
         settings.push(("controller.quorum.voters".to_string(), voters));
     }
+    let (security_dir, secrets, shown) = match secured {
+        false => (None, Vec::new(), Vec::new()),
+        true => {
+            let (d, secrets, shown) = security_settings()?;
+            (Some(d), secrets, shown)
+        }
+    };
+    settings.extend(shown.iter().cloned());
     let mut brokers_args = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
+    for (i, p) in ports.iter().enumerate() {
         let cores = cores.max(1);
         let mut overrides = vec![format!("node.id={}", i + 1)];
         overrides.extend(settings.iter().map(|(k, v)| format!("{k}={v}")));
+        overrides.extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+        overrides.push(format!("listeners={}", p.listeners()));
+        overrides.push(format!("metrics.listener=127.0.0.1:{}", p.metrics));
         let args = BrokerArgs {
-            listen: format!("127.0.0.1:{port}"),
+            listen: format!("127.0.0.1:{}", p.plaintext),
             data_dir: if brokers == 1 {
                 dir.path().to_path_buf()
             } else {
@@ -282,7 +394,7 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
             "listeners".to_string(),
             ports
                 .iter()
-                .map(|p| format!("PLAINTEXT://127.0.0.1:{p}"))
+                .map(BrokerPorts::listeners)
                 .collect::<Vec<_>>()
                 .join(","),
         ),
@@ -291,15 +403,75 @@ pub fn start_embedded(brokers: usize, cores: usize) -> Result<Target, String> {
         ("brokers".to_string(), brokers.to_string()),
     ];
     config.extend(settings);
+    if secured {
+        config.push((
+            "sasl users".to_string(),
+            format!(
+                "{} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; its password is made for the run \
+                 and not recorded)",
+                local::USER
+            ),
+        ));
+    }
     let running = match broker_program() {
-        Some(program) => start_processes(&program, &brokers_args)?,
+        Some(program) => start_processes(&program, &brokers_args, &ports)?,
         None => start_in_process(&brokers_args)?,
     };
     Ok(Target::Embedded {
         brokers: running,
+        ports,
         dir,
+        _keystore_dir: security_dir,
         config,
     })
+}
+
+/// The embedded brokers' TLS and SASL settings: the key store written to a
+/// new directory (returned, to live as long as the brokers), the settings
+/// that hold the password, and those that may be shown in a report.
+type SecuritySettings = (
+    tempfile::TempDir,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
+
+fn security_settings() -> Result<SecuritySettings, String> {
+    let creds = local::credentials()?;
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-security-")
+        .tempdir()
+        .map_err(|e| format!("creating a directory for the broker's key store: {e}"))?;
+    let keystore = dir.path().join("broker.pem");
+    std::fs::write(&keystore, &creds.keystore_pem)
+        .map_err(|e| format!("writing {}: {e}", keystore.display()))?;
+    let (user, pw) = (creds.user, &creds.password);
+    let secrets = vec![
+        (
+            "sasl.jaas.config".to_string(),
+            format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_{user}=\"{pw}\";"
+            ),
+        ),
+        (
+            "sluice.scram.users".to_string(),
+            format!(
+                "SCRAM-SHA-256=[name={user},password={pw}];\
+                 SCRAM-SHA-512=[name={user},password={pw}]"
+            ),
+        ),
+    ];
+    let shown = vec![
+        (
+            "ssl.keystore.location".to_string(),
+            keystore.display().to_string(),
+        ),
+        (
+            "sasl.enabled.mechanisms".to_string(),
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".to_string(),
+        ),
+    ];
+    Ok((dir, secrets, shown))
 }
 
 /// The command-line form of an embedded broker's config.
@@ -342,8 +514,13 @@ pub fn serve_broker(args: &BrokerArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts each broker as `program broker ...`; returns once all listen.
-fn start_processes(program: &Path, brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
+/// Starts each broker as `program broker ...`; returns once all listen on
+/// every port of `ports`.
+fn start_processes(
+    program: &Path,
+    brokers: &[BrokerArgs],
+    ports: &[BrokerPorts],
+) -> Result<Vec<Node>, String> {
     let addrs = brokers
         .iter()
         .map(|a| a.config().map(|c| c.listen))
@@ -384,7 +561,7 @@ fn start_processes(program: &Path, brokers: &[BrokerArgs]) -> Result<Vec<Node>, 
     // The brokers start together: each waits for the controller quorum.
     let deadline = Instant::now() + START_DEADLINE;
     for i in 0..running.len() {
-        if let Err(e) = wait_listening(&mut running[i], deadline) {
+        if let Err(e) = wait_listening(&mut running[i], &ports[i], deadline) {
             stop_all(running);
             return Err(e);
         }
@@ -392,12 +569,16 @@ fn start_processes(program: &Path, brokers: &[BrokerArgs]) -> Result<Vec<Node>, 
     Ok(running)
 }
 
-fn wait_listening(node: &mut Node, deadline: Instant) -> Result<(), String> {
+fn wait_listening(node: &mut Node, ports: &BrokerPorts, deadline: Instant) -> Result<(), String> {
     let Node::Process { child, addr } = node else {
         return Ok(());
     };
     loop {
-        if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+        let listening = |port: &u16| {
+            let a = SocketAddr::from(([127, 0, 0, 1], *port));
+            TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
+        };
+        if ports.probed().iter().all(listening) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
