@@ -5,8 +5,7 @@
 use super::maxrate::{self, Window};
 use super::point::{self, LoadOutcome, LoadSpec, Prepared};
 use super::result::{
-    PointHists, PointResult, PointSecurity, Probe, ProbeKind, RateStep, Sustain,
-    TransactionResult,
+    PointHists, PointResult, PointSecurity, Probe, ProbeKind, RateStep, Sustain, TransactionResult,
 };
 use super::sustain::judge;
 use super::worker::{self, WorkerInfo, WorkerPoint, WorkerSpec};
