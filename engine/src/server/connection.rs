@@ -106,10 +106,14 @@ pub async fn serve(
         }
         (_, false) => None,
     };
-    let result = match &listener.tls {
+    // Why the connection ends is logged before its halves are dropped,
+    // which closes the socket: a client that sees the close finds the
+    // reason already in the log.
+    match &listener.tls {
         None => {
             let (mut reader, mut writer) = super::socket::split(stream);
-            run(&shard, &mut reader, &mut writer, &client, gate, active).await
+            let result = run(&shard, &mut reader, &mut writer, &client, gate, active).await;
+            log_close(result, &peer, peer_addr, shard.id);
         }
         Some(tls) => {
             let Some(conn) = tls_session(&mut stream, tls, &client, &peer).await else {
@@ -117,15 +121,24 @@ pub async fn serve(
             };
             let (reader, writer) = super::socket::split(stream);
             let (mut reader, mut writer) = session::split(conn, reader, writer);
-            run(&shard, &mut reader, &mut writer, &client, gate, active).await
+            let result = run(&shard, &mut reader, &mut writer, &client, gate, active).await;
+            log_close(result, &peer, peer_addr, shard.id);
         }
-    };
+    }
+}
+
+fn log_close(
+    result: Result<(), CloseReason>,
+    peer: &str,
+    peer_addr: Option<std::net::SocketAddr>,
+    shard: usize,
+) {
     match result {
-        Ok(()) => tracing::debug!(%peer, shard = shard.id, "connection closed by peer"),
+        Ok(()) => tracing::debug!(%peer, shard, "connection closed by peer"),
         Err(CloseReason::Io(e)) => tracing::debug!(%peer, error = %e, "connection closed"),
         Err(e) => {
             if let Some(left_out) = warn_about(peer_addr) {
-                tracing::warn!(%peer, shard = shard.id, error = %e, left_out, "closing connection");
+                tracing::warn!(%peer, shard, error = %e, left_out, "closing connection");
             }
         }
     }
