@@ -20,25 +20,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// splitmix64.
-struct Rng(u64);
+#[path = "common/splitmix.rs"]
+mod splitmix;
+use splitmix::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
+/// A number in `lo..=hi`.
+fn between(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
+    lo + rng.below((hi - lo + 1) as usize) as i64
 }
 
 /// A batch as the model keeps it: base offset, record count, and the byte
@@ -175,7 +163,7 @@ fn run_sequence(seed: u64, steps: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("t-0");
     let retention = if rng.below(2) == 0 { -1 } else { 6_000 };
-    let delay = [0, 60_000][rng.below(2) as usize];
+    let delay = [0, 60_000][rng.below(2)];
     let cfg = config(retention, delay);
     let mut log = PartitionLog::create(&dir, Arc::clone(&cfg), uuid::Uuid::nil()).unwrap();
     let mut model = Model::default();
@@ -186,7 +174,7 @@ fn run_sequence(seed: u64, steps: usize) {
         let roll = rng.below(100);
         let what = match roll {
             0..=54 => {
-                let count = rng.between(1, 5);
+                let count = between(&mut rng, 1, 5);
                 let tag = rng.below(256) as u8;
                 let set = batch(count, tag);
                 let summary = validate_record_set(&set, 1 << 20).unwrap();
@@ -200,7 +188,7 @@ fn run_sequence(seed: u64, steps: usize) {
                 "append"
             }
             55..=62 => {
-                let to = rng.between(model.log_start, model.end());
+                let to = between(&mut rng, model.log_start, model.end());
                 let end = log.truncate_to(Offset(to)).unwrap().0;
                 if to < model.end() {
                     model.cut(to);
@@ -225,7 +213,7 @@ fn run_sequence(seed: u64, steps: usize) {
                 "truncate"
             }
             63..=70 => {
-                let to = rng.between(model.log_start, model.end());
+                let to = between(&mut rng, model.log_start, model.end());
                 model.log_start = log.advance_log_start(Offset(to)).unwrap().0;
                 assert_eq!(
                     model.log_start,
@@ -269,7 +257,7 @@ fn run_sequence(seed: u64, steps: usize) {
                         Some((f, s)) if *f == file => *s,
                         _ => 0,
                     };
-                    let cut = floor + rng.below(size.saturating_sub(floor) + 1);
+                    let cut = floor + rng.below((size.saturating_sub(floor) + 1) as usize) as u64;
                     std::fs::OpenOptions::new()
                         .write(true)
                         .open(&file)

@@ -30,6 +30,12 @@ pub const RESERVE_BYTES: u64 = 8 << 20;
 
 /// Bytes an unprivileged writer may still allocate on `dir`'s file system.
 pub fn free_bytes(dir: &Path) -> Result<u64> {
+    disk_space(dir).map(|(_, available)| available)
+}
+
+/// Total bytes of `dir`'s file system, and those an unprivileged writer
+/// may still allocate.
+pub fn disk_space(dir: &Path) -> Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| {
         StorageError::io("statvfs", dir)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
@@ -41,7 +47,10 @@ pub fn free_bytes(dir: &Path) -> Result<u64> {
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok((
+        st.f_blocks.saturating_mul(st.f_frsize),
+        st.f_bavail.saturating_mul(st.f_frsize),
+    ))
 }
 
 /// What [`at_start`] did.

@@ -505,26 +505,14 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
     }
     let dir = ctx.shard.broker.data_dir();
     let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let (total, usable) = disk_space(&path).unwrap_or((-1, -1));
+    let (total, usable) = crate::storage::reserve::disk_space(&path)
+        .map_or((-1, -1), |(total, usable)| (total as i64, usable as i64));
     let result = DescribeLogDirsResult::default()
         .with_log_dir(s(path.display().to_string()))
         .with_topics(topics)
         .with_total_bytes(total)
         .with_usable_bytes(usable);
     ctx.respond(&DescribeLogDirsResponse::default().with_results(vec![result]))
-}
-
-/// Total and available bytes of the file system holding `path`.
-fn disk_space(path: &std::path::Path) -> Option<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct it is given; `c` is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let block = st.f_frsize as i64;
-    Some((st.f_blocks as i64 * block, st.f_bavail as i64 * block))
 }
 
 pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
