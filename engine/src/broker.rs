@@ -17,12 +17,12 @@ use crate::metadata::Snapshot;
 use crate::security::acl::authorizer::Authorizer;
 use crate::security::listeners::Served;
 use crate::server;
+use crate::shard::mesh::MeshPlan;
 use crate::shard::{Job, Shard, MESH_CHANNEL_CAPACITY};
 use crate::storage::checkpoint::{
     self, OffsetMap, CLEAN_SHUTDOWN_FILE, HIGH_WATERMARK_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::storage::{sync_dir, StorageError};
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
@@ -467,7 +467,7 @@ impl Broker {
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
-        let mesh = MeshBuilder::<Job, _>::full(cores, MESH_CHANNEL_CAPACITY);
+        let mesh = MeshPlan::<Job>::new(cores, MESH_CHANNEL_CAPACITY);
         let placement = placement(cores, shared.config.cpus.as_deref())?;
         let run_shared = Arc::clone(&shared);
         let handles = LocalExecutorPoolBuilder::new(placement)
@@ -579,23 +579,24 @@ impl Drop for Broker {
 
 async fn shard_main(
     shared: Arc<BrokerShared>,
-    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    mesh: MeshPlan<Job>,
     snapshot: Arc<Snapshot>,
     cluster: crate::cluster::ClusterConfig,
     ready: mpsc::Sender<Result<usize, (usize, String)>>,
 ) {
-    let (senders, mut receivers) = match mesh.join().await {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = ready.send(Err((usize::MAX, format!("joining the shard mesh: {e}"))));
-            return;
-        }
+    let Some((senders, receivers)) = mesh.join(|| shared.stopping()).await else {
+        let _ = ready.send(Err((
+            usize::MAX,
+            "stopped before the shard mesh joined".into(),
+        )));
+        return;
     };
+    drop(mesh);
     let (first_tx, first_rx) = futures::channel::oneshot::channel();
     let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, snapshot, first_tx));
     *shard.this.borrow_mut() = Rc::downgrade(&shard);
     let mut tasks = Vec::new();
-    for (_peer, rx) in receivers.streams() {
+    for (_peer, rx) in receivers {
         let shard = Rc::clone(&shard);
         tasks.push(glommio::spawn_local(async move {
             while let Some(job) = rx.recv().await {

@@ -11,6 +11,7 @@ pub mod broker_client;
 pub mod controller;
 pub mod file_sync;
 pub mod follower;
+pub mod mesh;
 pub mod partition;
 pub mod producer_state;
 
@@ -20,7 +21,6 @@ use crate::storage::log::PartitionLog;
 use crate::storage::partition_dir_name;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
-use glommio::channels::channel_mesh::Senders;
 use partition::Partition;
 use sluice_protocol::Offset;
 use std::cell::{Cell, RefCell};
@@ -78,7 +78,7 @@ pub struct Shard {
     pub id: ShardId,
     pub count: usize,
     pub broker: Arc<BrokerShared>,
-    senders: Senders<Job>,
+    senders: mesh::Senders<Job>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     offline: RefCell<HashMap<TopicPartition, Offline>>,
     metadata: RefCell<Arc<Snapshot>>,
@@ -106,7 +106,7 @@ pub struct Shard {
 impl Shard {
     pub fn new(
         broker: Arc<BrokerShared>,
-        senders: Senders<Job>,
+        senders: mesh::Senders<Job>,
         metadata: Arc<Snapshot>,
         first_snapshot: oneshot::Sender<()>,
     ) -> Shard {
@@ -118,8 +118,8 @@ impl Shard {
         }
         Shard {
             groups: crate::group::coordinator::Coordinator::new(group_config),
-            id: senders.peer_id(),
-            count: senders.nr_consumers().max(1),
+            id: senders.id(),
+            count: senders.shards().max(1),
             broker,
             senders,
             partitions: RefCell::new(HashMap::new()),
@@ -177,10 +177,9 @@ impl Shard {
         self.stats
             .cross_shard_jobs
             .set(self.stats.cross_shard_jobs.get() + 1);
-        self.senders
-            .send_to(target, job)
-            .await
-            .map_err(|_| ShardGone(target))?;
+        if !self.senders.send_to(target, job).await {
+            return Err(ShardGone(target));
+        }
         rx.await.map_err(|_| ShardGone(target))
     }
 
