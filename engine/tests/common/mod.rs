@@ -35,10 +35,19 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A cluster of `brokers` brokers of this build's `sluice`, their data
-/// under `dir`, each broker and controller on a free loopback port.
+/// The `sluice` binary the tests start: this build's, or the one
+/// `SLUICE_TEST_BROKER` names (CI runs some tests against a build with
+/// AddressSanitizer that way).
+pub fn sluice_binary() -> PathBuf {
+    std::env::var_os("SLUICE_TEST_BROKER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into())
+}
+
+/// A cluster of `brokers` brokers of [`sluice_binary`], their data under
+/// `dir`, each broker and controller on a free loopback port.
 pub fn cluster_spec(dir: &Path, brokers: usize) -> sluice_engine::cluster::local::LocalClusterSpec {
-    let bin = env!("CARGO_BIN_EXE_sluice").into();
+    let bin = sluice_binary();
     let mut spec =
         sluice_engine::cluster::local::LocalClusterSpec::new(bin, dir.to_path_buf(), brokers);
     spec.ports = (0..brokers).map(|_| free_port()).collect();
@@ -154,7 +163,7 @@ impl Broker {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = Command::new(sluice_binary())
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
