@@ -49,6 +49,7 @@ const BROKER_KEYS: &[&str] = &[
     "offsets.topic.num.partitions",
     "log.retention.check.interval.ms",
     "log.cleaner.backoff.ms",
+    "group.consumer.migration.policy",
     "no.such.key",
 ];
 
