@@ -9,8 +9,10 @@
 # the acknowledgement latency. At the end: every acknowledged record was
 # consumed, each partition's records came in producing order with none
 # twice, RSS, descriptors and open segments of the last ten minutes are
-# within 25% of the first ten, and p99 stayed within 2x of the first ten
-# minutes. See docs/OPERATIONS.md, "Soak".
+# within 25% of minutes 10-20 (the logs fill up to their retention in the
+# first minutes), and p99 stayed within 2x of the first ten minutes.
+# `target/release/examples/soak --check DIR` prints those trends again from
+# a run's soak.csv. See docs/OPERATIONS.md, "Soak".
 #
 #   scripts/soak.sh [--minutes N] [--rate MSG_PER_S]
 #
