@@ -1,7 +1,10 @@
 //! A cluster of `sluice` processes on loopback, for development, tests
 //! and benchmarks: broker `i` (1-based) listens on `ports[i-1]`, keeps its
 //! data in `<data_dir>/broker-<i>`, and the first `voters` brokers form
-//! the controller quorum on their `controller_ports`.
+//! the controller quorum on their `controller_ports`. Brokers listen on
+//! loopback unless `hosts` names an address for each, and run in the
+//! caller's network namespace unless `namespaces` names one for each (the
+//! partition tests give every broker a namespace and an address of its own).
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -31,6 +34,12 @@ pub struct LocalClusterSpec {
     /// Extra `key=value` settings for one broker (by node - 1), after
     /// `overrides`: per-broker listeners, say.
     pub broker_overrides: Vec<Vec<String>>,
+    /// The address broker `i` listens on and its controller binds, by
+    /// node - 1; 127.0.0.1 when empty.
+    pub hosts: Vec<String>,
+    /// The network namespace broker `i` runs in (`ip netns exec`), by
+    /// node - 1; the caller's when empty.
+    pub namespaces: Vec<String>,
 }
 
 /// Running brokers; killed on drop.
@@ -63,6 +72,8 @@ impl LocalClusterSpec {
             log_filter: None,
             metrics_ports: Vec::new(),
             broker_overrides: Vec::new(),
+            hosts: Vec::new(),
+            namespaces: Vec::new(),
         }
     }
 
@@ -70,19 +81,40 @@ impl LocalClusterSpec {
         self.ports.len()
     }
 
+    /// The address broker `node` (1-based) listens on.
+    pub fn host(&self, node: usize) -> &str {
+        self.hosts.get(node - 1).map_or("127.0.0.1", String::as_str)
+    }
+
     /// `controller.quorum.voters` for this layout.
     pub fn voters_setting(&self) -> String {
         (0..self.voters)
-            .map(|i| format!("{}@127.0.0.1:{}", i + 1, self.controller_ports[i]))
+            .map(|i| {
+                format!(
+                    "{}@{}:{}",
+                    i + 1,
+                    self.host(i + 1),
+                    self.controller_ports[i]
+                )
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
 
     /// The command line of broker `node` (1-based).
     pub fn command(&self, node: usize) -> Command {
-        let mut c = Command::new(&self.binary);
+        let mut c = match self.namespaces.get(node - 1) {
+            // `ip netns exec` execs the binary in place, so the child's
+            // pid is the broker's and signals reach it.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         c.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.ports[node - 1]))
+            .arg(format!("{}:{}", self.host(node), self.ports[node - 1]))
             .arg("--data-dir")
             .arg(self.data_dir.join(format!("broker-{node}")))
             .arg("--cores")
@@ -123,7 +155,8 @@ impl LocalClusterSpec {
     pub fn bootstrap(&self) -> String {
         self.ports
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .enumerate()
+            .map(|(i, p)| format!("{}:{p}", self.host(i + 1)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -162,7 +195,10 @@ impl LocalCluster {
 
     /// Waits until broker `node` accepts connections.
     pub fn wait_listening(&mut self, node: usize, deadline: Duration) -> std::io::Result<()> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.ports[node - 1]));
+        let host: std::net::IpAddr = self.spec.host(node).parse().map_err(|e| {
+            std::io::Error::other(format!("broker {node}'s host is not an address: {e}"))
+        })?;
+        let addr = SocketAddr::new(host, self.spec.ports[node - 1]);
         let until = Instant::now() + deadline;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -374,6 +374,35 @@ impl PartitionReplica {
         })
     }
 
+    /// A producer's retry of a batch already in the log, whose last
+    /// offset is `last_offset`: refused as a new append would be (this
+    /// replica does not lead, or acks=all below `min.insync.replicas`),
+    /// and for acks=all answered, as an [`Event::Produced`] for `ticket`,
+    /// only once the high watermark passes it, as Kafka's delayed produce
+    /// waits for a duplicate's offsets too. Answering at once would
+    /// acknowledge a batch only this replica may hold: a leader cut off
+    /// from its followers, or a replica that no longer leads, would have
+    /// a retry acknowledged that the next leader's log does not have.
+    /// Returns whether the answer is parked.
+    pub fn produce_duplicate(
+        &mut self,
+        acks: Acks,
+        last_offset: Offset,
+        ticket: Ticket,
+    ) -> Result<bool, ErrorCode> {
+        self.check_produce(acks)?;
+        if acks != Acks::All || last_offset < self.log.high_watermark() {
+            return Ok(false);
+        }
+        let Role::Leader(l) = &mut self.role else {
+            unreachable!("checked: this replica leads");
+        };
+        // `waiting` stays sorted by last offset: the HW completes a prefix.
+        let at = l.waiting.partition_point(|(_, last)| *last <= last_offset);
+        l.waiting.insert(at, (ticket, last_offset));
+        Ok(true)
+    }
+
     /// Whether a produce with `acks` may append now: this replica leads,
     /// and for acks=all the committed ISR has `min.insync.replicas`.
     pub fn check_produce(&self, acks: Acks) -> Result<(), ErrorCode> {

@@ -89,6 +89,43 @@ fn acks_all_completes_when_every_isr_member_has_fetched_past_it() {
     );
 }
 
+/// A producer's retry of a batch the leader already had was answered at
+/// once, committed or not: a leader cut off from its followers (found by
+/// engine/tests/partitions.rs) could acknowledge a retry of a batch only
+/// it held, which the next leader's log did not have. The retry now waits
+/// for the high watermark as its first attempt does, and a replica that
+/// does not lead refuses it.
+#[test]
+fn a_retried_batch_under_acks_all_waits_for_the_high_watermark() {
+    let (_, mut n) = cluster(2);
+    n[0].produce(Acks::All, 5, 1).expect("appended");
+    assert_eq!(n[0].produce_duplicate(Acks::All, Offset(4), 2), Ok(true));
+    assert_eq!(
+        n[0].produce_duplicate(Acks::Leader, Offset(4), 3),
+        Ok(false),
+        "acks=1 is answered at once"
+    );
+    assert!(produced(&n[0].take_events()).is_empty());
+    for now in 1..=2 {
+        round(&mut n, 1, 0, now);
+        round(&mut n, 2, 0, now);
+    }
+    assert_eq!(n[0].log().high_watermark(), Offset(5));
+    assert_eq!(
+        produced(&n[0].take_events()),
+        vec![(1, Ok(Offset(4))), (2, Ok(Offset(4)))]
+    );
+    assert_eq!(
+        n[0].produce_duplicate(Acks::All, Offset(4), 4),
+        Ok(false),
+        "a committed batch's retry is answered at once"
+    );
+    assert_eq!(
+        n[1].produce_duplicate(Acks::All, Offset(4), 5),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+}
+
 #[test]
 fn a_lagging_follower_is_proposed_out_and_the_hw_moves_once_confirmed() {
     let (state, mut n) = cluster(2);

@@ -261,10 +261,11 @@ impl Partition {
                     last_offset: base.plus(i64::from(first.last_offset_delta)),
                     log_append_time_ms: -1,
                 };
+                let acked = self.record_duplicate(acks, info.last_offset)?;
                 return Ok(Appended {
                     info,
                     log_start: self.log.borrow().log_start(),
-                    acked: None,
+                    acked,
                     flush_to: None,
                 });
             }

@@ -95,6 +95,30 @@ impl Partition {
         rx
     }
 
+    /// A producer's retry of a batch already in the log, ending at
+    /// `last_offset`: refused as an append would be, else where its
+    /// acks=all answer will come, if it is parked until the high
+    /// watermark passes the batch.
+    pub(super) fn record_duplicate(
+        &self,
+        acks: Acks,
+        last_offset: Offset,
+    ) -> Result<Option<super::Acked>, ErrorCode> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let parked = self
+            .replica
+            .borrow_mut()
+            .produce_duplicate(acks, last_offset, ticket)?;
+        let rx = parked.then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.tickets.borrow_mut().insert(ticket, tx);
+            rx
+        });
+        self.after_step();
+        Ok(rx)
+    }
+
     /// A follower's Fetch reached this leader: learns its log end and log
     /// start, and returns the high watermark to send it.
     pub fn replica_fetch(&self, request: FetchRequest, now_ms: i64) -> Result<Offset, ErrorCode> {
