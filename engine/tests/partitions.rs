@@ -422,6 +422,8 @@ struct Consumed {
     records: Vec<(String, i32, i64, String)>,
     /// Anomalies seen as they happened.
     anomalies: Vec<String>,
+    /// High watermarks seen going backwards, apart: see [`Checked`].
+    watermarks_back: Vec<String>,
     /// Error texts and how often.
     errors: BTreeMap<String, usize>,
     /// How often a fetch answer moved a high watermark this consumer
@@ -526,7 +528,7 @@ fn consumer(
                 };
                 let last = hw.entry(p).or_insert(high);
                 if high < *last {
-                    out.anomalies.push(format!(
+                    out.watermarks_back.push(format!(
                         "{} consumer {id}: high watermark of {TOPIC}-{p} went back from {last} to {high}",
                         journal.at()
                     ));
@@ -621,13 +623,28 @@ fn final_read(bootstrap: &str) -> Result<BTreeMap<i32, BTreeMap<i64, String>>, S
     Ok(log)
 }
 
+/// What the checks found, by kind.
+#[derive(Default)]
+struct Checked {
+    anomalies: Vec<String>,
+    /// Values the final log holds more than once. Two kinds stay apart so
+    /// that a run can report them without failing
+    /// (`SLUICE_PARTITION_REPORT_ONLY=duplicates,watermarks`, as CI sets
+    /// while they are open defects; see docs/ARCHITECTURE.md, "Network
+    /// partitions"): by default they fail the test like any anomaly.
+    duplicates: Vec<String>,
+    /// High watermarks a consumer saw go backwards.
+    watermarks_back: Vec<String>,
+}
+
 /// The checks on the final log; every anomaly found.
 fn check(
     log: &BTreeMap<i32, BTreeMap<i64, String>>,
     produced: &[Produced],
     consumed: &[Consumed],
-) -> Vec<String> {
-    let mut anomalies = Vec::new();
+) -> Checked {
+    let mut checked = Checked::default();
+    let anomalies = &mut checked.anomalies;
     let mut at: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
     for (p, records) in log {
         for (o, v) in records {
@@ -660,12 +677,20 @@ fn check(
     }
     for (v, places) in &at {
         if places.len() > 1 {
-            anomalies.push(format!("{v} appears {} times: {places:?}", places.len()));
+            checked
+                .duplicates
+                .push(format!("{v} appears {} times: {places:?}", places.len()));
         }
     }
+    let anomalies = &mut checked.anomalies;
     for (p, records) in log {
         let mut last: BTreeMap<(usize, usize), (u64, i64)> = BTreeMap::new();
         for (o, v) in records {
+            // A value's later copies are the duplicate check's: order is
+            // checked on first copies.
+            if at[v.as_str()].first().is_some_and(|first| *first != (*p, *o)) {
+                continue;
+            }
             let Some((producer, session, seq)) = parse_value(v) else {
                 anomalies.push(format!("{TOPIC}-{p} offset {o} holds {v:?}, never sent"));
                 continue;
@@ -685,6 +710,9 @@ fn check(
     }
     for (i, c) in consumed.iter().enumerate() {
         anomalies.extend(c.anomalies.iter().cloned());
+        checked
+            .watermarks_back
+            .extend(c.watermarks_back.iter().cloned());
         for (when, p, o, v) in &c.records {
             let now = log.get(p).and_then(|r| r.get(o));
             if now != Some(v) {
@@ -694,7 +722,7 @@ fn check(
             }
         }
     }
-    anomalies
+    checked
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -814,7 +842,24 @@ fn acknowledged_records_survive_network_partitions_between_brokers() {
         *errors.entry(e.clone()).or_default() += n;
     }
     match &log {
-        Ok(log) => failures.extend(check(log, &produced, &consumed)),
+        Ok(log) => {
+            let checked = check(log, &produced, &consumed);
+            failures.extend(checked.anomalies);
+            let report_only = std::env::var("SLUICE_PARTITION_REPORT_ONLY").unwrap_or_default();
+            for (kind, found) in [
+                ("duplicates", checked.duplicates),
+                ("watermarks", checked.watermarks_back),
+            ] {
+                if report_only.split(',').any(|k| k.trim() == kind) {
+                    eprintln!("partitions: {} {kind} (reported, not failed):", found.len());
+                    for f in found.iter().take(20) {
+                        eprintln!("  {f}");
+                    }
+                } else {
+                    failures.extend(found);
+                }
+            }
+        }
         Err(e) => failures.push(e.clone()),
     }
     let final_records: usize = log
