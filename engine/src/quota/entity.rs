@@ -196,7 +196,11 @@ impl ClientQuotas {
             };
             if let Some(v) = self.map.get(&entity).and_then(|q| q.get(&key)) {
                 let sensor = SensorKey {
-                    user: if per_user { user.to_string() } else { String::new() },
+                    user: if per_user {
+                        user.to_string()
+                    } else {
+                        String::new()
+                    },
                     client_id: if per_client {
                         client_id.to_string()
                     } else {
@@ -225,12 +229,14 @@ impl ClientQuotas {
         self.map
             .iter()
             .filter(|(entity, _)| {
-                let all = components.iter().all(|(t, m)| match (entity.name_of(t), m) {
-                    (None, _) => false,
-                    (Some(_), Match::Any) => true,
-                    (Some(n), Match::Default) => *n == Name::Default,
-                    (Some(n), Match::Exact(s)) => *n == Name::Named(s.clone()),
-                });
+                let all = components
+                    .iter()
+                    .all(|(t, m)| match (entity.name_of(t), m) {
+                        (None, _) => false,
+                        (Some(_), Match::Any) => true,
+                        (Some(n), Match::Default) => *n == Name::Default,
+                        (Some(n), Match::Exact(s)) => *n == Name::Named(s.clone()),
+                    });
                 all && (!strict || entity.parts().len() == components.len())
             })
             .collect()
@@ -274,23 +280,35 @@ mod tests {
         // Removing the most specific level each time uncovers the next.
         for level in 0..all.len() {
             let q = quotas(&all[level..]);
-            let (bound, _) = q.lookup("alice", "app", QuotaKey::ProducerByteRate).unwrap();
+            let (bound, _) = q
+                .lookup("alice", "app", QuotaKey::ProducerByteRate)
+                .unwrap();
             assert_eq!(bound, (level + 1) as f64, "level {level}");
-            assert!(q.lookup("alice", "app", QuotaKey::ConsumerByteRate).is_none());
+            assert!(q
+                .lookup("alice", "app", QuotaKey::ConsumerByteRate)
+                .is_none());
         }
     }
 
     #[test]
     fn a_user_quota_is_shared_by_the_users_clients() {
         let q = quotas(&[(entity(named("alice"), None), 100.0)]);
-        let (_, a) = q.lookup("alice", "one", QuotaKey::ProducerByteRate).unwrap();
-        let (_, b) = q.lookup("alice", "two", QuotaKey::ProducerByteRate).unwrap();
+        let (_, a) = q
+            .lookup("alice", "one", QuotaKey::ProducerByteRate)
+            .unwrap();
+        let (_, b) = q
+            .lookup("alice", "two", QuotaKey::ProducerByteRate)
+            .unwrap();
         assert_eq!(a, b);
         assert!(q.lookup("bob", "one", QuotaKey::ProducerByteRate).is_none());
         // A default client-id quota counts each client id apart.
         let q = quotas(&[(entity(None, Some(Name::Default)), 100.0)]);
-        let (_, a) = q.lookup("alice", "one", QuotaKey::ProducerByteRate).unwrap();
-        let (_, b) = q.lookup("alice", "two", QuotaKey::ProducerByteRate).unwrap();
+        let (_, a) = q
+            .lookup("alice", "one", QuotaKey::ProducerByteRate)
+            .unwrap();
+        let (_, b) = q
+            .lookup("alice", "two", QuotaKey::ProducerByteRate)
+            .unwrap();
         assert_ne!(a, b);
         assert_eq!(a.user, "");
     }

@@ -184,11 +184,17 @@ mod tests {
             client_id: "other",
         };
         // 10,000 bytes are the quota's 10 s: not over.
-        assert_eq!(m.record(&q, greedy, QuotaKey::ProducerByteRate, 10_000.0), Duration::ZERO);
+        assert_eq!(
+            m.record(&q, greedy, QuotaKey::ProducerByteRate, 10_000.0),
+            Duration::ZERO
+        );
         // 30,000 more: 4,000/s measured over 10 s, 30 s to come back.
         let t = m.record(&q, greedy, QuotaKey::ProducerByteRate, 30_000.0);
         assert!((29_000..=30_000).contains(&(t.as_millis() as u64)), "{t:?}");
-        assert_eq!(m.record(&q, other, QuotaKey::ProducerByteRate, 1e9), Duration::ZERO);
+        assert_eq!(
+            m.record(&q, other, QuotaKey::ProducerByteRate, 1e9),
+            Duration::ZERO
+        );
         // Without a quota nothing is counted.
         assert_eq!(m.rates(), 1);
     }

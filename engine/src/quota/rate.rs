@@ -64,7 +64,12 @@ impl SampledRate {
     /// sample's start, at least `SAMPLES - 1` whole windows (Kafka's
     /// `Rate.windowSize`).
     pub fn window_ms(&self, now_ms: u64) -> u64 {
-        let oldest = self.samples.iter().map(|s| s.start_ms).min().unwrap_or(now_ms);
+        let oldest = self
+            .samples
+            .iter()
+            .map(|s| s.start_ms)
+            .min()
+            .unwrap_or(now_ms);
         let elapsed = now_ms.saturating_sub(oldest);
         let full = elapsed / SAMPLE_MS;
         let min_full = SAMPLES as u64 - 1;

@@ -40,7 +40,11 @@ fn entity_of(parts: &[alter_client_quotas_request::EntityData]) -> Result<QuotaE
         let slot = match t {
             USER => &mut entity.user,
             CLIENT_ID => &mut entity.client_id,
-            IP => return Err(invalid("Quotas of ip entities are not supported by this broker")),
+            IP => {
+                return Err(invalid(
+                    "Quotas of ip entities are not supported by this broker",
+                ))
+            }
             _ => return Err(invalid(format!("Unhandled client quota entity type: {t}"))),
         };
         if slot.is_some() {
@@ -74,7 +78,9 @@ fn change_of(
         let epsilon = 1e-6;
         let long = (v + epsilon).trunc();
         if !v.is_finite() || (long - v).abs() > epsilon {
-            return Err(invalid(format!("Configuration {name} must be a Long value")));
+            return Err(invalid(format!(
+                "Configuration {name} must be a Long value"
+            )));
         }
     }
     if !(v.is_finite() && v > 0.0) {
@@ -85,13 +91,17 @@ fn change_of(
 
 type Changes = Vec<(QuotaKey, Option<QuotaValue>)>;
 
-fn check_entry(e: &alter_client_quotas_request::EntryData) -> Result<(QuotaEntity, Changes), Refusal> {
+fn check_entry(
+    e: &alter_client_quotas_request::EntryData,
+) -> Result<(QuotaEntity, Changes), Refusal> {
     let entity = entity_of(&e.entity)?;
     let changes = e.ops.iter().map(change_of).collect::<Result<Vec<_>, _>>()?;
     Ok((entity, changes))
 }
 
-fn answer_entity(parts: &[alter_client_quotas_request::EntityData]) -> Vec<alter_client_quotas_response::EntityData> {
+fn answer_entity(
+    parts: &[alter_client_quotas_request::EntityData],
+) -> Vec<alter_client_quotas_response::EntityData> {
     parts
         .iter()
         .map(|p| {
@@ -121,7 +131,9 @@ pub async fn alter(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
         }
     }
     if !changes.is_empty() && !req.validate_only {
-        if let Err(refusal) = controller::change(ctx.shard, Request::AlterClientQuotas { changes }).await {
+        if let Err(refusal) =
+            controller::change(ctx.shard, Request::AlterClientQuotas { changes }).await
+        {
             for r in refusals.iter_mut().filter(|r| r.is_none()) {
                 *r = Some(refusal.clone());
             }
@@ -161,29 +173,31 @@ fn filter_of(req: &DescribeClientQuotasRequest) -> Result<Vec<(String, Match)>, 
             )));
         }
         if ![USER, CLIENT_ID, IP].contains(&t) {
-            return Err((ErrorCode::UnsupportedVersion, format!("Unsupported entity type {t}")));
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!("Unsupported entity type {t}"),
+            ));
         }
-        let m = match (c.match_type, c._match.as_deref()) {
-            (0, Some(name)) => Match::Exact(name.to_string()),
-            (0, None) => {
-                return Err(invalid(
-                    "Request specified MATCH_TYPE_EXACT, but set match string to null.",
-                ))
-            }
-            (1, None) => Match::Default,
-            (1, Some(_)) => {
-                return Err(invalid(
-                    "Request specified MATCH_TYPE_DEFAULT, but also specified a match string.",
-                ))
-            }
-            (2, None) => Match::Any,
-            (2, Some(_)) => {
-                return Err(invalid(
+        let m =
+            match (c.match_type, c._match.as_deref()) {
+                (0, Some(name)) => Match::Exact(name.to_string()),
+                (0, None) => {
+                    return Err(invalid(
+                        "Request specified MATCH_TYPE_EXACT, but set match string to null.",
+                    ))
+                }
+                (1, None) => Match::Default,
+                (1, Some(_)) => {
+                    return Err(invalid(
+                        "Request specified MATCH_TYPE_DEFAULT, but also specified a match string.",
+                    ))
+                }
+                (2, None) => Match::Any,
+                (2, Some(_)) => return Err(invalid(
                     "Request specified MATCH_TYPE_SPECIFIED, but also specified a match string.",
-                ))
-            }
-            (other, _) => return Err(invalid(format!("Unknown match type {other}"))),
-        };
+                )),
+                (other, _) => return Err(invalid(format!("Unknown match type {other}"))),
+            };
         components.push((t.to_string(), m));
     }
     let has = |t: &str| components.iter().any(|(seen, _)| seen == t);

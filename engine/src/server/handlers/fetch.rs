@@ -219,7 +219,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // A consumer's response stays within what its quota lets through in
     // a window (replicas have no client quota, as in Kafka).
     let quota_max = match replica < 0 {
-        true => ctx.with_quotas(|m, q, who| m.fetch_bytes_max(q, who)).flatten(),
+        true => ctx
+            .with_quotas(|m, q, who| m.fetch_bytes_max(q, who))
+            .flatten(),
         false => None,
     };
     let bytes_max = (req.max_bytes.max(0) as usize).min(quota_max.unwrap_or(usize::MAX));

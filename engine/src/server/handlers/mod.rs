@@ -27,13 +27,13 @@ use crate::security::{Principal, SecurityProtocol};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
-use std::future::Future;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_protocol::api_versions::is_supported;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
 use crate::storage::segment::FileRegion;
@@ -162,7 +162,11 @@ impl Ctx<'_> {
     /// looked up then).
     pub fn with_quotas<T>(
         &self,
-        f: impl FnOnce(&crate::quota::QuotaManager, &crate::quota::entity::ClientQuotas, crate::quota::Requester<'_>) -> T,
+        f: impl FnOnce(
+            &crate::quota::QuotaManager,
+            &crate::quota::entity::ClientQuotas,
+            crate::quota::Requester<'_>,
+        ) -> T,
     ) -> Option<T> {
         let snapshot = self.shard.metadata();
         if snapshot.quotas.is_empty() {
@@ -180,7 +184,11 @@ impl Ctx<'_> {
     /// Records `value` against the client's quota of type `key` and
     /// mutes the connection for the throttle that follows; the throttle,
     /// for the response's `throttle_time_ms`.
-    pub fn record_quota(&self, key: crate::quota::entity::QuotaKey, value: f64) -> std::time::Duration {
+    pub fn record_quota(
+        &self,
+        key: crate::quota::entity::QuotaKey,
+        value: f64,
+    ) -> std::time::Duration {
         let throttle = self
             .with_quotas(|m, q, who| m.record(q, who, key, value))
             .unwrap_or_default();

@@ -14,8 +14,8 @@
 
 use super::produce_records;
 use super::produce_time::late_records;
-use crate::quota::entity::QuotaKey;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
+use crate::quota::entity::QuotaKey;
 use crate::replication::state::Acks;
 use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::{acked, Acked, Guard, Partition};
