@@ -416,3 +416,75 @@ fn a_producer_over_its_quota_is_throttled_and_another_is_not() {
     let throttled: f64 = produce_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(throttled > 0.0, "{produce_line}");
 }
+
+/// The consumer's side of [`Throttles`].
+impl rdkafka::consumer::ConsumerContext for Throttles {}
+
+#[test]
+fn a_consumer_over_its_quota_is_throttled_and_reads_on() {
+    let broker = Broker::start(2, &[]);
+    create_topic(&broker, "backlog", 1);
+    let value = vec![3u8; 10_000];
+    let (filler, _) = producer(&broker.bootstrap(), "filler");
+    // 6 MB: more than the consumer may read in the 12 s it reads.
+    for _ in 0..600 {
+        while filler
+            .send(BaseRecord::<(), [u8]>::to("backlog").payload(&value[..]))
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    filler
+        .flush(Duration::from_secs(120))
+        .expect("backlog written");
+    const QUOTA: f64 = 200_000.0;
+    let answers = alter(
+        broker.addr(),
+        vec![entry(
+            &[("client-id", Some("slow"))],
+            &[("consumer_byte_rate", Some(QUOTA))],
+        )],
+        false,
+    );
+    assert_eq!(answers, vec![(0, String::new())]);
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let seen = Arc::new(AtomicI64::new(0));
+    let consumer: BaseConsumer<Throttles> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("client.id", "slow")
+        .set("group.id", "slow-readers")
+        .set("statistics.interval.ms", "500")
+        .create_with_context(Throttles(Arc::clone(&seen)))
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("backlog", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    let mut next = 0i64;
+    while started.elapsed() < Duration::from_secs(12) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            use rdkafka::Message;
+            assert_eq!(m.offset(), next, "records in order, none skipped");
+            next += 1;
+            bytes += m.payload().map_or(0, |p| p.len());
+        }
+    }
+    let rate = bytes as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "slow: {bytes} bytes in {:?}: {rate:.0} B/s against a quota of {QUOTA} B/s",
+        started.elapsed()
+    );
+    assert!(bytes > 0, "the consumer read nothing");
+    assert!(rate <= 2.0 * QUOTA, "{rate:.0} B/s is over twice the quota");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never saw a throttle"
+        );
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+}
