@@ -103,7 +103,8 @@ impl SampledRate {
 /// the excess, as a share of the bound, times the window it was measured
 /// over. Zero at or under the bound.
 pub fn throttle_ms(measured: f64, bound: f64, window_ms: u64) -> u64 {
-    if !(measured > bound) || bound <= 0.0 {
+    // NaN anywhere is no throttle.
+    if measured.partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) || bound <= 0.0 {
         return 0;
     }
     ((measured - bound) / bound * window_ms as f64).round() as u64
