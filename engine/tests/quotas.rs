@@ -3,7 +3,9 @@
 //! of a cluster), and a librdkafka producer over its producer quota:
 //! throttled (`throttle_time_ms` > 0, as librdkafka's statistics report
 //! it), held to a generous bound of its quota over ten seconds and more,
-//! while another client on the same broker is not throttled at all.
+//! while another client on the same broker is not throttled at all; a
+//! consumer the same way; and a request-time quota on the anonymous user
+//! that mutes the connection.
 
 mod common;
 
@@ -487,4 +489,45 @@ fn a_consumer_over_its_quota_is_throttled_and_reads_on() {
         );
         let _ = consumer.poll(Duration::from_millis(100));
     }
+}
+
+/// A request-time quota on the anonymous user (what a client of a
+/// listener without authentication is): a client that keeps asking is
+/// throttled for the shard time its requests take, and still answered.
+#[test]
+fn a_request_percentage_quota_on_the_anonymous_user_throttles_its_requests() {
+    let metrics_port = common::free_port();
+    let broker = Broker::start(1, &[&format!("metrics.listener=127.0.0.1:{metrics_port}")]);
+    // 0.0001% of a shard: 10 µs of handling per 10 s, less than a few
+    // Metadata requests take.
+    let answers = alter(
+        broker.addr(),
+        vec![entry(
+            &[("user", Some("ANONYMOUS"))],
+            &[("request_percentage", Some(0.0001))],
+        )],
+        false,
+    );
+    assert_eq!(answers, vec![(0, String::new())]);
+    let mut raw = Raw::connect(broker.addr());
+    let started = Instant::now();
+    for _ in 0..20 {
+        let m: MetadataResponse = call(&mut raw, ApiKey::Metadata, 12, &MetadataRequest::default())
+            .expect("a throttled client is still answered");
+        assert!(!m.brokers.is_empty());
+    }
+    // Each request past the first few mutes the connection for the
+    // longest request-time throttle, 1 s: a lower bound, not a speed.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "20 requests in {took:?}: the connection was not muted"
+    );
+    let body = scrape(metrics_port);
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("sluice_quota_throttled_responses_total{quota=\"request\"}"))
+        .unwrap_or_else(|| panic!("no request throttle counter:\n{body}"));
+    let throttled: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(throttled > 0.0, "{line}");
 }
