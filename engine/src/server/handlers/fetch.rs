@@ -177,6 +177,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // is the fetch path).
     let checking = shard.broker.authorizer.enabled();
     let follower_allowed = replica < 0 || ctx.cluster_allowed(Operation::ClusterAction);
+    // A follower's fetch is replication, not a client's request: no
+    // client quota counts it (Kafka exempts it too).
+    ctx.quota_exempt.set(replica >= 0 && follower_allowed);
     let mut verdicts: HashMap<String, bool> = HashMap::new();
     let mut denied = |topic: &str| match (checking, replica >= 0) {
         (false, _) => false,

@@ -150,6 +150,9 @@ pub struct Ctx<'a> {
     pub api: ApiKey,
     pub header: &'a RequestHeader,
     pub client: &'a Client,
+    /// Set by a handler whose request no client quota counts: a
+    /// follower's fetch (as Kafka exempts cluster actions).
+    pub quota_exempt: Cell<bool>,
 }
 
 impl Ctx<'_> {
@@ -278,6 +281,7 @@ pub async fn handle(
         api,
         header,
         client,
+        quota_exempt: Cell::new(false),
     };
     if shard.metadata().quotas.is_empty() {
         return dispatch(&ctx, api, body).await;
@@ -296,6 +300,9 @@ pub async fn handle(
         polled
     })
     .await;
+    if ctx.quota_exempt.get() {
+        return reply;
+    }
     // Percent of one shard's time: 100 per second busy.
     ctx.record_quota(
         crate::quota::entity::QuotaKey::RequestPercentage,
