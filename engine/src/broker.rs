@@ -595,6 +595,7 @@ async fn shard_main(
     let (first_tx, first_rx) = futures::channel::oneshot::channel();
     let shard = Rc::new(Shard::new(Arc::clone(&shared), senders, snapshot, first_tx));
     *shard.this.borrow_mut() = Rc::downgrade(&shard);
+    crate::quota::install(Rc::new(crate::quota::QuotaManager::new()));
     let mut tasks = Vec::new();
     for (_peer, rx) in receivers {
         let shard = Rc::clone(&shard);

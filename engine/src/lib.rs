@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod group;
 pub mod metadata;
 pub mod metrics;
+pub mod quota;
 pub mod replication;
 pub mod security;
 pub mod server;

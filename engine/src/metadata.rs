@@ -5,6 +5,7 @@
 
 use crate::cluster::records::ClusterImage;
 use crate::config::{BrokerConfig, TopicConfig};
+use crate::quota::entity::ClientQuotas;
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
 use crate::security::acl::index::AclIndex;
@@ -87,6 +88,8 @@ pub struct Snapshot {
     pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
     /// Every ACL, indexed for the authorizer.
     pub acls: Arc<AclIndex>,
+    /// Client quotas.
+    pub quotas: Arc<ClientQuotas>,
 }
 
 impl CredentialStore for Snapshot {
@@ -161,6 +164,10 @@ impl Snapshot {
         s.cluster_id = image.cluster_id.clone().unwrap_or_default();
         s.scram = image.scram.clone();
         s.acls = Arc::new(AclIndex::new(&image.acls));
+        s.quotas = match image.quotas == *prev.quotas.map() {
+            true => Arc::clone(&prev.quotas),
+            false => Arc::new(ClientQuotas::new(image.quotas.clone())),
+        };
         s
     }
 

@@ -1269,3 +1269,109 @@ fn kafka_transactions_finds_and_aborts_a_hanging_transaction() {
     );
     common::passed("kafka-tools", &["transactions"]);
 }
+
+/// `kafka-configs.sh --alter --add-config producer_byte_rate=...` for a
+/// user, a user's client id and the default client id
+/// (AlterClientQuotas), `--describe` of each (DescribeClientQuotas, and
+/// for users DescribeUserScramCredentials too), and `--delete-config`.
+#[test]
+fn kafka_configs_sets_describes_and_deletes_client_quotas() {
+    let broker = Broker::start(1, &[]);
+    let b = broker.bootstrap();
+    let configs = |args: &[&str]| {
+        tool(
+            CONFIGS,
+            &[&["--bootstrap-server", b.as_str()], args].concat(),
+        )
+    };
+    let alice = ["--entity-type", "users", "--entity-name", "alice"];
+    let out = configs(
+        &[
+            &alice[..],
+            &[
+                "--alter",
+                "--add-config",
+                "producer_byte_rate=1024,consumer_byte_rate=2048",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("Completed updating"), "{out}");
+    let alice_app = [
+        &alice[..],
+        &["--entity-type", "clients", "--entity-name", "app"],
+    ]
+    .concat();
+    let out = configs(
+        &[
+            &alice_app[..],
+            &["--alter", "--add-config", "request_percentage=25.5"],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("Completed updating"), "{out}");
+    let default_clients = ["--entity-type", "clients", "--entity-default"];
+    let out = configs(
+        &[
+            &default_clients[..],
+            &["--alter", "--add-config", "consumer_byte_rate=4096"],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("Completed updating"), "{out}");
+
+    let out = configs(&[&alice[..], &["--describe"]].concat());
+    assert!(
+        out.contains("Quota configs for user-principal 'alice' are")
+            && out.contains("producer_byte_rate=1024.0")
+            && out.contains("consumer_byte_rate=2048.0"),
+        "{out}"
+    );
+    let out = configs(&[&alice_app[..], &["--describe"]].concat());
+    assert!(
+        out.contains("user-principal 'alice', client-id 'app'")
+            && out.contains("request_percentage=25.5"),
+        "{out}"
+    );
+    let out = configs(&[&default_clients[..], &["--describe"]].concat());
+    assert!(
+        out.contains("the default client-id") && out.contains("consumer_byte_rate=4096.0"),
+        "{out}"
+    );
+
+    // An unknown key is refused by the broker with Kafka's message.
+    let refused = run(
+        CONFIGS,
+        &[
+            &["--bootstrap-server", b.as_str()],
+            &alice[..],
+            &["--alter", "--add-config", "controller_mutation_rate=10"],
+        ]
+        .concat(),
+        "",
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("Invalid configuration key controller_mutation_rate"),
+        "{said}"
+    );
+
+    let out = configs(
+        &[
+            &alice[..],
+            &["--alter", "--delete-config", "producer_byte_rate"],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("Completed updating"), "{out}");
+    let out = configs(&[&alice[..], &["--describe"]].concat());
+    assert!(
+        !out.contains("producer_byte_rate") && out.contains("consumer_byte_rate=2048.0"),
+        "{out}"
+    );
+}

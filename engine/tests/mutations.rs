@@ -188,6 +188,30 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
             )
         }
         ApiKey::DescribeUserScramCredentials => enc(DescribeUserScramCredentialsRequest::default()),
+        ApiKey::AlterClientQuotas => {
+            use kafka_protocol::messages::alter_client_quotas_request::{
+                EntityData, EntryData, OpData,
+            };
+            enc(AlterClientQuotasRequest::default()
+                .with_entries(vec![EntryData::default()
+                    .with_entity(vec![EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("client-id"))
+                        .with_entity_name(Some(StrBytes::from_static_str("mutations")))])
+                    .with_ops(vec![OpData::default()
+                        .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                        .with_value(1e9)])])
+                // Stores nothing: a mutated quota must not throttle
+                // the test's own clients.
+                .with_validate_only(true))
+        }
+        ApiKey::DescribeClientQuotas => {
+            use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+            enc(DescribeClientQuotasRequest::default().with_components(vec![
+                ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("client-id"))
+                    .with_match_type(2),
+            ]))
+        }
         ApiKey::CreateAcls => {
             use kafka_protocol::messages::create_acls_request::AclCreation;
             enc(

@@ -18,6 +18,7 @@ use super::records::{ClusterImage, Record, TopicImage};
 use super::rpc::{ConfigOp, OpKind, Request, Response};
 use super::sessions::Sessions;
 use crate::config::{check_value, find_topic_key, LIST_KEYS};
+use crate::quota::entity::{QuotaEntity, QuotaKey, QuotaValue};
 use crate::replication::controller::{IsrProposal, PartitionState};
 use crate::replication::NodeId;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
@@ -482,6 +483,13 @@ impl Controller {
                 }
                 self.commit(records).await
             }
+            Request::AlterClientQuotas { changes } => {
+                let records = quota_records(&image, changes);
+                if !records.is_empty() {
+                    tracing::info!(changes = records.len(), "client quotas altered");
+                }
+                self.commit(records).await
+            }
             Request::Fetch { .. } | Request::Heartbeat { .. } | Request::DescribeQuorum => {
                 unreachable!("handled above")
             }
@@ -769,6 +777,30 @@ fn scram_records(
             mechanism,
             credential,
         });
+    }
+    records
+}
+
+/// The records of an AlterClientQuotas: a removal of each quota that
+/// exists and a record of each value that changes, as Kafka's
+/// ClientQuotaControlManager writes them.
+fn quota_records(
+    image: &ClusterImage,
+    changes: Vec<(QuotaEntity, QuotaKey, Option<QuotaValue>)>,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    for (entity, key, value) in changes {
+        let current = image.quotas.get(&entity).and_then(|q| q.get(&key));
+        match value {
+            None if current.is_some() => records.push(Record::RemoveClientQuota { entity, key }),
+            None => {}
+            Some(v) if current != Some(&v) => records.push(Record::ClientQuota {
+                entity,
+                key,
+                value: v,
+            }),
+            Some(_) => {}
+        }
     }
     records
 }

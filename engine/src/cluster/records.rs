@@ -9,6 +9,7 @@
 //! the log is small (it changes when topics, brokers or leaders do, not
 //! with traffic) and a readable log is worth more than a compact one.
 
+use crate::quota::entity::{QuotaEntity, QuotaKey, QuotaMap, QuotaValue};
 use crate::replication::controller::PartitionState;
 use crate::replication::NodeId;
 use crate::security::acl::AclBinding;
@@ -105,6 +106,18 @@ pub enum Record {
     RemoveAcl {
         binding: AclBinding,
     },
+    /// A client quota set (Kafka's ClientQuotaRecord): for `entity`,
+    /// quota `key` is `value`.
+    ClientQuota {
+        entity: QuotaEntity,
+        key: QuotaKey,
+        value: QuotaValue,
+    },
+    /// A client quota removed (ClientQuotaRecord with `remove`).
+    RemoveClientQuota {
+        entity: QuotaEntity,
+        key: QuotaKey,
+    },
 }
 
 impl Record {
@@ -176,6 +189,8 @@ pub struct ClusterImage {
     pub scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
     /// Every ACL.
     pub acls: std::collections::BTreeSet<AclBinding>,
+    /// Client quotas by entity.
+    pub quotas: QuotaMap,
 }
 
 impl ClusterImage {
@@ -249,6 +264,15 @@ impl ClusterImage {
             });
         }
         records.extend(self.acls.iter().map(|b| Record::Acl { binding: b.clone() }));
+        for (entity, values) in &self.quotas {
+            for (key, value) in values {
+                records.push(Record::ClientQuota {
+                    entity: entity.clone(),
+                    key: *key,
+                    value: *value,
+                });
+            }
+        }
         records
     }
 
@@ -388,6 +412,20 @@ impl ClusterImage {
             Record::RemoveAcl { binding } => {
                 self.acls.remove(binding);
             }
+            Record::ClientQuota { entity, key, value } => {
+                self.quotas
+                    .entry(entity.clone())
+                    .or_default()
+                    .insert(*key, *value);
+            }
+            Record::RemoveClientQuota { entity, key } => {
+                if let Some(values) = self.quotas.get_mut(entity) {
+                    values.remove(key);
+                    if values.is_empty() {
+                        self.quotas.remove(entity);
+                    }
+                }
+            }
         }
     }
 }
@@ -461,6 +499,14 @@ mod tests {
         assert_eq!(image.producer_ids[&2], 1000..2000);
     }
 
+    fn alice_app() -> QuotaEntity {
+        use crate::quota::entity::Name;
+        QuotaEntity {
+            user: Some(Name::Named("alice".into())),
+            client_id: Some(Name::Default),
+        }
+    }
+
     #[test]
     fn an_image_rebuilds_from_its_records() {
         let id = uuid::Uuid::new_v4();
@@ -517,6 +563,20 @@ mod tests {
                     user: "bob".into(),
                     mechanism: ScramMechanism::Sha256,
                 },
+                Record::ClientQuota {
+                    entity: alice_app(),
+                    key: QuotaKey::ProducerByteRate,
+                    value: QuotaValue(1024.0),
+                },
+                Record::ClientQuota {
+                    entity: alice_app(),
+                    key: QuotaKey::RequestPercentage,
+                    value: QuotaValue(50.0),
+                },
+                Record::RemoveClientQuota {
+                    entity: alice_app(),
+                    key: QuotaKey::RequestPercentage,
+                },
                 Record::Acl {
                     binding: acl("orders"),
                 },
@@ -530,6 +590,7 @@ mod tests {
         );
         assert_eq!(image.scram.len(), 1);
         assert_eq!(image.acls.len(), 1);
+        assert_eq!(image.quotas[&alice_app()].len(), 1);
         let mut rebuilt = ClusterImage::default();
         rebuilt.apply(9, &decode(&encode(&image.to_records())).unwrap());
         assert_eq!(rebuilt, image);

@@ -14,6 +14,7 @@
 
 use super::quorum::{QuorumState, ReplicaProgress};
 use super::records::Record;
+use crate::quota::entity::{QuotaEntity, QuotaKey, QuotaValue};
 use crate::security::acl::AclBinding;
 use crate::security::link::Link;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
@@ -151,6 +152,11 @@ pub enum Request {
     /// already gone are skipped.
     DeleteAcls {
         bindings: Vec<AclBinding>,
+    },
+    /// Client quotas to set (a value) or remove (none), each checked by
+    /// the broker that asked (AlterClientQuotas).
+    AlterClientQuotas {
+        changes: Vec<(QuotaEntity, QuotaKey, Option<QuotaValue>)>,
     },
 }
 

@@ -196,7 +196,12 @@ impl Collector for Scrape {
         let (mut acks_wait, mut fsync) = (Histogram::default(), Histogram::default());
         let (mut shrinks, mut expands, mut elections) = (0, 0, 0);
         let (mut wait_consumer, mut wait_replica) = (Histogram::default(), Histogram::default());
+        let (mut throttled, mut throttle_ms) = ([0u64; 3], [0u64; 3]);
         for s in shards {
+            for i in 0..3 {
+                throttled[i] += s.counters.quota_throttled[i];
+                throttle_ms[i] += s.counters.quota_throttle_ms[i];
+            }
             for (key, c) in &s.apis {
                 apis.entry(*key).or_default().add(c);
             }
@@ -231,6 +236,25 @@ impl Collector for Scrape {
             Hist,
         )?
         .histogram(&no_labels(), &fsync)?;
+
+        let mut f = family(
+            &mut e,
+            "sluice_quota_throttle_seconds",
+            "Time clients were throttled for going over a client quota, by quota type.",
+            Counter,
+        )?;
+        for (name, ms) in super::QUOTA_NAMES.iter().zip(throttle_ms) {
+            f.counter(&vec![label("quota", *name)], ms as f64 / 1000.0)?;
+        }
+        let mut f = family(
+            &mut e,
+            "sluice_quota_throttled_responses",
+            "Responses that throttled a client for going over a client quota, by quota type.",
+            Counter,
+        )?;
+        for (name, n) in super::QUOTA_NAMES.iter().zip(throttled) {
+            f.counter(&vec![label("quota", *name)], n as f64)?;
+        }
 
         // Replication.
         let c = &self.cluster;

@@ -90,7 +90,15 @@ pub struct ShardCounters {
     /// How long fetches stayed parked waiting for data, by who fetched.
     pub fetch_wait_consumer: Histogram,
     pub fetch_wait_replica: Histogram,
+    /// Responses throttled for a client quota, and the milliseconds they
+    /// throttled for, by quota type (`QUOTA_NAMES`' order).
+    pub quota_throttled: [u64; 3],
+    pub quota_throttle_ms: [u64; 3],
 }
+
+/// Quota types as the metrics label them, in `QuotaKey::ALL`'s order
+/// (Kafka's produce, fetch and request quota managers).
+pub const QUOTA_NAMES: [&str; 3] = ["produce", "fetch", "request"];
 
 thread_local! {
     static COUNTERS: RefCell<ShardCounters> = RefCell::new(ShardCounters::default());
@@ -129,6 +137,23 @@ pub fn isr_changed(shrink: bool) {
         } else {
             c.isr_expands += 1;
         }
+    });
+}
+
+/// Counts a response throttled for quota `key` (nothing when `throttle`
+/// is zero).
+pub fn throttled(key: crate::quota::entity::QuotaKey, throttle: Duration) {
+    if throttle.is_zero() {
+        return;
+    }
+    let i = crate::quota::entity::QuotaKey::ALL
+        .iter()
+        .position(|k| *k == key)
+        .unwrap_or(0);
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.quota_throttled[i] += 1;
+        c.quota_throttle_ms[i] += throttle.as_millis() as u64;
     });
 }
 

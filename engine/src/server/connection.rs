@@ -247,7 +247,18 @@ async fn read_requests<R: Receive>(
 ) -> Result<(), CloseReason> {
     let max = shard.broker.config.request_max_bytes();
     let mut reader = FrameReader::new(gate.as_ref().map_or(max, |g| g.frame_bytes_max(max)));
-    while let Some(payload) = reader.next(stream).await? {
+    loop {
+        // A client over a quota is muted: its next request waits unread
+        // (KIP-219), on a timer of this connection's task alone.
+        if let Some(until) = client.muted_until.take() {
+            let now = Instant::now();
+            if until > now {
+                glommio::timer::sleep(until - now).await;
+            }
+        }
+        let Some(payload) = reader.next(stream).await? else {
+            break;
+        };
         let received = reader.received_at();
         active.set(received);
         if let Some(gate) = gate.as_mut() {

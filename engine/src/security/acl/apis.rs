@@ -115,6 +115,8 @@ pub const RULES: &[(ApiKey, &[Rule])] = &[
     (ApiKey::SaslAuthenticate, &[]),
     (ApiKey::DescribeUserScramCredentials, &[(Describe, Cluster)]),
     (ApiKey::AlterUserScramCredentials, &[(Alter, Cluster)]),
+    (ApiKey::DescribeClientQuotas, &[(DescribeConfigs, Cluster)]),
+    (ApiKey::AlterClientQuotas, &[(AlterConfigs, Cluster)]),
     // WRITE on the transactional id, READ on the group and each topic.
     (
         ApiKey::TxnOffsetCommit,

@@ -21,6 +21,7 @@
 
 use super::fetch_session::{self, Kind, Session};
 use super::{Ctx, HandlerError, Reply};
+use crate::quota::entity::QuotaKey;
 use crate::replication::state::FetchRequest as ReplicaFetch;
 use crate::replication::NodeId;
 use crate::security::acl::{Operation, ResourceType};
@@ -176,6 +177,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     // is the fetch path).
     let checking = shard.broker.authorizer.enabled();
     let follower_allowed = replica < 0 || ctx.cluster_allowed(Operation::ClusterAction);
+    // A follower's fetch is replication, not a client's request: no
+    // client quota counts it (Kafka exempts it too).
+    ctx.quota_exempt.set(replica >= 0 && follower_allowed);
     let mut verdicts: HashMap<String, bool> = HashMap::new();
     let mut denied = |topic: &str| match (checking, replica >= 0) {
         (false, _) => false,
@@ -215,7 +219,35 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     if let Some(since) = parked {
         crate::metrics::fetch_waited(replica >= 0, since.elapsed());
     }
-    trim_to(&mut got, req.max_bytes.max(0) as usize);
+    // A consumer's response stays within what its quota lets through in
+    // a window (replicas have no client quota, as in Kafka).
+    let quota_max = match replica < 0 {
+        true => ctx
+            .with_quotas(|m, q, who| m.fetch_bytes_max(q, who))
+            .flatten(),
+        false => None,
+    };
+    let bytes_max = (req.max_bytes.max(0) as usize).min(quota_max.unwrap_or(usize::MAX));
+    trim_to(&mut got, bytes_max);
+    if replica < 0 {
+        if let Some(throttle) = over_quota(ctx, &got) {
+            // As Kafka: a throttled fetch is answered empty and its bytes
+            // not counted; a full fetch opens no session (the client asks
+            // again in full), an incremental one goes on in its session.
+            let session_id = match plan.kind {
+                Kind::Incremental { id } => {
+                    ctx.client.fetch_session.set(session);
+                    id
+                }
+                _ => 0,
+            };
+            let mut head = head(ctx, ErrorCode::None, session_id);
+            head.throttle_time_ms = throttle_ms(throttle);
+            return Ok(Reply::Parts(
+                fetch_response::encode(head, Vec::new(), &[]).0,
+            ));
+        }
+    }
     if replica >= 0 {
         let bytes: usize = got.iter().map(|g| g.bytes).sum();
         tracing::debug!(target: REPLICA_FETCH_TARGET, replica, bytes, "replica fetch answered");
@@ -241,6 +273,23 @@ fn news_of_high_watermark(wants: &[Want], got: &[Got]) -> bool {
             && g.error.is_none()
             && g.marks.high_watermark.0 > w.known_high_watermark
     })
+}
+
+/// Records a consumer's fetch against its consumer quota: the throttle
+/// if that takes it over (the bytes then taken back).
+fn over_quota(ctx: &Ctx<'_>, got: &[Got]) -> Option<Duration> {
+    let bytes = got.iter().map(|g| g.bytes).sum::<usize>() as f64;
+    let throttle = ctx.record_quota(QuotaKey::ConsumerByteRate, bytes);
+    if throttle.is_zero() {
+        return None;
+    }
+    ctx.with_quotas(|m, q, who| m.unrecord(q, who, QuotaKey::ConsumerByteRate, bytes));
+    Some(throttle)
+}
+
+/// A throttle as `throttle_time_ms`.
+pub fn throttle_ms(throttle: Duration) -> i32 {
+    i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX)
 }
 
 fn head(ctx: &Ctx<'_>, error_code: ErrorCode, session_id: i32) -> ResponseHead {

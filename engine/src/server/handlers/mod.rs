@@ -5,6 +5,7 @@ mod acls;
 mod admin;
 mod api_versions;
 mod authz;
+mod client_quotas;
 mod consumer_group;
 mod delete_records;
 mod describe_producers;
@@ -32,6 +33,7 @@ use sluice_protocol::api_versions::is_supported;
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
 use crate::storage::segment::FileRegion;
@@ -97,6 +99,9 @@ pub struct Client {
     /// Who the client is: `User:ANONYMOUS` until TLS client
     /// authentication or SASL says otherwise.
     pub principal: RefCell<Principal>,
+    /// Until when the connection reads no request: the client went over
+    /// a quota (KIP-219).
+    pub muted_until: Cell<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -118,7 +123,19 @@ impl Client {
             protocol,
             listener: listener.to_string(),
             principal: RefCell::new(Principal::anonymous()),
+            muted_until: Cell::new(None),
         }
+    }
+
+    /// Mutes the connection for `throttle` from now (or longer, if it is
+    /// muted longer already).
+    pub fn throttle(&self, throttle: std::time::Duration) {
+        if throttle.is_zero() {
+            return;
+        }
+        let until = std::time::Instant::now() + throttle;
+        let later = self.muted_until.get().map_or(until, |u| u.max(until));
+        self.muted_until.set(Some(later));
     }
 
     /// Who the client is now.
@@ -133,11 +150,54 @@ pub struct Ctx<'a> {
     pub api: ApiKey,
     pub header: &'a RequestHeader,
     pub client: &'a Client,
+    /// Set by a handler whose request no client quota counts: a
+    /// follower's fetch (as Kafka exempts cluster actions).
+    pub quota_exempt: Cell<bool>,
 }
 
 impl Ctx<'_> {
     pub fn version(&self) -> i16 {
         self.header.api_version
+    }
+
+    /// Runs `f` with this shard's quota accounting, the snapshot's quotas
+    /// and who sent the request; None when no quota exists (nothing is
+    /// looked up then).
+    pub fn with_quotas<T>(
+        &self,
+        f: impl FnOnce(
+            &crate::quota::QuotaManager,
+            &crate::quota::entity::ClientQuotas,
+            crate::quota::Requester<'_>,
+        ) -> T,
+    ) -> Option<T> {
+        let snapshot = self.shard.metadata();
+        if snapshot.quotas.is_empty() {
+            return None;
+        }
+        let m = crate::quota::manager()?;
+        let principal = self.client.principal.borrow();
+        let who = crate::quota::Requester {
+            user: &principal.name,
+            client_id: self.header.client_id.as_deref().unwrap_or(""),
+        };
+        Some(f(&m, &snapshot.quotas, who))
+    }
+
+    /// Records `value` against the client's quota of type `key` and
+    /// mutes the connection for the throttle that follows; the throttle,
+    /// for the response's `throttle_time_ms`.
+    pub fn record_quota(
+        &self,
+        key: crate::quota::entity::QuotaKey,
+        value: f64,
+    ) -> std::time::Duration {
+        let throttle = self
+            .with_quotas(|m, q, who| m.record(q, who, key, value))
+            .unwrap_or_default();
+        crate::metrics::throttled(key, throttle);
+        self.client.throttle(throttle);
+        throttle
     }
 
     /// Decodes the request body.
@@ -221,8 +281,34 @@ pub async fn handle(
         api,
         header,
         client,
+        quota_exempt: Cell::new(false),
     };
-    dispatch(&ctx, api, body).await
+    if shard.metadata().quotas.is_empty() {
+        return dispatch(&ctx, api, body).await;
+    }
+    // The request quota counts the time this shard spent in the handler:
+    // its polls, not its waits (a fetch parked for data, a change waiting
+    // on the controller), as Kafka counts request-handler thread time and
+    // not purgatory.
+    let handling = dispatch(&ctx, api, body);
+    futures::pin_mut!(handling);
+    let mut busy = std::time::Duration::ZERO;
+    let reply = futures::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let polled = handling.as_mut().poll(cx);
+        busy += started.elapsed();
+        polled
+    })
+    .await;
+    if ctx.quota_exempt.get() {
+        return reply;
+    }
+    // Percent of one shard's time: 100 per second busy.
+    ctx.record_quota(
+        crate::quota::entity::QuotaKey::RequestPercentage,
+        busy.as_secs_f64() * 100.0,
+    );
+    reply
 }
 
 async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, HandlerError> {
@@ -281,6 +367,8 @@ async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, Hand
         ApiKey::AlterUserScramCredentials => scram_credentials::alter(ctx, body).await,
         ApiKey::DescribeUserScramCredentials => scram_credentials::describe(ctx, body),
         ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl_not_expected(ctx, body),
+        ApiKey::DescribeClientQuotas => client_quotas::describe(ctx, body),
+        ApiKey::AlterClientQuotas => client_quotas::alter(ctx, body).await,
         ApiKey::CreateAcls => acls::create_acls(ctx, body).await,
         ApiKey::DescribeAcls => acls::describe_acls(ctx, body),
         ApiKey::DeleteAcls => acls::delete_acls(ctx, body).await,

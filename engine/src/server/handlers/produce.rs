@@ -15,6 +15,7 @@
 use super::produce_records;
 use super::produce_time::late_records;
 use super::{encode_frame, Ctx, HandlerError, Later, Reply};
+use crate::quota::entity::QuotaKey;
 use crate::replication::state::Acks;
 use crate::security::acl::{Operation, ResourceType};
 use crate::shard::partition::{acked, Acked, Guard, Partition};
@@ -106,6 +107,7 @@ fn uses_zstd(records: &[u8]) -> bool {
 }
 
 pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    let request_bytes = body.len();
     let req: ProduceRequest = ctx.decode(body)?;
     if let Some(id) = req.transactional_id.as_deref() {
         if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id) {
@@ -197,12 +199,19 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             parked.push((slot, wait));
         }
     }
+    // As Kafka, the request's bytes count against the producer quota
+    // once it is handled; with acks=0 the connection is muted all the same.
+    let throttle = ctx.record_quota(QuotaKey::ProducerByteRate, request_bytes as f64);
+    let throttle_time_ms = super::fetch::throttle_ms(throttle);
     if req.acks == 0 {
         return Ok(Reply::None);
     }
     let version = ctx.version();
     if parked.is_empty() {
-        return ctx.respond(&response(shard, version, slots, &ctx.client.listener));
+        return ctx.respond(
+            &response(shard, version, slots, &ctx.client.listener)
+                .with_throttle_time_ms(throttle_time_ms),
+        );
     }
     // Appended: the connection may go on to its next request while the
     // in-sync replicas catch up; this answer still goes out in its turn.
@@ -225,7 +234,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             api,
             version,
             correlation_id,
-            &response(&shard, version, slots, &listener),
+            &response(&shard, version, slots, &listener).with_throttle_time_ms(throttle_time_ms),
         )
     }))))
 }
