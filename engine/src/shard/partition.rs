@@ -53,6 +53,11 @@ pub struct Partition {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     flushing: Cell<bool>,
     flush_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Syncs in flight of the files appends write to (the active
+    /// segment's), and the appends waiting for them to end (see
+    /// [`Partition::sync_settled`]).
+    active_syncs: Cell<u32>,
+    settle_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// A write of the leader-epoch checkpoint is in flight, and who waits
     /// for it (see `partition/epoch_file.rs`).
     epochs_writing: Cell<bool>,
@@ -160,6 +165,8 @@ impl Partition {
             next_guard: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
+            active_syncs: Cell::new(0),
+            settle_waiters: RefCell::new(Vec::new()),
             flush_waiters: RefCell::new(Vec::new()),
             epochs_writing: Cell::new(false),
             epoch_waiters: RefCell::new(Vec::new()),
@@ -234,6 +241,7 @@ impl Partition {
     ) -> Result<(AppendInfo, Offset, Option<Acked>), ErrorCode> {
         // A failed write is retried, and reported, by the append itself.
         let _ = self.write_epochs().await;
+        self.sync_settled().await;
         let appended = self.append_now(set, summary, acks)?;
         if let Some(target) = appended.flush_to {
             self.flush_for_append(target).await?;
@@ -384,9 +392,54 @@ impl Partition {
         }
     }
 
+    /// Whether an fdatasync of the files appends write to is in flight.
+    pub fn is_syncing(&self) -> bool {
+        self.active_syncs.get() > 0
+    }
+
+    /// Waits, without holding the shard, until no fdatasync of the files
+    /// appends write to (the active segment's) is in flight; an append
+    /// waits here before it writes. On a file system whose fsync holds the file's inode lock to
+    /// its end (FUSE, btrfs) a write to the file being synced waits in the
+    /// kernel for that sync, and the append's `pwritev` runs on the
+    /// shard's thread: one partition's stalled sync stopped every
+    /// partition of its shard, and fetches too (`tests/slow_disk.rs`).
+    /// Waiting here costs an append nothing it would not wait anyway
+    /// under `flush.messages=1`: what is appended during a sync needs the
+    /// next one. The appends woken together all write before the next
+    /// sync starts (see [`Partition::flush_upto`]), so they still share it.
+    /// A sealed segment's sync (a roll's flush) does not hold appends.
+    pub async fn sync_settled(&self) {
+        while self.active_syncs.get() > 0 {
+            let (tx, rx) = oneshot::channel();
+            self.settle_waiters.borrow_mut().push(tx);
+            let _ = rx.await;
+        }
+    }
+
+    /// Runs `sync`, a sync of the active segment's files, counted as in
+    /// flight for [`Partition::sync_settled`].
+    pub(crate) async fn syncing_active<T>(&self, sync: impl std::future::Future<Output = T>) -> T {
+        self.active_syncs.set(self.active_syncs.get() + 1);
+        // Counted out even if the sync's future is dropped unfinished, so
+        // that no append waits for it forever.
+        let _counted = ActiveSync(self);
+        sync.await
+    }
+
+    fn wake_flush_waiters(&self) {
+        for w in self.flush_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
     /// Makes every offset below `target` durable. Concurrent callers share
     /// one fdatasync where they can (group commit).
     pub async fn flush_upto(&self, target: Offset) -> Result<(), StorageError> {
+        // Appends that waited for the last sync to settle were woken with
+        // this task: they run, and append, before it starts the next sync,
+        // which then covers them all.
+        let mut yielded = false;
         loop {
             if self.log.borrow().recovery_point() >= target {
                 return Ok(());
@@ -397,12 +450,15 @@ impl Partition {
                 let _ = rx.await;
                 continue;
             }
+            if !yielded {
+                yielded = true;
+                yield_once().await;
+                continue;
+            }
             self.flushing.set(true);
             let result = self.flush_once().await;
             self.flushing.set(false);
-            for w in self.flush_waiters.borrow_mut().drain(..) {
-                let _ = w.send(());
-            }
+            self.wake_flush_waiters();
             result?;
         }
     }
@@ -421,8 +477,14 @@ impl Partition {
             }
         };
         let dir = self.log.borrow().dir().to_path_buf();
-        let synced = futures::future::try_join_all(job.files.iter().map(|f| fdatasync(f))).await;
-        if let Err(source) = synced {
+        let (sealed, active) = job.files.split_at(job.active);
+        let (sealed, active) = futures::join!(
+            futures::future::try_join_all(sealed.iter().map(|f| fdatasync(f))),
+            self.syncing_active(futures::future::try_join_all(
+                active.iter().map(|f| fdatasync(f))
+            )),
+        );
+        if let Err(source) = sealed.and(active) {
             let e = StorageError::Io {
                 op: "fdatasync",
                 path: dir,
@@ -650,6 +712,37 @@ impl Partition {
         let dir = self.log.borrow().dir().to_path_buf();
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
     }
+}
+
+/// One sync of a partition's active segment in flight; its drop ends it
+/// and wakes the appends waiting once none is left.
+struct ActiveSync<'a>(&'a Partition);
+
+impl Drop for ActiveSync<'_> {
+    fn drop(&mut self) {
+        let p = self.0;
+        p.active_syncs.set(p.active_syncs.get() - 1);
+        if p.active_syncs.get() == 0 {
+            for w in p.settle_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}
+
+/// Returns to the executor once, so that every task already woken runs
+/// before this one goes on.
+async fn yield_once() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// `fdatasync` through the shard's io_uring, on a duplicate of `file`'s

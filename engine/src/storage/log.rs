@@ -41,6 +41,9 @@ pub struct AppendInfo {
 #[derive(Debug)]
 pub struct FlushJob {
     pub files: Vec<Arc<File>>,
+    /// `files[active..]` are the active segment's, the files appends
+    /// write to; the ones before are sealed segments'.
+    pub active: usize,
     pub upto: Offset,
 }
 
@@ -809,12 +812,14 @@ impl PartitionLog {
             s.flush_indexes()?;
         }
         let mut files = std::mem::take(&mut self.unsynced_sealed);
+        let active = files.len();
         files.push(Arc::clone(self.active().log_file()));
         files.push(Arc::clone(self.active().txn_index().file()));
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
         Ok(FlushJob {
             files,
+            active,
             upto: self.log_end(),
         })
     }

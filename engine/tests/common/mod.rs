@@ -386,13 +386,21 @@ pub fn poll_message<'a>(
 /// Creates `topic` with `partitions` partitions through the admin API
 /// (CreateTopics), failing the test on any error.
 pub fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
+    create_topic_with(broker, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with topic configs.
+pub fn create_topic_with(broker: &Broker, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .create()
         .expect("admin client");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     // A machine loaded by other tests can hold the creation past the
     // operation timeout: ask again (an earlier attempt may have created

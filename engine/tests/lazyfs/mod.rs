@@ -9,6 +9,11 @@
 //! [`LazyMount::lose_power`] unmounts (which empties the kernel's page
 //! cache of the mount, as a reboot does), drops every unsynced write and
 //! mounts the backing directory again.
+//!
+//! Switches fail syncs or writes under a path with EIO, as a failing disk
+//! does, or hold syncs under a path for a while, as a stalling one does.
+// Each test crate that mounts it uses some of its switches.
+#![allow(dead_code)]
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -21,8 +26,8 @@ use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Attributes are never cached by the kernel: sizes change under it.
 const TTL: Duration = Duration::ZERO;
@@ -46,18 +51,31 @@ struct State {
     failing_syncs: Option<PathBuf>,
     /// Writes of files under this relative path fail with EIO.
     failing_writes: Option<PathBuf>,
+    /// Syncs of files under this relative path are held this long, or
+    /// until the switch is turned off, before they go ahead.
+    stalling_syncs: Option<(PathBuf, Duration)>,
+    /// Syncs held by `stalling_syncs` right now, and in all.
+    stalled_now: u64,
+    stalled: u64,
+}
+
+/// The state and what a held sync waits on: the switch turned off.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    stall_lifted: Condvar,
 }
 
 struct LazyFs {
     backing: PathBuf,
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
 }
 
 /// A mounted lazy file system.
 pub struct LazyMount {
     pub mountpoint: PathBuf,
     backing: PathBuf,
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     session: Option<fuser::BackgroundSession>,
 }
 
@@ -67,7 +85,7 @@ impl LazyMount {
         let mut m = LazyMount {
             mountpoint: mountpoint.to_path_buf(),
             backing: backing.to_path_buf(),
-            state: Arc::new(Mutex::new(State::default())),
+            shared: Arc::default(),
             session: None,
         };
         m.attach();
@@ -81,10 +99,10 @@ impl LazyMount {
         };
         state.paths.insert(1, PathBuf::new());
         state.inodes.insert(PathBuf::new(), 1);
-        *self.state.lock().unwrap() = state;
+        *self.shared.state.lock().unwrap() = state;
         let fs = LazyFs {
             backing: self.backing.clone(),
-            state: self.state.clone(),
+            shared: self.shared.clone(),
         };
         let mut config = Config::default();
         config.mount_options = vec![
@@ -101,7 +119,7 @@ impl LazyMount {
     /// write not yet synced is lost, and the disk is mounted again.
     /// Returns how many files lost data.
     pub fn lose_power(&mut self) -> usize {
-        let lost = self.state.lock().unwrap().unsynced.len();
+        let lost = self.shared.state.lock().unwrap().unsynced.len();
         if let Some(s) = self.session.take() {
             let _ = s.umount_and_join();
         }
@@ -114,18 +132,37 @@ impl LazyMount {
     /// unsynced, readable until the power goes, as a page cache keeps
     /// pages whose writeback failed.
     pub fn fail_syncs_under(&self, rel: Option<&Path>) {
-        self.state.lock().unwrap().failing_syncs = rel.map(Path::to_path_buf);
+        self.shared.state.lock().unwrap().failing_syncs = rel.map(Path::to_path_buf);
     }
 
     /// Makes every write to a file under `rel` fail with EIO, or none
     /// with `None`.
     pub fn fail_writes_under(&self, rel: Option<&Path>) {
-        self.state.lock().unwrap().failing_writes = rel.map(Path::to_path_buf);
+        self.shared.state.lock().unwrap().failing_writes = rel.map(Path::to_path_buf);
+    }
+
+    /// Holds every `fsync`/`fdatasync` of a file under `rel` (relative
+    /// to the mount point) for `hold`, or until the switch is turned off
+    /// with `None`, whichever comes first; then the sync goes ahead. A
+    /// held sync does not occupy the file system's threads: everything
+    /// else, other files' syncs included, is served meanwhile.
+    pub fn stall_syncs_under(&self, rel: Option<&Path>, hold: Duration) {
+        let mut s = self.shared.state.lock().unwrap();
+        s.stalling_syncs = rel.map(|r| (r.to_path_buf(), hold));
+        if rel.is_none() {
+            self.shared.stall_lifted.notify_all();
+        }
+    }
+
+    /// (syncs held right now, syncs held since the mount).
+    pub fn stalled_syncs(&self) -> (u64, u64) {
+        let s = self.shared.state.lock().unwrap();
+        (s.stalled_now, s.stalled)
     }
 
     /// (bytes written, syncs) through the file system since it was mounted.
     pub fn traffic(&self) -> (u64, u64) {
-        let s = self.state.lock().unwrap();
+        let s = self.shared.state.lock().unwrap();
         (s.written, s.syncs)
     }
 }
@@ -162,12 +199,12 @@ impl LazyFs {
     }
 
     fn path_of(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
-        let s = self.state.lock().unwrap();
+        let s = self.shared.state.lock().unwrap();
         s.paths.get(&ino.0).cloned().ok_or(Errno::ENOENT)
     }
 
     fn inode_for(&self, rel: &Path) -> u64 {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.shared.state.lock().unwrap();
         if let Some(i) = s.inodes.get(rel) {
             return *i;
         }
@@ -181,7 +218,7 @@ impl LazyFs {
     fn attr(&self, ino: u64, rel: &Path) -> Result<FileAttr, Errno> {
         let m = std::fs::symlink_metadata(self.full(rel)).map_err(errno)?;
         let size = {
-            let s = self.state.lock().unwrap();
+            let s = self.shared.state.lock().unwrap();
             s.unsynced.get(&ino).map_or(m.len(), |d| d.len() as u64)
         };
         Ok(FileAttr {
@@ -219,7 +256,7 @@ impl LazyFs {
         rel: &Path,
         f: impl FnOnce(&mut Vec<u8>) -> T,
     ) -> Result<T, Errno> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.shared.state.lock().unwrap();
         let data = match s.unsynced.entry(ino) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -230,11 +267,63 @@ impl LazyFs {
     }
 
     fn forget_path(&self, rel: &Path) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.shared.state.lock().unwrap();
         if let Some(i) = s.inodes.remove(rel) {
             s.paths.remove(&i);
             s.unsynced.remove(&i);
         }
+    }
+}
+
+/// Waits while syncs under `rel` are held, at most `hold`.
+fn stall(shared: &Shared, rel: &Path, hold: Duration) {
+    let until = Instant::now() + hold;
+    let mut s = shared.state.lock().unwrap();
+    s.stalled_now += 1;
+    s.stalled += 1;
+    loop {
+        let held = s
+            .stalling_syncs
+            .as_ref()
+            .is_some_and(|(under, _)| rel.starts_with(under));
+        let left = until.saturating_duration_since(Instant::now());
+        if !held || left.is_zero() {
+            break;
+        }
+        s = shared.stall_lifted.wait_timeout(s, left).unwrap().0;
+    }
+    s.stalled_now -= 1;
+}
+
+/// Makes a file's unsynced data durable in the backing file, or fails
+/// with EIO when syncs under its path are switched to fail.
+fn sync(shared: &Shared, backing: &Path, ino: u64, rel: &Path) -> Result<(), Errno> {
+    let mut s = shared.state.lock().unwrap();
+    s.syncs += 1;
+    if s.failing_syncs.as_ref().is_some_and(|f| rel.starts_with(f)) {
+        return Err(Errno::EIO);
+    }
+    let Some(data) = s.unsynced.remove(&ino) else {
+        return Ok(());
+    };
+    let synced = std::fs::OpenOptions::new()
+        .write(true)
+        .open(backing.join(rel))
+        .and_then(|mut f| {
+            f.set_len(0)?;
+            f.write_all(&data)?;
+            f.sync_data()
+        });
+    synced.map_err(|e| {
+        s.unsynced.insert(ino, data);
+        errno(e)
+    })
+}
+
+fn reply_sync(result: Result<(), Errno>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -357,7 +446,7 @@ impl Filesystem for LazyFs {
         if let Err(e) = std::fs::rename(self.full(&from), self.full(&to)) {
             return reply.error(errno(e));
         }
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.shared.state.lock().unwrap();
         // Whatever `to` was is gone; `from`'s inode (a directory's whole
         // subtree) now lives under `to`.
         if let Some(old) = s.inodes.remove(&to) {
@@ -408,7 +497,7 @@ impl Filesystem for LazyFs {
             Err(e) => return reply.error(e),
         };
         {
-            let s = self.state.lock().unwrap();
+            let s = self.shared.state.lock().unwrap();
             if let Some(d) = s.unsynced.get(&ino.0) {
                 let start = (offset as usize).min(d.len());
                 let end = (start + size as usize).min(d.len());
@@ -447,7 +536,7 @@ impl Filesystem for LazyFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        let failing = self.state.lock().unwrap().failing_writes.clone();
+        let failing = self.shared.state.lock().unwrap().failing_writes.clone();
         if failing.is_some_and(|f| rel.starts_with(f)) {
             return reply.error(Errno::EIO);
         }
@@ -460,7 +549,7 @@ impl Filesystem for LazyFs {
         });
         match written {
             Ok(()) => {
-                self.state.lock().unwrap().written += data.len() as u64;
+                self.shared.state.lock().unwrap().written += data.len() as u64;
                 reply.written(data.len() as u32);
             }
             Err(e) => reply.error(e),
@@ -491,29 +580,23 @@ impl Filesystem for LazyFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        let mut s = self.state.lock().unwrap();
-        s.syncs += 1;
-        if s.failing_syncs.as_ref().is_some_and(|f| rel.starts_with(f)) {
-            return reply.error(Errno::EIO);
-        }
-        let Some(data) = s.unsynced.remove(&ino.0) else {
-            return reply.ok();
+        let hold = {
+            let s = self.shared.state.lock().unwrap();
+            s.stalling_syncs
+                .as_ref()
+                .filter(|(under, _)| rel.starts_with(under))
+                .map(|(_, hold)| *hold)
         };
-        let synced = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.full(&rel))
-            .and_then(|mut f| {
-                f.set_len(0)?;
-                f.write_all(&data)?;
-                f.sync_data()
-            });
-        match synced {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                s.unsynced.insert(ino.0, data);
-                reply.error(errno(e));
-            }
-        }
+        let Some(hold) = hold else {
+            return reply_sync(sync(&self.shared, &self.backing, ino.0, &rel), reply);
+        };
+        // Held on a thread of its own, so that the file system's two
+        // threads go on serving everything else.
+        let (shared, backing) = (self.shared.clone(), self.backing.clone());
+        std::thread::spawn(move || {
+            stall(&shared, &rel, hold);
+            reply_sync(sync(&shared, &backing, ino.0, &rel), reply);
+        });
     }
 
     fn fsyncdir(

@@ -332,6 +332,7 @@ async fn append_on(
                 _ => HashMap::new(),
             };
             write_epochs_first(&s, &appends).await;
+            syncs_settled_first(&s, &appends).await;
             let mut out = Vec::with_capacity(appends.len());
             let mut flushes = Vec::new();
             // Every append is done, in request order, before any flush is
@@ -470,6 +471,24 @@ async fn write_epochs_first(shard: &Shard, appends: &[Append]) {
         return;
     }
     futures::future::join_all(lagging.iter().map(|p| p.write_epochs())).await;
+}
+
+/// Waits until none of the partitions the appends go to has a sync of
+/// its active segment in flight, so that no append writes into a file
+/// being synced (see `Partition::sync_settled`). Nothing yields between the
+/// last check and the appends, so none starts meanwhile.
+async fn syncs_settled_first(shard: &Shard, appends: &[Append]) {
+    loop {
+        let syncing: Vec<Rc<Partition>> = appends
+            .iter()
+            .filter_map(|a| shard.serving_partition(&a.topic, a.partition))
+            .filter(|p| p.is_syncing())
+            .collect();
+        if syncing.is_empty() {
+            return;
+        }
+        futures::future::join_all(syncing.iter().map(|p| p.sync_settled())).await;
+    }
 }
 
 /// A partition's flush an append still waits for, and to where.

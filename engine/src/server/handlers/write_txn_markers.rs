@@ -152,6 +152,8 @@ async fn append_one(shard: &Rc<Shard>, j: &Job) -> ErrorCode {
         // the first batch of that epoch.
         let _ = partition.write_epochs().await;
     }
+    // Not written into a file being synced (see `Partition::sync_settled`).
+    partition.sync_settled().await;
     let appended = match partition.append_marker(
         j.producer_id,
         j.producer_epoch,

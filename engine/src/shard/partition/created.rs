@@ -45,13 +45,20 @@ impl Partition {
     /// directory holding it (the data directory), which must be synced
     /// next, once for all partitions created together, before
     /// [`Partition::mark_creation_synced`].
+    /// These syncs count as a sync of the active segment in flight: no
+    /// append writes into its files while they run (see
+    /// [`Partition::sync_settled`]).
     pub async fn sync_created_files(&self) -> Result<PathBuf, StorageError> {
+        self.sync_settled().await;
         let (files, dir) = {
             let log = self.log.borrow();
             (log.created_files(), log.dir().to_path_buf())
         };
-        futures::future::try_join_all(files.iter().map(|f| sync_path(f, false))).await?;
-        sync_path(&dir, true).await?;
+        let synced = async {
+            futures::future::try_join_all(files.iter().map(|f| sync_path(f, false))).await?;
+            sync_path(&dir, true).await
+        };
+        self.syncing_active(synced).await?;
         Ok(dir.parent().unwrap_or(Path::new(".")).to_path_buf())
     }
 

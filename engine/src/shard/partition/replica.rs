@@ -170,6 +170,8 @@ impl Partition {
         leader_log_start: Offset,
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        // Not written into a file being synced (see `sync_settled`).
+        self.sync_settled().await;
         if !self.takes_fetch(leader_epoch, fetch_offset) {
             return Ok(());
         }
