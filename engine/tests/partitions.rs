@@ -688,7 +688,10 @@ fn check(
         for (o, v) in records {
             // A value's later copies are the duplicate check's: order is
             // checked on first copies.
-            if at[v.as_str()].first().is_some_and(|first| *first != (*p, *o)) {
+            if at[v.as_str()]
+                .first()
+                .is_some_and(|first| *first != (*p, *o))
+            {
                 continue;
             }
             let Some((producer, session, seq)) = parse_value(v) else {
