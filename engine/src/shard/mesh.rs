@@ -178,7 +178,12 @@ mod tests {
         let seen = Arc::clone(&ids);
         LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(SHARDS))
             .on_all_shards(move || async move {
-                let (senders, receivers) = plan.join(|| false).await.unwrap();
+                // A shard that never connects fails the test, not hangs it.
+                let started = std::time::Instant::now();
+                let (senders, receivers) = plan
+                    .join(move || started.elapsed() > Duration::from_secs(60))
+                    .await
+                    .expect("every shard joined within 60 s");
                 let me = senders.id();
                 seen.lock().unwrap().push(me);
                 assert_eq!(senders.shards(), SHARDS);
@@ -192,7 +197,9 @@ mod tests {
                 }
             })
             .unwrap()
-            .join_all();
+            .join_all()
+            .into_iter()
+            .for_each(|shard| assert!(shard.is_ok(), "a shard failed: {shard:?}"));
         let mut ids = ids.lock().unwrap().clone();
         ids.sort_unstable();
         assert_eq!(ids, (0..SHARDS).collect::<Vec<_>>());
