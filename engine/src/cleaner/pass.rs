@@ -340,7 +340,7 @@ async fn swap_group(
     cleaned.finish()?;
     partition.sync_cleaned(&cleaned).await?;
     let size = cleaned.size();
-    if !partition.replace_cleaned(cleaned, group)? {
+    if !partition.replace_cleaned(cleaned, group).await? {
         stats.stale = true;
         return Ok(false);
     }

@@ -131,17 +131,23 @@ async fn handle(shard: &Rc<Shard>, stream: &mut TcpStream) {
     let (status, content_type, body) = match path.as_str() {
         "/metrics" => {
             let (shards, cluster) = super::gather(shard).await;
-            let scrape = super::exposition::Scrape {
-                shards,
-                cluster,
-                process: super::process_sample(),
-                per_partition: shard.broker.config.get("metrics.partition.level") == Some("true"),
-            };
-            (
-                200,
-                super::exposition::CONTENT_TYPE,
-                super::exposition::encode(scrape).into_bytes(),
-            )
+            let per_partition = shard.broker.config.get("metrics.partition.level") == Some("true");
+            // Encoding takes about 2 ms of CPU for 16 partitions, which on
+            // the shard's thread every request behind it waited out: a
+            // scrape a second raised produce's p99 at 10k msg/s from 2.3
+            // to 4.0 ms. The shard's blocking thread does it instead.
+            let body = glommio::executor()
+                .spawn_blocking(move || {
+                    super::exposition::encode(super::exposition::Scrape {
+                        shards,
+                        cluster,
+                        process: super::process_sample(),
+                        per_partition,
+                    })
+                    .into_bytes()
+                })
+                .await;
+            (200, super::exposition::CONTENT_TYPE, body)
         }
         "/live" => (200, "text/plain", b"live\n".to_vec()),
         "/ready" => match readiness(shard) {

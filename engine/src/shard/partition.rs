@@ -22,6 +22,7 @@ use sluice_protocol::record_batch::{BatchHeader, RecordSetSummary};
 use sluice_protocol::{ErrorCode, LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// Current wall-clock time in ms since the epoch.
 pub fn now_ms() -> i64 {
@@ -62,6 +63,9 @@ pub struct Partition {
     /// for it (see `partition/epoch_file.rs`).
     epochs_writing: Cell<bool>,
     epoch_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Producer snapshots being synced and named (see
+    /// `partition/txn.rs`).
+    snapshots_writing: Rc<Cell<usize>>,
     /// Woken after the next step of the replication model (DeleteRecords
     /// waiting for the low watermark).
     step_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -165,6 +169,7 @@ impl Partition {
             next_guard: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
+            snapshots_writing: Rc::default(),
             active_syncs: Cell::new(0),
             settle_waiters: RefCell::new(Vec::new()),
             flush_waiters: RefCell::new(Vec::new()),
@@ -893,13 +898,24 @@ mod tests {
         let mut open = BatchBuilder::new(0).producer(9, 0, 0).transactional();
         open.push(0, None, Some(b"open"), &[]);
         let open = open.finish();
-        run(p.append(&open, &validate_record_set(&open, 1 << 20).unwrap())).unwrap();
-        for i in 0..40 {
-            let mut b = BatchBuilder::new(0);
-            b.push(0, None, Some(format!("{i:0>200}").as_bytes()), &[]);
-            let b = b.finish();
-            run(p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())).unwrap();
-        }
+        run(async {
+            p.append(&open, &validate_record_set(&open, 1 << 20).unwrap())
+                .await
+                .unwrap();
+            for i in 0..40 {
+                let mut b = BatchBuilder::new(0);
+                b.push(0, None, Some(format!("{i:0>200}").as_bytes()), &[]);
+                let b = b.finish();
+                p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())
+                    .await
+                    .unwrap();
+            }
+            // The snapshots of the rolls are synced and named in the
+            // background.
+            while p.snapshots_writing() {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
         assert!(p.segment_count() > 3);
         let expect = p.describe_producers();
         assert_eq!(expect[0].txn_start_offset, 0);

@@ -19,6 +19,13 @@
 //! segments it covers and renaming it into place. Either way no record
 //! is lost and no offset is held twice. The offset and time indexes of
 //! the new segment are rebuilt from its batches.
+//!
+//! A swap is two calls with the directory sync between them, which the
+//! shard awaits on its ring ([`commit`], then [`PendingSwap::install`]):
+//! the shard serves requests meanwhile. Until the install the log is
+//! unchanged; anything that removes a segment in that time cancels the
+//! pending swap first (its `.swap` files go), so a crash can never
+//! finish a swap over segments the log has since changed.
 
 use super::segment::{delete_files, Segment};
 use super::txn_index::{self, AbortedTxn, TxnIndex};
@@ -53,6 +60,9 @@ pub struct CleanedSegment {
     aborted: Vec<AbortedTxn>,
     /// The transaction index, once [`CleanedSegment::finish`] wrote it.
     txn_file: Option<File>,
+    /// Each batch written, at its position: the swap indexes the new
+    /// segment from these instead of reading it back.
+    batches: Vec<(u64, BatchHeader)>,
 }
 
 impl CleanedSegment {
@@ -75,6 +85,7 @@ impl CleanedSegment {
             next_offset: base,
             aborted: Vec::new(),
             txn_file: None,
+            batches: Vec::new(),
         })
     }
 
@@ -89,6 +100,7 @@ impl CleanedSegment {
             let h = BatchHeader::parse(&batches[at..]).expect("whole batches");
             assert!(h.base_offset >= self.next_offset, "cleaned batches rise");
             self.next_offset = h.next_offset();
+            self.batches.push((self.size + at as u64, h));
             at += h.total_size();
         }
         assert_eq!(at, batches.len(), "whole batches");
@@ -186,50 +198,80 @@ fn crash_point(step: &str) {
     }
 }
 
-/// Commits `cleaned` as the replacement of the sealed `old` segments (all
-/// starting at its base or after, contiguous, in order): `.swap`, delete
-/// the old ones, rename into place. Returns the opened new segment,
-/// indexes rebuilt and sealed.
-pub(super) fn swap(
-    dir: &Path,
-    mut cleaned: CleanedSegment,
-    old: Vec<Segment>,
-    index_interval: u64,
-    mut discard: impl FnMut(Segment) -> Result<()>,
-) -> Result<Segment> {
-    assert_eq!(old[0].base(), cleaned.base);
+/// Commits `cleaned` (fsynced, renamed `.swap`): once the directory is
+/// synced a crash finishes the swap. The log is not touched yet: see
+/// [`PendingSwap::install`], and [`PendingSwap::cancel`] if the log
+/// changes first.
+pub(super) fn commit(mut cleaned: CleanedSegment) -> Result<PendingSwap> {
     cleaned.sync()?;
-    let base = cleaned.base;
-    let log = log_path(dir, base);
+    let (dir, base) = (cleaned.dir.clone(), cleaned.base);
+    let log = log_path(&dir, base);
     let txn = txn_index::path_for(&log);
     let rename = |from: &Path, to: &Path| {
         std::fs::rename(from, to).map_err(StorageError::io("rename cleaned segment", to))
     };
     rename(&with_suffix(&txn, CLEANED), &with_suffix(&txn, SWAP))?;
     rename(&with_suffix(&log, CLEANED), &with_suffix(&log, SWAP))?;
-    super::sync_dir(dir)?;
-    crash_point("swapped");
-    drop(cleaned);
-    for s in old {
-        discard(s)?;
+    Ok(PendingSwap {
+        dir,
+        base,
+        batches: std::mem::take(&mut cleaned.batches),
+    })
+}
+
+/// A cleaned segment renamed `.swap`, not yet in the log.
+#[derive(Debug)]
+pub struct PendingSwap {
+    dir: PathBuf,
+    base: Offset,
+    batches: Vec<(u64, BatchHeader)>,
+}
+
+impl PendingSwap {
+    /// Replaces the sealed `old` segments (all starting at the swap's base
+    /// or after, contiguous, in order) once the commit is durable: deletes
+    /// them through `discard`, renames the swap into place and returns it
+    /// opened, indexed from the batches written and sealed. The directory
+    /// is not synced: a crash before it is finishes the swap at open.
+    pub(super) fn install(
+        self,
+        old: Vec<Segment>,
+        index_interval: u64,
+        mut discard: impl FnMut(Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        assert_eq!(old[0].base(), self.base);
+        crash_point("swapped");
+        for s in old {
+            discard(s)?;
+        }
+        crash_point("deleted");
+        rename_swap_into_place(&self.dir, self.base)?;
+        let mut segment = Segment::open(&self.dir, self.base, false)?;
+        segment.index_written(&self.batches, index_interval)?;
+        segment.seal()?;
+        Ok(segment)
     }
-    crash_point("deleted");
-    finish_swap(dir, base)?;
-    let mut segment = Segment::open(dir, base, false)?;
-    if let Some((position, reason)) = segment.recover(index_interval)?.invalid_at {
-        return Err(StorageError::Corrupt {
-            path: log,
-            position,
-            reason,
-        });
+
+    /// Gives the swap up: its `.log.swap` (the commit point) goes first.
+    pub(super) fn cancel(self) {
+        let log = log_path(&self.dir, self.base);
+        let txn = txn_index::path_for(&log);
+        for path in [with_suffix(&log, SWAP), with_suffix(&txn, SWAP)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a cancelled swap")
+                }
+            }
+        }
+        tracing::info!(dir = %self.dir.display(), base = self.base.0, "the log changed under a cleaned segment: swap cancelled");
     }
-    segment.seal()?;
-    Ok(segment)
 }
 
 /// Renames a committed swap of the segment at `base` into place (its old
-/// segments are gone) and syncs the directory.
-fn finish_swap(dir: &Path, base: Offset) -> Result<()> {
+/// segments are gone), removing the old segment's indexes.
+fn rename_swap_into_place(dir: &Path, base: Offset) -> Result<()> {
     let log = log_path(dir, base);
     let txn = txn_index::path_for(&log);
     let stem = segment_stem(base.0);
@@ -247,9 +289,7 @@ fn finish_swap(dir: &Path, base: Offset) -> Result<()> {
     if txn_swap.exists() {
         std::fs::rename(&txn_swap, &txn).map_err(StorageError::io("rename swap", &txn))?;
     }
-    std::fs::rename(with_suffix(&log, SWAP), &log)
-        .map_err(StorageError::io("rename swap", &log))?;
-    super::sync_dir(dir)
+    std::fs::rename(with_suffix(&log, SWAP), &log).map_err(StorageError::io("rename swap", &log))
 }
 
 /// The offset after the last whole batch of a `.swap` file.
@@ -316,7 +356,8 @@ pub fn recover(dir: &Path) -> Result<()> {
             }
         }
         tracing::warn!(path = %swap.display(), next = next.0, "finishing an interrupted segment swap");
-        finish_swap(dir, base)?;
+        rename_swap_into_place(dir, base)?;
+        super::sync_dir(dir)?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! log through appends, truncation and deletion of old segments.
 
 use super::checkpoint;
-use super::cleaned::CleanedSegment;
+use super::cleaned::{CleanedSegment, PendingSwap};
 use super::leader_epoch::{EpochEnd, EpochHistory, LeaderEpochCache, UnwrittenEpochs};
 use super::segment::{FileRegion, Segment};
 use super::snapshot_file;
@@ -104,7 +104,7 @@ pub struct ReadResult {
 
 /// A sealed segment as the log cleaner reads it: the file stays readable
 /// through this handle whatever happens to the log meanwhile, and
-/// [`PartitionLog::replace_cleaned`] checks that the log still holds it.
+/// [`PartitionLog::commit_cleaned`] checks that the log still holds it.
 #[derive(Clone, Debug)]
 pub struct SealedSegment {
     pub base: Offset,
@@ -141,6 +141,12 @@ pub struct PartitionLog {
     /// Files of deleted segments, renamed `.deleted`, and when they may
     /// be removed (`file.delete.delay.ms` after their deletion).
     retired: Vec<(std::time::Instant, Vec<PathBuf>)>,
+    /// A cleaned copy committed and awaiting its install, with the
+    /// sealed segments it replaces ([`PartitionLog::commit_cleaned`]).
+    pending_swap: Option<(PendingSwap, Vec<SealedSegment>)>,
+    /// Truncations so far (and the log's deletion): a producer snapshot
+    /// written before one is never named (see `snapshot_file.rs`).
+    cuts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
@@ -346,6 +352,8 @@ impl PartitionLog {
             writeback: (Offset(-1), 0),
             creation_unsynced: false,
             retired: Vec::new(),
+            pending_swap: None,
+            cuts: Arc::default(),
         };
         log.check_invariants();
         log
@@ -1035,6 +1043,11 @@ impl PartitionLog {
     /// `file.delete.delay.ms` is 0, else renamed `.deleted` and removed
     /// that much later (a reader holding its file goes on reading it).
     fn discard(&mut self, segment: Segment) -> Result<()> {
+        // A swap committed over the segments as they were must not be
+        // finished by a crash now that they change.
+        if let Some((swap, _)) = self.pending_swap.take() {
+            swap.cancel();
+        }
         let delay_ms = self.config.file_delete_delay_ms;
         if delay_ms == 0 {
             return segment.delete();
@@ -1082,37 +1095,81 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Replaces the sealed segments `replaced` (contiguous, in order) with
-    /// their cleaned copy (see `storage/cleaned.rs`). If the log no longer
-    /// holds exactly those segments (retention, truncation or deletion
-    /// took some meanwhile), the copy is dropped and false returned.
+    /// Whether the log still holds exactly the sealed segments `replaced`
+    /// (contiguous, in order, as read), and where they start.
+    fn holds(&self, replaced: &[SealedSegment]) -> Option<usize> {
+        let first = replaced.first().expect("something to replace");
+        let at = self.segments.iter().position(|s| s.base() == first.base)?;
+        let held = at + replaced.len() < self.segments.len()
+            && replaced.iter().zip(&self.segments[at..]).all(|(r, s)| {
+                r.base == s.base() && r.size == s.size() && Arc::ptr_eq(&r.file, s.log_file())
+            });
+        held.then_some(at)
+    }
+
+    /// First half of replacing the sealed segments `replaced` with their
+    /// cleaned copy (see `storage/cleaned.rs`): commits the copy as a
+    /// `.swap` and returns the directory to sync before
+    /// [`PartitionLog::install_cleaned`]. If the log no longer holds
+    /// exactly those segments (retention, truncation or deletion took
+    /// some meanwhile), the copy is dropped and None returned.
+    pub fn commit_cleaned(
+        &mut self,
+        cleaned: CleanedSegment,
+        replaced: &[SealedSegment],
+    ) -> Result<Option<PathBuf>> {
+        let held = self.holds(replaced);
+        if held.is_none() || cleaned.base() != replaced[0].base || self.pending_swap.is_some() {
+            cleaned.abandon();
+            return Ok(None);
+        }
+        let swap = super::cleaned::commit(cleaned)?;
+        self.pending_swap = Some((swap, replaced.to_vec()));
+        Ok(Some(self.dir.clone()))
+    }
+
+    /// Second half: once the commit is durable, puts the cleaned copy in
+    /// place of the segments it replaces. False if the swap was cancelled
+    /// meanwhile (the log changed) or is given up now.
+    pub fn install_cleaned(&mut self) -> Result<bool> {
+        let Some((swap, replaced)) = self.pending_swap.take() else {
+            return Ok(false);
+        };
+        let Some(at) = self.holds(&replaced) else {
+            swap.cancel();
+            return Ok(false);
+        };
+        let old: Vec<Segment> = self.segments.drain(at..at + replaced.len()).collect();
+        let interval = self.config.index_interval_bytes;
+        // The replaced segments go as any deleted segment does: renamed
+        // `.deleted` and removed after `file.delete.delay.ms`.
+        let segment = swap.install(old, interval, |s| self.discard(s))?;
+        assert!(segment.next_offset() <= self.segments[at].base());
+        self.segments.insert(at, segment);
+        self.check_invariants();
+        Ok(true)
+    }
+
+    /// Gives up a committed swap (its directory sync failed).
+    pub fn cancel_cleaned(&mut self) {
+        if let Some((swap, _)) = self.pending_swap.take() {
+            swap.cancel();
+        }
+    }
+
+    /// Both halves at once, syncing the directory in between on this
+    /// thread.
+    #[cfg(test)]
     pub fn replace_cleaned(
         &mut self,
         cleaned: CleanedSegment,
         replaced: &[SealedSegment],
     ) -> Result<bool> {
-        let first = replaced.first().expect("something to replace");
-        let Some(at) = self.segments.iter().position(|s| s.base() == first.base) else {
-            cleaned.abandon();
+        let Some(dir) = self.commit_cleaned(cleaned, replaced)? else {
             return Ok(false);
         };
-        let still_there = at + replaced.len() < self.segments.len()
-            && replaced.iter().zip(&self.segments[at..]).all(|(r, s)| {
-                r.base == s.base() && r.size == s.size() && Arc::ptr_eq(&r.file, s.log_file())
-            });
-        if !still_there || cleaned.base() != first.base {
-            cleaned.abandon();
-            return Ok(false);
-        }
-        let old: Vec<Segment> = self.segments.drain(at..at + replaced.len()).collect();
-        let (dir, interval) = (self.dir.clone(), self.config.index_interval_bytes);
-        // The replaced segments go as any deleted segment does: renamed
-        // `.deleted` and removed after `file.delete.delay.ms`.
-        let segment = super::cleaned::swap(&dir, cleaned, old, interval, |s| self.discard(s))?;
-        assert!(segment.next_offset() <= self.segments[at].base());
-        self.segments.insert(at, segment);
-        self.check_invariants();
-        Ok(true)
+        super::sync_dir(&dir)?;
+        self.install_cleaned()
     }
 
     /// Deletes the segments that lie wholly below `offset` (never the
@@ -1151,6 +1208,7 @@ impl PartitionLog {
                 log_end: self.log_end().0,
             });
         }
+        self.cut();
         let keep = self.segment_index_for(offset);
         while self.segments.len() > keep + 1 {
             let segment = self.segments.pop().expect("more than one segment");
@@ -1216,6 +1274,7 @@ impl PartitionLog {
 
     /// Replaces every segment with one empty segment starting at `start`.
     fn restart_at(&mut self, start: Offset) -> Result<()> {
+        self.cut();
         let old: Vec<Segment> = self.segments.drain(..).collect();
         for segment in old {
             self.discard(segment)?;
@@ -1229,6 +1288,7 @@ impl PartitionLog {
 
     /// Removes the partition directory and everything in it.
     pub fn delete(self) -> Result<()> {
+        self.cut();
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
@@ -1321,6 +1381,23 @@ impl PartitionLog {
     pub fn write_snapshot(&self, offset: Offset, bytes: &[u8]) -> Result<()> {
         assert!(offset <= self.log_end() && offset >= self.log_start);
         snapshot_file::write(&self.dir, offset, bytes)
+    }
+
+    /// Starts a producer snapshot at `offset` without syncing it (see
+    /// [`snapshot_file::PendingSnapshot`]).
+    pub fn write_snapshot_pending(
+        &self,
+        offset: Offset,
+        bytes: &[u8],
+    ) -> Result<snapshot_file::PendingSnapshot> {
+        assert!(offset <= self.log_end() && offset >= self.log_start);
+        snapshot_file::write_pending(&self.dir, offset, bytes, &self.cuts)
+    }
+
+    /// Counts a truncation: producer snapshots begun before it are not
+    /// named.
+    fn cut(&self) {
+        self.cuts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Base offset of the active segment (a roll moves it).
@@ -1532,6 +1609,78 @@ mod tests {
         assert!(names
             .iter()
             .all(|n| !n.contains(".cleaned") && !n.contains(".swap")));
+    }
+
+    /// A segment removed between a swap's commit and its install (here a
+    /// follower's truncation into the cleaned run) cancels the swap: its
+    /// `.swap` files go at once, so neither the install nor a crash's
+    /// recovery can bring the truncated records back.
+    #[test]
+    fn a_swap_committed_over_segments_that_then_change_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..40 {
+            append(&mut log, &batch(2, i * 10));
+        }
+        log.set_high_watermark(log.log_end());
+        let sealed = log.sealed_segments();
+        let group = &sealed[..2];
+        let mut cleaned = CleanedSegment::create(&pdir, group[0].base).unwrap();
+        log.for_each_batch(Offset(0), |h, b| {
+            if h.next_offset() <= group[1].next_offset {
+                cleaned.append(b).unwrap();
+            }
+        })
+        .unwrap();
+        assert!(log.commit_cleaned(cleaned, group).unwrap().is_some());
+        let swap_files = || {
+            std::fs::read_dir(&pdir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".swap")
+                })
+                .count()
+        };
+        assert_eq!(swap_files(), 2, "the log and its transaction index");
+        let cut = Offset(group[1].base.0 + 2);
+        assert_eq!(log.truncate_to(cut).unwrap(), cut);
+        assert_eq!(swap_files(), 0);
+        assert!(!log.install_cleaned().unwrap());
+        log.flush_now(0).unwrap();
+        drop(log);
+        let log = PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap();
+        assert_eq!(log.log_end(), cut);
+    }
+
+    /// A producer snapshot written before a truncation is never named:
+    /// its state would count batches the cut removed.
+    #[test]
+    fn a_snapshot_begun_before_a_truncation_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+        for i in 0..10 {
+            append(&mut log, &batch(2, i * 10));
+        }
+        let before = log.write_snapshot_pending(log.log_end(), b"state").unwrap();
+        let after_cut = |log: &mut PartitionLog| {
+            log.truncate_to(Offset(10)).unwrap();
+            log.write_snapshot_pending(log.log_end(), b"state").unwrap()
+        };
+        let after = after_cut(&mut log);
+        assert!(!before.publish().unwrap());
+        assert!(after.publish().unwrap());
+        assert_eq!(log.snapshot_offsets().unwrap(), [Offset(10)]);
+        let names: Vec<String> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 
     /// A follower copying a leader's cleaned log meets gaps between

@@ -307,6 +307,41 @@ impl Segment {
         })
     }
 
+    /// Indexes a segment from the batches its writer recorded (each at its
+    /// position), as [`Segment::recover`] would from reading it, which
+    /// these spare: a cleaned segment the shard opens while serving.
+    pub fn index_written(
+        &mut self,
+        batches: &[(u64, BatchHeader)],
+        index_interval: u64,
+    ) -> Result<()> {
+        self.index.clear()?;
+        self.time_index.clear()?;
+        self.next_offset = self.base;
+        self.max_timestamp = -1;
+        self.bytes_since_index = 0;
+        let mut end = 0;
+        for (position, h) in batches {
+            if *position != end || h.base_offset < self.next_offset {
+                return Err(StorageError::Corrupt {
+                    path: self.log_path.clone(),
+                    position: *position,
+                    reason: "the batches written do not follow each other".into(),
+                });
+            }
+            self.track_batch(*position, h, index_interval)?;
+            end = position + h.total_size() as u64;
+        }
+        if end != self.size {
+            return Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position: end,
+                reason: format!("{} bytes written, {} on disk", end, self.size),
+            });
+        }
+        Ok(())
+    }
+
     /// Updates indexes and counters for a batch written at `position`.
     fn track_batch(&mut self, position: u64, h: &BatchHeader, index_interval: u64) -> Result<()> {
         if self.bytes_since_index > index_interval {

@@ -3,11 +3,16 @@
 //! below `offset`, so recovery replays only the batches after it. The
 //! bytes are the shard's to encode (see `shard/producer_state.rs`); this
 //! module lists, writes (atomically: temporary file, fsync, rename) and
-//! deletes the files.
+//! deletes the files. A snapshot taken while serving is written in two
+//! steps around a sync the shard awaits ([`write_pending`], then
+//! [`PendingSnapshot::publish`]), so the shard's thread never waits for
+//! the disk.
 
 use super::{segment_stem, write_atomically, Result, StorageError};
 use sluice_protocol::Offset;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Snapshots kept per partition: the newest few, so one at or below the
 /// recovery point survives a crash soon after a roll.
@@ -62,6 +67,69 @@ pub fn write(dir: &Path, offset: Offset, bytes: &[u8]) -> Result<()> {
         delete(dir, *o)?;
     }
     Ok(())
+}
+
+/// A snapshot written to a temporary file, neither synced nor named yet:
+/// the shard syncs it through its ring, then [`PendingSnapshot::publish`]
+/// names it, unless the log was cut meanwhile (the state would describe
+/// batches that are gone).
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    dir: PathBuf,
+    offset: Offset,
+    cuts_seen: u64,
+    cuts: Arc<AtomicU64>,
+}
+
+/// Writes the snapshot at `offset` to its temporary file, unsynced.
+/// `cuts` counts the log's truncations.
+pub fn write_pending(
+    dir: &Path,
+    offset: Offset,
+    bytes: &[u8],
+    cuts: &Arc<AtomicU64>,
+) -> Result<PendingSnapshot> {
+    let pending = PendingSnapshot {
+        dir: dir.to_path_buf(),
+        offset,
+        cuts_seen: cuts.load(Ordering::Acquire),
+        cuts: Arc::clone(cuts),
+    };
+    let tmp = pending.tmp_path();
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StorageError::io("write snapshot", &tmp)(e));
+    }
+    Ok(pending)
+}
+
+impl PendingSnapshot {
+    /// The temporary file, to sync before [`PendingSnapshot::publish`].
+    pub fn tmp_path(&self) -> PathBuf {
+        path(&self.dir, self.offset).with_extension("snapshot.tmp")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Names the synced snapshot and deletes all but the newest
+    /// [`SNAPSHOTS_KEPT`]; its directory is then to be synced. False (the
+    /// file removed) if the log was cut since it was written.
+    pub fn publish(self) -> Result<bool> {
+        let tmp = self.tmp_path();
+        if self.cuts.load(Ordering::Acquire) != self.cuts_seen {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        let to = path(&self.dir, self.offset);
+        std::fs::rename(&tmp, &to).map_err(StorageError::io("rename snapshot", &to))?;
+        let all = list(&self.dir)?;
+        for o in &all[..all.len().saturating_sub(SNAPSHOTS_KEPT)] {
+            delete(&self.dir, *o)?;
+        }
+        Ok(true)
+    }
 }
 
 /// Deletes the snapshot at `offset`.

@@ -47,7 +47,9 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                             // answer, so a restart does not bring back
                             // what was deleted.
                             s.broker.publish_checkpoints(s.id, s.checkpoint_entries());
-                            if let Err(e) = s.broker.write_checkpoints() {
+                            if let Err(e) =
+                                crate::broker::write_checkpoints_off_shard(&s.broker).await
+                            {
                                 tracing::warn!(error = %e, "writing checkpoints after DeleteRecords");
                             }
                             low_watermark_reaches(&part, start, timeout).await

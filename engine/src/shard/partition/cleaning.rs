@@ -1,9 +1,11 @@
 //! What the log cleaner (`crate::cleaner`) reads of a partition and how
 //! it hands back a cleaned segment. The cleaner holds no borrow of the
 //! log across its awaits: it reads sealed segments through their own file
-//! handles and swaps its copy in with one synchronous call, which checks
-//! that the segments it read are still the log's.
+//! handles and swaps its copy in with two synchronous calls around a
+//! directory sync, each checking that the segments it read are still the
+//! log's.
 
+use super::created::sync_path;
 use super::{fdatasync, Partition};
 use crate::config::TopicConfig;
 use crate::storage::cleaned::CleanedSegment;
@@ -67,12 +69,29 @@ impl Partition {
         self.log.borrow().dir().to_path_buf()
     }
 
-    /// See [`crate::storage::log::PartitionLog::replace_cleaned`].
-    pub fn replace_cleaned(
+    /// Replaces the sealed segments `replaced` with their cleaned copy
+    /// ([`crate::storage::log::PartitionLog::commit_cleaned`], then
+    /// `install_cleaned`). The directory syncs go through the shard's
+    /// ring, so the shard serves requests while they run. False if the
+    /// log changed and the copy was dropped.
+    pub async fn replace_cleaned(
         &self,
         cleaned: CleanedSegment,
         replaced: &[SealedSegment],
     ) -> Result<bool, StorageError> {
-        self.log.borrow_mut().replace_cleaned(cleaned, replaced)
+        let Some(dir) = self.log.borrow_mut().commit_cleaned(cleaned, replaced)? else {
+            return Ok(false);
+        };
+        if let Err(e) = sync_path(&dir, true).await {
+            self.log.borrow_mut().cancel_cleaned();
+            return Err(e);
+        }
+        if !self.log.borrow_mut().install_cleaned()? {
+            return Ok(false);
+        }
+        // Not needed for safety (a crash before it finishes the swap at
+        // open), but the new names should not wait for the next commit.
+        sync_path(&dir, true).await?;
+        Ok(true)
     }
 }

@@ -9,6 +9,7 @@
 //! knows every open transaction, and the aborted ones are indexed on
 //! every replica alike.
 
+use super::created::sync_path;
 use super::{now_ms, Appended, Partition};
 use crate::replication::state::Acks;
 use crate::shard::producer_state::{CompletedTxn, ProducerStates, ProducerView};
@@ -17,6 +18,7 @@ use crate::storage::txn_index::AbortedTxn;
 use crate::storage::StorageError;
 use sluice_protocol::record_batch::{validate_replicated_set, BatchBuilder, BatchHeader, Marker};
 use sluice_protocol::{ErrorCode, Offset};
+use std::rc::Rc;
 
 /// A producer's pending verification: its epoch and a number no other
 /// verification on the partition had.
@@ -147,15 +149,50 @@ impl Partition {
 
     /// Writes a producer snapshot at the log end when a segment rolled
     /// since `active_base`, so recovery replays at most about a segment.
+    /// Its syncs go through the shard's ring: a file's and a directory's
+    /// fsync wait for the file system's journal, which behind a stream of
+    /// writes took seconds, and the shard serves requests meanwhile.
     pub(super) fn snapshot_if_rolled(&self, active_base: Offset) {
         let log = self.log.borrow();
         if log.active_base() == active_base {
             return;
         }
         let bytes = self.producers.borrow().encode_snapshot();
-        if let Err(e) = log.write_snapshot(log.log_end(), &bytes) {
-            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "writing a producer snapshot failed");
-        }
+        let pending = match log.write_snapshot_pending(log.log_end(), &bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "writing a producer snapshot failed");
+                return;
+            }
+        };
+        let (topic, index) = (self.topic.clone(), self.index);
+        let writing = Rc::clone(&self.snapshots_writing);
+        writing.set(writing.get() + 1);
+        glommio::spawn_local(async move {
+            let (dir, tmp) = (pending.dir().to_path_buf(), pending.tmp_path());
+            let done = match sync_path(&tmp, false).await {
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+                Ok(()) => match pending.publish() {
+                    Ok(true) => sync_path(&dir, true).await,
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = done {
+                tracing::warn!(%topic, partition = index, error = %e, "writing a producer snapshot failed");
+            }
+            writing.set(writing.get() - 1);
+        })
+        .detach();
+    }
+
+    /// Whether producer snapshots are still being written.
+    #[cfg(test)]
+    pub(crate) fn snapshots_writing(&self) -> bool {
+        self.snapshots_writing.get() > 0
     }
 
     /// Writes a producer snapshot at the log end (clean shutdown), unless
