@@ -68,8 +68,11 @@ pub struct FetchGroup {
     pub member_id: Option<String>,
     pub member_epoch: i32,
     /// (topic id, partition indexes); None asks for every topic.
-    pub topics: Option<Vec<(Uuid, Vec<i32>)>>,
+    pub topics: Option<Vec<TopicPartitions>>,
 }
+
+/// A topic by id and the partitions asked for in it.
+pub type TopicPartitions = (Uuid, Vec<i32>);
 
 /// An OffsetFetch v10 response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,7 +112,7 @@ fn count(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, D
         .ok_or(DecodeError::Invalid { field, value: -1 })
 }
 
-fn read_topics(r: &mut Reader<'_>) -> Result<Option<Vec<(Uuid, Vec<i32>)>>, DecodeError> {
+fn read_topics(r: &mut Reader<'_>) -> Result<Option<Vec<TopicPartitions>>, DecodeError> {
     let Some(topic_count) = r.compact_array_len("topics", TOPIC_BYTES_MIN)? else {
         return Ok(None);
     };
