@@ -1,6 +1,8 @@
 //! Mutated requests: a well-formed request of every supported API and
 //! version, with a byte changed, a length blown up, a tail cut off or bytes
-//! inserted, reaches every decoder past the header. Every frame must get an
+//! inserted, reaches every decoder past the header (the `kafka-protocol`
+//! codec's and `sluice_protocol`'s own, for OffsetCommit and OffsetFetch
+//! v10). Every frame must get an
 //! answer or a closed connection (only the APIs that wait by design may
 //! still be waiting after a generous deadline, such as a Fetch whose
 //! `max_wait_ms` was blown up), no shard may panic or exit,
@@ -27,7 +29,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use sluice_protocol::api_versions::SUPPORTED;
+use sluice_protocol::api_versions::{codec_version, is_hand_coded, SUPPORTED};
 use sluice_protocol::record_batch::BatchBuilder;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
@@ -66,6 +68,41 @@ fn enc<T: Encodable + Default + 'static>(request: T) -> Encode {
         buf.truncate(start);
         T::default().encode(buf, version).map_err(|e| e.to_string())
     })
+}
+
+/// A request at a version `sluice_protocol` writes itself (topics by id,
+/// so the test topic's `id`): OffsetCommit and OffsetFetch v10.
+fn hand_coded_sample(key: ApiKey, version: i16, id: Uuid) -> Vec<u8> {
+    use sluice_protocol::{offset_commit, offset_fetch};
+    match (key, version) {
+        (ApiKey::OffsetCommit, offset_commit::TOPIC_ID_VERSION) => {
+            offset_commit::OffsetCommitRequest {
+                group_id: "mutations-group".into(),
+                generation_id_or_member_epoch: -1,
+                topics: vec![offset_commit::CommitTopic {
+                    topic_id: id,
+                    partitions: vec![offset_commit::CommitPartition {
+                        committed_offset: 1,
+                        committed_leader_epoch: -1,
+                        ..Default::default()
+                    }],
+                }],
+                ..Default::default()
+            }
+            .encode()
+        }
+        (ApiKey::OffsetFetch, offset_fetch::TOPIC_ID_VERSION) => offset_fetch::OffsetFetchRequest {
+            groups: vec![offset_fetch::FetchGroup {
+                group_id: "mutations-group".into(),
+                member_epoch: -1,
+                topics: Some(vec![(id, vec![0, 1])]),
+                ..Default::default()
+            }],
+            require_stable: true,
+        }
+        .encode(),
+        _ => panic!("no hand-coded sample of {key:?} v{version}"),
+    }
 }
 
 /// A request for `key` naming the test topic where it has one (by name,
@@ -492,8 +529,12 @@ fn mutated_requests_of_every_supported_api_and_version_leave_the_broker_serving(
         for version in range.min..=range.max {
             versions += 1;
             let mut body = BytesMut::new();
-            encode(&mut body, version)
-                .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", range.key));
+            if is_hand_coded(range.key, version) {
+                body.extend_from_slice(&hand_coded_sample(range.key, version, id));
+            } else {
+                encode(&mut body, codec_version(range.key, version))
+                    .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", range.key));
+            }
             let flexible = range.key.request_header_version(version) >= 2;
             // All of one version's frames at once, a connection each, so
             // that frames that wait share one deadline.

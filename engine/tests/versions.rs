@@ -3,12 +3,13 @@
 //! and by id, ListOffsets v10's special timestamps, FindCoordinator v6's
 //! batched keys, DescribeGroups v6 and ListGroups v5, DescribeCluster v2's
 //! endpoint types, DeleteTopics v6 by id, and DescribeTopicPartitions
-//! walked page by page.
+//! walked page by page; ListOffsets v11's -6, and OffsetCommit and
+//! OffsetFetch v10 by topic id.
 
 mod common;
 
 use bytes::Bytes;
-use common::{call, Broker, Raw};
+use common::{call, call_bytes, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
@@ -212,6 +213,16 @@ fn metadata_v13_answers_by_name_and_by_id() {
 /// ListOffsets v10 for partition 0 of `topic` at `timestamp`: (error,
 /// offset, timestamp, leader epoch).
 fn list_offset(raw: &mut Raw, topic: &str, timestamp: i64) -> (i16, i64, i64, i32) {
+    list_offset_at(raw, 10, topic, timestamp)
+}
+
+/// [`list_offset`] at `version`.
+fn list_offset_at(
+    raw: &mut Raw,
+    version: i16,
+    topic: &str,
+    timestamp: i64,
+) -> (i16, i64, i64, i32) {
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_timeout_ms(5_000)
@@ -220,9 +231,182 @@ fn list_offset(raw: &mut Raw, topic: &str, timestamp: i64) -> (i16, i64, i64, i3
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
                 .with_timestamp(timestamp)])]);
-    let resp: ListOffsetsResponse = call(raw, ApiKey::ListOffsets, 10, &req).expect("answer");
+    let resp: ListOffsetsResponse = call(raw, ApiKey::ListOffsets, version, &req).expect("answer");
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.offset, p.timestamp, p.leader_epoch)
+}
+
+/// ListOffsets v11 (KIP-1023) answers what v10 does, and -6, the earliest
+/// offset not yet in tiered storage, is none (-1) as in Kafka without
+/// remote storage, not a search for records stamped at or after -6.
+#[test]
+fn list_offsets_v11_answers_earliest_pending_upload_as_none() {
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    create(&mut raw, "offsets-11", 1);
+    let id = topic_id(&mut raw, "offsets-11");
+    assert_eq!(produce_by_id(&mut raw, id, 3).1, 0);
+    for ts in [-1, -2, -3, -4, -5, 1001] {
+        assert_eq!(
+            list_offset_at(&mut raw, 11, "offsets-11", ts),
+            list_offset_at(&mut raw, 10, "offsets-11", ts),
+            "timestamp {ts}"
+        );
+    }
+    assert_eq!(list_offset_at(&mut raw, 11, "offsets-11", 1001).1, 1);
+    assert_eq!(
+        list_offset_at(&mut raw, 11, "offsets-11", -6),
+        (0, -1, -1, -1)
+    );
+    assert_eq!(
+        list_offset_at(&mut raw, 11, "no-such-topic", -6).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+/// OffsetCommit v10 by id: (partition, error) per topic id answered.
+fn commit_by_id(raw: &mut Raw, group: &str, commits: &[(Uuid, i32, i64)]) -> Vec<(Uuid, i32, i16)> {
+    use sluice_protocol::offset_commit::{
+        CommitPartition, CommitTopic, OffsetCommitRequest, OffsetCommitResponse,
+    };
+    let topics = commits
+        .iter()
+        .map(
+            |&(topic_id, partition_index, committed_offset)| CommitTopic {
+                topic_id,
+                partitions: vec![CommitPartition {
+                    partition_index,
+                    committed_offset,
+                    committed_leader_epoch: -1,
+                    committed_metadata: Some("by id".into()),
+                }],
+            },
+        )
+        .collect();
+    // A standalone commit: no member, generation -1.
+    let req = OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: -1,
+        topics,
+        ..Default::default()
+    };
+    let body = call_bytes(raw, ApiKey::OffsetCommit, 10, &req.encode()).expect("answer");
+    let resp = OffsetCommitResponse::decode(&body).expect("a v10 OffsetCommit response");
+    resp.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&(p, e)| (t.topic_id, p, e)))
+        .collect()
+}
+
+/// OffsetFetch v10 by id (None: every topic): the group's error, and
+/// per partition (topic id, partition, offset, metadata, error), sorted.
+#[allow(clippy::type_complexity)]
+fn fetch_by_id_v10(
+    raw: &mut Raw,
+    group: &str,
+    topics: Option<Vec<(Uuid, Vec<i32>)>>,
+) -> (i16, Vec<(Uuid, i32, i64, Option<String>, i16)>) {
+    use sluice_protocol::offset_fetch::{FetchGroup, OffsetFetchRequest, OffsetFetchResponse};
+    let req = OffsetFetchRequest {
+        groups: vec![FetchGroup {
+            group_id: group.into(),
+            member_id: None,
+            member_epoch: -1,
+            topics,
+        }],
+        require_stable: false,
+    };
+    let body = call_bytes(raw, ApiKey::OffsetFetch, 10, &req.encode()).expect("answer");
+    let resp = OffsetFetchResponse::decode(&body).expect("a v10 OffsetFetch response");
+    assert_eq!(resp.groups.len(), 1);
+    let g = &resp.groups[0];
+    assert_eq!(g.group_id, group);
+    let mut parts: Vec<_> = g
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let m = p.metadata.clone();
+                (
+                    t.topic_id,
+                    p.partition_index,
+                    p.committed_offset,
+                    m,
+                    p.error_code,
+                )
+            })
+        })
+        .collect();
+    parts.sort();
+    (g.error_code, parts)
+}
+
+/// OffsetCommit and OffsetFetch v10 name topics by id (KIP-848): what is
+/// committed by id is stored under the topic's name (v9 reads it back by
+/// name), an unknown id is UNKNOWN_TOPIC_ID for each of its partitions
+/// and commits nothing, and a fetch of every topic answers by id.
+#[test]
+fn offset_commit_and_fetch_v10_name_topics_by_id() {
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    create(&mut raw, "commit-10", 2);
+    let id = topic_id(&mut raw, "commit-10");
+    let unknown = Uuid::from_u128(0x5151_0000_0000_0000_0000_0000_0000_0010);
+    let group = "group-10";
+
+    // The offsets topic is created by the first commit; its leaders may
+    // take a moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let got = commit_by_id(&mut raw, group, &[(id, 0, 5), (id, 1, 7), (unknown, 3, 9)]);
+        if got.iter().all(|&(t, _, e)| e == 0 || t == unknown) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "commit not taken: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut committed = committed;
+    committed.sort();
+    let mut expected = vec![(id, 0, 0), (id, 1, 0), (unknown, 3, UNKNOWN_TOPIC_ID)];
+    expected.sort();
+    assert_eq!(committed, expected);
+
+    let md = || Some("by id".to_string());
+    let (error, parts) = fetch_by_id_v10(
+        &mut raw,
+        group,
+        Some(vec![(id, vec![0, 1]), (unknown, vec![3])]),
+    );
+    assert_eq!(error, 0);
+    let mut expected = vec![
+        (id, 0, 5, md(), 0),
+        (id, 1, 7, md(), 0),
+        (unknown, 3, -1, Some(String::new()), UNKNOWN_TOPIC_ID),
+    ];
+    expected.sort();
+    assert_eq!(parts, expected);
+    // Every topic: the one committed, by its id; nothing of the unknown.
+    let (error, parts) = fetch_by_id_v10(&mut raw, group, None);
+    assert_eq!(error, 0);
+    assert_eq!(parts, vec![(id, 0, 5, md(), 0), (id, 1, 7, md(), 0)]);
+
+    // v9 reads the same offsets by name.
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    let req = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(group)))
+        .with_member_epoch(-1)
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(name("commit-10"))
+            .with_partition_indexes(vec![0, 1])]))]);
+    let v9: OffsetFetchResponse = call(&mut raw, ApiKey::OffsetFetch, 9, &req).expect("answer");
+    let offsets: Vec<i64> = v9.groups[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(offsets, vec![5, 7]);
 }
 
 #[test]

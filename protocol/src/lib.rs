@@ -4,7 +4,9 @@
 //! ([`record_batch`]), the length-prefixed frame ([`frame`]), the request
 //! header ([`header`]) and the fetch response encoder ([`fetch_response`]),
 //! which interleaves encoded bytes with file regions so the broker can send
-//! record bytes with `sendfile`. Control-plane messages (Metadata,
+//! record bytes with `sendfile`. So are the versions Kafka 4 serves past
+//! what the codec below knows: OffsetCommit and OffsetFetch v10
+//! ([`offset_commit`], [`offset_fetch`]). Control-plane messages (Metadata,
 //! CreateTopics, ...) use the `kafka-protocol` crate, re-exported as
 //! [`messages`]; see `docs/ARCHITECTURE.md` for why the line sits there.
 
@@ -14,6 +16,8 @@ pub mod error_code;
 pub mod fetch_response;
 pub mod frame;
 pub mod header;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod primitives;
 pub mod record_batch;
 pub mod types;

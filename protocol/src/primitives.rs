@@ -121,6 +121,66 @@ impl<'a> Reader<'a> {
         Ok(Some(self.take(len as usize, field)?))
     }
 
+    /// A compact string (flexible versions): uvarint length + 1, then
+    /// UTF-8 bytes; 0 is null.
+    pub fn compact_nullable_string(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<&'a str>, DecodeError> {
+        let len = self.uvarint(field)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let bytes = self.take(len as usize - 1, field)?;
+        std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| DecodeError::Invalid {
+                field,
+                value: e.valid_up_to() as i64,
+            })
+    }
+
+    /// A compact string that may not be null.
+    pub fn compact_string(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        self.compact_nullable_string(field)?
+            .ok_or(DecodeError::Invalid { field, value: -1 })
+    }
+
+    /// A compact array's element count (uvarint count + 1; 0 is null).
+    /// Every element takes at least `min_element_bytes`, so a count the
+    /// remaining input cannot hold is refused before anything is
+    /// allocated for it.
+    pub fn compact_array_len(
+        &mut self,
+        field: &'static str,
+        min_element_bytes: usize,
+    ) -> Result<Option<usize>, DecodeError> {
+        let raw = self.uvarint(field)?;
+        if raw == 0 {
+            return Ok(None);
+        }
+        let count = raw as usize - 1;
+        if count.saturating_mul(min_element_bytes.max(1)) > self.remaining() {
+            return Err(DecodeError::Invalid {
+                field,
+                value: count as i64,
+            });
+        }
+        Ok(Some(count))
+    }
+
+    /// A 16-byte UUID (topic ids).
+    pub fn uuid(&mut self, field: &'static str) -> Result<[u8; 16], DecodeError> {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(self.take(16, field)?);
+        Ok(out)
+    }
+
+    /// A boolean byte: anything but 0 is true, as Kafka reads it.
+    pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        Ok(self.i8(field)? != 0)
+    }
+
     /// Skips a tagged-field section (flexible versions).
     pub fn skip_tagged_fields(&mut self) -> Result<(), DecodeError> {
         let count = self.uvarint("tagged field count")?;
@@ -178,6 +238,14 @@ pub fn put_string(out: &mut Vec<u8>, s: &str, compact: bool) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Appends a compact nullable string (0 for null).
+pub fn put_compact_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(out, s, true),
+        None => put_uvarint(out, 0),
+    }
+}
+
 /// Appends an array length, compact (flexible) or i32-prefixed.
 pub fn put_array_len(out: &mut Vec<u8>, len: usize, compact: bool) {
     if compact {
@@ -216,12 +284,38 @@ mod tests {
         }
 
         #[test]
+        fn compact_strings_round_trip(s in proptest::option::of(".{0,40}")) {
+            let mut out = Vec::new();
+            put_compact_nullable_string(&mut out, s.as_deref());
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(r.compact_nullable_string("s").unwrap(), s.as_deref());
+            prop_assert_eq!(r.remaining(), 0);
+        }
+
+        #[test]
         fn reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut r = Reader::new(&bytes);
             let _ = r.nullable_string("s");
             let _ = r.skip_tagged_fields();
             let _ = r.varlong("l");
+            let _ = r.compact_nullable_string("c");
+            let _ = r.compact_array_len("a", 4);
+            let _ = r.uuid("u");
         }
+    }
+
+    #[test]
+    fn compact_lengths_are_one_more_than_the_count() {
+        // "ab" is length 2, written 3; null is 0; an array of 2 is 3.
+        let mut r = Reader::new(&[3, b'a', b'b', 0, 3, 0, 0]);
+        assert_eq!(r.compact_string("s").unwrap(), "ab");
+        assert_eq!(r.compact_nullable_string("n").unwrap(), None);
+        assert_eq!(r.compact_array_len("a", 1).unwrap(), Some(2));
+        // A null string where one is required, and an array of 2
+        // elements of 4 bytes with 2 bytes left, are refused.
+        assert!(Reader::new(&[0]).compact_string("s").is_err());
+        assert!(Reader::new(&[3, 0, 0]).compact_array_len("a", 4).is_err());
+        assert!(Reader::new(&[2, 0xff]).compact_string("s").is_err());
     }
 
     #[test]

@@ -614,7 +614,8 @@ impl Partition {
 
     /// ListOffsets: -2 earliest, -1 latest, -3 the record with the largest
     /// timestamp, -4 earliest local (the log start: nothing is tiered),
-    /// -5 latest tiered (none: -1), else by timestamp. With the
+    /// -5 latest tiered and -6 earliest pending upload (none: -1), else
+    /// by timestamp. With the
     /// offset and timestamp comes the leader epoch Kafka reports: the
     /// epoch of the record found (of the first one for earliest), the
     /// current epoch for latest, -1 when none. A consumer keeps it with
@@ -635,7 +636,7 @@ impl Partition {
         let lso = self.last_stable_offset();
         Ok(match timestamp {
             -1 => (lso, found.1, found.2),
-            -2 | -4 | -5 => found,
+            -2 | -4 | -5 | -6 => found,
             _ if found.0 >= lso => (Offset(-1), -1, LeaderEpoch(-1)),
             _ => found,
         })
@@ -655,8 +656,10 @@ impl Partition {
             // Earliest (-2), and earliest in the local log (-4, KIP-405):
             // with no tiered storage the whole log is local.
             -2 | -4 => Ok((log.log_start(), -1, epoch_at(log.log_start()))),
-            // The last offset in tiered storage (-5, KIP-1005): none.
-            -5 => Ok((Offset(-1), -1, LeaderEpoch(-1))),
+            // The last offset in tiered storage (-5, KIP-1005) and the
+            // first not yet uploaded to it (-6, KIP-1023): none, as
+            // Kafka answers both for a topic without remote storage.
+            -5 | -6 => Ok((Offset(-1), -1, LeaderEpoch(-1))),
             -1 => Ok((log.high_watermark(), -1, log.leader_epoch())),
             -3 => Ok(match log.max_timestamp_offset()? {
                 Some((offset, ts)) => (offset, ts, epoch_at(offset)),

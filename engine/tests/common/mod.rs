@@ -437,22 +437,32 @@ fn is_retriable_admin(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Sends `req` as `key` v`version` and decodes the response.
+/// Sends `req` as `key` v`version` and decodes the response. Bodies are
+/// written and read at the codec version laid out as `version`
+/// (ListOffsets v11 is v10 on the wire).
 pub fn call<Req: Encodable, Resp: Decodable>(
     raw: &mut Raw,
     key: ApiKey,
     version: i16,
     req: &Req,
 ) -> Option<Resp> {
+    let layout = sluice_protocol::api_versions::codec_version(key, version);
     let mut body = bytes::BytesMut::new();
-    req.encode(&mut body, version).unwrap();
+    req.encode(&mut body, layout).unwrap();
+    let mut buf = bytes::Bytes::from(call_bytes(raw, key, version, &body)?);
+    Some(Resp::decode(&mut buf, layout).unwrap())
+}
+
+/// Sends an encoded request body as `key` v`version`; answers the
+/// response body, after its header.
+pub fn call_bytes(raw: &mut Raw, key: ApiKey, version: i16, body: &[u8]) -> Option<Vec<u8>> {
     let flexible = key.request_header_version(version) >= 2;
-    raw.send(key as i16, version, 42, flexible, &body);
+    raw.send(key as i16, version, 42, flexible, body);
     let frame = raw.recv()?;
     let mut buf = bytes::Bytes::from(frame);
     let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
     assert_eq!(header.correlation_id, 42);
-    Some(Resp::decode(&mut buf, version).unwrap())
+    Some(buf.to_vec())
 }
 
 /// The same as [`call`] for a peer that may not be ready: any failure to

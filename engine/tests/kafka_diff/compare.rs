@@ -10,6 +10,7 @@
 use crate::common::{call, Raw};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_protocol::api_versions::{codec_version, is_hand_coded};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -28,8 +29,21 @@ impl Versions {
                 continue;
             };
             let crate_range = key.valid_versions();
-            let max = amax.min(bmax).min(crate_range.max);
+            // A version laid out as one the crate knows (ListOffsets v11
+            // is v10 on the wire) is spoken too; `call` writes it so.
+            let next = crate_range.max + 1;
+            let known_max = match codec_version(key, next) <= crate_range.max {
+                true => next,
+                false => crate_range.max,
+            };
+            let mut max = amax.min(bmax).min(known_max);
             let min = amin.max(bmin).max(crate_range.min);
+            // Versions `sluice_protocol` writes itself (OffsetCommit and
+            // OffsetFetch v10) are past the crate's requests, though its
+            // `valid_versions` lists them.
+            while max >= min && is_hand_coded(key, max) {
+                max -= 1;
+            }
             if min <= max {
                 out.insert(k, max);
             }

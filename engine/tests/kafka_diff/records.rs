@@ -274,6 +274,11 @@ pub fn list_offsets_cases(side: &mut Side) {
     if side.v(ApiKey::ListOffsets) >= 9 {
         list_offsets(side, "latest tiered", &t, &[(0, -5)]);
     }
+    // Earliest pending upload (-6, v11+, KIP-1023): none without tiered
+    // storage.
+    if side.v(ApiKey::ListOffsets) >= 11 {
+        list_offsets(side, "earliest pending upload", &t, &[(0, -6)]);
+    }
     list_offsets(side, "the same partition twice", &t, &[(0, -1), (0, -2)]);
     list_offsets(side, "unknown partition", &t, &[(5, -1)]);
     list_offsets(side, "negative partition", &t, &[(-1, -1)]);

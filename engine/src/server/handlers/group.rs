@@ -14,6 +14,9 @@
 //! key type, answered INVALID_REQUEST as no share coordinator runs.
 //! OffsetCommit v9 is v8 for classic groups, and OffsetFetch v9's member
 //! id and epoch are checked only for KIP-848 consumer groups, as in Kafka.
+//! OffsetCommit and OffsetFetch v10 name topics by id; `sluice_protocol`
+//! reads and writes them, and ids are turned into names here, against
+//! this broker's metadata, so the coordinator sees what v9 gives it.
 
 use super::{Ctx, HandlerError, Reply};
 use crate::group::coordinator::{CommitPartition, CommitRequest};
@@ -46,6 +49,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::offset_commit as offset_commit_v10;
+use sluice_protocol::offset_fetch as offset_fetch_v10;
 use sluice_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -410,8 +415,10 @@ pub async fn leave_group(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerErr
 }
 
 pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    if ctx.version() >= offset_commit_v10::TOPIC_ID_VERSION {
+        return offset_commit_by_id(ctx, &body).await;
+    }
     let req: OffsetCommitRequest = ctx.decode(body)?;
-    let group_id = req.group_id.to_string();
     let commit = CommitRequest {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
@@ -439,32 +446,7 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
             })
             .collect(),
     };
-    let fallback = commit.clone();
-    let mut commit = commit;
-    // READ on each topic; the others are answered here.
-    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
-        .into_iter()
-        .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
-    commit.topics = allowed;
-    let id = group_id.clone();
-    let results = on_coordinator(ctx, &group_id, move |c| async move {
-        let mut results = c.groups.commit(&c, id, commit).await;
-        let code = ErrorCode::TopicAuthorizationFailed;
-        results.extend(
-            denied
-                .into_iter()
-                .map(|(t, ps)| (t, ps.iter().map(|p| (p.partition, code)).collect())),
-        );
-        results
-    })
-    .await
-    .unwrap_or_else(|code| {
-        fallback
-            .topics
-            .iter()
-            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| (p.partition, code)).collect()))
-            .collect()
-    });
+    let results = commit_offsets(ctx, req.group_id.to_string(), commit).await;
     let topics = results
         .into_iter()
         .map(|(t, ps)| {
@@ -482,6 +464,90 @@ pub async fn offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
         })
         .collect();
     ctx.respond(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// OffsetCommit v10: topics named by id. As Kafka does, an id this
+/// broker's metadata does not know is answered UNKNOWN_TOPIC_ID for each
+/// of its partitions before anything else is checked; the others commit
+/// under the name the id has now, and are answered by id.
+async fn offset_commit_by_id(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, HandlerError> {
+    let req = ctx.decoded(offset_commit_v10::OffsetCommitRequest::decode(body))?;
+    let snapshot = ctx.shard.metadata();
+    let mut ids: BTreeMap<String, uuid::Uuid> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let Some(meta) = snapshot.topic_by_id(t.topic_id) else {
+            let code = ErrorCode::UnknownTopicId.code();
+            let partitions = t.partitions.iter().map(|p| (p.partition_index, code));
+            unknown.push(offset_commit_v10::CommittedTopic {
+                topic_id: t.topic_id,
+                partitions: partitions.collect(),
+            });
+            continue;
+        };
+        ids.insert(meta.name.clone(), t.topic_id);
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| CommitPartition {
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.unwrap_or_default(),
+            })
+            .collect();
+        topics.push((meta.name.clone(), partitions));
+    }
+    let commit = CommitRequest {
+        member_id: req.member_id,
+        instance_id: req.group_instance_id,
+        generation: req.generation_id_or_member_epoch,
+        version: ctx.version(),
+        topics,
+    };
+    let results = commit_offsets(ctx, req.group_id, commit).await;
+    let mut answered: Vec<_> = results
+        .into_iter()
+        .map(|(name, ps)| offset_commit_v10::CommittedTopic {
+            topic_id: ids.get(&name).copied().unwrap_or_default(),
+            partitions: ps.into_iter().map(|(p, code)| (p, code.code())).collect(),
+        })
+        .collect();
+    answered.extend(unknown);
+    let resp = offset_commit_v10::OffsetCommitResponse {
+        throttle_time_ms: 0,
+        topics: answered,
+    };
+    Ok(ctx.respond_encoded(&resp.encode()))
+}
+
+/// Commits on the group's coordinator what the client may READ; the
+/// other topics are answered TOPIC_AUTHORIZATION_FAILED, and every
+/// partition the coordinator's error when it cannot be reached.
+async fn commit_offsets(
+    ctx: &Ctx<'_>,
+    group_id: String,
+    mut commit: CommitRequest,
+) -> Vec<(String, Vec<(i32, ErrorCode)>)> {
+    let fallback = commit.topics.clone();
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
+        .into_iter()
+        .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
+    commit.topics = allowed;
+    let id = group_id.clone();
+    on_coordinator(ctx, &group_id, move |c| async move {
+        let mut results = c.groups.commit(&c, id, commit).await;
+        let code = ErrorCode::TopicAuthorizationFailed;
+        results.extend(
+            denied
+                .into_iter()
+                .map(|(t, ps)| (t, ps.iter().map(|p| (p.partition, code)).collect())),
+        );
+        results
+    })
+    .await
+    .unwrap_or_else(|code| all_partitions(&fallback, code))
 }
 
 /// A TxnOffsetCommit's topics as the coordinator takes them.
@@ -626,8 +692,11 @@ async fn fetch_group(
 }
 
 pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
-    let req: OffsetFetchRequest = ctx.decode(body)?;
     let v = ctx.version();
+    if v >= offset_fetch_v10::TOPIC_ID_VERSION {
+        return offset_fetch_by_id(ctx, &body).await;
+    }
+    let req: OffsetFetchRequest = ctx.decode(body)?;
     if v >= 8 {
         let mut groups = Vec::new();
         for g in &req.groups {
@@ -710,6 +779,96 @@ pub async fn offset_fetch(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerEr
         resp.error_code = code.code();
     }
     ctx.respond(&resp)
+}
+
+/// OffsetFetch v10: topics named by id, as Kafka answers them. An id
+/// this broker's metadata does not know gets UNKNOWN_TOPIC_ID on each
+/// partition asked for (offset -1); the others are fetched under the name
+/// the id has now. Asked for every topic, the group's topics are answered
+/// by their current ids, and one no longer in the metadata (deleted) is
+/// left out, having no id to give. A group-level error answers no topic.
+async fn offset_fetch_by_id(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, HandlerError> {
+    let req = ctx.decoded(offset_fetch_v10::OffsetFetchRequest::decode(body))?;
+    let snapshot = ctx.shard.metadata();
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in req.groups {
+        let mut unknown = Vec::new();
+        let mut ids: BTreeMap<String, uuid::Uuid> = BTreeMap::new();
+        let named = g.topics.map(|topics| {
+            let mut named = Vec::with_capacity(topics.len());
+            for (id, partitions) in topics {
+                match snapshot.topic_by_id(id) {
+                    Some(meta) => {
+                        ids.insert(meta.name.clone(), id);
+                        named.push((meta.name.clone(), partitions));
+                    }
+                    None => unknown.push(unknown_topic_id(id, &partitions)),
+                }
+            }
+            named
+        });
+        let member = Some((g.member_id, g.member_epoch));
+        let fetched = fetch_group(ctx, g.group_id.clone(), named, member, req.require_stable).await;
+        let (error_code, topics) = match fetched {
+            Err(code) => (code.code(), Vec::new()),
+            Ok(topics) => {
+                let mut answered: Vec<_> = topics
+                    .into_iter()
+                    .filter_map(|(name, ps)| {
+                        let id = ids
+                            .get(&name)
+                            .copied()
+                            .or_else(|| snapshot.topic(&name).map(|m| m.id))?;
+                        Some(offset_fetch_v10::FetchedTopic {
+                            topic_id: id,
+                            partitions: ps.into_iter().map(fetched_partition).collect(),
+                        })
+                    })
+                    .collect();
+                answered.extend(unknown);
+                (0, answered)
+            }
+        };
+        groups.push(offset_fetch_v10::FetchedGroup {
+            group_id: g.group_id,
+            topics,
+            error_code,
+        });
+    }
+    let resp = offset_fetch_v10::OffsetFetchResponse {
+        throttle_time_ms: 0,
+        groups,
+    };
+    Ok(ctx.respond_encoded(&resp.encode()))
+}
+
+/// A topic id the metadata does not know, answered as Kafka does.
+fn unknown_topic_id(id: uuid::Uuid, partitions: &[i32]) -> offset_fetch_v10::FetchedTopic {
+    let partitions = partitions
+        .iter()
+        .map(|&p| offset_fetch_v10::FetchedPartition {
+            partition_index: p,
+            committed_offset: -1,
+            committed_leader_epoch: -1,
+            metadata: Some(String::new()),
+            error_code: ErrorCode::UnknownTopicId.code(),
+        });
+    offset_fetch_v10::FetchedTopic {
+        topic_id: id,
+        partitions: partitions.collect(),
+    }
+}
+
+fn fetched_partition(
+    p: crate::group::coordinator::FetchedOffset,
+) -> offset_fetch_v10::FetchedPartition {
+    offset_fetch_v10::FetchedPartition {
+        partition_index: p.partition,
+        committed_offset: p.offset,
+        committed_leader_epoch: p.leader_epoch,
+        metadata: Some(p.metadata),
+        error_code: p.error.code(),
+    }
 }
 
 pub async fn list_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -4,7 +4,11 @@
 //! tiered offset, KIP-405/1005): with no tiered storage the first is the
 //! log start and the second is always -1. v10's `timeout_ms` bounds a wait
 //! for remote storage (KIP-1075); every answer here is local and
-//! immediate, so there is nothing for it to bound. With isolation_level
+//! immediate, so there is nothing for it to bound. v11 (KIP-1023) adds
+//! -6, the earliest offset not yet uploaded to tiered storage: with none,
+//! Kafka answers -1, and so does Sluice, at every version as Kafka's log
+//! does. v11's fields are v10's, which the codec reads and writes for it
+//! (`codec_version`). With isolation_level
 //! 1 (read_committed) latest is the last stable offset and timestamp
 //! lookups stop below it.
 

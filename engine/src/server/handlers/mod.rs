@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use sluice_protocol::api_versions::is_supported;
+use sluice_protocol::api_versions::{codec_version, is_supported};
 use sluice_protocol::fetch_response::Part;
 use sluice_protocol::header::{put_response_header, response_header_is_flexible, RequestHeader};
 use std::cell::{Cell, RefCell};
@@ -200,9 +200,25 @@ impl Ctx<'_> {
         throttle
     }
 
-    /// Decodes the request body.
+    /// Decodes the request body with the `kafka-protocol` codec, at the
+    /// version laid out as this one (see `codec_version`).
     pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, HandlerError> {
-        T::decode(&mut body, self.version()).map_err(|e| HandlerError::Decode {
+        T::decode(&mut body, codec_version(self.api, self.version())).map_err(|e| {
+            HandlerError::Decode {
+                api: self.api,
+                version: self.version(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// The outcome of one of `sluice_protocol`'s own decoders (the
+    /// versions the codec does not know).
+    pub fn decoded<T>(
+        &self,
+        decoded: Result<T, sluice_protocol::primitives::DecodeError>,
+    ) -> Result<T, HandlerError> {
+        decoded.map_err(|e| HandlerError::Decode {
             api: self.api,
             version: self.version(),
             reason: e.to_string(),
@@ -213,17 +229,31 @@ impl Ctx<'_> {
     pub fn respond<T: Encodable>(&self, body: &T) -> Result<Reply, HandlerError> {
         encode_frame(self.api, self.version(), self.header.correlation_id, body).map(Reply::Frame)
     }
+
+    /// Frames a response body encoded by `sluice_protocol` itself.
+    pub fn respond_encoded(&self, body: &[u8]) -> Reply {
+        let flexible = response_header_is_flexible(self.api, self.version());
+        let mut out = Vec::with_capacity(9 + body.len());
+        out.extend_from_slice(&[0; 4]);
+        put_response_header(&mut out, self.header.correlation_id, flexible);
+        out.extend_from_slice(body);
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        Reply::Frame(out)
+    }
 }
 
-/// Encodes `[length][response header][body]`.
+/// Encodes `[length][response header][body]`, the body at the codec
+/// version laid out as `version`.
 pub fn encode_frame<T: Encodable>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &T,
 ) -> Result<Vec<u8>, HandlerError> {
+    let layout = codec_version(api, version);
     let size = body
-        .compute_size(version)
+        .compute_size(layout)
         .map_err(|e| HandlerError::Encode {
             api,
             version,
@@ -238,7 +268,7 @@ pub fn encode_frame<T: Encodable>(
     );
     let mut out = BytesMut::with_capacity(head.len() + size);
     out.extend_from_slice(&head);
-    body.encode(&mut out, version)
+    body.encode(&mut out, layout)
         .map_err(|e| HandlerError::Encode {
             api,
             version,
