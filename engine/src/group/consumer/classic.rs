@@ -305,7 +305,9 @@ impl ConsumerGroup {
             .map(|m| m.assignment.epoch)
             .max()
             .unwrap_or(self.epoch);
-        self.classic_value(topics, now_ms, generation, |m| m.assignment.assigned.clone())
+        self.classic_value(topics, now_ms, generation, |m| {
+            m.assignment.assigned.clone()
+        })
     }
 
     /// The classic group's record after a classic static member replaced

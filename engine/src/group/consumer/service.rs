@@ -212,7 +212,11 @@ impl Coordinator {
     ) -> Option<SyncResult> {
         let topics = topics(shard);
         let mut consumers = self.consumers.borrow_mut();
-        Some(consumers.get_mut(group_id)?.classic_sync(req, now_ms(), &topics))
+        Some(
+            consumers
+                .get_mut(group_id)?
+                .classic_sync(req, now_ms(), &topics),
+        )
     }
 
     /// A classic Heartbeat to a consumer group.
