@@ -417,7 +417,18 @@ fn classic_assignment(b: &bytes::Bytes) -> Vec<i32> {
 }
 
 fn classic_join(raw: &mut Raw, member: &str, owned: &[i32]) -> JoinGroupResponse {
+    classic_join_as(raw, member, None, owned)
+}
+
+/// A classic JoinGroup, static under `instance` if given.
+fn classic_join_as(
+    raw: &mut Raw,
+    member: &str,
+    instance: Option<&str>,
+    owned: &[i32],
+) -> JoinGroupResponse {
     let req = JoinGroupRequest::default()
+        .with_group_instance_id(instance.map(s))
         .with_group_id(GroupId(s(GROUP)))
         .with_member_id(s(member))
         .with_session_timeout_ms(30_000)
@@ -435,7 +446,19 @@ fn classic_sync(
     generation: i32,
     assignment: Option<bytes::Bytes>,
 ) -> SyncGroupResponse {
+    classic_sync_as(raw, member, None, generation, assignment)
+}
+
+/// A classic SyncGroup, static under `instance` if given.
+fn classic_sync_as(
+    raw: &mut Raw,
+    member: &str,
+    instance: Option<&str>,
+    generation: i32,
+    assignment: Option<bytes::Bytes>,
+) -> SyncGroupResponse {
     let req = SyncGroupRequest::default()
+        .with_group_instance_id(instance.map(s))
         .with_group_id(GroupId(s(GROUP)))
         .with_member_id(s(member))
         .with_generation_id(generation)
@@ -454,7 +477,18 @@ fn classic_sync(
 }
 
 fn classic_heartbeat(raw: &mut Raw, member: &str, generation: i32) -> ErrorCode {
+    classic_heartbeat_as(raw, member, None, generation)
+}
+
+/// A classic Heartbeat, static under `instance` if given.
+fn classic_heartbeat_as(
+    raw: &mut Raw,
+    member: &str,
+    instance: Option<&str>,
+    generation: i32,
+) -> ErrorCode {
     let req = HeartbeatRequest::default()
+        .with_group_instance_id(instance.map(s))
         .with_group_id(GroupId(s(GROUP)))
         .with_member_id(s(member))
         .with_generation_id(generation);
@@ -690,4 +724,75 @@ fn the_migration_policy_decides_which_conversions_happen() {
         classic_heartbeat(&mut raw, &c1, generation),
         ErrorCode::RebalanceInProgress
     );
+}
+
+/// A static member's replacement converts the group, as in Kafka 4. A
+/// classic static member restarted with group.protocol=consumer under
+/// the same group.instance.id upgrades the group and takes the classic
+/// member's place and partitions at once (it used to be refused with
+/// UNRELEASED_INSTANCE_ID); restarted again as a classic member, it
+/// turns the group back into a classic group, Stable at the generation
+/// its JoinGroup answers, with no rebalance, and a restart replays it.
+#[test]
+fn a_static_members_replacement_upgrades_and_downgrades_the_group() {
+    let mut broker = Broker::start(1, &["group.initial.rebalance.delay.ms=0"]);
+    create_topic(&broker, "t", 4);
+    let mut raw = Raw::connect(broker.addr());
+    let joined = classic_join_as(&mut raw, "", Some("i1"), &[]);
+    assert_eq!(code(joined.error_code), ErrorCode::None, "{joined:?}");
+    let c1 = joined.member_id.to_string();
+    let generation = joined.generation_id;
+    let synced = classic_sync_as(&mut raw, &c1, Some("i1"), generation, Some(all_of_t()));
+    assert_eq!(classic_assignment(&synced.assignment), vec![0, 1, 2, 3]);
+
+    // The upgrade: m1 replaces c1.
+    let up = heartbeat(
+        &mut raw,
+        &join_request("m1", &["t"]).with_instance_id(Some(s("i1"))),
+    );
+    assert_eq!(code(up.error_code), ErrorCode::None, "{up:?}");
+    assert_eq!(up.member_epoch, generation, "no rebalance");
+    assert_eq!(partitions(&up.assignment), 4);
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
+    let d = describe(&mut raw, GROUP);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].member_id.as_str(), "m1");
+    assert_eq!(
+        classic_heartbeat_as(&mut raw, &c1, Some("i1"), generation),
+        ErrorCode::FencedInstanceId
+    );
+
+    // The downgrade: a classic incarnation replaces m1.
+    let down = classic_join_as(&mut raw, "", Some("i1"), &[]);
+    assert_eq!(code(down.error_code), ErrorCode::None, "{down:?}");
+    let c2 = down.member_id.to_string();
+    assert!(c2 != c1 && c2 != "m1");
+    assert_eq!(down.generation_id, generation);
+    assert_eq!(down.leader.as_str(), "");
+    assert_eq!(
+        code(describe(&mut raw, GROUP).error_code),
+        ErrorCode::GroupIdNotFound
+    );
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
+    let synced = classic_sync_as(&mut raw, &c2, Some("i1"), down.generation_id, None);
+    assert_eq!(code(synced.error_code), ErrorCode::None, "{synced:?}");
+    assert_eq!(classic_assignment(&synced.assignment), vec![0, 1, 2, 3]);
+    let m1_beat = heartbeat(&mut raw, &beat_request("m1", up.member_epoch, None));
+    assert_eq!(code(m1_beat.error_code), ErrorCode::GroupIdNotFound);
+
+    broker.stop();
+    broker.restart();
+    let mut raw = Raw::connect(broker.addr());
+    let beat = after_restart("c2's heartbeat", || {
+        match classic_heartbeat_as(&mut raw, &c2, Some("i1"), generation) {
+            ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::UnknownMemberId => None,
+            other => Some(other),
+        }
+    });
+    assert_eq!(beat, ErrorCode::None);
+    assert_eq!(listed(&mut raw), Some(("consumer".into(), "Stable".into())));
+    assert!(!broker.log().contains("panicked"));
 }

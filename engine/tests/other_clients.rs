@@ -331,6 +331,43 @@ fn the_java_client_upgrades_a_group_to_the_consumer_protocol_and_back_online() {
 }
 
 #[test]
+fn the_java_client_migrates_a_group_of_static_members_by_replacing_them() {
+    // The same rolling upgrade and downgrade with group.instance.id set:
+    // each new incarnation takes its predecessor's place (a stopped
+    // classic static member sends no LeaveGroup), the first
+    // consumer-protocol one upgrading the group and the last classic one
+    // downgrading it to a Stable classic group, as Kafka 4 converts on a
+    // static member's replacement.
+    let classpath = java_classpath();
+    let broker = Broker::start(
+        2,
+        &[
+            "group.consumer.session.timeout.ms=10000",
+            "group.consumer.heartbeat.interval.ms=500",
+            "group.initial.rebalance.delay.ms=0",
+        ],
+    );
+    let out = run_client(
+        "the Java group migration check with static members",
+        &[
+            "400",
+            "java",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &classpath,
+            "sluice.GroupMigrationCheck",
+            &broker.bootstrap(),
+            "static-migration",
+            "4000",
+            "static",
+        ],
+        || format!("broker log:\n{}", broker.log()),
+    );
+    println!("{out}");
+    assert!(out.contains("group migration: ok"), "{out}");
+}
+
+#[test]
 fn franz_go_administers_produces_every_codec_and_consumes_in_a_group() {
     // franz-go from the Go module proxy, pinned by tests/go/franz/go.sum
     // (`.ci/run` downloads the modules).

@@ -22,6 +22,16 @@
 //! Until a JoinGroup says a partition is gone, it counts as owned by the
 //! classic member, so no other member is given it: revocation comes
 //! before assignment across both kinds, as within the consumer protocol.
+//! So a classic member cannot hold the group back for long, it owes the
+//! JoinGroup it is asked for, and the SyncGroup after its answer, each
+//! within its rebalance timeout (Kafka's join and sync timeouts); missing
+//! either removes it, whatever its heartbeats say.
+//!
+//! **Static replacement.** A new incarnation of a static member takes
+//! its predecessor's place whichever protocol either speaks
+//! (`ConsumerGroup::replace_static`); a classic one replacing the last
+//! consumer-protocol member downgrades the group with no rebalance
+//! ([`ConsumerGroup::to_stable_classic`]).
 //!
 //! **Downgrade.** When the last consumer-protocol member leaves and
 //! classic members remain, [`ConsumerGroup::to_classic`] gives the
@@ -260,6 +270,8 @@ impl ConsumerGroup {
                 session_deadline_ms: now_ms + i64::from(meta.session_timeout_ms),
                 classic: Some(meta),
                 revoke_deadline_ms: None,
+                join_deadline_ms: None,
+                sync_deadline_ms: None,
             };
             g.members.insert(m.id.clone(), member);
         }
@@ -281,12 +293,56 @@ impl ConsumerGroup {
         !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
     }
 
-    /// The classic group's record a downgrade starts from: as generation
-    /// the highest member epoch, so members at their target heartbeat
-    /// with a current generation and are asked to rejoin rather than
-    /// fenced; the protocol every member offers (else the first member's
-    /// first); each member's metadata for it and what it is assigned.
+    /// The classic group's record a downgrade on a leave starts from: as
+    /// generation the highest member epoch, so members at their target
+    /// heartbeat with a current generation and are asked to rejoin rather
+    /// than fenced; each member given what it is assigned. The group
+    /// rebalances at once.
     pub fn to_classic(&self, topics: &Topics, now_ms: i64) -> GroupValue {
+        let generation = self
+            .members
+            .values()
+            .map(|m| m.assignment.epoch)
+            .max()
+            .unwrap_or(self.epoch);
+        self.classic_value(topics, now_ms, generation, |m| {
+            m.assignment.assigned.clone()
+        })
+    }
+
+    /// The classic group's record after a classic static member replaced
+    /// the last consumer-protocol member, as Kafka builds it: Stable, no
+    /// rebalance, at the group epoch, each member given its target (the
+    /// new incarnation its predecessor's). A member still short of the
+    /// group epoch heartbeats with an older generation, is told
+    /// ILLEGAL_GENERATION and rejoins, which starts a rebalance.
+    pub fn to_stable_classic(&self, topics: &Topics, now_ms: i64) -> GroupValue {
+        self.classic_value(topics, now_ms, self.epoch, |m| {
+            self.target.get(&m.id).cloned().unwrap_or_default()
+        })
+    }
+
+    /// Whether a classic JoinGroup takes the place of a consumer-protocol
+    /// static member (a new incarnation: no member id, a known instance
+    /// id), the one case in which Kafka downgrades on a join.
+    pub fn replaces_consumer_member(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        member_id.is_empty()
+            && instance_id
+                .and_then(|i| self.statics.get(i))
+                .and_then(|owner| self.members.get(owner))
+                .is_some_and(|m| m.classic.is_none())
+    }
+
+    /// A classic group's record of these members: the protocol every
+    /// member offers (else the first member's first), each member's
+    /// metadata for it, and `assignment` of each.
+    fn classic_value(
+        &self,
+        topics: &Topics,
+        now_ms: i64,
+        generation: i32,
+        assignment: impl Fn(&ConsumerMember) -> Assignment,
+    ) -> GroupValue {
         let metas: Vec<&ClassicMeta> = self
             .members
             .values()
@@ -320,18 +376,13 @@ impl ConsumerGroup {
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     session_timeout_ms: c.session_timeout_ms,
                     subscription: c.metadata(protocol.as_deref().unwrap_or_default()),
-                    assignment: encode_assignment(&m.assignment.assigned, topics),
+                    assignment: encode_assignment(&assignment(m), topics),
                 })
             })
             .collect();
         GroupValue {
             protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
-            generation: self
-                .members
-                .values()
-                .map(|m| m.assignment.epoch)
-                .max()
-                .unwrap_or(self.epoch),
+            generation,
             protocol,
             leader: self.members.keys().next().cloned(),
             state_timestamp_ms: now_ms,
@@ -401,15 +452,23 @@ impl ConsumerGroup {
                 return JoinResult::error(ErrorCode::InconsistentGroupProtocol, &req.member_id)
             }
         };
+        let meta = ClassicMeta {
+            session_timeout_ms: req.session_timeout_ms,
+            protocols: req.protocols.clone(),
+        };
         if let Some(instance) = &req.instance_id {
             if let Some(owner) = self.statics.get(instance).cloned() {
                 if owner != id {
                     if !unknown {
                         return JoinResult::error(ErrorCode::FencedInstanceId, &id);
                     }
-                    // A new incarnation of a static member: the old one
-                    // is gone, and so is what it owned.
-                    self.remove(&owner);
+                    // A new incarnation of a static member takes its
+                    // predecessor's place and target, whichever protocol
+                    // that one spoke; the partitions it reports owning
+                    // (none, for a new process) bound what it keeps.
+                    if let Err((code, _)) = self.replace_static(&owner, &id, Some(meta.clone())) {
+                        return JoinResult::error(code, &id);
+                    }
                 }
             }
         }
@@ -435,6 +494,8 @@ impl ConsumerGroup {
                 classic: None,
                 session_deadline_ms: 0,
                 revoke_deadline_ms: None,
+                join_deadline_ms: None,
+                sync_deadline_ms: None,
             });
         let mut names = sub.topics;
         names.sort();
@@ -450,10 +511,10 @@ impl ConsumerGroup {
         m.client_id = req.client_id;
         m.client_host = req.client_host;
         m.session_deadline_ms = now_ms + i64::from(req.session_timeout_ms);
-        let meta = ClassicMeta {
-            session_timeout_ms: req.session_timeout_ms,
-            protocols: req.protocols,
-        };
+        // Answered now: no longer owes a JoinGroup, and owes a SyncGroup
+        // within its rebalance timeout.
+        m.join_deadline_ms = None;
+        m.sync_deadline_ms = Some(now_ms + i64::from(req.rebalance_timeout_ms.max(0)));
         let protocol = meta.protocol().to_string();
         if m.classic.is_none() {
             // A consumer-protocol member rejoining as classic starts over.
@@ -496,12 +557,16 @@ impl ConsumerGroup {
         }
     }
 
-    /// SyncGroup from a classic member: its assigned partitions.
-    pub fn classic_sync(&mut self, req: &SyncRequest, topics: &Topics) -> SyncResult {
+    /// SyncGroup from a classic member: its assigned partitions. As in
+    /// Kafka, a member whose epoch fell behind the group's since its
+    /// JoinGroup (and that is not revoking) is told to rejoin instead,
+    /// and owes that JoinGroup within its rebalance timeout.
+    pub fn classic_sync(&mut self, req: &SyncRequest, now_ms: i64, topics: &Topics) -> SyncResult {
         if let Err(e) = self.check_classic(&req.member_id, req.instance_id.as_deref()) {
             return SyncResult::error(e);
         }
-        let m = &self.members[&req.member_id];
+        let epoch = self.epoch;
+        let m = self.members.get_mut(&req.member_id).expect("checked");
         let meta = m.classic.as_ref().expect("checked");
         if req.generation != m.assignment.epoch {
             return SyncResult::error(ErrorCode::IllegalGeneration);
@@ -514,16 +579,27 @@ impl ConsumerGroup {
         if type_differs || protocol_differs {
             return SyncResult::error(ErrorCode::InconsistentGroupProtocol);
         }
+        if epoch > m.assignment.epoch && m.assignment.state != MemberState::UnrevokedPartitions {
+            m.join_deadline_ms
+                .get_or_insert(now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+            return SyncResult::error(ErrorCode::RebalanceInProgress);
+        }
+        let session_ms = meta.session_timeout_ms;
+        let protocol = meta.protocol().to_string();
+        m.sync_deadline_ms = None;
+        m.session_deadline_ms = now_ms + i64::from(session_ms);
         SyncResult {
             error: ErrorCode::None,
             protocol_type: Some(CONSUMER_PROTOCOL_TYPE.to_string()),
-            protocol: Some(meta.protocol().to_string()),
+            protocol: Some(protocol),
             assignment: encode_assignment(&m.assignment.assigned, topics),
         }
     }
 
     /// Heartbeat from a classic member: keeps its session, and asks it
-    /// to rejoin while it is not at its target.
+    /// to rejoin while it is not at its target. A member asked to rejoin
+    /// owes a JoinGroup within its rebalance timeout from the first ask,
+    /// however often it heartbeats meanwhile (Kafka's join timeout).
     pub fn classic_heartbeat(
         &mut self,
         member_id: &str,
@@ -540,10 +616,13 @@ impl ConsumerGroup {
         }
         let session_ms = m.classic.as_ref().expect("checked").session_timeout_ms;
         m.session_deadline_ms = now_ms + i64::from(session_ms);
-        match self.classic_behind(member_id) {
-            true => ErrorCode::RebalanceInProgress,
-            false => ErrorCode::None,
+        if !self.classic_behind(member_id) {
+            return ErrorCode::None;
         }
+        let m = self.members.get_mut(member_id).expect("checked");
+        m.join_deadline_ms
+            .get_or_insert(now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+        ErrorCode::RebalanceInProgress
     }
 
     /// Whether a JoinGroup would move classic member `id`: it is at an

@@ -53,7 +53,20 @@ fn subscription(owned: &Assignment) -> Bytes {
 
 /// A Stable classic group of generation 5 whose members own `split`.
 fn classic_group(split: &[(&str, &[i32])]) -> Group {
-    let value = GroupValue {
+    let mut g = Group::new("g", 0);
+    g.restore(&classic_value(split, false), 0);
+    g
+}
+
+/// As [`classic_group`], every member static with instance id `i-ID`.
+fn static_classic_group(split: &[(&str, &[i32])]) -> Group {
+    let mut g = Group::new("g", 0);
+    g.restore(&classic_value(split, true), 0);
+    g
+}
+
+fn classic_value(split: &[(&str, &[i32])], statics: bool) -> GroupValue {
+    GroupValue {
         protocol_type: "consumer".into(),
         generation: 5,
         protocol: Some("range".into()),
@@ -63,7 +76,7 @@ fn classic_group(split: &[(&str, &[i32])]) -> Group {
             .iter()
             .map(|(id, ps)| MemberValue {
                 member_id: id.to_string(),
-                instance_id: None,
+                instance_id: statics.then(|| format!("i-{id}")),
                 client_id: "c".into(),
                 client_host: "/127.0.0.1".into(),
                 rebalance_timeout_ms: 30_000,
@@ -72,10 +85,7 @@ fn classic_group(split: &[(&str, &[i32])]) -> Group {
                 assignment: encode_assignment(&parts(ps), &topics()),
             })
             .collect(),
-    };
-    let mut g = Group::new("g", 0);
-    g.restore(&value, 0);
-    g
+    }
 }
 
 fn join_req(id: &str, owned: &Assignment) -> JoinRequest {
@@ -130,6 +140,15 @@ fn consumer_beat(id: &str, epoch: i32, owned: &Assignment) -> HeartbeatRequest {
     }
 }
 
+/// How a classic client stops taking part in rebalances while its
+/// heartbeats keep its session alive: it never sends the JoinGroup it is
+/// asked for, or never the SyncGroup after a JoinGroup answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stall {
+    Join,
+    Sync,
+}
+
 /// A client of either protocol as the Java consumer behaves.
 #[derive(Clone, Debug)]
 struct Client {
@@ -141,6 +160,7 @@ struct Client {
     /// Classic: told to rejoin; joined at a generation, to sync.
     rejoin: bool,
     joined: Option<i32>,
+    stall: Option<Stall>,
 }
 
 impl Client {
@@ -152,6 +172,7 @@ impl Client {
             owned,
             rejoin: false,
             joined: None,
+            stall: None,
         }
     }
 
@@ -163,6 +184,7 @@ impl Client {
             owned: Assignment::new(),
             rejoin: true,
             joined: None,
+            stall: None,
         }
     }
 
@@ -196,12 +218,23 @@ impl Client {
     }
 
     fn classic_step(&mut self, id: &str, g: &mut ConsumerGroup, now: i64, lost: bool) {
+        match (self.stall, self.joined) {
+            (Some(Stall::Sync), Some(generation)) => {
+                g.classic_heartbeat(id, None, generation, now);
+                return;
+            }
+            (Some(Stall::Join), None) if self.rejoin => {
+                g.classic_heartbeat(id, None, self.epoch, now);
+                return;
+            }
+            _ => {}
+        }
         if lost && self.joined.take().is_some() {
             self.rejoin = true;
             return;
         }
         if let Some(generation) = self.joined.take() {
-            let r = g.classic_sync(&sync_req(id, generation), &topics());
+            let r = g.classic_sync(&sync_req(id, generation), now, &topics());
             if r.error != ErrorCode::None {
                 self.rejoin = true;
                 return;
@@ -296,7 +329,7 @@ fn a_consumer_member_joining_makes_classic_members_revoke_before_it_gets_anythin
     let j = g.classic_join(join_req("a", &parts(&[0, 1, 2, 3])), 2, &topics(), &cfg());
     assert_eq!((j.error, j.generation), (ErrorCode::None, 5));
     assert_eq!(j.leader, "");
-    let s = g.classic_sync(&sync_req("a", 5), &topics());
+    let s = g.classic_sync(&sync_req("a", 5), 2, &topics());
     let kept = to_ids(&decode_assignment(&s.assignment).unwrap(), &topics());
     assert!(count(&kept) < 4, "{kept:?}");
     // c still gets none of what a gave up but has not said it released.
@@ -340,13 +373,13 @@ fn classic_requests_of_unknown_or_stale_members_are_refused() {
         ErrorCode::UnknownMemberId
     );
     assert_eq!(
-        g.classic_sync(&sync_req("a", 4), &topics()).error,
+        g.classic_sync(&sync_req("a", 4), 1, &topics()).error,
         ErrorCode::IllegalGeneration
     );
     let mut other = sync_req("a", 5);
     other.protocol = Some("roundrobin".into());
     assert_eq!(
-        g.classic_sync(&other, &topics()).error,
+        g.classic_sync(&other, 1, &topics()).error,
         ErrorCode::InconsistentGroupProtocol
     );
     // A first JoinGroup (v4+) gets a member id to come back with.
@@ -451,6 +484,226 @@ fn a_group_left_with_classic_members_gives_the_classic_record_to_restart_from() 
     );
 }
 
+/// Steps `clients` once each, a second apart from `from` until `to`
+/// (inclusive), with `a` heartbeating at `generation` in between, and
+/// runs the group's timers after each second; returns whether `a` is
+/// still a member at `to`.
+fn heartbeat_only(
+    g: &mut ConsumerGroup,
+    clients: &mut BTreeMap<String, Client>,
+    generation: i32,
+    from: i64,
+    to: i64,
+) -> bool {
+    let mut now = from;
+    while now <= to {
+        for (id, c) in clients.iter_mut() {
+            c.step(id, g, now, false);
+        }
+        g.classic_heartbeat("a", None, generation, now);
+        g.tick(now, &topics(), &cfg());
+        g.check_invariants();
+        check_clients(clients);
+        now += 1_000;
+    }
+    g.member("a").is_some()
+}
+
+/// Kafka's join timeout. Before it, a classic member that kept
+/// heartbeating but never sent the JoinGroup it was asked for stayed in
+/// the group for good (its heartbeats kept its session alive), and the
+/// group never became Stable. Now it is removed one rebalance timeout
+/// (30 s) after it was first asked, however often it is asked again, and
+/// the others take its partitions.
+#[test]
+fn a_classic_member_that_does_not_rejoin_within_its_rebalance_timeout_is_removed() {
+    let classic = classic_group(&[("a", &[0, 1, 2, 3]), ("b", &[4, 5, 6, 7])]);
+    let mut g = ConsumerGroup::from_classic(&classic, &topics(), 0, &cfg()).unwrap();
+    let mut clients = BTreeMap::from([
+        (
+            "b".to_string(),
+            Client::classic(false, 5, parts(&[4, 5, 6, 7])),
+        ),
+        ("c".to_string(), Client::consumer()),
+    ]);
+    // c joins at 1 s; a is first asked to rejoin at 1 s.
+    assert!(heartbeat_only(&mut g, &mut clients, 5, 1_000, 1_000));
+    assert!(g.epoch() > 5);
+    assert_eq!(
+        g.classic_heartbeat("a", None, 5, 1_000),
+        ErrorCode::RebalanceInProgress
+    );
+    assert!(heartbeat_only(&mut g, &mut clients, 5, 2_000, 30_000));
+    assert!(!heartbeat_only(&mut g, &mut clients, 5, 31_000, 31_000));
+    // b and c settle on all eight partitions.
+    assert!(!heartbeat_only(&mut g, &mut clients, 5, 32_000, 60_000));
+    assert_eq!(g.state(), ConsumerGroupState::Stable);
+    let held: usize = clients.values().map(|c| count(&c.owned)).sum();
+    assert_eq!(held, PARTITIONS as usize);
+}
+
+/// Kafka's sync timeout: a classic member answered a JoinGroup that
+/// never sends its SyncGroup is removed one rebalance timeout (30 s)
+/// after the answer, though its heartbeats (at its target, so never
+/// asked to rejoin) keep its session alive; it used to stay, holding a
+/// target it never learnt.
+#[test]
+fn a_classic_member_that_does_not_sync_within_its_rebalance_timeout_is_removed() {
+    let classic = classic_group(&[("a", &[0, 1, 2, 3, 4, 5, 6, 7])]);
+    let mut g = ConsumerGroup::from_classic(&classic, &topics(), 0, &cfg()).unwrap();
+    let mut clients = BTreeMap::from([("c".to_string(), Client::consumer())]);
+    assert!(heartbeat_only(&mut g, &mut clients, 5, 1_000, 1_000));
+    // a revoked everything (eager) and joins at 2 s: it is at its target.
+    let j = g.classic_join(join_req("a", &Assignment::new()), 2_000, &topics(), &cfg());
+    assert_eq!(j.error, ErrorCode::None);
+    assert_eq!(j.generation, g.epoch());
+    assert_eq!(
+        g.classic_heartbeat("a", None, j.generation, 2_000),
+        ErrorCode::None
+    );
+    assert!(heartbeat_only(
+        &mut g,
+        &mut clients,
+        j.generation,
+        3_000,
+        31_000
+    ));
+    assert!(!heartbeat_only(
+        &mut g,
+        &mut clients,
+        j.generation,
+        32_000,
+        32_000
+    ));
+    assert!(!heartbeat_only(
+        &mut g,
+        &mut clients,
+        j.generation,
+        33_000,
+        40_000
+    ));
+    assert_eq!(g.state(), ConsumerGroupState::Stable);
+    assert_eq!(count(&clients["c"].owned), PARTITIONS as usize);
+}
+
+/// A SyncGroup after the group moved on since the member's JoinGroup is
+/// told REBALANCE_IN_PROGRESS (as Kafka answers), and the member then
+/// owes a JoinGroup within its rebalance timeout.
+#[test]
+fn a_sync_behind_the_group_epoch_is_asked_to_rejoin() {
+    let classic = classic_group(&[("a", &[0, 1, 2, 3, 4, 5, 6, 7])]);
+    let mut g = ConsumerGroup::from_classic(&classic, &topics(), 0, &cfg()).unwrap();
+    g.heartbeat(consumer_join("c"), 1_000, &topics(), &cfg());
+    let j = g.classic_join(join_req("a", &Assignment::new()), 2_000, &topics(), &cfg());
+    assert_eq!(j.error, ErrorCode::None);
+    g.heartbeat(consumer_join("d"), 3_000, &topics(), &cfg());
+    let s = g.classic_sync(&sync_req("a", j.generation), 4_000, &topics());
+    assert_eq!(s.error, ErrorCode::RebalanceInProgress);
+    assert_eq!(g.member("a").unwrap().join_deadline_ms, Some(34_000));
+    // Its JoinGroup answer clears that and starts the sync deadline,
+    // which its SyncGroup clears.
+    let j = g.classic_join(join_req("a", &Assignment::new()), 5_000, &topics(), &cfg());
+    assert_eq!(j.error, ErrorCode::None);
+    let m = g.member("a").unwrap();
+    assert_eq!(
+        (m.join_deadline_ms, m.sync_deadline_ms),
+        (None, Some(35_000))
+    );
+    let s = g.classic_sync(&sync_req("a", j.generation), 6_000, &topics());
+    assert_eq!(s.error, ErrorCode::None);
+    assert_eq!(g.member("a").unwrap().sync_deadline_ms, None);
+}
+
+/// The upgrade on a static member's replacement: a classic static member
+/// restarted with group.protocol=consumer comes back under a new member
+/// id with the same instance id. As in Kafka, it takes the classic
+/// member's place, target and partitions at once, with no rebalance and
+/// no UNRELEASED_INSTANCE_ID (a classic member never sends the leave
+/// that would release its id); the old incarnation is fenced. Stored as
+/// the old member's tombstones and the new member's records.
+#[test]
+fn a_consumer_member_replacing_a_classic_static_member_takes_its_place() {
+    let classic = static_classic_group(&[("a", &[0, 1, 2, 3]), ("b", &[4, 5, 6, 7])]);
+    let mut g = ConsumerGroup::from_classic(&classic, &topics(), 0, &cfg()).unwrap();
+    g.take_changes();
+    let mut req = consumer_join("n");
+    req.instance_id = Some("i-a".into());
+    let r = g.heartbeat(req, 1, &topics(), &cfg());
+    assert_eq!(r.error, ErrorCode::None, "{r:?}");
+    assert_eq!(g.epoch(), 5, "no rebalance");
+    assert_eq!(r.member_epoch, 5);
+    assert_eq!(r.assignment, Some(parts(&[0, 1, 2, 3])));
+    assert!(g.member("a").is_none());
+    assert!(g.member("n").unwrap().classic.is_none());
+    assert_eq!(
+        g.classic_heartbeat("a", Some("i-a"), 5, 2),
+        ErrorCode::FencedInstanceId
+    );
+    assert_eq!(g.classic_heartbeat("b", Some("i-b"), 5, 2), ErrorCode::None);
+    let changes = g.take_changes();
+    assert_eq!(changes.epoch, None);
+    let stored: BTreeMap<String, bool> = changes
+        .members
+        .iter()
+        .map(|(id, r)| (id.clone(), r.is_some()))
+        .collect();
+    assert_eq!(
+        stored,
+        BTreeMap::from([("a".to_string(), false), ("n".to_string(), true)])
+    );
+    g.check_invariants();
+}
+
+/// The downgrade on a static member's replacement: when a classic static
+/// member takes the place of the last consumer-protocol member, the
+/// group becomes a Stable classic group at the group epoch, as Kafka
+/// builds it, with no rebalance: the new member has its predecessor's
+/// partitions, and the other members carry on at their generation.
+#[test]
+fn a_classic_member_replacing_the_last_consumer_member_gives_a_stable_classic_group() {
+    let classic = static_classic_group(&[("a", &[0, 1, 2, 3]), ("b", &[4, 5, 6, 7])]);
+    let mut g = ConsumerGroup::from_classic(&classic, &topics(), 0, &cfg()).unwrap();
+    let mut up = consumer_join("n");
+    up.instance_id = Some("i-b".into());
+    assert_eq!(g.heartbeat(up, 1, &topics(), &cfg()).error, ErrorCode::None);
+    assert!(!g.only_classic_members());
+    assert!(g.replaces_consumer_member("", Some("i-b")));
+    assert!(!g.replaces_consumer_member("", Some("i-a")));
+    assert!(!g.replaces_consumer_member("n", Some("i-b")));
+    let mut back = join_req("", &Assignment::new());
+    back.instance_id = Some("i-b".into());
+    let j = g.classic_join(back, 2, &topics(), &cfg());
+    assert_eq!((j.error, j.generation), (ErrorCode::None, 5), "{j:?}");
+    assert!(g.member("n").is_none());
+    assert!(g.only_classic_members());
+    assert_eq!(g.epoch(), 5, "no rebalance");
+    let v = g.to_stable_classic(&topics(), 3);
+    assert_eq!((v.generation, v.protocol.as_deref()), (5, Some("range")));
+    let assigned: BTreeMap<String, Vec<(String, Vec<i32>)>> = v
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.clone(),
+                decode_assignment(&m.assignment).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        assigned[&j.member_id],
+        vec![(TOPIC.to_string(), vec![4, 5, 6, 7])]
+    );
+    assert_eq!(assigned["a"], vec![(TOPIC.to_string(), vec![0, 1, 2, 3])]);
+    let mut classic = Group::new("g", 3);
+    classic.restore(&v, 3);
+    assert_eq!(classic.state(), crate::group::state::GroupState::Stable);
+    assert_eq!(classic.heartbeat("a", Some("i-a"), 5, 4), ErrorCode::None);
+    assert_eq!(
+        classic.heartbeat(&j.member_id, Some("i-b"), 5, 4),
+        ErrorCode::None
+    );
+}
+
 /// A rolling upgrade under a seeded schedule: classic members (eager or
 /// cooperative) are replaced one by one by consumer-protocol members,
 /// while every client takes its steps in random order. After every step
@@ -534,7 +787,13 @@ fn rolling_upgrade(seed: u64) {
 }
 
 /// Classic members joining a consumer group and consumer members leaving
-/// it, in a seeded order: the same guarantees while both kinds mix.
+/// it, in a seeded order: the same guarantees while both kinds mix. Some
+/// classic clients stall (they heartbeat but never send the JoinGroup
+/// they are asked for, or the SyncGroup after their JoinGroup answer):
+/// the coordinator must remove them within their rebalance timeout
+/// (30 s), as Kafka does, for the others to settle; a stalled client is
+/// dropped from the simulation once the group has removed it (a real one
+/// is fenced on its next request).
 #[test]
 fn mixed_members_never_give_a_partition_two_owners() {
     let seeds = crate::sim_rng::env_or("MIGRATION_SIM_SEEDS", 300);
@@ -567,8 +826,8 @@ fn mixed(seed: u64) {
                 };
                 clients.insert(format!("m{step}"), c);
             }
-            1 if clients.len() > 1 => {
-                let ids: Vec<String> = clients.keys().cloned().collect();
+            1 if live(&clients).len() > 1 => {
+                let ids = live(&clients);
                 let id = ids[rng.below(ids.len() as u64) as usize].clone();
                 let c = clients.remove(&id).unwrap();
                 if g.member(&id).is_some() {
@@ -587,6 +846,20 @@ fn mixed(seed: u64) {
                     }
                 }
             }
+            2 if live(&clients).len() > 1 => {
+                let classics: Vec<String> = live(&clients)
+                    .into_iter()
+                    .filter(|id| clients[id].classic)
+                    .collect();
+                if !classics.is_empty() {
+                    let id = &classics[rng.below(classics.len() as u64) as usize];
+                    let how = match rng.one_in(2) {
+                        true => Stall::Join,
+                        false => Stall::Sync,
+                    };
+                    clients.get_mut(id).unwrap().stall = Some(how);
+                }
+            }
             _ => {
                 let ids: Vec<String> = clients.keys().cloned().collect();
                 let id = &ids[rng.below(ids.len() as u64) as usize];
@@ -594,18 +867,40 @@ fn mixed(seed: u64) {
                 clients.get_mut(id).unwrap().step(id, &mut g, now, lost);
             }
         }
-        g.check_invariants();
-        check_clients(&clients);
+        tick(&mut g, &mut clients, now);
     }
-    for _ in 0..40 {
+    // Settle, a second at a time: long enough for every stalled client's
+    // rebalance timeout to run out, each removal possibly asking another
+    // stalled client to rejoin (at most five of 30 s each).
+    for _ in 0..200 {
+        now += 1_000;
         let ids: Vec<String> = clients.keys().cloned().collect();
         for id in &ids {
-            clients.get_mut(id).unwrap().step(id, &mut g, now, false);
-            g.check_invariants();
-            check_clients(&clients);
+            if let Some(c) = clients.get_mut(id) {
+                c.step(id, &mut g, now, false);
+            }
+            tick(&mut g, &mut clients, now);
         }
     }
     assert_eq!(g.state(), ConsumerGroupState::Stable, "seed {seed}");
     let held: usize = clients.values().map(|c| count(&c.owned)).sum();
     assert_eq!(held, PARTITIONS as usize, "seed {seed}");
+}
+
+/// Clients that have not stalled.
+fn live(clients: &BTreeMap<String, Client>) -> Vec<String> {
+    clients
+        .iter()
+        .filter(|(_, c)| c.stall.is_none())
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Runs the group's timers, drops the stalled clients it removed, and
+/// checks both views of ownership.
+fn tick(g: &mut ConsumerGroup, clients: &mut BTreeMap<String, Client>, now: i64) {
+    g.tick(now, &topics(), &cfg());
+    clients.retain(|id, c| c.stall.is_none() || g.member(id).is_some());
+    g.check_invariants();
+    check_clients(clients);
 }

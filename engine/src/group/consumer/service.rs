@@ -10,12 +10,21 @@ use super::state::classic::CONSUMER_PROTOCOL_TYPE;
 use super::state::{ConsumerGroup, ConsumerGroupDescription, HeartbeatRequest, HeartbeatResult};
 use super::Topics;
 use crate::group::coordinator::{Coordinator, Record};
-use crate::group::records::{encode_consumer_group_epoch, Key};
+use crate::group::records::{encode_consumer_group_epoch, GroupValue, Key};
 use crate::group::state::{Group, GroupState, JoinRequest, JoinResult, SyncRequest, SyncResult};
 use crate::shard::partition::now_ms;
 use crate::shard::Shard;
 use sluice_protocol::ErrorCode;
 use std::rc::Rc;
+
+/// What left a consumer group with classic members only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Downgrade {
+    /// The last consumer-protocol member left or was fenced.
+    Leave,
+    /// A classic static member took the last one's place.
+    Replacement,
+}
 
 /// The record of a consumer group's epoch (`None`: the group is gone).
 pub fn epoch_record(group_id: &str, epoch: Option<i32>) -> Record {
@@ -164,17 +173,33 @@ impl Coordinator {
         group_id: &str,
         req: &JoinRequest,
     ) -> Option<JoinResult> {
-        if self.consumers.borrow().get(group_id)?.is_empty() {
-            return None;
-        }
+        let replacing = {
+            let consumers = self.consumers.borrow();
+            let g = consumers.get(group_id)?;
+            if g.is_empty() {
+                return None;
+            }
+            g.replaces_consumer_member(&req.member_id, req.instance_id.as_deref())
+        };
         let topics = topics(shard);
-        let result = self.consumers.borrow_mut().get_mut(group_id)?.classic_join(
+        let mut result = self.consumers.borrow_mut().get_mut(group_id)?.classic_join(
             req.clone(),
             now_ms(),
             &topics,
             &self.config.consumer,
         );
-        self.store_consumer_changes(shard, group_id, Vec::new());
+        let by = match replacing && result.error == ErrorCode::None {
+            true => Downgrade::Replacement,
+            false => Downgrade::Leave,
+        };
+        if let Some(value) = self.store_consumer_changes_by(shard, group_id, Vec::new(), by) {
+            if by == Downgrade::Replacement {
+                // The group is classic now and Stable: the new member
+                // syncs at its generation, with its protocol.
+                result.generation = value.generation;
+                result.protocol = value.protocol;
+            }
+        }
         Some(result)
     }
 
@@ -187,7 +212,11 @@ impl Coordinator {
     ) -> Option<SyncResult> {
         let topics = topics(shard);
         let mut consumers = self.consumers.borrow_mut();
-        Some(consumers.get_mut(group_id)?.classic_sync(req, &topics))
+        Some(
+            consumers
+                .get_mut(group_id)?
+                .classic_sync(req, now_ms(), &topics),
+        )
     }
 
     /// A classic Heartbeat to a consumer group.
@@ -257,14 +286,24 @@ impl Coordinator {
     /// tombstones), in one record set. A group left with classic members
     /// only becomes a classic group, if the policy allows.
     fn store_consumer_changes(&self, shard: &Rc<Shard>, group_id: &str, prefix: Vec<Record>) {
-        let Some(changes) = self
+        self.store_consumer_changes_by(shard, group_id, prefix, Downgrade::Leave);
+    }
+
+    /// As [`Coordinator::store_consumer_changes`], with what made the
+    /// group all classic; returns the classic group's record if it
+    /// became one.
+    fn store_consumer_changes_by(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        prefix: Vec<Record>,
+        by: Downgrade,
+    ) -> Option<GroupValue> {
+        let changes = self
             .consumers
             .borrow_mut()
             .get_mut(group_id)
-            .map(ConsumerGroup::take_changes)
-        else {
-            return;
-        };
+            .map(ConsumerGroup::take_changes)?;
         let mut records = prefix;
         records.extend(changes.epoch.map(|e| epoch_record(group_id, Some(e))));
         for (member, stored) in changes.members {
@@ -276,26 +315,41 @@ impl Coordinator {
                 .borrow()
                 .get(group_id)
                 .is_some_and(ConsumerGroup::only_classic_members);
-        if downgrade {
-            records.extend(self.downgrade(shard, group_id));
+        let mut classic = None;
+        if let Some((value, converted)) = downgrade
+            .then(|| self.downgrade(shard, group_id, by))
+            .flatten()
+        {
+            records.extend(converted);
+            classic = Some(value);
         }
         if !records.is_empty() {
             self.append_detached(shard, group_id, records);
         }
+        classic
     }
 
     /// Turns a consumer group whose members all speak the classic
-    /// protocol into a classic group that rebalances at once, as Kafka
-    /// does when the last consumer-protocol member leaves. Returns the
-    /// records to store: the consumer group's tombstones, then the
-    /// classic group's record.
-    fn downgrade(&self, shard: &Rc<Shard>, group_id: &str) -> Vec<Record> {
+    /// protocol into a classic group, as Kafka does: after the last
+    /// consumer-protocol member left (or was fenced) the group rebalances
+    /// at once; after a classic static member took the last one's place
+    /// it is Stable at the group epoch, every member keeping its target,
+    /// and the new member's JoinGroup is answered at that generation.
+    /// Returns the classic group's record and the records to store: the
+    /// consumer group's tombstones, then that record.
+    fn downgrade(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        by: Downgrade,
+    ) -> Option<(GroupValue, Vec<Record>)> {
         let topics = topics(shard);
         let now = now_ms();
-        let Some(c) = self.consumers.borrow_mut().remove(group_id) else {
-            return Vec::new();
+        let c = self.consumers.borrow_mut().remove(group_id)?;
+        let value = match by {
+            Downgrade::Leave => c.to_classic(&topics, now),
+            Downgrade::Replacement => c.to_stable_classic(&topics, now),
         };
-        let value = c.to_classic(&topics, now);
         let mut records = Vec::new();
         for m in c.members() {
             records.extend(member_records(group_id, &m.id, None));
@@ -310,14 +364,17 @@ impl Coordinator {
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id, now));
         g.restore(&value, now);
-        g.rebalance(now, &self.config);
+        if by == Downgrade::Leave {
+            g.rebalance(now, &self.config);
+        }
         tracing::info!(
             group = %group_id,
             members = value.members.len(),
             generation = value.generation,
+            by = ?by,
             "downgrading a consumer group to a classic group"
         );
-        records
+        Some((value, records))
     }
 
     /// Session and revocation timers of every consumer group here.

@@ -112,6 +112,12 @@ pub struct ConsumerMember {
     pub classic: Option<classic::ClassicMeta>,
     session_deadline_ms: i64,
     revoke_deadline_ms: Option<i64>,
+    /// A classic member told to rejoin must send its JoinGroup by then
+    /// (its rebalance timeout after it was first told), as in Kafka.
+    join_deadline_ms: Option<i64>,
+    /// A classic member answered a JoinGroup must send its SyncGroup by
+    /// then (its rebalance timeout after the answer), as in Kafka.
+    sync_deadline_ms: Option<i64>,
 }
 
 impl ConsumerMember {
@@ -278,6 +284,8 @@ impl ConsumerGroup {
                 classic: None,
                 session_deadline_ms: 0,
                 revoke_deadline_ms: None,
+                join_deadline_ms: None,
+                sync_deadline_ms: None,
             });
         if let Some(i) = &r.instance_id {
             self.statics.insert(i.clone(), id.to_string());
@@ -499,7 +507,7 @@ impl ConsumerGroup {
         if let Some(instance) = &req.instance_id {
             if let Some(old_id) = self.statics.get(instance).cloned() {
                 if old_id != id {
-                    self.replace_static(&old_id, &id)?;
+                    self.replace_static(&old_id, &id, None)?;
                     return Ok((id, false));
                 }
             }
@@ -508,6 +516,8 @@ impl ConsumerGroup {
             // It gave up what it owned before rejoining.
             m.assignment = MemberAssignment::joining();
             m.revoke_deadline_ms = None;
+            m.join_deadline_ms = None;
+            m.sync_deadline_ms = None;
             m.classic = None;
             self.changed_members.insert(id.clone(), true);
             return Ok((id, false));
@@ -532,6 +542,8 @@ impl ConsumerGroup {
             classic: None,
             session_deadline_ms: 0,
             revoke_deadline_ms: None,
+            join_deadline_ms: None,
+            sync_deadline_ms: None,
         };
         if let Some(instance) = &req.instance_id {
             self.statics.insert(instance.clone(), id.clone());
@@ -541,13 +553,25 @@ impl ConsumerGroup {
     }
 
     /// A static member's new incarnation takes over its predecessor's
-    /// partitions, if the predecessor left temporarily (epoch -2).
-    fn replace_static(&mut self, old_id: &str, new_id: &str) -> Result<(), Refusal> {
+    /// place: its target and what it was assigned, at epoch 0. As in
+    /// Kafka, a consumer-protocol member replacing another one needs the
+    /// predecessor to have left temporarily (epoch -2); where either of
+    /// the two speaks the classic protocol the replacement is always
+    /// allowed, since a classic member never sends that leave. So a
+    /// consumer-protocol member restarted from a classic one keeps its
+    /// partitions across the upgrade, and back.
+    fn replace_static(
+        &mut self,
+        old_id: &str,
+        new_id: &str,
+        classic: Option<classic::ClassicMeta>,
+    ) -> Result<(), Refusal> {
         let old = self
             .members
             .get(old_id)
             .expect("static members are members");
-        if old.assignment.epoch != LEAVE_STATIC_EPOCH {
+        if classic.is_none() && old.classic.is_none() && old.assignment.epoch != LEAVE_STATIC_EPOCH
+        {
             return refuse(
                 ErrorCode::UnreleasedInstanceId,
                 "the instance id is still in use by an active member",
@@ -560,7 +584,15 @@ impl ConsumerGroup {
         m.id = new_id.to_string();
         m.assignment.epoch = 0;
         m.assignment.previous_epoch = 0;
-        m.assignment.state = MemberState::Stable;
+        // Partitions still being revoked stay so until the new incarnation
+        // reports them gone (at epoch 0 it owns nothing); a member made
+        // Stable here would keep them owned for good.
+        if m.assignment.state != MemberState::UnrevokedPartitions {
+            m.assignment.state = MemberState::Stable;
+        }
+        m.classic = classic;
+        m.join_deadline_ms = None;
+        m.sync_deadline_ms = None;
         if let Some(t) = self.target.remove(old_id) {
             self.target.insert(new_id.to_string(), t);
         }
@@ -708,21 +740,28 @@ impl ConsumerGroup {
         };
     }
 
-    /// Timers: members whose session expired, or that did not revoke
-    /// within their rebalance timeout, are removed and their partitions
-    /// go to the others.
+    /// Timers: members whose session expired, that did not revoke
+    /// within their rebalance timeout, or classic members that did not
+    /// rejoin or sync within it, are removed and their partitions go to
+    /// the others.
     pub fn tick(&mut self, now_ms: i64, topics: &Topics, cfg: &ConsumerConfig) {
+        let due = |d: Option<i64>| d.is_some_and(|d| d <= now_ms);
         let expired: Vec<(String, &'static str)> = self
             .members
             .values()
             .filter_map(|m| {
-                if m.session_deadline_ms <= now_ms {
-                    Some((m.id.clone(), "session expired"))
-                } else if m.revoke_deadline_ms.is_some_and(|d| d <= now_ms) {
-                    Some((m.id.clone(), "did not revoke within its rebalance timeout"))
+                let why = if m.session_deadline_ms <= now_ms {
+                    "session expired"
+                } else if due(m.revoke_deadline_ms) {
+                    "did not revoke within its rebalance timeout"
+                } else if due(m.join_deadline_ms) {
+                    "did not rejoin within its rebalance timeout"
+                } else if due(m.sync_deadline_ms) {
+                    "did not sync within its rebalance timeout"
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((m.id.clone(), why))
             })
             .collect();
         if expired.is_empty() {

@@ -50,8 +50,16 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * the group is a consumer group in the middle and a classic one at the end,
  * Stable, with committed offsets at the end offsets.
  *
- * <p>Usage: GroupMigrationCheck BOOTSTRAP TOPIC MESSAGES, or, as a member,
- * GroupMigrationCheck --member BOOTSTRAP TOPIC GROUP NAME PROTOCOL.
+ * <p>With {@code static}, every member has a {@code group.instance.id} (one
+ * per slot) and each replacement is a new incarnation of a static member:
+ * the classic ones send no LeaveGroup when they stop, and the replacement
+ * under the other protocol takes their place, converting the group when it
+ * replaces the first classic member (upgrade) or the last consumer-protocol
+ * member (downgrade).
+ *
+ * <p>Usage: GroupMigrationCheck BOOTSTRAP TOPIC MESSAGES [static], or, as a
+ * member, GroupMigrationCheck --member BOOTSTRAP TOPIC GROUP NAME PROTOCOL
+ * INSTANCE (INSTANCE "-" for none).
  */
 public final class GroupMigrationCheck {
   private static final Duration DEADLINE = Duration.ofSeconds(150);
@@ -59,10 +67,11 @@ public final class GroupMigrationCheck {
 
   public static void main(String[] args) throws Exception {
     if (args[0].equals("--member")) {
-      member(args[1], args[2], args[3], args[4], args[5]);
+      member(args[1], args[2], args[3], args[4], args[5], args[6]);
       return;
     }
-    new GroupMigrationCheck(args[0], args[1], Integer.parseInt(args[2])).run();
+    boolean statics = args.length > 3 && args[3].equals("static");
+    new GroupMigrationCheck(args[0], args[1], Integer.parseInt(args[2]), statics).run();
     System.out.println("group migration: ok");
   }
 
@@ -70,7 +79,7 @@ public final class GroupMigrationCheck {
 
   /** Reads and commits until stdin says "stop", then leaves the group. */
   private static void member(
-      String bootstrap, String topic, String group, String name, String protocol)
+      String bootstrap, String topic, String group, String name, String protocol, String instance)
       throws Exception {
     PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
     AtomicBoolean stop = new AtomicBoolean();
@@ -97,6 +106,9 @@ public final class GroupMigrationCheck {
     p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
     p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, name);
+    if (!instance.equals("-")) {
+      p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, instance);
+    }
     if (protocol.equals("classic")) {
       // Short enough that a member told to rejoin does so within a second.
       p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
@@ -156,13 +168,15 @@ public final class GroupMigrationCheck {
   private final String topic;
   private final int messages;
   private final String group;
+  private final boolean statics;
   private final Map<String, Member> members = new ConcurrentHashMap<>();
 
-  private GroupMigrationCheck(String bootstrap, String topic, int messages) {
+  private GroupMigrationCheck(String bootstrap, String topic, int messages, boolean statics) {
     this.bootstrap = bootstrap;
     this.topic = topic;
     this.messages = messages;
     this.group = topic + "-group";
+    this.statics = statics;
   }
 
   /** A member JVM and what it has reported. */
@@ -210,7 +224,8 @@ public final class GroupMigrationCheck {
     }
   }
 
-  private Member start(String name, String protocol) throws Exception {
+  /** Starts `name` in slot `slot` (its instance id, when static). */
+  private Member start(String name, String protocol, int slot) throws Exception {
     String java = ProcessHandle.current().info().command().orElse("java");
     List<String> command =
         List.of(
@@ -224,7 +239,8 @@ public final class GroupMigrationCheck {
             topic,
             group,
             name,
-            protocol);
+            protocol,
+            statics ? "slot-" + slot : "-");
     ProcessBuilder pb = new ProcessBuilder(command);
     pb.redirectError(ProcessBuilder.Redirect.INHERIT);
     Member m = new Member(name, pb.start());
@@ -253,11 +269,11 @@ public final class GroupMigrationCheck {
     }
   }
 
-  /** Stops `old` and starts `name` speaking `protocol`, once it reads. */
-  private Member replace(Member old, String name, String protocol) throws Exception {
+  /** Stops `old` and starts `name` speaking `protocol` in its slot, once it reads. */
+  private Member replace(Member old, String name, String protocol, int slot) throws Exception {
     old.stop();
     waitFor(old.name + " to leave", () -> old.snapshot().contains("LEFT " + old.name));
-    Member m = start(name, protocol);
+    Member m = start(name, protocol, slot);
     waitFor(name + " to read", () -> m.reads() > 0);
     System.out.println("replaced " + old.name + " by " + name + " (" + protocol + ")");
     return m;
@@ -267,7 +283,7 @@ public final class GroupMigrationCheck {
     admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get();
     List<Member> live = new ArrayList<>();
     for (int i = 1; i <= 3; i++) {
-      live.add(start("c" + i, "classic"));
+      live.add(start("c" + i, "classic", i));
     }
     Producer producer = new Producer();
     producer.start();
@@ -276,7 +292,7 @@ public final class GroupMigrationCheck {
     // The upgrade: after the first replacement the group is a consumer
     // group with two classic members in it.
     for (int i = 0; i < 3; i++) {
-      live.set(i, replace(live.get(i), "u" + (i + 1), "consumer"));
+      live.set(i, replace(live.get(i), "u" + (i + 1), "consumer", i + 1));
       check(type(admin) == GroupType.CONSUMER, "a consumer group after u" + (i + 1));
       // Stable: every member, classic or not, reached its target.
       waitFor("a Stable consumer group of 3", () -> stable(admin, GroupType.CONSUMER, 3));
@@ -284,7 +300,7 @@ public final class GroupMigrationCheck {
     // The downgrade: classic members join the consumer group; when the
     // last consumer-protocol member leaves it is a classic group again.
     for (int i = 0; i < 3; i++) {
-      live.set(i, replace(live.get(i), "d" + (i + 1), "classic"));
+      live.set(i, replace(live.get(i), "d" + (i + 1), "classic", i + 1));
       if (i < 2) {
         waitFor("a Stable consumer group of 3", () -> stable(admin, GroupType.CONSUMER, 3));
       }
