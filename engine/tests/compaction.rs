@@ -1,6 +1,8 @@
 //! The log cleaner with real processes and librdkafka: a compacted topic
 //! ends up with one record per key, the latest, in offset order; tombstones
-//! stay until `delete.retention.ms` after their first cleaning, then go;
+//! stay until `delete.retention.ms` after their first cleaning (the delete
+//! horizon written into their batch, which a restart does not reset), then
+//! go;
 //! kill -9 at any moment of a cleaning, and leftovers of an interrupted
 //! swap, leave a consistent log with every latest value; compressed
 //! batches round-trip; an idempotent producer goes on producing after its
@@ -165,6 +167,8 @@ struct Seen {
     offset: i64,
     key: String,
     value: Option<String>,
+    /// CreateTime, Unix ms.
+    timestamp: i64,
 }
 
 /// Everything in partition 0 from the beginning, read_committed.
@@ -199,6 +203,7 @@ fn read_all_with(broker: &Broker, topic: &str, isolation: &str) -> Vec<Seen> {
                 offset: m.offset(),
                 key: String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
                 value: m.payload().map(|p| String::from_utf8(p.to_vec()).unwrap()),
+                timestamp: m.timestamp().to_millis().expect("a CreateTime"),
             }),
             Some(Err(KafkaError::PartitionEOF(_))) => return out,
             Some(Err(e)) if common::is_transient(&e) => {}
@@ -313,51 +318,151 @@ fn kafka_python_sees_one_record_per_key_the_latest_after_cleaning() {
     assert!(out.contains("compacted: 2000 records"), "{out}");
 }
 
-#[test]
-fn tombstones_are_seen_until_delete_retention_then_vanish() {
-    let broker = Broker::start(1, BROKER);
-    let kept = compacted(&[("delete.retention.ms", "3600000")]);
-    create(&broker, "tombstones", &kept);
-    let p = producer(&broker, &[]);
+/// Unix time in ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// 100 keys five times, then tombstones for key-0..key-49, then fillers
+/// so that they lie in sealed segments.
+fn with_tombstones(tag: &str) -> Vec<(String, Option<String>)> {
     let mut records = data(100, 5);
     for k in 0..50 {
         records.push((format!("key-{k}"), None));
     }
-    records.extend(fillers(1000, "b"));
+    records.extend(fillers(1000, tag));
+    records
+}
+
+/// The delete horizons of the batches of partition 0 that carry one.
+fn horizons(broker: &Broker, topic: &str) -> Vec<i64> {
+    stored_headers(broker, topic)
+        .iter()
+        .filter_map(|b| b.delete_horizon_ms)
+        .collect()
+}
+
+/// Within `delete.retention.ms` a consumer sees the tombstones, in
+/// batches the cleaner served as it stored them, with the delete horizon
+/// (attribute bit 6) a retention ahead of their records; the records'
+/// timestamps, as librdkafka reads them, are the producer's, not moved
+/// by the horizon.
+#[test]
+fn tombstones_are_seen_within_delete_retention_with_their_horizon() {
+    let broker = Broker::start(1, BROKER);
+    let kept = compacted(&[("delete.retention.ms", "3600000")]);
+    create(&broker, "tombstones", &kept);
+    let p = producer(&broker, &[]);
+    let records = with_tombstones("b");
+    let before = now_ms();
     produce(&p, "tombstones", &records);
     let seen = wait_compacted(&broker, "tombstones", &records);
+    let after = now_ms();
     let tombstones = seen.iter().filter(|s| s.value.is_none()).count();
     assert_eq!(
         tombstones, 50,
         "a consumer within delete.retention.ms sees them"
     );
-    alter(
-        &broker,
-        "tombstones",
-        &compacted(&[("delete.retention.ms", "1000")]),
+    for s in &seen {
+        assert!(
+            (before - 1_000..=after).contains(&s.timestamp),
+            "{s:?} keeps its CreateTime ({before}..{after})"
+        );
+    }
+    let stamped: Vec<StoredBatch> = stored_headers(&broker, "tombstones")
+        .into_iter()
+        .filter(|b| b.delete_horizon_ms.is_some())
+        .collect();
+    assert!(
+        !stamped.is_empty(),
+        "the tombstones' batches carry a horizon"
     );
+    for b in stamped {
+        let horizon = b.delete_horizon_ms.unwrap();
+        assert!(
+            horizon >= b.max_timestamp + 3_600_000,
+            "{b:?}: a retention after its records, or later"
+        );
+    }
+}
+
+/// Regression (KIP-534): a tombstone's wait was kept in the cleaner's
+/// memory, so every restart started it again; a broker restarted more
+/// often than `delete.retention.ms` kept its tombstones for ever. The
+/// first pass that keeps a tombstone now writes its delete horizon into
+/// the batch. Here the broker stops after that pass and starts again once
+/// every horizon has passed: its first pass after the restart removes the
+/// tombstones (a restarted clock would keep them
+/// `delete.retention.ms` more).
+#[test]
+fn a_restart_does_not_restart_the_tombstones_clock() {
+    let mut broker = Broker::start(1, BROKER);
+    let topic = "tombstones-restart";
+    create(
+        &broker,
+        topic,
+        &compacted(&[("delete.retention.ms", "20000")]),
+    );
+    let p = producer(&broker, &[]);
+    let records = with_tombstones("r");
+    produce(&p, topic, &records);
+    drop(p);
+    // Every key once, and every tombstone's batch stamped.
     let start = Instant::now();
-    loop {
-        let seen = read_all(&broker, "tombstones");
-        for w in seen.windows(2) {
-            assert!(w[0].offset < w[1].offset);
-        }
-        assert!(compacted_fully(&seen));
-        let live: Vec<_> = seen.iter().filter(|s| s.key.starts_with("key-")).collect();
-        if live.iter().all(|s| s.value.is_some()) {
-            let want = latest(&records);
-            assert_eq!(live.len(), 50, "the deleted keys are gone, the others stay");
-            for s in live {
-                assert_eq!(Some(&s.value), want.get(&s.key));
-            }
-            return;
+    let horizon = loop {
+        // (On a slow machine some horizons may pass, and tombstones go,
+        // before this sees them: the end state below allows that.)
+        let seen = read_all(&broker, topic);
+        let h = horizons(&broker, topic);
+        if compacted_fully(&seen) && !h.is_empty() {
+            break h.into_iter().max().unwrap();
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "tombstones still there; log:\n{}",
+            "{topic} not compacted with horizons; log:\n{}",
             broker.log()
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    broker.stop();
+    let passes_before = passes(&broker, topic).len();
+    // The broker is down until every horizon has passed.
+    while now_ms() <= horizon {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.restart();
+    let start = Instant::now();
+    while passes(&broker, topic).len() == passes_before {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no pass after the restart; log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The first pass after the restart is done: nothing else may have
+    // removed the tombstones.
+    let seen = read_all(&broker, topic);
+    assert!(compacted_fully(&seen));
+    let deleted: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.key.starts_with("key-") && s.value.is_none())
+        .collect();
+    assert!(
+        deleted.is_empty(),
+        "{} tombstones outlived their horizon {horizon}: {:?}; log:\n{}",
+        deleted.len(),
+        deleted.first(),
+        broker.log()
+    );
+    let want = latest(&records);
+    let live: Vec<_> = seen.iter().filter(|s| s.key.starts_with("key-")).collect();
+    assert_eq!(live.len(), 50, "the deleted keys are gone, the others stay");
+    for s in live {
+        assert_eq!(Some(&s.value), want.get(&s.key));
     }
 }
 
@@ -493,16 +598,18 @@ fn txn_producer(broker: &Broker, id: &str) -> ThreadedProducer<DefaultProducerCo
     p
 }
 
-/// Sends `records` in one transaction, every one written to the log,
-/// then commits or aborts it.
+/// Sends `records` to each of `topics` in one transaction, every one
+/// written to the log, then commits or aborts it.
 fn transaction(
     p: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
+    topics: &[&str],
     records: &[(String, Option<String>)],
     commit: bool,
 ) {
     p.begin_transaction().expect("begin");
-    send_in_transaction(p, topic, records);
+    for topic in topics {
+        send_in_transaction(p, topic, records);
+    }
     match commit {
         true => p.commit_transaction(DEADLINE).expect("commit"),
         false => p.abort_transaction(DEADLINE).expect("abort"),
@@ -551,9 +658,19 @@ fn round_of(round: usize, first: usize, keys: usize) -> Vec<(String, Option<Stri
         .collect()
 }
 
-/// Base offset and control flag of every batch of partition 0, read by
-/// raw read_uncommitted fetches from offset 0 to the high watermark.
-fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
+/// A batch header as a client fetches it.
+#[derive(Debug)]
+struct StoredBatch {
+    base_offset: i64,
+    control: bool,
+    /// Attribute bit 6 set: the base timestamp is the delete horizon.
+    delete_horizon_ms: Option<i64>,
+    max_timestamp: i64,
+}
+
+/// The header of every batch of partition 0, read by raw
+/// read_uncommitted fetches from offset 0 to the high watermark.
+fn stored_headers(broker: &Broker, topic: &str) -> Vec<StoredBatch> {
     let mut raw = common::Raw::connect(broker.addr());
     let mut out = Vec::new();
     let mut offset = 0;
@@ -561,8 +678,9 @@ fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
         let bytes = common::fetch_partition_0(&mut raw, topic, offset);
         let (mut at, before) = (0, out.len());
         // base_offset i64 | batch_length i32 | epoch i32 | magic i8 |
-        // crc u32 | attributes i16 | last_offset_delta i32 | ...
-        while at + 27 <= bytes.len() {
+        // crc u32 | attributes i16 | last_offset_delta i32 |
+        // base_timestamp i64 | max_timestamp i64 | ... (61 bytes)
+        while at + 61 <= bytes.len() {
             let i64_at = |i: usize| i64::from_be_bytes(bytes[i..i + 8].try_into().unwrap());
             let i32_at = |i: usize| i32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
             let len = i32_at(at + 8) as usize;
@@ -570,7 +688,12 @@ fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
                 break;
             }
             let attributes = i16::from_be_bytes(bytes[at + 21..at + 23].try_into().unwrap());
-            out.push((i64_at(at), attributes & 0x20 != 0));
+            out.push(StoredBatch {
+                base_offset: i64_at(at),
+                control: attributes & 0x20 != 0,
+                delete_horizon_ms: (attributes & 0x40 != 0).then(|| i64_at(at + 27)),
+                max_timestamp: i64_at(at + 35),
+            });
             offset = i64_at(at) + i64::from(i32_at(at + 23)) + 1;
             at += 12 + len;
         }
@@ -578,6 +701,14 @@ fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
             return out;
         }
     }
+}
+
+/// Base offset and control flag of every batch of partition 0.
+fn stored_batches(broker: &Broker, topic: &str) -> Vec<(i64, bool)> {
+    stored_headers(broker, topic)
+        .iter()
+        .map(|b| (b.base_offset, b.control))
+        .collect()
 }
 
 fn markers(broker: &Broker, topic: &str) -> usize {
@@ -625,16 +756,21 @@ fn wait_committed_only(
 /// cleaning both isolation levels see only the latest committed value
 /// of each key; markers stay while their transaction's data does, and
 /// `delete.retention.ms` after; the log they leave replays after a
-/// restart to a stable offset at its end, and the producer goes on.
+/// restart to a stable offset at its end, and the producer goes on. The
+/// same transactions go to two topics: one keeps markers an hour, the
+/// other (`delete.retention.ms=0`) removes them as soon as their data is
+/// gone (a marker's delete horizon is written into its batch when first
+/// kept, so a shorter setting later would not reach it).
 #[test]
 fn aborted_records_go_and_markers_follow_their_transactions_data() {
     let mut broker = Broker::start(1, BROKER);
-    let topic = "txn-compacted";
+    let (kept, topic) = ("txn-compacted", "txn-compacted-0");
     create(
         &broker,
-        topic,
+        kept,
         &compacted(&[("delete.retention.ms", "3600000")]),
     );
+    create(&broker, topic, &compacted(&[("delete.retention.ms", "0")]));
     let p = txn_producer(&broker, "cleaner-txn");
     let mut committed = Vec::new();
     let mut transactions = 0;
@@ -644,28 +780,28 @@ fn aborted_records_go_and_markers_follow_their_transactions_data() {
         let keys = if round == 18 { 50 } else { 100 };
         let records = round_of(round, 0, keys);
         let commit = round % 2 == 0;
-        transaction(&p, topic, &records, commit);
+        transaction(&p, &[kept, topic], &records, commit);
         if commit {
             committed.extend(records);
         }
         transactions += 1;
     }
     let fill = fillers(1000, "t");
-    transaction(&p, topic, &fill, true);
+    transaction(&p, &[kept, topic], &fill, true);
     committed.extend(fill);
     transactions += 1;
-    wait_compacted(&broker, topic, &committed);
-    wait_committed_only(&broker, topic, "read_uncommitted", &committed);
+    wait_compacted(&broker, kept, &committed);
+    wait_committed_only(&broker, kept, "read_uncommitted", &committed);
     assert_eq!(
-        markers(&broker, topic),
+        markers(&broker, kept),
         transactions,
         "every marker stays within delete.retention.ms"
     );
+    wait_compacted(&broker, topic, &committed);
     // Rounds 16, 18 and the fillers keep data (3 markers needed); each
     // segment's last batch stays, which may keep one marker more each.
     let bound = |b: &Broker| segment_files(&b.partition_dir(topic, 0)).len() + 3;
     assert!(bound(&broker) < transactions, "the bound says something");
-    alter(&broker, topic, &compacted(&[("delete.retention.ms", "0")]));
     let start = Instant::now();
     while markers(&broker, topic) > bound(&broker) {
         assert!(
@@ -699,7 +835,7 @@ fn aborted_records_go_and_markers_follow_their_transactions_data() {
     broker.restart();
     wait_committed_only(&broker, topic, "read_committed", &committed);
     let more = round_of(20, 0, 10);
-    transaction(&p, topic, &more, true);
+    transaction(&p, &[topic], &more, true);
     committed.extend(more);
     // (In the active segment, so not compacted: the latest values come
     // last.)
@@ -782,7 +918,7 @@ fn an_open_transactions_records_survive_cleaning() {
     }
     holder.abort_transaction(DEADLINE).expect("abort");
     let more = fillers(500, "more");
-    transaction(&committer, topic, &more, true);
+    transaction(&committer, &[topic], &more, true);
     committed.extend(more);
     wait_committed_only(&broker, topic, "read_uncommitted", &committed);
     wait_committed_only(&broker, topic, "read_committed", &committed);

@@ -11,9 +11,10 @@
 //!     16     1  magic                    i8    always 2
 //!     17     4  crc                      u32   CRC-32C of bytes 21..end
 //!     21     2  attributes               i16   bits 0-2 compression, 3 timestamp type,
-//!                                              4 transactional, 5 control
+//!                                              4 transactional, 5 control,
+//!                                              6 delete horizon
 //!     23     4  last_offset_delta        i32
-//!     27     8  base_timestamp           i64
+//!     27     8  base_timestamp           i64   the delete horizon when bit 6 is set
 //!     35     8  max_timestamp            i64
 //!     43     8  producer_id              i64
 //!     51     2  producer_epoch           i16
@@ -28,6 +29,15 @@
 //! key_length varint | key | value_length varint | value |
 //! header_count varint | (key_length varint | key | value_length varint | value)*
 //! ```
+//!
+//! **Delete horizon** (Kafka's KIP-534). A log cleaner that keeps a batch
+//! holding tombstones, or a transaction marker whose transaction has no
+//! data left, sets attribute bit 6 and writes into `base_timestamp` the
+//! time after which those may go (`delete.retention.ms` after that pass).
+//! Record timestamps are deltas from `base_timestamp`, so the deltas are
+//! rewritten (they may turn negative) and every record keeps its
+//! timestamp; `max_timestamp` is unchanged. Clients ignore the bit: they
+//! compute a record's timestamp as base plus delta whatever it says.
 
 use crate::primitives::{put_varint, put_varlong, DecodeError, Reader};
 use crate::types::{LeaderEpoch, Offset};
@@ -60,6 +70,7 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// Compression codec from the attribute bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +200,12 @@ impl BatchHeader {
 
     pub fn uses_log_append_time(&self) -> bool {
         self.attributes & ATTR_TIMESTAMP_TYPE != 0
+    }
+
+    /// When a log cleaner may remove the batch's tombstones or marker
+    /// (Unix ms), if a cleaner set one; `base_timestamp` holds it.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 }
 
@@ -399,6 +416,119 @@ pub fn set_producer(batch: &mut [u8], id: i64, epoch: i16, base_sequence: i32) {
         .copy_from_slice(&base_sequence.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Rewrites each record's timestamp delta of an uncompressed records
+/// section so that, from base `to` instead of `from`, every record keeps
+/// its timestamp. The rest of each record is copied as it is; its length
+/// prefix follows the delta's new varint size.
+pub fn rebase_timestamps(
+    section: &[u8],
+    count: usize,
+    from: i64,
+    to: i64,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader::new(section);
+    // A delta's varlong grows by at most 9 bytes (1 to 10).
+    let mut out = Vec::with_capacity(section.len() + count.min(section.len()) * 9);
+    for _ in 0..count {
+        let len = r.varint("record length")?;
+        if len < 0 {
+            return Err(DecodeError::Invalid {
+                field: "record length",
+                value: i64::from(len),
+            });
+        }
+        let body = r.take(len as usize, "record")?;
+        let mut rr = Reader::new(body);
+        let attributes = rr.i8("record attributes")?;
+        let delta = rr.varlong("timestamp delta")?;
+        let rest = &body[rr.position()..];
+        let timestamp = from.wrapping_add(delta);
+        let mut head = vec![attributes as u8];
+        put_varlong(&mut head, timestamp.wrapping_sub(to));
+        let new_len = head.len() + rest.len();
+        let new_len = i32::try_from(new_len).map_err(|_| DecodeError::Invalid {
+            field: "record length",
+            value: new_len as i64,
+        })?;
+        put_varint(&mut out, new_len);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(rest);
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid {
+            field: "bytes after the last record",
+            value: r.remaining() as i64,
+        });
+    }
+    Ok(out)
+}
+
+/// Sets the delete-horizon bit and writes `horizon_ms` as the base
+/// timestamp of a batch header. The CRC is left to the caller, who must
+/// also have rebased the records' timestamps ([`rebase_timestamps`]).
+pub fn set_delete_horizon(header: &mut [u8], horizon_ms: i64) {
+    let attributes = be_i16(header, ATTRIBUTES_OFFSET) | ATTR_DELETE_HORIZON;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&horizon_ms.to_be_bytes());
+}
+
+/// Clears the delete-horizon bit of a batch header that holds no records
+/// any more, writing `max_timestamp` as its base timestamp (as Kafka
+/// writes an empty batch). The CRC is left to the caller.
+pub fn clear_delete_horizon(header: &mut [u8]) {
+    let attributes = be_i16(header, ATTRIBUTES_OFFSET) & !ATTR_DELETE_HORIZON;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header.copy_within(
+        MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8,
+        BASE_TIMESTAMP_OFFSET,
+    );
+}
+
+/// A whole, checked batch rebuilt with delete horizon `horizon_ms`: its
+/// records decompressed, rebased ([`rebase_timestamps`]) and compressed
+/// again with the batch's codec, the header marked
+/// ([`set_delete_horizon`]) and the CRC recomputed. Records keep their
+/// timestamps, and the batch its `max_timestamp`.
+pub fn with_delete_horizon(batch: &[u8], horizon_ms: i64) -> Result<Vec<u8>, BatchError> {
+    let corrupt = |reason| BatchError::Corrupt {
+        position: 0,
+        reason,
+    };
+    let h = BatchHeader::parse(batch).ok_or(corrupt("shorter than a batch header"))?;
+    let codec = h.compression().ok_or(BatchError::Invalid {
+        position: 0,
+        reason: "unknown compression codec",
+    })?;
+    let section = batch
+        .get(BATCH_HEADER_SIZE..h.total_size())
+        .ok_or(corrupt("batch_length runs past the bytes given"))?;
+    let plain;
+    let records = match codec {
+        Compression::None => section,
+        _ => {
+            plain = crate::compression::decompress(codec, section)
+                .map_err(|_| corrupt("records do not decompress"))?;
+            &plain[..]
+        }
+    };
+    let count = h.records_count.max(0) as usize;
+    let rebased = rebase_timestamps(records, count, h.base_timestamp, horizon_ms)
+        .map_err(|_| corrupt("records do not decode"))?;
+    let mut out = batch[..BATCH_HEADER_SIZE].to_vec();
+    match codec {
+        Compression::None => out.extend_from_slice(&rebased),
+        _ => crate::compression::compress(codec, &rebased, &mut out)
+            .map_err(|_| corrupt("records do not compress"))?,
+    }
+    set_delete_horizon(&mut out, horizon_ms);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
 }
 
 /// Size of a control record's key: version i16, type i16.
@@ -837,5 +967,74 @@ mod tests {
         let h = validate_batch(&t, 0).unwrap();
         assert!(h.is_transactional() && !h.is_control());
         assert_eq!(parse_marker(&t), None);
+    }
+
+    /// (timestamp, key, value, headers) of each record of a checked batch.
+    type Decoded = Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>, usize)>;
+
+    fn decoded(b: &[u8]) -> Decoded {
+        let h = validate_batch(b, 0).unwrap();
+        let section = &b[BATCH_HEADER_SIZE..];
+        let plain = crate::compression::decompress(h.compression().unwrap(), section).unwrap();
+        decode_records(&plain, h.records_count as usize)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    h.base_timestamp + r.timestamp_delta,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                    r.headers.len(),
+                )
+            })
+            .collect()
+    }
+
+    /// A batch rebuilt with a delete horizon (KIP-534) carries it in its
+    /// base timestamp and attribute bit 6, keeps every record's timestamp
+    /// (deltas turn negative: the horizon lies after them), key, value and
+    /// headers, its codec and max timestamp, and has a valid CRC. Deltas
+    /// of 1 and 2 bytes grow to 5 and the lengths follow.
+    #[test]
+    fn a_delete_horizon_keeps_record_timestamps_and_a_valid_crc() {
+        for codec in [Compression::None, Compression::Zstd, Compression::Gzip] {
+            let mut b = BatchBuilder::new(1_700_000_000_000).producer(9, 2, 5);
+            b.push(1_700_000_000_000, Some(b"k0"), Some(b"v0"), &[]);
+            b.push(1_700_000_000_090, Some(b"k1"), None, &[(&b"h"[..], None)]);
+            b.push(1_699_999_999_000, Some(b"k2"), Some(b"v2"), &[]);
+            let mut payload = Vec::new();
+            crate::compression::compress(codec, b.records(), &mut payload).unwrap();
+            let before = b.finish_with(codec, &payload);
+            let h = validate_batch(&before, 0).unwrap();
+            assert_eq!(h.delete_horizon_ms(), None);
+            let horizon = 1_700_086_400_000;
+            let after = with_delete_horizon(&before, horizon).unwrap();
+            let nh = validate_batch(&after, 0).expect("CRC and lengths valid");
+            assert_eq!(nh.delete_horizon_ms(), Some(horizon), "{codec:?}");
+            assert_eq!(nh.compression(), Some(codec));
+            assert_eq!(nh.max_timestamp, h.max_timestamp);
+            assert_eq!(
+                (nh.producer_id, nh.producer_epoch, nh.base_sequence),
+                (9, 2, 5)
+            );
+            assert_eq!(decoded(&after), decoded(&before), "{codec:?}");
+            assert_eq!(decoded(&after)[1].0, 1_700_000_000_090);
+            // Flipping a byte of the rebuilt records is caught.
+            let mut bad = after.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(validate_batch(&bad, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn a_horizon_cleared_from_an_emptied_header_leaves_the_max_timestamp() {
+        let mut b = BatchBuilder::new(1_000);
+        b.push(1_500, Some(b"k"), None, &[]);
+        let mut out = with_delete_horizon(&b.finish(), 9_000).unwrap();
+        clear_delete_horizon(&mut out);
+        let h = BatchHeader::parse(&out).unwrap();
+        assert_eq!(h.delete_horizon_ms(), None);
+        assert_eq!((h.base_timestamp, h.max_timestamp), (1_500, 1_500));
     }
 }

@@ -12,10 +12,19 @@
 //! (`base_sequence .. base_sequence + last_offset_delta`) is unchanged.
 //! A compressed batch is decompressed, filtered and compressed again with
 //! its codec.
+//!
+//! The one exception is the delete horizon (Kafka's KIP-534): a batch
+//! that keeps a tombstone and carries no horizon yet gets one, written
+//! into its base timestamp, and its kept records' timestamp deltas are
+//! rewritten from the new base so their timestamps stay
+//! (`record_batch::rebase_timestamps`). A later pass removes the
+//! tombstones once the horizon has passed, whatever restarts came
+//! between. A batch left with no record loses its horizon.
 
 use sluice_protocol::compression::{self, CodecError};
 use sluice_protocol::record_batch::{
-    compute_crc, decode_records, BatchHeader, Compression, ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE,
+    clear_delete_horizon, compute_crc, decode_records, rebase_timestamps, set_delete_horizon,
+    with_delete_horizon, BatchHeader, Compression, ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE,
     BATCH_LENGTH_OFFSET, CRC_OFFSET, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
 };
 use sluice_protocol::Offset;
@@ -123,31 +132,45 @@ pub fn for_each_record(
 }
 
 /// Keeps the records `keep` says yes to. A batch left without records is
-/// kept empty when `keep_empty` (an idempotent producer's last batch).
+/// kept empty when `keep_empty` (an idempotent producer's last batch). A
+/// batch that keeps a tombstone and has no delete horizon gets
+/// `horizon_ms` as its horizon.
 pub fn filter_batch(
     h: &BatchHeader,
     batch: &[u8],
     keep_empty: bool,
+    horizon_ms: i64,
     mut keep: impl FnMut(RecordView<'_>) -> bool,
 ) -> Result<Filtered, FilterError> {
     let section = records_section(h, batch)?;
     let mut kept = Vec::with_capacity(section.len());
     let (mut count, mut total) = (0i32, 0i32);
     let mut max_ts = i64::MIN;
+    let mut kept_tombstone = false;
     for_each_record(h, &section, |view, raw, ts| {
         total += 1;
         if keep(view) {
             kept.extend_from_slice(raw);
             count += 1;
             max_ts = max_ts.max(ts);
+            kept_tombstone |= view.tombstone;
         }
     })?;
     // An empty batch (kept by an earlier pass) goes once nothing needs it.
     if count == 0 && !keep_empty {
         return Ok(Filtered::Dropped);
     }
-    if count == total {
+    let stamp = kept_tombstone && h.delete_horizon_ms().is_none();
+    if count == total && !stamp {
         return Ok(Filtered::Unchanged);
+    }
+    if stamp {
+        kept = rebase_timestamps(&kept, count as usize, h.base_timestamp, horizon_ms).map_err(
+            |e| FilterError::Corrupt {
+                offset: h.base_offset.0,
+                reason: e.to_string(),
+            },
+        )?;
     }
     let mut payload = Vec::new();
     let codec = h.compression().expect("checked by records_section");
@@ -174,15 +197,37 @@ pub fn filter_batch(
     if count > 0 && !h.uses_log_append_time() {
         out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&max_ts.to_be_bytes());
     }
+    if stamp {
+        set_delete_horizon(&mut out, horizon_ms);
+    } else if count == 0 && h.delete_horizon_ms().is_some() {
+        // No tombstone left for the horizon to time.
+        clear_delete_horizon(&mut out);
+    }
     let crc = compute_crc(&out);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Filtered::Rebuilt(out))
+}
+
+/// A transaction marker (or any batch) rebuilt with delete horizon
+/// `horizon_ms`, its records' timestamps unchanged.
+pub fn stamp_horizon(
+    h: &BatchHeader,
+    batch: &[u8],
+    horizon_ms: i64,
+) -> Result<Vec<u8>, FilterError> {
+    with_delete_horizon(batch, horizon_ms).map_err(|e| FilterError::Corrupt {
+        offset: h.base_offset.0,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sluice_protocol::record_batch::{set_base_offset, validate_stored_batch, BatchBuilder};
+
+    /// The delete horizon a pass would give a batch keeping a tombstone.
+    const HORIZON: i64 = 86_401_000;
 
     /// Records k0=v0, k1=v1, k0=v2, k1=null at offsets 100..103, times
     /// 1000..1003, with a header, compressed with `codec`.
@@ -231,7 +276,7 @@ mod tests {
         ] {
             let b = batch(codec);
             let h = BatchHeader::parse(&b).unwrap();
-            let out = filter_batch(&h, &b, false, |r| r.offset.0 >= 102).unwrap();
+            let out = filter_batch(&h, &b, false, HORIZON, |r| r.offset.0 >= 102).unwrap();
             let Filtered::Rebuilt(out) = out else {
                 panic!("{codec:?}: {out:?}")
             };
@@ -246,25 +291,85 @@ mod tests {
             );
             assert_eq!(nh.max_timestamp, 1_003);
             assert_eq!(
+                nh.delete_horizon_ms(),
+                Some(HORIZON),
+                "it keeps a tombstone"
+            );
+            assert_eq!(
                 values(&out),
                 vec![(102, Some(b"v2".to_vec()), 1_002), (103, None, 1_003)]
             );
         }
     }
 
+    /// KIP-534: the first pass that keeps a tombstone writes the delete
+    /// horizon into the batch (even when it keeps every record); later
+    /// passes keep that horizon, however they filter; a batch keeping no
+    /// tombstone gets none; an emptied batch drops it.
+    #[test]
+    fn a_kept_tombstone_stamps_a_delete_horizon_once() {
+        let b = batch(Compression::Lz4);
+        let h = BatchHeader::parse(&b).unwrap();
+        let Filtered::Rebuilt(stamped) = filter_batch(&h, &b, false, HORIZON, |_| true).unwrap()
+        else {
+            panic!("a tombstone without a horizon is stamped")
+        };
+        let sh = validate_stored_batch(&stamped, 0).unwrap();
+        assert_eq!(sh.delete_horizon_ms(), Some(HORIZON));
+        assert_eq!(values(&stamped), values(&b), "timestamps unchanged");
+        assert_eq!(sh.max_timestamp, h.max_timestamp);
+        assert_eq!(
+            filter_batch(&sh, &stamped, false, HORIZON + 5, |_| true).unwrap(),
+            Filtered::Unchanged
+        );
+        let Filtered::Rebuilt(later) =
+            filter_batch(&sh, &stamped, false, HORIZON + 5, |r| r.offset.0 != 100).unwrap()
+        else {
+            panic!("one record fewer")
+        };
+        let lh = validate_stored_batch(&later, 0).unwrap();
+        assert_eq!(
+            lh.delete_horizon_ms(),
+            Some(HORIZON),
+            "the first horizon stays"
+        );
+        assert_eq!(values(&later), values(&b)[1..].to_vec());
+        let Filtered::Rebuilt(plain) =
+            filter_batch(&h, &b, false, HORIZON, |r| !r.tombstone).unwrap()
+        else {
+            panic!("the tombstone goes")
+        };
+        let ph = validate_stored_batch(&plain, 0).unwrap();
+        assert_eq!(ph.delete_horizon_ms(), None, "no tombstone kept");
+        let Filtered::Rebuilt(empty) =
+            filter_batch(&sh, &stamped, true, HORIZON, |_| false).unwrap()
+        else {
+            panic!("kept empty")
+        };
+        let eh = validate_stored_batch(&empty, 0).unwrap();
+        assert_eq!(eh.delete_horizon_ms(), None);
+        assert_eq!(eh.base_timestamp, eh.max_timestamp);
+    }
+
     #[test]
     fn all_kept_is_unchanged_none_kept_is_dropped_or_empty() {
         let b = batch(Compression::Zstd);
         let h = BatchHeader::parse(&b).unwrap();
+        // Stamped once (its tombstone), it is then copied as it is.
+        let Filtered::Rebuilt(b) = filter_batch(&h, &b, false, HORIZON, |_| true).unwrap() else {
+            panic!("the tombstone's batch is stamped")
+        };
+        let h = validate_stored_batch(&b, 0).unwrap();
         assert_eq!(
-            filter_batch(&h, &b, false, |_| true).unwrap(),
+            filter_batch(&h, &b, false, HORIZON, |_| true).unwrap(),
             Filtered::Unchanged
         );
         assert_eq!(
-            filter_batch(&h, &b, false, |_| false).unwrap(),
+            filter_batch(&h, &b, false, HORIZON, |_| false).unwrap(),
             Filtered::Dropped
         );
-        let Filtered::Rebuilt(empty) = filter_batch(&h, &b, true, |_| false).unwrap() else {
+        let Filtered::Rebuilt(empty) = filter_batch(&h, &b, true, HORIZON, |_| false).unwrap()
+        else {
             panic!("kept empty")
         };
         let nh = validate_stored_batch(&empty, 0).unwrap();
@@ -279,11 +384,11 @@ mod tests {
         assert!(values(&empty).is_empty());
         // Later passes keep it only while something needs it.
         assert_eq!(
-            filter_batch(&nh, &empty, true, |_| true).unwrap(),
+            filter_batch(&nh, &empty, true, HORIZON, |_| true).unwrap(),
             Filtered::Unchanged
         );
         assert_eq!(
-            filter_batch(&nh, &empty, false, |_| true).unwrap(),
+            filter_batch(&nh, &empty, false, HORIZON, |_| true).unwrap(),
             Filtered::Dropped
         );
     }
@@ -293,7 +398,7 @@ mod tests {
         let b = batch(Compression::None);
         let h = BatchHeader::parse(&b).unwrap();
         let mut seen = Vec::new();
-        filter_batch(&h, &b, false, |r| {
+        filter_batch(&h, &b, false, HORIZON, |r| {
             seen.push((r.offset.0, r.key.unwrap().to_vec(), r.tombstone));
             true
         })

@@ -15,10 +15,14 @@
 //!    taking input segments until its output reaches `segment.bytes`,
 //!    named after its first input's base. A
 //!    record goes when the map holds a later offset for its key, or when
-//!    it is a tombstone cleaned more than `delete.retention.ms` ago, or it
+//!    it is a tombstone whose batch's delete horizon has passed, or it
 //!    belongs to an aborted transaction. Markers follow the rules of
-//!    [`super::txn`]. Each input segment's last batch is kept (empty if need be) so the
-//!    segments still meet end to end and recovery never mistakes a
+//!    [`super::txn`]. A batch kept for a tombstone, or a marker kept only
+//!    for its wait, that has no delete horizon yet gets one: this pass's
+//!    time plus `delete.retention.ms`, written into the batch (Kafka's
+//!    KIP-534), so the wait survives restarts. Each input segment's
+//!    last batch is kept (empty if need be) so the segments still meet
+//!    end to end and recovery never mistakes a
 //!    cleaned gap for a lost tail; an empty batch no longer last goes at
 //!    the next pass. Grouping by output size keeps runs of near-empty
 //!    segments from forming, each of which would cost a consumer a fetch
@@ -33,13 +37,14 @@ use super::offset_map::OffsetMap;
 use super::plan::{LogState, Plan};
 use super::throttle::Throttle;
 use super::txn::{Aborted, LastBatches, MarkerFate, Open};
-use crate::shard::partition::{now_ms, Partition};
+use crate::shard::partition::Partition;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
 use crate::storage::segment::{BATCH_SIZE_MAX, SEGMENT_SIZE_MAX};
 use crate::storage::StorageError;
 use sluice_protocol::record_batch::{validate_stored_batch, BatchHeader, BATCH_HEADER_SIZE};
 use sluice_protocol::Offset;
+use std::borrow::Cow;
 use std::os::unix::fs::FileExt;
 
 /// Bytes of cleaned batches gathered before one write.
@@ -221,21 +226,32 @@ struct PassContext<'a> {
     now_ms: i64,
 }
 
+impl PassContext<'_> {
+    /// The delete horizon this pass gives a batch it keeps for a
+    /// tombstone or a marker and that has none yet.
+    fn new_horizon_ms(&self) -> i64 {
+        self.now_ms.saturating_add(self.config.delete_retention_ms)
+    }
+
+    /// Whether a batch's delete horizon has passed.
+    fn passed(&self, horizon_ms: Option<i64>) -> bool {
+        horizon_ms.is_some_and(|h| self.now_ms >= h)
+    }
+}
+
 /// What a pass gathers as it copies.
 #[derive(Default)]
 struct Progress {
     stats: PassStats,
-    /// When the earliest-cleaned tombstone or retained marker kept was
-    /// first cleaned or left without data.
-    oldest_horizon: Option<i64>,
-    /// Markers left without data and kept, with when that was first seen.
-    markers: Vec<(Offset, i64)>,
+    /// The earliest delete horizon still to pass among the batches kept
+    /// for tombstones or markers.
+    next_horizon: Option<i64>,
     open: Open,
 }
 
 impl Progress {
     fn horizon(&mut self, at: i64) {
-        self.oldest_horizon = Some(self.oldest_horizon.map_or(at, |o| o.min(at)));
+        self.next_horizon = Some(self.next_horizon.map_or(at, |o| o.min(at)));
     }
 }
 
@@ -244,7 +260,6 @@ async fn copy_segment(
     s: &SealedSegment,
     cleaned: &mut CleanedSegment,
     cx: &PassContext<'_>,
-    state: &LogState,
     throttle: &mut Throttle,
     progress: &mut Progress,
 ) -> Result<(), PassError> {
@@ -258,19 +273,24 @@ async fn copy_segment(
         throttle.read(batch.len() as u64).await;
         let last_of_segment = Some(h.base_offset) == last_base;
         if h.is_control() {
-            if copy_marker(&h, &batch, last_of_segment, cx, state, cleaned, progress) {
-                out.extend_from_slice(&batch);
+            if let Some(b) = copy_marker(&h, &batch, last_of_segment, cx, cleaned, progress)? {
+                out.extend_from_slice(&b);
             }
         } else {
             let keep_empty = last_of_segment || cx.last_of_producer.is_last(&h);
             let aborted = cx.aborted.holds(&h);
-            let mut removed = 0u64;
-            let filtered = filter_batch(&h, &batch, keep_empty, |r| {
-                let keep = !aborted && keeps(r, cx, state, progress);
+            let horizon = h.delete_horizon_ms();
+            let (mut removed, mut tombstones) = (0u64, false);
+            let filtered = filter_batch(&h, &batch, keep_empty, cx.new_horizon_ms(), |r| {
+                let keep = !aborted && keeps(r, cx, horizon);
                 removed += u64::from(!keep);
+                tombstones |= keep && r.tombstone;
                 keep
             })?;
             progress.stats.records_removed += removed;
+            if tombstones {
+                progress.horizon(horizon.unwrap_or_else(|| cx.new_horizon_ms()));
+            }
             if h.is_transactional() && filtered != Filtered::Dropped {
                 progress.open.data_kept(h.producer_id);
             }
@@ -290,42 +310,51 @@ async fn copy_segment(
     Ok(())
 }
 
-/// Whether a control batch stays (see [`super::txn`]); an ABORT marker
-/// kept for its data takes its index entry into `cleaned`.
-fn copy_marker(
+/// The control batch to write, if it stays (see [`super::txn`]); an
+/// ABORT marker kept for its data takes its index entry into `cleaned`,
+/// and one kept only for its wait gets a delete horizon if it has none.
+fn copy_marker<'b>(
     h: &BatchHeader,
-    batch: &[u8],
+    batch: &'b [u8],
     last_of_segment: bool,
     cx: &PassContext<'_>,
-    state: &LogState,
     cleaned: &mut CleanedSegment,
     progress: &mut Progress,
-) -> bool {
-    let since = state.marker_since(h.base_offset).unwrap_or(cx.now_ms);
-    let expired = || cx.now_ms.saturating_sub(since) >= cx.config.delete_retention_ms;
-    // A marker recovery may still need stays whatever its age, untimed:
-    // a later pass, once snapshots have moved past it, removes it.
+) -> Result<Option<Cow<'b, [u8]>>, PassError> {
+    let horizon = h.delete_horizon_ms();
+    // A marker recovery may still need stays whatever its horizon: a
+    // later pass, once snapshots have moved past it, removes it.
     let last = last_of_segment
         || cx.last_of_producer.is_last(h)
         || h.base_offset >= cx.markers_removable_below;
-    match progress.open.marker(h, batch, &cx.aborted, last, expired) {
+    match progress
+        .open
+        .marker(h, batch, &cx.aborted, last, || cx.passed(horizon))
+    {
         MarkerFate::Needed(entry) => {
             if let Some(e) = entry {
                 cleaned.add_aborted(e);
             }
-            true
+            Ok(Some(Cow::Borrowed(batch)))
         }
-        MarkerFate::Retained => {
-            // One kept past its time (a producer's last) needs no pass.
-            if !expired() {
-                progress.markers.push((h.base_offset, since));
-                progress.horizon(since);
+        MarkerFate::Retained => match horizon {
+            None => {
+                let at = cx.new_horizon_ms();
+                progress.horizon(at);
+                Ok(Some(Cow::Owned(filter::stamp_horizon(h, batch, at)?)))
             }
-            true
-        }
+            Some(at) => {
+                // One kept past its horizon (a producer's last) needs no
+                // pass of its own.
+                if !cx.passed(horizon) {
+                    progress.horizon(at);
+                }
+                Ok(Some(Cow::Borrowed(batch)))
+            }
+        },
         MarkerFate::Removed => {
             progress.stats.records_removed += 1;
-            false
+            Ok(None)
         }
     }
 }
@@ -357,7 +386,7 @@ pub async fn run(
     map: &mut OffsetMap,
     throttle: &mut Throttle,
 ) -> Result<PassStats, PassError> {
-    let now = now_ms();
+    let now = plan.now_ms;
     let last_of_producer = last_batches(&plan.segments, throttle).await?;
     let first = plan.segments.first().expect("a plan has segments").base;
     let aborted = Aborted::new(partition.aborted_in(first, plan.end));
@@ -408,7 +437,7 @@ pub async fn run(
             Some(c) => c,
             None => cleaned.insert(CleanedSegment::create(&view.dir, s.base)?),
         };
-        let copied = copy_segment(s, c, &cx, state, throttle, &mut progress).await;
+        let copied = copy_segment(s, c, &cx, throttle, &mut progress).await;
         if let Err(e) = copied {
             if let Some(c) = cleaned.take() {
                 c.abandon();
@@ -423,9 +452,7 @@ pub async fn run(
         }
     }
     state.first_dirty = cleaned_upto;
-    state.record_pass(cleaned_upto, now);
-    state.oldest_tombstone_ms = progress.oldest_horizon;
-    state.set_markers(progress.markers);
+    state.delete_horizon_ms = progress.next_horizon;
     Ok(progress.stats)
 }
 
@@ -439,37 +466,24 @@ fn last_batch_base(s: &SealedSegment) -> Result<Option<Offset>, PassError> {
     Ok(last)
 }
 
-/// Whether a record of a plain batch stays, noting when the oldest kept
-/// tombstone was first cleaned.
-fn keeps(
-    r: filter::RecordView<'_>,
-    cx: &PassContext<'_>,
-    state: &LogState,
-    progress: &mut Progress,
-) -> bool {
+/// Whether a record of a plain batch stays (Kafka's rule): the latest
+/// of its key, and if a tombstone, its batch's delete horizon (`horizon`)
+/// not passed or not yet set.
+fn keeps(r: filter::RecordView<'_>, cx: &PassContext<'_>, horizon: Option<i64>) -> bool {
     let Some(key) = r.key else {
         return true;
     };
     if cx.map.get(key).is_some_and(|latest| latest > r.offset) {
         return false;
     }
-    if !r.tombstone {
-        return true;
-    }
-    match state.first_cleaned_ms(r.offset) {
-        Some(at) if cx.now_ms.saturating_sub(at) >= cx.config.delete_retention_ms => false,
-        first => {
-            let at = first.unwrap_or(cx.now_ms);
-            progress.horizon(at);
-            true
-        }
-    }
+    !r.tombstone || !cx.passed(horizon)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::BrokerConfig;
+    use crate::shard::partition::now_ms;
     use crate::storage::log::PartitionLog;
     use sluice_protocol::record_batch::{decode_records, validate_record_set, BatchBuilder};
     use std::collections::BTreeMap;
@@ -522,6 +536,16 @@ mod tests {
         })
         .unwrap();
         (records, markers)
+    }
+
+    /// The delete horizon of each batch, by base offset.
+    fn horizons(p: &Partition) -> BTreeMap<i64, Option<i64>> {
+        let mut out = BTreeMap::new();
+        p.for_each_batch(Offset(0), |h, _| {
+            out.insert(h.base_offset.0, h.delete_horizon_ms());
+        })
+        .unwrap();
+        out
     }
 
     /// Transactions by Kafka's rules: a committed one compacted like any
@@ -583,14 +607,23 @@ mod tests {
                         "retention {retention}"
                     );
                     assert_eq!(records.len(), 3 + 80, "every filler stays");
-                    let kept_abort = retention != "0";
-                    let want: Vec<i64> = match kept_abort {
-                        true => vec![2, 4, 6],
-                        false => vec![2, 6],
-                    };
-                    assert_eq!(markers, want, "retention {retention}");
-                    assert_eq!(state.marker_since(Offset(4)).is_some(), kept_abort);
-                    assert_eq!(state.oldest_tombstone_ms.is_some(), kept_abort);
+                    // The ABORT marker at 4 lost its data: it stays with a
+                    // delete horizon, this pass's time plus the retention.
+                    assert_eq!(markers, vec![2, 4, 6], "retention {retention}");
+                    let horizon = horizons(&p)[&4];
+                    assert_eq!(
+                        horizon,
+                        Some(plan.now_ms + retention.parse::<i64>().unwrap())
+                    );
+                    assert_eq!(state.delete_horizon_ms, horizon);
+                    assert_eq!(horizons(&p)[&2], None, "needed for its data, not timed");
+                    if retention == "0" {
+                        // Its horizon has passed: the next pass is due
+                        // and removes it.
+                        one_pass(&p, &mut state, &mut map).await;
+                        assert_eq!(contents(&p).1, vec![2, 6]);
+                        assert_eq!(state.delete_horizon_ms, None);
+                    }
                     assert!(
                         p.aborted_in(Offset(0), Offset(open_at)).is_empty(),
                         "no aborted data left to index"
@@ -602,10 +635,124 @@ mod tests {
 
     /// Runs the pass due on `p` now with `map`; panics if none is due.
     async fn one_pass(p: &Partition, state: &mut LogState, map: &mut OffsetMap) -> PassStats {
-        let plan =
-            super::super::plan::plan(&p.cleaner_view(), state, now_ms()).expect("a pass due");
+        pass_at(p, state, map, now_ms()).await
+    }
+
+    /// Runs the pass due on `p` at `now` (Unix ms); panics if none is due.
+    async fn pass_at(
+        p: &Partition,
+        state: &mut LogState,
+        map: &mut OffsetMap,
+        now: i64,
+    ) -> PassStats {
+        let plan = super::super::plan::plan(&p.cleaner_view(), state, now).expect("a pass due");
         let mut throttle = Throttle::new(u64::MAX);
         run(p, &plan, state, map, &mut throttle).await.unwrap()
+    }
+
+    /// Offsets of the tombstones (null values) left in `p`.
+    fn tombstones(p: &Partition) -> Vec<i64> {
+        let mut out = Vec::new();
+        p.for_each_batch(Offset(0), |h, batch| {
+            if h.is_control() {
+                return;
+            }
+            let section = &batch[BATCH_HEADER_SIZE..];
+            for r in decode_records(section, h.records_count as usize).unwrap() {
+                if r.value.is_none() {
+                    out.push(h.base_offset.0 + i64::from(r.offset_delta));
+                }
+            }
+        })
+        .unwrap();
+        out
+    }
+
+    /// Appends a batch of 20 fillers of unique keys, `n` times, so that
+    /// what came before lies in sealed segments.
+    async fn fill(p: &Partition, n: usize) {
+        for i in 0..n {
+            let (k, v) = (format!("f{i}"), format!("{i:0>60}"));
+            append(p, None, &[(&k, &v)]).await;
+        }
+    }
+
+    /// Regression (KIP-534): a tombstone's wait was timed in the cleaner's
+    /// memory, so a restart started it again and a broker restarted more
+    /// often than `delete.retention.ms` never removed a tombstone. The
+    /// first pass that keeps it now writes its delete horizon into the
+    /// batch; a new cleaner state (a restart) keeps it before that
+    /// horizon and removes it at it.
+    #[test]
+    fn a_tombstones_delete_horizon_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), "60000");
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                append(&p, None, &[("k", "v")]).await; // 0
+                let mut b = BatchBuilder::new(1_000);
+                b.push(1_000, Some(b"k"), None, &[]); // 1
+                let b = b.finish();
+                p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())
+                    .await
+                    .unwrap();
+                fill(&p, 40).await;
+                let mut map = OffsetMap::with_memory(1 << 20);
+                let t0 = now_ms();
+                let mut state = LogState::default();
+                pass_at(&p, &mut state, &mut map, t0).await;
+                assert_eq!(tombstones(&p), vec![1], "kept within the retention");
+                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000));
+                assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
+                assert!(!horizons(&p).contains_key(&0), "the older value went");
+                // Restarts: each pass with a state of its own.
+                pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
+                assert_eq!(tombstones(&p), vec![1], "before its horizon");
+                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
+                pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
+                assert!(tombstones(&p).is_empty(), "gone at its horizon");
+                assert!(
+                    contents(&p).0.iter().all(|(_, k, _)| k != "k"),
+                    "the key is gone"
+                );
+            });
+    }
+
+    /// The same for a transaction marker whose transaction's data is
+    /// gone: its horizon is in its batch, and a new cleaner state removes
+    /// it once the horizon passes (the producer's last marker stays).
+    #[test]
+    fn a_markers_delete_horizon_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), "60000");
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                append(&p, Some((1, 0)), &[("k0", "a")]).await; // 0
+                p.append_marker(1, 0, true, 0).unwrap(); // 1
+                append(&p, Some((1, 1)), &[("k0", "b")]).await; // 2
+                p.append_marker(1, 0, true, 0).unwrap(); // 3
+                append(&p, None, &[("k0", "c")]).await; // 4
+                fill(&p, 40).await;
+                let mut map = OffsetMap::with_memory(1 << 20);
+                let t0 = now_ms();
+                let mut state = LogState::default();
+                pass_at(&p, &mut state, &mut map, t0).await;
+                assert_eq!(contents(&p).1, vec![1, 3]);
+                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "its data is gone");
+                assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
+                pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
+                assert_eq!(contents(&p).1, vec![1, 3], "before its horizon");
+                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
+                pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
+                assert_eq!(contents(&p).1, vec![3], "the producer's last stays");
+                let values: Vec<_> = contents(&p).0.into_iter().map(|(_, _, v)| v).collect();
+                assert!(values.contains(&"c".to_string()));
+                assert!(!values.contains(&"a".to_string()) && !values.contains(&"b".to_string()));
+            });
     }
 
     /// How many times each key appears.

@@ -11,79 +11,32 @@
 //! Below `first dirty` a previous pass already cleaned the log. The
 //! dirty ratio is dirty bytes over cleanable bytes; a log is due when it
 //! reaches `min.cleanable.dirty.ratio`, when its oldest dirty segment's
-//! newest record is older than `max.compaction.lag.ms`, or when a
-//! tombstone it keeps has passed `delete.retention.ms`.
+//! newest record is older than `max.compaction.lag.ms`, or when the
+//! delete horizon of a tombstone or transaction marker it keeps has
+//! passed.
 
 use crate::shard::partition::CleanerView;
 use crate::storage::log::SealedSegment;
 use sluice_protocol::Offset;
 
-/// Passes remembered per log for tombstone ages; older ones merge.
-pub const PASSES_MAX: usize = 64;
-/// Markers whose wait is timed per log (16 bytes each). Past this many,
-/// the later ones start their wait at a later pass: they stay longer,
-/// and are timed once the earlier ones have gone.
-pub const MARKERS_TIMED_MAX: usize = 1 << 16;
-
-/// What the cleaner remembers of one log between passes (in memory: a
-/// restart makes the whole log dirty again, and restarts the tombstones'
-/// clocks, which only keeps them longer).
+/// What the cleaner remembers of one log between passes, in memory: a
+/// restart makes the whole log dirty again, so the first pass after it
+/// rebuilds both fields. When tombstones and markers may go is not kept
+/// here but in their batches (the delete horizon, Kafka's KIP-534), so a
+/// restart never restarts their clocks.
 #[derive(Clone, Debug, Default)]
 pub struct LogState {
     /// Where the dirty part starts.
     pub first_dirty: Offset,
-    /// Each pass: the offset it cleaned below and when, both rising.
-    passes: Vec<(Offset, i64)>,
-    /// When the earliest-cleaned tombstone the log keeps was first
-    /// cleaned, or the earliest transaction marker kept was first found
-    /// without its transaction's data: it may go `delete.retention.ms`
-    /// after (read at each plan, so a changed setting applies at once).
-    pub oldest_tombstone_ms: Option<i64>,
-    /// Markers kept only for `delete.retention.ms`, by offset, with when
-    /// a pass first found their transaction's data gone.
-    markers: Vec<(Offset, i64)>,
+    /// The earliest delete horizon (Unix ms) among the batches the last
+    /// pass kept for tombstones or markers still waiting for it: a pass
+    /// is due then even with no new dirt. Only a schedule: the horizons
+    /// themselves are in the batches. (Kafka keeps nothing of the kind,
+    /// so there a tombstone past its horizon waits for a pass that
+    /// `min.cleanable.dirty.ratio` or `max.compaction.lag.ms` brings.)
+    pub delete_horizon_ms: Option<i64>,
     /// A corrupt batch stopped cleaning this log (until a restart).
     pub failed: bool,
-}
-
-impl LogState {
-    /// When the record at `offset` was first part of a cleaned log.
-    pub fn first_cleaned_ms(&self, offset: Offset) -> Option<i64> {
-        let i = self.passes.partition_point(|(upto, _)| *upto <= offset);
-        self.passes.get(i).map(|(_, at)| *at)
-    }
-
-    /// When a pass first found the marker at `offset` without data.
-    pub fn marker_since(&self, offset: Offset) -> Option<i64> {
-        let i = self.markers.partition_point(|(o, _)| *o < offset);
-        self.markers
-            .get(i)
-            .filter(|(o, _)| *o == offset)
-            .map(|(_, at)| *at)
-    }
-
-    /// The markers a pass kept for their wait, in offset order.
-    pub fn set_markers(&mut self, mut markers: Vec<(Offset, i64)>) {
-        assert!(
-            markers.windows(2).all(|w| w[0].0 < w[1].0),
-            "in offset order"
-        );
-        markers.truncate(MARKERS_TIMED_MAX);
-        self.markers = markers;
-    }
-
-    /// A pass cleaned the log below `upto` at `now_ms`.
-    pub fn record_pass(&mut self, upto: Offset, now_ms: i64) {
-        if self.passes.last().is_some_and(|(u, _)| *u >= upto) {
-            return;
-        }
-        if self.passes.len() == PASSES_MAX {
-            // Merged into the next pass: the records it covered count as
-            // cleaned later than they were, so their tombstones stay longer.
-            self.passes.remove(0);
-        }
-        self.passes.push((upto, now_ms));
-    }
 }
 
 /// A pass the cleaner may run over one log.
@@ -98,8 +51,11 @@ pub struct Plan {
     pub clean_bytes: u64,
     /// Dirty ratio in millionths.
     pub dirty_ppm: u64,
-    /// Due whatever the ratio (a compaction lag or tombstone deadline).
+    /// Due whatever the ratio (a compaction lag or delete horizon).
     pub forced: bool,
+    /// The clock the pass runs by (Unix ms): what it compares delete
+    /// horizons with, and adds `delete.retention.ms` to for new ones.
+    pub now_ms: i64,
 }
 
 /// The pass due on `view`, if any.
@@ -131,9 +87,7 @@ pub fn plan(view: &CleanerView, state: &LogState, now_ms: i64) -> Option<Plan> {
     let dirty_ppm = dirty_bytes.saturating_mul(1_000_000) / total;
     let lagging = oldest_dirty_ms
         .is_some_and(|t| t >= 0 && now_ms.saturating_sub(t) > config.max_compaction_lag_ms);
-    let tombstones_due = state
-        .oldest_tombstone_ms
-        .is_some_and(|t| t.saturating_add(config.delete_retention_ms) <= now_ms);
+    let tombstones_due = state.delete_horizon_ms.is_some_and(|t| t <= now_ms);
     let by_ratio = dirty_bytes > 0 && dirty_ppm >= config.min_cleanable_dirty_ppm;
     if !(by_ratio || lagging || tombstones_due) {
         return None;
@@ -146,6 +100,7 @@ pub fn plan(view: &CleanerView, state: &LogState, now_ms: i64) -> Option<Plan> {
         clean_bytes,
         dirty_ppm,
         forced: lagging || tombstones_due,
+        now_ms,
     })
 }
 
@@ -214,46 +169,12 @@ mod tests {
         assert_eq!((p.dirty_ppm, p.forced), (250_000, false));
         let lag = [("max.compaction.lag.ms", "5000")];
         assert!(plan(&view(&lag, &segs, 40), &state, 10_000).unwrap().forced);
-        state.oldest_tombstone_ms = Some(9_000);
+        state.delete_horizon_ms = Some(10_001);
         assert!(
             plan(&view(&[], &segs, 40), &state, 10_000).is_none(),
-            "kept a day"
+            "the horizon has not passed"
         );
-        let short = [("delete.retention.ms", "1000")];
-        assert!(
-            plan(&view(&short, &segs, 40), &state, 10_000)
-                .unwrap()
-                .forced
-        );
-    }
-
-    #[test]
-    fn a_markers_wait_is_found_by_its_offset_and_bounded() {
-        let mut s = LogState::default();
-        s.set_markers(vec![(Offset(5), 100), (Offset(9), 200)]);
-        assert_eq!(s.marker_since(Offset(9)), Some(200));
-        assert_eq!(s.marker_since(Offset(6)), None);
-        let many = (0..MARKERS_TIMED_MAX as i64 + 5)
-            .map(|i| (Offset(i), i))
-            .collect();
-        s.set_markers(many);
-        assert_eq!(s.markers.len(), MARKERS_TIMED_MAX);
-        assert_eq!(s.marker_since(Offset(MARKERS_TIMED_MAX as i64)), None);
-    }
-
-    #[test]
-    fn a_record_is_first_cleaned_by_the_first_pass_past_it() {
-        let mut s = LogState::default();
-        s.record_pass(Offset(100), 1_000);
-        s.record_pass(Offset(300), 2_000);
-        s.record_pass(Offset(300), 3_000);
-        assert_eq!(s.first_cleaned_ms(Offset(0)), Some(1_000));
-        assert_eq!(s.first_cleaned_ms(Offset(100)), Some(2_000));
-        assert_eq!(s.first_cleaned_ms(Offset(300)), None);
-        for i in 0..PASSES_MAX as i64 {
-            s.record_pass(Offset(400 + i), 4_000 + i);
-        }
-        assert_eq!(s.passes.len(), PASSES_MAX);
-        assert_eq!(s.first_cleaned_ms(Offset(0)), Some(4_000), "merged later");
+        state.delete_horizon_ms = Some(10_000);
+        assert!(plan(&view(&[], &segs, 40), &state, 10_000).unwrap().forced);
     }
 }

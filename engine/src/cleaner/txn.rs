@@ -17,7 +17,9 @@
 //!   hold the last stable offset there for ever. Once its transaction's
 //!   data is gone the marker is kept `delete.retention.ms` more (a
 //!   consumer part-way through the log still finds the transaction's
-//!   end), then removed.
+//!   end), then removed: the first pass to find it so writes that
+//!   deadline into the marker's batch as its delete horizon (Kafka's
+//!   KIP-534), and a pass after the horizon removes it.
 //! - An ABORT marker's index entry is written to the cleaned segment only
 //!   while its transaction still has data there: a read_committed fetch
 //!   needs the entry to drop that data, and an entry without data would
@@ -114,8 +116,8 @@ pub enum MarkerFate {
     /// Its transaction still has data: kept, with this index entry for
     /// the cleaned segment if it is an ABORT.
     Needed(Option<AbortedTxn>),
-    /// Its transaction's data is gone: kept until `delete.retention.ms`
-    /// after that was first seen.
+    /// Its transaction's data is gone: kept until its delete horizon
+    /// (`delete.retention.ms` after a pass first found it so).
     Retained,
     /// Removed.
     Removed,
@@ -133,8 +135,8 @@ impl Open {
         self.with_data.insert(producer_id);
     }
 
-    /// Decides a control batch's fate. `expired` says whether a marker
-    /// whose transaction's data is gone has been kept long enough;
+    /// Decides a control batch's fate. `expired` says whether the delete
+    /// horizon of a marker whose transaction's data is gone has passed;
     /// `last` that it stays whatever its age (its producer's last marker,
     /// its segment's last batch, or one recovery may need).
     pub fn marker(
