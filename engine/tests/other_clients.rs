@@ -302,32 +302,7 @@ fn the_java_client_upgrades_a_group_to_the_consumer_protocol_and_back_online() {
     // (the first turns the classic group into a consumer group holding two
     // classic members), then back; under load, no record lost, none read
     // twice by one member within a generation, committed offsets carried.
-    let classpath = java_classpath();
-    let broker = Broker::start(
-        2,
-        &[
-            "group.consumer.session.timeout.ms=10000",
-            "group.consumer.heartbeat.interval.ms=500",
-            "group.initial.rebalance.delay.ms=0",
-        ],
-    );
-    let out = run_client(
-        "the Java group migration check",
-        &[
-            "400",
-            "java",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            &classpath,
-            "sluice.GroupMigrationCheck",
-            &broker.bootstrap(),
-            "migration",
-            "4000",
-        ],
-        || format!("broker log:\n{}", broker.log()),
-    );
-    println!("{out}");
-    assert!(out.contains("group migration: ok"), "{out}");
+    java_group_migration("the Java group migration check", "migration", &[]);
 }
 
 #[test]
@@ -338,6 +313,16 @@ fn the_java_client_migrates_a_group_of_static_members_by_replacing_them() {
     // consumer-protocol one upgrading the group and the last classic one
     // downgrading it to a Stable classic group, as Kafka 4 converts on a
     // static member's replacement.
+    java_group_migration(
+        "the Java group migration check with static members",
+        "static-migration",
+        &["static"],
+    );
+}
+
+/// Runs `GroupMigrationCheck` on topic `topic` (4,000 records) against
+/// a fresh two-shard broker; `extra` are its further arguments.
+fn java_group_migration(what: &str, topic: &str, extra: &[&str]) {
     let classpath = java_classpath();
     let broker = Broker::start(
         2,
@@ -347,22 +332,20 @@ fn the_java_client_migrates_a_group_of_static_members_by_replacing_them() {
             "group.initial.rebalance.delay.ms=0",
         ],
     );
-    let out = run_client(
-        "the Java group migration check with static members",
-        &[
-            "400",
-            "java",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            &classpath,
-            "sluice.GroupMigrationCheck",
-            &broker.bootstrap(),
-            "static-migration",
-            "4000",
-            "static",
-        ],
-        || format!("broker log:\n{}", broker.log()),
-    );
+    let bootstrap = broker.bootstrap();
+    let mut args = vec![
+        "400",
+        "java",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        "-cp",
+        &classpath,
+        "sluice.GroupMigrationCheck",
+        &bootstrap,
+        topic,
+        "4000",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_client(what, &args, || format!("broker log:\n{}", broker.log()));
     println!("{out}");
     assert!(out.contains("group migration: ok"), "{out}");
 }
