@@ -432,14 +432,7 @@ pub fn rebase_timestamps(
     // A delta's varlong grows by at most 9 bytes (1 to 10).
     let mut out = Vec::with_capacity(section.len() + count.min(section.len()) * 9);
     for _ in 0..count {
-        let len = r.varint("record length")?;
-        if len < 0 {
-            return Err(DecodeError::Invalid {
-                field: "record length",
-                value: i64::from(len),
-            });
-        }
-        let body = r.take(len as usize, "record")?;
+        let body = record_body(&mut r)?;
         let mut rr = Reader::new(body);
         let attributes = rr.i8("record attributes")?;
         let delta = rr.varlong("timestamp delta")?;
@@ -633,19 +626,25 @@ pub fn for_each_keyed_record(
     }
 }
 
+/// The next record of a records section: its length prefix read, its
+/// bytes after it.
+fn record_body<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let len = r.varint("record length")?;
+    if len < 0 {
+        return Err(DecodeError::Invalid {
+            field: "record length",
+            value: i64::from(len),
+        });
+    }
+    r.take(len as usize, "record")
+}
+
 /// Decodes `count` records from an uncompressed records section.
 pub fn decode_records(section: &[u8], count: usize) -> Result<Vec<Record<'_>>, DecodeError> {
     let mut r = Reader::new(section);
     let mut out = Vec::with_capacity(count.min(section.len() / 7 + 1));
     for _ in 0..count {
-        let len = r.varint("record length")?;
-        if len < 0 {
-            return Err(DecodeError::Invalid {
-                field: "record length",
-                value: i64::from(len),
-            });
-        }
-        let body = r.take(len as usize, "record")?;
+        let body = record_body(&mut r)?;
         let mut rr = Reader::new(body);
         let _attributes = rr.i8("record attributes")?;
         let timestamp_delta = rr.varlong("timestamp delta")?;
