@@ -511,11 +511,19 @@ fn a_request_percentage_quota_on_the_anonymous_user_throttles_its_requests() {
     assert_eq!(answers, vec![(0, String::new())]);
     let mut raw = Raw::connect(broker.addr());
     let started = Instant::now();
+    let mut throttles = Vec::new();
     for _ in 0..20 {
         let m: MetadataResponse = call(&mut raw, ApiKey::Metadata, 12, &MetadataRequest::default())
             .expect("a throttled client is still answered");
         assert!(!m.brokers.is_empty());
+        throttles.push(m.throttle_time_ms);
     }
+    // The answers say so too (Kafka's throttle_time_ms), up to the
+    // longest request-time throttle.
+    assert!(
+        throttles.iter().any(|&t| t > 0) && throttles.iter().all(|&t| (0..=1_000).contains(&t)),
+        "throttle_time_ms of the answers: {throttles:?}"
+    );
     // Each request past the first few mutes the connection for the
     // longest request-time throttle, 1 s: a lower bound, not a speed.
     let took = started.elapsed();

@@ -20,6 +20,7 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod primitives;
 pub mod record_batch;
+pub mod throttle;
 pub mod types;
 
 pub use error_code::ErrorCode;

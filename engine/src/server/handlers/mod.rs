@@ -334,11 +334,60 @@ pub async fn handle(
         return reply;
     }
     // Percent of one shard's time: 100 per second busy.
-    ctx.record_quota(
+    let throttle = ctx.record_quota(
         crate::quota::entity::QuotaKey::RequestPercentage,
         busy.as_secs_f64() * 100.0,
     );
-    reply
+    reply.map(|r| report_throttle(r, api, header.api_version, throttle))
+}
+
+/// Writes a request-time throttle into the encoded answer's
+/// `throttle_time_ms` (as Kafka, the larger of it and a byte-rate
+/// throttle already there), so the client holds back as well as being
+/// muted; answers whose throttle has no fixed place keep theirs.
+fn report_throttle(
+    reply: Reply,
+    api: ApiKey,
+    version: i16,
+    throttle: std::time::Duration,
+) -> Reply {
+    let Some(at) = sluice_protocol::throttle::throttle_time_at(api, version) else {
+        return reply;
+    };
+    if throttle.is_zero() {
+        return reply;
+    }
+    let header = if response_header_is_flexible(api, version) {
+        5
+    } else {
+        4
+    };
+    let at = 4 + header + at;
+    let ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
+    let raise = move |frame: &mut [u8]| {
+        if let Some(field) = frame.get_mut(at..at + 4) {
+            let was = i32::from_be_bytes(field.try_into().expect("4 bytes"));
+            field.copy_from_slice(&was.max(ms).to_be_bytes());
+        }
+    };
+    match reply {
+        Reply::Frame(mut frame) => {
+            raise(&mut frame);
+            Reply::Frame(frame)
+        }
+        Reply::Parts(mut parts) => {
+            if let Some(Part::Bytes(b)) = parts.first_mut() {
+                raise(b);
+            }
+            Reply::Parts(parts)
+        }
+        Reply::Later(Later(rest)) => Reply::Later(Later(Box::pin(async move {
+            let mut frame = rest.await?;
+            raise(&mut frame);
+            Ok(frame)
+        }))),
+        Reply::None => Reply::None,
+    }
 }
 
 async fn dispatch(ctx: &Ctx<'_>, api: ApiKey, body: Bytes) -> Result<Reply, HandlerError> {
