@@ -119,6 +119,8 @@ pub struct BrokerShared {
     /// shutdown): the stop is not clean, so that the next start verifies
     /// the logs from their recovery points instead of trusting them.
     pub sync_failed: AtomicBool,
+    /// Whose turn it is to clean, over every shard's cleaner.
+    pub cleaner_turns: Arc<crate::cleaner::Turns>,
     _lock: std::fs::File,
 }
 
@@ -461,6 +463,7 @@ impl Broker {
             "starting broker"
         );
         let cores = config.cores.max(1);
+        let cleaner_turns = Arc::new(crate::cleaner::Turns::new(config.cleaner_threads()));
         let shared = Arc::new(BrokerShared {
             config,
             data_cluster_id,
@@ -483,6 +486,7 @@ impl Broker {
             admission,
             quiesced: AtomicUsize::new(0),
             sync_failed: AtomicBool::new(false),
+            cleaner_turns,
             _lock: lock,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
@@ -670,6 +674,7 @@ async fn shard_main(
     ));
     let cleaner = Rc::new(crate::cleaner::Cleaner::new(
         shared.config.cleaner(shared.config.cores),
+        Arc::clone(&shared.cleaner_turns),
     ));
     crate::cleaner::install(Rc::clone(&cleaner));
     let cleaner_task = match spawn_cleaner(cleaner, &shard) {

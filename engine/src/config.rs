@@ -235,6 +235,7 @@ pub const KEYS: &[Key] = &[
         1,
     ),
     broker("log.cleaner.backoff.ms", Kind::Long, "15000", 1),
+    broker("log.cleaner.threads", Kind::Long, "1", 1),
     topic(
         "min.cleanable.dirty.ratio",
         Some("log.cleaner.min.cleanable.ratio"),
@@ -1047,6 +1048,11 @@ impl BrokerConfig {
             io_max_bytes_per_second: self.get_long("log.cleaner.io.max.bytes.per.second") as u64,
             backoff_ms: self.get_long("log.cleaner.backoff.ms") as u64,
         }
+    }
+
+    /// `log.cleaner.threads`: how many shards may clean at once.
+    pub fn cleaner_threads(&self) -> usize {
+        self.get_long("log.cleaner.threads") as usize
     }
 
     pub fn checkpoint_interval_ms(&self) -> u64 {

@@ -8,8 +8,9 @@
 //! it yields between batches and paces its reads
 //! (`log.cleaner.io.max.bytes.per.second`), so produce and fetch on the
 //! shard go on while it works. Every `log.cleaner.backoff.ms` without
-//! work it looks for the dirtiest due log ([`plan`]), runs a pass over it
-//! ([`pass`]), and looks again at once.
+//! work it looks for the dirtiest due log ([`plan`]), waits for its turn
+//! ([`Turns`]: at most `log.cleaner.threads` shards clean at once), runs
+//! a pass over it ([`pass`]), and looks again at once.
 //!
 //! [`offset_map`] is the map of key to latest offset (its memory is
 //! `log.cleaner.dedupe.buffer.size` split over the shards), [`filter`]
@@ -37,8 +38,73 @@ use plan::LogState;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use throttle::Throttle;
+
+/// Turns to clean, over a broker's shards: at most `log.cleaner.threads`
+/// passes run at once, in the order their shards asked. Kafka runs its
+/// cleaner on that many threads (one by default), so compaction takes at
+/// most that many cores from produce and fetch; a cleaner on every shard
+/// with work would take every core a broker has left, and on a small
+/// machine its clients' too.
+#[derive(Debug)]
+pub struct Turns {
+    /// Tickets handed out.
+    issued: AtomicU64,
+    /// Tickets given back: a ticket may run while fewer than `at_once`
+    /// tickets before it are out.
+    returned: AtomicU64,
+    at_once: u64,
+}
+
+/// How often a cleaner waiting for its turn looks again.
+const TURN_POLL: Duration = Duration::from_millis(10);
+
+impl Turns {
+    pub fn new(at_once: usize) -> Turns {
+        Turns {
+            issued: AtomicU64::new(0),
+            returned: AtomicU64::new(0),
+            at_once: at_once.max(1) as u64,
+        }
+    }
+
+    /// Waits for a turn (None if the broker stops meanwhile). The turn
+    /// ends when the returned guard drops, however the pass ends.
+    async fn wait(&self, shard: &Shard) -> Option<Turn<'_>> {
+        let turn = Turn {
+            turns: self,
+            ticket: self.issued.fetch_add(1, Ordering::AcqRel),
+        };
+        while !turn.may_run() {
+            if shard.broker.stopping() {
+                return None;
+            }
+            glommio::timer::sleep(TURN_POLL).await;
+        }
+        Some(turn)
+    }
+}
+
+/// A ticket for a turn; returned on drop, waited for or not.
+struct Turn<'a> {
+    turns: &'a Turns,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    fn may_run(&self) -> bool {
+        self.ticket < self.turns.returned.load(Ordering::Acquire) + self.turns.at_once
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.turns.returned.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// The cleaner's settings, from the broker config.
 #[derive(Clone, Debug)]
@@ -58,6 +124,7 @@ type LogKey = (String, i32, uuid::Uuid);
 #[derive(Debug)]
 pub struct Cleaner {
     config: CleanerConfig,
+    turns: Arc<Turns>,
     logs: RefCell<HashMap<LogKey, LogState>>,
     /// Passes completed on this shard.
     passes: Cell<u64>,
@@ -82,9 +149,10 @@ fn key_of(p: &Partition) -> LogKey {
 }
 
 impl Cleaner {
-    pub fn new(config: CleanerConfig) -> Cleaner {
+    pub fn new(config: CleanerConfig, turns: Arc<Turns>) -> Cleaner {
         Cleaner {
             config,
+            turns,
             logs: RefCell::new(HashMap::new()),
             passes: Cell::new(0),
         }
@@ -114,42 +182,23 @@ impl Cleaner {
         }
     }
 
-    /// Runs one pass over the dirtiest due log; false if none was due.
+    /// Runs one pass over the dirtiest due log, in this shard's turn;
+    /// false if none was due.
     async fn clean_dirtiest(
         &self,
         shard: &Shard,
         map: &mut OffsetMap,
         throttle: &mut Throttle,
     ) -> bool {
-        let now = now_ms();
-        let partitions: Vec<Rc<Partition>> = shard
-            .partitions()
-            .into_iter()
-            .filter(|p| p.is_compacted())
-            .collect();
-        let (chosen, plan) = {
-            let mut logs = self.logs.borrow_mut();
-            let present: std::collections::HashSet<LogKey> =
-                partitions.iter().map(|p| key_of(p)).collect();
-            logs.retain(|k, _| present.contains(k));
-            let mut best: Option<(Rc<Partition>, plan::Plan)> = None;
-            for p in &partitions {
-                let view = p.cleaner_view();
-                let state = logs.entry(key_of(p)).or_default();
-                let Some(candidate) = plan::plan(&view, state, now) else {
-                    continue;
-                };
-                let better = best.as_ref().is_none_or(|(_, b)| {
-                    (candidate.forced, candidate.dirty_ppm) > (b.forced, b.dirty_ppm)
-                });
-                if better {
-                    best = Some((Rc::clone(p), candidate));
-                }
-            }
-            match best {
-                Some(b) => b,
-                None => return false,
-            }
+        if self.dirtiest(shard).is_none() {
+            return false;
+        }
+        let Some(_turn) = self.turns.wait(shard).await else {
+            return false;
+        };
+        // Chosen again: the logs may have changed during the wait.
+        let Some((chosen, plan)) = self.dirtiest(shard) else {
+            return false;
         };
         let key = key_of(&chosen);
         let mut state = self.logs.borrow_mut().remove(&key).unwrap_or_default();
@@ -178,5 +227,68 @@ impl Cleaner {
         }
         self.logs.borrow_mut().insert(key, state);
         true
+    }
+
+    /// The dirtiest due log of this shard and its plan.
+    fn dirtiest(&self, shard: &Shard) -> Option<(Rc<Partition>, plan::Plan)> {
+        let now = now_ms();
+        let partitions: Vec<Rc<Partition>> = shard
+            .partitions()
+            .into_iter()
+            .filter(|p| p.is_compacted())
+            .collect();
+        let mut logs = self.logs.borrow_mut();
+        let present: std::collections::HashSet<LogKey> =
+            partitions.iter().map(|p| key_of(p)).collect();
+        logs.retain(|k, _| present.contains(k));
+        let mut best: Option<(Rc<Partition>, plan::Plan)> = None;
+        for p in &partitions {
+            let view = p.cleaner_view();
+            let state = logs.entry(key_of(p)).or_default();
+            let Some(candidate) = plan::plan(&view, state, now) else {
+                continue;
+            };
+            let better = best.as_ref().is_none_or(|(_, b)| {
+                (candidate.forced, candidate.dirty_ppm) > (b.forced, b.dirty_ppm)
+            });
+            if better {
+                best = Some((Rc::clone(p), candidate));
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(turns: &Turns) -> Turn<'_> {
+        Turn {
+            turns,
+            ticket: turns.issued.fetch_add(1, Ordering::AcqRel),
+        }
+    }
+
+    #[test]
+    fn turns_go_in_order_and_at_most_so_many_at_once() {
+        let one = Turns::new(1);
+        let (a, b, c) = (ticket(&one), ticket(&one), ticket(&one));
+        assert!(a.may_run());
+        assert!(!b.may_run() && !c.may_run());
+        drop(a);
+        assert!(b.may_run());
+        assert!(!c.may_run(), "one at a time");
+        drop(b);
+        assert!(c.may_run());
+
+        let two = Turns::new(2);
+        let (a, b, c) = (ticket(&two), ticket(&two), ticket(&two));
+        assert!(a.may_run() && b.may_run());
+        assert!(!c.may_run());
+        // Whichever ends first lets the next in.
+        drop(b);
+        assert!(c.may_run());
+        drop(a);
     }
 }
