@@ -293,6 +293,14 @@ impl ConsumerGroup {
         !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
     }
 
+    /// Whether the group may become a classic group: every member speaks
+    /// the classic protocol and, as Kafka checks, they are no more than
+    /// a classic group may hold (`group.max.size`); a group too big for
+    /// that stays a consumer group.
+    pub fn may_downgrade(&self, classic_max_size: usize) -> bool {
+        self.only_classic_members() && self.members.len() <= classic_max_size
+    }
+
     /// The classic group's record a downgrade on a leave starts from: as
     /// generation the highest member epoch, so members at their target
     /// heartbeat with a current generation and are asked to rejoin rather

@@ -448,6 +448,9 @@ fn a_group_left_with_classic_members_gives_the_classic_record_to_restart_from() 
     );
     assert_eq!(r.error, ErrorCode::None);
     assert!(g.only_classic_members());
+    // Two classic members fit a classic group of two, not one of one.
+    assert!(g.may_downgrade(2));
+    assert!(!g.may_downgrade(1));
     let v = g.to_classic(&topics(), 3);
     // The generation the classic members are at, so their heartbeats
     // match and they are asked to rejoin, not fenced.

@@ -314,7 +314,7 @@ impl Coordinator {
                 .consumers
                 .borrow()
                 .get(group_id)
-                .is_some_and(ConsumerGroup::only_classic_members);
+                .is_some_and(|g| g.may_downgrade(self.config.max_size));
         let mut classic = None;
         if let Some((value, converted)) = downgrade
             .then(|| self.downgrade(shard, group_id, by))
