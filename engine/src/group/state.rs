@@ -395,6 +395,19 @@ impl Group {
     }
 
     fn transition(&mut self, to: GroupState, now_ms: i64) {
+        if self.state != to {
+            // As Kafka's coordinator logs its rebalances: rare, and what
+            // an operator (or a stalled client's test) needs to follow one.
+            let members: Vec<&str> = self.members.keys().map(String::as_str).collect();
+            tracing::info!(
+                group = %self.id,
+                from = self.state.name(),
+                to = to.name(),
+                generation = self.generation,
+                ?members,
+                "group state"
+            );
+        }
         self.state = to;
         self.state_since_ms = now_ms;
     }

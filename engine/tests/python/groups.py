@@ -24,6 +24,7 @@ usage: groups.py BOOTSTRAP TOPIC GROUP COUNT PARTITIONS
 import sys
 import threading
 import time
+import traceback
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError
@@ -46,6 +47,7 @@ violations = []  # reads against the rule in the module doc
 assignments = {}  # consumer name -> set of partitions
 failures = []
 stop = {"py-1": threading.Event(), "py-2": threading.Event()}
+consumers = {}  # consumer name -> KafkaConsumer, for the report of a stall
 
 
 def consumer_config(name):
@@ -99,6 +101,7 @@ def run_consumer(name):
     try:
         global failed_commits
         consumer = KafkaConsumer(**consumer_config(name))
+        consumers[name] = consumer
         consumer.subscribe(topics=[topic], listener=CountRebalances())
         while not stop[name].is_set():
             batches = consumer.poll(timeout_ms=200)
@@ -138,12 +141,40 @@ def wait_for(what, condition):
             if condition():
                 return
         if time.time() - start > DEADLINE_S:
+            report_stall()
             with lock:
                 raise SystemExit(
                     "%s: not reached; assignments %s, consumed %d"
                     % (what, assignments, len(seen))
                 )
         time.sleep(0.1)
+
+
+def report_stall():
+    """Prints, on stderr, where each consumer's group membership stands and
+    where every thread is, so that a run that stalls says why."""
+    now = time.monotonic()
+    for name, c in sorted(consumers.items()):
+        co = getattr(c, "_coordinator", None)
+        if co is None:
+            continue
+        hb = co.heartbeat
+        print(
+            "%s: state %s, generation %s, coordinator %s, rejoin needed %s, "
+            "rejoining %s, join task %s, heartbeat enabled %s, last heartbeat "
+            "sent %.1fs / received %.1fs / poll %.1fs ago"
+            % (name, co.state, co._generation, co.coordinator_id,
+               co.rejoin_needed, getattr(co, "rejoining", None), co._join_task,
+               co._heartbeat_enabled, now - hb.last_send, now - hb.last_receive,
+               now - hb.last_poll),
+            file=sys.stderr,
+        )
+    frames = sys._current_frames()
+    for t in threading.enumerate():
+        frame = frames.get(t.ident)
+        if frame is not None:
+            print("thread %s:\n%s" % (t.name, "".join(traceback.format_stack(frame))),
+                  file=sys.stderr)
 
 
 def balanced():
