@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What scraping costs (issue 24, "Speed"): one Sluice broker with its
-# metrics listener on and scraped every second by a curl loop, against the
+# metrics listener on and scraped every second by one scraper process, against the
 # same broker without the listener, on the same sluice-bench workloads:
 # workloads/latency-fixed-rate.yaml (10k msg/s, acks=all, publish and
 # end-to-end p99 at a fixed rate) and workloads/1-topic-16-partitions-1kb-
@@ -9,9 +9,12 @@
 # then on, ... See docs/OPERATIONS.md, "What metrics cost".
 #
 #   scripts/bench-metrics.sh [--rounds N] [--duration S] [--max-duration S]
-#                            [--cores N] [--work-dir DIR] [--min-free-gb N]
+#                            [--kinds fixed,max] [--cores N] [--work-dir DIR]
+#                            [--min-free-gb N]
 #
 # --rounds       rounds (default 3)
+# --kinds        which workloads each session runs: fixed, max or both
+#                (default fixed,max)
 # --duration     seconds measured by the fixed-rate workload (default: its
 #                120 s; its warm-up is then at most a fifth of it)
 # --max-duration seconds measured by the max-rate workload (default: its
@@ -36,21 +39,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-rounds=3 duration="" max_duration="" cores="" work_parent=${TMPDIR:-/tmp} min_free_gb=8
+rounds=3 duration="" max_duration="" kinds=fixed,max cores="" work_parent=${TMPDIR:-/tmp} min_free_gb=8
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --max-duration) max_duration=$2; shift 2 ;;
+    --kinds) kinds=$2; shift 2 ;;
     --cores) cores=$2; shift 2 ;;
     --work-dir) work_parent=$2; shift 2 ;;
     --min-free-gb) min_free_gb=$2; shift 2 ;;
-    *) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "--rounds: a positive integer" >&2; exit 2; }
 [[ -z $cores || $cores =~ ^[1-9][0-9]*$ ]] || { echo "--cores: a positive integer" >&2; exit 2; }
-command -v curl >/dev/null || { echo "curl is needed for the scrapes" >&2; exit 2; }
+[[ $kinds =~ ^(fixed|max)(,(fixed|max))?$ ]] || { echo "--kinds: fixed, max or fixed,max" >&2; exit 2; }
+command -v curl >/dev/null || { echo "curl is needed for the last scrape" >&2; exit 2; }
 
 cargo build --release -q -p sluice-harness -p sluice-engine
 bin=${CARGO_TARGET_DIR:-$root/target}/release
@@ -64,13 +69,13 @@ pid="" scraper="" port=29092 metrics_port=29644
 
 {
   echo "date_utc: $(date -u +%FT%TZ)"
-  echo "rounds: $rounds, duration: ${duration:-workload}, max duration: ${max_duration:-workload}, cores: ${cores:-all}"
+  echo "rounds: $rounds, kinds: $kinds, duration: ${duration:-workload}, max duration: ${max_duration:-workload}, cores: ${cores:-all}"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
   echo "cores: $(nproc), memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "kernel: $(uname -srm)"
   echo "sluice commit: $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with local changes)')"
   echo "rustc: $(rustc --version)"
-  echo "scrape: curl http://127.0.0.1:$metrics_port/metrics every second (metrics on)"
+  echo "scrape: GET http://127.0.0.1:$metrics_port/metrics once a second from one python3 process (metrics on)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$res/env.txt"
 
@@ -90,14 +95,31 @@ for w in fixed max; do
     { echo "$res/workloads/$w.yaml does not validate" >&2; exit 2; }
 done
 
-# Scrapes every second until killed; one line per scrape: time, HTTP
-# status (000: no answer within 5 s), seconds taken.
+# Scrapes once a second until killed; one line per scrape: time, HTTP
+# status (000: no answer within 5 s), seconds taken. One process, as
+# Prometheus is: a shell loop forking curl, date and sleep every second
+# cost this two-core machine more CPU than the broker's scrape itself,
+# and the clients felt that, not the listener.
 scrape_loop() {
-  while :; do
-    curl -s -o /dev/null --max-time 5 -w "$(date -u +%T) %{http_code} %{time_total}\n" \
-      "http://127.0.0.1:$metrics_port/metrics" || true
-    sleep 1
-  done
+  python3 -u - "$metrics_port" <<'PY'
+import http.client, sys, time
+port = int(sys.argv[1])
+while True:
+    start = time.monotonic()
+    status = "000"
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        answer = conn.getresponse()
+        answer.read()
+        status = str(answer.status)
+        conn.close()
+    except OSError:
+        pass
+    took = time.monotonic() - start
+    print("%s %s %.6f" % (time.strftime("%H:%M:%S", time.gmtime()), status, took))
+    time.sleep(max(0.0, 1.0 - took))
+PY
 }
 
 start_broker() { # on|off TAG
@@ -176,8 +198,9 @@ for r in $(seq "$rounds"); do
   if ((r % 2)); then order=(on off); else order=(off on); fi
   for m in "${order[@]}"; do
     start_broker "$m" "$m-r$r"
-    bench fixed "$m" "$r"
-    bench max "$m" "$r"
+    for k in ${kinds//,/ }; do
+      bench "$k" "$m" "$r"
+    done
     stop_broker "$m-r$r"
   done
 done
