@@ -490,6 +490,14 @@ mod tests {
     use std::sync::Arc;
 
     /// A compacted partition this broker leads alone.
+    /// Runs a test's body on a glommio executor of its own.
+    fn on_executor<T>(body: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(body)
+    }
+
     fn leader(dir: &std::path::Path, delete_retention_ms: &str) -> Partition {
         let o = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
@@ -559,77 +567,74 @@ mod tests {
         for retention in ["0", "86400000"] {
             let dir = tempfile::tempdir().unwrap();
             let p = leader(dir.path(), retention);
-            glommio::LocalExecutorBuilder::default()
-                .make()
-                .unwrap()
-                .run(async {
-                    append(&p, Some((1, 0)), &[("k0", "a0"), ("k1", "a1")]).await;
-                    p.append_marker(1, 0, true, 0).unwrap(); // 2
-                    append(&p, Some((1, 2)), &[("k0", "b0")]).await; // 3
-                    p.append_marker(1, 0, false, 0).unwrap(); // 4
-                    append(&p, Some((1, 3)), &[("k1", "d1")]).await; // 5
-                    p.append_marker(1, 0, true, 0).unwrap(); // 6
-                    let filler = |i: usize| (format!("f{i}"), format!("{i:0>60}"));
-                    for i in 0..20 {
-                        let (k, v) = filler(i);
-                        append(&p, None, &[(&k, &v)]).await;
-                    }
-                    let open_at = p.log_end().0;
-                    append(&p, Some((2, 0)), &[("k0", "open")]).await;
-                    for i in 20..80 {
-                        let (k, v) = filler(i);
-                        append(&p, None, &[(&k, &v)]).await;
-                    }
-                    assert_eq!(p.last_stable_offset(), Offset(open_at));
-                    assert_eq!(p.aborted_in(Offset(0), Offset(open_at)).len(), 1);
-                    let view = p.cleaner_view();
-                    assert!(
-                        view.sealed[0].next_offset.0 > 7,
-                        "the transactions share a segment"
-                    );
-                    let mut state = LogState::default();
-                    let plan = super::super::plan::plan(&view, &state, now_ms()).unwrap();
-                    assert!(plan.end.0 <= open_at);
-                    let mut map = OffsetMap::with_memory(1 << 20);
-                    let mut throttle = Throttle::new(u64::MAX);
-                    run(&p, &plan, &mut state, &mut map, &mut throttle)
-                        .await
-                        .unwrap();
-                    let (records, markers) = contents(&p);
-                    let mine: Vec<_> = records
-                        .iter()
-                        .filter(|(_, k, _)| k.starts_with('k'))
-                        .map(|(o, k, v)| (*o, k.as_str(), v.as_str()))
-                        .collect();
-                    assert_eq!(
-                        mine,
-                        vec![(0, "k0", "a0"), (5, "k1", "d1"), (open_at, "k0", "open")],
-                        "retention {retention}"
-                    );
-                    assert_eq!(records.len(), 3 + 80, "every filler stays");
-                    // The ABORT marker at 4 lost its data: it stays with a
-                    // delete horizon, this pass's time plus the retention.
-                    assert_eq!(markers, vec![2, 4, 6], "retention {retention}");
-                    let horizon = horizons(&p)[&4];
-                    assert_eq!(
-                        horizon,
-                        Some(plan.now_ms + retention.parse::<i64>().unwrap())
-                    );
-                    assert_eq!(state.delete_horizon_ms, horizon);
-                    assert_eq!(horizons(&p)[&2], None, "needed for its data, not timed");
-                    if retention == "0" {
-                        // Its horizon has passed: the next pass is due
-                        // and removes it.
-                        one_pass(&p, &mut state, &mut map).await;
-                        assert_eq!(contents(&p).1, vec![2, 6]);
-                        assert_eq!(state.delete_horizon_ms, None);
-                    }
-                    assert!(
-                        p.aborted_in(Offset(0), Offset(open_at)).is_empty(),
-                        "no aborted data left to index"
-                    );
-                    assert_eq!(p.last_stable_offset(), Offset(open_at));
-                });
+            on_executor(async {
+                append(&p, Some((1, 0)), &[("k0", "a0"), ("k1", "a1")]).await;
+                p.append_marker(1, 0, true, 0).unwrap(); // 2
+                append(&p, Some((1, 2)), &[("k0", "b0")]).await; // 3
+                p.append_marker(1, 0, false, 0).unwrap(); // 4
+                append(&p, Some((1, 3)), &[("k1", "d1")]).await; // 5
+                p.append_marker(1, 0, true, 0).unwrap(); // 6
+                let filler = |i: usize| (format!("f{i}"), format!("{i:0>60}"));
+                for i in 0..20 {
+                    let (k, v) = filler(i);
+                    append(&p, None, &[(&k, &v)]).await;
+                }
+                let open_at = p.log_end().0;
+                append(&p, Some((2, 0)), &[("k0", "open")]).await;
+                for i in 20..80 {
+                    let (k, v) = filler(i);
+                    append(&p, None, &[(&k, &v)]).await;
+                }
+                assert_eq!(p.last_stable_offset(), Offset(open_at));
+                assert_eq!(p.aborted_in(Offset(0), Offset(open_at)).len(), 1);
+                let view = p.cleaner_view();
+                assert!(
+                    view.sealed[0].next_offset.0 > 7,
+                    "the transactions share a segment"
+                );
+                let mut state = LogState::default();
+                let plan = super::super::plan::plan(&view, &state, now_ms()).unwrap();
+                assert!(plan.end.0 <= open_at);
+                let mut map = OffsetMap::with_memory(1 << 20);
+                let mut throttle = Throttle::new(u64::MAX);
+                run(&p, &plan, &mut state, &mut map, &mut throttle)
+                    .await
+                    .unwrap();
+                let (records, markers) = contents(&p);
+                let mine: Vec<_> = records
+                    .iter()
+                    .filter(|(_, k, _)| k.starts_with('k'))
+                    .map(|(o, k, v)| (*o, k.as_str(), v.as_str()))
+                    .collect();
+                assert_eq!(
+                    mine,
+                    vec![(0, "k0", "a0"), (5, "k1", "d1"), (open_at, "k0", "open")],
+                    "retention {retention}"
+                );
+                assert_eq!(records.len(), 3 + 80, "every filler stays");
+                // The ABORT marker at 4 lost its data: it stays with a
+                // delete horizon, this pass's time plus the retention.
+                assert_eq!(markers, vec![2, 4, 6], "retention {retention}");
+                let horizon = horizons(&p)[&4];
+                assert_eq!(
+                    horizon,
+                    Some(plan.now_ms + retention.parse::<i64>().unwrap())
+                );
+                assert_eq!(state.delete_horizon_ms, horizon);
+                assert_eq!(horizons(&p)[&2], None, "needed for its data, not timed");
+                if retention == "0" {
+                    // Its horizon has passed: the next pass is due
+                    // and removes it.
+                    one_pass(&p, &mut state, &mut map).await;
+                    assert_eq!(contents(&p).1, vec![2, 6]);
+                    assert_eq!(state.delete_horizon_ms, None);
+                }
+                assert!(
+                    p.aborted_in(Offset(0), Offset(open_at)).is_empty(),
+                    "no aborted data left to index"
+                );
+                assert_eq!(p.last_stable_offset(), Offset(open_at));
+            });
         }
     }
 
@@ -687,37 +692,34 @@ mod tests {
     fn a_tombstones_delete_horizon_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let p = leader(dir.path(), "60000");
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(async {
-                append(&p, None, &[("k", "v")]).await; // 0
-                let mut b = BatchBuilder::new(1_000);
-                b.push(1_000, Some(b"k"), None, &[]); // 1
-                let b = b.finish();
-                p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())
-                    .await
-                    .unwrap();
-                fill(&p, 40).await;
-                let mut map = OffsetMap::with_memory(1 << 20);
-                let t0 = now_ms();
-                let mut state = LogState::default();
-                pass_at(&p, &mut state, &mut map, t0).await;
-                assert_eq!(tombstones(&p), vec![1], "kept within the retention");
-                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000));
-                assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
-                assert!(!horizons(&p).contains_key(&0), "the older value went");
-                // Restarts: each pass with a state of its own.
-                pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
-                assert_eq!(tombstones(&p), vec![1], "before its horizon");
-                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
-                pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
-                assert!(tombstones(&p).is_empty(), "gone at its horizon");
-                assert!(
-                    contents(&p).0.iter().all(|(_, k, _)| k != "k"),
-                    "the key is gone"
-                );
-            });
+        on_executor(async {
+            append(&p, None, &[("k", "v")]).await; // 0
+            let mut b = BatchBuilder::new(1_000);
+            b.push(1_000, Some(b"k"), None, &[]); // 1
+            let b = b.finish();
+            p.append(&b, &validate_record_set(&b, 1 << 20).unwrap())
+                .await
+                .unwrap();
+            fill(&p, 40).await;
+            let mut map = OffsetMap::with_memory(1 << 20);
+            let t0 = now_ms();
+            let mut state = LogState::default();
+            pass_at(&p, &mut state, &mut map, t0).await;
+            assert_eq!(tombstones(&p), vec![1], "kept within the retention");
+            assert_eq!(horizons(&p)[&1], Some(t0 + 60_000));
+            assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
+            assert!(!horizons(&p).contains_key(&0), "the older value went");
+            // Restarts: each pass with a state of its own.
+            pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
+            assert_eq!(tombstones(&p), vec![1], "before its horizon");
+            assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
+            pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
+            assert!(tombstones(&p).is_empty(), "gone at its horizon");
+            assert!(
+                contents(&p).0.iter().all(|(_, k, _)| k != "k"),
+                "the key is gone"
+            );
+        });
     }
 
     /// The same for a transaction marker whose transaction's data is
@@ -727,32 +729,29 @@ mod tests {
     fn a_markers_delete_horizon_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let p = leader(dir.path(), "60000");
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(async {
-                append(&p, Some((1, 0)), &[("k0", "a")]).await; // 0
-                p.append_marker(1, 0, true, 0).unwrap(); // 1
-                append(&p, Some((1, 1)), &[("k0", "b")]).await; // 2
-                p.append_marker(1, 0, true, 0).unwrap(); // 3
-                append(&p, None, &[("k0", "c")]).await; // 4
-                fill(&p, 40).await;
-                let mut map = OffsetMap::with_memory(1 << 20);
-                let t0 = now_ms();
-                let mut state = LogState::default();
-                pass_at(&p, &mut state, &mut map, t0).await;
-                assert_eq!(contents(&p).1, vec![1, 3]);
-                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "its data is gone");
-                assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
-                pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
-                assert_eq!(contents(&p).1, vec![1, 3], "before its horizon");
-                assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
-                pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
-                assert_eq!(contents(&p).1, vec![3], "the producer's last stays");
-                let values: Vec<_> = contents(&p).0.into_iter().map(|(_, _, v)| v).collect();
-                assert!(values.contains(&"c".to_string()));
-                assert!(!values.contains(&"a".to_string()) && !values.contains(&"b".to_string()));
-            });
+        on_executor(async {
+            append(&p, Some((1, 0)), &[("k0", "a")]).await; // 0
+            p.append_marker(1, 0, true, 0).unwrap(); // 1
+            append(&p, Some((1, 1)), &[("k0", "b")]).await; // 2
+            p.append_marker(1, 0, true, 0).unwrap(); // 3
+            append(&p, None, &[("k0", "c")]).await; // 4
+            fill(&p, 40).await;
+            let mut map = OffsetMap::with_memory(1 << 20);
+            let t0 = now_ms();
+            let mut state = LogState::default();
+            pass_at(&p, &mut state, &mut map, t0).await;
+            assert_eq!(contents(&p).1, vec![1, 3]);
+            assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "its data is gone");
+            assert_eq!(state.delete_horizon_ms, Some(t0 + 60_000));
+            pass_at(&p, &mut LogState::default(), &mut map, t0 + 59_999).await;
+            assert_eq!(contents(&p).1, vec![1, 3], "before its horizon");
+            assert_eq!(horizons(&p)[&1], Some(t0 + 60_000), "not set again");
+            pass_at(&p, &mut LogState::default(), &mut map, t0 + 60_000).await;
+            assert_eq!(contents(&p).1, vec![3], "the producer's last stays");
+            let values: Vec<_> = contents(&p).0.into_iter().map(|(_, _, v)| v).collect();
+            assert!(values.contains(&"c".to_string()));
+            assert!(!values.contains(&"a".to_string()) && !values.contains(&"b".to_string()));
+        });
     }
 
     /// How many times each key appears.
@@ -774,72 +773,69 @@ mod tests {
         for map_keys in [10usize, 1_000] {
             let dir = tempfile::tempdir().unwrap();
             let p = leader(dir.path(), "86400000");
-            glommio::LocalExecutorBuilder::default()
-                .make()
-                .unwrap()
-                .run(async {
-                    // Keys a0..a9 five times (offsets 0..50), then b0..b9
-                    // five times (50..100), then fillers to seal them.
-                    for (group, first) in [("a", 0), ("b", 50)] {
-                        for round in 0..5 {
-                            for k in 0..10 {
-                                let key = format!("{group}{k}");
-                                let value = format!("{round}-{:0>50}", first + round * 10 + k);
-                                append(&p, None, &[(&key, &value)]).await;
-                            }
+            on_executor(async {
+                // Keys a0..a9 five times (offsets 0..50), then b0..b9
+                // five times (50..100), then fillers to seal them.
+                for (group, first) in [("a", 0), ("b", 50)] {
+                    for round in 0..5 {
+                        for k in 0..10 {
+                            let key = format!("{group}{k}");
+                            let value = format!("{round}-{:0>50}", first + round * 10 + k);
+                            append(&p, None, &[(&key, &value)]).await;
                         }
                     }
-                    for i in 0..40 {
-                        let (k, v) = (format!("f{i}"), format!("{i:0>60}"));
-                        append(&p, None, &[(&k, &v)]).await;
-                    }
-                    // The fewest entries of budget whose 90 % is map_keys.
-                    let entries = (map_keys as u64 * 100).div_ceil(90);
-                    let budget = entries * super::super::offset_map::ENTRY_BYTES;
-                    let mut map = OffsetMap::with_memory(budget);
-                    assert_eq!(map.capacity(), map_keys);
-                    let mut state = LogState::default();
-                    let sealed_before = p.cleaner_view().sealed;
-                    let first = one_pass(&p, &mut state, &mut map).await;
-                    let n = copies(&p);
-                    if map_keys == 1_000 {
-                        assert!(n.values().all(|c| *c == 1), "one pass: {n:?}");
-                        return;
-                    }
-                    // The map took a0..a9 and refused b0 at offset 50.
-                    assert_eq!(first.cleaned_upto, 50);
-                    assert_eq!(state.first_dirty, Offset(50));
-                    assert!(
-                        n.iter()
-                            .all(|(k, c)| *c == if k.starts_with('b') { 5 } else { 1 }),
-                        "{n:?}"
-                    );
-                    assert!(first.segments_before < sealed_before.len(), "stopped early");
-                    let after = p.cleaner_view().sealed;
-                    let untouched = |s: &&SealedSegment| s.base.0 > 50;
-                    let bounds = |v: &[SealedSegment]| -> Vec<(i64, i64, u64)> {
-                        v.iter()
-                            .filter(untouched)
-                            .map(|s| (s.base.0, s.next_offset.0, s.size))
-                            .collect()
-                    };
-                    assert_eq!(
-                        bounds(&after),
-                        bounds(&sealed_before),
-                        "segments past 50 as they were"
-                    );
-                    let latest_a9 = contents(&p)
-                        .0
-                        .into_iter()
-                        .find(|(_, k, _)| k == "a9")
-                        .unwrap();
-                    assert_eq!(latest_a9.0, 49);
-                    let second = one_pass(&p, &mut state, &mut map).await;
-                    // b0..b9 filled the map again; the first filler ends it.
-                    assert_eq!(second.cleaned_upto, 100, "{second:?}");
-                    let n = copies(&p);
-                    assert!(n.values().all(|c| *c == 1), "two passes: {n:?}");
-                });
+                }
+                for i in 0..40 {
+                    let (k, v) = (format!("f{i}"), format!("{i:0>60}"));
+                    append(&p, None, &[(&k, &v)]).await;
+                }
+                // The fewest entries of budget whose 90 % is map_keys.
+                let entries = (map_keys as u64 * 100).div_ceil(90);
+                let budget = entries * super::super::offset_map::ENTRY_BYTES;
+                let mut map = OffsetMap::with_memory(budget);
+                assert_eq!(map.capacity(), map_keys);
+                let mut state = LogState::default();
+                let sealed_before = p.cleaner_view().sealed;
+                let first = one_pass(&p, &mut state, &mut map).await;
+                let n = copies(&p);
+                if map_keys == 1_000 {
+                    assert!(n.values().all(|c| *c == 1), "one pass: {n:?}");
+                    return;
+                }
+                // The map took a0..a9 and refused b0 at offset 50.
+                assert_eq!(first.cleaned_upto, 50);
+                assert_eq!(state.first_dirty, Offset(50));
+                assert!(
+                    n.iter()
+                        .all(|(k, c)| *c == if k.starts_with('b') { 5 } else { 1 }),
+                    "{n:?}"
+                );
+                assert!(first.segments_before < sealed_before.len(), "stopped early");
+                let after = p.cleaner_view().sealed;
+                let untouched = |s: &&SealedSegment| s.base.0 > 50;
+                let bounds = |v: &[SealedSegment]| -> Vec<(i64, i64, u64)> {
+                    v.iter()
+                        .filter(untouched)
+                        .map(|s| (s.base.0, s.next_offset.0, s.size))
+                        .collect()
+                };
+                assert_eq!(
+                    bounds(&after),
+                    bounds(&sealed_before),
+                    "segments past 50 as they were"
+                );
+                let latest_a9 = contents(&p)
+                    .0
+                    .into_iter()
+                    .find(|(_, k, _)| k == "a9")
+                    .unwrap();
+                assert_eq!(latest_a9.0, 49);
+                let second = one_pass(&p, &mut state, &mut map).await;
+                // b0..b9 filled the map again; the first filler ends it.
+                assert_eq!(second.cleaned_upto, 100, "{second:?}");
+                let n = copies(&p);
+                assert!(n.values().all(|c| *c == 1), "two passes: {n:?}");
+            });
         }
     }
 

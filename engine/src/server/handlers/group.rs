@@ -531,19 +531,11 @@ async fn commit_offsets(
     mut commit: CommitRequest,
 ) -> Vec<(String, Vec<(i32, ErrorCode)>)> {
     let fallback = commit.topics.clone();
-    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
-        .into_iter()
-        .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
-    commit.topics = allowed;
+    let denied = keep_readable(ctx, &mut commit.topics);
     let id = group_id.clone();
     on_coordinator(ctx, &group_id, move |c| async move {
         let mut results = c.groups.commit(&c, id, commit).await;
-        let code = ErrorCode::TopicAuthorizationFailed;
-        results.extend(
-            denied
-                .into_iter()
-                .map(|(t, ps)| (t, ps.iter().map(|p| (p.partition, code)).collect())),
-        );
+        results.extend(all_partitions(&denied, ErrorCode::TopicAuthorizationFailed));
         results
     })
     .await
@@ -577,6 +569,18 @@ fn txn_commit_topics(
 }
 
 /// Every partition of `topics` answered `code`.
+/// Keeps in `topics` those the client may READ and returns the others.
+fn keep_readable(
+    ctx: &Ctx<'_>,
+    topics: &mut Vec<(String, Vec<CommitPartition>)>,
+) -> Vec<(String, Vec<CommitPartition>)> {
+    let (allowed, denied) = std::mem::take(topics)
+        .into_iter()
+        .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
+    *topics = allowed;
+    denied
+}
+
 fn all_partitions(
     topics: &[(String, Vec<CommitPartition>)],
     code: ErrorCode,
@@ -612,10 +616,7 @@ pub async fn txn_offset_commit(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
     ) {
         all_partitions(&fallback, ErrorCode::TransactionalIdAuthorizationFailed)
     } else {
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut commit.topics)
-            .into_iter()
-            .partition(|(t, _)| ctx.allowed(Operation::Read, ResourceType::Topic, t));
-        commit.topics = allowed;
+        let denied = keep_readable(ctx, &mut commit.topics);
         let id = group_id.clone();
         on_coordinator(ctx, &group_id, move |c| async move {
             let mut results = c.groups.txn_commit(&c, id, commit).await;
