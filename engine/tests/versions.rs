@@ -746,8 +746,9 @@ fn delete_topics_v6_names_topics_by_name_or_by_id() {
 
 /// DeleteGroups v3 (Kafka 4.4) answers each group with v2's code and an
 /// error message, none when the code says it all: an Empty group is
-/// deleted with its offsets, an unknown one is GROUP_ID_NOT_FOUND, and a
-/// v2 request afterwards agrees that the group is gone.
+/// deleted with its offsets, an unknown one is GROUP_ID_NOT_FOUND, a
+/// group named twice is answered once, and a v2 request afterwards
+/// agrees that the group is gone.
 #[test]
 fn delete_groups_v3_answers_each_group_with_an_error_message_field() {
     use sluice_protocol::delete_groups::{
@@ -764,8 +765,9 @@ fn delete_groups_v3_answers_each_group_with_an_error_message_field() {
         assert!(Instant::now() < deadline, "the commit was never taken");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A name given twice is answered once, as Kafka answers it.
     let req = V3Request {
-        groups_names: vec!["doomed".into(), "never-was".into()],
+        groups_names: vec!["doomed".into(), "never-was".into(), "doomed".into()],
     };
     let body = call_bytes(&mut raw, ApiKey::DeleteGroups, 3, &req.encode()).expect("answer");
     let resp = V3Response::decode(&body).expect("a v3 DeleteGroups response");

@@ -998,10 +998,13 @@ pub async fn delete_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerE
 }
 
 /// Deletes each group on its coordinator, in the order asked: the
-/// outcome of each.
+/// outcome of each. A group named twice is answered once, as Kafka does.
 async fn delete_each(ctx: &Ctx<'_>, groups: Vec<String>) -> Vec<(String, ErrorCode)> {
-    let mut results = Vec::with_capacity(groups.len());
+    let mut results: Vec<(String, ErrorCode)> = Vec::with_capacity(groups.len());
     for id in groups {
+        if results.iter().any(|(done, _)| *done == id) {
+            continue;
+        }
         let asked = id.clone();
         let code = on_coordinator(ctx, &id, move |c| async move {
             c.groups.delete_group(&c, asked).await
