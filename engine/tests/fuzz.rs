@@ -220,6 +220,17 @@ fn request_bodies_at_every_version() {
             (ApiKey::OffsetFetch, sluice_protocol::offset_fetch::TOPIC_ID_VERSION) => {
                 let _ = sluice_protocol::offset_fetch::OffsetFetchRequest::decode(&input[2..]);
             }
+            (ApiKey::DeleteGroups, sluice_protocol::delete_groups::ERROR_MESSAGE_VERSION) => {
+                let _ = sluice_protocol::delete_groups::DeleteGroupsRequest::decode(&input[2..]);
+            }
+            (ApiKey::DescribeLogDirs, sluice_protocol::describe_log_dirs::CORDONED_VERSION) => {
+                let _ =
+                    sluice_protocol::describe_log_dirs::DescribeLogDirsRequest::decode(&input[2..]);
+            }
+            (ApiKey::ApiVersions, sluice_protocol::api_versions_request::TARGET_VERSION) => {
+                let _ =
+                    sluice_protocol::api_versions_request::ApiVersionsRequest::decode(&input[2..]);
+            }
             _ => {
                 let mut body = bytes::Bytes::copy_from_slice(&input[2..]);
                 let layout = sluice_protocol::api_versions::codec_version(key, version);

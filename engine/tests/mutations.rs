@@ -2,7 +2,8 @@
 //! version, with a byte changed, a length blown up, a tail cut off or bytes
 //! inserted, reaches every decoder past the header (the `kafka-protocol`
 //! codec's and `sluice_protocol`'s own, for OffsetCommit and OffsetFetch
-//! v10). Every frame must get an
+//! v10, DeleteGroups v3, DescribeLogDirs v5 and ApiVersions v5). Every
+//! frame must get an
 //! answer or a closed connection (only the APIs that wait by design may
 //! still be waiting after a generous deadline, such as a Fetch whose
 //! `max_wait_ms` was blown up), no shard may panic or exit,
@@ -71,9 +72,12 @@ fn enc<T: Encodable + Default + 'static>(request: T) -> Encode {
 }
 
 /// A request at a version `sluice_protocol` writes itself (topics by id,
-/// so the test topic's `id`): OffsetCommit and OffsetFetch v10.
+/// so the test topic's `id`): OffsetCommit and OffsetFetch v10,
+/// DeleteGroups v3, DescribeLogDirs v5 and ApiVersions v5.
 fn hand_coded_sample(key: ApiKey, version: i16, id: Uuid) -> Vec<u8> {
-    use sluice_protocol::{offset_commit, offset_fetch};
+    use sluice_protocol::{
+        api_versions_request, delete_groups, describe_log_dirs, offset_commit, offset_fetch,
+    };
     match (key, version) {
         (ApiKey::OffsetCommit, offset_commit::TOPIC_ID_VERSION) => {
             offset_commit::OffsetCommitRequest {
@@ -101,6 +105,29 @@ fn hand_coded_sample(key: ApiKey, version: i16, id: Uuid) -> Vec<u8> {
             require_stable: true,
         }
         .encode(),
+        (ApiKey::DeleteGroups, delete_groups::ERROR_MESSAGE_VERSION) => {
+            delete_groups::DeleteGroupsRequest {
+                groups_names: vec!["mutations-group".into(), "mutations-other".into()],
+            }
+            .encode()
+        }
+        (ApiKey::DescribeLogDirs, describe_log_dirs::CORDONED_VERSION) => {
+            describe_log_dirs::DescribeLogDirsRequest {
+                topics: Some(vec![(TOPIC.into(), vec![0, 1])]),
+            }
+            .encode()
+        }
+        // The cluster and node named are not the broker's, so a mutation
+        // may land on either answer.
+        (ApiKey::ApiVersions, api_versions_request::TARGET_VERSION) => {
+            api_versions_request::ApiVersionsRequest {
+                client_software_name: "mutations".into(),
+                client_software_version: "1.0".into(),
+                cluster_id: Some("mutations-cluster".into()),
+                node_id: 0,
+            }
+            .encode()
+        }
         _ => panic!("no hand-coded sample of {key:?} v{version}"),
     }
 }
@@ -317,9 +344,20 @@ fn sample(key: ApiKey, id: Uuid) -> Encode {
             .with_committed(true)),
         ApiKey::DescribeTransactions => enc(DescribeTransactionsRequest::default()
             .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx"))])),
-        ApiKey::ListTransactions => enc(ListTransactionsRequest::default()
-            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
-            .with_producer_id_filters(vec![ProducerId(7)])),
+        // Every filter at the versions that have it: v1's duration and
+        // v2's transactional id pattern.
+        ApiKey::ListTransactions => Box::new(|buf: &mut BytesMut, version: i16| {
+            let mut req = ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
+                .with_producer_id_filters(vec![ProducerId(7)]);
+            if version >= 1 {
+                req.duration_filter = 1_000;
+            }
+            if version >= 2 {
+                req.transactional_id_pattern = Some(StrBytes::from_static_str("mutations-.*"));
+            }
+            req.encode(buf, version).map_err(|e| e.to_string())
+        }),
         ApiKey::TxnOffsetCommit => {
             use kafka_protocol::messages::txn_offset_commit_request::{
                 TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,

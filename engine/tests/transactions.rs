@@ -1052,3 +1052,59 @@ fn without_the_state_logs_replicas_requests_are_retried_until_they_are_back() {
     want.sort();
     assert_eq!(got, want, "exactly the committed records");
 }
+
+/// ListTransactions v2 (KIP-1152) lists the ids a pattern matches whole,
+/// in RE2/J's syntax, together with the other filters; an empty or null
+/// pattern lists every id, and one that does not compile fails the
+/// request with INVALID_REGULAR_EXPRESSION and lists nothing.
+#[test]
+fn list_transactions_v2_lists_the_ids_a_pattern_matches_whole() {
+    const INVALID_REGULAR_EXPRESSION: i16 = 128;
+    let b = small_broker(&[]);
+    let addr = b.addr();
+    for id in ["orders-1", "orders-2", "payments-1"] {
+        assert_eq!(init(addr, id, 30_000).0, 0, "{id}");
+    }
+    let list = |version: i16, pattern: Option<&str>, states: Vec<&str>| {
+        let mut req = ListTransactionsRequest::default()
+            .with_state_filters(states.into_iter().map(s).collect());
+        req.transactional_id_pattern = pattern.map(s);
+        let resp: ListTransactionsResponse = call(
+            &mut Raw::connect(addr),
+            ApiKey::ListTransactions,
+            version,
+            &req,
+        )
+        .expect("answer");
+        let mut ids: Vec<String> = resp
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect();
+        ids.sort();
+        (resp.error_code, ids)
+    };
+    let ids = |v: &[&str]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+    let every = ids(&["orders-1", "orders-2", "payments-1"]);
+    assert_eq!(
+        list(2, Some("orders-.*"), vec![]),
+        (0, ids(&["orders-1", "orders-2"]))
+    );
+    assert_eq!(
+        list(2, Some("orders"), vec![]),
+        (0, vec![]),
+        "a prefix is no match"
+    );
+    assert_eq!(
+        list(2, Some(".*-1"), vec!["Empty"]),
+        (0, ids(&["orders-1", "payments-1"]))
+    );
+    assert_eq!(list(2, Some(".*-1"), vec!["Ongoing"]), (0, vec![]));
+    assert_eq!(list(2, Some(""), vec![]), (0, every.clone()));
+    assert_eq!(list(2, None, vec![]), (0, every.clone()));
+    assert_eq!(list(1, None, vec![]), (0, every));
+    assert_eq!(
+        list(2, Some("orders-("), vec![]),
+        (INVALID_REGULAR_EXPRESSION, vec![])
+    );
+}

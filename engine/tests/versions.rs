@@ -3,8 +3,10 @@
 //! and by id, ListOffsets v10's special timestamps, FindCoordinator v6's
 //! batched keys, DescribeGroups v6 and ListGroups v5, DescribeCluster v2's
 //! endpoint types, DeleteTopics v6 by id, and DescribeTopicPartitions
-//! walked page by page; ListOffsets v11's -6, and OffsetCommit and
-//! OffsetFetch v10 by topic id.
+//! walked page by page; ListOffsets v11's -6, OffsetCommit and
+//! OffsetFetch v10 by topic id, DeleteGroups v3's error messages,
+//! DescribeLogDirs v5's cordoned flag and ApiVersions v5's cluster and
+//! node.
 
 mod common;
 
@@ -740,4 +742,168 @@ fn delete_topics_v6_names_topics_by_name_or_by_id() {
         .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
         .collect();
     assert_eq!(left, vec!["del-c".to_string()]);
+}
+
+/// DeleteGroups v3 (Kafka 4.4) answers each group with v2's code and an
+/// error message, none when the code says it all: an Empty group is
+/// deleted with its offsets, an unknown one is GROUP_ID_NOT_FOUND, a
+/// group named twice is answered once, and a v2 request afterwards
+/// agrees that the group is gone.
+#[test]
+fn delete_groups_v3_answers_each_group_with_an_error_message_field() {
+    use sluice_protocol::delete_groups::{
+        DeletableGroupResult, DeleteGroupsRequest as V3Request, DeleteGroupsResponse as V3Response,
+    };
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    create(&mut raw, "del-groups", 1);
+    let id = topic_id(&mut raw, "del-groups");
+    // A standalone commit leaves an Empty group holding one offset; the
+    // offsets topic it creates may take a moment to lead.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commit_by_id(&mut raw, "doomed", &[(id, 0, 4)]) != vec![(id, 0, 0)] {
+        assert!(Instant::now() < deadline, "the commit was never taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A name given twice is answered once, as Kafka answers it.
+    let req = V3Request {
+        groups_names: vec!["doomed".into(), "never-was".into(), "doomed".into()],
+    };
+    let body = call_bytes(&mut raw, ApiKey::DeleteGroups, 3, &req.encode()).expect("answer");
+    let resp = V3Response::decode(&body).expect("a v3 DeleteGroups response");
+    let result = |group: &str, code| DeletableGroupResult {
+        group_id: group.into(),
+        error_code: code,
+        error_message: None,
+    };
+    assert_eq!(
+        resp.results,
+        vec![result("doomed", 0), result("never-was", GROUP_ID_NOT_FOUND)]
+    );
+    let (_, offsets) = fetch_by_id_v10(&mut raw, "doomed", Some(vec![(id, vec![0])]));
+    assert_eq!(offsets[0].2, -1, "the deleted group's offset is gone");
+    let v2 = DeleteGroupsRequest::default()
+        .with_groups_names(vec![GroupId(StrBytes::from_static_str("doomed"))]);
+    let resp: DeleteGroupsResponse = call(&mut raw, ApiKey::DeleteGroups, 2, &v2).expect("answer");
+    assert_eq!(resp.results[0].error_code, GROUP_ID_NOT_FOUND);
+}
+
+/// DescribeLogDirs v5 (KIP-1066) answers as v4 does, and says the data
+/// directory is not cordoned.
+#[test]
+fn describe_log_dirs_v5_reports_the_directory_open() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use sluice_protocol::describe_log_dirs::{
+        DescribeLogDirsRequest as V5Request, DescribeLogDirsResponse as V5Response,
+    };
+    let broker = Broker::start(2, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    create(&mut raw, "log-dirs", 3);
+    let req = V5Request {
+        topics: Some(vec![("log-dirs".into(), vec![0, 2, 9])]),
+    };
+    let body = call_bytes(&mut raw, ApiKey::DescribeLogDirs, 5, &req.encode()).expect("answer");
+    let v5 = V5Response::decode(&body).expect("a v5 DescribeLogDirs response");
+    assert_eq!(v5.error_code, 0);
+    assert_eq!(v5.results.len(), 1, "one data directory");
+    let dir = &v5.results[0];
+    assert_eq!(dir.error_code, 0);
+    assert!(!dir.is_cordoned);
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0, "{dir:?}");
+    assert_eq!(dir.topics.len(), 1);
+    assert_eq!(dir.topics[0].name, "log-dirs");
+    let held: Vec<i32> = dir.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect();
+    assert_eq!(
+        held,
+        vec![0, 2],
+        "the partition that does not exist is left out"
+    );
+
+    let v4 =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(name("log-dirs"))
+                .with_partitions(vec![0, 2, 9])]));
+    let v4: DescribeLogDirsResponse =
+        call(&mut raw, ApiKey::DescribeLogDirs, 4, &v4).expect("answer");
+    assert_eq!(v4.results[0].log_dir.as_str(), dir.log_dir);
+    let v4_held: Vec<(i32, i64)> = v4.results[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    let v5_held: Vec<(i32, i64)> = dir.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(v4_held, v5_held);
+}
+
+/// ApiVersions v5 (KIP-1242) as Kafka 4.4 answers it: a request naming
+/// neither cluster nor node, or this broker's, gets the ranges; one
+/// naming another cluster or node gets REBOOTSTRAP_REQUIRED and no
+/// ranges, one naming only one of the two INVALID_REQUEST; the
+/// connection stays open through each, and v6 is still answered per
+/// KIP-511.
+#[test]
+fn api_versions_v5_answers_only_requests_meant_for_this_broker() {
+    use kafka_protocol::protocol::Decodable;
+    use sluice_protocol::api_versions_request::ApiVersionsRequest as V5Request;
+    const REBOOTSTRAP_REQUIRED: i16 = 129;
+    const UNSUPPORTED_VERSION: i16 = 35;
+    let broker = Broker::start(1, &[]);
+    let mut raw = Raw::connect(broker.addr());
+    let md: MetadataResponse = call(
+        &mut raw,
+        ApiKey::Metadata,
+        13,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+    )
+    .expect("answer");
+    let cluster = md.cluster_id.expect("a cluster id").to_string();
+    let node = md.brokers[0].node_id.0;
+    let ask = |raw: &mut Raw, cluster_id: Option<&str>, node_id: i32| -> ApiVersionsResponse {
+        let req = V5Request {
+            client_software_name: "versions-test".into(),
+            client_software_version: "1.0".into(),
+            cluster_id: cluster_id.map(str::to_string),
+            node_id,
+        };
+        let body = call_bytes(raw, ApiKey::ApiVersions, 5, &req.encode()).expect("answer");
+        // v5's response is laid out as v4's.
+        ApiVersionsResponse::decode(&mut Bytes::from(body), 4).expect("an ApiVersions response")
+    };
+    let max_of = |resp: &ApiVersionsResponse, key: ApiKey| {
+        resp.api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map(|k| k.max_version)
+    };
+    for (cluster_id, node_id) in [(None, -1), (Some(cluster.as_str()), node)] {
+        let resp = ask(&mut raw, cluster_id, node_id);
+        assert_eq!(resp.error_code, 0, "{cluster_id:?} {node_id}");
+        assert_eq!(max_of(&resp, ApiKey::ApiVersions), Some(5));
+        assert_eq!(max_of(&resp, ApiKey::DeleteGroups), Some(3));
+    }
+    for (cluster_id, node_id, code) in [
+        (Some("another-cluster"), node, REBOOTSTRAP_REQUIRED),
+        (Some(cluster.as_str()), node + 1, REBOOTSTRAP_REQUIRED),
+        (Some(cluster.as_str()), -1, INVALID_REQUEST),
+        (None, node, INVALID_REQUEST),
+    ] {
+        let resp = ask(&mut raw, cluster_id, node_id);
+        assert_eq!(resp.error_code, code, "{cluster_id:?} {node_id}");
+        assert!(resp.api_keys.is_empty(), "{resp:?}");
+    }
+    // Still served on the same connection.
+    assert_eq!(ask(&mut raw, None, -1).error_code, 0);
+    let body = call_bytes(&mut raw, ApiKey::ApiVersions, 6, &[0]);
+    let resp = ApiVersionsResponse::decode(&mut Bytes::from(body.expect("answer")), 0).unwrap();
+    assert_eq!(resp.error_code, UNSUPPORTED_VERSION);
+    assert_eq!(max_of(&resp, ApiKey::ApiVersions), Some(5));
 }

@@ -7,7 +7,8 @@
 //! Sluice handles, up to Kafka 4.4's where the codec knows them or this
 //! crate reads and writes them itself: the `kafka-protocol` codec stops
 //! OffsetCommit and OffsetFetch at v9, before topic ids replace names,
-//! and ListOffsets at v10 (see [`codec_version`] and [`HAND_CODED`]).
+//! ListOffsets at v10, DeleteGroups at v2, DescribeLogDirs and ApiVersions
+//! at v4 (see [`codec_version`] and [`HAND_CODED`]).
 //! Clients pick the highest version both sides know.
 //!
 //! `docs/ARCHITECTURE.md` carries this table for readers; a test below
@@ -43,7 +44,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeGroups, 0, 6),
     range(ApiKey::ListGroups, 0, 5),
     range(ApiKey::SaslHandshake, 0, 1),
-    range(ApiKey::ApiVersions, 0, 4),
+    range(ApiKey::ApiVersions, 0, 5),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
     range(ApiKey::DeleteRecords, 0, 2),
@@ -59,10 +60,10 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteAcls, 1, 3),
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::AlterConfigs, 0, 2),
-    range(ApiKey::DescribeLogDirs, 1, 4),
+    range(ApiKey::DescribeLogDirs, 1, 5),
     range(ApiKey::SaslAuthenticate, 0, 2),
     range(ApiKey::CreatePartitions, 0, 3),
-    range(ApiKey::DeleteGroups, 0, 2),
+    range(ApiKey::DeleteGroups, 0, 3),
     range(ApiKey::ElectLeaders, 0, 2),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::AlterPartitionReassignments, 0, 1),
@@ -76,7 +77,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeCluster, 0, 2),
     range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::DescribeTransactions, 0, 0),
-    range(ApiKey::ListTransactions, 0, 1),
+    range(ApiKey::ListTransactions, 0, 2),
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ConsumerGroupDescribe, 0, 1),
     range(ApiKey::DescribeTopicPartitions, 0, 0),
@@ -84,10 +85,26 @@ pub const SUPPORTED: &[ApiRange] = &[
 
 /// Versions past the `kafka-protocol` codec that this crate reads and
 /// writes itself: topics named by id ([`crate::offset_commit`],
-/// [`crate::offset_fetch`]).
+/// [`crate::offset_fetch`]), DeleteGroups' error messages
+/// ([`crate::delete_groups`]), cordoned log directories
+/// ([`crate::describe_log_dirs`]) and the cluster and node an
+/// ApiVersions request is meant for ([`crate::api_versions_request`];
+/// only the request is new, the codec writes the answer as v4).
 pub const HAND_CODED: &[(ApiKey, i16)] = &[
     (ApiKey::OffsetCommit, crate::offset_commit::TOPIC_ID_VERSION),
     (ApiKey::OffsetFetch, crate::offset_fetch::TOPIC_ID_VERSION),
+    (
+        ApiKey::DeleteGroups,
+        crate::delete_groups::ERROR_MESSAGE_VERSION,
+    ),
+    (
+        ApiKey::DescribeLogDirs,
+        crate::describe_log_dirs::CORDONED_VERSION,
+    ),
+    (
+        ApiKey::ApiVersions,
+        crate::api_versions_request::TARGET_VERSION,
+    ),
 ];
 
 /// The version whose bytes the `kafka-protocol` codec reads and writes
@@ -143,6 +160,9 @@ mod tests {
         // say 10 for both, but the request types stop at 9).
         assert_eq!(OffsetCommitRequest::VERSIONS.max + 1, HAND_CODED[0].1);
         assert_eq!(OffsetFetchRequest::VERSIONS.max + 1, HAND_CODED[1].1);
+        assert_eq!(DeleteGroupsRequest::VERSIONS.max + 1, HAND_CODED[2].1);
+        assert_eq!(DescribeLogDirsRequest::VERSIONS.max + 1, HAND_CODED[3].1);
+        assert_eq!(ApiVersionsRequest::VERSIONS.max + 1, HAND_CODED[4].1);
         assert_eq!(ListOffsetsRequest::VERSIONS.max, 10);
     }
 
@@ -155,6 +175,8 @@ mod tests {
             (ApiKey::ListOffsets, 11),
             (ApiKey::OffsetCommit, 10),
             (ApiKey::OffsetFetch, 10),
+            (ApiKey::DeleteGroups, 3),
+            (ApiKey::DescribeLogDirs, 5),
         ] {
             assert_eq!(key.request_header_version(v), 2, "{key:?}");
             assert_eq!(key.response_header_version(v), 1, "{key:?}");

@@ -100,6 +100,7 @@ pub enum ErrorCode {
     UnsupportedEndpointType = 115,
     TransactionAbortable = 120,
     InvalidRegularExpression = 128,
+    RebootstrapRequired = 129,
 }
 
 impl ErrorCode {
@@ -153,7 +154,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 95] = [
+const ALL: [ErrorCode; 96] = [
     ErrorCode::UnknownServerError,
     ErrorCode::None,
     ErrorCode::OffsetOutOfRange,
@@ -249,6 +250,7 @@ const ALL: [ErrorCode; 95] = [
     ErrorCode::UnsupportedEndpointType,
     ErrorCode::TransactionAbortable,
     ErrorCode::InvalidRegularExpression,
+    ErrorCode::RebootstrapRequired,
 ];
 
 #[cfg(test)]

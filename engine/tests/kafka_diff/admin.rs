@@ -749,3 +749,58 @@ pub fn acls_without_authorizer(side: &mut Side) {
     let req = DeleteAclsRequest::default().with_filters(vec![filter]);
     let _: DeleteAclsResponse = side.step("delete", ApiKey::DeleteAcls, &req);
 }
+
+/// ApiVersions v5 (KIP-1242) naming neither the cluster nor the node,
+/// this broker's, another cluster, another node, and only one of the
+/// two: the error code and whether ranges came back (the ranges
+/// themselves are each broker's own).
+pub fn api_versions_v5(side: &mut Side) {
+    use kafka_protocol::protocol::Decodable;
+    use sluice_protocol::api_versions_request::ApiVersionsRequest as V5Request;
+    if !side.versions.both_speak(ApiKey::ApiVersions, 5) {
+        return;
+    }
+    let md: MetadataResponse = side.ask(
+        ApiKey::Metadata,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+    );
+    let cluster = md.cluster_id.expect("a cluster id").to_string();
+    let node = md.brokers[0].node_id.0;
+    let cases = [
+        ("neither named", None, -1),
+        ("this broker", Some(cluster.as_str()), node),
+        ("another cluster", Some("diff-another-cluster"), node),
+        ("another node", Some(cluster.as_str()), node + 7),
+        ("a cluster without a node", Some(cluster.as_str()), -1),
+        ("a node without a cluster", None, node),
+    ];
+    for (step, cluster_id, node_id) in cases {
+        let req = V5Request {
+            client_software_name: "diff".into(),
+            client_software_version: "1".into(),
+            cluster_id: cluster_id.map(str::to_string),
+            node_id,
+        };
+        let body = side.ask_bytes(ApiKey::ApiVersions, 5, &req.encode());
+        let resp = ApiVersionsResponse::decode(&mut bytes::Bytes::from(body), 4)
+            .expect("an ApiVersions answer, laid out as v4");
+        let answer = (resp.error_code, !resp.api_keys.is_empty());
+        side.record(step, &answer);
+    }
+}
+
+/// ListTransactions v2 (KIP-1152) with a transactional id pattern that
+/// matches nothing and one that does not compile.
+pub fn list_transactions_patterns(side: &mut Side) {
+    if side.v(ApiKey::ListTransactions) < 2 {
+        return;
+    }
+    for (step, pattern) in [
+        ("a pattern matching nothing", "diff-no-txn-.*"),
+        ("a pattern that does not compile", "diff-(["),
+    ] {
+        let req =
+            ListTransactionsRequest::default().with_transactional_id_pattern(Some(text(pattern)));
+        let _: ListTransactionsResponse = side.step(step, ApiKey::ListTransactions, &req);
+    }
+}

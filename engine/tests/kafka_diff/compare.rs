@@ -15,19 +15,23 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Per API key, the highest version both brokers and the `kafka-protocol`
-/// crate speak. Nothing here is fixed: both brokers are asked.
+/// crate speak, and the highest both brokers speak (for the versions
+/// `sluice_protocol` writes itself). Nothing here is fixed: both brokers
+/// are asked.
 #[derive(Clone, Debug, Default)]
-pub struct Versions(BTreeMap<i16, i16>);
+pub struct Versions(BTreeMap<i16, i16>, BTreeMap<i16, i16>);
 
 impl Versions {
     pub fn negotiate(a: SocketAddr, b: SocketAddr) -> Versions {
         let (ra, rb) = (api_versions(a), api_versions(b));
         let mut out = BTreeMap::new();
+        let mut both = BTreeMap::new();
         for key in ApiKey::iter() {
             let k = key as i16;
             let (Some(&(amin, amax)), Some(&(bmin, bmax))) = (ra.get(&k), rb.get(&k)) else {
                 continue;
             };
+            both.insert(k, amax.min(bmax));
             let crate_range = key.valid_versions();
             // A version laid out as one the crate knows (ListOffsets v11
             // is v10 on the wire) is spoken too; `call` writes it so.
@@ -48,7 +52,13 @@ impl Versions {
                 out.insert(k, max);
             }
         }
-        Versions(out)
+        Versions(out, both)
+    }
+
+    /// Whether both brokers speak `version` of `key`, whatever the crate
+    /// knows (a version `sluice_protocol` reads and writes).
+    pub fn both_speak(&self, key: ApiKey, version: i16) -> bool {
+        self.1.get(&(key as i16)).is_some_and(|&max| max >= version)
     }
 
     /// The version to use for `key`; a scenario needs every API it calls.
@@ -114,6 +124,17 @@ impl Side {
     pub fn ask<Req: Encodable, Resp: Decodable>(&mut self, key: ApiKey, req: &Req) -> Resp {
         let version = self.v(key);
         call(&mut self.raw, key, version, req).unwrap_or_else(|| {
+            panic!(
+                "{}: no answer to {key:?} v{version}; the broker closed the connection",
+                self.name
+            )
+        })
+    }
+
+    /// Sends a body `sluice_protocol` wrote at `version` of `key` and
+    /// returns the answer's body, unrecorded.
+    pub fn ask_bytes(&mut self, key: ApiKey, version: i16, body: &[u8]) -> Vec<u8> {
+        crate::common::call_bytes(&mut self.raw, key, version, body).unwrap_or_else(|| {
             panic!(
                 "{}: no answer to {key:?} v{version}; the broker closed the connection",
                 self.name

@@ -449,6 +449,15 @@ pub fn offsets(side: &mut Side) {
     delete_groups(side, "delete, unknown and empty", &["diff-group-none", g]);
     fetch_offsets(side, "fetch after delete", g, Some(t));
     describe(side, "describe after delete", &[g]);
+    if side.versions.both_speak(ApiKey::DeleteGroups, 3) {
+        use sluice_protocol::delete_groups as v3;
+        let req = v3::DeleteGroupsRequest {
+            groups_names: vec!["diff-group-none".into(), g.into(), g.into()],
+        };
+        let body = side.ask_bytes(ApiKey::DeleteGroups, 3, &req.encode());
+        let resp = v3::DeleteGroupsResponse::decode(&body).expect("a v3 DeleteGroups answer");
+        side.record("delete v3, unknown and deleted (named twice)", &resp);
+    }
 }
 
 /// Static membership (`group.instance.id`, JoinGroup v5+): a static member

@@ -34,6 +34,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("create_partitions", admin::create_partitions),
     ("metadata", admin::metadata_cases),
     ("acls_without_authorizer", admin::acls_without_authorizer),
+    ("api_versions_v5", admin::api_versions_v5),
+    (
+        "list_transactions_patterns",
+        admin::list_transactions_patterns,
+    ),
     ("produce", records::produce_cases),
     ("fetch", records::fetch_cases),
     ("list_offsets", records::list_offsets_cases),

@@ -566,4 +566,22 @@ pub fn describe_log_dirs_cases(side: &mut Side) {
         r.usable_bytes = 0;
     }
     side.record("a topic that does not exist", &resp);
+    if side.versions.both_speak(ApiKey::DescribeLogDirs, 5) {
+        use sluice_protocol::describe_log_dirs as v5;
+        let req = v5::DescribeLogDirsRequest {
+            topics: Some(vec![(t.name.to_string(), vec![0, 1, 7])]),
+        };
+        let body = side.ask_bytes(ApiKey::DescribeLogDirs, 5, &req.encode());
+        let mut resp =
+            v5::DescribeLogDirsResponse::decode(&body).expect("a v5 DescribeLogDirs answer");
+        for r in &mut resp.results {
+            r.log_dir = "_".into();
+            r.total_bytes = 0;
+            r.usable_bytes = 0;
+        }
+        side.record(
+            "v5: a topic's partitions, and whether the directory is cordoned",
+            &resp,
+        );
+    }
 }

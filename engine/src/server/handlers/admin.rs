@@ -450,20 +450,117 @@ pub fn list_partition_reassignments(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply,
 }
 
 pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use sluice_protocol::describe_log_dirs as v5;
+    let at_v5 = ctx.version() >= v5::CORDONED_VERSION;
+    let wanted: Option<Vec<(String, Vec<i32>)>> = if at_v5 {
+        ctx.decoded(v5::DescribeLogDirsRequest::decode(&body))?
+            .topics
+    } else {
+        let req: DescribeLogDirsRequest = ctx.decode(body)?;
+        req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.topic.0.to_string(), t.partitions))
+                .collect()
+        })
+    };
+    if !ctx.cluster_allowed(Operation::Describe) {
+        let code = ErrorCode::ClusterAuthorizationFailed.code();
+        if at_v5 {
+            let resp = v5::DescribeLogDirsResponse {
+                error_code: code,
+                ..Default::default()
+            };
+            return Ok(ctx.respond_encoded(&resp.encode()));
+        }
+        return ctx.respond(&DescribeLogDirsResponse::default().with_error_code(code));
+    }
+    let dir = log_dir(ctx, wanted).await;
+    if at_v5 {
+        // Sluice has one data directory and never cordons it (KIP-1066's
+        // `log.dirs.cordoned` is not a setting here), so it is always
+        // open to new partitions.
+        let result = v5::LogDirResult {
+            error_code: 0,
+            log_dir: dir.path,
+            topics: dir
+                .topics
+                .into_iter()
+                .map(|(name, partitions)| v5::LogDirTopic {
+                    name,
+                    partitions: partitions
+                        .into_iter()
+                        .map(|(index, size, lag)| v5::LogDirPartition {
+                            partition_index: index,
+                            partition_size: size,
+                            offset_lag: lag,
+                            is_future_key: false,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            total_bytes: dir.total_bytes,
+            usable_bytes: dir.usable_bytes,
+            is_cordoned: false,
+        };
+        let resp = v5::DescribeLogDirsResponse {
+            results: vec![result],
+            ..Default::default()
+        };
+        return Ok(ctx.respond_encoded(&resp.encode()));
+    }
     use describe_log_dirs_response::{
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
     };
-    let req: DescribeLogDirsRequest = ctx.decode(body)?;
-    if !ctx.cluster_allowed(Operation::Describe) {
-        let code = ErrorCode::ClusterAuthorizationFailed.code();
-        return ctx.respond(&DescribeLogDirsResponse::default().with_error_code(code));
-    }
-    let wanted: Option<std::collections::BTreeSet<(String, i32)>> = req.topics.map(|ts| {
-        ts.iter()
-            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
+    let topics = dir
+        .topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            DescribeLogDirsTopic::default()
+                .with_name(TopicName(s(name)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, size, lag)| {
+                            DescribeLogDirsPartition::default()
+                                .with_partition_index(index)
+                                .with_partition_size(size)
+                                .with_offset_lag(lag)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(s(dir.path))
+        .with_topics(topics)
+        .with_total_bytes(dir.total_bytes)
+        .with_usable_bytes(dir.usable_bytes);
+    ctx.respond(&DescribeLogDirsResponse::default().with_results(vec![result]))
+}
+
+/// A replica as DescribeLogDirs reports it: (partition, size in bytes,
+/// offset lag).
+type Replica = (i32, i64, i64);
+
+/// The data directory as DescribeLogDirs reports it.
+struct LogDir {
+    /// Its absolute path.
+    path: String,
+    /// Per topic, sorted, its replicas here.
+    topics: Vec<(String, Vec<Replica>)>,
+    /// The file system's size and free space, -1 when unknown.
+    total_bytes: i64,
+    usable_bytes: i64,
+}
+
+/// Every replica this broker holds (or those of `wanted`), from the
+/// shard that owns it, and the directory's file system.
+async fn log_dir(ctx: &Ctx<'_>, wanted: Option<Vec<(String, Vec<i32>)>>) -> LogDir {
+    let wanted: Option<std::collections::BTreeSet<(String, i32)>> = wanted.map(|ts| {
+        ts.into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    // Every replica this broker holds, from the shard that owns it.
     let mut held: Vec<(String, i32, u64, i64)> = Vec::new();
     for target in 0..ctx.shard.count {
         let on_shard = ctx
@@ -482,7 +579,7 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         held.extend(on_shard);
     }
     held.sort();
-    let mut topics: Vec<DescribeLogDirsTopic> = Vec::new();
+    let mut topics: Vec<(String, Vec<Replica>)> = Vec::new();
     for (topic, index, size, lag) in held {
         if wanted
             .as_ref()
@@ -490,29 +587,22 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         {
             continue;
         }
-        let p = DescribeLogDirsPartition::default()
-            .with_partition_index(index)
-            .with_partition_size(size as i64)
-            .with_offset_lag(lag);
+        let p = (index, size as i64, lag);
         match topics.last_mut() {
-            Some(t) if t.name.0.as_str() == topic => t.partitions.push(p),
-            _ => topics.push(
-                DescribeLogDirsTopic::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partitions(vec![p]),
-            ),
+            Some((t, partitions)) if *t == topic => partitions.push(p),
+            _ => topics.push((topic, vec![p])),
         }
     }
     let dir = ctx.shard.broker.data_dir();
     let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let (total, usable) = crate::storage::reserve::disk_space(&path)
+    let (total_bytes, usable_bytes) = crate::storage::reserve::disk_space(&path)
         .map_or((-1, -1), |(total, usable)| (total as i64, usable as i64));
-    let result = DescribeLogDirsResult::default()
-        .with_log_dir(s(path.display().to_string()))
-        .with_topics(topics)
-        .with_total_bytes(total)
-        .with_usable_bytes(usable);
-    ctx.respond(&DescribeLogDirsResponse::default().with_results(vec![result]))
+    LogDir {
+        path: path.display().to_string(),
+        topics,
+        total_bytes,
+        usable_bytes,
+    }
 }
 
 pub async fn delete_topics(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -963,23 +963,58 @@ pub async fn describe_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Handle
 }
 
 pub async fn delete_groups(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
+    use sluice_protocol::delete_groups as v3;
+    if ctx.version() >= v3::ERROR_MESSAGE_VERSION {
+        let req = ctx.decoded(v3::DeleteGroupsRequest::decode(&body))?;
+        // Kafka 4.4 gives a message only where the code alone cannot say
+        // what went wrong (a streams group's topology, a failed write);
+        // every answer here is fully said by its code, so none has one.
+        let results = delete_each(ctx, req.groups_names)
+            .await
+            .into_iter()
+            .map(|(group_id, code)| v3::DeletableGroupResult {
+                group_id,
+                error_code: code.code(),
+                error_message: None,
+            })
+            .collect();
+        let resp = v3::DeleteGroupsResponse {
+            throttle_time_ms: 0,
+            results,
+        };
+        return Ok(ctx.respond_encoded(&resp.encode()));
+    }
     let req: DeleteGroupsRequest = ctx.decode(body)?;
-    let mut results = Vec::new();
-    for group_id in &req.groups_names {
-        let id = group_id.to_string();
+    let names = req.groups_names.iter().map(|g| g.to_string()).collect();
+    let results = delete_each(ctx, names)
+        .await
+        .into_iter()
+        .map(|(group_id, code)| {
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(GroupId(s(group_id)))
+                .with_error_code(code.code())
+        })
+        .collect();
+    ctx.respond(&DeleteGroupsResponse::default().with_results(results))
+}
+
+/// Deletes each group on its coordinator, in the order asked: the
+/// outcome of each. A group named twice is answered once, as Kafka does.
+async fn delete_each(ctx: &Ctx<'_>, groups: Vec<String>) -> Vec<(String, ErrorCode)> {
+    let mut results: Vec<(String, ErrorCode)> = Vec::with_capacity(groups.len());
+    for id in groups {
+        if results.iter().any(|(done, _)| *done == id) {
+            continue;
+        }
         let asked = id.clone();
         let code = on_coordinator(ctx, &id, move |c| async move {
             c.groups.delete_group(&c, asked).await
         })
         .await
         .unwrap_or_else(|code| code);
-        results.push(
-            delete_groups_response::DeletableGroupResult::default()
-                .with_group_id(group_id.clone())
-                .with_error_code(code.code()),
-        );
+        results.push((id, code));
     }
-    ctx.respond(&DeleteGroupsResponse::default().with_results(results))
+    results
 }
 
 pub async fn offset_delete(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {

@@ -13,6 +13,7 @@
 
 use super::group::create_internal_topic;
 use super::{Ctx, HandlerError, Reply};
+use crate::group::consumer::state::compile_regex;
 use crate::metadata::TopicMeta;
 use crate::security::acl::{Operation, ResourceType};
 use crate::shard::controller::NewTopic;
@@ -475,6 +476,21 @@ pub async fn list_transactions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
         }
     }
     let producers: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+    // v2 (KIP-1152): a pattern the whole transactional id must match, in
+    // RE2/J's syntax as Kafka reads it; null or empty lists every id. One
+    // that does not compile fails the whole request, as in Kafka, before
+    // any state is looked at.
+    let pattern = match req.transactional_id_pattern.as_deref() {
+        Some(p) if !p.is_empty() => match compile_regex(p) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                tracing::debug!(pattern = %p, error = %e, "ListTransactions: invalid pattern");
+                let code = ErrorCode::InvalidRegularExpression.code();
+                return ctx.respond(&ListTransactionsResponse::default().with_error_code(code));
+            }
+        },
+        _ => None,
+    };
     let duration_ms = if ctx.version() >= 1 {
         req.duration_filter
     } else {
@@ -507,6 +523,11 @@ pub async fn list_transactions(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, Hand
     listed.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
     let listed = listed
         .into_iter()
+        .filter(|m| {
+            pattern
+                .as_ref()
+                .is_none_or(|re| re.is_match(&m.transactional_id))
+        })
         .filter(|m| {
             ctx.allowed(
                 Operation::Describe,
