@@ -463,7 +463,10 @@ impl Broker {
             "starting broker"
         );
         let cores = config.cores.max(1);
-        let cleaner_turns = Arc::new(crate::cleaner::Turns::new(config.cleaner_threads()));
+        let cleaner_turns = Arc::new(
+            crate::cleaner::Turns::new(config.cleaner_threads())
+                .map_err(|e| StartError::Executor(format!("starting the cleaner threads: {e}")))?,
+        );
         let shared = Arc::new(BrokerShared {
             config,
             data_cluster_id,
@@ -493,8 +496,14 @@ impl Broker {
         let mesh = MeshPlan::<Job>::new(cores, MESH_CHANNEL_CAPACITY);
         let placement = placement(cores, shared.config.cpus.as_deref())?;
         let run_shared = Arc::clone(&shared);
+        let stalls = shared.config.stall_threshold();
         let handles = LocalExecutorPoolBuilder::new(placement)
             .name("sluice-shard")
+            .detect_stalls(stalls.map(|threshold| {
+                Box::new(move || {
+                    Box::new(StallLog { threshold }) as Box<dyn glommio::StallDetectionHandler>
+                }) as Box<dyn Fn() -> Box<dyn glommio::StallDetectionHandler>>
+            }))
             .on_all_shards(move || {
                 let (shared, mesh, snapshot, ready, cluster) = (
                     Arc::clone(&run_shared),
@@ -734,12 +743,27 @@ async fn shard_main(
     quiesce(&shared).await;
 }
 
+/// `reactor.stall.threshold.ms`: logs the backtrace of a shard whose task
+/// queue ran `threshold` past its slice, where a blocking call or a long
+/// computation holds every other request of that core (Seastar's
+/// blocked-reactor notice); glommio logs it, under the target
+/// `glommio::executor::stall`. Off by default: it arms a timer each time
+/// a task queue runs.
+#[derive(Debug)]
+struct StallLog {
+    threshold: Duration,
+}
+
+impl glommio::StallDetectionHandler for StallLog {
+    fn threshold(&self, _: glommio::TaskQueueHandle, _: Duration) -> Option<Duration> {
+        Some(self.threshold)
+    }
+}
+
 /// Starts the shard's log cleaner in a task queue of its own with a
-/// tenth of the default queue's shares and a 1 ms slice: when produce
-/// and fetch have work the cleaner gets little of the core, and each of
-/// its turns ends at the next 64 KiB read past 1 ms, so a request that
-/// arrives during a turn waits about a millisecond for it (with 10 ms
-/// slices a busy cleaner showed in produce's p99 at 10k msg/s).
+/// tenth of the default queue's shares and a 1 ms slice. Its passes read
+/// and write on the cleaner threads; what runs here (planning, and the
+/// swaps' renames) should still give way to produce and fetch.
 fn spawn_cleaner(
     cleaner: Rc<crate::cleaner::Cleaner>,
     shard: &Rc<Shard>,

@@ -236,6 +236,7 @@ pub const KEYS: &[Key] = &[
     ),
     broker("log.cleaner.backoff.ms", Kind::Long, "15000", 1),
     broker("log.cleaner.threads", Kind::Long, "1", 1),
+    broker("reactor.stall.threshold.ms", Kind::Long, "0", 0),
     topic(
         "min.cleanable.dirty.ratio",
         Some("log.cleaner.min.cleanable.ratio"),
@@ -1048,6 +1049,13 @@ impl BrokerConfig {
             io_max_bytes_per_second: self.get_long("log.cleaner.io.max.bytes.per.second") as u64,
             backoff_ms: self.get_long("log.cleaner.backoff.ms") as u64,
         }
+    }
+
+    /// `reactor.stall.threshold.ms`: how far past its time slice a shard's
+    /// task queue may run before its backtrace is logged; None when off.
+    pub fn stall_threshold(&self) -> Option<std::time::Duration> {
+        let ms = self.get_long("reactor.stall.threshold.ms");
+        (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
     }
 
     /// `log.cleaner.threads`: how many shards may clean at once.

@@ -4,13 +4,15 @@
 //! follower alike: replicas compact independently, as in Kafka, and a
 //! follower copies its leader's batches as they are (cleaned or not),
 //! which compaction never makes inconsistent because offsets are
-//! preserved. The cleaner is a cooperative task on the shard's executor:
-//! it yields between batches and paces its reads
-//! (`log.cleaner.io.max.bytes.per.second`), so produce and fetch on the
-//! shard go on while it works. Every `log.cleaner.backoff.ms` without
-//! work it looks for the dirtiest due log ([`plan`]), waits for its turn
-//! ([`Turns`]: at most `log.cleaner.threads` shards clean at once), runs
-//! a pass over it ([`pass`]), and looks again at once.
+//! preserved. The cleaner is a task on the shard's executor that plans
+//! and swaps; a pass's reading, filtering, writing and syncing run on
+//! the broker's cleaner threads ([`worker`], at the lowest CPU priority),
+//! paced by `log.cleaner.io.max.bytes.per.second`, so produce and fetch
+//! on the shard go on while it works. Every `log.cleaner.backoff.ms`
+//! without work it looks for the dirtiest due log ([`plan`]), waits for
+//! its turn ([`Turns`]: at most `log.cleaner.threads` shards clean at
+//! once, one per thread), runs a pass over it ([`pass`]), and looks again
+//! at once.
 //!
 //! [`offset_map`] is the map of key to latest offset (its memory is
 //! `log.cleaner.dedupe.buffer.size` split over the shards), [`filter`]
@@ -30,10 +32,12 @@ pub mod pass;
 pub mod plan;
 pub mod throttle;
 pub mod txn;
+pub mod worker;
 
 use crate::shard::partition::{now_ms, Partition};
 use crate::shard::Shard;
 use offset_map::OffsetMap;
+use pass::Work;
 use plan::LogState;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -44,11 +48,11 @@ use std::time::Duration;
 use throttle::Throttle;
 
 /// Turns to clean, over a broker's shards: at most `log.cleaner.threads`
-/// passes run at once, in the order their shards asked. Kafka runs its
-/// cleaner on that many threads (one by default), so compaction takes at
-/// most that many cores from produce and fetch; a cleaner on every shard
-/// with work would take every core a broker has left, and on a small
-/// machine its clients' too.
+/// passes run at once, in the order their shards asked, on as many
+/// cleaner threads. Kafka runs its cleaner on that many threads (one by
+/// default), so compaction takes at most that many cores from produce and
+/// fetch; a cleaner on every shard with work would take every core a
+/// broker has left, and on a small machine its clients' too.
 #[derive(Debug)]
 pub struct Turns {
     /// Tickets handed out.
@@ -57,18 +61,22 @@ pub struct Turns {
     /// tickets before it are out.
     returned: AtomicU64,
     at_once: u64,
+    /// The threads the passes run on.
+    workers: worker::Workers,
 }
 
 /// How often a cleaner waiting for its turn looks again.
 const TURN_POLL: Duration = Duration::from_millis(10);
 
 impl Turns {
-    pub fn new(at_once: usize) -> Turns {
-        Turns {
+    /// Turns for `at_once` passes, and a cleaner thread for each.
+    pub fn new(at_once: usize) -> std::io::Result<Turns> {
+        Ok(Turns {
             issued: AtomicU64::new(0),
             returned: AtomicU64::new(0),
             at_once: at_once.max(1) as u64,
-        }
+            workers: worker::Workers::new(at_once)?,
+        })
     }
 
     /// Waits for a turn (None if the broker stops meanwhile). The turn
@@ -163,15 +171,22 @@ impl Cleaner {
         self.passes.get()
     }
 
+    /// The offset map and pacing a pass borrows.
+    fn work(&self) -> Work {
+        Work {
+            map: OffsetMap::with_memory(self.config.dedupe_buffer_bytes),
+            throttle: Throttle::new(self.config.io_max_bytes_per_second),
+        }
+    }
+
     /// Cleans until the broker stops.
     pub async fn run(self: Rc<Self>, shard: Rc<Shard>) {
-        let mut map = OffsetMap::with_memory(self.config.dedupe_buffer_bytes);
-        let mut throttle = Throttle::new(self.config.io_max_bytes_per_second);
+        let mut work = None;
         let backoff = Duration::from_millis(self.config.backoff_ms);
         // The stop flag is checked at least this often while idle.
         let tick = Duration::from_millis(100).min(backoff);
         while !shard.broker.stopping() {
-            if self.clean_dirtiest(&shard, &mut map, &mut throttle).await {
+            if self.clean_dirtiest(&shard, &mut work).await {
                 glommio::yield_if_needed().await;
                 continue;
             }
@@ -184,12 +199,7 @@ impl Cleaner {
 
     /// Runs one pass over the dirtiest due log, in this shard's turn;
     /// false if none was due.
-    async fn clean_dirtiest(
-        &self,
-        shard: &Shard,
-        map: &mut OffsetMap,
-        throttle: &mut Throttle,
-    ) -> bool {
+    async fn clean_dirtiest(&self, shard: &Shard, work: &mut Option<Work>) -> bool {
         if self.dirtiest(shard).is_none() {
             return false;
         }
@@ -203,7 +213,12 @@ impl Cleaner {
         let key = key_of(&chosen);
         let mut state = self.logs.borrow_mut().remove(&key).unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = pass::run(&chosen, &plan, &mut state, map, throttle).await;
+        // A job that panicked took the last one with it.
+        if work.is_none() {
+            *work = Some(self.work());
+        }
+        let workers = &self.turns.workers;
+        let result = pass::run(&chosen, &plan, &mut state, work, workers).await;
         match result {
             Ok(stats) => {
                 self.passes.set(self.passes.get() + 1);
@@ -217,6 +232,7 @@ impl Cleaner {
                     "cleaned log"
                 );
             }
+            Err(pass::PassError::Stopped) => {}
             Err(e) => {
                 tracing::error!(
                     topic = %chosen.topic, partition = chosen.index, error = %e,
@@ -272,7 +288,7 @@ mod tests {
 
     #[test]
     fn turns_go_in_order_and_at_most_so_many_at_once() {
-        let one = Turns::new(1);
+        let one = Turns::new(1).unwrap();
         let (a, b, c) = (ticket(&one), ticket(&one), ticket(&one));
         assert!(a.may_run());
         assert!(!b.may_run() && !c.may_run());
@@ -282,7 +298,7 @@ mod tests {
         drop(b);
         assert!(c.may_run());
 
-        let two = Turns::new(2);
+        let two = Turns::new(2).unwrap();
         let (a, b, c) = (ticket(&two), ticket(&two), ticket(&two));
         assert!(a.may_run() && b.may_run());
         assert!(!c.may_run());

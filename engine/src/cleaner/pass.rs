@@ -29,14 +29,18 @@
 //!    that returns no record.
 //! 4. Each group is synced and swapped in (see `storage/cleaned.rs`).
 //!
-//! The pass yields to the shard's other tasks between batches and reads
-//! no faster than `log.cleaner.io.max.bytes.per.second`.
+//! Steps 1 to 3 and the syncs run on a cleaner thread ([`super::worker`]),
+//! one job for the map and one per output group; the shard plans the
+//! pass, and swaps each group in between the jobs, the log being its
+//! alone. Reads go no faster than `log.cleaner.io.max.bytes.per.second`.
 
 use super::filter::{self, filter_batch, Filtered};
 use super::offset_map::OffsetMap;
 use super::plan::{LogState, Plan};
 use super::throttle::Throttle;
 use super::txn::{Aborted, LastBatches, MarkerFate, Open};
+use super::worker::{Cancel, Workers};
+use crate::config::TopicConfig;
 use crate::shard::partition::Partition;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
@@ -46,6 +50,8 @@ use sluice_protocol::record_batch::{validate_stored_batch, BatchHeader, BATCH_HE
 use sluice_protocol::Offset;
 use std::borrow::Cow;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Bytes of cleaned batches gathered before one write.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -63,6 +69,18 @@ pub enum PassError {
     },
     #[error(transparent)]
     Filter(#[from] filter::FilterError),
+    #[error("the broker is stopping")]
+    Stopped,
+    #[error("the cleaner thread failed (a panic, logged above)")]
+    Lost,
+}
+
+/// What a cleaner keeps from pass to pass and lends each job: its offset
+/// map's memory and its read pacing.
+#[derive(Debug)]
+pub struct Work {
+    pub map: OffsetMap,
+    pub throttle: Throttle,
 }
 
 /// What a pass did.
@@ -78,10 +96,12 @@ pub struct PassStats {
     pub stale: bool,
 }
 
-/// Reads a sealed segment batch by batch.
+/// Reads a sealed segment batch by batch; gives up once its job is
+/// cancelled.
 struct Batches<'a> {
     segment: &'a SealedSegment,
     position: u64,
+    cancel: &'a Cancel,
 }
 
 impl Batches<'_> {
@@ -103,6 +123,9 @@ impl Batches<'_> {
     }
 
     fn peek_header(&self) -> Result<Option<BatchHeader>, PassError> {
+        if self.cancel.cancelled() {
+            return Err(PassError::Stopped);
+        }
         if self.position >= self.segment.size {
             return Ok(None);
         }
@@ -140,24 +163,26 @@ impl Batches<'_> {
     }
 }
 
-fn batches(segment: &SealedSegment) -> Batches<'_> {
+fn batches<'a>(segment: &'a SealedSegment, cancel: &'a Cancel) -> Batches<'a> {
     Batches {
         segment,
         position: 0,
+        cancel,
     }
 }
 
 /// Each producer's last data batch and last marker in `segments`.
-async fn last_batches(
+fn last_batches(
     segments: &[SealedSegment],
     throttle: &mut Throttle,
+    cancel: &Cancel,
 ) -> Result<LastBatches, PassError> {
     let mut last = LastBatches::default();
     for s in segments {
-        let mut it = batches(s);
+        let mut it = batches(s, cancel);
         while let Some(h) = it.next_header()? {
             last.read(&h);
-            throttle.read(BATCH_HEADER_SIZE as u64).await;
+            throttle.read(BATCH_HEADER_SIZE as u64);
         }
     }
     Ok(last)
@@ -166,11 +191,12 @@ async fn last_batches(
 /// Fills `map` from the dirty part `[first_dirty, end)`; returns the
 /// offset below which every keyed record is in it (`end` unless the map
 /// filled up).
-async fn build_map(
+fn build_map(
     plan: &Plan,
     aborted: &Aborted,
     map: &mut OffsetMap,
     throttle: &mut Throttle,
+    cancel: &Cancel,
 ) -> Result<Offset, PassError> {
     map.clear();
     for s in plan
@@ -178,9 +204,9 @@ async fn build_map(
         .iter()
         .filter(|s| s.next_offset > plan.first_dirty)
     {
-        let mut it = batches(s);
+        let mut it = batches(s, cancel);
         while let Some((h, batch)) = it.next_batch()? {
-            throttle.read(batch.len() as u64).await;
+            throttle.read(batch.len() as u64);
             if h.last_offset() < plan.first_dirty || h.is_control() || aborted.holds(&h) {
                 continue;
             }
@@ -214,14 +240,27 @@ fn group_full(bytes: u64, base: Offset, next: &SealedSegment, segment_bytes: u64
         || next.next_offset.0 - base.0 > i64::from(i32::MAX)
 }
 
-/// What stays fixed through one pass.
+/// What stays fixed through one pass, shared by its jobs.
+#[derive(Debug)]
+struct Fixed {
+    plan: Plan,
+    config: Arc<TopicConfig>,
+    dir: PathBuf,
+    aborted: Aborted,
+    last_of_producer: LastBatches,
+    /// The oldest producer snapshot's offset: recovery may start from any
+    /// snapshot there is, so a transaction marker at or past it stays (a
+    /// snapshot taken while its transaction was open would otherwise
+    /// never see it end).
+    markers_removable_below: Offset,
+}
+
+/// What a copy reads, for one job.
 struct PassContext<'a> {
     map: &'a OffsetMap,
-    config: &'a crate::config::TopicConfig,
-    last_of_producer: LastBatches,
-    aborted: Aborted,
-    /// Markers at or past this offset stay (see
-    /// [`Partition::oldest_snapshot`]).
+    config: &'a TopicConfig,
+    last_of_producer: &'a LastBatches,
+    aborted: &'a Aborted,
     markers_removable_below: Offset,
     now_ms: i64,
 }
@@ -256,21 +295,22 @@ impl Progress {
 }
 
 /// Filters one input segment's batches into `cleaned`.
-async fn copy_segment(
+fn copy_segment(
     s: &SealedSegment,
     cleaned: &mut CleanedSegment,
     cx: &PassContext<'_>,
     throttle: &mut Throttle,
     progress: &mut Progress,
+    cancel: &Cancel,
 ) -> Result<(), PassError> {
     progress.stats.bytes_before += s.size;
     // Each input segment's last batch stays, empty if need be, so the
     // output ends where its inputs ended and segments meet end to end.
-    let last_base = last_batch_base(s)?;
+    let last_base = last_batch_base(s, cancel)?;
     let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES);
-    let mut it = batches(s);
+    let mut it = batches(s, cancel);
     while let Some((h, batch)) = it.next_batch()? {
-        throttle.read(batch.len() as u64).await;
+        throttle.read(batch.len() as u64);
         let last_of_segment = Some(h.base_offset) == last_base;
         if h.is_control() {
             if let Some(b) = copy_marker(&h, &batch, last_of_segment, cx, cleaned, progress)? {
@@ -304,7 +344,6 @@ async fn copy_segment(
             cleaned.append(&out)?;
             out.clear();
         }
-        glommio::yield_if_needed().await;
     }
     cleaned.append(&out)?;
     Ok(())
@@ -329,7 +368,7 @@ fn copy_marker<'b>(
         || h.base_offset >= cx.markers_removable_below;
     match progress
         .open
-        .marker(h, batch, &cx.aborted, last, || cx.passed(horizon))
+        .marker(h, batch, cx.aborted, last, || cx.passed(horizon))
     {
         MarkerFate::Needed(entry) => {
             if let Some(e) = entry {
@@ -359,15 +398,13 @@ fn copy_marker<'b>(
     }
 }
 
-/// Syncs a group's output and swaps it in; false if the log changed.
+/// Swaps a group's synced output in; false if the log changed.
 async fn swap_group(
     partition: &Partition,
-    mut cleaned: CleanedSegment,
+    cleaned: CleanedSegment,
     group: &[SealedSegment],
     stats: &mut PassStats,
 ) -> Result<bool, PassError> {
-    cleaned.finish()?;
-    partition.sync_cleaned(&cleaned).await?;
     let size = cleaned.size();
     if !partition.replace_cleaned(cleaned, group).await? {
         stats.stale = true;
@@ -378,20 +415,111 @@ async fn swap_group(
     Ok(true)
 }
 
-/// Runs one pass of `plan` over `partition`.
+/// Step 1 and 2, a job: the producers' last batches, the oldest producer
+/// snapshot, and the map. Returns the pass's fixed part and the offset
+/// the map reaches.
+fn prepare(
+    plan: Plan,
+    config: Arc<TopicConfig>,
+    dir: PathBuf,
+    aborted: Aborted,
+    work: &mut Work,
+    cancel: &Cancel,
+) -> Result<(Fixed, Offset), PassError> {
+    let last_of_producer = last_batches(&plan.segments, &mut work.throttle, cancel)?;
+    let snapshots = crate::storage::snapshot_file::list(&dir)?;
+    let markers_removable_below = snapshots.first().copied().unwrap_or(Offset(i64::MAX));
+    let cleaned_upto = build_map(&plan, &aborted, &mut work.map, &mut work.throttle, cancel)?;
+    let fixed = Fixed {
+        plan,
+        config,
+        dir,
+        aborted,
+        last_of_producer,
+        markers_removable_below,
+    };
+    Ok((fixed, cleaned_upto))
+}
+
+/// Step 3 for one group, a job: copies `segments[start..]` into a
+/// cleaned segment until its output is full, then syncs it. Returns the
+/// output and the index of the first segment it did not take.
+fn copy_group(
+    fixed: &Fixed,
+    segments: &[SealedSegment],
+    start: usize,
+    work: &mut Work,
+    progress: &mut Progress,
+    cancel: &Cancel,
+) -> Result<(CleanedSegment, usize), PassError> {
+    let cx = PassContext {
+        map: &work.map,
+        config: &fixed.config,
+        last_of_producer: &fixed.last_of_producer,
+        aborted: &fixed.aborted,
+        markers_removable_below: fixed.markers_removable_below,
+        now_ms: fixed.plan.now_ms,
+    };
+    let mut cleaned = CleanedSegment::create(&fixed.dir, segments[start].base)?;
+    let mut end = start;
+    let copied = loop {
+        let Some(s) = segments.get(end) else {
+            break Ok(());
+        };
+        if end > start && group_full(cleaned.size(), cleaned.base(), s, cx.config.segment_bytes) {
+            break Ok(());
+        }
+        if let Err(e) = copy_segment(s, &mut cleaned, &cx, &mut work.throttle, progress, cancel) {
+            break Err(e);
+        }
+        end += 1;
+    };
+    match copied.and_then(|()| Ok(cleaned.finish_and_sync()?)) {
+        Ok(()) => Ok((cleaned, end)),
+        Err(e) => {
+            cleaned.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// Runs a job on a cleaner thread with the cleaner's `work`, which it
+/// takes and gives back (a job that panicked loses it: the next pass
+/// starts a new one).
+async fn on_worker<R: Send + 'static>(
+    workers: &Workers,
+    work: &mut Option<Work>,
+    job: impl FnOnce(&mut Work, &Cancel) -> R + Send + 'static,
+) -> Result<R, PassError> {
+    let mut lent = work.take().ok_or(PassError::Lost)?;
+    let (lent, answer) = workers
+        .run(move |cancel| {
+            let answer = job(&mut lent, cancel);
+            (lent, answer)
+        })
+        .await
+        .ok_or(PassError::Lost)?;
+    *work = Some(lent);
+    Ok(answer)
+}
+
+/// Runs one pass of `plan` over `partition`: the reading and writing on
+/// `workers`, the swaps here.
 pub async fn run(
     partition: &Partition,
     plan: &Plan,
     state: &mut LogState,
-    map: &mut OffsetMap,
-    throttle: &mut Throttle,
+    work: &mut Option<Work>,
+    workers: &Workers,
 ) -> Result<PassStats, PassError> {
-    let now = plan.now_ms;
-    let last_of_producer = last_batches(&plan.segments, throttle).await?;
     let first = plan.segments.first().expect("a plan has segments").base;
     let aborted = Aborted::new(partition.aborted_in(first, plan.end));
-    let markers_removable_below = partition.oldest_snapshot()?.unwrap_or(Offset(i64::MAX));
-    let cleaned_upto = build_map(plan, &aborted, map, throttle).await?;
+    let view = partition.cleaner_view();
+    let (plan_copy, config, dir) = (plan.clone(), Arc::clone(&view.config), view.dir.clone());
+    let (fixed, cleaned_upto) = on_worker(workers, work, move |w, cancel| {
+        prepare(plan_copy, config, dir, aborted, w, cancel)
+    })
+    .await??;
     assert!(
         cleaned_upto > plan.first_dirty || cleaned_upto == plan.end,
         "a pass moves the dirty part on: {cleaned_upto} from {}",
@@ -401,55 +529,31 @@ pub async fn run(
     // in Kafka: the segments past it hold no record the map can supersede
     // and wait, untouched, for the next pass.
     let copied = plan.segments.partition_point(|s| s.base < cleaned_upto);
-    let segments = &plan.segments[..copied];
-    let view = partition.cleaner_view();
-    let cx = PassContext {
-        map,
-        config: &view.config,
-        last_of_producer,
-        aborted,
-        markers_removable_below,
-        now_ms: now,
-    };
+    let fixed = Arc::new(fixed);
     let mut progress = Progress {
         stats: PassStats {
-            segments_before: segments.len(),
+            segments_before: copied,
             cleaned_upto: cleaned_upto.0,
             ..PassStats::default()
         },
         ..Progress::default()
     };
-    let mut group_start = 0;
-    let mut cleaned: Option<CleanedSegment> = None;
-    for (i, s) in segments.iter().enumerate() {
-        if let Some(c) = cleaned.take() {
-            if group_full(c.size(), c.base(), s, cx.config.segment_bytes) {
-                let group = &segments[group_start..i];
-                if !swap_group(partition, c, group, &mut progress.stats).await? {
-                    return Ok(progress.stats);
-                }
-                group_start = i;
-            } else {
-                cleaned = Some(c);
-            }
-        }
-        let c = match cleaned.as_mut() {
-            Some(c) => c,
-            None => cleaned.insert(CleanedSegment::create(&view.dir, s.base)?),
-        };
-        let copied = copy_segment(s, c, &cx, throttle, &mut progress).await;
-        if let Err(e) = copied {
-            if let Some(c) = cleaned.take() {
-                c.abandon();
-            }
-            return Err(e);
-        }
-    }
-    if let Some(c) = cleaned {
-        let group = &segments[group_start..];
-        if !swap_group(partition, c, group, &mut progress.stats).await? {
+    let mut start = 0;
+    while start < copied {
+        let (f, mut p) = (Arc::clone(&fixed), std::mem::take(&mut progress));
+        let (p, group) = on_worker(workers, work, move |w, cancel| {
+            let segments = &f.plan.segments[..copied];
+            let group = copy_group(&f, segments, start, w, &mut p, cancel);
+            (p, group)
+        })
+        .await?;
+        progress = p;
+        let (cleaned, end) = group?;
+        let group = &plan.segments[start..end];
+        if !swap_group(partition, cleaned, group, &mut progress.stats).await? {
             return Ok(progress.stats);
         }
+        start = end;
     }
     state.first_dirty = cleaned_upto;
     state.delete_horizon_ms = progress.next_horizon;
@@ -457,8 +561,8 @@ pub async fn run(
 }
 
 /// Base offset of a segment's last batch.
-fn last_batch_base(s: &SealedSegment) -> Result<Option<Offset>, PassError> {
-    let mut it = batches(s);
+fn last_batch_base(s: &SealedSegment, cancel: &Cancel) -> Result<Option<Offset>, PassError> {
+    let mut it = batches(s, cancel);
     let mut last = None;
     while let Some(h) = it.next_header()? {
         last = Some(h.base_offset);
@@ -595,9 +699,8 @@ mod tests {
                 let mut state = LogState::default();
                 let plan = super::super::plan::plan(&view, &state, now_ms()).unwrap();
                 assert!(plan.end.0 <= open_at);
-                let mut map = OffsetMap::with_memory(1 << 20);
-                let mut throttle = Throttle::new(u64::MAX);
-                run(&p, &plan, &mut state, &mut map, &mut throttle)
+                let mut map = work(OffsetMap::with_memory(1 << 20));
+                run(&p, &plan, &mut state, &mut map, &Workers::new(1).unwrap())
                     .await
                     .unwrap();
                 let (records, markers) = contents(&p);
@@ -638,8 +741,16 @@ mod tests {
         }
     }
 
+    /// A cleaner's work with `map` and no pacing.
+    fn work(map: OffsetMap) -> Option<Work> {
+        Some(Work {
+            map,
+            throttle: Throttle::new(u64::MAX),
+        })
+    }
+
     /// Runs the pass due on `p` now with `map`; panics if none is due.
-    async fn one_pass(p: &Partition, state: &mut LogState, map: &mut OffsetMap) -> PassStats {
+    async fn one_pass(p: &Partition, state: &mut LogState, map: &mut Option<Work>) -> PassStats {
         pass_at(p, state, map, now_ms()).await
     }
 
@@ -647,12 +758,12 @@ mod tests {
     async fn pass_at(
         p: &Partition,
         state: &mut LogState,
-        map: &mut OffsetMap,
+        map: &mut Option<Work>,
         now: i64,
     ) -> PassStats {
         let plan = super::super::plan::plan(&p.cleaner_view(), state, now).expect("a pass due");
-        let mut throttle = Throttle::new(u64::MAX);
-        run(p, &plan, state, map, &mut throttle).await.unwrap()
+        let workers = Workers::new(1).unwrap();
+        run(p, &plan, state, map, &workers).await.unwrap()
     }
 
     /// Offsets of the tombstones (null values) left in `p`.
@@ -701,7 +812,7 @@ mod tests {
                 .await
                 .unwrap();
             fill(&p, 40).await;
-            let mut map = OffsetMap::with_memory(1 << 20);
+            let mut map = work(OffsetMap::with_memory(1 << 20));
             let t0 = now_ms();
             let mut state = LogState::default();
             pass_at(&p, &mut state, &mut map, t0).await;
@@ -736,7 +847,7 @@ mod tests {
             p.append_marker(1, 0, true, 0).unwrap(); // 3
             append(&p, None, &[("k0", "c")]).await; // 4
             fill(&p, 40).await;
-            let mut map = OffsetMap::with_memory(1 << 20);
+            let mut map = work(OffsetMap::with_memory(1 << 20));
             let t0 = now_ms();
             let mut state = LogState::default();
             pass_at(&p, &mut state, &mut map, t0).await;
@@ -792,8 +903,8 @@ mod tests {
                 // The fewest entries of budget whose 90 % is map_keys.
                 let entries = (map_keys as u64 * 100).div_ceil(90);
                 let budget = entries * super::super::offset_map::ENTRY_BYTES;
-                let mut map = OffsetMap::with_memory(budget);
-                assert_eq!(map.capacity(), map_keys);
+                let mut map = work(OffsetMap::with_memory(budget));
+                assert_eq!(map.as_ref().unwrap().map.capacity(), map_keys);
                 let mut state = LogState::default();
                 let sealed_before = p.cleaner_view().sealed;
                 let first = one_pass(&p, &mut state, &mut map).await;

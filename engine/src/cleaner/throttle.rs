@@ -6,12 +6,11 @@
 //!
 //! The arithmetic ([`Throttle::account`]) takes the time as an argument,
 //! so tests drive it with a clock of their own; [`Throttle::read`] feeds
-//! it the real one and does the sleeping.
+//! it the real one and does the sleeping, on the cleaner's own thread.
 
 use std::time::{Duration, Instant};
 
-/// Bytes between checks of the clock and yields to the shard's other
-/// tasks.
+/// Bytes between checks of the clock.
 pub const CHECK_BYTES: u64 = 64 << 10;
 
 /// Paces the cleaner's reads.
@@ -47,7 +46,7 @@ impl Throttle {
 
     /// Counts `bytes` read at `now`. None until [`CHECK_BYTES`] have
     /// gathered since the last check; then how long to sleep, zero when
-    /// the reads are within the rate (and only a yield is due).
+    /// the reads are within the rate.
     pub fn account(&mut self, bytes: u64, now: Instant) -> Option<Duration> {
         self.window_bytes = self.window_bytes.saturating_add(bytes);
         self.unchecked = self.unchecked.saturating_add(bytes);
@@ -64,13 +63,12 @@ impl Throttle {
         Some(wait)
     }
 
-    /// Counts `bytes` read, sleeping when ahead of the rate, and yields to
-    /// other tasks every [`CHECK_BYTES`].
-    pub async fn read(&mut self, bytes: u64) {
-        match self.account(bytes, Instant::now()) {
-            None => {}
-            Some(wait) if wait.is_zero() => glommio::yield_if_needed().await,
-            Some(wait) => glommio::timer::sleep(wait).await,
+    /// Counts `bytes` read, sleeping when ahead of the rate.
+    pub fn read(&mut self, bytes: u64) {
+        if let Some(wait) = self.account(bytes, Instant::now()) {
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
         }
     }
 }

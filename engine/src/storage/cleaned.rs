@@ -63,6 +63,8 @@ pub struct CleanedSegment {
     /// Each batch written, at its position: the swap indexes the new
     /// segment from these instead of reading it back.
     batches: Vec<(u64, BatchHeader)>,
+    /// Finished and fdatasynced ([`CleanedSegment::finish_and_sync`]).
+    synced: bool,
 }
 
 impl CleanedSegment {
@@ -86,6 +88,7 @@ impl CleanedSegment {
             aborted: Vec::new(),
             txn_file: None,
             batches: Vec::new(),
+            synced: false,
         })
     }
 
@@ -142,10 +145,16 @@ impl CleanedSegment {
         self.next_offset
     }
 
+    /// Writes the transaction index beside the log and makes both
+    /// durable; nothing is appended after. The cleaner does this on its
+    /// own thread, so the swap, on the shard's, finds nothing to sync.
+    pub fn finish_and_sync(&mut self) -> Result<()> {
+        self.sync()
+    }
+
     /// Writes the transaction index beside the log; nothing is appended
-    /// after. The caller may then sync [`CleanedSegment::files`] off the
-    /// shard's thread; the swap syncs them again (at no cost then).
-    pub fn finish(&mut self) -> Result<()> {
+    /// after.
+    fn finish(&mut self) -> Result<()> {
         let txn_path = with_suffix(
             &txn_index::path_for(&log_path(&self.dir, self.base)),
             CLEANED,
@@ -163,21 +172,18 @@ impl CleanedSegment {
         Ok(())
     }
 
-    /// The files to fdatasync before the swap.
-    pub fn files(&self) -> Vec<&File> {
-        std::iter::once(&self.file)
-            .chain(self.txn_file.as_ref())
-            .collect()
-    }
-
     fn sync(&mut self) -> Result<()> {
+        if self.synced {
+            return Ok(());
+        }
         if self.txn_file.is_none() {
             self.finish()?;
         }
-        for f in self.files() {
+        for f in std::iter::once(&self.file).chain(self.txn_file.as_ref()) {
             f.sync_data()
                 .map_err(StorageError::io("fsync cleaned segment", &self.path()))?;
         }
+        self.synced = true;
         Ok(())
     }
 }

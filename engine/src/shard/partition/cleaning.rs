@@ -6,7 +6,7 @@
 //! log's.
 
 use super::created::sync_path;
-use super::{fdatasync, Partition};
+use super::Partition;
 use crate::config::TopicConfig;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
@@ -43,30 +43,6 @@ impl Partition {
             last_stable,
             sealed: log.sealed_segments(),
         }
-    }
-
-    /// The offset of the oldest producer snapshot, if any: recovery may
-    /// start from any snapshot there is, so a transaction marker at or
-    /// past this one must stay (a snapshot taken while its transaction
-    /// was open would otherwise never see it end).
-    pub fn oldest_snapshot(&self) -> Result<Option<Offset>, StorageError> {
-        Ok(self.log.borrow().snapshot_offsets()?.first().copied())
-    }
-
-    /// Makes a finished cleaned segment durable through the shard's ring
-    /// (the swap then finds nothing left to sync).
-    pub async fn sync_cleaned(&self, cleaned: &CleanedSegment) -> Result<(), StorageError> {
-        for f in cleaned.files() {
-            fdatasync(f).await.map_err(StorageError::io(
-                "fsync cleaned segment",
-                &self.cleaned_dir(),
-            ))?;
-        }
-        Ok(())
-    }
-
-    fn cleaned_dir(&self) -> std::path::PathBuf {
-        self.log.borrow().dir().to_path_buf()
     }
 
     /// Replaces the sealed segments `replaced` with their cleaned copy

@@ -1,0 +1,165 @@
+//! The cleaner's threads. A pass reads, filters, writes and syncs its
+//! segments on one of these, never on a shard's thread: the shard only
+//! plans the pass and swaps the cleaned segments in, awaiting each job's
+//! answer while it serves requests.
+//!
+//! With the pass on the shard's thread, in 1 ms slices, a busy cleaner
+//! showed in produce's tail three to four times over: every slice delays
+//! a request that arrives during it, and the slice cannot end while a
+//! read, a 1 MiB write or a sync of the cleaned copy is in the kernel
+//! (the stall detector, `reactor.stall.threshold.ms`, caught reads, writes
+//! and syncs holding a shard for up to 17 ms). These threads run at nice
+//! 19: the kernel gives a shard's thread the core whenever it wakes, and
+//! the cleaner the time the shards leave (Kafka cleans on threads of its
+//! own too, at normal priority). There are `log.cleaner.threads` of them,
+//! as many as passes may run at once ([`super::Turns`]).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The cleaner's threads, shared by a broker's shards.
+#[derive(Debug)]
+pub struct Workers {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Set when the shard stops waiting for a job (its pass was dropped: the
+/// broker stops); the job checks it between batches and gives up.
+#[derive(Debug, Clone)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Cancels its job when dropped, waited for or not.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts `threads` cleaner threads; they end when the last handle to
+    /// the pool is dropped.
+    pub fn new(threads: usize) -> std::io::Result<Workers> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("sluice-cleaner-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A job that panics drops its answer: the pass
+                        // fails with an error and the thread goes on.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                })?;
+        }
+        Ok(Workers { jobs })
+    }
+
+    /// Runs `job` on a cleaner thread and waits, without holding the
+    /// shard, for its answer. None if the job panicked.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Cancel) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (answer, answered) = futures::channel::oneshot::channel();
+        let flag = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&flag));
+        let cancel = Cancel(flag);
+        let job: Job = Box::new(move || {
+            let _ = answer.send(job(&cancel));
+        });
+        self.jobs.send(job).ok()?;
+        answered.await.ok()
+    }
+}
+
+/// Nice 19 for the calling thread alone (Linux applies `setpriority` to
+/// one thread when given its id). Raising one's own nice needs no
+/// privilege; should it fail, the thread runs at normal priority.
+fn lower_priority() {
+    // SAFETY: plain system calls on this thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(),
+            "the cleaner thread keeps its priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_off_the_calling_thread_at_nice_19() {
+        let workers = Workers::new(1).unwrap();
+        let caller = std::thread::current().id();
+        let (thread, nice) = glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(workers.run(|_| {
+                // SAFETY: reads this thread's priority.
+                let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+                (std::thread::current().id(), nice)
+            }))
+            .unwrap();
+        assert_ne!(thread, caller);
+        assert_eq!(nice, 19);
+    }
+
+    #[test]
+    fn a_job_that_panics_answers_none_and_the_thread_goes_on() {
+        let workers = Workers::new(1).unwrap();
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            assert_eq!(
+                workers.run(|_| -> u32 { panic!("a bad batch") }).await,
+                None
+            );
+            assert_eq!(workers.run(|_| 7).await, Some(7));
+        });
+    }
+
+    #[test]
+    fn a_dropped_wait_cancels_its_job() {
+        let workers = Workers::new(1).unwrap();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let wait = workers.run(move |cancel| {
+                    while !cancel.cancelled() {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    seen_tx.send(()).unwrap();
+                });
+                // Polled once (the job is queued), then dropped.
+                let _ = futures::future::select(
+                    Box::pin(wait),
+                    Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(5))),
+                )
+                .await;
+            });
+        seen_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the job saw its cancel");
+    }
+}
