@@ -483,7 +483,25 @@ fn without_an_authorizer_acl_apis_answer_security_disabled_and_a_foreign_class_i
 fn acls_reach_every_broker_of_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = common::cluster_spec(dir.path(), 3);
-    spec.overrides = vec![AUTHORIZER.into(), OPEN_IF_NO_ACL.into()];
+    // The voters admit only peers with CLUSTER_ACTION, and only super
+    // users until they hold the ACLs (as Kafka's controllers): the
+    // brokers speak to them over mutual TLS as User:CN=localhost, a
+    // super user, while the clients stay User:ANONYMOUS, whom the DENY
+    // below reaches.
+    let files = common::certs::Files::new();
+    let ca = common::certs::Ca::new("cluster-ca");
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let keystore = files.keystore("broker.pem", &ca);
+    spec.overrides = vec![
+        AUTHORIZER.into(),
+        OPEN_IF_NO_ACL.into(),
+        "super.users=User:CN=localhost".into(),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:SSL".into(),
+        "controller.listener.names=CONTROLLER".into(),
+        "listener.name.controller.ssl.client.auth=required".into(),
+        format!("ssl.keystore.location={}", keystore.display()),
+        format!("ssl.truststore.location={}", ca_file.display()),
+    ];
     let mut c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
     let addr = |node: usize| SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
     grant(addr(1), &[(TOPIC, "closed", LITERAL, ANONYMOUS, ALL, DENY)]);
@@ -503,7 +521,8 @@ fn acls_reach_every_broker_of_a_cluster() {
         let named = metadata(addr(node), Some(&["closed"]));
         assert_eq!(named.topics[0].error_code, 29, "broker {node}");
     }
-    // Replication between the brokers is unaffected (no CLUSTER ACL).
+    // Replication between the brokers, User:ANONYMOUS on the plaintext
+    // listener, is unaffected (no CLUSTER ACL).
     let bootstrap = c.bootstrap();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)

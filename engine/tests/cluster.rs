@@ -2685,6 +2685,145 @@ fn register_without_certificate(ca_pem: &str, port: u16) -> Option<Vec<u8>> {
     }
 }
 
+/// The authorizer's refusals on the controller listener in `log` that
+/// name `principal`.
+fn peer_refusals(log: &str, principal: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("controller listener: peer refused") && l.contains(principal))
+        .count()
+}
+
+/// CreateAcls v3 on the broker at `addr`: ALLOW CLUSTER_ACTION on the
+/// cluster for `principal`, from any host.
+fn grant_cluster_action(addr: SocketAddr, principal: &str) {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
+    // Kafka's codes: CLUSTER, LITERAL, CLUSTER_ACTION, ALLOW.
+    let creation = AclCreation::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_static_str("kafka-cluster"))
+        .with_resource_pattern_type(3)
+        .with_principal(StrBytes::from_string(principal.to_string()))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(9)
+        .with_permission_type(3);
+    let req = CreateAclsRequest::default().with_creations(vec![creation]);
+    let resp: CreateAclsResponse =
+        call(&mut Raw::connect(addr), ApiKey::CreateAcls, 3, &req).expect("CreateAcls answer");
+    let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [0], "CreateAcls");
+}
+
+/// Issue 21: with an authorizer, a certificate from the cluster's own CA
+/// is not enough to speak on the controller listener. Three brokers run
+/// mutual TLS on the replication and controller listeners with
+/// `super.users` naming their certificate's principal (`User:CN=localhost`;
+/// and `User:ANONYMOUS`, the test's own clients on the plaintext client
+/// listener, which the controller listener, requiring a certificate,
+/// never sees). A fourth process with a certificate the same CA signed
+/// for `CN=intruder` passes the TLS handshake but not the authorizer: it
+/// never appears in Metadata and the voters log its principal. The
+/// cluster meanwhile serves acks=all produce and consume. Once an ACL
+/// allows `User:CN=intruder` CLUSTER_ACTION on the cluster, it registers:
+/// the voters decide with the ACLs of the metadata log, not only
+/// `super.users`.
+#[test]
+fn a_quorum_with_an_authorizer_keeps_out_its_own_cas_certificates_without_cluster_action() {
+    use common::certs::{Ca, Files};
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
+    let ca = Ca::new("cluster-ca");
+    let ca_file = files.write("ca.pem", &ca.pem());
+    let cluster_ks = files.keystore("broker.pem", &ca);
+    let (cert, key) = ca.issue(&[("CN", "intruder")], false);
+    let intruder_ks = files.write("intruder.pem", &format!("{key}{cert}"));
+    let mut layout = spec(
+        &dir.path().join("data"),
+        &[
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name=INTERNAL",
+            "controller.listener.names=CONTROLLER",
+            "listener.name.internal.ssl.client.auth=required",
+            "listener.name.controller.ssl.client.auth=required",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:CN=localhost;User:ANONYMOUS",
+        ],
+    );
+    layout
+        .overrides
+        .push(format!("ssl.truststore.location={}", ca_file.display()));
+    let base = common::cluster_spec(&layout.data_dir, 4);
+    layout.ports = base.ports;
+    layout.controller_ports = base.controller_ports;
+    layout.voters = 3;
+    layout.broker_overrides = (1..=4)
+        .map(|node| {
+            let keystore = if node <= 3 { &cluster_ks } else { &intruder_ks };
+            vec![
+                format!(
+                    "listeners=PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
+                    layout.ports[node - 1],
+                    free_port()
+                ),
+                format!("ssl.keystore.location={}", keystore.display()),
+            ]
+        })
+        .collect();
+    let mut three = layout.clone();
+    three.ports.truncate(3);
+    three.controller_ports.truncate(3);
+    three.broker_overrides.truncate(3);
+    let c = LocalCluster::start(three, READY_DEADLINE).expect("cluster starts");
+    wait_for(&c, 1, "three brokers and a controller", |m| {
+        broker_ids(m).len() == 3 && m.controller_id.0 > 0
+    });
+
+    let intruder = start_stranger(&layout, 4);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while peer_refusals(&voter_logs(&layout), "User:CN=intruder") == 0 {
+        let ids = broker_ids(&metadata(&c, 1, None));
+        assert!(!ids.contains(&4), "the intruder joined: {ids:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no refusal of User:CN=intruder logged:\n{}",
+            voter_logs(&layout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    create_guarded(&c, "guarded", 1);
+    produce_acks_all(&c.bootstrap(), "guarded", 0..200);
+    assert_eq!(
+        consume_all(&c.bootstrap(), "guarded", 1, 200),
+        values("v", 0..200)
+    );
+    for node in 1..=3 {
+        let ids = broker_ids(&metadata(&c, node, None));
+        assert_eq!(ids, BTreeSet::from([1, 2, 3]), "broker {node}'s Metadata");
+    }
+    let own = std::fs::read_to_string(layout.data_dir.join("broker-4.log")).unwrap_or_default();
+    assert!(
+        !own.contains("broker ready"),
+        "the intruder started:\n{own}"
+    );
+    let logs = voter_logs(&layout);
+    assert_eq!(
+        peer_refusals(&logs, "User:CN=localhost"),
+        0,
+        "a cluster broker was refused:\n{logs}"
+    );
+
+    // An ACL lets it in.
+    grant_cluster_action(
+        SocketAddr::from(([127, 0, 0, 1], c.spec.ports[0])),
+        "User:CN=intruder",
+    );
+    wait_for(&c, 1, "broker 4 registered once allowed", |m| {
+        broker_ids(m).contains(&4)
+    });
+    drop(intruder);
+}
+
 /// Keyed records `key-{k}` = `round-{r}-of-key-{k}` for `rounds` rounds of
 /// `keys` keys, then `fillers` records of their own keys (so the rounds
 /// lie in sealed segments), acks=all.

@@ -15,14 +15,17 @@ use super::route::{Outcome, Route};
 use super::rpc::{self, Client, Dial, Request, Response};
 use super::{monotonic_ms, ClusterConfig};
 use crate::metadata::Snapshot;
+use crate::security::acl::authorizer::PeerRefusal;
 use crate::security::link::Link;
 use crate::security::tls::TlsAcceptor;
+use crate::security::Principal;
 use crate::shard::Shard;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
+use rustls::pki_types::CertificateDer;
 use sluice_protocol::ErrorCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -79,6 +82,12 @@ pub struct ClusterNode {
     shutting_down: Cell<bool>,
     /// A heartbeat is on its way to the controller.
     beating: Cell<bool>,
+    /// The metadata index this voter's shards must have before the ACLs
+    /// decide who may speak on the controller listener: what the quorum
+    /// had committed when this voter first knew a leader.
+    acls_from: Cell<Option<u64>>,
+    /// Set once the shards have reached `acls_from`; stays set.
+    acls_loaded: Cell<bool>,
 }
 
 impl ClusterNode {
@@ -93,6 +102,7 @@ impl ClusterNode {
             | u64::from(std::process::id() as u16);
         let mut tasks = Vec::new();
         let controller_tls = shard.broker.controller_tls.clone();
+        let mut listener = None;
         let controller = match config.voter_addr(config.node_id) {
             None => None,
             Some(addr) => {
@@ -140,17 +150,13 @@ impl ClusterNode {
                 // A cluster of one (no voters configured) has nobody to
                 // serve; port 0 marks it.
                 if addr.port() != 0 {
-                    let listener =
+                    let bound =
                         TcpListener::bind(addr).map_err(|e| crate::storage::StorageError::Io {
                             op: "bind controller listener",
                             path: addr.to_string().into(),
                             source: e.into(),
                         })?;
-                    tasks.push(glommio::spawn_local(serve(
-                        Rc::clone(&controller),
-                        listener,
-                        controller_tls.clone(),
-                    )));
+                    listener = Some(bound);
                 }
                 Some(controller)
             }
@@ -171,7 +177,16 @@ impl ClusterNode {
             producer_ids_lock: glommio::sync::Semaphore::new(1),
             shutting_down: Cell::new(false),
             beating: Cell::new(false),
+            acls_from: Cell::new(None),
+            acls_loaded: Cell::new(false),
         });
+        if let Some(listener) = listener {
+            tasks.push(glommio::spawn_local(serve(
+                Rc::clone(&node),
+                Rc::clone(shard),
+                listener,
+            )));
+        }
         Ok((node, tasks))
     }
 
@@ -585,6 +600,52 @@ impl ClusterNode {
         }
         Some(resp)
     }
+
+    /// Whether this voter's shards hold the ACLs, so that they may
+    /// decide who speaks on the controller listener. A restarted voter
+    /// may still be replaying its log, and an ACL removed late in it
+    /// would still let its principal in: the ACLs count once the shards
+    /// have the metadata the quorum had committed when this voter first
+    /// knew a leader (a leader itself once it holds everything committed
+    /// before its term, which its own commit index may not yet show);
+    /// Kafka's authorizer likewise waits for its initial load. Until
+    /// then super users alone get in: the voters' own principals must be
+    /// among them, or they could never elect the leader the ACLs wait for.
+    fn acls_loaded(&self) -> bool {
+        if self.acls_loaded.get() {
+            return true;
+        }
+        let Some(controller) = &self.controller else {
+            return false;
+        };
+        let quorum = &controller.quorum;
+        let knows = if quorum.is_leader() {
+            quorum.is_current()
+        } else {
+            quorum.leader_id().is_some()
+        };
+        if self.acls_from.get().is_none() && knows {
+            self.acls_from.set(Some(quorum.committed_index()));
+        }
+        let loaded = self
+            .acls_from
+            .get()
+            .is_some_and(|from| self.published.get() >= from);
+        self.acls_loaded.set(loaded);
+        loaded
+    }
+
+    /// Whether `principal`, connected from `host`, may speak on the
+    /// controller listener now (see
+    /// [`crate::security::acl::authorizer::Authorizer::authorize_cluster_peer`]).
+    fn admit(&self, shard: &Shard, principal: &Principal, host: &str) -> Result<(), PeerRefusal> {
+        let authorizer = &shard.broker.authorizer;
+        if !authorizer.enabled() {
+            return Ok(());
+        }
+        let snapshot = self.acls_loaded().then(|| shard.metadata());
+        authorizer.authorize_cluster_peer(snapshot.as_ref().map(|s| &*s.acls), principal, host)
+    }
 }
 
 /// Idle connections kept per voter: a broker has at most a heartbeat, a
@@ -631,43 +692,96 @@ async fn send_to_peer(dial: Dial, mut rx: mpsc::UnboundedReceiver<Message>) {
 
 /// The controller listener: Raft messages from voters, requests from
 /// brokers.
-async fn serve(controller: Rc<Controller>, listener: TcpListener, tls: Option<Arc<TlsAcceptor>>) {
+async fn serve(node: Rc<ClusterNode>, shard: Rc<Shard>, listener: TcpListener) {
     loop {
         let Ok(stream) = listener.accept().await else {
             glommio::timer::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(connection(Rc::clone(&controller), stream, tls.clone())).detach();
+        glommio::spawn_local(connection(Rc::clone(&node), Rc::clone(&shard), stream)).detach();
     }
 }
 
-/// Serves one connection to the controller listener. When a connection
-/// from a broker (one that said who it is) closes, the controller checks
-/// whether that broker's process is gone (see [`Controller::check_gone`]).
-async fn connection(controller: Rc<Controller>, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
+/// Serves one connection to the controller listener. With an authorizer
+/// the peer's principal (its certificate's, or `User:ANONYMOUS` on
+/// plaintext or without one) must be let in by [`ClusterNode::admit`]
+/// before its first frame is read and again before each frame is served,
+/// so an ACL removed also closes connections already open. When a
+/// connection from a broker (one that said who it is) closes, the
+/// controller checks whether that broker's process is gone (see
+/// [`Controller::check_gone`]).
+async fn connection(node: Rc<ClusterNode>, shard: Rc<Shard>, stream: TcpStream) {
+    let Some(controller) = node.controller.clone() else {
+        return;
+    };
     let peer = stream.peer_addr().ok();
-    let mut link = match tls {
-        None => Link::Plain(stream),
-        Some(tls) => match accept(stream, &tls, peer).await {
-            Some(link) => link,
+    let (mut link, cert) = match &node.controller_tls {
+        None => (Link::Plain(stream), None),
+        Some(tls) => match accept(stream, tls, peer).await {
+            Some(shaken) => shaken,
             None => return,
         },
     };
+    let checking = shard.broker.authorizer.enabled();
+    let principal = match (&node.controller_tls, cert) {
+        (Some(tls), Some(cert)) if checking => match tls.settings.mapper.principal(cert.as_ref()) {
+            Ok(p) => p,
+            Err(reason) => {
+                refused(peer, "?", &reason);
+                return;
+            }
+        },
+        _ => Principal::anonymous(),
+    };
+    let host = peer.map_or_else(String::new, |p| p.ip().to_string());
+    let admitted = || match node.admit(&shard, &principal, &host) {
+        Ok(()) => true,
+        Err(reason) => {
+            refused(peer, &principal.to_string(), &reason.to_string());
+            false
+        }
+    };
+    if !admitted() {
+        return;
+    }
     let mut from: Option<i32> = None;
-    serve_frames(&controller, &mut link, &mut from).await;
+    serve_frames(&controller, &mut link, &mut from, admitted).await;
     if let (Some(node), Some(peer)) = (from, peer) {
         controller.connection_closed(node, peer.ip());
     }
 }
 
+/// Logs a peer the authorizer keeps off the controller listener, at most
+/// a few per window per address (see `server::log_limit`).
+fn refused(peer: Option<SocketAddr>, principal: &str, reason: &str) {
+    if let crate::server::log_limit::Decision::Log { left_out } = log_decision(peer) {
+        let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        tracing::warn!(%peer, %principal, %reason, left_out,
+            "controller listener: peer refused, not authorized for CLUSTER_ACTION; it may not register nor join the quorum");
+    }
+}
+
+/// Whether a warning about `peer` is logged (see `server::log_limit`).
+fn log_decision(peer: Option<SocketAddr>) -> crate::server::log_limit::Decision {
+    match peer {
+        Some(p) => crate::server::log_limit::decide(p.ip()),
+        None => crate::server::log_limit::Decision::Log { left_out: 0 },
+    }
+}
+
 /// The server side of a TLS handshake on the controller listener, within
-/// [`rpc::HANDSHAKE_TIMEOUT`]. A peer that fails it (no certificate, one
-/// from another CA, plaintext) never gets a frame read: it cannot register
-/// as a broker nor speak Raft as a voter. Each refusal is logged once,
-/// at most a few per window per address (see `server::log_limit`), so a
-/// peer retrying in a loop cannot flood the log.
-async fn accept(stream: TcpStream, tls: &TlsAcceptor, peer: Option<SocketAddr>) -> Option<Link> {
+/// [`rpc::HANDSHAKE_TIMEOUT`], with the certificate the peer showed. A
+/// peer that fails it (no certificate, one from another CA, plaintext)
+/// never gets a frame read: it cannot register as a broker nor speak Raft
+/// as a voter. Each refusal is logged once, at most a few per window per
+/// address (see `server::log_limit`), so a peer retrying in a loop cannot
+/// flood the log.
+async fn accept(
+    stream: TcpStream,
+    tls: &TlsAcceptor,
+    peer: Option<SocketAddr>,
+) -> Option<(Link, Option<CertificateDer<'static>>)> {
     let listener = &tls.settings.listener;
     let shaken = glommio::timer::timeout(rpc::HANDSHAKE_TIMEOUT, async {
         Ok(Link::accept(stream, tls.config()).await)
@@ -675,20 +789,16 @@ async fn accept(stream: TcpStream, tls: &TlsAcceptor, peer: Option<SocketAddr>) 
     .await;
     let error = match shaken {
         Ok(Ok((link, cert))) => {
-            if let Some(cert) = cert {
+            if let Some(cert) = &cert {
                 let subject = crate::security::ssl_principal::subject_dn(cert.as_ref());
                 tracing::debug!(peer = ?peer, subject = ?subject, "controller listener: TLS peer authenticated");
             }
-            return Some(link);
+            return Some((link, cert));
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("not done within {:?}", rpc::HANDSHAKE_TIMEOUT),
     };
-    let decision = match peer {
-        Some(p) => crate::server::log_limit::decide(p.ip()),
-        None => crate::server::log_limit::Decision::Log { left_out: 0 },
-    };
-    if let crate::server::log_limit::Decision::Log { left_out } = decision {
+    if let crate::server::log_limit::Decision::Log { left_out } = log_decision(peer) {
         let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
         tracing::warn!(%peer, %listener, %error, left_out,
             "controller listener: TLS handshake refused; the peer may not register nor join the quorum");
@@ -696,7 +806,14 @@ async fn accept(stream: TcpStream, tls: &TlsAcceptor, peer: Option<SocketAddr>) 
     None
 }
 
-async fn serve_frames(controller: &Rc<Controller>, stream: &mut Link, from: &mut Option<i32>) {
+/// Serves frames until the peer closes, sends what cannot be read, or
+/// is no longer `admitted` when a frame arrives (that frame unserved).
+async fn serve_frames(
+    controller: &Rc<Controller>,
+    stream: &mut Link,
+    from: &mut Option<i32>,
+    admitted: impl Fn() -> bool,
+) {
     loop {
         let (kind, body) = match rpc::read_frame(stream).await {
             Ok(Some(f)) => f,
@@ -706,6 +823,9 @@ async fn serve_frames(controller: &Rc<Controller>, stream: &mut Link, from: &mut
                 return;
             }
         };
+        if !admitted() {
+            return;
+        }
         match kind {
             rpc::KIND_RAFT => match Message::parse_from_bytes(&body) {
                 Ok(m) => {

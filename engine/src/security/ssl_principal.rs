@@ -116,6 +116,14 @@ impl PrincipalMapper {
         Ok(PrincipalMapper { rules })
     }
 
+    /// The principal of a peer that showed the DER certificate `cert`:
+    /// `User:` and its subject DN through the rules, or why there is none.
+    /// Client listeners and the controller listener both name peers so.
+    pub fn principal(&self, cert: &[u8]) -> Result<crate::security::Principal, String> {
+        let name = subject_dn(cert).and_then(|dn| self.map(&dn))?;
+        Ok(crate::security::Principal::user(name))
+    }
+
     /// The principal name for `dn`, or why none applies.
     pub fn map(&self, dn: &str) -> Result<String, String> {
         for rule in &self.rules {

@@ -31,7 +31,6 @@ use super::sasl_gate::{SaslGate, Verdict};
 use super::sendfile::set_nonblocking;
 use super::tls::{self as session, Outbound};
 use crate::security::listeners::Served;
-use crate::security::Principal;
 use crate::shard::Shard;
 use futures::future::{self, Either};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -174,12 +173,10 @@ async fn tls_session(
         }
     };
     if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
-        let named = crate::security::ssl_principal::subject_dn(cert)
-            .and_then(|dn| tls.settings.mapper.map(&dn));
-        match named {
-            Ok(name) => {
-                tracing::debug!(%peer, principal = %name, "TLS client authenticated");
-                *client.principal.borrow_mut() = Principal::user(name);
+        match tls.settings.mapper.principal(cert) {
+            Ok(principal) => {
+                tracing::debug!(%peer, %principal, "TLS client authenticated");
+                *client.principal.borrow_mut() = principal;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "no principal for the client certificate; closing");

@@ -121,6 +121,70 @@ impl Authorizer {
     }
 }
 
+/// Why a peer may not speak on the controller listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRefusal {
+    /// Not a super user, and this node has not loaded the ACLs yet.
+    AclsNotLoaded,
+    /// The ACLs on the cluster deny it CLUSTER_ACTION (a DENY applies,
+    /// or ACLs name the cluster and none allows it).
+    Denied,
+    /// No ACL names the cluster and `allow.everyone.if.no.acl.found` is
+    /// false.
+    NoAcl,
+}
+
+impl std::fmt::Display for PeerRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerRefusal::AclsNotLoaded => {
+                "not a super user, and this voter has not loaded the metadata yet \
+                 (until it has, super.users alone decide)"
+            }
+            PeerRefusal::Denied => "the ACLs on the cluster do not allow it CLUSTER_ACTION",
+            PeerRefusal::NoAcl => {
+                "not a super user and no ACL names the cluster \
+                 (allow.everyone.if.no.acl.found is false)"
+            }
+        })
+    }
+}
+
+impl Authorizer {
+    /// Whether `principal` connecting from `host` may speak on the
+    /// controller listener (register, heartbeat, fetch the metadata log,
+    /// ask for changes, Raft between voters): CLUSTER_ACTION on the
+    /// cluster, as Kafka's controller asks of its BrokerRegistration,
+    /// BrokerHeartbeat, Vote and Fetch callers. `acls` is `None` until
+    /// this node has loaded the metadata; super users alone are let in
+    /// then, as Kafka's authorizer answers only super users before its
+    /// initial load (the voters must elect a leader before any ACL can
+    /// be read). Without an authorizer everyone may.
+    pub fn authorize_cluster_peer(
+        &self,
+        acls: Option<&AclIndex>,
+        principal: &Principal,
+        host: &str,
+    ) -> Result<(), PeerRefusal> {
+        if !self.enabled || self.super_users.contains(principal) {
+            return Ok(());
+        }
+        let acls = acls.ok_or(PeerRefusal::AclsNotLoaded)?;
+        match acls.decide(
+            principal,
+            host,
+            Operation::ClusterAction,
+            ResourceType::Cluster,
+            super::CLUSTER_NAME,
+        ) {
+            Decision::Allow => Ok(()),
+            Decision::Deny => Err(PeerRefusal::Denied),
+            Decision::NoAcl if self.allow_if_no_acl => Ok(()),
+            Decision::NoAcl => Err(PeerRefusal::NoAcl),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +251,127 @@ mod tests {
             ResourceType::Topic,
             "t"
         ));
+    }
+    #[test]
+    fn controller_peers_need_cluster_action_or_super_user() {
+        let acl = |principal: &str, host: &str, operation, permission| AclBinding {
+            resource_type: ResourceType::Cluster,
+            name: crate::security::acl::CLUSTER_NAME.into(),
+            pattern: PatternType::Literal,
+            principal: principal.into(),
+            host: host.into(),
+            operation,
+            permission,
+        };
+        let broker = Principal::user("CN=broker");
+        let peer = Principal::user("CN=broker-2");
+        let intruder = Principal::user("CN=intruder");
+        let host = "127.0.0.1";
+        let strict = Authorizer::new(std::slice::from_ref(&broker), false);
+        let open = Authorizer::new(std::slice::from_ref(&broker), true);
+        let none = AclIndex::default();
+
+        // Before the ACLs are loaded only super users get in, whatever
+        // allow.everyone.if.no.acl.found says.
+        assert_eq!(strict.authorize_cluster_peer(None, &broker, host), Ok(()));
+        for a in [&strict, &open] {
+            assert_eq!(
+                a.authorize_cluster_peer(None, &peer, host),
+                Err(PeerRefusal::AclsNotLoaded)
+            );
+        }
+        // No ACL names the cluster: allow.everyone.if.no.acl.found decides.
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&none), &intruder, host),
+            Err(PeerRefusal::NoAcl)
+        );
+        assert_eq!(
+            open.authorize_cluster_peer(Some(&none), &intruder, host),
+            Ok(())
+        );
+
+        // An ALLOW for one principal names the cluster: nobody else.
+        let allowed = AclIndex::new(
+            &[acl(
+                "User:CN=broker-2",
+                "*",
+                Operation::ClusterAction,
+                Permission::Allow,
+            )]
+            .into(),
+        );
+        for a in [&strict, &open] {
+            assert_eq!(
+                a.authorize_cluster_peer(Some(&allowed), &peer, host),
+                Ok(())
+            );
+            assert_eq!(
+                a.authorize_cluster_peer(Some(&allowed), &intruder, host),
+                Err(PeerRefusal::Denied)
+            );
+            assert_eq!(
+                a.authorize_cluster_peer(Some(&allowed), &broker, host),
+                Ok(())
+            );
+        }
+        // Another operation does not do; ALL does; a DENY beats ALL; the
+        // host must match.
+        let other = AclIndex::new(
+            &[acl(
+                "User:CN=broker-2",
+                "*",
+                Operation::Alter,
+                Permission::Allow,
+            )]
+            .into(),
+        );
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&other), &peer, host),
+            Err(PeerRefusal::Denied)
+        );
+        let everyone_but = AclIndex::new(
+            &[
+                acl("User:*", "*", Operation::All, Permission::Allow),
+                acl(
+                    "User:CN=intruder",
+                    "*",
+                    Operation::ClusterAction,
+                    Permission::Deny,
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&everyone_but), &peer, host),
+            Ok(())
+        );
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&everyone_but), &intruder, host),
+            Err(PeerRefusal::Denied)
+        );
+        let elsewhere = AclIndex::new(
+            &[acl(
+                "User:CN=broker-2",
+                "10.0.0.9",
+                Operation::ClusterAction,
+                Permission::Allow,
+            )]
+            .into(),
+        );
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&elsewhere), &peer, host),
+            Err(PeerRefusal::Denied)
+        );
+        assert_eq!(
+            strict.authorize_cluster_peer(Some(&elsewhere), &peer, "10.0.0.9"),
+            Ok(())
+        );
+        // Without an authorizer everyone may, as before.
+        let off = Authorizer::default();
+        assert_eq!(off.authorize_cluster_peer(None, &intruder, host), Ok(()));
+        assert_eq!(
+            off.authorize_cluster_peer(Some(&everyone_but), &intruder, host),
+            Ok(())
+        );
     }
 }
