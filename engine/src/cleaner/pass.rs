@@ -404,9 +404,10 @@ async fn swap_group(
     cleaned: CleanedSegment,
     group: &[SealedSegment],
     stats: &mut PassStats,
+    workers: &Workers,
 ) -> Result<bool, PassError> {
     let size = cleaned.size();
-    if !partition.replace_cleaned(cleaned, group).await? {
+    if !partition.replace_cleaned(cleaned, group, workers).await? {
         stats.stale = true;
         return Ok(false);
     }
@@ -550,7 +551,7 @@ pub async fn run(
         progress = p;
         let (cleaned, end) = group?;
         let group = &plan.segments[start..end];
-        if !swap_group(partition, cleaned, group, &mut progress.stats).await? {
+        if !swap_group(partition, cleaned, group, &mut progress.stats, workers).await? {
             return Ok(progress.stats);
         }
         start = end;

@@ -73,6 +73,12 @@ impl Workers {
         Ok(Workers { jobs })
     }
 
+    /// Drops `value` on a cleaner thread (files whose close or unmap may
+    /// block); nothing waits for it.
+    pub fn drop_later<T: Send + 'static>(&self, value: T) {
+        let _ = self.jobs.send(Box::new(move || drop(value)));
+    }
+
     /// Runs `job` on a cleaner thread and waits, without holding the
     /// shard, for its answer. None if the job panicked.
     pub async fn run<R: Send + 'static>(

@@ -20,14 +20,13 @@
 //! is lost and no offset is held twice. The offset and time indexes of
 //! the new segment are rebuilt from its batches.
 //!
-//! A swap is two calls with the directory sync between them, which the
-//! shard awaits on its ring ([`commit`], then [`PendingSwap::install`]):
-//! the shard serves requests meanwhile. Until the install the log is
-//! unchanged; anything that removes a segment in that time cancels the
-//! pending swap first (its `.swap` files go), so a crash can never
-//! finish a swap over segments the log has since changed.
+//! A swap runs on a cleaner thread, all of it ([`SwapJob::run`]): the
+//! shard serves requests meanwhile. The log keeps the replaced segments
+//! in place until it takes the answer, and anything that would remove
+//! one first waits for that answer and puts the new segment in ([`SwapGate`]),
+//! so a swap never runs over segments the log has changed.
 
-use super::segment::{delete_files, Segment};
+use super::segment::{delete_files, retire_files, Segment};
 use super::txn_index::{self, AbortedTxn, TxnIndex};
 use super::{segment_stem, Result, StorageError};
 use sluice_protocol::record_batch::{BatchHeader, BATCH_HEADER_SIZE};
@@ -204,74 +203,118 @@ fn crash_point(step: &str) {
     }
 }
 
-/// Commits `cleaned` (fsynced, renamed `.swap`): once the directory is
-/// synced a crash finishes the swap. The log is not touched yet: see
-/// [`PendingSwap::install`], and [`PendingSwap::cancel`] if the log
-/// changes first.
-pub(super) fn commit(mut cleaned: CleanedSegment) -> Result<PendingSwap> {
-    cleaned.sync()?;
-    let (dir, base) = (cleaned.dir.clone(), cleaned.base);
-    let log = log_path(&dir, base);
-    let txn = txn_index::path_for(&log);
-    let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to).map_err(StorageError::io("rename cleaned segment", to))
-    };
-    rename(&with_suffix(&txn, CLEANED), &with_suffix(&txn, SWAP))?;
-    rename(&with_suffix(&log, CLEANED), &with_suffix(&log, SWAP))?;
-    Ok(PendingSwap {
-        dir,
-        base,
-        batches: std::mem::take(&mut cleaned.batches),
-    })
-}
-
-/// A cleaned segment renamed `.swap`, not yet in the log.
+/// A swap of a cleaned segment over the sealed segments it replaces:
+/// every file operation of it, in the order [`recover`] expects, run on
+/// a cleaner thread ([`SwapJob::run`]). The log that made it
+/// (`PartitionLog::begin_swap`) keeps the replaced segments in place
+/// meanwhile and lets nothing else remove them until it has the answer.
 #[derive(Debug)]
-pub struct PendingSwap {
-    dir: PathBuf,
-    base: Offset,
-    batches: Vec<(u64, BatchHeader)>,
+pub struct SwapJob {
+    cleaned: CleanedSegment,
+    /// Bases of the replaced segments, the cleaned copy's own first.
+    old: Vec<Offset>,
+    /// `file.delete.delay.ms` is not 0: the replaced files are renamed
+    /// `.deleted` rather than deleted.
+    retire: bool,
+    index_interval: u64,
 }
 
-impl PendingSwap {
-    /// Replaces the sealed `old` segments (all starting at the swap's base
-    /// or after, contiguous, in order) once the commit is durable: deletes
-    /// them through `discard`, renames the swap into place and returns it
-    /// opened, indexed from the batches written and sealed. The directory
-    /// is not synced: a crash before it is finishes the swap at open.
-    pub(super) fn install(
-        self,
-        old: Vec<Segment>,
+/// A swap done: the new segment, opened, indexed from the batches written
+/// and sealed, and the replaced files renamed `.deleted` (to remove after
+/// `file.delete.delay.ms`).
+#[derive(Debug)]
+pub struct Installed {
+    pub segment: Segment,
+    pub retired: Vec<PathBuf>,
+}
+
+impl SwapJob {
+    pub(super) fn new(
+        cleaned: CleanedSegment,
+        old: Vec<Offset>,
+        retire: bool,
         index_interval: u64,
-        mut discard: impl FnMut(Segment) -> Result<()>,
-    ) -> Result<Segment> {
-        assert_eq!(old[0].base(), self.base);
-        crash_point("swapped");
-        for s in old {
-            discard(s)?;
+    ) -> SwapJob {
+        assert_eq!(old.first(), Some(&cleaned.base));
+        SwapJob {
+            cleaned,
+            old,
+            retire,
+            index_interval,
         }
-        crash_point("deleted");
-        rename_swap_into_place(&self.dir, self.base)?;
-        let mut segment = Segment::open(&self.dir, self.base, false)?;
-        segment.index_written(&self.batches, index_interval)?;
-        segment.seal()?;
-        Ok(segment)
     }
 
-    /// Gives the swap up: its `.log.swap` (the commit point) goes first.
-    pub(super) fn cancel(self) {
-        let log = log_path(&self.dir, self.base);
+    /// Commits the copy (renamed `.swap`, the directory synced: from here
+    /// a crash finishes the swap at open), deletes the replaced segments,
+    /// renames the swap into place and opens it.
+    pub fn run(self) -> Result<Installed> {
+        let SwapJob {
+            mut cleaned,
+            old,
+            retire,
+            index_interval,
+        } = self;
+        cleaned.sync()?;
+        let (dir, base) = (cleaned.dir.clone(), cleaned.base);
+        let log = log_path(&dir, base);
         let txn = txn_index::path_for(&log);
-        for path in [with_suffix(&log, SWAP), with_suffix(&txn, SWAP)] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "removing a cancelled swap")
-                }
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(StorageError::io("rename cleaned segment", to))
+        };
+        rename(&with_suffix(&txn, CLEANED), &with_suffix(&txn, SWAP))?;
+        rename(&with_suffix(&log, CLEANED), &with_suffix(&log, SWAP))?;
+        let batches = std::mem::take(&mut cleaned.batches);
+        drop(cleaned);
+        super::sync_dir(&dir)?;
+        crash_point("swapped");
+        let mut retired = Vec::new();
+        for b in old {
+            if retire {
+                retired.extend(retire_files(&dir, b)?);
+            } else {
+                delete_files(&dir, b)?;
             }
         }
-        tracing::info!(dir = %self.dir.display(), base = self.base.0, "the log changed under a cleaned segment: swap cancelled");
+        crash_point("deleted");
+        rename_swap_into_place(&dir, base)?;
+        let mut segment = Segment::open(&dir, base, false)?;
+        segment.index_written(&batches, index_interval)?;
+        segment.seal()?;
+        // Not needed for safety (a crash before it finishes the swap at
+        // open), but the new names should not wait for the next commit.
+        super::sync_dir(&dir)?;
+        Ok(Installed { segment, retired })
+    }
+}
+
+/// Where a swap's answer waits for the log: the shard's cleaner task
+/// takes it once its job ends, or the log, needing its segments settled
+/// first (a truncation, say), waits here for it on its own thread.
+#[derive(Debug, Default)]
+pub struct SwapGate {
+    answer: std::sync::Mutex<Option<Result<Installed>>>,
+    answered: std::sync::Condvar,
+}
+
+impl SwapGate {
+    /// Hands over the job's answer.
+    pub fn answer(&self, answer: Result<Installed>) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+        self.answered.notify_all();
+    }
+
+    /// The answer, waiting for it if the job has not ended.
+    pub(super) fn wait(&self) -> Result<Installed> {
+        let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(a) = answer.take() {
+                return a;
+            }
+            answer = self
+                .answered
+                .wait(answer)
+                .unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! log through appends, truncation and deletion of old segments.
 
 use super::checkpoint;
-use super::cleaned::{CleanedSegment, PendingSwap};
+use super::cleaned::{CleanedSegment, Installed, SwapGate, SwapJob};
 use super::leader_epoch::{EpochEnd, EpochHistory, LeaderEpochCache, UnwrittenEpochs};
 use super::segment::{FileRegion, Segment};
 use super::snapshot_file;
@@ -143,7 +143,9 @@ pub struct PartitionLog {
     retired: Vec<(std::time::Instant, Vec<PathBuf>)>,
     /// A cleaned copy committed and awaiting its install, with the
     /// sealed segments it replaces ([`PartitionLog::commit_cleaned`]).
-    pending_swap: Option<(PendingSwap, Vec<SealedSegment>)>,
+    /// A cleaned segment's swap running on a cleaner thread: the
+    /// segments it replaces, and where its answer arrives.
+    swap: Option<(Vec<SealedSegment>, Arc<SwapGate>)>,
     /// Truncations so far (and the log's deletion): a producer snapshot
     /// written before one is never named (see `snapshot_file.rs`).
     cuts: Arc<std::sync::atomic::AtomicU64>,
@@ -352,7 +354,7 @@ impl PartitionLog {
             writeback: (Offset(-1), 0),
             creation_unsynced: false,
             retired: Vec::new(),
-            pending_swap: None,
+            swap: None,
             cuts: Arc::default(),
         };
         log.check_invariants();
@@ -999,6 +1001,11 @@ impl PartitionLog {
     /// never the active one, when `cleanup.policy` includes `delete`.
     /// Returns how many were deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        // A swap in flight holds its segments: retention looks again at
+        // its next check.
+        if self.swap.is_some() {
+            return Ok(0);
+        }
         let mut deleted = 0;
         if !self.config.delete_retention {
             return Ok(0);
@@ -1043,11 +1050,10 @@ impl PartitionLog {
     /// `file.delete.delay.ms` is 0, else renamed `.deleted` and removed
     /// that much later (a reader holding its file goes on reading it).
     fn discard(&mut self, segment: Segment) -> Result<()> {
-        // A swap committed over the segments as they were must not be
-        // finished by a crash now that they change.
-        if let Some((swap, _)) = self.pending_swap.take() {
-            swap.cancel();
-        }
+        assert!(
+            self.swap.is_none(),
+            "segments change only once a swap in flight is settled"
+        );
         let delay_ms = self.config.file_delete_delay_ms;
         if delay_ms == 0 {
             return segment.delete();
@@ -1107,75 +1113,83 @@ impl PartitionLog {
         held.then_some(at)
     }
 
-    /// First half of replacing the sealed segments `replaced` with their
-    /// cleaned copy (see `storage/cleaned.rs`): commits the copy as a
-    /// `.swap` and returns the directory to sync before
-    /// [`PartitionLog::install_cleaned`]. If the log no longer holds
-    /// exactly those segments (retention, truncation or deletion took
-    /// some meanwhile), the copy is dropped and None returned.
-    pub fn commit_cleaned(
+    /// Starts replacing the sealed segments `replaced` with their cleaned
+    /// copy (see `storage/cleaned.rs`): the returned job does every file
+    /// operation, off the shard's thread, and hands its answer to the
+    /// gate; [`PartitionLog::settle_swap`] then puts the new segment in.
+    /// Until then the replaced segments stay, readable, and whatever
+    /// would remove one settles the swap first. If the log no longer
+    /// holds exactly those segments (retention, truncation or deletion
+    /// took some meanwhile), the copy is dropped and None returned.
+    pub fn begin_swap(
         &mut self,
         cleaned: CleanedSegment,
         replaced: &[SealedSegment],
-    ) -> Result<Option<PathBuf>> {
+    ) -> Option<(SwapJob, Arc<SwapGate>)> {
         let held = self.holds(replaced);
-        if held.is_none() || cleaned.base() != replaced[0].base || self.pending_swap.is_some() {
+        if held.is_none() || cleaned.base() != replaced[0].base || self.swap.is_some() {
             cleaned.abandon();
-            return Ok(None);
+            return None;
         }
-        let swap = super::cleaned::commit(cleaned)?;
-        self.pending_swap = Some((swap, replaced.to_vec()));
-        Ok(Some(self.dir.clone()))
+        let old = replaced.iter().map(|s| s.base).collect();
+        let retire = self.config.file_delete_delay_ms != 0;
+        let job = SwapJob::new(cleaned, old, retire, self.config.index_interval_bytes);
+        let gate = Arc::new(SwapGate::default());
+        self.swap = Some((replaced.to_vec(), Arc::clone(&gate)));
+        Some((job, gate))
     }
 
-    /// Second half: once the commit is durable, puts the cleaned copy in
-    /// place of the segments it replaces. False if the swap was cancelled
-    /// meanwhile (the log changed) or is given up now.
-    pub fn install_cleaned(&mut self) -> Result<bool> {
-        let Some((swap, replaced)) = self.pending_swap.take() else {
-            return Ok(false);
+    /// Puts a swap's new segment in place of the ones it replaced, waiting
+    /// for the job's answer if need be. Returns the replaced segments (for
+    /// the caller to drop where unmapping their indexes costs no request
+    /// anything), none if no swap was in flight. A job that failed is an
+    /// error: the log keeps the old segments (their files may be renamed
+    /// already; a restart finishes the swap from its committed copy).
+    pub fn settle_swap(&mut self) -> Result<Vec<Segment>> {
+        let Some((replaced, gate)) = self.swap.take() else {
+            return Ok(Vec::new());
         };
-        let Some(at) = self.holds(&replaced) else {
-            swap.cancel();
-            return Ok(false);
-        };
+        let Installed { segment, retired } = gate.wait()?;
+        let at = self
+            .holds(&replaced)
+            .expect("nothing removes segments while their swap is in flight");
         let old: Vec<Segment> = self.segments.drain(at..at + replaced.len()).collect();
-        let interval = self.config.index_interval_bytes;
-        // The replaced segments go as any deleted segment does: renamed
-        // `.deleted` and removed after `file.delete.delay.ms`.
-        let segment = swap.install(old, interval, |s| self.discard(s))?;
         assert!(segment.next_offset() <= self.segments[at].base());
         self.segments.insert(at, segment);
-        self.check_invariants();
-        Ok(true)
-    }
-
-    /// Gives up a committed swap (its directory sync failed).
-    pub fn cancel_cleaned(&mut self) {
-        if let Some((swap, _)) = self.pending_swap.take() {
-            swap.cancel();
+        if !retired.is_empty() {
+            let due = std::time::Instant::now()
+                + std::time::Duration::from_millis(self.config.file_delete_delay_ms as u64);
+            self.retired.push((due, retired));
         }
+        self.check_invariants();
+        Ok(old)
     }
 
-    /// Both halves at once, syncing the directory in between on this
-    /// thread.
+    /// Whether a cleaned segment's swap is in flight.
+    pub fn swap_in_flight(&self) -> bool {
+        self.swap.is_some()
+    }
+
+    /// Both halves at once, on this thread.
     #[cfg(test)]
     pub fn replace_cleaned(
         &mut self,
         cleaned: CleanedSegment,
         replaced: &[SealedSegment],
     ) -> Result<bool> {
-        let Some(dir) = self.commit_cleaned(cleaned, replaced)? else {
+        let Some((job, gate)) = self.begin_swap(cleaned, replaced) else {
             return Ok(false);
         };
-        super::sync_dir(&dir)?;
-        self.install_cleaned()
+        gate.answer(job.run());
+        self.settle_swap()?;
+        Ok(true)
     }
 
     /// Deletes the segments that lie wholly below `offset` (never the
     /// active one) and moves the log start past them. Used once what they
     /// hold has been rewritten above `offset`.
     pub fn delete_segments_before(&mut self, offset: Offset) -> Result<usize> {
+        self.settle_swap()?;
         let mut deleted = 0;
         while self.segments.len() > 1 && self.segments[1].base() <= offset {
             self.delete_oldest_segment("rewritten above")?;
@@ -1198,6 +1212,7 @@ impl PartitionLog {
     /// crash in between leaves the cache saying too much, which open
     /// repairs). The high watermark and recovery point move down with it.
     pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset> {
+        self.settle_swap()?;
         if offset >= self.log_end() {
             return Ok(self.log_end());
         }
@@ -1244,6 +1259,7 @@ impl PartitionLog {
     /// the log starts there, and the segments wholly below it go. Returns
     /// the log start.
     pub fn advance_log_start(&mut self, offset: Offset) -> Result<Offset> {
+        self.settle_swap()?;
         let offset = offset.min(self.high_watermark);
         if offset <= self.log_start {
             return Ok(self.log_start);
@@ -1261,6 +1277,7 @@ impl PartitionLog {
     /// Empties the log to start again at `start`: a follower whose
     /// leader's log now starts past everything it has.
     pub fn truncate_fully_and_start_at(&mut self, start: Offset) -> Result<()> {
+        self.settle_swap()?;
         tracing::info!(dir = %self.dir.display(), start = start.0, "emptying the log to start at the leader's log start");
         self.restart_at(start)?;
         self.log_start = start;
@@ -1287,7 +1304,9 @@ impl PartitionLog {
     }
 
     /// Removes the partition directory and everything in it.
-    pub fn delete(self) -> Result<()> {
+    pub fn delete(mut self) -> Result<()> {
+        // A swap's thread must be done with the directory first.
+        let _ = self.settle_swap();
         self.cut();
         let dir = self.dir.clone();
         drop(self);
@@ -1323,6 +1342,7 @@ impl PartitionLog {
     /// before producer state replays the log from there and indexes them
     /// again.
     pub fn forget_aborted_from(&mut self, offset: Offset) -> Result<()> {
+        self.settle_swap()?;
         for segment in &mut self.segments {
             segment.forget_aborted_from(offset)?;
         }
@@ -1611,50 +1631,60 @@ mod tests {
             .all(|n| !n.contains(".cleaned") && !n.contains(".swap")));
     }
 
-    /// A segment removed between a swap's commit and its install (here a
-    /// follower's truncation into the cleaned run) cancels the swap: its
-    /// `.swap` files go at once, so neither the install nor a crash's
-    /// recovery can bring the truncated records back.
+    /// A truncation into a cleaned run whose swap is in flight first
+    /// waits for the swap's answer and puts the new segment in, then cuts
+    /// it: the truncated records never come back, neither from the swap
+    /// nor from a restart's recovery. Both orders: the job answered
+    /// before the truncation, and answering on another thread while the
+    /// truncation may be waiting.
     #[test]
-    fn a_swap_committed_over_segments_that_then_change_is_cancelled() {
-        let dir = tempfile::tempdir().unwrap();
-        let pdir = dir.path().join("t-0");
-        let mut log = PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
-        for i in 0..40 {
-            append(&mut log, &batch(2, i * 10));
-        }
-        log.set_high_watermark(log.log_end());
-        let sealed = log.sealed_segments();
-        let group = &sealed[..2];
-        let mut cleaned = CleanedSegment::create(&pdir, group[0].base).unwrap();
-        log.for_each_batch(Offset(0), |h, b| {
-            if h.next_offset() <= group[1].next_offset {
-                cleaned.append(b).unwrap();
+    fn a_truncation_into_a_swap_in_flight_settles_it_first() {
+        for answer_first in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let pdir = dir.path().join("t-0");
+            let mut log =
+                PartitionLog::create(&pdir, config("5000"), uuid::Uuid::new_v4()).unwrap();
+            for i in 0..40 {
+                append(&mut log, &batch(2, i * 10));
             }
-        })
-        .unwrap();
-        assert!(log.commit_cleaned(cleaned, group).unwrap().is_some());
-        let swap_files = || {
-            std::fs::read_dir(&pdir)
+            log.set_high_watermark(log.log_end());
+            let sealed = log.sealed_segments();
+            let group = &sealed[..2];
+            let mut cleaned = CleanedSegment::create(&pdir, group[0].base).unwrap();
+            log.for_each_batch(Offset(0), |h, b| {
+                if h.next_offset() <= group[1].next_offset {
+                    cleaned.append(b).unwrap();
+                }
+            })
+            .unwrap();
+            let (job, gate) = log.begin_swap(cleaned, group).unwrap();
+            assert!(log.swap_in_flight());
+            let answer = Arc::clone(&gate);
+            let mut thread = Some(std::thread::spawn(move || answer.answer(job.run())));
+            if answer_first {
+                thread.take().unwrap().join().unwrap();
+            }
+            let cut = Offset(group[1].base.0 + 2);
+            assert_eq!(log.truncate_to(cut).unwrap(), cut);
+            assert!(!log.swap_in_flight(), "settled by the truncation");
+            assert!(log.settle_swap().unwrap().is_empty(), "nothing left");
+            assert_eq!(log.segment_count(), 1, "the cut falls in the new segment");
+            log.flush_now(0).unwrap();
+            drop(log);
+            if let Some(t) = thread {
+                t.join().unwrap();
+            }
+            let names: Vec<String> = std::fs::read_dir(&pdir)
                 .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".swap")
-                })
-                .count()
-        };
-        assert_eq!(swap_files(), 2, "the log and its transaction index");
-        let cut = Offset(group[1].base.0 + 2);
-        assert_eq!(log.truncate_to(cut).unwrap(), cut);
-        assert_eq!(swap_files(), 0);
-        assert!(!log.install_cleaned().unwrap());
-        log.flush_now(0).unwrap();
-        drop(log);
-        let log = PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap();
-        assert_eq!(log.log_end(), cut);
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(names
+                .iter()
+                .all(|n| !n.ends_with(".swap") && !n.ends_with(".cleaned")));
+            let log =
+                PartitionLog::open(&pdir, config("5000"), false, Offset(0), Offset(0)).unwrap();
+            assert_eq!(log.log_end(), cut, "answer first: {answer_first}");
+        }
     }
 
     /// A producer snapshot written before a truncation is never named:

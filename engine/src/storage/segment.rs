@@ -710,27 +710,7 @@ impl Segment {
     /// holding the open log file go on reading it) and returns their new
     /// paths, to remove once `file.delete.delay.ms` has passed.
     pub fn retire(self) -> Result<Vec<PathBuf>> {
-        let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        let (log, index, time) = paths(dir, self.base);
-        let txn = txn_index::path_for(&log);
-        let mut retired = Vec::new();
-        for p in [log, index, time, txn] {
-            let mut to = p.clone().into_os_string();
-            to.push(DELETED_SUFFIX);
-            let to = PathBuf::from(to);
-            match std::fs::rename(&p, &to) {
-                Ok(()) => retired.push(to),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StorageError::Io {
-                        op: "rename deleted segment",
-                        path: p,
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(retired)
+        retire_files(self.log_path.parent().unwrap_or(Path::new(".")), self.base)
     }
 
     /// Entries in the offset index and the time index: the segment rolls
@@ -816,6 +796,32 @@ pub fn delete_files(dir: &Path, base: Offset) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Renames the files of the segment at `base` with the
+/// [`DELETED_SUFFIX`] and returns their new paths (see
+/// [`Segment::retire`]).
+pub fn retire_files(dir: &Path, base: Offset) -> Result<Vec<PathBuf>> {
+    let (log, index, time) = paths(dir, base);
+    let txn = txn_index::path_for(&log);
+    let mut retired = Vec::new();
+    for p in [log, index, time, txn] {
+        let mut to = p.clone().into_os_string();
+        to.push(DELETED_SUFFIX);
+        let to = PathBuf::from(to);
+        match std::fs::rename(&p, &to) {
+            Ok(()) => retired.push(to),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StorageError::Io {
+                    op: "rename deleted segment",
+                    path: p,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(retired)
 }
 
 /// Whether an I/O error says the file system has no room: no free

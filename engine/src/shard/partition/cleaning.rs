@@ -5,8 +5,8 @@
 //! directory sync, each checking that the segments it read are still the
 //! log's.
 
-use super::created::sync_path;
 use super::Partition;
+use crate::cleaner::worker::Workers;
 use crate::config::TopicConfig;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
@@ -45,29 +45,34 @@ impl Partition {
         }
     }
 
-    /// Replaces the sealed segments `replaced` with their cleaned copy
-    /// ([`crate::storage::log::PartitionLog::commit_cleaned`], then
-    /// `install_cleaned`). The directory syncs go through the shard's
-    /// ring, so the shard serves requests while they run. False if the
-    /// log changed and the copy was dropped.
+    /// Replaces the sealed segments `replaced` with their cleaned copy:
+    /// the swap's file operations run on a cleaner thread while the shard
+    /// serves requests (the replaced segments stay readable meanwhile),
+    /// then the new segment goes in. False if the log changed and the
+    /// copy was dropped.
     pub async fn replace_cleaned(
         &self,
         cleaned: CleanedSegment,
         replaced: &[SealedSegment],
+        workers: &Workers,
     ) -> Result<bool, StorageError> {
-        let Some(dir) = self.log.borrow_mut().commit_cleaned(cleaned, replaced)? else {
+        let Some((job, gate)) = self.log.borrow_mut().begin_swap(cleaned, replaced) else {
             return Ok(false);
         };
-        if let Err(e) = sync_path(&dir, true).await {
-            self.log.borrow_mut().cancel_cleaned();
-            return Err(e);
+        let answer = Arc::clone(&gate);
+        let ran = workers.run(move |_| answer.answer(job.run())).await;
+        if ran.is_none() {
+            // The job panicked before answering: the log must not wait
+            // for it.
+            gate.answer(Err(StorageError::Io {
+                op: "swap cleaned segment",
+                path: self.log.borrow().dir().to_path_buf(),
+                source: std::io::Error::other("the cleaner thread failed"),
+            }));
         }
-        if !self.log.borrow_mut().install_cleaned()? {
-            return Ok(false);
-        }
-        // Not needed for safety (a crash before it finishes the swap at
-        // open), but the new names should not wait for the next commit.
-        sync_path(&dir, true).await?;
+        let old = self.log.borrow_mut().settle_swap()?;
+        // Unmapping their indexes can take milliseconds.
+        workers.drop_later(old);
         Ok(true)
     }
 }
