@@ -32,6 +32,8 @@ pub const HONOURED: &[&str] = &[
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
     "ssl.endpoint.identification.algorithm",
+    "ssl.enabled.protocols",
+    "ssl.cipher.suites",
     "sasl.mechanism",
     "sasl.mechanisms",
     "sasl.username",
@@ -174,9 +176,9 @@ impl SecurityProps {
                 )
             })?,
         };
-        let verify_hostname = self.check_values()?;
+        let checked = self.check_values()?;
         let tls = if protocol.tls() {
-            Some(self.tls(block, verify_hostname)?)
+            Some(self.tls(block, &checked)?)
         } else {
             None
         };
@@ -223,7 +225,7 @@ impl SecurityProps {
                 )
             })?,
         };
-        let verify_hostname = self.check_values()?;
+        let checked = self.check_values()?;
         let mechanism = match self.one_of(&["sasl.mechanism", "sasl.mechanisms"])? {
             None => EMBEDDED_MECHANISM_DEFAULT,
             Some((_, path, v)) => Mechanism::parse(v).ok_or_else(|| {
@@ -249,15 +251,15 @@ impl SecurityProps {
             let src = TlsSources {
                 ca: Some(Pem::Inline(creds.ca_pem.clone())),
                 identity: None,
-                verify_hostname,
+                verify_hostname: checked.verify_hostname,
+                protocols: checked.protocols.clone(),
+                suites: checked.suites.clone(),
             };
-            let mut t = tls::build(&src).map_err(|e| {
-                let m = match e {
-                    TlsBuildError::Ca(m)
-                    | TlsBuildError::Certificate(m)
-                    | TlsBuildError::Key(m) => m,
-                };
-                FieldError::new(at(), format!("the embedded broker's CA: {m}"))
+            let mut t = tls::build(&src).map_err(|e| match e {
+                TlsBuildError::Protocols(m) => FieldError::new(self.protocols_path(), m),
+                TlsBuildError::Ca(m) | TlsBuildError::Certificate(m) | TlsBuildError::Key(m) => {
+                    FieldError::new(at(), format!("the embedded broker's CA: {m}"))
+                }
             })?;
             t.ca = "the embedded broker's CA (made for this run)".to_string();
             Some(t)
@@ -287,7 +289,30 @@ impl SecurityProps {
     }
 
     /// Values checked whatever the protocol: they need no files.
-    fn check_values(&self) -> Result<bool, FieldError> {
+    fn check_values(&self) -> Result<Checked, FieldError> {
+        let protocols = match self.get("ssl.enabled.protocols") {
+            None => None,
+            Some((path, v)) => Some(
+                sluice_engine::security::tls::parse_protocols(v)
+                    .map_err(|e| FieldError::new(path, e))?,
+            ),
+        };
+        let suites = match self.get("ssl.cipher.suites") {
+            None => None,
+            Some((path, v)) => Some(
+                sluice_engine::security::tls::parse_cipher_suites(v)
+                    .map_err(|e| FieldError::new(path, e))?,
+            ),
+        };
+        Ok(Checked {
+            verify_hostname: self.verify_hostname()?,
+            protocols,
+            suites,
+        })
+    }
+
+    /// Checks the store types; answers whether host names are checked.
+    fn verify_hostname(&self) -> Result<bool, FieldError> {
         for k in ["ssl.truststore.type", "ssl.keystore.type"] {
             if let Some((path, v)) = self.get(k) {
                 if !v.trim().eq_ignore_ascii_case("PEM") {
@@ -311,10 +336,19 @@ impl SecurityProps {
         }
     }
 
+    /// Where a protocol and suite combination rustls cannot build is
+    /// reported: the suites, else the protocols.
+    fn protocols_path(&self) -> String {
+        self.get("ssl.cipher.suites")
+            .or_else(|| self.get("ssl.enabled.protocols"))
+            .map_or("ssl.cipher.suites", |(p, _)| p)
+            .to_string()
+    }
+
     fn tls(
         &self,
         block: &str,
-        verify_hostname: bool,
+        checked: &Checked,
     ) -> Result<crate::client::security::TlsSettings, FieldError> {
         let ca = self
             .one_of(&[
@@ -362,9 +396,12 @@ impl SecurityProps {
             identity: identity
                 .as_ref()
                 .map(|((_, c), (_, k))| (c.clone(), k.clone())),
-            verify_hostname,
+            verify_hostname: checked.verify_hostname,
+            protocols: checked.protocols.clone(),
+            suites: checked.suites.clone(),
         };
         tls::build(&src).map_err(|e| match e {
+            TlsBuildError::Protocols(m) => FieldError::new(self.protocols_path(), m),
             TlsBuildError::Ca(m) => FieldError::new(
                 ca.as_ref().map_or_else(
                     || self.missing(block, "ssl.ca.location"),
@@ -454,6 +491,15 @@ impl SecurityProps {
             password,
         })
     }
+}
+
+/// What [`SecurityProps::check_values`] read: values that need no file.
+struct Checked {
+    verify_hostname: bool,
+    /// `ssl.enabled.protocols`; `None`: TLS 1.2 and 1.3.
+    protocols: Option<Vec<&'static rustls::SupportedProtocolVersion>>,
+    /// `ssl.cipher.suites`; `None`: rustls's defaults.
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
 }
 
 fn pem_of(key: &str, value: &str) -> Pem {

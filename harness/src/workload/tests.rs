@@ -303,6 +303,26 @@ fn bad_security_values_name_file_line_and_field() {
             "encrypted private keys",
         ),
         (
+            "security.protocol=SSL\nssl.enabled.protocols=TLSv1.2,TLSv1.4",
+            "commonConfig.ssl.enabled.protocols",
+            5,
+            "unknown protocol 'TLSv1.4'",
+        ),
+        (
+            "ssl.cipher.suites=TLS_AES_128_GCM_SHA256,TLS_RSA_WITH_RC4_128_SHA",
+            "commonConfig.ssl.cipher.suites",
+            4,
+            "unknown cipher suite 'TLS_RSA_WITH_RC4_128_SHA'",
+        ),
+        (
+            // Only TLS 1.3 enabled, only a TLS 1.2 suite given: nothing
+            // could be offered.
+            "security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem\nssl.enabled.protocols=TLSv1.3\nssl.cipher.suites=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "commonConfig.ssl.cipher.suites",
+            7,
+            "no cipher suite",
+        ),
+        (
             "ssl.keystore.type=JKS",
             "commonConfig.ssl.keystore.type",
             4,
@@ -334,6 +354,55 @@ fn bad_security_values_name_file_line_and_field() {
         assert_eq!(l, Some(*line), "{props}: {m}");
         assert!(m.contains(message), "{props}: `{m}` lacks `{message}`");
     }
+}
+
+#[test]
+fn enabled_protocols_and_cipher_suites_reach_the_tls_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let (ca_pem, _) = sluice_engine::security::local_pki::broker_certificates().unwrap();
+    std::fs::write(&ca, ca_pem).unwrap();
+    let text = with_common(&format!(
+        "security.protocol=SSL\nssl.ca.location={}\nssl.enabled.protocols=TLSv1.2\n\
+         ssl.cipher.suites=ECDHE-RSA-AES128-GCM-SHA256:TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ca.display()
+    ));
+    let w = &parse_str(&text).unwrap().points[0].workload;
+    let tls = w.producer.security.tls.as_ref().unwrap();
+    assert_eq!(tls.protocols.as_deref(), Some("TLSv1.2"));
+    assert_eq!(
+        tls.cipher_suites.as_deref(),
+        Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+    );
+    let suites: Vec<_> = tls
+        .config
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .map(sluice_engine::security::tls::suite_name)
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        ]
+    );
+    // Without the keys: both versions and rustls's default suites.
+    let plain = with_common(&format!(
+        "security.protocol=SSL\nssl.ca.location={}",
+        ca.display()
+    ));
+    let w = &parse_str(&plain).unwrap().points[0].workload;
+    let tls = w.producer.security.tls.as_ref().unwrap();
+    assert_eq!(
+        (tls.protocols.as_deref(), tls.cipher_suites.as_deref()),
+        (None, None)
+    );
+    assert_eq!(
+        tls.config.crypto_provider().cipher_suites.len(),
+        rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len()
+    );
 }
 
 #[test]

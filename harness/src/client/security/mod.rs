@@ -118,6 +118,10 @@ pub struct TlsSettings {
     /// `ssl.endpoint.identification.algorithm=https` (the default): the
     /// broker's certificate must name the host connected to.
     pub verify_hostname: bool,
+    /// `ssl.enabled.protocols` as rustls names them; `None`: TLS 1.2 and 1.3.
+    pub protocols: Option<String>,
+    /// `ssl.cipher.suites` as rustls names them; `None`: rustls's defaults.
+    pub cipher_suites: Option<String>,
     pub config: Arc<rustls::ClientConfig>,
 }
 
@@ -127,6 +131,8 @@ impl PartialEq for TlsSettings {
         self.ca == o.ca
             && self.client_certificate == o.client_certificate
             && self.verify_hostname == o.verify_hostname
+            && self.protocols == o.protocols
+            && self.cipher_suites == o.cipher_suites
     }
 }
 
@@ -136,6 +142,8 @@ impl std::fmt::Debug for TlsSettings {
             .field("ca", &self.ca)
             .field("client_certificate", &self.client_certificate)
             .field("verify_hostname", &self.verify_hostname)
+            .field("protocols", &self.protocols)
+            .field("cipher_suites", &self.cipher_suites)
             .finish()
     }
 }
@@ -143,10 +151,12 @@ impl std::fmt::Debug for TlsSettings {
 impl serde::Serialize for TlsSettings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("TlsSettings", 3)?;
+        let mut st = s.serialize_struct("TlsSettings", 5)?;
         st.serialize_field("ca", &self.ca)?;
         st.serialize_field("client_certificate", &self.client_certificate)?;
         st.serialize_field("verify_hostname", &self.verify_hostname)?;
+        st.serialize_field("protocols", &self.protocols)?;
+        st.serialize_field("cipher_suites", &self.cipher_suites)?;
         st.end()
     }
 }

@@ -13,7 +13,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedCipherSuite,
+    SupportedProtocolVersion,
+};
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -114,6 +117,10 @@ pub struct TlsSources {
     /// Certificate chain and key for mutual TLS.
     pub identity: Option<(Pem, Pem)>,
     pub verify_hostname: bool,
+    /// `ssl.enabled.protocols`; `None`: TLS 1.2 and 1.3.
+    pub protocols: Option<Vec<&'static SupportedProtocolVersion>>,
+    /// `ssl.cipher.suites`; `None`: rustls's defaults.
+    pub suites: Option<Vec<SupportedCipherSuite>>,
 }
 
 /// Which of the sources an error is about, so the workload can name the key.
@@ -122,11 +129,33 @@ pub enum TlsBuildError {
     Ca(String),
     Certificate(String),
     Key(String),
+    /// The protocols and cipher suites leave nothing to offer.
+    Protocols(String),
 }
 
-/// Builds the rustls configuration: ring's cryptography, TLS 1.2 and 1.3,
-/// the given CAs, the optional client identity.
+/// Builds the rustls configuration: ring's cryptography, the protocol
+/// versions and cipher suites given (TLS 1.2 and 1.3 and rustls's default
+/// suites otherwise), the given CAs, the optional client identity.
 pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
+    // ring rather than aws-lc-rs: no cmake or C toolchain for aws-lc to
+    // build. Its provider lacks post-quantum key exchange (hence the
+    // deprecation), which a benchmark client does not need.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = &src.suites {
+        provider.cipher_suites = suites.clone();
+    }
+    let provider = Arc::new(provider);
+    let versions = src.protocols.as_deref().unwrap_or(rustls::DEFAULT_VERSIONS);
+    // Checked before any file is read: a combination that offers nothing
+    // is wrong whatever the certificates.
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| {
+            TlsBuildError::Protocols(format!(
+                "no cipher suite given serves the protocols enabled: {e}"
+            ))
+        })?;
     let (ca_pem, ca) = match &src.ca {
         Some(pem) => (pem.clone(), pem.describe()),
         None => {
@@ -151,15 +180,7 @@ pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
             "{ca}: none of its certificates is a usable CA certificate"
         )));
     }
-    // ring rather than aws-lc-rs: no cmake or C toolchain for aws-lc to
-    // build. Its provider lacks post-quantum key exchange (hence the
-    // deprecation), which a benchmark client does not need.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(roots);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsBuildError::Ca(e.to_string()))?;
     let builder = if src.verify_hostname {
         builder.with_root_certificates(roots)
     } else {
@@ -181,10 +202,25 @@ pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
             (config, Some(chain.describe()))
         }
     };
+    let names = |v: Vec<String>| v.join(",");
     Ok(TlsSettings {
         ca,
         client_certificate,
         verify_hostname: src.verify_hostname,
+        protocols: src.protocols.as_ref().map(|v| {
+            names(
+                v.iter()
+                    .map(|p| format!("{:?}", p.version).replace("TLSv1_", "TLSv1."))
+                    .collect(),
+            )
+        }),
+        cipher_suites: src.suites.as_ref().map(|v| {
+            names(
+                v.iter()
+                    .map(sluice_engine::security::tls::suite_name)
+                    .collect(),
+            )
+        }),
         config: Arc::new(config),
     })
 }
