@@ -39,6 +39,30 @@ pub const HONOURED: &[&str] = &[
     "sasl.username",
     "sasl.password",
     "sasl.jaas.config",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.scope",
+    "sasl.login.callback.handler.class",
+];
+
+/// Keys that serve OAUTHBEARER alone.
+const OAUTH_KEYS: &[&str] = &[
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.scope",
+    "sasl.login.callback.handler.class",
+];
+
+/// The Java client's login callback handler that fetches tokens from
+/// `sasl.oauthbearer.token.endpoint.url` (`...oauthbearer.secured.` before
+/// Kafka 3.4).
+const JAVA_LOGIN_HANDLERS: &[&str] = &[
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+    "org.apache.kafka.common.security.oauthbearer.secured.OAuthBearerLoginCallbackHandler",
 ];
 
 /// Which broker a workload's security is resolved for.
@@ -202,11 +226,9 @@ impl SecurityProps {
     /// user from [`local::credentials`]. A key naming trust or credentials
     /// cannot be honoured there and is refused.
     pub fn resolve_embedded(&self) -> Result<Security, FieldError> {
-        if let Some((k, (path, _))) = self
-            .given
-            .iter()
-            .find(|(k, _)| EMBEDDED_SUPPLIED.contains(&k.as_str()))
-        {
+        if let Some((k, (path, _))) = self.given.iter().find(|(k, _)| {
+            EMBEDDED_SUPPLIED.contains(&k.as_str()) || OAUTH_KEYS.contains(&k.as_str())
+        }) {
             return Err(FieldError::new(
                 path,
                 format!(
@@ -228,15 +250,19 @@ impl SecurityProps {
         let checked = self.check_values()?;
         let mechanism = match self.one_of(&["sasl.mechanism", "sasl.mechanisms"])? {
             None => EMBEDDED_MECHANISM_DEFAULT,
-            Some((_, path, v)) => Mechanism::parse(v).ok_or_else(|| {
-                FieldError::new(
-                    path,
-                    format!(
-                        "`{}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                        v.trim()
-                    ),
-                )
-            })?,
+            Some((_, path, v)) => Mechanism::parse(v)
+                .filter(|m| *m != Mechanism::OAuthBearer)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        path,
+                        format!(
+                            "`{}` is not enabled on the embedded broker: PLAIN, SCRAM-SHA-256 \
+                             or SCRAM-SHA-512 (OAUTHBEARER needs a broker given with \
+                             --bootstrap and its token issuer)",
+                            v.trim()
+                        ),
+                    )
+                })?,
         };
         if protocol == SecurityProtocol::Plaintext {
             return Ok(Security::plaintext());
@@ -270,6 +296,7 @@ impl SecurityProps {
             mechanism,
             username: creds.user.to_string(),
             password: creds.password.clone(),
+            token: None,
         });
         let s = Security {
             protocol,
@@ -424,8 +451,8 @@ impl SecurityProps {
             None => {
                 return Err(FieldError::new(
                     self.missing(block, "sasl.mechanism"),
-                    "SASL needs sasl.mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
-                     (Kafka's default, GSSAPI, is not supported)",
+                    "SASL needs sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or \
+                     OAUTHBEARER (Kafka's default, GSSAPI, is not supported)",
                 ))
             }
         };
@@ -433,11 +460,24 @@ impl SecurityProps {
             FieldError::new(
                 &mpath,
                 format!(
-                    "`{mname}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
-                     (GSSAPI and OAUTHBEARER are not)"
+                    "`{mname}` is not supported: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or \
+                     OAUTHBEARER (GSSAPI is not)"
                 ),
             )
         })?;
+        if mechanism == Mechanism::OAuthBearer {
+            return self.oauth(block);
+        }
+        if let Some((k, (path, _))) = self
+            .given
+            .iter()
+            .find(|(k, _)| OAUTH_KEYS.contains(&k.as_str()))
+        {
+            return Err(FieldError::new(
+                path,
+                format!("{k} serves OAUTHBEARER only, not {}", mechanism.name()),
+            ));
+        }
         let jaas = self.get("sasl.jaas.config");
         let user = self.get("sasl.username");
         let password = self.get("sasl.password");
@@ -453,6 +493,7 @@ impl SecurityProps {
                 let wanted = match mechanism {
                     Mechanism::Plain => "PlainLoginModule",
                     Mechanism::ScramSha256 | Mechanism::ScramSha512 => "ScramLoginModule",
+                    Mechanism::OAuthBearer => "OAuthBearerLoginModule",
                 };
                 if !j.module.ends_with(wanted) {
                     return Err(FieldError::new(
@@ -489,6 +530,140 @@ impl SecurityProps {
             mechanism,
             username,
             password,
+            token: None,
+        })
+    }
+
+    /// OAUTHBEARER: the token's source from
+    /// `sasl.oauthbearer.token.endpoint.url`, with client credentials from
+    /// the Java client's JAAS entry (`OAuthBearerLoginModule`, options
+    /// `clientId`, `clientSecret`, `scope`) or librdkafka's keys
+    /// (`sasl.oauthbearer.method=oidc`, `.client.id`, `.client.secret`,
+    /// `.scope`). A token file is checked readable here.
+    fn oauth(&self, block: &str) -> Result<SaslSettings, FieldError> {
+        use crate::client::security::oauth::{self, ClientCredentials, OAuthToken, TokenSource};
+        for k in ["sasl.username", "sasl.password"] {
+            if let Some((path, _)) = self.get(k) {
+                return Err(FieldError::new(
+                    path,
+                    "OAUTHBEARER takes a token, not a user name and password; give \
+                     sasl.oauthbearer.token.endpoint.url",
+                ));
+            }
+        }
+        if let Some((path, v)) = self.get("sasl.oauthbearer.method") {
+            if !v.trim().eq_ignore_ascii_case("oidc") {
+                return Err(FieldError::new(
+                    path,
+                    format!(
+                        "`{v}`: only oidc (a token from sasl.oauthbearer.token.endpoint.url) \
+                         is supported; librdkafka's default method makes unsecured tokens"
+                    ),
+                ));
+            }
+        }
+        if let Some((path, v)) = self.get("sasl.login.callback.handler.class") {
+            if !JAVA_LOGIN_HANDLERS.contains(&v.trim()) {
+                return Err(FieldError::new(
+                    path,
+                    format!(
+                        "`{v}` cannot run here; the harness does what {} does",
+                        JAVA_LOGIN_HANDLERS[0]
+                    ),
+                ));
+            }
+        }
+        let Some((url_path, url)) = self.get(oauth::ENDPOINT_KEY) else {
+            return Err(FieldError::new(
+                self.missing(block, oauth::ENDPOINT_KEY),
+                "OAUTHBEARER needs sasl.oauthbearer.token.endpoint.url: file:///path of a \
+                 token, or the http(s) URL of an OAuth token endpoint",
+            ));
+        };
+        let rdkafka = [
+            "sasl.oauthbearer.client.id",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.scope",
+        ]
+        .map(|k| self.get(k));
+        let credentials = match (self.get("sasl.jaas.config"), rdkafka) {
+            (Some((path, _)), [id, secret, scope]) if id.or(secret).or(scope).is_some() => {
+                return Err(FieldError::new(
+                    path,
+                    "give the client credentials either in sasl.jaas.config or in \
+                     sasl.oauthbearer.client.id/.client.secret/.scope, not both",
+                ))
+            }
+            (Some((path, text)), _) => {
+                let j = parse_jaas(text).map_err(|m| FieldError::new(path, m))?;
+                if !j.module.ends_with("OAuthBearerLoginModule") {
+                    return Err(FieldError::new(
+                        path,
+                        format!(
+                            "the login module {} does not serve OAUTHBEARER; it takes \
+                             OAuthBearerLoginModule",
+                            j.module
+                        ),
+                    ));
+                }
+                if let Some(k) = j
+                    .options
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "clientId" | "clientSecret" | "scope"))
+                {
+                    return Err(FieldError::new(
+                        path,
+                        format!(
+                            "the option {k} is not supported (the harness takes clientId, \
+                             clientSecret and scope)"
+                        ),
+                    ));
+                }
+                match (j.options.get("clientId"), j.options.get("clientSecret")) {
+                    (None, None) if !j.options.contains_key("scope") => None,
+                    (Some(id), Some(secret)) => Some(ClientCredentials {
+                        client_id: id.clone(),
+                        client_secret: secret.clone(),
+                        scope: j.options.get("scope").cloned(),
+                    }),
+                    _ => {
+                        return Err(FieldError::new(
+                            path,
+                            "the login module needs both clientId=\"...\" and \
+                             clientSecret=\"...\"",
+                        ))
+                    }
+                }
+            }
+            (None, [None, None, None]) => None,
+            (None, [Some((_, id)), Some((_, secret)), scope]) => Some(ClientCredentials {
+                client_id: id.to_string(),
+                client_secret: secret.to_string(),
+                scope: scope.map(|(_, s)| s.to_string()),
+            }),
+            (None, [id, secret, scope]) => {
+                let path = id.or(secret).or(scope).map_or("", |(p, _)| p);
+                return Err(FieldError::new(
+                    path,
+                    "a token endpoint needs both sasl.oauthbearer.client.id and \
+                     sasl.oauthbearer.client.secret",
+                ));
+            }
+        };
+        let username = credentials
+            .as_ref()
+            .map_or_else(String::new, |c| c.client_id.clone());
+        let source =
+            TokenSource::new(url, credentials).map_err(|m| FieldError::new(url_path, m))?;
+        let token = OAuthToken::new(source);
+        if matches!(token.source, TokenSource::File(_)) {
+            token.token().map_err(|m| FieldError::new(url_path, m))?;
+        }
+        Ok(SaslSettings {
+            mechanism: Mechanism::OAuthBearer,
+            username,
+            password: String::new(),
+            token: Some(token),
         })
     }
 }

@@ -633,3 +633,122 @@ fn trust_or_credentials_for_the_embedded_broker_are_refused_where_written() {
         "{e}"
     );
 }
+
+#[test]
+fn oauthbearer_takes_java_and_librdkafka_keys() {
+    use crate::client::security::oauth::{ClientCredentials, TokenSource};
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token.jwt");
+    std::fs::write(&token, "h.p.s\n").unwrap();
+    let endpoint = |w: &Workload| w.producer.security.sasl.as_ref().unwrap().token.clone();
+    let creds = |id: &str, secret: &str, scope: Option<&str>| ClientCredentials {
+        client_id: id.into(),
+        client_secret: secret.into(),
+        scope: scope.map(Into::into),
+    };
+    let cases: Vec<(String, TokenSource)> = vec![
+        (
+            format!(
+                "sasl.oauthbearer.token.endpoint.url=file://{}",
+                token.display()
+            ),
+            TokenSource::File(token.clone()),
+        ),
+        (
+            "sasl.oauthbearer.method=OIDC\nsasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=bench\nsasl.oauthbearer.client.secret=s3cret\nsasl.oauthbearer.scope=kafka".to_string(),
+            TokenSource::Endpoint {
+                url: "https://idp/t".into(),
+                credentials: creds("bench", "s3cret", Some("kafka")),
+            },
+        ),
+        (
+            "sasl.login.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler\nsasl.oauthbearer.token.endpoint.url=http://idp/t\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId=\"bench\" clientSecret=\"s3cret\";".to_string(),
+            TokenSource::Endpoint {
+                url: "http://idp/t".into(),
+                credentials: creds("bench", "s3cret", None),
+            },
+        ),
+    ];
+    for (props, want) in cases {
+        let text = with_common(&format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n{props}"
+        ));
+        let f = parse_str(&text).unwrap_or_else(|e| panic!("{props}: {e}"));
+        let w = &f.points[0].workload;
+        assert_eq!(endpoint(w).unwrap().source, want, "{props}");
+        // The secret reaches neither run.json nor Debug output.
+        let json = serde_json::to_string(w).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
+        let sasl = w.producer.security.sasl.as_ref().unwrap();
+        assert!(!format!("{sasl:?}").contains("s3cret"));
+    }
+}
+
+#[test]
+fn bad_oauthbearer_settings_name_file_line_and_field() {
+    let head = "security.protocol=SASL_SSL\nsasl.mechanism=OAUTHBEARER\n";
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("", "commonConfig.sasl.oauthbearer.token.endpoint.url", 3, "needs sasl.oauthbearer.token.endpoint.url"),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.oauthbearer.token.endpoint.url",
+            6,
+            "clientId",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=file:///nonexistent/token",
+            "commonConfig.sasl.oauthbearer.token.endpoint.url",
+            6,
+            "cannot read the token",
+        ),
+        (
+            "sasl.oauthbearer.method=default\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.oauthbearer.method",
+            6,
+            "only oidc",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=a",
+            "commonConfig.sasl.oauthbearer.client.id",
+            7,
+            "both sasl.oauthbearer.client.id and",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=a\nsasl.oauthbearer.client.secret=b\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId=\"a\" clientSecret=\"b\";",
+            "commonConfig.sasl.jaas.config",
+            9,
+            "not both",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"a\";",
+            "commonConfig.sasl.jaas.config",
+            7,
+            "unsecuredLoginStringClaim_sub is not supported",
+        ),
+        (
+            "sasl.login.callback.handler.class=com.example.Handler\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.login.callback.handler.class",
+            6,
+            "cannot run here",
+        ),
+        (
+            "sasl.username=a\nsasl.password=b\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.username",
+            6,
+            "takes a token",
+        ),
+    ];
+    for (props, field, line, message) in cases {
+        let (l, f, m) = invalid(&with_common(&format!("{head}{props}")));
+        assert_eq!(&f, field, "{props}: {m}");
+        assert_eq!(l, Some(*line), "{props}: {m}");
+        assert!(m.contains(message), "{props}: `{m}` lacks `{message}`");
+        assert!(!m.contains("\"b\""), "{m}");
+    }
+    // An OAUTHBEARER key under another mechanism would be ignored: refused.
+    let (_, f, m) = invalid(&with_common(
+        "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=a\nsasl.password=b\nsasl.oauthbearer.scope=x",
+    ));
+    assert_eq!(f, "commonConfig.sasl.oauthbearer.scope", "{m}");
+    assert!(m.contains("OAUTHBEARER only"), "{m}");
+}

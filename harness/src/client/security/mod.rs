@@ -1,6 +1,6 @@
 //! How the harness's connections are secured: Kafka's `security.protocol`
 //! (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), TLS through rustls, and the
-//! SASL mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+//! SASL mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER.
 //!
 //! [`Security`] is resolved once from a workload's client properties
 //! (`workload::security`), with the TLS configuration built and its files
@@ -9,6 +9,7 @@
 //! ([`super::conn::Connection::open`]). See docs/SECURITY.md, "The harness".
 
 pub mod local;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -67,6 +68,8 @@ pub enum Mechanism {
     ScramSha256,
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -75,6 +78,7 @@ impl Mechanism {
             "PLAIN" => Mechanism::Plain,
             "SCRAM-SHA-256" => Mechanism::ScramSha256,
             "SCRAM-SHA-512" => Mechanism::ScramSha512,
+            "OAUTHBEARER" => Mechanism::OAuthBearer,
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -92,9 +97,24 @@ impl Mechanism {
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SaslSettings {
     pub mechanism: Mechanism,
+    /// The user (PLAIN, SCRAM), or the OAuth client id (OAUTHBEARER with a
+    /// token endpoint; empty with a token file).
     pub username: String,
     #[serde(skip)]
     pub password: String,
+    /// Where OAUTHBEARER's token comes from: present exactly for it.
+    #[serde(rename = "token_from", serialize_with = "token_source")]
+    pub token: Option<Arc<oauth::OAuthToken>>,
+}
+
+fn token_source<S: serde::Serializer>(
+    t: &Option<Arc<oauth::OAuthToken>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.source.describe()),
+        None => s.serialize_none(),
+    }
 }
 
 impl std::fmt::Debug for SaslSettings {
@@ -103,6 +123,7 @@ impl std::fmt::Debug for SaslSettings {
             .field("mechanism", &self.mechanism)
             .field("username", &self.username)
             .field("password", &"(hidden)")
+            .field("token", &self.token)
             .finish()
     }
 }
@@ -179,12 +200,26 @@ impl Security {
 
     /// Checks the invariant between the protocol and the parts present.
     pub fn is_consistent(&self) -> bool {
-        self.protocol.tls() == self.tls.is_some() && self.protocol.sasl() == self.sasl.is_some()
+        self.protocol.tls() == self.tls.is_some()
+            && self.protocol.sasl() == self.sasl.is_some()
+            && self.sasl.as_ref().map_or(true, |s| {
+                (s.mechanism == Mechanism::OAuthBearer) == s.token.is_some()
+            })
     }
 
     /// `SASL_SSL (SCRAM-SHA-512 as alice)`, for run descriptions.
     pub fn describe(&self) -> String {
         match &self.sasl {
+            Some(SaslSettings {
+                token: Some(t),
+                mechanism,
+                ..
+            }) => format!(
+                "{} ({} with the token from {})",
+                self.protocol.name(),
+                mechanism.name(),
+                t.source.describe()
+            ),
             Some(s) => format!(
                 "{} ({} as {})",
                 self.protocol.name(),
