@@ -202,9 +202,10 @@ impl Security {
     pub fn is_consistent(&self) -> bool {
         self.protocol.tls() == self.tls.is_some()
             && self.protocol.sasl() == self.sasl.is_some()
-            && self.sasl.as_ref().map_or(true, |s| {
-                (s.mechanism == Mechanism::OAuthBearer) == s.token.is_some()
-            })
+            && self
+                .sasl
+                .iter()
+                .all(|s| (s.mechanism == Mechanism::OAuthBearer) == s.token.is_some())
     }
 
     /// `SASL_SSL (SCRAM-SHA-512 as alice)`, for run descriptions.
