@@ -1,7 +1,8 @@
 //! The harness's client against a Sluice broker started here: TLS limited
 //! by `ssl.enabled.protocols` and `ssl.cipher.suites` on either side, and
 //! OAUTHBEARER with tokens from a file and from an OAuth token endpoint
-//! served by the test. The broker checks tokens against a JWKS file the
+//! served by the test, and mutual TLS with a client key encrypted by
+//! `openssl pkcs8 -topk8 -v2 aes-256-cbc` (`ssl.key.password`). The broker checks tokens against a JWKS file the
 //! test writes (an HS256 key), as its own OAUTHBEARER tests do.
 
 use sluice_engine::config::BrokerConfig;
@@ -368,5 +369,123 @@ fn oauthbearer_with_client_credentials_from_a_token_endpoint() {
         "{e}"
     );
     assert!(!e.contains("not-the-secret"), "{e}");
+    b.stop();
+}
+
+/// A CA, a broker key store for `localhost` and a client certificate with
+/// its key encrypted by OpenSSL under `password`, as PEM files in `dir`:
+/// (CA, broker key store, client certificate, encrypted client key).
+fn mtls_pki(dir: &Path, password: &str) -> [std::path::PathBuf; 4] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "mtls test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        "localhost",
+        vec!["localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) =
+        leaf("sluice-bench", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let plain = write("client-plain.key", client_key);
+    let encrypted = dir.join("client.key");
+    let status = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
+        .arg(format!("pass:{password}"))
+        .arg("-in")
+        .arg(&plain)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    std::fs::remove_file(plain).unwrap();
+    [
+        write("ca.pem", ca_cert.pem()),
+        write("server.pem", format!("{server_key}{server_cert}")),
+        write("client.pem", client_cert),
+        encrypted,
+    ]
+}
+
+#[test]
+fn an_encrypted_client_key_authenticates_with_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "client key pass";
+    let [ca, server, cert, key] = mtls_pki(dir.path(), password);
+    // The listener requires a client certificate from the test's CA.
+    let (b, ssl, _, _) = broker(
+        dir.path(),
+        &[
+            format!("ssl.keystore.location={}", server.display()),
+            format!("ssl.truststore.location={}", ca.display()),
+            "ssl.client.auth=required".to_string(),
+        ],
+    );
+    let ep = Endpoint::parse(&format!("localhost:{ssl}")).unwrap();
+    let base = vec![
+        ("security.protocol", "SSL".to_string()),
+        ("ssl.ca.location", ca.display().to_string()),
+    ];
+    let with = |extra: &[(&'static str, String)]| {
+        let mut p = base.clone();
+        p.extend(extra.iter().cloned());
+        security(&p)
+    };
+    // librdkafka's keys.
+    let rdkafka = with(&[
+        ("ssl.certificate.location", cert.display().to_string()),
+        ("ssl.key.location", key.display().to_string()),
+        ("ssl.key.password", password.to_string()),
+    ])
+    .unwrap();
+    metadata(&ep, &rdkafka).unwrap();
+    // The Java client's: one PEM key store holding both.
+    let keystore = dir.path().join("client-keystore.pem");
+    std::fs::write(
+        &keystore,
+        std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&cert).unwrap(),
+    )
+    .unwrap();
+    let java = with(&[
+        ("ssl.keystore.type", "PEM".to_string()),
+        ("ssl.keystore.location", keystore.display().to_string()),
+        ("ssl.key.password", password.to_string()),
+    ])
+    .unwrap();
+    metadata(&ep, &java).unwrap();
+    // Without a certificate the listener refuses the client.
+    assert!(metadata(&ep, &with(&[]).unwrap()).is_err());
+    // A wrong password is a workload error naming the key.
+    let e = with(&[
+        ("ssl.certificate.location", cert.display().to_string()),
+        ("ssl.key.location", key.display().to_string()),
+        ("ssl.key.password", "not the password".to_string()),
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("ssl.key.location") && e.contains("does not decrypt"),
+        "{e}"
+    );
     b.stop();
 }

@@ -27,6 +27,7 @@ pub const HONOURED: &[&str] = &[
     "ssl.certificate.pem",
     "ssl.key.location",
     "ssl.key.pem",
+    "ssl.key.password",
     "ssl.keystore.location",
     "ssl.keystore.type",
     "ssl.keystore.certificate.chain",
@@ -88,6 +89,7 @@ const EMBEDDED_SUPPLIED: &[&str] = &[
     "ssl.certificate.pem",
     "ssl.key.location",
     "ssl.key.pem",
+    "ssl.key.password",
     "ssl.keystore.location",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
@@ -102,11 +104,6 @@ pub const EMBEDDED_MECHANISM_DEFAULT: Mechanism = Mechanism::ScramSha512;
 
 /// Keys refused with a reason of their own.
 const REFUSED: &[(&str, &str)] = &[
-    (
-        "ssl.key.password",
-        "encrypted private keys are not supported; give an unencrypted PEM key \
-         (`openssl pkcs8 -in KEY -nocrypt -out PLAIN` decrypts one)",
-    ),
     (
         "ssl.keystore.password",
         "only PEM key stores are read, and they have no store password",
@@ -277,6 +274,7 @@ impl SecurityProps {
             let src = TlsSources {
                 ca: Some(Pem::Inline(creds.ca_pem.clone())),
                 identity: None,
+                key_password: None,
                 verify_hostname: checked.verify_hostname,
                 protocols: checked.protocols.clone(),
                 suites: checked.suites.clone(),
@@ -418,7 +416,15 @@ impl SecurityProps {
                 ))
             }
         };
+        let key_password = self.get("ssl.key.password");
+        if let (Some((path, _)), None) = (key_password, &identity) {
+            return Err(FieldError::new(
+                path,
+                "ssl.key.password is the client key's, and no client key is given",
+            ));
+        }
         let src = TlsSources {
+            key_password: key_password.map(|(_, v)| v.to_string()),
             ca: ca.as_ref().map(|(_, p)| p.clone()),
             identity: identity
                 .as_ref()

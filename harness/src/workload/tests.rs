@@ -297,10 +297,10 @@ fn bad_security_values_name_file_line_and_field() {
             "BEGIN CERTIFICATE",
         ),
         (
-            "ssl.key.password=x",
+            "security.protocol=SSL\nssl.key.password=x",
             "commonConfig.ssl.key.password",
-            4,
-            "encrypted private keys",
+            5,
+            "no client key is given",
         ),
         (
             "security.protocol=SSL\nssl.enabled.protocols=TLSv1.2,TLSv1.4",
