@@ -137,7 +137,7 @@ fn decrypt_pkcs8(text: &str, password: &str, pem: &Pem) -> Result<PrivateKeyDer<
     let end = text
         .find(END)
         .ok_or_else(|| format!("{}: the encrypted key has no END line", pem.describe()))?;
-    let (label, der) = pkcs8::der::pem::decode_vec(text[..end + END.len()].as_bytes())
+    let (label, der) = pkcs8::der::pem::decode_vec(&text.as_bytes()[..end + END.len()])
         .map_err(|e| format!("{}: the encrypted key is not PEM: {e}", pem.describe()))?;
     debug_assert_eq!(label, "ENCRYPTED PRIVATE KEY");
     let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
