@@ -105,7 +105,7 @@ fn refused(key: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// Kafka's (IANA) name of a rustls cipher suite.
-fn suite_name(s: &SupportedCipherSuite) -> String {
+pub fn suite_name(s: &SupportedCipherSuite) -> String {
     format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1)
 }
 
@@ -319,21 +319,28 @@ fn keystore(
 fn versions(
     (text, key): &(String, String),
 ) -> Result<Vec<&'static SupportedProtocolVersion>, ConfigError> {
+    parse_protocols(text).map_err(|e| refused(key, e))
+}
+
+fn suites((text, key): &(String, String)) -> Result<Vec<SupportedCipherSuite>, ConfigError> {
+    parse_cipher_suites(text).map_err(|e| refused(key, e))
+}
+
+/// Parses `ssl.enabled.protocols` as Kafka writes it (`TLSv1.2,TLSv1.3`,
+/// any letter case). Shared by the broker's listeners and the harness's
+/// client, so both take the same names.
+pub fn parse_protocols(text: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
     let mut out = Vec::new();
     for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let v = match name {
-            "TLSv1.3" => &rustls::version::TLS13,
-            "TLSv1.2" => &rustls::version::TLS12,
-            "TLSv1" | "TLSv1.1" | "SSLv3" => {
-                return Err(refused(
-                    key,
-                    format!("{name} is not offered (TLSv1.2 and TLSv1.3 are)"),
-                ))
+        let v = match name.to_ascii_lowercase().as_str() {
+            "tlsv1.3" => &rustls::version::TLS13,
+            "tlsv1.2" => &rustls::version::TLS12,
+            "tlsv1" | "tlsv1.1" | "sslv3" => {
+                return Err(format!("{name} is not offered (TLSv1.2 and TLSv1.3 are)"))
             }
             _ => {
-                return Err(refused(
-                    key,
-                    format!("unknown protocol '{name}' (known: TLSv1.2, TLSv1.3)"),
+                return Err(format!(
+                    "unknown protocol '{name}' (known: TLSv1.2, TLSv1.3)"
                 ))
             }
         };
@@ -345,15 +352,47 @@ fn versions(
         }
     }
     if out.is_empty() {
-        return Err(refused(key, "no protocol enabled"));
+        return Err("no protocol enabled".to_string());
     }
     Ok(out)
 }
 
-fn suites((text, key): &(String, String)) -> Result<Vec<SupportedCipherSuite>, ConfigError> {
+/// OpenSSL's names of the TLS 1.2 suites rustls offers, as librdkafka's
+/// `ssl.cipher.suites` takes them (its TLS 1.3 names are the IANA ones).
+const OPENSSL_NAMES: &[(&str, &str)] = &[
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// Parses `ssl.cipher.suites`: Kafka's (IANA) names separated by `,`, or
+/// OpenSSL's separated by `:` as librdkafka writes them. Empty: rustls's
+/// defaults. Shared by the broker's listeners and the harness's client.
+pub fn parse_cipher_suites(text: &str) -> Result<Vec<SupportedCipherSuite>, String> {
     let all = provider::ALL_CIPHER_SUITES;
     let names: Vec<&str> = text
-        .split(',')
+        .split([',', ':'])
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
@@ -362,17 +401,20 @@ fn suites((text, key): &(String, String)) -> Result<Vec<SupportedCipherSuite>, C
     }
     let mut out = Vec::new();
     for name in names {
-        let found = all.iter().find(|s| suite_name(s) == name).ok_or_else(|| {
+        let iana = OPENSSL_NAMES
+            .iter()
+            .find(|(openssl, _)| *openssl == name)
+            .map_or(name, |(_, iana)| iana);
+        let found = all.iter().find(|s| suite_name(s) == iana).ok_or_else(|| {
             let known: Vec<String> = all.iter().map(suite_name).collect();
-            refused(
-                key,
-                format!(
-                    "unknown cipher suite '{name}' (known: {})",
-                    known.join(", ")
-                ),
+            format!(
+                "unknown cipher suite '{name}' (known: {})",
+                known.join(", ")
             )
         })?;
-        out.push(*found);
+        if !out.contains(found) {
+            out.push(*found);
+        }
     }
     Ok(out)
 }
@@ -530,5 +572,51 @@ pub async fn drive_handshake<D>(
                 return Err(e.into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_take_kafka_names_in_any_case() {
+        let v = parse_protocols("TLSv1.3, tlsv1.2,TLSv1.3").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].version, rustls::ProtocolVersion::TLSv1_3);
+        assert_eq!(v[1].version, rustls::ProtocolVersion::TLSv1_2);
+        assert!(parse_protocols("TLSv1.1")
+            .unwrap_err()
+            .contains("not offered"));
+        assert!(parse_protocols("TLS1.2")
+            .unwrap_err()
+            .contains("unknown protocol"));
+        assert!(parse_protocols(" ").unwrap_err().contains("no protocol"));
+    }
+
+    #[test]
+    fn cipher_suites_take_iana_and_openssl_names() {
+        let iana =
+            parse_cipher_suites("TLS_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384")
+                .unwrap();
+        let openssl =
+            parse_cipher_suites("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES256-GCM-SHA384").unwrap();
+        assert_eq!(iana, openssl);
+        assert_eq!(
+            iana.iter().map(suite_name).collect::<Vec<_>>(),
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+            ]
+        );
+        let e = parse_cipher_suites("TLS_RSA_WITH_RC4_128_SHA").unwrap_err();
+        assert!(
+            e.contains("unknown cipher suite 'TLS_RSA_WITH_RC4_128_SHA'"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_cipher_suites("").unwrap(),
+            provider::DEFAULT_CIPHER_SUITES.to_vec()
+        );
     }
 }

@@ -27,16 +27,43 @@ pub const HONOURED: &[&str] = &[
     "ssl.certificate.pem",
     "ssl.key.location",
     "ssl.key.pem",
+    "ssl.key.password",
     "ssl.keystore.location",
     "ssl.keystore.type",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
     "ssl.endpoint.identification.algorithm",
+    "ssl.enabled.protocols",
+    "ssl.cipher.suites",
     "sasl.mechanism",
     "sasl.mechanisms",
     "sasl.username",
     "sasl.password",
     "sasl.jaas.config",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.scope",
+    "sasl.login.callback.handler.class",
+];
+
+/// Keys that serve OAUTHBEARER alone.
+const OAUTH_KEYS: &[&str] = &[
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.method",
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.scope",
+    "sasl.login.callback.handler.class",
+];
+
+/// The Java client's login callback handler that fetches tokens from
+/// `sasl.oauthbearer.token.endpoint.url` (`...oauthbearer.secured.` before
+/// Kafka 3.4).
+const JAVA_LOGIN_HANDLERS: &[&str] = &[
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+    "org.apache.kafka.common.security.oauthbearer.secured.OAuthBearerLoginCallbackHandler",
 ];
 
 /// Which broker a workload's security is resolved for.
@@ -62,6 +89,7 @@ const EMBEDDED_SUPPLIED: &[&str] = &[
     "ssl.certificate.pem",
     "ssl.key.location",
     "ssl.key.pem",
+    "ssl.key.password",
     "ssl.keystore.location",
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
@@ -76,11 +104,6 @@ pub const EMBEDDED_MECHANISM_DEFAULT: Mechanism = Mechanism::ScramSha512;
 
 /// Keys refused with a reason of their own.
 const REFUSED: &[(&str, &str)] = &[
-    (
-        "ssl.key.password",
-        "encrypted private keys are not supported; give an unencrypted PEM key \
-         (`openssl pkcs8 -in KEY -nocrypt -out PLAIN` decrypts one)",
-    ),
     (
         "ssl.keystore.password",
         "only PEM key stores are read, and they have no store password",
@@ -174,9 +197,9 @@ impl SecurityProps {
                 )
             })?,
         };
-        let verify_hostname = self.check_values()?;
+        let checked = self.check_values()?;
         let tls = if protocol.tls() {
-            Some(self.tls(block, verify_hostname)?)
+            Some(self.tls(block, &checked)?)
         } else {
             None
         };
@@ -200,11 +223,9 @@ impl SecurityProps {
     /// user from [`local::credentials`]. A key naming trust or credentials
     /// cannot be honoured there and is refused.
     pub fn resolve_embedded(&self) -> Result<Security, FieldError> {
-        if let Some((k, (path, _))) = self
-            .given
-            .iter()
-            .find(|(k, _)| EMBEDDED_SUPPLIED.contains(&k.as_str()))
-        {
+        if let Some((k, (path, _))) = self.given.iter().find(|(k, _)| {
+            EMBEDDED_SUPPLIED.contains(&k.as_str()) || OAUTH_KEYS.contains(&k.as_str())
+        }) {
             return Err(FieldError::new(
                 path,
                 format!(
@@ -223,18 +244,22 @@ impl SecurityProps {
                 )
             })?,
         };
-        let verify_hostname = self.check_values()?;
+        let checked = self.check_values()?;
         let mechanism = match self.one_of(&["sasl.mechanism", "sasl.mechanisms"])? {
             None => EMBEDDED_MECHANISM_DEFAULT,
-            Some((_, path, v)) => Mechanism::parse(v).ok_or_else(|| {
-                FieldError::new(
-                    path,
-                    format!(
-                        "`{}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                        v.trim()
-                    ),
-                )
-            })?,
+            Some((_, path, v)) => Mechanism::parse(v)
+                .filter(|m| *m != Mechanism::OAuthBearer)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        path,
+                        format!(
+                            "`{}` is not enabled on the embedded broker: PLAIN, SCRAM-SHA-256 \
+                             or SCRAM-SHA-512 (OAUTHBEARER needs a broker given with \
+                             --bootstrap and its token issuer)",
+                            v.trim()
+                        ),
+                    )
+                })?,
         };
         if protocol == SecurityProtocol::Plaintext {
             return Ok(Security::plaintext());
@@ -249,15 +274,16 @@ impl SecurityProps {
             let src = TlsSources {
                 ca: Some(Pem::Inline(creds.ca_pem.clone())),
                 identity: None,
-                verify_hostname,
+                key_password: None,
+                verify_hostname: checked.verify_hostname,
+                protocols: checked.protocols.clone(),
+                suites: checked.suites.clone(),
             };
-            let mut t = tls::build(&src).map_err(|e| {
-                let m = match e {
-                    TlsBuildError::Ca(m)
-                    | TlsBuildError::Certificate(m)
-                    | TlsBuildError::Key(m) => m,
-                };
-                FieldError::new(at(), format!("the embedded broker's CA: {m}"))
+            let mut t = tls::build(&src).map_err(|e| match e {
+                TlsBuildError::Protocols(m) => FieldError::new(self.protocols_path(), m),
+                TlsBuildError::Ca(m) | TlsBuildError::Certificate(m) | TlsBuildError::Key(m) => {
+                    FieldError::new(at(), format!("the embedded broker's CA: {m}"))
+                }
             })?;
             t.ca = "the embedded broker's CA (made for this run)".to_string();
             Some(t)
@@ -268,6 +294,7 @@ impl SecurityProps {
             mechanism,
             username: creds.user.to_string(),
             password: creds.password.clone(),
+            token: None,
         });
         let s = Security {
             protocol,
@@ -287,7 +314,30 @@ impl SecurityProps {
     }
 
     /// Values checked whatever the protocol: they need no files.
-    fn check_values(&self) -> Result<bool, FieldError> {
+    fn check_values(&self) -> Result<Checked, FieldError> {
+        let protocols = match self.get("ssl.enabled.protocols") {
+            None => None,
+            Some((path, v)) => Some(
+                sluice_engine::security::tls::parse_protocols(v)
+                    .map_err(|e| FieldError::new(path, e))?,
+            ),
+        };
+        let suites = match self.get("ssl.cipher.suites") {
+            None => None,
+            Some((path, v)) => Some(
+                sluice_engine::security::tls::parse_cipher_suites(v)
+                    .map_err(|e| FieldError::new(path, e))?,
+            ),
+        };
+        Ok(Checked {
+            verify_hostname: self.verify_hostname()?,
+            protocols,
+            suites,
+        })
+    }
+
+    /// Checks the store types; answers whether host names are checked.
+    fn verify_hostname(&self) -> Result<bool, FieldError> {
         for k in ["ssl.truststore.type", "ssl.keystore.type"] {
             if let Some((path, v)) = self.get(k) {
                 if !v.trim().eq_ignore_ascii_case("PEM") {
@@ -311,10 +361,19 @@ impl SecurityProps {
         }
     }
 
+    /// Where a protocol and suite combination rustls cannot build is
+    /// reported: the suites, else the protocols.
+    fn protocols_path(&self) -> String {
+        self.get("ssl.cipher.suites")
+            .or_else(|| self.get("ssl.enabled.protocols"))
+            .map_or("ssl.cipher.suites", |(p, _)| p)
+            .to_string()
+    }
+
     fn tls(
         &self,
         block: &str,
-        verify_hostname: bool,
+        checked: &Checked,
     ) -> Result<crate::client::security::TlsSettings, FieldError> {
         let ca = self
             .one_of(&[
@@ -357,14 +416,25 @@ impl SecurityProps {
                 ))
             }
         };
+        let key_password = self.get("ssl.key.password");
+        if let (Some((path, _)), None) = (key_password, &identity) {
+            return Err(FieldError::new(
+                path,
+                "ssl.key.password is the client key's, and no client key is given",
+            ));
+        }
         let src = TlsSources {
+            key_password: key_password.map(|(_, v)| v.to_string()),
             ca: ca.as_ref().map(|(_, p)| p.clone()),
             identity: identity
                 .as_ref()
                 .map(|((_, c), (_, k))| (c.clone(), k.clone())),
-            verify_hostname,
+            verify_hostname: checked.verify_hostname,
+            protocols: checked.protocols.clone(),
+            suites: checked.suites.clone(),
         };
         tls::build(&src).map_err(|e| match e {
+            TlsBuildError::Protocols(m) => FieldError::new(self.protocols_path(), m),
             TlsBuildError::Ca(m) => FieldError::new(
                 ca.as_ref().map_or_else(
                     || self.missing(block, "ssl.ca.location"),
@@ -387,8 +457,8 @@ impl SecurityProps {
             None => {
                 return Err(FieldError::new(
                     self.missing(block, "sasl.mechanism"),
-                    "SASL needs sasl.mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
-                     (Kafka's default, GSSAPI, is not supported)",
+                    "SASL needs sasl.mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or \
+                     OAUTHBEARER (Kafka's default, GSSAPI, is not supported)",
                 ))
             }
         };
@@ -396,11 +466,24 @@ impl SecurityProps {
             FieldError::new(
                 &mpath,
                 format!(
-                    "`{mname}` is not supported: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 \
-                     (GSSAPI and OAUTHBEARER are not)"
+                    "`{mname}` is not supported: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or \
+                     OAUTHBEARER (GSSAPI is not)"
                 ),
             )
         })?;
+        if mechanism == Mechanism::OAuthBearer {
+            return self.oauth(block);
+        }
+        if let Some((k, (path, _))) = self
+            .given
+            .iter()
+            .find(|(k, _)| OAUTH_KEYS.contains(&k.as_str()))
+        {
+            return Err(FieldError::new(
+                path,
+                format!("{k} serves OAUTHBEARER only, not {}", mechanism.name()),
+            ));
+        }
         let jaas = self.get("sasl.jaas.config");
         let user = self.get("sasl.username");
         let password = self.get("sasl.password");
@@ -416,6 +499,7 @@ impl SecurityProps {
                 let wanted = match mechanism {
                     Mechanism::Plain => "PlainLoginModule",
                     Mechanism::ScramSha256 | Mechanism::ScramSha512 => "ScramLoginModule",
+                    Mechanism::OAuthBearer => "OAuthBearerLoginModule",
                 };
                 if !j.module.ends_with(wanted) {
                     return Err(FieldError::new(
@@ -452,8 +536,151 @@ impl SecurityProps {
             mechanism,
             username,
             password,
+            token: None,
         })
     }
+
+    /// OAUTHBEARER: the token's source from
+    /// `sasl.oauthbearer.token.endpoint.url`, with client credentials from
+    /// the Java client's JAAS entry (`OAuthBearerLoginModule`, options
+    /// `clientId`, `clientSecret`, `scope`) or librdkafka's keys
+    /// (`sasl.oauthbearer.method=oidc`, `.client.id`, `.client.secret`,
+    /// `.scope`). A token file is checked readable here.
+    fn oauth(&self, block: &str) -> Result<SaslSettings, FieldError> {
+        use crate::client::security::oauth::{self, ClientCredentials, OAuthToken, TokenSource};
+        for k in ["sasl.username", "sasl.password"] {
+            if let Some((path, _)) = self.get(k) {
+                return Err(FieldError::new(
+                    path,
+                    "OAUTHBEARER takes a token, not a user name and password; give \
+                     sasl.oauthbearer.token.endpoint.url",
+                ));
+            }
+        }
+        if let Some((path, v)) = self.get("sasl.oauthbearer.method") {
+            if !v.trim().eq_ignore_ascii_case("oidc") {
+                return Err(FieldError::new(
+                    path,
+                    format!(
+                        "`{v}`: only oidc (a token from sasl.oauthbearer.token.endpoint.url) \
+                         is supported; librdkafka's default method makes unsecured tokens"
+                    ),
+                ));
+            }
+        }
+        if let Some((path, v)) = self.get("sasl.login.callback.handler.class") {
+            if !JAVA_LOGIN_HANDLERS.contains(&v.trim()) {
+                return Err(FieldError::new(
+                    path,
+                    format!(
+                        "`{v}` cannot run here; the harness does what {} does",
+                        JAVA_LOGIN_HANDLERS[0]
+                    ),
+                ));
+            }
+        }
+        let Some((url_path, url)) = self.get(oauth::ENDPOINT_KEY) else {
+            return Err(FieldError::new(
+                self.missing(block, oauth::ENDPOINT_KEY),
+                "OAUTHBEARER needs sasl.oauthbearer.token.endpoint.url: file:///path of a \
+                 token, or the http(s) URL of an OAuth token endpoint",
+            ));
+        };
+        let rdkafka = [
+            "sasl.oauthbearer.client.id",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.scope",
+        ]
+        .map(|k| self.get(k));
+        let credentials = match (self.get("sasl.jaas.config"), rdkafka) {
+            (Some((path, _)), [id, secret, scope]) if id.or(secret).or(scope).is_some() => {
+                return Err(FieldError::new(
+                    path,
+                    "give the client credentials either in sasl.jaas.config or in \
+                     sasl.oauthbearer.client.id/.client.secret/.scope, not both",
+                ))
+            }
+            (Some((path, text)), _) => {
+                let j = parse_jaas(text).map_err(|m| FieldError::new(path, m))?;
+                if !j.module.ends_with("OAuthBearerLoginModule") {
+                    return Err(FieldError::new(
+                        path,
+                        format!(
+                            "the login module {} does not serve OAUTHBEARER; it takes \
+                             OAuthBearerLoginModule",
+                            j.module
+                        ),
+                    ));
+                }
+                if let Some(k) = j
+                    .options
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "clientId" | "clientSecret" | "scope"))
+                {
+                    return Err(FieldError::new(
+                        path,
+                        format!(
+                            "the option {k} is not supported (the harness takes clientId, \
+                             clientSecret and scope)"
+                        ),
+                    ));
+                }
+                match (j.options.get("clientId"), j.options.get("clientSecret")) {
+                    (None, None) if !j.options.contains_key("scope") => None,
+                    (Some(id), Some(secret)) => Some(ClientCredentials {
+                        client_id: id.clone(),
+                        client_secret: secret.clone(),
+                        scope: j.options.get("scope").cloned(),
+                    }),
+                    _ => {
+                        return Err(FieldError::new(
+                            path,
+                            "the login module needs both clientId=\"...\" and \
+                             clientSecret=\"...\"",
+                        ))
+                    }
+                }
+            }
+            (None, [None, None, None]) => None,
+            (None, [Some((_, id)), Some((_, secret)), scope]) => Some(ClientCredentials {
+                client_id: id.to_string(),
+                client_secret: secret.to_string(),
+                scope: scope.map(|(_, s)| s.to_string()),
+            }),
+            (None, [id, secret, scope]) => {
+                let path = id.or(secret).or(scope).map_or("", |(p, _)| p);
+                return Err(FieldError::new(
+                    path,
+                    "a token endpoint needs both sasl.oauthbearer.client.id and \
+                     sasl.oauthbearer.client.secret",
+                ));
+            }
+        };
+        let username = credentials
+            .as_ref()
+            .map_or_else(String::new, |c| c.client_id.clone());
+        let source =
+            TokenSource::new(url, credentials).map_err(|m| FieldError::new(url_path, m))?;
+        let token = OAuthToken::new(source);
+        if matches!(token.source, TokenSource::File(_)) {
+            token.token().map_err(|m| FieldError::new(url_path, m))?;
+        }
+        Ok(SaslSettings {
+            mechanism: Mechanism::OAuthBearer,
+            username,
+            password: String::new(),
+            token: Some(token),
+        })
+    }
+}
+
+/// What [`SecurityProps::check_values`] read: values that need no file.
+struct Checked {
+    verify_hostname: bool,
+    /// `ssl.enabled.protocols`; `None`: TLS 1.2 and 1.3.
+    protocols: Option<Vec<&'static rustls::SupportedProtocolVersion>>,
+    /// `ssl.cipher.suites`; `None`: rustls's defaults.
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
 }
 
 fn pem_of(key: &str, value: &str) -> Pem {

@@ -297,10 +297,30 @@ fn bad_security_values_name_file_line_and_field() {
             "BEGIN CERTIFICATE",
         ),
         (
-            "ssl.key.password=x",
+            "security.protocol=SSL\nssl.key.password=x",
             "commonConfig.ssl.key.password",
+            5,
+            "no client key is given",
+        ),
+        (
+            "security.protocol=SSL\nssl.enabled.protocols=TLSv1.2,TLSv1.4",
+            "commonConfig.ssl.enabled.protocols",
+            5,
+            "unknown protocol 'TLSv1.4'",
+        ),
+        (
+            "ssl.cipher.suites=TLS_AES_128_GCM_SHA256,TLS_RSA_WITH_RC4_128_SHA",
+            "commonConfig.ssl.cipher.suites",
             4,
-            "encrypted private keys",
+            "unknown cipher suite 'TLS_RSA_WITH_RC4_128_SHA'",
+        ),
+        (
+            // Only TLS 1.3 enabled, only a TLS 1.2 suite given: nothing
+            // could be offered.
+            "security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem\nssl.enabled.protocols=TLSv1.3\nssl.cipher.suites=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "commonConfig.ssl.cipher.suites",
+            7,
+            "no cipher suite",
         ),
         (
             "ssl.keystore.type=JKS",
@@ -334,6 +354,55 @@ fn bad_security_values_name_file_line_and_field() {
         assert_eq!(l, Some(*line), "{props}: {m}");
         assert!(m.contains(message), "{props}: `{m}` lacks `{message}`");
     }
+}
+
+#[test]
+fn enabled_protocols_and_cipher_suites_reach_the_tls_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let (ca_pem, _) = sluice_engine::security::local_pki::broker_certificates().unwrap();
+    std::fs::write(&ca, ca_pem).unwrap();
+    let text = with_common(&format!(
+        "security.protocol=SSL\nssl.ca.location={}\nssl.enabled.protocols=TLSv1.2\n\
+         ssl.cipher.suites=ECDHE-RSA-AES128-GCM-SHA256:TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ca.display()
+    ));
+    let w = &parse_str(&text).unwrap().points[0].workload;
+    let tls = w.producer.security.tls.as_ref().unwrap();
+    assert_eq!(tls.protocols.as_deref(), Some("TLSv1.2"));
+    assert_eq!(
+        tls.cipher_suites.as_deref(),
+        Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+    );
+    let suites: Vec<_> = tls
+        .config
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .map(sluice_engine::security::tls::suite_name)
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        ]
+    );
+    // Without the keys: both versions and rustls's default suites.
+    let plain = with_common(&format!(
+        "security.protocol=SSL\nssl.ca.location={}",
+        ca.display()
+    ));
+    let w = &parse_str(&plain).unwrap().points[0].workload;
+    let tls = w.producer.security.tls.as_ref().unwrap();
+    assert_eq!(
+        (tls.protocols.as_deref(), tls.cipher_suites.as_deref()),
+        (None, None)
+    );
+    assert_eq!(
+        tls.config.crypto_provider().cipher_suites.len(),
+        rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len()
+    );
 }
 
 #[test]
@@ -563,4 +632,123 @@ fn trust_or_credentials_for_the_embedded_broker_are_refused_where_written() {
         e.contains("w.yaml:4") && e.contains("producer.sasl.mechanism"),
         "{e}"
     );
+}
+
+#[test]
+fn oauthbearer_takes_java_and_librdkafka_keys() {
+    use crate::client::security::oauth::{ClientCredentials, TokenSource};
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token.jwt");
+    std::fs::write(&token, "h.p.s\n").unwrap();
+    let endpoint = |w: &Workload| w.producer.security.sasl.as_ref().unwrap().token.clone();
+    let creds = |id: &str, secret: &str, scope: Option<&str>| ClientCredentials {
+        client_id: id.into(),
+        client_secret: secret.into(),
+        scope: scope.map(Into::into),
+    };
+    let cases: Vec<(String, TokenSource)> = vec![
+        (
+            format!(
+                "sasl.oauthbearer.token.endpoint.url=file://{}",
+                token.display()
+            ),
+            TokenSource::File(token.clone()),
+        ),
+        (
+            "sasl.oauthbearer.method=OIDC\nsasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=bench\nsasl.oauthbearer.client.secret=s3cret\nsasl.oauthbearer.scope=kafka".to_string(),
+            TokenSource::Endpoint {
+                url: "https://idp/t".into(),
+                credentials: creds("bench", "s3cret", Some("kafka")),
+            },
+        ),
+        (
+            "sasl.login.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler\nsasl.oauthbearer.token.endpoint.url=http://idp/t\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId=\"bench\" clientSecret=\"s3cret\";".to_string(),
+            TokenSource::Endpoint {
+                url: "http://idp/t".into(),
+                credentials: creds("bench", "s3cret", None),
+            },
+        ),
+    ];
+    for (props, want) in cases {
+        let text = with_common(&format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n{props}"
+        ));
+        let f = parse_str(&text).unwrap_or_else(|e| panic!("{props}: {e}"));
+        let w = &f.points[0].workload;
+        assert_eq!(endpoint(w).unwrap().source, want, "{props}");
+        // The secret reaches neither run.json nor Debug output.
+        let json = serde_json::to_string(w).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
+        let sasl = w.producer.security.sasl.as_ref().unwrap();
+        assert!(!format!("{sasl:?}").contains("s3cret"));
+    }
+}
+
+#[test]
+fn bad_oauthbearer_settings_name_file_line_and_field() {
+    let head = "security.protocol=SASL_SSL\nsasl.mechanism=OAUTHBEARER\n";
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("", "commonConfig.sasl.oauthbearer.token.endpoint.url", 3, "needs sasl.oauthbearer.token.endpoint.url"),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.oauthbearer.token.endpoint.url",
+            6,
+            "clientId",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=file:///nonexistent/token",
+            "commonConfig.sasl.oauthbearer.token.endpoint.url",
+            6,
+            "cannot read the token",
+        ),
+        (
+            "sasl.oauthbearer.method=default\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.oauthbearer.method",
+            6,
+            "only oidc",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=a",
+            "commonConfig.sasl.oauthbearer.client.id",
+            7,
+            "both sasl.oauthbearer.client.id and",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.oauthbearer.client.id=a\nsasl.oauthbearer.client.secret=b\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required clientId=\"a\" clientSecret=\"b\";",
+            "commonConfig.sasl.jaas.config",
+            9,
+            "not both",
+        ),
+        (
+            "sasl.oauthbearer.token.endpoint.url=https://idp/t\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"a\";",
+            "commonConfig.sasl.jaas.config",
+            7,
+            "unsecuredLoginStringClaim_sub is not supported",
+        ),
+        (
+            "sasl.login.callback.handler.class=com.example.Handler\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.login.callback.handler.class",
+            6,
+            "cannot run here",
+        ),
+        (
+            "sasl.username=a\nsasl.password=b\nsasl.oauthbearer.token.endpoint.url=https://idp/t",
+            "commonConfig.sasl.username",
+            6,
+            "takes a token",
+        ),
+    ];
+    for (props, field, line, message) in cases {
+        let (l, f, m) = invalid(&with_common(&format!("{head}{props}")));
+        assert_eq!(&f, field, "{props}: {m}");
+        assert_eq!(l, Some(*line), "{props}: {m}");
+        assert!(m.contains(message), "{props}: `{m}` lacks `{message}`");
+        assert!(!m.contains("\"b\""), "{m}");
+    }
+    // An OAUTHBEARER key under another mechanism would be ignored: refused.
+    let (_, f, m) = invalid(&with_common(
+        "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=a\nsasl.password=b\nsasl.oauthbearer.scope=x",
+    ));
+    assert_eq!(f, "commonConfig.sasl.oauthbearer.scope", "{m}");
+    assert!(m.contains("OAUTHBEARER only"), "{m}");
 }

@@ -1,6 +1,6 @@
 //! How the harness's connections are secured: Kafka's `security.protocol`
 //! (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), TLS through rustls, and the
-//! SASL mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+//! SASL mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER.
 //!
 //! [`Security`] is resolved once from a workload's client properties
 //! (`workload::security`), with the TLS configuration built and its files
@@ -9,6 +9,7 @@
 //! ([`super::conn::Connection::open`]). See docs/SECURITY.md, "The harness".
 
 pub mod local;
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -67,6 +68,8 @@ pub enum Mechanism {
     ScramSha256,
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -75,6 +78,7 @@ impl Mechanism {
             "PLAIN" => Mechanism::Plain,
             "SCRAM-SHA-256" => Mechanism::ScramSha256,
             "SCRAM-SHA-512" => Mechanism::ScramSha512,
+            "OAUTHBEARER" => Mechanism::OAuthBearer,
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -92,9 +97,24 @@ impl Mechanism {
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SaslSettings {
     pub mechanism: Mechanism,
+    /// The user (PLAIN, SCRAM), or the OAuth client id (OAUTHBEARER with a
+    /// token endpoint; empty with a token file).
     pub username: String,
     #[serde(skip)]
     pub password: String,
+    /// Where OAUTHBEARER's token comes from: present exactly for it.
+    #[serde(rename = "token_from", serialize_with = "token_source")]
+    pub token: Option<Arc<oauth::OAuthToken>>,
+}
+
+fn token_source<S: serde::Serializer>(
+    t: &Option<Arc<oauth::OAuthToken>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.source.describe()),
+        None => s.serialize_none(),
+    }
 }
 
 impl std::fmt::Debug for SaslSettings {
@@ -103,6 +123,7 @@ impl std::fmt::Debug for SaslSettings {
             .field("mechanism", &self.mechanism)
             .field("username", &self.username)
             .field("password", &"(hidden)")
+            .field("token", &self.token)
             .finish()
     }
 }
@@ -118,6 +139,10 @@ pub struct TlsSettings {
     /// `ssl.endpoint.identification.algorithm=https` (the default): the
     /// broker's certificate must name the host connected to.
     pub verify_hostname: bool,
+    /// `ssl.enabled.protocols` as rustls names them; `None`: TLS 1.2 and 1.3.
+    pub protocols: Option<String>,
+    /// `ssl.cipher.suites` as rustls names them; `None`: rustls's defaults.
+    pub cipher_suites: Option<String>,
     pub config: Arc<rustls::ClientConfig>,
 }
 
@@ -127,6 +152,8 @@ impl PartialEq for TlsSettings {
         self.ca == o.ca
             && self.client_certificate == o.client_certificate
             && self.verify_hostname == o.verify_hostname
+            && self.protocols == o.protocols
+            && self.cipher_suites == o.cipher_suites
     }
 }
 
@@ -136,6 +163,8 @@ impl std::fmt::Debug for TlsSettings {
             .field("ca", &self.ca)
             .field("client_certificate", &self.client_certificate)
             .field("verify_hostname", &self.verify_hostname)
+            .field("protocols", &self.protocols)
+            .field("cipher_suites", &self.cipher_suites)
             .finish()
     }
 }
@@ -143,10 +172,12 @@ impl std::fmt::Debug for TlsSettings {
 impl serde::Serialize for TlsSettings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("TlsSettings", 3)?;
+        let mut st = s.serialize_struct("TlsSettings", 5)?;
         st.serialize_field("ca", &self.ca)?;
         st.serialize_field("client_certificate", &self.client_certificate)?;
         st.serialize_field("verify_hostname", &self.verify_hostname)?;
+        st.serialize_field("protocols", &self.protocols)?;
+        st.serialize_field("cipher_suites", &self.cipher_suites)?;
         st.end()
     }
 }
@@ -169,12 +200,27 @@ impl Security {
 
     /// Checks the invariant between the protocol and the parts present.
     pub fn is_consistent(&self) -> bool {
-        self.protocol.tls() == self.tls.is_some() && self.protocol.sasl() == self.sasl.is_some()
+        self.protocol.tls() == self.tls.is_some()
+            && self.protocol.sasl() == self.sasl.is_some()
+            && self
+                .sasl
+                .iter()
+                .all(|s| (s.mechanism == Mechanism::OAuthBearer) == s.token.is_some())
     }
 
     /// `SASL_SSL (SCRAM-SHA-512 as alice)`, for run descriptions.
     pub fn describe(&self) -> String {
         match &self.sasl {
+            Some(SaslSettings {
+                token: Some(t),
+                mechanism,
+                ..
+            }) => format!(
+                "{} ({} with the token from {})",
+                self.protocol.name(),
+                mechanism.name(),
+                t.source.describe()
+            ),
             Some(s) => format!(
                 "{} ({} as {})",
                 self.protocol.name(),

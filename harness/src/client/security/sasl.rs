@@ -1,7 +1,9 @@
 //! SASL authentication of a new connection: SaslHandshake v1 names the
 //! mechanism, then SaslAuthenticate (v0–v2) carries its tokens inside
-//! Kafka frames (KIP-152), one round for PLAIN, two for SCRAM.
+//! Kafka frames (KIP-152), one round for PLAIN and OAUTHBEARER, two for
+//! SCRAM.
 
+use super::oauth;
 use super::scram::{Hash, ScramClient};
 use super::{Mechanism, SaslSettings};
 use crate::client::conn::Connection;
@@ -42,6 +44,10 @@ pub fn authenticate(c: &mut Connection, s: &SaslSettings) -> Result<i64, ClientE
             }
         )));
     }
+    let who = match &s.token {
+        Some(t) => format!("with the token from {}", t.source.describe()),
+        None => format!("as user `{}`", s.username),
+    };
     let version = c.version(ApiKey::SaslAuthenticate)?;
     let mut step = |token: Vec<u8>| -> Result<SaslAuthenticateResponse, ClientError> {
         let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
@@ -54,9 +60,8 @@ pub fn authenticate(c: &mut Connection, s: &SaslSettings) -> Result<i64, ClientE
                 .map(|m| m.to_string())
                 .unwrap_or_default();
             return Err(fail(format!(
-                "the broker answered {} as user `{}`{}{}",
+                "the broker answered {} {who}{}{}",
                 code_name(resp.error_code),
-                s.username,
                 if message.is_empty() { "" } else { ": " },
                 message
             )));
@@ -94,6 +99,29 @@ pub fn authenticate(c: &mut Connection, s: &SaslSettings) -> Result<i64, ClientE
                 .verify_server_final(server_final)
                 .map_err(|e| fail(e.to_string()))?;
             last
+        }
+        Mechanism::OAuthBearer => {
+            let source = s
+                .token
+                .as_ref()
+                .ok_or_else(|| fail("no token source for OAUTHBEARER".to_string()))?;
+            let token = source.token().map_err(&fail)?;
+            let resp = step(oauth::client_first(&token))?;
+            if !resp.auth_bytes.is_empty() {
+                // RFC 7628 3.2.2: a refusal comes as a JSON status the
+                // client acknowledges with \x01; the broker then answers
+                // SASL_AUTHENTICATION_FAILED with its reason.
+                let status = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
+                let detail = match step(vec![0x01]) {
+                    Err(ClientError::Auth { reason, .. }) => reason,
+                    Err(e) => e.to_string(),
+                    Ok(_) => "and then answered the acknowledgement with success".to_string(),
+                };
+                return Err(fail(format!(
+                    "the broker refused the token ({status}): {detail}"
+                )));
+            }
+            resp
         }
     };
     Ok(last.session_lifetime_ms)

@@ -13,7 +13,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedCipherSuite,
+    SupportedProtocolVersion,
+};
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -86,18 +89,36 @@ pub fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The first private key in a PEM source (PKCS#8, PKCS#1 or SEC1).
-/// Encrypted keys are refused: see docs/SECURITY.md.
-pub fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+/// The first private key in a PEM source (PKCS#8, PKCS#1 or SEC1), or an
+/// encrypted PKCS#8 key (`BEGIN ENCRYPTED PRIVATE KEY`) decrypted with
+/// `password` (`ssl.key.password`). A password for a key that is not
+/// encrypted is refused rather than ignored.
+pub fn private_key(pem: &Pem, password: Option<&str>) -> Result<PrivateKeyDer<'static>, String> {
+    const ENCRYPTED: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
     let text = pem.text()?;
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        || text.contains("Proc-Type: 4,ENCRYPTED")
-    {
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(format!(
-            "{}: the key is encrypted; the harness reads unencrypted PEM keys only \
-             (`openssl pkcs8 -in KEY -nocrypt -out PLAIN` decrypts one)",
+            "{}: the key is encrypted the legacy OpenSSL way, which is not read; \
+             `openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out NEW` re-encrypts it as \
+             PKCS#8",
             pem.describe()
         ));
+    }
+    match (text.find(ENCRYPTED), password) {
+        (Some(at), Some(pw)) => return decrypt_pkcs8(&text[at..], pw, pem),
+        (Some(_), None) => {
+            return Err(format!(
+                "{}: the key is encrypted; give its password in ssl.key.password",
+                pem.describe()
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{}: ssl.key.password is given but the key is not encrypted",
+                pem.describe()
+            ))
+        }
+        (None, None) => {}
     }
     PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
         format!(
@@ -107,13 +128,43 @@ pub fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
+/// Decrypts the encrypted PKCS#8 key at the start of `text` (PBES2, as
+/// `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it; PBKDF2 or scrypt,
+/// AES-CBC). Errors never hold the password.
+fn decrypt_pkcs8(text: &str, password: &str, pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+    use pkcs8::der::Decode;
+    const END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+    let end = text
+        .find(END)
+        .ok_or_else(|| format!("{}: the encrypted key has no END line", pem.describe()))?;
+    let (label, der) = pkcs8::der::pem::decode_vec(&text.as_bytes()[..end + END.len()])
+        .map_err(|e| format!("{}: the encrypted key is not PEM: {e}", pem.describe()))?;
+    debug_assert_eq!(label, "ENCRYPTED PRIVATE KEY");
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
+        .map_err(|e| format!("{}: not an encrypted PKCS#8 key: {e}", pem.describe()))?;
+    let plain = info.decrypt(password).map_err(|e| {
+        format!(
+            "{}: the key does not decrypt with ssl.key.password (wrong password, or an \
+             unsupported scheme: {e})",
+            pem.describe()
+        )
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
+}
+
 /// What a TLS client configuration is built from.
 pub struct TlsSources {
     /// `None`: the system's CA bundle.
     pub ca: Option<Pem>,
     /// Certificate chain and key for mutual TLS.
     pub identity: Option<(Pem, Pem)>,
+    /// `ssl.key.password`: the key's, when it is encrypted.
+    pub key_password: Option<String>,
     pub verify_hostname: bool,
+    /// `ssl.enabled.protocols`; `None`: TLS 1.2 and 1.3.
+    pub protocols: Option<Vec<&'static SupportedProtocolVersion>>,
+    /// `ssl.cipher.suites`; `None`: rustls's defaults.
+    pub suites: Option<Vec<SupportedCipherSuite>>,
 }
 
 /// Which of the sources an error is about, so the workload can name the key.
@@ -122,11 +173,33 @@ pub enum TlsBuildError {
     Ca(String),
     Certificate(String),
     Key(String),
+    /// The protocols and cipher suites leave nothing to offer.
+    Protocols(String),
 }
 
-/// Builds the rustls configuration: ring's cryptography, TLS 1.2 and 1.3,
-/// the given CAs, the optional client identity.
+/// Builds the rustls configuration: ring's cryptography, the protocol
+/// versions and cipher suites given (TLS 1.2 and 1.3 and rustls's default
+/// suites otherwise), the given CAs, the optional client identity.
 pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
+    // ring rather than aws-lc-rs: no cmake or C toolchain for aws-lc to
+    // build. Its provider lacks post-quantum key exchange (hence the
+    // deprecation), which a benchmark client does not need.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = &src.suites {
+        provider.cipher_suites = suites.clone();
+    }
+    let provider = Arc::new(provider);
+    let versions = src.protocols.as_deref().unwrap_or(rustls::DEFAULT_VERSIONS);
+    // Checked before any file is read: a combination that offers nothing
+    // is wrong whatever the certificates.
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| {
+            TlsBuildError::Protocols(format!(
+                "no cipher suite given serves the protocols enabled: {e}"
+            ))
+        })?;
     let (ca_pem, ca) = match &src.ca {
         Some(pem) => (pem.clone(), pem.describe()),
         None => {
@@ -151,15 +224,7 @@ pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
             "{ca}: none of its certificates is a usable CA certificate"
         )));
     }
-    // ring rather than aws-lc-rs: no cmake or C toolchain for aws-lc to
-    // build. Its provider lacks post-quantum key exchange (hence the
-    // deprecation), which a benchmark client does not need.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(roots);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsBuildError::Ca(e.to_string()))?;
     let builder = if src.verify_hostname {
         builder.with_root_certificates(roots)
     } else {
@@ -174,17 +239,32 @@ pub fn build(src: &TlsSources) -> Result<TlsSettings, TlsBuildError> {
         None => (builder.with_no_client_auth(), None),
         Some((chain, key)) => {
             let certs = certificates(chain).map_err(TlsBuildError::Certificate)?;
-            let key = private_key(key).map_err(TlsBuildError::Key)?;
+            let key = private_key(key, src.key_password.as_deref()).map_err(TlsBuildError::Key)?;
             let config = builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| TlsBuildError::Key(format!("does not fit the certificate: {e}")))?;
             (config, Some(chain.describe()))
         }
     };
+    let names = |v: Vec<String>| v.join(",");
     Ok(TlsSettings {
         ca,
         client_certificate,
         verify_hostname: src.verify_hostname,
+        protocols: src.protocols.as_ref().map(|v| {
+            names(
+                v.iter()
+                    .map(|p| format!("{:?}", p.version).replace("TLSv1_", "TLSv1."))
+                    .collect(),
+            )
+        }),
+        cipher_suites: src.suites.as_ref().map(|v| {
+            names(
+                v.iter()
+                    .map(sluice_engine::security::tls::suite_name)
+                    .collect(),
+            )
+        }),
         config: Arc::new(config),
     })
 }
@@ -306,13 +386,49 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn encrypted_keys_are_refused_by_name() {
+    fn encrypted_keys_without_a_password_are_refused_by_name() {
         let pem = Pem::Inline(
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
                 .into(),
         );
-        let e = private_key(&pem).unwrap_err();
-        assert!(e.contains("encrypted"), "{e}");
+        let e = private_key(&pem, None).unwrap_err();
+        assert!(
+            e.contains("encrypted") && e.contains("ssl.key.password"),
+            "{e}"
+        );
+    }
+
+    /// A key encrypted by `openssl pkcs8 -topk8 -v2 aes-256-cbc` decrypts
+    /// to the key it was made from; a wrong password, a missing one, and
+    /// one given for a plain key are refused.
+    #[test]
+    fn a_pkcs8_key_encrypted_by_openssl_decrypts_with_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let plain = dir.path().join("plain.pem");
+        let encrypted = dir.path().join("encrypted.pem");
+        std::fs::write(&plain, key.serialize_pem()).unwrap();
+        let status = std::process::Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
+            .arg("pass:key-pass word")
+            .arg("-in")
+            .arg(&plain)
+            .arg("-out")
+            .arg(&encrypted)
+            .status()
+            .expect("openssl runs");
+        assert!(status.success());
+        let pem = Pem::File(encrypted);
+        let got = private_key(&pem, Some("key-pass word")).unwrap();
+        assert_eq!(got.secret_der(), key.serialize_der().as_slice());
+        let e = private_key(&pem, Some("not-the-pass")).unwrap_err();
+        assert!(e.contains("does not decrypt"), "{e}");
+        assert!(!e.contains("not-the-pass"), "{e}");
+        assert!(private_key(&pem, None)
+            .unwrap_err()
+            .contains("ssl.key.password"));
+        let e = private_key(&Pem::File(plain), Some("x")).unwrap_err();
+        assert!(e.contains("not encrypted"), "{e}");
     }
 
     #[test]
