@@ -28,7 +28,7 @@ import traceback
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 bootstrap, topic, group = sys.argv[1], sys.argv[2], sys.argv[3]
 count, partitions = int(sys.argv[4]), int(sys.argv[5])
@@ -48,6 +48,7 @@ assignments = {}  # consumer name -> set of partitions
 failures = []
 stop = {"py-1": threading.Event(), "py-2": threading.Event()}
 consumers = {}  # consumer name -> KafkaConsumer, for the report of a stall
+stranded = 0  # finished joins kafka-python left unread (see unstrand)
 
 
 def consumer_config(name):
@@ -97,14 +98,35 @@ def record(name, key):
     next_read[p] = (offset + 1, rebalances)
 
 
+def unstrand(consumer):
+    """Works around a kafka-python 3.0.12 defect: a leader that rejoins
+    because its topic metadata changed re-takes its metadata snapshot
+    while assigning, so its poll stops asking for the join to finish, and
+    the finished join (answered by the broker: the group went Stable with
+    the leader's assignment) is never read. The member then stays
+    rebalancing with heartbeats off until its session expires, and never
+    rejoins (seen about once in 150 runs). Asking it to rejoin lets its
+    next poll join again. Returns whether it did."""
+    co = consumer._coordinator
+    task = co._join_task
+    if (co.state is MemberState.REBALANCING and task is not None and task.is_done
+            and not co.need_rejoin()):
+        co.request_rejoin()
+        return True
+    return False
+
+
 def run_consumer(name):
     try:
-        global failed_commits
+        global failed_commits, stranded
         consumer = KafkaConsumer(**consumer_config(name))
         consumers[name] = consumer
         consumer.subscribe(topics=[topic], listener=CountRebalances())
         while not stop[name].is_set():
             batches = consumer.poll(timeout_ms=200)
+            if unstrand(consumer):
+                with lock:
+                    stranded += 1
             with lock:
                 assignments[name] = {tp.partition for tp in consumer.assignment()}
                 for tp, records in batches.items():
@@ -280,4 +302,6 @@ for p in range(partitions):
     )
     print("committed %d %d" % (p, committed))
 reader.close(autocommit=False)
-print("kafka-python group: %d messages over %s" % (len(seen), sorted(by_consumer)))
+print("kafka-python group: %d messages over %s%s" % (
+    len(seen), sorted(by_consumer),
+    ", %d stranded joins resumed" % stranded if stranded else ""))
