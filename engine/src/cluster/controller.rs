@@ -440,6 +440,29 @@ impl Controller {
                     Err((code, message)) => error(code, message),
                 }
             }
+            Request::ReplicaFailed {
+                node,
+                incarnation,
+                topic_id,
+                index,
+            } => match image.brokers.get(&node) {
+                Some(b) if b.incarnation != incarnation => {
+                    error(ErrorCode::StaleBrokerEpoch, "broker registered again since")
+                }
+                None => error(ErrorCode::StaleBrokerEpoch, "broker is not registered"),
+                Some(_) => match replica_failed(&image, node, &topic_id, index, &self.config) {
+                    Ok(records) => {
+                        let changed = !records.is_empty();
+                        let response = self.commit(records).await;
+                        if changed && matches!(response, Response::Ok { .. }) {
+                            tracing::warn!(node, %topic_id, index,
+                                "a broker's replica failed: it left the ISR, and the leadership if it led");
+                        }
+                        response
+                    }
+                    Err((code, message)) => error(code, message),
+                },
+            },
             Request::AllocateProducerIds { node, incarnation } => {
                 match image.brokers.get(&node) {
                     Some(b) if b.incarnation == incarnation => {}
@@ -833,6 +856,32 @@ pub(crate) fn alter_partition(
         Err(StalePartitionEpoch) => Err((ErrorCode::InvalidUpdateVersion, "stale partition epoch")),
         Err(IneligibleReplica) => Err((ErrorCode::IneligibleReplica, "replica is not eligible")),
     }
+}
+
+/// The records of a broker's report that its replica failed (see
+/// [`PartitionState::on_replica_failed`]); none when nothing changes.
+pub(crate) fn replica_failed(
+    image: &ClusterImage,
+    node: i32,
+    topic_id: &str,
+    index: i32,
+    config: &ControllerConfig,
+) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
+    let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
+        return Err((ErrorCode::UnknownTopicOrPartition, "no such topic"));
+    };
+    let Some(state) = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+    else {
+        return Err((ErrorCode::UnknownTopicOrPartition, "no such partition"));
+    };
+    let unclean = unclean(&topic.config, config.unclean_default);
+    let live = image.live_brokers();
+    Ok(state
+        .on_replica_failed(NodeId(node), &live, unclean)
+        .map(|next| vec![Record::partition(topic.id, index, &next)])
+        .unwrap_or_default())
 }
 
 /// Partition changes for every partition, given a rule.
