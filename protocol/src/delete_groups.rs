@@ -59,17 +59,11 @@ pub struct DeleteGroupsResponse {
     pub results: Vec<DeletableGroupResult>,
 }
 
-/// A compact array's count where null is not allowed.
-fn count(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, DecodeError> {
-    r.compact_array_len(field, min)?
-        .ok_or(DecodeError::Invalid { field, value: -1 })
-}
-
 impl DeleteGroupsRequest {
     /// Reads a v3 request body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let n = count(&mut r, "groups_names", NAME_BYTES_MIN)?;
+        let n = r.compact_array_count("groups_names", NAME_BYTES_MIN)?;
         let mut groups_names = Vec::with_capacity(n);
         for _ in 0..n {
             groups_names.push(r.compact_string("groups_names")?.to_string());
@@ -110,7 +104,7 @@ impl DeleteGroupsResponse {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let throttle_time_ms = r.i32("throttle_time_ms")?;
-        let n = count(&mut r, "results", RESULT_BYTES_MIN)?;
+        let n = r.compact_array_count("results", RESULT_BYTES_MIN)?;
         let mut results = Vec::with_capacity(n);
         for _ in 0..n {
             results.push(DeletableGroupResult {

@@ -96,12 +96,6 @@ pub struct DescribeLogDirsResponse {
     pub results: Vec<LogDirResult>,
 }
 
-/// A compact array's count where null is not allowed.
-fn count(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, DecodeError> {
-    r.compact_array_len(field, min)?
-        .ok_or(DecodeError::Invalid { field, value: -1 })
-}
-
 impl DescribeLogDirsRequest {
     /// Reads a v5 request body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
@@ -112,7 +106,7 @@ impl DescribeLogDirsRequest {
                 let mut topics = Vec::with_capacity(n);
                 for _ in 0..n {
                     let topic = r.compact_string("topic")?.to_string();
-                    let m = count(&mut r, "partitions", INDEX_BYTES)?;
+                    let m = r.compact_array_count("partitions", INDEX_BYTES)?;
                     let mut partitions = Vec::with_capacity(m);
                     for _ in 0..m {
                         partitions.push(r.i32("partitions")?);
@@ -186,16 +180,16 @@ impl DescribeLogDirsResponse {
         let mut r = Reader::new(body);
         let throttle_time_ms = r.i32("throttle_time_ms")?;
         let error_code = r.i16("error_code")?;
-        let n = count(&mut r, "results", RESULT_BYTES_MIN)?;
+        let n = r.compact_array_count("results", RESULT_BYTES_MIN)?;
         let mut results = Vec::with_capacity(n);
         for _ in 0..n {
             let error_code = r.i16("error_code")?;
             let log_dir = r.compact_string("log_dir")?.to_string();
-            let topic_count = count(&mut r, "topics", RESULT_TOPIC_BYTES_MIN)?;
+            let topic_count = r.compact_array_count("topics", RESULT_TOPIC_BYTES_MIN)?;
             let mut topics = Vec::with_capacity(topic_count);
             for _ in 0..topic_count {
                 let name = r.compact_string("name")?.to_string();
-                let m = count(&mut r, "partitions", PARTITION_BYTES_MIN)?;
+                let m = r.compact_array_count("partitions", PARTITION_BYTES_MIN)?;
                 let mut partitions = Vec::with_capacity(m);
                 for _ in 0..m {
                     partitions.push(LogDirPartition {

@@ -94,12 +94,6 @@ pub struct CommittedTopic {
     pub partitions: Vec<(i32, i16)>,
 }
 
-/// A compact array's count where null is not allowed.
-fn count(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, DecodeError> {
-    r.compact_array_len(field, min)?
-        .ok_or(DecodeError::Invalid { field, value: -1 })
-}
-
 impl OffsetCommitRequest {
     /// Reads a v10 request body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
@@ -110,11 +104,11 @@ impl OffsetCommitRequest {
         let group_instance_id = r
             .compact_nullable_string("group_instance_id")?
             .map(str::to_string);
-        let topic_count = count(&mut r, "topics", TOPIC_BYTES_MIN)?;
+        let topic_count = r.compact_array_count("topics", TOPIC_BYTES_MIN)?;
         let mut topics = Vec::with_capacity(topic_count);
         for _ in 0..topic_count {
             let topic_id = Uuid::from_bytes(r.uuid("topic_id")?);
-            let partition_count = count(&mut r, "partitions", PARTITION_BYTES_MIN)?;
+            let partition_count = r.compact_array_count("partitions", PARTITION_BYTES_MIN)?;
             let mut partitions = Vec::with_capacity(partition_count);
             for _ in 0..partition_count {
                 partitions.push(CommitPartition {
@@ -192,11 +186,12 @@ impl OffsetCommitResponse {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let throttle_time_ms = r.i32("throttle_time_ms")?;
-        let topic_count = count(&mut r, "topics", TOPIC_BYTES_MIN)?;
+        let topic_count = r.compact_array_count("topics", TOPIC_BYTES_MIN)?;
         let mut topics = Vec::with_capacity(topic_count);
         for _ in 0..topic_count {
             let topic_id = Uuid::from_bytes(r.uuid("topic_id")?);
-            let partition_count = count(&mut r, "partitions", RESPONSE_PARTITION_BYTES_MIN)?;
+            let partition_count =
+                r.compact_array_count("partitions", RESPONSE_PARTITION_BYTES_MIN)?;
             let mut partitions = Vec::with_capacity(partition_count);
             for _ in 0..partition_count {
                 partitions.push((r.i32("partition_index")?, r.i16("error_code")?));

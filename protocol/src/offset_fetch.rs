@@ -106,12 +106,6 @@ pub struct FetchedPartition {
     pub error_code: i16,
 }
 
-/// A compact array's count where null is not allowed.
-fn count(r: &mut Reader<'_>, field: &'static str, min: usize) -> Result<usize, DecodeError> {
-    r.compact_array_len(field, min)?
-        .ok_or(DecodeError::Invalid { field, value: -1 })
-}
-
 fn read_topics(r: &mut Reader<'_>) -> Result<Option<Vec<TopicPartitions>>, DecodeError> {
     let Some(topic_count) = r.compact_array_len("topics", TOPIC_BYTES_MIN)? else {
         return Ok(None);
@@ -119,7 +113,7 @@ fn read_topics(r: &mut Reader<'_>) -> Result<Option<Vec<TopicPartitions>>, Decod
     let mut topics = Vec::with_capacity(topic_count);
     for _ in 0..topic_count {
         let id = Uuid::from_bytes(r.uuid("topic_id")?);
-        let n = count(r, "partition_indexes", 4)?;
+        let n = r.compact_array_count("partition_indexes", 4)?;
         let mut indexes = Vec::with_capacity(n);
         for _ in 0..n {
             indexes.push(r.i32("partition_index")?);
@@ -134,7 +128,7 @@ impl OffsetFetchRequest {
     /// Reads a v10 request body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let group_count = count(&mut r, "groups", GROUP_BYTES_MIN)?;
+        let group_count = r.compact_array_count("groups", GROUP_BYTES_MIN)?;
         let mut groups = Vec::with_capacity(group_count);
         for _ in 0..group_count {
             let group_id = r.compact_string("group_id")?.to_string();
@@ -220,15 +214,15 @@ impl OffsetFetchResponse {
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let throttle_time_ms = r.i32("throttle_time_ms")?;
-        let group_count = count(&mut r, "groups", RESPONSE_GROUP_BYTES_MIN)?;
+        let group_count = r.compact_array_count("groups", RESPONSE_GROUP_BYTES_MIN)?;
         let mut groups = Vec::with_capacity(group_count);
         for _ in 0..group_count {
             let group_id = r.compact_string("group_id")?.to_string();
-            let topic_count = count(&mut r, "topics", TOPIC_BYTES_MIN)?;
+            let topic_count = r.compact_array_count("topics", TOPIC_BYTES_MIN)?;
             let mut topics = Vec::with_capacity(topic_count);
             for _ in 0..topic_count {
                 let topic_id = Uuid::from_bytes(r.uuid("topic_id")?);
-                let n = count(&mut r, "partitions", RESPONSE_PARTITION_BYTES_MIN)?;
+                let n = r.compact_array_count("partitions", RESPONSE_PARTITION_BYTES_MIN)?;
                 let mut partitions = Vec::with_capacity(n);
                 for _ in 0..n {
                     partitions.push(FetchedPartition {

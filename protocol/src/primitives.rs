@@ -169,6 +169,16 @@ impl<'a> Reader<'a> {
         Ok(Some(count))
     }
 
+    /// A compact array's count where null is not allowed.
+    pub fn compact_array_count(
+        &mut self,
+        field: &'static str,
+        min_element_bytes: usize,
+    ) -> Result<usize, DecodeError> {
+        self.compact_array_len(field, min_element_bytes)?
+            .ok_or(DecodeError::Invalid { field, value: -1 })
+    }
+
     /// A 16-byte UUID (topic ids).
     pub fn uuid(&mut self, field: &'static str) -> Result<[u8; 16], DecodeError> {
         let mut out = [0u8; 16];

@@ -828,14 +828,12 @@ fn quota_records(
     records
 }
 
-/// The records of a leader's ISR change, or why it is refused.
-pub(crate) fn alter_partition(
-    image: &ClusterImage,
+/// A partition named by topic id and index, with its topic.
+fn partition_by_id<'a>(
+    image: &'a ClusterImage,
     topic_id: &str,
     index: i32,
-    proposal: &IsrProposal,
-) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
-    use crate::replication::controller::AlterRefusal::*;
+) -> Result<(&'a TopicImage, &'a PartitionState), (ErrorCode, &'static str)> {
     let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
         return Err((ErrorCode::UnknownTopicOrPartition, "no such topic"));
     };
@@ -845,6 +843,18 @@ pub(crate) fn alter_partition(
     else {
         return Err((ErrorCode::UnknownTopicOrPartition, "no such partition"));
     };
+    Ok((topic, state))
+}
+
+/// The records of a leader's ISR change, or why it is refused.
+pub(crate) fn alter_partition(
+    image: &ClusterImage,
+    topic_id: &str,
+    index: i32,
+    proposal: &IsrProposal,
+) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
+    use crate::replication::controller::AlterRefusal::*;
+    let (topic, state) = partition_by_id(image, topic_id, index)?;
     let live = image.live_brokers();
     match state.alter(proposal, &live) {
         Ok(next) => {
@@ -867,15 +877,7 @@ pub(crate) fn replica_failed(
     index: i32,
     config: &ControllerConfig,
 ) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
-    let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
-        return Err((ErrorCode::UnknownTopicOrPartition, "no such topic"));
-    };
-    let Some(state) = usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-    else {
-        return Err((ErrorCode::UnknownTopicOrPartition, "no such partition"));
-    };
+    let (topic, state) = partition_by_id(image, topic_id, index)?;
     let unclean = unclean(&topic.config, config.unclean_default);
     let live = image.live_brokers();
     Ok(state

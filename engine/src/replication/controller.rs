@@ -123,13 +123,9 @@ impl PartitionState {
         })
     }
 
-    /// What the controller commits when `node` is declared down: a new
-    /// leader if it led, or the ISR without it. The last ISR member stays
-    /// in the ISR so a clean election can wait for it to come back.
-    pub fn on_broker_down(&self, node: NodeId, live: &[NodeId], unclean: bool) -> Option<Self> {
-        if self.leader == Some(node) {
-            return Some(self.elect(live, unclean).unwrap_or_else(|| self.offline()));
-        }
+    /// The ISR without `node`, unless it is not in it or is its last
+    /// member (kept so a clean election can wait for it).
+    fn without_in_sync(&self, node: NodeId) -> Option<Self> {
         if !self.isr.contains(&node) || self.isr.len() == 1 {
             return None;
         }
@@ -137,6 +133,16 @@ impl PartitionState {
         next.isr.retain(|n| *n != node);
         next.partition_epoch += 1;
         Some(next)
+    }
+
+    /// What the controller commits when `node` is declared down: a new
+    /// leader if it led, or the ISR without it. The last ISR member stays
+    /// in the ISR so a clean election can wait for it to come back.
+    pub fn on_broker_down(&self, node: NodeId, live: &[NodeId], unclean: bool) -> Option<Self> {
+        if self.leader == Some(node) {
+            return Some(self.elect(live, unclean).unwrap_or_else(|| self.offline()));
+        }
+        self.without_in_sync(node)
     }
 
     /// What the controller commits when `node` reports that its replica
@@ -152,13 +158,7 @@ impl PartitionState {
         if self.leader == Some(node) {
             return self.elect(&others, unclean);
         }
-        if !self.isr.contains(&node) || self.isr.len() == 1 {
-            return None;
-        }
-        let mut next = self.clone();
-        next.isr.retain(|n| *n != node);
-        next.partition_epoch += 1;
-        Some(next)
+        self.without_in_sync(node)
     }
 
     /// What the controller commits when `node` comes back: a leader for
