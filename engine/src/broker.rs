@@ -432,6 +432,7 @@ impl Broker {
         let lock = lock_data_dir(&config.data_dir)?;
         // Before anything else writes: a full disk gets its room back.
         crate::storage::reserve::at_start(&config.data_dir)?;
+        crate::storage::remove_set_aside_dirs(&config.data_dir);
         let data_cluster_id = meta_properties(&config)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
@@ -954,6 +955,7 @@ async fn maintenance(shard: &Rc<Shard>) {
             .detach();
         }
         replication_tick(shard);
+        crate::shard::rebuild::tend(shard);
         if last_flush.elapsed() >= flush_every {
             last_flush = std::time::Instant::now();
             for p in shard.partitions() {

@@ -6,6 +6,7 @@
 //! cores.
 
 mod common;
+mod lazyfs;
 
 use common::{call, free_port, kafkajs_round_trip, new_producer_id, Raw, READY_DEADLINE};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
@@ -3016,4 +3017,108 @@ fn replicas_of_a_compacted_topic_compact_independently_and_agree() {
         seen.iter().all(|s| *s == seen[0]),
         "every leader serves the same records"
     );
+}
+
+/// Issue 25. A replica whose disk fails while it leads is reported to the
+/// controller and rebuilt from the new leader while its broker runs.
+/// Broker 1 keeps its data on the lazy FUSE file system, which is made to
+/// fail every sync of the partition's files with EIO: broker 1 takes its
+/// replica offline, reports it, and the controller moves leadership to
+/// another in-sync replica and takes broker 1 out of the ISR, so every
+/// acknowledged acks=all record is read from the new leader. While the
+/// disk still fails, each rebuild fails its first sync and is tried again
+/// later; once the disk works, broker 1 sets the directory aside, deletes
+/// it, follows the leader from the start and is back in the ISR with the
+/// leader's log, byte for byte.
+#[test]
+fn a_replica_whose_disk_fails_hands_over_and_is_rebuilt_from_the_new_leader() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mountpoint) = (dir.path().join("disk-1"), dir.path().join("broker-1"));
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mountpoint).unwrap();
+    // Dropped after the cluster (declared first): its brokers are gone
+    // before the file system is unmounted.
+    let disk = lazyfs::LazyMount::mount(&backing, &mountpoint);
+    let mut layout = spec(dir.path(), &["auto.leader.rebalance.enable=false"]);
+    layout.metrics_ports = (0..3).map(|_| free_port()).collect();
+    let metrics_1 = layout.metrics_ports[0];
+    let c = LocalCluster::start(layout, READY_DEADLINE).expect("cluster starts");
+    wait_for(&c, 2, "three brokers", |m| broker_ids(m).len() == 3);
+
+    // Led by broker 1; every append synced (flush.messages=1), so the
+    // first one after the switch meets the failing disk.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .expect("admin client");
+    let assignment: [&[i32]; 1] = [&[1, 2, 3]];
+    let topic = NewTopic::new("eio", 1, TopicReplication::Variable(&assignment))
+        .set("min.insync.replicas", "2")
+        .set("flush.messages", "1");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let created = futures::executor::block_on(admin.create_topics([&topic], &options)).unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    wait_full_isr(&c, 2, "eio");
+    assert_eq!(leader_of(&c, "eio"), 1);
+    produce_acks_all(&c.bootstrap(), "eio", 0..200);
+
+    disk.fail_syncs_under(Some(std::path::Path::new("eio-0")));
+    assert_eq!(
+        raw_produce(&c, 1, "eio", 1, b"unacknowledged"),
+        56,
+        "KAFKA_STORAGE_ERROR"
+    );
+    wait_metric(metrics_1, "sluice_storage_offline_partitions", |v| v == 1.0);
+    let m = wait_for(&c, 2, "leadership moved and broker 1 out of the ISR", |m| {
+        let (leader, _, _, isr) = &partitions(m, "eio")[&0];
+        *leader > 1 && !isr.contains(&1) && isr.len() == 2
+    });
+    let leader = partitions(&m, "eio")[&0].0 as usize;
+    produce_acks_all(&c.bootstrap(), "eio", 200..300);
+    let mut got = consume_all(&c.bootstrap(), "eio", 1, 300);
+    // The record whose sync failed was never acknowledged; a follower
+    // may have fetched it before the failure.
+    got.retain(|v| v != "unacknowledged");
+    assert_eq!(got, values("v", 0..300), "every acknowledged record");
+    let log = log_since(&c, 1, 0);
+    assert!(log.contains("reporting the failed replica"), "{log}");
+    // The disk still fails: broker 1 stays out of the ISR meanwhile.
+    wait_for(&c, 3, "a rebuild that failed its sync", |_| {
+        log_since(&c, 1, 0).contains("rebuilding the failed replica")
+            && log_since(&c, 1, 0)
+                .matches("writing or syncing the partition's files failed")
+                .count()
+                >= 2
+    });
+    let (_, _, _, isr) = &partitions(&metadata(&c, 2, Some(&["eio"])), "eio")[&0];
+    assert!(
+        !isr.contains(&1),
+        "a replica on a failing disk rejoined: {isr:?}"
+    );
+
+    disk.fail_syncs_under(None);
+    wait_for(&c, 2, "broker 1 back in the ISR", |m| {
+        partitions(m, "eio")[&0].3.len() == 3
+    });
+    wait_metric(metrics_1, "sluice_storage_offline_partitions", |v| v == 0.0);
+    produce_acks_all(&c.bootstrap(), "eio", 300..400);
+    wait_logs_agree(&c, &[leader, 1], "eio", 0);
+    let values_1 = log_values(&log_bytes(&c, 1, "eio", 0));
+    assert!(values_1.iter().any(|v| v == "v0") && values_1.iter().any(|v| v == "v399"));
+    // The set-aside directories are deleted.
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let left: Vec<String> = std::fs::read_dir(&mountpoint)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with("-delete"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(c);
 }

@@ -440,6 +440,29 @@ impl Controller {
                     Err((code, message)) => error(code, message),
                 }
             }
+            Request::ReplicaFailed {
+                node,
+                incarnation,
+                topic_id,
+                index,
+            } => match image.brokers.get(&node) {
+                Some(b) if b.incarnation != incarnation => {
+                    error(ErrorCode::StaleBrokerEpoch, "broker registered again since")
+                }
+                None => error(ErrorCode::StaleBrokerEpoch, "broker is not registered"),
+                Some(_) => match replica_failed(&image, node, &topic_id, index, &self.config) {
+                    Ok(records) => {
+                        let changed = !records.is_empty();
+                        let response = self.commit(records).await;
+                        if changed && matches!(response, Response::Ok { .. }) {
+                            tracing::warn!(node, %topic_id, index,
+                                "a broker's replica failed: it left the ISR, and the leadership if it led");
+                        }
+                        response
+                    }
+                    Err((code, message)) => error(code, message),
+                },
+            },
             Request::AllocateProducerIds { node, incarnation } => {
                 match image.brokers.get(&node) {
                     Some(b) if b.incarnation == incarnation => {}
@@ -805,14 +828,12 @@ fn quota_records(
     records
 }
 
-/// The records of a leader's ISR change, or why it is refused.
-pub(crate) fn alter_partition(
-    image: &ClusterImage,
+/// A partition named by topic id and index, with its topic.
+fn partition_by_id<'a>(
+    image: &'a ClusterImage,
     topic_id: &str,
     index: i32,
-    proposal: &IsrProposal,
-) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
-    use crate::replication::controller::AlterRefusal::*;
+) -> Result<(&'a TopicImage, &'a PartitionState), (ErrorCode, &'static str)> {
     let Some(topic) = topic_id.parse().ok().and_then(|id| image.topic_by_id(id)) else {
         return Err((ErrorCode::UnknownTopicOrPartition, "no such topic"));
     };
@@ -822,6 +843,18 @@ pub(crate) fn alter_partition(
     else {
         return Err((ErrorCode::UnknownTopicOrPartition, "no such partition"));
     };
+    Ok((topic, state))
+}
+
+/// The records of a leader's ISR change, or why it is refused.
+pub(crate) fn alter_partition(
+    image: &ClusterImage,
+    topic_id: &str,
+    index: i32,
+    proposal: &IsrProposal,
+) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
+    use crate::replication::controller::AlterRefusal::*;
+    let (topic, state) = partition_by_id(image, topic_id, index)?;
     let live = image.live_brokers();
     match state.alter(proposal, &live) {
         Ok(next) => {
@@ -833,6 +866,24 @@ pub(crate) fn alter_partition(
         Err(StalePartitionEpoch) => Err((ErrorCode::InvalidUpdateVersion, "stale partition epoch")),
         Err(IneligibleReplica) => Err((ErrorCode::IneligibleReplica, "replica is not eligible")),
     }
+}
+
+/// The records of a broker's report that its replica failed (see
+/// [`PartitionState::on_replica_failed`]); none when nothing changes.
+pub(crate) fn replica_failed(
+    image: &ClusterImage,
+    node: i32,
+    topic_id: &str,
+    index: i32,
+    config: &ControllerConfig,
+) -> Result<Vec<Record>, (ErrorCode, &'static str)> {
+    let (topic, state) = partition_by_id(image, topic_id, index)?;
+    let unclean = unclean(&topic.config, config.unclean_default);
+    let live = image.live_brokers();
+    Ok(state
+        .on_replica_failed(NodeId(node), &live, unclean)
+        .map(|next| vec![Record::partition(topic.id, index, &next)])
+        .unwrap_or_default())
 }
 
 /// Partition changes for every partition, given a rule.

@@ -116,6 +116,17 @@ pub enum Request {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// Broker `node`'s replica of partition `index` of topic `topic_id`
+    /// failed (a write or fdatasync with EIO, or a log that would not
+    /// open): it is taken out of the ISR and out of leadership, as Kafka
+    /// treats a replica on a failed log directory (KIP-112), so that the
+    /// broker can rebuild it from the new leader.
+    ReplicaFailed {
+        node: i32,
+        incarnation: u64,
+        topic_id: String,
+        index: i32,
+    },
     /// A block of producer ids for broker `node` (Kafka's
     /// AllocateProducerIds).
     AllocateProducerIds {
@@ -166,7 +177,8 @@ impl Request {
         match self {
             Request::Register { node, .. }
             | Request::Heartbeat { node, .. }
-            | Request::ControlledShutdown { node, .. } => Some(*node),
+            | Request::ControlledShutdown { node, .. }
+            | Request::ReplicaFailed { node, .. } => Some(*node),
             Request::Fetch { node, .. } => *node,
             _ => None,
         }

@@ -123,13 +123,9 @@ impl PartitionState {
         })
     }
 
-    /// What the controller commits when `node` is declared down: a new
-    /// leader if it led, or the ISR without it. The last ISR member stays
-    /// in the ISR so a clean election can wait for it to come back.
-    pub fn on_broker_down(&self, node: NodeId, live: &[NodeId], unclean: bool) -> Option<Self> {
-        if self.leader == Some(node) {
-            return Some(self.elect(live, unclean).unwrap_or_else(|| self.offline()));
-        }
+    /// The ISR without `node`, unless it is not in it or is its last
+    /// member (kept so a clean election can wait for it).
+    fn without_in_sync(&self, node: NodeId) -> Option<Self> {
         if !self.isr.contains(&node) || self.isr.len() == 1 {
             return None;
         }
@@ -137,6 +133,32 @@ impl PartitionState {
         next.isr.retain(|n| *n != node);
         next.partition_epoch += 1;
         Some(next)
+    }
+
+    /// What the controller commits when `node` is declared down: a new
+    /// leader if it led, or the ISR without it. The last ISR member stays
+    /// in the ISR so a clean election can wait for it to come back.
+    pub fn on_broker_down(&self, node: NodeId, live: &[NodeId], unclean: bool) -> Option<Self> {
+        if self.leader == Some(node) {
+            return Some(self.elect(live, unclean).unwrap_or_else(|| self.offline()));
+        }
+        self.without_in_sync(node)
+    }
+
+    /// What the controller commits when `node` reports that its replica
+    /// failed (a write or sync with EIO, or a log that would not open),
+    /// as Kafka treats a replica on a failed log directory: a new leader
+    /// from the rest of the ISR if it led, else the ISR without it. Unlike
+    /// a broker going down, a failed leader with nobody eligible to take
+    /// over keeps leading (its partition answers KAFKA_STORAGE_ERROR) and
+    /// stays in the ISR: the records acknowledged on it are there alone,
+    /// and it must not be rebuilt from a replica that lacks them.
+    pub fn on_replica_failed(&self, node: NodeId, live: &[NodeId], unclean: bool) -> Option<Self> {
+        let others: Vec<NodeId> = live.iter().copied().filter(|n| *n != node).collect();
+        if self.leader == Some(node) {
+            return self.elect(&others, unclean);
+        }
+        self.without_in_sync(node)
     }
 
     /// What the controller commits when `node` comes back: a leader for
@@ -348,6 +370,41 @@ mod tests {
     const A: NodeId = NodeId(0);
     const B: NodeId = NodeId(1);
     const C: NodeId = NodeId(2);
+
+    #[test]
+    fn a_failed_replica_loses_leadership_and_its_isr_place_unless_it_is_the_last() {
+        let s = PartitionState::new(vec![A, B, C]);
+        let next = s.on_replica_failed(A, &[A, B, C], false).expect("changed");
+        assert_eq!(next.leader, Some(B), "the next in-sync replica leads");
+        assert_eq!(next.leader_epoch, LeaderEpoch(1));
+        assert_eq!(next.isr, vec![B, C]);
+        let next = next
+            .on_replica_failed(C, &[A, B, C], false)
+            .expect("changed");
+        assert_eq!(
+            next.leader,
+            Some(B),
+            "a follower's failure keeps the leader"
+        );
+        assert_eq!(next.leader_epoch, LeaderEpoch(1));
+        assert_eq!(next.isr, vec![B]);
+        assert_eq!(
+            next.on_replica_failed(A, &[A, B, C], false),
+            None,
+            "not in the ISR"
+        );
+        // The last in-sync replica holds records nobody else has: it keeps
+        // leading, offline, rather than hand over to a lagging replica.
+        assert_eq!(next.on_replica_failed(B, &[A, B, C], false), None);
+        let unclean = next
+            .on_replica_failed(B, &[A, B, C], true)
+            .expect("unclean");
+        assert_eq!(unclean.leader, Some(A));
+        assert_eq!(unclean.isr, vec![A]);
+        // A leader whose in-sync peers are down stays too.
+        let s = PartitionState::new(vec![A, B]);
+        assert_eq!(s.on_replica_failed(A, &[A], false), None);
+    }
 
     #[test]
     fn leader_down_elects_the_first_live_isr_member() {

@@ -467,3 +467,26 @@ pub async fn change(shard: &Rc<Shard>, req: Request) -> Result<u64, TopicError> 
         .await
         .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
 }
+
+/// Tells the controller that this broker's replica of partition `index`
+/// of topic `topic_id` failed (see `shard/rebuild.rs`); returns once
+/// every shard has the change, if there was one. Call on any shard.
+pub async fn report_failed_replica(
+    shard: &Rc<Shard>,
+    topic_id: uuid::Uuid,
+    index: i32,
+) -> Result<u64, TopicError> {
+    shard
+        .invoke_on(CONTROLLER, move |c| async move {
+            let node = c.cluster();
+            let req = Request::ReplicaFailed {
+                node: c.broker.config.node_id,
+                incarnation: node.incarnation,
+                topic_id: topic_id.to_string(),
+                index,
+            };
+            node.change(req, &c).await
+        })
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
+}

@@ -14,6 +14,7 @@ pub mod follower;
 pub mod mesh;
 pub mod partition;
 pub mod producer_state;
+pub mod rebuild;
 
 use crate::broker::BrokerShared;
 use crate::metadata::{owner_shard, Snapshot, TopicMeta};
@@ -100,6 +101,11 @@ pub struct Shard {
     pub file_sync: Rc<file_sync::FileSync>,
     /// A snapshot was applied: later ones visit only what changed.
     applied_any: Cell<bool>,
+    /// The metadata has reached this broker's registration (see
+    /// [`Shard::metadata_current`]).
+    current: Cell<bool>,
+    /// Failed replicas being reported and rebuilt (see `rebuild.rs`).
+    pub failures: RefCell<HashMap<TopicPartition, rebuild::Failure>>,
     pub stats: Stats,
 }
 
@@ -132,6 +138,8 @@ impl Shard {
             open_connections: RefCell::new(HashMap::new()),
             file_sync: Rc::new(file_sync::FileSync::default()),
             applied_any: Cell::new(false),
+            current: Cell::new(false),
+            failures: RefCell::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
@@ -234,6 +242,21 @@ impl Shard {
         self.offline.borrow().len() + failed_syncs
     }
 
+    /// The partitions this shard holds offline for a storage failure,
+    /// in order: failed to open, or to write or sync since.
+    pub fn failed_replicas(&self) -> Vec<TopicPartition> {
+        let mut failed: Vec<TopicPartition> = self.offline.borrow().keys().cloned().collect();
+        failed.extend(
+            self.partitions
+                .borrow()
+                .iter()
+                .filter(|(_, p)| p.sync_failure().is_some())
+                .map(|(k, _)| k.clone()),
+        );
+        failed.sort();
+        failed
+    }
+
     /// All partitions of this shard.
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
@@ -265,32 +288,76 @@ impl Shard {
             if self.partitions.borrow().contains_key(&key) {
                 continue;
             }
-            match self.open_partition(topic, index) {
-                Ok(log) => {
-                    self.partitions.borrow_mut().insert(
-                        key.clone(),
-                        Rc::new(Partition::new(
-                            topic.name.clone(),
-                            index,
-                            topic.id,
-                            log,
-                            node,
-                            self.replication_config(topic),
-                        )),
-                    );
-                    self.offline.borrow_mut().remove(&key);
-                }
-                Err(e) => {
-                    tracing::error!(topic = %topic.name, partition = index, error = %e, "partition is offline");
-                    self.offline.borrow_mut().insert(
-                        key,
-                        Offline {
-                            reason: e.to_string(),
-                        },
-                    );
-                }
+            if let Err(e) = self.open_replica(topic, index) {
+                tracing::error!(topic = %topic.name, partition = index, error = %e, "partition is offline");
+                self.offline.borrow_mut().insert(
+                    key,
+                    Offline {
+                        reason: e.to_string(),
+                    },
+                );
             }
         }
+    }
+
+    /// Opens (or creates) this broker's replica of partition `index` of
+    /// `topic` and adds it to the shard's partitions.
+    fn open_replica(&self, topic: &TopicMeta, index: i32) -> crate::storage::Result<Rc<Partition>> {
+        let node = crate::replication::NodeId(self.broker.config.node_id);
+        let log = self.open_partition(topic, index)?;
+        let p = Rc::new(Partition::new(
+            topic.name.clone(),
+            index,
+            topic.id,
+            log,
+            node,
+            self.replication_config(topic),
+        ));
+        let key = (topic.name.clone(), index);
+        self.partitions
+            .borrow_mut()
+            .insert(key.clone(), Rc::clone(&p));
+        self.offline.borrow_mut().remove(&key);
+        Ok(p)
+    }
+
+    /// Replaces a failed replica with an empty one that follows the
+    /// leader (see `rebuild.rs`): the partition's directory is renamed
+    /// to `<dir>.<uuid>-delete` and deleted in the background, as Kafka
+    /// deletes a replica, and a new log is created in its place. Until
+    /// that has worked the partition stays offline: a directory that
+    /// could not be set aside keeps its failed replica, and a new log
+    /// that could not be created leaves it offline with that error.
+    pub fn rebuild_replica(&self, topic: &TopicMeta, index: i32) -> crate::storage::Result<()> {
+        let key = (topic.name.clone(), index);
+        let name = partition_dir_name(&topic.name, index);
+        let dir = self.broker.data_dir().join(&name);
+        if dir.exists() {
+            let aside = self
+                .broker
+                .data_dir()
+                .join(crate::storage::set_aside_dir_name(&name));
+            std::fs::rename(&dir, &aside).map_err(crate::storage::StorageError::io(
+                "set aside a failed replica",
+                &dir,
+            ))?;
+            glommio::spawn_local(rebuild::remove_set_aside(aside)).detach();
+        }
+        if let Some(old) = self.partitions.borrow_mut().remove(&key) {
+            // Requests still holding it reach files about to be unlinked.
+            old.retire();
+        }
+        let p = self.open_replica(topic, index).inspect_err(|e| {
+            self.offline.borrow_mut().insert(
+                key.clone(),
+                Offline {
+                    reason: e.to_string(),
+                },
+            );
+        })?;
+        let snapshot = self.metadata();
+        self.apply_state_to(&p, &snapshot, partition::now_ms());
+        Ok(())
     }
 
     fn open_partition(
@@ -407,9 +474,15 @@ impl Shard {
     /// an image replayed from an old snapshot or a lagging voter could
     /// show a replica as moved away that a later entry gives back.
     pub fn metadata_current(&self) {
+        self.current.set(true);
         let snapshot = self.metadata();
         self.remove_strays(&snapshot);
         self.delete_replicas(&snapshot, true, None);
+    }
+
+    /// Whether [`Shard::metadata_current`] has been called.
+    pub fn metadata_is_current(&self) -> bool {
+        self.current.get()
     }
 
     /// The partitions of this shard of the topics in `topics` (each with
@@ -524,22 +597,28 @@ impl Shard {
     ) {
         let now = partition::now_ms();
         for p in self.partitions_of(topics) {
-            let Some(meta) = snapshot.topic(&p.topic).filter(|m| m.id == p.topic_id) else {
-                continue;
-            };
-            let Some(state) = meta.partition(p.index) else {
-                continue;
-            };
-            p.set_topic_config(&meta.config);
-            if state.leader.map(|l| l.0) == Some(snapshot.node_id) {
-                p.metrics.leading(state.leader_epoch.0);
-            }
-            p.apply_state(state.clone(), now);
-            self.file_sync.push(&p);
-            if let Some(leader) = p.following() {
-                if let Some(shard) = self.this.borrow().upgrade() {
-                    follower::ensure_fetcher(&shard, leader);
-                }
+            self.apply_state_to(&p, snapshot, now);
+        }
+    }
+
+    /// Gives partition `p` its state from `snapshot`, and makes sure a
+    /// fetcher runs for its leader if it follows one.
+    fn apply_state_to(&self, p: &Rc<Partition>, snapshot: &Snapshot, now: i64) {
+        let Some(meta) = snapshot.topic(&p.topic).filter(|m| m.id == p.topic_id) else {
+            return;
+        };
+        let Some(state) = meta.partition(p.index) else {
+            return;
+        };
+        p.set_topic_config(&meta.config);
+        if state.leader.map(|l| l.0) == Some(snapshot.node_id) {
+            p.metrics.leading(state.leader_epoch.0);
+        }
+        p.apply_state(state.clone(), now);
+        self.file_sync.push(p);
+        if let Some(leader) = p.following() {
+            if let Some(shard) = self.this.borrow().upgrade() {
+                follower::ensure_fetcher(&shard, leader);
             }
         }
     }

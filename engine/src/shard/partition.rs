@@ -512,13 +512,14 @@ impl Partition {
     /// and the broker's stop is not clean: the next start verifies the
     /// log from its recovery point, the last offset a sync did make
     /// durable. Kafka likewise takes the log directory offline on an
-    /// I/O error.
+    /// I/O error. In a cluster the shard then reports the replica to the
+    /// controller and rebuilds it from the new leader (`shard/rebuild.rs`).
     fn fail_sync(&self, e: &StorageError) {
         if self.sync_failure.borrow().is_some() {
             return;
         }
         tracing::error!(topic = %self.topic, partition = self.index, error = %e,
-            "writing or syncing the partition's files failed: the partition is offline until the broker restarts and verifies its log");
+            "writing or syncing the partition's files failed: the partition is offline; in a cluster the replica is rebuilt from the leader once another in-sync replica leads, else a restart verifies its log");
         *self.sync_failure.borrow_mut() = Some(e.to_string());
         self.wake_fetchers();
     }
@@ -710,13 +711,22 @@ impl Partition {
         self.log.borrow_mut().remove_retired()
     }
 
+    /// Ends the replica's part in replication before it goes: produces
+    /// parked for acks=all are answered NOT_LEADER_OR_FOLLOWER, parked
+    /// fetches woken, and background writes of its files dropped (see
+    /// [`PartitionLog::set_aside`]).
+    pub fn retire(&self) {
+        self.replica.borrow_mut().retire();
+        self.after_step();
+        self.wake_fetchers();
+        self.log.borrow().set_aside();
+    }
+
     /// Deletes the partition's files. The caller has already made it
     /// unreachable; a request still holding it writes to unlinked files,
     /// and produces parked for acks=all are answered NOT_LEADER_OR_FOLLOWER.
     pub fn delete(&self) -> Result<(), StorageError> {
-        self.replica.borrow_mut().retire();
-        self.after_step();
-        self.wake_fetchers();
+        self.retire();
         let dir = self.log.borrow().dir().to_path_buf();
         std::fs::remove_dir_all(&dir).map_err(StorageError::io("delete partition", &dir))
     }

@@ -1303,6 +1303,14 @@ impl PartitionLog {
         super::sync_dir(&self.dir)
     }
 
+    /// The log's directory is being set aside (a failed replica rebuilt,
+    /// see `shard/rebuild.rs`): a background write begun before (a
+    /// producer snapshot) drops its result instead of naming it in the
+    /// directory that takes this one's place.
+    pub fn set_aside(&self) {
+        self.cut();
+    }
+
     /// Removes the partition directory and everything in it.
     pub fn delete(mut self) -> Result<()> {
         // A swap's thread must be done with the directory first.

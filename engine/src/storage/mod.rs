@@ -104,6 +104,49 @@ pub fn partition_dir_name(topic: &str, partition: i32) -> String {
     format!("{topic}-{partition}")
 }
 
+/// Name a failed replica's directory is renamed to before it is deleted:
+/// `<topic>-<partition>.<uuid>-delete`, as Kafka names a replica it
+/// deletes. It never parses as a partition directory, which ends in the
+/// partition's number.
+pub fn set_aside_dir_name(partition_dir: &str) -> String {
+    format!("{partition_dir}.{}-delete", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `name` is a directory [`set_aside_dir_name`] made.
+pub fn is_set_aside_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix("-delete") else {
+        return false;
+    };
+    rest.rsplit_once('.').is_some_and(|(dir, id)| {
+        parse_partition_dir_name(dir).is_some()
+            && id.len() == 32
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// Deletes the set-aside replica directories a stop left in `data_dir`
+/// before their deletion ended; an error is logged, not fatal.
+pub fn remove_set_aside_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_set_aside_dir_name) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "deleted a failed replica's directory left by the last run")
+            }
+            Err(e) => {
+                tracing::error!(dir = %path.display(), error = %e, "deleting a failed replica's directory failed")
+            }
+        }
+    }
+}
+
 /// Splits a partition directory name into topic and partition.
 pub fn parse_partition_dir_name(name: &str) -> Option<(&str, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
@@ -156,5 +199,30 @@ mod tests {
         );
         assert_eq!(parse_partition_dir_name("nope"), None);
         assert_eq!(parse_partition_dir_name("-3"), None);
+    }
+
+    #[test]
+    fn set_aside_directories_are_told_from_partition_directories() {
+        let aside = set_aside_dir_name("my.topic-3");
+        assert!(
+            aside.starts_with("my.topic-3.") && aside.ends_with("-delete"),
+            "{aside}"
+        );
+        assert!(is_set_aside_dir_name(&aside));
+        assert_eq!(parse_partition_dir_name(&aside), None);
+        for other in [
+            "my.topic-3",
+            "x-delete-0",
+            "x.0123-delete",
+            "meta.properties",
+        ] {
+            assert!(!is_set_aside_dir_name(other), "{other}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(&aside).join("inner")).unwrap();
+        std::fs::create_dir(dir.path().join("my.topic-3")).unwrap();
+        remove_set_aside_dirs(dir.path());
+        assert!(!dir.path().join(&aside).exists());
+        assert!(dir.path().join("my.topic-3").exists(), "a partition stays");
     }
 }

@@ -26,12 +26,13 @@ use crate::client::security::{local, Security, SecurityProtocol};
 use crate::measure::cpu::Watched;
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an embedded broker may take to listen.
@@ -112,14 +113,6 @@ impl BrokerPorts {
             ));
         }
         l
-    }
-
-    /// The ports that show the broker listens: a shard binds its client
-    /// listeners, then the metrics listener, with no wait between, so once
-    /// the metrics port takes connections every listener does. (A probe
-    /// of a TLS port would be logged by the broker as a failed handshake.)
-    fn probed(&self) -> [u16; 2] {
-        [self.plaintext, self.metrics]
     }
 }
 
@@ -284,11 +277,48 @@ const INITIAL_REBALANCE_DELAY_MS: u32 = 200;
 /// checked.
 const RETENTION_CHECK_MS: u32 = 30_000;
 
-/// A loopback port that was free a moment ago (the embedded broker does not
-/// take port 0).
-fn free_port() -> std::io::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// Where [`free_ports`] looks: below Linux's default ephemeral range
+/// (32768-60999), from which the kernel picks the port of every client
+/// socket and of every bind to port 0. A port found free there (the
+/// embedded broker does not take port 0) stays free only until the broker
+/// binds it, seconds later once the controller quorum has formed, and
+/// meanwhile any process may be handed it: one of the cluster's own
+/// other listeners, another cluster's, a client's. The broker that binds
+/// it second then refuses to start.
+const PORTS_LOW: u32 = 12_000;
+const PORTS_SPAN: u32 = 20_000;
+
+/// How many ports this process has tried (see [`candidate`]).
+static TRIED: AtomicU32 = AtomicU32::new(0);
+
+/// The port tried `tried`th. Each process starts at its own place, so
+/// that processes started together (runs, test binaries) try different
+/// ports.
+fn candidate(tried: u32) -> u16 {
+    let start = (std::process::id() % 400) * 50;
+    (PORTS_LOW + start.wrapping_add(tried) % PORTS_SPAN) as u16
+}
+
+/// `n` loopback ports that were free a moment ago, none handed out before
+/// by this process (until it has gone once through the whole span).
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(n);
+    let mut taken = 0;
+    while ports.len() < n {
+        let port = candidate(TRIED.fetch_add(1, Ordering::Relaxed));
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+            continue;
+        }
+        taken += 1;
+        if taken >= PORTS_SPAN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("no free port in {PORTS_LOW}..{}", PORTS_LOW + PORTS_SPAN),
+            ));
+        }
+    }
+    Ok(ports)
 }
 
 /// Starts an embedded cluster of `brokers` brokers with `cores` shards
@@ -313,32 +343,31 @@ pub fn start_embedded_secured(
         .tempdir()
         .map_err(|e| format!("creating a temporary data directory: {e}"))?;
     let brokers = brokers.max(1);
-    let port = || free_port().map_err(|e| format!("finding a free loopback port: {e}"));
-    let ports = (0..brokers)
-        .map(|_| {
-            Ok(BrokerPorts {
-                plaintext: port()?,
-                secured: match secured {
-                    false => None,
-                    true => Some(SecuredPorts {
-                        ssl: port()?,
-                        sasl_plaintext: port()?,
-                        sasl_ssl: port()?,
-                    }),
-                },
-                metrics: port()?,
-            })
-        })
-        .collect::<Result<Vec<BrokerPorts>, String>>()?;
-    let voters = if brokers == 1 {
-        String::new()
-    } else {
-        let n = if brokers >= 3 { 3 } else { 1 };
-        (0..n)
-            .map(|i| Ok(format!("{}@127.0.0.1:{}", i + 1, port()?)))
-            .collect::<Result<Vec<String>, String>>()?
-            .join(",")
+    let voters = match brokers {
+        1 => 0,
+        2 => 1,
+        _ => 3,
     };
+    let per_broker = if secured { 5 } else { 2 };
+    let free = free_ports(brokers * per_broker + voters)
+        .map_err(|e| format!("finding free loopback ports: {e}"))?;
+    let mut free = free.into_iter();
+    let mut port = || free.next().expect("as many ports as counted");
+    let ports: Vec<BrokerPorts> = (0..brokers)
+        .map(|_| BrokerPorts {
+            plaintext: port(),
+            secured: secured.then(|| SecuredPorts {
+                ssl: port(),
+                sasl_plaintext: port(),
+                sasl_ssl: port(),
+            }),
+            metrics: port(),
+        })
+        .collect();
+    let voters = (0..voters)
+        .map(|i| format!("{}@127.0.0.1:{}", i + 1, port()))
+        .collect::<Vec<String>>()
+        .join(",");
     let mut settings = vec![
         (
             "group.initial.rebalance.delay.ms".to_string(),
@@ -414,7 +443,7 @@ pub fn start_embedded_secured(
         ));
     }
     let running = match broker_program() {
-        Some(program) => start_processes(&program, &brokers_args, &ports)?,
+        Some(program) => start_processes(&program, &brokers_args)?,
         None => start_in_process(&brokers_args)?,
     };
     Ok(Target::Embedded {
@@ -503,29 +532,35 @@ impl BrokerArgs {
     }
 }
 
+/// The line an embedded broker process writes to its standard output once
+/// it listens on every port it was given.
+const READY_LINE: &str = "ready";
+
 /// Runs one embedded broker until standard input closes (the harness that
-/// started it stopped, or died).
+/// started it stopped, or died). [`READY_LINE`] on standard output tells
+/// the harness it has started.
 pub fn serve_broker(args: &BrokerArgs) -> Result<(), String> {
     let broker = EmbeddedBroker::start(args.config()?)
         .map_err(|e| format!("starting the embedded broker: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{READY_LINE}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("telling the harness the broker started: {e}"))?;
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
     broker.stop();
     Ok(())
 }
 
-/// Starts each broker as `program broker ...`; returns once all listen on
-/// every port of `ports`.
-fn start_processes(
-    program: &Path,
-    brokers: &[BrokerArgs],
-    ports: &[BrokerPorts],
-) -> Result<Vec<Node>, String> {
+/// Starts each broker as `program broker ...`; returns once each has
+/// said it listens on all its ports ([`READY_LINE`]).
+fn start_processes(program: &Path, brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
     let addrs = brokers
         .iter()
         .map(|a| a.config().map(|c| c.listen))
         .collect::<Result<Vec<_>, _>>()?;
     let mut running = Vec::new();
+    let mut ready = Vec::new();
     for (a, addr) in brokers.iter().zip(addrs) {
         let mut c = Command::new(program);
         c.arg("broker")
@@ -544,11 +579,15 @@ fn start_processes(
         // A process group of its own: Ctrl-C at the terminal stops the
         // harness's point, not the broker under it.
         c.stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .process_group(0);
         match c.spawn() {
-            Ok(child) => running.push(Node::Process { child, addr }),
+            Ok(mut child) => {
+                let stdout = child.stdout.take().expect("piped");
+                ready.push(watch_ready(stdout));
+                running.push(Node::Process { child, addr });
+            }
             Err(e) => {
                 stop_all(running);
                 return Err(format!(
@@ -560,8 +599,8 @@ fn start_processes(
     }
     // The brokers start together: each waits for the controller quorum.
     let deadline = Instant::now() + START_DEADLINE;
-    for i in 0..running.len() {
-        if let Err(e) = wait_listening(&mut running[i], &ports[i], deadline) {
+    for (node, ready) in running.iter_mut().zip(&ready) {
+        if let Err(e) = wait_ready(node, ready, deadline) {
             stop_all(running);
             return Err(e);
         }
@@ -569,30 +608,53 @@ fn start_processes(
     Ok(running)
 }
 
-fn wait_listening(node: &mut Node, ports: &BrokerPorts, deadline: Instant) -> Result<(), String> {
+/// Reads a broker process's standard output on a thread of its own until
+/// the process ends; sends whether [`READY_LINE`] came before the end.
+/// (Probing its ports instead could be answered by another process that
+/// took one of them, while the broker itself exits for want of it.)
+fn watch_ready(stdout: std::process::ChildStdout) -> mpsc::Receiver<bool> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !said && line == READY_LINE {
+                said = true;
+                let _ = tx.send(true);
+            }
+        }
+        if !said {
+            let _ = tx.send(false);
+        }
+    });
+    rx
+}
+
+fn wait_ready(
+    node: &mut Node,
+    ready: &mpsc::Receiver<bool>,
+    deadline: Instant,
+) -> Result<(), String> {
     let Node::Process { child, addr } = node else {
         return Ok(());
     };
-    loop {
-        let listening = |port: &u16| {
-            let a = SocketAddr::from(([127, 0, 0, 1], *port));
-            TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
-        };
-        if ports.probed().iter().all(listening) {
-            return Ok(());
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match ready.recv_timeout(wait) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| format!("an unknown status ({e})"));
+            Err(format!(
+                "the embedded broker at {addr} exited with {status} before it listened \
+                 (its error is above, on standard error)"
+            ))
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the embedded broker at {addr} exited with {status}"
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "the embedded broker at {addr} did not listen within {} s",
-                START_DEADLINE.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "the embedded broker at {addr} did not listen within {} s",
+            START_DEADLINE.as_secs()
+        )),
     }
 }
 
@@ -625,4 +687,29 @@ fn start_in_process(brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
         return Err(e);
     }
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ports_are_handed_out_once_and_outside_the_ephemeral_range() {
+        // Bound and closed one at a time, 1000 ports drawn from the ~14,000
+        // a bind to port 0 picks from (Linux's default ephemeral range,
+        // odd ports first) would all differ with probability e^-35.
+        let first = free_ports(500).unwrap();
+        let second = free_ports(500).unwrap();
+        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
+        assert_eq!(all.len(), 1000, "a port handed out twice");
+        assert!(all
+            .iter()
+            .all(|p| u32::from(*p) >= PORTS_LOW && *p < 32_768));
+        // A port something listens on is passed over.
+        let next = candidate(TRIED.load(Ordering::Relaxed));
+        // (Bound here, or already by another process.)
+        let _held = TcpListener::bind(("127.0.0.1", next));
+        assert_ne!(free_ports(1).unwrap(), [next]);
+    }
 }

@@ -72,6 +72,12 @@ impl Partition {
 
     /// The request a follower sends its leader next.
     pub fn follower_request(&self) -> Option<FollowerRequest> {
+        // A replica whose files failed fetches nothing more: its position
+        // would tell the leader it has caught up, and bring it back into
+        // the ISR, with records that never reached the disk.
+        if self.sync_failure().is_some() {
+            return None;
+        }
         self.replica.borrow().next_request()
     }
 
@@ -161,7 +167,40 @@ impl Partition {
     /// batches as they are, takes the leader's high watermark, and
     /// follows its log start (records deleted there are deleted here
     /// once committed here too).
+    ///
+    /// A write that fails for another reason than a full disk (EIO) takes
+    /// the partition offline, as on a leader: the append may have reached
+    /// the log and not the model (a leader-epoch checkpoint that failed to
+    /// sync after the batches were written), and every later fetch would
+    /// find the log and the model apart.
     pub async fn on_fetch_response(
+        &self,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        records: &[u8],
+        high_watermark: Offset,
+        leader_log_start: Offset,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let result = self
+            .take_fetch_response(
+                leader_epoch,
+                fetch_offset,
+                records,
+                high_watermark,
+                leader_log_start,
+                now_ms,
+            )
+            .await;
+        if let Err(e) = &result {
+            if matches!(e, StorageError::Io { .. }) && !e.is_no_space() {
+                self.fail_sync(e);
+            }
+        }
+        result
+    }
+
+    async fn take_fetch_response(
         &self,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
