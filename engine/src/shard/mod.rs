@@ -332,6 +332,10 @@ impl Shard {
         let key = (topic.name.clone(), index);
         let name = partition_dir_name(&topic.name, index);
         let dir = self.broker.data_dir().join(&name);
+        if let Some(old) = self.partitions.borrow().get(&key) {
+            // A cleaned segment's swap may be at work in the directory.
+            old.settle_swap();
+        }
         if dir.exists() {
             let aside = self
                 .broker

@@ -45,6 +45,15 @@ impl Partition {
         }
     }
 
+    /// Waits, on this thread, for a cleaned segment's swap in flight and
+    /// puts it in (or drops it, failed), before the directory goes.
+    pub fn settle_swap(&self) {
+        if let Err(e) = self.log.borrow_mut().settle_swap() {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                "a cleaned segment's swap failed");
+        }
+    }
+
     /// Replaces the sealed segments `replaced` with their cleaned copy:
     /// the swap's file operations run on a cleaner thread while the shard
     /// serves requests (the replaced segments stay readable meanwhile),
