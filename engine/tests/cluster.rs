@@ -2437,6 +2437,57 @@ impl Drop for Stranger {
     }
 }
 
+/// `nodes` brokers laid out, clients on PLAINTEXT, replication on an
+/// INTERNAL and the quorum on a CONTROLLER listener, both SSL requiring a
+/// certificate from the CA in `ca_file`; node `n` shows `keystore(n)`, and
+/// `extra` goes to every node.
+fn mtls_layout(
+    data_dir: &std::path::Path,
+    nodes: usize,
+    ca_file: &std::path::Path,
+    extra: &[&str],
+    keystore: impl Fn(usize) -> std::path::PathBuf,
+) -> LocalClusterSpec {
+    let mut settings = vec![
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:SSL",
+        "inter.broker.listener.name=INTERNAL",
+        "controller.listener.names=CONTROLLER",
+        "listener.name.internal.ssl.client.auth=required",
+        "listener.name.controller.ssl.client.auth=required",
+    ];
+    settings.extend_from_slice(extra);
+    let mut layout = spec(data_dir, &settings);
+    layout
+        .overrides
+        .push(format!("ssl.truststore.location={}", ca_file.display()));
+    let base = common::cluster_spec(&layout.data_dir, nodes);
+    layout.ports = base.ports;
+    layout.controller_ports = base.controller_ports;
+    layout.voters = 3;
+    layout.broker_overrides = (1..=nodes)
+        .map(|node| {
+            vec![
+                format!(
+                    "listeners=PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
+                    layout.ports[node - 1],
+                    free_port()
+                ),
+                format!("ssl.keystore.location={}", keystore(node).display()),
+            ]
+        })
+        .collect();
+    layout
+}
+
+/// The first three brokers of `layout`, the cluster its others try to join.
+fn first_three(layout: &LocalClusterSpec) -> LocalClusterSpec {
+    let mut three = layout.clone();
+    three.ports.truncate(3);
+    three.controller_ports.truncate(3);
+    three.broker_overrides.truncate(3);
+    three
+}
+
 /// Starts broker `node` of `layout` on its own, its output in
 /// `<data_dir>/broker-<node>.log`.
 fn start_stranger(layout: &LocalClusterSpec, node: usize) -> Stranger {
@@ -2520,47 +2571,18 @@ fn a_quorum_on_mutual_tls_fails_over_and_keeps_out_brokers_without_its_certifica
     let cluster_ks = files.keystore("broker.pem", &ca);
     let rogue_ks = files.keystore("rogue.pem", &rogue);
     // Five brokers laid out; 1 to 3 are the cluster, 4 and 5 the strangers.
-    let mut layout = spec(
-        &dir.path().join("data"),
-        &[
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:SSL",
-            "inter.broker.listener.name=INTERNAL",
-            "controller.listener.names=CONTROLLER",
-            "listener.name.internal.ssl.client.auth=required",
-            "listener.name.controller.ssl.client.auth=required",
-        ],
+    let mut layout = mtls_layout(&dir.path().join("data"), 5, &ca_file, &[], |node| {
+        if node <= 3 {
+            cluster_ks.clone()
+        } else {
+            rogue_ks.clone()
+        }
+    });
+    layout.broker_overrides[4].push(
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:PLAINTEXT"
+            .into(),
     );
-    layout
-        .overrides
-        .push(format!("ssl.truststore.location={}", ca_file.display()));
-    let base = common::cluster_spec(&layout.data_dir, 5);
-    layout.ports = base.ports;
-    layout.controller_ports = base.controller_ports;
-    layout.voters = 3;
-    layout.broker_overrides = (1..=5)
-        .map(|node| {
-            let keystore = if node <= 3 { &cluster_ks } else { &rogue_ks };
-            let mut o = vec![
-                format!(
-                    "listeners=PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
-                    layout.ports[node - 1],
-                    free_port()
-                ),
-                format!("ssl.keystore.location={}", keystore.display()),
-            ];
-            if node == 5 {
-                o.push(
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:PLAINTEXT"
-                        .into(),
-                );
-            }
-            o
-        })
-        .collect();
-    let mut three = layout.clone();
-    three.ports.truncate(3);
-    three.controller_ports.truncate(3);
-    three.broker_overrides.truncate(3);
+    let three = first_three(&layout);
     let mut c = LocalCluster::start(three, READY_DEADLINE).expect("cluster starts");
 
     let m = wait_for(&c, 1, "three brokers and a controller", |m| {
@@ -2739,42 +2761,18 @@ fn a_quorum_with_an_authorizer_keeps_out_its_own_cas_certificates_without_cluste
     let cluster_ks = files.keystore("broker.pem", &ca);
     let (cert, key) = ca.issue(&[("CN", "intruder")], false);
     let intruder_ks = files.write("intruder.pem", &format!("{key}{cert}"));
-    let mut layout = spec(
-        &dir.path().join("data"),
-        &[
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:SSL,CONTROLLER:SSL",
-            "inter.broker.listener.name=INTERNAL",
-            "controller.listener.names=CONTROLLER",
-            "listener.name.internal.ssl.client.auth=required",
-            "listener.name.controller.ssl.client.auth=required",
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users=User:CN=localhost;User:ANONYMOUS",
-        ],
-    );
-    layout
-        .overrides
-        .push(format!("ssl.truststore.location={}", ca_file.display()));
-    let base = common::cluster_spec(&layout.data_dir, 4);
-    layout.ports = base.ports;
-    layout.controller_ports = base.controller_ports;
-    layout.voters = 3;
-    layout.broker_overrides = (1..=4)
-        .map(|node| {
-            let keystore = if node <= 3 { &cluster_ks } else { &intruder_ks };
-            vec![
-                format!(
-                    "listeners=PLAINTEXT://127.0.0.1:{},INTERNAL://127.0.0.1:{}",
-                    layout.ports[node - 1],
-                    free_port()
-                ),
-                format!("ssl.keystore.location={}", keystore.display()),
-            ]
-        })
-        .collect();
-    let mut three = layout.clone();
-    three.ports.truncate(3);
-    three.controller_ports.truncate(3);
-    three.broker_overrides.truncate(3);
+    let extra = [
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:CN=localhost;User:ANONYMOUS",
+    ];
+    let layout = mtls_layout(&dir.path().join("data"), 4, &ca_file, &extra, |node| {
+        if node <= 3 {
+            cluster_ks.clone()
+        } else {
+            intruder_ks.clone()
+        }
+    });
+    let three = first_three(&layout);
     let c = LocalCluster::start(three, READY_DEADLINE).expect("cluster starts");
     wait_for(&c, 1, "three brokers and a controller", |m| {
         broker_ids(m).len() == 3 && m.controller_id.0 > 0

@@ -7,14 +7,14 @@
 
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
+mod secured;
+use secured::run_secured;
 use sluice_harness::client::admin;
 use sluice_harness::client::conn::Connection;
 use sluice_harness::client::endpoint::Endpoint;
 use sluice_harness::client::error::ClientError;
 use sluice_harness::client::security::Security;
-use sluice_harness::report::files::read_run_json;
-use sluice_harness::run::sweep::{run_workload, RunOptions};
-use sluice_harness::workload::{parse, security::SecurityProps};
+use sluice_harness::workload::security::SecurityProps;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -27,13 +27,7 @@ const CLIENT_ID: &str = "bench";
 const CLIENT_SECRET: &str = "s3cret-of-the-client";
 const T: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use sluice_engine::cluster::local::free_port;
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -158,30 +152,6 @@ fn tls_protocols_and_cipher_suites_must_meet_the_listeners() {
     .unwrap_err();
     assert!(e.to_string().contains("TLS"), "{e}");
     b.stop();
-}
-
-/// Runs a produce-and-consume workload with `props` as its common client
-/// config against `bootstrap`; every message must be acknowledged and
-/// consumed, with no client error on the way.
-fn run_secured(name: &str, bootstrap: &str, props: &str, seconds: u32) {
-    let indented: String = props.lines().map(|l| format!("  {l}\n")).collect();
-    let text = format!(
-        "name: {name}\npartitionsPerTopic: 2\nmessageSize: 200\nproducerRate: 500\n\
-         testDurationSeconds: {seconds}\nwarmupDurationSeconds: 0.5\ncommonConfig: |\n{indented}"
-    );
-    let f = parse(Path::new("secured.yaml"), &text, None).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut opts = RunOptions::quiet(out.path().to_path_buf(), None);
-    opts.bootstrap = Some(Endpoint::parse(bootstrap).unwrap());
-    let dir = run_workload(&f, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let run = read_run_json(&dir).unwrap();
-    let p = &run.points[0];
-    assert!(p.sent >= 1_000, "{name}: only {} messages sent", p.sent);
-    assert_eq!(p.errors, 0, "{name}: {:?}", p.error_samples);
-    assert!(p.error_samples.is_empty(), "{name}: {:?}", p.error_samples);
-    assert_eq!(p.unsent, 0, "{name}: {p:?}");
-    assert_eq!(p.unconsumed, 0, "{name}: {p:?}");
-    assert!(p.end_to_end.count > 0, "{name}: nothing consumed");
 }
 
 #[test]

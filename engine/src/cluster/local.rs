@@ -9,6 +9,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How to lay out a local cluster.
@@ -48,12 +49,52 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
 }
 
-/// A port on loopback that was free a moment ago.
+/// Where [`free_ports`] looks: below Linux's default ephemeral range
+/// (32768-60999), from which the kernel picks the port of every client
+/// socket and of every bind to port 0. A port found free there stays free
+/// only until the broker binds it, seconds later once the controller
+/// quorum has formed, and meanwhile any process may be handed it: one of
+/// the cluster's own other listeners, another cluster's, a client's. The
+/// broker that binds it second then refuses to start.
+const PORTS_LOW: u32 = 12_000;
+const PORTS_SPAN: u32 = 20_000;
+
+/// How many ports this process has tried (see [`candidate`]).
+static TRIED: AtomicU32 = AtomicU32::new(0);
+
+/// The port tried `tried`th. Each process starts at its own place, so
+/// that processes started together (runs, test binaries) try different
+/// ports.
+fn candidate(tried: u32) -> u16 {
+    let start = (std::process::id() % 400) * 50;
+    (PORTS_LOW + start.wrapping_add(tried) % PORTS_SPAN) as u16
+}
+
+/// `n` loopback ports that were free a moment ago, none handed out before
+/// by this process (until it has gone once through the whole span).
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(n);
+    let mut taken = 0;
+    while ports.len() < n {
+        let port = candidate(TRIED.fetch_add(1, Ordering::Relaxed));
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+            continue;
+        }
+        taken += 1;
+        if taken >= PORTS_SPAN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("no free port in {PORTS_LOW}..{}", PORTS_LOW + PORTS_SPAN),
+            ));
+        }
+    }
+    Ok(ports)
+}
+
+/// One port as [`free_ports`] finds them; panics if none is free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    free_ports(1).expect("a free loopback port")[0]
 }
 
 impl LocalClusterSpec {
@@ -315,5 +356,29 @@ impl Drop for LocalCluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_handed_out_once_and_outside_the_ephemeral_range() {
+        // Bound and closed one at a time, 1000 ports drawn from the ~14,000
+        // a bind to port 0 picks from (Linux's default ephemeral range,
+        // odd ports first) would all differ with probability e^-35.
+        let first = free_ports(500).unwrap();
+        let second = free_ports(500).unwrap();
+        let all: std::collections::BTreeSet<u16> = first.iter().chain(&second).copied().collect();
+        assert_eq!(all.len(), 1000, "a port handed out twice");
+        assert!(all
+            .iter()
+            .all(|p| u32::from(*p) >= PORTS_LOW && *p < 32_768));
+        // A port something listens on is passed over.
+        let next = candidate(TRIED.load(Ordering::Relaxed));
+        // (Bound here, or already by another process.)
+        let _held = std::net::TcpListener::bind(("127.0.0.1", next));
+        assert_ne!(free_ports(1).unwrap(), [next]);
     }
 }

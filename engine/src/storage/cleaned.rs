@@ -280,9 +280,10 @@ impl SwapJob {
         let mut segment = Segment::open(&dir, base, false)?;
         segment.index_written(&batches, index_interval)?;
         segment.seal()?;
-        // Not needed for safety (a crash before it finishes the swap at
-        // open), but the new names should not wait for the next commit.
-        super::sync_dir(&dir)?;
+        // The directory is not synced again: a crash before the file
+        // system commits the new names finishes the swap at open, and one
+        // sync fewer per swap is one journal commit fewer under produce's
+        // writes (a pass over 1 MiB segments swaps dozens of groups).
         Ok(Installed { segment, retired })
     }
 }

@@ -6,7 +6,7 @@ pub mod certs;
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,26 +14,9 @@ use std::time::{Duration, Instant};
 /// How long a broker may take to become ready. Generous: CI machines are shared.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A free loopback port below the kernel's ephemeral range (32768+), so
-/// that no client socket or other test is handed it while a broker under
-/// test is stopped and restarted on it. Each test process starts at its
-/// own place in the range and wraps around at its end, so a process that
-/// starts near the top still has the whole range to use.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 12_000;
-    const SPAN: u32 = 20_000;
-    static TRIED: AtomicU32 = AtomicU32::new(0);
-    let start = (std::process::id() % 400) * 50;
-    loop {
-        let n = TRIED.fetch_add(1, Ordering::SeqCst);
-        assert!(n < SPAN, "no free test port in {LOW}..{}", LOW + SPAN);
-        let port = (LOW + (start + n) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+/// A loopback port that was free a moment ago (see
+/// `sluice_engine::cluster::local::free_ports`).
+pub use sluice_engine::cluster::local::free_port;
 
 /// The `sluice` binary the tests start: this build's, or the one
 /// `SLUICE_TEST_BROKER` names (CI runs some tests against a build with

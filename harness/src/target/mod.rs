@@ -24,14 +24,14 @@ pub mod counters;
 use crate::client::endpoint::Endpoint;
 use crate::client::security::{local, Security, SecurityProtocol};
 use crate::measure::cpu::Watched;
+use sluice_engine::cluster::local::free_ports;
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
 use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -276,50 +276,6 @@ const INITIAL_REBALANCE_DELAY_MS: u32 = 200;
 /// their disk with `retention.bytes`, which holds only as often as it is
 /// checked.
 const RETENTION_CHECK_MS: u32 = 30_000;
-
-/// Where [`free_ports`] looks: below Linux's default ephemeral range
-/// (32768-60999), from which the kernel picks the port of every client
-/// socket and of every bind to port 0. A port found free there (the
-/// embedded broker does not take port 0) stays free only until the broker
-/// binds it, seconds later once the controller quorum has formed, and
-/// meanwhile any process may be handed it: one of the cluster's own
-/// other listeners, another cluster's, a client's. The broker that binds
-/// it second then refuses to start.
-const PORTS_LOW: u32 = 12_000;
-const PORTS_SPAN: u32 = 20_000;
-
-/// How many ports this process has tried (see [`candidate`]).
-static TRIED: AtomicU32 = AtomicU32::new(0);
-
-/// The port tried `tried`th. Each process starts at its own place, so
-/// that processes started together (runs, test binaries) try different
-/// ports.
-fn candidate(tried: u32) -> u16 {
-    let start = (std::process::id() % 400) * 50;
-    (PORTS_LOW + start.wrapping_add(tried) % PORTS_SPAN) as u16
-}
-
-/// `n` loopback ports that were free a moment ago, none handed out before
-/// by this process (until it has gone once through the whole span).
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let mut ports = Vec::with_capacity(n);
-    let mut taken = 0;
-    while ports.len() < n {
-        let port = candidate(TRIED.fetch_add(1, Ordering::Relaxed));
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            ports.push(port);
-            continue;
-        }
-        taken += 1;
-        if taken >= PORTS_SPAN {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("no free port in {PORTS_LOW}..{}", PORTS_LOW + PORTS_SPAN),
-            ));
-        }
-    }
-    Ok(ports)
-}
 
 /// Starts an embedded cluster of `brokers` brokers with `cores` shards
 /// each: node ids 1.., the first three (or the only one) the controller
@@ -687,29 +643,4 @@ fn start_in_process(brokers: &[BrokerArgs]) -> Result<Vec<Node>, String> {
         return Err(e);
     }
     Ok(running)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-
-    #[test]
-    fn ports_are_handed_out_once_and_outside_the_ephemeral_range() {
-        // Bound and closed one at a time, 1000 ports drawn from the ~14,000
-        // a bind to port 0 picks from (Linux's default ephemeral range,
-        // odd ports first) would all differ with probability e^-35.
-        let first = free_ports(500).unwrap();
-        let second = free_ports(500).unwrap();
-        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
-        assert_eq!(all.len(), 1000, "a port handed out twice");
-        assert!(all
-            .iter()
-            .all(|p| u32::from(*p) >= PORTS_LOW && *p < 32_768));
-        // A port something listens on is passed over.
-        let next = candidate(TRIED.load(Ordering::Relaxed));
-        // (Bound here, or already by another process.)
-        let _held = TcpListener::bind(("127.0.0.1", next));
-        assert_ne!(free_ports(1).unwrap(), [next]);
-    }
 }

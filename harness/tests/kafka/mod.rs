@@ -7,19 +7,13 @@ mod node;
 
 use sluice_harness::client::admin;
 use sluice_harness::client::conn::Connection;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 pub use node::KafkaNode;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use sluice_engine::cluster::local::free_port;
 
 /// The server properties every test's node shares, after its own
 /// `listeners` lines: the node's defaults for tests, with
