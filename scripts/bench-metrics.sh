@@ -10,7 +10,7 @@
 #
 #   scripts/bench-metrics.sh [--rounds N] [--duration S] [--max-duration S]
 #                            [--kinds fixed,max] [--cores N] [--work-dir DIR]
-#                            [--min-free-gb N]
+#                            [--min-free-gb N] [--idle-scraper]
 #
 # --rounds       rounds (default 3)
 # --kinds        which workloads each session runs: fixed, max or both
@@ -25,6 +25,12 @@
 #                /tmp), wiped after each broker stops
 # --min-free-gb  refuse to start a broker with less free disk (default 8;
 #                the max-rate topic carries retention.bytes)
+# --idle-scraper run the scraper under SCHED_IDLE (`chrt --idle 0`): it
+#                stands for a Prometheus server on another host, whose CPU
+#                is not the broker's; on two shared cores a scraper at
+#                normal priority takes turns with the broker and the load
+#                generator. The broker's own share of a scrape (the gather,
+#                the encoding, the 100 KB answer) is counted either way.
 #
 # "Off" is a broker without `metrics.listener`. The counting itself is not
 # switchable (per-shard cells the data path always updates), so the figures
@@ -40,6 +46,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 rounds=3 duration="" max_duration="" kinds=fixed,max cores="" work_parent=${TMPDIR:-/tmp} min_free_gb=8
+idle_scraper=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -49,7 +56,8 @@ while [[ $# -gt 0 ]]; do
     --cores) cores=$2; shift 2 ;;
     --work-dir) work_parent=$2; shift 2 ;;
     --min-free-gb) min_free_gb=$2; shift 2 ;;
-    *) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --idle-scraper) idle_scraper=1; shift ;;
+    *) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "--rounds: a positive integer" >&2; exit 2; }
@@ -75,7 +83,7 @@ pid="" scraper="" port=29092 metrics_port=29644
   echo "kernel: $(uname -srm)"
   echo "sluice commit: $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with local changes)')"
   echo "rustc: $(rustc --version)"
-  echo "scrape: GET http://127.0.0.1:$metrics_port/metrics once a second from one python3 process (metrics on)"
+  echo "scrape: GET http://127.0.0.1:$metrics_port/metrics once a second from one python3 process (metrics on)${idle_scraper:+, under SCHED_IDLE}"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$res/env.txt"
 
@@ -101,7 +109,12 @@ done
 # cost this two-core machine more CPU than the broker's scrape itself,
 # and the clients felt that, not the listener.
 scrape_loop() {
-  python3 -u - "$metrics_port" <<'PY'
+  local policy=()
+  [[ -n $idle_scraper ]] && policy=(chrt --idle 0)
+  # exec: the background job's PID is the scraper's own, so stopping the
+  # session stops it (a child python outlived its session and went on
+  # scraping the sessions after it).
+  exec "${policy[@]}" python3 -u - "$metrics_port" <<'PY'
 import http.client, sys, time
 port = int(sys.argv[1])
 while True:

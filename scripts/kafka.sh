@@ -55,7 +55,8 @@ fetch() {
 # java with Kafka's class path; tools log warnings to stderr only.
 run_class() {
   fetch >/dev/null
-  "$JAVA" -Xmx512m "${jvm_perf[@]}" -Dlog4j2.configurationFile="$here/kafka/log4j2-tools.properties" \
+  # exec: the caller's PID is java's, so stopping it stops the tool.
+  exec "$JAVA" -Xmx512m "${jvm_perf[@]}" -Dlog4j2.configurationFile="$here/kafka/log4j2-tools.properties" \
     -cp "$lib/*" "$@"
 }
 

@@ -799,10 +799,13 @@ fn metrics_listener(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, Stri
     }
     let listener = glommio::net::TcpListener::bind(addr)
         .map_err(|e| format!("metrics.listener={addr}: cannot bind: {e}"))?;
+    let encoder = crate::idle::Workers::new("sluice-metrics", 1)
+        .map_err(|e| format!("metrics.listener={addr}: cannot start its thread: {e}"))?;
     tracing::info!(%addr, "metrics listener ready");
     Ok(Some(glommio::spawn_local(crate::metrics::http::serve(
         Rc::clone(shard),
         listener,
+        Rc::new(encoder),
     ))))
 }
 

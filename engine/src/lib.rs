@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod group;
+pub mod idle;
 pub mod metadata;
 pub mod metrics;
 pub mod quota;

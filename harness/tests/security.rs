@@ -14,19 +14,15 @@
 
 mod kafka;
 use kafka::{common_properties, free_port, KafkaNode};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 mod secured;
-use secured::run_secured;
+use secured::{make_pki, run_secured, Pki};
 use sluice_harness::client::admin;
 use sluice_harness::client::conn::Connection;
 use sluice_harness::client::endpoint::Endpoint;
 use sluice_harness::client::error::ClientError;
 use sluice_harness::client::security::Security;
 use sluice_harness::workload::security::SecurityProps;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CLUSTER_ID: &str = "c2x1aWNlLXNlY3VyaXR5MQ";
@@ -34,54 +30,6 @@ const PASSWORD: &str = "alice-secret";
 /// The SASL_PLAINTEXT listener's session lifetime: short, so a run of a
 /// few seconds must re-authenticate on every connection.
 const REAUTH_MS: u64 = 4_000;
-
-/// A CA, a server certificate for `localhost` (not for 127.0.0.1) and a
-/// client certificate, as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    /// Key and chain in one file, as Kafka's PEM key store takes them.
-    server: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    /// The client's key and chain in one file (Java's PEM key store).
-    client_keystore: PathBuf,
-}
-
-fn make_pki(dir: &Path, ca_name: &str) -> Pki {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        "localhost",
-        vec!["localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_cert, client_key) =
-        leaf("sluice-bench", vec![], ExtendedKeyUsagePurpose::ClientAuth);
-    let write = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server: write("server.pem", format!("{server_key}{server_cert}")),
-        client_keystore: write("client-keystore.pem", format!("{client_key}{client_cert}")),
-        client_cert: write("client.pem", client_cert),
-        client_key: write("client.key", client_key),
-    }
-}
 
 struct Kafka {
     /// Runs until the test ends.

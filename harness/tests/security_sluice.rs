@@ -8,7 +8,7 @@
 use sluice_engine::config::BrokerConfig;
 use sluice_engine::embedded::EmbeddedBroker;
 mod secured;
-use secured::run_secured;
+use secured::{make_pki, run_secured};
 use sluice_harness::client::admin;
 use sluice_harness::client::conn::Connection;
 use sluice_harness::client::endpoint::Endpoint;
@@ -342,60 +342,23 @@ fn oauthbearer_with_client_credentials_from_a_token_endpoint() {
     b.stop();
 }
 
-/// A CA, a broker key store for `localhost` and a client certificate with
-/// its key encrypted by OpenSSL under `password`, as PEM files in `dir`:
-/// (CA, broker key store, client certificate, encrypted client key).
+/// [`make_pki`]'s certificates, the client's key encrypted by OpenSSL
+/// under `password`: (CA, broker key store, client certificate, encrypted
+/// client key).
 fn mtls_pki(dir: &Path, password: &str) -> [std::path::PathBuf; 4] {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "mtls test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        "localhost",
-        vec!["localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_cert, client_key) =
-        leaf("sluice-bench", vec![], ExtendedKeyUsagePurpose::ClientAuth);
-    let write = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let plain = write("client-plain.key", client_key);
-    let encrypted = dir.join("client.key");
+    let pki = make_pki(dir, "mtls test CA");
+    let encrypted = dir.join("client-encrypted.key");
     let status = std::process::Command::new("openssl")
         .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout"])
         .arg(format!("pass:{password}"))
         .arg("-in")
-        .arg(&plain)
+        .arg(&pki.client_key)
         .arg("-out")
         .arg(&encrypted)
         .status()
         .expect("openssl runs");
     assert!(status.success());
-    std::fs::remove_file(plain).unwrap();
-    [
-        write("ca.pem", ca_cert.pem()),
-        write("server.pem", format!("{server_key}{server_cert}")),
-        write("client.pem", client_cert),
-        encrypted,
-    ]
+    [pki.ca, pki.server, pki.client_cert, encrypted]
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! which compaction never makes inconsistent because offsets are
 //! preserved. The cleaner is a task on the shard's executor that plans
 //! and swaps; a pass's reading, filtering, writing and syncing run on
-//! the broker's cleaner threads ([`worker`], at the lowest CPU priority),
+//! the broker's cleaner threads ([`crate::idle`], at the lowest CPU priority),
 //! paced by `log.cleaner.io.max.bytes.per.second`, so produce and fetch
 //! on the shard go on while it works. Every `log.cleaner.backoff.ms`
 //! without work it looks for the dirtiest due log ([`plan`]), waits for
@@ -32,7 +32,6 @@ pub mod pass;
 pub mod plan;
 pub mod throttle;
 pub mod txn;
-pub mod worker;
 
 use crate::shard::partition::{now_ms, Partition};
 use crate::shard::Shard;
@@ -62,7 +61,7 @@ pub struct Turns {
     returned: AtomicU64,
     at_once: u64,
     /// The threads the passes run on.
-    workers: worker::Workers,
+    workers: crate::idle::Workers,
 }
 
 /// How often a cleaner waiting for its turn looks again.
@@ -75,7 +74,7 @@ impl Turns {
             issued: AtomicU64::new(0),
             returned: AtomicU64::new(0),
             at_once: at_once.max(1) as u64,
-            workers: worker::Workers::new(at_once)?,
+            workers: crate::idle::Workers::new("sluice-cleaner", at_once)?,
         })
     }
 

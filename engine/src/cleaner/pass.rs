@@ -29,7 +29,7 @@
 //!    that returns no record.
 //! 4. Each group is synced and swapped in (see `storage/cleaned.rs`).
 //!
-//! Steps 1 to 3 and the syncs run on a cleaner thread ([`super::worker`]),
+//! Steps 1 to 3 and the syncs run on a cleaner thread ([`crate::idle`]),
 //! one job for the map and one per output group; the shard plans the
 //! pass, and swaps each group in between the jobs, the log being its
 //! alone. Reads go no faster than `log.cleaner.io.max.bytes.per.second`.
@@ -39,8 +39,8 @@ use super::offset_map::OffsetMap;
 use super::plan::{LogState, Plan};
 use super::throttle::Throttle;
 use super::txn::{Aborted, LastBatches, MarkerFate, Open};
-use super::worker::{Cancel, Workers};
 use crate::config::TopicConfig;
+use crate::idle::{Cancel, Workers};
 use crate::shard::partition::Partition;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
@@ -701,9 +701,15 @@ mod tests {
                 let plan = super::super::plan::plan(&view, &state, now_ms()).unwrap();
                 assert!(plan.end.0 <= open_at);
                 let mut map = work(OffsetMap::with_memory(1 << 20));
-                run(&p, &plan, &mut state, &mut map, &Workers::new(1).unwrap())
-                    .await
-                    .unwrap();
+                run(
+                    &p,
+                    &plan,
+                    &mut state,
+                    &mut map,
+                    &Workers::new("test", 1).unwrap(),
+                )
+                .await
+                .unwrap();
                 let (records, markers) = contents(&p);
                 let mine: Vec<_> = records
                     .iter()
@@ -763,7 +769,7 @@ mod tests {
         now: i64,
     ) -> PassStats {
         let plan = super::super::plan::plan(&p.cleaner_view(), state, now).expect("a pass due");
-        let workers = Workers::new(1).unwrap();
+        let workers = Workers::new("test", 1).unwrap();
         run(p, &plan, state, map, &workers).await.unwrap()
     }
 

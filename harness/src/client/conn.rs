@@ -343,6 +343,46 @@ impl Connection {
             self.authenticate()?;
         }
         let corr = self.send(api, version, body)?;
+        self.answer(api, version, corr)
+    }
+
+    /// Sends a request at the negotiated version without waiting for its
+    /// answer: (correlation id, version), for [`Self::answer`] once
+    /// [`Self::answer_ready`].
+    pub fn ask<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        body: &Req,
+    ) -> Result<(i32, i16), ClientError> {
+        if self.reauth_due() {
+            self.authenticate()?;
+        }
+        let version = self.version(api)?;
+        Ok((self.send(api, version, body)?, version))
+    }
+
+    /// Whether an answer has begun to arrive, so [`Self::answer`] will not
+    /// wait for the broker (at most for the rest of a frame on its way).
+    pub fn answer_ready(&self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on this stack frame; a zero timeout.
+        unsafe { libc::poll(&mut fd, 1, 0) > 0 }
+    }
+
+    /// Reads the answer to the request `corr` (blocking).
+    pub fn answer<Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        corr: i32,
+    ) -> Result<Resp, ClientError> {
         let payload = self.recv_payload()?;
         let (got, resp) = wire::decode_response(api, version, payload)?;
         self.check_correlation(corr, got)?;

@@ -50,6 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const JOIN_READ_MARGIN: Duration = Duration::from_secs(10);
 /// Wait before retrying after a coordinator error (Kafka's retry.backoff.ms).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a group leader waits for a subscribed topic's metadata before
+/// assigning without it.
+const METADATA_WAIT_MAX: Duration = Duration::from_secs(10);
 /// JoinGroup/SyncGroup rounds one `join` may take before giving up. A
 /// healthy group settles in two or three (MEMBER_ID_REQUIRED, then a
 /// rebalance or two as members arrive); each round is bounded by the
@@ -305,12 +308,27 @@ impl GroupMember {
         let mut wanted: Vec<String> = members.values().flatten().cloned().collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let md = admin::metadata(self.coordinator()?, Some(&wanted))?;
-        let counts: BTreeMap<String, i32> = md
-            .topics
-            .iter()
-            .map(|(t, leaders)| (t.clone(), leaders.len() as i32))
-            .collect();
+        // A broker of a cluster applies a new topic's metadata a little
+        // after the controller created it; assigning without it would hand
+        // out none of its partitions, and nothing makes the group
+        // rebalance when it arrives (three Kafka brokers showed a group
+        // holding 0 of 16 partitions for good). The leader asks again for
+        // a while, well within the members' session timeout.
+        let patience = Instant::now()
+            + Duration::from_millis(self.timeouts.session_ms as u64 / 2).min(METADATA_WAIT_MAX);
+        let counts = loop {
+            let md = admin::metadata(self.coordinator()?, Some(&wanted))?;
+            let counts: BTreeMap<String, i32> = md
+                .topics
+                .iter()
+                .map(|(t, leaders)| (t.clone(), leaders.len() as i32))
+                .collect();
+            let known = wanted.iter().all(|t| counts.get(t).is_some_and(|&n| n > 0));
+            if known || Instant::now() >= patience {
+                break counts;
+            }
+            std::thread::sleep(RETRY_BACKOFF);
+        };
         Ok(assignor::range_assign(&members, &counts)
             .into_iter()
             .map(|(member, a)| {

@@ -36,7 +36,7 @@ use super::conn::Connection;
 use super::endpoint::Endpoint;
 use super::error::ClientError;
 use super::partitioner::{partition_for_key, Sticky};
-use super::txn::{self, Transaction, TxnCoordinator, TxnError};
+use super::txn::{self, AddWait, Transaction, TxnCoordinator, TxnError};
 use super::wire::{produce_request_pieces, ProducePart};
 use crate::measure::clock::Clock;
 use crate::measure::recorder::Recorder;
@@ -388,6 +388,8 @@ impl Producer {
             for &(_, start, _) in &t.acked {
                 rec.on_error(start, 1, cause);
             }
+            t.coord.drop_add();
+            t.adding.clear();
             t.reset();
         }
     }
@@ -514,13 +516,20 @@ impl Producer {
         if t.fenced.is_some() {
             return;
         }
+        self.poll_add();
+        let Some(t) = &self.txn else { return };
         if let Some(cause) = t.doomed.clone() {
             self.fail_queued(&format!("transaction aborted: {cause}"), rec);
         } else {
             self.add_partitions();
         }
         let Some(t) = &self.txn else { return };
-        if t.ending && t.fenced.is_none() && self.buffered == 0 && self.in_flight() == 0 {
+        if t.ending
+            && t.fenced.is_none()
+            && t.adding.is_empty()
+            && self.buffered == 0
+            && self.in_flight() == 0
+        {
             self.end_transaction(rec);
         }
     }
@@ -541,10 +550,39 @@ impl Producer {
         }
     }
 
-    /// AddPartitionsToTxn for every partition that holds a batch and is
-    /// not in the transaction yet, in one request.
+    /// Takes the answer of the AddPartitionsToTxn under way, if it has
+    /// come: its partitions' batches may go.
+    fn poll_add(&mut self) {
+        let Some(txn) = &mut self.txn else { return };
+        if txn.adding.is_empty() {
+            return;
+        }
+        match txn.coord.poll_add() {
+            None => {}
+            Some(Ok(())) => {
+                let keys = std::mem::take(&mut txn.adding);
+                txn.added.extend(keys);
+            }
+            Some(Err(e @ TxnError::Fenced { .. })) => {
+                txn.adding.clear();
+                self.fence(e.to_string());
+            }
+            Some(Err(e)) => {
+                txn.adding.clear();
+                self.client_errors.push(e.to_string());
+                txn.doom("AddPartitionsToTxn failed");
+            }
+        }
+    }
+
+    /// Sends AddPartitionsToTxn for every partition that holds a batch and
+    /// is not in the transaction yet, in one request, unless one is under
+    /// way: the partitions that gain data meanwhile go in the next.
     fn add_partitions(&mut self) {
         let Some(txn) = &mut self.txn else { return };
+        if !txn.adding.is_empty() {
+            return;
+        }
         let mut want: Vec<(String, Vec<i32>)> = Vec::new();
         let mut keys = Vec::new();
         for (ti, t) in self.topics.iter().enumerate() {
@@ -563,8 +601,8 @@ impl Producer {
         if want.is_empty() {
             return;
         }
-        match txn.coord.add_partitions(&want) {
-            Ok(()) => txn.added.extend(keys),
+        match txn.coord.start_add(&want) {
+            Ok(()) => txn.adding = keys,
             Err(e @ TxnError::Fenced { .. }) => self.fence(e.to_string()),
             Err(e) => {
                 self.client_errors.push(e.to_string());
@@ -1049,8 +1087,18 @@ impl Producer {
     pub fn next_deadline_ns(&self) -> Option<u64> {
         let mut d: Option<u64> = None;
         let mut take = |v: u64| d = Some(d.map_or(v, |x| x.min(v)));
-        for t in &self.topics {
-            for q in &t.queues {
+        for (ti, t) in self.topics.iter().enumerate() {
+            for (p, q) in t.queues.iter().enumerate() {
+                // A partition not yet in the transaction waits for its
+                // AddPartitionsToTxn answer (a socket event), whatever its
+                // linger says.
+                if self
+                    .txn
+                    .as_ref()
+                    .is_some_and(|txn| !txn.added.contains(&(ti, p as i32)))
+                {
+                    continue;
+                }
                 if let Some(v) = q.deadline_ns(self.linger_ns) {
                     take(v);
                 }
@@ -1068,11 +1116,21 @@ impl Producer {
                 take(f.sent_ns + self.s.request_timeout_ms * 1_000_000);
             }
         }
+        if let Some(AddWait::Resend(after)) = self.txn.as_ref().and_then(|t| t.coord.add_wait()) {
+            take(self.clock.now_ns() + after.as_nanos() as u64);
+        }
         d
     }
 
     /// Poll descriptors for the sockets this producer waits on.
     pub fn pollfds(&self, out: &mut Vec<libc::pollfd>) {
+        if let Some(AddWait::Answer(fd)) = self.txn.as_ref().and_then(|t| t.coord.add_wait()) {
+            out.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         for b in self.brokers.values() {
             let mut events = 0;
             if !b.in_flight.is_empty() {

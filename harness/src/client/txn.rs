@@ -140,12 +140,50 @@ fn next_after(code: i16, backoff: Duration, retries: u32) -> Next {
     }
 }
 
+/// An AddPartitionsToTxn under way.
+struct Adding {
+    req: AddPartitionsToTxnRequest,
+    /// (correlation id, version) once sent; None while it waits to be sent
+    /// (again) at `send_at`.
+    sent: Option<(i32, i16)>,
+    send_at: Instant,
+    /// Retries stop here (the coordinator's patience from the first send).
+    deadline: Instant,
+    retries: u32,
+}
+
+/// What an AddPartitionsToTxn under way waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddWait {
+    /// Its answer, on this descriptor.
+    Answer(std::os::fd::RawFd),
+    /// To be sent again after this long.
+    Resend(Duration),
+}
+
+/// The first error any partition answered: OPERATION_NOT_ATTEMPTED only
+/// says another partition failed, so a partition's own error comes first.
+fn first_error(r: &AddPartitionsToTxnResponse) -> i16 {
+    let codes = r
+        .results_by_topic_v3_and_below
+        .iter()
+        .flat_map(|t| t.results_by_partition.iter())
+        .map(|p| p.partition_error_code);
+    codes
+        .clone()
+        .find(|&c| c != 0 && c != OPERATION_NOT_ATTEMPTED)
+        .or_else(|| codes.clone().find(|&c| c != 0))
+        .unwrap_or(0)
+}
+
 /// One transactional producer's coordinator client.
 pub struct TxnCoordinator {
     pub transactional_id: String,
     bootstrap: Endpoint,
     security: Security,
     conn: Option<Connection>,
+    /// The AddPartitionsToTxn under way, if any.
+    adding: Option<Adding>,
     pub producer_id: i64,
     pub epoch: i16,
     transaction_timeout_ms: i32,
@@ -168,6 +206,7 @@ impl TxnCoordinator {
             bootstrap,
             security,
             conn: None,
+            adding: None,
             producer_id: -1,
             epoch: -1,
             transaction_timeout_ms,
@@ -238,6 +277,10 @@ impl TxnCoordinator {
         api: ApiKey,
         mut send: impl FnMut(&mut Connection) -> Result<(i16, T), ClientError>,
     ) -> Result<T, TxnError> {
+        assert!(
+            self.adding.is_none(),
+            "{api:?} while an AddPartitionsToTxn is under way would read its answer"
+        );
         let deadline = Instant::now() + self.patience;
         let mut retries = 0;
         loop {
@@ -304,14 +347,17 @@ impl TxnCoordinator {
         Ok((id, epoch))
     }
 
-    /// AddPartitionsToTxn for `partitions` (topic, partitions), v3 or
-    /// lower: the client form of the request. The first error any
-    /// partition answers decides.
-    pub fn add_partitions(&mut self, partitions: &[(String, Vec<i32>)]) -> Result<(), TxnError> {
+    /// Sends AddPartitionsToTxn for `partitions` (topic, partitions), v3 or
+    /// lower (the client form of the request), without waiting: the
+    /// producer goes on filling its batches meanwhile, as the Java client
+    /// does, and [`Self::poll_add`] tells when the coordinator has answered.
+    /// At most one is under way.
+    pub fn start_add(&mut self, partitions: &[(String, Vec<i32>)]) -> Result<(), TxnError> {
         assert!(
             self.producer_id >= 0,
             "AddPartitionsToTxn before InitProducerId"
         );
+        assert!(self.adding.is_none(), "one AddPartitionsToTxn at a time");
         let topics: Vec<AddPartitionsToTxnTopic> = partitions
             .iter()
             .map(|(t, ps)| {
@@ -327,20 +373,112 @@ impl TxnCoordinator {
             .with_v3_and_below_producer_id(ProducerId(self.producer_id))
             .with_v3_and_below_producer_epoch(self.epoch)
             .with_v3_and_below_topics(topics);
-        self.call(ApiKey::AddPartitionsToTxn, |conn| {
-            let r: AddPartitionsToTxnResponse = conn.roundtrip(ApiKey::AddPartitionsToTxn, &req)?;
-            let codes = r
-                .results_by_topic_v3_and_below
-                .iter()
-                .flat_map(|t| t.results_by_partition.iter())
-                .map(|p| p.partition_error_code);
-            // OPERATION_NOT_ATTEMPTED only says another partition failed.
-            let code = codes
-                .clone()
-                .find(|&c| c != 0 && c != OPERATION_NOT_ATTEMPTED)
-                .or_else(|| codes.clone().find(|&c| c != 0))
-                .unwrap_or(0);
-            Ok((code, ()))
+        let now = Instant::now();
+        self.adding = Some(Adding {
+            req,
+            sent: None,
+            send_at: now,
+            deadline: now + self.patience,
+            retries: 0,
+        });
+        match self.poll_add() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The AddPartitionsToTxn under way: None while it waits for its
+    /// answer (or to be sent again after a retriable one), then its
+    /// outcome, once. Retries as [`Self::call`] does, within the patience.
+    pub fn poll_add(&mut self) -> Option<Result<(), TxnError>> {
+        const API: ApiKey = ApiKey::AddPartitionsToTxn;
+        let mut a = self.adding.take()?;
+        let (wait, last) = match a.sent {
+            None if Instant::now() < a.send_at => {
+                self.adding = Some(a);
+                return None;
+            }
+            None => match self.conn().and_then(|c| c.ask(API, &a.req)) {
+                Ok(sent) => {
+                    a.sent = Some(sent);
+                    self.adding = Some(a);
+                    return None;
+                }
+                Err(e @ ClientError::Unsupported { .. }) => {
+                    return Some(Err(self.failed(API, e.to_string())))
+                }
+                Err(e) => {
+                    self.conn = None;
+                    (self.backoff, e.to_string())
+                }
+            },
+            Some((corr, version)) => {
+                let conn = self.conn.as_mut().expect("a request was sent on it");
+                if !conn.answer_ready() {
+                    self.adding = Some(a);
+                    return None;
+                }
+                match conn.answer::<AddPartitionsToTxnResponse>(API, version, corr) {
+                    Ok(r) => {
+                        let code = first_error(&r);
+                        match next_after(code, self.backoff, a.retries) {
+                            Next::Done => return Some(Ok(())),
+                            Next::Retry(d) => (d, format!("error {code} ({})", code_name(code))),
+                            Next::Rediscover => {
+                                self.conn = None;
+                                (self.backoff, format!("error {code} ({})", code_name(code)))
+                            }
+                            Next::Fenced => {
+                                return Some(Err(TxnError::Fenced {
+                                    transactional_id: self.transactional_id.clone(),
+                                    api: API,
+                                    code,
+                                }))
+                            }
+                            Next::Fail => {
+                                return Some(Err(
+                                    self.failed(API, format!("error {code} ({})", code_name(code)))
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.conn = None;
+                        (self.backoff, e.to_string())
+                    }
+                }
+            }
+        };
+        let now = Instant::now();
+        if now + wait > a.deadline {
+            return Some(Err(self.failed(
+                API,
+                format!("still failing after {:?}: {last}", self.patience),
+            )));
+        }
+        a.sent = None;
+        a.send_at = now + wait;
+        a.retries += 1;
+        self.adding = Some(a);
+        None
+    }
+
+    /// Gives up on the AddPartitionsToTxn under way (the run ends): its
+    /// connection closes, so no late answer is read as another's.
+    pub fn drop_add(&mut self) {
+        if self.adding.take().is_some() {
+            self.conn = None;
+        }
+    }
+
+    /// What the producer waits on for the AddPartitionsToTxn under way:
+    /// its connection's descriptor while the answer is due, or how long
+    /// until it is sent again.
+    pub fn add_wait(&self) -> Option<AddWait> {
+        let a = self.adding.as_ref()?;
+        Some(match (a.sent, &self.conn) {
+            (Some(_), Some(c)) => AddWait::Answer(c.raw_fd()),
+            _ => AddWait::Resend(a.send_at.saturating_duration_since(Instant::now())),
         })
     }
 
@@ -373,6 +511,8 @@ pub struct Transaction {
     pub begun_ns: u64,
     /// (topic, partition) pairs AddPartitionsToTxn has added to it.
     pub added: BTreeSet<(usize, i32)>,
+    /// The pairs of the AddPartitionsToTxn under way.
+    pub adding: Vec<(usize, i32)>,
     /// Sends are refused until the transaction ends: it is full (or the
     /// run ends), or a batch of it failed and it must abort.
     pub ending: bool,
@@ -396,6 +536,7 @@ impl Transaction {
             messages: 0,
             begun_ns: 0,
             added: BTreeSet::new(),
+            adding: Vec::new(),
             ending: false,
             doomed: None,
             acked: Vec::new(),

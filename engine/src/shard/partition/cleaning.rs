@@ -6,8 +6,8 @@
 //! log's.
 
 use super::Partition;
-use crate::cleaner::worker::Workers;
 use crate::config::TopicConfig;
+use crate::idle::Workers;
 use crate::storage::cleaned::CleanedSegment;
 use crate::storage::log::SealedSegment;
 use crate::storage::StorageError;

@@ -1,20 +1,19 @@
-//! The cleaner's threads. A pass reads, filters, writes and syncs its
-//! segments on one of these, never on a shard's thread: the shard only
-//! plans the pass and swaps the cleaned segments in, awaiting each job's
-//! answer while it serves requests.
+//! Threads at the lowest CPU priority for work a shard hands off and
+//! awaits without holding its core: the log cleaner's passes and swaps
+//! (`log.cleaner.threads` of them, [`crate::cleaner`]) and the encoding of
+//! a metrics scrape (one thread, [`crate::metrics`]).
 //!
-//! With the pass on the shard's thread, in 1 ms slices, a busy cleaner
-//! showed in produce's tail three to four times over: every slice delays
-//! a request that arrives during it, and the slice cannot end while a
-//! read, a 1 MiB write or a sync of the cleaned copy is in the kernel
+//! With a cleaner pass on the shard's thread, in 1 ms slices, a busy
+//! cleaner showed in produce's tail three to four times over: every slice
+//! delays a request that arrives during it, and the slice cannot end while
+//! a read, a 1 MiB write or a sync of the cleaned copy is in the kernel
 //! (the stall detector, `reactor.stall.threshold.ms`, caught reads, writes
 //! and syncs holding a shard for up to 17 ms). These threads run under
 //! `SCHED_IDLE`: the kernel gives a shard's thread the core whenever it
-//! wakes, and the cleaner the time the shards leave (Kafka cleans on
+//! wakes, and these threads the time the shards leave (Kafka cleans on
 //! threads of its own too, at normal priority). On cores the shards keep
-//! busy compaction therefore slows to a trickle rather than slowing
-//! requests. There are `log.cleaner.threads` of them, as many as passes
-//! may run at once ([`super::Turns`]).
+//! busy such work therefore slows to a trickle rather than slowing
+//! requests.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,14 +21,14 @@ use std::sync::{mpsc, Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The cleaner's threads, shared by a broker's shards.
+/// A pool of idle-priority threads, shared by a broker's shards.
 #[derive(Debug)]
 pub struct Workers {
     jobs: mpsc::Sender<Job>,
 }
 
-/// Set when the shard stops waiting for a job (its pass was dropped: the
-/// broker stops); the job checks it between batches and gives up.
+/// Set when the shard stops waiting for a job (say a cleaner pass was
+/// dropped as the broker stops); a long job checks it and gives up.
 #[derive(Debug, Clone)]
 pub struct Cancel(Arc<AtomicBool>);
 
@@ -49,15 +48,15 @@ impl Drop for CancelOnDrop {
 }
 
 impl Workers {
-    /// Starts `threads` cleaner threads; they end when the last handle to
-    /// the pool is dropped.
-    pub fn new(threads: usize) -> std::io::Result<Workers> {
+    /// Starts `threads` threads named `<name>-<i>`; they end when the last
+    /// handle to the pool is dropped.
+    pub fn new(name: &str, threads: usize) -> std::io::Result<Workers> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
-                .name(format!("sluice-cleaner-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
                     lower_priority();
                     loop {
@@ -66,8 +65,8 @@ impl Workers {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        // A job that panics drops its answer: the pass
-                        // fails with an error and the thread goes on.
+                        // A job that panics drops its answer (the waiter
+                        // sees None) and the thread goes on.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                     }
                 })?;
@@ -75,13 +74,13 @@ impl Workers {
         Ok(Workers { jobs })
     }
 
-    /// Drops `value` on a cleaner thread (files whose close or unmap may
+    /// Drops `value` on one of the threads (files whose close or unmap may
     /// block); nothing waits for it.
     pub fn drop_later<T: Send + 'static>(&self, value: T) {
         let _ = self.jobs.send(Box::new(move || drop(value)));
     }
 
-    /// Runs `job` on a cleaner thread and waits, without holding the
+    /// Runs `job` on one of the threads and waits, without holding the
     /// shard, for its answer. None if the job panicked.
     pub async fn run<R: Send + 'static>(
         &self,
@@ -117,7 +116,7 @@ fn lower_priority() {
     let error = std::io::Error::last_os_error();
     // SAFETY: as above.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    tracing::debug!(%error, niced = r == 0, "the cleaner thread is not SCHED_IDLE");
+    tracing::debug!(%error, niced = r == 0, "an idle-priority thread is not SCHED_IDLE");
 }
 
 #[cfg(test)]
@@ -126,7 +125,7 @@ mod tests {
 
     #[test]
     fn jobs_run_off_the_calling_thread_at_the_idle_policy() {
-        let workers = Workers::new(1).unwrap();
+        let workers = Workers::new("test", 1).unwrap();
         let caller = std::thread::current().id();
         let (thread, policy) = glommio::LocalExecutorBuilder::default()
             .make()
@@ -143,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_job_that_panics_answers_none_and_the_thread_goes_on() {
-        let workers = Workers::new(1).unwrap();
+        let workers = Workers::new("test", 1).unwrap();
         let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
         ex.run(async {
             assert_eq!(
@@ -156,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_dropped_wait_cancels_its_job() {
-        let workers = Workers::new(1).unwrap();
+        let workers = Workers::new("test", 1).unwrap();
         let (seen_tx, seen_rx) = mpsc::channel();
         glommio::LocalExecutorBuilder::default()
             .make()
