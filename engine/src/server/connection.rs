@@ -349,11 +349,20 @@ async fn write_parts<W: Outbound>(
     stream: &mut W,
     parts: Vec<Part<crate::storage::segment::FileRegion>>,
 ) -> io::Result<()> {
+    // One packet per part otherwise (the socket has TCP_NODELAY): a fetch
+    // of a few partitions would cost the client a wake-up per partition.
+    let corked = parts.len() > 1;
+    if corked {
+        stream.cork(true)?;
+    }
     for part in parts {
         match part {
             Part::Bytes(b) => stream.send(&b).await?,
             Part::Region(r) => stream.send_region(&r, &shard.stats).await?,
         }
+    }
+    if corked {
+        stream.cork(false)?;
     }
     Ok(())
 }

@@ -32,6 +32,30 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Corks (`on`) or uncorks a TCP socket: while corked the kernel holds
+/// partial segments, so the parts of one answer (headers written, record
+/// bytes sent from files) leave as full segments instead of one packet per
+/// part; uncorking sends what is held. On loopback every packet costs the
+/// sender the receiver's processing too, and wakes the receiver once more.
+pub fn cork(fd: RawFd, on: bool) -> io::Result<()> {
+    let value: libc::c_int = on.into();
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to an int
+    // that lives across the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sends all of `region` to `stream`.
 pub async fn send_region(stream: &mut Half, region: &FileRegion, stats: &Stats) -> io::Result<()> {
     let socket = stream.as_raw_fd();

@@ -23,6 +23,7 @@ use rustls::{ServerConfig, ServerConnection};
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -139,6 +140,9 @@ impl Receive for TlsReader {
 pub trait Outbound {
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
     async fn send_region(&mut self, region: &FileRegion, stats: &Stats) -> io::Result<()>;
+    /// Holds (`true`) or releases what is sent, so an answer of several
+    /// parts leaves in as few packets as its size allows.
+    fn cork(&self, on: bool) -> io::Result<()>;
 }
 
 impl Outbound for Half {
@@ -148,6 +152,10 @@ impl Outbound for Half {
 
     async fn send_region(&mut self, region: &FileRegion, stats: &Stats) -> io::Result<()> {
         super::sendfile::send_region(self, region, stats).await
+    }
+
+    fn cork(&self, on: bool) -> io::Result<()> {
+        super::sendfile::cork(self.as_raw_fd(), on)
     }
 }
 
@@ -196,5 +204,9 @@ impl Outbound for TlsWriter {
         }
         self.region = chunk;
         result
+    }
+
+    fn cork(&self, on: bool) -> io::Result<()> {
+        super::sendfile::cork(self.stream.as_raw_fd(), on)
     }
 }

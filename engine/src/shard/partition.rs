@@ -590,26 +590,16 @@ impl Partition {
         self.log.borrow().for_each_batch(from, f)
     }
 
-    /// A receiver that fires once data at or past `offset` is readable:
-    /// below the high watermark for consumers, the last stable offset for
-    /// read_committed ones (`committed`), the log end for a follower
-    /// (`replica`). Waiters wake on every append and high-watermark move,
-    /// which is when the last stable offset moves too (a marker's append,
-    /// then the high watermark passing it).
-    pub fn watch(&self, offset: Offset, replica: bool, committed: bool) -> oneshot::Receiver<()> {
+    /// A receiver that fires on the next append or high-watermark move
+    /// (which is when the last stable offset moves too: a marker's append,
+    /// then the high watermark passing it). A fetch that has just read
+    /// this partition and wants more parks on it: whatever was readable
+    /// then was read, so only news can add to it.
+    pub fn watch(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let readable = match (replica, committed) {
-            (true, _) => self.log.borrow().log_end(),
-            (false, true) => self.last_stable_offset(),
-            (false, false) => self.log.borrow().high_watermark(),
-        };
-        if readable > offset {
-            let _ = tx.send(());
-        } else {
-            let mut waiters = self.waiters.borrow_mut();
-            waiters.retain(|w| !w.is_canceled());
-            waiters.push(tx);
-        }
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
         rx
     }
 

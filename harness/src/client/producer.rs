@@ -2,10 +2,12 @@
 //!
 //! `send` partitions a record (murmur2 for keys, sticky for null keys) and
 //! appends it to its partition's batch; `poll` reads responses, retries
-//! retriable failures after `retry.backoff.ms`, drains batches that are full
-//! or have lingered into Produce requests (one batch per partition per
-//! request, at most `max.in.flight.requests.per.connection` requests per
-//! broker) and writes what the sockets take. The owner thread waits on the
+//! retriable failures after `retry.backoff.ms`, and once a broker has a
+//! partition whose batch is full or has lingered, drains every partition it
+//! leads into one Produce request, lingered or not, as the Java client does
+//! (one batch per partition per request, at most
+//! `max.in.flight.requests.per.connection` requests per broker), and writes
+//! what the sockets take. The owner thread waits on the
 //! sockets with `ppoll` until `next_deadline_ns`, so no thread sleeps past a
 //! response and no lock is taken per message.
 //!
@@ -814,17 +816,31 @@ impl Producer {
         let Some(parts) = self.led.get(&id) else {
             return Ok(Vec::new());
         };
+        // A partition's batches wait until AddPartitionsToTxn added it.
+        let sendable =
+            |t: usize, p: i32| self.txn.as_ref().is_none_or(|x| x.added.contains(&(t, p)));
+        // Nothing goes until one partition is due (a full batch, a batch
+        // that lingered, a retry whose backoff ended); then every partition
+        // of the broker sends what it holds in the same request, lingered
+        // or not, as the Java client drains a ready node: one request
+        // instead of one per partition as each one's linger ends.
+        let due = parts.iter().any(|&(t, p)| {
+            sendable(t, p)
+                && self.topics[t].queues[p as usize]
+                    .deadline_ns(self.linger_ns)
+                    .is_some_and(|d| d <= now)
+        });
+        if !due {
+            return Ok(Vec::new());
+        }
         let n = parts.len();
         let start = self.brokers.get(&id).map_or(0, |b| b.drain_start) % n.max(1);
         let mut out = Vec::new();
         let mut size = REQUEST_OVERHEAD;
         for i in 0..n {
             let (t, p) = parts[(start + i) % n];
-            // A partition's batches wait until AddPartitionsToTxn added it.
-            if let Some(txn) = &self.txn {
-                if !txn.added.contains(&(t, p)) {
-                    continue;
-                }
+            if !sendable(t, p) {
+                continue;
             }
             let q = &mut self.topics[t].queues[p as usize];
             let open_before = q.open_bytes();
@@ -832,7 +848,7 @@ impl Producer {
             // batch closed here (the open one, after linger) changes the count.
             let from_open = q.ready.is_empty();
             let drained = q
-                .drain(now, self.linger_ns, self.s.compression, &mut self.scratch)
+                .drain(now, 0, self.s.compression, &mut self.scratch)
                 .map_err(|e| ClientError::Encode {
                     api: ApiKey::Produce,
                     version: 0,

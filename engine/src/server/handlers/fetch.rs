@@ -199,7 +199,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut got = read_all(shard, &wants).await;
+    let (mut got, mut news) = read_all(shard, &wants, min_bytes.max(1)).await;
     let mut parked = None;
     loop {
         let total: usize = got.iter().map(|g| g.bytes).sum();
@@ -213,8 +213,8 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             break;
         }
         parked.get_or_insert(now);
-        wait_any(shard, &wants, deadline - now).await;
-        got = read_all(shard, &wants).await;
+        wait_any(news, deadline - now).await;
+        (got, news) = read_all(shard, &wants, min_bytes.max(1)).await;
     }
     if let Some(since) = parked {
         crate::metrics::fetch_waited(replica >= 0, since.elapsed());
@@ -485,7 +485,15 @@ fn by_owner(wants: &[Want]) -> BTreeMap<ShardId, Vec<(usize, Want)>> {
     m
 }
 
-async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
+/// Reads every partition asked for on its owner shard, one trip to each.
+/// An owner whose partitions hold fewer than `min_bytes` (and answered no
+/// error) also watches them in the same trip: were the fetch to park, it
+/// parks on those receivers without another trip to every owner.
+async fn read_all(
+    shard: &Rc<Shard>,
+    wants: &[Want],
+    min_bytes: usize,
+) -> (Vec<Got>, Vec<oneshot::Receiver<()>>) {
     let mut got: Vec<Got> = wants
         .iter()
         .map(|w| Got {
@@ -495,18 +503,31 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<Got> {
         .collect();
     let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
         shard.invoke_on(owner, move |s| async move {
-            list.into_iter()
-                .map(|(i, w)| (i, read_one(&s, &w)))
-                .collect::<Vec<_>>()
+            let read: Vec<(usize, Got)> = list.iter().map(|(i, w)| (*i, read_one(&s, w))).collect();
+            let bytes: usize = read.iter().map(|(_, g)| g.bytes).sum();
+            let errored = read.iter().any(|(_, g)| g.error.is_some());
+            let news = match bytes < min_bytes && !errored {
+                true => list
+                    .iter()
+                    .filter_map(|(_, w)| s.serving_partition(&w.topic, w.partition))
+                    .map(|p| p.watch())
+                    .collect(),
+                false => Vec::new(),
+            };
+            (read, news)
         })
     });
+    let mut news = Vec::new();
     for result in futures::future::join_all(jobs).await {
         match result {
-            Ok(list) => list.into_iter().for_each(|(i, g)| got[i] = g),
+            Ok((list, watching)) => {
+                list.into_iter().for_each(|(i, g)| got[i] = g);
+                news.extend(watching);
+            }
             Err(e) => tracing::error!(error = %e, "fetch forwarding failed"),
         }
     }
-    got
+    (got, news)
 }
 
 fn read_one(shard: &Shard, w: &Want) -> Got {
@@ -579,30 +600,14 @@ fn read_one(shard: &Shard, w: &Want) -> Got {
     }
 }
 
-/// Parks until any partition has data past its fetch offset, or `timeout`.
-async fn wait_any(shard: &Rc<Shard>, wants: &[Want], timeout: Duration) {
-    let jobs = by_owner(wants).into_iter().map(|(owner, list)| {
-        shard.invoke_on(owner, move |s| async move {
-            list.into_iter()
-                .filter_map(|(_, w)| {
-                    s.serving_partition(&w.topic, w.partition)
-                        .map(|p| p.watch(w.offset, w.replica.is_some(), w.committed))
-                })
-                .collect::<Vec<oneshot::Receiver<()>>>()
-        })
-    });
-    let receivers: Vec<oneshot::Receiver<()>> = futures::future::join_all(jobs)
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .flatten()
-        .collect();
+/// Parks until any watched partition has news, or `timeout`.
+async fn wait_any(news: Vec<oneshot::Receiver<()>>, timeout: Duration) {
     let timer = glommio::timer::sleep(timeout);
-    if receivers.is_empty() {
+    if news.is_empty() {
         timer.await;
         return;
     }
-    let any = futures::future::select_all(receivers);
+    let any = futures::future::select_all(news);
     futures::pin_mut!(timer);
     let _ = futures::future::select(any, timer).await;
 }
