@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::scrape::{samples, scrape_until, sum_matching};
 use common::{Broker, Raw};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -105,32 +106,13 @@ fn two_shards_share_partitions_and_connections() {
 }
 
 /// The sum of `sluice_cross_shard_jobs_total` over the shards, scraped
-/// from the metrics listener on `port` once it answers.
+/// from the metrics listener on `port`.
 fn cross_shard_jobs(port: u16) -> f64 {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut text = String::new();
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let _ = s.read_to_string(&mut text);
-        }
-        let jobs: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with("sluice_cross_shard_jobs_total"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-            .collect();
-        if !jobs.is_empty() {
-            return jobs.iter().sum();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no cross-shard jobs in a scrape:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    const NAME: &str = "sluice_cross_shard_jobs_total";
+    let body = scrape_until(port, "cross-shard jobs", |s| {
+        s.keys().any(|k| k.starts_with(NAME))
+    });
+    sum_matching(&samples(&body), NAME, "")
 }
 
 /// Writes one record to each of the topic's partitions.

@@ -418,11 +418,16 @@ impl Coordinator {
             return all(ErrorCode::InvalidGroupId);
         }
         let now = now_ms();
+        let committed: Vec<(&str, i32)> = req
+            .topics
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.as_str(), p.partition)))
+            .collect();
         let consumer_check = self
             .consumers
             .borrow()
             .get(&group_id)
-            .map(|g| g.check_commit(&req.member_id, req.generation, req.version));
+            .map(|g| g.check_commit(&req.member_id, req.generation, req.version, &committed));
         let checked = if let Some(checked) = consumer_check {
             self.groups
                 .borrow_mut()

@@ -6,11 +6,15 @@ committing synchronously after each; then one closes (a leave, member
 epoch -1) and the other takes over its partitions and reads the second
 half. Every message must be read exactly once: with a commit after each
 read and a planned leave, a repeat or a gap is a defect. The committed
-offsets are then the log end offsets. Exits non-zero on any mismatch.
+offsets are then the log end offsets. Exits non-zero on any mismatch,
+printing the consumers' last group and offset debug lines.
 
 usage: kip848_librdkafka.py BOOTSTRAP TOPIC GROUP COUNT PARTITIONS
 """
 
+import collections
+import logging
+import os
 import sys
 import time
 
@@ -18,10 +22,31 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 DEADLINE_S = 120
 
+# librdkafka's group and offset debug lines, the last few thousand, shown
+# on a failure.
+DEBUG_LINES = collections.deque(maxlen=3000)
+
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        DEBUG_LINES.append(self.format(record))
+
+
+LOGGER = logging.getLogger("librdkafka")
+LOGGER.addHandler(Keep())
+LOGGER.setLevel(logging.DEBUG)
+LOGGER.propagate = False
+
 
 def fail(what):
     print(f"FAIL: {what}", flush=True)
-    sys.exit(1)
+    print("librdkafka's last group and offset lines:", flush=True)
+    for line in list(DEBUG_LINES)[-400:]:
+        print(line)
+    sys.stdout.flush()
+    # Leave without closing the consumers: a close can wait for a
+    # rebalance that no longer comes.
+    os._exit(1)
 
 
 def produce(bootstrap, topic, start, count, partitions):
@@ -49,7 +74,9 @@ def consumer(bootstrap, group, name):
             "client.id": name,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-        }
+            "debug": "cgrp,topic",
+        },
+        logger=LOGGER,
     )
 
 

@@ -255,11 +255,12 @@ impl PartitionQueue {
     }
 
     /// The batch the sender should send now, if any: the first ready batch
-    /// past its retry backoff, else the open batch once it has lingered.
+    /// past its retry backoff, else the open batch. The sender drains a
+    /// broker once any of its partitions is due (`deadline_ns`), so a batch
+    /// that has not lingered yet goes with the others, as in the Java client.
     pub fn drain(
         &mut self,
         now_ns: u64,
-        linger_ns: u64,
         codec: Compression,
         scratch: &mut Vec<u8>,
     ) -> Result<Option<ClosedBatch>, CodecError> {
@@ -269,15 +270,11 @@ impl PartitionQueue {
             }
             return Ok(None);
         }
-        let lingered = self
-            .open
-            .as_ref()
-            .is_some_and(|b| now_ns >= b.created_ns + linger_ns);
-        if lingered {
-            self.close(codec, scratch)?;
-            return Ok(self.ready.pop_front());
+        if self.open.is_none() {
+            return Ok(None);
         }
-        Ok(None)
+        self.close(codec, scratch)?;
+        Ok(self.ready.pop_front())
     }
 
     /// When this queue next has something to send without outside events.
@@ -306,18 +303,13 @@ mod tests {
     use sluice_protocol::record_batch::{decode_records, validate_batch, BatchHeader};
 
     #[test]
-    fn lingering_batch_drains_only_after_linger() {
+    fn lingering_batch_is_due_after_linger() {
         let mut q = PartitionQueue::new();
         let mut s = Vec::new();
+        assert_eq!(q.deadline_ns(1_000), None);
         q.append(1_000, 1, None, b"abc", 900);
-        assert!(q
-            .drain(1_500, 1_000, Compression::None, &mut s)
-            .unwrap()
-            .is_none());
-        let b = q
-            .drain(2_000, 1_000, Compression::None, &mut s)
-            .unwrap()
-            .unwrap();
+        assert_eq!(q.deadline_ns(1_000), Some(2_000));
+        let b = q.drain(2_000, Compression::None, &mut s).unwrap().unwrap();
         assert_eq!(b.starts, vec![900]);
         validate_batch(&b.wire, 0).unwrap();
     }
@@ -421,14 +413,8 @@ mod tests {
         q.append(0, 1, None, b"x", 0);
         q.close(Compression::None, &mut s).unwrap();
         q.ready[0].retry_at_ns = 5_000;
-        assert!(q
-            .drain(4_000, 0, Compression::None, &mut s)
-            .unwrap()
-            .is_none());
-        assert!(q
-            .drain(5_000, 0, Compression::None, &mut s)
-            .unwrap()
-            .is_some());
+        assert!(q.drain(4_000, Compression::None, &mut s).unwrap().is_none());
+        assert!(q.drain(5_000, Compression::None, &mut s).unwrap().is_some());
         assert_eq!(q.deadline_ns(0), None);
     }
 }

@@ -848,7 +848,7 @@ impl Producer {
             // batch closed here (the open one, after linger) changes the count.
             let from_open = q.ready.is_empty();
             let drained = q
-                .drain(now, 0, self.s.compression, &mut self.scratch)
+                .drain(now, self.s.compression, &mut self.scratch)
                 .map_err(|e| ClientError::Encode {
                     api: ApiKey::Produce,
                     version: 0,

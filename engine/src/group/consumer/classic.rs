@@ -266,6 +266,7 @@ impl ConsumerGroup {
                     state: MemberState::Stable,
                     assigned,
                     revoking: Assignment::new(),
+                    given_at: Default::default(),
                 },
                 session_deadline_ms: now_ms + i64::from(meta.session_timeout_ms),
                 classic: Some(meta),

@@ -307,8 +307,11 @@ fn an_upgrade_keeps_each_classic_members_partitions_and_generation() {
         g.classic_heartbeat("a", None, 4, 1),
         ErrorCode::IllegalGeneration
     );
-    assert_eq!(g.check_commit("a", 5, 8), Ok(()));
-    assert_eq!(g.check_commit("a", 4, 8), Err(ErrorCode::IllegalGeneration));
+    assert_eq!(g.check_commit("a", 5, 8, &[]), Ok(()));
+    assert_eq!(
+        g.check_commit("a", 4, 8, &[]),
+        Err(ErrorCode::IllegalGeneration)
+    );
 }
 
 #[test]

@@ -16,8 +16,13 @@
 //! (owns = assigned or still being revoked); the rest come on a later
 //! heartbeat, once their owners have let go. So a partition never has
 //! two owners.
+//!
+//! Each partition a member owns remembers the epoch it was given at
+//! (KIP-1251's assignment epoch), so a commit sent at an epoch the
+//! member has since left still counts for the partitions it owned then.
 
 use super::{difference, intersection, is_subset, union, Assignment};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Where a member stands relative to its target.
@@ -52,6 +57,10 @@ pub struct MemberAssignment {
     pub assigned: Assignment,
     /// What it was told to give up and has not yet reported gone.
     pub revoking: Assignment,
+    /// The epoch each owned partition was given at; one missing (as
+    /// after a coordinator move, which does not store them) counts as
+    /// given at `epoch`.
+    pub given_at: BTreeMap<(Uuid, i32), i32>,
 }
 
 impl MemberAssignment {
@@ -63,7 +72,19 @@ impl MemberAssignment {
             state: MemberState::Stable,
             assigned: Assignment::new(),
             revoking: Assignment::new(),
+            given_at: BTreeMap::new(),
         }
+    }
+
+    /// Whether a commit at `epoch` (older than the member's) may name
+    /// partition `p` of topic `t`: the member owns it and has since
+    /// `epoch` or before, so no other member can have owned it between.
+    pub fn owned_since(&self, t: Uuid, p: i32, epoch: i32) -> bool {
+        let owns = |a: &Assignment| a.get(&t).is_some_and(|ps| ps.contains(&p));
+        if !owns(&self.assigned) && !owns(&self.revoking) {
+            return false;
+        }
+        self.given_at.get(&(t, p)).copied().unwrap_or(self.epoch) <= epoch
     }
 
     /// What the member may still hold: assigned or being revoked.
@@ -116,6 +137,14 @@ impl MemberAssignment {
         if self.epoch != target_epoch {
             self.previous_epoch = self.epoch;
             self.epoch = target_epoch;
+        }
+        let owned = self.owned();
+        self.given_at
+            .retain(|(t, p), _| owned.get(t).is_some_and(|ps| ps.contains(p)));
+        for (t, ps) in &free {
+            for &p in ps {
+                self.given_at.insert((*t, p), self.epoch);
+            }
         }
         self.state = match unreleased {
             true => MemberState::UnreleasedPartitions,

@@ -16,7 +16,7 @@
 use super::assignor::{AssignorKind, AssignorMember, Targets};
 use super::reconcile::{MemberAssignment, MemberState};
 use super::records::{AssignmentRecord, MemberRecord};
-use super::{count, holds, is_subset, Assignment, ConsumerConfig, Topics};
+use super::{count, holds, is_subset, union, Assignment, ConsumerConfig, Topics};
 use super::{MEMBERS_MAX, PARTITIONS_MAX, REGEX_LEN_MAX};
 use regex::Regex;
 use sluice_protocol::ErrorCode;
@@ -319,6 +319,10 @@ impl ConsumerGroup {
                 2 => MemberState::UnreleasedPartitions,
                 _ => MemberState::Stable,
             },
+            given_at: union(&r.assigned, &r.revoking)
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| ((*t, *p), r.epoch)))
+                .collect(),
             assigned: r.assigned,
             revoking: r.revoking,
         };
@@ -775,9 +779,18 @@ impl ConsumerGroup {
     }
 
     /// Checks an OffsetCommit: the member must be known and at its
-    /// current epoch. A commit with no member id and a negative epoch is
-    /// an admin's or a plain consumer's, allowed while the group is empty.
-    pub fn check_commit(&self, member_id: &str, epoch: i32, version: i16) -> Result<(), ErrorCode> {
+    /// current epoch, or (KIP-1251) at an older one while it still owns
+    /// every partition `committed` names since that epoch: the member
+    /// may commit before the heartbeat answer that moved its epoch
+    /// reaches it. A commit with no member id and a negative epoch is an
+    /// admin's or a plain consumer's, allowed while the group is empty.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        version: i16,
+        committed: &[(&str, i32)],
+    ) -> Result<(), ErrorCode> {
         if epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
@@ -797,10 +810,18 @@ impl ConsumerGroup {
             // member epoch, which OffsetCommit names only from v9.
             return Err(ErrorCode::UnsupportedVersion);
         }
-        if epoch != m.assignment.epoch {
-            return Err(ErrorCode::StaleMemberEpoch);
+        if epoch == m.assignment.epoch {
+            return Ok(());
         }
-        Ok(())
+        let owned_then = |&(t, p): &(&str, i32)| {
+            self.subscribed
+                .get(t)
+                .is_some_and(|&(id, _)| m.assignment.owned_since(id, p, epoch))
+        };
+        match epoch < m.assignment.epoch && committed.iter().all(owned_then) {
+            true => Ok(()),
+            false => Err(ErrorCode::StaleMemberEpoch),
+        }
     }
 
     /// Checks a TxnOffsetCommit as Kafka does: no member named (epoch

@@ -282,25 +282,85 @@ fn a_regex_subscription_follows_new_topics() {
 fn commits_need_the_current_member_epoch() {
     let t = topics(&[("orders", 2)]);
     let mut g = ConsumerGroup::new("g", AssignorKind::Uniform);
-    assert_eq!(g.check_commit("", -1, 9), Ok(()));
+    assert_eq!(g.check_commit("", -1, 9, &[]), Ok(()));
     let r = g.heartbeat(join("a", &["orders"]), 0, &t, &cfg());
     let e = r.member_epoch;
-    assert_eq!(g.check_commit("a", e, 9), Ok(()));
+    assert_eq!(g.check_commit("a", e, 9, &[]), Ok(()));
+    // Given orders-0 at epoch e, it cannot have committed it before.
     assert_eq!(
-        g.check_commit("a", e - 1, 9),
+        g.check_commit("a", e - 1, 9, &[("orders", 0)]),
         Err(ErrorCode::StaleMemberEpoch)
     );
     assert_eq!(
-        g.check_commit("a", e, 8),
+        g.check_commit("a", e + 1, 9, &[]),
+        Err(ErrorCode::StaleMemberEpoch)
+    );
+    assert_eq!(
+        g.check_commit("a", e, 8, &[]),
         Err(ErrorCode::UnsupportedVersion)
     );
-    assert_eq!(g.check_commit("x", e, 9), Err(ErrorCode::UnknownMemberId));
-    assert_eq!(g.check_commit("", -1, 9), Err(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        g.check_commit("x", e, 9, &[]),
+        Err(ErrorCode::UnknownMemberId)
+    );
+    assert_eq!(
+        g.check_commit("", -1, 9, &[]),
+        Err(ErrorCode::UnknownMemberId)
+    );
     assert_eq!(g.check_fetch(None, -1), Ok(()));
     assert_eq!(
         g.check_fetch(Some("a"), e + 1),
         Err(ErrorCode::StaleMemberEpoch)
     );
+}
+
+/// KIP-1251: a commit sent before the heartbeat answer that moved the
+/// member's epoch reaches it counts for the partitions it has owned
+/// since that epoch, never for one it gave up or got back later.
+#[test]
+fn a_commit_at_an_older_epoch_counts_for_partitions_owned_since() {
+    let t = topics(&[("orders", 2)]);
+    let mut g = ConsumerGroup::new("g", AssignorKind::Range);
+    let mut clients = BTreeMap::from([("a".to_string(), Client::default())]);
+    let r = g.heartbeat(join("a", &["orders"]), 0, &t, &cfg());
+    clients.get_mut("a").unwrap().apply(&r);
+    settle(&mut g, &mut clients, &t, 0);
+    let first = clients["a"].epoch;
+    assert_eq!(count(&clients["a"].owned), 2);
+
+    // b joins: a's epoch moves on, it gives orders-1 up and keeps orders-0.
+    let r = g.heartbeat(join("b", &["orders"]), 0, &t, &cfg());
+    clients.insert("b".to_string(), Client::default());
+    clients.get_mut("b").unwrap().apply(&r);
+    settle(&mut g, &mut clients, &t, 0);
+    assert!(clients["a"].epoch > first);
+    let kept: Vec<i32> = clients["a"].owned.values().flatten().copied().collect();
+    assert_eq!(kept.len(), 1);
+    let (kept, lost) = (kept[0], 1 - kept[0]);
+    assert_eq!(g.check_commit("a", first, 9, &[("orders", kept)]), Ok(()));
+    assert_eq!(
+        g.check_commit("a", first, 9, &[("orders", lost)]),
+        Err(ErrorCode::StaleMemberEpoch)
+    );
+    assert_eq!(
+        g.check_commit("a", first, 9, &[("orders", kept), ("payments", 0)]),
+        Err(ErrorCode::StaleMemberEpoch)
+    );
+
+    // b leaves: a gets the other partition back, at a newer epoch, so a
+    // commit of it from the first epoch stays refused (b owned it since).
+    let r = g.heartbeat(beat("b", -1, None), 0, &t, &cfg());
+    assert_eq!(r.error, ErrorCode::None);
+    clients.remove("b");
+    settle(&mut g, &mut clients, &t, 0);
+    assert_eq!(count(&clients["a"].owned), 2);
+    let now = clients["a"].epoch;
+    assert_eq!(g.check_commit("a", first, 9, &[("orders", kept)]), Ok(()));
+    assert_eq!(
+        g.check_commit("a", first, 9, &[("orders", lost)]),
+        Err(ErrorCode::StaleMemberEpoch)
+    );
+    assert_eq!(g.check_commit("a", now, 9, &[("orders", lost)]), Ok(()));
 }
 
 /// Random clients join, heartbeat (sometimes slow to revoke, sometimes
