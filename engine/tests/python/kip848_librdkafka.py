@@ -98,9 +98,14 @@ def read_until(consumers, seen, want):
                 fail(f"{value} read twice: by {seen[value]} and by {name} at {m.partition()}/{m.offset()}")
             seen[value] = name
             try:
-                c.commit(message=m, asynchronous=False)
+                committed = c.commit(message=m, asynchronous=False)
             except KafkaException as e:
                 fail(f"{name} commit: {e}")
+            # A synchronous commit raises only for the request as a whole;
+            # a partition refused (STALE_MEMBER_EPOCH, say) is in its entry.
+            refused = [tp for tp in committed if tp.error is not None]
+            if refused:
+                fail(f"{name} commit at {m.partition()}/{m.offset()}: {[(tp.partition, str(tp.error)) for tp in refused]}")
 
 
 def main():
