@@ -920,6 +920,26 @@ fn raw_produce(c: &LocalCluster, node: usize, topic: &str, acks: i16, value: &[u
     resp.responses[0].partition_responses[0].error_code
 }
 
+/// A consumer's ListOffsets (v7) for partition 0 of `topic` at
+/// `timestamp`, asked of broker `node`: (error code, offset).
+fn list_offset_on(c: &LocalCluster, node: usize, topic: &str, timestamp: i64) -> (i16, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse};
+    let addr = SocketAddr::from(([127, 0, 0, 1], c.spec.ports[node - 1]));
+    let mut raw = Raw::connect(addr);
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let resp: ListOffsetsResponse =
+        call(&mut raw, ApiKey::ListOffsets, 7, &req).expect("ListOffsets answer");
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
 /// The leader of partition 0 of `topic`, as broker 1 sees it.
 fn leader_of(c: &LocalCluster, topic: &str) -> usize {
     partitions(&metadata(c, 1, Some(&[topic])), topic)[&0].0 as usize
@@ -1459,6 +1479,46 @@ fn pause_a_follower(c: &LocalCluster, topic: &str) -> (usize, usize) {
         .expect("three brokers");
     c.signal(paused, libc::SIGSTOP);
     (leader, paused)
+}
+
+/// A consumer's ListOffsets names only what it may read, as Kafka's
+/// does: a record past the high watermark (acknowledged with acks=1
+/// while an in-sync follower is paused) is neither the latest offset nor
+/// found by its timestamp or as the largest timestamp until the follower
+/// has it.
+#[test]
+fn list_offsets_names_no_record_above_the_high_watermark() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The paused follower stays in the ISR and a member: the high
+    // watermark waits for it.
+    let spec = spec(
+        dir.path(),
+        &[
+            "broker.session.timeout.ms=120000",
+            "replica.lag.time.max.ms=120000",
+        ],
+    );
+    let c = LocalCluster::start(spec, READY_DEADLINE).expect("cluster starts");
+    let (leader, paused) = pause_a_follower(&c, "above-hw");
+    // The record's timestamp is 1,000 (`produce_request`).
+    assert_eq!(raw_produce(&c, leader, "above-hw", 1, b"pending"), 0);
+    let ask = |timestamp| list_offset_on(&c, leader, "above-hw", timestamp);
+    assert_eq!(ask(-1), (0, 0), "latest is the high watermark");
+    assert_eq!(ask(500), (0, -1), "nothing committed at or after 500");
+    assert_eq!(ask(-3), (0, -1), "nor a largest timestamp");
+    assert_eq!(ask(-2), (0, 0), "earliest is the log start");
+    c.signal(paused, libc::SIGCONT);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while ask(-1) != (0, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the high watermark never reached 1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ask(500), (0, 0));
+    assert_eq!(ask(-3), (0, 0));
 }
 
 #[test]

@@ -1217,6 +1217,7 @@ fn kafka_transactions_finds_and_aborts_a_hanging_transaction() {
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
     let mut stable = |isolation: i8| -> i64 {
         let req = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_isolation_level(isolation)
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(name())

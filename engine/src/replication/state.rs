@@ -415,6 +415,18 @@ impl PartitionReplica {
         Ok(())
     }
 
+    /// Whether this replica leads with a high watermark still below the
+    /// offset its leader epoch began at (Kafka's check of KIP-207): right
+    /// after an election the new leader's HW is the one it had as a
+    /// follower, which may be below what the previous leader had already
+    /// told consumers, until the followers fetch in the new epoch.
+    pub fn hw_behind_epoch_start(&self) -> bool {
+        match &self.role {
+            Role::Leader(l) => l.epoch_start > self.log.high_watermark(),
+            _ => false,
+        }
+    }
+
     /// True while this replica follows a leader.
     pub fn is_follower(&self) -> bool {
         matches!(self.role, Role::Follower { .. })

@@ -464,6 +464,30 @@ fn consumers_read_only_below_the_high_watermark() {
     assert_eq!(n[0].read(Offset(6), 100), Err(ErrorCode::OffsetOutOfRange));
 }
 
+/// KIP-207: a leader elected with a high watermark below its epoch's
+/// start cannot say where the committed log ends until its followers
+/// fetch in the new epoch.
+#[test]
+fn a_new_leaders_high_watermark_lags_its_epoch_start_until_followers_fetch() {
+    let (state, mut n) = cluster(1);
+    n[0].produce(Acks::Leader, 5, 0).expect("appended");
+    round(&mut n, 1, 0, 0);
+    assert_eq!(n[1].log().log_end(), Offset(5));
+    assert_eq!(n[1].log().high_watermark(), Offset(0), "C had not fetched");
+    assert!(!n[0].hw_behind_epoch_start(), "A's epoch started at 0");
+    assert!(!n[1].hw_behind_epoch_start(), "a follower");
+    let next = state.on_broker_down(A, &[B, C], false).expect("changed");
+    assert_eq!(next.leader, Some(B));
+    n[1].apply_state(next.clone(), 1);
+    n[2].apply_state(next, 1);
+    assert!(n[1].hw_behind_epoch_start(), "HW 0, epoch from 5");
+    for _ in 0..3 {
+        round(&mut n, 2, 1, 1);
+    }
+    assert_eq!(n[1].log().high_watermark(), Offset(5));
+    assert!(!n[1].hw_behind_epoch_start());
+}
+
 // ---------------------------------------------------------------------
 // Seeded simulation.
 

@@ -84,6 +84,18 @@ pub struct Partition {
     sync_failure: RefCell<Option<String>>,
 }
 
+/// Who asks ListOffsets, which bounds what it is told (see
+/// [`Partition::list_offset`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetsFor {
+    /// A read_committed consumer: up to the last stable offset.
+    ReadCommitted,
+    /// A read_uncommitted consumer: up to the high watermark.
+    ReadUncommitted,
+    /// A replica or an operator's debugging request: up to the log end.
+    Replica,
+}
+
 /// Where a parked acks=all produce is answered.
 pub type Acked = oneshot::Receiver<Result<Offset, ErrorCode>>;
 
@@ -612,25 +624,39 @@ impl Partition {
     /// current epoch for latest, -1 when none. A consumer keeps it with
     /// its position and later validates the position with
     /// OffsetForLeaderEpoch, so a wrong epoch reads as a truncation.
-    /// For a read_committed consumer (`committed`), as Kafka: latest is
-    /// the last stable offset, and a record found by timestamp at or past
-    /// it is not reported (-1).
+    ///
+    /// As Kafka, what a consumer asks is bounded by what it may read: the
+    /// high watermark, or for read_committed the last stable offset, is
+    /// latest, and a record found at or past it (by timestamp or as the
+    /// largest timestamp) is not reported (-1). A replica's or operator's
+    /// request ([`OffsetsFor::Replica`]) is bounded by the log end. A
+    /// leader elected moments ago whose high watermark has not reached
+    /// the start of its epoch cannot tell a consumer where the end is,
+    /// and answers OFFSET_NOT_AVAILABLE (retriable) instead of an offset
+    /// below one the previous leader may have given.
     pub fn list_offset(
         &self,
         timestamp: i64,
-        committed: bool,
-    ) -> Result<(Offset, i64, LeaderEpoch), StorageError> {
-        let found = self.list_offset_uncommitted(timestamp)?;
-        if !committed {
-            return Ok(found);
+        asker: OffsetsFor,
+    ) -> Result<(Offset, i64, LeaderEpoch), ErrorCode> {
+        let found = self
+            .list_offset_uncommitted(timestamp)
+            .map_err(|e| error_code(&e))?;
+        let bound = match asker {
+            OffsetsFor::ReadCommitted => self.last_stable_offset(),
+            OffsetsFor::ReadUncommitted => self.log.borrow().high_watermark(),
+            OffsetsFor::Replica => self.log.borrow().log_end(),
+        };
+        let lagging = asker != OffsetsFor::Replica && self.replica.borrow().hw_behind_epoch_start();
+        let not_available = || Err(ErrorCode::OffsetNotAvailable);
+        match timestamp {
+            -1 if lagging => not_available(),
+            -1 => Ok((bound, -1, found.2)),
+            -2 | -4 | -5 | -6 => Ok(found),
+            _ if found.0 >= Offset(0) && found.0 < bound => Ok(found),
+            _ if lagging => not_available(),
+            _ => Ok((Offset(-1), -1, LeaderEpoch(-1))),
         }
-        let lso = self.last_stable_offset();
-        Ok(match timestamp {
-            -1 => (lso, found.1, found.2),
-            -2 | -4 | -5 | -6 => found,
-            _ if found.0 >= lso => (Offset(-1), -1, LeaderEpoch(-1)),
-            _ => found,
-        })
     }
 
     fn list_offset_uncommitted(

@@ -8,13 +8,14 @@
 //! -6, the earliest offset not yet uploaded to tiered storage: with none,
 //! Kafka answers -1, and so does Sluice, at every version as Kafka's log
 //! does. v11's fields are v10's, which the codec reads and writes for it
-//! (`codec_version`). With isolation_level
-//! 1 (read_committed) latest is the last stable offset and timestamp
-//! lookups stop below it.
+//! (`codec_version`). A consumer is answered within what it may read
+//! (the high watermark, or with isolation_level 1 the last stable offset),
+//! and by a leader just elected whose high watermark is still below its
+//! epoch's start with OFFSET_NOT_AVAILABLE (`Partition::list_offset`).
 
 use super::{Ctx, HandlerError, Reply};
 use crate::security::acl::{Operation, ResourceType};
-use crate::shard::partition::error_code;
+use crate::shard::partition::OffsetsFor;
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -28,9 +29,15 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
     let shard = ctx.shard;
     let snapshot = shard.metadata();
     let v = ctx.version();
-    // isolation_level 1 (read_committed, v2+): latest is the last stable
-    // offset.
-    let committed = req.isolation_level == 1;
+    // A consumer (replica id -1) is told what it may read: below the last
+    // stable offset with isolation_level 1 (read_committed, v2+), below
+    // the high watermark otherwise; anyone else (-2, an operator's
+    // debugging request) the log end, as Kafka does.
+    let asker = match (req.replica_id.0, req.isolation_level) {
+        (-1, 1) => OffsetsFor::ReadCommitted,
+        (-1, _) => OffsetsFor::ReadUncommitted,
+        _ => OffsetsFor::Replica,
+    };
     // A partition asked for twice is answered once, INVALID_REQUEST, as
     // Kafka does: the two questions would get one answer each, in an
     // order the client cannot tell apart.
@@ -76,7 +83,7 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
             let answer = shard
                 .invoke_on(owner, move |s| async move {
                     match s.serving_partition(&topic, index) {
-                        Some(part) => part.list_offset(ts, committed).map_err(|e| error_code(&e)),
+                        Some(part) => part.list_offset(ts, asker),
                         None => Err(ErrorCode::NotLeaderOrFollower),
                     }
                 })
@@ -88,6 +95,11 @@ pub async fn handle(ctx: &Ctx<'_>, body: Bytes) -> Result<Reply, HandlerError> {
                     if v >= 4 {
                         resp.leader_epoch = epoch.0;
                     }
+                }
+                // Before v5 a client knows no OFFSET_NOT_AVAILABLE; Kafka
+                // gives those LEADER_NOT_AVAILABLE, retriable as well.
+                Err(ErrorCode::OffsetNotAvailable) if v < 5 => {
+                    resp = resp.with_error_code(ErrorCode::LeaderNotAvailable.code())
                 }
                 Err(code) => resp = resp.with_error_code(code.code()),
             }
